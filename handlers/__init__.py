@@ -1,0 +1,29 @@
+"""Job handlers: the registry and the six built-in job types.
+
+Importing this package registers the built-in types.
+"""
+
+from handlers import builtin as _builtin  # noqa: F401  (registers the six built-in types)
+from handlers.registry import (
+    JobResult,
+    Registration,
+    get_handler,
+    get_registration,
+    handler,
+    load_handler_modules,
+    register_handler,
+    registered_types,
+    unregister_handler,
+)
+
+__all__ = [
+    "JobResult",
+    "Registration",
+    "get_handler",
+    "get_registration",
+    "handler",
+    "load_handler_modules",
+    "register_handler",
+    "registered_types",
+    "unregister_handler",
+]

@@ -1,0 +1,1 @@
+"""Registers the six built-in job types (their modules land with the domain work)."""

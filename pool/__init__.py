@@ -1,0 +1,1 @@
+"""The prefork worker pool: one master, N children."""

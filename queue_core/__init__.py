@@ -1,0 +1,1 @@
+"""skiplock's queue core: the job table and every operation on it."""

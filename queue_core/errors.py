@@ -1,0 +1,44 @@
+"""Every error skiplock raises on purpose.
+
+Each class's docstring is its default message, so ``raise InvalidJob()`` and
+``raise InvalidJob("priority must be an integer")`` both read well. The command
+line prints ``str(error)`` of any ``SkiplockError`` as one line and exits 1;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class SkiplockError(Exception):
+    """skiplock failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigurationError(SkiplockError):
+    """A setting has a value that cannot be used."""
+
+
+class DatabaseUnavailable(SkiplockError):
+    """The database cannot be reached."""
+
+
+class EmbeddedDatabaseError(SkiplockError):
+    """The embedded PostgreSQL cluster could not be started."""
+
+
+class InvalidJob(SkiplockError):
+    """The job is not valid."""
+
+
+class UnknownJobType(InvalidJob):
+    """No handler is registered for this job type."""
+
+
+class InvalidPayload(InvalidJob):
+    """The payload does not fit its job type."""
+
+
+class JobNotFound(SkiplockError):
+    """No job has this id."""

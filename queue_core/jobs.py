@@ -1,0 +1,120 @@
+"""The job as the rest of the code sees it: a row of "WorkerJob"."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+
+class JobStatus(str, enum.Enum):
+    """The seed's status values, stored in the PostgreSQL enum "JobStatus"."""
+
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"  # kept for compatibility with the seed; skiplock never sets it
+    DEAD_LETTER = "DEAD_LETTER"
+
+
+class Fenced(Protocol):
+    """What a fenced state change needs to know: which row, held by whom, at which attempt."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def locked_by(self) -> str | None: ...
+
+    @property
+    def attempts(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """The fencing triple, as a master rebuilds it from what its child reported."""
+
+    id: str
+    locked_by: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of "WorkerJob"."""
+
+    id: str
+    type: str
+    payload: dict[str, Any]
+    status: str
+    priority: int
+    available_at: datetime | None
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    locked_at: datetime | None
+    locked_by: str | None
+    idempotency_key: str | None
+    user_id: str | None
+    created_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    result: Any = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Job:
+        m = row._mapping
+        payload = m["payload"]
+        return cls(
+            id=m["id"],
+            type=m["type"],
+            payload=payload if isinstance(payload, dict) else {"_value": payload},
+            status=str(m["status"]),
+            priority=m["priority"],
+            available_at=m["availableAt"],
+            attempts=m["attempts"],
+            max_attempts=m["maxAttempts"],
+            last_error=m["lastError"],
+            locked_at=m["lockedAt"],
+            locked_by=m["lockedBy"],
+            idempotency_key=m["idempotencyKey"],
+            user_id=m["userId"],
+            created_at=m["createdAt"],
+            started_at=m["startedAt"],
+            completed_at=m["completedAt"],
+            result=m.get("result"),
+        )
+
+    @property
+    def ref(self) -> JobRef:
+        return JobRef(self.id, self.locked_by, self.attempts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row with the seed's column names, times as ISO 8601 (for `--json`)."""
+        out: dict[str, Any] = {}
+        for name, column in _COLUMNS.items():
+            value = getattr(self, name)
+            out[column] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+
+_COLUMNS = {
+    "id": "id",
+    "type": "type",
+    "payload": "payload",
+    "status": "status",
+    "priority": "priority",
+    "available_at": "availableAt",
+    "attempts": "attempts",
+    "max_attempts": "maxAttempts",
+    "last_error": "lastError",
+    "locked_at": "lockedAt",
+    "locked_by": "lockedBy",
+    "idempotency_key": "idempotencyKey",
+    "user_id": "userId",
+    "created_at": "createdAt",
+    "started_at": "startedAt",
+    "completed_at": "completedAt",
+    "result": "result",
+}
