@@ -269,12 +269,12 @@ class Child:
         set_title(worker_title(self.slot))
 
     def execute(self, job: Job, registration: Registration | None) -> str:
-        if registration is None:
-            return self.fail(job, f"no handler registered for job type {job.type}", retry=False)
         try:
             payload = validate_payload(job.type, job.payload)
         except InvalidPayload as exc:
             return self.fail(job, str(exc), retry=False)
+        if registration is None:
+            return self.fail(job, f"no handler registered for job type {job.type}", retry=False)
         try:
             # The handler's writes and the completion commit together or not at all
             # (docs/internals.md, the job's transaction).
