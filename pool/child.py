@@ -88,9 +88,11 @@ class PollInterval:
 
 class Child:
     def __init__(
-        self, settings: Settings, *, slot: int, worker_id: str, master_pid: int, fd: int
+        self, settings: Settings, *, slot: int, worker_id: str, master_pid: int, fd: int,
+        database_url: str,
     ) -> None:
         self.settings = settings
+        self.database_url = database_url
         self.slot = slot
         self.worker_id = worker_id
         self.master_pid = master_pid
@@ -132,7 +134,9 @@ class Child:
 
     def boot(self) -> str | None:
         """Connect and load the handlers; the reason the child cannot work, or None."""
-        db.get_engine()  # a fresh engine for this pid; the inherited pool is dropped unclosed
+        # A fresh engine for this pid (the inherited pool is dropped unclosed), bound
+        # to the URL the master resolved: later get_engine() calls return it.
+        db.get_engine(self.database_url)
         try:
             registry.load_handler_modules(self.settings.handlers)
         except ConfigurationError as exc:

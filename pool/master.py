@@ -58,7 +58,7 @@ from pool.postmortem import (
 )
 from pool.proctitle import master_title, set_title
 from pool.recovery import Recovery
-from queue_core import fail, release
+from queue_core import db, fail, release, urls
 from queue_core.config import Settings
 from queue_core.errors import DatabaseUnavailable
 from queue_core.jobs import JobRef
@@ -138,6 +138,7 @@ class Master:
         self.wake_r = self.wake_w = -1
         self.saved_handlers: dict[int, Any] = {}
         self.saved_wakeup_fd = -1
+        self.database_url = ""
 
     # -- life ----------------------------------------------------------------
 
@@ -157,9 +158,15 @@ class Master:
     def start(self) -> None:
         if os.getpid() != self.pid:
             raise RuntimeError("a Master must run in the process that created it")
+        # Resolved once, here: this may start the embedded cluster, and its errors
+        # (a bad URL, no server binaries) stop the pool before anything is forked.
+        # The engine is bound to it, and each child binds its own to the same URL.
+        self.database_url = urls.database_url(self.settings)
+        db.get_engine(self.database_url)
         self.install_signals()
         set_title(master_title(self.concurrency, self.state))
-        log.info("skiplock master %s starting: %s", self.master_id, describe_settings(self.settings),
+        log.info("skiplock master %s starting: %s", self.master_id,
+                 describe_settings(self.settings, self.database_url),
                  extra={"worker": self.master_id})
         self.notify("on_start", self.snapshot())
 
@@ -223,8 +230,10 @@ class Master:
 
     def queue_signal(self, signum: int, frame: FrameType | None) -> None:
         # Nothing else here (LESSONS.md: logging or reaping in a signal handler
-        # deadlocks); the byte set_wakeup_fd writes wakes the loop.
-        if len(self.signal_queue) < 16:
+        # deadlocks); the byte set_wakeup_fd writes wakes the loop. SIGCHLD is not
+        # queued: the loop reaps on every tick, and a burst of them must not crowd
+        # a TERM out of the (bounded) queue.
+        if signum != signal.SIGCHLD and len(self.signal_queue) < 16:
             self.signal_queue.append(signum)
 
     def restore_signals(self) -> None:
@@ -241,12 +250,8 @@ class Master:
         while self.signal_queue:
             signum = self.signal_queue.popleft()
             name = signal_name(signum).removeprefix("SIG").lower()
-            if signum != signal.SIGCHLD:
-                log.info("master received %s", signal_name(signum))
+            log.info("master received %s", signal_name(signum))
             getattr(self, f"handle_{name}")()
-
-    def handle_chld(self) -> None:
-        pass  # reaping follows in the same tick
 
     def handle_term(self) -> None:
         self.begin_drain("SIGTERM")
@@ -312,12 +317,14 @@ class Master:
     def next_wait(self) -> float:
         now = time.monotonic()
         due = [now + TICK_S, self.next_tick_at]
-        if any(c.held for c in self.children.values()):
-            due.append(self.heartbeats.next_at)
-        if self.pending or self.outage.active:
+        if self.outage.active:  # no database work before the back-off is over
             due.append(self.outage.retry_at)
+        else:
+            if any(c.held for c in self.children.values()):
+                due.append(self.heartbeats.next_at)
+            if self.state == RUNNING:
+                due.append(self.recovery.next_at)
         if self.state == RUNNING:
-            due.append(self.recovery.next_at)
             taken = {c.slot for c in self.children.values() if not c.retiring}
             due.extend(self.respawn_at.get(slot, now) for slot in range(self.concurrency)
                        if slot not in taken)
@@ -326,7 +333,8 @@ class Master:
                 due.append(child.kill_at)
             if child.lost_since is not None:
                 due.append(child.lost_since + LOST_GRACE_S)
-            if child.job is not None and child.job.deadline is not None:
+            if (child.job is not None and child.job.deadline is not None
+                    and child.cause != "killed_timeout"):
                 due.append(child.job.deadline)
         return min(TICK_S, max(MIN_WAIT_S, min(due) - now))
 
@@ -602,7 +610,8 @@ class Master:
                 self.close_inherited_fds()
                 worker_id = f"{self.host}:{os.getpid()}:{token}"
                 code = Child(self.settings, slot=slot, worker_id=worker_id,
-                             master_pid=self.pid, fd=write_fd).run()
+                             master_pid=self.pid, fd=write_fd,
+                             database_url=self.database_url).run()
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except BaseException:  # a bug in the child: a crash, reported by waitpid
@@ -650,19 +659,14 @@ def _exit_code(status: int) -> int | None:
     return os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
 
 
-def describe_settings(settings: Settings) -> str:
+def describe_settings(settings: Settings, database_url: str) -> str:
     """The effective configuration in one line, the password redacted."""
-    from queue_core import urls
 
-    try:
-        database = urls.redact(urls.database_url(settings))
-    except Exception as exc:  # the line is for people; the children will report the error
-        database = f"<unresolved: {exc}>"
     def optional(value: object, unit: str = "") -> str:
         return "none" if value is None else f"{value}{unit}"
 
     parts = {
-        "database": database,
+        "database": urls.redact(database_url),
         "concurrency": settings.effective_concurrency,
         "heartbeat": f"{settings.heartbeat_s:g}s",
         "stuck_timeout": f"{settings.effective_stuck_timeout_s:g}s",
