@@ -64,17 +64,29 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def _stat_fields(pid: str) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def in_group(pgid: int) -> list[int]:
+    """Live processes of process group `pgid` (what a test left running)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        fields = _stat_fields(entry) if entry.isdigit() else None
+        if fields and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
 def children_of(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+        fields = _stat_fields(entry) if entry.isdigit() else None
+        if fields and int(fields[1]) == pid and fields[0] not in ("Z", "X"):
             found.append(int(entry))
     return sorted(found)
 
@@ -117,10 +129,12 @@ class Pool:
                         f"{needle!r} in the pool's log")
 
     def kill(self) -> None:
+        """Kill the pool's whole process group; fail if anything of it lingers."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
         try:
             self.proc.wait(10)
+            wait_for(lambda: not in_group(self.pid), 5, f"process group {self.pid} to be empty")
         finally:
             self._log.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Callable
@@ -37,6 +38,50 @@ def test_a_notification_wakes_an_idle_child_before_its_next_poll(
     job_id = jobs.enqueue("TEST_RECORD", {})
     wait_for(lambda: jobs.all_done(1), 2.5, "the job, well before the 5 s poll")
     assert jobs.runs() == {job_id: 1}
+
+
+def test_flags_win_over_the_environment_and_json_logs_carry_the_job_fields(
+    start_pool: Callable[..., Pool], jobs: Jobs, database_url: str
+) -> None:
+    pool = start_pool("--concurrency", "1", "--database-url", database_url,
+                      "--log-format", "json", env={"DATABASE_URL": "",
+                                                   "SKIPLOCK_CONCURRENCY": "5"})
+    pool.wait_children(1)
+    job_id = jobs.enqueue("TEST_RECORD", {})
+    wait_for(lambda: jobs.all_done(1), 10, "the job, on the database named by the flag")
+    pool.send(signal.SIGTERM)
+    assert pool.wait_exit(10) == 0
+    lines = [json.loads(line) for line in pool.log().splitlines()]
+    assert "concurrency=1" in lines[0]["msg"]
+    finished = next(e for e in lines if e.get("outcome") == "completed")
+    assert finished["job_id"] == job_id and finished["job_type"] == "TEST_RECORD"
+    assert finished["attempt"] == 1 and finished["duration_ms"] >= 0
+    assert finished["worker"].split(":")[1].isdigit()
+
+
+def test_children_claim_batches_from_a_deep_queue_and_run_each_job_once(
+    start_pool: Callable[..., Pool], jobs: Jobs
+) -> None:
+    start_pool("--concurrency", "2", "--batch-size", "5")
+    ids = [jobs.enqueue("TEST_RECORD", {}) for _ in range(40)]
+    wait_for(lambda: jobs.all_done(40), 20, "40 jobs completed")
+    assert jobs.runs() == {job_id: 1 for job_id in ids}
+
+
+def test_a_draining_child_gives_back_the_jobs_of_its_batch_it_did_not_start(
+    start_pool: Callable[..., Pool], jobs: Jobs
+) -> None:
+    pool = start_pool("--concurrency", "1", "--batch-size", "4")
+    jobs.enqueue("TEST_RECORD", {})  # a full claim of one: the next claim takes a batch
+    wait_for(lambda: jobs.all_done(1), 10, "the first job")
+    ids = [jobs.enqueue("TEST_SLEEP", {"seconds": 0.5}) for _ in range(8)]
+    wait_for(lambda: jobs.statuses().get("PROCESSING", 0) >= 2, 10, "a batch claimed")
+    pool.send(signal.SIGTERM)
+    assert pool.wait_exit(15) == 0
+    rows = [jobs.get(job_id) for job_id in ids]
+    assert {row["status"] for row in rows} <= {"COMPLETED", "PENDING"}
+    assert all(row["attempts"] == 0 for row in rows if row["status"] == "PENDING")
+    assert any(row["status"] == "PENDING" for row in rows)
 
 
 def test_polling_alone_serves_jobs_with_no_listen(
