@@ -423,18 +423,24 @@ class Master:
         if cause == "recycled":
             log.info("%s recycled: %s", child.label(), child.exit_reason or how)
         elif cause == "crashed" and self.state == RUNNING:
-            if time.monotonic() - child.spawned > STABLE_AFTER_S:
+            now = time.monotonic()
+            if now - child.spawned > STABLE_AFTER_S:
                 self.crashes[child.slot] = 0
-            self.crashes[child.slot] += 1
-            n = self.crashes[child.slot]
-            delay = 0.0 if n == 1 else min(RESPAWN_BACKOFF_MAX_S, RESPAWN_BACKOFF_S * 2 ** (n - 2))
-            self.respawn_at[child.slot] = time.monotonic() + delay
-            log.warning("%s %s; respawning in %.1fs (crash %d in a row)",
-                        child.label(), how, delay, n)
+            self.respawn_at[child.slot] = self.crashed(child.slot, now)
+            log.warning("%s %s; respawning in %.1fs (crash %d in a row)", child.label(), how,
+                        self.respawn_at[child.slot] - now, self.crashes[child.slot])
         elif cause == "crashed" or child.killed:
             log.warning("%s %s", child.label(), how)
         else:
             log.debug("%s %s (%s)", child.label(), how, cause)
+
+    def crashed(self, slot: int, now: float) -> float:
+        """Count a crash of `slot`; when to respawn it. The first respawn is at once,
+        then 0.5 s, 1 s, 2 s, ... up to 30 s while its children keep dying."""
+        self.crashes[slot] += 1
+        n = self.crashes[slot]
+        delay = 0.0 if n == 1 else min(RESPAWN_BACKOFF_MAX_S, RESPAWN_BACKOFF_S * 2 ** (n - 2))
+        return now + delay
 
     def settle_running(self, child: WorkerChild, status: int, cause: str) -> None:
         job = child.job
@@ -586,7 +592,12 @@ class Master:
         taken = {c.slot for c in self.children.values() if not c.retiring}
         for slot in range(self.concurrency):
             if slot not in taken and now >= self.respawn_at.get(slot, 0.0):
-                self.spawn(slot)
+                try:
+                    self.spawn(slot)
+                except OSError as exc:  # EAGAIN, ENOMEM: the host is short, not the pool broken
+                    self.respawn_at[slot] = self.crashed(slot, now)
+                    log.error("cannot fork worker %d: %s; retrying in %.1fs", slot, exc,
+                              self.respawn_at[slot] - now)
 
     def spawn(self, slot: int) -> None:
         token = secrets.token_hex(4)

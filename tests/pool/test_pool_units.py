@@ -80,3 +80,21 @@ def test_an_outage_backs_off_and_logs_once(caplog) -> None:  # type: ignore[no-u
         "database unavailable (down); retrying with back-off",
         "database reachable again after 0.0s",
     ]
+
+
+def test_a_failed_fork_backs_the_slot_off_instead_of_stopping_the_pool(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pool.master import Master
+    from queue_core.config import load_settings
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    master = Master(load_settings(concurrency=2))
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):  # at once, at once again, then not before 0.5 s
+        master.spawn_missing()
+    assert master.children == {}
+    assert master.crashes == {0: 2, 1: 2}
+    assert len(os.listdir("/proc/self/fd")) == before  # the pipes were closed
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()  # signals unblocked again
