@@ -28,6 +28,7 @@ from types import FrameType
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from handlers import registry
 from handlers.registry import JobResult, Registration
@@ -176,6 +177,10 @@ class Child:
             if _refused(exc):
                 return f"the database refused the worker: {_first_line(exc)}"
             self.outage.failed(exc)  # restarting, say: the loop will wait for it
+        except DBAPIError as exc:  # reachable, but no job table, or no right to it
+            reason = _first_line(exc.orig or exc)
+            hint = "; run `skiplock migrate` first" if "does not exist" in reason else ""
+            return f"the database refused the worker: {reason}{hint}"
         return None
 
     def should_stop(self) -> bool:

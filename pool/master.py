@@ -553,9 +553,10 @@ class Master:
             except _DB_ERRORS as exc:
                 self.outage.failed(exc)
                 return
-            self.outage.succeeded()
-            self.read_messages()  # what the children said while we waited for the answer
-            self.mark_lost(refs, held)
+            if refs:  # no jobs, no statement: that says nothing about the database
+                self.outage.succeeded()
+                self.read_messages()  # what the children said while we waited for the answer
+                self.mark_lost(refs, held)
         if self.pending and not self.settle_pending():
             return
         if self.state == RUNNING and self.recovery.due(now):

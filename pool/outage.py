@@ -13,6 +13,8 @@ import logging
 import random
 import time
 
+from queue_core.errors import DatabaseUnavailable
+
 INITIAL_DELAY_S = 0.5
 MAX_DELAY_S = 10.0
 
@@ -47,8 +49,9 @@ class Outage:
         now = time.monotonic()
         if self.failures == 0:
             self.since = now
-            self.log.warning("%s: database unavailable (%s); retrying with back-off",
-                             self.what, _one_line(exc))
+            trouble = "unavailable" if isinstance(exc, DatabaseUnavailable) else "failing"
+            self.log.warning("%s: database %s (%s); retrying with back-off",
+                             self.what, trouble, _one_line(exc))
         self.failures += 1
         delay = min(self.max_s, self.initial_s * 2 ** (self.failures - 1))
         delay *= random.uniform(0.8, 1.2)  # children must not reconnect in lockstep
@@ -58,7 +61,7 @@ class Outage:
     def succeeded(self) -> None:
         if self.failures:
             assert self.since is not None
-            self.log.warning("%s: database reachable again after %.1fs",
+            self.log.warning("%s: database back after %.1fs",
                              self.what, time.monotonic() - self.since)
         self.failures = 0
         self.since = None

@@ -70,7 +70,7 @@ def test_the_pool_rides_out_a_postgresql_restart_and_loses_nothing(
         assert jobs.runs() == {job_id: 1 for job_id in ids}
         assert pool_.proc.poll() is None
         log = pool_.log()
-        assert "database unavailable" in log and "database reachable again" in log
+        assert "database unavailable" in log and "database back after" in log
         # One line per fault and process, not one per retry.
         assert log.count("database unavailable") <= 2 * (1 + len(children) + 2)
         pool_.send(signal.SIGTERM)

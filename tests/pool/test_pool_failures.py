@@ -160,6 +160,29 @@ def test_a_database_that_refuses_the_worker_is_a_boot_failure(
     assert "the database refused the worker" in pool.log()
 
 
+def test_a_database_without_the_job_table_is_a_boot_failure_that_says_to_migrate(
+    start_pool: Callable[..., Pool], database_url: str
+) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"{make_url(database_url).database}_unmigrated"
+    admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        pool = start_pool("--concurrency", "2", url=make_url(database_url).set(
+            database=name).render_as_string(hide_password=False))
+        assert pool.wait_exit(20) == 3
+        log = pool.log()
+        assert 'relation "WorkerJob" does not exist; run `skiplock migrate` first' in log
+        assert "Traceback" not in log
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def test_a_job_rescued_elsewhere_has_its_child_killed_and_its_result_discarded(
     start_pool: Callable[..., Pool], jobs: Jobs
 ) -> None:

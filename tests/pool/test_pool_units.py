@@ -71,14 +71,16 @@ def test_polling_slows_down_by_steps_and_resets_on_a_job() -> None:
 def test_an_outage_backs_off_and_logs_once(caplog) -> None:  # type: ignore[no-untyped-def]
     import logging
 
+    from queue_core.errors import DatabaseUnavailable
+
     outage = Outage("test", logging.getLogger("test.outage"), initial_s=0.1, max_s=0.4)
     with caplog.at_level(logging.WARNING, logger="test.outage"):
-        delays = [outage.failed(RuntimeError("down")) for _ in range(5)]
+        delays = [outage.failed(DatabaseUnavailable("down")) for _ in range(5)]
         outage.succeeded()
     assert delays[0] < delays[2] and max(delays) <= 0.4 * 1.2
     assert [r.getMessage().split(":")[1].strip() for r in caplog.records] == [
         "database unavailable (down); retrying with back-off",
-        "database reachable again after 0.0s",
+        "database back after 0.0s",
     ]
 
 
