@@ -156,7 +156,7 @@ class Child:
         os.set_blocking(self.wake_w, False)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         # The master blocked these around the fork so none is lost before now.
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, protocol.POOL_SIGNALS)
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True

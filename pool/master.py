@@ -65,15 +65,7 @@ from queue_core.jobs import JobRef
 
 log = logging.getLogger("skiplock.master")
 
-SIGNALS = (
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGINT,
-    signal.SIGTERM,
-    signal.SIGTTIN,
-    signal.SIGTTOU,
-    signal.SIGCHLD,
-)
+SIGNALS = protocol.POOL_SIGNALS
 TICK_S = 1.0
 MIN_WAIT_S = 0.02  # something overdue is retried this often, never in a busy loop
 ABORT_GRACE_S = 3.0  # QUIT, then SIGKILL: for an overdue job and an immediate stop

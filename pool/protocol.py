@@ -12,10 +12,23 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from queue_core.jobs import JobRef
+
+# The signals of gunicorn's conventions that the master handles. It blocks them
+# around each fork; the child unblocks them once its own handlers are in place.
+POOL_SIGNALS = (
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGCHLD,
+)
 
 
 @dataclass(frozen=True)
