@@ -16,61 +16,16 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from contextlib import AbstractContextManager
 
 import psycopg2
-from sqlalchemy.engine import make_url
 
-from queue_core import config, db, migrate
-from queue_core.urls import libpq_dsn, normalize
-
-
-def admin_url() -> str:
-    if os.environ.get("DATABASE_URL"):
-        return normalize(os.environ["DATABASE_URL"])
-    try:
-        psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres",
-                         connect_timeout=3).close()
-        return "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-    except psycopg2.OperationalError:
-        from queue_core.embedded import EmbeddedCluster
-
-        return EmbeddedCluster(Path(".skiplock")).ensure_running()
+from queue_core import scratch
+from queue_core.urls import libpq_dsn
 
 
-def _admin(url: str, statement: str) -> None:
-    conn = psycopg2.connect(libpq_dsn(url))
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(statement)
-    conn.close()
-
-
-@contextmanager
-def scratch_database() -> Iterator[str]:
-    admin = admin_url()
-    name = f"skiplock_bench_{uuid.uuid4().hex[:8]}"
-    _admin(admin, f'CREATE DATABASE "{name}"')
-    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
-    saved = os.environ.get("DATABASE_URL")
-    os.environ["DATABASE_URL"] = url
-    config.clear_cache()
-    db.reset_engine()
-    try:
-        migrate.upgrade(url)
-        yield url
-    finally:
-        db.reset_engine()
-        if saved is None:
-            os.environ.pop("DATABASE_URL", None)
-        else:
-            os.environ["DATABASE_URL"] = saved
-        _admin(admin, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                      f"WHERE datname = '{name}' AND pid <> pg_backend_pid()")
-        _admin(admin, f'DROP DATABASE IF EXISTS "{name}"')
+def scratch_database() -> AbstractContextManager[str]:
+    return scratch.scratch_database("skiplock_bench")
 
 
 def machine(url: str) -> str:
@@ -137,4 +92,4 @@ def mean(values: list[float]) -> float:
 
 
 def sql(url: str, statement: str) -> None:
-    _admin(url, statement)
+    scratch.run_admin(url, statement)
