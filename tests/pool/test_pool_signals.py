@@ -142,6 +142,22 @@ def test_sigquit_stops_at_once_and_releases_the_running_job(
     assert (row["status"], row["attempts"]) == ("PENDING", 0)
 
 
+def test_a_second_sigint_stops_waiting_for_the_running_job(
+    start_pool: Callable[..., Pool], jobs: Jobs
+) -> None:
+    pool = start_pool("--concurrency", "1", "--graceful-timeout", "30")
+    job_id = jobs.enqueue("TEST_SLEEP", {"seconds": 60})
+    wait_for(lambda: jobs.starts(job_id), 10, "the job to start")
+    pool.send(signal.SIGINT)  # Ctrl-C: drain, the job may take its 30 s
+    pool.wait_log("draining (SIGINT)")
+    began = time.monotonic()
+    pool.send(signal.SIGINT)  # Ctrl-C again: enough
+    assert pool.wait_exit(10) == 0
+    assert time.monotonic() - began < 5
+    row = jobs.get(job_id)
+    assert (row["status"], row["attempts"]) == ("PENDING", 0)
+
+
 def test_hup_replaces_every_child_and_loses_no_job(
     start_pool: Callable[..., Pool], jobs: Jobs
 ) -> None:
