@@ -40,19 +40,25 @@ def test_a_notification_wakes_an_idle_child_before_its_next_poll(
     assert jobs.runs() == {job_id: 1}
 
 
-def test_flags_win_over_the_environment_and_json_logs_carry_the_job_fields(
+def test_flags_win_over_the_environment_json_logs_carry_the_job_fields_and_no_password(
     start_pool: Callable[..., Pool], jobs: Jobs, database_url: str
 ) -> None:
-    pool = start_pool("--concurrency", "1", "--database-url", database_url,
-                      "--log-format", "json", env={"DATABASE_URL": "",
-                                                   "SKIPLOCK_CONCURRENCY": "5"})
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.password is None:  # trust authentication ignores it; the log must not show it
+        url = url.set(password="not-to-be-logged")
+    pool = start_pool("--concurrency", "1", "--database-url",
+                      url.render_as_string(hide_password=False), "--log-format", "json",
+                      env={"DATABASE_URL": "", "SKIPLOCK_CONCURRENCY": "5"})
     pool.wait_children(1)
     job_id = jobs.enqueue("TEST_RECORD", {})
     wait_for(lambda: jobs.all_done(1), 10, "the job, on the database named by the flag")
     pool.send(signal.SIGTERM)
     assert pool.wait_exit(10) == 0
     lines = [json.loads(line) for line in pool.log().splitlines()]
-    assert "concurrency=1" in lines[0]["msg"]
+    assert "concurrency=1" in lines[0]["msg"] and ":***@" in lines[0]["msg"]
+    assert str(url.password) not in pool.log()
     finished = next(e for e in lines if e.get("outcome") == "completed")
     assert finished["job_id"] == job_id and finished["job_type"] == "TEST_RECORD"
     assert finished["attempt"] == 1 and finished["duration_ms"] >= 0
