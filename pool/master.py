@@ -394,7 +394,8 @@ class Master:
 
     def post_mortem(self, child: WorkerChild, status: int) -> None:
         how = describe_status(status)
-        if child.boot_failure is not None or is_boot_failure(status):
+        # Status 3 from a child that had booted is a handler's own exit, not ours.
+        if child.boot_failure is not None or (is_boot_failure(status) and not child.booted):
             cause = "crashed"
             self.halt(f"worker {child.slot} could not boot: {child.boot_failure or how}")
         elif child.cause is not None:

@@ -46,10 +46,6 @@ def describe_status(status: int) -> str:
         code = os.WEXITSTATUS(status)
         if code == EXIT_OK:
             return "exited normally"
-        if code == EXIT_BOOT_FAILURE:
-            return f"exited with status {code} (could not boot)"
-        if code == EXIT_ABORTED:
-            return f"exited with status {code} (job abandoned on request)"
         return f"exited with status {code}"
     return f"ended with wait status {status}"
 

@@ -40,14 +40,18 @@ def test_a_child_sigkilled_mid_job_fails_that_attempt_and_the_retry_completes(
     assert victim not in pool.children()
 
 
+@pytest.mark.parametrize("code", [17, 3])  # 3: the boot-failure status, from a handler
 def test_a_child_that_exits_mid_job_is_settled_with_its_exit_status(
-    start_pool: Callable[..., Pool], jobs: Jobs
+    start_pool: Callable[..., Pool], jobs: Jobs, code: int
 ) -> None:
-    start_pool("--concurrency", "1")
-    job_id = jobs.enqueue("TEST_EXIT", {"code": 17}, max_attempts=1)
+    pool = start_pool("--concurrency", "1")
+    job_id = jobs.enqueue("TEST_EXIT", {"code": code}, max_attempts=1)
     wait_for(lambda: jobs.get(job_id)["status"] == "DEAD_LETTER", 10, "the job dead-lettered")
-    assert re.fullmatch(r"worker pid \d+ exited with status 17 while running \(attempt 1/1\)",
-                        jobs.get(job_id)["lastError"])
+    assert re.fullmatch(rf"worker pid \d+ exited with status {code} while running "
+                        r"\(attempt 1/1\)", jobs.get(job_id)["lastError"])
+    after = jobs.enqueue("TEST_RECORD", {})  # the pool goes on: no halt
+    wait_for(lambda: jobs.get(after)["status"] == "COMPLETED", 10, "a later job")
+    assert pool.proc.poll() is None
 
 
 def test_a_killed_master_takes_its_children_along_and_the_next_pool_rescues_their_jobs(
