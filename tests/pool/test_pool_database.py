@@ -3,6 +3,7 @@ and the embedding API (`pool.run`) with its observers."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import tempfile
@@ -146,3 +147,40 @@ def test_pool_run_embeds_the_master_sees_handlers_registered_before_it_and_repor
         assert recorder.ticks and recorder.ticks[0].concurrency == 2
     finally:
         unregister_handler("TEST_INLINE")
+
+
+@pytest.mark.timeout(60)
+def test_observers_hear_why_each_child_ended_and_how_each_job_did(
+    database_url: str, jobs: Jobs
+) -> None:
+    def slow(payload: dict[str, object], job_id: str) -> JobResult:
+        time.sleep(30)
+        return JobResult(True)
+
+    def crash(payload: dict[str, object], job_id: str) -> JobResult:
+        os._exit(9)
+
+    register_handler("TEST_OBS_SLOW", slow, timeout_s=0.5)
+    register_handler("TEST_OBS_CRASH", crash)
+    register_handler("TEST_OBS_OK", lambda payload, job_id: JobResult(True))
+    try:
+        ids = [jobs.enqueue(t, {}, max_attempts=1)
+               for t in ("TEST_OBS_SLOW", "TEST_OBS_CRASH", "TEST_OBS_OK", "TEST_OBS_OK")]
+        recorder = Recorder()
+        settings = load_settings(database_url=database_url, concurrency=2, heartbeat_s=0.5,
+                                 poll_max_s=0.5, max_jobs_per_child=1)
+        deadline = time.monotonic() + 30
+
+        def settled() -> bool:
+            done = all(jobs.get(i)["status"] in ("COMPLETED", "DEAD_LETTER") for i in ids)
+            return done or time.monotonic() > deadline
+
+        assert pool.run(settings, observers=[recorder], until=settled) == 0
+        finished = {e[1:] for e in recorder.events if e[0] == "job_finished"}
+        assert finished == {("TEST_OBS_SLOW", "dead_lettered"), ("TEST_OBS_CRASH", "dead_lettered"),
+                            ("TEST_OBS_OK", "completed")}
+        causes = {e[1] for e in recorder.events if e[0] == "child_exit"}
+        assert {"killed_timeout", "crashed", "recycled", "stopped"} <= causes
+    finally:
+        for job_type in ("TEST_OBS_SLOW", "TEST_OBS_CRASH", "TEST_OBS_OK"):
+            unregister_handler(job_type)
