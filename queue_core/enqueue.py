@@ -136,7 +136,7 @@ def enqueue_many(jobs: Iterable[Mapping[str, Any]],
                              max_payload_bytes=limit))
     if not rows:
         return []
-    with connect(conn) as c:
+    with connect(conn, autocommit=True) as c:
         return _insert(c, rows)
 
 
