@@ -9,21 +9,18 @@ local time belongs to the day it happened on, whatever the UTC date.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
+
+from queue_core.payloads import load_timezone, parse_date, period_days
 
 DAILY = "DAILY"
 WEEKLY = "WEEKLY"
 MONTHLY = "MONTHLY"
 
-_PATTERNS = {
-    DAILY: re.compile(r"^(\d{4})-(\d{2})-(\d{2})$"),
-    WEEKLY: re.compile(r"^(\d{4})-W(\d{2})$"),
-    MONTHLY: re.compile(r"^(\d{4})-(\d{2})$"),
-}
-_FORMATS = {DAILY: "YYYY-MM-DD", WEEKLY: "YYYY-Www (ISO week)", MONTHLY: "YYYY-MM"}
+__all__ = ["DAILY", "MONTHLY", "WEEKLY", "Period", "load_timezone", "local_midnight",
+           "next_day", "parse_date", "parse_period", "period_key", "to_local"]
 
 
 @dataclass(frozen=True)
@@ -46,32 +43,12 @@ class Period:
 
 
 def parse_period(period_type: str, key: str) -> Period:
-    """The period named by `key`; ValueError says what is wrong with it."""
-    pattern = _PATTERNS.get(period_type)
-    if pattern is None:
-        raise ValueError(f"unknown review type {period_type!r}")
-    match = pattern.match(key) if isinstance(key, str) else None
-    if not match:
-        raise ValueError(
-            f"period key {key!r} of a {period_type} review must look like {_FORMATS[period_type]}"
-        )
-    numbers = [int(part) for part in match.groups()]
-    try:
-        if period_type == DAILY:
-            day = date(*numbers)
-            return Period(period_type, key, day, day)
-        if period_type == WEEKLY:
-            year, week = numbers
-            monday = date.fromisocalendar(year, week, 1)
-            return Period(period_type, key, monday, monday + timedelta(days=6))
-        year, month = numbers
-        first = date(year, month, 1)
-        following = date(year + month // 12, month % 12 + 1, 1)
-        return Period(period_type, key, first, following - timedelta(days=1))
-    except ValueError as exc:
-        raise ValueError(
-            f"period key {key!r} is not a real {period_type.lower()} period: {exc}"
-        ) from None
+    """The period named by `key`; ValueError says what is wrong with it.
+
+    The key formats are payload rules, so they live in `queue_core.payloads`.
+    """
+    first, last = period_days(period_type, key)
+    return Period(period_type, key, first, last)
 
 
 def period_key(period_type: str, day: date) -> str:
@@ -86,13 +63,6 @@ def period_key(period_type: str, day: date) -> str:
     raise ValueError(f"unknown review type {period_type!r}")
 
 
-def parse_date(text: str) -> date:
-    """A `YYYY-MM-DD` calendar date; ValueError otherwise."""
-    if not isinstance(text, str) or not _PATTERNS[DAILY].match(text):
-        raise ValueError(f"{text!r} is not a date of the form YYYY-MM-DD")
-    return date.fromisoformat(text)
-
-
 def next_day(day: date) -> date:
     """The next calendar day.
 
@@ -101,16 +71,6 @@ def next_day(day: date) -> date:
     and across daylight-saving changes.
     """
     return day + timedelta(days=1)
-
-
-def load_timezone(name: str) -> ZoneInfo:
-    """The IANA zone `name`; ValueError when the database does not know it."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError("time zone must be a non-empty IANA name such as Europe/Paris")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {name!r} (expected an IANA name)") from exc
 
 
 def local_midnight(day: date, tz: ZoneInfo) -> datetime:
