@@ -10,6 +10,7 @@ often as that timeout.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
@@ -176,3 +177,13 @@ def load_settings(**overrides: Any) -> Settings:
     if unknown:
         raise TypeError(f"unknown settings: {sorted(unknown)}")
     return replace(Settings(), **values).validate()
+
+
+@functools.cache
+def cached_settings() -> Settings:
+    """The environment's settings, read once per process (hot paths use this)."""
+    return load_settings()
+
+
+def clear_cache() -> None:
+    cached_settings.cache_clear()

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     """The seed's status values, stored in the PostgreSQL enum "JobStatus"."""
 
     PENDING = "PENDING"

@@ -1,0 +1,38 @@
+# The two commands a newcomer needs: `make worker` and `make test`.
+# Each does its own set-up: a virtual environment in .venv with the project
+# installed (editable, with its dev tools), the database found or started
+# (DATABASE_URL, else the embedded cluster in .skiplock/pgdata), migrations.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: worker test lint bench migrate demo clean
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	@touch $@
+
+venv: $(STAMP)
+
+migrate: $(STAMP)
+	$(BIN)/skiplock migrate
+
+worker: migrate
+	exec $(BIN)/skiplock worker $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,144 @@
+"""Connections: one engine per process, driver errors translated in one place.
+
+LESSONS.md: no connection may cross a fork. The engine is keyed by the pid
+that made it; a child that inherited its parent's engine gets a new one, and
+the inherited pool is dropped with `dispose(close=False)` so that the child
+never closes (or uses) the parent's sockets.
+
+No `pool_pre_ping`: it would cost a round trip per transaction. A connection
+that died with the server makes its first statement fail; SQLAlchemy then
+invalidates the whole pool, the failure reaches the caller as
+`DatabaseUnavailable`, and the next call reconnects.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
+
+from queue_core.errors import DatabaseUnavailable
+from queue_core.urls import database_url, redact
+
+_lock = threading.Lock()
+_engine: Engine | None = None
+_engine_pid: int | None = None
+_engine_url: str | None = None
+_job_connection: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
+    "skiplock_job_connection", default=None
+)
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """This process's engine for `url` (default: the configured database)."""
+    global _engine, _engine_pid, _engine_url
+    with _lock:
+        if _engine is not None and _engine_pid != os.getpid():
+            _engine.dispose(close=False)  # inherited across fork: forget, never close
+            _engine = None
+        if url is None and _engine is not None and _engine_pid == os.getpid():
+            return _engine
+        url = url or database_url()
+        if _engine is None or _engine_url != url:
+            if _engine is not None:
+                _engine.dispose()
+            _engine = create_engine(
+                url,
+                pool_size=5,
+                max_overflow=10,
+                connect_args={
+                    "application_name": f"skiplock[{os.getpid()}]",
+                    "connect_timeout": 5,
+                    # Notice a dead primary (failover, cable pulled) in about a minute.
+                    "keepalives": 1,
+                    "keepalives_idle": 30,
+                    "keepalives_interval": 10,
+                    "keepalives_count": 3,
+                },
+            )
+            _engine_pid, _engine_url = os.getpid(), url
+        return _engine
+
+
+def reset_engine() -> None:
+    """Forget the engine (after DATABASE_URL changed, or in tests)."""
+    global _engine, _engine_pid, _engine_url
+    with _lock:
+        if _engine is not None:
+            _engine.dispose(close=_engine_pid == os.getpid())
+        _engine, _engine_pid, _engine_url = None, None, None
+
+
+def as_connection(conn: Connection | Session) -> Connection:
+    return conn.connection() if isinstance(conn, Session) else conn
+
+
+@contextmanager
+def translate_errors(url: str | None = None) -> Iterator[None]:
+    """Turn a lost or refused connection into DatabaseUnavailable (one line, no traceback)."""
+    try:
+        yield
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        raise DatabaseUnavailable(_describe(exc, url)) from exc
+    except sa_exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise DatabaseUnavailable(_describe(exc, url)) from exc
+        raise
+
+
+def _describe(exc: sa_exc.DBAPIError, url: str | None) -> str:
+    reason = " ".join(str(exc.orig or exc).split())
+    url = url or _engine_url
+    where = redact(url) if url else "the configured database"
+    return f"cannot use the database at {where}: {reason}"
+
+
+@contextmanager
+def connect(conn: Connection | Session | None = None) -> Iterator[Connection]:
+    """A transaction: the caller's when `conn` is given, else a new one committed on exit."""
+    with translate_errors():
+        if conn is not None:
+            yield as_connection(conn)
+            return
+        with get_engine().begin() as own:
+            yield own
+
+
+@contextmanager
+def bind_job_connection(conn: Connection) -> Iterator[Connection]:
+    """Make `conn` (the running job's transaction) the one `transaction()` yields."""
+    token = _job_connection.set(conn)
+    try:
+        yield conn
+    finally:
+        _job_connection.reset(token)
+
+
+@contextmanager
+def transaction() -> Iterator[Connection]:
+    """Where a handler writes: the job's transaction inside a pool, else a fresh one.
+
+    Inside a pool child the handler's writes, the enqueue of the next job and
+    the job's fenced completion commit together, or not at all.
+    """
+    bound = _job_connection.get()
+    if bound is not None:
+        yield bound
+        return
+    with connect() as conn:
+        yield conn
+
+
+def execute(statement: Any, params: dict[str, Any] | None = None,
+            conn: Connection | Session | None = None) -> Any:
+    """Run one statement in `conn` or in a transaction of its own; return the result rows."""
+    with connect(conn) as c:
+        result = c.execute(statement, params or {})
+        return result.fetchall() if result.returns_rows else result.rowcount

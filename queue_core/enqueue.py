@@ -1,0 +1,259 @@
+"""Putting jobs in the queue: `enqueue`, `enqueue_many` and the six typed helpers.
+
+Every enqueue is the same statement (`sql.INSERT_JOBS`): a batch of one or of
+ten thousand costs one round trip. An idempotency key that already exists
+gives back the existing job's id, also under concurrent enqueues of that key:
+the unique index decides, no unique-violation error escapes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
+
+from queue_core import payloads, sql
+from queue_core.config import cached_settings
+from queue_core.db import connect
+from queue_core.errors import InvalidJob, InvalidPayload
+
+MAX_TYPE_LENGTH = 200
+MAX_KEY_LENGTH = 1000
+_INT32 = 2**31 - 1
+_OPTIONS = {"priority", "delay", "max_attempts", "idempotency_key", "user_id"}
+
+
+def new_job_id() -> str:
+    """A 32-hex-digit id whose first 12 digits are the time in ms.
+
+    Ids made close in time sort close together, so the primary-key index is
+    appended to at its right edge instead of split at random pages.
+    """
+    return f"{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
+
+
+@dataclass(frozen=True)
+class _Row:
+    id: str
+    type: str
+    payload: str
+    priority: int
+    delay_s: float
+    max_attempts: int
+    key: str | None
+    user_id: str | None
+
+
+def _text(name: str, value: Any, limit: int, *, required: bool) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidJob(f"{name} must be a non-empty string")
+    if len(value) > limit:
+        raise InvalidJob(f"{name} is {len(value)} characters long; the limit is {limit}")
+    if "\x00" in value:
+        raise InvalidJob(f"{name} contains a NUL character, which PostgreSQL cannot store")
+    return value
+
+
+def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = None,
+             max_attempts: Any = 3, idempotency_key: Any = None, user_id: Any = None,
+             max_payload_bytes: int) -> _Row:
+    job_type = _text("job type", job_type, MAX_TYPE_LENGTH, required=True)
+    assert job_type is not None
+    payloads.validate_payload(job_type, payload)
+    try:
+        encoded = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidPayload(f"payload of {job_type} is not JSON: {exc}") from None
+    if "\\u0000" in encoded:
+        raise InvalidPayload(
+            f"payload of {job_type} contains a NUL character, which PostgreSQL cannot store"
+        )
+    size = len(encoded.encode())
+    if size > max_payload_bytes:
+        raise InvalidPayload(
+            f"payload of {job_type} is {size} bytes; the limit is {max_payload_bytes} "
+            "(SKIPLOCK_MAX_PAYLOAD_BYTES)"
+        )
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > _INT32:
+        raise InvalidJob(f"priority must be an integer between -{_INT32} and {_INT32}")
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
+        raise InvalidJob("max_attempts must be an integer")
+    if not 1 <= max_attempts <= 1000:
+        raise InvalidJob(f"max_attempts must be between 1 and 1000, not {max_attempts}")
+    if delay is None:
+        delay_s = 0.0
+    elif isinstance(delay, timedelta):
+        delay_s = delay.total_seconds()
+    elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
+        delay_s = float(delay)
+    else:
+        raise InvalidJob("delay must be a number of seconds or a timedelta")
+    if not 0 <= delay_s <= 10 * 365 * 86400 or delay_s != delay_s:
+        raise InvalidJob(f"delay must be between 0 seconds and 10 years, not {delay_s}")
+    key = _text("idempotency key", idempotency_key, MAX_KEY_LENGTH, required=False)
+    user = _text("user id", user_id, MAX_KEY_LENGTH, required=False)
+    return _Row(new_job_id(), job_type, encoded, priority, delay_s, max_attempts, key, user)
+
+
+def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
+            delay: float | timedelta | None = None, max_attempts: int = 3,
+            idempotency_key: str | None = None, user_id: str | None = None,
+            conn: Connection | Session | None = None) -> str:
+    """Add one job; return its id (the existing job's id if the key already exists).
+
+    With `conn` the insert joins the caller's transaction: the job exists only
+    if that transaction commits.
+    """
+    job = {"type": job_type, "payload": payload, "priority": priority, "delay": delay,
+           "max_attempts": max_attempts, "idempotency_key": idempotency_key,
+           "user_id": user_id}
+    return enqueue_many([job], conn=conn)[0]
+
+
+def enqueue_many(jobs: Iterable[Mapping[str, Any]],
+                 conn: Connection | Session | None = None) -> list[str]:
+    """Add a batch in one round trip; the ids come back in input order."""
+    limit = cached_settings().max_payload_bytes
+    rows = []
+    for index, job in enumerate(jobs):
+        if not isinstance(job, Mapping):
+            raise InvalidJob(f"job #{index} is not a mapping")
+        unknown = set(job) - _OPTIONS - {"type", "payload"}
+        if unknown:
+            raise InvalidJob(f"job #{index} has unknown options: {', '.join(sorted(unknown))}")
+        options = {k: v for k, v in job.items() if k in _OPTIONS and v is not None}
+        rows.append(_prepare(job.get("type"), job.get("payload"), **options,
+                             max_payload_bytes=limit))
+    if not rows:
+        return []
+    with connect(conn) as c:
+        return _insert(c, rows)
+
+
+def _insert(conn: Connection, rows: Sequence[_Row]) -> list[str]:
+    ids: dict[int, str] = {}
+    todo = list(range(len(rows)))
+    # A key's row can vanish between our conflict and our look-up (cleanup, a
+    # rolled-back concurrent insert): insert what is still missing again.
+    for _ in range(5):
+        batch = [rows[i] for i in todo]
+        try:
+            inserted = {r.id for r in conn.execute(sql.INSERT_JOBS, _columns(batch))}
+        except sa_exc.IntegrityError as exc:
+            raise _integrity_error(exc) from None
+        for i in todo:
+            if rows[i].id in inserted:
+                ids[i] = rows[i].id
+        todo = [i for i in todo if i not in ids]
+        if not todo:
+            break
+        skipped = todo
+        keys = sorted({key for i in skipped if (key := rows[i].key) is not None})
+        existing = {r.key: r.id for r in conn.execute(sql.EXISTING_BY_KEY, {"keys": keys})}
+        for i in skipped:
+            if rows[i].key in existing:
+                ids[i] = existing[rows[i].key]
+        todo = [i for i in skipped if i not in ids]
+        if not todo:
+            break
+    if todo:
+        raise InvalidJob("could not enqueue: idempotency keys kept conflicting with vanishing rows")
+    return [ids[i] for i in range(len(rows))]
+
+
+def _columns(rows: Sequence[_Row]) -> dict[str, list[Any]]:
+    return {
+        "ids": [r.id for r in rows],
+        "types": [r.type for r in rows],
+        "payloads": [r.payload for r in rows],
+        "priorities": [r.priority for r in rows],
+        "delays": [r.delay_s for r in rows],
+        "max_attempts": [r.max_attempts for r in rows],
+        "keys": [r.key for r in rows],
+        "user_ids": [r.user_id for r in rows],
+    }
+
+
+def _integrity_error(exc: sa_exc.IntegrityError) -> InvalidJob:
+    orig = exc.orig
+    constraint = getattr(getattr(orig, "diag", None), "constraint_name", None) or ""
+    detail = getattr(getattr(orig, "diag", None), "message_detail", None) or str(orig)
+    if "userId" in constraint:
+        return InvalidJob(f"cannot enqueue: the user does not exist ({detail})")
+    return InvalidJob(f"cannot enqueue: {str(orig).strip().splitlines()[0]}")
+
+
+# -- the six typed helpers, with the seed's default idempotency keys -------------
+
+
+def _typed(job_type: str, payload: Mapping[str, Any], default_key: str | None,
+           options: dict[str, Any]) -> str:
+    if options.get("idempotency_key") is None:
+        options["idempotency_key"] = default_key
+    if options.get("user_id") is None and isinstance(payload.get("userId"), str):
+        options["user_id"] = payload["userId"]
+    return enqueue(job_type, payload, **options)
+
+
+def enqueue_interpret_event(payload: Mapping[str, Any], **options: Any) -> str:
+    """INTERPRET_EVENT {eventId}; key `interpret:{eventId}`."""
+    payloads.validate_payload(payloads.INTERPRET_EVENT, payload)
+    return _typed(payloads.INTERPRET_EVENT, payload, f"interpret:{payload['eventId']}", options)
+
+
+def enqueue_detect_patterns(payload: Mapping[str, Any], **options: Any) -> str:
+    """DETECT_PATTERNS {userId, triggerEventId, interpretationId}; key `patterns:{triggerEventId}`."""
+    payloads.validate_payload(payloads.DETECT_PATTERNS, payload)
+    return _typed(payloads.DETECT_PATTERNS, payload,
+                  f"patterns:{payload['triggerEventId']}", options)
+
+
+def insights_key(payload: Mapping[str, Any]) -> str | None:
+    """`insights:{eventId}:{triggerType}`; without an event, one per pattern and trigger.
+
+    The seed keyed event-less insights on `Date.now()`, which is no key at all
+    (every retry of the caller enqueued again). A pattern-triggered run is keyed
+    on the pattern; with neither event nor pattern there is nothing stable to
+    key on, and the job is enqueued without a key.
+    """
+    if payload.get("eventId"):
+        return f"insights:{payload['eventId']}:{payload['triggerType']}"
+    if payload.get("patternId"):
+        return f"insights:{payload['userId']}:{payload['triggerType']}:{payload['patternId']}"
+    return None
+
+
+def enqueue_generate_insights(payload: Mapping[str, Any], **options: Any) -> str:
+    """GENERATE_INSIGHTS {userId, triggerType, eventId?, interpretationId?, patternId?}."""
+    payloads.validate_payload(payloads.GENERATE_INSIGHTS, payload)
+    return _typed(payloads.GENERATE_INSIGHTS, payload, insights_key(payload), options)
+
+
+def enqueue_generate_review(payload: Mapping[str, Any], **options: Any) -> str:
+    """GENERATE_REVIEW {userId, type, periodKey, timezone}; key `review:{userId}:{type}:{periodKey}`."""
+    payloads.validate_payload(payloads.GENERATE_REVIEW, payload)
+    key = f"review:{payload['userId']}:{payload['type']}:{payload['periodKey']}"
+    return _typed(payloads.GENERATE_REVIEW, payload, key, options)
+
+
+def enqueue_generate_tomorrow_plan(payload: Mapping[str, Any], **options: Any) -> str:
+    """GENERATE_TOMORROW_PLAN {userId, reviewId, targetDate}; key `tomorrow:{userId}:{targetDate}`."""
+    payloads.validate_payload(payloads.GENERATE_TOMORROW_PLAN, payload)
+    key = f"tomorrow:{payload['userId']}:{payload['targetDate']}"
+    return _typed(payloads.GENERATE_TOMORROW_PLAN, payload, key, options)
+
+
+def enqueue_suggest_uom_update(payload: Mapping[str, Any], **options: Any) -> str:
+    """SUGGEST_UOM_UPDATE {userId, dailyPlanId}; key `uom:{dailyPlanId}`."""
+    payloads.validate_payload(payloads.SUGGEST_UOM_UPDATE, payload)
+    return _typed(payloads.SUGGEST_UOM_UPDATE, payload, f"uom:{payload['dailyPlanId']}", options)

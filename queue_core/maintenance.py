@@ -1,0 +1,126 @@
+"""Looking at the queue and keeping it small: stats, get_job, retry_dead, cleanup."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
+
+from queue_core import sql
+from queue_core.db import connect
+from queue_core.durations import parse_duration
+from queue_core.errors import InvalidJob
+from queue_core.jobs import Job
+
+log = logging.getLogger("skiplock.maintenance")
+
+CLEANUP_BATCH_SIZE = 5000
+FINISHED_STATUSES = ("COMPLETED", "DEAD_LETTER")
+
+
+@dataclass
+class QueueStats:
+    """The seed's QueueStats, plus what an operator needs to see a backlog."""
+
+    pending: int = 0
+    processing: int = 0
+    completed: int = 0
+    failed: int = 0
+    dead_letter: int = 0
+    ready: int = 0  # pending and due now
+    scheduled: int = 0  # pending, due later (delayed or backing off)
+    oldest_ready_age_s: float | None = None
+    by_type: dict[str, int] = field(default_factory=dict)  # pending jobs by type
+    ready_by_type: dict[str, int] = field(default_factory=dict)
+    processing_by_type: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The seed's camelCase keys (pending, deadLetter, byType, ...)."""
+        return {_camel(k): v for k, v in asdict(self).items()}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def stats(conn: Connection | Session | None = None) -> QueueStats:
+    result = QueueStats()
+    with connect(conn) as c:
+        for row in c.execute(sql.COUNT_BY_STATUS):
+            name = {"DEAD_LETTER": "dead_letter"}.get(row.status, row.status.lower())
+            setattr(result, name, int(row.n))
+        oldest: list[float] = []
+        for row in c.execute(sql.PENDING_BY_TYPE):
+            result.by_type[row.type] = int(row.ready + row.scheduled)
+            result.ready_by_type[row.type] = int(row.ready)
+            result.ready += int(row.ready)
+            result.scheduled += int(row.scheduled)
+            if row.oldest_ready_s is not None:
+                oldest.append(float(row.oldest_ready_s))
+        for row in c.execute(sql.PROCESSING_BY_TYPE):
+            result.processing_by_type[row.type] = int(row.n)
+    result.oldest_ready_age_s = max(oldest) if oldest else None
+    return result
+
+
+def get_job(job_id: str, conn: Connection | Session | None = None) -> Job | None:
+    with connect(conn) as c:
+        row = c.execute(sql.GET_JOB, {"id": job_id}).first()
+    return Job.from_row(row) if row else None
+
+
+def retry_dead(ids: Iterable[str] | None = None, *, job_type: str | None = None,
+               all_dead: bool = False, conn: Connection | Session | None = None) -> list[str]:
+    """Move dead-lettered jobs back to PENDING with fresh attempts; return their ids.
+
+    Exactly one selector: `ids`, `job_type`, or `all_dead=True`. Jobs that are not
+    dead-lettered are left alone (and not returned).
+    """
+    chosen = [ids is not None, job_type is not None, all_dead]
+    if sum(chosen) != 1:
+        raise InvalidJob("retry_dead needs exactly one of: ids, job_type, all_dead=True")
+    params: dict[str, Any]
+    if ids is not None:
+        statement, params = sql.RETRY_DEAD_IDS, {"ids": list(ids)}
+    elif job_type is not None:
+        statement, params = sql.RETRY_DEAD_TYPE, {"type": job_type}
+    else:
+        statement, params = sql.RETRY_DEAD_ALL, {}
+    with connect(conn) as c:
+        retried = [row.id for row in c.execute(statement, params)]
+    if retried:
+        log.info("moved %d dead-lettered jobs back to PENDING", len(retried))
+    return retried
+
+
+def cleanup(older_than: float | timedelta | str = "7d", *,
+            statuses: Iterable[str] = FINISHED_STATUSES,
+            batch_size: int = CLEANUP_BATCH_SIZE) -> int:
+    """Delete finished jobs older than `older_than`, in batches; return how many.
+
+    Each batch is its own short transaction so that cleanup never holds many
+    locks on the hot table, nor pins the vacuum horizon for long.
+    """
+    age = parse_duration(older_than)
+    if age < 0:
+        raise InvalidJob("older_than must not be negative")
+    wanted = list(statuses)
+    if not set(wanted) <= set(FINISHED_STATUSES):
+        raise InvalidJob("cleanup only deletes finished jobs (COMPLETED, DEAD_LETTER)")
+    total = 0
+    while True:
+        with connect() as c:
+            deleted = c.execute(sql.CLEANUP_BATCH, {"statuses": wanted, "older_than_s": age,
+                                                    "batch": batch_size}).rowcount
+        total += deleted
+        if deleted < batch_size:
+            break
+    if total:
+        log.info("cleaned up %d finished jobs older than %s", total, older_than)
+    return total

@@ -1,0 +1,58 @@
+"""Stuck recovery: the second safety net, for workers and hosts that died.
+
+A pool settles the job of a child that died at once (it sees the death). What
+no pool sees is a whole host, or a master, that died: its jobs stay PROCESSING
+and their heartbeats stop. `recover_stuck` rescues every job whose heartbeat
+is older than the stuck timeout, in batches, each batch one statement. The
+lost run counts as an attempt: a job with attempts left goes back to PENDING,
+one without goes to DEAD_LETTER, and `lastError` says which worker stopped and
+when.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
+
+from queue_core import sql
+from queue_core.db import connect
+
+log = logging.getLogger("skiplock.recovery")
+
+BATCH_SIZE = 1000
+
+
+@dataclass
+class Recovered:
+    retried: list[str] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.retried) + len(self.dead)
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+
+def recover_stuck(stuck_timeout_s: float, batch_size: int = BATCH_SIZE,
+                  conn: Connection | Session | None = None) -> Recovered:
+    """Rescue jobs whose last heartbeat is older than `stuck_timeout_s` seconds."""
+    if stuck_timeout_s <= 0:
+        raise ValueError("stuck_timeout_s must be positive")
+    recovered = Recovered()
+    while True:
+        with connect(conn) as c:
+            rows = c.execute(sql.RECOVER_STUCK,
+                             {"timeout_s": float(stuck_timeout_s), "batch": batch_size}).fetchall()
+        for row in rows:
+            (recovered.retried if str(row.status) == "PENDING" else recovered.dead).append(row.id)
+        if len(rows) < batch_size:
+            break
+    if recovered:
+        log.warning("recovered %d stuck jobs (%d to retry, %d dead-lettered)",
+                    recovered.count, len(recovered.retried), len(recovered.dead))
+    return recovered

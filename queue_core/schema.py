@@ -1,0 +1,50 @@
+"""The job table as SQLAlchemy sees it.
+
+The migrations in `alembic/versions` are the authority on the database; this
+mirror exists for code that wants typed columns (ad-hoc queries, reports), and
+`tests/queue_core/test_schema.py` checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Enum,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from queue_core.jobs import JobStatus
+
+metadata = MetaData()
+
+job_status = Enum(
+    *[s.value for s in JobStatus], name="JobStatus", create_type=False, native_enum=True
+)
+
+worker_job = Table(
+    "WorkerJob",
+    metadata,
+    Column("id", Text, primary_key=True, server_default=text("gen_random_uuid()::text")),
+    Column("type", Text, nullable=False),
+    Column("payload", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("status", job_status, nullable=False, server_default="PENDING"),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("availableAt", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("maxAttempts", Integer, nullable=False, server_default="3"),
+    Column("lastError", Text),
+    Column("lockedAt", DateTime(timezone=True)),
+    Column("lockedBy", Text),
+    Column("idempotencyKey", Text, unique=True),
+    Column("userId", Text),
+    Column("createdAt", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("startedAt", DateTime(timezone=True)),
+    Column("completedAt", DateTime(timezone=True)),
+    Column("result", JSONB),
+)

@@ -1,0 +1,67 @@
+"""skiplock: a durable job queue on PostgreSQL with a prefork worker pool.
+
+The public API in one import:
+
+    import skiplock
+    job_id = skiplock.enqueue("INTERPRET_EVENT", {"eventId": "evt_1"})
+
+    @skiplock.handler("RESIZE_IMAGE")
+    def resize(payload, job_id):
+        ...
+        return skiplock.JobResult(success=True)
+"""
+
+from handlers import JobResult, get_handler, handler, register_handler
+from queue_core import (
+    Job,
+    JobRef,
+    QueueStats,
+    SkiplockError,
+    claim,
+    cleanup,
+    complete,
+    enqueue,
+    enqueue_detect_patterns,
+    enqueue_generate_insights,
+    enqueue_generate_review,
+    enqueue_generate_tomorrow_plan,
+    enqueue_interpret_event,
+    enqueue_many,
+    enqueue_suggest_uom_update,
+    fail,
+    get_job,
+    heartbeat,
+    recover_stuck,
+    retry_dead,
+    stats,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Job",
+    "JobRef",
+    "JobResult",
+    "QueueStats",
+    "SkiplockError",
+    "claim",
+    "cleanup",
+    "complete",
+    "enqueue",
+    "enqueue_detect_patterns",
+    "enqueue_generate_insights",
+    "enqueue_generate_review",
+    "enqueue_generate_tomorrow_plan",
+    "enqueue_interpret_event",
+    "enqueue_many",
+    "enqueue_suggest_uom_update",
+    "fail",
+    "get_handler",
+    "get_job",
+    "handler",
+    "heartbeat",
+    "recover_stuck",
+    "register_handler",
+    "retry_dead",
+    "stats",
+]

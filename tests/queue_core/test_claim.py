@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+from sqlalchemy import text
+
+import queue_core as q
+from queue_core import db
+from tests.queue_core.helpers import count, row, sql
+
+
+def test_claim_takes_highest_priority_then_oldest():
+    low = q.enqueue("X", {"n": "low"}, priority=0)
+    high = q.enqueue("X", {"n": "high"}, priority=10)
+    low2 = q.enqueue("X", {"n": "low2"}, priority=0)
+    later = q.enqueue("X", {"n": "later"}, priority=100, delay=60)
+    claimed = q.claim("w1", limit=10)
+    assert [j.id for j in claimed] == [high, low, low2]
+    assert later not in {j.id for j in claimed}
+    for job in claimed:
+        assert (job.status, job.attempts, job.locked_by) == ("PROCESSING", 1, "w1")
+        r = row(job.id)
+        assert r.st == "PROCESSING" and r.lockedBy == "w1" and r.startedAt is not None
+
+
+def test_claim_respects_limit_and_type_filter():
+    for i in range(5):
+        q.enqueue("A", {"i": i})
+    q.enqueue("B", {})
+    assert [j.type for j in q.claim("w", limit=1, types=["B"])] == ["B"]
+    assert len(q.claim("w", limit=3, types=["A"])) == 3
+    assert q.claim("w", types=[]) == []
+    assert len(q.claim("w", limit=10)) == 2
+    assert q.claim("w") == []
+
+
+def test_claim_uses_the_partial_index():
+    q.enqueue_many([{"type": "X", "payload": {}} for _ in range(2000)])
+    with db.get_engine().begin() as conn:
+        conn.execute(text('ANALYZE "WorkerJob"'))
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(r[0] for r in conn.execute(text(
+            'EXPLAIN SELECT id FROM "WorkerJob" WHERE status = \'PENDING\' '
+            'AND "availableAt" <= now() ORDER BY priority DESC, "availableAt" ASC LIMIT 1 '
+            "FOR UPDATE SKIP LOCKED")))
+    assert "WorkerJob_claim_idx" in plan
+    assert "Sort" not in plan
+
+
+def _claim_until_empty(worker: str) -> list[str]:
+    db.reset_engine()
+    seen: list[str] = []
+    idle_since = None
+    while True:
+        jobs = q.claim(worker, limit=5)
+        if not jobs:
+            idle_since = idle_since or time.monotonic()
+            if time.monotonic() - idle_since > 0.5:
+                return seen
+            continue
+        idle_since = None
+        for job in jobs:
+            seen.append(job.id)
+            assert q.complete(job)
+
+
+def test_concurrent_claimers_take_each_job_exactly_once():
+    total = 3000
+    ids = q.enqueue_many([{"type": "X", "payload": {"i": i}} for i in range(total)])
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        results = pool.map(_claim_until_empty, [f"w{i}" for i in range(4)])
+    claimed = [job_id for part in results for job_id in part]
+    assert len(claimed) == total
+    assert set(claimed) == set(ids)
+    assert count("status = 'COMPLETED' AND attempts = 1") == total
+    assert all(len(part) > 0 for part in results), "every claimer got work"
+
+
+def test_a_row_inserted_the_way_the_seed_service_does_is_claimed():
+    sql(
+        """INSERT INTO "WorkerJob" (id, type, payload, status, priority, "availableAt",
+               attempts, "maxAttempts", "idempotencyKey", "userId", "createdAt")
+           VALUES ('ckseed0000001', 'INTERPRET_EVENT', '{"eventId": "e1"}'::jsonb,
+               'PENDING'::"JobStatus", 0, now(), 0, 3, 'interpret:e1', NULL, now())"""
+    )
+    sql("""INSERT INTO "WorkerJob" (type, payload) VALUES ('X', '{}')""")
+    claimed = q.claim("w", limit=5)
+    assert {j.id for j in claimed} >= {"ckseed0000001"}
+    assert len(claimed) == 2
+    job = next(j for j in claimed if j.id == "ckseed0000001")
+    assert job.payload == {"eventId": "e1"} and job.attempts == 1
+    assert q.complete(job, {"ok": True})
+    assert row(job.id).st == "COMPLETED"

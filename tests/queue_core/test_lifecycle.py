@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import pytest
+
+import queue_core as q
+from queue_core.backoff import backoff_base_s, backoff_s
+from queue_core.jobs import JobRef
+from tests.queue_core.helpers import age_lock, row
+
+
+def test_complete_records_the_result_and_unlocks():
+    q.enqueue("X", {})
+    [job] = q.claim("w")
+    assert q.complete(job, {"answer": 42})
+    r = row(job.id)
+    assert r.st == "COMPLETED" and r.result == {"answer": 42}
+    assert r.completedAt is not None and r.lockedBy is None and r.lockedAt is None
+
+
+def test_fail_with_attempts_left_retries_after_backoff():
+    q.enqueue("X", {}, max_attempts=3)
+    [job] = q.claim("w")
+    assert q.fail(job, "boom") == "PENDING"
+    r = row(job.id)
+    assert r.st == "PENDING" and r.lastError == "boom" and r.attempts == 1
+    wait = (r.availableAt - r.startedAt).total_seconds()
+    assert 9 <= wait <= 11.5  # 5 * 2**1 s, +/-10 %
+    assert q.claim("w") == []
+
+
+def test_fail_without_retry_or_attempts_dead_letters():
+    q.enqueue("X", {}, max_attempts=3)
+    [job] = q.claim("w")
+    assert q.fail(job, "bad payload", retry=False) == "DEAD_LETTER"
+    assert row(job.id).st == "DEAD_LETTER"
+    q.enqueue("Y", {}, max_attempts=1)
+    [job] = q.claim("w")
+    assert q.fail(job, "boom") == "DEAD_LETTER"
+    r = row(job.id)
+    assert r.st == "DEAD_LETTER" and r.completedAt is not None and r.lastError == "boom"
+
+
+def test_fail_stores_unstorable_errors_cleanly():
+    q.enqueue("X", {})
+    [job] = q.claim("w")
+    assert q.fail(job, "nul\x00inside " + "x" * 100_000) == "PENDING"
+    error = row(job.id).lastError
+    assert "\x00" not in error and error.startswith("nul\\0inside")
+    assert len(error) <= 64 * 1024
+
+
+def test_release_gives_the_attempt_back():
+    q.enqueue("X", {})
+    [job] = q.claim("w")
+    assert q.release(job, "worker shutting down")
+    r = row(job.id)
+    assert r.st == "PENDING" and r.attempts == 0 and r.lockedBy is None
+    [again] = q.claim("w2")
+    assert again.id == job.id and again.attempts == 1
+
+
+def test_a_worker_whose_job_was_rescued_and_reclaimed_cannot_finish_it():
+    q.enqueue("X", {}, max_attempts=5)
+    [mine] = q.claim("worker-a")
+    age_lock(mine.id, 3600)
+    assert q.recover_stuck(60).retried == [mine.id]
+    [theirs] = q.claim("worker-b")
+    assert theirs.id == mine.id and theirs.attempts == 2
+    # worker-a comes back from a long pause: every change it tries is refused.
+    assert q.complete(mine, {"stale": True}) is False
+    assert q.fail(mine, "stale failure") is None
+    assert q.release(mine, "stale release") is False
+    assert q.heartbeat([mine]) == set()
+    assert q.heartbeat([mine, theirs]) == {theirs.id}
+    r = row(mine.id)
+    assert r.st == "PROCESSING" and r.lockedBy == "worker-b" and r.result is None
+    assert q.complete(theirs, {"fresh": True})
+    assert row(mine.id).result == {"fresh": True}
+    # and it cannot reopen a finished job either
+    assert q.fail(theirs, "too late") is None
+    assert row(mine.id).st == "COMPLETED"
+
+
+def test_fencing_needs_the_same_attempt_too():
+    q.enqueue("X", {})
+    [job] = q.claim("w")
+    assert q.complete(JobRef(job.id, "w", job.attempts + 1)) is False
+    assert q.complete(JobRef(job.id, "other", job.attempts)) is False
+    assert q.complete(JobRef(job.id, "w", job.attempts)) is True
+
+
+def test_heartbeat_refreshes_locked_at():
+    q.enqueue("X", {})
+    [job] = q.claim("w")
+    age_lock(job.id, 100)
+    before = row(job.id).lockedAt
+    assert q.heartbeat([job]) == {job.id}
+    assert row(job.id).lockedAt > before
+    assert q.recover_stuck(50).count == 0
+
+
+def test_backoff_follows_the_seed_formula_with_cap_and_jitter():
+    assert [backoff_base_s(n) for n in (1, 2, 3, 4)] == [10, 20, 40, 80]
+    assert backoff_base_s(20) == 3600
+    assert backoff_s(1, rand=lambda: 0.0) == pytest.approx(9.0)
+    assert backoff_s(1, rand=lambda: 1.0) == pytest.approx(11.0)
+    assert backoff_s(1, rand=lambda: 0.5) == pytest.approx(10.0)
