@@ -40,7 +40,8 @@ def _id() -> Column:
 
 
 def _user_id() -> Column:
-    return Column("userId", Text, ForeignKey("User.id", ondelete="CASCADE"), nullable=False)
+    return Column("userId", Text, ForeignKey("User.id", ondelete="CASCADE", onupdate="CASCADE"),
+                  nullable=False)
 
 
 def _created() -> Column:
