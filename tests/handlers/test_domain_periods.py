@@ -1,9 +1,11 @@
 """Period keys, local bounds and the next calendar day (pure, no database)."""
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from handlers.domain.periods import (
     load_timezone,
@@ -74,3 +76,20 @@ def test_parse_date_and_timezones():
     for bad in ("Mars/Olympus", "", "../etc/passwd"):
         with pytest.raises(ValueError):
             load_timezone(bad)
+
+
+ZONES = ["UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Pacific/Kiritimati",
+         "America/Santiago", "Asia/Kolkata"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(day=st.dates(min_value=date(1971, 1, 1), max_value=date(2099, 12, 31)),
+       kind=st.sampled_from(["DAILY", "WEEKLY", "MONTHLY"]), zone=st.sampled_from(ZONES))
+def test_every_day_lies_in_the_period_its_key_names(day, kind, zone):
+    period = parse_period(kind, period_key(kind, day))
+    assert period.first_day <= day <= period.last_day
+    start, end = period.bounds(ZoneInfo(zone))
+    hours = (end - start).total_seconds() / 3600
+    # Local days last 23 to 25 hours (Lord Howe shifts by half an hour).
+    assert 22.5 * len(period.days) <= hours <= 25.5 * len(period.days)
+    assert next_day(period.last_day) == period.last_day + timedelta(days=1)
