@@ -55,7 +55,7 @@ def _updated() -> Column:
 user = Table(
     "User", metadata,
     _id(),
-    Column("name", Text, nullable=False),
+    Column("name", Text),
     Column("timezone", Text, nullable=False, server_default="UTC"),  # IANA name
     _created(),
 )

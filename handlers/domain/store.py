@@ -19,6 +19,7 @@ from sqlalchemy import Connection, and_, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from handlers.domain.model import Observation, PatternRule, Reading
+from handlers.domain.periods import load_timezone
 from handlers.domain.plans import Plan
 from handlers.domain.schema import (
     daily_plan,
@@ -40,7 +41,7 @@ _INSERTED = text("xmax = 0")
 @dataclass(frozen=True)
 class UserRow:
     id: str
-    name: str
+    name: str | None
     timezone: str
 
 
@@ -74,7 +75,10 @@ class PlanRow:
 # -- users and events ------------------------------------------------------------------------
 
 
-def create_user(conn: Connection, name: str, timezone: str, user_id: str | None = None) -> str:
+def create_user(conn: Connection, name: str | None, timezone: str,
+                user_id: str | None = None) -> str:
+    """A new user; ValueError if `timezone` is not an IANA name (their jobs could never run)."""
+    load_timezone(timezone)
     values: dict[str, Any] = {"name": name, "timezone": timezone}
     if user_id:
         values["id"] = user_id

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import text
 
 import handlers.interpret_event
+from handlers.domain import store
 from handlers.domain.periods import load_timezone
 from handlers.domain.samples import sample_entries
 from queue_core import enqueue_generate_review
@@ -310,3 +311,21 @@ def test_a_job_of_an_unknown_user_is_refused_and_a_users_jobs_go_with_them(make_
     with transaction() as conn:
         conn.execute(text('DELETE FROM "User" WHERE id = :u'), {"u": user})
     assert jobs_of("GENERATE_REVIEW") == []
+
+
+def test_rows_written_with_plain_sql_are_handled_too(database_url):
+    """Other services write users and events with SQL alone: ids and names are optional."""
+    with transaction() as conn:
+        user = conn.execute(text("""INSERT INTO "User" (timezone) VALUES ('Asia/Kolkata')
+                                    RETURNING id""")).scalar_one()
+        event = conn.execute(text("""INSERT INTO "Event" ("userId", text, "occurredAt")
+                                     VALUES (:u, 'Happy after yoga', '2026-03-10T18:45:00Z')
+                                     RETURNING id"""), {"u": user}).scalar_one()
+    result = run_handler("INTERPRET_EVENT", {"eventId": event})
+    assert result.success and result.data["localDate"] == "2026-03-11"  # 00:15 in Kolkata
+    assert result.data["timeOfDay"] == "night" and result.data["mood"] == "positive"
+
+
+def test_a_user_needs_a_real_time_zone(database_url):
+    with pytest.raises(ValueError, match="unknown time zone"), transaction() as conn:
+        store.create_user(conn, "Ada", "Mars/Olympus_Mons")
