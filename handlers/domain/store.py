@@ -130,8 +130,14 @@ def _reading(row: Any) -> Reading:
     )
 
 
-def load_observations(conn: Connection, user_id: str) -> list[Observation]:
-    """Every interpreted event of the user, oldest first."""
+# Patterns and insights describe the user as they are lately; the window also bounds the work
+# of a step for a user with years of entries.
+OBSERVATION_WINDOW = 2000
+
+
+def load_observations(conn: Connection, user_id: str,
+                      limit: int = OBSERVATION_WINDOW) -> list[Observation]:
+    """The user's most recent interpreted events (at most `limit`), oldest first."""
     rows = conn.execute(
         select(event.c.id.label("eventId"), event.c.text, event.c.occurredAt,
                interpretation.c.id.label("interpretationId"), interpretation.c.moodScore,
@@ -139,10 +145,11 @@ def load_observations(conn: Connection, user_id: str) -> list[Observation]:
                interpretation.c.people, interpretation.c.timeOfDay, interpretation.c.localDate)
         .join(interpretation, interpretation.c.eventId == event.c.id)
         .where(event.c.userId == user_id)
-        .order_by(event.c.occurredAt, event.c.id)
+        .order_by(event.c.occurredAt.desc(), event.c.id.desc())
+        .limit(limit)
     )
     return [Observation(r.eventId, _reading(r), r.text, r.interpretationId, r.occurredAt)
-            for r in rows]
+            for r in reversed(rows.all())]
 
 
 def load_period_events(conn: Connection, user_id: str, start: datetime, end: datetime) -> (
