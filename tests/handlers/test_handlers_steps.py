@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 
 import pytest
@@ -329,3 +331,25 @@ def test_rows_written_with_plain_sql_are_handled_too(database_url):
 def test_a_user_needs_a_real_time_zone(database_url):
     with pytest.raises(ValueError, match="unknown time zone"), transaction() as conn:
         store.create_user(conn, "Ada", "Mars/Olympus_Mons")
+
+
+def test_concurrent_pattern_detection_of_one_user_reports_each_pattern_created_once(
+        make_user, add_events):
+    user = make_user()
+    events = add_events(user, sample_entries(load_timezone(PARIS), date(2026, 3, 20)))
+    interpret_all(events)
+    interps = dict(rows('SELECT "eventId", id FROM "Interpretation"'))
+    barrier = threading.Barrier(4)
+
+    def detect(event_id: str):
+        barrier.wait()
+        return run_handler("DETECT_PATTERNS", {"userId": user, "triggerEventId": event_id,
+                                               "interpretationId": interps[event_id]})
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(detect, events[-4:]))
+    assert all(r.success for r in results), [r.error for r in results]
+    assert sum(r.data["patternsCreated"] for r in results) == scalar(
+        'SELECT count(*) FROM "Pattern"')
+    assert [r.data["outcome"] for r in results].count("CREATED_NEW_PATTERN") == 1
+    assert len(jobs_of("GENERATE_INSIGHTS")) == 1
