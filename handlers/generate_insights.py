@@ -5,11 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-
 from handlers.domain import store
 from handlers.domain.insights import answer_questions
-from handlers.domain.schema import pattern
 from handlers.registry import JobResult, handler
 from handlers.steps import MissingRecord, require_owner, require_user, run_step
 from queue_core.db import transaction
@@ -32,9 +29,7 @@ def _generate(payload: dict[str, Any]) -> dict[str, Any]:
                 raise MissingRecord(f"event {event_id!r} does not exist")
             require_owner("event", event_id, found.user_id, user_id)
         pattern_id = payload.get("patternId")
-        if pattern_id and conn.execute(
-            select(pattern.c.id).where(pattern.c.id == pattern_id, pattern.c.userId == user_id)
-        ).first() is None:
+        if pattern_id and not store.pattern_exists(conn, user_id, pattern_id):
             raise MissingRecord(f"pattern {pattern_id!r} of user {user_id!r} does not exist")
         patterns = store.load_patterns(conn, user_id, active_only=True)
         answers, explored = answer_questions(store.load_observations(conn, user_id),

@@ -224,6 +224,11 @@ def save_pattern(conn: Connection, user_id: str, rule: PatternRule) -> tuple[str
     return str(row[0]), bool(row[1])
 
 
+def pattern_exists(conn: Connection, user_id: str, pattern_id: str) -> bool:
+    return conn.execute(select(pattern.c.id).where(
+        pattern.c.id == pattern_id, pattern.c.userId == user_id)).first() is not None
+
+
 def set_pattern_status(conn: Connection, pattern_id: str, status: str) -> None:
     conn.execute(update(pattern).where(pattern.c.id == pattern_id)
                  .values(status=status, updatedAt=func.now()))
