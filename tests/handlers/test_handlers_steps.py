@@ -111,6 +111,12 @@ def test_unknown_review_plan_and_foreign_records_fail_without_retry(make_user, a
     assert "review 'nope' does not exist" in result.error and not result.should_retry
     result = run_handler("SUGGEST_UOM_UPDATE", {"userId": ada, "dailyPlanId": "nope"})
     assert "daily plan 'nope' does not exist" in result.error and not result.should_retry
+    result = run_handler("GENERATE_INSIGHTS", {"userId": ada, "triggerType": "pattern_created",
+                                               "patternId": "nope"})
+    assert "pattern 'nope'" in result.error and not result.should_retry
+    result = run_handler("GENERATE_INSIGHTS", {"userId": ada, "triggerType": "new_event",
+                                               "eventId": "nope"})
+    assert "event 'nope' does not exist" in result.error and not result.should_retry
     [event] = add_events(bob, [(datetime(2026, 3, 10, 8, tzinfo=UTC), "ok")])
     result = run_handler("DETECT_PATTERNS",
                          {"userId": ada, "triggerEventId": event, "interpretationId": "i"})
