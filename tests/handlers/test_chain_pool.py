@@ -1,0 +1,104 @@
+"""The chains end to end through a running pool (`skiplock worker`), also when children die."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from handlers.demo import pending_jobs, seed_demo
+from queue_core import db
+from tests.handlers.chains import assert_chains_complete
+
+ROOT = Path(__file__).resolve().parents[2]
+DEADLINE_S = 90
+
+
+def _worker(database_url: str, *extra_env: tuple[str, str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "DATABASE_URL": database_url, "SKIPLOCK_CONCURRENCY": "2",
+           "SKIPLOCK_POLL_MAX_S": "0.2", **dict(extra_env)}
+    return subprocess.Popen([sys.executable, "-m", "skiplock", "worker"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+@pytest.fixture
+def worker(database_url: str) -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        _stop(proc)
+
+
+def _wait_drained(user_id: str, proc: subprocess.Popen[bytes], hurry_retries: bool) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the worker exited: {proc.stderr.read().decode()[-2000:]}"
+                                 if proc.stderr else "the worker exited")
+        if hurry_retries:
+            # A crashed job waits out its backoff (10 s); bring its retry forward.
+            with db.get_engine().begin() as conn:
+                conn.execute(text("""UPDATE "WorkerJob" SET "availableAt" = now()
+                                     WHERE status = 'PENDING' AND attempts > 0
+                                       AND "availableAt" > now()"""))
+        if pending_jobs(user_id) == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{pending_jobs(user_id)} jobs still pending after {DEADLINE_S}s")
+
+
+def test_chains_complete_through_the_pool(database_url, worker):
+    seeded = seed_demo("Europe/Paris", days=7, today=date(2026, 3, 30))  # across the DST change
+    worker.append(_worker(database_url))
+    _wait_drained(seeded.user_id, worker[0], hurry_retries=False)
+    assert_chains_complete(seeded)
+
+
+def test_children_killed_mid_chain_leave_no_duplicates(database_url, worker, tmp_path):
+    seeded = seed_demo("Asia/Tokyo", days=4, today=date(2027, 1, 2))  # ISO week 53 of 2026
+    worker.append(_worker(database_url, ("SKIPLOCK_HANDLERS", "tests.handlers.crash_once"),
+                          ("SKIPLOCK_CRASH_DIR", str(tmp_path))))
+    _wait_drained(seeded.user_id, worker[0], hurry_retries=True)
+    crashed = sorted(p.name.removeprefix("crashed-") for p in tmp_path.iterdir())
+    assert crashed == sorted(["INTERPRET_EVENT", "DETECT_PATTERNS", "GENERATE_INSIGHTS",
+                              "GENERATE_REVIEW", "GENERATE_TOMORROW_PLAN",
+                              "SUGGEST_UOM_UPDATE"])
+    with db.get_engine().connect() as conn:
+        retried = conn.execute(text("""SELECT type, attempts, "lastError" FROM "WorkerJob"
+                                       WHERE "userId" = :u AND attempts > 1"""),
+                               {"u": seeded.user_id}).all()
+    assert sorted(r.type for r in retried) == crashed  # each crash cost its job one attempt
+    assert all(r.attempts == 2 for r in retried)
+    assert_chains_complete(seeded)
+
+
+def test_demo_command_runs_every_chain_and_reports_each_step(database_url):
+    env = {**os.environ, "DATABASE_URL": database_url, "SKIPLOCK_POLL_MAX_S": "0.2"}
+    result = subprocess.run([sys.executable, "-m", "skiplock", "demo", "--weeks", "1",
+                             "--concurrency", "2", "--timeout", "60"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120,
+                            start_new_session=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for step in ("INTERPRET_EVENT:", "DETECT_PATTERNS:", "GENERATE_INSIGHTS:",
+                 "GENERATE_REVIEW:", "GENERATE_TOMORROW_PLAN:", "SUGGEST_UOM_UPDATE:"):
+        assert any(line.startswith(step) for line in result.stdout.splitlines()), step
+    assert " jobs in " in result.stdout and "dead letters" not in result.stdout
