@@ -22,12 +22,15 @@ ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 90
 
 
-def _worker(database_url: str, *extra_env: tuple[str, str]) -> subprocess.Popen[bytes]:
+def _worker(database_url: str, log: Path, *extra_env: tuple[str, str]) -> (
+        subprocess.Popen[bytes]):
     env = {**os.environ, "DATABASE_URL": database_url, "SKIPLOCK_CONCURRENCY": "2",
            "SKIPLOCK_POLL_MAX_S": "0.2", **dict(extra_env)}
-    return subprocess.Popen([sys.executable, "-m", "skiplock", "worker"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    # The log goes to a file: a pipe nobody reads would fill up and block the pool.
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "skiplock", "worker"], cwd=ROOT,
+                                env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -48,12 +51,12 @@ def worker(database_url: str) -> Iterator[list[subprocess.Popen[bytes]]]:
         _stop(proc)
 
 
-def _wait_drained(user_id: str, proc: subprocess.Popen[bytes], hurry_retries: bool) -> None:
+def _wait_drained(user_id: str, proc: subprocess.Popen[bytes], log: Path,
+                  hurry_retries: bool) -> None:
     deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"the worker exited: {proc.stderr.read().decode()[-2000:]}"
-                                 if proc.stderr else "the worker exited")
+            raise AssertionError(f"the worker exited: {log.read_text()[-2000:]}")
         if hurry_retries:
             # A crashed job waits out its backoff (10 s); bring its retry forward.
             with db.get_engine().begin() as conn:
@@ -63,22 +66,27 @@ def _wait_drained(user_id: str, proc: subprocess.Popen[bytes], hurry_retries: bo
         if pending_jobs(user_id) == 0:
             return
         time.sleep(0.2)
-    raise AssertionError(f"{pending_jobs(user_id)} jobs still pending after {DEADLINE_S}s")
+    raise AssertionError(f"{pending_jobs(user_id)} jobs still pending after {DEADLINE_S}s: "
+                         f"{log.read_text()[-2000:]}")
 
 
-def test_chains_complete_through_the_pool(database_url, worker):
+def test_chains_complete_through_the_pool(database_url, worker, tmp_path):
     seeded = seed_demo("Europe/Paris", days=7, today=date(2026, 3, 30))  # across the DST change
-    worker.append(_worker(database_url))
-    _wait_drained(seeded.user_id, worker[0], hurry_retries=False)
+    log = tmp_path / "worker.log"
+    worker.append(_worker(database_url, log))
+    _wait_drained(seeded.user_id, worker[0], log, hurry_retries=False)
     assert_chains_complete(seeded)
 
 
 def test_children_killed_mid_chain_leave_no_duplicates(database_url, worker, tmp_path):
     seeded = seed_demo("Asia/Tokyo", days=4, today=date(2027, 1, 2))  # ISO week 53 of 2026
-    worker.append(_worker(database_url, ("SKIPLOCK_HANDLERS", "tests.handlers.crash_once"),
-                          ("SKIPLOCK_CRASH_DIR", str(tmp_path))))
-    _wait_drained(seeded.user_id, worker[0], hurry_retries=True)
-    crashed = sorted(p.name.removeprefix("crashed-") for p in tmp_path.iterdir())
+    markers = tmp_path / "crashed"
+    markers.mkdir()
+    log = tmp_path / "worker.log"
+    worker.append(_worker(database_url, log, ("SKIPLOCK_HANDLERS", "tests.handlers.crash_once"),
+                          ("SKIPLOCK_CRASH_DIR", str(markers))))
+    _wait_drained(seeded.user_id, worker[0], log, hurry_retries=True)
+    crashed = sorted(p.name.removeprefix("crashed-") for p in markers.iterdir())
     assert crashed == sorted(["INTERPRET_EVENT", "DETECT_PATTERNS", "GENERATE_INSIGHTS",
                               "GENERATE_REVIEW", "GENERATE_TOMORROW_PLAN",
                               "SUGGEST_UOM_UPDATE"])
@@ -88,6 +96,7 @@ def test_children_killed_mid_chain_leave_no_duplicates(database_url, worker, tmp
                                {"u": seeded.user_id}).all()
     assert sorted(r.type for r in retried) == crashed  # each crash cost its job one attempt
     assert all(r.attempts == 2 for r in retried)
+    assert all("SIGKILL" in (r.lastError or "") for r in retried), [r.lastError for r in retried]
     assert_chains_complete(seeded)
 
 
