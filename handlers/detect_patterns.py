@@ -29,6 +29,10 @@ def _detect(payload: dict[str, Any]) -> dict[str, Any]:
         if trigger is None:
             raise MissingRecord(f"event {trigger_id!r} does not exist")
         require_owner("event", trigger_id, trigger.user_id, user_id)
+        interpretation_id = payload["interpretationId"]
+        if not store.interpretation_exists(conn, interpretation_id, trigger_id):
+            raise MissingRecord(
+                f"interpretation {interpretation_id!r} of event {trigger_id!r} does not exist")
         store.lock_user_patterns(conn, user_id)
         mined = mine_patterns(store.load_observations(conn, user_id))
         comparison = compare(mined, store.load_patterns(conn, user_id), trigger_id)
@@ -36,17 +40,17 @@ def _detect(payload: dict[str, Any]) -> dict[str, Any]:
         for change in comparison.changes:
             if change.kind == "faded" and change.rule.id:
                 store.set_pattern_status(conn, change.rule.id, FADED)
-            elif change.kind != "unchanged":
+            else:
+                # An "unchanged" rule is saved too: its figures moved less than the
+                # evolution threshold, and the row should still show them as they are.
                 ids[change.rule.key], _ = store.save_pattern(conn, user_id, change.rule)
-            elif change.rule.id:
-                ids[change.rule.key] = change.rule.id
         pattern_id = ids.get(comparison.pattern_key or "")
         trigger_type = INSIGHT_TRIGGERS.get(comparison.outcome)
         next_job = None
         if trigger_type:
             next_job = enqueue_generate_insights(
                 {"userId": user_id, "triggerType": trigger_type, "eventId": trigger_id,
-                 "interpretationId": payload["interpretationId"], "patternId": pattern_id},
+                 "interpretationId": interpretation_id, "patternId": pattern_id},
                 conn=conn,
             )
     return {

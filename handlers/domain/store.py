@@ -123,6 +123,12 @@ def save_interpretation(conn: Connection, ev: EventRow, reading: Reading, method
     return str(conn.execute(upsert).scalar_one())
 
 
+def interpretation_exists(conn: Connection, interpretation_id: str, event_id: str) -> bool:
+    return conn.execute(select(interpretation.c.id).where(
+        interpretation.c.id == interpretation_id, interpretation.c.eventId == event_id,
+    )).first() is not None
+
+
 def _reading(row: Any) -> Reading:
     return Reading(
         mood_score=row.moodScore, mood=row.mood, energy=row.energy, tags=tuple(row.tags),

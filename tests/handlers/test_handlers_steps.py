@@ -121,6 +121,9 @@ def test_unknown_review_plan_and_foreign_records_fail_without_retry(make_user, a
     result = run_handler("DETECT_PATTERNS",
                          {"userId": ada, "triggerEventId": event, "interpretationId": "i"})
     assert "belongs to another user" in result.error and not result.should_retry
+    result = run_handler("DETECT_PATTERNS",
+                         {"userId": bob, "triggerEventId": event, "interpretationId": "i"})
+    assert "interpretation 'i' of event" in result.error and not result.should_retry
     review = run_handler("GENERATE_REVIEW", {"userId": bob, "type": "DAILY",
                                              "periodKey": "2026-03-10", "timezone": PARIS})
     result = run_handler("GENERATE_TOMORROW_PLAN", {"userId": ada, "reviewId":
@@ -148,7 +151,9 @@ def test_detect_patterns_creates_then_reports_no_change(make_user, add_events):
     work = rows('SELECT * FROM "Pattern" WHERE key = :k', k="work|any|mood:negative")[0]
     assert work.support >= 10 and work.confidence >= 0.7
 
-    again = run_handler("DETECT_PATTERNS", {**payload, "triggerEventId": events[-2]})
+    before = rows('SELECT * FROM "Interpretation" WHERE "eventId" = :e', e=events[-2])[0]
+    again = run_handler("DETECT_PATTERNS", {**payload, "triggerEventId": events[-2],
+                                            "interpretationId": before.id})
     assert again.data["outcome"] == "NO_PATTERN"
     assert len(jobs_of("GENERATE_INSIGHTS")) == 1  # nothing new: no insights job
 
