@@ -111,3 +111,36 @@ def test_demo_command_runs_every_chain_and_reports_each_step(database_url):
                  "GENERATE_REVIEW:", "GENERATE_TOMORROW_PLAN:", "SUGGEST_UOM_UPDATE:"):
         assert any(line.startswith(step) for line in result.stdout.splitlines()), step
     assert " jobs in " in result.stdout and "dead letters" not in result.stdout
+
+
+def test_jobs_that_can_never_run_are_dead_lettered_at_once(database_url, worker, tmp_path):
+    """Rows written by another service skip enqueue's checks: the pool's must catch them."""
+    with db.get_engine().begin() as conn:
+        for job_id, job_type, payload in [
+            ("bad-field", "GENERATE_REVIEW", '{"userId": "u", "type": "DAILY", '
+             '"periodKey": "2026-W10", "timezone": "Europe/Paris"}'),
+            ("bad-zone", "GENERATE_REVIEW", '{"userId": "u", "type": "DAILY", '
+             '"periodKey": "2026-03-10", "timezone": "Moon/Base"}'),
+            ("no-event", "INTERPRET_EVENT", '{"eventId": "nope"}'),
+            ("no-user", "SUGGEST_UOM_UPDATE", '{"userId": "nope", "dailyPlanId": "p"}'),
+        ]:
+            conn.execute(text("""INSERT INTO "WorkerJob" (id, type, payload)
+                                 VALUES (:id, :type, CAST(:payload AS jsonb))"""),
+                         {"id": job_id, "type": job_type, "payload": payload})
+    log = tmp_path / "worker.log"
+    worker.append(_worker(database_url, log))
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        with db.get_engine().connect() as conn:
+            jobs = {r.id: r for r in conn.execute(text(
+                """SELECT id, status::text AS status, attempts, "lastError" FROM "WorkerJob"
+                   WHERE status = 'DEAD_LETTER'"""))}
+        if len(jobs) == 4:
+            break
+        time.sleep(0.2)
+    assert len(jobs) == 4, log.read_text()[-2000:]
+    assert all(j.attempts == 1 for j in jobs.values())
+    assert "periodKey" in jobs["bad-field"].lastError
+    assert "timezone" in jobs["bad-zone"].lastError
+    assert "event 'nope' does not exist" in jobs["no-event"].lastError
+    assert "user 'nope' does not exist" in jobs["no-user"].lastError
