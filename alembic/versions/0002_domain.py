@@ -165,6 +165,12 @@ def upgrade() -> None:
         _stamp("createdAt"),
         sa.UniqueConstraint("userId", "patternKey", name="UomEntry_userId_patternKey_key"),
     )
+    # Foreign keys that a delete elsewhere follows (SET NULL) need an index, or each delete of
+    # an event, pattern or review scans the whole referencing table.
+    for table, column in (("Insight", "eventId"), ("Insight", "patternId"),
+                          ("DailyPlan", "reviewId"), ("UomSuggestion", "patternId"),
+                          ("UomEntry", "suggestionId")):
+        op.create_index(f"{table}_{column}_idx", table, [column])
     # The seed's relation: deleting a user deletes their jobs. NOT VALID then VALIDATE keeps
     # the lock short on a big job table, and fails loudly on jobs of unknown users.
     op.execute(

@@ -125,6 +125,8 @@ insight = Table(
     _created(),
     UniqueConstraint("userId", "questionKey", "answerKey",
                      name="Insight_userId_questionKey_answerKey_key"),
+    Index("Insight_eventId_idx", "eventId"),
+    Index("Insight_patternId_idx", "patternId"),
 )
 
 review = Table(
@@ -154,6 +156,7 @@ daily_plan = Table(
     _created(),
     _updated(),
     UniqueConstraint("userId", "targetDate", name="DailyPlan_userId_targetDate_key"),
+    Index("DailyPlan_reviewId_idx", "reviewId"),
 )
 
 uom_suggestion = Table(
@@ -173,6 +176,7 @@ uom_suggestion = Table(
     CheckConstraint("status IN ('PROPOSED', 'NONE_NEEDED', 'ACCEPTED', 'DISMISSED')",
                     name="UomSuggestion_status_check"),
     Index("UomSuggestion_userId_status_idx", "userId", "status"),
+    Index("UomSuggestion_patternId_idx", "patternId"),
 )
 
 uom_entry = Table(
@@ -184,4 +188,5 @@ uom_entry = Table(
     Column("suggestionId", Text, ForeignKey("UomSuggestion.id", ondelete="SET NULL")),
     _created(),
     UniqueConstraint("userId", "patternKey", name="UomEntry_userId_patternKey_key"),
+    Index("UomEntry_suggestionId_idx", "suggestionId"),
 )
