@@ -17,13 +17,11 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from handlers.domain import store
-from handlers.domain.periods import DAILY, WEEKLY, load_timezone, period_key
+from handlers.domain.periods import DAILY, WEEKLY, load_timezone, period_key, to_local
 from handlers.domain.samples import sample_entries
 from queue_core import enqueue_many
 from queue_core.db import transaction
 from queue_core.payloads import GENERATE_REVIEW, INTERPRET_EVENT
-
-INTERPRET_PRIORITY = 10  # claimed before the reviews, so those mostly find readings ready
 
 
 @dataclass(frozen=True)
@@ -41,25 +39,38 @@ def seed_demo(timezone: str, days: int, seed: int = 7, today: date | None = None
     today = today or datetime.now(tz).date()
     last_day = today - timedelta(days=1)
     first_day = last_day - timedelta(days=days - 1)
+    entries = sample_entries(tz, last_day, days, seed)
     with transaction() as conn:
         user_id = store.create_user(conn, "Demo", timezone)
-        event_ids = store.add_events(conn, user_id, sample_entries(tz, last_day, days, seed))
-        jobs: list[dict[str, Any]] = [
-            {"type": INTERPRET_EVENT, "payload": {"eventId": e}, "priority": INTERPRET_PRIORITY,
-             "idempotency_key": f"interpret:{e}", "user_id": user_id}
-            for e in event_ids
-        ]
-        days_list = [first_day + timedelta(days=i) for i in range(days)]
-        weeks = sorted({period_key(WEEKLY, d) for d in days_list})
-        for review_type, key in [(DAILY, d.isoformat()) for d in days_list] + [
-                (WEEKLY, w) for w in weeks]:
-            jobs.append({
-                "type": GENERATE_REVIEW,
-                "payload": {"userId": user_id, "type": review_type, "periodKey": key,
-                            "timezone": timezone},
-                "idempotency_key": f"review:{user_id}:{review_type}:{key}",
-                "user_id": user_id,
-            })
+        event_ids = store.add_events(conn, user_id, entries)
+        # Replay the journal in the order it was written: the first jobs of the chains get
+        # falling priorities (entry by entry, each day's review after its last entry), and
+        # the jobs they chain (priority 0) run before the next entry. Patterns then emerge,
+        # evolve and get reinforced as they would have, day after day.
+        by_day: dict[date, list[str]] = {}
+        for event_id, (at, _) in zip(event_ids, entries, strict=True):
+            by_day.setdefault(to_local(at, tz).date(), []).append(event_id)
+        jobs: list[dict[str, Any]] = []
+        rank = 0
+        for day in (first_day + timedelta(days=i) for i in range(days)):
+            for event_id in by_day.get(day, []):
+                rank += 1
+                jobs.append({"type": INTERPRET_EVENT, "payload": {"eventId": event_id},
+                             "priority": -rank, "idempotency_key": f"interpret:{event_id}",
+                             "user_id": user_id})
+            reviews = [(DAILY, day.isoformat())]
+            if day.isoweekday() == 7 or day == last_day:
+                reviews.append((WEEKLY, period_key(WEEKLY, day)))
+            for review_type, key in reviews:
+                rank += 1
+                jobs.append({
+                    "type": GENERATE_REVIEW,
+                    "payload": {"userId": user_id, "type": review_type, "periodKey": key,
+                                "timezone": timezone},
+                    "priority": -rank,
+                    "idempotency_key": f"review:{user_id}:{review_type}:{key}",
+                    "user_id": user_id,
+                })
         enqueue_many(jobs, conn=conn)
     return Seeded(user_id, timezone, first_day, last_day, len(event_ids), len(jobs))
 
@@ -95,8 +106,11 @@ def report(user_id: str) -> dict[str, Any]:
         patterns = _all(conn, """SELECT description, support, confidence, status FROM "Pattern"
                                  WHERE "userId" = :u
                                  ORDER BY status, support * confidence DESC, key""", u=user_id)
-        insights = _all(conn, """SELECT question, answer FROM "Insight" WHERE "userId" = :u
-                                 ORDER BY "createdAt", "questionKey" """, u=user_id)
+        # An answer that changed is a new insight: show the latest one of each question.
+        insights = _all(conn, """SELECT DISTINCT ON ("questionKey") question, answer,
+                                        count(*) OVER () AS total
+                                 FROM "Insight" WHERE "userId" = :u
+                                 ORDER BY "questionKey", "createdAt" DESC, id""", u=user_id)
         reviews = _all(conn, """SELECT type, "periodKey", summary->>'headline' AS headline
                                 FROM "Review" WHERE "userId" = :u
                                 ORDER BY type, "periodKey" """, u=user_id)
@@ -106,9 +120,14 @@ def report(user_id: str) -> dict[str, Any]:
             SELECT p."targetDate", s.status, s.statement, s.reason FROM "UomSuggestion" s
             JOIN "DailyPlan" p ON p.id = s."dailyPlanId"
             WHERE s."userId" = :u ORDER BY p."targetDate" """, u=user_id)
+        outcomes = _all(conn, """
+            SELECT result->>'outcome' AS outcome, count(*) AS n FROM "WorkerJob"
+            WHERE "userId" = :u AND type = 'DETECT_PATTERNS' AND status = 'COMPLETED'
+            GROUP BY 1 ORDER BY 2 DESC, 1""", u=user_id)
         errors = _all(conn, """SELECT type, "lastError" FROM "WorkerJob"
                                WHERE "userId" = :u AND status = 'DEAD_LETTER'""", u=user_id)
     return {"timings": timings, "moods": moods, "patterns": patterns, "insights": insights,
+            "outcomes": outcomes,
             "reviews": reviews, "plans": plans, "suggestions": suggestions, "errors": errors}
 
 
@@ -125,9 +144,11 @@ def format_report(seeded: Seeded, data: dict[str, Any], wall_s: float) -> list[s
     lines.append(f"{total} jobs in {wall_s:.1f}s ({total / wall_s if wall_s else 0:.0f} jobs/s)")
     lines += ["", "INTERPRET_EVENT: " + ", ".join(f"{m.n} {m.mood}" for m in data["moods"])]
     active = [p for p in data["patterns"] if p.status == "ACTIVE"]
-    lines += ["", f"DETECT_PATTERNS: {len(active)} active patterns, strongest first"]
+    runs = ", ".join(f"{o.n} {o.outcome}" for o in data["outcomes"])
+    lines += ["", f"DETECT_PATTERNS: {runs}; {len(active)} active patterns, strongest first"]
     lines += [f"  - {p.description} (confidence {p.confidence:.0%})" for p in active[:6]]
-    lines += ["", f"GENERATE_INSIGHTS: {len(data['insights'])} insights"]
+    total = data["insights"][0].total if data["insights"] else 0
+    lines += ["", f"GENERATE_INSIGHTS: {total} insights; the latest answer to each question"]
     lines += [f"  - {i.question} {i.answer}" for i in data["insights"]]
     daily = [r for r in data["reviews"] if r.type == DAILY]
     weekly = [r for r in data["reviews"] if r.type == WEEKLY]
