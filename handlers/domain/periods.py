@@ -1,0 +1,85 @@
+"""Review periods and local calendar days.
+
+A period is named by its key: `YYYY-MM-DD` (DAILY), ISO week `YYYY-Www`
+(WEEKLY, weeks 01 to 52 or 53), `YYYY-MM` (MONTHLY). Its bounds are the local
+midnights of its first day and of the day after its last, in the user's IANA
+time zone, so a daylight-saving day lasts 23 or 25 hours and an event at 23:30
+local time belongs to the day it happened on, whatever the UTC date.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from queue_core.payloads import load_timezone, parse_date, period_days
+
+DAILY = "DAILY"
+WEEKLY = "WEEKLY"
+MONTHLY = "MONTHLY"
+
+__all__ = ["DAILY", "MONTHLY", "WEEKLY", "Period", "load_timezone", "local_midnight",
+           "next_day", "parse_date", "parse_period", "period_key", "to_local"]
+
+
+@dataclass(frozen=True)
+class Period:
+    type: str
+    key: str
+    first_day: date
+    last_day: date  # inclusive
+
+    @property
+    def days(self) -> list[date]:
+        count = (self.last_day - self.first_day).days + 1
+        return [self.first_day + timedelta(days=i) for i in range(count)]
+
+    def bounds(self, tz: ZoneInfo) -> tuple[datetime, datetime]:
+        """[start, end) of the period as UTC instants."""
+        return local_midnight(self.first_day, tz), local_midnight(
+            self.last_day + timedelta(days=1), tz
+        )
+
+
+def parse_period(period_type: str, key: str) -> Period:
+    """The period named by `key`; ValueError says what is wrong with it.
+
+    The key formats are payload rules, so they live in `queue_core.payloads`.
+    """
+    first, last = period_days(period_type, key)
+    return Period(period_type, key, first, last)
+
+
+def period_key(period_type: str, day: date) -> str:
+    """The key of the period of `period_type` that contains `day`."""
+    if period_type == DAILY:
+        return day.isoformat()
+    if period_type == WEEKLY:
+        year, week, _ = day.isocalendar()
+        return f"{year:04d}-W{week:02d}"
+    if period_type == MONTHLY:
+        return f"{day.year:04d}-{day.month:02d}"
+    raise ValueError(f"unknown review type {period_type!r}")
+
+
+def next_day(day: date) -> date:
+    """The next calendar day.
+
+    Calendar arithmetic on the local date, never on an instant: adding 24 hours
+    to a UTC midnight (what the seed did) lands on the wrong day near midnight
+    and across daylight-saving changes.
+    """
+    return day + timedelta(days=1)
+
+
+def local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    """The UTC instant at which `day` starts in `tz`."""
+    return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
+
+
+def to_local(instant: datetime, tz: ZoneInfo) -> datetime:
+    if instant.tzinfo is None:
+        # The database hands timestamptz back aware; a naive value here was written as UTC.
+        instant = instant.replace(tzinfo=UTC)
+    return instant.astimezone(tz)
