@@ -9,10 +9,11 @@ from sqlalchemy.orm import Session
 import queue_core as q
 from queue_core import db
 from queue_core.errors import InvalidJob, InvalidPayload
-from tests.queue_core.helpers import count, row
+from tests.queue_core.helpers import add_user, count, row
 
 
 def test_enqueue_writes_a_pending_row_with_the_seed_columns():
+    add_user("u1")
     job_id = q.enqueue("INTERPRET_EVENT", {"eventId": "evt_1"}, priority=5, user_id="u1",
                        max_attempts=4)
     r = row(job_id)
@@ -81,6 +82,7 @@ def test_enqueue_joins_the_callers_transaction():
 
 
 def test_typed_helpers_use_the_seed_keys():
+    add_user("u")
     a = q.enqueue_interpret_event({"eventId": "e9"})
     assert row(a).idempotencyKey == "interpret:e9"
     assert q.enqueue_interpret_event({"eventId": "e9"}) == a
@@ -106,6 +108,7 @@ HOSTILE = "Robert'); DROP TABLE \"WorkerJob\";-- SELECT * FROM pg_user; \\' \" $
 
 
 def test_hostile_strings_are_stored_verbatim():
+    add_user(HOSTILE)
     job_id = q.enqueue(HOSTILE[:200], {"text": HOSTILE, HOSTILE: [HOSTILE]},
                        idempotency_key=HOSTILE, user_id=HOSTILE)
     r = row(job_id)
