@@ -123,6 +123,18 @@ def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
 def enqueue_many(jobs: Iterable[Mapping[str, Any]],
                  conn: Connection | Session | None = None) -> list[str]:
     """Add a batch in one round trip; the ids come back in input order."""
+    return enqueue_batch(jobs, conn=conn).ids
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    ids: list[str]  # in input order; the existing job's id where a key already existed
+    created: int  # rows this call wrote (the others' keys already existed)
+
+
+def enqueue_batch(jobs: Iterable[Mapping[str, Any]],
+                  conn: Connection | Session | None = None) -> Enqueued:
+    """`enqueue_many`, also saying how many jobs were new (backfills report it)."""
     limit = cached_settings().max_payload_bytes
     rows = []
     for index, job in enumerate(jobs):
@@ -135,12 +147,13 @@ def enqueue_many(jobs: Iterable[Mapping[str, Any]],
         rows.append(_prepare(job.get("type"), job.get("payload"), **options,
                              max_payload_bytes=limit))
     if not rows:
-        return []
+        return Enqueued([], 0)
     with connect(conn) as c:
         return _insert(c, rows)
 
 
-def _insert(conn: Connection, rows: Sequence[_Row]) -> list[str]:
+def _insert(conn: Connection, rows: Sequence[_Row]) -> Enqueued:
+    created = 0
     ids: dict[int, str] = {}
     todo = list(range(len(rows)))
     # A key's row can vanish between our conflict and our look-up (cleanup, a
@@ -151,6 +164,7 @@ def _insert(conn: Connection, rows: Sequence[_Row]) -> list[str]:
             inserted = {r.id for r in conn.execute(sql.INSERT_JOBS, _columns(batch))}
         except sa_exc.IntegrityError as exc:
             raise _integrity_error(exc) from None
+        created += len(inserted)
         for i in todo:
             if rows[i].id in inserted:
                 ids[i] = rows[i].id
@@ -168,7 +182,7 @@ def _insert(conn: Connection, rows: Sequence[_Row]) -> list[str]:
             break
     if todo:
         raise InvalidJob("could not enqueue: idempotency keys kept conflicting with vanishing rows")
-    return [ids[i] for i in range(len(rows))]
+    return Enqueued([ids[i] for i in range(len(rows))], created)
 
 
 def _columns(rows: Sequence[_Row]) -> dict[str, list[Any]]:
