@@ -4,6 +4,7 @@
 from skiplock.cli import core  # noqa: E402,F401,I001
 from skiplock.cli import ops  # noqa: E402,F401,I001
 from skiplock.cli import backfill  # noqa: E402,F401,I001
+from skiplock.cli import schedule  # noqa: E402,F401,I001
 from skiplock.cli.app import main
 
 __all__ = ["main"]
