@@ -1,0 +1,30 @@
+"""`python -m bench NAME [options]`: run one benchmark, or all of them with no NAME."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> module whose run(argv) prints its figures
+BENCHMARKS = {
+    "claim": "bench.claim",
+}
+
+
+def main(argv: list[str]) -> None:
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        print("benchmarks:", ", ".join(BENCHMARKS))
+        return
+    if argv and argv[0] in BENCHMARKS:
+        importlib.import_module(BENCHMARKS[argv[0]]).run(argv[1:])
+        return
+    if argv:
+        raise SystemExit(f"unknown benchmark {argv[0]!r}; choose from {', '.join(BENCHMARKS)}")
+    for name, module in BENCHMARKS.items():
+        print(f"\n=== {name} ===")
+        importlib.import_module(module).run([])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,94 @@
+"""Claim and complete: latency against a deep backlog, throughput with N claimers.
+
+    python -m bench claim [--backlog 1000000] [--jobs 20000] [--clients 1,2,4]
+
+Each job costs two transactions (the claim, then the fenced completion), so
+the reference is pgbench running a one-row UPDATE by primary key per
+transaction on the same server with the same number of clients: the queue
+cannot beat half that rate, and the closer it gets, the less it wastes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import time
+
+import queue_core as q
+from bench.common import machine, mean, percentile, pgbench, scratch_database, sql
+from queue_core import db
+
+
+def _fill(count: int, job_type: str = "BENCH") -> None:
+    batch = 10_000
+    for start in range(0, count, batch):
+        q.enqueue_many([{"type": job_type, "payload": {"n": start + i}}
+                        for i in range(min(batch, count - start))])
+
+
+def _drain(args: tuple[str, int]) -> tuple[int, float]:
+    worker, quota = args
+    db.reset_engine()
+    done = 0
+    began = time.perf_counter()
+    while done < quota:
+        jobs = q.claim(worker)
+        if not jobs:
+            break
+        for job in jobs:
+            q.complete(job)
+            done += 1
+    return done, time.perf_counter() - began
+
+
+def run(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench claim", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backlog", type=int, default=200_000,
+                        help="pending jobs in the table while measuring (default 200000)")
+    parser.add_argument("--jobs", type=int, default=10_000,
+                        help="jobs claimed and completed per throughput run (default 10000)")
+    parser.add_argument("--clients", default="1,2,4",
+                        help="comma-separated claimer counts (default 1,2,4)")
+    args = parser.parse_args(argv)
+    clients = [int(c) for c in args.clients.split(",")]
+
+    with scratch_database() as url:
+        print(f"machine: {machine(url)}")
+        began = time.perf_counter()
+        _fill(args.backlog)
+        sql(url, 'VACUUM ANALYZE "WorkerJob"')
+        print(f"backlog: {args.backlog} pending jobs (filled in {time.perf_counter() - began:.1f} s)")
+
+        claim_ms, complete_ms = [], []
+        for i in range(min(2000, args.backlog // 2)):
+            t0 = time.perf_counter()
+            [job] = q.claim("latency")
+            t1 = time.perf_counter()
+            q.complete(job)
+            t2 = time.perf_counter()
+            if i >= 20:  # warm-up
+                claim_ms.append((t1 - t0) * 1000)
+                complete_ms.append((t2 - t1) * 1000)
+        print(f"claim latency at that backlog: p50 {percentile(claim_ms, .5):.2f} ms, "
+              f"p99 {percentile(claim_ms, .99):.2f} ms; complete: p50 "
+              f"{percentile(complete_ms, .5):.2f} ms (mean {mean(complete_ms):.2f})")
+
+        sql(url, "CREATE TABLE bench_ref (id int PRIMARY KEY, n int NOT NULL) "
+                 "WITH (fillfactor = 85)")
+        sql(url, "INSERT INTO bench_ref SELECT g, 0 FROM generate_series(1, 100000) g")
+        script = "\\set id random(1, 100000)\nUPDATE bench_ref SET n = n + 1 WHERE id = :id;\n"
+        print(f"\n{'claimers':>8} {'jobs/s':>10} {'pgbench 1-row UPDATE tps':>26} "
+              f"{'jobs/s / (tps/2)':>18}")
+        ctx = multiprocessing.get_context("fork")
+        for n in clients:
+            db.reset_engine()
+            per = args.jobs // n
+            with ctx.Pool(n) as pool:
+                began = time.perf_counter()
+                results = pool.map(_drain, [(f"w{i}", per) for i in range(n)])
+                wall = time.perf_counter() - began
+            done = sum(r[0] for r in results)
+            rate = done / wall
+            tps = pgbench(url, script, clients=n, seconds=5)
+            print(f"{n:>8} {rate:>10.0f} {tps:>26.0f} {rate / (tps / 2):>17.0%}")

@@ -1,0 +1,95 @@
+"""What every benchmark shares: a scratch database, the machine, and pgbench.
+
+A benchmark never touches a database it did not create: it makes
+`skiplock_bench_<random>`, migrates it, points DATABASE_URL at it, and drops it
+afterwards. Figures are printed beside the raw PostgreSQL rate that pgbench
+measures on the same server in the same run, so that a reader can tell how
+much of the server's capacity the queue turns into jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+from contextlib import AbstractContextManager
+
+import psycopg2
+
+from queue_core import scratch
+from queue_core.urls import libpq_dsn
+
+
+def scratch_database() -> AbstractContextManager[str]:
+    return scratch.scratch_database("skiplock_bench")
+
+
+def machine(url: str) -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            found = re.search(r"model name\s*:\s*(.+)", handle.read())
+            cpu = found.group(1).strip() if found else cpu
+    except OSError:
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo") as handle:
+            kib = int(handle.readline().split()[1])
+            mem = f", {kib / 1024 / 1024:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    conn = psycopg2.connect(libpq_dsn(url))
+    with conn.cursor() as cur:
+        cur.execute("SHOW server_version")
+        version = cur.fetchone()[0]
+        cur.execute("SHOW synchronous_commit")
+        sync = cur.fetchone()[0]
+    conn.close()
+    return (f"{cpu}, {os.cpu_count()} cores{mem}; PostgreSQL {version} "
+            f"(synchronous_commit={sync}); Python {platform.python_version()}")
+
+
+def pgbench(url: str, script: str, *, clients: int = 1, seconds: float = 5,
+            transactions: int | None = None) -> float:
+    """Transactions per second of `script` run by pgbench against `url`."""
+    exe = shutil.which("pgbench")
+    if exe is None:
+        from queue_core.embedded import find_bindir
+
+        bindir = find_bindir()
+        exe = str(bindir / "pgbench") if bindir else None
+    if exe is None:
+        raise SystemExit("pgbench not found: install the PostgreSQL server package")
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:
+        handle.write(script)
+    try:
+        run = ["-t", str(transactions)] if transactions else ["-T", str(int(max(1, seconds)))]
+        out = subprocess.run([exe, "-n", "-f", handle.name, "-c", str(clients),
+                              "-j", str(clients), *run, libpq_dsn(url)],
+                             capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(handle.name)
+    found = re.search(r"tps = ([\d.]+)", out)
+    if not found:
+        raise RuntimeError(f"cannot read pgbench output:\n{out}")
+    return float(found.group(1))
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
+
+
+def sql(url: str, statement: str) -> None:
+    scratch.run_admin(url, statement)
