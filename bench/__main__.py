@@ -8,6 +8,7 @@ import sys
 # name -> module whose run(argv) prints its figures
 BENCHMARKS = {
     "claim": "bench.claim",
+    "enqueue": "bench.enqueue",
 }
 
 
