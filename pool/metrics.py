@@ -48,7 +48,7 @@ from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
 from pool.observer import ChildInfo, NullObserver, PoolSnapshot
-from queue_core.errors import SkiplockError
+from queue_core.errors import ConfigurationError, SkiplockError
 
 log = logging.getLogger("skiplock.metrics")
 
@@ -152,13 +152,27 @@ class MetricsObserver(NullObserver):
         self._next_refresh = 0.0
         self._failing = False
 
+    def serve(self) -> None:
+        """Bind the port now: a port that is taken stops the worker before it starts.
+
+        (An exception in a hook is only logged by the master, and a pool
+        without its metrics would go unnoticed until someone looked.)
+        """
+        if self.port is None or self._server is not None:
+            return
+        try:
+            self._server, _ = start_http_server(self.port, addr=self.host, registry=self.registry)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot serve metrics on {self.host}:{self.port}: {exc.strerror or exc}"
+            ) from None
+        log.info("serving Prometheus metrics on http://%s:%d/metrics", self.host, self.port,
+                 extra={"metrics_host": self.host, "metrics_port": self.port})
+
     # -- the master's hooks ----------------------------------------------------------
 
     def on_start(self, snapshot: PoolSnapshot) -> None:
-        if self.port is not None:
-            self._server, _ = start_http_server(self.port, addr=self.host, registry=self.registry)
-            log.info("serving Prometheus metrics on http://%s:%d/metrics", self.host, self.port,
-                     extra={"metrics_host": self.host, "metrics_port": self.port})
+        self.serve()
         self._pool(snapshot)
         self.refresh()
 

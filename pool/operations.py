@@ -24,5 +24,7 @@ def build_observers(settings: Settings) -> list[PoolObserver]:
         ScheduleObserver(schedules.load(settings.schedule_file)),
     ]
     if settings.metrics_port is not None:
-        observers.append(MetricsObserver(settings.metrics_port, settings.metrics_host))
+        metrics = MetricsObserver(settings.metrics_port, settings.metrics_host)
+        metrics.serve()
+        observers.append(metrics)
     return observers

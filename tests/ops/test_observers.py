@@ -7,12 +7,15 @@ import socket
 import time
 import urllib.request
 
+import pytest
+
 from pool.metrics import MetricsObserver
 from pool.observer import ChildInfo, PoolSnapshot
 from pool.operations import build_observers
 from pool.registry import ProcessRegistry
 from queue_core import enqueue, processes
 from queue_core.config import load_settings
+from queue_core.errors import ConfigurationError
 from tests.ops.helpers import run
 from tests.queue_core.helpers import sql
 
@@ -115,3 +118,21 @@ def test_build_observers_follows_the_settings(tmp_path):
     full = build_observers(load_settings(metrics_port=free_port(), schedule_file=str(path)))
     assert {type(o).__name__ for o in full} == {"ProcessRegistry", "ScheduleObserver",
                                                 "MetricsObserver"}
+    for observer in full:
+        observer.on_stop(snapshot("m", state="stopping"))
+
+
+def test_a_metrics_port_that_is_taken_fails_before_the_pool_starts():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigurationError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
+            build_observers(load_settings(metrics_port=port))
+
+
+def test_a_bad_schedule_file_fails_before_the_pool_starts(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('[[schedule]]\nname = "n"\ncron = "61 * * * *"\ntype = "T"\n')
+    with pytest.raises(ConfigurationError, match="minute 61 is outside 0-59"):
+        build_observers(load_settings(schedule_file=str(path)))
