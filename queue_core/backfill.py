@@ -40,13 +40,15 @@ class Outcome:
     candidates: int = 0  # jobs the backfill wanted to exist
     created: int = 0  # of which this run wrote
     already_queued: int = 0  # of which a job with the key already existed
-    skipped: list[str] = field(default_factory=list)  # why some were left out
+    skipped: list[str] = field(default_factory=list)  # problems that left some out
+    not_over: int = 0  # periods left out because they have not ended in the user's zone
     dry_run: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"candidates": self.candidates, "created": self.created,
                 "alreadyQueued": self.already_queued, "skipped": len(self.skipped),
-                "skippedReasons": self.skipped[:20], "dryRun": self.dry_run}
+                "skippedReasons": self.skipped[:20], "notOverYet": self.not_over,
+                "dryRun": self.dry_run}
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -220,8 +222,7 @@ def backfill_reviews(period: str, first: date, last: date, *, user_id: str | Non
             if len(jobs) >= batch_size:
                 _flush(jobs, outcome, dry_run, progress)
         if unfinished:
-            outcome.skipped.append(f"user {user.id}: {unfinished} period(s) not over yet "
-                                   f"in {user.timezone}")
+            outcome.not_over += unfinished
             if progress:
                 progress(unfinished)
     _flush(jobs, outcome, dry_run, progress)

@@ -72,6 +72,9 @@ def _report(outcome: Any, job_type: str, as_json: bool) -> None:
     else:
         click.echo(f"enqueued {outcome.created} {job_type} jobs "
                    f"({outcome.already_queued} of {outcome.candidates} already queued)")
+    if outcome.not_over:
+        click.echo(f"left out {outcome.not_over} periods not over yet in their user's time zone",
+                   err=True)
     if outcome.skipped:
         click.echo(f"skipped {len(outcome.skipped)}:", err=True)
         for reason in outcome.skipped[:10]:
