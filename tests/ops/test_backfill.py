@@ -154,3 +154,39 @@ def test_backfill_through_a_real_subprocess():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "enqueued 3 INTERPRET_EVENT jobs (0 of 3 already queued)"
     assert count() == 3
+
+
+def test_a_backfill_interrupted_by_ctrl_c_then_rerun_adds_each_job_once():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    users(("u1", "UTC"))
+    events("u1", 30000)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "skiplock", "backfill", "interpret", "--batch-size", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while count() < 500:
+            assert process.poll() is None, "the backfill ended before it could be interrupted"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode != 0
+    assert "Aborted" in stderr.decode()
+    done = count()
+    assert 500 <= done < 30000
+    rerun = skiplock("backfill", "interpret", "--batch-size", "5000", "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert summary["created"] == 30000 - done and summary["alreadyQueued"] == done
+    assert count() == 30000
+    assert sql("""SELECT count(DISTINCT "idempotencyKey") FROM "WorkerJob" """)[0][0] == 30000
