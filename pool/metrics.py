@@ -47,8 +47,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
+from pool.faults import FaultLog
 from pool.observer import ChildInfo, NullObserver, PoolSnapshot
-from queue_core.errors import ConfigurationError, SkiplockError
+from queue_core.errors import ConfigurationError
 
 log = logging.getLogger("skiplock.metrics")
 
@@ -150,7 +151,7 @@ class MetricsObserver(NullObserver):
         PlatformCollector(registry=r)
         self._server: Any = None
         self._next_refresh = 0.0
-        self._failing = False
+        self._faults = FaultLog(log, "reading the queue for the metrics")
 
     def serve(self) -> None:
         """Bind the port now: a port that is taken stops the worker before it starts.
@@ -218,11 +219,4 @@ class MetricsObserver(NullObserver):
 
     def refresh(self) -> None:
         self._next_refresh = time.monotonic() + self.refresh_s
-        try:
-            self.queue.update(read_queue())
-        except SkiplockError as exc:
-            if not self._failing:
-                log.warning("queue metrics not refreshed: %s", exc)
-            self._failing = True
-            return
-        self._failing = False
+        self._faults.run(lambda: self.queue.update(read_queue()))

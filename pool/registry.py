@@ -14,9 +14,9 @@ import logging
 import time
 from collections.abc import Callable
 
+from pool.faults import FaultLog
 from pool.observer import NullObserver, PoolSnapshot
 from queue_core import processes
-from queue_core.errors import SkiplockError
 
 log = logging.getLogger("skiplock.registry")
 
@@ -29,7 +29,7 @@ class ProcessRegistry(NullObserver):
         self.stale_after_s = stale_after_s
         self._next_beat = 0.0
         self._beats = 0
-        self._failing = False
+        self._faults = FaultLog(log, "updating the process table")
 
     def on_start(self, snapshot: PoolSnapshot) -> None:
         self._guarded(lambda: processes.prune(self.stale_after_s))
@@ -59,14 +59,4 @@ class ProcessRegistry(NullObserver):
             self._guarded(lambda: processes.prune(self.stale_after_s))
 
     def _guarded(self, action: Callable[[], object]) -> None:
-        try:
-            action()
-        except SkiplockError as exc:
-            # One line per outage (LESSONS.md: back off, do not flood the logs).
-            if not self._failing:
-                log.warning("process table not updated: %s", exc)
-            self._failing = True
-            return
-        if self._failing:
-            log.info("process table updated again")
-        self._failing = False
+        self._faults.run(action)

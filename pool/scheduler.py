@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from handlers import JobResult, get_handler, register_handler
+from pool.faults import FaultLog
 from pool.observer import NullObserver, PoolSnapshot
 from queue_core import schedules
-from queue_core.errors import SkiplockError
 
 log = logging.getLogger("skiplock.scheduler")
 
@@ -42,7 +42,7 @@ class ScheduleObserver(NullObserver):
         self.schedules = list(entries)
         self.check_interval_s = check_interval_s
         self._next_check = 0.0
-        self._failing = False
+        self._faults = FaultLog(log, "running the schedules")
         register_builtin_handlers()
 
     def on_start(self, snapshot: PoolSnapshot) -> None:
@@ -59,15 +59,4 @@ class ScheduleObserver(NullObserver):
         self._next_check = time.monotonic() + self.check_interval_s
         if not self.schedules:
             return
-        try:
-            schedules.run_due(self.schedules)
-        except SkiplockError as exc:
-            # One line per outage, not one per check (LESSONS.md: a pool that
-            # cannot reach the database must not flood its logs).
-            if not self._failing:
-                log.warning("schedules not run: %s", exc)
-            self._failing = True
-            return
-        if self._failing:
-            log.info("schedules run again")
-        self._failing = False
+        self._faults.run(lambda: schedules.run_due(self.schedules))

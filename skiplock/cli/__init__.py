@@ -2,6 +2,7 @@
 
 # Each import registers that module's commands on `main`.
 from skiplock.cli import core  # noqa: E402,F401,I001
+from skiplock.cli import worker  # noqa: E402,F401,I001
 from skiplock.cli import ops  # noqa: E402,F401,I001
 from skiplock.cli import backfill  # noqa: E402,F401,I001
 from skiplock.cli import schedule  # noqa: E402,F401,I001

@@ -27,9 +27,6 @@ import pytest
 from queue_core import enqueue
 from tests.ops.helpers import run
 
-# Until the pool's branch is merged there is no `skiplock worker` to start.
-pytest.importorskip("pool.master", reason="the prefork pool is not on this branch yet")
-
 ROOT = Path(__file__).resolve().parents[2]
 HANDLERS = "tests.ops.handlers_for_tests"
 

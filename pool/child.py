@@ -1,0 +1,373 @@
+"""A worker child: claim a job, run its handler, settle it, again.
+
+The master forks the child and calls `Child(...).run()`, whose return value
+becomes the exit status. A child starts clean (STYLE.md, 8): it resets the
+signal handlers it inherited, reseeds `random`, drops the database pool it
+inherited and opens its own connections (LESSONS.md: no connection crosses a
+fork), sets its title, and arranges to die with its master. It then imports
+the handler modules named in the settings, so that the children the master
+forks after a HUP load the new code.
+
+The child settles only the jobs it ran to an end (completed, failed, lost). A
+job it never finished because it died, was stopped, or timed out is settled by
+the master, which learns from `waitpid` how the child ended. Signals:
+TERM finishes the running job and exits; QUIT abandons the job at once (the
+handler gets `Abandon`, a BaseException, its transaction rolls back); INT is
+ignored, so that Ctrl-C in a terminal drains gracefully through the master.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import select
+import signal
+import time
+from types import FrameType
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from handlers import registry
+from handlers.registry import JobResult, Registration
+from pool import lifeline, protocol
+from pool.listener import Listener
+from pool.outage import Outage
+from pool.postmortem import EXIT_ABORTED, EXIT_BOOT_FAILURE, EXIT_OK
+from pool.proctitle import set_title, worker_title
+from queue_core import Job, claim, complete, db, fail, release
+from queue_core.config import Settings
+from queue_core.errors import ConfigurationError, DatabaseUnavailable, InvalidPayload
+from queue_core.payloads import validate_payload
+
+log = logging.getLogger("skiplock.worker")
+
+# Phrases of a server that refuses us for good (wrong password, no such database,
+# not migrated), as opposed to one that is restarting: the first is a boot
+# failure, the second an outage to ride out.
+_REFUSALS = (
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "does not exist",
+    "permission denied",
+)
+
+_FAIL_OUTCOMES = {"PENDING": "retried", "DEAD_LETTER": "dead_lettered", None: "lost"}
+
+
+class Abandon(BaseException):
+    """The master asked this child to drop its job now (SIGQUIT)."""
+
+
+class _Failed(Exception):
+    def __init__(self, result: JobResult) -> None:
+        super().__init__(result.error)
+        self.result = result
+
+
+class _Lost(Exception):
+    """`complete` found the job no longer ours: roll the handler's writes back."""
+
+
+class PollInterval:
+    """The seed's adaptive polling: the minimum after a job, one step longer per empty poll."""
+
+    def __init__(self, min_s: float, max_s: float, step_s: float) -> None:
+        self.min_s, self.max_s, self.step_s = min_s, max_s, step_s
+        self.current = min_s
+
+    def after_empty(self) -> float:
+        wait = self.current
+        self.current = min(self.current + self.step_s, self.max_s)
+        return wait
+
+    def reset(self) -> None:
+        self.current = self.min_s
+
+
+class Child:
+    def __init__(
+        self, settings: Settings, *, slot: int, worker_id: str, master_pid: int, fd: int,
+        database_url: str,
+    ) -> None:
+        self.settings = settings
+        self.database_url = database_url
+        self.slot = slot
+        self.worker_id = worker_id
+        self.master_pid = master_pid
+        self.fd = fd
+        self.stopping = False
+        self.abandoning = False
+        self.in_handler = False
+        self.jobs_done = 0
+        self.poll = PollInterval(settings.poll_min_s, settings.poll_max_s, settings.poll_step_s)
+        self.claim_limit = 1
+        self.outage = Outage(f"worker {slot}", log)
+        self.listener: Listener | None = Listener() if settings.listen else None
+        self.wake_r, self.wake_w = os.pipe()
+
+    # -- life ----------------------------------------------------------------
+
+    def run(self) -> int:
+        self.install_signals()
+        random.seed()
+        if not lifeline.die_with_parent(self.master_pid):
+            return EXIT_OK
+        set_title(worker_title(self.slot))
+        failure = self.boot()
+        if failure is not None:
+            log.error("worker %d could not boot: %s", self.slot, failure)
+            self.send(protocol.BootFailed(failure))
+            return EXIT_BOOT_FAILURE
+        self.send(protocol.Ready(self.worker_id))
+        try:
+            self.loop()
+        except Abandon:
+            pass
+        except BrokenPipeError:  # the master is gone; PDEATHSIG may be on its way
+            return EXIT_OK
+        finally:
+            if self.listener is not None:
+                self.listener.close()
+        return EXIT_ABORTED if self.abandoning else EXIT_OK
+
+    def boot(self) -> str | None:
+        """Connect and load the handlers; the reason the child cannot work, or None."""
+        # A fresh engine for this pid (the inherited pool is dropped unclosed), bound
+        # to the URL the master resolved: later get_engine() calls return it.
+        db.get_engine(self.database_url)
+        try:
+            registry.load_handler_modules(self.settings.handlers)
+        except ConfigurationError as exc:
+            return str(exc)
+        return self.probe_database()
+
+    def install_signals(self) -> None:
+        # Whatever the master installed must not run here; the wake-up pipe makes a
+        # TERM interrupt the wait for the next poll at once.
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGQUIT, self._on_quit)
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        # The master blocked these around the fork so none is lost before now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, protocol.POOL_SIGNALS)
+
+    def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def _on_quit(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+        self.abandoning = True
+        # Raise only into handler code: anywhere else the loop sees the flag, so a
+        # claim that committed is still reported before the child exits.
+        if self.in_handler:
+            raise Abandon()
+
+    def probe_database(self) -> str | None:
+        try:
+            with db.connect() as conn:
+                conn.execute(text('SELECT 1 FROM "WorkerJob" LIMIT 0'))
+        except DatabaseUnavailable as exc:
+            if _refused(exc):
+                return f"the database refused the worker: {_first_line(exc)}"
+            self.outage.failed(exc)  # restarting, say: the loop will wait for it
+        except DBAPIError as exc:  # reachable, but no job table, or no right to it
+            reason = _first_line(exc.orig or exc)
+            hint = "; run `skiplock migrate` first" if "does not exist" in reason else ""
+            return f"the database refused the worker: {reason}{hint}"
+        return None
+
+    def should_stop(self) -> bool:
+        return self.stopping or not lifeline.parent_alive(self.master_pid)
+
+    # -- the loop ------------------------------------------------------------
+
+    def loop(self) -> None:
+        while not self.should_stop():
+            if not self.outage.ready():
+                self.wait(self.outage.retry_at - time.monotonic())
+                continue
+            try:
+                jobs = claim(self.worker_id, limit=self.claim_limit)
+            except DatabaseUnavailable as exc:
+                self.outage.failed(exc)
+                continue
+            self.outage.succeeded()
+            if not jobs:
+                self.claim_limit = 1
+                self.wait(self.poll.after_empty())
+                continue
+            self.poll.reset()
+            # A full batch means a deep queue: take bigger bites until it runs dry.
+            self.claim_limit = self.settings.batch_size if len(jobs) >= self.claim_limit else 1
+            self.send(protocol.Claimed([(j.id, self.worker_id, j.attempts) for j in jobs]))
+            self.run_batch(jobs)
+            reason = self.recycle_reason()
+            if reason is not None:
+                log.info("worker %d recycling: %s", self.slot, reason)
+                self.send(protocol.Exiting(reason))
+                return
+
+    def run_batch(self, jobs: list[Job]) -> None:
+        for index, job in enumerate(jobs):
+            if self.should_stop():
+                for left in jobs[index:]:
+                    outcome = self.settle(left, lambda j=left: _released(
+                        release(j, "worker stopped before it started the job")))
+                    self.send(protocol.Finished(left.id, outcome, 0.0))
+                return
+            self.run_job(job)
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until the timeout, a notification, or a signal (TERM wakes us at once)."""
+        fds = [self.wake_r]
+        if self.listener is not None:
+            if self.listener.fileno() is None and self.outage.ready():
+                try:
+                    self.listener.connect()
+                except Exception as exc:  # any driver error: poll alone meanwhile
+                    self.outage.failed(exc)
+            listen_fd = self.listener.fileno()
+            if listen_fd is not None:
+                fds.append(listen_fd)
+        # Never longer than the longest poll, so a dead master is noticed by getppid().
+        timeout = max(0.0, min(timeout, self.settings.poll_max_s))
+        readable, _, _ = select.select(fds, [], [], timeout)
+        if self.wake_r in readable:
+            os.read(self.wake_r, 512)
+        if self.listener is not None and self.listener.fileno() in readable:
+            self.listener.consume()
+
+    def recycle_reason(self) -> str | None:
+        limit = self.settings.max_jobs_per_child
+        if limit and self.jobs_done >= limit:
+            return f"ran {self.jobs_done} jobs (--max-jobs-per-child {limit})"
+        mb_limit = self.settings.max_memory_per_child_mb
+        if mb_limit:
+            rss = resident_mb()
+            if rss > mb_limit:
+                return f"resident memory {rss:.0f} MiB over --max-memory-per-child {mb_limit}"
+        return None
+
+    # -- one job ------------------------------------------------------------
+
+    def run_job(self, job: Job) -> None:
+        registration = registry.get_registration(job.type)
+        timeout_s = (registration.timeout_s if registration else None) or self.settings.job_timeout_s
+        self.send(protocol.Started(job.id, job.type, self.worker_id, job.attempts,
+                                   job.max_attempts, timeout_s))
+        set_title(worker_title(self.slot, job.type, job.id))
+        extra: dict[str, Any] = {"job_id": job.id, "job_type": job.type,
+                                 "attempt": job.attempts, "worker": self.worker_id}
+        log.info("job %s %s started (attempt %d/%d)", job.type, job.id, job.attempts,
+                 job.max_attempts, extra=extra)
+        started = time.monotonic()
+        outcome = self.execute(job, registration)
+        duration = time.monotonic() - started
+        self.jobs_done += 1
+        self.send(protocol.Finished(job.id, outcome, duration))
+        log.info("job %s %s %s in %.0f ms", job.type, job.id, outcome.replace("_", "-"),
+                 duration * 1000, extra={**extra, "duration_ms": round(duration * 1000, 1),
+                                         "outcome": outcome})
+        set_title(worker_title(self.slot))
+
+    def execute(self, job: Job, registration: Registration | None) -> str:
+        try:
+            payload = validate_payload(job.type, job.payload)
+        except InvalidPayload as exc:
+            return self.fail(job, str(exc), retry=False)
+        if registration is None:
+            return self.fail(job, f"no handler registered for job type {job.type}", retry=False)
+        try:
+            # The handler's writes and the completion commit together or not at all
+            # (docs/internals.md, the job's transaction).
+            with db.connect() as conn, db.bind_job_connection(conn):
+                self.in_handler = True
+                try:
+                    result = registration.fn(payload, job.id)
+                finally:
+                    self.in_handler = False
+                if not isinstance(result, JobResult):
+                    raise TypeError(f"handler of {job.type} returned "
+                                    f"{type(result).__name__}, not a JobResult")
+                if not result.success:
+                    raise _Failed(result)
+                if not complete(job, result.data, conn=conn):
+                    raise _Lost()
+            return "completed"
+        except _Lost:
+            log.warning("job %s %s was no longer held by this worker (rescued elsewhere); "
+                        "its result was discarded", job.type, job.id)
+            return "lost"
+        except _Failed as exc:
+            return self.fail(job, exc.result.error or "handler reported failure",
+                             retry=exc.result.should_retry)
+        except DatabaseUnavailable as exc:
+            # The transaction that held the handler's writes is gone with the
+            # connection: the job did not run to an end, so it goes back unpaid.
+            self.outage.failed(exc)
+            reason = f"database connection lost while running: {_first_line(exc)}"
+            return self.settle(job, lambda: _released(release(job, reason)))
+        except Exception as exc:
+            log.warning("job %s %s raised %s", job.type, job.id, type(exc).__name__,
+                        exc_info=True, extra={"job_id": job.id, "job_type": job.type})
+            return self.fail(job, f"{type(exc).__name__}: {exc}", retry=True)
+
+    def fail(self, job: Job, error: str, *, retry: bool) -> str:
+        return self.settle(job, lambda: _FAIL_OUTCOMES[fail(job, error, retry=retry)])
+
+    def settle(self, job: Job, change: Any) -> str:
+        """Run a fenced state change, waiting out a database outage (the master keeps
+        the job's heartbeat meanwhile)."""
+        while True:
+            if self.outage.ready():
+                try:
+                    outcome: str = change()
+                except DatabaseUnavailable as exc:
+                    self.outage.failed(exc)
+                else:
+                    self.outage.succeeded()
+                    return outcome
+            if not lifeline.parent_alive(self.master_pid):
+                raise BrokenPipeError("master is gone")
+            self.wait(self.outage.retry_at - time.monotonic())
+
+    def send(self, message: protocol.Message) -> None:
+        protocol.send(self.fd, message)
+
+
+def _released(done: bool) -> str:
+    return "released" if done else "lost"
+
+
+def _refused(exc: BaseException) -> bool:
+    chain: list[BaseException] = []
+    cursor: BaseException | None = exc
+    while cursor is not None and cursor not in chain:
+        chain.append(cursor)
+        cursor = cursor.__cause__ or cursor.__context__
+    text_ = " ".join(str(e).lower() for e in chain)
+    return any(phrase in text_ for phrase in _REFUSALS)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def resident_mb() -> float:
+    """This process's resident memory in MiB (Linux's /proc; the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,87 @@
+"""The master's record of one child: what it holds, and how it is being stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+from pool import protocol
+from pool.observer import ChildInfo
+from queue_core.jobs import JobRef
+
+
+@dataclass
+class RunningJob:
+    """The job a child said it started (protocol.Started), as the master tracks it."""
+
+    ref: JobRef
+    type: str
+    max_attempts: int
+    timeout_s: float | None
+    started: float  # monotonic, when the master heard of it
+    started_wall: float
+
+    @property
+    def deadline(self) -> float | None:
+        return None if self.timeout_s is None else self.started + self.timeout_s
+
+
+@dataclass
+class WorkerChild:
+    slot: int
+    pid: int
+    worker_id: str
+    reader: protocol.Reader
+    spawned_at: float = field(default_factory=time.time)
+    spawned: float = field(default_factory=time.monotonic)
+    held: dict[str, JobRef] = field(default_factory=dict)  # claimed, not yet settled
+    job: RunningJob | None = None
+    retiring: bool = False  # TERM sent: it exits after its job, a new child takes its slot
+    cause: str | None = None  # why the master stopped it (PoolObserver.on_child_exit causes)
+    kill_at: float | None = None  # monotonic deadline of the SIGKILL that ends an escalation
+    killed: bool = False  # the SIGKILL was sent
+    lost: set[str] = field(default_factory=set)  # held ids a heartbeat found rescued
+    lost_since: float | None = None
+    booted: bool = False
+    boot_failure: str | None = None
+    exit_reason: str | None = None
+
+    def info(self) -> ChildInfo:
+        return ChildInfo(
+            index=self.slot,
+            pid=self.pid,
+            worker_id=self.worker_id,
+            started_at=self.spawned_at,
+            job_id=self.job.ref.id if self.job else None,
+            job_type=self.job.type if self.job else None,
+            job_started_at=self.job.started_wall if self.job else None,
+        )
+
+    def signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):  # already dead, not yet reaped
+            os.kill(self.pid, signum)
+
+    def stop(self, signum: int, grace_s: float, cause: str) -> None:
+        """One escalation (STYLE.md, 7): `signum` now, SIGKILL once the grace runs out.
+
+        A stop already under way keeps its first cause and its earlier deadline."""
+        if self.cause is None:
+            self.cause = cause
+        self.retiring = True
+        deadline = time.monotonic() + grace_s
+        self.kill_at = deadline if self.kill_at is None else min(self.kill_at, deadline)
+        self.signal(signum)
+
+    def kill_now(self, cause: str) -> None:
+        if self.cause is None:
+            self.cause = cause
+        self.retiring = True
+        self.kill_at = time.monotonic()
+        self.killed = True
+        self.signal(signal.SIGKILL)
+
+    def label(self) -> str:
+        return f"worker {self.slot} (pid {self.pid})"

@@ -1,0 +1,37 @@
+"""The master keeps the leases of its children's jobs alive.
+
+LESSONS.md: send heartbeats from a place a busy handler cannot block; a
+pure-Python loop holding the GIL, or C code that never releases it, starves a
+heartbeat thread in the same process. The master is that place: one statement
+every `--heartbeat` seconds refreshes `"lockedAt"` of every job its children
+hold, each fenced by its own lockedBy and attempt. A job missing from the
+answer was rescued elsewhere; the master stops the child that runs it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from queue_core import heartbeat
+from queue_core.jobs import JobRef
+
+
+class Heartbeats:
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.next_at = 0.0
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_at
+
+    def soon(self) -> None:
+        """Beat at the next tick (after an outage, before recovery may judge our jobs)."""
+        self.next_at = 0.0
+
+    def beat(self, refs: Iterable[JobRef]) -> set[str]:
+        """The ids still held; raises DatabaseUnavailable (the caller backs off)."""
+        refs = list(refs)
+        held = heartbeat(refs) if refs else set()
+        self.next_at = time.monotonic() + self.interval_s
+        return held

@@ -1,0 +1,67 @@
+"""The instant wake-up: LISTEN on the channel that the insert trigger notifies.
+
+A child waits for its next poll on the socket of a dedicated connection, so a
+new job wakes it at once instead of after up to `--poll-max`. LESSONS.md:
+LISTEN does not work through PgBouncer in transaction mode, so `--no-listen`
+turns this off and the adaptive polling alone must do (it does: a notification
+only shortens a wait). A broken connection (database restart) is dropped and
+re-opened on a later wait; meanwhile polling goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from queue_core import db
+from queue_core.sql import NOTIFY_CHANNEL
+
+log = logging.getLogger("skiplock.worker")
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.conn: Any = None  # a psycopg2 connection, detached from the engine's pool
+
+    def fileno(self) -> int | None:
+        return self.conn.fileno() if self.conn is not None else None
+
+    def connect(self) -> None:
+        """Open the connection and LISTEN; raises on failure (the caller backs off)."""
+        if self.conn is not None:
+            return
+        pooled = db.get_engine().raw_connection()
+        conn: Any = pooled.dbapi_connection
+        # Our own connection for as long as the child lives: the engine's pool must
+        # not hand it out, reset it or close it.
+        pooled.detach()
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cursor:
+                cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        except Exception:
+            conn.close()
+            raise
+        self.conn = conn
+
+    def consume(self) -> bool:
+        """Read what arrived; True if a job was announced. A dead connection is dropped."""
+        if self.conn is None:
+            return False
+        try:
+            self.conn.poll()
+        except Exception as exc:  # the server went away: poll alone until it is back
+            log.debug("LISTEN connection lost: %s", exc)
+            self.close()
+            return False
+        announced = bool(self.conn.notifies)
+        self.conn.notifies.clear()
+        return announced
+
+    def close(self) -> None:
+        if self.conn is not None:
+            # Closing a broken connection may fail; it is gone anyway.
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None

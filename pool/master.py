@@ -1,0 +1,688 @@
+"""The master: a small state machine in the manner of gunicorn's arbiter.
+
+Signal handlers only queue the signal (and `set_wakeup_fd` writes a byte to
+the self-pipe that the loop waits on); the loop does everything else, in this
+order, about once a second or sooner when something is due (STYLE.md, 1):
+
+1. wait for a signal, a message from a child, or the next deadline;
+2. read the children's messages (which job each one holds);
+3. handle queued signals with `handle_<name>()`;
+4. reap dead children and settle the jobs they held, at once (STYLE.md, 3);
+5. enforce deadlines: overdue jobs, lost jobs, stops that ran out of grace;
+6. database work: heartbeats of every held job, settlements that are owed,
+   stuck recovery when due; all of it rides out an outage (LESSONS.md);
+7. top the pool up (with a back-off for slots whose children crash).
+
+States: "running"; "draining" (TERM/INT, or `until()`: children finish their
+job and exit, leftovers are killed and released at `--graceful-timeout`);
+"stopping" (QUIT, a second INT, or a halt: children abandon their jobs now,
+which are released). The loop ends when no child is left.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import secrets
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from pool import protocol
+from pool.child import Child
+from pool.children import RunningJob, WorkerChild
+from pool.heartbeats import Heartbeats
+from pool.observer import ChildInfo, PoolObserver, PoolSnapshot
+from pool.outage import Outage
+from pool.postmortem import (
+    EXIT_ABORTED,
+    EXIT_BOOT_FAILURE,
+    EXIT_OK,
+    describe_status,
+    died_while_running,
+    is_boot_failure,
+    is_clean_exit,
+    signal_name,
+    timed_out,
+)
+from pool.proctitle import master_title, set_title
+from pool.recovery import Recovery
+from queue_core import db, fail, release, urls
+from queue_core.config import Settings
+from queue_core.errors import DatabaseUnavailable
+from queue_core.jobs import JobRef
+
+log = logging.getLogger("skiplock.master")
+
+SIGNALS = protocol.POOL_SIGNALS
+TICK_S = 1.0
+MIN_WAIT_S = 0.02  # something overdue is retried this often, never in a busy loop
+ABORT_GRACE_S = 3.0  # QUIT, then SIGKILL: for an overdue job and an immediate stop
+LOST_GRACE_S = 1.0  # a lost job's child may be reporting it finished right now
+RESPAWN_BACKOFF_S = 0.5
+RESPAWN_BACKOFF_MAX_S = 30.0
+STABLE_AFTER_S = 30.0  # a child that lived this long was not crash-looping
+FINAL_SETTLE_S = 5.0  # how long a stopping master keeps trying to settle owed jobs
+
+# What the database may throw at the master: an outage to ride out, never a reason
+# to stop the pool (its children keep their jobs meanwhile).
+_DB_ERRORS = (DatabaseUnavailable, SQLAlchemyError)
+
+_FAIL_OUTCOMES = {"PENDING": "retried", "DEAD_LETTER": "dead_lettered", None: "lost"}
+
+RUNNING, DRAINING, STOPPING = "running", "draining", "stopping"
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """A job the master owes the database a word about (its child is gone)."""
+
+    child: ChildInfo
+    ref: JobRef
+    job_type: str
+    action: str  # "fail" (the attempt counts) or "release" (it does not)
+    error: str
+    started: bool
+    duration_s: float
+
+
+class Master:
+    def __init__(
+        self,
+        settings: Settings,
+        observers: Iterable[PoolObserver] = (),
+        until: Callable[[], bool] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.observers = list(observers)
+        self.until = until
+        self.concurrency = settings.effective_concurrency
+        self.state = RUNNING
+        self.exit_code = EXIT_OK
+        self.halt_reason: str | None = None
+        self.children: dict[int, WorkerChild] = {}
+        self.crashes: dict[int, int] = collections.defaultdict(int)
+        self.respawn_at: dict[int, float] = {}
+        self.pending: collections.deque[Settlement] = collections.deque()
+        self.signal_queue: collections.deque[int] = collections.deque()
+        self.heartbeats = Heartbeats(settings.heartbeat_s)
+        self.recovery = Recovery(
+            settings.effective_recovery_interval_s, settings.effective_stuck_timeout_s
+        )
+        self.outage = Outage("master", log)
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.master_id = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
+        self.started_at = time.time()
+        self.stop_deadline: float | None = None
+        self.next_tick_at = 0.0
+        self.wake_r = self.wake_w = -1
+        self.saved_handlers: dict[int, Any] = {}
+        self.saved_wakeup_fd = -1
+        self.database_url = ""
+
+    # -- life ----------------------------------------------------------------
+
+    def run(self) -> int:
+        self.start()
+        try:
+            while self.state == RUNNING or self.children:
+                self.tick()
+            self.finish()
+        except BaseException:
+            self.emergency_stop()
+            raise
+        finally:
+            self.restore_signals()
+        return self.exit_code
+
+    def start(self) -> None:
+        if os.getpid() != self.pid:
+            raise RuntimeError("a Master must run in the process that created it")
+        # Resolved once, here: this may start the embedded cluster, and its errors
+        # (a bad URL, no server binaries) stop the pool before anything is forked.
+        # The engine is bound to it, and each child binds its own to the same URL.
+        self.database_url = urls.database_url(self.settings)
+        db.get_engine(self.database_url)
+        self.install_signals()
+        set_title(master_title(self.concurrency, self.state))
+        log.info("skiplock master %s starting: %s", self.master_id,
+                 describe_settings(self.settings, self.database_url),
+                 extra={"worker": self.master_id})
+        self.notify("on_start", self.snapshot())
+
+    def tick(self) -> None:
+        self.sleep(self.next_wait())
+        self.read_messages()
+        self.handle_signals()
+        self.reap()
+        if self.state == RUNNING and self.until is not None and self.until():
+            self.begin_drain("asked to stop")
+        self.enforce_deadlines()
+        self.maintain()
+        if self.state == RUNNING:
+            self.trim()
+            self.spawn_missing()
+        now = time.monotonic()
+        if now >= self.next_tick_at:
+            self.next_tick_at = now + TICK_S
+            set_title(master_title(self.concurrency, self.state))
+            self.notify("on_tick", self.snapshot())
+
+    def finish(self) -> None:
+        deadline = time.monotonic() + FINAL_SETTLE_S
+        while self.pending and time.monotonic() < deadline:
+            if self.outage.ready():
+                self.settle_pending()
+            else:
+                time.sleep(min(0.2, max(0.0, self.outage.retry_at - time.monotonic())))
+        if self.pending:
+            log.error("could not settle %d job(s) before exiting; stuck recovery will rescue "
+                      "them: %s", len(self.pending), ", ".join(s.ref.id for s in self.pending))
+        self.notify("on_stop", self.snapshot())
+        log.info("skiplock master %s stopped%s", self.master_id,
+                 f" ({self.halt_reason})" if self.halt_reason else "")
+
+    def emergency_stop(self) -> None:
+        """The loop itself failed (a bug): take the children down and give their jobs back."""
+        log.critical("master loop failed; killing %d worker(s)", len(self.children), exc_info=True)
+        for child in self.children.values():
+            child.signal(signal.SIGKILL)
+        for child in list(self.children.values()):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(child.pid, 0)
+            for ref in child.held.values():
+                try:
+                    release(ref, f"master of worker pid {child.pid} failed")
+                except Exception:  # best effort: stuck recovery is the net
+                    log.debug("could not release %s", ref.id, exc_info=True)
+            child.reader.close()
+        self.children.clear()
+
+    # -- signals ------------------------------------------------------------
+
+    def install_signals(self) -> None:
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.saved_wakeup_fd = signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        for sig in SIGNALS:
+            self.saved_handlers[sig] = signal.signal(sig, self.queue_signal)
+
+    def queue_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Nothing else here (LESSONS.md: logging or reaping in a signal handler
+        # deadlocks); the byte set_wakeup_fd writes wakes the loop. SIGCHLD is not
+        # queued: the loop reaps on every tick, and a burst of them must not crowd
+        # a TERM out of the (bounded) queue.
+        if signum != signal.SIGCHLD and len(self.signal_queue) < 16:
+            self.signal_queue.append(signum)
+
+    def restore_signals(self) -> None:
+        for sig, handler in self.saved_handlers.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self.saved_handlers.clear()
+        if self.wake_w >= 0:
+            signal.set_wakeup_fd(self.saved_wakeup_fd)
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            self.wake_r = self.wake_w = -1
+
+    def handle_signals(self) -> None:
+        while self.signal_queue:
+            signum = self.signal_queue.popleft()
+            name = signal_name(signum).removeprefix("SIG").lower()
+            log.info("master received %s", signal_name(signum))
+            getattr(self, f"handle_{name}")()
+
+    def handle_term(self) -> None:
+        self.begin_drain("SIGTERM")
+
+    def handle_int(self) -> None:
+        if self.state == RUNNING:
+            self.begin_drain("SIGINT")
+        else:  # a second Ctrl-C: stop waiting for the running jobs
+            self.begin_stop("second SIGINT")
+
+    def handle_quit(self) -> None:
+        self.begin_stop("SIGQUIT")
+
+    def handle_hup(self) -> None:
+        if self.state != RUNNING:
+            return
+        # New children (with freshly imported handler modules) take the slots at
+        # once; the old ones finish their job and exit.
+        log.info("replacing %d worker(s)", len(self.children))
+        for child in self.children.values():
+            if not child.retiring:
+                child.stop(signal.SIGTERM, self.settings.graceful_timeout_s, "stopped")
+        self.respawn_at.clear()
+        self.crashes.clear()
+
+    def handle_ttin(self) -> None:
+        if self.state == RUNNING:
+            self.concurrency += 1
+            log.info("concurrency raised to %d", self.concurrency)
+
+    def handle_ttou(self) -> None:
+        if self.state == RUNNING and self.concurrency > 1:
+            self.concurrency -= 1
+            log.info("concurrency lowered to %d", self.concurrency)
+            self.trim()
+
+    def begin_drain(self, why: str) -> None:
+        if self.state != RUNNING:
+            return
+        self.state = DRAINING
+        grace = self.settings.graceful_timeout_s
+        self.stop_deadline = time.monotonic() + grace
+        busy = sum(1 for c in self.children.values() if c.job is not None)
+        log.info("draining (%s): %d worker(s), %d running job(s), up to %gs to finish",
+                 why, len(self.children), busy, grace)
+        for child in self.children.values():
+            child.stop(signal.SIGTERM, grace, "stopped")
+        set_title(master_title(self.concurrency, self.state))
+
+    def begin_stop(self, why: str) -> None:
+        if self.state == STOPPING:
+            return
+        self.state = STOPPING
+        grace = min(ABORT_GRACE_S, self.settings.graceful_timeout_s)
+        log.info("stopping now (%s): %d worker(s) abandon their jobs, which are released",
+                 why, len(self.children))
+        for child in self.children.values():
+            child.stop(signal.SIGQUIT, grace, "stopped")
+        set_title(master_title(self.concurrency, self.state))
+
+    # -- waiting and listening ------------------------------------------------
+
+    def next_wait(self) -> float:
+        now = time.monotonic()
+        due = [now + TICK_S, self.next_tick_at]
+        if self.outage.active:  # no database work before the back-off is over
+            due.append(self.outage.retry_at)
+        else:
+            if any(c.held for c in self.children.values()):
+                due.append(self.heartbeats.next_at)
+            if self.state == RUNNING:
+                due.append(self.recovery.next_at)
+        if self.state == RUNNING:
+            taken = {c.slot for c in self.children.values() if not c.retiring}
+            due.extend(self.respawn_at.get(slot, now) for slot in range(self.concurrency)
+                       if slot not in taken)
+        for child in self.children.values():
+            if child.kill_at is not None and not child.killed:
+                due.append(child.kill_at)
+            if child.lost_since is not None:
+                due.append(child.lost_since + LOST_GRACE_S)
+            if (child.job is not None and child.job.deadline is not None
+                    and child.cause != "killed_timeout"):
+                due.append(child.job.deadline)
+        return min(TICK_S, max(MIN_WAIT_S, min(due) - now))
+
+    def sleep(self, timeout: float) -> None:
+        fds = [self.wake_r] + [c.reader.fd for c in self.children.values() if not c.reader.closed]
+        readable, _, _ = select.select(fds, [], [], timeout)
+        if self.wake_r in readable:
+            try:
+                while os.read(self.wake_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def read_messages(self) -> None:
+        for child in list(self.children.values()):
+            for message in child.reader.read():
+                self.on_message(child, message)
+
+    def on_message(self, child: WorkerChild, message: protocol.Message) -> None:
+        if isinstance(message, protocol.Ready):
+            child.booted = True
+        elif isinstance(message, protocol.BootFailed):
+            child.boot_failure = message.reason
+        elif isinstance(message, protocol.Claimed):
+            for ref in message.refs():
+                child.held[ref.id] = ref
+        elif isinstance(message, protocol.Started):
+            child.held[message.id] = message.ref
+            child.job = RunningJob(message.ref, message.type, message.max_attempts,
+                                   message.timeout_s, time.monotonic(), time.time())
+            self.notify("on_job_started", child.info(), message.id, message.type, message.attempt)
+            if message.id in child.lost:  # rescued while it waited in the child's batch
+                child.lost_since = time.monotonic() - LOST_GRACE_S
+        elif isinstance(message, protocol.Finished):
+            child.held.pop(message.id, None)
+            child.lost.discard(message.id)
+            if child.job is not None and child.job.ref.id == message.id:
+                info, job_type = child.info(), child.job.type
+                child.job = None
+                child.lost_since = None
+                self.crashes[child.slot] = 0  # it ran a job to an end: not a crash loop
+                self.notify("on_job_finished", info, message.id, job_type, message.outcome,
+                            message.duration_s)
+        elif isinstance(message, protocol.Exiting):
+            child.exit_reason = message.reason
+
+    # -- reaping -------------------------------------------------------------
+
+    def reap(self) -> None:
+        # waitpid per child rather than waitpid(-1): when the pool is embedded
+        # (pool.run in a test or an application), the calling process may have
+        # children of its own whose exit status is not ours to take.
+        for child in list(self.children.values()):
+            try:
+                pid, status = os.waitpid(child.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped behind our back; we cannot know how it ended
+                pid, status = child.pid, 255 << 8
+            if pid == 0:
+                continue
+            del self.children[child.pid]
+            for message in child.reader.read():
+                self.on_message(child, message)
+            child.reader.close()
+            self.post_mortem(child, status)
+
+    def post_mortem(self, child: WorkerChild, status: int) -> None:
+        how = describe_status(status)
+        # Status 3 from a child that had booted is a handler's own exit, not ours.
+        if child.boot_failure is not None or (is_boot_failure(status) and not child.booted):
+            cause = "crashed"
+            self.halt(f"worker {child.slot} could not boot: {child.boot_failure or how}")
+        elif child.cause is not None:
+            cause = child.cause
+        elif is_clean_exit(status):
+            cause = "recycled"
+        else:
+            cause = "crashed"
+
+        if child.job is not None:
+            self.settle_running(child, status, cause)
+        for ref in child.held.values():  # claimed in a batch, never started
+            self.owe(Settlement(child.info(), ref, "?", "release",
+                                f"worker pid {child.pid} {how} before it started the job",
+                                started=False, duration_s=0.0))
+        self.notify("on_child_exit", child.info(), cause)
+
+        if cause == "recycled":
+            log.info("%s recycled: %s", child.label(), child.exit_reason or how)
+        elif cause == "crashed" and self.state == RUNNING:
+            now = time.monotonic()
+            if now - child.spawned > STABLE_AFTER_S:
+                self.crashes[child.slot] = 0
+            self.respawn_at[child.slot] = self.crashed(child.slot, now)
+            log.warning("%s %s; respawning in %.1fs (crash %d in a row)", child.label(), how,
+                        self.respawn_at[child.slot] - now, self.crashes[child.slot])
+        elif cause == "crashed" or child.killed:
+            log.warning("%s %s", child.label(), how)
+        else:
+            log.debug("%s %s (%s)", child.label(), how, cause)
+
+    def crashed(self, slot: int, now: float) -> float:
+        """Count a crash of `slot`; when to respawn it. The first respawn is at once,
+        then 0.5 s, 1 s, 2 s, ... up to 30 s while its children keep dying."""
+        self.crashes[slot] += 1
+        n = self.crashes[slot]
+        delay = 0.0 if n == 1 else min(RESPAWN_BACKOFF_MAX_S, RESPAWN_BACKOFF_S * 2 ** (n - 2))
+        return now + delay
+
+    def settle_running(self, child: WorkerChild, status: int, cause: str) -> None:
+        job = child.job
+        assert job is not None
+        ref = job.ref
+        child.held.pop(ref.id, None)
+        duration = time.monotonic() - job.started
+        info = child.info()
+        if cause == "killed_lost":
+            log.warning("job %s %s: result of %s discarded, the job belongs to another worker",
+                        job.type, ref.id, child.label(),
+                        extra={"job_id": ref.id, "job_type": job.type})
+            self.notify("on_job_finished", info, ref.id, job.type, "lost", duration)
+            return
+        if cause == "killed_timeout":
+            action = "fail"
+            error = timed_out(child.pid, job.timeout_s or 0.0, ref.attempts, job.max_attempts)
+        elif cause == "stopped" and (child.killed or _exit_code(status) == EXIT_ABORTED):
+            # Stopped by us before the job could end: it goes back without an attempt.
+            action = "release"
+            error = (f"worker pid {child.pid} was stopped by the pool's shutdown before the job "
+                     f"finished (attempt {ref.attempts} not counted)")
+        else:
+            # LESSONS.md: a crash is an attempt, with a lastError that names the signal.
+            action = "fail"
+            error = died_while_running(child.pid, status, ref.attempts, job.max_attempts)
+        self.owe(Settlement(info, ref, job.type, action, error, True, duration))
+
+    def owe(self, settlement: Settlement) -> None:
+        self.pending.append(settlement)
+        if not self.outage.active:
+            self.settle_pending()
+
+    def settle_pending(self) -> bool:
+        """Settle owed jobs in order; False if the database stopped us."""
+        while self.pending:
+            item = self.pending[0]
+            try:
+                if item.action == "fail":
+                    outcome = _FAIL_OUTCOMES[fail(item.ref, item.error, retry=True)]
+                else:
+                    outcome = "released" if release(item.ref, item.error) else "lost"
+            except _DB_ERRORS as exc:
+                self.outage.failed(exc)
+                return False
+            self.outage.succeeded()
+            self.pending.popleft()
+            extra = {"job_id": item.ref.id, "job_type": item.job_type,
+                     "attempt": item.ref.attempts, "worker": item.child.worker_id}
+            if outcome == "lost":
+                log.info("job %s %s was already settled elsewhere (%s)", item.job_type,
+                         item.ref.id, item.error, extra=extra)
+            else:
+                level = logging.INFO if outcome == "released" else logging.WARNING
+                log.log(level, "job %s %s %s: %s", item.job_type, item.ref.id,
+                        outcome.replace("_", "-"), item.error, extra=extra)
+            if item.started:
+                self.notify("on_job_finished", item.child, item.ref.id, item.job_type, outcome,
+                            item.duration_s)
+        return True
+
+    def halt(self, reason: str) -> None:
+        if self.halt_reason is not None:
+            return
+        self.halt_reason = reason
+        self.exit_code = EXIT_BOOT_FAILURE
+        log.error("%s; stopping the pool (exit status %d)", reason, EXIT_BOOT_FAILURE)
+        self.begin_stop("a worker cannot boot")
+
+    # -- deadlines -------------------------------------------------------------
+
+    def enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        for child in self.children.values():
+            if child.kill_at is not None and now >= child.kill_at and not child.killed:
+                if child.cause != "killed_lost":
+                    log.warning("%s did not stop in time; killing it", child.label())
+                child.signal(signal.SIGKILL)
+                child.killed = True
+                continue
+            job = child.job
+            if (job is not None and job.deadline is not None and now >= job.deadline
+                    and child.cause != "killed_timeout" and not child.killed):
+                log.warning("job %s %s overran its timeout of %gs; stopping %s", job.type,
+                            job.ref.id, job.timeout_s, child.label(),
+                            extra={"job_id": job.ref.id, "job_type": job.type})
+                child.cause = "killed_timeout"
+                child.stop(signal.SIGQUIT, ABORT_GRACE_S, "killed_timeout")
+            if child.lost_since is not None and now - child.lost_since >= LOST_GRACE_S:
+                child.lost_since = None
+                if job is not None and job.ref.id in child.lost and not child.killed:
+                    log.warning("job %s %s is no longer held by %s (rescued elsewhere); killing "
+                                "it so that its result is discarded", job.type, job.ref.id,
+                                child.label(), extra={"job_id": job.ref.id, "job_type": job.type})
+                    child.cause = "killed_lost"
+                    child.kill_now("killed_lost")
+
+    # -- database work -------------------------------------------------------
+
+    def maintain(self) -> None:
+        now = time.monotonic()
+        if self.outage.active and not self.outage.ready(now):
+            return
+        # After an outage, heartbeats go first: our running jobs' leases are stale,
+        # and our own recovery must not take them for a dead host's.
+        if self.heartbeats.due(now) or self.outage.active:
+            refs = [ref for child in self.children.values() for ref in child.held.values()]
+            try:
+                held = self.heartbeats.beat(refs)
+            except _DB_ERRORS as exc:
+                self.outage.failed(exc)
+                return
+            if refs:  # no jobs, no statement: that says nothing about the database
+                self.outage.succeeded()
+                self.read_messages()  # what the children said while we waited for the answer
+                self.mark_lost(refs, held)
+        if self.pending and not self.settle_pending():
+            return
+        if self.state == RUNNING and self.recovery.due(now):
+            try:
+                self.recovery.run_once()
+            except _DB_ERRORS as exc:
+                self.outage.failed(exc)
+                return
+            self.outage.succeeded()
+
+    def mark_lost(self, refs: list[JobRef], held: set[str]) -> None:
+        now = time.monotonic()
+        for ref in refs:
+            if ref.id in held:
+                continue
+            for child in self.children.values():
+                if child.held.get(ref.id) != ref:
+                    continue  # finished meanwhile, or another child's
+                child.lost.add(ref.id)
+                if child.job is not None and child.job.ref.id == ref.id:
+                    child.lost_since = child.lost_since or now
+                else:  # not started yet: stop beating for it; killed if it starts
+                    child.held.pop(ref.id, None)
+
+    # -- the pool's size ------------------------------------------------------
+
+    def trim(self) -> None:
+        for child in self.children.values():
+            if not child.retiring and child.slot >= self.concurrency:
+                child.stop(signal.SIGTERM, self.settings.graceful_timeout_s, "stopped")
+
+    def spawn_missing(self) -> None:
+        now = time.monotonic()
+        taken = {c.slot for c in self.children.values() if not c.retiring}
+        for slot in range(self.concurrency):
+            if slot not in taken and now >= self.respawn_at.get(slot, 0.0):
+                try:
+                    self.spawn(slot)
+                except OSError as exc:  # EAGAIN, ENOMEM: the host is short, not the pool broken
+                    self.respawn_at[slot] = self.crashed(slot, now)
+                    log.error("cannot fork worker %d: %s; retrying in %.1fs", slot, exc,
+                              self.respawn_at[slot] - now)
+
+    def spawn(self, slot: int) -> None:
+        token = secrets.token_hex(4)
+        read_fd, write_fd = os.pipe()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        # Signals stay blocked across the fork so that a TERM sent to a brand-new
+        # child waits for the child's own handler instead of hitting ours.
+        saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
+        if pid == 0:  # the child: never returns into the caller's code
+            code = 1
+            try:
+                os.close(read_fd)
+                self.close_inherited_fds()
+                worker_id = f"{self.host}:{os.getpid()}:{token}"
+                code = Child(self.settings, slot=slot, worker_id=worker_id,
+                             master_pid=self.pid, fd=write_fd,
+                             database_url=self.database_url).run()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:  # a bug in the child: a crash, reported by waitpid
+                traceback.print_exc()
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    with contextlib.suppress(Exception):  # nothing to be done about it now
+                        stream.flush()
+                os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
+        os.close(write_fd)
+        child = WorkerChild(slot, pid, f"{self.host}:{pid}:{token}", protocol.Reader(read_fd))
+        self.children[pid] = child
+        log.debug("spawned %s", child.label())
+
+    def close_inherited_fds(self) -> None:
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        for other in self.children.values():
+            other.reader.close()
+
+    # -- observers -------------------------------------------------------------
+
+    def snapshot(self) -> PoolSnapshot:
+        return PoolSnapshot(
+            master_id=self.master_id,
+            host=self.host,
+            pid=self.pid,
+            started_at=self.started_at,
+            concurrency=self.concurrency,
+            state=self.state,
+            children=tuple(sorted((c.info() for c in self.children.values()),
+                                  key=lambda info: (info.index, info.started_at))),
+        )
+
+    def notify(self, hook: str, *args: Any) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, hook)(*args)
+            except Exception:  # an observer must not take the pool down
+                log.exception("pool observer %r failed in %s", observer, hook)
+
+
+def _exit_code(status: int) -> int | None:
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+
+
+def describe_settings(settings: Settings, database_url: str) -> str:
+    """The effective configuration in one line, the password redacted."""
+
+    def optional(value: object, unit: str = "") -> str:
+        return "none" if value is None else f"{value}{unit}"
+
+    parts = {
+        "database": urls.redact(database_url),
+        "concurrency": settings.effective_concurrency,
+        "heartbeat": f"{settings.heartbeat_s:g}s",
+        "stuck_timeout": f"{settings.effective_stuck_timeout_s:g}s",
+        "recovery_interval": f"{settings.effective_recovery_interval_s:g}s",
+        "job_timeout": optional(settings.job_timeout_s, "s"),
+        "graceful_timeout": f"{settings.graceful_timeout_s:g}s",
+        "max_jobs_per_child": optional(settings.max_jobs_per_child),
+        "max_memory_per_child": optional(settings.max_memory_per_child_mb, "MiB"),
+        "handlers": ",".join(settings.handlers) or "none",
+        "listen": settings.listen,
+        "poll": f"{settings.poll_min_s:g}-{settings.poll_max_s:g}s",
+        "batch_size": settings.batch_size,
+    }
+    return " ".join(f"{key}={value}" for key, value in parts.items())

@@ -1,0 +1,102 @@
+"""The pool's pure logic: exit statuses in words, the message protocol, the polling."""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import signal
+
+from pool import protocol
+from pool.child import PollInterval
+from pool.outage import Outage
+from pool.postmortem import (
+    EXIT_BOOT_FAILURE,
+    describe_status,
+    died_while_running,
+    is_boot_failure,
+    is_clean_exit,
+)
+
+
+def _status_of(code: int | None = None, sig: int | None = None) -> int:
+    pid = os.fork()
+    if pid == 0:
+        faulthandler.disable()  # pytest's, inherited: it would print a traceback for SIGSEGV
+        if sig is not None:
+            os.kill(os.getpid(), sig)
+        os._exit(code or 0)
+    return os.waitpid(pid, 0)[1]
+
+
+def test_a_sigkilled_child_reads_as_a_possible_oom_kill() -> None:
+    status = _status_of(sig=signal.SIGKILL)
+    assert describe_status(status) == "killed by SIGKILL (out of memory?)"
+    assert died_while_running(1234, status, 2, 3) == (
+        "worker pid 1234 killed by SIGKILL (out of memory?) while running (attempt 2/3)"
+    )
+
+
+def test_exit_statuses_read_as_words() -> None:
+    assert describe_status(_status_of(17)) == "exited with status 17"
+    assert describe_status(_status_of(sig=signal.SIGSEGV)).startswith("killed by SIGSEGV")
+    assert is_clean_exit(_status_of(0))
+    assert is_boot_failure(_status_of(EXIT_BOOT_FAILURE))
+    assert not is_boot_failure(_status_of(1))
+
+
+def test_messages_survive_the_pipe_in_pieces() -> None:
+    read_fd, write_fd = os.pipe()
+    reader = protocol.Reader(read_fd)
+    started = protocol.Started("j1", "T", "host:1:ab", 2, 3, None)
+    claimed = protocol.Claimed([("j1", "host:1:ab", 2), ("j2", "host:1:ab", 1)])
+    data = protocol.encode(claimed) + protocol.encode(started)
+    os.write(write_fd, data[:10])
+    assert reader.read() == []
+    os.write(write_fd, data[10:])
+    os.close(write_fd)
+    assert reader.read() == [claimed, started]
+    assert reader.closed
+    assert started.ref.attempts == 2 and claimed.refs()[1].id == "j2"
+    reader.close()
+
+
+def test_polling_slows_down_by_steps_and_resets_on_a_job() -> None:
+    poll = PollInterval(0.1, 0.35, 0.1)
+    waits = [round(poll.after_empty(), 2) for _ in range(5)]
+    assert waits == [0.1, 0.2, 0.3, 0.35, 0.35]
+    poll.reset()
+    assert poll.after_empty() == 0.1
+
+
+def test_an_outage_backs_off_and_logs_once(caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    from queue_core.errors import DatabaseUnavailable
+
+    outage = Outage("test", logging.getLogger("test.outage"), initial_s=0.1, max_s=0.4)
+    with caplog.at_level(logging.WARNING, logger="test.outage"):
+        delays = [outage.failed(DatabaseUnavailable("down")) for _ in range(5)]
+        outage.succeeded()
+    assert delays[0] < delays[2] and max(delays) <= 0.4 * 1.2
+    assert [r.getMessage().split(":")[1].strip() for r in caplog.records] == [
+        "database unavailable (down); retrying with back-off",
+        "database back after 0.0s",
+    ]
+
+
+def test_a_failed_fork_backs_the_slot_off_instead_of_stopping_the_pool(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pool.master import Master
+    from queue_core.config import load_settings
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    master = Master(load_settings(concurrency=2))
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):  # at once, at once again, then not before 0.5 s
+        master.spawn_missing()
+    assert master.children == {}
+    assert master.crashes == {0: 2, 1: 2}
+    assert len(os.listdir("/proc/self/fd")) == before  # the pipes were closed
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()  # signals unblocked again
