@@ -36,3 +36,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# The six job types end to end: a demo user, sample entries, the pool until the chains drain.
+demo: migrate
+	$(BIN)/skiplock demo $(ARGS)

@@ -284,10 +284,12 @@ class Child:
             return self.fail(job, str(exc), retry=False)
         if registration is None:
             return self.fail(job, f"no handler registered for job type {job.type}", retry=False)
+        ran = False
         try:
             # The handler's writes and the completion commit together or not at all
             # (docs/internals.md, the job's transaction).
             with db.connect() as conn, db.bind_job_connection(conn):
+                ran = True
                 self.in_handler = True
                 try:
                     result = registration.fn(payload, job.id)
@@ -309,8 +311,15 @@ class Child:
             return self.fail(job, exc.result.error or "handler reported failure",
                              retry=exc.result.should_retry)
         except DatabaseUnavailable as exc:
-            # The transaction that held the handler's writes is gone with the
-            # connection: the job did not run to an end, so it goes back unpaid.
+            if ran and not _connection_lost(exc):
+                # The server answered: the handler's own query failed (a statement or
+                # lock timeout). That is an attempt, or such a job would come back
+                # forever without accounting (LESSONS.md, poison jobs).
+                log.warning("job %s %s: %s", job.type, job.id, _first_line(exc),
+                            extra={"job_id": job.id, "job_type": job.type})
+                return self.fail(job, _first_line(exc.__cause__ or exc), retry=True)
+            # The connection is gone, and with it the transaction that held the
+            # handler's writes: the job did not run to an end, so it goes back unpaid.
             self.outage.failed(exc)
             reason = f"database connection lost while running: {_first_line(exc)}"
             return self.settle(job, lambda: _released(release(job, reason)))
@@ -344,6 +353,12 @@ class Child:
 
 def _released(done: bool) -> str:
     return "released" if done else "lost"
+
+
+def _connection_lost(exc: DatabaseUnavailable) -> bool:
+    """Whether the driver error behind `exc` was a lost connection (SQLAlchemy's call)."""
+    cause = exc.__cause__
+    return not isinstance(cause, DBAPIError) or bool(cause.connection_invalidated)
 
 
 def _refused(exc: BaseException) -> bool:

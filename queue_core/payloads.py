@@ -145,7 +145,7 @@ def load_timezone(name: str) -> ZoneInfo:
         raise ValueError("time zone must be an IANA name such as Europe/Paris")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory, a long name
         raise ValueError(f"unknown time zone {name!r} (expected an IANA name)") from None
 
 

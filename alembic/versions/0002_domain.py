@@ -38,7 +38,7 @@ def upgrade() -> None:
     op.create_table(
         "User",
         _id(),
-        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("name", sa.Text),
         sa.Column("timezone", sa.Text, nullable=False, server_default="UTC"),
         _stamp("createdAt"),
     )

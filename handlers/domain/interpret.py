@@ -120,12 +120,17 @@ def interpret_text(text: str, local_time: datetime) -> Reading:
     """Read one journal entry written at `local_time` (the user's wall clock)."""
     tokens = [t.lower() for t in _TOKEN.findall(text)]
     score = mood_of(tokens)
+    people = people_of(text)
+    tags = tags_of(tokens)
+    if "social" not in tags and any(p not in lexicon.RELATIONS for p in people):
+        # Time with someone named is time with people, whatever the activity was.
+        tags = tuple(t for t in lexicon.ACTIVITY_TAGS if t in tags or t == "social")
     return Reading(
         mood_score=score,
         mood=mood_label(score),
         energy=energy_of(tokens),
-        tags=tags_of(tokens),
-        people=people_of(text),
+        tags=tags,
+        people=people,
         time_of_day=time_of_day_of(text, local_time),
         local_date=local_time.date(),
     )

@@ -3,7 +3,8 @@
 Words are matched on lower-cased tokens (a trailing `*` matches any ending, so
 `stress*` covers stressed, stressful). Mood words carry a weight from -3 to 3;
 a negation among the two tokens before a word flips its sign and an
-intensifier before it multiplies it by 1.5. The lists are deliberately small
+intensifier before it multiplies it by 1.5. An entry that names a person (not
+a relation such as "mom") is also tagged `social`. The lists are deliberately small
 and plain: the point is a deterministic, inspectable baseline that a model can
 replace behind the same function.
 """

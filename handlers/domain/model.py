@@ -51,6 +51,6 @@ class PatternRule:
     confidence: float  # support / occurrences
     lift: float  # confidence / base rate of the outcome
     description: str
-    evidence: tuple[str, ...] = field(default=())  # event ids
+    evidence: tuple[str, ...] = field(default=())  # supporting event ids, oldest first
     id: str | None = None  # set once stored
     status: str = "ACTIVE"

@@ -31,6 +31,7 @@ SHARPER_BY = 0.1  # how much more confident a narrower context must be to earn i
 EVOLVED_BY = 0.1  # a change of confidence this large means the pattern evolved
 STABLE_SUPPORT = 5
 STABLE_CONFIDENCE = 0.7
+EVIDENCE_KEPT = 50  # the most recent supporting events a pattern row keeps
 
 ACTIVE = "ACTIVE"
 FADED = "FADED"
@@ -102,7 +103,7 @@ def describe(tag: str, context: tuple[str, ...], outcome: str, support: int, tot
 
 
 def mine_patterns(observations: Iterable[Observation]) -> list[PatternRule]:
-    """Every rule the observations support, strongest first (ties by key, so runs agree)."""
+    """Every rule the observations (oldest first) support, strongest first, ties by key."""
     observations = list(observations)
     if not observations:
         return []
@@ -136,7 +137,7 @@ def mine_patterns(observations: Iterable[Observation]) -> list[PatternRule]:
             confidence=round(confidence, 3),
             lift=round(lift, 3),
             description=describe(tag, context, outcome, len(events), seen),
-            evidence=tuple(sorted(set(events))),
+            evidence=tuple(events[-EVIDENCE_KEPT:]),
         )
     kept = [rule for (tag, context, outcome), rule in candidates.items()
             if not _has_broader_rule(candidates, tag, context, outcome, rule.confidence)]

@@ -40,7 +40,8 @@ def _id() -> Column:
 
 
 def _user_id() -> Column:
-    return Column("userId", Text, ForeignKey("User.id", ondelete="CASCADE"), nullable=False)
+    return Column("userId", Text, ForeignKey("User.id", ondelete="CASCADE", onupdate="CASCADE"),
+                  nullable=False)
 
 
 def _created() -> Column:
@@ -54,7 +55,7 @@ def _updated() -> Column:
 user = Table(
     "User", metadata,
     _id(),
-    Column("name", Text, nullable=False),
+    Column("name", Text),
     Column("timezone", Text, nullable=False, server_default="UTC"),  # IANA name
     _created(),
 )

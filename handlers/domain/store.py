@@ -19,6 +19,7 @@ from sqlalchemy import Connection, and_, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from handlers.domain.model import Observation, PatternRule, Reading
+from handlers.domain.periods import load_timezone
 from handlers.domain.plans import Plan
 from handlers.domain.schema import (
     daily_plan,
@@ -40,7 +41,7 @@ _INSERTED = text("xmax = 0")
 @dataclass(frozen=True)
 class UserRow:
     id: str
-    name: str
+    name: str | None
     timezone: str
 
 
@@ -74,7 +75,10 @@ class PlanRow:
 # -- users and events ------------------------------------------------------------------------
 
 
-def create_user(conn: Connection, name: str, timezone: str, user_id: str | None = None) -> str:
+def create_user(conn: Connection, name: str | None, timezone: str,
+                user_id: str | None = None) -> str:
+    """A new user; ValueError if `timezone` is not an IANA name (their jobs could never run)."""
+    load_timezone(timezone)
     values: dict[str, Any] = {"name": name, "timezone": timezone}
     if user_id:
         values["id"] = user_id
@@ -119,6 +123,12 @@ def save_interpretation(conn: Connection, ev: EventRow, reading: Reading, method
     return str(conn.execute(upsert).scalar_one())
 
 
+def interpretation_exists(conn: Connection, interpretation_id: str, event_id: str) -> bool:
+    return conn.execute(select(interpretation.c.id).where(
+        interpretation.c.id == interpretation_id, interpretation.c.eventId == event_id,
+    )).first() is not None
+
+
 def _reading(row: Any) -> Reading:
     return Reading(
         mood_score=row.moodScore, mood=row.mood, energy=row.energy, tags=tuple(row.tags),
@@ -126,8 +136,14 @@ def _reading(row: Any) -> Reading:
     )
 
 
-def load_observations(conn: Connection, user_id: str) -> list[Observation]:
-    """Every interpreted event of the user, oldest first."""
+# Patterns and insights describe the user as they are lately; the window also bounds the work
+# of a step for a user with years of entries.
+OBSERVATION_WINDOW = 2000
+
+
+def load_observations(conn: Connection, user_id: str,
+                      limit: int = OBSERVATION_WINDOW) -> list[Observation]:
+    """The user's most recent interpreted events (at most `limit`), oldest first."""
     rows = conn.execute(
         select(event.c.id.label("eventId"), event.c.text, event.c.occurredAt,
                interpretation.c.id.label("interpretationId"), interpretation.c.moodScore,
@@ -135,10 +151,11 @@ def load_observations(conn: Connection, user_id: str) -> list[Observation]:
                interpretation.c.people, interpretation.c.timeOfDay, interpretation.c.localDate)
         .join(interpretation, interpretation.c.eventId == event.c.id)
         .where(event.c.userId == user_id)
-        .order_by(event.c.occurredAt, event.c.id)
+        .order_by(event.c.occurredAt.desc(), event.c.id.desc())
+        .limit(limit)
     )
     return [Observation(r.eventId, _reading(r), r.text, r.interpretationId, r.occurredAt)
-            for r in rows]
+            for r in reversed(rows.all())]
 
 
 def load_period_events(conn: Connection, user_id: str, start: datetime, end: datetime) -> (
@@ -211,6 +228,11 @@ def save_pattern(conn: Connection, user_id: str, rule: PatternRule) -> tuple[str
     ).returning(pattern.c.id, _INSERTED)
     row = conn.execute(upsert).one()
     return str(row[0]), bool(row[1])
+
+
+def pattern_exists(conn: Connection, user_id: str, pattern_id: str) -> bool:
+    return conn.execute(select(pattern.c.id).where(
+        pattern.c.id == pattern_id, pattern.c.userId == user_id)).first() is not None
 
 
 def set_pattern_status(conn: Connection, pattern_id: str, status: str) -> None:

@@ -1,6 +1,7 @@
 """The `skiplock` command: a click group; each module below adds its commands."""
 
 # Each import registers that module's commands on `main`.
+from skiplock.cli import demo  # noqa: E402,F401,I001  (skiplock demo)
 from skiplock.cli import core  # noqa: E402,F401,I001
 from skiplock.cli import worker  # noqa: E402,F401,I001
 from skiplock.cli import ops  # noqa: E402,F401,I001

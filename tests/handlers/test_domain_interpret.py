@@ -21,7 +21,7 @@ def test_positive_entry_with_people_and_time_hint():
                              EVENING)
     assert reading.mood == "positive"
     assert reading.energy == "high"
-    assert set(reading.tags) == {"exercise", "outdoors"}
+    assert reading.tags == ("exercise", "social", "outdoors")  # a named person: social
     assert reading.people == ("Sam",)
     assert reading.time_of_day == "morning"  # the text wins over the clock
 

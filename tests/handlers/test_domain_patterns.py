@@ -3,14 +3,13 @@
 from dataclasses import replace
 from datetime import date, timedelta
 
-from domain_builders import obs
-
 from handlers.domain.patterns import (
     PatternOutcome,
     compare,
     is_stable,
     mine_patterns,
 )
+from tests.handlers.domain_builders import obs
 
 MONDAY = date(2026, 3, 2)
 

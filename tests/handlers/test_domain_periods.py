@@ -1,9 +1,11 @@
 """Period keys, local bounds and the next calendar day (pure, no database)."""
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from handlers.domain.periods import (
     load_timezone,
@@ -71,6 +73,26 @@ def test_parse_date_and_timezones():
     with pytest.raises(ValueError):
         parse_date("28/03/2026")
     assert load_timezone("America/New_York").key == "America/New_York"
-    for bad in ("Mars/Olympus", "", "../etc/passwd"):
+    for bad in ("Mars/Olympus", "", "../etc/passwd", "America", "Europe/" + "x" * 300):
         with pytest.raises(ValueError):
             load_timezone(bad)
+
+
+ZONES = ["UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Pacific/Kiritimati",
+         "America/Santiago", "Asia/Kolkata"]
+
+
+@settings(max_examples=300, deadline=None)
+@example(day=date(1994, 12, 31), kind="DAILY", zone="Pacific/Kiritimati")
+@example(day=date(1994, 12, 31), kind="WEEKLY", zone="Pacific/Kiritimati")
+@given(day=st.dates(min_value=date(1971, 1, 1), max_value=date(2099, 12, 31)),
+       kind=st.sampled_from(["DAILY", "WEEKLY", "MONTHLY"]), zone=st.sampled_from(ZONES))
+def test_every_day_lies_in_the_period_its_key_names(day, kind, zone):
+    period = parse_period(kind, period_key(kind, day))
+    assert period.first_day <= day <= period.last_day
+    start, end = period.bounds(ZoneInfo(zone))
+    hours = (end - start).total_seconds() / 3600
+    # Local days last 23 to 25 hours (Lord Howe shifts by half an hour), and a zone that
+    # crossed the date line skipped a whole day (Kiritimati lost 31 December 1994).
+    assert 22.5 * len(period.days) - 24 <= hours <= 25.5 * len(period.days)
+    assert next_day(period.last_day) == period.last_day + timedelta(days=1)

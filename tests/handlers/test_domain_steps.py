@@ -3,15 +3,14 @@
 from dataclasses import replace
 from datetime import date, timedelta
 
-from domain_builders import obs
-from test_domain_patterns import MONDAY, weekday_evening_work
-
 from handlers.domain.insights import QUESTIONS, answer_questions
 from handlers.domain.patterns import mine_patterns
 from handlers.domain.periods import parse_period
 from handlers.domain.plans import build_plan
 from handlers.domain.reviews import summarize_period
 from handlers.domain.uom import suggest_update
+from tests.handlers.domain_builders import obs
+from tests.handlers.test_domain_patterns import MONDAY, weekday_evening_work
 
 
 def test_questions_answered_only_with_enough_evidence():

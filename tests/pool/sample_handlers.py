@@ -100,3 +100,12 @@ def slow_type(payload: dict[str, Any], job_id: str) -> JobResult:
     _mark_started(job_id)
     time.sleep(float(payload.get("seconds", 30)))
     return JobResult(True)
+
+
+@handler("TEST_DB_TIMEOUT")
+def db_timeout(payload: dict[str, Any], job_id: str) -> JobResult:
+    """A handler whose own query always overruns its statement timeout."""
+    with db.transaction() as conn:
+        conn.execute(text("SET LOCAL statement_timeout = 50"))
+        conn.execute(text("SELECT pg_sleep(1)"))
+    return JobResult(True)

@@ -255,3 +255,20 @@ def test_handler_failures_are_retried_or_dead_lettered_as_the_handler_says(
     assert jobs.get(final)["lastError"] == "bad input"
     assert jobs.get(raised)["lastError"] == "ValueError: boom"
     assert "eventId" in jobs.get(invalid)["lastError"]
+
+
+def test_a_handler_whose_query_always_times_out_uses_up_its_attempts(
+    start_pool: Callable[..., Pool], jobs: Jobs
+) -> None:
+    # Its error is an OperationalError like a lost connection's, but the server is
+    # fine: the attempt counts, or the job would be given back forever.
+    start_pool("--concurrency", "1")
+    job_id = jobs.enqueue("TEST_DB_TIMEOUT", {}, max_attempts=2)
+
+    def dead() -> bool:
+        jobs.hurry()
+        return jobs.get(job_id)["status"] == "DEAD_LETTER"
+
+    wait_for(dead, 15, "the job dead-lettered after its 2 attempts", interval=0.2)
+    assert jobs.get(job_id)["attempts"] == 2
+    assert "statement timeout" in jobs.get(job_id)["lastError"]

@@ -31,5 +31,5 @@ def age_lock(job_id: str, seconds: float) -> None:
 
 
 def add_user(user_id: str) -> None:
-    """A "User" row, since 0002_domain a job's userId must name one (the seed's relation)."""
+    """A row in "User": a job's "userId" must name one (the seed's foreign key)."""
     sql('INSERT INTO "User" (id, name) VALUES (:id, :id) ON CONFLICT DO NOTHING', id=user_id)

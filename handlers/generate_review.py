@@ -1,0 +1,60 @@
+"""GENERATE_REVIEW {userId, type, periodKey, timezone}: sum up a period in the
+user's time zone; a DAILY review chains GENERATE_TOMORROW_PLAN for the next
+calendar day there."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from handlers.domain import store
+from handlers.domain.interpret import interpret_text
+from handlers.domain.model import Observation
+from handlers.domain.periods import DAILY, load_timezone, next_day, parse_period, to_local
+from handlers.domain.reviews import summarize_period
+from handlers.registry import JobResult, handler
+from handlers.steps import require_user, run_step
+from queue_core import enqueue_generate_tomorrow_plan
+from queue_core.db import transaction
+from queue_core.payloads import GENERATE_REVIEW
+
+
+@handler(GENERATE_REVIEW)
+def generate_review(payload: dict[str, Any], job_id: str) -> JobResult:
+    return run_step(GENERATE_REVIEW, payload, _review)
+
+
+def _review(payload: dict[str, Any]) -> dict[str, Any]:
+    user_id, review_type = payload["userId"], payload["type"]
+    period = parse_period(review_type, payload["periodKey"])
+    tz = load_timezone(payload["timezone"])
+    start, end = period.bounds(tz)
+    with transaction() as conn:
+        require_user(conn, user_id)
+        observations = []
+        for event, stored in store.load_period_events(conn, user_id, start, end):
+            local = to_local(event.occurred_at, tz)
+            # An entry not interpreted yet is read now (the step is pure), so a review never
+            # depends on which of the queue's jobs happened to finish first; the local date is
+            # always the review's own, even if the user's zone changed since.
+            reading = (replace(stored, local_date=local.date()) if stored
+                       else interpret_text(event.text, local))
+            observations.append(Observation(event.id, reading, event.text, None,
+                                            event.occurred_at))
+        summary = summarize_period(period, observations)
+        review_id = store.save_review(conn, user_id, review_type, period.key, tz.key, start, end,
+                                      summary)
+        target = None
+        next_job = None
+        if review_type == DAILY:
+            target = next_day(period.first_day).isoformat()
+            next_job = enqueue_generate_tomorrow_plan(
+                {"userId": user_id, "reviewId": review_id, "targetDate": target}, conn=conn)
+    return {
+        "reviewId": review_id,
+        "eventCount": summary["eventCount"],
+        "moodTrend": summary["moodTrend"],
+        "headline": summary["headline"],
+        "targetDate": target,
+        "next": next_job,
+    }

@@ -1,0 +1,43 @@
+"""GENERATE_TOMORROW_PLAN {userId, reviewId, targetDate}: build the day's plan
+from the review and the user's patterns, then chain SUGGEST_UOM_UPDATE."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handlers.domain import store
+from handlers.domain.periods import parse_date
+from handlers.domain.plans import build_plan
+from handlers.registry import JobResult, handler
+from handlers.steps import MissingRecord, require_owner, require_user, run_step
+from queue_core import enqueue_suggest_uom_update
+from queue_core.db import transaction
+from queue_core.payloads import GENERATE_TOMORROW_PLAN
+
+
+@handler(GENERATE_TOMORROW_PLAN)
+def generate_tomorrow_plan(payload: dict[str, Any], job_id: str) -> JobResult:
+    return run_step(GENERATE_TOMORROW_PLAN, payload, _plan)
+
+
+def _plan(payload: dict[str, Any]) -> dict[str, Any]:
+    user_id, review_id = payload["userId"], payload["reviewId"]
+    target = parse_date(payload["targetDate"])
+    with transaction() as conn:
+        require_user(conn, user_id)
+        review = store.get_review(conn, review_id)
+        if review is None:
+            raise MissingRecord(f"review {review_id!r} does not exist")
+        require_owner("review", review_id, review.user_id, user_id)
+        patterns = store.load_patterns(conn, user_id, active_only=True)
+        plan = build_plan(target, review.summary, list(patterns.values()))
+        plan_id = store.save_plan(conn, user_id, review_id, plan)
+        next_job = enqueue_suggest_uom_update({"userId": user_id, "dailyPlanId": plan_id},
+                                              conn=conn)
+    return {
+        "dailyPlanId": plan_id,
+        "targetDate": target.isoformat(),
+        "focus": plan.focus,
+        "items": len(plan.items),
+        "next": next_job,
+    }

@@ -1,0 +1,46 @@
+"""What the six built-in handlers share: validation, and which failures are final.
+
+A handler body raises `MissingRecord` (an event, user, review or plan that does
+not exist) or `InvalidJob` (a payload that does not fit) for a job that can
+never succeed: `run_step` turns those into a failure without retry, whose
+error names what is wrong. Anything else it lets through, and the pool retries
+the job, as DESIGN.md says of a handler that raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Connection
+
+from handlers.domain import store
+from handlers.registry import JobResult
+from queue_core.errors import InvalidJob, SkiplockError
+from queue_core.payloads import validate_payload
+
+
+class MissingRecord(SkiplockError):
+    """A record the job names does not exist."""
+
+
+def run_step(job_type: str, payload: Any, body: Callable[[dict[str, Any]], dict[str, Any]]) -> (
+        JobResult):
+    try:
+        checked = validate_payload(job_type, payload)
+        data = body(checked)
+    except (InvalidJob, MissingRecord) as exc:
+        return JobResult(False, error=f"{job_type}: {exc}", should_retry=False)
+    return JobResult(True, data=data)
+
+
+def require_user(conn: Connection, user_id: str) -> store.UserRow:
+    found = store.get_user(conn, user_id)
+    if found is None:
+        raise MissingRecord(f"user {user_id!r} does not exist")
+    return found
+
+
+def require_owner(kind: str, record_id: str, owner: str, user_id: str) -> None:
+    if owner != user_id:
+        raise InvalidJob(f"{kind} {record_id!r} belongs to another user than {user_id!r}")
