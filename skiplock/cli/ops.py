@@ -203,6 +203,11 @@ def ps(as_json: bool) -> None:
     if not rows:
         click.echo("no pools are running", err=True)
         return
+    pools = [r for r in rows if r.kind == "master"]
+    children = [r for r in rows if r.kind == "child"]
+    hosts = {r.host for r in pools}
+    click.echo(f"{len(pools)} pools on {len(hosts)} hosts, {len(children)} children, "
+               f"{sum(1 for r in children if r.job_id)} running a job")
     for r in rows:
         beat = f"heartbeat {_age(r.heartbeat_age_s)} ago"
         if r.heartbeat_age_s > stale_after:

@@ -39,6 +39,7 @@ def test_the_registry_keeps_the_table_and_ps_shows_it():
     rows = processes.list_processes()
     assert [(r.pid, r.job_id) for r in rows] == [(100, None), (202, "job-2"), (203, None)]
     shown = run("ps")
+    assert shown.output.startswith("1 pools on 1 hosts, 2 children, 1 running a job\n")
     assert "host-a  pid 100  master (running, 2 children)" in shown.output
     assert "worker 2  pid 202" in shown.output and "B job-2 for" in shown.output
     data = json.loads(run("ps", "--json").output)
