@@ -8,6 +8,7 @@ import sys
 # name -> module whose run(argv) prints its figures
 BENCHMARKS = {
     "claim": "bench.claim",
+    "pool": "bench.pool",
     "enqueue": "bench.enqueue",
 }
 

@@ -101,11 +101,23 @@ def _describe(exc: sa_exc.DBAPIError, url: str | None) -> str:
 
 
 @contextmanager
-def connect(conn: Connection | Session | None = None) -> Iterator[Connection]:
-    """A transaction: the caller's when `conn` is given, else a new one committed on exit."""
+def connect(conn: Connection | Session | None = None, *,
+            autocommit: bool = False) -> Iterator[Connection]:
+    """A transaction: the caller's when `conn` is given, else a new one committed on exit.
+
+    `autocommit=True` is for work that is one statement (a claim, a fenced
+    completion, a heartbeat): each statement commits by itself, which saves the
+    BEGIN and COMMIT round trips a transaction would cost. With `conn` the
+    statement joins the caller's transaction all the same.
+    """
     with translate_errors():
         if conn is not None:
             yield as_connection(conn)
+            return
+        if autocommit:
+            with get_engine().connect() as own:
+                own.execution_options(isolation_level="AUTOCOMMIT")
+                yield own
             return
         with get_engine().begin() as own:
             yield own

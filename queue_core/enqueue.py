@@ -152,7 +152,7 @@ def enqueue_batch(jobs: Iterable[Mapping[str, Any]],
                              max_payload_bytes=limit))
     if not rows:
         return Enqueued([], 0)
-    with connect(conn) as c:
+    with connect(conn, autocommit=True) as c:
         return _insert(c, rows)
 
 

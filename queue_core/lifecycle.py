@@ -40,7 +40,7 @@ def claim(worker_id: str, limit: int = 1, types: Sequence[str] | None = None,
         if not types:
             return []
         statement, params["types"] = sql.CLAIM_TYPES, list(types)
-    with connect(conn) as c:
+    with connect(conn, autocommit=True) as c:
         rows = c.execute(statement, params).fetchall()
     jobs = [Job.from_row(r) for r in rows]
     # RETURNING gives no order; hand jobs out in the claim's order.
@@ -68,7 +68,7 @@ def complete(job: Fenced, result: Any = None,
         encoded = None if result is None else json.dumps(result, default=str, allow_nan=False)
     except ValueError:
         encoded = json.dumps(str(result))
-    with connect(conn) as c:
+    with connect(conn, autocommit=True) as c:
         done = c.execute(sql.COMPLETE, {**_fence(job), "result": encoded}).rowcount == 1
     if not done:
         log.warning("job %s was lost before it completed; its result is discarded", job.id,
@@ -82,7 +82,7 @@ def fail(job: Fenced, error: Any, retry: bool = True,
     else DEAD_LETTER. Returns the new status, or None if the job was no longer ours."""
     params = {**_fence(job), "error": clean_error(error), "retry": bool(retry),
               "backoff_s": backoff_s(job.attempts)}
-    with connect(conn) as c:
+    with connect(conn, autocommit=True) as c:
         row = c.execute(sql.FAIL, params).first()
     if row is None:
         log.warning("job %s was lost before it failed; this outcome is discarded", job.id,
@@ -95,7 +95,7 @@ def release(job: Fenced, reason: str,
             conn: Connection | Session | None = None) -> bool:
     """Give the job back to the queue now, with its attempt, because it never ran to an end
     (the pool shut down). False if it was no longer ours."""
-    with connect(conn) as c:
+    with connect(conn, autocommit=True) as c:
         return c.execute(sql.RELEASE, {**_fence(job), "reason": clean_error(reason)}).rowcount == 1
 
 
@@ -106,5 +106,5 @@ def heartbeat(jobs: Iterable[Fenced], conn: Connection | Session | None = None) 
         return set()
     params = {"ids": [j.id for j in jobs], "lockers": [j.locked_by for j in jobs],
               "attempts": [j.attempts for j in jobs]}
-    with connect(conn) as c:
+    with connect(conn, autocommit=True) as c:
         return {row.id for row in c.execute(sql.HEARTBEAT, params)}

@@ -51,7 +51,7 @@ def _camel(name: str) -> str:
 
 def stats(conn: Connection | Session | None = None) -> QueueStats:
     result = QueueStats()
-    with connect(conn) as c:
+    with connect(conn, autocommit=True) as c:
         for row in c.execute(sql.COUNT_BY_STATUS):
             name = {"DEAD_LETTER": "dead_letter"}.get(row.status, row.status.lower())
             setattr(result, name, int(row.n))
@@ -70,7 +70,7 @@ def stats(conn: Connection | Session | None = None) -> QueueStats:
 
 
 def get_job(job_id: str, conn: Connection | Session | None = None) -> Job | None:
-    with connect(conn) as c:
+    with connect(conn, autocommit=True) as c:
         row = c.execute(sql.GET_JOB, {"id": job_id}).first()
     return Job.from_row(row) if row else None
 
@@ -92,7 +92,7 @@ def retry_dead(ids: Iterable[str] | None = None, *, job_type: str | None = None,
         statement, params = sql.RETRY_DEAD_TYPE, {"type": job_type}
     else:
         statement, params = sql.RETRY_DEAD_ALL, {}
-    with connect(conn) as c:
+    with connect(conn, autocommit=True) as c:
         retried = [row.id for row in c.execute(statement, params)]
     if retried:
         log.info("moved %d dead-lettered jobs back to PENDING", len(retried))
@@ -115,7 +115,7 @@ def cleanup(older_than: float | timedelta | str = "7d", *,
         raise InvalidJob("cleanup only deletes finished jobs (COMPLETED, DEAD_LETTER)")
     total = 0
     while True:
-        with connect() as c:
+        with connect(autocommit=True) as c:
             deleted = c.execute(sql.CLEANUP_BATCH, {"statuses": wanted, "older_than_s": age,
                                                     "batch": batch_size}).rowcount
         total += deleted

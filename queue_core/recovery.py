@@ -45,7 +45,7 @@ def recover_stuck(stuck_timeout_s: float, batch_size: int = BATCH_SIZE,
         raise ValueError("stuck_timeout_s must be positive")
     recovered = Recovered()
     while True:
-        with connect(conn) as c:
+        with connect(conn, autocommit=True) as c:
             rows = c.execute(sql.RECOVER_STUCK,
                              {"timeout_s": float(stuck_timeout_s), "batch": batch_size}).fetchall()
         for row in rows:

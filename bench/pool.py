@@ -1,0 +1,143 @@
+"""The pool end to end: throughput, pick-up latency, and CPU scaling.
+
+    python -m bench pool [--jobs 5000] [--concurrency 1,2] [--cpu-ms 20]
+
+A real `skiplock worker` runs against a scratch database. Times come from the
+database clock: throughput is jobs / (last completedAt - first startedAt);
+latency is startedAt - createdAt of jobs enqueued one by one into an idle pool.
+The reference is pgbench on the same server: a job costs at least two
+committed transactions (claim, then completion with the handler's writes), so
+(1-row UPDATE tps) / 2 is the ceiling for no-op jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from sqlalchemy import text
+
+import queue_core as q
+from bench.common import machine, percentile, pgbench, scratch_database, sql
+from queue_core import db
+
+WORKER_FLAGS = ["--handlers", "bench.handlers", "--heartbeat", "1", "--log-level", "WARNING"]
+
+
+def _scalar(statement: str, **params: Any) -> Any:
+    with db.get_engine().begin() as conn:
+        return conn.execute(text(statement), params).scalar()
+
+
+def _start_pool(url: str, *flags: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "DATABASE_URL": url}
+    return subprocess.Popen([sys.executable, "-m", "skiplock", "worker", *WORKER_FLAGS, *flags],
+                            env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop_pool(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _wait_done(total: int, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while _scalar("""SELECT count(*) FROM "WorkerJob" WHERE status = 'COMPLETED'""") < total:
+        if time.monotonic() > deadline:
+            raise SystemExit("benchmark timed out waiting for the pool")
+        time.sleep(0.05)
+
+
+def _rate(total: int) -> float:
+    span = _scalar("""SELECT EXTRACT(EPOCH FROM max("completedAt") - min("startedAt"))
+                      FROM "WorkerJob" WHERE status = 'COMPLETED'""")
+    return total / float(span)
+
+
+def _throughput(url: str, job_type: str, payload: dict[str, Any], total: int,
+                *flags: str) -> float:
+    sql(url, 'TRUNCATE "WorkerJob"')
+    for start in range(0, total, 10_000):
+        q.enqueue_many([{"type": job_type, "payload": payload}
+                        for _ in range(min(10_000, total - start))])
+    sql(url, 'VACUUM ANALYZE "WorkerJob"')
+    proc = _start_pool(url, *flags)
+    try:
+        _wait_done(total)
+    finally:
+        _stop_pool(proc)
+    return _rate(total)
+
+
+def _latency(url: str, count: int, *flags: str) -> tuple[float, float]:
+    sql(url, 'TRUNCATE "WorkerJob"')
+    proc = _start_pool(url, "--concurrency", "2", *flags)
+    try:
+        q.enqueue("BENCH_NOOP", {})  # the pool is up once this runs
+        _wait_done(1, timeout=60)
+        time.sleep(3)  # idle long enough for polling to back off to its maximum
+        for _ in range(count):
+            q.enqueue("BENCH_NOOP", {})
+            time.sleep(0.1)
+        _wait_done(count + 1, timeout=120)
+    finally:
+        _stop_pool(proc)
+    with db.get_engine().begin() as conn:
+        waits = [float(r[0]) * 1000 for r in conn.execute(text(
+            """SELECT EXTRACT(EPOCH FROM "startedAt" - "createdAt") FROM "WorkerJob"
+               ORDER BY "createdAt" OFFSET 1"""))]
+    return percentile(waits, 0.5), percentile(waits, 0.99)
+
+
+def run(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench pool", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=5000, help="no-op jobs per run (default 5000)")
+    parser.add_argument("--concurrency", default="1,2",
+                        help="comma-separated children counts (default 1,2)")
+    parser.add_argument("--cpu-ms", type=int, default=20,
+                        help="CPU time of each CPU-bound job in ms (default 20)")
+    args = parser.parse_args(argv)
+    levels = [int(c) for c in args.concurrency.split(",")]
+
+    with scratch_database() as url:
+        print(f"machine: {machine(url)}")
+        sql(url, "CREATE TABLE bench_ref (id int PRIMARY KEY, n int NOT NULL)")
+        sql(url, "INSERT INTO bench_ref SELECT g, 0 FROM generate_series(1, 100000) g")
+        update = "\\set id random(1, 100000)\nUPDATE bench_ref SET n = n + 1 WHERE id = :id;\n"
+
+        print(f"\nno-op jobs ({args.jobs} per run)")
+        print(f"{'children':>8} {'batch':>6} {'jobs/s':>9} {'pgbench UPDATE tps':>20} "
+              f"{'jobs/s / (tps/2)':>17}")
+        for n in levels:
+            tps = pgbench(url, update, clients=n, seconds=5)
+            for batch in (1, 10):
+                rate = _throughput(url, "BENCH_NOOP", {}, args.jobs, "--concurrency", str(n),
+                                   "--batch-size", str(batch))
+                print(f"{n:>8} {batch:>6} {rate:>9.0f} {tps:>20.0f} {rate / (tps / 2):>16.0%}")
+
+        cpu_jobs = max(50, 4000 // args.cpu_ms)
+        print(f"\nCPU-bound jobs ({cpu_jobs} x {args.cpu_ms} ms of pure Python)")
+        base = None
+        for n in levels:
+            rate = _throughput(url, "BENCH_CPU", {"ms": args.cpu_ms}, cpu_jobs,
+                               "--concurrency", str(n))
+            base = base or rate
+            ideal = 1000 / args.cpu_ms * n
+            print(f"{n:>8} children: {rate:7.1f} jobs/s  ({rate / base:.2f}x of 1 child; "
+                  f"{rate / ideal:.0%} of {ideal:.0f} jobs/s if the queue cost nothing)")
+
+        print("\npick-up latency of a job enqueued into an idle pool (startedAt - createdAt)")
+        for label, flags in (("LISTEN/NOTIFY", ()), ("polling only (--no-listen)", ("--no-listen",))):
+            p50, p99 = _latency(url, 100, *flags)
+            print(f"  {label:<28} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms")
