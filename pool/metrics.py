@@ -29,7 +29,9 @@ job types and hosts, which is nobody else's business.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -169,6 +171,16 @@ class MetricsObserver(NullObserver):
             ) from None
         log.info("serving Prometheus metrics on http://%s:%d/metrics", self.host, self.port,
                  extra={"metrics_host": self.host, "metrics_port": self.port})
+        # Children are forked from the master: without this each would keep the
+        # listening socket open, and a child still draining after its master
+        # died would hold the port against the next master.
+        os.register_at_fork(after_in_child=self._forget_server_in_child)
+
+    def _forget_server_in_child(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            with contextlib.suppress(OSError):
+                server.socket.close()
 
     # -- the master's hooks ----------------------------------------------------------
 

@@ -137,3 +137,20 @@ def test_a_bad_schedule_file_fails_before_the_pool_starts(tmp_path):
     path.write_text('[[schedule]]\nname = "n"\ncron = "61 * * * *"\ntype = "T"\n')
     with pytest.raises(ConfigurationError, match="minute 61 is outside 0-59"):
         build_observers(load_settings(schedule_file=str(path)))
+
+
+def test_a_forked_child_does_not_keep_the_metrics_socket():
+    import os
+
+    metrics = MetricsObserver(free_port())
+    metrics.serve()
+    server = metrics._server
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: its copy of the listening socket is closed
+            os._exit(0 if metrics._server is None and server.socket.fileno() == -1 else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert metrics._server is server and server.socket.fileno() >= 0  # the master keeps it
+    finally:
+        metrics.on_stop(snapshot("m", state="stopping"))
