@@ -178,3 +178,18 @@ def test_job_and_pool_lines_in_json_logs(start_pool, tmp_path):
     assert start["attempt"] == 1 and start["worker"] and end["duration_ms"] >= 0
     assert end["outcome"] == "completed"
     assert any("master" in entry["msg"] and "start" in entry["msg"] for entry in lines)
+
+
+def test_a_running_pool_leaves_a_paused_type_pending_until_it_is_resumed(start_pool):
+    from tests.queue_core.helpers import count
+
+    assert run("pause", "OPS_OK").exit_code == 0
+    held = enqueue("OPS_OK", {})
+    other = enqueue("OPS_FAIL", {})
+    start_pool("-c", "1", "--poll-max", "0.2")
+    wait_for(lambda: json.loads(run("job", other, "--json").output)["status"] == "DEAD_LETTER")
+    time.sleep(1.0)  # several more polls of an idle child: the paused job must stay
+    assert json.loads(run("job", held, "--json").output)["status"] == "PENDING"
+    assert run("resume", "OPS_OK").exit_code == 0
+    wait_for(lambda: json.loads(run("job", held, "--json").output)["status"] == "COMPLETED")
+    assert count() == 2
