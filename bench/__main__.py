@@ -9,6 +9,7 @@ import sys
 BENCHMARKS = {
     "claim": "bench.claim",
     "pool": "bench.pool",
+    "enqueue": "bench.enqueue",
 }
 
 

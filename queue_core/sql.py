@@ -49,10 +49,13 @@ EXISTING_BY_KEY = text(
 # One statement: lock ready rows in index order, skipping rows other workers
 # hold, and mark them ours. The CTE is the fence that keeps the UPDATE to the
 # LIMIT (LESSONS.md "The claim is one statement").
+# Paused types (`skiplock pause`) are skipped by an anti-join on a table of a
+# few rows, checked per candidate while the partial claim index gives the order.
 _CLAIM = """
     WITH ready AS (
         SELECT id FROM "WorkerJob"
         WHERE status = 'PENDING' AND "availableAt" <= now() {type_filter}
+          AND NOT EXISTS (SELECT 1 FROM "WorkerJobPause" p WHERE p.type = "WorkerJob".type)
         ORDER BY priority DESC, "availableAt" ASC
         LIMIT :limit
         FOR UPDATE SKIP LOCKED

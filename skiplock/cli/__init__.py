@@ -4,6 +4,9 @@
 from skiplock.cli import demo  # noqa: E402,F401,I001  (skiplock demo)
 from skiplock.cli import core  # noqa: E402,F401,I001
 from skiplock.cli import worker  # noqa: E402,F401,I001
+from skiplock.cli import ops  # noqa: E402,F401,I001
+from skiplock.cli import backfill  # noqa: E402,F401,I001
+from skiplock.cli import schedule  # noqa: E402,F401,I001
 from skiplock.cli.app import main
 
 __all__ = ["main"]

@@ -1,4 +1,4 @@
-"""Core commands: migrate, enqueue, job, stats, retry, recover, cleanup, db."""
+"""Core commands: migrate, enqueue, job, retry, recover, cleanup, db (`stats` is in ops.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import sys
 import click
 
 from queue_core.config import load_settings
-from queue_core.durations import format_duration
 from queue_core.errors import InvalidPayload, JobNotFound, UnknownJobType
 from skiplock.cli.app import DURATION, main, print_json
 
@@ -119,31 +118,6 @@ def job(job_id: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def stats(as_json: bool) -> None:
-    """Counts by status, pending work by type, and the age of the oldest ready job."""
-    from queue_core import stats as get_stats
-
-    figures = get_stats()
-    if as_json:
-        print_json(figures.to_dict())
-        return
-    click.echo(f"pending     {figures.pending:>10}  (ready {figures.ready}, "
-               f"scheduled {figures.scheduled})")
-    click.echo(f"processing  {figures.processing:>10}")
-    click.echo(f"completed   {figures.completed:>10}")
-    click.echo(f"dead letter {figures.dead_letter:>10}")
-    if figures.failed:
-        click.echo(f"failed      {figures.failed:>10}")
-    age = figures.oldest_ready_age_s
-    click.echo(f"oldest ready job: {format_duration(age) if age is not None else '-'}")
-    if figures.by_type:
-        click.echo("pending by type:")
-        for name, count in sorted(figures.by_type.items()):
-            click.echo(f"  {name:<28} {count:>10}  (ready {figures.ready_by_type.get(name, 0)})")
-
-
-@main.command()
 @click.argument("job_ids", nargs=-1, metavar="[ID]...")
 @click.option("--all-dead", is_flag=True, help="Retry every dead-lettered job.")
 @click.option("--type", "job_type", default=None,
@@ -173,13 +147,22 @@ def retry(job_ids: tuple[str, ...], all_dead: bool, job_type: str | None) -> Non
               help="Rescue jobs without a heartbeat for this long (default: the "
                    "configured stuck timeout, 6 heartbeats).")
 def recover(stuck_timeout: float | None) -> None:
-    """Rescue jobs whose worker stopped sending heartbeats (a host that died)."""
+    """Rescue jobs whose worker stopped sending heartbeats (a host that died).
+
+    Also prunes, from the process table of `skiplock ps`, the pools whose
+    heartbeat is older than the same timeout.
+    """
     from queue_core import recover_stuck
+    from queue_core.processes import prune
 
     timeout = stuck_timeout or load_settings().effective_stuck_timeout_s
     recovered = recover_stuck(timeout)
     click.echo(f"recovered {recovered.count} jobs ({len(recovered.retried)} to retry, "
                f"{len(recovered.dead)} dead-lettered)")
+    # The process table's second net, like the jobs': masters of dead hosts.
+    pruned = prune(timeout)
+    if pruned:
+        click.echo(f"pruned {len(pruned)} pools that stopped heartbeating", err=True)
 
 
 @main.command()

@@ -113,8 +113,10 @@ def _setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def build_observers(settings: Settings) -> list[PoolObserver]:
-    """The observers the pool reports to (process table, metrics plug in here)."""
-    return []
+    """The observers the pool reports to: process table, schedules, metrics."""
+    from pool.operations import build_observers as operations
+
+    return operations(settings)
 
 
 @main.command("worker", help=_HELP)

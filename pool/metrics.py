@@ -1,0 +1,234 @@
+"""Prometheus metrics, served by the master (`skiplock worker --metrics-port PORT`).
+
+Children are separate processes, but every job start and end, and every
+child exit, passes through the master's observer hooks: counting there gives
+one consistent set of series per pool without prometheus' multiprocess mode
+(and its directory of mmap files to clean). Queue depth comes from the
+database every REFRESH_S, read in the master's loop (never in the scrape
+thread, which must not touch a connection the loop uses).
+
+Bound to 127.0.0.1 unless `--metrics-host` says otherwise: the metrics name
+job types and hosts, which is nobody else's business.
+
+    skiplock_jobs_started_total{type}          jobs a child of this pool began
+    skiplock_jobs_completed_total{type}        ... that completed
+    skiplock_jobs_failed_total{type}           ... that failed (retried + dead-lettered + lost)
+    skiplock_jobs_retried_total{type}          ... that failed and will run again after a backoff
+    skiplock_jobs_dead_lettered_total{type}    ... that failed for good (attempts used up, or no retry)
+    skiplock_jobs_lost_total{type}             ... whose lease was lost (rescued, maybe run elsewhere)
+    skiplock_job_duration_seconds{type}        histogram of run times, start to outcome
+    skiplock_child_restarts_total{cause}       children replaced, by cause (recycled, crashed, ...)
+    skiplock_pool_children                     children alive now
+    skiplock_pool_busy_children                children running a job now
+    skiplock_queue_jobs{status,type}           PENDING, PROCESSING and DEAD_LETTER jobs in the whole queue
+    skiplock_queue_ready_jobs{type}            PENDING jobs that are due now
+    skiplock_queue_oldest_ready_age_seconds    how long the oldest due job has waited (0: none)
+    skiplock_queue_paused{type}                1 for each paused type
+    skiplock_queue_refresh_timestamp_seconds   when the queue figures above were read
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import start_http_server
+from prometheus_client.registry import Collector
+
+from pool.faults import FaultLog
+from pool.observer import ChildInfo, NullObserver, PoolSnapshot
+from queue_core.errors import ConfigurationError
+
+log = logging.getLogger("skiplock.metrics")
+
+REFRESH_S = 15.0
+DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
+
+
+class QueueCollector(Collector):
+    """The queue as last read from the database; swapped whole, so a scrape sees one reading."""
+
+    def __init__(self) -> None:
+        self._reading: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    def update(self, reading: dict[str, Any]) -> None:
+        with self._lock:
+            self._reading = reading
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            reading = self._reading
+        if reading is None:
+            return
+        depth = GaugeMetricFamily("skiplock_queue_jobs", "Jobs in the queue by status and type.",
+                                  labels=["status", "type"])
+        for (status, job_type), n in sorted(reading["depth"].items()):
+            depth.add_metric([status, job_type], n)
+        yield depth
+        ready = GaugeMetricFamily("skiplock_queue_ready_jobs", "PENDING jobs due now, by type.",
+                                  labels=["type"])
+        for job_type, n in sorted(reading["ready"].items()):
+            ready.add_metric([job_type], n)
+        yield ready
+        yield GaugeMetricFamily("skiplock_queue_oldest_ready_age_seconds",
+                                "Seconds the oldest due job has waited (0: none waiting).",
+                                value=reading["oldest_ready_age_s"])
+        paused = GaugeMetricFamily("skiplock_queue_paused", "1 for each paused job type.",
+                                   labels=["type"])
+        for job_type in sorted(reading["paused"]):
+            paused.add_metric([job_type], 1)
+        yield paused
+        yield GaugeMetricFamily("skiplock_queue_refresh_timestamp_seconds",
+                                "Unix time the queue figures were read.", value=reading["at"])
+
+
+def read_queue() -> dict[str, Any]:
+    """One reading of the queue, through the partial indexes (cheap on a big table)."""
+    from queue_core import ops_sql
+    from queue_core.db import connect
+    from queue_core.health import queue_stats_without_counts
+    from queue_core.pauses import paused
+
+    with connect() as c:
+        base = queue_stats_without_counts(c)
+        dead = {r.type: int(r.n) for r in c.execute(ops_sql.DEAD_BY_TYPE)}
+        paused_types = [p.type for p in paused(c)]
+    depth: dict[tuple[str, str], int] = {}
+    for job_type, n in base["by_type"].items():
+        depth[("PENDING", job_type)] = n
+    for job_type, n in base["processing_by_type"].items():
+        depth[("PROCESSING", job_type)] = n
+    for job_type, n in dead.items():
+        depth[("DEAD_LETTER", job_type)] = n
+    return {"depth": depth, "ready": base["ready_by_type"],
+            "oldest_ready_age_s": base["oldest_ready_age_s"] or 0.0,
+            "paused": paused_types, "at": time.time()}
+
+
+class MetricsObserver(NullObserver):
+    def __init__(self, port: int | None, host: str = "127.0.0.1",
+                 refresh_s: float = REFRESH_S) -> None:
+        self.port = port
+        self.host = host
+        self.refresh_s = refresh_s
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.started = Counter("skiplock_jobs_started", "Jobs started.", ["type"], registry=r)
+        self.completed = Counter("skiplock_jobs_completed", "Jobs completed.", ["type"],
+                                 registry=r)
+        self.failed = Counter("skiplock_jobs_failed",
+                              "Job runs that failed (retried, dead-lettered or lost).", ["type"],
+                              registry=r)
+        self.retried = Counter("skiplock_jobs_retried", "Failed job runs that will be retried.",
+                               ["type"], registry=r)
+        self.dead_lettered = Counter("skiplock_jobs_dead_lettered",
+                                     "Jobs moved to DEAD_LETTER.", ["type"], registry=r)
+        self.lost = Counter("skiplock_jobs_lost",
+                            "Jobs whose lease was lost before they finished.", ["type"],
+                            registry=r)
+        self.duration = Histogram("skiplock_job_duration_seconds", "Job run time.", ["type"],
+                                  buckets=DURATION_BUCKETS, registry=r)
+        self.restarts = Counter("skiplock_child_restarts", "Children replaced, by cause.",
+                                ["cause"], registry=r)
+        self.children = Gauge("skiplock_pool_children", "Children alive.", registry=r)
+        self.busy = Gauge("skiplock_pool_busy_children", "Children running a job.", registry=r)
+        self.queue = QueueCollector()
+        r.register(self.queue)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self._server: Any = None
+        self._next_refresh = 0.0
+        self._faults = FaultLog(log, "reading the queue for the metrics")
+
+    def serve(self) -> None:
+        """Bind the port now: a port that is taken stops the worker before it starts.
+
+        (An exception in a hook is only logged by the master, and a pool
+        without its metrics would go unnoticed until someone looked.)
+        """
+        if self.port is None or self._server is not None:
+            return
+        try:
+            self._server, _ = start_http_server(self.port, addr=self.host, registry=self.registry)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot serve metrics on {self.host}:{self.port}: {exc.strerror or exc}"
+            ) from None
+        log.info("serving Prometheus metrics on http://%s:%d/metrics", self.host, self.port,
+                 extra={"metrics_host": self.host, "metrics_port": self.port})
+        # Children are forked from the master: without this each would keep the
+        # listening socket open, and a child still draining after its master
+        # died would hold the port against the next master.
+        os.register_at_fork(after_in_child=self._forget_server_in_child)
+
+    def _forget_server_in_child(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            with contextlib.suppress(OSError):
+                server.socket.close()
+
+    # -- the master's hooks ----------------------------------------------------------
+
+    def on_start(self, snapshot: PoolSnapshot) -> None:
+        self.serve()
+        self._pool(snapshot)
+        self.refresh()
+
+    def on_tick(self, snapshot: PoolSnapshot) -> None:
+        self._pool(snapshot)
+        if time.monotonic() >= self._next_refresh:
+            self.refresh()
+
+    def on_job_started(self, child: ChildInfo, job_id: str, job_type: str, attempt: int) -> None:
+        self.started.labels(job_type).inc()
+
+    def on_job_finished(self, child: ChildInfo, job_id: str, job_type: str, outcome: str,
+                        duration_s: float) -> None:
+        if outcome == "released":
+            return  # shutdown gave it back: it neither succeeded nor failed
+        self.duration.labels(job_type).observe(max(duration_s, 0.0))
+        if outcome == "completed":
+            self.completed.labels(job_type).inc()
+            return
+        self.failed.labels(job_type).inc()
+        if outcome == "retried":
+            self.retried.labels(job_type).inc()
+        elif outcome == "dead_lettered":
+            self.dead_lettered.labels(job_type).inc()
+        elif outcome == "lost":
+            self.lost.labels(job_type).inc()
+
+    def on_child_exit(self, child: ChildInfo, cause: str) -> None:
+        if cause != "stopped":  # a pool that stops restarts nothing
+            self.restarts.labels(cause).inc()
+
+    def on_stop(self, snapshot: PoolSnapshot) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    # -- the rest ----------------------------------------------------------------------
+
+    def _pool(self, snapshot: PoolSnapshot) -> None:
+        self.children.set(len(snapshot.children))
+        self.busy.set(sum(1 for c in snapshot.children if c.job_id))
+
+    def refresh(self) -> None:
+        self._next_refresh = time.monotonic() + self.refresh_s
+        self._faults.run(lambda: self.queue.update(read_queue()))

@@ -1,0 +1,171 @@
+"""What `skiplock stats` shows: the queue and the health of its table, fast on any size.
+
+Counting a table of tens of millions of rows takes seconds (LESSONS.md
+"count(*) on a big job table is slow"), so only what the partial indexes make
+cheap is counted exactly: PENDING and PROCESSING (small while the queue keeps
+up), dead letters (few, or someone should look), jobs finished in the last
+minutes (a range of the finished index). COMPLETED is what the planner's
+estimate of the whole table leaves over, and says so (`estimated`). `exact=True`
+counts everything, for small tables and the curious.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
+
+from queue_core import ops_sql, sql
+from queue_core.db import connect
+from queue_core.pauses import paused
+
+THROUGHPUT_WINDOWS_MIN = (1, 5, 15)
+
+
+@dataclass
+class TableHealth:
+    total_bytes: int = 0
+    table_bytes: int = 0
+    index_bytes: int = 0
+    live_tuples: int = 0
+    dead_tuples: int = 0
+    last_autovacuum: datetime | None = None
+    last_vacuum: datetime | None = None
+    last_autoanalyze: datetime | None = None
+    # The oldest open transaction (or prepared transaction, or replication
+    # slot) that keeps vacuum from removing dead rows.
+    horizon_holder: str | None = None
+    horizon_age_s: float | None = None
+    horizon_xid_age: int | None = None
+
+
+@dataclass
+class Health:
+    counts: dict[str, int] = field(default_factory=dict)
+    estimated: list[str] = field(default_factory=list)  # statuses whose count is an estimate
+    ready: int = 0
+    scheduled: int = 0
+    oldest_ready_age_s: float | None = None
+    pending_by_type: dict[str, int] = field(default_factory=dict)
+    ready_by_type: dict[str, int] = field(default_factory=dict)
+    processing_by_type: dict[str, int] = field(default_factory=dict)
+    dead_by_type: dict[str, int] = field(default_factory=dict)
+    completed_per_window: dict[int, int] = field(default_factory=dict)  # minutes -> jobs
+    dead_per_window: dict[int, int] = field(default_factory=dict)
+    paused: dict[str, int] = field(default_factory=dict)  # type -> pending jobs held
+    table: TableHealth = field(default_factory=TableHealth)
+
+    def to_dict(self) -> dict[str, Any]:
+        """camelCase, with the seed's QueueStats keys (pending, deadLetter, byType) on top."""
+        t = self.table
+        return {
+            "pending": self.counts.get("PENDING", 0),
+            "processing": self.counts.get("PROCESSING", 0),
+            "completed": self.counts.get("COMPLETED", 0),
+            "failed": self.counts.get("FAILED", 0),
+            "deadLetter": self.counts.get("DEAD_LETTER", 0),
+            "estimated": [_camel(s) for s in self.estimated],
+            "ready": self.ready,
+            "scheduled": self.scheduled,
+            "oldestReadyAgeSeconds": self.oldest_ready_age_s,
+            "byType": self.pending_by_type,
+            "readyByType": self.ready_by_type,
+            "processingByType": self.processing_by_type,
+            "deadLetterByType": self.dead_by_type,
+            "completedLastMinutes": {str(m): n for m, n in self.completed_per_window.items()},
+            "deadLetteredLastMinutes": {str(m): n for m, n in self.dead_per_window.items()},
+            "throughputPerSecond": {str(m): round(n / (60 * m), 3)
+                                    for m, n in self.completed_per_window.items()},
+            "paused": self.paused,
+            "table": {
+                "totalBytes": t.total_bytes, "tableBytes": t.table_bytes,
+                "indexBytes": t.index_bytes, "liveTuples": t.live_tuples,
+                "deadTuples": t.dead_tuples,
+                "lastAutovacuum": t.last_autovacuum.isoformat() if t.last_autovacuum else None,
+                "lastVacuum": t.last_vacuum.isoformat() if t.last_vacuum else None,
+                "lastAutoanalyze": t.last_autoanalyze.isoformat() if t.last_autoanalyze else None,
+                "vacuumHorizonHolder": t.horizon_holder,
+                "vacuumHorizonAgeSeconds": t.horizon_age_s,
+                "vacuumHorizonXidAge": t.horizon_xid_age,
+            },
+        }
+
+
+def _camel(status: str) -> str:
+    head, *rest = status.lower().split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def collect(exact: bool = False, conn: Connection | Session | None = None) -> Health:
+    health = Health()
+    with connect(conn) as c:
+        # Pending and processing by type, ready vs scheduled: the foundation's
+        # stats, minus its full count by status (which would scan the table).
+        base = queue_stats_without_counts(c)
+        health.ready, health.scheduled = base["ready"], base["scheduled"]
+        health.oldest_ready_age_s = base["oldest_ready_age_s"]
+        health.pending_by_type = base["by_type"]
+        health.ready_by_type = base["ready_by_type"]
+        health.processing_by_type = base["processing_by_type"]
+        health.dead_by_type = {r.type: int(r.n) for r in c.execute(ops_sql.DEAD_BY_TYPE)}
+        table = c.execute(ops_sql.TABLE_ESTIMATE).first()
+        if exact:
+            counts = {r.status: int(r.n) for r in c.execute(ops_sql.COUNT_BY_STATUS_EXACT)}
+        else:
+            active = c.execute(ops_sql.COUNT_ACTIVE).one()
+            failed = int(c.execute(ops_sql.FAILED_COUNT).scalar_one())
+            dead = sum(health.dead_by_type.values())
+            counts = {"PENDING": int(active.pending), "PROCESSING": int(active.processing),
+                      "DEAD_LETTER": dead, "FAILED": failed}
+            # reltuples is -1 before the first ANALYZE; n_live_tup is kept by
+            # the statistics collector from the first insert.
+            estimate = max(int(table.estimate), int(table.live or 0)) if table else 0
+            counts["COMPLETED"] = max(0, estimate - sum(counts.values()))
+            health.estimated = ["COMPLETED"]
+        for status in ("PENDING", "PROCESSING", "COMPLETED", "FAILED", "DEAD_LETTER"):
+            health.counts[status] = counts.get(status, 0)
+        for row in c.execute(ops_sql.THROUGHPUT, {"windows": list(THROUGHPUT_WINDOWS_MIN)}):
+            health.completed_per_window[int(row.minutes)] = int(row.completed)
+            health.dead_per_window[int(row.minutes)] = int(row.dead)
+        if table:
+            health.table = TableHealth(
+                total_bytes=int(table.total_bytes), table_bytes=int(table.table_bytes),
+                index_bytes=int(table.index_bytes), live_tuples=int(table.live or 0),
+                dead_tuples=int(table.dead or 0), last_autovacuum=table.last_autovacuum,
+                last_vacuum=table.last_vacuum, last_autoanalyze=table.last_autoanalyze)
+        holder = c.execute(ops_sql.VACUUM_HORIZON).first()
+        if holder is not None:
+            what = f"{holder.holder} {holder.who}"
+            if holder.application:
+                what += f" ({holder.application})"
+            if holder.state:
+                what += f", {holder.state}"
+            health.table.horizon_holder = what
+            health.table.horizon_age_s = (float(holder.age_s) if holder.age_s is not None
+                                          else None)
+            health.table.horizon_xid_age = (int(holder.xid_age) if holder.xid_age is not None
+                                            else None)
+        health.paused = {p.type: p.pending for p in paused(c)}
+    return health
+
+
+def queue_stats_without_counts(conn: Connection) -> dict[str, Any]:
+    """The pending/processing breakdown of `maintenance.stats`, read through the partial indexes."""
+    result: dict[str, Any] = {"ready": 0, "scheduled": 0, "oldest_ready_age_s": None,
+                              "by_type": {}, "ready_by_type": {}, "processing_by_type": {}}
+    oldest: list[float] = []
+    for row in conn.execute(sql.PENDING_BY_TYPE):
+        result["by_type"][row.type] = int(row.ready + row.scheduled)
+        result["ready_by_type"][row.type] = int(row.ready)
+        result["ready"] += int(row.ready)
+        result["scheduled"] += int(row.scheduled)
+        if row.oldest_ready_s is not None:
+            oldest.append(float(row.oldest_ready_s))
+    for row in conn.execute(sql.PROCESSING_BY_TYPE):
+        result["processing_by_type"][row.type] = int(row.n)
+    result["oldest_ready_age_s"] = max(oldest) if oldest else None
+    return result
+

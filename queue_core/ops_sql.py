@@ -1,0 +1,256 @@
+"""The operator's statements, named and side by side: pauses, the process table,
+schedules, backfills, and the reads behind `stats` and `jobs`.
+
+The job table's own life cycle (enqueue, claim, complete, ...) stays in
+`sql.py`; these statements read the job table or write the tables of
+migration 0003_ops. Same rules: the database clock, bound parameters only.
+
+`stats` must stay fast on a table of tens of millions of rows (LESSONS.md
+"count(*) on a big job table is slow"): PENDING and PROCESSING are counted
+exactly through their partial indexes (they are small when the queue is
+healthy); dead letters through the finished index; everything else is the
+planner's estimate from `pg_class.reltuples`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+# -- pauses ----------------------------------------------------------------------
+
+PAUSE = text(
+    """
+    INSERT INTO "WorkerJobPause" (type, "pausedBy", reason) VALUES (:type, :by, :reason)
+    ON CONFLICT (type) DO NOTHING
+    RETURNING type
+    """
+)
+RESUME = text('DELETE FROM "WorkerJobPause" WHERE type = :type RETURNING type')
+PAUSED = text(
+    """
+    SELECT p.type, p."pausedAt", p."pausedBy", p.reason,
+           (SELECT count(*) FROM "WorkerJob" j WHERE j.status = 'PENDING' AND j.type = p.type)
+               AS pending
+    FROM "WorkerJobPause" p ORDER BY p.type
+    """
+)
+
+# -- the process table -------------------------------------------------------------
+
+UPSERT_MASTER = text(
+    """
+    INSERT INTO "WorkerProcess"
+        (id, kind, host, pid, state, concurrency, "startedAt", "heartbeatAt")
+    VALUES (:id, 'master', :host, :pid, :state, :concurrency, to_timestamp(:started_at), now())
+    ON CONFLICT (id) DO UPDATE
+    SET state = EXCLUDED.state, concurrency = EXCLUDED.concurrency, "heartbeatAt" = now()
+    """
+)
+
+# The master's children as they are now, in one statement: rows of children
+# that are gone are deleted, the others inserted or refreshed.
+SYNC_CHILDREN = text(
+    """
+    WITH now_children AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS text[]), CAST(:pids AS int[]), CAST(:slots AS int[]),
+            CAST(:started AS float8[]), CAST(:job_ids AS text[]), CAST(:job_types AS text[]),
+            CAST(:job_started AS float8[])
+        ) AS c(id, pid, slot, started, job_id, job_type, job_started)
+    ), gone AS (
+        DELETE FROM "WorkerProcess" p
+        WHERE p."masterId" = :master_id AND p.id <> ALL(CAST(:ids AS text[]))
+    )
+    INSERT INTO "WorkerProcess"
+        (id, kind, "masterId", host, pid, "slot", "startedAt", "heartbeatAt",
+         "jobId", "jobType", "jobStartedAt")
+    SELECT c.id, 'child', :master_id, :host, c.pid, c.slot, to_timestamp(c.started), now(),
+           c.job_id, c.job_type, to_timestamp(c.job_started)
+    FROM now_children c
+    ON CONFLICT (id) DO UPDATE
+    SET "heartbeatAt" = now(), "jobId" = EXCLUDED."jobId", "jobType" = EXCLUDED."jobType",
+        "jobStartedAt" = EXCLUDED."jobStartedAt", "slot" = EXCLUDED."slot"
+    """
+)
+
+DELETE_MASTER = text('DELETE FROM "WorkerProcess" WHERE id = :id')
+
+# A master that stopped heartbeating (its host died, it was SIGKILLed) and its
+# children: the children go by the foreign key's cascade.
+PRUNE_PROCESSES = text(
+    """
+    DELETE FROM "WorkerProcess"
+    WHERE kind = 'master' AND "heartbeatAt" < now() - make_interval(secs => :timeout_s)
+    RETURNING id, host, pid
+    """
+)
+
+LIST_PROCESSES = text(
+    """
+    SELECT p.*, EXTRACT(EPOCH FROM now() - p."heartbeatAt") AS heartbeat_age_s,
+           EXTRACT(EPOCH FROM now() - p."jobStartedAt") AS job_age_s
+    FROM "WorkerProcess" p
+    ORDER BY p.host, COALESCE(p."masterId", p.id), p.kind DESC, p."slot", p.pid
+    """
+)
+
+# -- schedules -----------------------------------------------------------------------
+
+DB_NOW = text("SELECT now() AS now")
+
+SCHEDULE_CURSORS = text(
+    """SELECT name, "lastOccurrence" FROM "WorkerSchedule" WHERE name = ANY(CAST(:names AS text[]))"""
+)
+
+# First sight of a schedule starts it now: a new schedule does not run the
+# occurrences before it existed.
+START_SCHEDULE = text(
+    """
+    INSERT INTO "WorkerSchedule" (name, "lastOccurrence") VALUES (:name, :at)
+    ON CONFLICT (name) DO NOTHING
+    """
+)
+
+# Several masters may advance the same schedule; the cursor only moves forward.
+ADVANCE_SCHEDULE = text(
+    """
+    INSERT INTO "WorkerSchedule" (name, "lastOccurrence") VALUES (:name, :at)
+    ON CONFLICT (name) DO UPDATE
+    SET "lastOccurrence" = GREATEST("WorkerSchedule"."lastOccurrence", EXCLUDED."lastOccurrence"),
+        "updatedAt" = now()
+    """
+)
+
+# -- backfills (keyset pagination: each batch starts after the last id seen) ----------
+
+INTERPRET_CANDIDATES = """
+    SELECT e.id, e."userId" FROM "Event" e
+    WHERE NOT EXISTS (SELECT 1 FROM "Interpretation" i WHERE i."eventId" = e.id)
+      AND e.id > :after {filters}
+    ORDER BY e.id
+    LIMIT :batch
+"""
+COUNT_INTERPRET_CANDIDATES = """
+    SELECT count(*) AS n,
+           count(*) FILTER (WHERE EXISTS (
+               SELECT 1 FROM "WorkerJob" j WHERE j."idempotencyKey" = 'interpret:' || e.id))
+               AS queued
+    FROM "Event" e
+    WHERE NOT EXISTS (SELECT 1 FROM "Interpretation" i WHERE i."eventId" = e.id) {filters}
+"""
+INTERPRET_FILTERS = {
+    "user_id": 'AND e."userId" = :user_id',
+    "since": 'AND e."occurredAt" >= :since',
+    "until": 'AND e."occurredAt" < :until',
+}
+
+USERS_BATCH = """
+    SELECT id, timezone FROM "User" WHERE id > :after {filters} ORDER BY id LIMIT :batch
+"""
+COUNT_USERS = 'SELECT count(*) AS n FROM "User" WHERE true {filters}'
+USER_FILTERS = {"user_id": "AND id = :user_id"}
+
+EXISTING_KEYS = text(
+    """
+    SELECT "idempotencyKey" AS key FROM "WorkerJob"
+    WHERE "idempotencyKey" = ANY(CAST(:keys AS text[]))
+    """
+)
+
+# -- reads for `stats` ------------------------------------------------------------------
+
+TABLE_ESTIMATE = text(
+    """
+    SELECT c.reltuples::bigint AS estimate, s.n_live_tup AS live, s.n_dead_tup AS dead,
+           pg_relation_size(c.oid) AS table_bytes,
+           pg_total_relation_size(c.oid) AS total_bytes,
+           pg_indexes_size(c.oid) AS index_bytes,
+           s.last_autovacuum, s.last_vacuum, s.last_autoanalyze, s.last_analyze,
+           s.autovacuum_count, s.n_mod_since_analyze
+    FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid
+    WHERE c.oid = CAST('"WorkerJob"' AS regclass)
+    """
+)
+
+# Exact where it is cheap: the partial indexes hold only these rows.
+COUNT_ACTIVE = text(
+    """
+    SELECT count(*) FILTER (WHERE status = 'PENDING') AS pending,
+           count(*) FILTER (WHERE status = 'PROCESSING') AS processing
+    FROM "WorkerJob" WHERE status IN ('PENDING', 'PROCESSING')
+    """
+)
+
+COUNT_BY_STATUS_EXACT = text(
+    'SELECT status::text AS status, count(*) AS n FROM "WorkerJob" GROUP BY 1'
+)
+
+DEAD_BY_TYPE = text(
+    """SELECT type, count(*) AS n FROM "WorkerJob" WHERE status = 'DEAD_LETTER' GROUP BY type"""
+)
+FAILED_COUNT = text("""SELECT count(*) AS n FROM "WorkerJob" WHERE status = 'FAILED'""")
+
+# Jobs finished per window, through the finished index ("completedAt" by status).
+THROUGHPUT = text(
+    """
+    SELECT w.minutes,
+           (SELECT count(*) FROM "WorkerJob" WHERE status = 'COMPLETED'
+              AND "completedAt" > now() - make_interval(mins => w.minutes)) AS completed,
+           (SELECT count(*) FROM "WorkerJob" WHERE status = 'DEAD_LETTER'
+              AND "completedAt" > now() - make_interval(mins => w.minutes)) AS dead
+    FROM unnest(CAST(:windows AS int[])) AS w(minutes)
+    """
+)
+
+# The oldest transaction that holds the vacuum horizon back: while it is open,
+# no dead job row newer than its snapshot can be removed (LESSONS.md "Queue
+# tables bloat"). Prepared transactions and replication slots pin it too.
+VACUUM_HORIZON = text(
+    """
+    SELECT * FROM (
+        SELECT 'backend' AS holder, pid::text AS who, datname AS database,
+               application_name AS application, state,
+               EXTRACT(EPOCH FROM now() - xact_start) AS age_s, age(backend_xmin) AS xid_age
+        FROM pg_stat_activity
+        WHERE backend_xmin IS NOT NULL AND pid <> pg_backend_pid()
+        UNION ALL
+        SELECT 'prepared transaction', gid, database, NULL, NULL,
+               EXTRACT(EPOCH FROM now() - prepared), age(transaction)
+        FROM pg_prepared_xacts
+        UNION ALL
+        SELECT 'replication slot', slot_name, database, plugin, NULL, NULL,
+               GREATEST(age(xmin), age(catalog_xmin))
+        FROM pg_replication_slots WHERE xmin IS NOT NULL OR catalog_xmin IS NOT NULL
+    ) h
+    ORDER BY xid_age DESC NULLS LAST
+    LIMIT 1
+    """
+)
+
+# -- reads for `jobs` ------------------------------------------------------------------------
+
+# Each status is listed in the order its index already keeps, so a listing of a
+# huge table reads only `limit` rows.
+JOBS_ORDER = {
+    "PENDING": 'priority DESC, "availableAt" ASC',
+    "PROCESSING": '"lockedAt" ASC',
+    "COMPLETED": '"completedAt" DESC',
+    "DEAD_LETTER": '"completedAt" DESC',
+    "FAILED": '"completedAt" DESC',
+    # Ids made by enqueue begin with the time in ms (enqueue.new_job_id): the
+    # primary key lists the newest first without sorting the whole table.
+    None: "id DESC",
+}
+JOBS_FILTERS = {
+    "status": 'AND status = CAST(:status AS "JobStatus")',
+    "type": "AND type = :type",
+    "user_id": 'AND "userId" = :user_id',
+}
+LIST_JOBS = """
+    SELECT id, type, status::text AS status, priority, attempts, "maxAttempts", "userId",
+           "idempotencyKey", "createdAt", "availableAt", "startedAt", "completedAt", "lockedBy",
+           left("lastError", 200) AS "lastError"
+    FROM "WorkerJob" WHERE true {filters}
+    ORDER BY {order}
+    LIMIT :limit
+"""

@@ -1,0 +1,264 @@
+"""Recurring jobs: cron schedules that every master runs, each occurrence enqueued once.
+
+A schedule comes from a TOML or JSON file (`SKIPLOCK_SCHEDULE_FILE`,
+`skiplock worker --schedule-file`) or from code (`add(Schedule(...))` in a
+handler module):
+
+    [[schedule]]
+    name = "nightly-digest"          # unique; part of every occurrence's key
+    cron = "0 3 * * *"               # see queue_core.cron
+    timezone = "Europe/Paris"        # IANA zone of the cron's wall clock (default UTC)
+    type = "SEND_DIGEST"
+    payload = { kind = "nightly" }   # default {}
+    priority = 0                     # optional, as for enqueue
+    max_attempts = 3                 # optional
+    catch_up = "6h"                  # how late a missed occurrence may still run (default 1h)
+
+    [[schedule]]
+    name = "daily-reviews"
+    cron = "15 * * * *"
+    reviews = "daily"                # each user's DAILY review once their local day is over
+
+Every master runs every schedule (no leader to elect, nothing to fail over):
+each occurrence is enqueued with the idempotency key
+`schedule:{name}:{occurrence in UTC}`, so however many masters see it, one
+job exists. "WorkerSchedule" remembers the last occurrence enqueued; a master
+that starts after an outage enqueues what was missed since then, but nothing
+older than `catch_up` (a host down for a week does not fire a week of jobs).
+
+A `reviews` schedule enqueues, per occurrence, one BACKFILL_REVIEWS job that a
+child runs: it enqueues GENERATE_REVIEW for every user whose period ended
+recently (`queue_core.backfill`), keyed by the seed's review key, so reviews
+are never doubled either. The fan-out over users runs in a worker child,
+never in the master's loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from queue_core import ops_sql, payloads
+from queue_core.cron import Cron
+from queue_core.db import connect
+from queue_core.durations import parse_duration
+from queue_core.enqueue import enqueue_batch
+from queue_core.errors import ConfigurationError, InvalidPayload, SkiplockError
+
+log = logging.getLogger("skiplock.schedules")
+
+BACKFILL_REVIEWS = "BACKFILL_REVIEWS"
+DEFAULT_CATCH_UP_S = 3600.0
+MAX_OCCURRENCES_PER_RUN = 1000
+_PERIOD_DAYS = {"daily": 1, "weekly": 7, "monthly": 31}
+_KEYS = {"name", "cron", "timezone", "type", "payload", "priority", "max_attempts", "catch_up",
+         "reviews"}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    cron: str
+    job_type: str = ""
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    timezone: str = "UTC"
+    priority: int = 0
+    max_attempts: int = 3
+    catch_up_s: float = DEFAULT_CATCH_UP_S
+    reviews: str | None = None  # "daily" | "weekly" | "monthly"
+
+    def __post_init__(self) -> None:
+        where = f"schedule {self.name!r}"
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigurationError("a schedule needs a name")
+        Cron.parse(self.cron)
+        try:
+            payloads.load_timezone(self.timezone)
+        except ValueError as exc:
+            raise ConfigurationError(f"{where}: {exc}") from None
+        if self.reviews is not None:
+            if self.reviews not in _PERIOD_DAYS:
+                raise ConfigurationError(
+                    f"{where}: reviews must be daily, weekly or monthly, not {self.reviews!r}")
+            if self.job_type:
+                raise ConfigurationError(f"{where}: give either type or reviews, not both")
+        elif not self.job_type:
+            raise ConfigurationError(f"{where}: needs a job type (type = ...) or reviews = ...")
+        if not isinstance(self.payload, Mapping):
+            raise ConfigurationError(f"{where}: payload must be a table/object")
+        if self.catch_up_s < 0:
+            raise ConfigurationError(f"{where}: catch_up must not be negative")
+
+    @property
+    def parsed(self) -> Cron:
+        return Cron.parse(self.cron)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def target_type(self) -> str:
+        return BACKFILL_REVIEWS if self.reviews else self.job_type
+
+    def key(self, occurrence: datetime) -> str:
+        return f"schedule:{self.name}:{occurrence.astimezone(UTC):%Y-%m-%dT%H:%MZ}"
+
+    def job(self, occurrence: datetime) -> dict[str, Any]:
+        """The job of one occurrence."""
+        if self.reviews:
+            # Every period that ended since a little before the catch-up window:
+            # the keys of the reviews already enqueued make the overlap free.
+            lookback = timedelta(seconds=self.catch_up_s, days=_PERIOD_DAYS[self.reviews] + 1)
+            payload: Mapping[str, Any] = {
+                "period": self.reviews,
+                "from": (occurrence - lookback).date().isoformat(),
+                "to": (occurrence + timedelta(days=1)).date().isoformat(),
+            }
+        else:
+            payload = self.payload
+        return {"type": self.target_type, "payload": dict(payload), "priority": self.priority,
+                "max_attempts": self.max_attempts, "idempotency_key": self.key(occurrence)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "cron": self.cron, "timezone": self.timezone,
+                "type": self.target_type, "payload": dict(self.payload),
+                "reviews": self.reviews, "catchUpSeconds": self.catch_up_s}
+
+
+_in_code: dict[str, Schedule] = {}
+
+
+def add(schedule: Schedule) -> Schedule:
+    """Declare a schedule in code (e.g. in a handler module); a file entry of that name wins."""
+    _in_code[schedule.name] = schedule
+    return schedule
+
+
+def _from_entry(entry: Any, index: int) -> Schedule:
+    if not isinstance(entry, Mapping):
+        raise ConfigurationError(f"schedule #{index + 1} is not a table/object")
+    unknown = set(entry) - _KEYS
+    if unknown:
+        raise ConfigurationError(
+            f"schedule #{index + 1} ({entry.get('name', '?')}): unknown keys "
+            f"{', '.join(sorted(unknown))} (known: {', '.join(sorted(_KEYS))})")
+    try:
+        catch_up = parse_duration(entry.get("catch_up", DEFAULT_CATCH_UP_S))
+    except SkiplockError as exc:
+        raise ConfigurationError(f"schedule {entry.get('name')!r}: catch_up: {exc}") from None
+    return Schedule(
+        name=entry.get("name", ""), cron=str(entry.get("cron", "")),
+        job_type=entry.get("type", ""), payload=entry.get("payload", {}),
+        timezone=entry.get("timezone", "UTC"), priority=entry.get("priority", 0),
+        max_attempts=entry.get("max_attempts", 3), catch_up_s=catch_up,
+        reviews=entry.get("reviews"))
+
+
+def load_file(path: str | Path) -> list[Schedule]:
+    """Schedules from a TOML (`[[schedule]]` tables) or JSON (`{"schedule": [...]}` or a list) file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read schedule file {path}: {exc.strerror}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            data: Any = json.loads(raw)
+        else:
+            data = tomllib.loads(raw.decode())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"schedule file {path} does not parse: {exc}") from None
+    entries = data.get("schedule", []) if isinstance(data, Mapping) else data
+    if not isinstance(entries, list):
+        raise ConfigurationError(f"schedule file {path}: expected a list of schedules")
+    found = [_from_entry(entry, i) for i, entry in enumerate(entries)]
+    names = [s.name for s in found]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigurationError(f"schedule file {path}: duplicate names {', '.join(duplicates)}")
+    return found
+
+
+def load(path: str | Path | None) -> list[Schedule]:
+    """The file's schedules, then those declared in code under other names."""
+    found = load_file(path) if path else []
+    names = {s.name for s in found}
+    return found + [s for name, s in sorted(_in_code.items()) if name not in names]
+
+
+# -- running them -----------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    enqueued: dict[str, list[datetime]] = field(default_factory=dict)  # name -> occurrences
+    created: int = 0
+
+
+def run_due(schedules: Iterable[Schedule], now: datetime | None = None) -> RunResult:
+    """Enqueue every occurrence due since each schedule's cursor (bounded by its catch-up).
+
+    Safe to call from many masters at once: the occurrence keys decide which
+    insert wins, and the cursor only moves forward.
+    """
+    schedules = list(schedules)
+    result = RunResult()
+    if not schedules:
+        return result
+    with connect() as c:
+        now = now or c.execute(ops_sql.DB_NOW).scalar_one()
+        cursors = {r.name: r.lastOccurrence for r in c.execute(
+            ops_sql.SCHEDULE_CURSORS, {"names": [s.name for s in schedules]})}
+        for s in schedules:
+            if s.name not in cursors:  # first sight: start from now, fire nothing old
+                c.execute(ops_sql.START_SCHEDULE, {"name": s.name, "at": now})
+                cursors[s.name] = now
+    for s in schedules:
+        since = max(cursors[s.name], now - timedelta(seconds=s.catch_up_s))
+        due = s.parsed.between(since, now, s.zone)[-MAX_OCCURRENCES_PER_RUN:]
+        if not due:
+            continue
+        first = s.parsed.next_after(cursors[s.name], s.zone)
+        if first is not None and first <= since:
+            log.warning("schedule %s: occurrences before %s are older than its catch-up "
+                        "window (%.0f s) and were skipped", s.name, since.isoformat(),
+                        s.catch_up_s, extra={"schedule": s.name})
+        with connect() as c:
+            done = enqueue_batch([s.job(o) for o in due], conn=c)
+            c.execute(ops_sql.ADVANCE_SCHEDULE, {"name": s.name, "at": due[-1]})
+        result.enqueued[s.name] = due
+        result.created += done.created
+        if done.created:
+            log.info("schedule %s: enqueued %d occurrence(s), last %s", s.name, done.created,
+                     due[-1].isoformat(), extra={"schedule": s.name, "job_type": s.target_type})
+    return result
+
+
+def cursors(names: Iterable[str]) -> dict[str, datetime]:
+    with connect() as c:
+        return {r.name: r.lastOccurrence for r in c.execute(
+            ops_sql.SCHEDULE_CURSORS, {"names": list(names)})}
+
+
+def run_backfill_reviews(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """What a BACKFILL_REVIEWS job does (its handler is registered by pool.scheduler)."""
+    from datetime import date
+
+    from queue_core.backfill import backfill_reviews
+
+    period = payload.get("period")
+    try:
+        first = date.fromisoformat(str(payload.get("from")))
+        last = date.fromisoformat(str(payload.get("to")))
+    except ValueError as exc:
+        raise InvalidPayload(f"payload of {BACKFILL_REVIEWS}: {exc}") from None
+    outcome = backfill_reviews(str(period), first, last, user_id=payload.get("userId"))
+    return outcome.to_dict()

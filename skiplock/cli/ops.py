@@ -1,0 +1,221 @@
+"""Looking at a running queue: stats, jobs, ps; holding a type back: pause, resume."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+
+from queue_core.durations import format_duration
+from queue_core.errors import InvalidJob, SkiplockError
+from skiplock.cli.app import main, print_json
+
+STATUSES = ("PENDING", "PROCESSING", "COMPLETED", "FAILED", "DEAD_LETTER")
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _age(seconds: float | None) -> str:
+    return format_duration(seconds) if seconds is not None else "-"
+
+
+def _print_health(h: Any) -> None:
+    def line(label: str, status: str, extra: str = "") -> None:
+        mark = "~" if status in h.estimated else " "
+        click.echo(f"{label:<12}{mark}{h.counts.get(status, 0):>12}{extra}")
+
+    line("pending", "PENDING", f"  (ready {h.ready}, scheduled {h.scheduled})")
+    line("processing", "PROCESSING")
+    line("completed", "COMPLETED", "  (~ estimate from the table statistics)"
+         if "COMPLETED" in h.estimated else "")
+    line("dead letter", "DEAD_LETTER")
+    if h.counts.get("FAILED"):
+        line("failed", "FAILED")
+    click.echo(f"oldest ready job: {_age(h.oldest_ready_age_s)}")
+    rates = ", ".join(f"{n} in {m}m ({n / (60 * m):.1f}/s)"
+                      for m, n in h.completed_per_window.items())
+    click.echo(f"completed: {rates}")
+    dead = ", ".join(f"{n} in {m}m" for m, n in h.dead_per_window.items())
+    click.echo(f"dead-lettered: {dead}")
+    if h.pending_by_type or h.processing_by_type:
+        click.echo("by type:                         pending      ready processing")
+        for name in sorted(set(h.pending_by_type) | set(h.processing_by_type)):
+            paused = "  PAUSED" if name in h.paused else ""
+            click.echo(f"  {name:<28} {h.pending_by_type.get(name, 0):>10} "
+                       f"{h.ready_by_type.get(name, 0):>10} "
+                       f"{h.processing_by_type.get(name, 0):>10}{paused}")
+    if h.dead_by_type:
+        click.echo("dead letters by type:")
+        for name, n in sorted(h.dead_by_type.items()):
+            click.echo(f"  {name:<28} {n:>10}")
+    if h.paused:
+        click.echo("paused types: " + ", ".join(
+            f"{name} ({n} pending)" for name, n in sorted(h.paused.items())))
+    t = h.table
+    click.echo(f"table: {_size(t.total_bytes)} (heap {_size(t.table_bytes)}, indexes "
+               f"{_size(t.index_bytes)}), {t.live_tuples} live / {t.dead_tuples} dead rows")
+    vac = t.last_autovacuum or t.last_vacuum
+    click.echo(f"last vacuum: {vac.isoformat(timespec='seconds') if vac else 'never'}")
+    if t.horizon_holder:
+        click.echo(f"oldest transaction holding vacuum back: {t.horizon_holder}, open "
+                   f"{_age(t.horizon_age_s)}, {t.horizon_xid_age} transactions ago")
+    else:
+        click.echo("oldest transaction holding vacuum back: none")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the figures as JSON (with --watch: one JSON object per line).")
+@click.option("--watch", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="Print again every SECONDS until interrupted (Ctrl-C).")
+@click.option("--exact", is_flag=True,
+              help="Count every status exactly (scans the whole table; slow on big tables). "
+                   "Without it COMPLETED is estimated from the table statistics.")
+def stats(as_json: bool, watch: float | None, exact: bool) -> None:
+    """The queue at a glance, fast on a table of any size.
+
+    Counts by status (PENDING, PROCESSING and dead letters exact; COMPLETED
+    estimated unless --exact), pending and running work by type, ready versus
+    scheduled, the age of the oldest ready job, jobs finished in the last 1, 5
+    and 15 minutes, dead letters by type, paused types, and the health of the
+    job table: size, dead rows, last vacuum, and the oldest open transaction
+    that keeps vacuum from removing dead rows.
+    """
+    from queue_core.health import collect
+
+    while True:
+        figures = collect(exact=exact)
+        if as_json:
+            data = figures.to_dict()
+            if watch:
+                click.echo(json.dumps(data, default=str))
+            else:
+                print_json(data)
+        else:
+            if watch:
+                click.clear()
+                click.echo(time.strftime("%Y-%m-%d %H:%M:%S  ") + f"(every {watch:g}s, Ctrl-C stops)")
+            _print_health(figures)
+        if not watch:
+            return
+        try:
+            time.sleep(watch)
+        except KeyboardInterrupt:
+            return
+
+
+@main.command()
+@click.option("--status", type=click.Choice(STATUSES, case_sensitive=False), default=None,
+              help="Only jobs in this status (listed in the order its index keeps: PENDING in "
+                   "claim order, PROCESSING oldest heartbeat first, finished newest first).")
+@click.option("--type", "job_type", default=None, help="Only jobs of this type.")
+@click.option("--user-id", default=None, help="Only jobs of this user.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True,
+              help="At most this many jobs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as a JSON array.")
+def jobs(status: str | None, job_type: str | None, user_id: str | None, limit: int,
+         as_json: bool) -> None:
+    """List jobs, newest first (see `skiplock job ID` for one job in full)."""
+    from sqlalchemy import text
+
+    from queue_core import ops_sql
+    from queue_core.db import connect
+
+    status = status.upper() if status else None
+    params: dict[str, Any] = {"status": status, "type": job_type, "user_id": user_id,
+                              "limit": limit}
+    filters = " ".join(clause for name, clause in ops_sql.JOBS_FILTERS.items()
+                       if params[name] is not None)
+    statement = text(ops_sql.LIST_JOBS.format(filters=filters, order=ops_sql.JOBS_ORDER[status]))
+    with connect() as c:
+        rows = [dict(r._mapping) for r in c.execute(statement, params)]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo("no jobs", err=True)
+        return
+    click.echo(f"{'id':<32}  {'type':<24} {'status':<11} {'att':>5}  {'created':<19}  last error")
+    for r in rows:
+        error = (r["lastError"] or "").splitlines()[0][:60] if r["lastError"] else ""
+        created = r["createdAt"].strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(f"{r['id']:<32}  {r['type'][:24]:<24} {r['status']:<11} "
+                   f"{r['attempts']:>2}/{r['maxAttempts']:<2}  {created}  {error}")
+
+
+@main.command()
+@click.argument("job_type", metavar="TYPE")
+@click.option("--reason", default=None, help="Why, for whoever looks at `stats` later.")
+def pause(job_type: str, reason: str | None) -> None:
+    """Stop every pool from claiming jobs of TYPE; they stay PENDING until `resume`.
+
+    Running jobs finish. The pause is in the database: it holds on every host
+    and across restarts. New jobs of TYPE can still be enqueued.
+    """
+    from queue_core.pauses import pause as do_pause
+
+    if not job_type.strip():
+        raise InvalidJob("job type must be a non-empty string")
+    if do_pause(job_type, reason):
+        click.echo(f"paused {job_type}")
+    else:
+        click.echo(f"{job_type} was already paused")
+
+
+@main.command()
+@click.argument("job_type", metavar="TYPE")
+def resume(job_type: str) -> None:
+    """Let pools claim jobs of TYPE again."""
+    from queue_core.pauses import resume as do_resume
+
+    if do_resume(job_type):
+        click.echo(f"resumed {job_type}")
+    else:
+        raise SkiplockError(f"{job_type} is not paused")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the processes as a JSON array.")
+def ps(as_json: bool) -> None:
+    """The live pools on every host: each master and its children, with the job each runs.
+
+    Masters write this table on their heartbeat; a master whose heartbeat is
+    older than the stuck timeout is shown as STALE until a live master (or
+    `skiplock recover`) prunes it.
+    """
+    from queue_core.config import load_settings
+    from queue_core.processes import list_processes
+
+    stale_after = load_settings().effective_stuck_timeout_s
+    rows = list_processes()
+    if as_json:
+        print_json([dict(r.to_dict(), stale=r.heartbeat_age_s > stale_after) for r in rows])
+        return
+    if not rows:
+        click.echo("no pools are running", err=True)
+        return
+    pools = [r for r in rows if r.kind == "master"]
+    children = [r for r in rows if r.kind == "child"]
+    hosts = {r.host for r in pools}
+    click.echo(f"{len(pools)} pools on {len(hosts)} hosts, {len(children)} children, "
+               f"{sum(1 for r in children if r.job_id)} running a job")
+    for r in rows:
+        beat = f"heartbeat {_age(r.heartbeat_age_s)} ago"
+        if r.heartbeat_age_s > stale_after:
+            beat += " STALE"
+        started = r.started_at.strftime("%Y-%m-%d %H:%M:%S")
+        if r.kind == "master":
+            click.echo(f"{r.host}  pid {r.pid}  master ({r.state}, {r.concurrency} children)  "
+                       f"started {started}  {beat}")
+        else:
+            job = (f"{r.job_type} {r.job_id} for {_age(r.job_age_s)}" if r.job_id else "idle")
+            click.echo(f"  worker {r.slot}  pid {r.pid}  started {started}  {job}")
