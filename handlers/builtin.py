@@ -1,6 +1,8 @@
-"""Registers the six built-in job types: importing each module registers its handler."""
+"""Registers the built-in job types (the six of the seed, and BACKFILL_REVIEWS):
+importing each module registers its handler."""
 
 from handlers import (  # noqa: F401
+    backfill_reviews,
     detect_patterns,
     generate_insights,
     generate_review,

@@ -19,8 +19,6 @@ def build_observers(settings: Settings) -> list[PoolObserver]:
 
     observers: list[PoolObserver] = [
         ProcessRegistry(settings.heartbeat_s, settings.effective_stuck_timeout_s),
-        # Always built, even with no schedule: it registers the BACKFILL_REVIEWS
-        # handler, so a pool can run that job whoever enqueued it.
         ScheduleObserver(schedules.load(settings.schedule_file)),
     ]
     if settings.metrics_port is not None:

@@ -5,9 +5,6 @@ what was missed while no master ran, then it looks again every
 CHECK_INTERVAL_S. Several masters, on one host or many, enqueue each
 occurrence once (the occurrence's idempotency key decides, see
 `queue_core.schedules`).
-
-It also registers the BACKFILL_REVIEWS handler that `reviews` schedules
-enqueue, so any child of any pool built with it can run that job.
 """
 
 from __future__ import annotations
@@ -15,9 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
 
-from handlers import JobResult, get_handler, register_handler
 from pool.faults import FaultLog
 from pool.observer import NullObserver, PoolSnapshot
 from queue_core import schedules
@@ -27,15 +22,6 @@ log = logging.getLogger("skiplock.scheduler")
 CHECK_INTERVAL_S = 10.0
 
 
-def _backfill_reviews(payload: dict[str, Any], job_id: str) -> JobResult:
-    return JobResult(success=True, data=schedules.run_backfill_reviews(payload))
-
-
-def register_builtin_handlers() -> None:
-    if get_handler(schedules.BACKFILL_REVIEWS) is None:
-        register_handler(schedules.BACKFILL_REVIEWS, _backfill_reviews)
-
-
 class ScheduleObserver(NullObserver):
     def __init__(self, entries: Sequence[schedules.Schedule],
                  check_interval_s: float = CHECK_INTERVAL_S) -> None:
@@ -43,7 +29,6 @@ class ScheduleObserver(NullObserver):
         self.check_interval_s = check_interval_s
         self._next_check = 0.0
         self._faults = FaultLog(log, "running the schedules")
-        register_builtin_handlers()
 
     def on_start(self, snapshot: PoolSnapshot) -> None:
         if self.schedules:

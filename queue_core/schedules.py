@@ -249,7 +249,7 @@ def cursors(names: Iterable[str]) -> dict[str, datetime]:
 
 
 def run_backfill_reviews(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """What a BACKFILL_REVIEWS job does (its handler is registered by pool.scheduler)."""
+    """What a BACKFILL_REVIEWS job does (its handler: handlers/backfill_reviews.py)."""
     from datetime import date
 
     from queue_core.backfill import backfill_reviews

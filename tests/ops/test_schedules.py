@@ -85,8 +85,7 @@ def test_a_reviews_schedule_enqueues_a_backfill_job_that_a_child_runs(tmp_path):
     assert job_type == "BACKFILL_REVIEWS" and payload["period"] == "daily"
     from handlers import get_handler
 
-    ScheduleObserver([])  # registers the handler, as the worker does
-    handler = get_handler("BACKFILL_REVIEWS")
+    handler = get_handler("BACKFILL_REVIEWS")  # built in: every pool runs it
     assert handler is not None
     result = handler(payload, "job")
     assert result.success and result.data["created"] >= 1
@@ -156,3 +155,14 @@ def test_schedule_commands_without_a_file_or_with_a_bad_one(tmp_path):
     assert run("schedule", "list").exit_code == 2
     bad = run("schedule", "list", "--file", str(tmp_path / "missing.toml"))
     assert bad.exit_code == 1 and "cannot read schedule file" in bad.output
+
+
+def test_backfill_reviews_is_a_built_in_type_with_a_clear_error_for_bad_dates():
+    from handlers import get_handler
+
+    enqueued = run("enqueue", "BACKFILL_REVIEWS",
+                   '{"period": "daily", "from": "2026-11-01", "to": "2026-11-02"}')
+    assert enqueued.exit_code == 0, enqueued.output
+    result = get_handler("BACKFILL_REVIEWS")({"period": "daily", "from": "nope", "to": "x"}, "j")
+    assert not result.success and not result.should_retry
+    assert "BACKFILL_REVIEWS" in result.error
