@@ -49,13 +49,14 @@ EXISTING_BY_KEY = text(
 # One statement: lock ready rows in index order, skipping rows other workers
 # hold, and mark them ours. The CTE is the fence that keeps the UPDATE to the
 # LIMIT (LESSONS.md "The claim is one statement").
-# Paused types (`skiplock pause`) are skipped by an anti-join on a table of a
-# few rows, checked per candidate while the partial claim index gives the order.
+# Paused types (`skiplock pause`) are skipped by asking a plpgsql function about
+# each candidate while the partial claim index gives the order; why a function
+# and not a join: alembic/versions/0003_ops.py.
 _CLAIM = """
     WITH ready AS (
         SELECT id FROM "WorkerJob"
         WHERE status = 'PENDING' AND "availableAt" <= now() {type_filter}
-          AND NOT EXISTS (SELECT 1 FROM "WorkerJobPause" p WHERE p.type = "WorkerJob".type)
+          AND NOT skiplock_type_paused(type)
         ORDER BY priority DESC, "availableAt" ASC
         LIMIT :limit
         FOR UPDATE SKIP LOCKED

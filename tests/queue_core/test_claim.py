@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 import queue_core as q
 from queue_core import db
+from queue_core import sql as sql_statements
 from tests.queue_core.helpers import count, row, sql
 
 
@@ -35,17 +36,26 @@ def test_claim_respects_limit_and_type_filter():
     assert q.claim("w") == []
 
 
-def test_claim_uses_the_partial_index():
-    q.enqueue_many([{"type": "X", "payload": {}} for _ in range(2000)])
+def _plan(statement, params) -> str:
+    """EXPLAIN of a statement as the driver sends it (psycopg2 binds client-side)."""
     with db.get_engine().begin() as conn:
-        conn.execute(text('ANALYZE "WorkerJob"'))
-        conn.execute(text("SET LOCAL enable_seqscan = off"))
-        plan = "\n".join(r[0] for r in conn.execute(text(
-            'EXPLAIN SELECT id FROM "WorkerJob" WHERE status = \'PENDING\' '
-            'AND "availableAt" <= now() ORDER BY priority DESC, "availableAt" ASC LIMIT 1 '
-            "FOR UPDATE SKIP LOCKED")))
-    assert "WorkerJob_claim_idx" in plan
-    assert "Sort" not in plan
+        plan = "\n".join(r[0] for r in conn.execute(text("EXPLAIN " + statement.text), params))
+        conn.rollback()
+    return plan
+
+
+def test_the_claim_statements_walk_the_claim_index_even_when_one_type_fills_the_queue():
+    # One type dominating the backlog (a backfill) is what once made the planner
+    # sort every pending row: the real statements, on realistic statistics.
+    q.enqueue_many([{"type": "BULK", "payload": {}} for _ in range(20_000)])
+    q.enqueue_many([{"type": "RARE", "payload": {}} for _ in range(5)])
+    sql('ANALYZE "WorkerJob"')
+    for limit in (1, 10):
+        plan = _plan(sql_statements.CLAIM, {"worker_id": "w", "limit": limit})
+        assert "WorkerJob_claim_idx" in plan, plan
+        assert "Sort" not in plan and "Seq Scan" not in plan, plan
+    plan = _plan(sql_statements.CLAIM_TYPES, {"worker_id": "w", "limit": 1, "types": ["BULK"]})
+    assert "Seq Scan" not in plan and "Sort Method: external" not in plan, plan
 
 
 def _claim_until_empty(worker: str) -> list[str]:
