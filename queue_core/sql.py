@@ -52,10 +52,15 @@ EXISTING_BY_KEY = text(
 # Paused types (`skiplock pause`) are skipped by asking a plpgsql function about
 # each candidate while the partial claim index gives the order; why a function
 # and not a join: alembic/versions/0003_ops.py.
+# statement_timestamp(), not now(): a pool child also claims its next jobs at the
+# end of a finished job's transaction (pool/child.py), where now() is when that
+# transaction began, maybe minutes ago. A lease dated then would look stuck to
+# recovery before the first heartbeat, and jobs that became ready meanwhile would
+# be skipped. In an autocommit claim the two are the same instant.
 _CLAIM = """
     WITH ready AS (
         SELECT id FROM "WorkerJob"
-        WHERE status = 'PENDING' AND "availableAt" <= now() {type_filter}
+        WHERE status = 'PENDING' AND "availableAt" <= statement_timestamp() {type_filter}
           AND NOT skiplock_type_paused(type)
         ORDER BY priority DESC, "availableAt" ASC
         LIMIT :limit
@@ -63,7 +68,8 @@ _CLAIM = """
     )
     UPDATE "WorkerJob" AS j
     SET status = 'PROCESSING', attempts = j.attempts + 1,
-        "lockedAt" = now(), "startedAt" = now(), "lockedBy" = :worker_id
+        "lockedAt" = statement_timestamp(), "startedAt" = statement_timestamp(),
+        "lockedBy" = :worker_id
     FROM ready
     WHERE j.id = ready.id
     RETURNING j.*

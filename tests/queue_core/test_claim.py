@@ -102,3 +102,15 @@ def test_a_row_inserted_the_way_the_seed_service_does_is_claimed():
     assert job.payload == {"eventId": "e1"} and job.attempts == 1
     assert q.complete(job, {"ok": True})
     assert row(job.id).st == "COMPLETED"
+
+
+def test_a_claim_in_an_older_transaction_dates_its_lease_when_it_runs():
+    # A pool child claims its next jobs at the end of the finished job's transaction:
+    # a lease dated when that transaction began would already look stuck.
+    with db.get_engine().begin() as conn:
+        began = conn.execute(text("SELECT now()")).scalar_one()
+        q.enqueue("X", {}, conn=conn)  # made ready after the transaction began
+        conn.execute(text("SELECT pg_sleep(0.3)"))
+        [job] = q.claim("w", conn=conn)
+    assert job.locked_at is not None and job.started_at == job.locked_at
+    assert (job.locked_at - began).total_seconds() >= 0.3
