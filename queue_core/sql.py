@@ -1,7 +1,9 @@
 """Every statement on "WorkerJob", named, side by side.
 
 Rules all of them follow:
-- times come from the database clock (`now()`), never from a worker's;
+- times come from the database clock, never from a worker's: `now()` where a
+  statement runs alone, `statement_timestamp()` where it may run at the end
+  of a job's transaction (`now()` there is when the handler began);
 - every state change of a claimed job re-checks in its own WHERE that the row
   is still PROCESSING, held by this worker, at this attempt (LESSONS.md: a
   rescue can race a completion); zero rows changed means the job was lost;
@@ -84,8 +86,8 @@ _FENCE = """
 COMPLETE = text(
     f"""
     UPDATE "WorkerJob"
-    SET status = 'COMPLETED', "completedAt" = now(), "lockedAt" = NULL, "lockedBy" = NULL,
-        result = CAST(:result AS jsonb)
+    SET status = 'COMPLETED', "completedAt" = statement_timestamp(),
+        "lockedAt" = NULL, "lockedBy" = NULL, result = CAST(:result AS jsonb)
     WHERE {_FENCE}
     """
 )
@@ -98,10 +100,10 @@ FAIL = text(
     SET status = CASE WHEN :retry AND attempts < "maxAttempts"
                       THEN 'PENDING' ELSE 'DEAD_LETTER' END::"JobStatus",
         "availableAt" = CASE WHEN :retry AND attempts < "maxAttempts"
-                             THEN now() + make_interval(secs => :backoff_s)
+                             THEN statement_timestamp() + make_interval(secs => :backoff_s)
                              ELSE "availableAt" END,
         "completedAt" = CASE WHEN :retry AND attempts < "maxAttempts"
-                             THEN NULL ELSE now() END,
+                             THEN NULL ELSE statement_timestamp() END,
         "lastError" = :error, "lockedAt" = NULL, "lockedBy" = NULL
     WHERE {_FENCE}
     RETURNING status, "availableAt"
@@ -113,7 +115,7 @@ FAIL = text(
 RELEASE = text(
     f"""
     UPDATE "WorkerJob"
-    SET status = 'PENDING', attempts = attempts - 1, "availableAt" = now(),
+    SET status = 'PENDING', attempts = attempts - 1, "availableAt" = statement_timestamp(),
         "lastError" = :reason, "lockedAt" = NULL, "lockedBy" = NULL, "startedAt" = NULL
     WHERE {_FENCE}
     """
@@ -122,7 +124,7 @@ RELEASE = text(
 # Each job fenced by its own holder and attempt; what comes back is still held.
 HEARTBEAT = text(
     """
-    UPDATE "WorkerJob" AS j SET "lockedAt" = now()
+    UPDATE "WorkerJob" AS j SET "lockedAt" = statement_timestamp()
     FROM unnest(CAST(:ids AS text[]), CAST(:lockers AS text[]), CAST(:attempts AS int[]))
          AS h(id, locked_by, attempts)
     WHERE j.id = h.id AND j.status = 'PROCESSING'

@@ -105,3 +105,18 @@ def test_backoff_follows_the_seed_formula_with_cap_and_jitter():
     assert backoff_s(1, rand=lambda: 0.0) == pytest.approx(9.0)
     assert backoff_s(1, rand=lambda: 1.0) == pytest.approx(11.0)
     assert backoff_s(1, rand=lambda: 0.5) == pytest.approx(10.0)
+
+
+def test_completion_inside_a_long_job_transaction_is_dated_when_it_happens():
+    import time
+
+    from queue_core import db
+
+    q.enqueue("X", {})
+    [job] = q.claim("w")
+    with db.get_engine().begin() as conn:
+        conn.exec_driver_sql("SELECT 1")  # the job's transaction begins with the handler
+        time.sleep(0.3)
+        assert q.complete(job, conn=conn)
+    r = row(job.id)
+    assert (r.completedAt - r.startedAt).total_seconds() >= 0.3
