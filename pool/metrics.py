@@ -49,8 +49,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
-from pool.faults import FaultLog
 from pool.observer import ChildInfo, NullObserver, PoolSnapshot
+from pool.outage import Outage
 from queue_core.errors import ConfigurationError
 
 log = logging.getLogger("skiplock.metrics")
@@ -153,7 +153,7 @@ class MetricsObserver(NullObserver):
         PlatformCollector(registry=r)
         self._server: Any = None
         self._next_refresh = 0.0
-        self._faults = FaultLog(log, "reading the queue for the metrics")
+        self._faults = Outage("reading the queue for the metrics", log)
 
     def serve(self) -> None:
         """Bind the port now: a port that is taken stops the worker before it starts.

@@ -2,9 +2,10 @@
 
 LESSONS.md: a pool that cannot reach the database must back off, log one line
 per fault, and come back by itself after a restart or a failover. An `Outage`
-is that policy for one kind of work (the claim loop, the heartbeats, ...): the
-first failure logs a warning, the next ones stay quiet and wait longer each
-time, and the first success afterwards logs that it is over.
+is that policy for one kind of work (the claim loop, the heartbeats, the
+observers' writes, ...): the first failure logs a warning, the next ones stay
+quiet and wait longer each time, and the first success afterwards logs that it
+is over.
 """
 
 from __future__ import annotations
@@ -12,8 +13,15 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 
-from queue_core.errors import DatabaseUnavailable
+from sqlalchemy import exc as sa_exc
+
+from queue_core.errors import DatabaseUnavailable, SkiplockError
+
+# What database work may throw that is an outage to ride out, not a bug: a
+# server that is down, or tables that are not migrated yet.
+EXPECTED = (SkiplockError, sa_exc.DBAPIError)
 
 INITIAL_DELAY_S = 0.5
 MAX_DELAY_S = 10.0
@@ -58,6 +66,20 @@ class Outage:
         self.retry_at = now + delay
         return delay
 
+    def run(self, action: Callable[[], object]) -> bool:
+        """Do `action` now, under this policy; False if it failed (and was logged, once).
+
+        For work that keeps its own rhythm (an observer's beat): it does not wait
+        for the back-off, it only keeps the log to one line per outage.
+        """
+        try:
+            action()
+        except EXPECTED as exc:
+            self.failed(exc)
+            return False
+        self.succeeded()
+        return True
+
     def succeeded(self) -> None:
         if self.failures:
             assert self.since is not None
@@ -69,5 +91,7 @@ class Outage:
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
+        exc = exc.orig  # the driver's message, without the SQL SQLAlchemy appends
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

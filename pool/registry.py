@@ -14,8 +14,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from pool.faults import FaultLog
 from pool.observer import NullObserver, PoolSnapshot
+from pool.outage import Outage
 from queue_core import processes
 
 log = logging.getLogger("skiplock.registry")
@@ -29,7 +29,7 @@ class ProcessRegistry(NullObserver):
         self.stale_after_s = stale_after_s
         self._next_beat = 0.0
         self._beats = 0
-        self._faults = FaultLog(log, "updating the process table")
+        self._faults = Outage("updating the process table", log)
 
     def on_start(self, snapshot: PoolSnapshot) -> None:
         self._guarded(lambda: processes.prune(self.stale_after_s))

@@ -13,8 +13,8 @@ import logging
 import time
 from collections.abc import Sequence
 
-from pool.faults import FaultLog
 from pool.observer import NullObserver, PoolSnapshot
+from pool.outage import Outage
 from queue_core import schedules
 
 log = logging.getLogger("skiplock.scheduler")
@@ -28,7 +28,7 @@ class ScheduleObserver(NullObserver):
         self.schedules = list(entries)
         self.check_interval_s = check_interval_s
         self._next_check = 0.0
-        self._faults = FaultLog(log, "running the schedules")
+        self._faults = Outage("running the schedules", log)
 
     def on_start(self, snapshot: PoolSnapshot) -> None:
         if self.schedules:
