@@ -101,22 +101,22 @@ def read_queue() -> dict[str, Any]:
     """One reading of the queue, through the partial indexes (cheap on a big table)."""
     from queue_core import ops_sql
     from queue_core.db import connect
-    from queue_core.health import queue_stats_without_counts
+    from queue_core.maintenance import pending_breakdown
     from queue_core.pauses import paused
 
     with connect() as c:
-        base = queue_stats_without_counts(c)
+        base = pending_breakdown(c)
         dead = {r.type: int(r.n) for r in c.execute(ops_sql.DEAD_BY_TYPE)}
         paused_types = [p.type for p in paused(c)]
     depth: dict[tuple[str, str], int] = {}
-    for job_type, n in base["by_type"].items():
+    for job_type, n in base.by_type.items():
         depth[("PENDING", job_type)] = n
-    for job_type, n in base["processing_by_type"].items():
+    for job_type, n in base.processing_by_type.items():
         depth[("PROCESSING", job_type)] = n
     for job_type, n in dead.items():
         depth[("DEAD_LETTER", job_type)] = n
-    return {"depth": depth, "ready": base["ready_by_type"],
-            "oldest_ready_age_s": base["oldest_ready_age_s"] or 0.0,
+    return {"depth": depth, "ready": base.ready_by_type,
+            "oldest_ready_age_s": base.oldest_ready_age_s or 0.0,
             "paused": paused_types, "at": time.time()}
 
 

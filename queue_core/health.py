@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from queue_core import ops_sql, sql
 from queue_core.db import connect
+from queue_core.maintenance import camel, pending_breakdown
 from queue_core.pauses import paused
 
 THROUGHPUT_WINDOWS_MIN = (1, 5, 15)
@@ -67,7 +68,7 @@ class Health:
             "completed": self.counts.get("COMPLETED", 0),
             "failed": self.counts.get("FAILED", 0),
             "deadLetter": self.counts.get("DEAD_LETTER", 0),
-            "estimated": [_camel(s) for s in self.estimated],
+            "estimated": [camel(s) for s in self.estimated],
             "ready": self.ready,
             "scheduled": self.scheduled,
             "oldestReadyAgeSeconds": self.oldest_ready_age_s,
@@ -94,26 +95,20 @@ class Health:
         }
 
 
-def _camel(status: str) -> str:
-    head, *rest = status.lower().split("_")
-    return head + "".join(part.title() for part in rest)
-
-
 def collect(exact: bool = False, conn: Connection | Session | None = None) -> Health:
     health = Health()
     with connect(conn) as c:
-        # Pending and processing by type, ready vs scheduled: the foundation's
-        # stats, minus its full count by status (which would scan the table).
-        base = queue_stats_without_counts(c)
-        health.ready, health.scheduled = base["ready"], base["scheduled"]
-        health.oldest_ready_age_s = base["oldest_ready_age_s"]
-        health.pending_by_type = base["by_type"]
-        health.ready_by_type = base["ready_by_type"]
-        health.processing_by_type = base["processing_by_type"]
+        # The foundation's breakdown, without its full count by status (a scan).
+        base = pending_breakdown(c)
+        health.ready, health.scheduled = base.ready, base.scheduled
+        health.oldest_ready_age_s = base.oldest_ready_age_s
+        health.pending_by_type = base.by_type
+        health.ready_by_type = base.ready_by_type
+        health.processing_by_type = base.processing_by_type
         health.dead_by_type = {r.type: int(r.n) for r in c.execute(ops_sql.DEAD_BY_TYPE)}
         table = c.execute(ops_sql.TABLE_ESTIMATE).first()
         if exact:
-            counts = {r.status: int(r.n) for r in c.execute(ops_sql.COUNT_BY_STATUS_EXACT)}
+            counts = {r.status: int(r.n) for r in c.execute(sql.COUNT_BY_STATUS)}
         else:
             active = c.execute(ops_sql.COUNT_ACTIVE).one()
             failed = int(c.execute(ops_sql.FAILED_COUNT).scalar_one())
@@ -150,22 +145,3 @@ def collect(exact: bool = False, conn: Connection | Session | None = None) -> He
                                             else None)
         health.paused = {p.type: p.pending for p in paused(c)}
     return health
-
-
-def queue_stats_without_counts(conn: Connection) -> dict[str, Any]:
-    """The pending/processing breakdown of `maintenance.stats`, read through the partial indexes."""
-    result: dict[str, Any] = {"ready": 0, "scheduled": 0, "oldest_ready_age_s": None,
-                              "by_type": {}, "ready_by_type": {}, "processing_by_type": {}}
-    oldest: list[float] = []
-    for row in conn.execute(sql.PENDING_BY_TYPE):
-        result["by_type"][row.type] = int(row.ready + row.scheduled)
-        result["ready_by_type"][row.type] = int(row.ready)
-        result["ready"] += int(row.ready)
-        result["scheduled"] += int(row.scheduled)
-        if row.oldest_ready_s is not None:
-            oldest.append(float(row.oldest_ready_s))
-    for row in conn.execute(sql.PROCESSING_BY_TYPE):
-        result["processing_by_type"][row.type] = int(row.n)
-    result["oldest_ready_age_s"] = max(oldest) if oldest else None
-    return result
-

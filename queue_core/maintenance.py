@@ -41,30 +41,39 @@ class QueueStats:
 
     def to_dict(self) -> dict[str, Any]:
         """The seed's camelCase keys (pending, deadLetter, byType, ...)."""
-        return {_camel(k): v for k, v in asdict(self).items()}
+        return {camel(k): v for k, v in asdict(self).items()}
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
+def camel(name: str) -> str:
+    """`dead_letter` or `DEAD_LETTER` -> `deadLetter` (the seed's JSON keys)."""
+    head, *rest = name.lower().split("_")
     return head + "".join(part.title() for part in rest)
 
 
 def stats(conn: Connection | Session | None = None) -> QueueStats:
-    result = QueueStats()
+    """Exact counts by status (a scan of the table: `skiplock stats` estimates
+    COMPLETED instead, see `queue_core.health`), and the pending breakdown."""
     with connect(conn, autocommit=True) as c:
+        result = pending_breakdown(c)
         for row in c.execute(sql.COUNT_BY_STATUS):
-            name = {"DEAD_LETTER": "dead_letter"}.get(row.status, row.status.lower())
-            setattr(result, name, int(row.n))
-        oldest: list[float] = []
-        for row in c.execute(sql.PENDING_BY_TYPE):
-            result.by_type[row.type] = int(row.ready + row.scheduled)
-            result.ready_by_type[row.type] = int(row.ready)
-            result.ready += int(row.ready)
-            result.scheduled += int(row.scheduled)
-            if row.oldest_ready_s is not None:
-                oldest.append(float(row.oldest_ready_s))
-        for row in c.execute(sql.PROCESSING_BY_TYPE):
-            result.processing_by_type[row.type] = int(row.n)
+            setattr(result, row.status.lower(), int(row.n))
+    return result
+
+
+def pending_breakdown(conn: Connection) -> QueueStats:
+    """Pending by type, ready vs scheduled, the oldest ready job, running by type:
+    read through the partial indexes, cheap on any table size. Counts stay 0."""
+    result = QueueStats()
+    oldest: list[float] = []
+    for row in conn.execute(sql.PENDING_BY_TYPE):
+        result.by_type[row.type] = int(row.ready + row.scheduled)
+        result.ready_by_type[row.type] = int(row.ready)
+        result.ready += int(row.ready)
+        result.scheduled += int(row.scheduled)
+        if row.oldest_ready_s is not None:
+            oldest.append(float(row.oldest_ready_s))
+    for row in conn.execute(sql.PROCESSING_BY_TYPE):
+        result.processing_by_type[row.type] = int(row.n)
     result.oldest_ready_age_s = max(oldest) if oldest else None
     return result
 

@@ -181,10 +181,6 @@ COUNT_ACTIVE = text(
     """
 )
 
-COUNT_BY_STATUS_EXACT = text(
-    'SELECT status::text AS status, count(*) AS n FROM "WorkerJob" GROUP BY 1'
-)
-
 DEAD_BY_TYPE = text(
     """SELECT type, count(*) AS n FROM "WorkerJob" WHERE status = 'DEAD_LETTER' GROUP BY type"""
 )
