@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 
-from queue_core import ops_sql, payloads
+from queue_core import ops_sql, payloads, sql
 from queue_core.db import connect
 from queue_core.enqueue import enqueue_batch
 from queue_core.errors import InvalidJob
@@ -64,7 +64,7 @@ def _flush(jobs: list[dict[str, Any]], outcome: Outcome, dry_run: bool,
     if dry_run:
         keys = [job["idempotency_key"] for job in jobs]
         with connect() as c:
-            existing = len(c.execute(ops_sql.EXISTING_KEYS, {"keys": keys}).fetchall())
+            existing = len(c.execute(sql.EXISTING_BY_KEY, {"keys": keys}).fetchall())
         outcome.already_queued += existing
     else:
         done = enqueue_batch(jobs)

@@ -150,13 +150,6 @@ USERS_BATCH = """
 COUNT_USERS = 'SELECT count(*) AS n FROM "User" WHERE true {filters}'
 USER_FILTERS = {"user_id": "AND id = :user_id"}
 
-EXISTING_KEYS = text(
-    """
-    SELECT "idempotencyKey" AS key FROM "WorkerJob"
-    WHERE "idempotencyKey" = ANY(CAST(:keys AS text[]))
-    """
-)
-
 # -- reads for `stats` ------------------------------------------------------------------
 
 TABLE_ESTIMATE = text(
