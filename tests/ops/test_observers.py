@@ -18,6 +18,7 @@ from queue_core.config import load_settings
 from queue_core.errors import ConfigurationError
 from tests.ops.helpers import run
 from tests.queue_core.helpers import sql
+from tests.support import free_port
 
 
 def snapshot(master: str, *children: ChildInfo, state: str = "running") -> PoolSnapshot:
@@ -59,12 +60,6 @@ def test_a_master_that_stopped_heartbeating_is_pruned_with_its_children():
     result = run("recover", "--stuck-timeout", "60s")
     assert result.exit_code == 0 and "pruned 1 pools" in result.output
     assert processes.list_processes() == []
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(port: int) -> str:

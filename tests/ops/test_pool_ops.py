@@ -26,26 +26,10 @@ import pytest
 
 from queue_core import enqueue
 from tests.ops.helpers import run
+from tests.support import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 HANDLERS = "tests.ops.handlers_for_tests"
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 30.0, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(every)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
+
+from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_HANDLERS = "tests.pool.sample_handlers"
@@ -40,19 +41,6 @@ CREATE TABLE IF NOT EXISTS pool_test_starts (
     job_id text NOT NULL, pid integer NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 """
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
-             interval: float = 0.05) -> Any:
-    """Poll `predicate` until it returns something true; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def alive(pid: int) -> bool:
