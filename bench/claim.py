@@ -15,15 +15,8 @@ import multiprocessing
 import time
 
 import queue_core as q
-from bench.common import machine, mean, percentile, pgbench, scratch_database, sql
+from bench.common import fill, machine, mean, percentile, pgbench, scratch_database, sql
 from queue_core import db
-
-
-def _fill(count: int, job_type: str = "BENCH") -> None:
-    batch = 10_000
-    for start in range(0, count, batch):
-        q.enqueue_many([{"type": job_type, "payload": {"n": start + i}}
-                        for i in range(min(batch, count - start))])
 
 
 def _drain(args: tuple[str, int]) -> tuple[int, float]:
@@ -56,8 +49,7 @@ def run(argv: list[str]) -> None:
     with scratch_database() as url:
         print(f"machine: {machine(url)}")
         began = time.perf_counter()
-        _fill(args.backlog)
-        sql(url, 'VACUUM ANALYZE "WorkerJob"')
+        fill(args.backlog, "BENCH", {})
         print(f"backlog: {args.backlog} pending jobs (filled in {time.perf_counter() - began:.1f} s)")
 
         claim_ms, complete_ms = [], []

@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import tempfile
 from contextlib import AbstractContextManager
+from typing import Any
 
 import psycopg2
 
@@ -93,3 +94,13 @@ def mean(values: list[float]) -> float:
 
 def sql(url: str, statement: str) -> None:
     scratch.run_admin(url, statement)
+
+
+def fill(count: int, job_type: str, payload: dict[str, Any], batch: int = 10_000) -> None:
+    """Enqueue `count` jobs in batches (one round trip each), then VACUUM ANALYZE."""
+    import queue_core
+
+    for start in range(0, count, batch):
+        queue_core.enqueue_many([{"type": job_type, "payload": payload}
+                                 for _ in range(min(batch, count - start))])
+    sql(os.environ["DATABASE_URL"], 'VACUUM ANALYZE "WorkerJob"')

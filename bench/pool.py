@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import text
 
 import queue_core as q
-from bench.common import machine, percentile, pgbench, scratch_database, sql
+from bench.common import fill, machine, percentile, pgbench, scratch_database, sql
 from queue_core import db
 
 WORKER_FLAGS = ["--handlers", "bench.handlers", "--heartbeat", "1", "--log-level", "WARNING"]
@@ -68,10 +68,7 @@ def _rate(total: int) -> float:
 def _throughput(url: str, job_type: str, payload: dict[str, Any], total: int,
                 *flags: str) -> float:
     sql(url, 'TRUNCATE "WorkerJob"')
-    for start in range(0, total, 10_000):
-        q.enqueue_many([{"type": job_type, "payload": payload}
-                        for _ in range(min(10_000, total - start))])
-    sql(url, 'VACUUM ANALYZE "WorkerJob"')
+    fill(total, job_type, payload)
     proc = _start_pool(url, *flags)
     try:
         _wait_done(total)
