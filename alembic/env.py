@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from alembic import context
 from sqlalchemy import create_engine, pool, text
 
-from alembic import context
-from queue_core.urls import database_url
+from skiplock.queue_core.urls import database_url
 
 # Several hosts may start `skiplock migrate` at once: the first takes this lock,
 # the others wait and then find nothing left to do.

@@ -25,9 +25,9 @@ from typing import Any
 
 from sqlalchemy import text
 
-import queue_core as q
 from bench.common import scratch_database
-from queue_core import db
+from skiplock import queue_core as q
+from skiplock.queue_core import db
 
 REPO = Path(__file__).resolve().parent.parent
 HANDLERS = "tests.pool.sample_handlers"  # TEST_RECORD writes pool_test_runs in the job's transaction

@@ -14,9 +14,9 @@ import argparse
 import multiprocessing
 import time
 
-import queue_core as q
 from bench.common import fill, machine, mean, percentile, pgbench, scratch_database, sql
-from queue_core import db
+from skiplock import queue_core as q
+from skiplock.queue_core import db
 
 
 def _drain(args: tuple[str, int]) -> tuple[int, float]:

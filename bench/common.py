@@ -21,8 +21,8 @@ from typing import Any
 
 import psycopg2
 
-from queue_core import scratch
-from queue_core.urls import libpq_dsn
+from skiplock.queue_core import scratch
+from skiplock.queue_core.urls import libpq_dsn
 
 
 def scratch_database() -> AbstractContextManager[str]:
@@ -60,7 +60,7 @@ def pgbench(url: str, script: str, *, clients: int = 1, seconds: float = 5,
     """Transactions per second of `script` run by pgbench against `url`."""
     exe = shutil.which("pgbench")
     if exe is None:
-        from queue_core.embedded import find_bindir
+        from skiplock.queue_core.embedded import find_bindir
 
         bindir = find_bindir()
         exe = str(bindir / "pgbench") if bindir else None
@@ -98,7 +98,7 @@ def sql(url: str, statement: str) -> None:
 
 def fill(count: int, job_type: str, payload: dict[str, Any], batch: int = 10_000) -> None:
     """Enqueue `count` jobs in batches (one round trip each), then VACUUM ANALYZE."""
-    import queue_core
+    from skiplock import queue_core
 
     for start in range(0, count, batch):
         queue_core.enqueue_many([{"type": job_type, "payload": payload}

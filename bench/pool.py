@@ -23,9 +23,9 @@ from typing import Any
 
 from sqlalchemy import text
 
-import queue_core as q
 from bench.common import fill, machine, percentile, pgbench, scratch_database, sql
-from queue_core import db
+from skiplock import queue_core as q
+from skiplock.queue_core import db
 
 WORKER_FLAGS = ["--handlers", "bench.handlers", "--heartbeat", "1", "--log-level", "WARNING"]
 

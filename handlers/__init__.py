@@ -3,8 +3,8 @@
 Importing this package registers the built-in types.
 """
 
-from handlers import builtin as _builtin  # noqa: F401  (registers the six built-in types)
-from handlers.registry import (
+from skiplock.handlers import builtin as _builtin  # noqa: F401  (registers the six built-in types)
+from skiplock.handlers.registry import (
     JobResult,
     Registration,
     get_handler,

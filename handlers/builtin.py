@@ -1,7 +1,7 @@
 """Registers the built-in job types (the six of the seed, and BACKFILL_REVIEWS):
 importing each module registers its handler."""
 
-from handlers import (  # noqa: F401
+from skiplock.handlers import (  # noqa: F401
     backfill_reviews,
     detect_patterns,
     generate_insights,

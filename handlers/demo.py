@@ -14,14 +14,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, text
-
-from handlers.domain import store
-from handlers.domain.periods import DAILY, WEEKLY, load_timezone, period_key, to_local
-from handlers.domain.samples import sample_entries
-from queue_core import enqueue_many
-from queue_core.db import transaction
-from queue_core.payloads import GENERATE_REVIEW, INTERPRET_EVENT
+from skiplock.handlers.domain import sql, store
+from skiplock.handlers.domain.periods import DAILY, WEEKLY, load_timezone, period_key, to_local
+from skiplock.handlers.domain.samples import sample_entries
+from skiplock.queue_core import enqueue_many
+from skiplock.queue_core.db import transaction
+from skiplock.queue_core.payloads import GENERATE_REVIEW, INTERPRET_EVENT
 
 
 @dataclass(frozen=True)
@@ -78,57 +76,18 @@ def seed_demo(timezone: str, days: int, seed: int = 7, today: date | None = None
 def pending_jobs(user_id: str) -> int:
     """The user's jobs not settled yet (waiting, running, or waiting for a retry)."""
     with transaction() as conn:
-        return int(conn.execute(text(
-            """SELECT count(*) FROM "WorkerJob"
-               WHERE "userId" = :u AND status IN ('PENDING', 'PROCESSING')"""),
-            {"u": user_id}).scalar_one())
-
-
-def _all(conn: Connection, sql: str, **params: Any) -> list[Any]:
-    return list(conn.execute(text(sql), params))
+        return int(conn.execute(sql.UNSETTLED_JOBS, {"u": user_id}).scalar_one())
 
 
 def report(user_id: str) -> dict[str, Any]:
     """What each step produced for the user, and the timings of its jobs."""
+    statements = {"timings": sql.JOB_TIMINGS, "moods": sql.MOODS, "patterns": sql.PATTERNS,
+                  "insights": sql.INSIGHTS, "outcomes": sql.PATTERN_OUTCOMES,
+                  "reviews": sql.REVIEWS, "plans": sql.PLANS, "suggestions": sql.SUGGESTIONS,
+                  "errors": sql.DEAD_LETTERS}
     with transaction() as conn:
-        timings = _all(conn, """
-            SELECT type, count(*) AS jobs,
-                   count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
-                   count(*) FILTER (WHERE status = 'DEAD_LETTER') AS dead,
-                   sum(attempts) - count(*) AS retries,
-                   avg(extract(epoch FROM "completedAt" - "startedAt")) * 1000 AS avg_ms,
-                   max(extract(epoch FROM "completedAt" - "startedAt")) * 1000 AS max_ms,
-                   extract(epoch FROM max("completedAt") - min("createdAt")) AS span_s
-            FROM "WorkerJob" WHERE "userId" = :u GROUP BY type
-            ORDER BY min("createdAt"), type""", u=user_id)
-        moods = _all(conn, """SELECT mood, count(*) AS n FROM "Interpretation"
-                              WHERE "userId" = :u GROUP BY mood ORDER BY mood""", u=user_id)
-        patterns = _all(conn, """SELECT description, support, confidence, status FROM "Pattern"
-                                 WHERE "userId" = :u
-                                 ORDER BY status, support * confidence DESC, key""", u=user_id)
-        # An answer that changed is a new insight: show the latest one of each question.
-        insights = _all(conn, """SELECT DISTINCT ON ("questionKey") question, answer,
-                                        count(*) OVER () AS total
-                                 FROM "Insight" WHERE "userId" = :u
-                                 ORDER BY "questionKey", "createdAt" DESC, id""", u=user_id)
-        reviews = _all(conn, """SELECT type, "periodKey", summary->>'headline' AS headline
-                                FROM "Review" WHERE "userId" = :u
-                                ORDER BY type, "periodKey" """, u=user_id)
-        plans = _all(conn, """SELECT "targetDate", focus, items FROM "DailyPlan"
-                              WHERE "userId" = :u ORDER BY "targetDate" """, u=user_id)
-        suggestions = _all(conn, """
-            SELECT p."targetDate", s.status, s.statement, s.reason FROM "UomSuggestion" s
-            JOIN "DailyPlan" p ON p.id = s."dailyPlanId"
-            WHERE s."userId" = :u ORDER BY p."targetDate" """, u=user_id)
-        outcomes = _all(conn, """
-            SELECT result->>'outcome' AS outcome, count(*) AS n FROM "WorkerJob"
-            WHERE "userId" = :u AND type = 'DETECT_PATTERNS' AND status = 'COMPLETED'
-            GROUP BY 1 ORDER BY 2 DESC, 1""", u=user_id)
-        errors = _all(conn, """SELECT type, "lastError" FROM "WorkerJob"
-                               WHERE "userId" = :u AND status = 'DEAD_LETTER'""", u=user_id)
-    return {"timings": timings, "moods": moods, "patterns": patterns, "insights": insights,
-            "outcomes": outcomes,
-            "reviews": reviews, "plans": plans, "suggestions": suggestions, "errors": errors}
+        return {name: list(conn.execute(statement, {"u": user_id}))
+                for name, statement in statements.items()}
 
 
 def format_report(seeded: Seeded, data: dict[str, Any], wall_s: float) -> list[str]:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.domain import store
-from handlers.domain.patterns import FADED, INSIGHT_TRIGGERS, compare, mine_patterns
-from handlers.registry import JobResult, handler
-from handlers.steps import MissingRecord, require_owner, require_user, run_step
-from queue_core import enqueue_generate_insights
-from queue_core.db import transaction
-from queue_core.payloads import DETECT_PATTERNS
+from skiplock.handlers.domain import store
+from skiplock.handlers.domain.patterns import FADED, INSIGHT_TRIGGERS, compare, mine_patterns
+from skiplock.handlers.registry import JobResult, handler
+from skiplock.handlers.steps import MissingRecord, require_owner, require_user, run_step
+from skiplock.queue_core import enqueue_generate_insights
+from skiplock.queue_core.db import transaction
+from skiplock.queue_core.payloads import DETECT_PATTERNS
 
 
 @handler(DETECT_PATTERNS)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.domain import store
-from handlers.domain.insights import answer_questions
-from handlers.registry import JobResult, handler
-from handlers.steps import MissingRecord, require_owner, require_user, run_step
-from queue_core.db import transaction
-from queue_core.payloads import GENERATE_INSIGHTS
+from skiplock.handlers.domain import store
+from skiplock.handlers.domain.insights import answer_questions
+from skiplock.handlers.registry import JobResult, handler
+from skiplock.handlers.steps import MissingRecord, require_owner, require_user, run_step
+from skiplock.queue_core.db import transaction
+from skiplock.queue_core.payloads import GENERATE_INSIGHTS
 
 
 @handler(GENERATE_INSIGHTS)

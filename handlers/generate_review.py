@@ -7,16 +7,16 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from handlers.domain import store
-from handlers.domain.interpret import interpret_text
-from handlers.domain.model import Observation
-from handlers.domain.periods import DAILY, load_timezone, next_day, parse_period, to_local
-from handlers.domain.reviews import summarize_period
-from handlers.registry import JobResult, handler
-from handlers.steps import require_user, run_step
-from queue_core import enqueue_generate_tomorrow_plan
-from queue_core.db import transaction
-from queue_core.payloads import GENERATE_REVIEW
+from skiplock.handlers.domain import store
+from skiplock.handlers.domain.interpret import interpret_text
+from skiplock.handlers.domain.model import Observation
+from skiplock.handlers.domain.periods import DAILY, load_timezone, next_day, parse_period, to_local
+from skiplock.handlers.domain.reviews import summarize_period
+from skiplock.handlers.registry import JobResult, handler
+from skiplock.handlers.steps import require_user, run_step
+from skiplock.queue_core import enqueue_generate_tomorrow_plan
+from skiplock.queue_core.db import transaction
+from skiplock.queue_core.payloads import GENERATE_REVIEW
 
 
 @handler(GENERATE_REVIEW)

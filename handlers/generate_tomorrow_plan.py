@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.domain import store
-from handlers.domain.periods import parse_date
-from handlers.domain.plans import build_plan
-from handlers.registry import JobResult, handler
-from handlers.steps import MissingRecord, require_owner, require_user, run_step
-from queue_core import enqueue_suggest_uom_update
-from queue_core.db import transaction
-from queue_core.payloads import GENERATE_TOMORROW_PLAN
+from skiplock.handlers.domain import store
+from skiplock.handlers.domain.periods import parse_date
+from skiplock.handlers.domain.plans import build_plan
+from skiplock.handlers.registry import JobResult, handler
+from skiplock.handlers.steps import MissingRecord, require_owner, require_user, run_step
+from skiplock.queue_core import enqueue_suggest_uom_update
+from skiplock.queue_core.db import transaction
+from skiplock.queue_core.payloads import GENERATE_TOMORROW_PLAN
 
 
 @handler(GENERATE_TOMORROW_PLAN)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.domain import store
-from handlers.domain.interpret import METHOD, interpret_text
-from handlers.domain.periods import load_timezone, to_local
-from handlers.registry import JobResult, handler
-from handlers.steps import MissingRecord, require_user, run_step
-from queue_core import enqueue_detect_patterns
-from queue_core.db import transaction
-from queue_core.errors import InvalidJob
-from queue_core.payloads import INTERPRET_EVENT
+from skiplock.handlers.domain import store
+from skiplock.handlers.domain.interpret import METHOD, interpret_text
+from skiplock.handlers.domain.periods import load_timezone, to_local
+from skiplock.handlers.registry import JobResult, handler
+from skiplock.handlers.steps import MissingRecord, require_user, run_step
+from skiplock.queue_core import enqueue_detect_patterns
+from skiplock.queue_core.db import transaction
+from skiplock.queue_core.errors import InvalidJob
+from skiplock.queue_core.payloads import INTERPRET_EVENT
 
 
 @handler(INTERPRET_EVENT)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from queue_core.errors import ConfigurationError, InvalidJob
+from skiplock.queue_core.errors import ConfigurationError, InvalidJob
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ A handler body raises `MissingRecord` (an event, user, review or plan that does
 not exist) or `InvalidJob` (a payload that does not fit) for a job that can
 never succeed: `run_step` turns those into a failure without retry, whose
 error names what is wrong. Anything else it lets through, and the pool retries
-the job, as DESIGN.md says of a handler that raises.
+the job, as for any handler that raises (the README, "Writing handlers").
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from handlers.domain import store
-from handlers.registry import JobResult
-from queue_core.errors import InvalidJob, SkiplockError
-from queue_core.payloads import validate_payload
+from skiplock.handlers.domain import store
+from skiplock.handlers.registry import JobResult
+from skiplock.queue_core.errors import InvalidJob, SkiplockError
+from skiplock.queue_core.payloads import validate_payload
 
 
 class MissingRecord(SkiplockError):

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.domain import store
-from handlers.domain.uom import suggest_update
-from handlers.registry import JobResult, handler
-from handlers.steps import MissingRecord, require_owner, require_user, run_step
-from queue_core.db import transaction
-from queue_core.payloads import SUGGEST_UOM_UPDATE
+from skiplock.handlers.domain import store
+from skiplock.handlers.domain.uom import suggest_update
+from skiplock.handlers.registry import JobResult, handler
+from skiplock.handlers.steps import MissingRecord, require_owner, require_user, run_step
+from skiplock.queue_core.db import transaction
+from skiplock.queue_core.payloads import SUGGEST_UOM_UPDATE
 
 
 @handler(SUGGEST_UOM_UPDATE)

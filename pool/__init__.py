@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from pool.observer import ChildInfo, NullObserver, PoolObserver, PoolSnapshot
-from queue_core.config import Settings
+from skiplock.pool.observer import ChildInfo, NullObserver, PoolObserver, PoolSnapshot
+from skiplock.queue_core.config import Settings
 
 __all__ = ["ChildInfo", "NullObserver", "PoolObserver", "PoolSnapshot", "run"]
 
@@ -24,6 +24,6 @@ def run(
     until: Callable[[], bool] | None = None,
 ) -> int:
     """Run the pool until it stops; 0 after a stop on request, 3 if a child could not boot."""
-    from pool.master import Master  # the master pulls in the database layer; keep `pool` light
+    from skiplock.pool.master import Master  # the master pulls in the database layer; keep `pool` light
 
     return Master(settings, observers, until).run()

@@ -4,9 +4,9 @@ A busy child claims its next batch in the transaction that completes the last
 job of the current one (`claim_with_completion`): one commit per job, not two.
 
 The master forks the child and calls `Child(...).run()`, whose return value
-becomes the exit status. A child starts clean (STYLE.md, 8): it resets the
+becomes the exit status. A child starts clean (docs/lessons.md, "A child starts clean"): it resets the
 signal handlers it inherited, reseeds `random`, drops the database pool it
-inherited and opens its own connections (LESSONS.md: no connection crosses a
+inherited and opens its own connections (docs/lessons.md: no connection crosses a
 fork), sets its title, and arranges to die with its master. It then imports
 the handler modules named in the settings, so that the children the master
 forks after a HUP load the new code.
@@ -30,20 +30,20 @@ import time
 from types import FrameType
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from handlers import registry
-from handlers.registry import JobResult, Registration
-from pool import lifeline, protocol
-from pool.listener import Listener
-from pool.outage import Outage
-from pool.postmortem import EXIT_ABORTED, EXIT_BOOT_FAILURE, EXIT_OK
-from pool.proctitle import set_title, worker_title
-from queue_core import Job, claim, complete, db, fail, release
-from queue_core.config import Settings
-from queue_core.errors import ConfigurationError, DatabaseUnavailable, InvalidPayload
-from queue_core.payloads import validate_payload
+from skiplock.handlers import registry
+from skiplock.handlers.registry import JobResult, Registration
+from skiplock.pool import lifeline, protocol
+from skiplock.pool.listener import Listener
+from skiplock.pool.outage import Outage
+from skiplock.pool.postmortem import EXIT_ABORTED, EXIT_BOOT_FAILURE, EXIT_OK
+from skiplock.pool.proctitle import set_title, worker_title
+from skiplock.queue_core import Job, claim, complete, db, fail, release, sql
+from skiplock.queue_core.config import Settings
+from skiplock.queue_core.errors import ConfigurationError, DatabaseUnavailable, InvalidPayload
+from skiplock.queue_core.payloads import validate_payload
 
 log = logging.getLogger("skiplock.worker")
 
@@ -178,7 +178,7 @@ class Child:
     def probe_database(self) -> str | None:
         try:
             with db.connect() as conn:
-                conn.execute(text('SELECT 1 FROM "WorkerJob" LIMIT 0'))
+                conn.execute(sql.PROBE)
         except DatabaseUnavailable as exc:
             if _refused(exc):
                 return f"the database refused the worker: {_first_line(exc)}"
@@ -365,7 +365,7 @@ class Child:
             if ran and not _connection_lost(exc):
                 # The server answered: the handler's own query failed (a statement or
                 # lock timeout). That is an attempt, or such a job would come back
-                # forever without accounting (LESSONS.md, poison jobs).
+                # forever without accounting (docs/lessons.md, poison jobs).
                 log.warning("job %s %s: %s", job.type, job.id, _first_line(exc),
                             extra={"job_id": job.id, "job_type": job.type})
                 return self.fail(job, _first_line(exc.__cause__ or exc), retry=True)

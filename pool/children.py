@@ -8,9 +8,9 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from pool import protocol
-from pool.observer import ChildInfo
-from queue_core.jobs import JobRef
+from skiplock.pool import protocol
+from skiplock.pool.observer import ChildInfo
+from skiplock.queue_core.jobs import JobRef
 
 
 @dataclass
@@ -65,7 +65,7 @@ class WorkerChild:
             os.kill(self.pid, signum)
 
     def stop(self, signum: int, grace_s: float, cause: str) -> None:
-        """One escalation (STYLE.md, 7): `signum` now, SIGKILL once the grace runs out.
+        """One escalation: `signum` now, SIGKILL once the grace runs out (docs/lessons.md).
 
         A stop already under way keeps its first cause and its earlier deadline."""
         if self.cause is None:

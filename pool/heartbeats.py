@@ -1,6 +1,6 @@
 """The master keeps the leases of its children's jobs alive.
 
-LESSONS.md: send heartbeats from a place a busy handler cannot block; a
+docs/lessons.md: send heartbeats from a place a busy handler cannot block; a
 pure-Python loop holding the GIL, or C code that never releases it, starves a
 heartbeat thread in the same process. The master is that place: one statement
 every `--heartbeat` seconds refreshes `"lockedAt"` of every job its children
@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from queue_core import heartbeat
-from queue_core.jobs import JobRef
+from skiplock.queue_core import heartbeat
+from skiplock.queue_core.jobs import JobRef
 
 
 class Heartbeats:

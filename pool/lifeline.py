@@ -1,6 +1,6 @@
 """A child dies with its master.
 
-LESSONS.md: children must die with their master (celery #102 had orphans for
+docs/lessons.md: children must die with their master (celery #102 had orphans for
 years). Linux's PR_SET_PDEATHSIG delivers SIGKILL to the child the moment the
 master's thread ends; the check of `os.getppid()` in the child's loop covers
 the race before `prctl` ran and systems without it. A SIGKILLed child's

@@ -1,7 +1,7 @@
 """The instant wake-up: LISTEN on the channel that the insert trigger notifies.
 
 A child waits for its next poll on the socket of a dedicated connection, so a
-new job wakes it at once instead of after up to `--poll-max`. LESSONS.md:
+new job wakes it at once instead of after up to `--poll-max`. docs/lessons.md:
 LISTEN does not work through PgBouncer in transaction mode, so `--no-listen`
 turns this off and the adaptive polling alone must do (it does: a notification
 only shortens a wait). A broken connection (database restart) is dropped and
@@ -14,8 +14,8 @@ import contextlib
 import logging
 from typing import Any
 
-from queue_core import db
-from queue_core.sql import NOTIFY_CHANNEL
+from skiplock.queue_core import db
+from skiplock.queue_core.sql import NOTIFY_CHANNEL
 
 log = logging.getLogger("skiplock.worker")
 

@@ -2,15 +2,15 @@
 
 Signal handlers only queue the signal (and `set_wakeup_fd` writes a byte to
 the self-pipe that the loop waits on); the loop does everything else, in this
-order, about once a second or sooner when something is due (STYLE.md, 1):
+order, about once a second or sooner when something is due:
 
 1. wait for a signal, a message from a child, or the next deadline;
 2. read the children's messages (which job each one holds);
 3. handle queued signals with `handle_<name>()`;
-4. reap dead children and settle the jobs they held, at once (STYLE.md, 3);
+4. reap dead children and settle the jobs they held, at once;
 5. enforce deadlines: overdue jobs, lost jobs, stops that ran out of grace;
 6. database work: heartbeats of every held job, settlements that are owed,
-   stuck recovery when due; all of it rides out an outage (LESSONS.md);
+   stuck recovery when due; all of it rides out an outage (docs/lessons.md);
 7. top the pool up (with a back-off for slots whose children crash).
 
 States: "running"; "draining" (TERM/INT, or `until()`: children finish their
@@ -39,13 +39,13 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from pool import protocol
-from pool.child import Child
-from pool.children import RunningJob, WorkerChild
-from pool.heartbeats import Heartbeats
-from pool.observer import ChildInfo, PoolObserver, PoolSnapshot
-from pool.outage import Outage
-from pool.postmortem import (
+from skiplock.pool import protocol
+from skiplock.pool.child import Child
+from skiplock.pool.children import RunningJob, WorkerChild
+from skiplock.pool.heartbeats import Heartbeats
+from skiplock.pool.observer import ChildInfo, PoolObserver, PoolSnapshot
+from skiplock.pool.outage import Outage
+from skiplock.pool.postmortem import (
     EXIT_ABORTED,
     EXIT_BOOT_FAILURE,
     EXIT_OK,
@@ -56,12 +56,12 @@ from pool.postmortem import (
     signal_name,
     timed_out,
 )
-from pool.proctitle import master_title, set_title
-from pool.recovery import Recovery
-from queue_core import db, fail, release, urls
-from queue_core.config import Settings
-from queue_core.errors import DatabaseUnavailable
-from queue_core.jobs import JobRef
+from skiplock.pool.proctitle import master_title, set_title
+from skiplock.pool.recovery import Recovery
+from skiplock.queue_core import db, fail, release, urls
+from skiplock.queue_core.config import Settings
+from skiplock.queue_core.errors import DatabaseUnavailable
+from skiplock.queue_core.jobs import JobRef
 
 log = logging.getLogger("skiplock.master")
 
@@ -221,7 +221,7 @@ class Master:
             self.saved_handlers[sig] = signal.signal(sig, self.queue_signal)
 
     def queue_signal(self, signum: int, frame: FrameType | None) -> None:
-        # Nothing else here (LESSONS.md: logging or reaping in a signal handler
+        # Nothing else here (docs/lessons.md: logging or reaping in a signal handler
         # deadlocks); the byte set_wakeup_fd writes wakes the loop. SIGCHLD is not
         # queued: the loop reaps on every tick, and a burst of them must not crowd
         # a TERM out of the (bounded) queue.
@@ -457,7 +457,7 @@ class Master:
             error = (f"worker pid {child.pid} was stopped by the pool's shutdown before the job "
                      f"finished (attempt {ref.attempts} not counted)")
         else:
-            # LESSONS.md: a crash is an attempt, with a lastError that names the signal.
+            # docs/lessons.md: a crash is an attempt, with a lastError that names the signal.
             action = "fail"
             error = died_while_running(child.pid, status, ref.attempts, job.max_attempts)
         self.owe(Settlement(info, ref, job.type, action, error, True, duration))

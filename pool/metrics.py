@@ -49,9 +49,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
-from pool.observer import ChildInfo, NullObserver, PoolSnapshot
-from pool.outage import Outage
-from queue_core.errors import ConfigurationError
+from skiplock.pool.observer import ChildInfo, NullObserver, PoolSnapshot
+from skiplock.pool.outage import Outage
+from skiplock.queue_core.errors import ConfigurationError
 
 log = logging.getLogger("skiplock.metrics")
 
@@ -99,14 +99,14 @@ class QueueCollector(Collector):
 
 def read_queue() -> dict[str, Any]:
     """One reading of the queue, through the partial indexes (cheap on a big table)."""
-    from queue_core import ops_sql
-    from queue_core.db import connect
-    from queue_core.maintenance import pending_breakdown
-    from queue_core.pauses import paused
+    from skiplock.ops.health import dead_by_type
+    from skiplock.ops.pauses import paused
+    from skiplock.queue_core.db import connect
+    from skiplock.queue_core.maintenance import pending_breakdown
 
     with connect() as c:
         base = pending_breakdown(c)
-        dead = {r.type: int(r.n) for r in c.execute(ops_sql.DEAD_BY_TYPE)}
+        dead = dead_by_type(c)
         paused_types = [p.type for p in paused(c)]
     depth: dict[tuple[str, str], int] = {}
     for job_type, n in base.by_type.items():

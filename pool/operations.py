@@ -7,18 +7,18 @@ the pool starts, with the reason.
 
 from __future__ import annotations
 
-from pool.observer import PoolObserver
-from queue_core.config import Settings
+from skiplock.pool.observer import PoolObserver
+from skiplock.queue_core.config import Settings
 
 
 def build_observers(settings: Settings) -> list[PoolObserver]:
-    from pool.metrics import MetricsObserver
-    from pool.registry import ProcessRegistry
-    from pool.scheduler import ScheduleObserver
-    from queue_core import schedules
+    from skiplock.ops import schedules
+    from skiplock.pool.metrics import MetricsObserver
+    from skiplock.pool.process_table import ProcessTableWriter
+    from skiplock.pool.scheduler import ScheduleObserver
 
     observers: list[PoolObserver] = [
-        ProcessRegistry(settings.heartbeat_s, settings.effective_stuck_timeout_s),
+        ProcessTableWriter(settings.heartbeat_s, settings.effective_stuck_timeout_s),
         ScheduleObserver(schedules.load(settings.schedule_file)),
     ]
     if settings.metrics_port is not None:

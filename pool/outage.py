@@ -1,6 +1,6 @@
 """Riding out a database that went away: back off, log once, come back alone.
 
-LESSONS.md: a pool that cannot reach the database must back off, log one line
+docs/lessons.md: a pool that cannot reach the database must back off, log one line
 per fault, and come back by itself after a restart or a failover. An `Outage`
 is that policy for one kind of work (the claim loop, the heartbeats, the
 observers' writes, ...): the first failure logs a warning, the next ones stay
@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from sqlalchemy import exc as sa_exc
 
-from queue_core.errors import DatabaseUnavailable, SkiplockError
+from skiplock.queue_core.errors import DatabaseUnavailable, SkiplockError
 
 # What database work may throw that is an outage to ride out, not a bug: a
 # server that is down, or tables that are not migrated yet.

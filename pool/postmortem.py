@@ -1,7 +1,7 @@
 """Exit codes, and what a dead child's wait status means in words.
 
 rq's fork, monitor, post-mortem: the master learns from `waitpid` how a child
-died and says so in the job's `"lastError"` and in its log (LESSONS.md: a
+died and says so in the job's `"lastError"` and in its log (docs/lessons.md: a
 crash is an attempt, with a `lastError` that names the signal).
 """
 

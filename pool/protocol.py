@@ -16,7 +16,7 @@ import signal
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from queue_core.jobs import JobRef
+from skiplock.queue_core.jobs import JobRef
 
 # The signals of gunicorn's conventions that the master handles. It blocks them
 # around each fork; the child unblocks them once its own handlers are in place.

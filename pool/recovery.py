@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from queue_core import Recovered, recover_stuck
+from skiplock.queue_core import Recovered, recover_stuck
 
 
 class Recovery:

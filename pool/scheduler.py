@@ -4,7 +4,7 @@ An observer of the master (no change to its loop): at start it catches up on
 what was missed while no master ran, then it looks again every
 CHECK_INTERVAL_S. Several masters, on one host or many, enqueue each
 occurrence once (the occurrence's idempotency key decides, see
-`queue_core.schedules`).
+`skiplock.ops.schedules`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import logging
 import time
 from collections.abc import Sequence
 
-from pool.observer import NullObserver, PoolSnapshot
-from pool.outage import Outage
-from queue_core import schedules
+from skiplock.ops import schedules
+from skiplock.pool.observer import NullObserver, PoolSnapshot
+from skiplock.pool.outage import Outage
 
 log = logging.getLogger("skiplock.scheduler")
 

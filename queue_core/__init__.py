@@ -1,10 +1,10 @@
 """skiplock's queue core: the job table and every operation on it.
 
-    from queue_core import enqueue, claim, complete, fail
+    from skiplock.queue_core import enqueue, claim, complete, fail
 """
 
-from queue_core.backoff import backoff_base_s, backoff_s
-from queue_core.enqueue import (
+from skiplock.queue_core.backoff import backoff_base_s, backoff_s
+from skiplock.queue_core.enqueue import (
     enqueue,
     enqueue_detect_patterns,
     enqueue_generate_insights,
@@ -14,7 +14,7 @@ from queue_core.enqueue import (
     enqueue_many,
     enqueue_suggest_uom_update,
 )
-from queue_core.errors import (
+from skiplock.queue_core.errors import (
     DatabaseUnavailable,
     InvalidJob,
     InvalidPayload,
@@ -22,10 +22,10 @@ from queue_core.errors import (
     SkiplockError,
     UnknownJobType,
 )
-from queue_core.jobs import Job, JobRef, JobStatus
-from queue_core.lifecycle import claim, complete, fail, heartbeat, release
-from queue_core.maintenance import QueueStats, cleanup, get_job, retry_dead, stats
-from queue_core.recovery import Recovered, recover_stuck
+from skiplock.queue_core.jobs import Job, JobRef, JobStatus
+from skiplock.queue_core.lifecycle import claim, complete, fail, heartbeat, release
+from skiplock.queue_core.maintenance import QueueStats, cleanup, get_job, retry_dead, stats
+from skiplock.queue_core.recovery import Recovered, recover_stuck
 
 __all__ = [
     "DatabaseUnavailable",

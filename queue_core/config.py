@@ -3,7 +3,7 @@
 Each setting has an environment variable (also read from `.env`), a type, a
 default and one line of help; `skiplock worker` has one flag per setting, and
 its `--help` shows the same line. Derived values are derived, not repeated:
-the stuck timeout defaults to six heartbeats (LESSONS.md: a timeout that is not
+the stuck timeout defaults to six heartbeats (docs/lessons.md: a timeout that is not
 a clear multiple of the heartbeat re-picks running jobs) and recovery runs as
 often as that timeout.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 from dotenv import load_dotenv
 
-from queue_core.errors import ConfigurationError
+from skiplock.queue_core.errors import ConfigurationError
 
 STUCK_TIMEOUT_HEARTBEATS = 6
 

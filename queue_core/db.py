@@ -1,6 +1,6 @@
 """Connections: one engine per process, driver errors translated in one place.
 
-LESSONS.md: no connection may cross a fork. The engine is keyed by the pid
+docs/lessons.md: no connection may cross a fork. The engine is keyed by the pid
 that made it; a child that inherited its parent's engine gets a new one, and
 the inherited pool is dropped with `dispose(close=False)` so that the child
 never closes (or uses) the parent's sockets.
@@ -24,8 +24,8 @@ from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from queue_core.errors import DatabaseUnavailable
-from queue_core.urls import database_url, redact
+from skiplock.queue_core.errors import DatabaseUnavailable
+from skiplock.queue_core.urls import database_url, redact
 
 _lock = threading.Lock()
 _engine: Engine | None = None

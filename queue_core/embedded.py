@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from queue_core.errors import EmbeddedDatabaseError
+from skiplock.queue_core.errors import EmbeddedDatabaseError
 
 DATABASE_NAME = "skiplock"
 PORT = 5432  # only names the socket file: the cluster has no TCP listener

@@ -20,10 +20,10 @@ from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from queue_core import payloads, sql
-from queue_core.config import cached_settings
-from queue_core.db import connect
-from queue_core.errors import InvalidJob, InvalidPayload
+from skiplock.queue_core import payloads, sql
+from skiplock.queue_core.config import cached_settings
+from skiplock.queue_core.db import connect
+from skiplock.queue_core.errors import InvalidJob, InvalidPayload
 
 MAX_TYPE_LENGTH = 200
 MAX_KEY_LENGTH = 1000

@@ -16,11 +16,11 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from queue_core import sql
-from queue_core.backoff import backoff_s
-from queue_core.db import connect
-from queue_core.errors import InvalidJob
-from queue_core.jobs import Fenced, Job, JobStatus
+from skiplock.queue_core import sql
+from skiplock.queue_core.backoff import backoff_s
+from skiplock.queue_core.db import connect
+from skiplock.queue_core.errors import InvalidJob
+from skiplock.queue_core.jobs import Fenced, Job, JobStatus
 
 log = logging.getLogger("skiplock.queue")
 

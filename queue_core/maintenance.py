@@ -11,11 +11,11 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from queue_core import sql
-from queue_core.db import connect
-from queue_core.durations import parse_duration
-from queue_core.errors import InvalidJob
-from queue_core.jobs import Job
+from skiplock.queue_core import sql
+from skiplock.queue_core.db import connect
+from skiplock.queue_core.durations import parse_duration
+from skiplock.queue_core.errors import InvalidJob
+from skiplock.queue_core.jobs import Job
 
 log = logging.getLogger("skiplock.maintenance")
 
@@ -52,7 +52,7 @@ def camel(name: str) -> str:
 
 def stats(conn: Connection | Session | None = None) -> QueueStats:
     """Exact counts by status (a scan of the table: `skiplock stats` estimates
-    COMPLETED instead, see `queue_core.health`), and the pending breakdown."""
+    COMPLETED instead, see `skiplock.ops.health`), and the pending breakdown."""
     with connect(conn, autocommit=True) as c:
         result = pending_breakdown(c)
         for row in c.execute(sql.COUNT_BY_STATUS):

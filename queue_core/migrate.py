@@ -1,24 +1,30 @@
-"""Apply the alembic migrations (`skiplock migrate`)."""
+"""Apply the alembic migrations (`skiplock migrate`), or show what they would do.
+
+The migrations are part of the package (`skiplock/migrations`, the
+repository's `alembic/` folder), so an installed skiplock migrates its
+database with no checkout and no alembic.ini around.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
+from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
 
-from alembic import command
-from queue_core.db import translate_errors
-from queue_core.urls import database_url
+from skiplock.queue_core.db import translate_errors
+from skiplock.queue_core.urls import database_url
 
-ROOT = Path(__file__).resolve().parent.parent
+# alembic resolves "package:folder" through importlib, wherever the package is installed.
+SCRIPT_LOCATION = "skiplock:migrations"
 
 
-def alembic_config(url: str | None = None) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "alembic"))
+def alembic_config(url: str | None = None, output: io.StringIO | None = None) -> Config:
+    config = Config(output_buffer=output)
+    config.set_main_option("script_location", SCRIPT_LOCATION)
     # ConfigParser treats % as interpolation; a password may contain one.
     config.set_main_option("sqlalchemy.url", (url or database_url()).replace("%", "%%"))
     return config
@@ -28,6 +34,18 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
     url = url or database_url()
     with translate_errors(url):
         command.upgrade(alembic_config(url), revision)
+
+
+def upgrade_sql(from_revision: str | None = None, revision: str = "head") -> str:
+    """The DDL that `upgrade` would run, as a script, without touching any database.
+
+    From `from_revision` (None: an empty database) to `revision`; for teams
+    that keep every schema change in their own migrations.
+    """
+    output = io.StringIO()
+    span = f"{from_revision}:{revision}" if from_revision else revision
+    command.upgrade(alembic_config("postgresql://offline/skiplock", output), span, sql=True)
+    return output.getvalue()
 
 
 def current_revision(url: str | None = None) -> str | None:

@@ -15,7 +15,7 @@ from datetime import date, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from queue_core.errors import InvalidPayload
+from skiplock.queue_core.errors import InvalidPayload
 
 INTERPRET_EVENT = "INTERPRET_EVENT"
 DETECT_PATTERNS = "DETECT_PATTERNS"

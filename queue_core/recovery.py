@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from queue_core import sql
-from queue_core.db import connect
+from skiplock.queue_core import sql
+from skiplock.queue_core.db import connect
 
 log = logging.getLogger("skiplock.recovery")
 

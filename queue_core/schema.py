@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from queue_core.jobs import JobStatus
+from skiplock.queue_core.jobs import JobStatus
 
 metadata = MetaData()
 

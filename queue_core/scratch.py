@@ -17,8 +17,8 @@ from pathlib import Path
 import psycopg2
 from sqlalchemy.engine import make_url
 
-from queue_core import config, db, migrate
-from queue_core.urls import libpq_dsn, normalize
+from skiplock.queue_core import config, db, migrate
+from skiplock.queue_core.urls import libpq_dsn, normalize
 
 LOCAL_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
@@ -32,7 +32,7 @@ def server_url(home: Path | None = None) -> str:
         psycopg2.connect(libpq_dsn(LOCAL_SERVER), connect_timeout=3).close()
         return LOCAL_SERVER
     except psycopg2.OperationalError:
-        from queue_core.embedded import EmbeddedCluster
+        from skiplock.queue_core.embedded import EmbeddedCluster
 
         return EmbeddedCluster(home or Path(".skiplock")).ensure_running()
 

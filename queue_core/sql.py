@@ -5,7 +5,7 @@ Rules all of them follow:
   statement runs alone, `statement_timestamp()` where it may run at the end
   of a job's transaction (`now()` there is when the handler began);
 - every state change of a claimed job re-checks in its own WHERE that the row
-  is still PROCESSING, held by this worker, at this attempt (LESSONS.md: a
+  is still PROCESSING, held by this worker, at this attempt (docs/lessons.md: a
   rescue can race a completion); zero rows changed means the job was lost;
 - every value is a bound parameter.
 """
@@ -16,10 +16,13 @@ from sqlalchemy import text
 
 NOTIFY_CHANNEL = "skiplock_jobs"
 
+# A child's boot check: the table exists and this role may read it.
+PROBE = text('SELECT 1 FROM "WorkerJob" LIMIT 0')
+
 # -- enqueue -----------------------------------------------------------------
 
 # One round trip for a whole batch. ON CONFLICT DO NOTHING makes idempotency
-# keys atomic (LESSONS.md: check-then-insert races); the ids of the rows that
+# keys atomic (docs/lessons.md: check-then-insert races); the ids of the rows that
 # were skipped are looked up with EXISTING_BY_KEY, in a new statement whose
 # snapshot sees a conflicting row that a concurrent transaction just committed.
 INSERT_JOBS = text(
@@ -50,7 +53,7 @@ EXISTING_BY_KEY = text(
 
 # One statement: lock ready rows in index order, skipping rows other workers
 # hold, and mark them ours. The CTE is the fence that keeps the UPDATE to the
-# LIMIT (LESSONS.md "The claim is one statement").
+# LIMIT (docs/lessons.md "The claim is one statement").
 # Paused types (`skiplock pause`) are skipped by asking a plpgsql function about
 # each candidate while the partial claim index gives the order; why a function
 # and not a join: alembic/versions/0003_ops.py.
@@ -136,9 +139,9 @@ HEARTBEAT = text(
 # -- recovery ------------------------------------------------------------------
 
 # Liveness comes from the heartbeat, not from when the job started
-# (LESSONS.md "A rescue by age alone runs live jobs twice"). The lost run counts
+# (docs/lessons.md "A rescue by age alone runs live jobs twice"). The lost run counts
 # as an attempt, so a job that kills its host every time ends in DEAD_LETTER
-# (LESSONS.md "Poison jobs loop forever without accounting").
+# (docs/lessons.md "Poison jobs loop forever without accounting").
 RECOVER_STUCK = text(
     """
     WITH stuck AS (

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from queue_core.config import Settings, load_settings
-from queue_core.errors import ConfigurationError
+from skiplock.queue_core.config import Settings, load_settings
+from skiplock.queue_core.errors import ConfigurationError
 
 
 def normalize(url: str) -> str:
@@ -38,7 +38,7 @@ def database_url(settings: Settings | None = None) -> str:
     settings = settings or load_settings()
     if settings.database_url:
         return normalize(settings.database_url)
-    from queue_core.embedded import EmbeddedCluster
+    from skiplock.queue_core.embedded import EmbeddedCluster
 
     return EmbeddedCluster(settings.home_path).ensure_running()
 

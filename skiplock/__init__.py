@@ -11,8 +11,8 @@ The public API in one import:
         return skiplock.JobResult(success=True)
 """
 
-from handlers import JobResult, get_handler, handler, register_handler
-from queue_core import (
+from skiplock.handlers import JobResult, get_handler, handler, register_handler
+from skiplock.queue_core import (
     Job,
     JobRef,
     QueueStats,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from queue_core import db
-from queue_core.scratch import scratch_database
+from skiplock.queue_core import db
+from skiplock.queue_core.scratch import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,14 +14,14 @@ here. Differences, each on purpose:
 - `id` has a database default, so a plain INSERT (as a script or the seed's
   raw SQL would do) works without supplying one.
 - The claim is served by a partial index over PENDING rows in the claim's own
-  order (LESSONS.md: an index that does not match the ORDER BY sorts every ready
+  order (docs/lessons.md: an index that does not match the ORDER BY sorts every ready
   row; one over ready rows only stays small however many rows are finished).
   Recovery and cleanup get partial indexes of their own; the seed's
   (status, availableAt, priority) index would serve neither well.
 - Storage: a job row is updated three or four times in its life. fillfactor 85
   leaves room on each page for the new row versions, and autovacuum runs after
   2 % of the table changed instead of 20 %, so dead tuples do not pile up on a
-  hot queue table (LESSONS.md "Queue tables bloat").
+  hot queue table (docs/lessons.md "Queue tables bloat").
 - A statement-level trigger NOTIFYs `skiplock_jobs` on insert, so that idle
   workers wake at once whoever inserted the row (polling still covers
   connection poolers where LISTEN does not work).

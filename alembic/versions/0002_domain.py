@@ -7,9 +7,8 @@ Revises: 0001_job_table
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
-
 from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
 
 revision = "0002_domain"
 down_revision = "0001_job_table"

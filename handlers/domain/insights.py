@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import mean
 
-from handlers.domain.model import TIMES_OF_DAY, WEEKDAY, WEEKEND, Observation, PatternRule
-from handlers.domain.patterns import ACTIVE, context_words, outcome_words
+from skiplock.handlers.domain.model import TIMES_OF_DAY, WEEKDAY, WEEKEND, Observation, PatternRule
+from skiplock.handlers.domain.patterns import ACTIVE, context_words, outcome_words
 
 MIN_EVIDENCE = 3
 CLEAR_DIFFERENCE = 0.15  # on the -1..1 mood scale

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from handlers.domain import lexicon
-from handlers.domain.model import Reading
+from skiplock.handlers.domain import lexicon
+from skiplock.handlers.domain.model import Reading
 
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z']*")
 METHOD = "lexicon-v1"

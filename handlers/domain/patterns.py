@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from itertools import combinations
 
-from handlers.domain.model import Observation, PatternRule, Reading
+from skiplock.handlers.domain.model import Observation, PatternRule, Reading
 
 MIN_SUPPORT = 3
 MIN_CONFIDENCE = 0.6

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from queue_core.payloads import load_timezone, parse_date, period_days
+from skiplock.queue_core.payloads import load_timezone, parse_date, period_days
 
 DAILY = "DAILY"
 WEEKLY = "WEEKLY"

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from handlers.domain.model import WEEKDAY, WEEKEND, PatternRule
-from handlers.domain.patterns import ACTIVE, context_words, outcome_words
+from skiplock.handlers.domain.model import WEEKDAY, WEEKEND, PatternRule
+from skiplock.handlers.domain.patterns import ACTIVE, context_words, outcome_words
 
 GOOD_OUTCOMES = ("mood:positive", "energy:high")
 HARD_OUTCOMES = ("mood:negative", "energy:low")

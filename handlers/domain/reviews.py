@@ -14,8 +14,8 @@ from datetime import datetime
 from statistics import mean
 from typing import Any
 
-from handlers.domain.model import Observation
-from handlers.domain.periods import DAILY, Period
+from skiplock.handlers.domain.model import Observation
+from skiplock.handlers.domain.periods import DAILY, Period
 
 TREND_THRESHOLD = 0.1  # change of mood, on the -1..1 scale, across the period
 TOP = 3

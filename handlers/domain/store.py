@@ -18,10 +18,10 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
-from handlers.domain.model import Observation, PatternRule, Reading
-from handlers.domain.periods import load_timezone
-from handlers.domain.plans import Plan
-from handlers.domain.schema import (
+from skiplock.handlers.domain.model import Observation, PatternRule, Reading
+from skiplock.handlers.domain.periods import load_timezone
+from skiplock.handlers.domain.plans import Plan
+from skiplock.handlers.domain.schema import (
     daily_plan,
     event,
     insight,
@@ -32,7 +32,7 @@ from handlers.domain.schema import (
     uom_suggestion,
     user,
 )
-from handlers.domain.uom import Suggestion
+from skiplock.handlers.domain.uom import Suggestion
 
 # xmax is 0 on a row version this statement inserted, and set on one an ON CONFLICT updated.
 _INSERTED = text("xmax = 0")

@@ -14,8 +14,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from handlers.domain.model import PatternRule
-from handlers.domain.patterns import context_words, is_stable, outcome_words
+from skiplock.handlers.domain.model import PatternRule
+from skiplock.handlers.domain.patterns import context_words, is_stable, outcome_words
 
 
 @dataclass(frozen=True)

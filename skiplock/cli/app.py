@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from queue_core.durations import parse_duration
-from queue_core.errors import SkiplockError
+from skiplock.queue_core.durations import parse_duration
+from skiplock.queue_core.errors import SkiplockError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -38,8 +38,8 @@ def main() -> None:
     DATABASE_URL every command uses the embedded cluster in .skiplock/pgdata,
     started on demand.
     """
-    from queue_core.config import load_settings
-    from queue_core.logs import configure_logging
+    from skiplock.queue_core.config import load_settings
+    from skiplock.queue_core.logs import configure_logging
 
     try:
         settings = load_settings()

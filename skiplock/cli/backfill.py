@@ -104,8 +104,8 @@ def backfill() -> None:
 def backfill_interpret(user_id: str | None, since: datetime | None, until: datetime | None,
                        batch_size: int, dry_run: bool, as_json: bool) -> None:
     """INTERPRET_EVENT for every event that has no interpretation (key interpret:{eventId})."""
-    from queue_core import backfill as work
-    from queue_core.errors import InvalidJob
+    from skiplock.handlers import backfill as work
+    from skiplock.queue_core.errors import InvalidJob
 
     since, until = _utc(since), _utc(until)
     if since and until and until <= since:
@@ -137,7 +137,7 @@ def backfill_reviews(period: str, first: datetime, last: datetime | None, user_i
     Periods are those of each user's own time zone (the "User" table's IANA
     zone); the key is review:{userId}:{DAILY|WEEKLY|MONTHLY}:{periodKey}.
     """
-    from queue_core import backfill as work
+    from skiplock.handlers import backfill as work
 
     first_day: date = first.date()
     last_day: date = last.date() if last else work.db_now().date()

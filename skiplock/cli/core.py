@@ -7,9 +7,9 @@ import sys
 
 import click
 
-from queue_core.config import load_settings
-from queue_core.errors import InvalidPayload, JobNotFound, UnknownJobType
 from skiplock.cli.app import DURATION, main, print_json
+from skiplock.queue_core.config import load_settings
+from skiplock.queue_core.errors import InvalidPayload, JobNotFound, UnknownJobType
 
 
 @main.command()
@@ -19,8 +19,8 @@ def migrate() -> None:
     Safe to run on every deploy and from several hosts at once: migrations
     take an advisory lock, and a database that is up to date is left alone.
     """
-    from queue_core import migrate as migrations
-    from queue_core.urls import database_url, redact
+    from skiplock.queue_core import migrate as migrations
+    from skiplock.queue_core.urls import database_url, redact
 
     url = database_url()
     migrations.upgrade(url)
@@ -29,8 +29,8 @@ def migrate() -> None:
 
 
 def _known_types(extra_modules: tuple[str, ...]) -> list[str]:
-    import handlers
-    from queue_core.payloads import BUILTIN_TYPES
+    from skiplock import handlers
+    from skiplock.queue_core.payloads import BUILTIN_TYPES
 
     handlers.load_handler_modules([*load_settings().handlers, *extra_modules])
     return sorted(set(handlers.registered_types()) | set(BUILTIN_TYPES))
@@ -63,7 +63,7 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
       skiplock enqueue INTERPRET_EVENT '{"eventId": "evt_1"}'
       skiplock enqueue GENERATE_REVIEW @review.json --delay 5m
     """
-    from queue_core import enqueue as do_enqueue
+    from skiplock.queue_core import enqueue as do_enqueue
 
     if payload == "-":
         payload = sys.stdin.read()
@@ -97,7 +97,7 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
 @click.option("--json", "as_json", is_flag=True, help="Print the row as JSON.")
 def job(job_id: str, as_json: bool) -> None:
     """Show everything about one job, its last error in full."""
-    from queue_core import get_job
+    from skiplock.queue_core import get_job
 
     found = get_job(job_id)
     if found is None:
@@ -124,7 +124,7 @@ def job(job_id: str, as_json: bool) -> None:
               help="With --all-dead: only jobs of this type.")
 def retry(job_ids: tuple[str, ...], all_dead: bool, job_type: str | None) -> None:
     """Move dead-lettered jobs back to PENDING with fresh attempts."""
-    from queue_core import retry_dead
+    from skiplock.queue_core import retry_dead
 
     if bool(job_ids) == all_dead:
         raise click.UsageError("give job ids, or --all-dead (not both)")
@@ -152,8 +152,8 @@ def recover(stuck_timeout: float | None) -> None:
     Also prunes, from the process table of `skiplock ps`, the pools whose
     heartbeat is older than the same timeout.
     """
-    from queue_core import recover_stuck
-    from queue_core.processes import prune
+    from skiplock.ops.processes import prune
+    from skiplock.queue_core import recover_stuck
 
     timeout = stuck_timeout or load_settings().effective_stuck_timeout_s
     recovered = recover_stuck(timeout)
@@ -171,7 +171,7 @@ def recover(stuck_timeout: float | None) -> None:
 @click.option("--keep-dead", is_flag=True, help="Delete COMPLETED jobs only; keep dead letters.")
 def cleanup(older_than: float, keep_dead: bool) -> None:
     """Delete old COMPLETED and DEAD_LETTER jobs, in small batches."""
-    from queue_core import cleanup as do_cleanup
+    from skiplock.queue_core import cleanup as do_cleanup
 
     statuses = ("COMPLETED",) if keep_dead else ("COMPLETED", "DEAD_LETTER")
     click.echo(f"deleted {do_cleanup(older_than, statuses=statuses)} jobs")
@@ -185,7 +185,7 @@ def db() -> None:
 @db.command("url")
 def db_url() -> None:
     """Print the database URL in use (starting the embedded cluster if needed)."""
-    from queue_core.urls import database_url, redact
+    from skiplock.queue_core.urls import database_url, redact
 
     click.echo(redact(database_url()))
 
@@ -193,7 +193,7 @@ def db_url() -> None:
 @db.command("start")
 def db_start() -> None:
     """Start the embedded cluster (initialising it the first time)."""
-    from queue_core.embedded import EmbeddedCluster
+    from skiplock.queue_core.embedded import EmbeddedCluster
 
     cluster = EmbeddedCluster(load_settings().home_path)
     cluster.ensure_running()
@@ -203,7 +203,7 @@ def db_start() -> None:
 @db.command("stop")
 def db_stop() -> None:
     """Stop the embedded cluster."""
-    from queue_core.embedded import EmbeddedCluster
+    from skiplock.queue_core.embedded import EmbeddedCluster
 
     cluster = EmbeddedCluster(load_settings().home_path)
     click.echo("stopped" if cluster.stop() else "not running", err=True)
@@ -212,7 +212,7 @@ def db_stop() -> None:
 @db.command("status")
 def db_status() -> None:
     """Say whether the embedded cluster runs (exit 1 if it does not)."""
-    from queue_core.embedded import EmbeddedCluster
+    from skiplock.queue_core.embedded import EmbeddedCluster
 
     cluster = EmbeddedCluster(load_settings().home_path)
     running = cluster.is_running()

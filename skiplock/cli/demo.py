@@ -21,12 +21,12 @@ from skiplock.cli.app import main
               help="Give up waiting for the chains after this many seconds.")
 def demo(weeks: int, timezone: str, concurrency: int | None, seed: int, timeout: float) -> None:
     """Create a demo user with sample entries, run every chain, print what each step made."""
-    import pool
-    from handlers.demo import format_report, pending_jobs, report, seed_demo
-    from queue_core import migrate
-    from queue_core.config import load_settings
-    from queue_core.payloads import load_timezone
-    from queue_core.urls import database_url, redact
+    from skiplock import pool
+    from skiplock.handlers.demo import format_report, pending_jobs, report, seed_demo
+    from skiplock.queue_core import migrate
+    from skiplock.queue_core.config import load_settings
+    from skiplock.queue_core.payloads import load_timezone
+    from skiplock.queue_core.urls import database_url, redact
 
     try:
         load_timezone(timezone)

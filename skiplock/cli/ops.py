@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from queue_core.durations import format_duration
-from queue_core.errors import InvalidJob, SkiplockError
 from skiplock.cli.app import main, print_json
+from skiplock.queue_core.durations import format_duration
+from skiplock.queue_core.errors import InvalidJob, SkiplockError
 
 STATUSES = ("PENDING", "PROCESSING", "COMPLETED", "FAILED", "DEAD_LETTER")
 
@@ -90,7 +90,7 @@ def stats(as_json: bool, watch: float | None, exact: bool) -> None:
     job table: size, dead rows, last vacuum, and the oldest open transaction
     that keeps vacuum from removing dead rows.
     """
-    from queue_core.health import collect
+    from skiplock.ops.health import collect
 
     while True:
         figures = collect(exact=exact)
@@ -125,19 +125,9 @@ def stats(as_json: bool, watch: float | None, exact: bool) -> None:
 def jobs(status: str | None, job_type: str | None, user_id: str | None, limit: int,
          as_json: bool) -> None:
     """List jobs, newest first (see `skiplock job ID` for one job in full)."""
-    from sqlalchemy import text
+    from skiplock.ops.jobs import list_jobs
 
-    from queue_core import ops_sql
-    from queue_core.db import connect
-
-    status = status.upper() if status else None
-    params: dict[str, Any] = {"status": status, "type": job_type, "user_id": user_id,
-                              "limit": limit}
-    filters = " ".join(clause for name, clause in ops_sql.JOBS_FILTERS.items()
-                       if params[name] is not None)
-    statement = text(ops_sql.LIST_JOBS.format(filters=filters, order=ops_sql.JOBS_ORDER[status]))
-    with connect() as c:
-        rows = [dict(r._mapping) for r in c.execute(statement, params)]
+    rows = list_jobs(status, job_type, user_id, limit)
     if as_json:
         print_json(rows)
         return
@@ -161,7 +151,7 @@ def pause(job_type: str, reason: str | None) -> None:
     Running jobs finish. The pause is in the database: it holds on every host
     and across restarts. New jobs of TYPE can still be enqueued.
     """
-    from queue_core.pauses import pause as do_pause
+    from skiplock.ops.pauses import pause as do_pause
 
     if not job_type.strip():
         raise InvalidJob("job type must be a non-empty string")
@@ -175,7 +165,7 @@ def pause(job_type: str, reason: str | None) -> None:
 @click.argument("job_type", metavar="TYPE")
 def resume(job_type: str) -> None:
     """Let pools claim jobs of TYPE again."""
-    from queue_core.pauses import resume as do_resume
+    from skiplock.ops.pauses import resume as do_resume
 
     if do_resume(job_type):
         click.echo(f"resumed {job_type}")
@@ -192,8 +182,8 @@ def ps(as_json: bool) -> None:
     older than the stuck timeout is shown as STALE until a live master (or
     `skiplock recover`) prunes it.
     """
-    from queue_core.config import load_settings
-    from queue_core.processes import list_processes
+    from skiplock.ops.processes import list_processes
+    from skiplock.queue_core.config import load_settings
 
     stale_after = load_settings().effective_stuck_timeout_s
     rows = list_processes()

@@ -10,7 +10,7 @@ import click
 from skiplock.cli.app import main, print_json
 
 if TYPE_CHECKING:
-    from queue_core.schedules import Schedule
+    from skiplock.ops.schedules import Schedule
 
 _FILE = click.option(
     "--file", "path", default=None, metavar="PATH",
@@ -18,8 +18,8 @@ _FILE = click.option(
 
 
 def _schedules(path: str | None) -> list[Schedule]:
-    from queue_core import schedules
-    from queue_core.config import load_settings
+    from skiplock.ops import schedules
+    from skiplock.queue_core.config import load_settings
 
     found = schedules.load(path or load_settings().schedule_file)
     if not found:
@@ -48,7 +48,7 @@ def schedule() -> None:
               help="Do not ask the database for the last occurrence enqueued.")
 def schedule_list(path: str | None, count: int, as_json: bool, offline: bool) -> None:
     """The schedules, their last enqueued occurrence and their next occurrences."""
-    from queue_core import schedules
+    from skiplock.ops import schedules
 
     found = _schedules(path)
     last = {} if offline else schedules.cursors(s.name for s in found)
@@ -66,7 +66,7 @@ def schedule_list(path: str | None, count: int, as_json: bool, offline: bool) ->
                          next=[o.isoformat() for o in nxt]) for s, prev, nxt in rows])
         return
     for s, prev, nxt in rows:
-        what = f"reviews ({s.reviews})" if s.reviews else s.job_type
+        what = s.job_type
         click.echo(f"{s.name}: {s.cron} ({s.timezone}) -> {what}, catch-up {s.catch_up_s:g}s")
         click.echo(f"  last enqueued: {prev.astimezone(s.zone).isoformat() if prev else '-'}")
         for o in nxt:
@@ -81,7 +81,7 @@ def schedule_run(path: str | None) -> None:
     For hosts that run no pool, or to check a schedule file; safe beside
     running masters.
     """
-    from queue_core import schedules
+    from skiplock.ops import schedules
 
     result = schedules.run_due(_schedules(path))
     for name, occurrences in result.enqueued.items():

@@ -17,9 +17,9 @@ from typing import Any
 
 import click
 
-from pool.observer import PoolObserver
-from queue_core.config import Settings, load_settings
 from skiplock.cli.app import main
+from skiplock.pool.observer import PoolObserver
+from skiplock.queue_core.config import Settings, load_settings
 
 # Flag names that differ from the setting's name (units live in the help).
 _FLAG_NAMES = {
@@ -114,7 +114,7 @@ def _setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def build_observers(settings: Settings) -> list[PoolObserver]:
     """The observers the pool reports to: process table, schedules, metrics."""
-    from pool.operations import build_observers as operations
+    from skiplock.pool.operations import build_observers as operations
 
     return operations(settings)
 
@@ -122,8 +122,8 @@ def build_observers(settings: Settings) -> list[PoolObserver]:
 @main.command("worker", help=_HELP)
 @_setting_options
 def worker(**flags: Any) -> None:
-    import pool
-    from queue_core.logs import configure_logging
+    from skiplock import pool
+    from skiplock.queue_core.logs import configure_logging
 
     handlers = [name.strip() for value in flags.pop("handlers") for name in value.split(",")]
     flags["handlers"] = [name for name in handlers if name] or None

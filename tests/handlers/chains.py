@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlalchemy import text
 
-import handlers
-from handlers.demo import Seeded
-from handlers.domain.periods import load_timezone, to_local
-from queue_core import claim, complete, db, fail
+from skiplock import handlers
+from skiplock.handlers.demo import Seeded
+from skiplock.handlers.domain.periods import load_timezone, to_local
+from skiplock.queue_core import claim, complete, db, fail
 
 
 def drain_inline(worker_id: str = "inline", max_jobs: int = 10_000) -> int:

@@ -7,8 +7,8 @@ from datetime import datetime
 
 import pytest
 
-from handlers.domain import store
-from queue_core.db import transaction
+from skiplock.handlers.domain import store
+from skiplock.queue_core.db import transaction
 
 
 @pytest.fixture

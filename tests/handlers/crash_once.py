@@ -15,8 +15,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from handlers.registry import Handler, JobResult, get_registration, register_handler
-from queue_core.payloads import BUILTIN_TYPES
+from skiplock.handlers.registry import Handler, JobResult, get_registration, register_handler
+from skiplock.queue_core.payloads import BUILTIN_TYPES
 
 CRASH_DIR = Path(os.environ.get("SKIPLOCK_CRASH_DIR", "."))
 

@@ -2,8 +2,8 @@
 
 from datetime import UTC, date, datetime, time
 
-from handlers.domain.interpret import mood_label
-from handlers.domain.model import Observation, Reading
+from skiplock.handlers.domain.interpret import mood_label
+from skiplock.handlers.domain.model import Observation, Reading
 
 _TIMES = {"morning": 8, "afternoon": 14, "evening": 19, "night": 23}
 

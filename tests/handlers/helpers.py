@@ -6,9 +6,9 @@ from typing import Any
 
 from sqlalchemy import text
 
-import handlers
-from handlers.registry import JobResult
-from queue_core.db import transaction
+from skiplock import handlers
+from skiplock.handlers.registry import JobResult
+from skiplock.queue_core.db import transaction
 
 
 def run_handler(job_type: str, payload: Any) -> JobResult:

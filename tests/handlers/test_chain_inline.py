@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from handlers.demo import format_report, pending_jobs, report, seed_demo
+from skiplock.handlers.demo import format_report, pending_jobs, report, seed_demo
 from tests.handlers.chains import assert_chains_complete, drain_inline
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from handlers.demo import pending_jobs, seed_demo
-from queue_core import db
+from skiplock.handlers.demo import pending_jobs, seed_demo
+from skiplock.queue_core import db
 from tests.handlers.chains import assert_chains_complete
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from handlers.domain.interpret import interpret_text
+from skiplock.handlers.domain.interpret import interpret_text
 
 EVENING = datetime(2026, 3, 3, 19, 0)
 

@@ -3,7 +3,7 @@
 from dataclasses import replace
 from datetime import date, timedelta
 
-from handlers.domain.patterns import (
+from skiplock.handlers.domain.patterns import (
     PatternOutcome,
     compare,
     is_stable,

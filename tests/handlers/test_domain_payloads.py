@@ -2,8 +2,8 @@
 
 import pytest
 
-from queue_core.errors import InvalidPayload
-from queue_core.payloads import validate_payload
+from skiplock.queue_core.errors import InvalidPayload
+from skiplock.queue_core.payloads import validate_payload
 
 GOOD = {
     "INTERPRET_EVENT": {"eventId": "e1"},

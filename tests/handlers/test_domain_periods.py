@@ -7,7 +7,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from handlers.domain.periods import (
+from skiplock.handlers.domain.periods import (
     load_timezone,
     next_day,
     parse_date,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from handlers.domain.schema import metadata
-from queue_core import db
+from skiplock.handlers.domain.schema import metadata
+from skiplock.queue_core import db
 
 
 def test_migrated_domain_tables_match_the_model(database_url):

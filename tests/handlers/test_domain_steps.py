@@ -3,12 +3,12 @@
 from dataclasses import replace
 from datetime import date, timedelta
 
-from handlers.domain.insights import QUESTIONS, answer_questions
-from handlers.domain.patterns import mine_patterns
-from handlers.domain.periods import parse_period
-from handlers.domain.plans import build_plan
-from handlers.domain.reviews import summarize_period
-from handlers.domain.uom import suggest_update
+from skiplock.handlers.domain.insights import QUESTIONS, answer_questions
+from skiplock.handlers.domain.patterns import mine_patterns
+from skiplock.handlers.domain.periods import parse_period
+from skiplock.handlers.domain.plans import build_plan
+from skiplock.handlers.domain.reviews import summarize_period
+from skiplock.handlers.domain.uom import suggest_update
 from tests.handlers.domain_builders import obs
 from tests.handlers.test_domain_patterns import MONDAY, weekday_evening_work
 

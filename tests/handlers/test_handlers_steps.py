@@ -9,13 +9,13 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlalchemy import text
 
-import handlers.interpret_event
-from handlers.domain import store
-from handlers.domain.periods import load_timezone
-from handlers.domain.samples import sample_entries
-from queue_core import enqueue_generate_review
-from queue_core.db import transaction
-from queue_core.errors import InvalidJob
+from skiplock import handlers
+from skiplock.handlers.domain import store
+from skiplock.handlers.domain.periods import load_timezone
+from skiplock.handlers.domain.samples import sample_entries
+from skiplock.queue_core import enqueue_generate_review
+from skiplock.queue_core.db import transaction
+from skiplock.queue_core.errors import InvalidJob
 from tests.handlers.helpers import jobs_of, rows, run_handler, scalar
 
 PARIS = "Europe/Paris"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from handlers import JobResult, handler
+from skiplock.handlers import JobResult, handler
 
 
 @handler("OPS_OK")

@@ -9,8 +9,8 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 
-from queue_core import config
 from skiplock.cli import main
+from skiplock.queue_core import config
 
 runner = CliRunner()
 

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from queue_core import backfill as work
+from skiplock.handlers import backfill as work
 from tests.ops.helpers import one_error_line, run, skiplock
 from tests.queue_core.helpers import count, sql
 

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from queue_core.cron import Cron
-from queue_core.errors import ConfigurationError
+from skiplock.ops.cron import Cron
+from skiplock.queue_core.errors import ConfigurationError
 
 PARIS = ZoneInfo("Europe/Paris")
 UTC_ZONE = ZoneInfo("UTC")

@@ -9,13 +9,14 @@ import urllib.request
 
 import pytest
 
-from pool.metrics import MetricsObserver
-from pool.observer import ChildInfo, PoolSnapshot
-from pool.operations import build_observers
-from pool.registry import ProcessRegistry
-from queue_core import enqueue, processes
-from queue_core.config import load_settings
-from queue_core.errors import ConfigurationError
+from skiplock.ops import processes
+from skiplock.pool.metrics import MetricsObserver
+from skiplock.pool.observer import ChildInfo, PoolSnapshot
+from skiplock.pool.operations import build_observers
+from skiplock.pool.process_table import ProcessTableWriter
+from skiplock.queue_core import enqueue
+from skiplock.queue_core.config import load_settings
+from skiplock.queue_core.errors import ConfigurationError
 from tests.ops.helpers import run
 from tests.queue_core.helpers import sql
 from tests.support import free_port
@@ -31,7 +32,7 @@ def child(index: int, job: str | None = None, job_type: str | None = None) -> Ch
 
 
 def test_the_registry_keeps_the_table_and_ps_shows_it():
-    registry = ProcessRegistry(heartbeat_s=0.0, stale_after_s=30)
+    registry = ProcessTableWriter(heartbeat_s=0.0, stale_after_s=30)
     registry.on_start(snapshot("m1", child(1, "job-1", "A"), child(2)))
     rows = processes.list_processes()
     assert [(r.kind, r.pid, r.job_id) for r in rows] == [
@@ -51,10 +52,10 @@ def test_the_registry_keeps_the_table_and_ps_shows_it():
 
 
 def test_a_master_that_stopped_heartbeating_is_pruned_with_its_children():
-    ProcessRegistry(0.0, 30).on_start(snapshot("dead", child(1), child(2)))
+    ProcessTableWriter(0.0, 30).on_start(snapshot("dead", child(1), child(2)))
     sql("""UPDATE "WorkerProcess" SET "heartbeatAt" = now() - interval '1 hour'""")
     assert "STALE" in run("ps").output
-    ProcessRegistry(0.0, 30).on_start(snapshot("alive", child(1)))
+    ProcessTableWriter(0.0, 30).on_start(snapshot("alive", child(1)))
     assert {r.id for r in processes.list_processes()} == {"alive", "host-a:201:boot"}
     sql("""UPDATE "WorkerProcess" SET "heartbeatAt" = now() - interval '1 hour'""")
     result = run("recover", "--stuck-timeout", "60s")
@@ -108,11 +109,11 @@ def test_metrics_count_hooks_and_read_the_queue():
 
 def test_build_observers_follows_the_settings(tmp_path):
     plain = build_observers(load_settings())
-    assert {type(o).__name__ for o in plain} == {"ProcessRegistry", "ScheduleObserver"}
+    assert {type(o).__name__ for o in plain} == {"ProcessTableWriter", "ScheduleObserver"}
     path = tmp_path / "s.toml"
     path.write_text('[[schedule]]\nname = "n"\ncron = "@daily"\ntype = "T"\n')
     full = build_observers(load_settings(metrics_port=free_port(), schedule_file=str(path)))
-    assert {type(o).__name__ for o in full} == {"ProcessRegistry", "ScheduleObserver",
+    assert {type(o).__name__ for o in full} == {"ProcessTableWriter", "ScheduleObserver",
                                                 "MetricsObserver"}
     for observer in full:
         observer.on_stop(snapshot("m", state="stopping"))

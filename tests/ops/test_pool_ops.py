@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from queue_core import enqueue
+from skiplock.queue_core import enqueue
 from tests.ops.helpers import run
 from tests.support import free_port, wait_for
 

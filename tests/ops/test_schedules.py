@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pool.observer import PoolSnapshot
-from pool.scheduler import ScheduleObserver
-from queue_core import schedules
-from queue_core.errors import ConfigurationError
+from skiplock.ops import schedules
+from skiplock.pool.observer import PoolSnapshot
+from skiplock.pool.scheduler import ScheduleObserver
+from skiplock.queue_core.errors import ConfigurationError
 from tests.ops.helpers import run
 from tests.queue_core.helpers import count, sql
 
@@ -26,7 +26,8 @@ catch_up = "10m"
 [[schedule]]
 name = "daily-reviews"
 cron = "15 * * * *"
-reviews = "daily"
+type = "BACKFILL_REVIEWS"
+payload = { period = "daily" }
 """
 
 
@@ -82,14 +83,17 @@ def test_a_reviews_schedule_enqueues_a_backfill_job_that_a_child_runs(tmp_path):
     schedules.run_due([reviews], now=start)
     schedules.run_due([reviews], now=start + timedelta(minutes=20))
     [(job_type, payload)] = sql('SELECT type, payload FROM "WorkerJob"')
-    assert job_type == "BACKFILL_REVIEWS" and payload["period"] == "daily"
-    from handlers import get_handler
+    assert job_type == "BACKFILL_REVIEWS" and payload == {"period": "daily"}
+    from skiplock.handlers import get_handler
 
     handler = get_handler("BACKFILL_REVIEWS")  # built in: every pool runs it
     assert handler is not None
     result = handler(payload, "job")
     assert result.success and result.data["created"] >= 1
-    assert count("""type = 'GENERATE_REVIEW' AND "idempotencyKey" = 'review:u1:DAILY:2026-11-27'""") == 1
+    # The job computes its own range from the database clock: yesterday's review is in it.
+    [yesterday] = sql("SELECT (now() - interval '1 day')::date::text")[0]
+    key = f"review:u1:DAILY:{yesterday}"
+    assert count(f"""type = 'GENERATE_REVIEW' AND "idempotencyKey" = '{key}'""") == 1
     again = handler(payload, "job")
     assert again.data["created"] == 0
 
@@ -158,7 +162,7 @@ def test_schedule_commands_without_a_file_or_with_a_bad_one(tmp_path):
 
 
 def test_backfill_reviews_is_a_built_in_type_with_a_clear_error_for_bad_dates():
-    from handlers import get_handler
+    from skiplock.handlers import get_handler
 
     enqueued = run("enqueue", "BACKFILL_REVIEWS",
                    '{"period": "daily", "from": "2026-11-01", "to": "2026-11-02"}')

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from queue_core import claim, enqueue, fail
+from skiplock.queue_core import claim, enqueue, fail
 from tests.ops.helpers import one_error_line, run
 from tests.queue_core.helpers import count, row, sql
 

@@ -134,7 +134,7 @@ class Jobs:
         self.engine = engine
 
     def enqueue(self, job_type: str, payload: dict[str, Any] | None = None, **options: Any) -> str:
-        from queue_core import enqueue
+        from skiplock.queue_core import enqueue
 
         with self.engine.begin() as conn:
             return enqueue(job_type, payload or {}, conn=conn, **options)

@@ -16,8 +16,8 @@ from typing import Any
 
 from sqlalchemy import text
 
-from handlers import JobResult, handler
-from queue_core import db
+from skiplock.handlers import JobResult, handler
+from skiplock.queue_core import db
 
 
 def _mark_started(job_id: str) -> int:

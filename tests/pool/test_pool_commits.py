@@ -37,7 +37,7 @@ def _commits(jobs: Jobs) -> int:
 def test_a_busy_child_commits_about_once_per_job(
     start_pool: Callable[..., Pool], jobs: Jobs
 ) -> None:
-    from queue_core import enqueue_many
+    from skiplock.queue_core import enqueue_many
 
     with jobs.engine.begin() as conn:
         enqueue_many([{"type": "BENCH_NOOP", "payload": {}}] * JOBS, conn=conn)

@@ -15,18 +15,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-import pool
-from handlers import JobResult, register_handler, unregister_handler
-from pool.observer import ChildInfo, NullObserver, PoolSnapshot
-from queue_core.config import load_settings
+from skiplock import pool
+from skiplock.handlers import JobResult, register_handler, unregister_handler
+from skiplock.pool.observer import ChildInfo, NullObserver, PoolSnapshot
+from skiplock.queue_core.config import load_settings
 from tests.pool.conftest import _TABLES, Jobs, Pool, wait_for
 
 
 @pytest.fixture
 def private_cluster() -> Iterator[tuple[object, str]]:
     """A throwaway PostgreSQL of our own, which the test may restart (never the machine's)."""
-    from queue_core import migrate
-    from queue_core.embedded import EmbeddedCluster, find_bindir
+    from skiplock.queue_core import migrate
+    from skiplock.queue_core.embedded import EmbeddedCluster, find_bindir
 
     if find_bindir() is None:
         pytest.skip("no PostgreSQL server binaries to run a private cluster with")

@@ -6,10 +6,10 @@ import faulthandler
 import os
 import signal
 
-from pool import protocol
-from pool.child import PollInterval
-from pool.outage import Outage
-from pool.postmortem import (
+from skiplock.pool import protocol
+from skiplock.pool.child import PollInterval
+from skiplock.pool.outage import Outage
+from skiplock.pool.postmortem import (
     EXIT_BOOT_FAILURE,
     describe_status,
     died_while_running,
@@ -71,7 +71,7 @@ def test_polling_slows_down_by_steps_and_resets_on_a_job() -> None:
 def test_an_outage_backs_off_and_logs_once(caplog) -> None:  # type: ignore[no-untyped-def]
     import logging
 
-    from queue_core.errors import DatabaseUnavailable
+    from skiplock.queue_core.errors import DatabaseUnavailable
 
     outage = Outage("test", logging.getLogger("test.outage"), initial_s=0.1, max_s=0.4)
     with caplog.at_level(logging.WARNING, logger="test.outage"):
@@ -85,8 +85,8 @@ def test_an_outage_backs_off_and_logs_once(caplog) -> None:  # type: ignore[no-u
 
 
 def test_a_failed_fork_backs_the_slot_off_instead_of_stopping_the_pool(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from pool.master import Master
-    from queue_core.config import load_settings
+    from skiplock.pool.master import Master
+    from skiplock.queue_core.config import load_settings
 
     def no_fork() -> int:
         raise BlockingIOError(11, "Resource temporarily unavailable")

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from queue_core import db
+from skiplock.queue_core import db
 
 
 def sql(statement: str, **params: Any) -> list[Any]:

@@ -5,9 +5,9 @@ import time
 
 from sqlalchemy import text
 
-import queue_core as q
-from queue_core import db
-from queue_core import sql as sql_statements
+from skiplock import queue_core as q
+from skiplock.queue_core import db
+from skiplock.queue_core import sql as sql_statements
 from tests.queue_core.helpers import count, row, sql
 
 

@@ -10,8 +10,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from queue_core import config
 from skiplock.cli import main
+from skiplock.queue_core import config
 from tests.queue_core.helpers import add_user, count, row, sql
 
 runner = CliRunner()
@@ -115,7 +115,7 @@ def test_job_shows_everything_and_unknown_ids_fail():
 
 def test_stats_retry_recover_and_cleanup():
     run("enqueue", "X", "{}", "--any-type", "--max-attempts", "1")
-    from queue_core import claim, fail
+    from skiplock.queue_core import claim, fail
 
     [job] = claim("w")
     fail(job, "boom")

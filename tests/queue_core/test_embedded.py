@@ -13,8 +13,8 @@ from urllib.parse import unquote
 import psycopg2
 import pytest
 
-from queue_core.embedded import EmbeddedCluster, find_bindir
-from queue_core.urls import libpq_dsn
+from skiplock.queue_core.embedded import EmbeddedCluster, find_bindir
+from skiplock.queue_core.urls import libpq_dsn
 
 
 @pytest.fixture
@@ -68,8 +68,8 @@ def test_cli_uses_the_embedded_cluster_without_database_url(home):
 
 
 def test_no_binaries_gives_an_error_naming_both_ways_out(home, monkeypatch):
-    import queue_core.embedded as embedded
-    from queue_core.errors import EmbeddedDatabaseError
+    import skiplock.queue_core.embedded as embedded
+    from skiplock.queue_core.errors import EmbeddedDatabaseError
 
     monkeypatch.setattr(embedded, "find_bindir", lambda: None)
     with pytest.raises(EmbeddedDatabaseError, match="DATABASE_URL") as info:

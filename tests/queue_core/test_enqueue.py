@@ -6,9 +6,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session
 
-import queue_core as q
-from queue_core import db
-from queue_core.errors import InvalidJob, InvalidPayload
+from skiplock import queue_core as q
+from skiplock.queue_core import db
+from skiplock.queue_core.errors import InvalidJob, InvalidPayload
 from tests.queue_core.helpers import add_user, count, row
 
 

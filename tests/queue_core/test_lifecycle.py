@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-import queue_core as q
-from queue_core.backoff import backoff_base_s, backoff_s
-from queue_core.jobs import JobRef
+from skiplock import queue_core as q
+from skiplock.queue_core.backoff import backoff_base_s, backoff_s
+from skiplock.queue_core.jobs import JobRef
 from tests.queue_core.helpers import age_lock, row
 
 
@@ -110,7 +110,7 @@ def test_backoff_follows_the_seed_formula_with_cap_and_jitter():
 def test_completion_inside_a_long_job_transaction_is_dated_when_it_happens():
     import time
 
-    from queue_core import db
+    from skiplock.queue_core import db
 
     q.enqueue("X", {})
     [job] = q.claim("w")

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-import queue_core as q
-from queue_core.errors import InvalidJob
+from skiplock import queue_core as q
+from skiplock.queue_core.errors import InvalidJob
 from tests.queue_core.helpers import count, row, sql
 
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import queue_core as q
+from skiplock import queue_core as q
 from tests.queue_core.helpers import age_lock, row
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import inspect
 
-from queue_core import db
-from queue_core.schema import worker_job
+from skiplock.queue_core import db
+from skiplock.queue_core.schema import worker_job
 
 
 def test_migrated_table_matches_the_model():

@@ -14,16 +14,16 @@ import logging
 import time
 from collections.abc import Callable
 
-from pool.observer import NullObserver, PoolSnapshot
-from pool.outage import Outage
-from queue_core import processes
+from skiplock.ops import processes
+from skiplock.pool.observer import NullObserver, PoolSnapshot
+from skiplock.pool.outage import Outage
 
-log = logging.getLogger("skiplock.registry")
+log = logging.getLogger("skiplock.process_table")
 
 PRUNE_EVERY_BEATS = 6
 
 
-class ProcessRegistry(NullObserver):
+class ProcessTableWriter(NullObserver):
     def __init__(self, heartbeat_s: float, stale_after_s: float) -> None:
         self.heartbeat_s = heartbeat_s
         self.stale_after_s = stale_after_s

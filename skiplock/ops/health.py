@@ -1,6 +1,6 @@
 """What `skiplock stats` shows: the queue and the health of its table, fast on any size.
 
-Counting a table of tens of millions of rows takes seconds (LESSONS.md
+Counting a table of tens of millions of rows takes seconds (docs/lessons.md
 "count(*) on a big job table is slow"), so only what the partial indexes make
 cheap is counted exactly: PENDING and PROCESSING (small while the queue keeps
 up), dead letters (few, or someone should look), jobs finished in the last
@@ -18,10 +18,11 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from queue_core import ops_sql, sql
-from queue_core.db import connect
-from queue_core.maintenance import camel, pending_breakdown
-from queue_core.pauses import paused
+from skiplock.ops import sql as ops_sql
+from skiplock.ops.pauses import paused
+from skiplock.queue_core import sql
+from skiplock.queue_core.db import connect
+from skiplock.queue_core.maintenance import camel, pending_breakdown
 
 THROUGHPUT_WINDOWS_MIN = (1, 5, 15)
 
@@ -95,6 +96,12 @@ class Health:
         }
 
 
+def dead_by_type(conn: Connection | Session | None = None) -> dict[str, int]:
+    """Dead letters by job type, through the DEAD_LETTER partial index."""
+    with connect(conn) as c:
+        return {r.type: int(r.n) for r in c.execute(ops_sql.DEAD_BY_TYPE)}
+
+
 def collect(exact: bool = False, conn: Connection | Session | None = None) -> Health:
     health = Health()
     with connect(conn) as c:
@@ -105,7 +112,7 @@ def collect(exact: bool = False, conn: Connection | Session | None = None) -> He
         health.pending_by_type = base.by_type
         health.ready_by_type = base.ready_by_type
         health.processing_by_type = base.processing_by_type
-        health.dead_by_type = {r.type: int(r.n) for r in c.execute(ops_sql.DEAD_BY_TYPE)}
+        health.dead_by_type = dead_by_type(c)
         table = c.execute(ops_sql.TABLE_ESTIMATE).first()
         if exact:
             counts = {r.status: int(r.n) for r in c.execute(sql.COUNT_BY_STATUS)}

@@ -22,10 +22,11 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 
-from queue_core import ops_sql, payloads, sql
-from queue_core.db import connect
-from queue_core.enqueue import enqueue_batch
-from queue_core.errors import InvalidJob
+from skiplock.handlers.domain import sql as domain_sql
+from skiplock.queue_core import payloads, sql
+from skiplock.queue_core.db import connect
+from skiplock.queue_core.enqueue import enqueue_batch
+from skiplock.queue_core.errors import InvalidJob
 
 log = logging.getLogger("skiplock.backfill")
 
@@ -81,7 +82,7 @@ def _flush(jobs: list[dict[str, Any]], outcome: Outcome, dry_run: bool,
 def _interpret_filters(user_id: str | None, since: datetime | None,
                        until: datetime | None) -> tuple[str, dict[str, Any]]:
     params = {"user_id": user_id, "since": since, "until": until}
-    clauses = " ".join(c for name, c in ops_sql.INTERPRET_FILTERS.items() if params[name] is not None)
+    clauses = " ".join(c for name, c in domain_sql.INTERPRET_FILTERS.items() if params[name] is not None)
     return clauses, {k: v for k, v in params.items() if v is not None}
 
 
@@ -90,7 +91,7 @@ def count_interpret(user_id: str | None = None, since: datetime | None = None,
     """(events without an interpretation, of which already queued)."""
     clauses, params = _interpret_filters(user_id, since, until)
     with connect() as c:
-        row = c.execute(text(ops_sql.COUNT_INTERPRET_CANDIDATES.format(filters=clauses)),
+        row = c.execute(text(domain_sql.COUNT_INTERPRET_CANDIDATES.format(filters=clauses)),
                         params).one()
     return int(row.n), int(row.queued)
 
@@ -102,7 +103,7 @@ def backfill_interpret(*, user_id: str | None = None, since: datetime | None = N
     that has no interpretation yet."""
     _check_batch_size(batch_size)
     clauses, params = _interpret_filters(user_id, since, until)
-    statement = text(ops_sql.INTERPRET_CANDIDATES.format(filters=clauses))
+    statement = text(domain_sql.INTERPRET_CANDIDATES.format(filters=clauses))
     outcome = Outcome(dry_run=dry_run)
     after = ""
     while True:
@@ -159,8 +160,8 @@ def periods(period: str, first: date, last: date) -> list[Period]:
 
 
 def _users(user_id: str | None, batch: int = 1000) -> Iterator[Any]:
-    clauses = ops_sql.USER_FILTERS["user_id"] if user_id else ""
-    statement = text(ops_sql.USERS_BATCH.format(filters=clauses))
+    clauses = domain_sql.USER_FILTERS["user_id"] if user_id else ""
+    statement = text(domain_sql.USERS_BATCH.format(filters=clauses))
     after = ""
     while True:
         with connect() as c:
@@ -173,15 +174,15 @@ def _users(user_id: str | None, batch: int = 1000) -> Iterator[Any]:
 
 
 def count_users(user_id: str | None = None) -> int:
-    clauses = ops_sql.USER_FILTERS["user_id"] if user_id else ""
+    clauses = domain_sql.USER_FILTERS["user_id"] if user_id else ""
     with connect() as c:
-        return int(c.execute(text(ops_sql.COUNT_USERS.format(filters=clauses)),
+        return int(c.execute(text(domain_sql.COUNT_USERS.format(filters=clauses)),
                              {"user_id": user_id}).scalar_one())
 
 
 def db_now() -> datetime:
     with connect() as c:
-        now: datetime = c.execute(ops_sql.DB_NOW).scalar_one()
+        now: datetime = c.execute(domain_sql.DB_NOW).scalar_one()
     return now
 
 

@@ -1,7 +1,7 @@
 """The process table behind `skiplock ps`: live masters and their children.
 
 Every master writes its own row and its children's rows on its heartbeat
-(`pool.registry.ProcessRegistry`), and deletes them when it stops. A master
+(`pool/process_table.py`), and deletes them when it stops. A master
 that stops heartbeating (its host died, it was killed) is pruned by any live
 master, or by `skiplock recover`, once its heartbeat is older than the stuck
 timeout; its children go with it (ON DELETE CASCADE).
@@ -17,8 +17,8 @@ from datetime import datetime
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from queue_core import ops_sql
-from queue_core.db import connect
+from skiplock.ops import sql as ops_sql
+from skiplock.queue_core.db import connect
 
 log = logging.getLogger("skiplock.processes")
 

@@ -16,8 +16,8 @@ from datetime import datetime
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from queue_core import ops_sql
-from queue_core.db import connect
+from skiplock.ops import sql as ops_sql
+from skiplock.queue_core.db import connect
 
 log = logging.getLogger("skiplock.pauses")
 

@@ -6,7 +6,7 @@ handler module):
 
     [[schedule]]
     name = "nightly-digest"          # unique; part of every occurrence's key
-    cron = "0 3 * * *"               # see queue_core.cron
+    cron = "0 3 * * *"               # see skiplock.ops.cron
     timezone = "Europe/Paris"        # IANA zone of the cron's wall clock (default UTC)
     type = "SEND_DIGEST"
     payload = { kind = "nightly" }   # default {}
@@ -17,7 +17,8 @@ handler module):
     [[schedule]]
     name = "daily-reviews"
     cron = "15 * * * *"
-    reviews = "daily"                # each user's DAILY review once their local day is over
+    type = "BACKFILL_REVIEWS"        # a job like any other: its handler finds its own work
+    payload = { period = "daily" }
 
 Every master runs every schedule (no leader to elect, nothing to fail over):
 each occurrence is enqueued with the idempotency key
@@ -26,11 +27,10 @@ job exists. "WorkerSchedule" remembers the last occurrence enqueued; a master
 that starts after an outage enqueues what was missed since then, but nothing
 older than `catch_up` (a host down for a week does not fire a week of jobs).
 
-A `reviews` schedule enqueues, per occurrence, one BACKFILL_REVIEWS job that a
-child runs: it enqueues GENERATE_REVIEW for every user whose period ended
-recently (`queue_core.backfill`), keyed by the seed's review key, so reviews
-are never doubled either. The fan-out over users runs in a worker child,
-never in the master's loop.
+A schedule only enqueues; the job's handler computes its own work. The
+built-in BACKFILL_REVIEWS, for example, scheduled hourly with
+`payload = { period = "daily" }`, enqueues each user's review once their
+local day is over (`skiplock/handlers/backfill_reviews.py`).
 """
 
 from __future__ import annotations
@@ -45,21 +45,19 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from queue_core import ops_sql, payloads
-from queue_core.cron import Cron
-from queue_core.db import connect
-from queue_core.durations import parse_duration
-from queue_core.enqueue import enqueue_batch
-from queue_core.errors import ConfigurationError, InvalidPayload, SkiplockError
+from skiplock.ops import sql as ops_sql
+from skiplock.ops.cron import Cron
+from skiplock.queue_core import payloads
+from skiplock.queue_core.db import connect
+from skiplock.queue_core.durations import parse_duration
+from skiplock.queue_core.enqueue import enqueue_batch
+from skiplock.queue_core.errors import ConfigurationError, SkiplockError
 
 log = logging.getLogger("skiplock.schedules")
 
-BACKFILL_REVIEWS = "BACKFILL_REVIEWS"
 DEFAULT_CATCH_UP_S = 3600.0
 MAX_OCCURRENCES_PER_RUN = 1000
-_PERIOD_DAYS = {"daily": 1, "weekly": 7, "monthly": 31}
-_KEYS = {"name", "cron", "timezone", "type", "payload", "priority", "max_attempts", "catch_up",
-         "reviews"}
+_KEYS = {"name", "cron", "timezone", "type", "payload", "priority", "max_attempts", "catch_up"}
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,6 @@ class Schedule:
     priority: int = 0
     max_attempts: int = 3
     catch_up_s: float = DEFAULT_CATCH_UP_S
-    reviews: str | None = None  # "daily" | "weekly" | "monthly"
 
     def __post_init__(self) -> None:
         where = f"schedule {self.name!r}"
@@ -83,14 +80,8 @@ class Schedule:
             payloads.load_timezone(self.timezone)
         except ValueError as exc:
             raise ConfigurationError(f"{where}: {exc}") from None
-        if self.reviews is not None:
-            if self.reviews not in _PERIOD_DAYS:
-                raise ConfigurationError(
-                    f"{where}: reviews must be daily, weekly or monthly, not {self.reviews!r}")
-            if self.job_type:
-                raise ConfigurationError(f"{where}: give either type or reviews, not both")
-        elif not self.job_type:
-            raise ConfigurationError(f"{where}: needs a job type (type = ...) or reviews = ...")
+        if not self.job_type:
+            raise ConfigurationError(f"{where}: needs a job type (type = ...)")
         if not isinstance(self.payload, Mapping):
             raise ConfigurationError(f"{where}: payload must be a table/object")
         if self.catch_up_s < 0:
@@ -104,33 +95,18 @@ class Schedule:
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    @property
-    def target_type(self) -> str:
-        return BACKFILL_REVIEWS if self.reviews else self.job_type
-
     def key(self, occurrence: datetime) -> str:
         return f"schedule:{self.name}:{occurrence.astimezone(UTC):%Y-%m-%dT%H:%MZ}"
 
     def job(self, occurrence: datetime) -> dict[str, Any]:
         """The job of one occurrence."""
-        if self.reviews:
-            # Every period that ended since a little before the catch-up window:
-            # the keys of the reviews already enqueued make the overlap free.
-            lookback = timedelta(seconds=self.catch_up_s, days=_PERIOD_DAYS[self.reviews] + 1)
-            payload: Mapping[str, Any] = {
-                "period": self.reviews,
-                "from": (occurrence - lookback).date().isoformat(),
-                "to": (occurrence + timedelta(days=1)).date().isoformat(),
-            }
-        else:
-            payload = self.payload
-        return {"type": self.target_type, "payload": dict(payload), "priority": self.priority,
+        return {"type": self.job_type, "payload": dict(self.payload), "priority": self.priority,
                 "max_attempts": self.max_attempts, "idempotency_key": self.key(occurrence)}
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "cron": self.cron, "timezone": self.timezone,
-                "type": self.target_type, "payload": dict(self.payload),
-                "reviews": self.reviews, "catchUpSeconds": self.catch_up_s}
+                "type": self.job_type, "payload": dict(self.payload),
+                "catchUpSeconds": self.catch_up_s}
 
 
 _in_code: dict[str, Schedule] = {}
@@ -158,8 +134,7 @@ def _from_entry(entry: Any, index: int) -> Schedule:
         name=entry.get("name", ""), cron=str(entry.get("cron", "")),
         job_type=entry.get("type", ""), payload=entry.get("payload", {}),
         timezone=entry.get("timezone", "UTC"), priority=entry.get("priority", 0),
-        max_attempts=entry.get("max_attempts", 3), catch_up_s=catch_up,
-        reviews=entry.get("reviews"))
+        max_attempts=entry.get("max_attempts", 3), catch_up_s=catch_up)
 
 
 def load_file(path: str | Path) -> list[Schedule]:
@@ -238,7 +213,7 @@ def run_due(schedules: Iterable[Schedule], now: datetime | None = None) -> RunRe
         result.created += done.created
         if done.created:
             log.info("schedule %s: enqueued %d occurrence(s), last %s", s.name, done.created,
-                     due[-1].isoformat(), extra={"schedule": s.name, "job_type": s.target_type})
+                     due[-1].isoformat(), extra={"schedule": s.name, "job_type": s.job_type})
     return result
 
 
@@ -246,19 +221,3 @@ def cursors(names: Iterable[str]) -> dict[str, datetime]:
     with connect() as c:
         return {r.name: r.lastOccurrence for r in c.execute(
             ops_sql.SCHEDULE_CURSORS, {"names": list(names)})}
-
-
-def run_backfill_reviews(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """What a BACKFILL_REVIEWS job does (its handler: handlers/backfill_reviews.py)."""
-    from datetime import date
-
-    from queue_core.backfill import backfill_reviews
-
-    period = payload.get("period")
-    try:
-        first = date.fromisoformat(str(payload.get("from")))
-        last = date.fromisoformat(str(payload.get("to")))
-    except ValueError as exc:
-        raise InvalidPayload(f"payload of {BACKFILL_REVIEWS}: {exc}") from None
-    outcome = backfill_reviews(str(period), first, last, user_id=payload.get("userId"))
-    return outcome.to_dict()

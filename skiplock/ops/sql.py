@@ -5,7 +5,7 @@ The job table's own life cycle (enqueue, claim, complete, ...) stays in
 `sql.py`; these statements read the job table or write the tables of
 migration 0003_ops. Same rules: the database clock, bound parameters only.
 
-`stats` must stay fast on a table of tens of millions of rows (LESSONS.md
+`stats` must stay fast on a table of tens of millions of rows (docs/lessons.md
 "count(*) on a big job table is slow"): PENDING and PROCESSING are counted
 exactly through their partial indexes (they are small when the queue is
 healthy); dead letters through the finished index; everything else is the
@@ -121,35 +121,6 @@ ADVANCE_SCHEDULE = text(
     """
 )
 
-# -- backfills (keyset pagination: each batch starts after the last id seen) ----------
-
-INTERPRET_CANDIDATES = """
-    SELECT e.id, e."userId" FROM "Event" e
-    WHERE NOT EXISTS (SELECT 1 FROM "Interpretation" i WHERE i."eventId" = e.id)
-      AND e.id > :after {filters}
-    ORDER BY e.id
-    LIMIT :batch
-"""
-COUNT_INTERPRET_CANDIDATES = """
-    SELECT count(*) AS n,
-           count(*) FILTER (WHERE EXISTS (
-               SELECT 1 FROM "WorkerJob" j WHERE j."idempotencyKey" = 'interpret:' || e.id))
-               AS queued
-    FROM "Event" e
-    WHERE NOT EXISTS (SELECT 1 FROM "Interpretation" i WHERE i."eventId" = e.id) {filters}
-"""
-INTERPRET_FILTERS = {
-    "user_id": 'AND e."userId" = :user_id',
-    "since": 'AND e."occurredAt" >= :since',
-    "until": 'AND e."occurredAt" < :until',
-}
-
-USERS_BATCH = """
-    SELECT id, timezone FROM "User" WHERE id > :after {filters} ORDER BY id LIMIT :batch
-"""
-COUNT_USERS = 'SELECT count(*) AS n FROM "User" WHERE true {filters}'
-USER_FILTERS = {"user_id": "AND id = :user_id"}
-
 # -- reads for `stats` ------------------------------------------------------------------
 
 TABLE_ESTIMATE = text(
@@ -192,7 +163,7 @@ THROUGHPUT = text(
 )
 
 # The oldest transaction that holds the vacuum horizon back: while it is open,
-# no dead job row newer than its snapshot can be removed (LESSONS.md "Queue
+# no dead job row newer than its snapshot can be removed (docs/lessons.md "Queue
 # tables bloat"). Prepared transactions and replication slots pin it too.
 VACUUM_HORIZON = text(
     """
