@@ -10,6 +10,7 @@ BENCHMARKS = {
     "chaos": "bench.chaos",
     "claim": "bench.claim",
     "pool": "bench.pool",
+    "peers": "bench.peers",
     "enqueue": "bench.enqueue",
 }
 
@@ -25,7 +26,9 @@ def main(argv: list[str]) -> None:
     if argv:
         raise SystemExit(f"unknown benchmark {argv[0]!r}; choose from {', '.join(BENCHMARKS)}")
     for name, module in BENCHMARKS.items():
-        if name == "chaos":  # a soak, not a speed figure: run it by name
+        # chaos is a soak, not a speed figure; peers needs the bench-only virtualenv
+        # (`make bench-peers`): run them by name.
+        if name in ("chaos", "peers"):
             continue
         print(f"\n=== {name} ===")
         importlib.import_module(module).run([])
