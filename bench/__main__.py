@@ -11,6 +11,7 @@ BENCHMARKS = {
     "claim": "bench.claim",
     "pool": "bench.pool",
     "peers": "bench.peers",
+    "profile": "bench.profile",
     "enqueue": "bench.enqueue",
 }
 
@@ -28,7 +29,7 @@ def main(argv: list[str]) -> None:
     for name, module in BENCHMARKS.items():
         # chaos is a soak, not a speed figure; peers needs the bench-only virtualenv
         # (`make bench-peers`): run them by name.
-        if name in ("chaos", "peers"):
+        if name in ("chaos", "peers", "profile"):
             continue
         print(f"\n=== {name} ===")
         importlib.import_module(module).run([])

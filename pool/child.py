@@ -1,7 +1,9 @@
 """A worker child: claim a job, run its handler, settle it, again.
 
 A busy child claims its next batch in the transaction that completes the last
-job of the current one (`claim_with_completion`): one commit per job, not two.
+job of the current one (`claim_with_completion`), and consecutive jobs share
+that transaction (`pool/group_commit.py`): one commit per group of jobs. The
+claim size adapts to the backlog (`pool/claim_size.py`).
 
 The master forks the child and calls `Child(...).run()`, whose return value
 becomes the exit status. A child starts clean (docs/lessons.md, "A child starts clean"): it resets the
@@ -36,11 +38,13 @@ from sqlalchemy.exc import DBAPIError
 from skiplock.handlers import registry
 from skiplock.handlers.registry import JobResult, Registration
 from skiplock.pool import lifeline, protocol
+from skiplock.pool.claim_size import ClaimSize, Durations
+from skiplock.pool.group_commit import Group, GroupAborted, JobScope, Outcome
 from skiplock.pool.listener import Listener
 from skiplock.pool.outage import Outage
 from skiplock.pool.postmortem import EXIT_ABORTED, EXIT_BOOT_FAILURE, EXIT_OK
 from skiplock.pool.proctitle import set_title, worker_title
-from skiplock.queue_core import Job, claim, complete, db, fail, release, sql
+from skiplock.queue_core import Job, claim, db, fail, release, sql
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.errors import ConfigurationError, DatabaseUnavailable, InvalidPayload
 from skiplock.queue_core.payloads import validate_payload
@@ -68,10 +72,6 @@ class _Failed(Exception):
     def __init__(self, result: JobResult) -> None:
         super().__init__(result.error)
         self.result = result
-
-
-class _Lost(Exception):
-    """`complete` found the job no longer ours: roll the handler's writes back."""
 
 
 class PollInterval:
@@ -106,7 +106,9 @@ class Child:
         self.in_handler = False
         self.jobs_done = 0
         self.poll = PollInterval(settings.poll_min_s, settings.poll_max_s, settings.poll_step_s)
-        self.claim_limit = 1
+        self.durations = Durations()
+        self.claim_size = ClaimSize(settings.batch_size, self.durations)
+        self.group = Group(settings.commit_delay_ms / 1000)
         # What the last job's transaction claimed for the loop (committed, reported to
         # the master): None when it did not try, and the loop claims by itself.
         self.next_jobs: list[Job] | None = None
@@ -135,6 +137,7 @@ class Child:
         except BrokenPipeError:  # the master is gone; PDEATHSIG may be on its way
             return EXIT_OK
         finally:
+            self.group.close()
             if self.listener is not None:
                 self.listener.close()
         return EXIT_ABORTED if self.abandoning else EXIT_OK
@@ -213,6 +216,7 @@ class Child:
                 self.outage.succeeded()
                 self.take(jobs)
             if not jobs:
+                set_title(worker_title(self.slot))
                 self.wait(self.poll.after_empty())
                 continue
             self.run_batch(jobs)
@@ -229,17 +233,17 @@ class Child:
 
         Nothing is held until the claim commits: the caller hands the jobs to `take`
         only then."""
-        return claim(self.worker_id, limit=self.claim_limit, conn=conn)
+        return claim(self.worker_id, limit=self.claim_size.limit(), conn=conn)
 
-    def take(self, jobs: list[Job]) -> None:
-        """A committed claim: size the next bite, and tell the master what to heartbeat."""
-        if not jobs:
-            self.claim_limit = 1
-            return
-        self.poll.reset()
-        # A full batch means a deep queue: take bigger bites until it runs dry.
-        self.claim_limit = self.settings.batch_size if len(jobs) >= self.claim_limit else 1
-        self.send(protocol.Claimed([(j.id, self.worker_id, j.attempts) for j in jobs]))
+    def take(self, jobs: list[Job], before: list[protocol.Message] | None = None) -> None:
+        """A committed claim: size the next bite, and tell the master what to heartbeat
+        (after `before`, in the same write)."""
+        self.claim_size.after_claim(len(jobs))
+        messages = list(before or [])
+        if jobs:
+            self.poll.reset()
+            messages.append(protocol.Claimed([(j.id, self.worker_id, j.attempts) for j in jobs]))
+        self.send(*messages)
 
     def claim_with_completion(self, conn: Connection) -> list[Job] | None:
         """Claim the next batch in the transaction that completes the last job of this one.
@@ -253,19 +257,23 @@ class Child:
         the completion back with it: the job is failed and retried like one whose
         own statement failed (at least once, as ever).
         """
-        if self.should_stop() or self.recycle_reason(after=1) is not None:
+        if self.should_stop() or self.recycle_reason() is not None:
             return None
         return self.claim_batch(conn)
 
     def run_batch(self, jobs: list[Job]) -> None:
         for index, job in enumerate(jobs):
             if self.should_stop():
+                self.commit_group()
                 for left in jobs[index:]:
                     outcome = self.settle(left, lambda j=left: _released(
                         release(j, "worker stopped before it started the job")))
-                    self.send(protocol.Finished(left.id, outcome, 0.0))
+                    self.send(protocol.Finished(left.id, outcome, 0.0, left.type))
                 return
-            self.run_job(job, last=index == len(jobs) - 1)
+            if self.group.due(self.durations.expected(job.type)):
+                self.commit_group()
+            self.run_job(job)
+        self.commit_group(claim_next=True)
 
     def wait(self, timeout: float) -> None:
         """Sleep until the timeout, a notification, or a signal (TERM wakes us at once)."""
@@ -302,30 +310,89 @@ class Child:
 
     # -- one job ------------------------------------------------------------
 
-    def run_job(self, job: Job, *, last: bool = False) -> None:
+    def run_job(self, job: Job) -> None:
         registration = registry.get_registration(job.type)
         timeout_s = (registration.timeout_s if registration else None) or self.settings.job_timeout_s
         self.send(protocol.Started(job.id, job.type, self.worker_id, job.attempts,
                                    job.max_attempts, timeout_s))
         set_title(worker_title(self.slot, job.type, job.id))
-        extra: dict[str, Any] = {"job_id": job.id, "job_type": job.type,
-                                 "attempt": job.attempts, "worker": self.worker_id}
-        log.info("job %s %s started (attempt %d/%d)", job.type, job.id, job.attempts,
-                 job.max_attempts, extra=extra)
+        if log.isEnabledFor(logging.INFO):  # nothing is formatted when it is off
+            log.info("job %s %s started (attempt %d/%d)", job.type, job.id, job.attempts,
+                     job.max_attempts, extra=_extra(job, self.worker_id))
         started = time.monotonic()
-        outcome = self.execute(job, registration, claim_next=last)
+        outcome = self.execute(job, registration, started)
         duration = time.monotonic() - started
         self.jobs_done += 1
-        self.send(protocol.Finished(job.id, outcome, duration))
-        log.info("job %s %s %s in %.0f ms", job.type, job.id, outcome.replace("_", "-"),
-                 duration * 1000, extra={**extra, "duration_ms": round(duration * 1000, 1),
-                                         "outcome": outcome})
-        set_title(worker_title(self.slot))
+        self.durations.observe(job.type, duration)
+        if outcome is not None:  # else it waits in the group for the commit
+            self.report([Outcome(job, duration, 0.0, outcome=outcome)])
 
-    def execute(self, job: Job, registration: Registration | None, *,
-                claim_next: bool = False) -> str:
-        """Run the job to an end; with `claim_next`, a completion also claims the next
-        batch in its transaction (claim_with_completion) for the loop."""
+    def report(self, outcomes: list[Outcome], before_claim: list[Job] | None = None) -> None:
+        """Tell the master how these jobs ended (committed), in one write; with
+        `before_claim`, the claim of the next batch rides in the same write."""
+        messages: list[protocol.Message] = [
+            protocol.Finished(o.job.id, o.outcome, o.duration_s, o.job.type) for o in outcomes]
+        if log.isEnabledFor(logging.INFO):
+            for o in outcomes:
+                log.info("job %s %s %s in %.0f ms", o.job.type, o.job.id,
+                         o.outcome.replace("_", "-"), o.duration_s * 1000,
+                         extra={**_extra(o.job, self.worker_id), "outcome": o.outcome,
+                                "duration_ms": round(o.duration_s * 1000, 1)})
+        if before_claim is not None:
+            self.take(before_claim, before=messages)
+        else:
+            self.send(*messages)
+
+    def commit_group(self, claim_next: bool = False) -> None:
+        """Commit the jobs that wait in the group; with `claim_next`, claim the next
+        batch in the same transaction (claim_with_completion) for the loop."""
+        if not self.group.outcomes:
+            return
+        try:
+            outcomes, next_jobs = self.group.commit(
+                self.claim_with_completion if claim_next else None)
+        except GroupAborted as exc:
+            self.settle_aborted(exc)
+            return
+        # Committed: report the claim at once, before anything else can happen.
+        # The master heartbeats only what it was told; a claim it heard of before
+        # the commit would look lost to it. A SIGKILL between the commit and this
+        # write still leaves rows held by this worker that the master does not
+        # know of and will not settle: nobody heartbeats them, so stuck recovery
+        # rescues them after --stuck-timeout. They never started, but the claim
+        # counted an attempt (a job on its last attempt is dead-lettered). The
+        # loop's own claim has the same window between its commit and its
+        # Claimed message, and so does a commit whose answer was lost with the
+        # connection (an in-doubt commit raises here and hands nothing over).
+        self.report(outcomes, before_claim=next_jobs)
+        if next_jobs is not None:
+            self.next_jobs = next_jobs
+
+    def settle_aborted(self, aborted: GroupAborted) -> None:
+        """The group's transaction rolled back: settle each of its jobs on its own."""
+        cause = aborted.cause
+        if cause is not None:
+            if isinstance(cause, DatabaseUnavailable) and _connection_lost(cause):
+                self.outage.failed(cause)
+            reason = f"database error before the jobs' commit: {_first_line(cause)}"
+        else:
+            reason = "another job of the same commit was lost (rescued elsewhere)"
+        log.warning("worker %d: %d finished job(s) not committed (%s); they run again",
+                    self.slot, len(aborted.outcomes) - len(aborted.lost), reason)
+        for o in aborted.outcomes:
+            if o.job.id in aborted.lost:
+                log.warning("job %s %s was no longer held by this worker (rescued elsewhere); "
+                            "its result was discarded", o.job.type, o.job.id)
+                o.outcome = "lost"
+            elif o.error is not None:
+                o.outcome = self.fail(o.job, o.error, retry=o.retry)
+            else:  # its writes were rolled back: it goes back without an attempt
+                o.outcome = self.settle(o.job, lambda j=o.job: _released(release(j, reason)))
+        self.report(aborted.outcomes)
+
+    def execute(self, job: Job, registration: Registration | None, started: float) -> str | None:
+        """Run the job to an end: its outcome, or None when it waits in the group for
+        the commit (pool/group_commit.py)."""
         try:
             payload = validate_payload(job.type, job.payload)
         except InvalidPayload as exc:
@@ -333,11 +400,12 @@ class Child:
         if registration is None:
             return self.fail(job, f"no handler registered for job type {job.type}", retry=False)
         ran = False
-        next_jobs: list[Job] | None = None
+        scope = JobScope(self.group)
         try:
             # The handler's writes and the completion commit together or not at all
-            # (docs/internals.md, the job's transaction).
-            with db.connect() as conn, db.bind_job_connection(conn):
+            # (docs/internals.md, the job's transaction): the handler writes in its
+            # savepoint of the group's transaction, which completes it at commit.
+            with db.translate_errors(), db.bind_job_connection(scope):
                 ran = True
                 self.in_handler = True
                 try:
@@ -349,49 +417,54 @@ class Child:
                                     f"{type(result).__name__}, not a JobResult")
                 if not result.success:
                     raise _Failed(result)
-                if not complete(job, result.data, conn=conn):
-                    raise _Lost()  # rolls back: nothing was claimed either
-                if claim_next:
-                    next_jobs = self.claim_with_completion(conn)
-            # A commit that failed raised above: nothing was claimed.
-        except _Lost:
-            log.warning("job %s %s was no longer held by this worker (rescued elsewhere); "
-                        "its result was discarded", job.type, job.id)
-            return "lost"
+                scope.release()
         except _Failed as exc:
-            return self.fail(job, exc.result.error or "handler reported failure",
-                             retry=exc.result.should_retry)
+            return self.fail_in_group(job, scope, started, exc.result.error or
+                                      "handler reported failure", retry=exc.result.should_retry)
         except DatabaseUnavailable as exc:
-            if ran and not _connection_lost(exc):
+            if ran and not _connection_lost(exc) and not self.group.broken():
                 # The server answered: the handler's own query failed (a statement or
                 # lock timeout). That is an attempt, or such a job would come back
                 # forever without accounting (docs/lessons.md, poison jobs).
                 log.warning("job %s %s: %s", job.type, job.id, _first_line(exc),
                             extra={"job_id": job.id, "job_type": job.type})
-                return self.fail(job, _first_line(exc.__cause__ or exc), retry=True)
+                return self.fail_in_group(job, scope, started,
+                                          _first_line(exc.__cause__ or exc), retry=True)
             # The connection is gone, and with it the transaction that held the
-            # handler's writes: the job did not run to an end, so it goes back unpaid.
+            # handler's writes (and those of the jobs waiting in the group): the
+            # job did not run to an end, so it goes back unpaid.
             self.outage.failed(exc)
             reason = f"database connection lost while running: {_first_line(exc)}"
+            waiting = self.group.take_all()
+            if waiting:
+                self.settle_aborted(GroupAborted(waiting, set(), exc))
             return self.settle(job, lambda: _released(release(job, reason)))
         except Exception as exc:
             log.warning("job %s %s raised %s", job.type, job.id, type(exc).__name__,
                         exc_info=True, extra={"job_id": job.id, "job_type": job.type})
-            return self.fail(job, f"{type(exc).__name__}: {exc}", retry=True)
-        if next_jobs is not None:
-            # Committed: report the claim first, before anything else can happen.
-            # The master heartbeats only what it was told; a claim it heard of before
-            # the commit would look lost to it. A SIGKILL between the commit and this
-            # write still leaves rows held by this worker that the master does not
-            # know of and will not settle: nobody heartbeats them, so stuck recovery
-            # rescues them after --stuck-timeout. They never started, but the claim
-            # counted an attempt (a job on its last attempt is dead-lettered). The
-            # loop's own claim has the same window between its commit and its
-            # Claimed message, and so does a commit whose answer was lost with the
-            # connection (an in-doubt commit raises here and hands nothing over).
-            self.take(next_jobs)
-            self.next_jobs = next_jobs
-        return "completed"
+            return self.fail_in_group(job, scope, started, f"{type(exc).__name__}: {exc}",
+                                      retry=True)
+        now = time.monotonic()
+        self.group.add(Outcome(job, now - started, now, result=result.data))
+        return None
+
+    def fail_in_group(self, job: Job, scope: JobScope, started: float, error: str, *,
+                      retry: bool) -> str | None:
+        """Roll the job's writes back to its savepoint; it is failed in the group's
+        transaction. When even that rollback fails the group cannot commit: its jobs
+        are settled one by one, and this one is failed on its own."""
+        try:
+            with db.translate_errors():
+                scope.rollback()
+        except Exception as exc:
+            waiting = self.group.take_all()
+            if waiting:
+                self.settle_aborted(GroupAborted(waiting, set(), exc))
+            self.group.discard()
+            return self.fail(job, error, retry=retry)
+        now = time.monotonic()
+        self.group.add(Outcome(job, now - started, now, error=error, retry=retry))
+        return None
 
     def fail(self, job: Job, error: str, *, retry: bool) -> str:
         return self.settle(job, lambda: _FAIL_OUTCOMES[fail(job, error, retry=retry)])
@@ -412,8 +485,14 @@ class Child:
                 raise BrokenPipeError("master is gone")
             self.wait(self.outage.retry_at - time.monotonic())
 
-    def send(self, message: protocol.Message) -> None:
-        protocol.send(self.fd, message)
+    def send(self, *messages: protocol.Message) -> None:
+        if messages:
+            protocol.send(self.fd, *messages)
+
+
+def _extra(job: Job, worker_id: str) -> dict[str, Any]:
+    return {"job_id": job.id, "job_type": job.type, "attempt": job.attempts,
+            "worker": worker_id}
 
 
 def _released(done: bool) -> str:

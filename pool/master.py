@@ -370,6 +370,9 @@ class Master:
                 self.crashes[child.slot] = 0  # it ran a job to an end: not a crash loop
                 self.notify("on_job_finished", info, message.id, job_type, message.outcome,
                             message.duration_s)
+            elif message.type:  # committed in a group after its child started the next job
+                self.notify("on_job_finished", child.info(), message.id, message.type,
+                            message.outcome, message.duration_s)
         elif isinstance(message, protocol.Exiting):
             child.exit_reason = message.reason
 

@@ -95,7 +95,13 @@ class Settings:
     poll_step_s: float = _setting(
         0.1, "SKIPLOCK_POLL_STEP_S", float, "Added to the wait after each empty poll.")
     batch_size: int = _setting(
-        1, "SKIPLOCK_BATCH_SIZE", int, "Jobs a child claims at once when the queue is deep.")
+        0, "SKIPLOCK_BATCH_SIZE", int,
+        "Jobs a child claims at once when the queue is deep (0: adapt to the backlog and "
+        "to how long jobs run, up to 100).")
+    commit_delay_ms: float = _setting(
+        10.0, "SKIPLOCK_COMMIT_DELAY_MS", float,
+        "Milliseconds a child's finished jobs may wait to commit together with the next "
+        "ones (0: one commit per job).")
     max_payload_bytes: int = _setting(
         1024 * 1024, "SKIPLOCK_MAX_PAYLOAD_BYTES", int, "Largest payload accepted, in bytes.")
     log_format: str = _setting(
@@ -146,8 +152,10 @@ class Settings:
             problems.append("log format must be text or json")
         if self.max_payload_bytes <= 0:
             problems.append("max payload bytes must be positive")
-        if self.batch_size < 1:
-            problems.append("batch size must be at least 1")
+        if self.batch_size < 0:
+            problems.append("batch size must be 0 (adaptive) or more")
+        if self.commit_delay_ms < 0:
+            problems.append("commit delay must be 0 or more")
         if not 0 < self.poll_min_s <= self.poll_max_s:
             problems.append("poll interval must satisfy 0 < min <= max")
         if problems:

@@ -64,15 +64,36 @@ def clean_error(error: Any) -> str:
 def complete(job: Fenced, result: Any = None,
              conn: Connection | Session | None = None) -> bool:
     """Mark the job COMPLETED; False if it was no longer ours (nothing changed)."""
-    try:
-        encoded = None if result is None else json.dumps(result, default=str, allow_nan=False)
-    except ValueError:
-        encoded = json.dumps(str(result))
     with connect(conn, autocommit=True) as c:
-        done = c.execute(sql.COMPLETE, {**_fence(job), "result": encoded}).rowcount == 1
+        done = c.execute(sql.COMPLETE, {**_fence(job), "result": _encode(result)}).rowcount == 1
     if not done:
         log.warning("job %s was lost before it completed; its result is discarded", job.id,
                     extra={"job_id": job.id, "worker": job.locked_by})
+    return done
+
+
+def _encode(result: Any) -> str | None:
+    try:
+        return None if result is None else json.dumps(result, default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(str(result))
+
+
+def complete_many(jobs: Sequence[tuple[Fenced, Any]],
+                  conn: Connection | Session | None = None) -> set[str]:
+    """Mark each (job, result) COMPLETED in one statement; return the ids that were
+    still ours (those missing were lost: nothing was changed for them)."""
+    if not jobs:
+        return set()
+    params = {"ids": [j.id for j, _ in jobs], "lockers": [j.locked_by for j, _ in jobs],
+              "attempts": [j.attempts for j, _ in jobs],
+              "results": [_encode(r) for _, r in jobs]}
+    with connect(conn, autocommit=True) as c:
+        done = {row[0] for row in c.execute(sql.COMPLETE_MANY, params)}
+    for job, _ in jobs:
+        if job.id not in done:
+            log.warning("job %s was lost before it completed; its result is discarded", job.id,
+                        extra={"job_id": job.id, "worker": job.locked_by})
     return done
 
 

@@ -95,6 +95,22 @@ COMPLETE = text(
     """
 )
 
+# The completions of a pool child's group commit (pool/group_commit.py), each
+# fenced by its own holder and attempt, in one statement; what comes back was
+# ours and is now COMPLETED.
+COMPLETE_MANY = text(
+    """
+    UPDATE "WorkerJob" AS j
+    SET status = 'COMPLETED', "completedAt" = statement_timestamp(),
+        "lockedAt" = NULL, "lockedBy" = NULL, result = c.result
+    FROM unnest(CAST(:ids AS text[]), CAST(:lockers AS text[]), CAST(:attempts AS int[]),
+                CAST(:results AS jsonb[])) AS c(id, locked_by, attempts, result)
+    WHERE j.id = c.id AND j.status = 'PROCESSING'
+      AND j."lockedBy" = c.locked_by AND j.attempts = c.attempts
+    RETURNING j.id
+    """
+)
+
 # :retry is decided by the caller (the handler asked for it); whether attempts
 # are left is decided here, on the row as it is now.
 FAIL = text(
