@@ -12,6 +12,7 @@ BENCHMARKS = {
     "pool": "bench.pool",
     "peers": "bench.peers",
     "profile": "bench.profile",
+    "memory": "bench.memory",
     "enqueue": "bench.enqueue",
 }
 
