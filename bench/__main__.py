@@ -13,6 +13,7 @@ BENCHMARKS = {
     "peers": "bench.peers",
     "profile": "bench.profile",
     "memory": "bench.memory",
+    "bloat": "bench.bloat",
     "enqueue": "bench.enqueue",
 }
 
@@ -28,9 +29,9 @@ def main(argv: list[str]) -> None:
     if argv:
         raise SystemExit(f"unknown benchmark {argv[0]!r}; choose from {', '.join(BENCHMARKS)}")
     for name, module in BENCHMARKS.items():
-        # chaos is a soak, not a speed figure; peers needs the bench-only virtualenv
-        # (`make bench-peers`): run them by name.
-        if name in ("chaos", "peers", "profile"):
+        # Run by name: chaos is a soak, not a speed figure; profile is a diagnosis;
+        # bloat takes ten minutes; peers needs the bench-only virtualenv.
+        if name in ("chaos", "peers", "profile", "bloat"):
             continue
         print(f"\n=== {name} ===")
         importlib.import_module(module).run([])
