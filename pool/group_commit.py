@@ -100,8 +100,9 @@ class Group:
         self.connect_failed = False
 
     def connection(self) -> Connection:
-        """The group's transaction, begun on first use; the connection is kept between
-        groups (no pool checkout per group)."""
+        """The group's transaction, begun on first use. The connection goes back to the
+        engine's pool after each commit, where the child's other statements (its own
+        claims, a failure settled alone) find it: a child still uses one connection."""
         if self.conn is None:
             self.connect_failed = True  # until the connection is made
             self.conn = db.get_engine().connect()
@@ -157,6 +158,7 @@ class Group:
         except Exception as exc:
             self.discard()
             raise GroupAborted(outcomes, set(), exc) from exc
+        self.discard()  # committed: nothing left to roll back; the connection goes back
         return outcomes, next_jobs
 
     def take_all(self) -> list[Outcome]:
