@@ -8,7 +8,8 @@ rate, in batches ten times a second, for `--minutes`, while the pool keeps
 up. Finished jobs are deleted as an operator's cron would
 (`skiplock cleanup --older-than 1m`, every minute). autovacuum runs with the
 server's defaults and the table's own settings (migration 0001: fillfactor
-85, scale factors 0.02 / 0.05). Every 5 s the table's heap size, its index
+85, scale factors 0.02 / 0.05), on a private cluster made for the run
+(`--shared-server` to use the development server instead). Every 5 s the table's heap size, its index
 sizes and its live and dead row estimates are sampled; they must level off.
 The samples go to a CSV; `--plot` draws them with matplotlib from the
 bench-only virtualenv (`make bench-venv`), never a dependency of the project.
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import psycopg2
 
-from bench.common import fill, machine, scratch_database
+from bench.common import fill, machine, private_server, scratch_database
 from skiplock import queue_core as q
 from skiplock.queue_core.urls import libpq_dsn
 
@@ -86,19 +87,23 @@ def run(argv: list[str]) -> None:
                         help="share of the measured maximum rate to enqueue at (default 0.8)")
     parser.add_argument("--csv", default=str(HERE / "results" / "bloat.csv"),
                         help="where the samples go (default bench/results/bloat.csv)")
+    parser.add_argument("--shared-server", action="store_true",
+                        help="use the development server instead of a private cluster with "
+                             "default settings (whose autovacuum may be tuned or off)")
     parser.add_argument("--plot", default=None,
                         help="draw the samples into this PNG with the bench-only virtualenv")
     parser.add_argument("--peer-python", default=str(HERE.parent / ".bench-venv/bin/python"),
                         help="Python that has matplotlib (default .bench-venv/bin/python)")
     args = parser.parse_args(argv)
 
-    with scratch_database() as url:
+    with private_server(not args.shared_server), scratch_database() as url:
         print(f"machine: {machine(url)}; load average {os.getloadavg()[0]:.2f} at the start")
         conn = psycopg2.connect(libpq_dsn(url))
         conn.autocommit = True
         cur = conn.cursor()
-        cur.execute("SHOW autovacuum_naptime")
-        print(f"autovacuum_naptime {cur.fetchone()[0]} (server default settings)")
+        cur.execute("SELECT current_setting('autovacuum'), current_setting('autovacuum_naptime')")
+        autovacuum, naptime = cur.fetchone()
+        print(f"autovacuum {autovacuum}, autovacuum_naptime {naptime}")
         peak = _max_rate(url, cur, 20_000)
         target = peak * args.share
         print(f"maximum rate {peak:.0f} jobs/s (2 children, 20000 no-op jobs); "

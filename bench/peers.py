@@ -6,7 +6,9 @@
 Both systems run the same job bodies (bench/bodies.py) with two job-running
 processes each (skiplock: one master and `--concurrency 2`; PgQueuer: two
 worker processes, `batch_size` 10), each against its own scratch database on
-the same server, one after the other. PgQueuer lives only in the bench-only
+the same server, one after the other: a private PostgreSQL cluster with
+default settings made for the run (`--shared-server`: the development one).
+PgQueuer lives only in the bench-only
 virtualenv: this process never imports it, it drives bench/peer_pgqueuer.py
 with that virtualenv's Python.
 
@@ -38,7 +40,7 @@ from typing import Any
 import psycopg2
 
 from bench import bodies
-from bench.common import fill, machine, percentile, pgbench, scratch_database, sql
+from bench.common import fill, machine, percentile, pgbench, private_server, scratch_database, sql
 from skiplock import queue_core as q
 from skiplock.queue_core import scratch
 from skiplock.queue_core.urls import libpq_dsn
@@ -254,6 +256,9 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--bulk", type=int, default=100_000,
                         help="jobs enqueued in batches of 5000 (default 100000)")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure, median (default 3)")
+    parser.add_argument("--shared-server", action="store_true",
+                        help="use the development server instead of a private cluster with "
+                             "default settings made for the run")
     parser.add_argument("--skiplock-flags", default="",
                         help="extra `skiplock worker` flags, e.g. '--commit-delay-ms 0'")
     args = parser.parse_args(argv)
@@ -263,7 +268,8 @@ def run(argv: list[str]) -> None:
     runs = args.runs
 
     # The peer's database first: the inner one sets DATABASE_URL, which is skiplock's.
-    with scratch.scratch_database("skiplock_bench_peer") as peer_url, scratch_database() as url:
+    with private_server(not args.shared_server), \
+            scratch.scratch_database("skiplock_bench_peer") as peer_url, scratch_database() as url:
         print(f"machine: {machine(url)}; load average {os.getloadavg()[0]:.2f} at the start")
         ours, theirs = Skiplock(url, args.skiplock_flags.split()), PgQueuer(peer_url, args.peer_python)
         print(f"{runs} run(s) per figure, median; 2 job-running processes per system\n")
