@@ -16,8 +16,10 @@ Throughput is measured the same way for both: the clock starts when the first
 job of the backlog is taken and stops when the last one is gone, both seen
 by polling the table every 10 ms. Pick-up latency is the wall time from just
 before the enqueue call to the start of the job body (`record_pickup`), jobs
-enqueued one by one into an idle pool. Every figure is the median of `--runs`
-runs, and every target of the speed issue is printed as a ratio.
+enqueued one by one into an idle pool. Each run measures both sides of a
+ratio one right after the other; every figure is the median of `--runs` runs,
+and the ratio the median of the runs' ratios. Every target of the speed work
+is printed as a ratio.
 """
 
 from __future__ import annotations
@@ -236,10 +238,6 @@ def bare_cpu_rate(count: int, ms: int) -> float:
         return count / (time.perf_counter() - began)
 
 
-def median_of(runs: int, measure: Callable[[], float]) -> float:
-    return statistics.median(measure() for _ in range(runs))
-
-
 def run(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench peers", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -272,54 +270,58 @@ def run(argv: list[str]) -> None:
             scratch.scratch_database("skiplock_bench_peer") as peer_url, scratch_database() as url:
         print(f"machine: {machine(url)}; load average {os.getloadavg()[0]:.2f} at the start")
         ours, theirs = Skiplock(url, args.skiplock_flags.split()), PgQueuer(peer_url, args.peer_python)
-        print(f"{runs} run(s) per figure, median; 2 job-running processes per system\n")
+        print(f"{runs} run(s) per figure, median; 2 job-running processes per system\n", flush=True)
 
-        rows: list[tuple[str, float, float, str]] = []
+        def line(label: str, pairs: list[tuple[float, float]], unit: str, target: str) -> None:
+            """Medians of each side and of the per-run ratio: the two sides of a run were
+            measured one right after the other, so a busy moment hits both."""
+            mine = statistics.median(p[0] for p in pairs)
+            peer = statistics.median(p[1] for p in pairs)
+            ratio = statistics.median(p[0] / p[1] for p in pairs if p[1])
+            print(f"{label:<50} {mine:>10.1f} {peer:>10.1f} {unit:<7} {ratio:>6.2f}  {target}",
+                  flush=True)
 
-        def line(label: str, mine: float, peer: float, unit: str, target: str) -> None:
-            ratio = mine / peer if peer else float("nan")
-            print(f"{label:<50} {mine:>10.1f} {peer:>10.1f} {unit:<7} {ratio:>6.2f}  {target}")
-            rows.append((label, mine, peer, target))
+        def paired(first: Callable[[], float], second: Callable[[], float]
+                   ) -> list[tuple[float, float]]:
+            return [(first(), second()) for _ in range(runs)]
 
         print(f"{'':<50} {'skiplock':>10} {'reference':>10} {'':<7} {'ratio':>6}  target")
-        noop_ours = median_of(runs, lambda: throughput(ours, "noop", args.jobs, {}))
-        noop_theirs = median_of(runs, lambda: throughput(theirs, "noop", args.jobs, {}))
-        line(f"no-op jobs/s ({args.jobs} backlog) vs PgQueuer", noop_ours, noop_theirs,
-             "jobs/s", ">= 1.5")
+        line(f"no-op jobs/s ({args.jobs} backlog) vs PgQueuer",
+             paired(lambda: throughput(ours, "noop", args.jobs, {}),
+                    lambda: throughput(theirs, "noop", args.jobs, {})), "jobs/s", ">= 1.5")
 
-        bare = median_of(runs, lambda: bare_cpu_rate(args.cpu_jobs, CPU_MS))
         payload = {"ms": CPU_MS}
-        cpu_ours = median_of(runs, lambda: throughput(ours, "cpu", args.cpu_jobs, payload))
-        cpu_theirs = median_of(runs, lambda: throughput(theirs, "cpu", args.cpu_jobs, payload))
-        line(f"CPU-bound {CPU_MS} ms jobs/s vs the bare body, 2 procs", cpu_ours, bare,
-             "jobs/s", ">= 0.95")
-        line("  PgQueuer's CPU-bound jobs/s vs the bare body", cpu_theirs, bare, "jobs/s",
-             "(reference)")
+        cpu = [(bare_cpu_rate(args.cpu_jobs, CPU_MS),
+                throughput(ours, "cpu", args.cpu_jobs, payload),
+                throughput(theirs, "cpu", args.cpu_jobs, payload)) for _ in range(runs)]
+        line(f"CPU-bound {CPU_MS} ms jobs/s vs the bare body, 2 procs",
+             [(o, b) for b, o, _ in cpu], "jobs/s", ">= 0.95")
+        line("  PgQueuer's CPU-bound jobs/s vs the bare body",
+             [(t, b) for b, _, t in cpu], "jobs/s", "(reference)")
 
         gap = 0.05
-        ours_pick = [pickup(ours, args.pickups, gap) for _ in range(runs)]
-        theirs_pick = [pickup(theirs, args.pickups, gap) for _ in range(runs)]
-        p50o, p99o = (statistics.median(p[i] for p in ours_pick) for i in (0, 1))
-        p50t, p99t = (statistics.median(p[i] for p in theirs_pick) for i in (0, 1))
-        line("pick-up into an idle pool, p50 ms vs PgQueuer", p50o, p50t, "ms", "(lower is better)")
-        line("pick-up into an idle pool, p99 ms vs PgQueuer", p99o, p99t, "ms",
+        picks_ours: list[tuple[float, float]] = []
+        picks_theirs: list[tuple[float, float]] = []
+        for _ in range(runs):
+            picks_ours.append(pickup(ours, args.pickups, gap))
+            picks_theirs.append(pickup(theirs, args.pickups, gap))
+        picks = [(o[0], t[0]) for o, t in zip(picks_ours, picks_theirs, strict=True)]
+        line("pick-up into an idle pool, p50 ms vs PgQueuer", picks, "ms", "(lower is better)")
+        picks = [(o[1], t[1]) for o, t in zip(picks_ours, picks_theirs, strict=True)]
+        line("pick-up into an idle pool, p99 ms vs PgQueuer", picks, "ms",
              "skiplock p99 <= about 4 ms")
 
         sql(url, 'CREATE TABLE bench_insert (LIKE "WorkerJob" INCLUDING ALL)')
         insert = ("INSERT INTO bench_insert (id, type, payload) "
                   "VALUES (md5(random()::text), 'BENCH_NOOP', '{}');\n")
-        tps = pgbench(url, insert, clients=1, seconds=5)
-        sql(url, 'TRUNCATE "WorkerJob"')
-        single = median_of(runs, lambda: ours.single(args.enqueues))
-        single_theirs = median_of(runs, lambda: theirs.single(args.enqueues))
-        line("single enqueue() jobs/s vs pgbench 1-row INSERT", single, tps, "jobs/s", ">= 0.8")
-        line("  single enqueue() jobs/s vs PgQueuer's", single, single_theirs, "jobs/s",
-             "(reference)")
-        sql(url, 'TRUNCATE "WorkerJob"')
-        bulk = median_of(runs, lambda: ours.bulk(args.bulk, 5000))
-        sql(peer_url, "TRUNCATE pgqueuer")
-        bulk_theirs = median_of(runs, lambda: theirs.bulk(args.bulk, 5000))
-        line("enqueue_many jobs/s vs PgQueuer's bulk enqueue", bulk, bulk_theirs, "jobs/s",
-             ">= 1.0")
+        singles = [(ours.single(args.enqueues), pgbench(url, insert, clients=1, seconds=3),
+                    theirs.single(args.enqueues)) for _ in range(runs)]
+        line("single enqueue() jobs/s vs pgbench 1-row INSERT", [(o, b) for o, b, _ in singles],
+             "jobs/s", ">= 0.8")
+        line("  single enqueue() jobs/s vs PgQueuer's", [(o, t) for o, _, t in singles],
+             "jobs/s", "(reference)")
+        line("enqueue_many jobs/s vs PgQueuer's bulk enqueue",
+             paired(lambda: ours.bulk(args.bulk, 5000), lambda: theirs.bulk(args.bulk, 5000)),
+             "jobs/s", ">= 1.0")
         print(f"\nload average {os.getloadavg()[0]:.2f} at the end (2 cores; above 2 the "
               "machine was shared with other work)")
