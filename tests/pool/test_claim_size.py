@@ -65,3 +65,15 @@ def test_a_group_commits_when_its_oldest_outcome_is_due_or_before_a_long_job() -
     zero = Group(delay_s=0)
     zero.add(_outcome(time.monotonic()))
     assert zero.due(0.001)  # a delay of 0: one commit per job
+
+
+def test_the_master_calls_only_observers_that_do_something_in_a_hook() -> None:
+    from skiplock.pool.observer import NullObserver, listens
+
+    class Counting(NullObserver):
+        def on_job_finished(self, *args: object) -> None:
+            pass
+
+    assert listens(Counting(), "on_job_finished")
+    assert not listens(Counting(), "on_job_started")  # inherited: empty
+    assert not listens(NullObserver(), "on_tick")
