@@ -42,6 +42,19 @@ INSERT_JOBS = text(
     """
 )
 
+# The same for one job, which is what `enqueue()` writes: plain VALUES cost the
+# server about a quarter less than unnest over eight one-element arrays.
+INSERT_JOB = text(
+    """
+    INSERT INTO "WorkerJob"
+        (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId")
+    VALUES (:id, :type, CAST(:payload AS jsonb), :priority,
+            now() + make_interval(secs => :delay_s), :max_attempts, :key, :user_id)
+    ON CONFLICT ("idempotencyKey") DO NOTHING
+    RETURNING id
+    """
+)
+
 EXISTING_BY_KEY = text(
     """
     SELECT "idempotencyKey" AS key, id FROM "WorkerJob"
