@@ -4,6 +4,13 @@
 """
 
 from skiplock.queue_core.backoff import backoff_base_s, backoff_s
+from skiplock.queue_core.cancel import (
+    CancelOutcome,
+    CancelResult,
+    cancel,
+    cancel_many,
+    cancel_matching,
+)
 from skiplock.queue_core.enqueue import (
     enqueue,
     enqueue_detect_patterns,
@@ -28,6 +35,11 @@ from skiplock.queue_core.maintenance import QueueStats, cleanup, get_job, retry_
 from skiplock.queue_core.recovery import Recovered, recover_stuck
 
 __all__ = [
+    "CancelOutcome",
+    "CancelResult",
+    "cancel",
+    "cancel_many",
+    "cancel_matching",
     "DatabaseUnavailable",
     "InvalidJob",
     "InvalidPayload",

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
@@ -20,7 +21,7 @@ from skiplock.queue_core import sql
 from skiplock.queue_core.backoff import backoff_s
 from skiplock.queue_core.db import connect
 from skiplock.queue_core.errors import InvalidJob
-from skiplock.queue_core.jobs import Fenced, Job, JobStatus
+from skiplock.queue_core.jobs import Fenced, Job, JobStatus, Progress
 
 log = logging.getLogger("skiplock.queue")
 
@@ -101,10 +102,29 @@ def release(job: Fenced, reason: str,
 
 def heartbeat(jobs: Iterable[Fenced], conn: Connection | Session | None = None) -> set[str]:
     """Refresh "lockedAt" of the given jobs in one statement; return the ids still held."""
+    return beat(jobs, conn=conn).held
+
+
+@dataclass(frozen=True)
+class Beat:
+    """The heartbeat's answer: the ids still held, and those of them an operator cancelled."""
+
+    held: set[str]
+    cancel_requested: set[str]
+
+
+def beat(jobs: Iterable[Fenced], progress: Mapping[str, Progress] | None = None,
+         conn: Connection | Session | None = None) -> Beat:
+    """`heartbeat`, also writing each job's latest progress and reading cancel requests."""
     jobs = list(jobs)
     if not jobs:
-        return set()
+        return Beat(set(), set())
+    progress = progress or {}
+    reports = [progress.get(j.id) for j in jobs]
     params = {"ids": [j.id for j in jobs], "lockers": [j.locked_by for j in jobs],
-              "attempts": [j.attempts for j in jobs]}
+              "attempts": [j.attempts for j in jobs],
+              "progress": [r.fraction if r else None for r in reports],
+              "messages": [r.message if r else None for r in reports]}
     with connect(conn, autocommit=True) as c:
-        return {row.id for row in c.execute(sql.HEARTBEAT, params)}
+        rows = c.execute(sql.HEARTBEAT, params).fetchall()
+    return Beat({row.id for row in rows}, {row.id for row in rows if row.cancel_requested})

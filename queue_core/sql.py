@@ -65,7 +65,8 @@ EXISTING_BY_KEY = text(
 _CLAIM = """
     WITH ready AS (
         SELECT id FROM "WorkerJob"
-        WHERE status = 'PENDING' AND "availableAt" <= statement_timestamp() {type_filter}
+        WHERE status = 'PENDING' AND "heldBack" IS NULL
+          AND "availableAt" <= statement_timestamp() {type_filter}
           AND NOT skiplock_type_paused(type)
         ORDER BY priority DESC, "availableAt" ASC
         LIMIT :limit
@@ -125,14 +126,20 @@ RELEASE = text(
 )
 
 # Each job fenced by its own holder and attempt; what comes back is still held.
+# The same statement carries what the handlers reported (progress; NULL keeps the
+# last value) and answers which of the jobs an operator asked to cancel, so that
+# neither costs a statement of its own (queue_core/cancel.py, progress.py).
 HEARTBEAT = text(
     """
-    UPDATE "WorkerJob" AS j SET "lockedAt" = statement_timestamp()
-    FROM unnest(CAST(:ids AS text[]), CAST(:lockers AS text[]), CAST(:attempts AS int[]))
-         AS h(id, locked_by, attempts)
+    UPDATE "WorkerJob" AS j SET "lockedAt" = statement_timestamp(),
+        progress = COALESCE(h.progress, j.progress),
+        "progressMessage" = COALESCE(h.message, j."progressMessage")
+    FROM unnest(CAST(:ids AS text[]), CAST(:lockers AS text[]), CAST(:attempts AS int[]),
+                CAST(:progress AS real[]), CAST(:messages AS text[]))
+         AS h(id, locked_by, attempts, progress, message)
     WHERE j.id = h.id AND j.status = 'PROCESSING'
       AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts
-    RETURNING j.id
+    RETURNING j.id, j."cancelRequestedAt" IS NOT NULL AS cancel_requested
     """
 )
 
@@ -221,3 +228,61 @@ _RETRY_DEAD = """
 RETRY_DEAD_IDS = text(_RETRY_DEAD.format(filter="AND id = ANY(CAST(:ids AS text[]))"))
 RETRY_DEAD_TYPE = text(_RETRY_DEAD.format(filter="AND type = :type"))
 RETRY_DEAD_ALL = text(_RETRY_DEAD.format(filter=""))
+
+# -- cancel (queue_core/cancel.py) ------------------------------------------------
+
+_UTC = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
+
+# A pending job ends here, FAILED, and never starts; a running one keeps running
+# with the request recorded, until its master reads it in a heartbeat's answer.
+# The first request wins: who asked, and when, stay those of the first cancel.
+CANCEL_REQUEST = text(
+    f"""
+    UPDATE "WorkerJob" AS j
+    SET status = CASE WHEN j.status = 'PENDING' THEN 'FAILED' ELSE j.status END::"JobStatus",
+        "completedAt" = CASE WHEN j.status = 'PENDING' THEN now() ELSE j."completedAt" END,
+        "lastError" = CASE WHEN j.status = 'PENDING'
+                           THEN format('cancelled by %s at %s while pending (%s attempt(s) made)',
+                                       :by, {_UTC.format("now()")}, j.attempts)
+                           ELSE j."lastError" END,
+        "cancelRequestedAt" = COALESCE(j."cancelRequestedAt", now()),
+        "cancelledBy" = COALESCE(j."cancelledBy", :by)
+    WHERE j.id = ANY(CAST(:ids AS text[])) AND j.status IN ('PENDING', 'PROCESSING')
+    RETURNING j.id, j.status::text AS status
+    """
+)
+
+STATUS_OF = text(
+    """
+    SELECT id, status::text AS status, "lastError" AS last_error FROM "WorkerJob"
+    WHERE id = ANY(CAST(:ids AS text[]))
+    """
+)
+
+# What `skiplock cancel --type/--user-id` would touch, in pages (keyset on id).
+CANCEL_CANDIDATES = text(
+    """
+    SELECT id, status::text AS status FROM "WorkerJob"
+    WHERE status IN ('PENDING', 'PROCESSING')
+      AND (CAST(:type AS text) IS NULL OR type = :type)
+      AND (CAST(:user_id AS text) IS NULL OR "userId" = :user_id)
+      AND id > :after
+    ORDER BY id
+    LIMIT :batch
+    """
+)
+
+# The master ends a running job whose cancel it read, fenced like every change of
+# a claimed job: a job that completed meanwhile stays completed.
+CANCEL_RUNNING = text(
+    f"""
+    UPDATE "WorkerJob"
+    SET status = 'FAILED', "completedAt" = statement_timestamp(),
+        "lastError" = format('cancelled by %s at %s while running (worker %s, attempt %s of %s)',
+                             COALESCE("cancelledBy", 'unknown'),
+                             {_UTC.format('"cancelRequestedAt"')}, "lockedBy", attempts,
+                             "maxAttempts"),
+        "lockedAt" = NULL, "lockedBy" = NULL
+    WHERE {_FENCE} AND "cancelRequestedAt" IS NOT NULL
+    """
+)

@@ -13,10 +13,15 @@ The public API in one import:
 
 from skiplock.handlers import JobResult, get_handler, handler, register_handler
 from skiplock.queue_core import (
+    CancelOutcome,
+    CancelResult,
     Job,
     JobRef,
     QueueStats,
     SkiplockError,
+    cancel,
+    cancel_many,
+    cancel_matching,
     claim,
     cleanup,
     complete,
@@ -39,6 +44,11 @@ from skiplock.queue_core import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CancelOutcome",
+    "CancelResult",
+    "cancel",
+    "cancel_many",
+    "cancel_matching",
     "Job",
     "JobRef",
     "JobResult",

@@ -1,0 +1,25 @@
+"""Handlers the feature tests run inside real worker processes (`--handlers
+tests.features.handlers`). Writes that belong to the job go through the job's
+transaction (`db.transaction()`); `_mark_started` writes in its own, so that a
+test sees a start even when the job's transaction later rolls back."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from skiplock.handlers import JobResult, handler
+from skiplock.queue_core import db, enqueue
+from tests.pool.sample_handlers import _mark_started, _record_run
+
+
+@handler("TEST_CANCELLABLE")
+def cancellable(payload: dict[str, Any], job_id: str) -> JobResult:
+    """Writes its row and enqueues its next step, then works for `seconds`."""
+    started = time.time()
+    _record_run(job_id, started)
+    with db.transaction() as conn:
+        enqueue("TEST_NEXT_STEP", {"after": job_id}, conn=conn)
+    _mark_started(job_id)
+    time.sleep(float(payload.get("seconds", 60)))
+    return JobResult(True)

@@ -1,0 +1,41 @@
+"""Cancelling a job that a real pool runs: the child is stopped within about a heartbeat,
+and the job's transaction rolls back with everything the handler wrote."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+
+from skiplock import cancel
+from skiplock.queue_core.cancel import CancelOutcome
+from tests.features.conftest import FEATURE_HANDLERS
+from tests.pool.conftest import Jobs, Pool, alive, wait_for
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_a_running_job_is_stopped_its_writes_and_next_step_vanish_and_the_pool_goes_on(
+    start_pool: Callable[..., Pool], jobs: Jobs
+) -> None:
+    pool = start_pool("--concurrency", "2", "--heartbeat", "0.5", handlers=FEATURE_HANDLERS)
+    job_id = jobs.enqueue("TEST_CANCELLABLE", {"seconds": 60})
+    wait_for(lambda: jobs.starts(job_id), 15, "the job to start")
+    [victim] = jobs.starts(job_id)
+    assert alive(victim)
+    result = cancel(job_id, by="test-operator")
+    assert result.outcome is CancelOutcome.CANCELLING
+    wait_for(lambda: jobs.get(job_id)["status"] == "FAILED", 5, "the job to end FAILED")
+    wait_for(lambda: not alive(victim), 5, "the child running it to be stopped")
+    row = jobs.get(job_id)
+    assert re.fullmatch(r"cancelled by test-operator at \S+ while running "
+                        rf"\(worker \S+:{victim}:\S+, attempt 1 of 3\)", row["lastError"])
+    assert jobs.runs() == {}  # the handler's own write rolled back
+    assert jobs.statuses("TEST_NEXT_STEP") == {}  # and so did the next step of its chain
+    pool.wait_children(2)  # the slot was refilled
+    later = jobs.enqueue("TEST_RECORD", {})
+    wait_for(lambda: jobs.get(later)["status"] == "COMPLETED", 10, "a later job")
+    assert jobs.get(job_id)["status"] == "FAILED"  # nothing settled it again
+    assert "cancelled; stopping worker" in pool.log()
+    assert cancel(job_id).outcome is CancelOutcome.FINISHED
