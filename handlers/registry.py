@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from skiplock.queue_core import limits
 from skiplock.queue_core.errors import ConfigurationError, InvalidJob
 
 
@@ -34,27 +35,38 @@ class Registration:
     type: str
     fn: Handler
     timeout_s: float | None = None
+    concurrency: int | None = None  # at most this many at once per key (queue_core/limits.py)
+    concurrency_key: limits.KeyFrom = None
 
 
 _registry: dict[str, Registration] = {}
 
 
-def register_handler(job_type: str, fn: Handler, *, timeout_s: float | None = None) -> None:
-    """Run `fn` for jobs of `job_type`; a later registration replaces an earlier one."""
+def register_handler(job_type: str, fn: Handler, *, timeout_s: float | None = None,
+                     concurrency: int | None = None,
+                     concurrency_key: limits.KeyFrom = None) -> None:
+    """Run `fn` for jobs of `job_type`; a later registration replaces an earlier one.
+
+    `concurrency=N`: at most N jobs of the type run at once per key, on every
+    host; the key is `TYPE:payload[concurrency_key]` (a payload field, or a
+    function of the payload), or the type alone without `concurrency_key`."""
     if not isinstance(job_type, str) or not job_type.strip():
         raise InvalidJob("job type must be a non-empty string")
     if not callable(fn):
         raise InvalidJob(f"handler for {job_type} is not callable")
     if timeout_s is not None and timeout_s <= 0:
         raise InvalidJob(f"timeout of {job_type} must be positive")
-    _registry[job_type] = Registration(job_type, fn, timeout_s)
+    limits.set_type_limit(job_type, concurrency, concurrency_key)
+    _registry[job_type] = Registration(job_type, fn, timeout_s, concurrency, concurrency_key)
 
 
-def handler(job_type: str, *, timeout_s: float | None = None) -> Callable[[F], F]:
+def handler(job_type: str, *, timeout_s: float | None = None, concurrency: int | None = None,
+            concurrency_key: limits.KeyFrom = None) -> Callable[[F], F]:
     """Decorator form of `register_handler`."""
 
     def decorate(fn: F) -> F:
-        register_handler(job_type, fn, timeout_s=timeout_s)
+        register_handler(job_type, fn, timeout_s=timeout_s, concurrency=concurrency,
+                         concurrency_key=concurrency_key)
         return fn
 
     return decorate
@@ -76,6 +88,7 @@ def registered_types() -> list[str]:
 def unregister_handler(job_type: str) -> None:
     """Forget a registration (tests use it to keep the registry clean)."""
     _registry.pop(job_type, None)
+    limits.set_type_limit(job_type, None)
 
 
 def load_handler_modules(names: Iterable[str]) -> list[str]:

@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from skiplock.queue_core import payloads, sql
+from skiplock.queue_core import limits, payloads, sql
 from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.db import connect
 from skiplock.queue_core.errors import InvalidJob, InvalidPayload
@@ -28,7 +28,8 @@ from skiplock.queue_core.errors import InvalidJob, InvalidPayload
 MAX_TYPE_LENGTH = 200
 MAX_KEY_LENGTH = 1000
 _INT32 = 2**31 - 1
-_OPTIONS = {"priority", "delay", "max_attempts", "idempotency_key", "user_id"}
+_OPTIONS = {"priority", "delay", "max_attempts", "idempotency_key", "user_id",
+            "concurrency_key", "concurrency"}
 
 
 # One encoder for every payload: json.dumps with options builds a new one per call,
@@ -54,6 +55,8 @@ class _Row(NamedTuple):  # a tuple: a million of them are built per backfill
     max_attempts: int
     key: str | None
     user_id: str | None
+    concurrency_key: str | None = None
+    concurrency: int | None = None
 
 
 def _text(name: str, value: Any, limit: int, *, required: bool) -> str | None:
@@ -70,6 +73,7 @@ def _text(name: str, value: Any, limit: int, *, required: bool) -> str | None:
 
 def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = None,
              max_attempts: Any = 3, idempotency_key: Any = None, user_id: Any = None,
+             concurrency_key: Any = None, concurrency: Any = None,
              max_payload_bytes: int) -> _Row:
     job_type = _text("job type", job_type, MAX_TYPE_LENGTH, required=True)
     assert job_type is not None
@@ -106,21 +110,30 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
         raise InvalidJob(f"delay must be between 0 seconds and 10 years, not {delay_s}")
     key = _text("idempotency key", idempotency_key, MAX_KEY_LENGTH, required=False)
     user = _text("user id", user_id, MAX_KEY_LENGTH, required=False)
-    return _Row(new_job_id(), job_type, encoded, priority, delay_s, max_attempts, key, user)
+    slot_key, limit = limits.resolve(
+        job_type, payload, _text("concurrency key", concurrency_key, MAX_KEY_LENGTH,
+                                 required=False), concurrency)
+    if slot_key is not None:
+        _text("concurrency key", slot_key, MAX_KEY_LENGTH, required=True)
+    return _Row(new_job_id(), job_type, encoded, priority, delay_s, max_attempts, key, user,
+                slot_key, limit)
 
 
 def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
             delay: float | timedelta | None = None, max_attempts: int = 3,
             idempotency_key: str | None = None, user_id: str | None = None,
+            concurrency_key: str | None = None, concurrency: int | None = None,
             conn: Connection | Session | None = None) -> str:
     """Add one job; return its id (the existing job's id if the key already exists).
 
     With `conn` the insert joins the caller's transaction: the job exists only
-    if that transaction commits.
+    if that transaction commits. `concurrency_key` / `concurrency`: at most
+    that many jobs of the key run at once (queue_core/limits.py).
     """
     job = {"type": job_type, "payload": payload, "priority": priority, "delay": delay,
            "max_attempts": max_attempts, "idempotency_key": idempotency_key,
-           "user_id": user_id}
+           "user_id": user_id, "concurrency_key": concurrency_key,
+           "concurrency": concurrency}
     return enqueue_many([job], conn=conn)[0]
 
 
@@ -204,6 +217,9 @@ def _columns(rows: Sequence[_Row]) -> dict[str, str]:
         "max_attempts": _number_array([r.max_attempts for r in rows]),
         "keys": _text_array([r.key for r in rows]),
         "user_ids": _text_array([r.user_id for r in rows]),
+        "slot_keys": _text_array([r.concurrency_key for r in rows]),
+        "slot_limits": "{" + ",".join("NULL" if r.concurrency is None else str(r.concurrency)
+                                      for r in rows) + "}",
     }
 
 

@@ -25,17 +25,23 @@ PROBE = text('SELECT 1 FROM "WorkerJob" LIMIT 0')
 # keys atomic (docs/lessons.md: check-then-insert races); the ids of the rows that
 # were skipped are looked up with EXISTING_BY_KEY, in a new statement whose
 # snapshot sees a conflicting row that a concurrent transaction just committed.
+# A job with a concurrency key is inserted held back; a trigger lets it in if its
+# key has a free slot (queue_core/limits.py).
 INSERT_JOBS = text(
     """
     INSERT INTO "WorkerJob"
-        (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId")
+        (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
+         "concurrencyKey", "concurrencyLimit", "heldBack")
     SELECT j.id, j.type, j.payload, j.priority,
-           now() + make_interval(secs => j.delay_s), j.max_attempts, j.key, j.user_id
+           now() + make_interval(secs => j.delay_s), j.max_attempts, j.key, j.user_id,
+           j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
-        CAST(:keys AS text[]), CAST(:user_ids AS text[])
-    ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id, ord)
+        CAST(:keys AS text[]), CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]),
+        CAST(:slot_limits AS int[])
+    ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
+                           slot_key, slot_limit, ord)
     ORDER BY j.ord
     ON CONFLICT ("idempotencyKey") DO NOTHING
     RETURNING id

@@ -57,6 +57,9 @@ def _print_health(h: Any) -> None:
         click.echo("dead letters by type:")
         for name, n in sorted(h.dead_by_type.items()):
             click.echo(f"  {name:<28} {n:>10}")
+    if h.held_back:
+        click.echo(f"held back by a concurrency limit: {h.held_back} pending (biggest keys: "
+                   + ", ".join(f"{k} {n}" for k, n in h.held_back_by_key.items()) + ")")
     if h.paused:
         click.echo("paused types: " + ", ".join(
             f"{name} ({n} pending)" for name, n in sorted(h.paused.items())))

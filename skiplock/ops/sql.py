@@ -214,3 +214,13 @@ LIST_JOBS = """
     ORDER BY {order}
     LIMIT :limit
 """
+
+# Jobs waiting for a slot of their concurrency key (queue_core/limits.py), read
+# through the held-back partial index, and the keys that hold the most.
+HELD_BACK = text(
+    """
+    SELECT "concurrencyKey" AS key, count(*) AS n FROM "WorkerJob"
+    WHERE status = 'PENDING' AND "heldBack"
+    GROUP BY 1 ORDER BY 2 DESC, 1
+    """
+)

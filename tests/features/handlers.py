@@ -23,3 +23,13 @@ def cancellable(payload: dict[str, Any], job_id: str) -> JobResult:
     _mark_started(job_id)
     time.sleep(float(payload.get("seconds", 60)))
     return JobResult(True)
+
+
+@handler("TEST_PER_USER", concurrency=2, concurrency_key="user")
+def per_user(payload: dict[str, Any], job_id: str) -> JobResult:
+    """A user's step: at most two of one user at once, on every host."""
+    started = time.time()
+    _mark_started(job_id)
+    time.sleep(float(payload.get("seconds", 0)))
+    _record_run(job_id, started)
+    return JobResult(True)
