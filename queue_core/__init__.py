@@ -28,11 +28,13 @@ from skiplock.queue_core.errors import (
     JobNotFound,
     SkiplockError,
     UnknownJobType,
+    WaitTimeout,
 )
 from skiplock.queue_core.jobs import Job, JobRef, JobStatus
 from skiplock.queue_core.lifecycle import claim, complete, fail, heartbeat, release
 from skiplock.queue_core.maintenance import QueueStats, cleanup, get_job, retry_dead, stats
 from skiplock.queue_core.recovery import Recovered, recover_stuck
+from skiplock.queue_core.waiting import wait
 
 __all__ = [
     "CancelOutcome",
@@ -51,6 +53,7 @@ __all__ = [
     "Recovered",
     "SkiplockError",
     "UnknownJobType",
+    "WaitTimeout",
     "backoff_base_s",
     "backoff_s",
     "claim",
@@ -71,4 +74,5 @@ __all__ = [
     "release",
     "retry_dead",
     "stats",
+    "wait",
 ]

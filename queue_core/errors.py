@@ -42,3 +42,7 @@ class InvalidPayload(InvalidJob):
 
 class JobNotFound(SkiplockError):
     """No job has this id."""
+
+
+class WaitTimeout(SkiplockError):
+    """The job did not finish within the time given."""

@@ -292,3 +292,16 @@ CANCEL_RUNNING = text(
     WHERE {_FENCE} AND "cancelRequestedAt" IS NOT NULL
     """
 )
+
+# -- waiting on a job (queue_core/waiting.py) ------------------------------------------
+
+DONE_CHANNEL = "skiplock_done"
+
+# Someone waits: the job's end will NOTIFY DONE_CHANNEL with its id (a trigger of
+# migration 0005; jobs nobody waits on send nothing, see there why).
+MARK_WAITED = text(
+    """
+    UPDATE "WorkerJob" SET "notifyDone" = true
+    WHERE id = :id AND "notifyDone" IS NOT TRUE AND status IN ('PENDING', 'PROCESSING')
+    """
+)

@@ -39,6 +39,7 @@ from skiplock.queue_core import (
     recover_stuck,
     retry_dead,
     stats,
+    wait,
 )
 
 __version__ = "0.1.0"
@@ -74,4 +75,5 @@ __all__ = [
     "register_handler",
     "retry_dead",
     "stats",
+    "wait",
 ]

@@ -52,12 +52,20 @@ def _known_types(extra_modules: tuple[str, ...]) -> list[str]:
               help="Import MODULE so that its job types are known (repeatable).")
 @click.option("--any-type", is_flag=True,
               help="Accept a type no handler here knows (one served by another deployment).")
+@click.option("--wait", "wait_", is_flag=True,
+              help="Wait for the job to finish; print its result (exit 0) or its error (exit 1).")
+@click.option("--timeout", type=DURATION, default=None,
+              help="With --wait: give up after this long (exit 1; the job goes on).")
 def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
             idempotency_key: str | None, max_attempts: int, user_id: str | None,
-            handler_modules: tuple[str, ...], any_type: bool) -> None:
+            handler_modules: tuple[str, ...], any_type: bool, wait_: bool,
+            timeout: float | None) -> None:
     """Add a job of TYPE with the JSON object PAYLOAD ('-' reads it from stdin).
 
-    Prints the job id alone on stdout.
+    Prints the job id alone on stdout. With --wait, prints the id on stderr,
+    waits until a worker finishes the job, then prints its result as JSON on
+    stdout and exits 0, or prints its error on stderr and exits 1 (failed for
+    good, or cancelled).
 
     \b
       skiplock enqueue INTERPRET_EVENT '{"eventId": "evt_1"}'
@@ -89,7 +97,15 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
     job_id = do_enqueue(job_type, data, priority=priority, delay=delay,
                         max_attempts=max_attempts, idempotency_key=idempotency_key,
                         user_id=user_id)
-    click.echo(job_id)
+    if not wait_:
+        if timeout is not None:
+            raise click.UsageError("--timeout goes with --wait")
+        click.echo(job_id)
+        return
+    from skiplock.cli.features import wait_and_report
+
+    click.echo(job_id, err=True)
+    wait_and_report(job_id, timeout)
 
 
 @main.command()

@@ -1,12 +1,39 @@
-"""Commands of the job features: cancel (and `enqueue --wait`, in core.py)."""
+"""Commands of the job features: cancel, wait (and `enqueue --wait`, in core.py)."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
 
-from skiplock.cli.app import main, print_json
+from skiplock.cli.app import DURATION, main, print_json
+
+
+def wait_and_report(job_id: str, timeout: float | None) -> None:
+    """Wait for the job; its result on stdout (exit 0), or its error on stderr (exit 1)."""
+    from skiplock.queue_core.waiting import wait as wait_for_job
+
+    job = wait_for_job(job_id, timeout)
+    if job.status == "COMPLETED":
+        click.echo(json.dumps(job.result, ensure_ascii=False))
+        return
+    click.echo(f"skiplock: job {job_id} ended {job.status}: {job.last_error}", err=True)
+    sys.exit(1)
+
+
+@main.command()
+@click.argument("job_id", metavar="ID")
+@click.option("--timeout", type=DURATION, default=None,
+              help="Give up after this long (exit 1; the job goes on).")
+def wait(job_id: str, timeout: float | None) -> None:
+    """Wait until job ID finishes; print its result (exit 0) or its error (exit 1).
+
+    Woken by a notification when the job ends; with SKIPLOCK_LISTEN=0 (behind
+    PgBouncer in transaction mode) it polls instead. A job waiting for a retry
+    is not finished yet.
+    """
+    wait_and_report(job_id, timeout)
 
 
 @main.command()

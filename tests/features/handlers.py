@@ -33,3 +33,9 @@ def per_user(payload: dict[str, Any], job_id: str) -> JobResult:
     time.sleep(float(payload.get("seconds", 0)))
     _record_run(job_id, started)
     return JobResult(True)
+
+
+@handler("TEST_REFUSE")
+def refuse(payload: dict[str, Any], job_id: str) -> JobResult:
+    """Fails for good, with the payload's reason."""
+    return JobResult(False, error=str(payload.get("why")), should_retry=False)
