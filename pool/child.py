@@ -44,6 +44,7 @@ from skiplock.queue_core import Job, claim, complete, db, fail, release, sql
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.errors import ConfigurationError, DatabaseUnavailable, InvalidPayload
 from skiplock.queue_core.payloads import validate_payload
+from skiplock.queue_core.snooze import snooze
 
 log = logging.getLogger("skiplock.worker")
 
@@ -359,6 +360,9 @@ class Child:
                         "its result was discarded", job.type, job.id)
             return "lost"
         except _Failed as exc:
+            if exc.result.snooze_s is not None:  # queue_core/snooze.py
+                delay, bound = exc.result.snooze_s, registration.max_snoozes
+                return self.settle(job, lambda: snooze(job, delay, bound))
             return self.fail(job, exc.result.error or "handler reported failure",
                              retry=exc.result.should_retry)
         except DatabaseUnavailable as exc:

@@ -16,6 +16,7 @@ job types and hosts, which is nobody else's business.
     skiplock_jobs_retried_total{type}          ... that failed and will run again after a backoff
     skiplock_jobs_dead_lettered_total{type}    ... that failed for good (attempts used up, or no retry)
     skiplock_jobs_lost_total{type}             ... whose lease was lost (rescued, maybe run elsewhere)
+    skiplock_jobs_snoozed_total{type}          ... that asked to run again later (no attempt spent)
     skiplock_job_duration_seconds{type}        histogram of run times, start to outcome
     skiplock_child_restarts_total{cause}       children replaced, by cause (recycled, crashed, ...)
     skiplock_pool_children                     children alive now
@@ -141,6 +142,9 @@ class MetricsObserver(NullObserver):
         self.lost = Counter("skiplock_jobs_lost",
                             "Jobs whose lease was lost before they finished.", ["type"],
                             registry=r)
+        self.snoozed = Counter("skiplock_jobs_snoozed",
+                               "Runs that asked to run again later (JobResult.snooze).",
+                               ["type"], registry=r)
         self.duration = Histogram("skiplock_job_duration_seconds", "Job run time.", ["type"],
                                   buckets=DURATION_BUCKETS, registry=r)
         self.restarts = Counter("skiplock_child_restarts", "Children replaced, by cause.",
@@ -201,6 +205,9 @@ class MetricsObserver(NullObserver):
                         duration_s: float) -> None:
         if outcome == "released":
             return  # shutdown gave it back: it neither succeeded nor failed
+        if outcome == "snoozed":  # asked to run again later: neither a success nor a failure
+            self.snoozed.labels(job_type).inc()
+            return
         self.duration.labels(job_type).observe(max(duration_s, 0.0))
         if outcome == "completed":
             self.completed.labels(job_type).inc()

@@ -49,7 +49,8 @@ class PoolObserver(Protocol):
     def on_job_finished(
         self, child: ChildInfo, job_id: str, job_type: str, outcome: str, duration_s: float
     ) -> None:
-        """outcome: "completed", "retried", "dead_lettered", "lost", "released", "cancelled"."""
+        """outcome: "completed", "retried", "dead_lettered", "lost", "released", "cancelled",
+        "snoozed"."""
 
     def on_child_exit(self, child: ChildInfo, cause: str) -> None:
         """cause: "recycled", "crashed", "killed_timeout", "killed_lost", "stopped",

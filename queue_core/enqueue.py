@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from skiplock.queue_core import limits, payloads, sql
+from skiplock.queue_core import limits, payloads, policy, sql
 from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.db import connect
 from skiplock.queue_core.errors import InvalidJob, InvalidPayload
@@ -72,7 +72,7 @@ def _text(name: str, value: Any, limit: int, *, required: bool) -> str | None:
 
 
 def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = None,
-             max_attempts: Any = 3, idempotency_key: Any = None, user_id: Any = None,
+             max_attempts: Any = None, idempotency_key: Any = None, user_id: Any = None,
              concurrency_key: Any = None, concurrency: Any = None,
              max_payload_bytes: int) -> _Row:
     job_type = _text("job type", job_type, MAX_TYPE_LENGTH, required=True)
@@ -94,6 +94,8 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
         )
     if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > _INT32:
         raise InvalidJob(f"priority must be an integer between -{_INT32} and {_INT32}")
+    if max_attempts is None:
+        max_attempts = policy.max_attempts_for(job_type)
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
         raise InvalidJob("max_attempts must be an integer")
     if not 1 <= max_attempts <= 1000:
@@ -120,7 +122,7 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
 
 
 def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
-            delay: float | timedelta | None = None, max_attempts: int = 3,
+            delay: float | timedelta | None = None, max_attempts: int | None = None,
             idempotency_key: str | None = None, user_id: str | None = None,
             concurrency_key: str | None = None, concurrency: int | None = None,
             conn: Connection | Session | None = None) -> str:

@@ -17,8 +17,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from skiplock.queue_core import sql
-from skiplock.queue_core.backoff import backoff_s
+from skiplock.queue_core import policy, sql
 from skiplock.queue_core.db import connect
 from skiplock.queue_core.errors import InvalidJob
 from skiplock.queue_core.jobs import Fenced, Job, JobStatus, Progress
@@ -82,7 +81,7 @@ def fail(job: Fenced, error: Any, retry: bool = True,
     """Record a failed attempt: PENDING after backoff if attempts are left and `retry`,
     else DEAD_LETTER. Returns the new status, or None if the job was no longer ours."""
     params = {**_fence(job), "error": clean_error(error), "retry": bool(retry),
-              "backoff_s": backoff_s(job.attempts)}
+              "backoff_s": policy.backoff_for(getattr(job, "type", None), job.attempts)}
     with connect(conn, autocommit=True) as c:
         row = c.execute(sql.FAIL, params).first()
     if row is None:

@@ -305,3 +305,28 @@ MARK_WAITED = text(
     WHERE id = :id AND "notifyDone" IS NOT TRUE AND status IN ('PENDING', 'PROCESSING')
     """
 )
+
+# -- snooze (queue_core/snooze.py) -----------------------------------------------------
+
+# "Run me again in N seconds": back to PENDING with the attempt given back and the
+# snooze counted, or DEAD_LETTER once the type's bound is used up. Fenced like any
+# change of a claimed job.
+_SNOOZE_LEFT = 'COALESCE(snoozes, 0) < :max_snoozes'
+SNOOZE = text(
+    f"""
+    UPDATE "WorkerJob"
+    SET status = CASE WHEN {_SNOOZE_LEFT} THEN 'PENDING' ELSE 'DEAD_LETTER' END::"JobStatus",
+        attempts = CASE WHEN {_SNOOZE_LEFT} THEN attempts - 1 ELSE attempts END,
+        snoozes = COALESCE(snoozes, 0) + 1,
+        "availableAt" = CASE WHEN {_SNOOZE_LEFT}
+                             THEN statement_timestamp() + make_interval(secs => :delay_s)
+                             ELSE "availableAt" END,
+        "completedAt" = CASE WHEN {_SNOOZE_LEFT} THEN NULL ELSE statement_timestamp() END,
+        "lastError" = CASE WHEN {_SNOOZE_LEFT} THEN "lastError"
+                           ELSE format('snoozed %s times, the limit of its type', snoozes) END,
+        "startedAt" = CASE WHEN {_SNOOZE_LEFT} THEN NULL ELSE "startedAt" END,
+        "lockedAt" = NULL, "lockedBy" = NULL
+    WHERE {_FENCE}
+    RETURNING status::text AS status
+    """
+)

@@ -45,8 +45,8 @@ def _known_types(extra_modules: tuple[str, ...]) -> list[str]:
               help="Run no sooner than this from now: 90, 30s, 5m, 2h, 7d.")
 @click.option("--key", "idempotency_key", default=None,
               help="Idempotency key: if a job with this key exists, print its id instead.")
-@click.option("--max-attempts", type=int, default=3, show_default=True,
-              help="Attempts before the job is dead-lettered.")
+@click.option("--max-attempts", type=int, default=None,
+              help="Attempts before the job is dead-lettered (default: the type's, else 3).")
 @click.option("--user-id", default=None, help="The user the job belongs to.")
 @click.option("--handlers", "handler_modules", multiple=True, metavar="MODULE",
               help="Import MODULE so that its job types are known (repeatable).")
@@ -57,7 +57,7 @@ def _known_types(extra_modules: tuple[str, ...]) -> list[str]:
 @click.option("--timeout", type=DURATION, default=None,
               help="With --wait: give up after this long (exit 1; the job goes on).")
 def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
-            idempotency_key: str | None, max_attempts: int, user_id: str | None,
+            idempotency_key: str | None, max_attempts: int | None, user_id: str | None,
             handler_modules: tuple[str, ...], any_type: bool, wait_: bool,
             timeout: float | None) -> None:
     """Add a job of TYPE with the JSON object PAYLOAD ('-' reads it from stdin).

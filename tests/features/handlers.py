@@ -39,3 +39,18 @@ def per_user(payload: dict[str, Any], job_id: str) -> JobResult:
 def refuse(payload: dict[str, Any], job_id: str) -> JobResult:
     """Fails for good, with the payload's reason."""
     return JobResult(False, error=str(payload.get("why")), should_retry=False)
+
+
+@handler("TEST_SNOOZE", max_snoozes=3, max_attempts=4, backoff=[0.1])
+def snoozer(payload: dict[str, Any], job_id: str) -> JobResult:
+    """Snoozes `times` times (0.2 s each), then completes; writes nothing that survives a
+    snooze (the job's transaction rolls back)."""
+    from sqlalchemy import text
+
+    with db.transaction() as conn:
+        snoozes = conn.execute(text('SELECT COALESCE(snoozes, 0) FROM "WorkerJob" '
+                                    "WHERE id = :id"), {"id": job_id}).scalar_one()
+    if snoozes < int(payload["times"]):
+        _record_run(job_id, time.time())  # rolled back with the snooze
+        return JobResult.snooze(0.2)
+    return JobResult(True, data={"snoozes": snoozes})
