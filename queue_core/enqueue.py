@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from skiplock.queue_core import limits, payloads, policy, sql
+from skiplock.queue_core import limits, payloads, policy, sql, unique
 from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.db import connect
 from skiplock.queue_core.errors import InvalidJob, InvalidPayload
@@ -29,7 +29,7 @@ MAX_TYPE_LENGTH = 200
 MAX_KEY_LENGTH = 1000
 _INT32 = 2**31 - 1
 _OPTIONS = {"priority", "delay", "max_attempts", "idempotency_key", "user_id",
-            "concurrency_key", "concurrency"}
+            "concurrency_key", "concurrency", "unique_for"}
 
 
 # One encoder for every payload: json.dumps with options builds a new one per call,
@@ -57,6 +57,8 @@ class _Row(NamedTuple):  # a tuple: a million of them are built per backfill
     user_id: str | None
     concurrency_key: str | None = None
     concurrency: int | None = None
+    unique_key: str | None = None  # a scoped key (queue_core/unique.py), instead of `key`
+    unique_s: float | None = None
 
 
 def _text(name: str, value: Any, limit: int, *, required: bool) -> str | None:
@@ -73,7 +75,7 @@ def _text(name: str, value: Any, limit: int, *, required: bool) -> str | None:
 
 def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = None,
              max_attempts: Any = None, idempotency_key: Any = None, user_id: Any = None,
-             concurrency_key: Any = None, concurrency: Any = None,
+             concurrency_key: Any = None, concurrency: Any = None, unique_for: Any = None,
              max_payload_bytes: int) -> _Row:
     job_type = _text("job type", job_type, MAX_TYPE_LENGTH, required=True)
     assert job_type is not None
@@ -117,25 +119,31 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
                                  required=False), concurrency)
     if slot_key is not None:
         _text("concurrency key", slot_key, MAX_KEY_LENGTH, required=True)
+    scoped, unique_s = unique.window(unique_for)
+    if scoped and key is None:
+        raise InvalidJob("unique_for needs an idempotency key")
+    unique_key, key = (key, None) if scoped else (None, key)
     return _Row(new_job_id(), job_type, encoded, priority, delay_s, max_attempts, key, user,
-                slot_key, limit)
+                slot_key, limit, unique_key, unique_s)
 
 
 def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
             delay: float | timedelta | None = None, max_attempts: int | None = None,
             idempotency_key: str | None = None, user_id: str | None = None,
             concurrency_key: str | None = None, concurrency: int | None = None,
+            unique_for: str | float | timedelta | None = None,
             conn: Connection | Session | None = None) -> str:
     """Add one job; return its id (the existing job's id if the key already exists).
 
     With `conn` the insert joins the caller's transaction: the job exists only
     if that transaction commits. `concurrency_key` / `concurrency`: at most
-    that many jobs of the key run at once (queue_core/limits.py).
+    that many jobs of the key run at once (queue_core/limits.py). `unique_for`:
+    how long the idempotency key holds ("active", "1h"; queue_core/unique.py).
     """
     job = {"type": job_type, "payload": payload, "priority": priority, "delay": delay,
            "max_attempts": max_attempts, "idempotency_key": idempotency_key,
            "user_id": user_id, "concurrency_key": concurrency_key,
-           "concurrency": concurrency}
+           "concurrency": concurrency, "unique_for": unique_for}
     return enqueue_many([job], conn=conn)[0]
 
 
@@ -175,6 +183,9 @@ def _insert(conn: Connection, rows: Sequence[_Row]) -> Enqueued:
     created = 0
     ids: dict[int, str] = {}
     todo = list(range(len(rows)))
+    scoped = sorted({r.unique_key for r in rows if r.unique_key is not None})
+    if scoped:  # free the scoped keys whose window is over (queue_core/unique.py)
+        conn.execute(sql.FREE_UNIQUE_KEYS, {"keys": _text_array(scoped)})
     # A key's row can vanish between our conflict and our look-up (cleanup, a
     # rolled-back concurrent insert): insert what is still missing again.
     for _ in range(5):
@@ -194,9 +205,14 @@ def _insert(conn: Connection, rows: Sequence[_Row]) -> Enqueued:
         keys = sorted({key for i in skipped if (key := rows[i].key) is not None})
         existing = {r.key: r.id for r in conn.execute(sql.EXISTING_BY_KEY,
                                                       {"keys": _text_array(keys)})}
+        unique_keys = sorted({u for i in skipped if (u := rows[i].unique_key) is not None})
+        existing_unique = {r.key: r.id for r in conn.execute(
+            sql.EXISTING_BY_UNIQUE_KEY, {"keys": _text_array(unique_keys)})} if unique_keys else {}
         for i in skipped:
             if rows[i].key in existing:
                 ids[i] = existing[rows[i].key]
+            elif rows[i].unique_key in existing_unique:
+                ids[i] = existing_unique[rows[i].unique_key]
         todo = [i for i in skipped if i not in ids]
         if not todo:
             break
@@ -220,6 +236,9 @@ def _columns(rows: Sequence[_Row]) -> dict[str, str]:
         "keys": _text_array([r.key for r in rows]),
         "user_ids": _text_array([r.user_id for r in rows]),
         "slot_keys": _text_array([r.concurrency_key for r in rows]),
+        "unique_keys": _text_array([r.unique_key for r in rows]),
+        "unique_secs": "{" + ",".join("NULL" if r.unique_s is None else repr(r.unique_s)
+                                      for r in rows) + "}",
         "slot_limits": "{" + ",".join("NULL" if r.concurrency is None else str(r.concurrency)
                                       for r in rows) + "}",
     }

@@ -26,24 +26,26 @@ PROBE = text('SELECT 1 FROM "WorkerJob" LIMIT 0')
 # were skipped are looked up with EXISTING_BY_KEY, in a new statement whose
 # snapshot sees a conflicting row that a concurrent transaction just committed.
 # A job with a concurrency key is inserted held back; a trigger lets it in if its
-# key has a free slot (queue_core/limits.py).
+# key has a free slot (queue_core/limits.py). ON CONFLICT without a target: both
+# "idempotencyKey" and the scoped "uniqueKey" (queue_core/unique.py) arbitrate.
 INSERT_JOBS = text(
     """
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
-         "concurrencyKey", "concurrencyLimit", "heldBack")
+         "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil")
     SELECT j.id, j.type, j.payload, j.priority,
            now() + make_interval(secs => j.delay_s), j.max_attempts, j.key, j.user_id,
-           j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END
+           j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END,
+           j.unique_key, now() + make_interval(secs => j.unique_s)
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
         CAST(:keys AS text[]), CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]),
-        CAST(:slot_limits AS int[])
+        CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[])
     ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
-                           slot_key, slot_limit, ord)
+                           slot_key, slot_limit, unique_key, unique_s, ord)
     ORDER BY j.ord
-    ON CONFLICT ("idempotencyKey") DO NOTHING
+    ON CONFLICT DO NOTHING
     RETURNING id
     """
 )
@@ -52,6 +54,25 @@ EXISTING_BY_KEY = text(
     """
     SELECT "idempotencyKey" AS key, id FROM "WorkerJob"
     WHERE "idempotencyKey" = ANY(CAST(:keys AS text[]))
+    """
+)
+
+# Scoped keys (queue_core/unique.py): a key is free again once its job ended
+# (a window "while active") or its period is over; freed just before an enqueue
+# of the same key, the row keeping all but the key.
+FREE_UNIQUE_KEYS = text(
+    """
+    UPDATE "WorkerJob" SET "uniqueKey" = NULL
+    WHERE "uniqueKey" = ANY(CAST(:keys AS text[]))
+      AND CASE WHEN "uniqueUntil" IS NULL THEN status NOT IN ('PENDING', 'PROCESSING')
+               ELSE "uniqueUntil" <= now() END
+    """
+)
+
+EXISTING_BY_UNIQUE_KEY = text(
+    """
+    SELECT "uniqueKey" AS key, id FROM "WorkerJob"
+    WHERE "uniqueKey" = ANY(CAST(:keys AS text[]))
     """
 )
 

@@ -45,6 +45,9 @@ def _known_types(extra_modules: tuple[str, ...]) -> list[str]:
               help="Run no sooner than this from now: 90, 30s, 5m, 2h, 7d.")
 @click.option("--key", "idempotency_key", default=None,
               help="Idempotency key: if a job with this key exists, print its id instead.")
+@click.option("--unique-for", default=None, metavar="WINDOW",
+              help="With --key: how long the key holds: 'active' (while pending or running) "
+                   "or a period such as 1h (default: as long as the job exists).")
 @click.option("--max-attempts", type=int, default=None,
               help="Attempts before the job is dead-lettered (default: the type's, else 3).")
 @click.option("--user-id", default=None, help="The user the job belongs to.")
@@ -59,7 +62,7 @@ def _known_types(extra_modules: tuple[str, ...]) -> list[str]:
 def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
             idempotency_key: str | None, max_attempts: int | None, user_id: str | None,
             handler_modules: tuple[str, ...], any_type: bool, wait_: bool,
-            timeout: float | None) -> None:
+            timeout: float | None, unique_for: str | None) -> None:
     """Add a job of TYPE with the JSON object PAYLOAD ('-' reads it from stdin).
 
     Prints the job id alone on stdout. With --wait, prints the id on stderr,
@@ -96,7 +99,7 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
             )
     job_id = do_enqueue(job_type, data, priority=priority, delay=delay,
                         max_attempts=max_attempts, idempotency_key=idempotency_key,
-                        user_id=user_id)
+                        user_id=user_id, unique_for=unique_for)
     if not wait_:
         if timeout is not None:
             raise click.UsageError("--timeout goes with --wait")
