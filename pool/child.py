@@ -40,7 +40,8 @@ from skiplock.pool.listener import Listener
 from skiplock.pool.outage import Outage
 from skiplock.pool.postmortem import EXIT_ABORTED, EXIT_BOOT_FAILURE, EXIT_OK
 from skiplock.pool.proctitle import set_title, worker_title
-from skiplock.queue_core import Job, claim, complete, db, fail, release, sql
+from skiplock.pool.progress_reporter import ProgressReporter
+from skiplock.queue_core import Job, claim, complete, db, fail, job_progress, release, sql
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.errors import ConfigurationError, DatabaseUnavailable, InvalidPayload
 from skiplock.queue_core.payloads import validate_payload
@@ -114,6 +115,7 @@ class Child:
         self.outage = Outage(f"worker {slot}", log)
         self.listener: Listener | None = Listener() if settings.listen else None
         self.wake_r, self.wake_w = os.pipe()
+        self.progress = ProgressReporter(self.send)
 
     # -- life ----------------------------------------------------------------
 
@@ -145,6 +147,7 @@ class Child:
         # A fresh engine for this pid (the inherited pool is dropped unclosed), bound
         # to the URL the master resolved: later get_engine() calls return it.
         db.get_engine(self.database_url)
+        job_progress.set_reporter(self.progress)
         try:
             registry.load_handler_modules(self.settings.handlers)
         except ConfigurationError as exc:
@@ -309,6 +312,7 @@ class Child:
         self.send(protocol.Started(job.id, job.type, self.worker_id, job.attempts,
                                    job.max_attempts, timeout_s))
         set_title(worker_title(self.slot, job.type, job.id))
+        self.progress.start(job.id)
         extra: dict[str, Any] = {"job_id": job.id, "job_type": job.type,
                                  "attempt": job.attempts, "worker": self.worker_id}
         log.info("job %s %s started (attempt %d/%d)", job.type, job.id, job.attempts,

@@ -63,7 +63,7 @@ from skiplock.pool.recovery import Recovery
 from skiplock.queue_core import db, fail, release, urls
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.errors import DatabaseUnavailable
-from skiplock.queue_core.jobs import JobRef
+from skiplock.queue_core.jobs import JobRef, Progress
 
 log = logging.getLogger("skiplock.master")
 
@@ -374,6 +374,10 @@ class Master:
                             message.duration_s)
         elif isinstance(message, protocol.Exiting):
             child.exit_reason = message.reason
+        elif (isinstance(message, protocol.Progress)  # written with the next heartbeat
+              and child.job is not None and child.job.ref.id == message.id):
+            child.job.progress = Progress(message.fraction, message.message)
+            self.heartbeats.progress[message.id] = child.job.progress
 
     # -- reaping -------------------------------------------------------------
 

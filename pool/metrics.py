@@ -17,6 +17,7 @@ job types and hosts, which is nobody else's business.
     skiplock_jobs_dead_lettered_total{type}    ... that failed for good (attempts used up, or no retry)
     skiplock_jobs_lost_total{type}             ... whose lease was lost (rescued, maybe run elsewhere)
     skiplock_jobs_snoozed_total{type}          ... that asked to run again later (no attempt spent)
+    skiplock_worker_job_progress{worker,type}  the running job's last skiplock.progress (0-1)
     skiplock_job_duration_seconds{type}        histogram of run times, start to outcome
     skiplock_child_restarts_total{cause}       children replaced, by cause (recycled, crashed, ...)
     skiplock_pool_children                     children alive now
@@ -151,6 +152,11 @@ class MetricsObserver(NullObserver):
                                 ["cause"], registry=r)
         self.children = Gauge("skiplock_pool_children", "Children alive.", registry=r)
         self.busy = Gauge("skiplock_pool_busy_children", "Children running a job.", registry=r)
+        # Labelled by slot, not job id: one series per child, not one per job ever run.
+        self.progress = Gauge("skiplock_worker_job_progress",
+                              "Progress (0-1) its handler last reported for the job a child "
+                              "runs; absent when idle or never reported.",
+                              ["worker", "type"], registry=r)
         self.queue = QueueCollector()
         r.register(self.queue)
         ProcessCollector(registry=r)
@@ -235,6 +241,10 @@ class MetricsObserver(NullObserver):
     def _pool(self, snapshot: PoolSnapshot) -> None:
         self.children.set(len(snapshot.children))
         self.busy.set(sum(1 for c in snapshot.children if c.job_id))
+        self.progress.clear()
+        for c in snapshot.children:
+            if c.job_type and c.progress is not None and c.progress.fraction is not None:
+                self.progress.labels(str(c.index), c.job_type).set(c.progress.fraction)
 
     def refresh(self) -> None:
         self._next_refresh = time.monotonic() + self.refresh_s

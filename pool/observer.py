@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from skiplock.queue_core.jobs import Progress
+
 
 @dataclass(frozen=True)
 class ChildInfo:
@@ -23,6 +25,7 @@ class ChildInfo:
     job_id: str | None = None
     job_type: str | None = None
     job_started_at: float | None = None
+    progress: Progress | None = None  # the running job's last `skiplock.progress`
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from skiplock.queue_core.errors import (
     UnknownJobType,
     WaitTimeout,
 )
+from skiplock.queue_core.job_progress import progress
 from skiplock.queue_core.jobs import Job, JobRef, JobStatus
 from skiplock.queue_core.lifecycle import claim, complete, fail, heartbeat, release
 from skiplock.queue_core.maintenance import QueueStats, cleanup, get_job, retry_dead, stats
@@ -70,6 +71,7 @@ __all__ = [
     "fail",
     "get_job",
     "heartbeat",
+    "progress",
     "recover_stuck",
     "release",
     "retry_dead",

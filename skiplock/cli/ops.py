@@ -211,4 +211,7 @@ def ps(as_json: bool) -> None:
                        f"started {started}  {beat}")
         else:
             job = (f"{r.job_type} {r.job_id} for {_age(r.job_age_s)}" if r.job_id else "idle")
+            if r.job_id and (r.job_progress is not None or r.job_progress_message):
+                done = f"{r.job_progress:.0%}" if r.job_progress is not None else ""
+                job += f"  [{' '.join(p for p in (done, r.job_progress_message) if p)}]"
             click.echo(f"  worker {r.slot}  pid {r.pid}  started {started}  {job}")

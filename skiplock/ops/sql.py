@@ -88,8 +88,10 @@ PRUNE_PROCESSES = text(
 LIST_PROCESSES = text(
     """
     SELECT p.*, EXTRACT(EPOCH FROM now() - p."heartbeatAt") AS heartbeat_age_s,
-           EXTRACT(EPOCH FROM now() - p."jobStartedAt") AS job_age_s
+           EXTRACT(EPOCH FROM now() - p."jobStartedAt") AS job_age_s,
+           j.progress AS job_progress, j."progressMessage" AS job_progress_message
     FROM "WorkerProcess" p
+    LEFT JOIN "WorkerJob" j ON j.id = p."jobId" AND j.status = 'PROCESSING'
     ORDER BY p.host, COALESCE(p."masterId", p.id), p.kind DESC, p."slot", p.pid
     """
 )

@@ -54,3 +54,17 @@ def snoozer(payload: dict[str, Any], job_id: str) -> JobResult:
         _record_run(job_id, time.time())  # rolled back with the snooze
         return JobResult.snooze(0.2)
     return JobResult(True, data={"snoozes": snoozes})
+
+
+@handler("TEST_PROGRESS")
+def reports_progress(payload: dict[str, Any], job_id: str) -> JobResult:
+    """Reports in a tight loop (the child forwards a few a second), then holds 0.5 for
+    `seconds`."""
+    from skiplock import progress
+
+    for i in range(10_000):
+        progress(i / 20_000)
+    progress(0.5, "halfway")
+    _mark_started(job_id)
+    time.sleep(float(payload.get("seconds", 30)))
+    return JobResult(True)
