@@ -351,3 +351,26 @@ SNOOZE = text(
     RETURNING status::text AS status
     """
 )
+
+# -- test helpers (skiplock/testing.py) -------------------------------------------------
+
+# Jobs a test looks for: by type, status and a part of the payload (jsonb @>).
+FIND_JOBS = text(
+    """
+    SELECT * FROM "WorkerJob"
+    WHERE (CAST(:type AS text) IS NULL OR type = :type)
+      AND status = ANY(CAST(:statuses AS "JobStatus"[]))
+      AND payload @> CAST(:payload AS jsonb)
+    ORDER BY "createdAt", id
+    """
+)
+
+# `drain(run_scheduled=True)`: delayed jobs and retries waiting for their backoff
+# are made due now, so a test need not wait for them.
+MAKE_DUE = text(
+    """
+    UPDATE "WorkerJob" SET "availableAt" = now()
+    WHERE status = 'PENDING' AND "availableAt" > now()
+      AND (CAST(:types AS text[]) IS NULL OR type = ANY(CAST(:types AS text[])))
+    """
+)
