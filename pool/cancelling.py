@@ -36,7 +36,7 @@ def stop_cancelled(children: Iterable[WorkerChild], job_ids: set[str], grace_s: 
         for job_id in [i for i in child.held if i in job_ids]:
             ref = child.held[job_id]
             running = child.job is not None and child.job.ref.id == job_id
-            ended = end_cancelled(ref)
+            ended = end_cancelled(ref, started=running)
             extra = {"job_id": job_id, "worker": ref.locked_by}
             if running and ended and child.cause is None:
                 assert child.job is not None

@@ -42,6 +42,7 @@ from skiplock.pool.postmortem import EXIT_ABORTED, EXIT_BOOT_FAILURE, EXIT_OK
 from skiplock.pool.proctitle import set_title, worker_title
 from skiplock.pool.progress_reporter import ProgressReporter
 from skiplock.queue_core import Job, claim, complete, db, fail, job_progress, release, sql
+from skiplock.queue_core.cancel import end_cancelled
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.errors import ConfigurationError, DatabaseUnavailable, InvalidPayload
 from skiplock.queue_core.payloads import validate_payload
@@ -331,6 +332,9 @@ class Child:
                 claim_next: bool = False) -> str:
         """Run the job to an end; with `claim_next`, a completion also claims the next
         batch in its transaction (claim_with_completion) for the loop."""
+        if job.cancel_requested_at is not None:  # cancelled while it waited (queue_core/cancel.py)
+            return self.settle(job, lambda: "cancelled" if end_cancelled(job, started=False)
+                               else "lost")
         try:
             payload = validate_payload(job.type, job.payload)
         except InvalidPayload as exc:

@@ -15,7 +15,8 @@ the job and needs no LISTEN (it works behind PgBouncer in transaction mode):
 
 A running job whose attempt ends some other way before its master reads the
 request (it fails and waits for a retry, its host dies) keeps the request:
-the next run is stopped at its first heartbeat.
+the worker that claims it next ends it without running it ("cancelled ...
+before it started").
 
 FAILED is the seed's own status, which the seed's code never writes, so a
 cancelled job is told apart from a dead letter without a new enum value.
@@ -142,9 +143,14 @@ def cancel_matching(*, job_type: str | None = None, user_id: str | None = None,
     return results
 
 
-def end_cancelled(job: Fenced, conn: Connection | Session | None = None) -> bool:
-    """End a running job whose cancel its master read: FAILED, fenced. False if the
-    job had already ended or moved on (nothing changed)."""
+def end_cancelled(job: Fenced, *, started: bool = True,
+                  conn: Connection | Session | None = None) -> bool:
+    """End a claimed job whose cancel was read: FAILED, fenced. False if the job had
+    already ended or moved on (nothing changed). `started=False`: its handler never
+    ran (the cancel came while the job was in a worker's batch, or waiting to be
+    retried)."""
+    phase = "while running" if started else "before it started"
     with connect(conn, autocommit=True) as c:
         return c.execute(sql.CANCEL_RUNNING, {"id": job.id, "locked_by": job.locked_by,
-                                              "attempts": job.attempts}).rowcount == 1
+                                              "attempts": job.attempts,
+                                              "phase": phase}).rowcount == 1

@@ -305,10 +305,10 @@ CANCEL_RUNNING = text(
     f"""
     UPDATE "WorkerJob"
     SET status = 'FAILED', "completedAt" = statement_timestamp(),
-        "lastError" = format('cancelled by %s at %s while running (worker %s, attempt %s of %s)',
+        "lastError" = format('cancelled by %s at %s %s (worker %s, attempt %s of %s)',
                              COALESCE("cancelledBy", 'unknown'),
-                             {_UTC.format('"cancelRequestedAt"')}, "lockedBy", attempts,
-                             "maxAttempts"),
+                             {_UTC.format('"cancelRequestedAt"')}, CAST(:phase AS text),
+                             "lockedBy", attempts, "maxAttempts"),
         "lockedAt" = NULL, "lockedBy" = NULL
     WHERE {_FENCE} AND "cancelRequestedAt" IS NOT NULL
     """

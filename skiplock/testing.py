@@ -30,6 +30,7 @@ from typing import Any
 from skiplock.handlers import registry
 from skiplock.handlers.registry import JobResult
 from skiplock.queue_core import claim, complete, db, fail, sql
+from skiplock.queue_core.cancel import end_cancelled
 from skiplock.queue_core.errors import InvalidPayload, SkiplockError
 from skiplock.queue_core.jobs import Job
 from skiplock.queue_core.payloads import validate_payload
@@ -49,7 +50,7 @@ class Ran:
 
     id: str
     type: str
-    outcome: str  # completed, retried, dead_lettered, snoozed, lost
+    outcome: str  # completed, retried, dead_lettered, snoozed, cancelled, lost
     error: str | None = None
 
 
@@ -91,6 +92,9 @@ def drain(types: Sequence[str] | None = None, *, run_scheduled: bool = False,
 def run(job: Job) -> Ran:
     """Run one claimed job's handler in its transaction, and settle it."""
     registration = registry.get_registration(job.type)
+    if job.cancel_requested_at is not None:  # cancelled while it waited for a retry
+        return Ran(job.id, job.type,
+                   "cancelled" if end_cancelled(job, started=False) else "lost")
     try:
         payload = validate_payload(job.type, job.payload)
     except InvalidPayload as exc:

@@ -9,7 +9,8 @@ client keeps reading and writing the table; no value is added to "JobStatus"
 
 - "cancelRequestedAt", "cancelledBy": a cancel asked of a running job. The
   master that runs it reads the request in its heartbeat's answer, stops the
-  child and ends the job FAILED (queue_core/cancel.py).
+  child and ends the job FAILED (queue_core/cancel.py). The index of finished
+  rows (cleanup) now covers FAILED too.
 - "concurrencyKey", "concurrencyLimit", "heldBack": at most `limit` jobs of
   one key hold a *slot* at once. A job holds one while it is PENDING outside
   the held-back set, or PROCESSING; the others wait with "heldBack" = true,
@@ -69,6 +70,12 @@ def upgrade() -> None:
     op.execute(
         'CREATE INDEX "WorkerJob_claim_idx" ON "WorkerJob" (priority DESC, "availableAt" ASC) '
         """WHERE status = 'PENDING' AND "heldBack" IS NULL"""
+    )
+    # Cleanup deletes cancelled jobs (FAILED) too: its index covers them.
+    op.execute('DROP INDEX "WorkerJob_finished_idx"')
+    op.execute(
+        'CREATE INDEX "WorkerJob_finished_idx" ON "WorkerJob" (status, "completedAt") '
+        "WHERE status IN ('COMPLETED', 'DEAD_LETTER', 'FAILED')"
     )
     # The next held-back job of a key, and the count `skiplock stats` shows.
     op.execute(
@@ -238,6 +245,11 @@ def downgrade() -> None:
     op.execute(
         'CREATE INDEX "WorkerJob_claim_idx" ON "WorkerJob" (priority DESC, "availableAt" ASC) '
         "WHERE status = 'PENDING'"
+    )
+    op.execute('DROP INDEX "WorkerJob_finished_idx"')
+    op.execute(
+        'CREATE INDEX "WorkerJob_finished_idx" ON "WorkerJob" (status, "completedAt") '
+        "WHERE status IN ('COMPLETED', 'DEAD_LETTER')"
     )
     op.execute(
         """

@@ -187,12 +187,13 @@ def recover(stuck_timeout: float | None) -> None:
 @main.command()
 @click.option("--older-than", type=DURATION, default="7d", show_default=True,
               help="Delete finished jobs that finished longer ago than this.")
-@click.option("--keep-dead", is_flag=True, help="Delete COMPLETED jobs only; keep dead letters.")
+@click.option("--keep-dead", is_flag=True,
+              help="Keep dead letters; delete COMPLETED and cancelled (FAILED) jobs only.")
 def cleanup(older_than: float, keep_dead: bool) -> None:
-    """Delete old COMPLETED and DEAD_LETTER jobs, in small batches."""
+    """Delete old COMPLETED, DEAD_LETTER and cancelled (FAILED) jobs, in small batches."""
     from skiplock.queue_core import cleanup as do_cleanup
 
-    statuses = ("COMPLETED",) if keep_dead else ("COMPLETED", "DEAD_LETTER")
+    statuses = ("COMPLETED", "FAILED") if keep_dead else ("COMPLETED", "DEAD_LETTER", "FAILED")
     click.echo(f"deleted {do_cleanup(older_than, statuses=statuses)} jobs")
 
 

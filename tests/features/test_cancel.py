@@ -120,3 +120,27 @@ def test_the_command_dry_run_changes_nothing_and_usage_errors_exit_2():
     result = _cli("cancel", "--type", "CANCEL_ME", "--json")
     assert '"outcome": "cancelled"' in result.output and row(job_id).st == "FAILED"
     assert row(job_id).cancelledBy.startswith("cli:")
+
+
+def test_cleanup_deletes_old_cancelled_jobs_through_the_finished_index():
+    from sqlalchemy import text
+
+    from skiplock.queue_core import cleanup, db, sql
+    from tests.queue_core.helpers import count
+    from tests.queue_core.helpers import sql as run_sql
+
+    old = enqueue("CANCEL_ME", {})
+    cancel(old, by="x")
+    recent = enqueue("CANCEL_ME", {})
+    cancel(recent, by="x")
+    run_sql('UPDATE "WorkerJob" SET "completedAt" = now() - interval \'8 days\' WHERE id = :id',
+            id=old)
+    with db.get_engine().connect() as conn:
+        conn.execute(text("SET enable_seqscan = off"))  # a tiny table: can the index serve?
+        plan = "\n".join(r[0] for r in conn.execute(
+            text("EXPLAIN " + sql.CLEANUP_BATCH.text),
+            {"statuses": ["COMPLETED", "DEAD_LETTER", "FAILED"], "older_than_s": 1.0,
+             "batch": 10}))
+    assert "WorkerJob_finished_idx" in plan, plan
+    assert cleanup("7d") == 1
+    assert count("id = :id", id=old) == 0 and count("id = :id", id=recent) == 1

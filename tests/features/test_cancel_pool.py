@@ -39,3 +39,20 @@ def test_a_running_job_is_stopped_its_writes_and_next_step_vanish_and_the_pool_g
     assert jobs.get(job_id)["status"] == "FAILED"  # nothing settled it again
     assert "cancelled; stopping worker" in pool.log()
     assert cancel(job_id).outcome is CancelOutcome.FINISHED
+
+
+def test_a_job_cancelled_as_its_attempt_failed_is_ended_by_the_next_worker_unrun(
+    start_pool: Callable[..., Pool], jobs: Jobs
+) -> None:
+    from skiplock import claim, fail
+
+    job_id = jobs.enqueue("TEST_CANCELLABLE", {"seconds": 0})
+    [job] = claim("host-that-failed")
+    assert cancel(job_id, by="ops").outcome is CancelOutcome.CANCELLING
+    assert fail(job, "the attempt failed before its master read the cancel") == "PENDING"
+    jobs.hurry()
+    start_pool("--concurrency", "1", handlers=FEATURE_HANDLERS)
+    wait_for(lambda: jobs.get(job_id)["status"] == "FAILED", 15, "the job to end FAILED")
+    assert re.fullmatch(r"cancelled by ops at \S+ before it started \(worker \S+, attempt 2 of 3\)",
+                        jobs.get(job_id)["lastError"])
+    assert jobs.starts(job_id) == [] and jobs.runs() == {}
