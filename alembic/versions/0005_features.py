@@ -148,49 +148,67 @@ def upgrade() -> None:
         """WHEN (NEW."concurrencyKey" IS NOT NULL AND NEW."heldBack")
         EXECUTE FUNCTION skiplock_key_inserted()"""
     )
-    # A status change of a keyed job: leaving PENDING/PROCESSING frees its slot;
-    # coming back to PENDING (a dead letter retried) takes one or waits held back.
-    # PROCESSING -> PENDING (a retry, a release, a rescue) keeps the slot.
+    # A status change of a keyed job. Coming back to PENDING (a dead letter retried)
+    # takes a slot or waits held back: a BEFORE trigger, which sets "heldBack" on
+    # the row being written. Leaving PENDING/PROCESSING frees the slot and lets the
+    # key's next job in: an AFTER trigger, which runs once the statement has
+    # written all its rows, so a statement that ends many jobs of one key (a
+    # cancel of a user's backlog) never lets in a job it is about to end itself
+    # (PostgreSQL refuses a row that a BEFORE trigger's side effect already
+    # changed). PROCESSING -> PENDING (a retry, a release, a rescue, a snooze)
+    # keeps the slot.
     op.execute(
-        f"""
-        CREATE FUNCTION skiplock_key_status() RETURNS trigger
+        """
+        CREATE FUNCTION skiplock_key_take() RETURNS trigger
         LANGUAGE plpgsql AS $$
         DECLARE
-            had_slot boolean := OLD.status IN {_ACTIVE} AND OLD."heldBack" IS NULL;
-            wants_slot boolean := NEW.status IN {_ACTIVE};
             used integer;
             cap integer;
         BEGIN
-            IF had_slot AND NOT wants_slot THEN
-                UPDATE "WorkerConcurrencyKey" SET active = greatest(active - 1, 0)
-                WHERE key = OLD."concurrencyKey";
-                PERFORM skiplock_fill_slots(OLD."concurrencyKey");
+            INSERT INTO "WorkerConcurrencyKey" (key, "limit")
+            VALUES (NEW."concurrencyKey", COALESCE(NEW."concurrencyLimit", 1))
+            ON CONFLICT (key) DO NOTHING;
+            SELECT active, "limit" INTO used, cap FROM "WorkerConcurrencyKey"
+            WHERE key = NEW."concurrencyKey" FOR UPDATE;
+            -- A row that another client moved straight to PROCESSING runs anyway:
+            -- count it, so that the key's other jobs wait for it.
+            IF used < cap OR NEW.status = 'PROCESSING' THEN
+                UPDATE "WorkerConcurrencyKey" SET active = active + 1
+                WHERE key = NEW."concurrencyKey";
                 NEW."heldBack" := NULL;
-            ELSIF wants_slot AND NOT had_slot THEN
-                INSERT INTO "WorkerConcurrencyKey" AS c (key, "limit")
-                VALUES (NEW."concurrencyKey", COALESCE(NEW."concurrencyLimit", 1))
-                ON CONFLICT (key) DO NOTHING;
-                SELECT active, "limit" INTO used, cap FROM "WorkerConcurrencyKey"
-                WHERE key = NEW."concurrencyKey" FOR UPDATE;
-                -- A row that another client moved straight to PROCESSING runs
-                -- anyway: count it, so that the key's other jobs wait for it.
-                IF used < cap OR NEW.status = 'PROCESSING' THEN
-                    UPDATE "WorkerConcurrencyKey" SET active = active + 1
-                    WHERE key = NEW."concurrencyKey";
-                    NEW."heldBack" := NULL;
-                ELSE
-                    NEW."heldBack" := true;
-                END IF;
+            ELSE
+                NEW."heldBack" := true;
             END IF;
             RETURN NEW;
         END $$
         """
     )
     op.execute(
-        'CREATE TRIGGER "WorkerJob_key_status" BEFORE UPDATE OF status ON "WorkerJob" '
-        """FOR EACH ROW WHEN (NEW."concurrencyKey" IS NOT NULL
-                              AND OLD.status IS DISTINCT FROM NEW.status)
-        EXECUTE FUNCTION skiplock_key_status()"""
+        'CREATE TRIGGER "WorkerJob_key_take" BEFORE UPDATE OF status ON "WorkerJob" '
+        f"""FOR EACH ROW WHEN (NEW."concurrencyKey" IS NOT NULL
+                              AND OLD.status IS DISTINCT FROM NEW.status
+                              AND NEW.status IN {_ACTIVE}
+                              AND NOT (OLD.status IN {_ACTIVE} AND OLD."heldBack" IS NULL))
+        EXECUTE FUNCTION skiplock_key_take()"""
+    )
+    op.execute(
+        """
+        CREATE FUNCTION skiplock_key_release() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE "WorkerConcurrencyKey" SET active = greatest(active - 1, 0)
+            WHERE key = OLD."concurrencyKey";
+            PERFORM skiplock_fill_slots(OLD."concurrencyKey");
+            RETURN NULL;
+        END $$
+        """
+    )
+    op.execute(
+        'CREATE TRIGGER "WorkerJob_key_release" AFTER UPDATE OF status ON "WorkerJob" '
+        f"""FOR EACH ROW WHEN (OLD."concurrencyKey" IS NOT NULL
+                              AND OLD.status IN {_ACTIVE} AND OLD."heldBack" IS NULL
+                              AND NEW.status NOT IN {_ACTIVE})
+        EXECUTE FUNCTION skiplock_key_release()"""
     )
     op.execute(
         """
@@ -231,11 +249,13 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute('DROP TRIGGER "WorkerJob_notify_done" ON "WorkerJob"')
     op.execute('DROP TRIGGER "WorkerJob_key_deleted" ON "WorkerJob"')
-    op.execute('DROP TRIGGER "WorkerJob_key_status" ON "WorkerJob"')
+    op.execute('DROP TRIGGER "WorkerJob_key_release" ON "WorkerJob"')
+    op.execute('DROP TRIGGER "WorkerJob_key_take" ON "WorkerJob"')
     op.execute('DROP TRIGGER "WorkerJob_key_inserted" ON "WorkerJob"')
     op.execute("DROP FUNCTION skiplock_notify_done()")
     op.execute("DROP FUNCTION skiplock_key_deleted()")
-    op.execute("DROP FUNCTION skiplock_key_status()")
+    op.execute("DROP FUNCTION skiplock_key_release()")
+    op.execute("DROP FUNCTION skiplock_key_take()")
     op.execute("DROP FUNCTION skiplock_key_inserted()")
     op.execute("DROP FUNCTION skiplock_fill_slots(text)")
     op.execute('DROP TABLE "WorkerConcurrencyKey"')

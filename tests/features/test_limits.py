@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from skiplock import cancel, claim, complete, enqueue, enqueue_many, fail
+from skiplock import cancel, cancel_matching, claim, complete, enqueue, enqueue_many, fail
 from skiplock.handlers import JobResult, register_handler, unregister_handler
 from skiplock.queue_core import release, retry_dead
 from skiplock.queue_core.errors import InvalidJob
@@ -159,3 +159,16 @@ def test_a_backlog_of_one_key_does_not_hold_back_another_key():
     assert {j.concurrency_key for j in first} == {"user:big"}
     [next_job] = claim("w", limit=5)
     assert next_job.id == small
+
+
+def test_one_statement_that_ends_many_jobs_of_a_key_lets_none_of_them_in():
+    from tests.queue_core.helpers import add_user
+
+    add_user("u5")
+    ids = [enqueue("LIMITED", {"n": i}, concurrency_key="user:5", concurrency=2, user_id="u5")
+           for i in range(6)]
+    other = keyed(1, key="user:5")  # same key, another user: stays, and gets a slot
+    results = cancel_matching(user_id="u5", by="t")
+    assert {r.job_id for r in results} == set(ids)
+    assert count("status = 'FAILED'") == 6
+    assert row(other[0]).heldBack is None and slots("user:5") == 1
