@@ -12,6 +12,7 @@ skiplock's own modules, and site-packages must hold nothing of ours but
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -22,22 +23,14 @@ from pathlib import Path
 import pytest
 
 from skiplock.queue_core.scratch import scratch_database
+from tests.packaging.snippets import commands, snippet, unit_commands
 from tests.queue_core.helpers import sql
 from tests.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 OTHER_PYTHONS = ("3.12", "3.13")
 
-APP_JOBS = '''
-from skiplock import JobResult, handler
-
-
-@handler("SEND_EMAIL")
-def send_email(payload, job_id):
-    return JobResult(success=True, data={"sent_to": payload["to"]})
-'''
-
-# An application module named like skiplock's old top-level package.
+# An application module named like a skiplock package once was.
 APP_HANDLERS = '''
 from skiplock import JobResult, handler
 
@@ -67,17 +60,30 @@ def app_dir(base: Path) -> Path:
     app = base / "app"
     (app / "myapp").mkdir(parents=True)
     (app / "myapp" / "__init__.py").write_text("")
-    (app / "myapp" / "jobs.py").write_text(APP_JOBS)
+    (app / "myapp" / "jobs.py").write_text(snippet("handlers"))
     (app / "handlers.py").write_text(APP_HANDLERS)
     return app
 
 
-def virtualenv(python: str, base: Path, wheel: Path) -> Path:
+def virtualenv(python: str, base: Path) -> Path:
     venv = base / "venv"
     run([python, "-m", "venv", str(venv)], cwd=base, env=dict(os.environ))
-    run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)], cwd=base,
-        env=dict(os.environ))
     return venv
+
+
+def install(venv: Path, wheel: Path, where: Path) -> None:
+    """The README's install snippet, run in the new virtualenv (the wheel is built once)."""
+    (where / "dist").mkdir(exist_ok=True)
+    shutil.copy(wheel, where / "dist")
+    for command in commands("install"):
+        words = shlex.split(command)
+        if words[:2] == ["pip", "wheel"]:
+            assert "/path/to/skiplock" in words  # built by the `wheel` fixture, from this checkout
+            continue
+        if words[0] == "pip":
+            words = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                     *[str(p) for w in words[2:] for p in sorted(where.glob(w))]]
+            run(words, cwd=where, env=dict(os.environ))
 
 
 def clean_env(database_url: str) -> dict[str, str]:
@@ -96,16 +102,26 @@ def fresh_database() -> Iterator[str]:
         yield url
 
 
+def service_command(setting: str, venv: Path) -> list[str]:
+    """A command of the README's systemd snippet, pointed at this virtualenv."""
+    unit = unit_commands("systemd")
+    return [w.replace("/srv/myapp/.venv", str(venv)) for w in shlex.split(unit[setting])]
+
+
 def work_through(venv: Path, app: Path, env: dict[str, str], job_type: str, payload: str,
                  modules: list[str]) -> dict[str, object]:
-    """migrate, enqueue, run a worker until the job completes; the job's row."""
+    """As the README's unit does: migrate, then a worker; it runs an enqueued job to the end."""
     skiplock = str(venv / "bin" / "skiplock")
-    run([skiplock, "migrate"], cwd=app, env=env)
-    run([skiplock, "migrate", "--check"], cwd=app, env=env)
+    run(service_command("ExecStartPre", venv), cwd=app, env=env)
+    for command in commands("install")[2:]:  # the migrate commands of the install snippet
+        run([skiplock, *shlex.split(command)[1:]], cwd=app, env=env)
     flags = [arg for m in modules for arg in ("--handlers", m)]
-    job_id = run([skiplock, "enqueue", job_type, payload, *flags], cwd=app, env=env).strip()
+    job_id = run([skiplock, "enqueue", job_type, payload, "--handlers", "myapp.jobs", *flags],
+                 cwd=app, env=env).strip()
     log = open(app / "worker.log", "wb")  # noqa: SIM115 - closed below
-    worker = subprocess.Popen([skiplock, "worker", "--concurrency", "1", *flags], cwd=app,
+    worker_command = service_command("ExecStart", venv)
+    assert worker_command[1:] == ["worker", "--handlers", "myapp.jobs"]
+    worker = subprocess.Popen([*worker_command, "--concurrency", "1", *flags], cwd=app,
                               env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
@@ -131,8 +147,9 @@ def site_packages(venv: Path) -> Path:
 
 def test_a_wheel_installed_outside_the_checkout_migrates_and_runs_the_applications_handlers(
         wheel: Path, tmp_path: Path, fresh_database: str) -> None:
-    venv = virtualenv(sys.executable, tmp_path, wheel)
+    venv = virtualenv(sys.executable, tmp_path)
     app = app_dir(tmp_path)
+    install(venv, wheel, app)
     env = clean_env(fresh_database)
 
     installed = site_packages(venv)
@@ -147,10 +164,10 @@ def test_a_wheel_installed_outside_the_checkout_migrates_and_runs_the_applicatio
 
     # The application's own `handlers` module is found, not anything of skiplock's.
     row = work_through(venv, app, env, "RESIZE_IMAGE", '{"width": 640}',
-                       ["myapp.jobs", "handlers"])
+                       ["handlers"])
     assert row["result"] == {"width": 320}
     row = work_through(venv, app, env, "SEND_EMAIL", '{"to": "ada@example.com"}',
-                       ["myapp.jobs", "handlers"])
+                       ["handlers"])
     assert row["result"] == {"sent_to": "ada@example.com"}
 
     # The schema teams apply themselves is the one `migrate` made.
@@ -176,8 +193,8 @@ def test_the_wheel_runs_a_job_on_other_pythons(wheel: Path, tmp_path: Path, fres
     python = other_python(version)
     if python is None:  # this machine has no such Python: nothing to try it on
         pytest.skip(f"no python{version} on this machine")
-    venv = virtualenv(python, tmp_path, wheel)
+    venv = virtualenv(python, tmp_path)
     app = app_dir(tmp_path)
-    row = work_through(venv, app, clean_env(fresh_database), "SEND_EMAIL", '{"to": "x@y.z"}',
-                       ["myapp.jobs"])
+    install(venv, wheel, app)
+    row = work_through(venv, app, clean_env(fresh_database), "SEND_EMAIL", '{"to": "x@y.z"}', [])
     assert row["status"] == "COMPLETED"
