@@ -26,6 +26,7 @@ job types and hosts, which is nobody else's business.
     skiplock_queue_ready_jobs{type}            PENDING jobs that are due now
     skiplock_queue_oldest_ready_age_seconds    how long the oldest due job has waited (0: none)
     skiplock_queue_paused{type}                1 for each paused type
+    skiplock_queue_held_back_jobs              pending jobs waiting for a slot of their concurrency key
     skiplock_queue_refresh_timestamp_seconds   when the queue figures above were read
 """
 
@@ -95,12 +96,16 @@ class QueueCollector(Collector):
         for job_type in sorted(reading["paused"]):
             paused.add_metric([job_type], 1)
         yield paused
+        yield GaugeMetricFamily("skiplock_queue_held_back_jobs",
+                                "PENDING jobs waiting for a slot of their concurrency key.",
+                                value=reading.get("held_back", 0))
         yield GaugeMetricFamily("skiplock_queue_refresh_timestamp_seconds",
                                 "Unix time the queue figures were read.", value=reading["at"])
 
 
 def read_queue() -> dict[str, Any]:
     """One reading of the queue, through the partial indexes (cheap on a big table)."""
+    from skiplock.ops import sql as ops_sql
     from skiplock.ops.health import dead_by_type
     from skiplock.ops.pauses import paused
     from skiplock.queue_core.db import connect
@@ -110,6 +115,7 @@ def read_queue() -> dict[str, Any]:
         base = pending_breakdown(c)
         dead = dead_by_type(c)
         paused_types = [p.type for p in paused(c)]
+        held_back = sum(int(r.n) for r in c.execute(ops_sql.HELD_BACK))
     depth: dict[tuple[str, str], int] = {}
     for job_type, n in base.by_type.items():
         depth[("PENDING", job_type)] = n
@@ -119,7 +125,7 @@ def read_queue() -> dict[str, Any]:
         depth[("DEAD_LETTER", job_type)] = n
     return {"depth": depth, "ready": base.ready_by_type,
             "oldest_ready_age_s": base.oldest_ready_age_s or 0.0,
-            "paused": paused_types, "at": time.time()}
+            "paused": paused_types, "held_back": held_back, "at": time.time()}
 
 
 class MetricsObserver(NullObserver):

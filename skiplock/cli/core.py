@@ -71,6 +71,10 @@ def _known_types(extra_modules: tuple[str, ...]) -> list[str]:
               help="Run no sooner than this from now: 90, 30s, 5m, 2h, 7d.")
 @click.option("--key", "idempotency_key", default=None,
               help="Idempotency key: if a job with this key exists, print its id instead.")
+@click.option("--concurrency-key", default=None, metavar="KEY",
+              help="At most --concurrency jobs of KEY run at once, on every host.")
+@click.option("--concurrency", type=int, default=None, metavar="N",
+              help="With --concurrency-key: the key's limit (default: the type's).")
 @click.option("--unique-for", default=None, metavar="WINDOW",
               help="With --key: how long the key holds: 'active' (while pending or running) "
                    "or a period such as 1h (default: as long as the job exists).")
@@ -88,7 +92,8 @@ def _known_types(extra_modules: tuple[str, ...]) -> list[str]:
 def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
             idempotency_key: str | None, max_attempts: int | None, user_id: str | None,
             handler_modules: tuple[str, ...], any_type: bool, wait_: bool,
-            timeout: float | None, unique_for: str | None) -> None:
+            timeout: float | None, unique_for: str | None, concurrency_key: str | None,
+            concurrency: int | None) -> None:
     """Add a job of TYPE with the JSON object PAYLOAD ('-' reads it from stdin).
 
     Prints the job id alone on stdout. With --wait, prints the id on stderr,
@@ -125,7 +130,8 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
             )
     job_id = do_enqueue(job_type, data, priority=priority, delay=delay,
                         max_attempts=max_attempts, idempotency_key=idempotency_key,
-                        user_id=user_id, unique_for=unique_for)
+                        user_id=user_id, unique_for=unique_for,
+                        concurrency_key=concurrency_key, concurrency=concurrency)
     if not wait_:
         if timeout is not None:
             raise click.UsageError("--timeout goes with --wait")
@@ -135,6 +141,13 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
 
     click.echo(job_id, err=True)
     wait_and_report(job_id, timeout)
+
+
+# Columns of the job features (cancel, limits, unique windows, progress, snooze):
+# shown only when set, so that an ordinary job reads as it always did.
+_UNSET_HIDDEN = frozenset({"cancelRequestedAt", "cancelledBy", "concurrencyKey",
+                           "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
+                           "progress", "progressMessage", "snoozes"})
 
 
 @main.command()
@@ -155,7 +168,7 @@ def job(job_id: str, as_json: bool) -> None:
     for key, value in row.items():
         if key in ("payload", "result") and value is not None:
             value = json.dumps(value, ensure_ascii=False)
-        if key == "lastError":
+        if key == "lastError" or (value is None and key in _UNSET_HIDDEN):
             continue
         click.echo(f"{key:<{width}}  {'' if value is None else value}")
     if found.last_error:

@@ -172,3 +172,26 @@ def test_one_statement_that_ends_many_jobs_of_a_key_lets_none_of_them_in():
     assert {r.job_id for r in results} == set(ids)
     assert count("status = 'FAILED'") == 6
     assert row(other[0]).heldBack is None and slots("user:5") == 1
+
+
+def test_the_command_line_and_the_metrics_see_limits():
+    from click.testing import CliRunner
+
+    from skiplock.cli import main
+    from skiplock.pool.metrics import read_queue
+    from skiplock.queue_core import config
+
+    def cli(*args: str) -> str:
+        config.clear_cache()
+        result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    ids = [cli("enqueue", "LIMITED", "{}", "--any-type", "--concurrency-key", "cli:1",
+               "--concurrency", "1").strip() for _ in range(3)]
+    assert [row(i).heldBack for i in ids] == [None, True, True]
+    assert read_queue()["held_back"] == 2
+    shown = cli("job", ids[1])
+    assert "concurrencyKey" in shown and "heldBack" in shown
+    plain = enqueue("PLAIN", {})
+    assert "concurrencyKey" not in cli("job", plain)  # unset feature columns stay out of sight
