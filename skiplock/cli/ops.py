@@ -39,7 +39,7 @@ def _print_health(h: Any) -> None:
          if "COMPLETED" in h.estimated else "")
     line("dead letter", "DEAD_LETTER")
     if h.counts.get("FAILED"):
-        line("failed", "FAILED")
+        line("cancelled", "FAILED")  # FAILED is what a cancel ends in
     click.echo(f"oldest ready job: {_age(h.oldest_ready_age_s)}")
     rates = ", ".join(f"{n} in {m}m ({n / (60 * m):.1f}/s)"
                       for m, n in h.completed_per_window.items())
