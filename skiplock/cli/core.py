@@ -82,7 +82,8 @@ def _known_types(extra_modules: tuple[str, ...]) -> list[str]:
               help="Attempts before the job is dead-lettered (default: the type's, else 3).")
 @click.option("--user-id", default=None, help="The user the job belongs to.")
 @click.option("--handlers", "handler_modules", multiple=True, metavar="MODULE",
-              help="Import MODULE so that its job types are known (repeatable).")
+              help="Import MODULE so that its job types, and their limits and retry "
+                   "policy, are known (repeatable).")
 @click.option("--any-type", is_flag=True,
               help="Accept a type no handler here knows (one served by another deployment).")
 @click.option("--wait", "wait_", is_flag=True,
