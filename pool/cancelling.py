@@ -38,11 +38,15 @@ def stop_cancelled(children: Iterable[WorkerChild], job_ids: set[str], grace_s: 
             running = child.job is not None and child.job.ref.id == job_id
             ended = end_cancelled(ref, started=running)
             extra = {"job_id": job_id, "worker": ref.locked_by}
-            if running and ended and child.cause is None:
+            if running and ended:
                 assert child.job is not None
                 log.warning("job %s %s cancelled; stopping %s", child.job.type, job_id,
                             child.label(), extra={**extra, "job_type": child.job.type})
+                # A child already being stopped keeps its first cause, and is hurried.
                 child.stop(signal.SIGQUIT, grace_s, CAUSE)
+                # Ended: no more heartbeats for it (one would find it gone and take
+                # the child for one that lost its job).
+                child.held.pop(job_id, None)
             elif not running:
                 log.info("job %s cancelled before %s started it", job_id, child.label(),
                          extra=extra)

@@ -5,6 +5,7 @@ test sees a start even when the job's transaction later rolls back."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -67,4 +68,16 @@ def reports_progress(payload: dict[str, Any], job_id: str) -> JobResult:
     progress(0.5, "halfway")
     _mark_started(job_id)
     time.sleep(float(payload.get("seconds", 30)))
+    return JobResult(True)
+
+
+@handler("TEST_STUBBORN")
+def stubborn(payload: dict[str, Any], job_id: str) -> JobResult:
+    """Swallows the child's Abandon (SIGQUIT) and keeps working: only SIGKILL ends it."""
+    _mark_started(job_id)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        # On purpose: a handler that swallows the Abandon that SIGQUIT raises in it.
+        with contextlib.suppress(BaseException):
+            time.sleep(0.1)
     return JobResult(True)

@@ -56,3 +56,19 @@ def test_a_job_cancelled_as_its_attempt_failed_is_ended_by_the_next_worker_unrun
     assert re.fullmatch(r"cancelled by ops at \S+ before it started \(worker \S+, attempt 2 of 3\)",
                         jobs.get(job_id)["lastError"])
     assert jobs.starts(job_id) == [] and jobs.runs() == {}
+
+
+def test_a_handler_that_will_not_stop_is_killed_and_its_job_stays_cancelled(
+    start_pool: Callable[..., Pool], jobs: Jobs
+) -> None:
+    pool = start_pool("--concurrency", "1", "--heartbeat", "0.3", handlers=FEATURE_HANDLERS)
+    job_id = jobs.enqueue("TEST_STUBBORN", {})
+    wait_for(lambda: jobs.starts(job_id), 15, "the job to start")
+    [victim] = jobs.starts(job_id)
+    cancel(job_id, by="ops")
+    wait_for(lambda: not alive(victim), 15, "the stubborn child to be killed")
+    assert jobs.get(job_id)["status"] == "FAILED"
+    pool.wait_children(1)
+    log = pool.log()
+    assert "cancelled; stopping worker" in log
+    assert "no longer held" not in log  # later heartbeats did not take it for a lost job
