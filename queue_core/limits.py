@@ -32,6 +32,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from skiplock.queue_core import sql
+from skiplock.queue_core.db import connect
 from skiplock.queue_core.errors import InvalidJob
 
 MAX_LIMIT = 10_000
@@ -103,3 +105,10 @@ def _default_key(job_type: str, payload: Mapping[str, Any], key_from: KeyFrom) -
     # A payload without the field is not limited: better than one shared key
     # that would serialise every such job of the type.
     return None if value is None else f"{job_type}:{value}"
+
+
+def prune_idle_keys(idle_s: float = 3600.0) -> int:
+    """Forget keys that no job has held or waited for in `idle_s` seconds (cleanup calls
+    it); returns how many."""
+    with connect(autocommit=True) as c:
+        return int(c.execute(sql.PRUNE_IDLE_KEYS, {"idle_s": float(idle_s)}).rowcount)

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from skiplock.queue_core import sql
+from skiplock.queue_core import limits, sql
 from skiplock.queue_core.db import connect
 from skiplock.queue_core.durations import parse_duration
 from skiplock.queue_core.errors import InvalidJob
@@ -132,4 +132,5 @@ def cleanup(older_than: float | timedelta | str = "7d", *,
             break
     if total:
         log.info("cleaned up %d finished jobs older than %s", total, older_than)
+    limits.prune_idle_keys()  # the counters of concurrency keys nobody uses any more
     return total

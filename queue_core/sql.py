@@ -374,3 +374,17 @@ MAKE_DUE = text(
       AND (CAST(:types AS text[]) IS NULL OR type = ANY(CAST(:types AS text[])))
     """
 )
+
+# -- concurrency keys (queue_core/limits.py) ------------------------------------------
+
+# Keys nobody holds or waits for any more, forgotten by cleanup. A key in use again
+# meanwhile is kept: the DELETE re-reads `active` on the row it locks, and an
+# enqueue that comes after simply creates the row again.
+PRUNE_IDLE_KEYS = text(
+    """
+    DELETE FROM "WorkerConcurrencyKey" AS k
+    WHERE k.active = 0 AND k."updatedAt" < now() - make_interval(secs => :idle_s)
+      AND NOT EXISTS (SELECT 1 FROM "WorkerJob" j
+                      WHERE j."concurrencyKey" = k.key AND j.status = 'PENDING' AND j."heldBack")
+    """
+)

@@ -173,7 +173,7 @@ def upgrade() -> None:
             -- A row that another client moved straight to PROCESSING runs anyway:
             -- count it, so that the key's other jobs wait for it.
             IF used < cap OR NEW.status = 'PROCESSING' THEN
-                UPDATE "WorkerConcurrencyKey" SET active = active + 1
+                UPDATE "WorkerConcurrencyKey" SET active = active + 1, "updatedAt" = now()
                 WHERE key = NEW."concurrencyKey";
                 NEW."heldBack" := NULL;
             ELSE
@@ -196,7 +196,7 @@ def upgrade() -> None:
         CREATE FUNCTION skiplock_key_release() RETURNS trigger
         LANGUAGE plpgsql AS $$
         BEGIN
-            UPDATE "WorkerConcurrencyKey" SET active = greatest(active - 1, 0)
+            UPDATE "WorkerConcurrencyKey" SET active = greatest(active - 1, 0), "updatedAt" = now()
             WHERE key = OLD."concurrencyKey";
             PERFORM skiplock_fill_slots(OLD."concurrencyKey");
             RETURN NULL;
@@ -215,7 +215,7 @@ def upgrade() -> None:
         CREATE FUNCTION skiplock_key_deleted() RETURNS trigger
         LANGUAGE plpgsql AS $$
         BEGIN
-            UPDATE "WorkerConcurrencyKey" SET active = greatest(active - 1, 0)
+            UPDATE "WorkerConcurrencyKey" SET active = greatest(active - 1, 0), "updatedAt" = now()
             WHERE key = OLD."concurrencyKey";
             PERFORM skiplock_fill_slots(OLD."concurrencyKey");
             RETURN NULL;

@@ -195,3 +195,17 @@ def test_the_command_line_and_the_metrics_see_limits():
     assert "concurrencyKey" in shown and "heldBack" in shown
     plain = enqueue("PLAIN", {})
     assert "concurrencyKey" not in cli("job", plain)  # unset feature columns stay out of sight
+
+
+def test_cleanup_forgets_keys_nobody_holds_or_waits_for():
+    from skiplock.queue_core import cleanup
+    from skiplock.queue_core.limits import prune_idle_keys
+
+    [done] = keyed(1, key="gone")
+    keyed(2, key="busy", limit=1)  # one holds the slot, one waits
+    [job] = [j for j in claim("w", limit=5) if j.id == done]
+    complete(job, None)
+    sql('UPDATE "WorkerConcurrencyKey" SET "updatedAt" = now() - interval \'2 hours\'')
+    assert prune_idle_keys(3600) == 1
+    assert slots("busy") == 1 and sql('SELECT key FROM "WorkerConcurrencyKey"') == [("busy",)]
+    assert cleanup("7d") == 0  # and cleanup runs it
