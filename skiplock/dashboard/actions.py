@@ -95,7 +95,7 @@ def _pending_of(c: Connection, job_type: str | None) -> int:
 
 
 def _pause(c: Connection, job_type: str | None, actor: Actor) -> int:
-    return _pending_of(c, job_type) if pauses.pause(job_type or "", f"dashboard: {actor.who}",
+    return _pending_of(c, job_type) if pauses.pause(job_type or "", f"from the dashboard, by {actor.who}",
                                                     conn=c) else 0
 
 
