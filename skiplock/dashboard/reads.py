@@ -139,7 +139,7 @@ class JobPage:
     first: bool
 
 
-def _cursor_of(status: str | None, row: dict[str, Any]) -> str:
+def cursor_of(status: str | None, row: dict[str, Any]) -> str:
     listing = {None: ("id",), "PENDING": ("priority", "availableAt", "id"),
                "PROCESSING": ("startedAt", "id")}.get(status, ("completedAt", "id"))
     values = [row[c].isoformat() if isinstance(row[c], datetime) else row[c] for c in listing]
@@ -171,22 +171,51 @@ def list_jobs(settings: DashboardSettings, filters: JobFilters,
         key = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     params: dict[str, Any] = {"status": filters.status, "type": filters.type,
                               "user_id": filters.user_id, "key": key, "since": filters.since,
-                              "until": filters.until, "limit": settings.page_size + 1}
-    clauses = " ".join(clause.format(time=listing["time"])
-                       for name, clause in ops_sql.JOB_LISTING_FILTERS.items()
-                       if params[name] is not None)
+                              "until": filters.until, "limit": settings.page_size + 1,
+                              "key_low": None}
     after = ""
     if cursor:
         params.update(_cursor_params(filters.status, cursor))
         after = listing["after"]
-    statement = text(ops_sql.LIST_JOB_PAGE.format(filters=clauses, after=after,
-                                                  order=listing["order"]))
     with reading(settings) as c:
+        if filters.key and _sorts_by_code_point(c):
+            bounds = _prefix_range(filters.key)
+            if bounds:
+                params["key_low"], params["key_high"] = bounds
+        clauses = " ".join(clause.format(time=listing["time"])
+                           for name, clause in ops_sql.JOB_LISTING_FILTERS.items()
+                           if params[name] is not None)
+        statement = text(ops_sql.LIST_JOB_PAGE.format(filters=clauses, after=after,
+                                                      order=listing["order"]))
         rows = [dict(r._mapping) for r in c.execute(statement, params)]
     more = len(rows) > settings.page_size
     rows = rows[:settings.page_size]
-    next_cursor = _cursor_of(filters.status, rows[-1]) if more and rows else None
+    next_cursor = cursor_of(filters.status, rows[-1]) if more and rows else None
     return JobPage(rows, next_cursor, filters, first=cursor is None)
+
+
+_CODE_POINT_COLLATIONS = {"C", "POSIX", "C.UTF-8", "C.utf8", "C.UTF8"}
+_code_point: dict[str, bool] = {}
+
+
+def _sorts_by_code_point(c: Connection) -> bool:
+    """Whether this database orders text by code point (asked once per database)."""
+    url = str(c.engine.url)
+    if url not in _code_point:
+        row = c.execute(ops_sql.DATABASE_COLLATION).one()
+        _code_point[url] = row.provider in (None, "c") and row.collate in _CODE_POINT_COLLATIONS
+    return _code_point[url]
+
+
+def _prefix_range(prefix: str) -> tuple[str, str] | None:
+    """[prefix, next) such that, in code-point order, a string starts with `prefix`
+    exactly when it lies in the range; None when the last character has no successor."""
+    last = ord(prefix[-1]) + 1
+    if 0xD800 <= last <= 0xDFFF:
+        last = 0xE000
+    if last > 0x10FFFF:
+        return None
+    return prefix, prefix[:-1] + chr(last)
 
 
 def find_job(settings: DashboardSettings, q: str) -> list[str]:

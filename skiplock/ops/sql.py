@@ -138,12 +138,14 @@ TABLE_ESTIMATE = text(
     """
 )
 
-# Exact where it is cheap: the partial indexes hold only these rows.
+# Exact where it is cheap: the partial indexes hold only these rows. One count
+# per status: `WHERE status IN ('PENDING', 'PROCESSING')` matches neither
+# partial index's predicate, and the planner scanned the whole table for it
+# (100 ms at a million finished jobs; found by `python -m bench dashboard`).
 COUNT_ACTIVE = text(
     """
-    SELECT count(*) FILTER (WHERE status = 'PENDING') AS pending,
-           count(*) FILTER (WHERE status = 'PROCESSING') AS processing
-    FROM "WorkerJob" WHERE status IN ('PENDING', 'PROCESSING')
+    SELECT (SELECT count(*) FROM "WorkerJob" WHERE status = 'PENDING') AS pending,
+           (SELECT count(*) FROM "WorkerJob" WHERE status = 'PROCESSING') AS processing
     """
 )
 
@@ -267,6 +269,10 @@ JOB_LISTING_FILTERS = {
     "type": "AND type = :type",
     "user_id": 'AND "userId" = :user_id',
     "key": "AND \"idempotencyKey\" LIKE :key ESCAPE '\\'",
+    # The same prefix as a range of the unique index, added only where the
+    # database orders text by code point (C, POSIX, C.UTF-8): there, and only
+    # there, the keys that start with a prefix are exactly one range of it.
+    "key_low": 'AND "idempotencyKey" >= :key_low AND "idempotencyKey" < :key_high',
     "since": "AND {time} >= :since",
     "until": "AND {time} < :until",
 }
@@ -278,6 +284,16 @@ LIST_JOB_PAGE = """
     ORDER BY {order}
     LIMIT :limit
 """
+
+# Whether text sorts by code point here (see JOB_LISTING_FILTERS "key_low").
+# to_jsonb: datlocprovider exists from PostgreSQL 15 on (ICU collations sort
+# differently whatever datcollate says).
+DATABASE_COLLATION = text(
+    """
+    SELECT datcollate AS collate, to_jsonb(d) ->> 'datlocprovider' AS provider
+    FROM pg_database d WHERE datname = current_database()
+    """
+)
 
 # Search: a job id or an idempotency key, each through its unique index.
 FIND_JOB = text(
