@@ -17,10 +17,18 @@ EVIL = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 
 
 def test_the_overview_shows_a_job_enqueued_a_moment_ago_without_a_reload(
         start_dashboard, start_pool, page):
+    from skiplock.ops.pauses import pause
+
     start_pool("-c", "1")
-    board = start_dashboard()
+    for job in [enqueue("DASH_FLAKY", {"flag": "/nonexistent"}, delay=3600) for _ in range(2)]:
+        make_dead(job, "flag /nonexistent is missing")
+    pause("DASH_SLOW", "maintenance window")
+    enqueue("DASH_SLOW", {"seconds": 1})
+    board = start_dashboard("--allow-actions")
     page.goto(board.url)
     expect(page.locator("h1")).to_contain_text("Overview")
+    expect(page.locator('tr[data-type="DASH_SLOW"] .status.paused')).to_be_visible()
+    expect(page.locator('tr[data-type="DASH_FLAKY"] td').nth(4)).to_have_text("2")
     assert page.locator('tr[data-type="DASH_OK"]').count() == 0
     enqueue("DASH_OK", {"later": True}, delay=3600)  # scheduled: it stays PENDING
     done = enqueue("DASH_OK", {"now": True})
@@ -30,7 +38,8 @@ def test_the_overview_shows_a_job_enqueued_a_moment_ago_without_a_reload(
     expect(row).to_be_visible()
     expect(row.locator("td").nth(1)).to_have_text("1")  # pending
     expect(row.locator("td").nth(2)).to_have_text("0")  # ready: it waits an hour
-    expect(page.locator("section h2").nth(0)).to_contain_text("1 jobs")  # finished in the hour
+    # Finished in the last hour: the completed job and the two dead letters.
+    expect(page.locator("section h2").nth(0)).to_contain_text("3 jobs")
     expect(page.locator("svg.chart rect.ok").last).not_to_have_attribute("height", "0.0")
     expect(page.locator("#refreshed")).to_contain_text("refreshed")
     screenshot(page, "overview")

@@ -48,7 +48,8 @@ def test_a_non_local_bind_without_credentials_refuses_to_start(host):
     assert "SKIPLOCK_DASHBOARD_PASSWORD" in lines[0]
 
 
-def test_with_a_password_a_non_local_bind_starts_and_asks_every_request_for_it(start_dashboard):
+def test_with_a_password_a_non_local_bind_starts_and_asks_every_request_for_it(
+        start_dashboard, browser):
     job = enqueue("DASH_OK", {})
     make_dead(job)
     board = start_dashboard("--host", "0.0.0.0", "--allow-actions",
@@ -67,19 +68,13 @@ def test_with_a_password_a_non_local_bind_starts_and_asks_every_request_for_it(s
     assert get(board.url + "/processes", {"Authorization": "Bearer t0ken"})[0] == 200
 
     # Who acted is the user name given with the password.
-    from playwright.sync_api import sync_playwright
-
-    from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(http_credentials={"username": "alice",
-                                                        "password": "correct horse"})
-        page = context.new_page()
-        page.goto(f"{board.url}/jobs/{job}")
-        page.click('button[data-action="retry"]')
-        page.wait_for_selector(".flash.ok")
-        browser.close()
+    context = browser.new_context(http_credentials={"username": "alice",
+                                                    "password": "correct horse"})
+    page = context.new_page()
+    page.goto(f"{board.url}/jobs/{job}")
+    page.click('button[data-action="retry"]')
+    page.wait_for_selector(".flash.ok")
+    context.close()
     assert status(job) == "PENDING"
     [entry] = logged_actions()
     assert (entry.who, entry.action, entry.target) == ("alice", "retry", job)
