@@ -138,17 +138,6 @@ TABLE_ESTIMATE = text(
     """
 )
 
-# Exact where it is cheap: the partial indexes hold only these rows. One count
-# per status: `WHERE status IN ('PENDING', 'PROCESSING')` matches neither
-# partial index's predicate, and the planner scanned the whole table for it
-# (100 ms at a million finished jobs; found by `python -m bench dashboard`).
-COUNT_ACTIVE = text(
-    """
-    SELECT (SELECT count(*) FROM "WorkerJob" WHERE status = 'PENDING') AS pending,
-           (SELECT count(*) FROM "WorkerJob" WHERE status = 'PROCESSING') AS processing
-    """
-)
-
 DEAD_BY_TYPE = text(
     """SELECT type, count(*) AS n FROM "WorkerJob" WHERE status = 'DEAD_LETTER' GROUP BY type"""
 )
