@@ -212,9 +212,16 @@ LIST_JOBS = """
 
 # Every page reads in one read-only transaction with a time limit, so a filter
 # that cannot use an index costs the server seconds at most, never minutes, and
-# no bug in a page can write.
+# no bug in a page can write. Without parallel workers: a page reads index
+# ranges of a few thousand rows, where starting worker processes costs more
+# than it saves, and takes CPU from the pools on a busy server.
 DASHBOARD_READ_ONLY = text("SET TRANSACTION READ ONLY")
-DASHBOARD_TIMEOUT = text("SELECT set_config('statement_timeout', :ms, true)")
+DASHBOARD_TIMEOUT = text(
+    """
+    SELECT set_config('statement_timeout', :ms, true),
+           set_config('max_parallel_workers_per_gather', '0', true)
+    """
+)
 
 # Jobs finished per minute over the last hour: two ranges of the finished index
 # (one per status), so the cost follows the jobs of the last hour, not the table.
