@@ -40,7 +40,8 @@ def test_the_overview_shows_a_job_enqueued_a_moment_ago_without_a_reload(
     expect(row.locator("td").nth(2)).to_have_text("0")  # ready: it waits an hour
     # Finished in the last hour: the completed job and the two dead letters.
     expect(page.locator("section h2").nth(0)).to_contain_text("3 jobs")
-    expect(page.locator("svg.chart rect.ok").last).not_to_have_attribute("height", "0.0")
+    # One bar (this minute's, or the last one's) holds the completed job.
+    expect(page.locator('svg.chart rect.ok:not([height="0.0"])')).to_have_count(1)
     expect(page.locator("#refreshed")).to_contain_text("refreshed")
     screenshot(page, "overview")
 
