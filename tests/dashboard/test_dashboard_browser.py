@@ -220,3 +220,15 @@ def pool_host() -> str:
     import socket
 
     return socket.gethostname()
+
+
+def test_run_now_starts_a_delayed_job_at_once(start_dashboard, start_pool, page):
+    job = enqueue("DASH_OK", {"later": True}, delay=3600)
+    start_pool("-c", "1")
+    board = start_dashboard("--allow-actions")
+    page.goto(f"{board.url}/jobs/{job}")
+    assert page.locator('button[data-action="retry"]').count() == 0
+    page.click('button[data-action="run-now"]')
+    expect(page.locator(".flash.ok")).to_contain_text("made ready to run now")
+    wait_for(lambda: status(job) == "COMPLETED", what="the job to run")
+    assert [(a.action, a.target, a.affected) for a in logged_actions()] == [("run-now", job, 1)]

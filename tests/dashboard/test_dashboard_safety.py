@@ -110,3 +110,17 @@ def test_without_its_extra_the_command_says_what_to_install():
     assert done.returncode == 1
     assert done.stderr.strip() == ("skiplock: error: the dashboard needs its extra: "
                                    "pip install 'skiplock[dashboard]'")
+
+
+def test_a_page_reads_in_a_read_only_transaction_with_a_time_limit():
+    from sqlalchemy import exc, text
+
+    from skiplock.dashboard.reads import reading
+    from skiplock.queue_core.errors import DatabaseUnavailable
+
+    with pytest.raises(exc.InternalError, match="read-only transaction"), \
+            reading(DashboardSettings()) as c:
+        c.execute(text('DELETE FROM "WorkerJob"'))
+    with pytest.raises(DatabaseUnavailable, match="statement timeout"), \
+            reading(DashboardSettings(read_timeout_ms=100)) as c:
+        c.execute(text("SELECT pg_sleep(5)"))
