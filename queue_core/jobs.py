@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from skiplock.queue_core.storable import load_json
+
 
 class JobStatus(enum.StrEnum):
     """The seed's status values, stored in the PostgreSQL enum "JobStatus"."""
@@ -61,11 +63,21 @@ class Job:
     started_at: datetime | None
     completed_at: datetime | None
     result: Any = None
+    interruptions: int = 0
+    # Why the payload could not be decoded (then `payload` is empty): the pool fails
+    # such a job alone, without a retry (queue_core/storable.py).
+    decode_error: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
         m = row._mapping
-        payload = m["payload"]
+        decode_error = None
+        if "payload_json" in m:  # the claim's text, decoded here, one row at a time
+            payload, why = load_json(m["payload_json"])
+            if why is not None:
+                payload, decode_error = {}, f"the payload cannot be used: {why}"
+        else:
+            payload = m["payload"]
         return cls(
             id=m["id"],
             type=m["type"],
@@ -84,6 +96,8 @@ class Job:
             started_at=m["startedAt"],
             completed_at=m["completedAt"],
             result=m.get("result"),
+            interruptions=m.get("interruptions") or 0,
+            decode_error=decode_error,
         )
 
     @property
@@ -117,4 +131,5 @@ _COLUMNS = {
     "started_at": "startedAt",
     "completed_at": "completedAt",
     "result": "result",
+    "interruptions": "interruptions",
 }
