@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from skiplock.queue_core import payloads, sql
 from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.db import connect
-from skiplock.queue_core.errors import InvalidJob, InvalidPayload
+from skiplock.queue_core.errors import InvalidJob, InvalidPayload, TransactionConflict
 
 MAX_TYPE_LENGTH = 200
 MAX_KEY_LENGTH = 1000
@@ -168,6 +168,11 @@ def _insert(conn: Connection, rows: Sequence[_Row]) -> Enqueued:
             inserted = {r.id for r in conn.execute(sql.INSERT_JOBS, _columns(batch))}
         except sa_exc.IntegrityError as exc:
             raise _integrity_error(exc) from None
+        except sa_exc.OperationalError as exc:
+            conflict = _conflict(exc, batch)
+            if conflict is None:
+                raise
+            raise conflict from exc
         created += len(inserted)
         for i in todo:
             if rows[i].id in inserted:
@@ -217,6 +222,24 @@ def _text_array(values: Sequence[str | None]) -> str:
 
 def _number_array(values: Sequence[float]) -> str:
     return "{" + ",".join(map(repr, values)) + "}"
+
+
+def _conflict(exc: sa_exc.OperationalError, rows: Sequence[_Row]) -> TransactionConflict | None:
+    """A serialization failure or deadlock of the caller's transaction, in words.
+
+    In a REPEATABLE READ or SERIALIZABLE transaction, ON CONFLICT cannot skip a
+    row its snapshot does not see: a concurrent enqueue of the same key that
+    committed after the snapshot makes the insert fail with 40001. The server is
+    fine; the caller's transaction must be retried, and then finds the job."""
+    sqlstate = getattr(exc.orig, "pgcode", None)
+    if sqlstate not in ("40001", "40P01"):
+        return None
+    keys = sorted({r.key for r in rows if r.key is not None})
+    what = f"key {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}" if keys else "these jobs"
+    return TransactionConflict(
+        f"cannot enqueue {what}: a concurrent transaction enqueued the same key after this "
+        f"transaction's snapshot was taken (REPEATABLE READ or SERIALIZABLE); roll back and "
+        f"retry the transaction", sqlstate=sqlstate)
 
 
 def _integrity_error(exc: sa_exc.IntegrityError) -> InvalidJob:
