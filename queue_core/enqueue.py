@@ -109,6 +109,21 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
     return _Row(new_job_id(), job_type, encoded, priority, delay_s, max_attempts, key, user)
 
 
+def check_job(job: Mapping[str, Any]) -> None:
+    """Validate one job as `enqueue_many` would, without writing it (InvalidJob if wrong)."""
+    _prepare_job(job, 0, cached_settings().max_payload_bytes)
+
+
+def _prepare_job(job: Any, index: int, limit: int) -> _Row:
+    if not isinstance(job, Mapping):
+        raise InvalidJob(f"job #{index} is not a mapping")
+    unknown = set(job) - _OPTIONS - {"type", "payload"}
+    if unknown:
+        raise InvalidJob(f"job #{index} has unknown options: {', '.join(sorted(unknown))}")
+    options = {k: v for k, v in job.items() if k in _OPTIONS and v is not None}
+    return _prepare(job.get("type"), job.get("payload"), **options, max_payload_bytes=limit)
+
+
 def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
             delay: float | timedelta | None = None, max_attempts: int = 3,
             idempotency_key: str | None = None, user_id: str | None = None,
@@ -140,16 +155,7 @@ def enqueue_batch(jobs: Iterable[Mapping[str, Any]],
                   conn: Connection | Session | None = None) -> Enqueued:
     """`enqueue_many`, also saying how many jobs were new (backfills report it)."""
     limit = cached_settings().max_payload_bytes
-    rows = []
-    for index, job in enumerate(jobs):
-        if not isinstance(job, Mapping):
-            raise InvalidJob(f"job #{index} is not a mapping")
-        unknown = set(job) - _OPTIONS - {"type", "payload"}
-        if unknown:
-            raise InvalidJob(f"job #{index} has unknown options: {', '.join(sorted(unknown))}")
-        options = {k: v for k, v in job.items() if k in _OPTIONS and v is not None}
-        rows.append(_prepare(job.get("type"), job.get("payload"), **options,
-                             max_payload_bytes=limit))
+    rows = [_prepare_job(job, index, limit) for index, job in enumerate(jobs)]
     if not rows:
         return Enqueued([], 0)
     with connect(conn, autocommit=True) as c:
