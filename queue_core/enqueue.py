@@ -65,7 +65,21 @@ def _text(name: str, value: Any, limit: int, *, required: bool) -> str | None:
         raise InvalidJob(f"{name} is {len(value)} characters long; the limit is {limit}")
     if "\x00" in value:
         raise InvalidJob(f"{name} contains a NUL character, which PostgreSQL cannot store")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidJob(f"{name} contains a lone UTF-16 surrogate, which PostgreSQL "
+                             "cannot store") from None
     return value
+
+
+def _utf8_clean(payload: Any) -> bool:
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = None,
@@ -78,9 +92,20 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
         encoded = _encode(payload)
     except (TypeError, ValueError) as exc:
         raise InvalidPayload(f"payload of {job_type} is not JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidPayload(f"payload of {job_type} is nested too deeply") from None
     if "\\u0000" in encoded:
         raise InvalidPayload(
             f"payload of {job_type} contains a NUL character, which PostgreSQL cannot store"
+        )
+    # jsonb refuses a surrogate that is not part of a pair. ensure_ascii writes a
+    # character past U+FFFF as an escaped pair too, so the exact check (a Python
+    # string holding a surrogate cannot be UTF-8 encoded) runs only when one of
+    # them is there.
+    if "\\ud" in encoded and not _utf8_clean(payload):
+        raise InvalidPayload(
+            f"payload of {job_type} contains a lone UTF-16 surrogate, which PostgreSQL "
+            "cannot store"
         )
     size = len(encoded)  # ensure_ascii: one byte per character
     if size > max_payload_bytes:

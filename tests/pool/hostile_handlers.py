@@ -69,3 +69,19 @@ def unstorable(payload: dict[str, Any], job_id: str) -> JobResult:
     if mode == "huge":
         return JobResult(True, data={"blob": "y" * (2 * 1024 * 1024)})
     return JobResult(True, data={bad: [bad, float("nan"), 10 ** 5000]})
+
+
+HOSTILE = "\x00\udc80"  # what no JSON payload can carry, added by the handler itself
+
+
+@handler("TEST_ECHO")
+def echo(payload: dict[str, Any], job_id: str) -> JobResult:
+    """Hands back arbitrary data, or fails with arbitrary text, as payload['mode'] says."""
+    mode, message = payload.get("mode"), str(payload.get("message", ""))
+    if mode == "raise":
+        raise RuntimeError(message + HOSTILE)
+    if mode == "fail":
+        return JobResult(False, error=message + HOSTILE, should_retry=False)
+    value = payload.get("value")
+    return JobResult(True, data=[value, message + HOSTILE, {message + HOSTILE: value},
+                                 float("nan"), 10 ** 4400])
