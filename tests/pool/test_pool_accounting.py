@@ -111,3 +111,12 @@ def test_a_claim_the_master_never_heard_of_is_given_back_uncharged_when_the_chil
     assert jobs.get(unreported)["attempts"] == 1
     assert jobs.get(running)["attempts"] == 1  # the crash of the running job counts
     assert pool.proc.poll() is None
+
+
+def test_a_job_never_runs_unbounded_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from skiplock.queue_core.config import load_settings
+
+    monkeypatch.delenv("SKIPLOCK_JOB_TIMEOUT_S", raising=False)
+    assert load_settings().job_timeout_s == 3600
+    monkeypatch.setenv("SKIPLOCK_JOB_TIMEOUT_S", "0")  # the operator's explicit choice
+    assert load_settings().job_timeout_s is None
