@@ -78,6 +78,11 @@ class Job:
                 payload, decode_error = {}, f"the payload cannot be used: {why}"
         else:
             payload = m["payload"]
+        result = m.get("result")
+        if m.get("result_json") is not None:
+            result, why = load_json(m["result_json"])
+            if why is not None:
+                result = f"<the result cannot be shown: {why}>"
         return cls(
             id=m["id"],
             type=m["type"],
@@ -95,7 +100,7 @@ class Job:
             created_at=m["createdAt"],
             started_at=m["startedAt"],
             completed_at=m["completedAt"],
-            result=m.get("result"),
+            result=result,
             interruptions=m.get("interruptions") or 0,
             decode_error=decode_error,
         )
@@ -110,6 +115,8 @@ class Job:
         for name, column in _COLUMNS.items():
             value = getattr(self, name)
             out[column] = value.isoformat() if isinstance(value, datetime) else value
+        if self.decode_error is not None:
+            out["payload"] = f"<{self.decode_error}>"
         return out
 
 

@@ -260,7 +260,16 @@ RECOVER_STUCK = text(
 
 # -- reading and maintenance -------------------------------------------------------
 
-GET_JOB = text('SELECT * FROM "WorkerJob" WHERE id = :id')
+# payload and result as text, decoded by `Job.from_row`: `skiplock job ID` must
+# show a job whose JSON Python cannot decode, not crash on it.
+GET_JOB = text(
+    """
+    SELECT id, type, payload::text AS payload_json, status, priority, "availableAt", attempts,
+           "maxAttempts", "lastError", "lockedAt", "lockedBy", "idempotencyKey", "userId",
+           "createdAt", "startedAt", "completedAt", result::text AS result_json, interruptions
+    FROM "WorkerJob" WHERE id = :id
+    """
+)
 
 COUNT_BY_STATUS = text('SELECT status::text AS status, count(*) AS n FROM "WorkerJob" GROUP BY 1')
 
