@@ -439,15 +439,19 @@ class Child:
         return next_jobs
 
     def handler_raised(self, job: Job, conn: Connection, exc: Exception) -> str:
-        lost = conn.invalidated or conn.closed
+        # The job's own connection died under the handler, or a skiplock call of the
+        # handler's lost its connection to skiplock's database (only skiplock's own
+        # statements raise DatabaseUnavailable): not necessarily the handler's fault
+        # (a restart, a failover), so an interruption, which is free only a few times.
+        own = conn.invalidated or conn.closed
+        theirs = isinstance(exc, DatabaseUnavailable) and _connection_lost(exc)
         with contextlib.suppress(Exception):
             conn.rollback()
-        if lost:
-            # The job's own connection died under the handler: not necessarily the
-            # handler's fault (a restart, a failover), so an interruption, which is
-            # free only a few times.
-            return self.interrupted(job, "the job's database connection was lost while the "
-                                         f"handler ran: {describe_exception(exc)}")
+        if own or theirs:
+            which = "the job's database connection" if own else \
+                "a connection of the handler's to skiplock's database"
+            return self.interrupted(job, f"{which} was lost while the handler ran: "
+                                         f"{describe_exception(exc)}")
         log.warning("job %s %s raised %s", job.type, job.id, type(exc).__name__,
                     exc_info=True, extra={"job_id": job.id, "job_type": job.type})
         return self.fail(job, describe_exception(exc), retry=True)

@@ -85,3 +85,11 @@ def echo(payload: dict[str, Any], job_id: str) -> JobResult:
     value = payload.get("value")
     return JobResult(True, data=[value, message + HOSTILE, {message + HOSTILE: value},
                                  float("nan"), 10 ** 4400])
+
+
+@handler("TEST_SKIPLOCK_CALL_LOSES_CONNECTION")
+def skiplock_call_loses_connection(payload: dict[str, Any], job_id: str) -> JobResult:
+    """A skiplock call of the handler's, on a connection of its own, loses it."""
+    _mark_started(job_id)
+    db.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+    return JobResult(True)
