@@ -44,7 +44,7 @@ from skiplock.pool.proctitle import set_title, worker_title
 from skiplock.queue_core import Job, claim, complete, db, fail, release, sql
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.errors import ConfigurationError, DatabaseUnavailable, InvalidPayload
-from skiplock.queue_core.lifecycle import interrupt
+from skiplock.queue_core.lifecycle import interrupt, release_unstarted
 from skiplock.queue_core.payloads import validate_payload
 from skiplock.queue_core.storable import describe_exception
 
@@ -389,8 +389,16 @@ class Child:
                 log.warning("job %s %s: %s", job.type, job.id, _first_line(exc),
                             extra={"job_id": job.id, "job_type": job.type})
                 return self.fail(job, _first_line(exc.__cause__ or exc), retry=True)
-            return self.interrupted(job, "the job's database connection was lost before it "
-                                         f"committed: {_first_line(exc.__cause__ or exc)}")
+            outcome = self.interrupted(job, "the job's database connection was lost before "
+                                            f"it committed: {_first_line(exc.__cause__ or exc)}")
+            if claim_next:
+                # A commit whose answer was lost may have committed a claim of the
+                # next jobs that nobody knows of: give back, uncharged, whatever this
+                # worker holds and never started (nothing else of its batch is left).
+                self.settle(job, lambda: str(release_unstarted(
+                    self.worker_id, [job.id], "claimed by a commit whose answer was lost; "
+                    "never started")))
+            return outcome
         except SQLAlchemyError as exc:
             # Our statement was refused in a transaction the handler left aborted
             # (it caught an error of its own and returned).
