@@ -194,7 +194,9 @@ class Master:
                 time.sleep(min(0.2, max(0.0, self.outage.retry_at - time.monotonic())))
         if self.pending:
             log.error("could not settle %d job(s) before exiting; stuck recovery will rescue "
-                      "them: %s", len(self.pending), ", ".join(s.ref.id for s in self.pending))
+                      "them: %s", len(self.pending),
+                      ", ".join(s.ref.id or f"unstarted jobs of {s.ref.locked_by}"
+                                for s in self.pending))
         self.notify("on_stop", self.snapshot())
         log.info("skiplock master %s stopped%s", self.master_id,
                  f" ({self.halt_reason})" if self.halt_reason else "")

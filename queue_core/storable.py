@@ -48,13 +48,12 @@ def storable_text(value: Any, limit: int = MAX_ERROR_CHARS) -> str:
 
 
 def describe_exception(exc: BaseException) -> str:
-    """`Type: message` on one line; a driver error gives its server message, without the
-    SQL statement and parameters SQLAlchemy appends."""
+    """`Type: message`, storable; a driver error gives the server's message (with its
+    DETAIL and HINT), without the SQL statement and parameters SQLAlchemy appends."""
     inner: BaseException = getattr(exc, "orig", None) or exc
-    message = storable_text(inner, 4000).strip()
-    first = message.splitlines()[0] if message else ""
+    message = storable_text(inner).strip()
     name = type(exc).__name__
-    return f"{name}: {first}" if first else name
+    return f"{name}: {message}" if message else name
 
 
 def _clean(value: Any, depth: int) -> Any:
