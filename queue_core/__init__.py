@@ -20,6 +20,7 @@ from skiplock.queue_core.errors import (
     InvalidPayload,
     JobNotFound,
     SkiplockError,
+    TransactionConflict,
     UnknownJobType,
 )
 from skiplock.queue_core.jobs import Job, JobRef, JobStatus
@@ -38,6 +39,7 @@ __all__ = [
     "QueueStats",
     "Recovered",
     "SkiplockError",
+    "TransactionConflict",
     "UnknownJobType",
     "backoff_base_s",
     "backoff_s",
