@@ -1,7 +1,7 @@
 """Attempt accounting: count a job's free interruptions; date enqueues by their statement.
 
 Revision ID: 0007_accounting
-Revises: 0004_prisma_types
+Revises: 0010_dashboard
 Create Date: 2026-12-01
 
 - `"interruptions"` (nullable: rows written before this migration, or by the
@@ -19,7 +19,7 @@ Create Date: 2026-12-01
 from alembic import op
 
 revision = "0007_accounting"
-down_revision = "0004_prisma_types"
+down_revision = "0010_dashboard"
 branch_labels = None
 depends_on = None
 
