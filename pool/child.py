@@ -21,6 +21,7 @@ ignored, so that Ctrl-C in a terminal drains gracefully through the master.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -31,7 +32,7 @@ from types import FrameType
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from skiplock.handlers import registry
 from skiplock.handlers.registry import JobResult, Registration
@@ -45,8 +46,10 @@ from skiplock.queue_core import Job, claim, complete, db, fail, job_progress, re
 from skiplock.queue_core.cancel import end_cancelled
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.errors import ConfigurationError, DatabaseUnavailable, InvalidPayload
+from skiplock.queue_core.lifecycle import interrupt, release_unstarted
 from skiplock.queue_core.payloads import validate_payload
 from skiplock.queue_core.snooze import snooze
+from skiplock.queue_core.storable import describe_exception
 
 log = logging.getLogger("skiplock.worker")
 
@@ -254,13 +257,22 @@ class Child:
         claims in its own transaction pays two flushes per job, and one this way.
         None when the child must not take more work: it is stopping (TERM drains
         and QUIT abandons: neither claims anything new), or it recycles after this
-        job; the loop then does what it would have done. A claim that raises rolls
-        the completion back with it: the job is failed and retried like one whose
-        own statement failed (at least once, as ever).
+        job; the loop then does what it would have done. The claim runs behind a
+        savepoint: one that raises is rolled back alone, and the completed job
+        still commits (the loop claims again by itself).
         """
         if self.should_stop() or self.recycle_reason(after=1) is not None:
             return None
-        return self.claim_batch(conn)
+        try:
+            return claim(self.worker_id, limit=self.claim_limit, conn=conn, savepoint=True)
+        except (SQLAlchemyError, DatabaseUnavailable) as exc:
+            if conn.invalidated:
+                raise  # the connection is gone: the completion cannot commit either
+            log.warning("worker %d: claiming the next jobs with the completion failed (%s); "
+                        "the completion commits alone", self.slot, describe_exception(exc))
+            with db.translate_errors():
+                conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {sql.CLAIM_SAVEPOINT}")
+            return None
 
     def run_batch(self, jobs: list[Job]) -> None:
         for index, job in enumerate(jobs):
@@ -331,7 +343,15 @@ class Child:
     def execute(self, job: Job, registration: Registration | None, *,
                 claim_next: bool = False) -> str:
         """Run the job to an end; with `claim_next`, a completion also claims the next
-        batch in its transaction (claim_with_completion) for the loop."""
+        batch in its transaction (claim_with_completion) for the loop.
+
+        Only skiplock's own statements (opening the transaction, the completion, the
+        claim, the commit) are translated into skiplock's errors. Whatever the
+        handler raises is the handler's, reported as such, even a driver error on
+        another database; the one thing read from it is whether the job's own
+        connection died under it (queue_core/accounting.py: an interruption)."""
+        if job.decode_error is not None:
+            return self.fail(job, job.decode_error, retry=False)
         if job.cancel_requested_at is not None:  # cancelled while it waited (queue_core/cancel.py)
             return self.settle(job, lambda: "cancelled" if end_cancelled(job, started=False)
                                else "lost")
@@ -341,28 +361,28 @@ class Child:
             return self.fail(job, str(exc), retry=False)
         if registration is None:
             return self.fail(job, f"no handler registered for job type {job.type}", retry=False)
-        ran = False
-        next_jobs: list[Job] | None = None
         try:
-            # The handler's writes and the completion commit together or not at all
-            # (docs/internals.md, the job's transaction).
-            with db.connect() as conn, db.bind_job_connection(conn):
-                ran = True
-                self.in_handler = True
-                try:
-                    result = registration.fn(payload, job.id)
-                finally:
-                    self.in_handler = False
-                if not isinstance(result, JobResult):
-                    raise TypeError(f"handler of {job.type} returned "
-                                    f"{type(result).__name__}, not a JobResult")
-                if not result.success:
-                    raise _Failed(result)
-                if not complete(job, result.data, conn=conn):
-                    raise _Lost()  # rolls back: nothing was claimed either
-                if claim_next:
-                    next_jobs = self.claim_with_completion(conn)
-            # A commit that failed raised above: nothing was claimed.
+            with db.translate_errors():
+                conn = db.get_engine().connect()
+        except DatabaseUnavailable as exc:  # the handler never ran: nothing to charge
+            self.outage.failed(exc)
+            reason = f"worker could not open the job's transaction: {_first_line(exc)}"
+            return self.settle(job, lambda: _released(release(job, reason)))
+        next_jobs: list[Job] | None = None
+        lost = False
+        try:
+            try:
+                outcome = self.run_in_transaction(job, registration, payload, conn, claim_next)
+            finally:
+                # Settle with the job's transaction closed (its locks gone), but
+                # note first whether its connection died.
+                lost = conn.invalidated
+                with contextlib.suppress(Exception):  # closing a dead connection may raise
+                    conn.close()
+            if isinstance(outcome, list):
+                next_jobs = outcome
+            elif outcome is not None:
+                return outcome
         except _Lost:
             log.warning("job %s %s was no longer held by this worker (rescued elsewhere); "
                         "its result was discarded", job.type, job.id)
@@ -374,36 +394,92 @@ class Child:
             return self.fail(job, exc.result.error or "handler reported failure",
                              retry=exc.result.should_retry)
         except DatabaseUnavailable as exc:
-            if ran and not _connection_lost(exc):
-                # The server answered: the handler's own query failed (a statement or
-                # lock timeout). That is an attempt, or such a job would come back
-                # forever without accounting (docs/lessons.md, poison jobs).
+            if not (_connection_lost(exc) or lost):
+                # The server answered: a statement of ours failed in the job's
+                # transaction (a lock or statement timeout the handler set). That is
+                # an attempt (docs/lessons.md, poison jobs).
                 log.warning("job %s %s: %s", job.type, job.id, _first_line(exc),
                             extra={"job_id": job.id, "job_type": job.type})
                 return self.fail(job, _first_line(exc.__cause__ or exc), retry=True)
-            # The connection is gone, and with it the transaction that held the
-            # handler's writes: the job did not run to an end, so it goes back unpaid.
-            self.outage.failed(exc)
-            reason = f"database connection lost while running: {_first_line(exc)}"
-            return self.settle(job, lambda: _released(release(job, reason)))
-        except Exception as exc:
-            log.warning("job %s %s raised %s", job.type, job.id, type(exc).__name__,
-                        exc_info=True, extra={"job_id": job.id, "job_type": job.type})
-            return self.fail(job, f"{type(exc).__name__}: {exc}", retry=True)
+            outcome = self.interrupted(job, "the job's database connection was lost before "
+                                            f"it committed: {_first_line(exc.__cause__ or exc)}")
+            if claim_next:
+                # A commit whose answer was lost may have committed a claim of the
+                # next jobs that nobody knows of: give back, uncharged, whatever this
+                # worker holds and never started (nothing else of its batch is left).
+                self.settle(job, lambda: str(release_unstarted(
+                    self.worker_id, [job.id], "claimed by a commit whose answer was lost; "
+                    "never started")))
+            return outcome
+        except SQLAlchemyError as exc:
+            # Our statement was refused in a transaction the handler left aborted
+            # (it caught an error of its own and returned).
+            return self.fail(job, f"the job's transaction could not commit: "
+                                  f"{describe_exception(exc)}", retry=True)
         if next_jobs is not None:
             # Committed: report the claim first, before anything else can happen.
             # The master heartbeats only what it was told; a claim it heard of before
             # the commit would look lost to it. A SIGKILL between the commit and this
-            # write still leaves rows held by this worker that the master does not
-            # know of and will not settle: nobody heartbeats them, so stuck recovery
-            # rescues them after --stuck-timeout. They never started, but the claim
-            # counted an attempt (a job on its last attempt is dead-lettered). The
-            # loop's own claim has the same window between its commit and its
-            # Claimed message, and so does a commit whose answer was lost with the
-            # connection (an in-doubt commit raises here and hands nothing over).
+            # write leaves rows held by this worker that the master does not know of:
+            # when it reaps the child it gives back every job of the child's that
+            # never started (sql.RELEASE_UNSTARTED), without charging them. The loop's
+            # own claim has the same window, and the same remedy.
             self.take(next_jobs)
             self.next_jobs = next_jobs
         return "completed"
+
+    def run_in_transaction(self, job: Job, registration: Registration, payload: dict[str, Any],
+                           conn: Connection, claim_next: bool) -> str | list[Job] | None:
+        """The job's transaction: the handler, then the completion (and the next claim),
+        committed together. An outcome string when the handler raised; the jobs claimed
+        with the completion, or None, when it committed."""
+        with db.translate_errors():
+            conn.begin()
+        # The handler's writes and the completion commit together or not at all
+        # (docs/internals.md, the job's transaction).
+        try:
+            with db.bind_job_connection(conn):
+                self.in_handler = True
+                try:
+                    result = registration.fn(payload, job.id)
+                finally:
+                    self.in_handler = False
+        except Exception as exc:
+            return self.handler_raised(job, conn, exc)
+        if not isinstance(result, JobResult):
+            raise _Failed(JobResult(False, error=f"handler of {job.type} returned "
+                                                 f"{type(result).__name__}, not a JobResult"))
+        if not result.success:
+            raise _Failed(result)
+        if not complete(job, result.data, conn=conn):
+            raise _Lost()  # rolls back: nothing was claimed either
+        next_jobs = self.claim_with_completion(conn) if claim_next else None
+        with db.translate_errors():
+            conn.commit()
+        return next_jobs
+
+    def handler_raised(self, job: Job, conn: Connection, exc: Exception) -> str:
+        # The job's own connection died under the handler, or a skiplock call of the
+        # handler's lost its connection to skiplock's database (only skiplock's own
+        # statements raise DatabaseUnavailable): not necessarily the handler's fault
+        # (a restart, a failover), so an interruption, which is free only a few times.
+        own = conn.invalidated or conn.closed
+        theirs = isinstance(exc, DatabaseUnavailable) and _connection_lost(exc)
+        with contextlib.suppress(Exception):
+            conn.rollback()
+        if own or theirs:
+            which = "the job's database connection" if own else \
+                "a connection of the handler's to skiplock's database"
+            return self.interrupted(job, f"{which} was lost while the handler ran: "
+                                         f"{describe_exception(exc)}")
+        log.warning("job %s %s raised %s", job.type, job.id, type(exc).__name__,
+                    exc_info=True, extra={"job_id": job.id, "job_type": job.type})
+        return self.fail(job, describe_exception(exc), retry=True)
+
+    def interrupted(self, job: Job, reason: str) -> str:
+        log.warning("job %s %s interrupted: %s", job.type, job.id, reason,
+                    extra={"job_id": job.id, "job_type": job.type})
+        return self.settle(job, lambda: _interrupt_outcome(interrupt(job, reason)))
 
     def fail(self, job: Job, error: str, *, retry: bool) -> str:
         return self.settle(job, lambda: _FAIL_OUTCOMES[fail(job, error, retry=retry)])
@@ -426,6 +502,10 @@ class Child:
 
     def send(self, message: protocol.Message) -> None:
         protocol.send(self.fd, message)
+
+
+def _interrupt_outcome(outcome: str | None) -> str:
+    return outcome or "lost"
 
 
 def _released(done: bool) -> str:

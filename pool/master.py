@@ -64,6 +64,7 @@ from skiplock.queue_core import db, fail, release, urls
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.errors import DatabaseUnavailable
 from skiplock.queue_core.jobs import JobRef, Progress
+from skiplock.queue_core.lifecycle import interrupt, release_unstarted
 
 log = logging.getLogger("skiplock.master")
 
@@ -93,7 +94,11 @@ class Settlement:
     child: ChildInfo
     ref: JobRef
     job_type: str
-    action: str  # "fail" (the attempt counts) or "release" (it does not)
+    # "fail" (the attempt counts), "interrupt" (free the first few times,
+    # queue_core/accounting.py), "release" (never started: it does not count), or
+    # "release_unstarted" (every job ref.locked_by claimed and never started but
+    # ref.id: also those claimed just before the child died, unreported).
+    action: str
     error: str
     started: bool
     duration_s: float
@@ -191,7 +196,9 @@ class Master:
                 time.sleep(min(0.2, max(0.0, self.outage.retry_at - time.monotonic())))
         if self.pending:
             log.error("could not settle %d job(s) before exiting; stuck recovery will rescue "
-                      "them: %s", len(self.pending), ", ".join(s.ref.id for s in self.pending))
+                      "them: %s", len(self.pending),
+                      ", ".join(s.ref.id or f"unstarted jobs of {s.ref.locked_by}"
+                                for s in self.pending))
         self.notify("on_stop", self.snapshot())
         log.info("skiplock master %s stopped%s", self.master_id,
                  f" ({self.halt_reason})" if self.halt_reason else "")
@@ -411,10 +418,12 @@ class Master:
         else:
             cause = "crashed"
 
+        running = child.job.ref.id if child.job is not None else ""
         if child.job is not None:
             self.settle_running(child, status, cause)
-        for ref in child.held.values():  # claimed in a batch, never started
-            self.owe(Settlement(child.info(), ref, "?", "release",
+        if child.booted:  # claimed in a batch, or in the window before the child said so
+            self.owe(Settlement(child.info(), JobRef(running, child.worker_id, 0), "?",
+                                "release_unstarted",
                                 f"worker pid {child.pid} {how} before it started the job",
                                 started=False, duration_s=0.0))
         self.notify("on_child_exit", child.info(), cause)
@@ -461,10 +470,12 @@ class Master:
             action = "fail"
             error = timed_out(child.pid, job.timeout_s or 0.0, ref.attempts, job.max_attempts)
         elif cause == "stopped" and (child.killed or _exit_code(status) == EXIT_ABORTED):
-            # Stopped by us before the job could end: it goes back without an attempt.
-            action = "release"
-            error = (f"worker pid {child.pid} was stopped by the pool's shutdown before the job "
-                     f"finished (attempt {ref.attempts} not counted)")
+            # Stopped by us before the job could end (a deploy, say): an interruption,
+            # free the first few times, so a job that hangs through every restart
+            # still ends (queue_core/accounting.py).
+            action = "interrupt"
+            error = (f"worker pid {child.pid} was stopped by the pool (shutdown, reload or "
+                     f"fewer workers) before the job finished")
         else:
             # docs/lessons.md: a crash is an attempt, with a lastError that names the signal.
             action = "fail"
@@ -483,6 +494,19 @@ class Master:
             try:
                 if item.action == "fail":
                     outcome = _FAIL_OUTCOMES[fail(item.ref, item.error, retry=True)]
+                elif item.action == "interrupt":
+                    outcome = interrupt(item.ref, item.error) or "lost"
+                elif item.action == "release_unstarted":
+                    assert item.ref.locked_by is not None
+                    freed = release_unstarted(item.ref.locked_by,
+                                              [item.ref.id] if item.ref.id else [], item.error)
+                    self.outage.succeeded()
+                    self.pending.popleft()
+                    if freed:
+                        log.info("released %d job(s) that %s claimed and never started: %s",
+                                 len(freed), item.child.worker_id, ", ".join(freed),
+                                 extra={"worker": item.child.worker_id})
+                    continue
                 else:
                     outcome = "released" if release(item.ref, item.error) else "lost"
             except _DB_ERRORS as exc:

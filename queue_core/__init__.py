@@ -27,6 +27,7 @@ from skiplock.queue_core.errors import (
     InvalidPayload,
     JobNotFound,
     SkiplockError,
+    TransactionConflict,
     UnknownJobType,
     WaitTimeout,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "QueueStats",
     "Recovered",
     "SkiplockError",
+    "TransactionConflict",
     "UnknownJobType",
     "WaitTimeout",
     "backoff_base_s",

@@ -72,8 +72,9 @@ class Settings:
         None, "SKIPLOCK_RECOVERY_INTERVAL_S", _optional_float,
         "Seconds between stuck-job recoveries (default: the stuck timeout).")
     job_timeout_s: float | None = _setting(
-        None, "SKIPLOCK_JOB_TIMEOUT_S", _optional_float,
-        "Seconds a job may run before its child is killed (default: no limit).")
+        3600.0, "SKIPLOCK_JOB_TIMEOUT_S", _optional_float,
+        "Seconds a job may run before its child is killed and the attempt counted "
+        "(default: one hour; 0: no limit, and a hung job holds its child for good).")
     graceful_timeout_s: float = _setting(
         30.0, "SKIPLOCK_GRACEFUL_TIMEOUT_S", float,
         "Seconds running jobs get to finish on TERM/INT/HUP before they are killed.")

@@ -25,7 +25,7 @@ from skiplock.queue_core import limits, payloads, policy, sql, unique
 from skiplock.queue_core.borrowed import BorrowedConnection, is_dbapi_connection
 from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.db import connect
-from skiplock.queue_core.errors import InvalidJob, InvalidPayload
+from skiplock.queue_core.errors import InvalidJob, InvalidPayload, TransactionConflict
 
 MAX_TYPE_LENGTH = 200
 MAX_KEY_LENGTH = 1000
@@ -72,7 +72,21 @@ def _text(name: str, value: Any, limit: int, *, required: bool) -> str | None:
         raise InvalidJob(f"{name} is {len(value)} characters long; the limit is {limit}")
     if "\x00" in value:
         raise InvalidJob(f"{name} contains a NUL character, which PostgreSQL cannot store")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidJob(f"{name} contains a lone UTF-16 surrogate, which PostgreSQL "
+                             "cannot store") from None
     return value
+
+
+def _utf8_clean(payload: Any) -> bool:
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = None,
@@ -86,9 +100,20 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
         encoded = _encode(payload)
     except (TypeError, ValueError) as exc:
         raise InvalidPayload(f"payload of {job_type} is not JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidPayload(f"payload of {job_type} is nested too deeply") from None
     if "\\u0000" in encoded:
         raise InvalidPayload(
             f"payload of {job_type} contains a NUL character, which PostgreSQL cannot store"
+        )
+    # jsonb refuses a surrogate that is not part of a pair. ensure_ascii writes a
+    # character past U+FFFF as an escaped pair too, so the exact check (a Python
+    # string holding a surrogate cannot be UTF-8 encoded) runs only when one of
+    # them is there.
+    if "\\ud" in encoded and not _utf8_clean(payload):
+        raise InvalidPayload(
+            f"payload of {job_type} contains a lone UTF-16 surrogate, which PostgreSQL "
+            "cannot store"
         )
     size = len(encoded)  # ensure_ascii: one byte per character
     if size > max_payload_bytes:
@@ -129,6 +154,21 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
                 slot_key, limit, unique_key, unique_s)
 
 
+def check_job(job: Mapping[str, Any]) -> None:
+    """Validate one job as `enqueue_many` would, without writing it (InvalidJob if wrong)."""
+    _prepare_job(job, 0, cached_settings().max_payload_bytes)
+
+
+def _prepare_job(job: Any, index: int, limit: int) -> _Row:
+    if not isinstance(job, Mapping):
+        raise InvalidJob(f"job #{index} is not a mapping")
+    unknown = set(job) - _OPTIONS - {"type", "payload"}
+    if unknown:
+        raise InvalidJob(f"job #{index} has unknown options: {', '.join(sorted(unknown))}")
+    options = {k: v for k, v in job.items() if k in _OPTIONS and v is not None}
+    return _prepare(job.get("type"), job.get("payload"), **options, max_payload_bytes=limit)
+
+
 def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
             delay: float | timedelta | None = None, max_attempts: int | None = None,
             idempotency_key: str | None = None, user_id: str | None = None,
@@ -165,16 +205,7 @@ def enqueue_batch(jobs: Iterable[Mapping[str, Any]],
                   conn: Connection | Session | DBAPIConnection | None = None) -> Enqueued:
     """`enqueue_many`, also saying how many jobs were new (backfills report it)."""
     limit = cached_settings().max_payload_bytes
-    rows = []
-    for index, job in enumerate(jobs):
-        if not isinstance(job, Mapping):
-            raise InvalidJob(f"job #{index} is not a mapping")
-        unknown = set(job) - _OPTIONS - {"type", "payload"}
-        if unknown:
-            raise InvalidJob(f"job #{index} has unknown options: {', '.join(sorted(unknown))}")
-        options = {k: v for k, v in job.items() if k in _OPTIONS and v is not None}
-        rows.append(_prepare(job.get("type"), job.get("payload"), **options,
-                             max_payload_bytes=limit))
+    rows = [_prepare_job(job, index, limit) for index, job in enumerate(jobs)]
     if not rows:
         return Enqueued([], 0)
     if is_dbapi_connection(conn):
@@ -198,6 +229,11 @@ def _insert(conn: Connection | BorrowedConnection, rows: Sequence[_Row]) -> Enqu
             inserted = {r.id for r in conn.execute(sql.INSERT_JOBS, _columns(batch))}
         except sa_exc.IntegrityError as exc:
             raise _integrity_error(exc) from None
+        except sa_exc.OperationalError as exc:
+            conflict = _conflict(exc, batch)
+            if conflict is None:
+                raise
+            raise conflict from exc
         created += len(inserted)
         for i in todo:
             if rows[i].id in inserted:
@@ -258,6 +294,24 @@ def _text_array(values: Sequence[str | None]) -> str:
 
 def _number_array(values: Sequence[float]) -> str:
     return "{" + ",".join(map(repr, values)) + "}"
+
+
+def _conflict(exc: sa_exc.OperationalError, rows: Sequence[_Row]) -> TransactionConflict | None:
+    """A serialization failure or deadlock of the caller's transaction, in words.
+
+    In a REPEATABLE READ or SERIALIZABLE transaction, ON CONFLICT cannot skip a
+    row its snapshot does not see: a concurrent enqueue of the same key that
+    committed after the snapshot makes the insert fail with 40001. The server is
+    fine; the caller's transaction must be retried, and then finds the job."""
+    sqlstate = getattr(exc.orig, "pgcode", None)
+    if sqlstate not in ("40001", "40P01"):
+        return None
+    keys = sorted({r.key for r in rows if r.key is not None})
+    what = f"key {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}" if keys else "these jobs"
+    return TransactionConflict(
+        f"cannot enqueue {what}: a concurrent transaction enqueued the same key after this "
+        f"transaction's snapshot was taken (REPEATABLE READ or SERIALIZABLE); roll back and "
+        f"retry the transaction", sqlstate=sqlstate)
 
 
 def _integrity_error(exc: sa_exc.IntegrityError) -> InvalidJob:

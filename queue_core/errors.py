@@ -46,3 +46,12 @@ class JobNotFound(SkiplockError):
 
 class WaitTimeout(SkiplockError):
     """The job did not finish within the time given."""
+
+
+class TransactionConflict(SkiplockError):
+    """The caller's transaction conflicts with a concurrent one; roll it back and retry it."""
+
+    def __init__(self, message: str | None = None, sqlstate: str = "40001") -> None:
+        super().__init__(message)
+        # The server's code, for retry loops that match on it (40001, 40P01).
+        self.sqlstate = sqlstate

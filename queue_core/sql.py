@@ -3,7 +3,9 @@
 Rules all of them follow:
 - times come from the database clock, never from a worker's: `now()` where a
   statement runs alone, `statement_timestamp()` where it may run at the end
-  of a job's transaction (`now()` there is when the handler began);
+  of a job's transaction or of a caller's (`now()` there is when the
+  transaction began: a job enqueued with a delay at the end of a five-minute
+  transaction would be due at once);
 - every state change of a claimed job re-checks in its own WHERE that the row
   is still PROCESSING, held by this worker, at this attempt (docs/lessons.md: a
   rescue can race a completion); zero rows changed means the job was lost;
@@ -32,11 +34,12 @@ INSERT_JOBS = text(
     """
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
-         "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil")
+         "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil")
     SELECT j.id, j.type, j.payload, j.priority,
-           now() + make_interval(secs => j.delay_s), j.max_attempts, j.key, j.user_id,
+           statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
+           j.user_id, statement_timestamp(),
            j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END,
-           j.unique_key, now() + make_interval(secs => j.unique_s)
+           j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s)
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
@@ -89,6 +92,18 @@ EXISTING_BY_UNIQUE_KEY = text(
 # transaction began, maybe minutes ago. A lease dated then would look stuck to
 # recovery before the first heartbeat, and jobs that became ready meanwhile would
 # be skipped. In an autocommit claim the two are the same instant.
+# The payload comes back as text, decoded per job by `Job.from_row`: a row the
+# driver could not decode (JSON nested too deeply, a number too long for
+# Python) would make the whole claim raise after it committed, and fail every
+# job of the batch, or the completed job whose transaction claimed it.
+def _features(prefix: str = "") -> str:
+    """The columns of migration 0005_features that `Job` reads (a claimed job's cancel
+    request, its concurrency key, its progress...)."""
+    return ", ".join(f'{prefix}"{c}"' for c in (
+        "cancelRequestedAt", "cancelledBy", "concurrencyKey", "concurrencyLimit", "heldBack",
+        "uniqueKey", "uniqueUntil", "progress", "progressMessage", "snoozes"))
+
+
 _CLAIM = """
     WITH ready AS (
         SELECT id FROM "WorkerJob"
@@ -105,10 +120,20 @@ _CLAIM = """
         "lockedBy" = :worker_id
     FROM ready
     WHERE j.id = ready.id
-    RETURNING j.*
+    RETURNING j.id, j.type, j.payload::text AS payload_json, j.status, j.priority,
+        j."availableAt", j.attempts, j."maxAttempts", j."lastError", j."lockedAt", j."lockedBy",
+        j."idempotencyKey", j."userId", j."createdAt", j."startedAt", j."completedAt",
+        j.interruptions, {features}
 """
-CLAIM = text(_CLAIM.format(type_filter=""))
-CLAIM_TYPES = text(_CLAIM.format(type_filter="AND type = ANY(CAST(:types AS text[]))"))
+CLAIM = text(_CLAIM.format(type_filter="", features=_features("j.")))
+CLAIM_TYPES = text(_CLAIM.format(type_filter="AND type = ANY(CAST(:types AS text[]))",
+                                 features=_features("j.")))
+# The claim a busy child makes in the transaction that completes its last job,
+# behind a savepoint set in the same round trip: if the claim fails, the child
+# rolls back to the savepoint and the completion still commits.
+CLAIM_SAVEPOINT = "skiplock_claim"
+CLAIM_AFTER_SAVEPOINT = text(f"SAVEPOINT {CLAIM_SAVEPOINT}; "
+                             + _CLAIM.format(type_filter="", features=_features("j.")))
 
 _FENCE = """
     id = :id AND status = 'PROCESSING' AND "lockedBy" = :locked_by AND attempts = :attempts
@@ -152,6 +177,55 @@ RELEASE = text(
     """
 )
 
+# A run cut short by something other than the job (queue_core/accounting.py):
+# its first :free interruptions give the attempt back and count one more, with
+# a back-off that doubles each time; later ones are charged like FAIL.
+_FREE = 'COALESCE(interruptions, 0) < :free'
+INTERRUPT = text(
+    f"""
+    UPDATE "WorkerJob"
+    SET status = CASE WHEN {_FREE} OR attempts < "maxAttempts"
+                      THEN 'PENDING' ELSE 'DEAD_LETTER' END::"JobStatus",
+        attempts = CASE WHEN {_FREE} THEN attempts - 1 ELSE attempts END,
+        interruptions = CASE WHEN {_FREE} THEN COALESCE(interruptions, 0) + 1
+                             ELSE interruptions END,
+        "availableAt" = CASE
+            WHEN {_FREE} THEN statement_timestamp()
+                 + make_interval(secs => :free_backoff_s * power(2, COALESCE(interruptions, 0)))
+            WHEN attempts < "maxAttempts"
+                 THEN statement_timestamp() + make_interval(secs => :backoff_s)
+            ELSE "availableAt" END,
+        "completedAt" = CASE WHEN {_FREE} OR attempts < "maxAttempts"
+                             THEN NULL ELSE statement_timestamp() END,
+        "lastError" = CASE
+            WHEN {_FREE} THEN format('%s (interruption %s of %s free: attempt %s not counted)',
+                                    CAST(:reason AS text), COALESCE(interruptions, 0) + 1,
+                                    :free, attempts)
+            ELSE format('%s (its %s free interruptions are used up: attempt %s/%s counted%s)',
+                        CAST(:reason AS text), :free, attempts, "maxAttempts",
+                        CASE WHEN attempts < "maxAttempts" THEN '; retrying'
+                             ELSE '; no attempts left' END) END,
+        "lockedAt" = NULL, "lockedBy" = NULL
+    WHERE {_FENCE}
+    RETURNING status, attempts
+    """
+)
+
+# Every job a (dead) worker claimed but never started, whether its master heard
+# of the claim or not: a child that dies between its claim's commit and its
+# report of it leaves rows only this statement finds. Nothing ran: the attempt
+# is given back, nothing is counted. :started are the ids it did start.
+RELEASE_UNSTARTED = text(
+    """
+    UPDATE "WorkerJob"
+    SET status = 'PENDING', attempts = attempts - 1, "availableAt" = statement_timestamp(),
+        "lastError" = :reason, "lockedAt" = NULL, "lockedBy" = NULL, "startedAt" = NULL
+    WHERE status = 'PROCESSING' AND "lockedBy" = :locked_by
+      AND NOT (id = ANY(CAST(:started AS text[])))
+    RETURNING id
+    """
+)
+
 # Each job fenced by its own holder and attempt; what comes back is still held.
 # The same statement carries what the handlers reported (progress; NULL keeps the
 # last value) and answers which of the jobs an operator asked to cancel, so that
@@ -173,11 +247,15 @@ HEARTBEAT = text(
 # -- recovery ------------------------------------------------------------------
 
 # Liveness comes from the heartbeat, not from when the job started
-# (docs/lessons.md "A rescue by age alone runs live jobs twice"). The lost run counts
-# as an attempt, so a job that kills its host every time ends in DEAD_LETTER
-# (docs/lessons.md "Poison jobs loop forever without accounting").
+# (docs/lessons.md "A rescue by age alone runs live jobs twice"). A rescue is an
+# interruption (queue_core/accounting.py): free for the first :free of a job,
+# since a host that died, or a master whose heartbeats an outage held up, is not
+# the job's fault; charged after that, so a job that kills its host every time
+# still ends in DEAD_LETTER (docs/lessons.md "Poison jobs loop forever without
+# accounting").
+_STUCK_FREE = 'COALESCE(j.interruptions, 0) < :free'
 RECOVER_STUCK = text(
-    """
+    f"""
     WITH stuck AS (
         SELECT id FROM "WorkerJob"
         WHERE status = 'PROCESSING'
@@ -188,8 +266,11 @@ RECOVER_STUCK = text(
         FOR UPDATE SKIP LOCKED
     )
     UPDATE "WorkerJob" AS j
-    SET status = CASE WHEN j.attempts < j."maxAttempts"
+    SET status = CASE WHEN {_STUCK_FREE} OR j.attempts < j."maxAttempts"
                       THEN 'PENDING' ELSE 'DEAD_LETTER' END::"JobStatus",
+        attempts = CASE WHEN {_STUCK_FREE} THEN j.attempts - 1 ELSE j.attempts END,
+        interruptions = CASE WHEN {_STUCK_FREE} THEN COALESCE(j.interruptions, 0) + 1
+                             ELSE j.interruptions END,
         "lastError" = format(
             'worker %s stopped sending heartbeats during attempt %s of %s '
             '(last heartbeat %s, stuck timeout %s s)%s',
@@ -197,10 +278,22 @@ RECOVER_STUCK = text(
             to_char(COALESCE(j."lockedAt", j."startedAt") AT TIME ZONE 'UTC',
                     'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
             :timeout_s,
-            CASE WHEN j.attempts < j."maxAttempts" THEN '; retrying'
-                 ELSE '; no attempts left' END),
-        "availableAt" = now(),
-        "completedAt" = CASE WHEN j.attempts < j."maxAttempts" THEN NULL ELSE now() END,
+            CASE WHEN {_STUCK_FREE}
+                 THEN format('; retrying (interruption %s of %s free: attempt not counted)',
+                             COALESCE(j.interruptions, 0) + 1, :free)
+                 WHEN j.attempts < j."maxAttempts"
+                 THEN format('; retrying (its %s free interruptions are used up: '
+                             'attempt counted)', :free)
+                 ELSE format('; no attempts left (its %s free interruptions are used up)',
+                             :free) END),
+        "availableAt" = CASE
+            WHEN {_STUCK_FREE} THEN now()
+                 + make_interval(secs => :free_backoff_s * power(2, COALESCE(j.interruptions, 0)))
+            WHEN j.attempts < j."maxAttempts" THEN now() + make_interval(
+                 secs => LEAST(:backoff_cap_s, :backoff_base_s * power(2, LEAST(j.attempts, 30))))
+            ELSE j."availableAt" END,
+        "completedAt" = CASE WHEN {_STUCK_FREE} OR j.attempts < j."maxAttempts"
+                             THEN NULL ELSE now() END,
         "lockedAt" = NULL, "lockedBy" = NULL
     FROM stuck
     WHERE j.id = stuck.id AND j.status = 'PROCESSING'
@@ -210,7 +303,17 @@ RECOVER_STUCK = text(
 
 # -- reading and maintenance -------------------------------------------------------
 
-GET_JOB = text('SELECT * FROM "WorkerJob" WHERE id = :id')
+# payload and result as text, decoded by `Job.from_row`: `skiplock job ID` must
+# show a job whose JSON Python cannot decode, not crash on it.
+GET_JOB = text(
+    f"""
+    SELECT id, type, payload::text AS payload_json, status, priority, "availableAt", attempts,
+           "maxAttempts", "lastError", "lockedAt", "lockedBy", "idempotencyKey", "userId",
+           "createdAt", "startedAt", "completedAt", result::text AS result_json, interruptions,
+           {_features()}
+    FROM "WorkerJob" WHERE id = :id
+    """
+)
 
 COUNT_BY_STATUS = text('SELECT status::text AS status, count(*) AS n FROM "WorkerJob" GROUP BY 1')
 
@@ -247,7 +350,8 @@ CLEANUP_BATCH = text(
 
 _RETRY_DEAD = """
     UPDATE "WorkerJob"
-    SET status = 'PENDING', attempts = 0, "availableAt" = now(), "completedAt" = NULL,
+    SET status = 'PENDING', attempts = 0, interruptions = NULL, "availableAt" = now(),
+        "completedAt" = NULL,
         "lockedAt" = NULL, "lockedBy" = NULL, "startedAt" = NULL
     WHERE status = 'DEAD_LETTER' {filter}
     RETURNING id

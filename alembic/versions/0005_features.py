@@ -1,7 +1,7 @@
 """Cancel, concurrency limits per key, unique windows, snooze, progress, waiting on a job.
 
 Revision ID: 0005_features
-Revises: 0010_dashboard (0004_prisma_types before main merged the dashboard)
+Revises: 0007_accounting (main's head when this branch last merged it; written against 0004_prisma_types)
 
 Every change to "WorkerJob" is a new nullable column, so the seed's Prisma
 client keeps reading and writing the table; no value is added to "JobStatus"
@@ -41,7 +41,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0005_features"
-down_revision = "0010_dashboard"
+down_revision = "0007_accounting"
 branch_labels = None
 depends_on = None
 

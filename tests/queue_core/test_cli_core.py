@@ -125,9 +125,10 @@ def test_stats_retry_recover_and_cleanup():
     assert run("retry", "--all-dead").output.strip() == "retried 1 jobs"
     assert row(job.id).st == "PENDING"
     [job] = claim("w")
-    sql("""UPDATE "WorkerJob" SET "lockedAt" = now() - interval '1 hour'""")
+    sql("""UPDATE "WorkerJob" SET "lockedAt" = now() - interval '1 hour', interruptions = 3""")
     assert "recovered 1 jobs" in run("recover", "--stuck-timeout", "5m").output
-    # attempts were used up, so the rescued job was dead-lettered: old enough at 0s
+    # attempts and free interruptions were used up, so the rescued job was
+    # dead-lettered: old enough at 0s
     assert run("cleanup", "--older-than", "0s").output.strip() == "deleted 1 jobs"
 
 
