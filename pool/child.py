@@ -41,11 +41,14 @@ from skiplock.pool.listener import Listener
 from skiplock.pool.outage import Outage
 from skiplock.pool.postmortem import EXIT_ABORTED, EXIT_BOOT_FAILURE, EXIT_OK
 from skiplock.pool.proctitle import set_title, worker_title
-from skiplock.queue_core import Job, claim, complete, db, fail, release, sql
+from skiplock.pool.progress_reporter import ProgressReporter
+from skiplock.queue_core import Job, claim, complete, db, fail, job_progress, release, sql
+from skiplock.queue_core.cancel import end_cancelled
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.errors import ConfigurationError, DatabaseUnavailable, InvalidPayload
 from skiplock.queue_core.lifecycle import interrupt, release_unstarted
 from skiplock.queue_core.payloads import validate_payload
+from skiplock.queue_core.snooze import snooze
 from skiplock.queue_core.storable import describe_exception
 
 log = logging.getLogger("skiplock.worker")
@@ -116,6 +119,7 @@ class Child:
         self.outage = Outage(f"worker {slot}", log)
         self.listener: Listener | None = Listener() if settings.listen else None
         self.wake_r, self.wake_w = os.pipe()
+        self.progress = ProgressReporter(self.send)
 
     # -- life ----------------------------------------------------------------
 
@@ -147,6 +151,7 @@ class Child:
         # A fresh engine for this pid (the inherited pool is dropped unclosed), bound
         # to the URL the master resolved: later get_engine() calls return it.
         db.get_engine(self.database_url)
+        job_progress.set_reporter(self.progress)
         try:
             registry.load_handler_modules(self.settings.handlers)
         except ConfigurationError as exc:
@@ -320,6 +325,7 @@ class Child:
         self.send(protocol.Started(job.id, job.type, self.worker_id, job.attempts,
                                    job.max_attempts, timeout_s))
         set_title(worker_title(self.slot, job.type, job.id))
+        self.progress.start(job.id)
         extra: dict[str, Any] = {"job_id": job.id, "job_type": job.type,
                                  "attempt": job.attempts, "worker": self.worker_id}
         log.info("job %s %s started (attempt %d/%d)", job.type, job.id, job.attempts,
@@ -346,6 +352,9 @@ class Child:
         connection died under it (queue_core/accounting.py: an interruption)."""
         if job.decode_error is not None:
             return self.fail(job, job.decode_error, retry=False)
+        if job.cancel_requested_at is not None:  # cancelled while it waited (queue_core/cancel.py)
+            return self.settle(job, lambda: "cancelled" if end_cancelled(job, started=False)
+                               else "lost")
         try:
             payload = validate_payload(job.type, job.payload)
         except InvalidPayload as exc:
@@ -379,6 +388,9 @@ class Child:
                         "its result was discarded", job.type, job.id)
             return "lost"
         except _Failed as exc:
+            if exc.result.snooze_s is not None:  # queue_core/snooze.py
+                delay, bound = exc.result.snooze_s, registration.max_snoozes
+                return self.settle(job, lambda: snooze(job, delay, bound))
             return self.fail(job, exc.result.error or "handler reported failure",
                              retry=exc.result.should_retry)
         except DatabaseUnavailable as exc:

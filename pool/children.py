@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from skiplock.pool import protocol
 from skiplock.pool.observer import ChildInfo
-from skiplock.queue_core.jobs import JobRef
+from skiplock.queue_core.jobs import JobRef, Progress
 
 
 @dataclass
@@ -23,6 +23,7 @@ class RunningJob:
     timeout_s: float | None
     started: float  # monotonic, when the master heard of it
     started_wall: float
+    progress: Progress | None = None  # what its handler last reported
 
     @property
     def deadline(self) -> float | None:
@@ -58,6 +59,7 @@ class WorkerChild:
             job_id=self.job.ref.id if self.job else None,
             job_type=self.job.type if self.job else None,
             job_started_at=self.job.started_wall if self.job else None,
+            progress=self.job.progress if self.job else None,
         )
 
     def signal(self, signum: int) -> None:

@@ -40,6 +40,8 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from skiplock.pool import protocol
+from skiplock.pool.cancelling import CAUSE as CANCELLED
+from skiplock.pool.cancelling import stop_cancelled
 from skiplock.pool.child import Child
 from skiplock.pool.children import RunningJob, WorkerChild
 from skiplock.pool.heartbeats import Heartbeats
@@ -61,7 +63,7 @@ from skiplock.pool.recovery import Recovery
 from skiplock.queue_core import db, fail, release, urls
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.errors import DatabaseUnavailable
-from skiplock.queue_core.jobs import JobRef
+from skiplock.queue_core.jobs import JobRef, Progress
 from skiplock.queue_core.lifecycle import interrupt, release_unstarted
 
 log = logging.getLogger("skiplock.master")
@@ -379,6 +381,10 @@ class Master:
                             message.duration_s)
         elif isinstance(message, protocol.Exiting):
             child.exit_reason = message.reason
+        elif (isinstance(message, protocol.Progress)  # written with the next heartbeat
+              and child.job is not None and child.job.ref.id == message.id):
+            child.job.progress = Progress(message.fraction, message.message)
+            self.heartbeats.progress[message.id] = child.job.progress
 
     # -- reaping -------------------------------------------------------------
 
@@ -451,6 +457,9 @@ class Master:
         child.held.pop(ref.id, None)
         duration = time.monotonic() - job.started
         info = child.info()
+        if cause == CANCELLED:  # ended FAILED by pool/cancelling.py before the stop
+            self.notify("on_job_finished", info, ref.id, job.type, CANCELLED, duration)
+            return
         if cause == "killed_lost":
             log.warning("job %s %s: result of %s discarded, the job belongs to another worker",
                         job.type, ref.id, child.label(),
@@ -574,6 +583,12 @@ class Master:
                 self.outage.succeeded()
                 self.read_messages()  # what the children said while we waited for the answer
                 self.mark_lost(refs, held)
+                try:
+                    stop_cancelled(self.children.values(), self.heartbeats.cancel_requested,
+                                   ABORT_GRACE_S)
+                except _DB_ERRORS as exc:
+                    self.outage.failed(exc)
+                    return
         if self.pending and not self.settle_pending():
             return
         if self.state == RUNNING and self.recovery.due(now):

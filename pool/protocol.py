@@ -79,13 +79,23 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """What the running job's handler last reported (`skiplock.progress`); the master
+    writes it with the next heartbeat."""
+
+    id: str
+    fraction: float | None
+    message: str | None
+
+
+@dataclass(frozen=True)
 class Exiting:
     """The child is about to exit 0 on its own (recycled)."""
 
     reason: str
 
 
-Message = Ready | BootFailed | Claimed | Started | Finished | Exiting
+Message = Ready | BootFailed | Claimed | Started | Finished | Exiting | Progress
 
 _KINDS: dict[str, type[Any]] = {
     "ready": Ready,
@@ -94,6 +104,7 @@ _KINDS: dict[str, type[Any]] = {
     "started": Started,
     "finished": Finished,
     "exiting": Exiting,
+    "progress": Progress,
 }
 _NAMES = {cls: name for name, cls in _KINDS.items()}
 

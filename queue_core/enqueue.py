@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from skiplock.queue_core import payloads, sql
+from skiplock.queue_core import limits, payloads, policy, sql, unique
 from skiplock.queue_core.borrowed import BorrowedConnection, is_dbapi_connection
 from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.db import connect
@@ -30,7 +30,8 @@ from skiplock.queue_core.errors import InvalidJob, InvalidPayload, TransactionCo
 MAX_TYPE_LENGTH = 200
 MAX_KEY_LENGTH = 1000
 _INT32 = 2**31 - 1
-_OPTIONS = {"priority", "delay", "max_attempts", "idempotency_key", "user_id"}
+_OPTIONS = {"priority", "delay", "max_attempts", "idempotency_key", "user_id",
+            "concurrency_key", "concurrency", "unique_for"}
 
 
 # One encoder for every payload: json.dumps with options builds a new one per call,
@@ -56,6 +57,10 @@ class _Row(NamedTuple):  # a tuple: a million of them are built per backfill
     max_attempts: int
     key: str | None
     user_id: str | None
+    concurrency_key: str | None = None
+    concurrency: int | None = None
+    unique_key: str | None = None  # a scoped key (queue_core/unique.py), instead of `key`
+    unique_s: float | None = None
 
 
 def _text(name: str, value: Any, limit: int, *, required: bool) -> str | None:
@@ -85,7 +90,8 @@ def _utf8_clean(payload: Any) -> bool:
 
 
 def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = None,
-             max_attempts: Any = 3, idempotency_key: Any = None, user_id: Any = None,
+             max_attempts: Any = None, idempotency_key: Any = None, user_id: Any = None,
+             concurrency_key: Any = None, concurrency: Any = None, unique_for: Any = None,
              max_payload_bytes: int) -> _Row:
     job_type = _text("job type", job_type, MAX_TYPE_LENGTH, required=True)
     assert job_type is not None
@@ -117,6 +123,8 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
         )
     if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > _INT32:
         raise InvalidJob(f"priority must be an integer between -{_INT32} and {_INT32}")
+    if max_attempts is None:
+        max_attempts = policy.max_attempts_for(job_type)
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
         raise InvalidJob("max_attempts must be an integer")
     if not 1 <= max_attempts <= 1000:
@@ -133,7 +141,17 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
         raise InvalidJob(f"delay must be between 0 seconds and 10 years, not {delay_s}")
     key = _text("idempotency key", idempotency_key, MAX_KEY_LENGTH, required=False)
     user = _text("user id", user_id, MAX_KEY_LENGTH, required=False)
-    return _Row(new_job_id(), job_type, encoded, priority, delay_s, max_attempts, key, user)
+    slot_key, limit = limits.resolve(
+        job_type, payload, _text("concurrency key", concurrency_key, MAX_KEY_LENGTH,
+                                 required=False), concurrency)
+    if slot_key is not None:
+        _text("concurrency key", slot_key, MAX_KEY_LENGTH, required=True)
+    scoped, unique_s = unique.window(unique_for)
+    if scoped and key is None:
+        raise InvalidJob("unique_for needs an idempotency key")
+    unique_key, key = (key, None) if scoped else (None, key)
+    return _Row(new_job_id(), job_type, encoded, priority, delay_s, max_attempts, key, user,
+                slot_key, limit, unique_key, unique_s)
 
 
 def check_job(job: Mapping[str, Any]) -> None:
@@ -152,17 +170,22 @@ def _prepare_job(job: Any, index: int, limit: int) -> _Row:
 
 
 def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
-            delay: float | timedelta | None = None, max_attempts: int = 3,
+            delay: float | timedelta | None = None, max_attempts: int | None = None,
             idempotency_key: str | None = None, user_id: str | None = None,
+            concurrency_key: str | None = None, concurrency: int | None = None,
+            unique_for: str | float | timedelta | None = None,
             conn: Connection | Session | DBAPIConnection | None = None) -> str:
     """Add one job; return its id (the existing job's id if the key already exists).
 
     With `conn` the insert joins the caller's transaction: the job exists only
-    if that transaction commits.
+    if that transaction commits. `concurrency_key` / `concurrency`: at most
+    that many jobs of the key run at once (queue_core/limits.py). `unique_for`:
+    how long the idempotency key holds ("active", "1h"; queue_core/unique.py).
     """
     job = {"type": job_type, "payload": payload, "priority": priority, "delay": delay,
            "max_attempts": max_attempts, "idempotency_key": idempotency_key,
-           "user_id": user_id}
+           "user_id": user_id, "concurrency_key": concurrency_key,
+           "concurrency": concurrency, "unique_for": unique_for}
     return enqueue_many([job], conn=conn)[0]
 
 
@@ -195,6 +218,9 @@ def _insert(conn: Connection | BorrowedConnection, rows: Sequence[_Row]) -> Enqu
     created = 0
     ids: dict[int, str] = {}
     todo = list(range(len(rows)))
+    scoped = sorted({r.unique_key for r in rows if r.unique_key is not None})
+    if scoped:  # free the scoped keys whose window is over (queue_core/unique.py)
+        conn.execute(sql.FREE_UNIQUE_KEYS, {"keys": _text_array(scoped)})
     # A key's row can vanish between our conflict and our look-up (cleanup, a
     # rolled-back concurrent insert): insert what is still missing again.
     for _ in range(5):
@@ -219,9 +245,14 @@ def _insert(conn: Connection | BorrowedConnection, rows: Sequence[_Row]) -> Enqu
         keys = sorted({key for i in skipped if (key := rows[i].key) is not None})
         existing = {r.key: r.id for r in conn.execute(sql.EXISTING_BY_KEY,
                                                       {"keys": _text_array(keys)})}
+        unique_keys = sorted({u for i in skipped if (u := rows[i].unique_key) is not None})
+        existing_unique = {r.key: r.id for r in conn.execute(
+            sql.EXISTING_BY_UNIQUE_KEY, {"keys": _text_array(unique_keys)})} if unique_keys else {}
         for i in skipped:
             if rows[i].key in existing:
                 ids[i] = existing[rows[i].key]
+            elif rows[i].unique_key in existing_unique:
+                ids[i] = existing_unique[rows[i].unique_key]
         todo = [i for i in skipped if i not in ids]
         if not todo:
             break
@@ -244,6 +275,12 @@ def _columns(rows: Sequence[_Row]) -> dict[str, str]:
         "max_attempts": _number_array([r.max_attempts for r in rows]),
         "keys": _text_array([r.key for r in rows]),
         "user_ids": _text_array([r.user_id for r in rows]),
+        "slot_keys": _text_array([r.concurrency_key for r in rows]),
+        "unique_keys": _text_array([r.unique_key for r in rows]),
+        "unique_secs": "{" + ",".join("NULL" if r.unique_s is None else repr(r.unique_s)
+                                      for r in rows) + "}",
+        "slot_limits": "{" + ",".join("NULL" if r.concurrency is None else str(r.concurrency)
+                                      for r in rows) + "}",
     }
 
 

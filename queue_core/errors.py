@@ -44,6 +44,10 @@ class JobNotFound(SkiplockError):
     """No job has this id."""
 
 
+class WaitTimeout(SkiplockError):
+    """The job did not finish within the time given."""
+
+
 class TransactionConflict(SkiplockError):
     """The caller's transaction conflicts with a concurrent one; roll it back and retry it."""
 

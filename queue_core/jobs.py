@@ -16,7 +16,7 @@ class JobStatus(enum.StrEnum):
     PENDING = "PENDING"
     PROCESSING = "PROCESSING"
     COMPLETED = "COMPLETED"
-    FAILED = "FAILED"  # kept for compatibility with the seed; skiplock never sets it
+    FAILED = "FAILED"  # cancelled (the seed declares it and never writes it)
     DEAD_LETTER = "DEAD_LETTER"
 
 
@@ -31,6 +31,14 @@ class Fenced(Protocol):
 
     @property
     def attempts(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a handler last reported with `skiplock.progress`."""
+
+    fraction: float | None
+    message: str | None
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,16 @@ class Job:
     # Why the payload could not be decoded (then `payload` is empty): the pool fails
     # such a job alone, without a retry (queue_core/storable.py).
     decode_error: str | None = None
+    cancel_requested_at: datetime | None = None
+    cancelled_by: str | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    held_back: bool | None = None
+    unique_key: str | None = None
+    unique_until: datetime | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+    snoozes: int | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -103,6 +121,7 @@ class Job:
             result=result,
             interruptions=m.get("interruptions") or 0,
             decode_error=decode_error,
+            **{name: m.get(column) for name, column in _FEATURE_COLUMNS.items()},
         )
 
     @property
@@ -140,3 +159,18 @@ _COLUMNS = {
     "result": "result",
     "interruptions": "interruptions",
 }
+
+# Columns of migration 0005_features (cancel, limits, unique windows, progress, snooze).
+_FEATURE_COLUMNS = {
+    "cancel_requested_at": "cancelRequestedAt",
+    "cancelled_by": "cancelledBy",
+    "concurrency_key": "concurrencyKey",
+    "concurrency_limit": "concurrencyLimit",
+    "held_back": "heldBack",
+    "unique_key": "uniqueKey",
+    "unique_until": "uniqueUntil",
+    "progress": "progress",
+    "progress_message": "progressMessage",
+    "snoozes": "snoozes",
+}
+_COLUMNS.update(_FEATURE_COLUMNS)

@@ -9,17 +9,18 @@ job (False / None) and cannot overwrite the other's outcome.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from skiplock.queue_core import accounting, sql
+from skiplock.queue_core import accounting, policy, sql
 from skiplock.queue_core.backoff import backoff_s
 from skiplock.queue_core.db import connect
 from skiplock.queue_core.errors import InvalidJob
-from skiplock.queue_core.jobs import Fenced, Job, JobStatus
+from skiplock.queue_core.jobs import Fenced, Job, JobStatus, Progress
 from skiplock.queue_core.storable import MAX_ERROR_CHARS, storable_json, storable_text
 
 log = logging.getLogger("skiplock.queue")
@@ -81,7 +82,7 @@ def fail(job: Fenced, error: Any, retry: bool = True,
     """Record a failed attempt: PENDING after backoff if attempts are left and `retry`,
     else DEAD_LETTER. Returns the new status, or None if the job was no longer ours."""
     params = {**_fence(job), "error": clean_error(error), "retry": bool(retry),
-              "backoff_s": backoff_s(job.attempts)}
+              "backoff_s": policy.backoff_for(getattr(job, "type", None), job.attempts)}
     with connect(conn, autocommit=True) as c:
         row = c.execute(sql.FAIL, params).first()
     if row is None:
@@ -130,10 +131,29 @@ def release_unstarted(worker_id: str, started: Sequence[str], reason: str,
 
 def heartbeat(jobs: Iterable[Fenced], conn: Connection | Session | None = None) -> set[str]:
     """Refresh "lockedAt" of the given jobs in one statement; return the ids still held."""
+    return beat(jobs, conn=conn).held
+
+
+@dataclass(frozen=True)
+class Beat:
+    """The heartbeat's answer: the ids still held, and those of them an operator cancelled."""
+
+    held: set[str]
+    cancel_requested: set[str]
+
+
+def beat(jobs: Iterable[Fenced], progress: Mapping[str, Progress] | None = None,
+         conn: Connection | Session | None = None) -> Beat:
+    """`heartbeat`, also writing each job's latest progress and reading cancel requests."""
     jobs = list(jobs)
     if not jobs:
-        return set()
+        return Beat(set(), set())
+    progress = progress or {}
+    reports = [progress.get(j.id) for j in jobs]
     params = {"ids": [j.id for j in jobs], "lockers": [j.locked_by for j in jobs],
-              "attempts": [j.attempts for j in jobs]}
+              "attempts": [j.attempts for j in jobs],
+              "progress": [r.fraction if r else None for r in reports],
+              "messages": [r.message if r else None for r in reports]}
     with connect(conn, autocommit=True) as c:
-        return {row.id for row in c.execute(sql.HEARTBEAT, params)}
+        rows = c.execute(sql.HEARTBEAT, params).fetchall()
+    return Beat({row.id for row in rows}, {row.id for row in rows if row.cancel_requested})

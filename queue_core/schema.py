@@ -8,6 +8,8 @@ mirror exists for code that wants typed columns (ad-hoc queries, reports), and
 from __future__ import annotations
 
 from sqlalchemy import (
+    REAL,
+    Boolean,
     Column,
     DateTime,
     Enum,
@@ -50,4 +52,16 @@ worker_job = Table(
     Column("completedAt", DateTime(timezone=True)),
     Column("result", JSONB),
     Column("interruptions", Integer),
+    # 0005_features
+    Column("cancelRequestedAt", DateTime(timezone=True)),
+    Column("cancelledBy", Text),
+    Column("concurrencyKey", Text),
+    Column("concurrencyLimit", Integer),
+    Column("heldBack", Boolean),
+    Column("uniqueKey", Text),
+    Column("uniqueUntil", DateTime(timezone=True)),
+    Column("progress", REAL),
+    Column("progressMessage", Text),
+    Column("snoozes", Integer),
+    Column("notifyDone", Boolean),
 )

@@ -27,21 +27,28 @@ PROBE = text('SELECT 1 FROM "WorkerJob" LIMIT 0')
 # keys atomic (docs/lessons.md: check-then-insert races); the ids of the rows that
 # were skipped are looked up with EXISTING_BY_KEY, in a new statement whose
 # snapshot sees a conflicting row that a concurrent transaction just committed.
+# A job with a concurrency key is inserted held back; a trigger lets it in if its
+# key has a free slot (queue_core/limits.py). ON CONFLICT without a target: both
+# "idempotencyKey" and the scoped "uniqueKey" (queue_core/unique.py) arbitrate.
 INSERT_JOBS = text(
     """
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
-         "createdAt")
+         "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
-           j.user_id, statement_timestamp()
+           j.user_id, statement_timestamp(),
+           j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END,
+           j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s)
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
-        CAST(:keys AS text[]), CAST(:user_ids AS text[])
-    ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id, ord)
+        CAST(:keys AS text[]), CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]),
+        CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[])
+    ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
+                           slot_key, slot_limit, unique_key, unique_s, ord)
     ORDER BY j.ord
-    ON CONFLICT ("idempotencyKey") DO NOTHING
+    ON CONFLICT DO NOTHING
     RETURNING id
     """
 )
@@ -50,6 +57,25 @@ EXISTING_BY_KEY = text(
     """
     SELECT "idempotencyKey" AS key, id FROM "WorkerJob"
     WHERE "idempotencyKey" = ANY(CAST(:keys AS text[]))
+    """
+)
+
+# Scoped keys (queue_core/unique.py): a key is free again once its job ended
+# (a window "while active") or its period is over; freed just before an enqueue
+# of the same key, the row keeping all but the key.
+FREE_UNIQUE_KEYS = text(
+    """
+    UPDATE "WorkerJob" SET "uniqueKey" = NULL
+    WHERE "uniqueKey" = ANY(CAST(:keys AS text[]))
+      AND CASE WHEN "uniqueUntil" IS NULL THEN status NOT IN ('PENDING', 'PROCESSING')
+               ELSE "uniqueUntil" <= now() END
+    """
+)
+
+EXISTING_BY_UNIQUE_KEY = text(
+    """
+    SELECT "uniqueKey" AS key, id FROM "WorkerJob"
+    WHERE "uniqueKey" = ANY(CAST(:keys AS text[]))
     """
 )
 
@@ -70,10 +96,19 @@ EXISTING_BY_KEY = text(
 # driver could not decode (JSON nested too deeply, a number too long for
 # Python) would make the whole claim raise after it committed, and fail every
 # job of the batch, or the completed job whose transaction claimed it.
+def _features(prefix: str = "") -> str:
+    """The columns of migration 0005_features that `Job` reads (a claimed job's cancel
+    request, its concurrency key, its progress...)."""
+    return ", ".join(f'{prefix}"{c}"' for c in (
+        "cancelRequestedAt", "cancelledBy", "concurrencyKey", "concurrencyLimit", "heldBack",
+        "uniqueKey", "uniqueUntil", "progress", "progressMessage", "snoozes"))
+
+
 _CLAIM = """
     WITH ready AS (
         SELECT id FROM "WorkerJob"
-        WHERE status = 'PENDING' AND "availableAt" <= statement_timestamp() {type_filter}
+        WHERE status = 'PENDING' AND "heldBack" IS NULL
+          AND "availableAt" <= statement_timestamp() {type_filter}
           AND NOT skiplock_type_paused(type)
         ORDER BY priority DESC, "availableAt" ASC
         LIMIT :limit
@@ -88,15 +123,17 @@ _CLAIM = """
     RETURNING j.id, j.type, j.payload::text AS payload_json, j.status, j.priority,
         j."availableAt", j.attempts, j."maxAttempts", j."lastError", j."lockedAt", j."lockedBy",
         j."idempotencyKey", j."userId", j."createdAt", j."startedAt", j."completedAt",
-        j.interruptions
+        j.interruptions, {features}
 """
-CLAIM = text(_CLAIM.format(type_filter=""))
-CLAIM_TYPES = text(_CLAIM.format(type_filter="AND type = ANY(CAST(:types AS text[]))"))
+CLAIM = text(_CLAIM.format(type_filter="", features=_features("j.")))
+CLAIM_TYPES = text(_CLAIM.format(type_filter="AND type = ANY(CAST(:types AS text[]))",
+                                 features=_features("j.")))
 # The claim a busy child makes in the transaction that completes its last job,
 # behind a savepoint set in the same round trip: if the claim fails, the child
 # rolls back to the savepoint and the completion still commits.
 CLAIM_SAVEPOINT = "skiplock_claim"
-CLAIM_AFTER_SAVEPOINT = text(f"SAVEPOINT {CLAIM_SAVEPOINT}; " + _CLAIM.format(type_filter=""))
+CLAIM_AFTER_SAVEPOINT = text(f"SAVEPOINT {CLAIM_SAVEPOINT}; "
+                             + _CLAIM.format(type_filter="", features=_features("j.")))
 
 _FENCE = """
     id = :id AND status = 'PROCESSING' AND "lockedBy" = :locked_by AND attempts = :attempts
@@ -190,14 +227,20 @@ RELEASE_UNSTARTED = text(
 )
 
 # Each job fenced by its own holder and attempt; what comes back is still held.
+# The same statement carries what the handlers reported (progress; NULL keeps the
+# last value) and answers which of the jobs an operator asked to cancel, so that
+# neither costs a statement of its own (queue_core/cancel.py, progress.py).
 HEARTBEAT = text(
     """
-    UPDATE "WorkerJob" AS j SET "lockedAt" = statement_timestamp()
-    FROM unnest(CAST(:ids AS text[]), CAST(:lockers AS text[]), CAST(:attempts AS int[]))
-         AS h(id, locked_by, attempts)
+    UPDATE "WorkerJob" AS j SET "lockedAt" = statement_timestamp(),
+        progress = COALESCE(h.progress, j.progress),
+        "progressMessage" = COALESCE(h.message, j."progressMessage")
+    FROM unnest(CAST(:ids AS text[]), CAST(:lockers AS text[]), CAST(:attempts AS int[]),
+                CAST(:progress AS real[]), CAST(:messages AS text[]))
+         AS h(id, locked_by, attempts, progress, message)
     WHERE j.id = h.id AND j.status = 'PROCESSING'
       AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts
-    RETURNING j.id
+    RETURNING j.id, j."cancelRequestedAt" IS NOT NULL AS cancel_requested
     """
 )
 
@@ -263,10 +306,11 @@ RECOVER_STUCK = text(
 # payload and result as text, decoded by `Job.from_row`: `skiplock job ID` must
 # show a job whose JSON Python cannot decode, not crash on it.
 GET_JOB = text(
-    """
+    f"""
     SELECT id, type, payload::text AS payload_json, status, priority, "availableAt", attempts,
            "maxAttempts", "lastError", "lockedAt", "lockedBy", "idempotencyKey", "userId",
-           "createdAt", "startedAt", "completedAt", result::text AS result_json, interruptions
+           "createdAt", "startedAt", "completedAt", result::text AS result_json, interruptions,
+           {_features()}
     FROM "WorkerJob" WHERE id = :id
     """
 )
@@ -315,3 +359,136 @@ _RETRY_DEAD = """
 RETRY_DEAD_IDS = text(_RETRY_DEAD.format(filter="AND id = ANY(CAST(:ids AS text[]))"))
 RETRY_DEAD_TYPE = text(_RETRY_DEAD.format(filter="AND type = :type"))
 RETRY_DEAD_ALL = text(_RETRY_DEAD.format(filter=""))
+
+# -- cancel (queue_core/cancel.py) ------------------------------------------------
+
+_UTC = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
+
+# A pending job ends here, FAILED, and never starts; a running one keeps running
+# with the request recorded, until its master reads it in a heartbeat's answer.
+# The first request wins: who asked, and when, stay those of the first cancel.
+CANCEL_REQUEST = text(
+    f"""
+    UPDATE "WorkerJob" AS j
+    SET status = CASE WHEN j.status = 'PENDING' THEN 'FAILED' ELSE j.status END::"JobStatus",
+        "completedAt" = CASE WHEN j.status = 'PENDING' THEN now() ELSE j."completedAt" END,
+        "lastError" = CASE WHEN j.status = 'PENDING'
+                           THEN format('cancelled by %s at %s while pending (%s attempt(s) made)',
+                                       :by, {_UTC.format("now()")}, j.attempts)
+                           ELSE j."lastError" END,
+        "cancelRequestedAt" = COALESCE(j."cancelRequestedAt", now()),
+        "cancelledBy" = COALESCE(j."cancelledBy", :by)
+    WHERE j.id = ANY(CAST(:ids AS text[])) AND j.status IN ('PENDING', 'PROCESSING')
+    RETURNING j.id, j.status::text AS status
+    """
+)
+
+STATUS_OF = text(
+    """
+    SELECT id, status::text AS status, "lastError" AS last_error FROM "WorkerJob"
+    WHERE id = ANY(CAST(:ids AS text[]))
+    """
+)
+
+# What `skiplock cancel --type/--user-id` would touch, in pages (keyset on id).
+CANCEL_CANDIDATES = text(
+    """
+    SELECT id, status::text AS status FROM "WorkerJob"
+    WHERE status IN ('PENDING', 'PROCESSING')
+      AND (CAST(:type AS text) IS NULL OR type = :type)
+      AND (CAST(:user_id AS text) IS NULL OR "userId" = :user_id)
+      AND id > :after
+    ORDER BY id
+    LIMIT :batch
+    """
+)
+
+# The master ends a running job whose cancel it read, fenced like every change of
+# a claimed job: a job that completed meanwhile stays completed.
+CANCEL_RUNNING = text(
+    f"""
+    UPDATE "WorkerJob"
+    SET status = 'FAILED', "completedAt" = statement_timestamp(),
+        "lastError" = format('cancelled by %s at %s %s (worker %s, attempt %s of %s)',
+                             COALESCE("cancelledBy", 'unknown'),
+                             {_UTC.format('"cancelRequestedAt"')}, CAST(:phase AS text),
+                             "lockedBy", attempts, "maxAttempts"),
+        "lockedAt" = NULL, "lockedBy" = NULL
+    WHERE {_FENCE} AND "cancelRequestedAt" IS NOT NULL
+    """
+)
+
+# -- waiting on a job (queue_core/waiting.py) ------------------------------------------
+
+DONE_CHANNEL = "skiplock_done"
+
+# Someone waits: the job's end will NOTIFY DONE_CHANNEL with its id (a trigger of
+# migration 0005; jobs nobody waits on send nothing, see there why).
+MARK_WAITED = text(
+    """
+    UPDATE "WorkerJob" SET "notifyDone" = true
+    WHERE id = :id AND "notifyDone" IS NOT TRUE AND status IN ('PENDING', 'PROCESSING')
+    """
+)
+
+# -- snooze (queue_core/snooze.py) -----------------------------------------------------
+
+# "Run me again in N seconds": back to PENDING with the attempt given back and the
+# snooze counted, or DEAD_LETTER once the type's bound is used up. Fenced like any
+# change of a claimed job.
+_SNOOZE_LEFT = 'COALESCE(snoozes, 0) < :max_snoozes'
+SNOOZE = text(
+    f"""
+    UPDATE "WorkerJob"
+    SET status = CASE WHEN {_SNOOZE_LEFT} THEN 'PENDING' ELSE 'DEAD_LETTER' END::"JobStatus",
+        attempts = CASE WHEN {_SNOOZE_LEFT} THEN attempts - 1 ELSE attempts END,
+        snoozes = COALESCE(snoozes, 0) + 1,
+        "availableAt" = CASE WHEN {_SNOOZE_LEFT}
+                             THEN statement_timestamp() + make_interval(secs => :delay_s)
+                             ELSE "availableAt" END,
+        "completedAt" = CASE WHEN {_SNOOZE_LEFT} THEN NULL ELSE statement_timestamp() END,
+        "lastError" = CASE WHEN {_SNOOZE_LEFT} THEN "lastError"
+                           ELSE format('snoozed %s times, the limit of its type', snoozes) END,
+        "startedAt" = CASE WHEN {_SNOOZE_LEFT} THEN NULL ELSE "startedAt" END,
+        "lockedAt" = NULL, "lockedBy" = NULL
+    WHERE {_FENCE}
+    RETURNING status::text AS status
+    """
+)
+
+# -- test helpers (skiplock/testing.py) -------------------------------------------------
+
+# Jobs a test looks for: by type, status and a part of the payload (jsonb @>).
+FIND_JOBS = text(
+    """
+    SELECT * FROM "WorkerJob"
+    WHERE (CAST(:type AS text) IS NULL OR type = :type)
+      AND status = ANY(CAST(:statuses AS "JobStatus"[]))
+      AND payload @> CAST(:payload AS jsonb)
+    ORDER BY "createdAt", id
+    """
+)
+
+# `drain(run_scheduled=True)`: delayed jobs and retries waiting for their backoff
+# are made due now, so a test need not wait for them.
+MAKE_DUE = text(
+    """
+    UPDATE "WorkerJob" SET "availableAt" = now()
+    WHERE status = 'PENDING' AND "availableAt" > now()
+      AND (CAST(:types AS text[]) IS NULL OR type = ANY(CAST(:types AS text[])))
+    """
+)
+
+# -- concurrency keys (queue_core/limits.py) ------------------------------------------
+
+# Keys nobody holds or waits for any more, forgotten by cleanup. A key in use again
+# meanwhile is kept: the DELETE re-reads `active` on the row it locks, and an
+# enqueue that comes after simply creates the row again.
+PRUNE_IDLE_KEYS = text(
+    """
+    DELETE FROM "WorkerConcurrencyKey" AS k
+    WHERE k.active = 0 AND k."updatedAt" < now() - make_interval(secs => :idle_s)
+      AND NOT EXISTS (SELECT 1 FROM "WorkerJob" j
+                      WHERE j."concurrencyKey" = k.key AND j.status = 'PENDING' AND j."heldBack")
+    """
+)

@@ -71,19 +71,36 @@ def _known_types(extra_modules: tuple[str, ...]) -> list[str]:
               help="Run no sooner than this from now: 90, 30s, 5m, 2h, 7d.")
 @click.option("--key", "idempotency_key", default=None,
               help="Idempotency key: if a job with this key exists, print its id instead.")
-@click.option("--max-attempts", type=int, default=3, show_default=True,
-              help="Attempts before the job is dead-lettered.")
+@click.option("--concurrency-key", default=None, metavar="KEY",
+              help="At most --concurrency jobs of KEY run at once, on every host.")
+@click.option("--concurrency", type=int, default=None, metavar="N",
+              help="With --concurrency-key: the key's limit (default: the type's).")
+@click.option("--unique-for", default=None, metavar="WINDOW",
+              help="With --key: how long the key holds: 'active' (while pending or running) "
+                   "or a period such as 1h (default: as long as the job exists).")
+@click.option("--max-attempts", type=int, default=None,
+              help="Attempts before the job is dead-lettered (default: the type's, else 3).")
 @click.option("--user-id", default=None, help="The user the job belongs to.")
 @click.option("--handlers", "handler_modules", multiple=True, metavar="MODULE",
-              help="Import MODULE so that its job types are known (repeatable).")
+              help="Import MODULE so that its job types, and their limits and retry "
+                   "policy, are known (repeatable).")
 @click.option("--any-type", is_flag=True,
               help="Accept a type no handler here knows (one served by another deployment).")
+@click.option("--wait", "wait_", is_flag=True,
+              help="Wait for the job to finish; print its result (exit 0) or its error (exit 1).")
+@click.option("--timeout", type=DURATION, default=None,
+              help="With --wait: give up after this long (exit 1; the job goes on).")
 def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
-            idempotency_key: str | None, max_attempts: int, user_id: str | None,
-            handler_modules: tuple[str, ...], any_type: bool) -> None:
+            idempotency_key: str | None, max_attempts: int | None, user_id: str | None,
+            handler_modules: tuple[str, ...], any_type: bool, wait_: bool,
+            timeout: float | None, unique_for: str | None, concurrency_key: str | None,
+            concurrency: int | None) -> None:
     """Add a job of TYPE with the JSON object PAYLOAD ('-' reads it from stdin).
 
-    Prints the job id alone on stdout.
+    Prints the job id alone on stdout. With --wait, prints the id on stderr,
+    waits until a worker finishes the job, then prints its result as JSON on
+    stdout and exits 0, or prints its error on stderr and exits 1 (failed for
+    good, or cancelled).
 
     \b
       skiplock enqueue INTERPRET_EVENT '{"eventId": "evt_1"}'
@@ -114,8 +131,24 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
             )
     job_id = do_enqueue(job_type, data, priority=priority, delay=delay,
                         max_attempts=max_attempts, idempotency_key=idempotency_key,
-                        user_id=user_id)
-    click.echo(job_id)
+                        user_id=user_id, unique_for=unique_for,
+                        concurrency_key=concurrency_key, concurrency=concurrency)
+    if not wait_:
+        if timeout is not None:
+            raise click.UsageError("--timeout goes with --wait")
+        click.echo(job_id)
+        return
+    from skiplock.cli.features import wait_and_report
+
+    click.echo(job_id, err=True)
+    wait_and_report(job_id, timeout)
+
+
+# Columns of the job features (cancel, limits, unique windows, progress, snooze):
+# shown only when set, so that an ordinary job reads as it always did.
+_UNSET_HIDDEN = frozenset({"cancelRequestedAt", "cancelledBy", "concurrencyKey",
+                           "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
+                           "progress", "progressMessage", "snoozes"})
 
 
 @main.command()
@@ -136,7 +169,7 @@ def job(job_id: str, as_json: bool) -> None:
     for key, value in row.items():
         if key in ("payload", "result") and value is not None:
             value = json.dumps(value, ensure_ascii=False)
-        if key == "lastError":
+        if key == "lastError" or (value is None and key in _UNSET_HIDDEN):
             continue
         click.echo(f"{key:<{width}}  {'' if value is None else value}")
     if found.last_error:
@@ -194,12 +227,13 @@ def recover(stuck_timeout: float | None) -> None:
 @main.command()
 @click.option("--older-than", type=DURATION, default="7d", show_default=True,
               help="Delete finished jobs that finished longer ago than this.")
-@click.option("--keep-dead", is_flag=True, help="Delete COMPLETED jobs only; keep dead letters.")
+@click.option("--keep-dead", is_flag=True,
+              help="Keep dead letters; delete COMPLETED and cancelled (FAILED) jobs only.")
 def cleanup(older_than: float, keep_dead: bool) -> None:
-    """Delete old COMPLETED and DEAD_LETTER jobs, in small batches."""
+    """Delete old COMPLETED, DEAD_LETTER and cancelled (FAILED) jobs, in small batches."""
     from skiplock.queue_core import cleanup as do_cleanup
 
-    statuses = ("COMPLETED",) if keep_dead else ("COMPLETED", "DEAD_LETTER")
+    statuses = ("COMPLETED", "FAILED") if keep_dead else ("COMPLETED", "DEAD_LETTER", "FAILED")
     click.echo(f"deleted {do_cleanup(older_than, statuses=statuses)} jobs")
 
 

@@ -39,7 +39,7 @@ def _print_health(h: Any) -> None:
          if "COMPLETED" in h.estimated else "")
     line("dead letter", "DEAD_LETTER")
     if h.counts.get("FAILED"):
-        line("failed", "FAILED")
+        line("cancelled", "FAILED")  # FAILED is what a cancel ends in
     click.echo(f"oldest ready job: {_age(h.oldest_ready_age_s)}")
     rates = ", ".join(f"{n} in {m}m ({n / (60 * m):.1f}/s)"
                       for m, n in h.completed_per_window.items())
@@ -57,6 +57,9 @@ def _print_health(h: Any) -> None:
         click.echo("dead letters by type:")
         for name, n in sorted(h.dead_by_type.items()):
             click.echo(f"  {name:<28} {n:>10}")
+    if h.held_back:
+        click.echo(f"held back by a concurrency limit: {h.held_back} pending (biggest keys: "
+                   + ", ".join(f"{k} {n}" for k, n in h.held_back_by_key.items()) + ")")
     if h.paused:
         click.echo("paused types: " + ", ".join(
             f"{name} ({n} pending)" for name, n in sorted(h.paused.items())))
@@ -208,4 +211,7 @@ def ps(as_json: bool) -> None:
                        f"started {started}  {beat}")
         else:
             job = (f"{r.job_type} {r.job_id} for {_age(r.job_age_s)}" if r.job_id else "idle")
+            if r.job_id and (r.job_progress is not None or r.job_progress_message):
+                done = f"{r.job_progress:.0%}" if r.job_progress is not None else ""
+                job += f"  [{' '.join(p for p in (done, r.job_progress_message) if p)}]"
             click.echo(f"  worker {r.slot}  pid {r.pid}  started {started}  {job}")

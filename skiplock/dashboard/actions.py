@@ -3,9 +3,10 @@
 Two kinds, each a small registry:
 
 - job actions (`JOB_ACTIONS`), buttons on a job's page: retry (a dead
-  letter), run now (a waiting PENDING job). An action names the jobs it
-  applies to and performs itself on a connection; another one (cancel, say)
-  is one more `JobAction(...)` entry here and appears on the page by itself.
+  letter), run now (a waiting PENDING job), cancel (a pending or running job;
+  queue_core/cancel.py). An action names the jobs it applies to and performs
+  itself on a connection; another one is one more `JobAction(...)` entry here
+  and appears on the page by itself.
 - bulk actions (`BULK_ACTIONS`): retry the dead letters of a type or all of
   them, pause and resume a type. Those that touch many jobs are `confirm=True`:
   the first POST only shows how many jobs it would touch, and the action runs
@@ -30,6 +31,7 @@ from sqlalchemy import Connection
 
 from skiplock.ops import pauses
 from skiplock.ops import sql as ops_sql
+from skiplock.queue_core.cancel import CancelOutcome, cancel
 from skiplock.queue_core.db import connect
 from skiplock.queue_core.errors import InvalidJob
 from skiplock.queue_core.jobs import Job
@@ -62,11 +64,21 @@ def _run_now(c: Connection, job: Job, actor: Actor) -> int:
     return len(c.execute(ops_sql.RUN_NOW, {"id": job.id}).fetchall())
 
 
+def _cancel(c: Connection, job: Job, actor: Actor) -> int:
+    # queue_core/cancel.py: a pending job ends now, a running one is stopped by its
+    # pool within a heartbeat; a job that finished meanwhile is left alone (0).
+    result = cancel(job.id, by=f"dashboard:{actor.who}", conn=c)
+    return 1 if result.outcome in (CancelOutcome.CANCELLED, CancelOutcome.CANCELLING) else 0
+
+
 JOB_ACTIONS: dict[str, JobAction] = {a.name: a for a in (
     JobAction("retry", "Retry", "moved back to PENDING with fresh attempts",
               lambda job, ready: job.status == "DEAD_LETTER", _retry),
     JobAction("run-now", "Run now", "made ready to run now",
               lambda job, ready: job.status == "PENDING" and not ready, _run_now),
+    JobAction("cancel", "Cancel", "cancelled (a running job is stopped within a heartbeat)",
+              lambda job, ready: job.status in ("PENDING", "PROCESSING"), _cancel,
+              danger=True),
 )}
 
 

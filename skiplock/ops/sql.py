@@ -90,8 +90,10 @@ PRUNE_PROCESSES = text(
 LIST_PROCESSES = text(
     """
     SELECT p.*, EXTRACT(EPOCH FROM now() - p."heartbeatAt") AS heartbeat_age_s,
-           EXTRACT(EPOCH FROM now() - p."jobStartedAt") AS job_age_s
+           EXTRACT(EPOCH FROM now() - p."jobStartedAt") AS job_age_s,
+           j.progress AS job_progress, j."progressMessage" AS job_progress_message
     FROM "WorkerProcess" p
+    LEFT JOIN "WorkerJob" j ON j.id = p."jobId" AND j.status = 'PROCESSING'
     ORDER BY p.host, COALESCE(p."masterId", p.id), p.kind DESC, p."slot", p.pid
     """
 )
@@ -207,6 +209,16 @@ LIST_JOBS = """
     ORDER BY {order}
     LIMIT :limit
 """
+
+# Jobs waiting for a slot of their concurrency key (queue_core/limits.py), read
+# through the held-back partial index, and the keys that hold the most.
+HELD_BACK = text(
+    """
+    SELECT "concurrencyKey" AS key, count(*) AS n FROM "WorkerJob"
+    WHERE status = 'PENDING' AND "heldBack"
+    GROUP BY 1 ORDER BY 2 DESC, 1
+    """
+)
 
 # -- the dashboard (skiplock/dashboard) -----------------------------------------------------
 

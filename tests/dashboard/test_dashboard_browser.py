@@ -232,3 +232,19 @@ def test_run_now_starts_a_delayed_job_at_once(start_dashboard, start_pool, page)
     expect(page.locator(".flash.ok")).to_contain_text("made ready to run now")
     wait_for(lambda: status(job) == "COMPLETED", what="the job to run")
     assert [(a.action, a.target, a.affected) for a in logged_actions()] == [("run-now", job, 1)]
+
+
+def test_cancelling_a_running_job_from_its_page_stops_it(start_dashboard, start_pool, page):
+    job = enqueue("DASH_SLOW", {"seconds": 60})
+    start_pool("-c", "1")
+    wait_for(lambda: status(job) == "PROCESSING", what="the job to start")
+    board = start_dashboard("--allow-actions")
+    page.goto(f"{board.url}/jobs/{job}")
+    page.click('button[data-action="cancel"]')
+    expect(page.locator(".flash.ok")).to_contain_text("cancelled")
+    wait_for(lambda: status(job) == "FAILED", 15, what="the pool to stop the job")
+    [(last_error,)] = sql('SELECT "lastError" FROM "WorkerJob" WHERE id = :id', id=job)
+    assert re.match(r"cancelled by dashboard:\S+ at \S+ while running", last_error)
+    assert [(a.action, a.target, a.affected) for a in logged_actions()] == [("cancel", job, 1)]
+    page.reload()
+    assert page.locator('button[data-action="cancel"]').count() == 0
