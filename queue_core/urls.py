@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -44,6 +46,16 @@ def database_url(settings: Settings | None = None) -> str:
 
 
 def libpq_dsn(url: str) -> str:
-    """The URL in the form libpq (psycopg2.connect, psql, pgbench) understands."""
-    parsed = make_url(url).set(drivername="postgresql")
-    return parsed.render_as_string(hide_password=False)
+    """The URL as libpq's `key=value` string (psycopg2.connect, psql, pgbench).
+
+    Not a URI: libpq does not read `+` in a URI's query as a space, and a socket
+    directory may hold spaces or quotes; make_dsn quotes every value.
+    """
+    from psycopg2.extensions import make_dsn
+
+    parsed = make_url(url)
+    params: dict[str, Any] = {"host": parsed.host, "port": parsed.port, "user": parsed.username,
+                              "password": parsed.password, "dbname": parsed.database}
+    for key, value in parsed.query.items():
+        params[key] = value[-1] if isinstance(value, tuple) else value
+    return str(make_dsn(**{k: str(v) for k, v in params.items() if v is not None}))
