@@ -42,7 +42,12 @@ from skiplock.pool.postmortem import EXIT_ABORTED, EXIT_BOOT_FAILURE, EXIT_OK
 from skiplock.pool.proctitle import set_title, worker_title
 from skiplock.queue_core import Job, claim, complete, db, fail, release, sql
 from skiplock.queue_core.config import Settings
-from skiplock.queue_core.errors import ConfigurationError, DatabaseUnavailable, InvalidPayload
+from skiplock.queue_core.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    InvalidPayload,
+    PermissionDenied,
+)
 from skiplock.queue_core.payloads import validate_payload
 
 log = logging.getLogger("skiplock.worker")
@@ -179,6 +184,8 @@ class Child:
         try:
             with db.connect() as conn:
                 conn.execute(sql.PROBE)
+        except PermissionDenied as exc:
+            return f"the database refused the worker: {exc}"
         except DatabaseUnavailable as exc:
             if _refused(exc):
                 return f"the database refused the worker: {_first_line(exc)}"

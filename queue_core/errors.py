@@ -24,6 +24,10 @@ class DatabaseUnavailable(SkiplockError):
     """The database cannot be reached."""
 
 
+class PermissionDenied(SkiplockError):
+    """The database role lacks a grant skiplock needs."""
+
+
 class EmbeddedDatabaseError(SkiplockError):
     """The embedded PostgreSQL cluster could not be started."""
 

@@ -8,25 +8,51 @@ traceback.
 
 from __future__ import annotations
 
-import json
+import os
+import re
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
+from skiplock.cli import display
+from skiplock.cli.display import safe
 from skiplock.queue_core.durations import parse_duration
 from skiplock.queue_core.errors import SkiplockError
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def fail(message: str) -> NoReturn:
+    """The one line of an expected error: control characters escaped, no password."""
+    from skiplock.queue_core.urls import scrub
+
+    message = scrub(message, os.environ.get("DATABASE_URL"))
+    click.echo(f"skiplock: error: {safe(message)}", err=True)
+    sys.exit(1)
+
+
 class SkiplockGroup(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Every argument of every command enters here: bytes that are not UTF-8
+        # (Python keeps them as lone surrogates) would fail deep in the driver.
+        for arg in args:
+            if _SURROGATE.search(arg):
+                raise click.UsageError(f"argument {safe(arg)[:80]!r} is not valid UTF-8 text")
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
+        from sqlalchemy import exc as sa_exc
+
+        from skiplock.queue_core.db import describe_database_error
+
         try:
             return super().invoke(ctx)
         except SkiplockError as exc:
-            click.echo(f"skiplock: error: {exc}", err=True)
-            sys.exit(1)
+            fail(str(exc))
+        except sa_exc.DBAPIError as exc:  # the server said no: one line, not a traceback
+            fail(describe_database_error(exc))
 
 
 @click.group(cls=SkiplockGroup, context_settings=CONTEXT)
@@ -44,10 +70,9 @@ def main() -> None:
     try:
         settings = load_settings()
     except SkiplockError as exc:
-        click.echo(f"skiplock: error: {exc}", err=True)
-        sys.exit(1)
+        fail(str(exc))
     configure_logging(settings.log_format, "WARNING" if settings.log_level == "INFO"
-                      else settings.log_level)
+                      else settings.log_level, settings.database_url)
 
 
 class Duration(click.ParamType):
@@ -69,4 +94,4 @@ DURATION = Duration()
 
 
 def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    display.print_json(data)

@@ -183,11 +183,17 @@ def db() -> None:
 
 
 @db.command("url")
-def db_url() -> None:
-    """Print the database URL in use (starting the embedded cluster if needed)."""
+@click.option("--show-password", is_flag=True,
+              help="Print the password too (it is masked otherwise).")
+def db_url(show_password: bool) -> None:
+    """Print the database URL in use (starting the embedded cluster if needed).
+
+    The password is masked as *** unless --show-password is given.
+    """
     from skiplock.queue_core.urls import database_url, redact
 
-    click.echo(redact(database_url()))
+    url = database_url()
+    click.echo(url if show_password else redact(url))
 
 
 @db.command("start")

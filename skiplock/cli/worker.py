@@ -128,7 +128,7 @@ def worker(**flags: Any) -> None:
     handlers = [name.strip() for value in flags.pop("handlers") for name in value.split(",")]
     flags["handlers"] = [name for name in handlers if name] or None
     settings = load_settings(**flags)
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, settings.database_url)
     # Like celery and rq, a handler module in the current directory can be named
     # without installing it (the console script does not put the cwd on sys.path).
     if os.getcwd() not in sys.path and "" not in sys.path:
