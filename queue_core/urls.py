@@ -27,6 +27,7 @@ MASK = "***"
 _SECRET_NAME = re.compile(r"pass", re.IGNORECASE)
 # libpq's key=value form: password='it''s' or password=word
 _KEYWORD_SECRET = re.compile(r"(\w*pass\w*)(\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)", re.IGNORECASE)
+_PLAIN_USER = re.compile(r"[\w.%+-]*")
 _SEPARATORS = re.compile(r"[@:/?#&=;%\s]+")
 
 
@@ -68,6 +69,8 @@ def redact(url: Any) -> str:
     at = rest.rfind("@")
     if at >= 0:
         user, colon, _ = rest[:at].partition(":")
+        if not _PLAIN_USER.fullmatch(user):  # the last @ was not the userinfo's: show nothing
+            user, colon = MASK, ""
         prefix, rest = f"{scheme}://{user}{':' + MASK if colon else ''}@", rest[at + 1:]
     else:
         prefix = f"{scheme}://"
@@ -99,9 +102,8 @@ def secrets_of(url: str | None) -> list[str]:
         _, colon, password = rest[:at].partition(":")
         if colon:
             found.append(password)
-        rest = rest[at + 1:]
-    _, _, query = rest.partition("?")
-    for item in query.split("&"):
+    # Every name=value anywhere: a query the last @ would hide is still read.
+    for item in re.split(r"[?&]", text):
         name, equals, value = item.partition("=")
         if equals and _SECRET_NAME.search(unquote_plus(name)):
             found.append(value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from datetime import datetime
 from typing import Any, NoReturn
 
 import click
@@ -76,18 +77,46 @@ def main() -> None:
 
 
 class Duration(click.ParamType):
-    """A duration flag: 90, 30s, 5m, 2h, 7d."""
+    """A duration flag: 90, 30s, 5m, 2h, 7d; finite, and at least `min_s`."""
 
     name = "duration"
 
+    def __init__(self, min_s: float = 0.0) -> None:
+        self.min_s = min_s
+
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> float:
-        if isinstance(value, float):
-            return value
         try:
-            return parse_duration(value)
+            seconds = parse_duration(value)
         except SkiplockError as exc:
-            self.fail(str(exc), param, ctx)
+            self.fail(safe(exc), param, ctx)
+        if seconds < self.min_s:
+            self.fail(f"must be at least {self.min_s:g}s, not {safe(value)}", param, ctx)
+        return seconds
+
+
+class Day(click.ParamType):
+    """A calendar day YYYY-MM-DD (or an instant with a time), in years 1900 to 9000.
+
+    Wider years overflow the date arithmetic of periods and time zones.
+    """
+
+    name = "date"
+
+    def __init__(self, with_time: bool = False) -> None:
+        formats = ["%Y-%m-%d"] + (["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
+                                   "%Y-%m-%dT%H:%M:%S%z"] if with_time else [])
+        self.inner = click.DateTime(formats=formats)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[%Y-%m-%d|…]" if len(self.inner.formats) > 1 else "[%Y-%m-%d]"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> datetime:
+        moment: datetime = self.inner.convert(value, param, ctx)
+        if not 1900 <= moment.year <= 9000:
+            self.fail(f"{safe(value)} is out of range (years 1900 to 9000)", param, ctx)
+        return moment
 
 
 DURATION = Duration()

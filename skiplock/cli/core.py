@@ -8,6 +8,7 @@ import sys
 import click
 
 from skiplock.cli.app import DURATION, main, print_json
+from skiplock.cli.display import echo, safe
 from skiplock.queue_core.config import load_settings
 from skiplock.queue_core.errors import InvalidPayload, JobNotFound, UnknownJobType
 
@@ -66,18 +67,26 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
     from skiplock.queue_core import enqueue as do_enqueue
 
     if payload == "-":
-        payload = sys.stdin.read()
+        try:
+            payload = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidPayload(f"payload on stdin is not UTF-8 text: {exc.reason}") from None
     elif payload.startswith("@"):
         try:
             with open(payload[1:], encoding="utf-8") as handle:
                 payload = handle.read()
         except OSError as exc:
             raise InvalidPayload(
-                f"cannot read payload file {payload[1:]}: {exc.strerror}"
+                f"cannot read payload file {payload[1:]!r}: {exc.strerror}"
             ) from None
+        except UnicodeDecodeError as exc:
+            raise InvalidPayload(
+                f"payload file {payload[1:]!r} is not UTF-8 text: {exc.reason}") from None
     try:
         data = json.loads(payload)
-    except json.JSONDecodeError as exc:
+    except RecursionError:
+        raise InvalidPayload("payload is not valid JSON: nested far too deep") from None
+    except ValueError as exc:  # also an integer of thousands of digits
         raise InvalidPayload(f"payload is not valid JSON: {exc}") from None
     if not any_type:
         known = _known_types(handler_modules)
@@ -101,7 +110,7 @@ def job(job_id: str, as_json: bool) -> None:
 
     found = get_job(job_id)
     if found is None:
-        raise JobNotFound(f"no job with id {job_id!r}")
+        raise JobNotFound(f"no job with id {safe(job_id)!r}")
     row = found.to_dict()
     if as_json:
         print_json(row)
@@ -112,9 +121,9 @@ def job(job_id: str, as_json: bool) -> None:
             value = json.dumps(value, ensure_ascii=False)
         if key == "lastError":
             continue
-        click.echo(f"{key:<{width}}  {'' if value is None else value}")
+        echo(f"{key:<{width}}  {'' if value is None else value}")
     if found.last_error:
-        click.echo(f"\nlastError:\n{found.last_error}")
+        echo(f"\nlastError:\n{found.last_error}", lines=True)
 
 
 @main.command()
@@ -134,7 +143,7 @@ def retry(job_ids: tuple[str, ...], all_dead: bool, job_type: str | None) -> Non
         retried = retry_dead(job_ids)
         missing = sorted(set(job_ids) - set(retried))
         if missing:
-            click.echo(f"not dead-lettered (left alone): {', '.join(missing)}", err=True)
+            echo(f"not dead-lettered (left alone): {', '.join(missing)}", err=True)
     elif job_type:
         retried = retry_dead(job_type=job_type)
     else:

@@ -56,7 +56,8 @@ def urls(draw: st.DrawFn) -> str:
                                   "&host=/nonexistent"]))
     base = f"{scheme}://" if scheme else ""
     if shape == "keywords":
-        return f"host=127.0.0.1 port={CLOSED_PORT} user={user} password={shown} dbname=x"
+        quoted = "'" + password.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return f"host=127.0.0.1 port={CLOSED_PORT} user={user} password={quoted} dbname=x"
     if shape == "no-scheme":
         return f"{user}:{shown}@127.0.0.1{port}/db"
     if shape == "userinfo":
