@@ -40,7 +40,7 @@ from skiplock.pool.listener import Listener
 from skiplock.pool.outage import Outage
 from skiplock.pool.postmortem import EXIT_ABORTED, EXIT_BOOT_FAILURE, EXIT_OK
 from skiplock.pool.proctitle import set_title, worker_title
-from skiplock.queue_core import Job, claim, complete, db, fail, release, sql
+from skiplock.queue_core import Job, claim, complete, db, fail, grants, release, sql
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.errors import (
     ConfigurationError,
@@ -184,6 +184,12 @@ class Child:
         try:
             with db.connect() as conn:
                 conn.execute(sql.PROBE)
+                # A missing grant would fail a job at random later, in a loop:
+                # name every one now, and the master stops with exit 3.
+                role, lacking = grants.missing_worker_grants(conn)
+            if lacking:
+                return (f"the database role {role!r} lacks grants the worker needs "
+                        f"(see the README's least-privileged role): {'; '.join(lacking)}")
         except PermissionDenied as exc:
             return f"the database refused the worker: {exc}"
         except DatabaseUnavailable as exc:

@@ -48,3 +48,62 @@ def explain(exc: Any, role: str | None = None) -> str:
     quoted = name if name.startswith('"') else f'"{name}"'
     return (f"{who} lacks a grant: {message}; it needs GRANT {privilege} ON {kind.upper()} "
             f"{quoted} (the README lists every grant skiplock needs)")
+
+
+# -- what a worker needs, checked when a child boots ---------------------------------
+# (privileges, kind, object). The README's list of grants says the same; a test
+# holds the two together and runs a worker with exactly these on a database where
+# PUBLIC has nothing (no default EXECUTE on functions, no use of the schema).
+_DOMAIN_TABLES = ('"User"', '"Event"', '"Interpretation"', '"Pattern"', '"Insight"',
+                  '"Review"', '"DailyPlan"', '"UomSuggestion"', '"UomEntry"')
+WORKER_GRANTS: tuple[tuple[str, str, str], ...] = (
+    ("CONNECT", "DATABASE", "current_database()"),
+    ("USAGE", "SCHEMA", "public"),
+    ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerJob"'),
+    ("SELECT", "TABLE", '"WorkerJobPause"'),
+    ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerProcess"'),
+    ("SELECT, INSERT, UPDATE", "TABLE", '"WorkerSchedule"'),
+    *(("SELECT, INSERT, UPDATE", "TABLE", table) for table in _DOMAIN_TABLES),
+    # The claim calls it for every job: the one function of ours a worker runs.
+    ("EXECUTE", "FUNCTION", "skiplock_type_paused(text)"),
+    ("USAGE", "TYPE", '"JobStatus"'),
+    ("USAGE", "TYPE", '"JobType"'),
+)
+
+_CHECKS = {
+    "TABLE": "has_table_privilege(:o{i}, :p{i})",
+    "FUNCTION": "has_function_privilege(:o{i}, :p{i})",
+    "SCHEMA": "has_schema_privilege(:o{i}, :p{i})",
+    "TYPE": "has_type_privilege(:o{i}, :p{i})",
+    "DATABASE": "has_database_privilege(current_database(), :p{i})",
+}
+
+
+def _flat() -> list[tuple[str, str, str]]:
+    return [(p, kind, name) for ps, kind, name in WORKER_GRANTS for p in ps.split(", ")]
+
+
+def _missing_statement() -> tuple[Any, dict[str, str]]:
+    # One statement, generated from WORKER_GRANTS so that the list is the only
+    # place the grants are written down in code.
+    from sqlalchemy import text
+
+    columns, params = [], {}
+    for i, (privilege, kind, name) in enumerate(_flat()):
+        columns.append(_CHECKS[kind].format(i=i))
+        params[f"o{i}"], params[f"p{i}"] = name, privilege  # names as SQL writes them
+    return text("SELECT current_user, " + ", ".join(columns)), params
+
+
+def missing_worker_grants(conn: Any) -> tuple[str, list[str]]:
+    """(role, the GRANT statements it lacks) on the connection's database."""
+    statement, params = _missing_statement()
+    row = conn.execute(statement, params).one()
+    role, held = row[0], list(row[1:])
+    lacking: dict[tuple[str, str], list[str]] = {}
+    for (privilege, kind, name), ok in zip(_flat(), held, strict=True):
+        if not ok:
+            lacking.setdefault((kind, name), []).append(privilege)
+    return role, [f"GRANT {', '.join(p)} ON {kind} "
+                  f"{'<this database>' if kind == 'DATABASE' else name} TO \"{role}\""
+                  for (kind, name), p in lacking.items()]
