@@ -66,15 +66,12 @@ WORKER_GRANTS: tuple[tuple[str, str, str], ...] = (
     *(("SELECT, INSERT, UPDATE", "TABLE", table) for table in _DOMAIN_TABLES),
     # The claim calls it for every job: the one function of ours a worker runs.
     ("EXECUTE", "FUNCTION", "skiplock_type_paused(text)"),
-    ("USAGE", "TYPE", '"JobStatus"'),
-    ("USAGE", "TYPE", '"JobType"'),
 )
 
 _CHECKS = {
     "TABLE": "has_table_privilege(:o{i}, :p{i})",
     "FUNCTION": "has_function_privilege(:o{i}, :p{i})",
     "SCHEMA": "has_schema_privilege(:o{i}, :p{i})",
-    "TYPE": "has_type_privilege(:o{i}, :p{i})",
     "DATABASE": "has_database_privilege(current_database(), :p{i})",
 }
 
