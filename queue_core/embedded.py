@@ -421,9 +421,14 @@ class EmbeddedCluster:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         # Two commands starting at once must not both run initdb or pg_ctl start.
-        with open(self._lock_file, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        # O_NOFOLLOW: a symlink planted in SKIPLOCK_HOME must not make us create
+        # or open a file elsewhere.
+        try:
+            fd = os.open(self._lock_file, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise EmbeddedDatabaseError(f"cannot open {self._lock_file}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock

@@ -232,4 +232,6 @@ def db_status() -> None:
     cluster = EmbeddedCluster(load_settings().home_path)
     running = cluster.is_running()
     click.echo(f"embedded cluster in {cluster.data_dir}: {'running' if running else 'stopped'}")
+    if running:
+        click.echo(f"socket directory: {cluster.socket_dir}\nlog: {cluster.log_file}")
     sys.exit(0 if running else 1)
