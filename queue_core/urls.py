@@ -134,17 +134,21 @@ def database_url(settings: Settings | None = None) -> str:
     return EmbeddedCluster(settings.home_path).ensure_running()
 
 
-def libpq_dsn(url: str) -> str:
+def libpq_dsn(url: str, *, with_password: bool = True) -> str:
     """The URL as libpq's `key=value` string (psycopg2.connect, psql, pgbench).
 
     Not a URI: libpq does not read `+` in a URI's query as a space, and a socket
-    directory may hold spaces or quotes; make_dsn quotes every value.
+    directory may hold spaces or quotes; make_dsn quotes every value. For a
+    command line (which `ps` shows to everyone) leave the password out and pass
+    it as PGPASSWORD in the environment instead.
     """
     from psycopg2.extensions import make_dsn
 
     parsed = make_url(url)
     params: dict[str, Any] = {"host": parsed.host, "port": parsed.port, "user": parsed.username,
-                              "password": parsed.password, "dbname": parsed.database}
+                              "password": parsed.password if with_password else None,
+                              "dbname": parsed.database}
     for key, value in parsed.query.items():
-        params[key] = value[-1] if isinstance(value, tuple) else value
+        if with_password or not _SECRET_NAME.search(key):
+            params[key] = value[-1] if isinstance(value, tuple) else value
     return str(make_dsn(**{k: str(v) for k, v in params.items() if v is not None}))

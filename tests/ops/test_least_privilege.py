@@ -131,6 +131,11 @@ def test_the_readme_role_runs_the_chains_and_its_commands_on_a_hardened_database
     assert paused.returncode == 1 and "Traceback" not in paused.stderr
     assert len(paused.stderr.strip().splitlines()) == 1, paused.stderr
     assert 'GRANT INSERT ON TABLE "WorkerJobPause"' in paused.stderr, paused.stderr
+    for args in (["migrate"], ["demo", "--weeks", "1"]):  # the owner's work
+        refused = hardened.cli(*args)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+        assert refused.stderr.startswith("skiplock: error: ") and "lacks a grant" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
 
 
 def run_rows(h: Hardened, statement: str) -> list[tuple[object, ...]]:

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -20,6 +23,7 @@ from skiplock.queue_core.embedded import SHARED_ROOT, EmbeddedCluster, find_bind
 from skiplock.queue_core.errors import EmbeddedDatabaseError
 from skiplock.queue_core.urls import libpq_dsn
 from tests.queue_core.embedded_users import Runtime, as_user, ensure_user
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.timeout(180),
               pytest.mark.skipif(find_bindir() is None, reason="no PostgreSQL server binaries")]
@@ -62,6 +66,26 @@ def runtime() -> Iterator[Runtime]:
     rt.close()
 
 
+def _worker_takes(popen_argv: list[str], cli: Callable[..., subprocess.CompletedProcess[str]],
+                  job_id: str, **popen: Any) -> None:
+    """`make worker`'s last step: the pool starts, takes the job, and stops on TERM with 0."""
+    proc = subprocess.Popen([*popen_argv, "worker", "--concurrency", "1", "--no-listen"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **popen)
+    try:
+        def taken() -> bool:
+            shown = cli("job", job_id).stdout
+            return bool(re.search(r"^status +(COMPLETED|DEAD_LETTER)", shown, re.M))
+
+        wait_for(lambda: taken() or proc.poll() is not None, 60, "the worker to take the job",
+                 interval=0.3)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        code = proc.wait(30)
+    assert code == 0
+
+
 def _owners(tree: Path) -> dict[str, int]:
     return {str(p): os.lstat(p).st_uid for p in [tree, *tree.rglob("*")]}
 
@@ -95,6 +119,8 @@ def test_root_runs_a_checkout_under_a_0700_directory_and_changes_no_owner(base: 
     shared = EmbeddedCluster(home).shared_data_dir
     assert status.returncode == 0 and f"embedded cluster in {shared}: running" in status.stdout
     assert is_private_dir(shared, os.stat(shared).st_uid) and os.stat(shared).st_uid != 0
+    _worker_takes([sys.executable, "-m", "skiplock"], cli, job.stdout.strip(), env=env,
+                  cwd=base / "checkout")
     after = _owners(base)
     assert {p: uid for p, uid in after.items() if p in before} == before
     assert set(after.values()) == {0}, "nothing under SKIPLOCK_HOME may change owner"
@@ -153,6 +179,9 @@ def test_an_ordinary_user_runs_it_from_their_own_0700_directory(
     assert os.stat(home / "pgdata").st_uid == owner.pw_uid
     intruder = _psql_as(INTRUDER, home / "pgdata")
     assert intruder.returncode != 0, intruder.stdout
+    base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/", "LANG": "C.UTF-8"}
+    _worker_takes(command, cli, job.stdout.strip(), env={**base_env, **env}, cwd="/",
+                  user=owner.pw_uid, group=owner.pw_gid, extra_groups=[])
     assert cli("db", "stop").returncode == 0
 
 
