@@ -174,17 +174,23 @@ class EmbeddedCluster:
         bindir = find_bindir()
         if bindir is None:
             raise EmbeddedDatabaseError(_NO_BINARIES)
-        self.home.mkdir(parents=True, exist_ok=True)
-        with self._locked():
-            if not (self.data_dir / "PG_VERSION").exists():
-                self._initdb(bindir)
-            running = self._running(bindir)
-            changed = self._configure(running)
-            if not running:
-                self._pg_ctl(bindir, "start", "start the embedded cluster")
-            elif changed:  # a cluster of an older skiplock: take the private settings now
-                self._pg_ctl(bindir, "restart", "restart the embedded cluster")
-            self._create_database()
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            with self._locked():
+                if not (self.data_dir / "PG_VERSION").exists():
+                    self._initdb(bindir)
+                running = self._running(bindir)
+                changed = self._configure(running)
+                if not running:
+                    self._pg_ctl(bindir, "start", "start the embedded cluster")
+                elif changed:  # a cluster of an older skiplock: take the private settings now
+                    self._pg_ctl(bindir, "restart", "restart the embedded cluster")
+                self._create_database()
+        except OSError as exc:  # a directory we may not write, say: one line, not a traceback
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise EmbeddedDatabaseError(
+                f"cannot prepare the embedded cluster in {self.home}: {exc.strerror}{where}; "
+                "set SKIPLOCK_HOME to a directory you own, or DATABASE_URL") from None
         return self.url
 
     def stop(self) -> bool:
@@ -349,8 +355,14 @@ class EmbeddedCluster:
     def _create_database(self) -> None:
         import psycopg2
 
-        conn = psycopg2.connect(host=str(self.socket_dir), port=PORT, user=SUPERUSER,
-                                dbname="postgres", connect_timeout=10)
+        try:
+            conn = psycopg2.connect(host=str(self.socket_dir), port=PORT, user=SUPERUSER,
+                                    dbname="postgres", connect_timeout=10)
+        except psycopg2.Error as exc:
+            reason = (str(exc).strip().splitlines() or ["no reason given"])[0]
+            raise EmbeddedDatabaseError(
+                f"the embedded cluster runs but refuses us: {reason} (log: {self.log_file})"
+            ) from None
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
