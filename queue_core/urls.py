@@ -28,7 +28,9 @@ _SECRET_NAME = re.compile(r"pass", re.IGNORECASE)
 # libpq's key=value form: password='it''s' or password=word
 _KEYWORD_SECRET = re.compile(r"(\w*pass\w*)(\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)", re.IGNORECASE)
 _PLAIN_USER = re.compile(r"[\w.%+-]*")
-_SEPARATORS = re.compile(r"[@:/?#&=;%\s]+")
+# What splits a password into the pieces a mangled copy may still show: URL
+# delimiters, percent escapes, and what JSON or a driver escapes (\\ ' ").
+_SEPARATORS = re.compile(r"(?:%[0-9A-Fa-f]{2}|[@:/?#&=;%+\s\\'\"])+")
 
 
 def normalize(url: str) -> str:

@@ -41,6 +41,8 @@ class SkiplockGroup(click.Group):
         for arg in args:
             if _SURROGATE.search(arg):
                 raise click.UsageError(f"argument {safe(arg)[:80]!r} is not valid UTF-8 text")
+            if "\x00" in arg:  # impossible from a shell, possible from a program
+                raise click.UsageError(f"argument {safe(arg)[:80]!r} contains a NUL character")
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:

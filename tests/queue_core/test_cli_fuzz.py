@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from skiplock.cli import main
 from skiplock.queue_core import config
 from tests.queue_core.helpers import sql
+from tests.support import IN_CI, examples
 
 TEXT = st.one_of(
     st.sampled_from(["X", "", " ", "\x1b[31mred\x1b[0m", "a\nb", "é", "\u202eevil", "x" * 300,
@@ -93,7 +94,7 @@ def _state() -> list[tuple[object, ...]]:
            UNION ALL SELECT 'pause', type, 1 FROM "WorkerJobPause" ORDER BY 1, 2""")]
 
 
-@settings(max_examples=250, deadline=None,
+@settings(max_examples=examples(250), deadline=None, derandomize=IN_CI,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(argv=COMMANDS)
 def test_fuzzed_command_lines_end_in_one_clear_way(argv: list[str]) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from skiplock.cli import main
@@ -27,7 +27,7 @@ from skiplock.queue_core.config import Settings
 from skiplock.queue_core.errors import ConfigurationError
 from skiplock.queue_core.logs import configure_logging
 from skiplock.queue_core.urls import normalize, redact, scrub
-from tests.support import free_port, wait_for
+from tests.support import IN_CI, examples, free_port, wait_for
 
 MARK = "Qz9"
 REPO = Path(__file__).resolve().parents[2]
@@ -58,6 +58,9 @@ def urls(draw: st.DrawFn) -> str:
     if shape == "keywords":
         quoted = "'" + password.replace("\\", "\\\\").replace("'", "\\'") + "'"
         return f"host=127.0.0.1 port={CLOSED_PORT} user={user} password={quoted} dbname=x"
+    if shape == "no-scheme" or not scheme:
+        # "app:" + "//x@host" would read as the URL app://x@host, whose x is a user name.
+        assume(not shown.startswith("//"))
     if shape == "no-scheme":
         return f"{user}:{shown}@127.0.0.1{port}/db"
     if shape == "userinfo":
@@ -85,7 +88,7 @@ def _cli(url: str, *args: str) -> str:
     return result.output
 
 
-@settings(max_examples=120, deadline=None,
+@settings(max_examples=examples(120), deadline=None, derandomize=IN_CI,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(url=urls())
 def test_no_printing_path_shows_the_password(url: str) -> None:
@@ -103,7 +106,7 @@ def test_no_printing_path_shows_the_password(url: str) -> None:
 
 
 @given(url=urls())
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None, derandomize=IN_CI)
 def test_log_lines_are_scrubbed_whatever_logs_them(url: str) -> None:
     import io
 
