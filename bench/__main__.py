@@ -11,6 +11,7 @@ BENCHMARKS = {
     "claim": "bench.claim",
     "pool": "bench.pool",
     "enqueue": "bench.enqueue",
+    "dashboard": "bench.dashboard",
 }
 
 

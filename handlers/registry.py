@@ -10,6 +10,8 @@ imported before the children fork, so every child sees what they register.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -79,7 +81,15 @@ def unregister_handler(job_type: str) -> None:
 
 
 def load_handler_modules(names: Iterable[str]) -> list[str]:
-    """Import each module so that its handlers register; a module that fails is a config error."""
+    """Import each module so that its handlers register; a module that fails is a config error.
+
+    The current directory is searched first, as `python -m` and gunicorn do: an
+    application run from its own folder names its modules (`myapp.jobs`) without
+    installing itself into the virtualenv.
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
     loaded = []
     for name in names:
         try:

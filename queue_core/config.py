@@ -212,14 +212,6 @@ def describe() -> list[tuple[str, str, str]]:
     return [(f.name, f.metadata["env"], f.metadata["help"]) for f in fields(Settings)]
 
 
-def env_name(name: str) -> str:
-    return next(f.metadata["env"] for f in fields(Settings) if f.name == name)
-
-
-def help_for(name: str) -> str:
-    return next(f.metadata["help"] for f in fields(Settings) if f.name == name)
-
-
 def load_settings(**overrides: Any) -> Settings:
     """Defaults, then `.env` and the environment, then `overrides` (flags) that are not None."""
     load_dotenv(Path.cwd() / ".env", override=False)

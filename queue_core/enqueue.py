@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple
 
+from psycopg2.extensions import connection as DBAPIConnection
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from skiplock.queue_core import payloads, sql
+from skiplock.queue_core.borrowed import BorrowedConnection, is_dbapi_connection
 from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.db import connect
 from skiplock.queue_core.errors import InvalidJob, InvalidPayload
@@ -157,7 +159,7 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
 def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
             delay: float | timedelta | None = None, max_attempts: int = 3,
             idempotency_key: str | None = None, user_id: str | None = None,
-            conn: Connection | Session | None = None) -> str:
+            conn: Connection | Session | DBAPIConnection | None = None) -> str:
     """Add one job; return its id (the existing job's id if the key already exists).
 
     With `conn` the insert joins the caller's transaction: the job exists only
@@ -170,7 +172,7 @@ def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
 
 
 def enqueue_many(jobs: Iterable[Mapping[str, Any]],
-                 conn: Connection | Session | None = None) -> list[str]:
+                 conn: Connection | Session | DBAPIConnection | None = None) -> list[str]:
     """Add a batch in one round trip; the ids come back in input order."""
     return enqueue_batch(jobs, conn=conn).ids
 
@@ -182,7 +184,7 @@ class Enqueued:
 
 
 def enqueue_batch(jobs: Iterable[Mapping[str, Any]],
-                  conn: Connection | Session | None = None) -> Enqueued:
+                  conn: Connection | Session | DBAPIConnection | None = None) -> Enqueued:
     """`enqueue_many`, also saying how many jobs were new (backfills report it)."""
     limit = cached_settings().max_payload_bytes
     rows = []
@@ -197,11 +199,13 @@ def enqueue_batch(jobs: Iterable[Mapping[str, Any]],
                              max_payload_bytes=limit))
     if not rows:
         return Enqueued([], 0)
+    if is_dbapi_connection(conn):
+        return _insert(BorrowedConnection(conn), rows)
     with connect(conn, autocommit=True) as c:
         return _insert(c, rows)
 
 
-def _insert(conn: Connection, rows: Sequence[_Row]) -> Enqueued:
+def _insert(conn: Connection | BorrowedConnection, rows: Sequence[_Row]) -> Enqueued:
     created = 0
     ids: dict[int, str] = {}
     todo = list(range(len(rows)))

@@ -14,7 +14,18 @@ from skiplock.queue_core.errors import InvalidPayload, JobNotFound, UnknownJobTy
 
 
 @main.command()
-def migrate() -> None:
+@click.option("--sql", "as_sql", is_flag=True,
+              help="Print the DDL that `migrate` would run, and change nothing (no database "
+                   "needed): for a team that keeps every schema change in its own migrations "
+                   "(Prisma, Django, alembic). It ends by recording the revision in "
+                   "alembic_version, so `--check` works on a database set up that way.")
+@click.option("--from", "from_revision", metavar="REVISION", default=None,
+              help="With --sql: only the DDL after this revision (e.g. the one your "
+                   "database is at, as `--check` prints it); default: from an empty database.")
+@click.option("--check", is_flag=True,
+              help="Change nothing; exit 0 when the database is at the latest revision, 1 with "
+                   "one line when it is not (for deploy scripts and readiness checks).")
+def migrate(as_sql: bool, from_revision: str | None, check: bool) -> None:
     """Create or upgrade the job table (and the domain tables) to the latest schema.
 
     Safe to run on every deploy and from several hosts at once: migrations
@@ -23,7 +34,22 @@ def migrate() -> None:
     from skiplock.queue_core import migrate as migrations
     from skiplock.queue_core.urls import database_url, redact
 
+    if from_revision and not as_sql:
+        raise click.UsageError("--from goes with --sql")
+    if as_sql and check:
+        raise click.UsageError("--sql and --check do not go together")
+    if as_sql:
+        click.echo(migrations.upgrade_sql(from_revision), nl=False)
+        return
     url = database_url()
+    if check:
+        current, head = migrations.current_revision(url), migrations.head_revision()
+        if current != head:
+            click.echo(f"skiplock: database {redact(url)} is at revision {current or 'none'}, "
+                       f"not {head}: run `skiplock migrate`", err=True)
+            sys.exit(1)
+        click.echo(f"database {redact(url)} is at the latest revision {head}", err=True)
+        return
     migrations.upgrade(url)
     click.echo(f"database {redact(url)} is at revision {migrations.current_revision(url)}",
                err=True)

@@ -117,10 +117,12 @@ def collect(exact: bool = False, conn: Connection | Session | None = None) -> He
         if exact:
             counts = {r.status: int(r.n) for r in c.execute(sql.COUNT_BY_STATUS)}
         else:
-            active = c.execute(ops_sql.COUNT_ACTIVE).one()
+            # PENDING and PROCESSING are the sums of the breakdown just read
+            # through their partial indexes; counting them again would double that.
             failed = int(c.execute(ops_sql.FAILED_COUNT).scalar_one())
             dead = sum(health.dead_by_type.values())
-            counts = {"PENDING": int(active.pending), "PROCESSING": int(active.processing),
+            counts = {"PENDING": sum(health.pending_by_type.values()),
+                      "PROCESSING": sum(health.processing_by_type.values()),
                       "DEAD_LETTER": dead, "FAILED": failed}
             # reltuples is -1 before the first ANALYZE; n_live_tup is kept by
             # the statistics collector from the first insert.
