@@ -81,6 +81,9 @@ COMMANDS = st.one_of(
     _command(["schedule", "list"], [], _options(("--file", TEXT), ("--count", NUMBER),
                                                 ("--offline", None))),
     _command(["db", "url"], [], _options()),
+    # Only values that must be refused: a valid command line serves until Ctrl-C.
+    _command(["dashboard", "--refresh", "nan"], [], _options(("--port", NUMBER))),
+    _command(["dashboard", "--port", "70000"], [], _options(("--refresh", NUMBER))),
 )
 
 # On a terminal: C0 but newline and tab, DEL, C1, bidi overrides, lone surrogates.
