@@ -123,8 +123,11 @@ def build_observers(settings: Settings) -> list[PoolObserver]:
 @_setting_options
 def worker(**flags: Any) -> None:
     from skiplock import pool
+    from skiplock.pool.proctitle import set_title
     from skiplock.queue_core.logs import configure_logging
 
+    if flags.get("database_url"):  # off the command line, which `ps` shows everyone, at once
+        set_title("master · starting")
     handlers = [name.strip() for value in flags.pop("handlers") for name in value.split(",")]
     flags["handlers"] = [name for name in handlers if name] or None
     settings = load_settings(**flags)
