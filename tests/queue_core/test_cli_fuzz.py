@@ -156,3 +156,29 @@ def test_the_inputs_that_gave_tracebacks_now_give_one_line(
     if status == 1:
         assert len(lines) == 1 and lines[0].startswith("skiplock: error: "), err
     assert _state() == before
+
+
+def _as_bytes(arg: str) -> bytes:
+    try:
+        return arg.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return arg.encode("utf-8", "surrogatepass")
+
+
+@settings(max_examples=examples(10), deadline=None, derandomize=IN_CI,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(argv=COMMANDS)
+def test_a_sample_of_fuzzed_command_lines_through_real_processes(argv: list[str]) -> None:
+    before = _state()
+    # From a shell, an argument is bytes (never a NUL): a lone surrogate goes as bytes
+    # that are not UTF-8, which is how Python received it in the first place.
+    raw = [_as_bytes(a.replace("\x00", "")) for a in argv]
+    result = subprocess.run([sys.executable.encode(), b"-m", b"skiplock", *raw], input=b"{}",
+                            capture_output=True, timeout=60)
+    out = result.stdout.decode("utf-8", "replace")
+    err = result.stderr.decode("utf-8", "replace")
+    assert result.returncode in (0, 1, 2), (argv, result.returncode, err)
+    assert "Traceback" not in out + err, (argv, err)
+    assert not RAW_CONTROL.search(out + err), (argv, out, err)
+    if result.returncode != 0:
+        assert _state() == before, (argv, err)
