@@ -42,10 +42,15 @@ from skiplock.pool.outage import Outage
 from skiplock.pool.postmortem import EXIT_ABORTED, EXIT_BOOT_FAILURE, EXIT_OK
 from skiplock.pool.proctitle import set_title, worker_title
 from skiplock.pool.progress_reporter import ProgressReporter
-from skiplock.queue_core import Job, claim, complete, db, fail, job_progress, release, sql
+from skiplock.queue_core import Job, claim, complete, db, fail, grants, job_progress, release, sql
 from skiplock.queue_core.cancel import end_cancelled
 from skiplock.queue_core.config import Settings
-from skiplock.queue_core.errors import ConfigurationError, DatabaseUnavailable, InvalidPayload
+from skiplock.queue_core.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    InvalidPayload,
+    PermissionDenied,
+)
 from skiplock.queue_core.lifecycle import interrupt, release_unstarted
 from skiplock.queue_core.payloads import validate_payload
 from skiplock.queue_core.snooze import snooze
@@ -187,6 +192,14 @@ class Child:
         try:
             with db.connect() as conn:
                 conn.execute(sql.PROBE)
+                # A missing grant would fail a job at random later, in a loop:
+                # name every one now, and the master stops with exit 3.
+                role, lacking = grants.missing_worker_grants(conn)
+            if lacking:
+                return (f"the database role {role!r} lacks grants the worker needs "
+                        f"(see the README's least-privileged role): {'; '.join(lacking)}")
+        except PermissionDenied as exc:
+            return f"the database refused the worker: {exc}"
         except DatabaseUnavailable as exc:
             if _refused(exc):
                 return f"the database refused the worker: {_first_line(exc)}"

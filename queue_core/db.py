@@ -22,10 +22,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from skiplock.queue_core.errors import DatabaseUnavailable
-from skiplock.queue_core.urls import database_url, redact
+from skiplock.queue_core import grants
+from skiplock.queue_core.errors import DatabaseUnavailable, PermissionDenied
+from skiplock.queue_core.urls import database_url, redact, scrub
 
 _lock = threading.Lock()
 _engine: Engine | None = None
@@ -87,15 +89,36 @@ def translate_errors(url: str | None = None) -> Iterator[None]:
         yield
     except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
         raise DatabaseUnavailable(_describe(exc, url)) from exc
+    except sa_exc.ProgrammingError as exc:
+        if grants.is_denied(exc):  # a role without a grant: name the grant, no traceback
+            raise PermissionDenied(grants.explain(exc, _role(url))) from exc
+        raise
     except sa_exc.DBAPIError as exc:
         if exc.connection_invalidated:
             raise DatabaseUnavailable(_describe(exc, url)) from exc
         raise
 
 
+def _role(url: str | None) -> str | None:
+    try:
+        return make_url(url or _engine_url or "").username
+    except Exception:  # no URL to read it from: the message says "the database role"
+        return None
+
+
+def describe_database_error(exc: sa_exc.DBAPIError) -> str:
+    """One line for an error the server returned, with no password in it."""
+    if grants.is_denied(exc):
+        return grants.explain(exc, _role(None))
+    orig = exc.orig or exc
+    lines = str(orig).strip().splitlines()
+    return scrub(f"the database refused: {lines[0] if lines else type(orig).__name__}",
+                 _engine_url)
+
+
 def _describe(exc: sa_exc.DBAPIError, url: str | None) -> str:
-    reason = " ".join(str(exc.orig or exc).split())
     url = url or _engine_url
+    reason = scrub(" ".join(str(exc.orig or exc).split()), url)
     where = redact(url) if url else "the configured database"
     return f"cannot use the database at {where}: {reason}"
 

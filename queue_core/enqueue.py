@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,11 @@ from skiplock.queue_core.errors import InvalidJob, InvalidPayload, TransactionCo
 
 MAX_TYPE_LENGTH = 200
 MAX_KEY_LENGTH = 1000
+# Deeper JSON is a mistake or an attack: decoders recurse (Python's json stops
+# near 1000 levels with RecursionError), and every reader of the row pays.
+MAX_PAYLOAD_DEPTH = 64
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_UNFIT = re.compile("[\x01-\x1f\x7f-\x9f\ud800-\udfff]")
 _INT32 = 2**31 - 1
 _OPTIONS = {"priority", "delay", "max_attempts", "idempotency_key", "user_id",
             "concurrency_key", "concurrency", "unique_for"}
@@ -72,21 +78,41 @@ def _text(name: str, value: Any, limit: int, *, required: bool) -> str | None:
         raise InvalidJob(f"{name} is {len(value)} characters long; the limit is {limit}")
     if "\x00" in value:
         raise InvalidJob(f"{name} contains a NUL character, which PostgreSQL cannot store")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidJob(f"{name} contains a lone UTF-16 surrogate, which PostgreSQL "
-                             "cannot store") from None
+    if _UNFIT.search(value):
+        if _SURROGATE.search(value):
+            raise InvalidJob(f"{name} is not valid UTF-8 text")
+        raise InvalidJob(f"{name} contains a control character")
     return value
 
 
-def _utf8_clean(payload: Any) -> bool:
-    try:
-        json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether containers nest deeper than `limit` (a loop, and no recursion to overflow)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        for child in children:
+            if isinstance(child, (dict, list, tuple)):
+                stack.append((child, depth + 1))
+    return False
+
+
+def _has_invalid_text(value: Any) -> bool:
+    """A string (or key) holding a lone surrogate: bytes that were not UTF-8."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return False
 
 
 def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = None,
@@ -96,24 +122,26 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
     job_type = _text("job type", job_type, MAX_TYPE_LENGTH, required=True)
     assert job_type is not None
     payloads.validate_payload(job_type, payload)
+    if _too_deep(payload, MAX_PAYLOAD_DEPTH):
+        raise InvalidPayload(
+            f"payload of {job_type} nests deeper than {MAX_PAYLOAD_DEPTH} levels")
     try:
         encoded = _encode(payload)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:  # also a float inf or an int of 4300+ digits
         raise InvalidPayload(f"payload of {job_type} is not JSON: {exc}") from None
-    except RecursionError:
+    except RecursionError:  # cannot happen below MAX_PAYLOAD_DEPTH; kept as a last guard
         raise InvalidPayload(f"payload of {job_type} is nested too deeply") from None
     if "\\u0000" in encoded:
         raise InvalidPayload(
             f"payload of {job_type} contains a NUL character, which PostgreSQL cannot store"
         )
     # jsonb refuses a surrogate that is not part of a pair. ensure_ascii writes a
-    # character past U+FFFF as an escaped pair too, so the exact check (a Python
-    # string holding a surrogate cannot be UTF-8 encoded) runs only when one of
-    # them is there.
-    if "\\ud" in encoded and not _utf8_clean(payload):
+    # character past U+FFFF as an escaped pair too, so the exact check runs only
+    # when one of them is there.
+    if "\\ud" in encoded and _has_invalid_text(payload):
         raise InvalidPayload(
-            f"payload of {job_type} contains a lone UTF-16 surrogate, which PostgreSQL "
-            "cannot store"
+            f"payload of {job_type} contains a lone UTF-16 surrogate (text that is not "
+            "valid UTF-8), which PostgreSQL cannot store"
         )
     size = len(encoded)  # ensure_ascii: one byte per character
     if size > max_payload_bytes:

@@ -24,6 +24,15 @@ class DatabaseUnavailable(SkiplockError):
     """The database cannot be reached."""
 
 
+class PermissionDenied(DatabaseUnavailable):
+    """The database role lacks a grant skiplock needs.
+
+    A kind of unavailability: the pool's loops ride it out with one log line
+    (a grant revoked while running) instead of crashing; a child that finds a
+    grant missing when it boots stops the pool with exit status 3.
+    """
+
+
 class EmbeddedDatabaseError(SkiplockError):
     """The embedded PostgreSQL cluster could not be started."""
 

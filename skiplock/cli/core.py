@@ -8,6 +8,7 @@ import sys
 import click
 
 from skiplock.cli.app import DURATION, main, print_json
+from skiplock.cli.display import echo, safe
 from skiplock.queue_core.config import load_settings
 from skiplock.queue_core.errors import InvalidPayload, JobNotFound, UnknownJobType
 
@@ -109,18 +110,26 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
     from skiplock.queue_core import enqueue as do_enqueue
 
     if payload == "-":
-        payload = sys.stdin.read()
+        try:
+            payload = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidPayload(f"payload on stdin is not UTF-8 text: {exc.reason}") from None
     elif payload.startswith("@"):
         try:
             with open(payload[1:], encoding="utf-8") as handle:
                 payload = handle.read()
         except OSError as exc:
             raise InvalidPayload(
-                f"cannot read payload file {payload[1:]}: {exc.strerror}"
+                f"cannot read payload file {payload[1:]!r}: {exc.strerror}"
             ) from None
+        except UnicodeDecodeError as exc:
+            raise InvalidPayload(
+                f"payload file {payload[1:]!r} is not UTF-8 text: {exc.reason}") from None
     try:
         data = json.loads(payload)
-    except json.JSONDecodeError as exc:
+    except RecursionError:
+        raise InvalidPayload("payload is not valid JSON: nested far too deep") from None
+    except ValueError as exc:  # also an integer of thousands of digits
         raise InvalidPayload(f"payload is not valid JSON: {exc}") from None
     if not any_type:
         known = _known_types(handler_modules)
@@ -160,7 +169,7 @@ def job(job_id: str, as_json: bool) -> None:
 
     found = get_job(job_id)
     if found is None:
-        raise JobNotFound(f"no job with id {job_id!r}")
+        raise JobNotFound(f"no job with id {safe(job_id)!r}")
     row = found.to_dict()
     if as_json:
         print_json(row)
@@ -171,9 +180,9 @@ def job(job_id: str, as_json: bool) -> None:
             value = json.dumps(value, ensure_ascii=False)
         if key == "lastError" or (value is None and key in _UNSET_HIDDEN):
             continue
-        click.echo(f"{key:<{width}}  {'' if value is None else value}")
+        echo(f"{key:<{width}}  {'' if value is None else value}")
     if found.last_error:
-        click.echo(f"\nlastError:\n{found.last_error}")
+        echo(f"\nlastError:\n{found.last_error}", lines=True)
 
 
 @main.command()
@@ -193,7 +202,7 @@ def retry(job_ids: tuple[str, ...], all_dead: bool, job_type: str | None) -> Non
         retried = retry_dead(job_ids)
         missing = sorted(set(job_ids) - set(retried))
         if missing:
-            click.echo(f"not dead-lettered (left alone): {', '.join(missing)}", err=True)
+            echo(f"not dead-lettered (left alone): {', '.join(missing)}", err=True)
     elif job_type:
         retried = retry_dead(job_type=job_type)
     else:
@@ -243,11 +252,17 @@ def db() -> None:
 
 
 @db.command("url")
-def db_url() -> None:
-    """Print the database URL in use (starting the embedded cluster if needed)."""
+@click.option("--show-password", is_flag=True,
+              help="Print the password too (it is masked otherwise).")
+def db_url(show_password: bool) -> None:
+    """Print the database URL in use (starting the embedded cluster if needed).
+
+    The password is masked as *** unless --show-password is given.
+    """
     from skiplock.queue_core.urls import database_url, redact
 
-    click.echo(redact(database_url()))
+    url = database_url()
+    click.echo(url if show_password else redact(url))
 
 
 @db.command("start")
@@ -277,4 +292,6 @@ def db_status() -> None:
     cluster = EmbeddedCluster(load_settings().home_path)
     running = cluster.is_running()
     click.echo(f"embedded cluster in {cluster.data_dir}: {'running' if running else 'stopped'}")
+    if running:
+        click.echo(f"socket directory: {cluster.socket_dir}\nlog: {cluster.log_file}")
     sys.exit(0 if running else 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from skiplock.cli.app import main
+from skiplock.cli.app import Duration, main
 from skiplock.dashboard.settings import DEFAULT_HOST, DEFAULT_PORT, PASSWORD_ENV, TOKEN_ENV
 from skiplock.queue_core.errors import ConfigurationError
 
@@ -18,7 +18,7 @@ from skiplock.queue_core.errors import ConfigurationError
 @click.option("--allow-actions", is_flag=True,
               help="Allow retry, run now, pause and resume (each logged). Without it the "
                    "dashboard only reads.")
-@click.option("--refresh", type=click.FloatRange(min=1), default=5.0, show_default=True,
+@click.option("--refresh", type=Duration(min_s=1), default="5", show_default=True,
               metavar="SECONDS", help="How often the overview refreshes its figures.")
 @click.option("--schedule-file", default=None, metavar="PATH",
               help="Schedules to show (default: SKIPLOCK_SCHEDULE_FILE, as `skiplock worker`).")
