@@ -60,14 +60,16 @@ WORKER_GRANTS: tuple[tuple[str, str, str], ...] = (
     ("CONNECT", "DATABASE", "current_database()"),
     ("USAGE", "SCHEMA", "public"),
     ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerJob"'),
-    # Concurrency limits: the job table's triggers count each key's slots here.
-    ("SELECT, INSERT, UPDATE", "TABLE", '"WorkerConcurrencyKey"'),
+    # Concurrency limits: the job table's triggers count each key's slots here,
+    # through skiplock_fill_slots; cleanup forgets idle keys.
+    ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerConcurrencyKey"'),
     ("SELECT", "TABLE", '"WorkerJobPause"'),
     ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerProcess"'),
     ("SELECT, INSERT, UPDATE", "TABLE", '"WorkerSchedule"'),
     *(("SELECT, INSERT, UPDATE", "TABLE", table) for table in _DOMAIN_TABLES),
-    # The claim calls it for every job: the one function of ours a worker runs.
+    # The claim calls the first for every job; the limits' triggers call the second.
     ("EXECUTE", "FUNCTION", "skiplock_type_paused(text)"),
+    ("EXECUTE", "FUNCTION", "skiplock_fill_slots(text)"),
 )
 
 _CHECKS = {
