@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
@@ -99,12 +100,36 @@ def release(job: Fenced, reason: str,
         return c.execute(sql.RELEASE, {**_fence(job), "reason": clean_error(reason)}).rowcount == 1
 
 
-def heartbeat(jobs: Iterable[Fenced], conn: Connection | Session | None = None) -> set[str]:
-    """Refresh "lockedAt" of the given jobs in one statement; return the ids still held."""
+@dataclass(frozen=True)
+class Renewal:
+    """What one heartbeat did to each lease."""
+
+    renewed: frozenset[str]  # "lockedAt" is now
+    busy: frozenset[str]  # still ours, but another session holds the row: try again soon
+    gone: frozenset[str]  # no longer held by this holder at this attempt: lost
+
+    @property
+    def held(self) -> frozenset[str]:
+        return self.renewed | self.busy
+
+
+def renew_leases(jobs: Iterable[Fenced],
+                 conn: Connection | Session | None = None) -> Renewal:
+    """Refresh "lockedAt" of the given jobs in one statement that waits for no row lock."""
     jobs = list(jobs)
     if not jobs:
-        return set()
+        return Renewal(frozenset(), frozenset(), frozenset())
     params = {"ids": [j.id for j in jobs], "lockers": [j.locked_by for j in jobs],
               "attempts": [j.attempts for j in jobs]}
     with connect(conn, autocommit=True) as c:
-        return {row.id for row in c.execute(sql.HEARTBEAT, params)}
+        rows = c.execute(sql.HEARTBEAT, params).fetchall()
+    renewed = frozenset(r.id for r in rows if r.renewed)
+    busy = frozenset(r.id for r in rows if r.held and not r.renewed)
+    gone = frozenset(r.id for r in rows if not r.held and not r.renewed)
+    return Renewal(renewed, busy, gone)
+
+
+def heartbeat(jobs: Iterable[Fenced], conn: Connection | Session | None = None) -> set[str]:
+    """Refresh "lockedAt" of the given jobs in one statement; return the ids still held
+    (a job whose row another session has locked is held, though not refreshed)."""
+    return set(renew_leases(jobs, conn).held)

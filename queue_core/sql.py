@@ -124,15 +124,33 @@ RELEASE = text(
     """
 )
 
-# Each job fenced by its own holder and attempt; what comes back is still held.
+# Each job fenced by its own holder and attempt. A row another session has
+# locked (an operator's open transaction, a cascading DELETE, a handler that
+# updates its own job) is skipped, not waited for: one locked row must not hold
+# up the leases of every other job of the host. Each id comes back with whether
+# its lease was renewed and whether it is still held at all (read without a
+# lock: a locked row is "held, not renewed", retried at the next beat; only a
+# job no longer held by this holder at this attempt is lost).
 HEARTBEAT = text(
     """
-    UPDATE "WorkerJob" AS j SET "lockedAt" = statement_timestamp()
-    FROM unnest(CAST(:ids AS text[]), CAST(:lockers AS text[]), CAST(:attempts AS int[]))
-         AS h(id, locked_by, attempts)
-    WHERE j.id = h.id AND j.status = 'PROCESSING'
-      AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts
-    RETURNING j.id
+    WITH h AS (
+        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:lockers AS text[]),
+                             CAST(:attempts AS int[])) AS h(id, locked_by, attempts)
+    ), free AS (
+        SELECT j.id FROM "WorkerJob" AS j JOIN h ON j.id = h.id
+        WHERE j.status = 'PROCESSING' AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts
+        FOR UPDATE OF j SKIP LOCKED
+    ), renewed AS (
+        UPDATE "WorkerJob" AS j SET "lockedAt" = statement_timestamp()
+        FROM free WHERE j.id = free.id
+        RETURNING j.id
+    )
+    SELECT h.id,
+           EXISTS (SELECT 1 FROM renewed AS r WHERE r.id = h.id) AS renewed,
+           EXISTS (SELECT 1 FROM "WorkerJob" AS j
+                   WHERE j.id = h.id AND j.status = 'PROCESSING'
+                     AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts) AS held
+    FROM h
     """
 )
 
