@@ -190,7 +190,7 @@ class Child:
 
     def probe_database(self) -> str | None:
         try:
-            with db.connect() as conn:
+            with bounded(STATEMENT_BOUND_S), db.connect() as conn:
                 conn.execute(sql.PROBE)
         except DatabaseUnavailable as exc:
             if _refused(exc):

@@ -53,7 +53,7 @@ from skiplock.pool import protocol
 from skiplock.pool.child import Child
 from skiplock.pool.children import RunningJob, WorkerChild
 from skiplock.pool.claim_gate import ClaimGate
-from skiplock.pool.heartbeats import Heartbeats, database_budget_s
+from skiplock.pool.heartbeats import BUSY_RETRY_S, Heartbeats, database_budget_s
 from skiplock.pool.observer import ChildInfo, PoolObserver, PoolSnapshot
 from skiplock.pool.outage import Outage
 from skiplock.pool.postmortem import (
@@ -70,7 +70,7 @@ from skiplock.pool.postmortem import (
 from skiplock.pool.proctitle import master_title, set_title
 from skiplock.pool.recovery import Recovery
 from skiplock.pool.states import Cause, Due, PoolState
-from skiplock.queue_core import db, fail, release, urls
+from skiplock.queue_core import db, fail, faults, release, urls
 from skiplock.queue_core.bounds import bounded
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.errors import DatabaseUnavailable
@@ -135,6 +135,7 @@ class Master:
         self.crashes: dict[int, int] = collections.defaultdict(int)
         self.respawn_at: dict[int, float] = {}
         self.pending: collections.deque[Settlement] = collections.deque()
+        self.settle_at = 0.0  # a settlement met a locked row: not before this
         self.signal_queue: collections.deque[int] = collections.deque()
         lease_s = settings.effective_stuck_timeout_s
         self.heartbeats = Heartbeats(settings.heartbeat_s, lease_s)
@@ -528,6 +529,15 @@ class Master:
 
     def settle_pending(self) -> bool:
         """Settle owed jobs in order; False if the database stopped us."""
+        blocked: list[Settlement] = []
+        try:
+            return self._settle_pending(blocked)
+        finally:
+            if blocked:
+                self.pending.extend(blocked)
+                self.settle_at = self.clock() + BUSY_RETRY_S
+
+    def _settle_pending(self, blocked: list[Settlement]) -> bool:
         while self.pending:
             item = self.pending[0]
             began = self.clock()
@@ -537,6 +547,11 @@ class Master:
                 else:
                     outcome = "released" if release(item.ref, item.error) else "lost"
             except _DB_ERRORS as exc:
+                if faults.classify(exc) == faults.Fault.LOCK_TIMEOUT:
+                    # Another session holds this job's row: that says nothing about the
+                    # database, and must not hold up the others. Tried again next turn.
+                    blocked.append(self.pending.popleft())
+                    continue
                 self.database_failed(exc)
                 return False
             self.database_answered(began)
@@ -636,7 +651,7 @@ class Master:
             self.gate.open_until(now + self.claim_window_s)
             self.read_messages()  # what the children said while we waited for the answer
             self.mark_lost(refs, renewal.held)
-        if self.pending and not self.settle_pending():
+        if self.pending and now >= self.settle_at and not self.settle_pending():
             return
         if self.state == RUNNING and self.recovery.due(now):
             try:

@@ -22,6 +22,7 @@ from dotenv import load_dotenv
 from skiplock.queue_core.errors import ConfigurationError
 
 STUCK_TIMEOUT_HEARTBEATS = 6
+STUCK_TIMEOUT_MIN_HEARTBEATS = 3
 
 
 def _bool(text: str) -> bool:
@@ -137,10 +138,12 @@ class Settings:
             problems.append("concurrency must be 0 (one per CPU) or more")
         if self.heartbeat_s <= 0:
             problems.append("heartbeat must be positive")
-        if self.effective_stuck_timeout_s < 3 * self.heartbeat_s:
+        floor = STUCK_TIMEOUT_MIN_HEARTBEATS * self.heartbeat_s
+        if self.effective_stuck_timeout_s < floor:
             problems.append(
                 f"stuck timeout ({self.effective_stuck_timeout_s:g}s) must be at least "
-                f"3 heartbeats ({3 * self.heartbeat_s:g}s), or live jobs would be rescued"
+                f"{STUCK_TIMEOUT_MIN_HEARTBEATS} heartbeats ({floor:g}s), or live jobs "
+                "would be rescued"
             )
         if self.log_format not in {"text", "json"}:
             problems.append("log format must be text or json")
