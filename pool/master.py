@@ -620,8 +620,8 @@ class Master:
                   f"job {job.type} {job.ref.id}" if job else f"{len(child.held)} claimed job(s)",
                   max(ages, default=0.0), self.heartbeats.lease_s,
                   extra={"job_id": job.ref.id, "job_type": job.type} if job else {})
-        # A fence overrides a gentler stop under way: the kill must happen now.
-        child.cause = Cause.FENCED
+        # The kill must happen now, whatever gentler stop is under way (whose cause,
+        # a timeout say, still decides how the job is settled).
         child.kill_now(Cause.FENCED, now)
 
     # -- database work -------------------------------------------------------
