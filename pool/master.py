@@ -620,8 +620,11 @@ class Master:
                   f"job {job.type} {job.ref.id}" if job else f"{len(child.held)} claimed job(s)",
                   max(ages, default=0.0), self.heartbeats.lease_s,
                   extra={"job_id": job.ref.id, "job_type": job.type} if job else {})
-        # The kill must happen now, whatever gentler stop is under way (whose cause,
-        # a timeout say, still decides how the job is settled).
+        # The kill must happen now, whatever gentler stop is under way. A timeout's
+        # cause still decides how the job is settled (that attempt overran); a
+        # shutdown's gives way, so that lastError says why the job was cut short.
+        if child.cause == Cause.STOPPED:
+            child.cause = Cause.FENCED
         child.kill_now(Cause.FENCED, now)
 
     # -- database work -------------------------------------------------------
