@@ -18,8 +18,10 @@ from sqlalchemy.engine import make_url
 
 
 class FreezableProxy:
-    def __init__(self, host: str = "127.0.0.1", port: int = 5432) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 5432,
+                 unix_socket: str | None = None) -> None:
         self.target = (host, port)
+        self.unix_socket = unix_socket  # a server without TCP (the embedded cluster)
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
@@ -34,8 +36,8 @@ class FreezableProxy:
 
     def url(self, database_url: str) -> str:
         """`database_url` through this proxy."""
-        return make_url(database_url).set(host="127.0.0.1", port=self.port).render_as_string(
-            hide_password=False)
+        return make_url(database_url).set(host="127.0.0.1", port=self.port,
+                                          query={}).render_as_string(hide_password=False)
 
     def freeze(self) -> None:
         self.frozen = True
@@ -52,7 +54,11 @@ class FreezableProxy:
 
     def _connect(self, client: socket.socket) -> None:
         try:
-            upstream = socket.create_connection(self.target, timeout=5)
+            if self.unix_socket:
+                upstream = socket.socket(socket.AF_UNIX)
+                upstream.connect(self.unix_socket)
+            else:
+                upstream = socket.create_connection(self.target, timeout=5)
         except OSError:
             client.close()
             return
