@@ -40,6 +40,7 @@ from skiplock.queue_core.errors import DatabaseUnavailable
 STATEMENT_SHARE = 0.8
 LOCK_SHARE = 0.5
 MIN_LEFT_S = 0.02
+CONNECT_TIMEOUT_S = 5.0  # as the engine's connect_timeout (queue_core/db.py)
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "skiplock_db_deadline", default=None)
@@ -90,13 +91,20 @@ def statement_prefix() -> str:
 
 
 def wait(conn: Any) -> None:
-    """psycopg2's wait callback: poll the connection, up to the bound's deadline."""
+    """psycopg2's wait callback: poll the connection, up to the bound's deadline.
+
+    Connecting is always bounded: libpq's own `connect_timeout` does not apply to a
+    connection polled like this, and a server that accepts and never answers would
+    hold even a command line tool forever."""
+    deadline = _deadline.get()
+    if conn.status == psycopg2.extensions.STATUS_SETUP:
+        connect_by = time.monotonic() + CONNECT_TIMEOUT_S
+        deadline = connect_by if deadline is None else min(deadline, connect_by)
     while True:
         state = conn.poll()
         if state == psycopg2.extensions.POLL_OK:
             return
-        left = time_left()
-        timeout = None if left is None else max(0.0, left)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         fd = conn.fileno()
         if state == psycopg2.extensions.POLL_READ:
             ready = select.select([fd], [], [], timeout)[0]
