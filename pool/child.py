@@ -52,16 +52,6 @@ from skiplock.queue_core.payloads import validate_payload
 
 log = logging.getLogger("skiplock.worker")
 
-# Phrases of a server that refuses us for good (wrong password, no such database,
-# not migrated), as opposed to one that is restarting: the first is a boot
-# failure, the second an outage to ride out.
-_REFUSALS = (
-    "password authentication failed",
-    "no pg_hba.conf entry",
-    "does not exist",
-    "permission denied",
-)
-
 _FAIL_OUTCOMES = {"PENDING": "retried", "DEAD_LETTER": "dead_lettered", None: "lost"}
 
 # The child's own statements on the queue (a claim, a settlement outside a job's
@@ -464,13 +454,9 @@ def _server_answered(exc: DatabaseUnavailable) -> bool:
 
 
 def _refused(exc: BaseException) -> bool:
-    chain: list[BaseException] = []
-    cursor: BaseException | None = exc
-    while cursor is not None and cursor not in chain:
-        chain.append(cursor)
-        cursor = cursor.__cause__ or cursor.__context__
-    text_ = " ".join(str(e).lower() for e in chain)
-    return any(phrase in text_ for phrase in _REFUSALS)
+    """A server that refuses us for good (wrong password, no such database or role, no
+    right), as opposed to one that is restarting: a boot failure, not an outage."""
+    return faults.classify(exc) == faults.Fault.REJECTED
 
 
 def _first_line(exc: BaseException) -> str:

@@ -74,6 +74,7 @@ _BY_CODE = {
     "57014": Fault.STATEMENT_TIMEOUT,  # query_canceled: statement_timeout, or a cancel
     "53300": Fault.TOO_MANY_CONNECTIONS,
     "3D000": Fault.REJECTED,  # invalid_catalog_name: no such database
+    "42501": Fault.REJECTED,  # insufficient_privilege
 }
 _BY_CLASS = {
     "08": Fault.CONNECTION_LOST,  # connection_exception
@@ -88,6 +89,7 @@ _BY_WORDS = (
     ("password authentication failed", Fault.REJECTED),
     ("no pg_hba.conf entry", Fault.REJECTED),
     ("does not exist", Fault.REJECTED),
+    ("permission denied", Fault.REJECTED),
     ("connection refused", Fault.REFUSED),
     ("could not connect", Fault.REFUSED),
     ("the database system is", Fault.REFUSED),  # ... starting up / shutting down
