@@ -4,8 +4,8 @@
     make chaos ARGS="--seeds 1 2 3"
 
 For each seed: a private PostgreSQL cluster of its own (so it may be
-restarted), a queue of CHAOS_WORK jobs (bench/chaos_handlers.py; one in
-four runs longer than a rescue takes), and
+restarted), CHAOS_WORK jobs (bench/chaos_handlers.py; one in four runs
+longer than a rescue takes) fed a few at a time while the faults run, and
 `--pools` real `skiplock worker` pools (heartbeat 0.5 s, stuck timeout 3 s),
 each reaching the database through a proxy of its own that can freeze. Then,
 for `--seconds`, one fault after another, chosen by the seed:
@@ -115,7 +115,9 @@ def _processes_with(needle: str) -> list[int]:
 
 
 class Soak:
-    def __init__(self, seed: int, jobs: int, seconds: float, pools: int) -> None:
+    def __init__(self, seed: int, jobs: int, seconds: float, pools: int,
+                 only: list[str] | None = None) -> None:
+        self.only = only or []
         self.rng = random.Random(seed)
         self.seed, self.jobs, self.seconds, self.npools = seed, jobs, seconds, pools
         self.base = Path(tempfile.mkdtemp(prefix=f"skiplock-chaos-{seed}-", dir="/tmp"))
@@ -129,6 +131,7 @@ class Soak:
         self.codes: list[int] = []
         self.url = ""
         self.engine: Engine | None = None
+        self.enqueued = 0
 
     # -- set-up --------------------------------------------------------------
 
@@ -139,12 +142,28 @@ class Soak:
         with self.engine.begin() as conn:
             for statement in SETUP:
                 conn.execute(text(statement))
-            os.environ["DATABASE_URL"] = self.url
-            enqueue_many([{"type": "CHAOS_WORK", "payload": {"seconds": self.duration()},
-                           "max_attempts": 8} for _ in range(self.jobs)], conn=conn)
+        self.enqueued = 0
         socket = str(self.cluster.socket_dir / ".s.PGSQL.5432")
         self.proxies = [FreezableProxy(unix_socket=socket) for _ in range(self.npools)]
         self.pools = [self.start(i) for i in range(self.npools)]
+
+    def top_up(self, backlog: int) -> None:
+        """Keep the queue short while the faults run: a rescued job then runs again at
+        once on an idle child instead of waiting behind a long backlog, which is when
+        a run that was not stopped in time would overlap with it."""
+        assert self.engine is not None
+        try:
+            with self.engine.begin() as conn:
+                pending = conn.execute(text(
+                    """SELECT count(*) FROM "WorkerJob" WHERE status = 'PENDING'""")).scalar()
+                n = min(max(0, backlog - int(pending or 0)), self.jobs - self.enqueued)
+                if n:
+                    enqueue_many([{"type": "CHAOS_WORK", "payload": {"seconds": self.duration()},
+                                   "max_attempts": 8} for _ in range(n)], conn=conn)
+        except Exception as exc:  # noqa: BLE001 - the database is having one of its faults
+            print(f"  (top-up: {exc.__class__.__name__})")
+            return
+        self.enqueued += n
 
     def duration(self) -> float:
         """Most jobs are short; one in four outlives a rescue (the stuck timeout and a
@@ -254,9 +273,12 @@ class Soak:
             ("partition", 1, lambda: self.hang(False)),
             ("hang", 1, lambda: self.hang(True)),
         ]
+        if self.only:
+            faults = [f for f in faults if f[0].replace(" ", "-") in self.only]
         names, weights, actions = zip(*faults, strict=True)
         stop_at = time.monotonic() + self.seconds
         while time.monotonic() < stop_at:
+            self.top_up(backlog=4)
             time.sleep(self.rng.uniform(0.3, 1.2))
             i = self.rng.choices(range(len(faults)), weights=weights)[0]
             self.faults[names[i]] += 1
@@ -270,6 +292,8 @@ class Soak:
     def drain(self) -> None:
         assert self.engine is not None
         deadline = time.monotonic() + 240
+        while self.enqueued < self.jobs and time.monotonic() < deadline:
+            self.top_up(backlog=self.jobs)
         while time.monotonic() < deadline:
             try:
                 with self.engine.begin() as conn:
@@ -362,11 +386,14 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--pools", type=int, default=3, help="pools (default 3)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3],
                         help="random seeds, one soak each (default 1 2 3)")
+    parser.add_argument("--faults", nargs="+", default=[], metavar="NAME",
+                        help="only these faults: kill-child kill-master terminate-backends "
+                             "read-only restart row-lock table-lock partition hang")
     parser.add_argument("--keep", action="store_true", help="keep the logs of a failed seed")
     args = parser.parse_args(argv)
     failed = []
     for seed in args.seeds:
-        soak = Soak(seed, args.jobs, args.seconds, args.pools)
+        soak = Soak(seed, args.jobs, args.seconds, args.pools, args.faults)
         ok = False
         try:
             soak.setup()
