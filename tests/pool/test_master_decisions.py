@@ -260,3 +260,30 @@ def test_every_deadline_comes_from_one_list(harness: Harness) -> None:
     first = min(at for at, _, _ in master.deadlines())
     assert master.next_wait() == pytest.approx(max(0.02, min(1.0, first - harness.clock.now)))
     harness.dies(child, EXITED_ABORTED)
+
+
+def test_children_claim_only_while_their_master_keeps_leases(database_url: str) -> None:
+    import time
+
+    from skiplock.pool.child import Child
+    from tests.support import wait_for
+
+    harness = Harness(database_url, listen=False)
+    harness.master.clock = time.monotonic  # the gate is read with the host's own clock
+    read_fd, write_fd = os.pipe()
+    child = Child(harness.master.settings, slot=0, worker_id="testhost:1:x",
+                  master_pid=os.getpid(), fd=write_fd, database_url=database_url,
+                  gate=harness.master.gate)
+    try:
+        assert not child.may_claim()  # no heartbeat has reached the database yet
+        harness.master.maintain()
+        assert child.may_claim()
+        # The master stops reaching the database (or stops altogether): nothing moves
+        # the gate's deadline, and it closes by itself.
+        wait_for(lambda: not child.may_claim(), 5, "the gate to close")
+        harness.master.maintain()
+        assert child.may_claim()
+    finally:
+        for fd in (read_fd, write_fd, child.wake_r, child.wake_w):
+            os.close(fd)
+        harness.close()
