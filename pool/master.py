@@ -634,6 +634,8 @@ class Master:
         self.recovery.connected(began)
 
     def database_failed(self, exc: BaseException) -> None:
+        if faults.classify(exc) == faults.Fault.NO_TIME_LEFT:
+            return  # this turn's budget ran out before the work began: the next turn does it
         self.outage.failed(exc)
         self.recovery.disconnected()
 

@@ -287,3 +287,15 @@ def test_children_claim_only_while_their_master_keeps_leases(database_url: str) 
         for fd in (read_fd, write_fd, child.wake_r, child.wake_w):
             os.close(fd)
         harness.close()
+
+
+def test_a_turn_whose_budget_ran_out_is_no_outage(harness: Harness) -> None:
+    from skiplock.queue_core.bounds import bounded
+
+    master = harness.master
+    master.maintain()
+    with bounded(0.0):  # as a turn that spent its whole budget on the heartbeats
+        master.heartbeats.soon()
+        master.maintain()
+    assert not master.outage.active
+    assert master.recovery.connected_since == 1000.0  # the unbroken connection goes on
