@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+import psycopg2
 from sqlalchemy.exc import SQLAlchemyError
 
 from skiplock.pool import protocol
@@ -92,7 +93,7 @@ OUTAGE_MAX_S = 1.0  # the master retries its leases at least this often in an ou
 
 # What the database may throw at the master: an outage to ride out, never a reason
 # to stop the pool (its children keep their jobs meanwhile).
-_DB_ERRORS = (DatabaseUnavailable, SQLAlchemyError)
+_DB_ERRORS = (DatabaseUnavailable, SQLAlchemyError, psycopg2.Error)
 
 _FAIL_OUTCOMES = {"PENDING": "retried", "DEAD_LETTER": "dead_lettered", None: "lost"}
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg2
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import ExceptionContext
@@ -113,10 +114,16 @@ def translate_errors(url: str | None = None) -> Iterator[None]:
         if exc.connection_invalidated or (fault is not None and fault.outage):
             raise DatabaseUnavailable(_describe(exc, url)) from exc
         raise
+    except psycopg2.Error as exc:
+        # Raised by the driver where SQLAlchemy does not wrap it: resetting a
+        # connection as it goes back to the pool, when the bound ran out or the
+        # server stopped answering. The driver has closed that connection.
+        raise DatabaseUnavailable(_describe(exc, url)) from exc
 
 
-def _describe(exc: sa_exc.DBAPIError, url: str | None) -> str:
-    reason = " ".join(str(exc.orig or exc).split())
+def _describe(exc: sa_exc.DBAPIError | psycopg2.Error, url: str | None) -> str:
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    reason = " ".join(str(orig or exc).split())
     url = url or _engine_url
     where = redact(url) if url else "the configured database"
     return f"cannot use the database at {where}: {reason}"
