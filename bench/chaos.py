@@ -56,7 +56,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
 from skiplock.queue_core import enqueue_many, migrate
-from skiplock.queue_core.embedded import EmbeddedCluster
+from skiplock.queue_core.embedded import EmbeddedCluster, find_bindir
 from skiplock.queue_core.urls import libpq_dsn
 from tests.pool.proxy import FreezableProxy
 
@@ -230,11 +230,19 @@ class Soak:
             self.sql(f'ALTER DATABASE "{name}" RESET default_transaction_read_only', "postgres")
 
     def restart(self) -> None:
+        """An immediate shutdown (as a crash or a failover: no backend is waited for),
+        then a start with crash recovery."""
         assert self.engine is not None
         self.engine.dispose()
-        self.cluster.stop()
+        self.stop_cluster()
         time.sleep(self.rng.uniform(0.5, 2.0))
         self.cluster.ensure_running()
+
+    def stop_cluster(self) -> None:
+        bindir = find_bindir()
+        assert bindir is not None
+        self.cluster._run([str(bindir / "pg_ctl"), "-D", str(self.cluster.data_dir),
+                           "-m", "immediate", "-w", "stop"], "stop the cluster")
 
     def hold(self, lock: str) -> None:
         assert self.engine is not None
@@ -374,7 +382,8 @@ class Soak:
             proxy.close()
         if self.engine is not None:
             self.engine.dispose()
-        self.cluster.stop()
+        if self.cluster.is_running():
+            self.stop_cluster()
         shutil.rmtree(self.base, ignore_errors=True)
 
 
