@@ -72,7 +72,7 @@ from skiplock.pool.proctitle import master_title, set_title
 from skiplock.pool.recovery import Recovery
 from skiplock.pool.states import Cause, Due, PoolState
 from skiplock.queue_core import db, fail, faults, release, urls
-from skiplock.queue_core.bounds import bounded
+from skiplock.queue_core.bounds import bounded, unbounded
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.errors import DatabaseUnavailable
 from skiplock.queue_core.jobs import JobRef
@@ -198,18 +198,22 @@ class Master:
             self.begin_drain("asked to stop")
         self.enforce_deadlines()
         # One budget for the turn's database work; the observers get what the
-        # master's own work left, and nothing while the database is out.
+        # master's own work left, and nothing while the database is out. (Never
+        # fork inside a bound: the child would inherit its deadline.)
+        turn_ends = time.monotonic() + self.budget_s
         with bounded(self.budget_s):
             self.maintain()
-            now = self.clock()
-            if now >= self.next_tick_at:
-                self.next_tick_at = now + TICK_S
-                set_title(master_title(self.concurrency, self.state))
-                with bounded(0.0 if self.outage.active else self.budget_s):
-                    self.notify("on_tick", self.snapshot())
         if self.state == RUNNING:
             self.trim()
             self.spawn_missing()
+        now = self.clock()
+        if now >= self.next_tick_at:
+            self.next_tick_at = now + TICK_S
+            set_title(master_title(self.concurrency, self.state))
+            left = 0.0 if self.outage.active else max(turn_ends - time.monotonic(),
+                                                      self.budget_s / 2)
+            with bounded(left):
+                self.notify("on_tick", self.snapshot())
 
     def finish(self) -> None:
         deadline = self.clock() + FINAL_SETTLE_S
@@ -723,9 +727,10 @@ class Master:
                 os.close(read_fd)
                 self.close_inherited_fds()
                 worker_id = f"{self.host}:{os.getpid()}:{token}"
-                code = Child(self.settings, slot=slot, worker_id=worker_id,
-                             master_pid=self.pid, fd=write_fd,
-                             database_url=self.database_url, gate=self.gate).run()
+                with unbounded():  # no deadline of the master's turn may follow the fork
+                    code = Child(self.settings, slot=slot, worker_id=worker_id,
+                                 master_pid=self.pid, fd=write_fd,
+                                 database_url=self.database_url, gate=self.gate).run()
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except BaseException:  # a bug in the child: a crash, reported by waitpid
