@@ -528,9 +528,9 @@ class Master:
         self.owe(Settlement(info, ref, job.type, action, error, True, duration))
 
     def owe(self, settlement: Settlement) -> None:
+        # Settled by this turn's database work (maintain), within its budget: never
+        # here, where nothing bounds how long the database may take.
         self.pending.append(settlement)
-        if not self.outage.active:
-            self.settle_pending()
 
     def settle_pending(self) -> bool:
         """Settle owed jobs in order; False if the database stopped us."""

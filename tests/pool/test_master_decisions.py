@@ -83,8 +83,11 @@ class Harness:
         return job
 
     def dies(self, child: WorkerChild, status: int) -> None:
+        """The child's wait status arrives; the master reaps it and, in the same turn's
+        database work, settles what it owes."""
         self.statuses[child.pid] = status
         self.master.reap()
+        self.master.maintain()
 
     def signals_to(self, child: WorkerChild) -> list[int]:
         return [signum for pid, signum in self.sent if pid == child.pid]
