@@ -118,7 +118,9 @@ class Soak:
     def __init__(self, seed: int, jobs: int, seconds: float, pools: int,
                  only: list[str] | None = None) -> None:
         self.only = only or []
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # the faults: the same sequence for the same seed
+        self.job_rng = random.Random(-seed)  # the jobs, drawn as the queue empties
+        self.pick = random.Random(seed * 7919)  # which process, backend or pool a fault hits
         self.seed, self.jobs, self.seconds, self.npools = seed, jobs, seconds, pools
         self.base = Path(tempfile.mkdtemp(prefix=f"skiplock-chaos-{seed}-", dir="/tmp"))
         self.base.chmod(0o755)  # the cluster runs as an unprivileged user when we are root
@@ -169,9 +171,9 @@ class Soak:
         """Most jobs are short; one in four outlives a rescue (the stuck timeout and a
         recovery interval), so that a run cut off from the database would still be
         running when another pool rescues it, unless it was fenced."""
-        if self.rng.random() < 1 / 4:
-            return round(self.rng.uniform(2 * STUCK_S + 1, 2 * STUCK_S + 5), 2)
-        return round(self.rng.uniform(0.05, 1.0), 2)
+        if self.job_rng.random() < 1 / 4:
+            return round(self.job_rng.uniform(2 * STUCK_S + 1, 2 * STUCK_S + 5), 2)
+        return round(self.job_rng.uniform(0.05, 1.0), 2)
 
     def start(self, index: int) -> subprocess.Popen[bytes]:
         env = {**os.environ, "DATABASE_URL": self.proxies[index].url(self.url),
@@ -206,16 +208,16 @@ class Soak:
         rows = self.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                         "AND application_name LIKE 'skiplock[%' AND pid <> pg_backend_pid()")
         for (pid,) in rows:
-            if self.rng.random() < share:
+            if self.pick.random() < share:
                 self.sql(f"SELECT pg_terminate_backend({int(pid)})")
 
     def kill_child(self) -> None:
-        kids = _children(self.pools[self.rng.randrange(len(self.pools))].pid)
+        kids = _children(self.pools[self.pick.randrange(len(self.pools))].pid)
         if kids:
-            os.kill(self.rng.choice(kids), signal.SIGKILL)
+            os.kill(self.pick.choice(kids), signal.SIGKILL)
 
     def kill_master(self) -> None:
-        i = self.rng.randrange(len(self.pools))
+        i = self.pick.randrange(len(self.pools))
         self.pools[i].kill()
         self.pools[i].wait()
         self.pools[i] = self.start(i)
@@ -225,7 +227,7 @@ class Soak:
         self.sql(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on', "postgres")
         try:
             self.terminate()
-            time.sleep(self.rng.uniform(1.0, 4.0))
+            time.sleep(self.pick.uniform(1.0, 4.0))
         finally:
             self.sql(f'ALTER DATABASE "{name}" RESET default_transaction_read_only', "postgres")
 
@@ -235,7 +237,7 @@ class Soak:
         assert self.engine is not None
         self.engine.dispose()
         self.stop_cluster()
-        time.sleep(self.rng.uniform(0.5, 2.0))
+        time.sleep(self.pick.uniform(0.5, 2.0))
         self.cluster.ensure_running()
 
     def stop_cluster(self) -> None:
@@ -260,7 +262,7 @@ class Soak:
         self.hold('LOCK TABLE "WorkerJob" IN ACCESS EXCLUSIVE MODE')
 
     def hang(self, everyone: bool) -> None:
-        frozen = self.proxies if everyone else [self.rng.choice(self.proxies)]
+        frozen = self.proxies if everyone else [self.pick.choice(self.proxies)]
         for proxy in frozen:
             proxy.freeze()
         try:
