@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: worker test lint bench migrate demo clean chromium dashboard
+.PHONY: worker test lint bench chaos migrate demo clean chromium dashboard
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
+
+# Process kills and database faults against real pools, then every invariant
+# checked (docs/reliability.md): `make chaos ARGS="--seeds 1 2 3 --seconds 60"`.
+chaos: $(STAMP)
+	$(BIN)/python -m bench chaos $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -20,16 +20,16 @@ import signal
 from collections.abc import Iterable
 
 from skiplock.pool.children import WorkerChild
+from skiplock.pool.states import Cause
 from skiplock.queue_core.cancel import end_cancelled
 
 log = logging.getLogger("skiplock.master")
 
-CAUSE = "cancelled"
-
-
-def stop_cancelled(children: Iterable[WorkerChild], job_ids: set[str], grace_s: float) -> None:
+def stop_cancelled(children: Iterable[WorkerChild], job_ids: Iterable[str], grace_s: float,
+                   now: float) -> None:
     """Settle and stop every held job in `job_ids`; raises the database's errors (the
     caller rides out the outage, and the next heartbeat asks again)."""
+    job_ids = set(job_ids)
     if not job_ids:
         return
     for child in children:
@@ -43,7 +43,7 @@ def stop_cancelled(children: Iterable[WorkerChild], job_ids: set[str], grace_s: 
                 log.warning("job %s %s cancelled; stopping %s", child.job.type, job_id,
                             child.label(), extra={**extra, "job_type": child.job.type})
                 # A child already being stopped keeps its first cause, and is hurried.
-                child.stop(signal.SIGQUIT, grace_s, CAUSE)
+                child.stop(signal.SIGQUIT, grace_s, Cause.CANCELLED, now)
                 # Ended: no more heartbeats for it (one would find it gone and take
                 # the child for one that lost its job).
                 child.held.pop(job_id, None)

@@ -13,7 +13,10 @@ forks after a HUP load the new code.
 
 The child settles only the jobs it ran to an end (completed, failed, lost). A
 job it never finished because it died, was stopped, or timed out is settled by
-the master, which learns from `waitpid` how the child ended. Signals:
+the master, which learns from `waitpid` how the child ended. A database error
+never ends a child: whatever its class (queue_core/faults.py), the child waits
+it out with a back-off, as the master does, and it takes no new work while its
+master cannot keep the leases (pool/claim_gate.py). Signals:
 TERM finishes the running job and exits; QUIT abandons the job at once (the
 handler gets `Abandon`, a BaseException, its transaction rolls back); INT is
 ignored, so that Ctrl-C in a terminal drains gracefully through the master.
@@ -37,12 +40,25 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from skiplock.handlers import registry
 from skiplock.handlers.registry import JobResult, Registration
 from skiplock.pool import lifeline, protocol
+from skiplock.pool.claim_gate import ClaimGate
 from skiplock.pool.listener import Listener
 from skiplock.pool.outage import Outage
 from skiplock.pool.postmortem import EXIT_ABORTED, EXIT_BOOT_FAILURE, EXIT_OK
 from skiplock.pool.proctitle import set_title, worker_title
 from skiplock.pool.progress_reporter import ProgressReporter
-from skiplock.queue_core import Job, claim, complete, db, fail, grants, job_progress, release, sql
+from skiplock.queue_core import (
+    Job,
+    claim,
+    complete,
+    db,
+    fail,
+    faults,
+    grants,
+    job_progress,
+    release,
+    sql,
+)
+from skiplock.queue_core.bounds import bounded
 from skiplock.queue_core.cancel import end_cancelled
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.errors import (
@@ -58,17 +74,12 @@ from skiplock.queue_core.storable import describe_exception
 
 log = logging.getLogger("skiplock.worker")
 
-# Phrases of a server that refuses us for good (wrong password, no such database,
-# not migrated), as opposed to one that is restarting: the first is a boot
-# failure, the second an outage to ride out.
-_REFUSALS = (
-    "password authentication failed",
-    "no pg_hba.conf entry",
-    "does not exist",
-    "permission denied",
-)
-
 _FAIL_OUTCOMES = {"PENDING": "retried", "DEAD_LETTER": "dead_lettered", None: "lost"}
+
+# The child's own statements on the queue (a claim, a settlement outside a job's
+# transaction) give up after this, so that a hung server cannot hold a child
+# past its master's TERM; a handler's statements are not limited.
+STATEMENT_BOUND_S = 5.0
 
 
 class Abandon(BaseException):
@@ -104,7 +115,7 @@ class PollInterval:
 class Child:
     def __init__(
         self, settings: Settings, *, slot: int, worker_id: str, master_pid: int, fd: int,
-        database_url: str,
+        database_url: str, gate: ClaimGate | None = None,
     ) -> None:
         self.settings = settings
         self.database_url = database_url
@@ -122,6 +133,9 @@ class Child:
         # the master): None when it did not try, and the loop claims by itself.
         self.next_jobs: list[Job] | None = None
         self.outage = Outage(f"worker {slot}", log)
+        self.gate = gate
+        self.paused = False  # the gate was closed at the last look
+        self.claim_sent_at: float | None = None
         self.listener: Listener | None = Listener() if settings.listen else None
         self.wake_r, self.wake_w = os.pipe()
         self.progress = ProgressReporter(self.send)
@@ -190,7 +204,7 @@ class Child:
 
     def probe_database(self) -> str | None:
         try:
-            with db.connect() as conn:
+            with bounded(STATEMENT_BOUND_S), db.connect() as conn:
                 conn.execute(sql.PROBE)
                 # A missing grant would fail a job at random later, in a loop:
                 # name every one now, and the master stops with exit 3.
@@ -226,9 +240,15 @@ class Child:
                 if not self.outage.ready():
                     self.wait(self.outage.retry_at - time.monotonic())
                     continue
+                if not self.may_claim():
+                    self.wait(self.settings.poll_min_s)
+                    continue
                 try:
-                    jobs = self.claim_batch()
-                except DatabaseUnavailable as exc:
+                    with bounded(STATEMENT_BOUND_S):
+                        jobs = self.claim_batch()
+                except Exception as exc:
+                    if faults.classify(exc) is None:
+                        raise
                     self.outage.failed(exc)
                     continue
                 self.outage.succeeded()
@@ -245,11 +265,24 @@ class Child:
                 self.send(protocol.Exiting(reason))
                 return
 
+    def may_claim(self) -> bool:
+        """Whether the master keeps leases now (log once when that changes)."""
+        is_open = self.gate is None or self.gate.is_open()
+        if is_open == self.paused:
+            self.paused = not is_open
+            if self.paused:
+                log.warning("worker %d: not claiming: its master cannot renew leases now",
+                            self.slot)
+            else:
+                log.warning("worker %d: claiming again", self.slot)
+        return is_open
+
     def claim_batch(self, conn: Connection | None = None) -> list[Job]:
         """Claim the next batch, in `conn` (a job's transaction, not yet committed) or alone.
 
         Nothing is held until the claim commits: the caller hands the jobs to `take`
         only then."""
+        self.claim_sent_at = time.monotonic()
         return claim(self.worker_id, limit=self.claim_limit, conn=conn)
 
     def take(self, jobs: list[Job]) -> None:
@@ -260,7 +293,8 @@ class Child:
         self.poll.reset()
         # A full batch means a deep queue: take bigger bites until it runs dry.
         self.claim_limit = self.settings.batch_size if len(jobs) >= self.claim_limit else 1
-        self.send(protocol.Claimed([(j.id, self.worker_id, j.attempts) for j in jobs]))
+        self.send(protocol.Claimed([(j.id, self.worker_id, j.attempts) for j in jobs],
+                                   sent_at=self.claim_sent_at))
 
     def claim_with_completion(self, conn: Connection) -> list[Job] | None:
         """Claim the next batch in the transaction that completes the last job of this one.
@@ -274,7 +308,7 @@ class Child:
         savepoint: one that raises is rolled back alone, and the completed job
         still commits (the loop claims again by itself).
         """
-        if self.should_stop() or self.recycle_reason(after=1) is not None:
+        if self.should_stop() or self.recycle_reason(after=1) is not None or not self.may_claim():
             return None
         try:
             return claim(self.worker_id, limit=self.claim_limit, conn=conn, savepoint=True)
@@ -407,10 +441,11 @@ class Child:
             return self.fail(job, exc.result.error or "handler reported failure",
                              retry=exc.result.should_retry)
         except DatabaseUnavailable as exc:
-            if not (_connection_lost(exc) or lost):
-                # The server answered: a statement of ours failed in the job's
-                # transaction (a lock or statement timeout the handler set). That is
-                # an attempt (docs/lessons.md, poison jobs).
+            if not lost and _server_answered(exc):
+                # The server answered: a statement in the job's transaction failed (a
+                # lock or statement timeout the handler set, a deadlock). That is an
+                # attempt, or such a job would come back forever without accounting
+                # (docs/lessons.md, poison jobs).
                 log.warning("job %s %s: %s", job.type, job.id, _first_line(exc),
                             extra={"job_id": job.id, "job_type": job.type})
                 return self.fail(job, _first_line(exc.__cause__ or exc), retry=True)
@@ -503,8 +538,11 @@ class Child:
         while True:
             if self.outage.ready():
                 try:
-                    outcome: str = change()
-                except DatabaseUnavailable as exc:
+                    with bounded(STATEMENT_BOUND_S):
+                        outcome: str = change()
+                except Exception as exc:
+                    if faults.classify(exc) is None:
+                        raise
                     self.outage.failed(exc)
                 else:
                     self.outage.succeeded()
@@ -526,19 +564,22 @@ def _released(done: bool) -> str:
 
 
 def _connection_lost(exc: DatabaseUnavailable) -> bool:
-    """Whether the driver error behind `exc` was a lost connection (SQLAlchemy's call)."""
-    cause = exc.__cause__
-    return not isinstance(cause, DBAPIError) or bool(cause.connection_invalidated)
+    """Whether the connection behind `exc` went away (as opposed to a statement the
+    server refused, a timeout, say: queue_core/faults.py decides)."""
+    return not _server_answered(exc)
+
+
+def _server_answered(exc: DatabaseUnavailable) -> bool:
+    """Whether the server judged the job's statement (a timeout, a deadlock), as opposed
+    to a connection that went away with the job's transaction (faults.py decides)."""
+    fault = faults.classify(exc)
+    return fault is not None and fault.server_answered
 
 
 def _refused(exc: BaseException) -> bool:
-    chain: list[BaseException] = []
-    cursor: BaseException | None = exc
-    while cursor is not None and cursor not in chain:
-        chain.append(cursor)
-        cursor = cursor.__cause__ or cursor.__context__
-    text_ = " ".join(str(e).lower() for e in chain)
-    return any(phrase in text_ for phrase in _REFUSALS)
+    """A server that refuses us for good (wrong password, no such database or role, no
+    right), as opposed to one that is restarting: a boot failure, not an outage."""
+    return faults.classify(exc) == faults.Fault.REJECTED
 
 
 def _first_line(exc: BaseException) -> str:

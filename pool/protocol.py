@@ -50,6 +50,9 @@ class Claimed:
     """The child holds these jobs (a batch is run one at a time); heartbeat them all."""
 
     jobs: list[tuple[str, str, int]]  # (id, lockedBy, attempts)
+    # time.monotonic() (one clock for the host's processes) just before the claim was
+    # sent: the database dated the leases no earlier, and the master fences by it.
+    sent_at: float | None = None
 
     def refs(self) -> list[JobRef]:
         return [JobRef(job_id, locked_by, attempts) for job_id, locked_by, attempts in self.jobs]

@@ -25,6 +25,7 @@ from skiplock.queue_core.errors import ConfigurationError
 
 STUCK_TIMEOUT_HEARTBEATS = 6
 _UNPRINTABLE = re.compile("[\x00\ud800-\udfff]")
+STUCK_TIMEOUT_MIN_HEARTBEATS = 3
 
 
 def _bool(text: str) -> bool:
@@ -196,10 +197,12 @@ class Settings:
                 problems.append(f"{f.metadata['env']} {exc}")
         if problems:
             raise ConfigurationError("invalid settings: " + "; ".join(problems))
-        if self.effective_stuck_timeout_s < 3 * self.heartbeat_s:
+        floor = STUCK_TIMEOUT_MIN_HEARTBEATS * self.heartbeat_s
+        if self.effective_stuck_timeout_s < floor:
             problems.append(
                 f"stuck timeout ({self.effective_stuck_timeout_s:g}s) must be at least "
-                f"3 heartbeats ({3 * self.heartbeat_s:g}s), or live jobs would be rescued"
+                f"{STUCK_TIMEOUT_MIN_HEARTBEATS} heartbeats ({floor:g}s), or live jobs "
+                "would be rescued"
             )
         if not self.poll_min_s <= self.poll_max_s:
             problems.append("poll interval must satisfy min <= max")

@@ -129,25 +129,27 @@ def release_unstarted(worker_id: str, started: Sequence[str], reason: str,
         return [row.id for row in rows]
 
 
-def heartbeat(jobs: Iterable[Fenced], conn: Connection | Session | None = None) -> set[str]:
-    """Refresh "lockedAt" of the given jobs in one statement; return the ids still held."""
-    return beat(jobs, conn=conn).held
-
-
 @dataclass(frozen=True)
-class Beat:
-    """The heartbeat's answer: the ids still held, and those of them an operator cancelled."""
+class Renewal:
+    """What one heartbeat did to each lease, and which of the jobs an operator cancelled."""
 
-    held: set[str]
-    cancel_requested: set[str]
+    renewed: frozenset[str]  # "lockedAt" is now
+    busy: frozenset[str]  # still ours, but another session holds the row: try again soon
+    gone: frozenset[str]  # no longer held by this holder at this attempt: lost
+    cancel_requested: frozenset[str] = frozenset()  # held, and `skiplock cancel` asked to stop it
+
+    @property
+    def held(self) -> frozenset[str]:
+        return self.renewed | self.busy
 
 
-def beat(jobs: Iterable[Fenced], progress: Mapping[str, Progress] | None = None,
-         conn: Connection | Session | None = None) -> Beat:
-    """`heartbeat`, also writing each job's latest progress and reading cancel requests."""
+def renew_leases(jobs: Iterable[Fenced], progress: Mapping[str, Progress] | None = None,
+                 conn: Connection | Session | None = None) -> Renewal:
+    """Refresh "lockedAt" of the given jobs in one statement that waits for no row lock,
+    writing each renewed job's latest progress and reading cancel requests."""
     jobs = list(jobs)
     if not jobs:
-        return Beat(set(), set())
+        return Renewal(frozenset(), frozenset(), frozenset())
     progress = progress or {}
     reports = [progress.get(j.id) for j in jobs]
     params = {"ids": [j.id for j in jobs], "lockers": [j.locked_by for j in jobs],
@@ -156,4 +158,14 @@ def beat(jobs: Iterable[Fenced], progress: Mapping[str, Progress] | None = None,
               "messages": [r.message if r else None for r in reports]}
     with connect(conn, autocommit=True) as c:
         rows = c.execute(sql.HEARTBEAT, params).fetchall()
-    return Beat({row.id for row in rows}, {row.id for row in rows if row.cancel_requested})
+    renewed = frozenset(r.id for r in rows if r.renewed)
+    busy = frozenset(r.id for r in rows if r.held and not r.renewed)
+    gone = frozenset(r.id for r in rows if not r.held and not r.renewed)
+    cancelled = frozenset(r.id for r in rows if r.held and r.cancel_requested)
+    return Renewal(renewed, busy, gone, cancelled)
+
+
+def heartbeat(jobs: Iterable[Fenced], conn: Connection | Session | None = None) -> set[str]:
+    """Refresh "lockedAt" of the given jobs in one statement; return the ids still held
+    (a job whose row another session has locked is held, though not refreshed)."""
+    return set(renew_leases(jobs, conn=conn).held)

@@ -226,21 +226,42 @@ RELEASE_UNSTARTED = text(
     """
 )
 
-# Each job fenced by its own holder and attempt; what comes back is still held.
-# The same statement carries what the handlers reported (progress; NULL keeps the
-# last value) and answers which of the jobs an operator asked to cancel, so that
-# neither costs a statement of its own (queue_core/cancel.py, progress.py).
+# Each job fenced by its own holder and attempt. A row another session has
+# locked (an operator's open transaction, a cascading DELETE, a handler that
+# updates its own job) is skipped, not waited for: one locked row must not hold
+# up the leases of every other job of the host. Each id comes back with whether
+# its lease was renewed and whether it is still held at all (read without a
+# lock: a locked row is "held, not renewed", retried at the next beat; only a
+# job no longer held by this holder at this attempt is lost).
+# The same statement carries what the handlers reported (progress; NULL keeps
+# the last value) and answers which of the jobs an operator asked to cancel, so
+# that neither costs a statement of its own (queue_core/cancel.py, progress.py).
 HEARTBEAT = text(
     """
-    UPDATE "WorkerJob" AS j SET "lockedAt" = statement_timestamp(),
-        progress = COALESCE(h.progress, j.progress),
-        "progressMessage" = COALESCE(h.message, j."progressMessage")
-    FROM unnest(CAST(:ids AS text[]), CAST(:lockers AS text[]), CAST(:attempts AS int[]),
-                CAST(:progress AS real[]), CAST(:messages AS text[]))
-         AS h(id, locked_by, attempts, progress, message)
-    WHERE j.id = h.id AND j.status = 'PROCESSING'
-      AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts
-    RETURNING j.id, j."cancelRequestedAt" IS NOT NULL AS cancel_requested
+    WITH h AS (
+        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:lockers AS text[]),
+                             CAST(:attempts AS int[]), CAST(:progress AS real[]),
+                             CAST(:messages AS text[]))
+             AS h(id, locked_by, attempts, progress, message)
+    ), free AS (
+        SELECT j.id FROM "WorkerJob" AS j JOIN h ON j.id = h.id
+        WHERE j.status = 'PROCESSING' AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts
+        FOR UPDATE OF j SKIP LOCKED
+    ), renewed AS (
+        UPDATE "WorkerJob" AS j SET "lockedAt" = statement_timestamp(),
+            progress = COALESCE(h.progress, j.progress),
+            "progressMessage" = COALESCE(h.message, j."progressMessage")
+        FROM free JOIN h ON h.id = free.id
+        WHERE j.id = free.id
+        RETURNING j.id
+    )
+    SELECT h.id,
+           EXISTS (SELECT 1 FROM renewed AS r WHERE r.id = h.id) AS renewed,
+           j.id IS NOT NULL AS held,
+           COALESCE(j."cancelRequestedAt" IS NOT NULL, false) AS cancel_requested
+    FROM h LEFT JOIN "WorkerJob" AS j
+      ON j.id = h.id AND j.status = 'PROCESSING'
+     AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts
     """
 )
 

@@ -222,8 +222,18 @@ def recover(stuck_timeout: float | None) -> None:
     """
     from skiplock.ops.processes import prune
     from skiplock.queue_core import recover_stuck
+    from skiplock.queue_core.config import STUCK_TIMEOUT_MIN_HEARTBEATS
 
-    timeout = stuck_timeout or load_settings().effective_stuck_timeout_s
+    settings = load_settings()
+    timeout = settings.effective_stuck_timeout_s if stuck_timeout is None else stuck_timeout
+    # The workers' own rule (Settings.validate): a lease is judged dead only after
+    # several heartbeats were missed, or live jobs are rescued and run twice.
+    floor = STUCK_TIMEOUT_MIN_HEARTBEATS * settings.heartbeat_s
+    if timeout < floor:
+        raise click.BadParameter(
+            f"{timeout:g}s is shorter than {STUCK_TIMEOUT_MIN_HEARTBEATS} heartbeats "
+            f"({floor:g}s with SKIPLOCK_HEARTBEAT_S={settings.heartbeat_s:g}): live jobs "
+            "would be rescued and run twice", param_hint="--stuck-timeout")
     recovered = recover_stuck(timeout)
     click.echo(f"recovered {recovered.count} jobs ({len(recovered.retried)} to retry, "
                f"{len(recovered.dead)} dead-lettered)")

@@ -137,3 +137,17 @@ def test_help_explains_every_flag():
     assert result.exit_code == 0
     for flag in ("--priority", "--delay", "--key", "--max-attempts", "--user-id", "--handlers"):
         assert flag in result.output
+
+
+@pytest.mark.parametrize("timeout", ["1s", "0", "14s"])
+def test_recover_refuses_a_stuck_timeout_under_three_heartbeats(timeout: str) -> None:
+    # The worker's own rule: with heartbeats every 5 s, a lease younger than 15 s
+    # may belong to a live job, which would be rescued and run twice.
+    sql('INSERT INTO "WorkerJob" (id, type, payload, status, "lockedBy", "lockedAt", attempts) '
+        "VALUES ('live', 'T', '{}', 'PROCESSING', 'h:1:x', now() - interval '2 seconds', 1)")
+    result = run("recover", "--stuck-timeout", timeout, env={"SKIPLOCK_HEARTBEAT_S": "5"})
+    assert result.exit_code == 2
+    assert "shorter than 3 heartbeats (15s" in result.output
+    assert row("live").st == "PROCESSING"
+    assert run("recover", "--stuck-timeout", "15s",
+               env={"SKIPLOCK_HEARTBEAT_S": "5"}).exit_code == 0
