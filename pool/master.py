@@ -531,10 +531,11 @@ class Master:
             error = timed_out(child.pid, job.timeout_s or 0.0, ref.attempts, job.max_attempts)
         elif cause == Cause.FENCED:
             # Stopped before its lease could run out, so that no other host runs it
-            # while it still runs here: it never ran to an end, and goes back unpaid.
-            action = "release"
+            # while it still runs here: cut short by the database, not by the job, so
+            # an interruption, free the first few times (queue_core/accounting.py).
+            action = "interrupt"
             error = (f"worker pid {child.pid} was stopped because its lease could not be "
-                     f"renewed (database unreachable); attempt {ref.attempts} not counted")
+                     f"renewed (database unreachable)")
         elif cause == Cause.STOPPED and (child.killed or _exit_code(status) == EXIT_ABORTED):
             # Stopped by us before the job could end (a deploy, say): an interruption,
             # free the first few times, so a job that hangs through every restart
