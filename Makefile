@@ -8,12 +8,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: worker test lint bench bench-peers bench-venv migrate demo clean
+.PHONY: worker test lint bench bench-peers bench-venv chaos migrate demo clean chromium dashboard
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,dashboard]'
 	@touch $@
 
 venv: $(STAMP)
@@ -24,8 +24,20 @@ migrate: $(STAMP)
 worker: migrate
 	exec $(BIN)/skiplock worker $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The dashboard's tests drive Debian's chromium through Playwright; a machine
+# without it gets it here, once, quietly (a no-op when it is installed).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium for the dashboard's browser tests (apt-get)"; \
+	  apt-get update -qq >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+# The web dashboard on 127.0.0.1:8484 (ARGS="--allow-actions" to act).
+dashboard: migrate
+	exec $(BIN)/skiplock dashboard $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -48,6 +60,11 @@ bench-venv: $(BENCH_STAMP)
 
 bench-peers: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python -m bench peers --peer-python $(BENCH_VENV)/bin/python $(ARGS)
+
+# Process kills and database faults against real pools, then every invariant
+# checked (docs/reliability.md): `make chaos ARGS="--seeds 1 2 3 --seconds 60"`.
+chaos: $(STAMP)
+	$(BIN)/python -m bench chaos $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -15,6 +15,7 @@ BENCHMARKS = {
     "memory": "bench.memory",
     "bloat": "bench.bloat",
     "enqueue": "bench.enqueue",
+    "dashboard": "bench.dashboard",
 }
 
 

@@ -1,9 +1,14 @@
 """Claim and complete: latency against a deep backlog, throughput with N claimers.
 
     python -m bench claim [--backlog 1000000] [--small 1000] [--jobs 20000] [--clients 1,2,4]
+                          [--keys 1000]
 
 The claim's latency is measured at `--small` pending jobs and again at
-`--backlog`; their ratio is a target of the speed work (at most 1.3).
+`--backlog`; their ratio is a target of the speed work (at most 1.3). It is
+measured once more on the same backlog spread over `--keys` concurrency keys
+(limit 2 each) of which one key holds half the jobs (a backfill): what limits
+cost the claim (nothing: held-back jobs are outside its index) and the
+completion (its trigger frees the slot and lets the key's next job in).
 
 Each job costs two transactions (the claim, then the fenced completion), so
 the reference is pgbench running a one-row UPDATE by primary key per
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import time
 
 from sqlalchemy import Engine, create_engine
@@ -60,6 +66,34 @@ def _latency(engines: list[Engine], samples: int) -> list[tuple[list[float], lis
     return figures
 
 
+def latency(label: str, backlog: int) -> None:
+    claim_ms, complete_ms = [], []
+    for i in range(min(2000, backlog // 2)):
+        t0 = time.perf_counter()
+        [job] = q.claim("latency")
+        t1 = time.perf_counter()
+        q.complete(job)
+        t2 = time.perf_counter()
+        if i >= 20:  # warm-up
+            claim_ms.append((t1 - t0) * 1000)
+            complete_ms.append((t2 - t1) * 1000)
+    print(f"{label}: claim p50 {percentile(claim_ms, .5):.2f} ms, "
+          f"p99 {percentile(claim_ms, .99):.2f} ms; complete p50 "
+          f"{percentile(complete_ms, .5):.2f} ms (mean {mean(complete_ms):.2f})")
+
+
+def fill_keyed(count: int, keys: int, batch: int = 10_000) -> None:
+    """Half the jobs on one key (a backfill), the rest spread over the other keys."""
+    began = time.perf_counter()
+    for start in range(0, count, batch):
+        q.enqueue_many([{"type": "BENCH", "payload": {},
+                         "concurrency_key": "key0" if i % 2 else f"key{(i // 2) % keys}",
+                         "concurrency": 2} for i in range(start, min(start + batch, count))])
+    sql(os.environ["DATABASE_URL"], 'VACUUM ANALYZE "WorkerJob"')
+    print(f"keyed backlog: {count} jobs over {keys} keys (filled in "
+          f"{time.perf_counter() - began:.1f} s)")
+
+
 def run(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench claim", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,6 +105,8 @@ def run(argv: list[str]) -> None:
                         help="jobs claimed and completed per throughput run (default 10000)")
     parser.add_argument("--clients", default="1,2,4",
                         help="comma-separated claimer counts (default 1,2,4)")
+    parser.add_argument("--keys", type=int, default=1000,
+                        help="concurrency keys of the keyed backlog (default 1000)")
     args = parser.parse_args(argv)
     clients = [int(c) for c in args.clients.split(",")]
 
@@ -97,6 +133,11 @@ def run(argv: list[str]) -> None:
             print(f"claim latency at {args.small} pending, in turn with it: p50 "
                   f"{percentile(small[0], .5):.2f} ms, p99 {percentile(small[0], .99):.2f} ms; "
                   f"p50 at {args.backlog} / at {args.small}: {ratio:.2f} (target <= 1.3)")
+            sql(url, 'TRUNCATE "WorkerJob", "WorkerConcurrencyKey"')
+            fill_keyed(args.backlog, args.keys)
+            latency(f"limits ({args.keys} keys, limit 2)", args.backlog)
+            sql(url, 'TRUNCATE "WorkerJob", "WorkerConcurrencyKey"')
+            fill(args.backlog, "BENCH", {})
             _throughput(url, args.jobs, clients)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+from sqlalchemy.engine import make_url
 
 from skiplock.queue_core import scratch
 from skiplock.queue_core.urls import libpq_dsn
@@ -102,9 +103,11 @@ def pgbench(url: str, script: str, *, clients: int = 1, seconds: float = 5,
         handle.write(script)
     try:
         run = ["-t", str(transactions)] if transactions else ["-T", str(int(max(1, seconds)))]
+        # The password goes in the environment: a command line is visible to every user.
+        env = {**os.environ, "PGPASSWORD": make_url(url).password or ""}
         out = subprocess.run([exe, "-n", "-f", handle.name, "-c", str(clients),
-                              "-j", str(clients), *run, libpq_dsn(url)],
-                             capture_output=True, text=True, check=True).stdout
+                              "-j", str(clients), *run, libpq_dsn(url, with_password=False)],
+                             capture_output=True, text=True, check=True, env=env).stdout
     finally:
         os.unlink(handle.name)
     found = re.search(r"tps = ([\d.]+)", out)

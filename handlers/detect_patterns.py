@@ -15,7 +15,9 @@ from skiplock.queue_core.db import transaction
 from skiplock.queue_core.payloads import DETECT_PATTERNS
 
 
-@handler(DETECT_PATTERNS)
+# One user's pattern runs one at a time (they read and rewrite the same rows);
+# other users' run beside them, and a user's backlog waits held back.
+@handler(DETECT_PATTERNS, concurrency=1, concurrency_key="userId")
 def detect_patterns(payload: dict[str, Any], job_id: str) -> JobResult:
     return run_step(DETECT_PATTERNS, payload, _detect)
 

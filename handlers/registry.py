@@ -10,10 +10,13 @@ imported before the children fork, so every child sees what they register.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from skiplock.queue_core import limits, policy
 from skiplock.queue_core.errors import ConfigurationError, InvalidJob
 
 
@@ -23,6 +26,13 @@ class JobResult:
     data: Any = None
     error: str | None = None
     should_retry: bool = True
+    snooze_s: float | None = None  # run again this much later, attempt given back
+
+    @classmethod
+    def snooze(cls, seconds: float) -> JobResult:
+        """Run the job again in `seconds` without spending an attempt (queue_core/snooze.py)."""
+        return cls(False, error=f"snoozed for {seconds}s",
+                   snooze_s=policy.check_delay(seconds, "a snooze"))
 
 
 Handler = Callable[[dict[str, Any], str], JobResult]
@@ -34,27 +44,47 @@ class Registration:
     type: str
     fn: Handler
     timeout_s: float | None = None
+    concurrency: int | None = None  # at most this many at once per key (queue_core/limits.py)
+    concurrency_key: limits.KeyFrom = None
+    max_snoozes: int = policy.DEFAULT_MAX_SNOOZES
 
 
 _registry: dict[str, Registration] = {}
 
 
-def register_handler(job_type: str, fn: Handler, *, timeout_s: float | None = None) -> None:
-    """Run `fn` for jobs of `job_type`; a later registration replaces an earlier one."""
+def register_handler(job_type: str, fn: Handler, *, timeout_s: float | None = None,
+                     concurrency: int | None = None,
+                     concurrency_key: limits.KeyFrom = None, max_attempts: int | None = None,
+                     backoff: policy.Backoff = None, max_snoozes: int | None = None) -> None:
+    """Run `fn` for jobs of `job_type`; a later registration replaces an earlier one.
+
+    `concurrency=N`: at most N jobs of the type run at once per key, on every
+    host; the key is `TYPE:payload[concurrency_key]` (a payload field, or a
+    function of the payload), or the type alone without `concurrency_key`.
+    `max_attempts`, `backoff`, `max_snoozes`: the type's retry policy
+    (queue_core/policy.py)."""
     if not isinstance(job_type, str) or not job_type.strip():
         raise InvalidJob("job type must be a non-empty string")
     if not callable(fn):
         raise InvalidJob(f"handler for {job_type} is not callable")
     if timeout_s is not None and timeout_s <= 0:
         raise InvalidJob(f"timeout of {job_type} must be positive")
-    _registry[job_type] = Registration(job_type, fn, timeout_s)
+    limits.set_type_limit(job_type, concurrency, concurrency_key)
+    policy.set_policy(job_type, max_attempts=max_attempts, backoff=backoff,
+                      max_snoozes=max_snoozes)
+    _registry[job_type] = Registration(job_type, fn, timeout_s, concurrency, concurrency_key,
+                                       policy.policy(job_type).max_snoozes)
 
 
-def handler(job_type: str, *, timeout_s: float | None = None) -> Callable[[F], F]:
+def handler(job_type: str, *, timeout_s: float | None = None, concurrency: int | None = None,
+            concurrency_key: limits.KeyFrom = None, max_attempts: int | None = None,
+            backoff: policy.Backoff = None, max_snoozes: int | None = None) -> Callable[[F], F]:
     """Decorator form of `register_handler`."""
 
     def decorate(fn: F) -> F:
-        register_handler(job_type, fn, timeout_s=timeout_s)
+        register_handler(job_type, fn, timeout_s=timeout_s, concurrency=concurrency,
+                         concurrency_key=concurrency_key, max_attempts=max_attempts,
+                         backoff=backoff, max_snoozes=max_snoozes)
         return fn
 
     return decorate
@@ -76,10 +106,20 @@ def registered_types() -> list[str]:
 def unregister_handler(job_type: str) -> None:
     """Forget a registration (tests use it to keep the registry clean)."""
     _registry.pop(job_type, None)
+    limits.set_type_limit(job_type, None)
+    policy.set_policy(job_type)
 
 
 def load_handler_modules(names: Iterable[str]) -> list[str]:
-    """Import each module so that its handlers register; a module that fails is a config error."""
+    """Import each module so that its handlers register; a module that fails is a config error.
+
+    The current directory is searched first, as `python -m` and gunicorn do: an
+    application run from its own folder names its modules (`myapp.jobs`) without
+    installing itself into the virtualenv.
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
     loaded = []
     for name in names:
         try:

@@ -15,7 +15,10 @@ forks after a HUP load the new code.
 
 The child settles only the jobs it ran to an end (completed, failed, lost). A
 job it never finished because it died, was stopped, or timed out is settled by
-the master, which learns from `waitpid` how the child ended. Signals:
+the master, which learns from `waitpid` how the child ended. A database error
+never ends a child: whatever its class (queue_core/faults.py), the child waits
+it out with a back-off, as the master does, and it takes no new work while its
+master cannot keep the leases (pool/claim_gate.py). Signals:
 TERM finishes the running job and exits; QUIT abandons the job at once (the
 handler gets `Abandon`, a BaseException, its transaction rolls back); INT is
 ignored, so that Ctrl-C in a terminal drains gracefully through the master.
@@ -28,40 +31,58 @@ import os
 import random
 import select
 import signal
+import threading
 import time
 from types import FrameType
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from skiplock.handlers import registry
 from skiplock.handlers.registry import JobResult, Registration
 from skiplock.pool import lifeline, protocol
+from skiplock.pool.claim_gate import ClaimGate
 from skiplock.pool.claim_size import ClaimSize, Durations
 from skiplock.pool.group_commit import Group, GroupAborted, JobScope, Outcome
 from skiplock.pool.listener import Listener
 from skiplock.pool.outage import Outage
 from skiplock.pool.postmortem import EXIT_ABORTED, EXIT_BOOT_FAILURE, EXIT_OK
 from skiplock.pool.proctitle import set_title, worker_title
-from skiplock.queue_core import Job, claim, db, fail, release, sql
+from skiplock.pool.progress_reporter import ProgressReporter
+from skiplock.queue_core import (
+    Job,
+    claim,
+    db,
+    fail,
+    faults,
+    grants,
+    job_progress,
+    release,
+    sql,
+)
+from skiplock.queue_core.bounds import bounded
+from skiplock.queue_core.cancel import end_cancelled
 from skiplock.queue_core.config import Settings
-from skiplock.queue_core.errors import ConfigurationError, DatabaseUnavailable, InvalidPayload
+from skiplock.queue_core.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    InvalidPayload,
+    PermissionDenied,
+)
+from skiplock.queue_core.lifecycle import interrupt, release_unstarted
 from skiplock.queue_core.payloads import validate_payload
+from skiplock.queue_core.snooze import snooze
+from skiplock.queue_core.storable import describe_exception
 
 log = logging.getLogger("skiplock.worker")
 
-# Phrases of a server that refuses us for good (wrong password, no such database,
-# not migrated), as opposed to one that is restarting: the first is a boot
-# failure, the second an outage to ride out.
-_REFUSALS = (
-    "password authentication failed",
-    "no pg_hba.conf entry",
-    "does not exist",
-    "permission denied",
-)
-
 _FAIL_OUTCOMES = {"PENDING": "retried", "DEAD_LETTER": "dead_lettered", None: "lost"}
+
+# The child's own statements on the queue (a claim, a settlement outside a job's
+# transaction) give up after this, so that a hung server cannot hold a child
+# past its master's TERM; a handler's statements are not limited.
+STATEMENT_BOUND_S = 5.0
 
 
 class Abandon(BaseException):
@@ -93,7 +114,7 @@ class PollInterval:
 class Child:
     def __init__(
         self, settings: Settings, *, slot: int, worker_id: str, master_pid: int, fd: int,
-        database_url: str,
+        database_url: str, gate: ClaimGate | None = None,
     ) -> None:
         self.settings = settings
         self.database_url = database_url
@@ -113,8 +134,15 @@ class Child:
         # the master): None when it did not try, and the loop claims by itself.
         self.next_jobs: list[Job] | None = None
         self.outage = Outage(f"worker {slot}", log)
+        self.gate = gate
+        self.paused = False  # the gate was closed at the last look
+        self.claim_sent_at: float | None = None
         self.listener: Listener | None = Listener() if settings.listen else None
         self.wake_r, self.wake_w = os.pipe()
+        # The progress reporter's timer thread writes to the pipe too, and a write of
+        # a group's messages may be longer than PIPE_BUF: one writer at a time.
+        self.send_lock = threading.Lock()
+        self.progress = ProgressReporter(self.send)
 
     # -- life ----------------------------------------------------------------
 
@@ -147,6 +175,7 @@ class Child:
         # A fresh engine for this pid (the inherited pool is dropped unclosed), bound
         # to the URL the master resolved: later get_engine() calls return it.
         db.get_engine(self.database_url)
+        job_progress.set_reporter(self.progress)
         try:
             registry.load_handler_modules(self.settings.handlers)
         except ConfigurationError as exc:
@@ -180,8 +209,16 @@ class Child:
 
     def probe_database(self) -> str | None:
         try:
-            with db.connect() as conn:
+            with bounded(STATEMENT_BOUND_S), db.connect() as conn:
                 conn.execute(sql.PROBE)
+                # A missing grant would fail a job at random later, in a loop:
+                # name every one now, and the master stops with exit 3.
+                role, lacking = grants.missing_worker_grants(conn)
+            if lacking:
+                return (f"the database role {role!r} lacks grants the worker needs "
+                        f"(see the README's least-privileged role): {'; '.join(lacking)}")
+        except PermissionDenied as exc:
+            return f"the database refused the worker: {exc}"
         except DatabaseUnavailable as exc:
             if _refused(exc):
                 return f"the database refused the worker: {_first_line(exc)}"
@@ -208,9 +245,15 @@ class Child:
                 if not self.outage.ready():
                     self.wait(self.outage.retry_at - time.monotonic())
                     continue
+                if not self.may_claim():
+                    self.wait(self.settings.poll_min_s)
+                    continue
                 try:
-                    jobs = self.claim_batch()
-                except DatabaseUnavailable as exc:
+                    with bounded(STATEMENT_BOUND_S):
+                        jobs = self.claim_batch()
+                except Exception as exc:
+                    if faults.classify(exc) is None:
+                        raise
                     self.outage.failed(exc)
                     continue
                 self.outage.succeeded()
@@ -228,11 +271,24 @@ class Child:
                 self.send(protocol.Exiting(reason))
                 return
 
+    def may_claim(self) -> bool:
+        """Whether the master keeps leases now (log once when that changes)."""
+        is_open = self.gate is None or self.gate.is_open()
+        if is_open == self.paused:
+            self.paused = not is_open
+            if self.paused:
+                log.warning("worker %d: not claiming: its master cannot renew leases now",
+                            self.slot)
+            else:
+                log.warning("worker %d: claiming again", self.slot)
+        return is_open
+
     def claim_batch(self, conn: Connection | None = None) -> list[Job]:
         """Claim the next batch, in `conn` (a job's transaction, not yet committed) or alone.
 
         Nothing is held until the claim commits: the caller hands the jobs to `take`
         only then."""
+        self.claim_sent_at = time.monotonic()
         return claim(self.worker_id, limit=self.claim_size.limit(), conn=conn)
 
     def take(self, jobs: list[Job], before: list[protocol.Message] | None = None) -> None:
@@ -242,7 +298,8 @@ class Child:
         messages = list(before or [])
         if jobs:
             self.poll.reset()
-            messages.append(protocol.Claimed([(j.id, self.worker_id, j.attempts) for j in jobs]))
+            messages.append(protocol.Claimed([(j.id, self.worker_id, j.attempts) for j in jobs],
+                                             sent_at=self.claim_sent_at))
         self.send(*messages)
 
     def claim_with_completion(self, conn: Connection) -> list[Job] | None:
@@ -253,13 +310,25 @@ class Child:
         claims in its own transaction pays two flushes per job, and one this way.
         None when the child must not take more work: it is stopping (TERM drains
         and QUIT abandons: neither claims anything new), or it recycles after this
-        job; the loop then does what it would have done. A claim that raises rolls
-        the completion back with it: the job is failed and retried like one whose
-        own statement failed (at least once, as ever).
+        job; the loop then does what it would have done. The claim runs behind a
+        savepoint: one that raises is rolled back alone, and the group's completed
+        jobs still commit (the loop claims again by itself). The group's jobs are
+        all counted in `jobs_done` by now.
         """
-        if self.should_stop() or self.recycle_reason() is not None:
+        if self.should_stop() or self.recycle_reason() is not None or not self.may_claim():
             return None
-        return self.claim_batch(conn)
+        try:
+            self.claim_sent_at = time.monotonic()
+            return claim(self.worker_id, limit=self.claim_size.limit(), conn=conn,
+                         savepoint=True)
+        except (SQLAlchemyError, DatabaseUnavailable) as exc:
+            if conn.invalidated:
+                raise  # the connection is gone: the completion cannot commit either
+            log.warning("worker %d: claiming the next jobs with the completion failed (%s); "
+                        "the completion commits alone", self.slot, describe_exception(exc))
+            with db.translate_errors():
+                conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {sql.CLAIM_SAVEPOINT}")
+            return None
 
     def run_batch(self, jobs: list[Job]) -> None:
         for index, job in enumerate(jobs):
@@ -316,6 +385,7 @@ class Child:
         self.send(protocol.Started(job.id, job.type, self.worker_id, job.attempts,
                                    job.max_attempts, timeout_s))
         set_title(worker_title(self.slot, job.type, job.id))
+        self.progress.start(job.id)
         if log.isEnabledFor(logging.INFO):  # nothing is formatted when it is off
             log.info("job %s %s started (attempt %d/%d)", job.type, job.id, job.attempts,
                      job.max_attempts, extra=_extra(job, self.worker_id))
@@ -352,33 +422,48 @@ class Child:
             outcomes, next_jobs = self.group.commit(
                 self.claim_with_completion if claim_next else None)
         except GroupAborted as exc:
-            self.settle_aborted(exc)
+            self.settle_aborted(exc, claimed=claim_next)
             return
         # Committed: report the claim at once, before anything else can happen.
         # The master heartbeats only what it was told; a claim it heard of before
-        # the commit would look lost to it. A SIGKILL between the commit and this
-        # write still leaves rows held by this worker that the master does not
-        # know of and will not settle: nobody heartbeats them, so stuck recovery
-        # rescues them after --stuck-timeout. They never started, but the claim
-        # counted an attempt (a job on its last attempt is dead-lettered). The
-        # loop's own claim has the same window between its commit and its
-        # Claimed message, and so does a commit whose answer was lost with the
-        # connection (an in-doubt commit raises here and hands nothing over).
+        # the commit would look lost to it, and so would a completion it heard of
+        # before the commit. A SIGKILL between the commit and this write leaves
+        # rows held by this worker that the master does not know of: when it reaps
+        # the child it gives back, uncharged, every job of the child's but the
+        # running one (sql.RELEASE_UNSTARTED), and so also the group's jobs that
+        # waited for a commit that never came. The loop's own claim has the same
+        # window, and the same remedy.
         self.report(outcomes, before_claim=next_jobs)
         if next_jobs is not None:
             self.next_jobs = next_jobs
 
-    def settle_aborted(self, aborted: GroupAborted) -> None:
-        """The group's transaction rolled back: settle each of its jobs on its own."""
+    def settle_aborted(self, aborted: GroupAborted, *, claimed: bool = False) -> None:
+        """The group's transaction rolled back (or its commit's answer was lost): settle
+        each of its jobs on its own, as the one job's transaction would have been."""
         cause = aborted.cause
-        if cause is not None:
-            if isinstance(cause, DatabaseUnavailable) and _connection_lost(cause):
-                self.outage.failed(cause)
-            reason = f"database error before the jobs' commit: {_first_line(cause)}"
-        else:
+        lost_connection = False
+        if cause is None:
             reason = "another job of the same commit was lost (rescued elsewhere)"
-        log.warning("worker %d: %d finished job(s) not committed (%s); they run again",
-                    self.slot, len(aborted.outcomes) - len(aborted.lost), reason)
+        else:
+            fault = faults.classify(cause)
+            lost_connection = fault is not None and not fault.server_answered
+            if lost_connection:
+                self.outage.failed(cause)
+            what = "the job's database connection was lost before it committed" \
+                if lost_connection else "the jobs' commit failed"
+            reason = f"{what}: {_first_line(cause.__cause__ or cause)}"
+        log.warning("worker %d: %d finished job(s) not committed (%s)", self.slot,
+                    len(aborted.outcomes) - len(aborted.lost), reason)
+        if claimed and lost_connection:
+            # A commit whose answer was lost may have committed a claim of the next
+            # jobs that nobody knows of: give back, uncharged, whatever this worker
+            # holds and never started (nothing else of its batch is left).
+            ran = [o.job.id for o in aborted.outcomes]
+            self.settle(aborted.outcomes[0].job, lambda: str(release_unstarted(
+                self.worker_id, ran, "claimed by a commit whose answer was lost; "
+                "never started")))
+        completed = [o for o in aborted.outcomes
+                     if o.job.id not in aborted.lost and o.error is None]
         for o in aborted.outcomes:
             if o.job.id in aborted.lost:
                 log.warning("job %s %s was no longer held by this worker (rescued elsewhere); "
@@ -386,85 +471,162 @@ class Child:
                 o.outcome = "lost"
             elif o.error is not None:
                 o.outcome = self.fail(o.job, o.error, retry=o.retry)
-            else:  # its writes were rolled back: it goes back without an attempt
+            elif cause is None:
+                # Rolled back for another job's sake: not this one's doing, no attempt.
                 o.outcome = self.settle(o.job, lambda j=o.job: _released(release(j, reason)))
+            elif lost_connection or len(completed) > 1:
+                # Cut short by the database, or by a commit that the server refused
+                # for one of several jobs that cannot be told apart: an interruption,
+                # free only a few times (queue_core/accounting.py), so even a job that
+                # always spoils its group's commit ends.
+                o.outcome = self.interrupted(o.job, reason)
+            else:
+                # The server refused this one job's commit: an attempt, or such a job
+                # would come back forever (docs/lessons.md, poison jobs).
+                o.outcome = self.fail(o.job, reason, retry=True)
         self.report(aborted.outcomes)
+
+    def abandon_group(self, cause: BaseException) -> None:
+        """The group's connection broke under a job: what waited in it is gone too."""
+        waiting = self.group.take_all()
+        if waiting:
+            self.settle_aborted(GroupAborted(waiting, set(), cause))
 
     def execute(self, job: Job, registration: Registration | None, started: float) -> str | None:
         """Run the job to an end: its outcome, or None when it waits in the group for
-        the commit (pool/group_commit.py)."""
+        the commit (pool/group_commit.py), which then also claims the next batch.
+
+        Only skiplock's own statements (opening the transaction, its savepoint, the
+        completion, the claim, the commit) are translated into skiplock's errors.
+        Whatever the handler raises is the handler's, reported as such, even a
+        driver error on another database; the one thing read from it is whether the
+        job's own connection died under it (queue_core/accounting.py: an
+        interruption)."""
+        if job.decode_error is not None:
+            return self.fail(job, job.decode_error, retry=False)
+        if job.cancel_requested_at is not None:  # cancelled while it waited (queue_core/cancel.py)
+            return self.settle(job, lambda: "cancelled" if end_cancelled(job, started=False)
+                               else "lost")
         try:
             payload = validate_payload(job.type, job.payload)
         except InvalidPayload as exc:
             return self.fail(job, str(exc), retry=False)
         if registration is None:
             return self.fail(job, f"no handler registered for job type {job.type}", retry=False)
-        ran = False
+        try:
+            with db.translate_errors():
+                self.group.connection()
+        except DatabaseUnavailable as exc:  # the handler never ran: nothing to charge
+            self.abandon_group(exc)
+            self.outage.failed(exc)
+            reason = f"worker could not open the job's transaction: {_first_line(exc)}"
+            return self.settle(job, lambda: _released(release(job, reason)))
         scope = JobScope(self.group)
         try:
-            # The handler's writes and the completion commit together or not at all
-            # (docs/internals.md, the job's transaction): the handler writes in its
-            # savepoint of the group's transaction, which completes it at commit.
-            with db.translate_errors(), db.bind_job_connection(scope):
-                ran = True
+            return self.run_in_group(job, registration, payload, scope, started)
+        except _Failed as exc:
+            if exc.result.snooze_s is not None:  # queue_core/snooze.py
+                self.rollback_scope(scope)
+                delay, bound = exc.result.snooze_s, registration.max_snoozes
+                return self.settle(job, lambda: snooze(job, delay, bound))
+            return self.fail_in_group(job, scope, started,
+                                      exc.result.error or "handler reported failure",
+                                      retry=exc.result.should_retry)
+
+    def run_in_group(self, job: Job, registration: Registration, payload: dict[str, Any],
+                     scope: JobScope, started: float) -> str | None:
+        """The handler, in its savepoint of the group's transaction; its completion is
+        written and committed with the group's. An outcome string when the handler
+        raised or its savepoint could not be kept; None when the job waits in the group."""
+        # The handler's writes and the completion commit together or not at all
+        # (docs/internals.md, the job's transaction).
+        try:
+            with db.bind_job_connection(scope):
                 self.in_handler = True
                 try:
                     result = registration.fn(payload, job.id)
                 finally:
                     self.in_handler = False
-                if not isinstance(result, JobResult):
-                    raise TypeError(f"handler of {job.type} returned "
-                                    f"{type(result).__name__}, not a JobResult")
-                if not result.success:
-                    raise _Failed(result)
+        except Exception as exc:
+            return self.handler_raised(job, scope, started, exc)
+        if not isinstance(result, JobResult):
+            raise _Failed(JobResult(False, error=f"handler of {job.type} returned "
+                                                 f"{type(result).__name__}, not a JobResult"))
+        if not result.success:
+            raise _Failed(result)
+        try:
+            with db.translate_errors():
                 scope.release()
-        except _Failed as exc:
-            return self.fail_in_group(job, scope, started, exc.result.error or
-                                      "handler reported failure", retry=exc.result.should_retry)
         except DatabaseUnavailable as exc:
-            if ran and not _connection_lost(exc) and not self.group.broken():
-                # The server answered: the handler's own query failed (a statement or
-                # lock timeout). That is an attempt, or such a job would come back
-                # forever without accounting (docs/lessons.md, poison jobs).
+            if not self.group.broken() and _server_answered(exc):
+                # The server answered: a statement in the job's transaction failed (a
+                # lock or statement timeout the handler set, a deadlock). That is an
+                # attempt, or such a job would come back forever without accounting
+                # (docs/lessons.md, poison jobs).
                 log.warning("job %s %s: %s", job.type, job.id, _first_line(exc),
                             extra={"job_id": job.id, "job_type": job.type})
                 return self.fail_in_group(job, scope, started,
                                           _first_line(exc.__cause__ or exc), retry=True)
-            # The connection is gone, and with it the transaction that held the
-            # handler's writes (and those of the jobs waiting in the group): the
-            # job did not run to an end, so it goes back unpaid.
-            self.outage.failed(exc)
-            reason = f"database connection lost while running: {_first_line(exc)}"
-            waiting = self.group.take_all()
-            if waiting:
-                self.settle_aborted(GroupAborted(waiting, set(), exc))
-            return self.settle(job, lambda: _released(release(job, reason)))
-        except Exception as exc:
-            log.warning("job %s %s raised %s", job.type, job.id, type(exc).__name__,
-                        exc_info=True, extra={"job_id": job.id, "job_type": job.type})
-            return self.fail_in_group(job, scope, started, f"{type(exc).__name__}: {exc}",
-                                      retry=True)
+            self.abandon_group(exc)
+            return self.interrupted(job, "the job's database connection was lost before "
+                                         f"it committed: {_first_line(exc.__cause__ or exc)}")
+        except SQLAlchemyError as exc:
+            # Our statement was refused in a transaction the handler left aborted
+            # (it caught an error of its own and returned).
+            return self.fail_in_group(job, scope, started, f"the job's transaction could not "
+                                      f"commit: {describe_exception(exc)}", retry=True)
         now = time.monotonic()
         self.group.add(Outcome(job, now - started, now, result=result.data))
         return None
+
+    def handler_raised(self, job: Job, scope: JobScope, started: float,
+                       exc: Exception) -> str | None:
+        # The job's own connection (the group's) died under the handler, or a skiplock
+        # call of the handler's lost its connection to skiplock's database (only
+        # skiplock's own statements raise DatabaseUnavailable): not necessarily the
+        # handler's fault (a restart, a failover), so an interruption, which is free
+        # only a few times.
+        own = self.group.broken()
+        theirs = isinstance(exc, DatabaseUnavailable) and _connection_lost(exc)
+        if own or theirs:
+            if own:
+                self.abandon_group(exc)
+            else:
+                self.rollback_scope(scope)
+            which = "the job's database connection" if own else \
+                "a connection of the handler's to skiplock's database"
+            return self.interrupted(job, f"{which} was lost while the handler ran: "
+                                         f"{describe_exception(exc)}")
+        log.warning("job %s %s raised %s", job.type, job.id, type(exc).__name__,
+                    exc_info=True, extra={"job_id": job.id, "job_type": job.type})
+        return self.fail_in_group(job, scope, started, describe_exception(exc), retry=True)
+
+    def rollback_scope(self, scope: JobScope) -> bool:
+        """Roll the job's writes back to its savepoint; False (and the group settled
+        job by job) when even that failed: the group's transaction cannot commit."""
+        try:
+            with db.translate_errors():
+                scope.rollback()
+        except Exception as exc:
+            self.abandon_group(exc)
+            return False
+        return True
 
     def fail_in_group(self, job: Job, scope: JobScope, started: float, error: str, *,
                       retry: bool) -> str | None:
         """Roll the job's writes back to its savepoint; it is failed in the group's
         transaction. When even that rollback fails the group cannot commit: its jobs
         are settled one by one, and this one is failed on its own."""
-        try:
-            with db.translate_errors():
-                scope.rollback()
-        except Exception as exc:
-            waiting = self.group.take_all()
-            if waiting:
-                self.settle_aborted(GroupAborted(waiting, set(), exc))
-            self.group.discard()
+        if not self.rollback_scope(scope):
             return self.fail(job, error, retry=retry)
         now = time.monotonic()
         self.group.add(Outcome(job, now - started, now, error=error, retry=retry))
         return None
+
+    def interrupted(self, job: Job, reason: str) -> str:
+        log.warning("job %s %s interrupted: %s", job.type, job.id, reason,
+                    extra={"job_id": job.id, "job_type": job.type})
+        return self.settle(job, lambda: _interrupt_outcome(interrupt(job, reason)))
 
     def fail(self, job: Job, error: str, *, retry: bool) -> str:
         return self.settle(job, lambda: _FAIL_OUTCOMES[fail(job, error, retry=retry)])
@@ -475,8 +637,11 @@ class Child:
         while True:
             if self.outage.ready():
                 try:
-                    outcome: str = change()
-                except DatabaseUnavailable as exc:
+                    with bounded(STATEMENT_BOUND_S):
+                        outcome: str = change()
+                except Exception as exc:
+                    if faults.classify(exc) is None:
+                        raise
                     self.outage.failed(exc)
                 else:
                     self.outage.succeeded()
@@ -487,7 +652,8 @@ class Child:
 
     def send(self, *messages: protocol.Message) -> None:
         if messages:
-            protocol.send(self.fd, *messages)
+            with self.send_lock:
+                protocol.send(self.fd, *messages)
 
 
 def _extra(job: Job, worker_id: str) -> dict[str, Any]:
@@ -495,24 +661,31 @@ def _extra(job: Job, worker_id: str) -> dict[str, Any]:
             "worker": worker_id}
 
 
+def _interrupt_outcome(outcome: str | None) -> str:
+    return outcome or "lost"
+
+
 def _released(done: bool) -> str:
     return "released" if done else "lost"
 
 
 def _connection_lost(exc: DatabaseUnavailable) -> bool:
-    """Whether the driver error behind `exc` was a lost connection (SQLAlchemy's call)."""
-    cause = exc.__cause__
-    return not isinstance(cause, DBAPIError) or bool(cause.connection_invalidated)
+    """Whether the connection behind `exc` went away (as opposed to a statement the
+    server refused, a timeout, say: queue_core/faults.py decides)."""
+    return not _server_answered(exc)
+
+
+def _server_answered(exc: DatabaseUnavailable) -> bool:
+    """Whether the server judged the job's statement (a timeout, a deadlock), as opposed
+    to a connection that went away with the job's transaction (faults.py decides)."""
+    fault = faults.classify(exc)
+    return fault is not None and fault.server_answered
 
 
 def _refused(exc: BaseException) -> bool:
-    chain: list[BaseException] = []
-    cursor: BaseException | None = exc
-    while cursor is not None and cursor not in chain:
-        chain.append(cursor)
-        cursor = cursor.__cause__ or cursor.__context__
-    text_ = " ".join(str(e).lower() for e in chain)
-    return any(phrase in text_ for phrase in _REFUSALS)
+    """A server that refuses us for good (wrong password, no such database or role, no
+    right), as opposed to one that is restarting: a boot failure, not an outage."""
+    return faults.classify(exc) == faults.Fault.REJECTED
 
 
 def _first_line(exc: BaseException) -> str:

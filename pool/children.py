@@ -6,11 +6,13 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from skiplock.pool import protocol
 from skiplock.pool.observer import ChildInfo
-from skiplock.queue_core.jobs import JobRef
+from skiplock.pool.states import Cause
+from skiplock.queue_core.jobs import JobRef, Progress
 
 
 @dataclass
@@ -23,6 +25,7 @@ class RunningJob:
     timeout_s: float | None
     started: float  # monotonic, when the master heard of it
     started_wall: float
+    progress: Progress | None = None  # what its handler last reported
 
     @property
     def deadline(self) -> float | None:
@@ -40,7 +43,7 @@ class WorkerChild:
     held: dict[str, JobRef] = field(default_factory=dict)  # claimed, not yet settled
     job: RunningJob | None = None
     retiring: bool = False  # TERM sent: it exits after its job, a new child takes its slot
-    cause: str | None = None  # why the master stopped it (PoolObserver.on_child_exit causes)
+    cause: Cause | None = None  # why the master stopped it
     kill_at: float | None = None  # monotonic deadline of the SIGKILL that ends an escalation
     killed: bool = False  # the SIGKILL was sent
     lost: set[str] = field(default_factory=set)  # held ids a heartbeat found rescued
@@ -48,6 +51,7 @@ class WorkerChild:
     booted: bool = False
     boot_failure: str | None = None
     exit_reason: str | None = None
+    kill: Callable[[int, int], None] = os.kill  # tests of the master's decisions record it instead
 
     def info(self) -> ChildInfo:
         return ChildInfo(
@@ -58,28 +62,29 @@ class WorkerChild:
             job_id=self.job.ref.id if self.job else None,
             job_type=self.job.type if self.job else None,
             job_started_at=self.job.started_wall if self.job else None,
+            progress=self.job.progress if self.job else None,
         )
 
     def signal(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):  # already dead, not yet reaped
-            os.kill(self.pid, signum)
+            self.kill(self.pid, signum)
 
-    def stop(self, signum: int, grace_s: float, cause: str) -> None:
+    def stop(self, signum: int, grace_s: float, cause: Cause, now: float) -> None:
         """One escalation: `signum` now, SIGKILL once the grace runs out (docs/lessons.md).
 
         A stop already under way keeps its first cause and its earlier deadline."""
         if self.cause is None:
             self.cause = cause
         self.retiring = True
-        deadline = time.monotonic() + grace_s
+        deadline = now + grace_s
         self.kill_at = deadline if self.kill_at is None else min(self.kill_at, deadline)
         self.signal(signum)
 
-    def kill_now(self, cause: str) -> None:
+    def kill_now(self, cause: Cause, now: float) -> None:
         if self.cause is None:
             self.cause = cause
         self.retiring = True
-        self.kill_at = time.monotonic()
+        self.kill_at = now
         self.killed = True
         self.signal(signal.SIGKILL)
 

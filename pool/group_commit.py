@@ -78,9 +78,12 @@ class JobScope:
         self.savepoint: NestedTransaction | None = None
 
     def __call__(self) -> Connection:
-        conn = self.group.connection()
-        if self.savepoint is None:
-            self.savepoint = conn.begin_nested()
+        # Called from the handler's code, but skiplock's own statement: translated
+        # (a lost connection is an interruption, not the handler's failure).
+        with db.translate_errors():
+            conn = self.group.connection()
+            if self.savepoint is None:
+                self.savepoint = conn.begin_nested()
         return conn
 
     def release(self) -> None:
@@ -113,7 +116,8 @@ class Group:
 
     def broken(self) -> bool:
         """Whether the group's connection could not be made or has gone bad."""
-        return self.connect_failed or (self.conn is not None and self.conn.invalidated)
+        return self.connect_failed or (self.conn is not None
+                                       and (self.conn.invalidated or self.conn.closed))
 
     def add(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)

@@ -1,37 +1,93 @@
-"""The master keeps the leases of its children's jobs alive.
+"""The master keeps the leases of its children's jobs, one job at a time.
 
 docs/lessons.md: send heartbeats from a place a busy handler cannot block; a
 pure-Python loop holding the GIL, or C code that never releases it, starves a
 heartbeat thread in the same process. The master is that place: one statement
 every `--heartbeat` seconds refreshes `"lockedAt"` of every job its children
-hold, each fenced by its own lockedBy and attempt. A job missing from the
-answer was rescued elsewhere; the master stops the child that runs it.
+hold, each fenced by its own lockedBy and attempt, skipping (not waiting for)
+rows another session has locked. Per job it then knows one of three things:
+renewed, busy (still ours, retried soon), or gone (the master stops the child).
+
+It also knows, per job, the latest moment at which the database can have
+dated the lease: the instant the renewing statement (or the child's claim) was
+sent. The lease runs out `--stuck-timeout` after that by the database's clock;
+the master stops the job `margin_s` earlier (self-fencing, docs/reliability.md).
+
+The same statement carries the progress the handlers reported since the last
+beat, and answers which jobs an operator asked to cancel (`cancel_requested`,
+read by the master after each beat; pool/cancelling.py).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 
-from skiplock.queue_core import heartbeat
-from skiplock.queue_core.jobs import JobRef
+from skiplock.queue_core import db, sql
+from skiplock.queue_core.jobs import JobRef, Progress
+from skiplock.queue_core.lifecycle import Renewal, renew_leases
+
+BUSY_RETRY_S = 1.0  # a lease that met a locked row is tried again this soon
+
+
+def fence_margin_s(lease_s: float) -> float:
+    """How long before its lease runs out a job is stopped (docs/reliability.md)."""
+    return min(2.0, lease_s / 3)
+
+
+def database_budget_s(lease_s: float) -> float:
+    """The longest the master's loop spends on the database in one turn: half the
+    margin, so that it is never late to a fence deadline by more than that."""
+    return fence_margin_s(lease_s) / 2
 
 
 class Heartbeats:
-    def __init__(self, interval_s: float) -> None:
+    def __init__(self, interval_s: float, lease_s: float) -> None:
         self.interval_s = interval_s
+        self.lease_s = lease_s
+        self.margin_s = fence_margin_s(lease_s)
         self.next_at = 0.0
+        self.renewed: dict[str, float] = {}  # job id -> when its lease was last dated, at the latest
+        self.last_success: float | None = None  # when the last round that reached the database began
+        self.cancel_requested: frozenset[str] = frozenset()
+        self.progress: dict[str, Progress] = {}  # reported since the last beat, by job id
 
     def due(self, now: float) -> bool:
         return now >= self.next_at
 
     def soon(self) -> None:
-        """Beat at the next tick (after an outage, before recovery may judge our jobs)."""
+        """Beat at the next turn (after an outage, before recovery may judge our jobs)."""
         self.next_at = 0.0
 
-    def beat(self, refs: Iterable[JobRef]) -> set[str]:
-        """The ids still held; raises DatabaseUnavailable (the caller backs off)."""
+    def hold(self, job_id: str, dated_by: float) -> None:
+        """A lease the master now keeps; `dated_by`: the claim was sent no later than this."""
+        if job_id not in self.renewed:
+            self.renewed[job_id] = dated_by
+
+    def forget(self, job_id: str) -> None:
+        self.renewed.pop(job_id, None)
+
+    def fence_at(self, job_id: str) -> float | None:
+        """When the job must be stopped if its lease is not renewed before."""
+        renewed = self.renewed.get(job_id)
+        return None if renewed is None else renewed + self.lease_s - self.margin_s
+
+    def beat(self, refs: Iterable[JobRef], now: float) -> Renewal:
+        """Renew every lease (or, with none, check that the database answers); raises
+        DatabaseUnavailable (the caller backs off)."""
         refs = list(refs)
-        held = heartbeat(refs) if refs else set()
-        self.next_at = time.monotonic() + self.interval_s
-        return held
+        if refs:
+            renewal = renew_leases(refs, self.progress)
+            # A busy row was not written: keep its progress for the next beat.
+            self.progress = {k: v for k, v in self.progress.items() if k in renewal.busy}
+        else:
+            with db.connect(autocommit=True) as conn:
+                conn.execute(sql.PROBE)
+            renewal = Renewal(frozenset(), frozenset(), frozenset())
+        self.cancel_requested = renewal.cancel_requested
+        for job_id in renewal.renewed:
+            if job_id in self.renewed:
+                self.renewed[job_id] = max(self.renewed[job_id], now)
+        self.last_success = now
+        wait = min(self.interval_s, BUSY_RETRY_S) if renewal.busy else self.interval_s
+        self.next_at = now + wait
+        return renewal

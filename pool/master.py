@@ -8,15 +8,25 @@ order, about once a second or sooner when something is due:
 2. read the children's messages (which job each one holds);
 3. handle queued signals with `handle_<name>()`;
 4. reap dead children and settle the jobs they held, at once;
-5. enforce deadlines: overdue jobs, lost jobs, stops that ran out of grace;
+5. enforce deadlines: overdue jobs, lost jobs, leases about to run out
+   unrenewed (self-fencing), stops that ran out of grace;
 6. database work: heartbeats of every held job, settlements that are owed,
    stuck recovery when due; all of it rides out an outage (docs/lessons.md);
 7. top the pool up (with a back-off for slots whose children crash).
 
-States: "running"; "draining" (TERM/INT, or `until()`: children finish their
-job and exit, leftovers are killed and released at `--graceful-timeout`);
-"stopping" (QUIT, a second INT, or a halt: children abandon their jobs now,
-which are released). The loop ends when no child is left.
+Every deadline of the loop is listed once, in `deadlines()`: the wait and
+the enforcement both read that list. The database never holds the loop for
+long: all of a turn's database work, observers included, runs within
+`database_budget_s` (queue_core/bounds.py), so signals, reaping, job timeouts
+and fencing keep their timing while the job table is locked, the server
+hangs, or it restarts (docs/reliability.md).
+
+States (`PoolState`): running; draining (TERM/INT, or `until()`: children
+finish their job and exit, leftovers are killed and released at
+`--graceful-timeout`); stopping (QUIT, a second INT, or a halt: children
+abandon their jobs now, which are released). The loop ends when no child is
+left. The clock, `kill` and `waitpid` can be handed in, so that tests drive
+the decisions without forking or waiting (tests/pool/test_master_decisions.py).
 """
 
 from __future__ import annotations
@@ -37,12 +47,15 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+import psycopg2
 from sqlalchemy.exc import SQLAlchemyError
 
 from skiplock.pool import protocol
+from skiplock.pool.cancelling import stop_cancelled
 from skiplock.pool.child import Child
 from skiplock.pool.children import RunningJob, WorkerChild
-from skiplock.pool.heartbeats import Heartbeats
+from skiplock.pool.claim_gate import ClaimGate
+from skiplock.pool.heartbeats import BUSY_RETRY_S, Heartbeats, database_budget_s
 from skiplock.pool.observer import ChildInfo, PoolObserver, PoolSnapshot, listens
 from skiplock.pool.outage import Outage
 from skiplock.pool.postmortem import (
@@ -58,10 +71,13 @@ from skiplock.pool.postmortem import (
 )
 from skiplock.pool.proctitle import master_title, set_title
 from skiplock.pool.recovery import Recovery
-from skiplock.queue_core import db, fail, release, urls
+from skiplock.pool.states import Cause, Due, PoolState
+from skiplock.queue_core import db, fail, faults, release, urls
+from skiplock.queue_core.bounds import bounded, unbounded
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.errors import DatabaseUnavailable
-from skiplock.queue_core.jobs import JobRef
+from skiplock.queue_core.jobs import JobRef, Progress
+from skiplock.queue_core.lifecycle import interrupt, release_unstarted
 
 log = logging.getLogger("skiplock.master")
 
@@ -75,13 +91,15 @@ RESPAWN_BACKOFF_MAX_S = 30.0
 STABLE_AFTER_S = 30.0  # a child that lived this long was not crash-looping
 FINAL_SETTLE_S = 5.0  # how long a stopping master keeps trying to settle owed jobs
 
+OUTAGE_MAX_S = 1.0  # the master retries its leases at least this often in an outage
+
 # What the database may throw at the master: an outage to ride out, never a reason
 # to stop the pool (its children keep their jobs meanwhile).
-_DB_ERRORS = (DatabaseUnavailable, SQLAlchemyError)
+_DB_ERRORS = (DatabaseUnavailable, SQLAlchemyError, psycopg2.Error)
 
 _FAIL_OUTCOMES = {"PENDING": "retried", "DEAD_LETTER": "dead_lettered", None: "lost"}
 
-RUNNING, DRAINING, STOPPING = "running", "draining", "stopping"
+RUNNING, DRAINING, STOPPING = PoolState.RUNNING, PoolState.DRAINING, PoolState.STOPPING
 
 
 @dataclass(frozen=True)
@@ -91,7 +109,11 @@ class Settlement:
     child: ChildInfo
     ref: JobRef
     job_type: str
-    action: str  # "fail" (the attempt counts) or "release" (it does not)
+    # "fail" (the attempt counts), "interrupt" (free the first few times,
+    # queue_core/accounting.py), "release" (never started: it does not count), or
+    # "release_unstarted" (every job ref.locked_by claimed and never started but
+    # ref.id: also those claimed just before the child died, unreported).
+    action: str
     error: str
     started: bool
     duration_s: float
@@ -103,25 +125,35 @@ class Master:
         settings: Settings,
         observers: Iterable[PoolObserver] = (),
         until: Callable[[], bool] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        waitpid: Callable[[int, int], tuple[int, int]] = os.waitpid,
     ) -> None:
         self.settings = settings
         self.observers = list(observers)
         self.hook_methods: dict[str, list[Callable[..., None]]] = {}
         self.until = until
+        self.clock = clock
+        self.waitpid = waitpid
         self.concurrency = settings.effective_concurrency
-        self.state = RUNNING
+        self.state: PoolState = RUNNING
         self.exit_code = EXIT_OK
         self.halt_reason: str | None = None
         self.children: dict[int, WorkerChild] = {}
         self.crashes: dict[int, int] = collections.defaultdict(int)
         self.respawn_at: dict[int, float] = {}
         self.pending: collections.deque[Settlement] = collections.deque()
+        self.settle_at = 0.0  # a settlement met a locked row: not before this
         self.signal_queue: collections.deque[int] = collections.deque()
-        self.heartbeats = Heartbeats(settings.heartbeat_s)
-        self.recovery = Recovery(
-            settings.effective_recovery_interval_s, settings.effective_stuck_timeout_s
-        )
-        self.outage = Outage("master", log)
+        lease_s = settings.effective_stuck_timeout_s
+        self.heartbeats = Heartbeats(settings.heartbeat_s, lease_s)
+        self.recovery = Recovery(settings.effective_recovery_interval_s, lease_s)
+        self.budget_s = database_budget_s(lease_s)
+        # Children claim only while the leases are being kept: until a little after
+        # the last round of heartbeats that reached the database.
+        self.claim_window_s = 2 * settings.heartbeat_s + self.budget_s
+        self.gate = ClaimGate()
+        self.outage = Outage("master", log, max_s=OUTAGE_MAX_S, clock=clock)
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.master_id = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
@@ -161,7 +193,8 @@ class Master:
         log.info("skiplock master %s starting: %s", self.master_id,
                  describe_settings(self.settings, self.database_url),
                  extra={"worker": self.master_id})
-        self.notify("on_start", self.snapshot())
+        with bounded(self.budget_s):
+            self.notify("on_start", self.snapshot())
 
     def tick(self) -> None:
         self.sleep(self.next_wait())
@@ -171,27 +204,39 @@ class Master:
         if self.state == RUNNING and self.until is not None and self.until():
             self.begin_drain("asked to stop")
         self.enforce_deadlines()
-        self.maintain()
+        # One budget for the turn's database work; the observers get what the
+        # master's own work left, and nothing while the database is out. (Never
+        # fork inside a bound: the child would inherit its deadline.)
+        turn_ends = time.monotonic() + self.budget_s
+        with bounded(self.budget_s):
+            self.maintain()
         if self.state == RUNNING:
             self.trim()
             self.spawn_missing()
-        now = time.monotonic()
+        now = self.clock()
         if now >= self.next_tick_at:
             self.next_tick_at = now + TICK_S
             set_title(master_title(self.concurrency, self.state))
-            self.notify("on_tick", self.snapshot())
+            left = 0.0 if self.outage.active else max(turn_ends - time.monotonic(),
+                                                      self.budget_s / 2)
+            with bounded(left):
+                self.notify("on_tick", self.snapshot())
 
     def finish(self) -> None:
-        deadline = time.monotonic() + FINAL_SETTLE_S
-        while self.pending and time.monotonic() < deadline:
+        deadline = self.clock() + FINAL_SETTLE_S
+        while self.pending and self.clock() < deadline:
             if self.outage.ready():
-                self.settle_pending()
+                with bounded(self.budget_s):
+                    self.settle_pending()
             else:
-                time.sleep(min(0.2, max(0.0, self.outage.retry_at - time.monotonic())))
+                time.sleep(min(0.2, max(0.0, self.outage.retry_at - self.clock())))
         if self.pending:
             log.error("could not settle %d job(s) before exiting; stuck recovery will rescue "
-                      "them: %s", len(self.pending), ", ".join(s.ref.id for s in self.pending))
-        self.notify("on_stop", self.snapshot())
+                      "them: %s", len(self.pending),
+                      ", ".join(s.ref.id or f"unstarted jobs of {s.ref.locked_by}"
+                                for s in self.pending))
+        with bounded(self.budget_s):
+            self.notify("on_stop", self.snapshot())
         log.info("skiplock master %s stopped%s", self.master_id,
                  f" ({self.halt_reason})" if self.halt_reason else "")
 
@@ -202,10 +247,11 @@ class Master:
             child.signal(signal.SIGKILL)
         for child in list(self.children.values()):
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(child.pid, 0)
+                self.waitpid(child.pid, 0)
             for ref in child.held.values():
                 try:
-                    release(ref, f"master of worker pid {child.pid} failed")
+                    with bounded(self.budget_s):
+                        release(ref, f"master of worker pid {child.pid} failed")
                 except Exception:  # best effort: stuck recovery is the net
                     log.debug("could not release %s", ref.id, exc_info=True)
             child.reader.close()
@@ -266,7 +312,8 @@ class Master:
         log.info("replacing %d worker(s)", len(self.children))
         for child in self.children.values():
             if not child.retiring:
-                child.stop(signal.SIGTERM, self.settings.graceful_timeout_s, "stopped")
+                child.stop(signal.SIGTERM, self.settings.graceful_timeout_s, Cause.STOPPED,
+                           self.clock())
         self.respawn_at.clear()
         self.crashes.clear()
 
@@ -286,12 +333,12 @@ class Master:
             return
         self.state = DRAINING
         grace = self.settings.graceful_timeout_s
-        self.stop_deadline = time.monotonic() + grace
+        self.stop_deadline = self.clock() + grace
         busy = sum(1 for c in self.children.values() if c.job is not None)
         log.info("draining (%s): %d worker(s), %d running job(s), up to %gs to finish",
                  why, len(self.children), busy, grace)
         for child in self.children.values():
-            child.stop(signal.SIGTERM, grace, "stopped")
+            child.stop(signal.SIGTERM, grace, Cause.STOPPED, self.clock())
         set_title(master_title(self.concurrency, self.state))
 
     def begin_stop(self, why: str) -> None:
@@ -302,34 +349,46 @@ class Master:
         log.info("stopping now (%s): %d worker(s) abandon their jobs, which are released",
                  why, len(self.children))
         for child in self.children.values():
-            child.stop(signal.SIGQUIT, grace, "stopped")
+            child.stop(signal.SIGQUIT, grace, Cause.STOPPED, self.clock())
         set_title(master_title(self.concurrency, self.state))
 
     # -- waiting and listening ------------------------------------------------
 
-    def next_wait(self) -> float:
-        now = time.monotonic()
-        due = [now + TICK_S, self.next_tick_at]
+    def deadlines(self) -> list[tuple[float, Due, WorkerChild | None]]:
+        """Every moment the loop must act at, in one list: `next_wait` sleeps until the
+        first, `enforce_deadlines` acts on the child ones that are due."""
+        now = self.clock()
+        due: list[tuple[float, Due, WorkerChild | None]] = [(self.next_tick_at, Due.TICK, None)]
         if self.outage.active:  # no database work before the back-off is over
-            due.append(self.outage.retry_at)
+            due.append((self.outage.retry_at, Due.OUTAGE_RETRY, None))
         else:
-            if any(c.held for c in self.children.values()):
-                due.append(self.heartbeats.next_at)
-            if self.state == RUNNING:
-                due.append(self.recovery.next_at)
+            due.append((self.heartbeats.next_at, Due.HEARTBEAT, None))
+            recovery_at = self.recovery.next_due()
+            if self.state == RUNNING and recovery_at is not None:
+                due.append((recovery_at, Due.RECOVERY, None))
         if self.state == RUNNING:
             taken = {c.slot for c in self.children.values() if not c.retiring}
-            due.extend(self.respawn_at.get(slot, now) for slot in range(self.concurrency)
-                       if slot not in taken)
+            due.extend((self.respawn_at.get(slot, now), Due.RESPAWN, None)
+                       for slot in range(self.concurrency) if slot not in taken)
         for child in self.children.values():
             if child.kill_at is not None and not child.killed:
-                due.append(child.kill_at)
+                due.append((child.kill_at, Due.KILL, child))
+            if child.killed:
+                continue  # nothing more to do to it but reap it
             if child.lost_since is not None:
-                due.append(child.lost_since + LOST_GRACE_S)
+                due.append((child.lost_since + LOST_GRACE_S, Due.LOST, child))
             if (child.job is not None and child.job.deadline is not None
-                    and child.cause != "killed_timeout"):
-                due.append(child.job.deadline)
-        return min(TICK_S, max(MIN_WAIT_S, min(due) - now))
+                    and child.cause != Cause.KILLED_TIMEOUT):
+                due.append((child.job.deadline, Due.JOB_TIMEOUT, child))
+            fence_at = [at for at in map(self.heartbeats.fence_at, child.held) if at is not None]
+            if fence_at:
+                due.append((min(fence_at), Due.FENCE, child))
+        return due
+
+    def next_wait(self) -> float:
+        now = self.clock()
+        first = min((at for at, _, _ in self.deadlines()), default=now + TICK_S)
+        return min(TICK_S, max(MIN_WAIT_S, first - now))
 
     def sleep(self, timeout: float) -> None:
         fds = [self.wake_r] + [c.reader.fd for c in self.children.values() if not c.reader.closed]
@@ -352,19 +411,24 @@ class Master:
         elif isinstance(message, protocol.BootFailed):
             child.boot_failure = message.reason
         elif isinstance(message, protocol.Claimed):
+            # The lease was dated by the claim, which the child sent before this message.
+            dated_by = message.sent_at if message.sent_at is not None else self.clock()
             for ref in message.refs():
                 child.held[ref.id] = ref
+                self.heartbeats.hold(ref.id, dated_by)
         elif isinstance(message, protocol.Started):
             child.held[message.id] = message.ref
+            self.heartbeats.hold(message.id, self.clock())
             child.job = RunningJob(message.ref, message.type, message.max_attempts,
-                                   message.timeout_s, time.monotonic(), time.time())
+                                   message.timeout_s, self.clock(), time.time())
             if self.hooks("on_job_started"):  # nothing built per job when nobody listens
                 self.notify("on_job_started", child.info(), message.id, message.type,
                             message.attempt)
             if message.id in child.lost:  # rescued while it waited in the child's batch
-                child.lost_since = time.monotonic() - LOST_GRACE_S
+                child.lost_since = self.clock() - LOST_GRACE_S
         elif isinstance(message, protocol.Finished):
             child.held.pop(message.id, None)
+            self.heartbeats.forget(message.id)
             child.lost.discard(message.id)
             if child.job is not None and child.job.ref.id == message.id:
                 info, job_type = child.info(), child.job.type
@@ -379,6 +443,10 @@ class Master:
                             message.outcome, message.duration_s)
         elif isinstance(message, protocol.Exiting):
             child.exit_reason = message.reason
+        elif (isinstance(message, protocol.Progress)  # written with the next heartbeat
+              and child.job is not None and child.job.ref.id == message.id):
+            child.job.progress = Progress(message.fraction, message.message)
+            self.heartbeats.progress[message.id] = child.job.progress
 
     # -- reaping -------------------------------------------------------------
 
@@ -388,7 +456,7 @@ class Master:
         # children of its own whose exit status is not ours to take.
         for child in list(self.children.values()):
             try:
-                pid, status = os.waitpid(child.pid, os.WNOHANG)
+                pid, status = self.waitpid(child.pid, os.WNOHANG)
             except ChildProcessError:  # reaped behind our back; we cannot know how it ended
                 pid, status = child.pid, 255 << 8
             if pid == 0:
@@ -402,34 +470,39 @@ class Master:
     def post_mortem(self, child: WorkerChild, status: int) -> None:
         how = describe_status(status)
         # Status 3 from a child that had booted is a handler's own exit, not ours.
+        cause: Cause
         if child.boot_failure is not None or (is_boot_failure(status) and not child.booted):
-            cause = "crashed"
+            cause = Cause.CRASHED
             self.halt(f"worker {child.slot} could not boot: {child.boot_failure or how}")
         elif child.cause is not None:
             cause = child.cause
         elif is_clean_exit(status):
-            cause = "recycled"
+            cause = Cause.RECYCLED
         else:
-            cause = "crashed"
+            cause = Cause.CRASHED
 
+        running = child.job.ref.id if child.job is not None else ""
         if child.job is not None:
             self.settle_running(child, status, cause)
-        for ref in child.held.values():  # claimed in a batch, never started
-            self.owe(Settlement(child.info(), ref, "?", "release",
+        for ref in child.held.values():  # its leases are no longer kept
+            self.heartbeats.forget(ref.id)
+        if child.booted:  # claimed in a batch, or in the window before the child said so
+            self.owe(Settlement(child.info(), JobRef(running, child.worker_id, 0), "?",
+                                "release_unstarted",
                                 f"worker pid {child.pid} {how} before it started the job",
                                 started=False, duration_s=0.0))
-        self.notify("on_child_exit", child.info(), cause)
+        self.notify("on_child_exit", child.info(), cause.value)
 
-        if cause == "recycled":
+        if cause == Cause.RECYCLED:
             log.info("%s recycled: %s", child.label(), child.exit_reason or how)
-        elif cause == "crashed" and self.state == RUNNING:
-            now = time.monotonic()
+        elif cause == Cause.CRASHED and self.state == RUNNING:
+            now = self.clock()
             if now - child.spawned > STABLE_AFTER_S:
                 self.crashes[child.slot] = 0
             self.respawn_at[child.slot] = self.crashed(child.slot, now)
             log.warning("%s %s; respawning in %.1fs (crash %d in a row)", child.label(), how,
                         self.respawn_at[child.slot] - now, self.crashes[child.slot])
-        elif cause == "crashed" or child.killed:
+        elif cause == Cause.CRASHED or child.killed:
             log.warning("%s %s", child.label(), how)
         else:
             log.debug("%s %s (%s)", child.label(), how, cause)
@@ -442,27 +515,41 @@ class Master:
         delay = 0.0 if n == 1 else min(RESPAWN_BACKOFF_MAX_S, RESPAWN_BACKOFF_S * 2 ** (n - 2))
         return now + delay
 
-    def settle_running(self, child: WorkerChild, status: int, cause: str) -> None:
+    def settle_running(self, child: WorkerChild, status: int, cause: Cause) -> None:
         job = child.job
         assert job is not None
         ref = job.ref
         child.held.pop(ref.id, None)
-        duration = time.monotonic() - job.started
+        self.heartbeats.forget(ref.id)
+        duration = self.clock() - job.started
         info = child.info()
-        if cause == "killed_lost":
+        if cause == Cause.CANCELLED:  # ended FAILED by pool/cancelling.py before the stop
+            self.notify("on_job_finished", info, ref.id, job.type, Cause.CANCELLED.value,
+                        duration)
+            return
+        if cause == Cause.KILLED_LOST:
             log.warning("job %s %s: result of %s discarded, the job belongs to another worker",
                         job.type, ref.id, child.label(),
                         extra={"job_id": ref.id, "job_type": job.type})
             self.notify("on_job_finished", info, ref.id, job.type, "lost", duration)
             return
-        if cause == "killed_timeout":
+        if cause == Cause.KILLED_TIMEOUT:
             action = "fail"
             error = timed_out(child.pid, job.timeout_s or 0.0, ref.attempts, job.max_attempts)
-        elif cause == "stopped" and (child.killed or _exit_code(status) == EXIT_ABORTED):
-            # Stopped by us before the job could end: it goes back without an attempt.
-            action = "release"
-            error = (f"worker pid {child.pid} was stopped by the pool's shutdown before the job "
-                     f"finished (attempt {ref.attempts} not counted)")
+        elif cause == Cause.FENCED:
+            # Stopped before its lease could run out, so that no other host runs it
+            # while it still runs here: cut short by the database, not by the job, so
+            # an interruption, free the first few times (queue_core/accounting.py).
+            action = "interrupt"
+            error = (f"worker pid {child.pid} was stopped because its lease could not be "
+                     f"renewed (database unreachable)")
+        elif cause == Cause.STOPPED and (child.killed or _exit_code(status) == EXIT_ABORTED):
+            # Stopped by us before the job could end (a deploy, say): an interruption,
+            # free the first few times, so a job that hangs through every restart
+            # still ends (queue_core/accounting.py).
+            action = "interrupt"
+            error = (f"worker pid {child.pid} was stopped by the pool (shutdown, reload or "
+                     f"fewer workers) before the job finished")
         else:
             # docs/lessons.md: a crash is an attempt, with a lastError that names the signal.
             action = "fail"
@@ -470,23 +557,51 @@ class Master:
         self.owe(Settlement(info, ref, job.type, action, error, True, duration))
 
     def owe(self, settlement: Settlement) -> None:
+        # Settled by this turn's database work (maintain), within its budget: never
+        # here, where nothing bounds how long the database may take.
         self.pending.append(settlement)
-        if not self.outage.active:
-            self.settle_pending()
 
     def settle_pending(self) -> bool:
         """Settle owed jobs in order; False if the database stopped us."""
+        blocked: list[Settlement] = []
+        try:
+            return self._settle_pending(blocked)
+        finally:
+            if blocked:
+                self.pending.extend(blocked)
+                self.settle_at = self.clock() + BUSY_RETRY_S
+
+    def _settle_pending(self, blocked: list[Settlement]) -> bool:
         while self.pending:
             item = self.pending[0]
+            began = self.clock()
             try:
                 if item.action == "fail":
                     outcome = _FAIL_OUTCOMES[fail(item.ref, item.error, retry=True)]
+                elif item.action == "interrupt":
+                    outcome = interrupt(item.ref, item.error) or "lost"
+                elif item.action == "release_unstarted":
+                    assert item.ref.locked_by is not None
+                    freed = release_unstarted(item.ref.locked_by,
+                                              [item.ref.id] if item.ref.id else [], item.error)
+                    self.outage.succeeded()
+                    self.pending.popleft()
+                    if freed:
+                        log.info("released %d job(s) that %s claimed and never started: %s",
+                                 len(freed), item.child.worker_id, ", ".join(freed),
+                                 extra={"worker": item.child.worker_id})
+                    continue
                 else:
                     outcome = "released" if release(item.ref, item.error) else "lost"
             except _DB_ERRORS as exc:
-                self.outage.failed(exc)
+                if faults.classify(exc) == faults.Fault.LOCK_TIMEOUT:
+                    # Another session holds this job's row: that says nothing about the
+                    # database, and must not hold up the others. Tried again next turn.
+                    blocked.append(self.pending.popleft())
+                    continue
+                self.database_failed(exc)
                 return False
-            self.outage.succeeded()
+            self.database_answered(began)
             self.pending.popleft()
             extra = {"job_id": item.ref.id, "job_type": item.job_type,
                      "attempt": item.ref.attempts, "worker": item.child.worker_id}
@@ -513,35 +628,66 @@ class Master:
     # -- deadlines -------------------------------------------------------------
 
     def enforce_deadlines(self) -> None:
-        now = time.monotonic()
-        for child in self.children.values():
-            if child.kill_at is not None and now >= child.kill_at and not child.killed:
-                if child.cause != "killed_lost":
+        now = self.clock()
+        for at, due, child in sorted(self.deadlines(), key=lambda d: d[0]):
+            if at > now or child is None or child.killed:
+                continue
+            if due == Due.KILL:
+                if child.cause != Cause.KILLED_LOST:
                     log.warning("%s did not stop in time; killing it", child.label())
                 child.signal(signal.SIGKILL)
                 child.killed = True
-                continue
-            job = child.job
-            if (job is not None and job.deadline is not None and now >= job.deadline
-                    and child.cause != "killed_timeout" and not child.killed):
+            elif due == Due.FENCE:
+                self.fence(child, now)
+            elif due == Due.JOB_TIMEOUT and child.job is not None:
+                job = child.job
                 log.warning("job %s %s overran its timeout of %gs; stopping %s", job.type,
                             job.ref.id, job.timeout_s, child.label(),
                             extra={"job_id": job.ref.id, "job_type": job.type})
-                child.cause = "killed_timeout"
-                child.stop(signal.SIGQUIT, ABORT_GRACE_S, "killed_timeout")
-            if child.lost_since is not None and now - child.lost_since >= LOST_GRACE_S:
+                child.cause = Cause.KILLED_TIMEOUT
+                child.stop(signal.SIGQUIT, ABORT_GRACE_S, Cause.KILLED_TIMEOUT, now)
+            elif due == Due.LOST:
                 child.lost_since = None
-                if job is not None and job.ref.id in child.lost and not child.killed:
+                lost = child.job
+                if lost is not None and lost.ref.id in child.lost:
                     log.warning("job %s %s is no longer held by %s (rescued elsewhere); killing "
-                                "it so that its result is discarded", job.type, job.ref.id,
-                                child.label(), extra={"job_id": job.ref.id, "job_type": job.type})
-                    child.cause = "killed_lost"
-                    child.kill_now("killed_lost")
+                                "it so that its result is discarded", lost.type, lost.ref.id,
+                                child.label(), extra={"job_id": lost.ref.id,
+                                                      "job_type": lost.type})
+                    child.cause = Cause.KILLED_LOST
+                    child.kill_now(Cause.KILLED_LOST, now)
+
+    def fence(self, child: WorkerChild, now: float) -> None:
+        """A lease of this child is about to run out unrenewed: another host may rescue
+        the job soon, so it must not be running here by then (docs/reliability.md)."""
+        ages = [now - at for at in map(self.heartbeats.renewed.get, child.held) if at is not None]
+        job = child.job
+        log.error("%s: lease of %s not renewed for %.1fs (stuck timeout %gs); stopping it "
+                  "before another host may rescue the job", child.label(),
+                  f"job {job.type} {job.ref.id}" if job else f"{len(child.held)} claimed job(s)",
+                  max(ages, default=0.0), self.heartbeats.lease_s,
+                  extra={"job_id": job.ref.id, "job_type": job.type} if job else {})
+        # The kill must happen now, whatever gentler stop is under way. A timeout's
+        # cause still decides how the job is settled (that attempt overran); a
+        # shutdown's gives way, so that lastError says why the job was cut short.
+        if child.cause == Cause.STOPPED:
+            child.cause = Cause.FENCED
+        child.kill_now(Cause.FENCED, now)
 
     # -- database work -------------------------------------------------------
 
+    def database_answered(self, began: float) -> None:
+        self.outage.succeeded()
+        self.recovery.connected(began)
+
+    def database_failed(self, exc: BaseException) -> None:
+        if faults.classify(exc) == faults.Fault.NO_TIME_LEFT:
+            return  # this turn's budget ran out before the work began: the next turn does it
+        self.outage.failed(exc)
+        self.recovery.disconnected()
+
     def maintain(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if self.outage.active and not self.outage.ready(now):
             return
         # After an outage, heartbeats go first: our running jobs' leases are stale,
@@ -549,26 +695,36 @@ class Master:
         if self.heartbeats.due(now) or self.outage.active:
             refs = [ref for child in self.children.values() for ref in child.held.values()]
             try:
-                held = self.heartbeats.beat(refs)
+                renewal = self.heartbeats.beat(refs, now)
             except _DB_ERRORS as exc:
-                self.outage.failed(exc)
+                self.database_failed(exc)
                 return
-            if refs:  # no jobs, no statement: that says nothing about the database
-                self.outage.succeeded()
-                self.read_messages()  # what the children said while we waited for the answer
-                self.mark_lost(refs, held)
-        if self.pending and not self.settle_pending():
+            self.database_answered(now)
+            self.gate.open_until(now + self.claim_window_s)
+            self.read_messages()  # what the children said while we waited for the answer
+            self.mark_lost(refs, renewal.held)
+            if renewal.cancel_requested:
+                try:
+                    with bounded(self.budget_s):
+                        stop_cancelled(self.children.values(), renewal.cancel_requested,
+                                       ABORT_GRACE_S, now)
+                except _DB_ERRORS as exc:
+                    self.database_failed(exc)
+                    return
+                for job_id in renewal.cancel_requested:  # ended: no lease to keep or fence
+                    self.heartbeats.forget(job_id)
+        if self.pending and now >= self.settle_at and not self.settle_pending():
             return
         if self.state == RUNNING and self.recovery.due(now):
             try:
-                self.recovery.run_once()
+                self.recovery.run_once(now)
             except _DB_ERRORS as exc:
-                self.outage.failed(exc)
+                self.database_failed(exc)
                 return
-            self.outage.succeeded()
+            self.database_answered(now)
 
-    def mark_lost(self, refs: list[JobRef], held: set[str]) -> None:
-        now = time.monotonic()
+    def mark_lost(self, refs: list[JobRef], held: frozenset[str]) -> None:
+        now = self.clock()
         for ref in refs:
             if ref.id in held:
                 continue
@@ -580,16 +736,18 @@ class Master:
                     child.lost_since = child.lost_since or now
                 else:  # not started yet: stop beating for it; killed if it starts
                     child.held.pop(ref.id, None)
+                    self.heartbeats.forget(ref.id)
 
     # -- the pool's size ------------------------------------------------------
 
     def trim(self) -> None:
         for child in self.children.values():
             if not child.retiring and child.slot >= self.concurrency:
-                child.stop(signal.SIGTERM, self.settings.graceful_timeout_s, "stopped")
+                child.stop(signal.SIGTERM, self.settings.graceful_timeout_s, Cause.STOPPED,
+                           self.clock())
 
     def spawn_missing(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         taken = {c.slot for c in self.children.values() if not c.retiring}
         for slot in range(self.concurrency):
             if slot not in taken and now >= self.respawn_at.get(slot, 0.0):
@@ -621,9 +779,10 @@ class Master:
                 os.close(read_fd)
                 self.close_inherited_fds()
                 worker_id = f"{self.host}:{os.getpid()}:{token}"
-                code = Child(self.settings, slot=slot, worker_id=worker_id,
-                             master_pid=self.pid, fd=write_fd,
-                             database_url=self.database_url).run()
+                with unbounded():  # no deadline of the master's turn may follow the fork
+                    code = Child(self.settings, slot=slot, worker_id=worker_id,
+                                 master_pid=self.pid, fd=write_fd,
+                                 database_url=self.database_url, gate=self.gate).run()
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except BaseException:  # a bug in the child: a crash, reported by waitpid
@@ -654,7 +813,7 @@ class Master:
             pid=self.pid,
             started_at=self.started_at,
             concurrency=self.concurrency,
-            state=self.state,
+            state=self.state.value,
             children=tuple(sorted((c.info() for c in self.children.values()),
                                   key=lambda info: (info.index, info.started_at))),
         )

@@ -16,6 +16,8 @@ job types and hosts, which is nobody else's business.
     skiplock_jobs_retried_total{type}          ... that failed and will run again after a backoff
     skiplock_jobs_dead_lettered_total{type}    ... that failed for good (attempts used up, or no retry)
     skiplock_jobs_lost_total{type}             ... whose lease was lost (rescued, maybe run elsewhere)
+    skiplock_jobs_snoozed_total{type}          ... that asked to run again later (no attempt spent)
+    skiplock_worker_job_progress{worker,type}  the running job's last skiplock.progress (0-1)
     skiplock_job_duration_seconds{type}        histogram of run times, start to outcome
     skiplock_child_restarts_total{cause}       children replaced, by cause (recycled, crashed, ...)
     skiplock_pool_children                     children alive now
@@ -24,6 +26,7 @@ job types and hosts, which is nobody else's business.
     skiplock_queue_ready_jobs{type}            PENDING jobs that are due now
     skiplock_queue_oldest_ready_age_seconds    how long the oldest due job has waited (0: none)
     skiplock_queue_paused{type}                1 for each paused type
+    skiplock_queue_held_back_jobs              pending jobs waiting for a slot of their concurrency key
     skiplock_queue_refresh_timestamp_seconds   when the queue figures above were read
 """
 
@@ -93,12 +96,16 @@ class QueueCollector(Collector):
         for job_type in sorted(reading["paused"]):
             paused.add_metric([job_type], 1)
         yield paused
+        yield GaugeMetricFamily("skiplock_queue_held_back_jobs",
+                                "PENDING jobs waiting for a slot of their concurrency key.",
+                                value=reading.get("held_back", 0))
         yield GaugeMetricFamily("skiplock_queue_refresh_timestamp_seconds",
                                 "Unix time the queue figures were read.", value=reading["at"])
 
 
 def read_queue() -> dict[str, Any]:
     """One reading of the queue, through the partial indexes (cheap on a big table)."""
+    from skiplock.ops import sql as ops_sql
     from skiplock.ops.health import dead_by_type
     from skiplock.ops.pauses import paused
     from skiplock.queue_core.db import connect
@@ -108,6 +115,7 @@ def read_queue() -> dict[str, Any]:
         base = pending_breakdown(c)
         dead = dead_by_type(c)
         paused_types = [p.type for p in paused(c)]
+        held_back = sum(int(r.n) for r in c.execute(ops_sql.HELD_BACK))
     depth: dict[tuple[str, str], int] = {}
     for job_type, n in base.by_type.items():
         depth[("PENDING", job_type)] = n
@@ -117,7 +125,7 @@ def read_queue() -> dict[str, Any]:
         depth[("DEAD_LETTER", job_type)] = n
     return {"depth": depth, "ready": base.ready_by_type,
             "oldest_ready_age_s": base.oldest_ready_age_s or 0.0,
-            "paused": paused_types, "at": time.time()}
+            "paused": paused_types, "held_back": held_back, "at": time.time()}
 
 
 class MetricsObserver(NullObserver):
@@ -141,12 +149,20 @@ class MetricsObserver(NullObserver):
         self.lost = Counter("skiplock_jobs_lost",
                             "Jobs whose lease was lost before they finished.", ["type"],
                             registry=r)
+        self.snoozed = Counter("skiplock_jobs_snoozed",
+                               "Runs that asked to run again later (JobResult.snooze).",
+                               ["type"], registry=r)
         self.duration = Histogram("skiplock_job_duration_seconds", "Job run time.", ["type"],
                                   buckets=DURATION_BUCKETS, registry=r)
         self.restarts = Counter("skiplock_child_restarts", "Children replaced, by cause.",
                                 ["cause"], registry=r)
         self.children = Gauge("skiplock_pool_children", "Children alive.", registry=r)
         self.busy = Gauge("skiplock_pool_busy_children", "Children running a job.", registry=r)
+        # Labelled by slot, not job id: one series per child, not one per job ever run.
+        self.progress = Gauge("skiplock_worker_job_progress",
+                              "Progress (0-1) its handler last reported for the job a child "
+                              "runs; absent when idle or never reported.",
+                              ["worker", "type"], registry=r)
         self.queue = QueueCollector()
         r.register(self.queue)
         ProcessCollector(registry=r)
@@ -201,6 +217,9 @@ class MetricsObserver(NullObserver):
                         duration_s: float) -> None:
         if outcome == "released":
             return  # shutdown gave it back: it neither succeeded nor failed
+        if outcome == "snoozed":  # asked to run again later: neither a success nor a failure
+            self.snoozed.labels(job_type).inc()
+            return
         self.duration.labels(job_type).observe(max(duration_s, 0.0))
         if outcome == "completed":
             self.completed.labels(job_type).inc()
@@ -228,6 +247,10 @@ class MetricsObserver(NullObserver):
     def _pool(self, snapshot: PoolSnapshot) -> None:
         self.children.set(len(snapshot.children))
         self.busy.set(sum(1 for c in snapshot.children if c.job_id))
+        self.progress.clear()
+        for c in snapshot.children:
+            if c.job_type and c.progress is not None and c.progress.fraction is not None:
+                self.progress.labels(str(c.index), c.job_type).set(c.progress.fraction)
 
     def refresh(self) -> None:
         self._next_refresh = time.monotonic() + self.refresh_s

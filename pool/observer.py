@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from skiplock.queue_core.jobs import Progress
+
 
 @dataclass(frozen=True)
 class ChildInfo:
@@ -23,6 +25,7 @@ class ChildInfo:
     job_id: str | None = None
     job_type: str | None = None
     job_started_at: float | None = None
+    progress: Progress | None = None  # the running job's last `skiplock.progress`
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,12 @@ class PoolObserver(Protocol):
     def on_job_finished(
         self, child: ChildInfo, job_id: str, job_type: str, outcome: str, duration_s: float
     ) -> None:
-        """outcome: "completed", "retried", "dead_lettered", "lost", "released"."""
+        """outcome: "completed", "retried", "dead_lettered", "lost", "released", "cancelled",
+        "snoozed"."""
 
     def on_child_exit(self, child: ChildInfo, cause: str) -> None:
-        """cause: "recycled", "crashed", "killed_timeout", "killed_lost", "stopped"."""
+        """cause: "recycled", "crashed", "killed_timeout", "killed_lost", "stopped",
+        "cancelled"."""
 
     def on_stop(self, snapshot: PoolSnapshot) -> None: ...
 

@@ -35,9 +35,11 @@ class Outage:
         *,
         initial_s: float = INITIAL_DELAY_S,
         max_s: float = MAX_DELAY_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.what = what
         self.log = logger
+        self.clock = clock
         self.initial_s = initial_s
         self.max_s = max_s
         self.failures = 0
@@ -50,18 +52,18 @@ class Outage:
 
     def ready(self, now: float | None = None) -> bool:
         """Whether it is time to try again."""
-        return (time.monotonic() if now is None else now) >= self.retry_at
+        return (self.clock() if now is None else now) >= self.retry_at
 
     def failed(self, exc: BaseException) -> float:
         """Record a failure; returns the seconds to wait before the next try."""
-        now = time.monotonic()
+        now = self.clock()
         if self.failures == 0:
             self.since = now
             trouble = "unavailable" if isinstance(exc, DatabaseUnavailable) else "failing"
             self.log.warning("%s: database %s (%s); retrying with back-off",
                              self.what, trouble, _one_line(exc))
         self.failures += 1
-        delay = min(self.max_s, self.initial_s * 2 ** (self.failures - 1))
+        delay = min(self.max_s, min(self.initial_s, self.max_s) * 2 ** (self.failures - 1))
         delay *= random.uniform(0.8, 1.2)  # children must not reconnect in lockstep
         self.retry_at = now + delay
         return delay
@@ -84,7 +86,7 @@ class Outage:
         if self.failures:
             assert self.since is not None
             self.log.warning("%s: database back after %.1fs",
-                             self.what, time.monotonic() - self.since)
+                             self.what, self.clock() - self.since)
         self.failures = 0
         self.since = None
         self.retry_at = 0.0

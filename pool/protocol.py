@@ -50,6 +50,9 @@ class Claimed:
     """The child holds these jobs (a batch is run one at a time); heartbeat them all."""
 
     jobs: list[tuple[str, str, int]]  # (id, lockedBy, attempts)
+    # time.monotonic() (one clock for the host's processes) just before the claim was
+    # sent: the database dated the leases no earlier, and the master fences by it.
+    sent_at: float | None = None
 
     def refs(self) -> list[JobRef]:
         return [JobRef(job_id, locked_by, attempts) for job_id, locked_by, attempts in self.jobs]
@@ -82,13 +85,23 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """What the running job's handler last reported (`skiplock.progress`); the master
+    writes it with the next heartbeat."""
+
+    id: str
+    fraction: float | None
+    message: str | None
+
+
+@dataclass(frozen=True)
 class Exiting:
     """The child is about to exit 0 on its own (recycled)."""
 
     reason: str
 
 
-Message = Ready | BootFailed | Claimed | Started | Finished | Exiting
+Message = Ready | BootFailed | Claimed | Started | Finished | Exiting | Progress
 
 _KINDS: dict[str, type[Any]] = {
     "ready": Ready,
@@ -97,6 +110,7 @@ _KINDS: dict[str, type[Any]] = {
     "started": Started,
     "finished": Finished,
     "exiting": Exiting,
+    "progress": Progress,
 }
 _NAMES = {cls: name for name, cls in _KINDS.items()}
 
@@ -120,8 +134,8 @@ def decode(line: bytes) -> Message:
 
 def send(fd: int, *messages: Message) -> None:
     """Write the messages in one write (one wake-up of the master); BrokenPipeError
-    means the master is gone. Only this child writes to its pipe, so a write larger
-    than PIPE_BUF that the kernel splits still cannot interleave with another's."""
+    means the master is gone. A write larger than PIPE_BUF may be split by the
+    kernel: the child's threads send one at a time (pool/child.py `Child.send`)."""
     data = b"".join(encode(message) for message in messages)
     while data:
         written = os.write(fd, data)

@@ -2,12 +2,15 @@
 
 A master settles the jobs of its own dead children at once (from `waitpid`);
 this rescues the jobs of hosts and masters that died, whose heartbeats
-stopped. It runs at start and every `--recovery-interval` seconds.
+stopped. It runs every `--recovery-interval` seconds, but only once this
+master has been connected to the database for a full stuck timeout without a
+break (docs/reliability.md, "Who may rescue"): after an outage every host's
+leases are as old as ours, and their holders need one stuck timeout to renew
+them (or to fence themselves) before anyone may judge them dead. A master
+that just started counts as just reconnected.
 """
 
 from __future__ import annotations
-
-import time
 
 from skiplock.queue_core import Recovered, recover_stuck
 
@@ -17,13 +20,33 @@ class Recovery:
         self.interval_s = interval_s
         self.stuck_timeout_s = stuck_timeout_s
         self.batch_size = batch_size
-        self.next_at = 0.0  # at start
+        self.next_at = 0.0
+        self.connected_since: float | None = None  # start of the current unbroken connection
+
+    def connected(self, since: float) -> None:
+        """Database work that began at `since` succeeded."""
+        if self.connected_since is None:
+            self.connected_since = since
+
+    def disconnected(self) -> None:
+        self.connected_since = None
+
+    def allowed_at(self) -> float | None:
+        """From when this master may rescue (None: not while it is cut off)."""
+        if self.connected_since is None:
+            return None
+        return self.connected_since + self.stuck_timeout_s
+
+    def next_due(self) -> float | None:
+        allowed = self.allowed_at()
+        return None if allowed is None else max(allowed, self.next_at)
 
     def due(self, now: float) -> bool:
-        return now >= self.next_at
+        at = self.next_due()
+        return at is not None and now >= at
 
-    def run_once(self) -> Recovered:
+    def run_once(self, now: float) -> Recovered:
         """Rescue what is stuck (queue_core logs what it rescued); raises DatabaseUnavailable."""
         result = recover_stuck(self.stuck_timeout_s, batch_size=self.batch_size)
-        self.next_at = time.monotonic() + self.interval_s
+        self.next_at = now + self.interval_s
         return result

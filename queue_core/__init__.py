@@ -4,6 +4,13 @@
 """
 
 from skiplock.queue_core.backoff import backoff_base_s, backoff_s
+from skiplock.queue_core.cancel import (
+    CancelOutcome,
+    CancelResult,
+    cancel,
+    cancel_many,
+    cancel_matching,
+)
 from skiplock.queue_core.enqueue import (
     enqueue,
     enqueue_detect_patterns,
@@ -20,14 +27,23 @@ from skiplock.queue_core.errors import (
     InvalidPayload,
     JobNotFound,
     SkiplockError,
+    TransactionConflict,
     UnknownJobType,
+    WaitTimeout,
 )
+from skiplock.queue_core.job_progress import progress
 from skiplock.queue_core.jobs import Job, JobRef, JobStatus
 from skiplock.queue_core.lifecycle import claim, complete, fail, heartbeat, release
 from skiplock.queue_core.maintenance import QueueStats, cleanup, get_job, retry_dead, stats
 from skiplock.queue_core.recovery import Recovered, recover_stuck
+from skiplock.queue_core.waiting import wait
 
 __all__ = [
+    "CancelOutcome",
+    "CancelResult",
+    "cancel",
+    "cancel_many",
+    "cancel_matching",
     "DatabaseUnavailable",
     "InvalidJob",
     "InvalidPayload",
@@ -38,7 +54,9 @@ __all__ = [
     "QueueStats",
     "Recovered",
     "SkiplockError",
+    "TransactionConflict",
     "UnknownJobType",
+    "WaitTimeout",
     "backoff_base_s",
     "backoff_s",
     "claim",
@@ -55,8 +73,10 @@ __all__ = [
     "fail",
     "get_job",
     "heartbeat",
+    "progress",
     "recover_stuck",
     "release",
     "retry_dead",
     "stats",
+    "wait",
 ]

@@ -11,7 +11,9 @@ often as that timeout.
 from __future__ import annotations
 
 import functools
+import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -22,6 +24,8 @@ from dotenv import load_dotenv
 from skiplock.queue_core.errors import ConfigurationError
 
 STUCK_TIMEOUT_HEARTBEATS = 6
+_UNPRINTABLE = re.compile("[\x00\ud800-\udfff]")
+STUCK_TIMEOUT_MIN_HEARTBEATS = 3
 
 
 def _bool(text: str) -> bool:
@@ -37,16 +41,55 @@ def _list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _optional_float(text: str) -> float | None:
-    return None if text.strip().lower() in {"", "none", "0"} else float(text)
-
-
-def _optional_int(text: str) -> int | None:
-    return None if text.strip().lower() in {"", "none", "0"} else int(text)
-
-
 def _optional_str(text: str) -> str | None:
     return text.strip() or None
+
+
+def _text(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+# Numbers: every setting says its range where it is parsed, so a flag, its
+# environment variable and a value given in code are refused the same way,
+# with the same words. nan and inf are never a number of seconds.
+
+def _number(kind: type, low: float | None = None, high: float | None = None, *,
+            above: bool = False, optional: bool = False) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        raw = text.strip().lower()
+        if optional and raw in {"", "none", "0"}:
+            return None
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ValueError(f"not {'an integer' if kind is int else 'a number'}: {text!r}"
+                             ) from None
+        if kind is float and not math.isfinite(value):
+            raise ValueError(f"not a finite number: {text!r}")
+        if low is not None and (value <= low if above else value < low):
+            raise ValueError(f"must be {'more than' if above else 'at least'} {low:g}, "
+                             f"not {value:g}")
+        if high is not None and value > high:
+            raise ValueError(f"must be at most {high:g}, not {value:g}")
+        return value
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip()
+        for choice in choices:
+            if value.lower() == choice.lower():
+                return choice
+        raise ValueError(f"must be one of {', '.join(choices)}, not {text!r}")
+    return parse
+
+
+_DAY = 86400.0
+_seconds = _number(float, 0, 7 * _DAY, above=True)
+_optional_seconds = _number(float, 0, 30 * _DAY, above=True, optional=True)
 
 
 def _setting(default: Any, env: str, parse: Callable[[str], Any], help: str) -> Any:
@@ -62,26 +105,27 @@ class Settings:
         None, "DATABASE_URL", str,
         "PostgreSQL URL; without it, the embedded cluster in .skiplock/pgdata is used.")
     concurrency: int = _setting(
-        0, "SKIPLOCK_CONCURRENCY", int, "Worker children per master (0: one per CPU).")
+        0, "SKIPLOCK_CONCURRENCY", _number(int, 0, 1024), "Worker children per master (0: one per CPU).")
     heartbeat_s: float = _setting(
-        5.0, "SKIPLOCK_HEARTBEAT_S", float, "Seconds between heartbeats of a running job.")
+        5.0, "SKIPLOCK_HEARTBEAT_S", _seconds, "Seconds between heartbeats of a running job.")
     stuck_timeout_s: float | None = _setting(
-        None, "SKIPLOCK_STUCK_TIMEOUT_S", _optional_float,
+        None, "SKIPLOCK_STUCK_TIMEOUT_S", _optional_seconds,
         "Seconds without a heartbeat after which a job is rescued (default: 6 heartbeats).")
     recovery_interval_s: float | None = _setting(
-        None, "SKIPLOCK_RECOVERY_INTERVAL_S", _optional_float,
+        None, "SKIPLOCK_RECOVERY_INTERVAL_S", _optional_seconds,
         "Seconds between stuck-job recoveries (default: the stuck timeout).")
     job_timeout_s: float | None = _setting(
-        None, "SKIPLOCK_JOB_TIMEOUT_S", _optional_float,
-        "Seconds a job may run before its child is killed (default: no limit).")
+        3600.0, "SKIPLOCK_JOB_TIMEOUT_S", _optional_seconds,
+        "Seconds a job may run before its child is killed and the attempt counted "
+        "(default: one hour; 0: no limit, and a hung job holds its child for good).")
     graceful_timeout_s: float = _setting(
-        30.0, "SKIPLOCK_GRACEFUL_TIMEOUT_S", float,
+        30.0, "SKIPLOCK_GRACEFUL_TIMEOUT_S", _number(float, 0, _DAY),
         "Seconds running jobs get to finish on TERM/INT/HUP before they are killed.")
     max_jobs_per_child: int | None = _setting(
-        None, "SKIPLOCK_MAX_JOBS_PER_CHILD", _optional_int,
+        None, "SKIPLOCK_MAX_JOBS_PER_CHILD", _number(int, 1, optional=True),
         "Recycle a child after this many jobs (default: never).")
     max_memory_per_child_mb: int | None = _setting(
-        None, "SKIPLOCK_MAX_MEMORY_PER_CHILD_MB", _optional_int,
+        None, "SKIPLOCK_MAX_MEMORY_PER_CHILD_MB", _number(int, 1, 1024 * 1024, optional=True),
         "Recycle a child between jobs once its resident memory exceeds this (MiB).")
     handlers: list[str] = _setting(
         [], "SKIPLOCK_HANDLERS", _list, "Extra handler modules to import (comma-separated).")
@@ -89,32 +133,36 @@ class Settings:
         True, "SKIPLOCK_LISTEN", _bool,
         "Wake children with LISTEN/NOTIFY; turn off behind a transaction-mode pooler.")
     poll_min_s: float = _setting(
-        0.1, "SKIPLOCK_POLL_MIN_S", float, "Shortest wait between polls of an idle child.")
+        0.1, "SKIPLOCK_POLL_MIN_S", _number(float, 0, 3600, above=True),
+        "Shortest wait between polls of an idle child.")
     poll_max_s: float = _setting(
-        2.0, "SKIPLOCK_POLL_MAX_S", float, "Longest wait between polls of an idle child.")
+        2.0, "SKIPLOCK_POLL_MAX_S", _number(float, 0, 3600, above=True),
+        "Longest wait between polls of an idle child.")
     poll_step_s: float = _setting(
-        0.1, "SKIPLOCK_POLL_STEP_S", float, "Added to the wait after each empty poll.")
+        0.1, "SKIPLOCK_POLL_STEP_S", _number(float, 0, 3600), "Added to the wait after each empty poll.")
     batch_size: int = _setting(
-        0, "SKIPLOCK_BATCH_SIZE", int,
+        0, "SKIPLOCK_BATCH_SIZE", _number(int, 0, 10_000),
         "Jobs a child claims at once when the queue is deep (0: adapt to the backlog and "
         "to how long jobs run, up to 100).")
     commit_delay_ms: float = _setting(
-        10.0, "SKIPLOCK_COMMIT_DELAY_MS", float,
+        10.0, "SKIPLOCK_COMMIT_DELAY_MS", _number(float, 0, 60_000),
         "Milliseconds a child's finished jobs may wait to commit together with the next "
         "ones (0: one commit per job).")
     max_payload_bytes: int = _setting(
-        1024 * 1024, "SKIPLOCK_MAX_PAYLOAD_BYTES", int, "Largest payload accepted, in bytes.")
+        1024 * 1024, "SKIPLOCK_MAX_PAYLOAD_BYTES", _number(int, 1, 256 * 1024 * 1024),
+        "Largest payload accepted, in bytes.")
     log_format: str = _setting(
-        "text", "SKIPLOCK_LOG_FORMAT", str, "Log format: text (for people) or json.")
+        "text", "SKIPLOCK_LOG_FORMAT", _choice("text", "json"), "Log format: text (for people) or json.")
     log_level: str = _setting(
-        "INFO", "SKIPLOCK_LOG_LEVEL", str, "Log level: DEBUG, INFO, WARNING or ERROR.")
+        "INFO", "SKIPLOCK_LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"),
+        "Log level: DEBUG, INFO, WARNING or ERROR.")
     metrics_port: int | None = _setting(
-        None, "SKIPLOCK_METRICS_PORT", _optional_int,
+        None, "SKIPLOCK_METRICS_PORT", _number(int, 1, 65535, optional=True),
         "Serve Prometheus metrics on this port (default: off).")
     metrics_host: str = _setting(
-        "127.0.0.1", "SKIPLOCK_METRICS_HOST", str, "Address the metrics server binds to.")
+        "127.0.0.1", "SKIPLOCK_METRICS_HOST", _text, "Address the metrics server binds to.")
     home: str = _setting(
-        ".skiplock", "SKIPLOCK_HOME", str,
+        ".skiplock", "SKIPLOCK_HOME", _text,
         "Directory of the embedded cluster and other local state.")
     # -- operations: schedules (skiplock schedule) ------------------------------
     schedule_file: str | None = _setting(
@@ -138,26 +186,31 @@ class Settings:
         return Path(self.home).resolve()
 
     def validate(self) -> Settings:
+        """Check every value with its own parser (values given in code too), then the pairs."""
         problems = []
-        if self.concurrency < 0:
-            problems.append("concurrency must be 0 (one per CPU) or more")
-        if self.heartbeat_s <= 0:
-            problems.append("heartbeat must be positive")
-        if self.effective_stuck_timeout_s < 3 * self.heartbeat_s:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or isinstance(value, (bool, list)) or f.name == "database_url":
+                continue
+            text = repr(value) if isinstance(value, float) else str(value)
+            if _UNPRINTABLE.search(text):
+                problems.append(f"{f.metadata['env']} is not valid UTF-8 text")
+                continue
+            try:
+                f.metadata["parse"](text)
+            except ValueError as exc:
+                problems.append(f"{f.metadata['env']} {exc}")
+        if problems:
+            raise ConfigurationError("invalid settings: " + "; ".join(problems))
+        floor = STUCK_TIMEOUT_MIN_HEARTBEATS * self.heartbeat_s
+        if self.effective_stuck_timeout_s < floor:
             problems.append(
                 f"stuck timeout ({self.effective_stuck_timeout_s:g}s) must be at least "
-                f"3 heartbeats ({3 * self.heartbeat_s:g}s), or live jobs would be rescued"
+                f"{STUCK_TIMEOUT_MIN_HEARTBEATS} heartbeats ({floor:g}s), or live jobs "
+                "would be rescued"
             )
-        if self.log_format not in {"text", "json"}:
-            problems.append("log format must be text or json")
-        if self.max_payload_bytes <= 0:
-            problems.append("max payload bytes must be positive")
-        if self.batch_size < 0:
-            problems.append("batch size must be 0 (adaptive) or more")
-        if self.commit_delay_ms < 0:
-            problems.append("commit delay must be 0 or more")
-        if not 0 < self.poll_min_s <= self.poll_max_s:
-            problems.append("poll interval must satisfy 0 < min <= max")
+        if not self.poll_min_s <= self.poll_max_s:
+            problems.append("poll interval must satisfy min <= max")
         if problems:
             raise ConfigurationError("invalid settings: " + "; ".join(problems))
         return self
@@ -168,14 +221,6 @@ def describe() -> list[tuple[str, str, str]]:
     return [(f.name, f.metadata["env"], f.metadata["help"]) for f in fields(Settings)]
 
 
-def env_name(name: str) -> str:
-    return next(f.metadata["env"] for f in fields(Settings) if f.name == name)
-
-
-def help_for(name: str) -> str:
-    return next(f.metadata["help"] for f in fields(Settings) if f.name == name)
-
-
 def load_settings(**overrides: Any) -> Settings:
     """Defaults, then `.env` and the environment, then `overrides` (flags) that are not None."""
     load_dotenv(Path.cwd() / ".env", override=False)
@@ -184,10 +229,13 @@ def load_settings(**overrides: Any) -> Settings:
         raw = os.environ.get(f.metadata["env"])
         if raw is None or (raw == "" and f.name == "database_url"):
             continue
+        if _UNPRINTABLE.search(raw):  # bytes that are not UTF-8, or a NUL
+            raise ConfigurationError(f"{f.metadata['env']} is not valid UTF-8 text")
         try:
             values[f.name] = f.metadata["parse"](raw)
         except ValueError as exc:
-            raise ConfigurationError(f"{f.metadata['env']}={raw!r}: {exc}") from None
+            shown = "…" if f.name == "database_url" else f"={raw!r}"
+            raise ConfigurationError(f"{f.metadata['env']}{shown}: {exc}") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     unknown = set(values) - {f.name for f in fields(Settings)}
     if unknown:

@@ -8,7 +8,10 @@ never closes (or uses) the parent's sockets.
 No `pool_pre_ping`: it would cost a round trip per transaction. A connection
 that died with the server makes its first statement fail; SQLAlchemy then
 invalidates the whole pool, the failure reaches the caller as
-`DatabaseUnavailable`, and the next call reconnects.
+`DatabaseUnavailable`, and the next call reconnects. Which errors throw a
+connection away (lost, terminated, read-only, no answer in time) is decided
+by `faults.classify`, here, for every connection of the process; every
+statement also honours the time bound of `bounds.bounded()`.
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine
+import psycopg2
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.orm import Session
 
-from skiplock.queue_core.errors import DatabaseUnavailable
-from skiplock.queue_core.urls import database_url, redact
+from skiplock.queue_core import bounds, faults, grants
+from skiplock.queue_core.errors import DatabaseUnavailable, PermissionDenied
+from skiplock.queue_core.urls import database_url, redact, scrub
 
 _lock = threading.Lock()
 _engine: Engine | None = None
@@ -65,8 +71,24 @@ def get_engine(url: str | None = None) -> Engine:
                     "keepalives_count": 3,
                 },
             )
+            _watch(_engine)
             _engine_pid, _engine_url = os.getpid(), url
         return _engine
+
+
+def _watch(engine: Engine) -> None:
+    """Time bounds on every statement, and the one rule for discarding connections."""
+    bounds.install()
+    event.listen(engine, "before_cursor_execute", bounds.before_cursor_execute, retval=True)
+    event.listen(engine, "handle_error", _on_error)
+
+
+def _on_error(context: ExceptionContext) -> None:
+    fault = faults.classify(context.original_exception)
+    if fault is not None and fault.discards_connection:
+        # SQLAlchemy closes this connection and recycles the rest of the pool: after a
+        # failover or a read-only spell, every connection of that time is suspect.
+        context.is_disconnect = True
 
 
 def reset_engine() -> None:
@@ -90,14 +112,41 @@ def translate_errors(url: str | None = None) -> Iterator[None]:
     except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
         raise DatabaseUnavailable(_describe(exc, url)) from exc
     except sa_exc.DBAPIError as exc:
-        if exc.connection_invalidated:
+        if isinstance(exc, sa_exc.ProgrammingError) and grants.is_denied(exc):
+            # A role without a grant: name the grant, no traceback.
+            raise PermissionDenied(grants.explain(exc, _role(url))) from exc
+        fault = faults.classify(exc)
+        if exc.connection_invalidated or (fault is not None and fault.outage):
             raise DatabaseUnavailable(_describe(exc, url)) from exc
         raise
+    except psycopg2.Error as exc:
+        # Raised by the driver where SQLAlchemy does not wrap it: resetting a
+        # connection as it goes back to the pool, when the bound ran out or the
+        # server stopped answering. The driver has closed that connection.
+        raise DatabaseUnavailable(_describe(exc, url)) from exc
 
 
-def _describe(exc: sa_exc.DBAPIError, url: str | None) -> str:
-    reason = " ".join(str(exc.orig or exc).split())
+def _role(url: str | None) -> str | None:
+    try:
+        return make_url(url or _engine_url or "").username
+    except Exception:  # no URL to read it from: the message says "the database role"
+        return None
+
+
+def describe_database_error(exc: sa_exc.DBAPIError) -> str:
+    """One line for an error the server returned, with no password in it."""
+    if grants.is_denied(exc):
+        return grants.explain(exc, _role(None))
+    orig = exc.orig or exc
+    lines = str(orig).strip().splitlines()
+    return scrub(f"the database refused: {lines[0] if lines else type(orig).__name__}",
+                 _engine_url)
+
+
+def _describe(exc: sa_exc.DBAPIError | psycopg2.Error, url: str | None) -> str:
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
     url = url or _engine_url
+    reason = scrub(" ".join(str(orig or exc).split()), url)
     where = redact(url) if url else "the configured database"
     return f"cannot use the database at {where}: {reason}"
 

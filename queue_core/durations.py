@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 
@@ -12,12 +13,28 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
 
 def parse_duration(text: str | float | int | timedelta) -> float:
-    """Seconds in `text`; a bare number is seconds. Raises InvalidJob naming the bad text."""
+    """Seconds in `text`; a bare number is seconds. Raises InvalidJob naming the bad text.
+
+    A duration is finite, not negative, and at most a century: nan, inf and
+    -5 are refused here rather than misbehaving later (a sleep that raises, a
+    cutoff in the future, an interval PostgreSQL cannot hold).
+    """
     if isinstance(text, timedelta):
-        return text.total_seconds()
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return float(text)
-    value = str(text).strip().lower()
+        seconds = text.total_seconds()
+    elif isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        seconds = _parse_text(str(text))
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_SECONDS:
+        raise InvalidJob(f"not a duration: {text!r} (must be between 0 and 100 years)")
+    return seconds
+
+
+MAX_SECONDS = 100 * 365 * 86400.0
+
+
+def _parse_text(text: str) -> float:
+    value = text.strip().lower()
     try:
         return float(value)
     except ValueError:

@@ -1,12 +1,25 @@
-"""The embedded default: a private PostgreSQL cluster in `.skiplock/pgdata`.
+"""The embedded default: a private PostgreSQL cluster, started on demand.
 
-With no DATABASE_URL, every command uses this cluster, started on demand from
-the server binaries installed on the machine and left running for the next
-command (`skiplock db stop` stops it). It listens on a unix socket only
+With no DATABASE_URL, every command uses this cluster, started from the server
+binaries installed on the machine and left running for the next command
+(`skiplock db stop` stops it). It listens on a unix socket only
 (`listen_addresses = ''`), so it never clashes with a server on a TCP port.
-PostgreSQL refuses to run as root: when we are root, the cluster belongs to
-and runs as an unprivileged user (`postgres` if it exists, else `nobody`, or
-SKIPLOCK_EMBEDDED_USER).
+
+It is private to the user who started it (see docs/security.md):
+- the socket lives in a directory of mode 0700 owned by the cluster's owner:
+  the data directory itself, or, when that path is too long for a socket,
+  a directory of a random name that skiplock made (one it did not make, or a
+  symlink, is never used);
+- authentication is `peer`, mapped so that only the owner and root may
+  connect (as the superuser `postgres`); no password exists to leak;
+- nothing is deleted, and nothing outside the data directory changes owner.
+
+PostgreSQL refuses to run as root: when we are root, the cluster belongs to and
+runs as an unprivileged user (`postgres` if it exists, else `nobody`, or
+SKIPLOCK_EMBEDDED_USER). The data directory is `SKIPLOCK_HOME/pgdata` when
+that user can reach it; when it cannot (a checkout inside root's 0700 home
+directory, say), the data directory goes to /var/lib/skiplock/<digest of
+SKIPLOCK_HOME>, and `skiplock db status` says where.
 """
 
 from __future__ import annotations
@@ -17,18 +30,27 @@ import hashlib
 import os
 import pwd
 import re
+import secrets
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from skiplock.queue_core.errors import EmbeddedDatabaseError
 
 DATABASE_NAME = "skiplock"
+SUPERUSER = "postgres"
 PORT = 5432  # only names the socket file: the cluster has no TCP listener
-_SOCKET_PATH_LIMIT = 90  # sun_path holds 107 bytes, and ".s.PGSQL.5432" must fit after it
+# Where root puts a cluster that its unprivileged owner could not reach under SKIPLOCK_HOME.
+SHARED_ROOT = Path("/var/lib/skiplock")
+# sun_path holds 107 bytes, and "/.s.PGSQL.5432.lock" must fit after the directory.
+_SOCKET_DIR_LIMIT = 107 - len("/.s.PGSQL.5432.lock")
+_CONFIG_FILE = "skiplock.conf"
+_SOCKET_RECORD = "skiplock.socket_dir"
+_INCLUDE = f"include_if_exists = '{_CONFIG_FILE}'  # skiplock: the settings of the embedded cluster"
 _NO_BINARIES = (
     "no PostgreSQL server binaries found (looked for pg_ctl and initdb on PATH, in "
     "`pg_config --bindir` and /usr/lib/postgresql/*/bin). Either install the server "
@@ -62,42 +84,119 @@ def find_bindir() -> Path | None:
     return None
 
 
+def conf_quote(value: str) -> str:
+    """`value` as a quoted string of postgresql.conf (a path may hold ' or \\)."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise EmbeddedDatabaseError(
+            f"the path {value!r} holds a control character; choose another SKIPLOCK_HOME"
+        )
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _ident_quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def is_private_dir(path: Path, uid: int) -> bool:
+    """A real directory (not a symlink) owned by `uid` that no one else may enter."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == uid and not st.st_mode & 0o077
+
+
 class EmbeddedCluster:
-    """One private cluster under `home` (normally `.skiplock/`)."""
+    """One private cluster for `home` (normally `.skiplock/`)."""
 
     def __init__(self, home: Path) -> None:
         self.home = Path(home).resolve()
-        self.data_dir = self.home / "pgdata"
-        self.log_file = self.home / "postgres.log"
         self._lock_file = self.home / "embedded.lock"
-        socket_dir = self.home / "run"
-        if len(str(socket_dir)) > _SOCKET_PATH_LIMIT:
-            digest = hashlib.sha1(str(self.home).encode()).hexdigest()[:12]
-            socket_dir = Path("/tmp") / f"skiplock-{digest}"
-        self.socket_dir = socket_dir
+        self._data_dir: Path | None = None
+
+    # -- where ---------------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        if self._data_dir is None:
+            self._data_dir = self._locate()
+        return self._data_dir
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "postgres.log"
+
+    @property
+    def shared_data_dir(self) -> Path:
+        """Where root puts the cluster when its owner cannot reach SKIPLOCK_HOME."""
+        return SHARED_ROOT / hashlib.sha256(str(self.home).encode()).hexdigest()[:16]
+
+    @property
+    def socket_dir(self) -> Path:
+        if len(str(self.data_dir)) <= _SOCKET_DIR_LIMIT:
+            return self.data_dir
+        try:
+            return Path((self.data_dir / _SOCKET_RECORD).read_text().strip())
+        except OSError:
+            raise EmbeddedDatabaseError(
+                f"the embedded cluster in {self.data_dir} has not been started"
+            ) from None
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg2://postgres@/{DATABASE_NAME}?host={self.socket_dir}&port={PORT}"
+        from sqlalchemy.engine import URL
+
+        return URL.create("postgresql+psycopg2", username=SUPERUSER, database=DATABASE_NAME,
+                          query={"host": str(self.socket_dir), "port": str(PORT)}
+                          ).render_as_string(hide_password=False)
+
+    def _locate(self) -> Path:
+        local = self.home / "pgdata"
+        if os.geteuid() != 0:
+            return local
+        shared = self.shared_data_dir
+        for candidate in (local, shared):
+            if os.path.lexists(candidate / "PG_VERSION"):
+                return candidate
+        if self.home.is_dir() and self._owner_can_enter(self.home):
+            return local
+        return shared
+
+    def _owner_can_enter(self, path: Path) -> bool:
+        # The kernel's own answer, asked as the owner: every directory on the way counts.
+        test = shutil.which("test") or "/usr/bin/test"
+        return subprocess.run([test, "-x", str(path)], cwd="/", **self._as_owner()).returncode == 0
+
+    # -- life ----------------------------------------------------------------
 
     def ensure_running(self) -> str:
         """Initialise and start the cluster if needed; return its URL."""
         bindir = find_bindir()
         if bindir is None:
             raise EmbeddedDatabaseError(_NO_BINARIES)
-        self.home.mkdir(parents=True, exist_ok=True)
-        with self._locked():
-            if not (self.data_dir / "PG_VERSION").exists():
-                self._initdb(bindir)
-            if not self._running(bindir):
-                self._start(bindir)
-            self._create_database()
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            with self._locked():
+                if not (self.data_dir / "PG_VERSION").exists():
+                    self._initdb(bindir)
+                running = self._running(bindir)
+                changed = self._configure(running)
+                if not running:
+                    self._pg_ctl(bindir, "start", "start the embedded cluster")
+                elif changed:  # a cluster of an older skiplock: take the private settings now
+                    self._pg_ctl(bindir, "restart", "restart the embedded cluster")
+                self._create_database()
+        except OSError as exc:  # a directory we may not write, say: one line, not a traceback
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise EmbeddedDatabaseError(
+                f"cannot prepare the embedded cluster in {self.home}: {exc.strerror}{where}; "
+                "set SKIPLOCK_HOME to a directory you own, or DATABASE_URL") from None
         return self.url
 
     def stop(self) -> bool:
         """Stop the cluster; False if it was not running."""
         bindir = find_bindir()
-        if bindir is None or not (self.data_dir / "PG_VERSION").exists():
+        if bindir is None or not self.home.is_dir() or not self._has_cluster():
             return False
         with self._locked():
             if not self._running(bindir):
@@ -108,47 +207,162 @@ class EmbeddedCluster:
 
     def is_running(self) -> bool:
         bindir = find_bindir()
-        return bool(bindir and (self.data_dir / "PG_VERSION").exists() and self._running(bindir))
+        return bool(bindir and self._has_cluster() and self._running(bindir))
+
+    def _has_cluster(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
 
     # -- steps ---------------------------------------------------------------
 
     def _initdb(self, bindir: Path) -> None:
-        if self.data_dir.exists():
-            shutil.rmtree(self.data_dir)  # a half-made cluster from an interrupted initdb
-        self.data_dir.mkdir(mode=0o700)
-        self._hand_over(self.home)
-        self._run([str(bindir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                   "--auth=trust", "-E", "UTF8", "--locale=C"], "initialise the embedded cluster")
-        with open(self.data_dir / "postgresql.conf", "a") as conf:
-            conf.write(
-                "\n# skiplock embedded cluster: unix socket only, private to this checkout\n"
+        self._owner_name()  # fails with one clear line for a user without a name
+        self._make_data_dir()
+        self._run([str(bindir / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
+                   "--auth-local=peer", "--auth-host=reject", "-E", "UTF8", "--locale=C"],
+                  "initialise the embedded cluster")
+
+    def _make_data_dir(self) -> None:
+        """An empty data directory of mode 0700 that belongs to the cluster's owner.
+
+        Only a directory that skiplock just made, or an empty one already owned
+        by the owner, is used; anything else is refused and left as it is.
+        """
+        path = self.data_dir
+        if path == self.shared_data_dir:
+            self._make_shared_root()
+        uid, gid = self._owner_ids()
+        with suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            st = os.fstat(fd)
+            if os.listdir(fd):
+                raise EmbeddedDatabaseError(
+                    f"{path} exists, is not empty and holds no PostgreSQL cluster (no PG_VERSION); "
+                    "skiplock deletes nothing it did not make: move it away, or choose another "
+                    "SKIPLOCK_HOME"
+                )
+            if st.st_uid != uid:
+                if st.st_uid != os.geteuid():
+                    raise EmbeddedDatabaseError(
+                        f"{path} belongs to another user (uid {st.st_uid}); skiplock will not use it"
+                    )
+                os.fchown(fd, uid, gid)  # the data directory itself, made by us, empty
+            os.fchmod(fd, 0o700)
+        except OSError as exc:
+            raise EmbeddedDatabaseError(f"cannot prepare {path}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+
+    def _make_shared_root(self) -> None:
+        try:
+            SHARED_ROOT.mkdir(mode=0o755, exist_ok=True)
+        except OSError as exc:
+            raise EmbeddedDatabaseError(f"cannot create {SHARED_ROOT}: {exc.strerror}") from None
+        st = os.lstat(SHARED_ROOT)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+            raise EmbeddedDatabaseError(
+                f"{SHARED_ROOT} must be a directory that only root can write to; "
+                "skiplock will not put a cluster there"
+            )
+
+    def _configure(self, running: bool) -> bool:
+        """Write the cluster's private settings; True if something changed."""
+        owner = self._owner_name()
+        socket_dir = self._socket_dir_for_start(running)
+        users = [owner] + (["root"] if owner != "root" else [])
+        files = {
+            "pg_hba.conf": (
+                "# skiplock embedded cluster: only its owner (and root) may connect, over the\n"
+                "# unix socket, as the superuser (see pg_ident.conf); nothing on TCP.\n"
+                "local all all peer map=skiplock\n"
+            ),
+            "pg_ident.conf": "# MAPNAME SYSTEM-USERNAME PG-USERNAME\n" + "".join(
+                f"skiplock {_ident_quote(user)} {SUPERUSER}\n" for user in users),
+            _CONFIG_FILE: (
+                "# skiplock embedded cluster: unix socket only, private to its owner\n"
                 "listen_addresses = ''\n"
-                f"unix_socket_directories = '{self.socket_dir}'\n"
+                f"unix_socket_directories = {conf_quote(str(socket_dir))}\n"
+                "unix_socket_permissions = 0700\n"
                 f"port = {PORT}\n"
                 "max_connections = 200\n"
                 "timezone = 'UTC'\n"
-            )
+            ),
+        }
+        if socket_dir != self.data_dir:
+            files[_SOCKET_RECORD] = f"{socket_dir}\n"
+        changed = False
+        for name, content in files.items():
+            changed |= self._write(self.data_dir / name, content)
+        conf = self.data_dir / "postgresql.conf"
+        if _INCLUDE not in conf.read_text():
+            with open(conf, "a") as handle:  # the file initdb made: it keeps its owner
+                handle.write(f"\n{_INCLUDE}\n")
+            changed = True
+        return changed
 
-    def _start(self, bindir: Path) -> None:
-        self.socket_dir.mkdir(parents=True, exist_ok=True)
-        self._hand_over(self.socket_dir)
-        self._hand_over(self.home, recursive=False)
-        if not self.log_file.exists():
-            self.log_file.touch()
-        self._hand_over(self.log_file, recursive=False)
+    def _socket_dir_for_start(self, running: bool) -> Path:
+        """The data directory when its path fits a socket, else a private directory in /tmp."""
+        if len(str(self.data_dir)) <= _SOCKET_DIR_LIMIT:
+            return self.data_dir
+        uid, _ = self._owner_ids()
+        record = self.data_dir / _SOCKET_RECORD
+        if record.exists():
+            recorded = Path(record.read_text().strip())
+            if is_private_dir(recorded, uid):
+                return recorded
+        if running:
+            raise EmbeddedDatabaseError(
+                f"the embedded cluster in {self.data_dir} runs, but its socket directory is not "
+                "private any more; stop it with `skiplock db stop` (as its owner or root)"
+            )
+        for _ in range(10):
+            candidate = Path("/tmp") / f"skiplock-{secrets.token_hex(8)}"
+            # Made by the owner itself: mkdir fails on anything already there (a
+            # directory or symlink someone planted), and we try another name.
+            made = subprocess.run(["mkdir", "-m", "700", str(candidate)], cwd="/",
+                                  capture_output=True, **self._as_owner())
+            if made.returncode == 0 and is_private_dir(candidate, uid):
+                return candidate
+        raise EmbeddedDatabaseError("could not make a private socket directory in /tmp")
+
+    def _write(self, path: Path, content: str) -> bool:
+        """Write a file of the data directory, owned by the cluster's owner; True if changed."""
+        try:
+            if path.read_text() == content:
+                return False
+        except FileNotFoundError:
+            pass
+        uid, gid = self._owner_ids()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            if os.fstat(fd).st_uid != uid:
+                os.fchown(fd, uid, gid)  # a file inside the data directory
+            os.write(fd, content.encode())
+        finally:
+            os.close(fd)
+        return True
+
+    def _pg_ctl(self, bindir: Path, action: str, what: str) -> None:
         self._run([str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
-                   "-w", "-t", "60", "start"], "start the embedded cluster")
+                   "-m", "fast", "-w", "-t", "60", action], what)
 
     def _running(self, bindir: Path) -> bool:
         result = subprocess.run([str(bindir / "pg_ctl"), "-D", str(self.data_dir), "status"],
-                                capture_output=True, text=True, **self._as_owner())
+                                capture_output=True, text=True, cwd="/", **self._as_owner())
         return result.returncode == 0
 
     def _create_database(self) -> None:
         import psycopg2
 
-        conn = psycopg2.connect(host=str(self.socket_dir), port=PORT, user="postgres",
-                                dbname="postgres", connect_timeout=10)
+        try:
+            conn = psycopg2.connect(host=str(self.socket_dir), port=PORT, user=SUPERUSER,
+                                    dbname="postgres", connect_timeout=10)
+        except psycopg2.Error as exc:
+            reason = (str(exc).strip().splitlines() or ["no reason given"])[0]
+            raise EmbeddedDatabaseError(
+                f"the embedded cluster runs but refuses us: {reason} (log: {self.log_file})"
+            ) from None
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
@@ -158,11 +372,20 @@ class EmbeddedCluster:
         finally:
             conn.close()
 
-    # -- running as someone else when we are root ------------------------------
+    # -- whose cluster -----------------------------------------------------------
 
     def _owner(self) -> pwd.struct_passwd | None:
+        """The unprivileged user the cluster runs as when we are root; None otherwise."""
         if os.geteuid() != 0:
             return None
+        data_dir = self._data_dir
+        if data_dir is not None:
+            try:
+                uid = os.lstat(data_dir).st_uid
+                if uid != 0:
+                    return pwd.getpwuid(uid)  # a cluster that exists keeps its owner
+            except (FileNotFoundError, KeyError):
+                pass
         name = os.environ.get("SKIPLOCK_EMBEDDED_USER")
         for candidate in ([name] if name else ["postgres", "nobody"]):
             try:
@@ -174,36 +397,33 @@ class EmbeddedCluster:
             "embedded cluster as (set SKIPLOCK_EMBEDDED_USER, or set DATABASE_URL)"
         )
 
+    def _owner_ids(self) -> tuple[int, int]:
+        owner = self._owner()
+        if owner is None:
+            return os.geteuid(), os.getegid()
+        return owner.pw_uid, owner.pw_gid
+
+    def _owner_name(self) -> str:
+        owner = self._owner()
+        if owner is not None:
+            return owner.pw_name
+        try:
+            return pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            raise EmbeddedDatabaseError(
+                f"user id {os.geteuid()} has no name (no entry in /etc/passwd), which "
+                "PostgreSQL needs; set DATABASE_URL instead"
+            ) from None
+
     def _as_owner(self) -> dict[str, Any]:
         owner = self._owner()
         if owner is None:
             return {}
         return {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": [],
-                "env": {**os.environ, "HOME": str(self.home)}}
-
-    def _hand_over(self, path: Path, recursive: bool = True) -> None:
-        owner = self._owner()
-        if owner is None:
-            return
-        self._check_traversable(path, owner)
-        targets = [path]
-        if recursive and path.is_dir():
-            targets += list(path.rglob("*"))
-        for target in targets:
-            os.chown(target, owner.pw_uid, owner.pw_gid, follow_symlinks=False)
-
-    def _check_traversable(self, path: Path, owner: pwd.struct_passwd) -> None:
-        for parent in path.resolve().parents:
-            st = parent.stat()
-            if st.st_uid != owner.pw_uid and not st.st_mode & 0o001:
-                raise EmbeddedDatabaseError(
-                    f"the embedded cluster runs as {owner.pw_name!r}, who cannot enter {parent} "
-                    f"(mode {oct(st.st_mode & 0o777)}); put it elsewhere with "
-                    "SKIPLOCK_HOME=/var/lib/skiplock, or set DATABASE_URL"
-                )
+                "env": {**os.environ, "HOME": "/"}}
 
     def _run(self, argv: list[str], what: str) -> None:
-        result = subprocess.run(argv, capture_output=True, text=True, cwd=str(self.home),
+        result = subprocess.run(argv, capture_output=True, text=True, cwd="/",
                                 **self._as_owner())
         if result.returncode != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()
@@ -213,9 +433,14 @@ class EmbeddedCluster:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         # Two commands starting at once must not both run initdb or pg_ctl start.
-        with open(self._lock_file, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        # O_NOFOLLOW: a symlink planted in SKIPLOCK_HOME must not make us create
+        # or open a file elsewhere.
+        try:
+            fd = os.open(self._lock_file, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise EmbeddedDatabaseError(f"cannot open {self._lock_file}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock

@@ -10,25 +10,34 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple
 
+from psycopg2.extensions import connection as DBAPIConnection
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from skiplock.queue_core import payloads, sql
+from skiplock.queue_core import limits, payloads, policy, sql, unique
+from skiplock.queue_core.borrowed import BorrowedConnection, is_dbapi_connection
 from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.db import connect
-from skiplock.queue_core.errors import InvalidJob, InvalidPayload
+from skiplock.queue_core.errors import InvalidJob, InvalidPayload, TransactionConflict
 
 MAX_TYPE_LENGTH = 200
 MAX_KEY_LENGTH = 1000
+# Deeper JSON is a mistake or an attack: decoders recurse (Python's json stops
+# near 1000 levels with RecursionError), and every reader of the row pays.
+MAX_PAYLOAD_DEPTH = 64
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_UNFIT = re.compile("[\x01-\x1f\x7f-\x9f\ud800-\udfff]")
 _INT32 = 2**31 - 1
-_OPTIONS = {"priority", "delay", "max_attempts", "idempotency_key", "user_id"}
+_OPTIONS = {"priority", "delay", "max_attempts", "idempotency_key", "user_id",
+            "concurrency_key", "concurrency", "unique_for"}
 
 
 # One encoder for every payload: json.dumps with options builds a new one per call,
@@ -54,6 +63,10 @@ class _Row(NamedTuple):  # a tuple: a million of them are built per backfill
     max_attempts: int
     key: str | None
     user_id: str | None
+    concurrency_key: str | None = None
+    concurrency: int | None = None
+    unique_key: str | None = None  # a scoped key (queue_core/unique.py), instead of `key`
+    unique_s: float | None = None
 
 
 def _text(name: str, value: Any, limit: int, *, required: bool) -> str | None:
@@ -65,22 +78,70 @@ def _text(name: str, value: Any, limit: int, *, required: bool) -> str | None:
         raise InvalidJob(f"{name} is {len(value)} characters long; the limit is {limit}")
     if "\x00" in value:
         raise InvalidJob(f"{name} contains a NUL character, which PostgreSQL cannot store")
+    if _UNFIT.search(value):
+        if _SURROGATE.search(value):
+            raise InvalidJob(f"{name} is not valid UTF-8 text")
+        raise InvalidJob(f"{name} contains a control character")
     return value
 
 
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether containers nest deeper than `limit` (a loop, and no recursion to overflow)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        for child in children:
+            if isinstance(child, (dict, list, tuple)):
+                stack.append((child, depth + 1))
+    return False
+
+
+def _has_invalid_text(value: Any) -> bool:
+    """A string (or key) holding a lone surrogate: bytes that were not UTF-8."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return False
+
+
 def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = None,
-             max_attempts: Any = 3, idempotency_key: Any = None, user_id: Any = None,
+             max_attempts: Any = None, idempotency_key: Any = None, user_id: Any = None,
+             concurrency_key: Any = None, concurrency: Any = None, unique_for: Any = None,
              max_payload_bytes: int) -> _Row:
     job_type = _text("job type", job_type, MAX_TYPE_LENGTH, required=True)
     assert job_type is not None
     payloads.validate_payload(job_type, payload)
+    if _too_deep(payload, MAX_PAYLOAD_DEPTH):
+        raise InvalidPayload(
+            f"payload of {job_type} nests deeper than {MAX_PAYLOAD_DEPTH} levels")
     try:
         encoded = _encode(payload)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:  # also a float inf or an int of 4300+ digits
         raise InvalidPayload(f"payload of {job_type} is not JSON: {exc}") from None
+    except RecursionError:  # cannot happen below MAX_PAYLOAD_DEPTH; kept as a last guard
+        raise InvalidPayload(f"payload of {job_type} is nested too deeply") from None
     if "\\u0000" in encoded:
         raise InvalidPayload(
             f"payload of {job_type} contains a NUL character, which PostgreSQL cannot store"
+        )
+    # jsonb refuses a surrogate that is not part of a pair. ensure_ascii writes a
+    # character past U+FFFF as an escaped pair too, so the exact check runs only
+    # when one of them is there.
+    if "\\ud" in encoded and _has_invalid_text(payload):
+        raise InvalidPayload(
+            f"payload of {job_type} contains a lone UTF-16 surrogate (text that is not "
+            "valid UTF-8), which PostgreSQL cannot store"
         )
     size = len(encoded)  # ensure_ascii: one byte per character
     if size > max_payload_bytes:
@@ -90,6 +151,8 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
         )
     if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > _INT32:
         raise InvalidJob(f"priority must be an integer between -{_INT32} and {_INT32}")
+    if max_attempts is None:
+        max_attempts = policy.max_attempts_for(job_type)
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
         raise InvalidJob("max_attempts must be an integer")
     if not 1 <= max_attempts <= 1000:
@@ -106,26 +169,56 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
         raise InvalidJob(f"delay must be between 0 seconds and 10 years, not {delay_s}")
     key = _text("idempotency key", idempotency_key, MAX_KEY_LENGTH, required=False)
     user = _text("user id", user_id, MAX_KEY_LENGTH, required=False)
-    return _Row(new_job_id(), job_type, encoded, priority, delay_s, max_attempts, key, user)
+    slot_key, limit = limits.resolve(
+        job_type, payload, _text("concurrency key", concurrency_key, MAX_KEY_LENGTH,
+                                 required=False), concurrency)
+    if slot_key is not None:
+        _text("concurrency key", slot_key, MAX_KEY_LENGTH, required=True)
+    scoped, unique_s = unique.window(unique_for)
+    if scoped and key is None:
+        raise InvalidJob("unique_for needs an idempotency key")
+    unique_key, key = (key, None) if scoped else (None, key)
+    return _Row(new_job_id(), job_type, encoded, priority, delay_s, max_attempts, key, user,
+                slot_key, limit, unique_key, unique_s)
+
+
+def check_job(job: Mapping[str, Any]) -> None:
+    """Validate one job as `enqueue_many` would, without writing it (InvalidJob if wrong)."""
+    _prepare_job(job, 0, cached_settings().max_payload_bytes)
+
+
+def _prepare_job(job: Any, index: int, limit: int) -> _Row:
+    if not isinstance(job, Mapping):
+        raise InvalidJob(f"job #{index} is not a mapping")
+    unknown = set(job) - _OPTIONS - {"type", "payload"}
+    if unknown:
+        raise InvalidJob(f"job #{index} has unknown options: {', '.join(sorted(unknown))}")
+    options = {k: v for k, v in job.items() if k in _OPTIONS and v is not None}
+    return _prepare(job.get("type"), job.get("payload"), **options, max_payload_bytes=limit)
 
 
 def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
-            delay: float | timedelta | None = None, max_attempts: int = 3,
+            delay: float | timedelta | None = None, max_attempts: int | None = None,
             idempotency_key: str | None = None, user_id: str | None = None,
-            conn: Connection | Session | None = None) -> str:
+            concurrency_key: str | None = None, concurrency: int | None = None,
+            unique_for: str | float | timedelta | None = None,
+            conn: Connection | Session | DBAPIConnection | None = None) -> str:
     """Add one job; return its id (the existing job's id if the key already exists).
 
     With `conn` the insert joins the caller's transaction: the job exists only
-    if that transaction commits.
+    if that transaction commits. `concurrency_key` / `concurrency`: at most
+    that many jobs of the key run at once (queue_core/limits.py). `unique_for`:
+    how long the idempotency key holds ("active", "1h"; queue_core/unique.py).
     """
     job = {"type": job_type, "payload": payload, "priority": priority, "delay": delay,
            "max_attempts": max_attempts, "idempotency_key": idempotency_key,
-           "user_id": user_id}
+           "user_id": user_id, "concurrency_key": concurrency_key,
+           "concurrency": concurrency, "unique_for": unique_for}
     return enqueue_many([job], conn=conn)[0]
 
 
 def enqueue_many(jobs: Iterable[Mapping[str, Any]],
-                 conn: Connection | Session | None = None) -> list[str]:
+                 conn: Connection | Session | DBAPIConnection | None = None) -> list[str]:
     """Add a batch in one round trip; the ids come back in input order."""
     return enqueue_batch(jobs, conn=conn).ids
 
@@ -137,29 +230,25 @@ class Enqueued:
 
 
 def enqueue_batch(jobs: Iterable[Mapping[str, Any]],
-                  conn: Connection | Session | None = None) -> Enqueued:
+                  conn: Connection | Session | DBAPIConnection | None = None) -> Enqueued:
     """`enqueue_many`, also saying how many jobs were new (backfills report it)."""
     limit = cached_settings().max_payload_bytes
-    rows = []
-    for index, job in enumerate(jobs):
-        if not isinstance(job, Mapping):
-            raise InvalidJob(f"job #{index} is not a mapping")
-        unknown = set(job) - _OPTIONS - {"type", "payload"}
-        if unknown:
-            raise InvalidJob(f"job #{index} has unknown options: {', '.join(sorted(unknown))}")
-        options = {k: v for k, v in job.items() if k in _OPTIONS and v is not None}
-        rows.append(_prepare(job.get("type"), job.get("payload"), **options,
-                             max_payload_bytes=limit))
+    rows = [_prepare_job(job, index, limit) for index, job in enumerate(jobs)]
     if not rows:
         return Enqueued([], 0)
+    if is_dbapi_connection(conn):
+        return _insert(BorrowedConnection(conn), rows)
     with connect(conn, autocommit=True) as c:
         return _insert(c, rows)
 
 
-def _insert(conn: Connection, rows: Sequence[_Row]) -> Enqueued:
+def _insert(conn: Connection | BorrowedConnection, rows: Sequence[_Row]) -> Enqueued:
     created = 0
     ids: dict[int, str] = {}
     todo = list(range(len(rows)))
+    scoped = sorted({r.unique_key for r in rows if r.unique_key is not None})
+    if scoped:  # free the scoped keys whose window is over (queue_core/unique.py)
+        conn.execute(sql.FREE_UNIQUE_KEYS, {"keys": _text_array(scoped)})
     # A key's row can vanish between our conflict and our look-up (cleanup, a
     # rolled-back concurrent insert): insert what is still missing again.
     for _ in range(5):
@@ -171,6 +260,11 @@ def _insert(conn: Connection, rows: Sequence[_Row]) -> Enqueued:
                 inserted = {r.id for r in conn.execute(sql.INSERT_JOBS, _columns(batch))}
         except sa_exc.IntegrityError as exc:
             raise _integrity_error(exc) from None
+        except sa_exc.OperationalError as exc:
+            conflict = _conflict(exc, batch)
+            if conflict is None:
+                raise
+            raise conflict from exc
         created += len(inserted)
         for i in todo:
             if rows[i].id in inserted:
@@ -182,9 +276,14 @@ def _insert(conn: Connection, rows: Sequence[_Row]) -> Enqueued:
         keys = sorted({key for i in skipped if (key := rows[i].key) is not None})
         existing = {r.key: r.id for r in conn.execute(sql.EXISTING_BY_KEY,
                                                       {"keys": _text_array(keys)})}
+        unique_keys = sorted({u for i in skipped if (u := rows[i].unique_key) is not None})
+        existing_unique = {r.key: r.id for r in conn.execute(
+            sql.EXISTING_BY_UNIQUE_KEY, {"keys": _text_array(unique_keys)})} if unique_keys else {}
         for i in skipped:
             if rows[i].key in existing:
                 ids[i] = existing[rows[i].key]
+            elif rows[i].unique_key in existing_unique:
+                ids[i] = existing_unique[rows[i].unique_key]
         todo = [i for i in skipped if i not in ids]
         if not todo:
             break
@@ -207,6 +306,12 @@ def _columns(rows: Sequence[_Row]) -> dict[str, str]:
         "max_attempts": _number_array([r.max_attempts for r in rows]),
         "keys": _text_array([r.key for r in rows]),
         "user_ids": _text_array([r.user_id for r in rows]),
+        "slot_keys": _text_array([r.concurrency_key for r in rows]),
+        "unique_keys": _text_array([r.unique_key for r in rows]),
+        "unique_secs": "{" + ",".join("NULL" if r.unique_s is None else repr(r.unique_s)
+                                      for r in rows) + "}",
+        "slot_limits": "{" + ",".join("NULL" if r.concurrency is None else str(r.concurrency)
+                                      for r in rows) + "}",
     }
 
 
@@ -220,6 +325,24 @@ def _text_array(values: Sequence[str | None]) -> str:
 
 def _number_array(values: Sequence[float]) -> str:
     return "{" + ",".join(map(repr, values)) + "}"
+
+
+def _conflict(exc: sa_exc.OperationalError, rows: Sequence[_Row]) -> TransactionConflict | None:
+    """A serialization failure or deadlock of the caller's transaction, in words.
+
+    In a REPEATABLE READ or SERIALIZABLE transaction, ON CONFLICT cannot skip a
+    row its snapshot does not see: a concurrent enqueue of the same key that
+    committed after the snapshot makes the insert fail with 40001. The server is
+    fine; the caller's transaction must be retried, and then finds the job."""
+    sqlstate = getattr(exc.orig, "pgcode", None)
+    if sqlstate not in ("40001", "40P01"):
+        return None
+    keys = sorted({r.key for r in rows if r.key is not None})
+    what = f"key {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}" if keys else "these jobs"
+    return TransactionConflict(
+        f"cannot enqueue {what}: a concurrent transaction enqueued the same key after this "
+        f"transaction's snapshot was taken (REPEATABLE READ or SERIALIZABLE); roll back and "
+        f"retry the transaction", sqlstate=sqlstate)
 
 
 def _integrity_error(exc: sa_exc.IntegrityError) -> InvalidJob:

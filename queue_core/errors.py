@@ -24,6 +24,15 @@ class DatabaseUnavailable(SkiplockError):
     """The database cannot be reached."""
 
 
+class PermissionDenied(DatabaseUnavailable):
+    """The database role lacks a grant skiplock needs.
+
+    A kind of unavailability: the pool's loops ride it out with one log line
+    (a grant revoked while running) instead of crashing; a child that finds a
+    grant missing when it boots stops the pool with exit status 3.
+    """
+
+
 class EmbeddedDatabaseError(SkiplockError):
     """The embedded PostgreSQL cluster could not be started."""
 
@@ -42,3 +51,16 @@ class InvalidPayload(InvalidJob):
 
 class JobNotFound(SkiplockError):
     """No job has this id."""
+
+
+class WaitTimeout(SkiplockError):
+    """The job did not finish within the time given."""
+
+
+class TransactionConflict(SkiplockError):
+    """The caller's transaction conflicts with a concurrent one; roll it back and retry it."""
+
+    def __init__(self, message: str | None = None, sqlstate: str = "40001") -> None:
+        super().__init__(message)
+        # The server's code, for retry loops that match on it (40001, 40P01).
+        self.sqlstate = sqlstate

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from skiplock.queue_core.storable import load_json
+
 
 class JobStatus(enum.StrEnum):
     """The seed's status values, stored in the PostgreSQL enum "JobStatus"."""
@@ -14,7 +16,7 @@ class JobStatus(enum.StrEnum):
     PENDING = "PENDING"
     PROCESSING = "PROCESSING"
     COMPLETED = "COMPLETED"
-    FAILED = "FAILED"  # kept for compatibility with the seed; skiplock never sets it
+    FAILED = "FAILED"  # cancelled (the seed declares it and never writes it)
     DEAD_LETTER = "DEAD_LETTER"
 
 
@@ -29,6 +31,14 @@ class Fenced(Protocol):
 
     @property
     def attempts(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a handler last reported with `skiplock.progress`."""
+
+    fraction: float | None
+    message: str | None
 
 
 @dataclass(frozen=True)
@@ -61,11 +71,36 @@ class Job:
     started_at: datetime | None
     completed_at: datetime | None
     result: Any = None
+    interruptions: int = 0
+    # Why the payload could not be decoded (then `payload` is empty): the pool fails
+    # such a job alone, without a retry (queue_core/storable.py).
+    decode_error: str | None = None
+    cancel_requested_at: datetime | None = None
+    cancelled_by: str | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    held_back: bool | None = None
+    unique_key: str | None = None
+    unique_until: datetime | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+    snoozes: int | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
         m = row._mapping
-        payload = m["payload"]
+        decode_error = None
+        if "payload_json" in m:  # the claim's text, decoded here, one row at a time
+            payload, why = load_json(m["payload_json"])
+            if why is not None:
+                payload, decode_error = {}, f"the payload cannot be used: {why}"
+        else:
+            payload = m["payload"]
+        result = m.get("result")
+        if m.get("result_json") is not None:
+            result, why = load_json(m["result_json"])
+            if why is not None:
+                result = f"<the result cannot be shown: {why}>"
         return cls(
             id=m["id"],
             type=m["type"],
@@ -83,7 +118,10 @@ class Job:
             created_at=m["createdAt"],
             started_at=m["startedAt"],
             completed_at=m["completedAt"],
-            result=m.get("result"),
+            result=result,
+            interruptions=m.get("interruptions") or 0,
+            decode_error=decode_error,
+            **{name: m.get(column) for name, column in _FEATURE_COLUMNS.items()},
         )
 
     @property
@@ -96,6 +134,8 @@ class Job:
         for name, column in _COLUMNS.items():
             value = getattr(self, name)
             out[column] = value.isoformat() if isinstance(value, datetime) else value
+        if self.decode_error is not None:
+            out["payload"] = f"<{self.decode_error}>"
         return out
 
 
@@ -117,4 +157,20 @@ _COLUMNS = {
     "started_at": "startedAt",
     "completed_at": "completedAt",
     "result": "result",
+    "interruptions": "interruptions",
 }
+
+# Columns of migration 0005_features (cancel, limits, unique windows, progress, snooze).
+_FEATURE_COLUMNS = {
+    "cancel_requested_at": "cancelRequestedAt",
+    "cancelled_by": "cancelledBy",
+    "concurrency_key": "concurrencyKey",
+    "concurrency_limit": "concurrencyLimit",
+    "held_back": "heldBack",
+    "unique_key": "uniqueKey",
+    "unique_until": "uniqueUntil",
+    "progress": "progress",
+    "progress_message": "progressMessage",
+    "snoozes": "snoozes",
+}
+_COLUMNS.update(_FEATURE_COLUMNS)

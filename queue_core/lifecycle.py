@@ -8,28 +8,33 @@ job (False / None) and cannot overwrite the other's outcome.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from skiplock.queue_core import sql
+from skiplock.queue_core import accounting, policy, sql
 from skiplock.queue_core.backoff import backoff_s
 from skiplock.queue_core.db import connect
 from skiplock.queue_core.errors import InvalidJob
-from skiplock.queue_core.jobs import Fenced, Job, JobStatus
+from skiplock.queue_core.jobs import Fenced, Job, JobStatus, Progress
+from skiplock.queue_core.storable import MAX_ERROR_CHARS, storable_json, storable_text
 
 log = logging.getLogger("skiplock.queue")
 
-MAX_ERROR_LENGTH = 64 * 1024
+MAX_ERROR_LENGTH = MAX_ERROR_CHARS
 
 
 def claim(worker_id: str, limit: int = 1, types: Sequence[str] | None = None,
-          conn: Connection | Session | None = None) -> list[Job]:
-    """Take up to `limit` ready jobs (highest priority, then oldest) for `worker_id`."""
+          conn: Connection | Session | None = None, *, savepoint: bool = False) -> list[Job]:
+    """Take up to `limit` ready jobs (highest priority, then oldest) for `worker_id`.
+
+    With `savepoint` (inside `conn`'s transaction) the claim runs behind
+    `sql.CLAIM_SAVEPOINT`: if it raises, rolling back to it keeps the rest of
+    the transaction."""
     if not worker_id:
         raise InvalidJob("worker_id must be a non-empty string")
     if limit < 1:
@@ -40,6 +45,8 @@ def claim(worker_id: str, limit: int = 1, types: Sequence[str] | None = None,
         if not types:
             return []
         statement, params["types"] = sql.CLAIM_TYPES, list(types)
+    elif savepoint and conn is not None:
+        statement = sql.CLAIM_AFTER_SAVEPOINT
     with connect(conn, autocommit=True) as c:
         rows = c.execute(statement, params).fetchall()
     jobs = [Job.from_row(r) for r in rows]
@@ -53,30 +60,21 @@ def _fence(job: Fenced) -> dict[str, Any]:
 
 
 def clean_error(error: Any) -> str:
-    """lastError as PostgreSQL can store it: text, no NUL, at most 64 KiB."""
-    text = str(error) if error is not None else "unknown error"
-    text = text.replace("\x00", "\\0") or "unknown error"
-    if len(text) > MAX_ERROR_LENGTH:
-        text = text[: MAX_ERROR_LENGTH - 20] + " … (truncated)"
-    return text
+    """lastError as PostgreSQL can store it (queue_core/storable.py): NUL and lone
+    surrogates escaped, at most 64 Ki characters, the cut marked."""
+    return storable_text(error if error is not None else "unknown error") or "unknown error"
 
 
 def complete(job: Fenced, result: Any = None,
              conn: Connection | Session | None = None) -> bool:
     """Mark the job COMPLETED; False if it was no longer ours (nothing changed)."""
+    encoded = storable_json(result)
     with connect(conn, autocommit=True) as c:
-        done = c.execute(sql.COMPLETE, {**_fence(job), "result": _encode(result)}).rowcount == 1
+        done = c.execute(sql.COMPLETE, {**_fence(job), "result": encoded}).rowcount == 1
     if not done:
         log.warning("job %s was lost before it completed; its result is discarded", job.id,
                     extra={"job_id": job.id, "worker": job.locked_by})
     return done
-
-
-def _encode(result: Any) -> str | None:
-    try:
-        return None if result is None else json.dumps(result, default=str, allow_nan=False)
-    except ValueError:
-        return json.dumps(str(result))
 
 
 def complete_many(jobs: Sequence[tuple[Fenced, Any]],
@@ -87,7 +85,7 @@ def complete_many(jobs: Sequence[tuple[Fenced, Any]],
         return set()
     params = {"ids": [j.id for j, _ in jobs], "lockers": [j.locked_by for j, _ in jobs],
               "attempts": [j.attempts for j, _ in jobs],
-              "results": [_encode(r) for _, r in jobs]}
+              "results": [storable_json(r) for _, r in jobs]}
     with connect(conn, autocommit=True) as c:
         done = {row[0] for row in c.execute(sql.COMPLETE_MANY, params)}
     for job, _ in jobs:
@@ -102,7 +100,7 @@ def fail(job: Fenced, error: Any, retry: bool = True,
     """Record a failed attempt: PENDING after backoff if attempts are left and `retry`,
     else DEAD_LETTER. Returns the new status, or None if the job was no longer ours."""
     params = {**_fence(job), "error": clean_error(error), "retry": bool(retry),
-              "backoff_s": backoff_s(job.attempts)}
+              "backoff_s": policy.backoff_for(getattr(job, "type", None), job.attempts)}
     with connect(conn, autocommit=True) as c:
         row = c.execute(sql.FAIL, params).first()
     if row is None:
@@ -120,12 +118,72 @@ def release(job: Fenced, reason: str,
         return c.execute(sql.RELEASE, {**_fence(job), "reason": clean_error(reason)}).rowcount == 1
 
 
-def heartbeat(jobs: Iterable[Fenced], conn: Connection | Session | None = None) -> set[str]:
-    """Refresh "lockedAt" of the given jobs in one statement; return the ids still held."""
+def interrupt(job: Fenced, reason: str,
+              conn: Connection | Session | None = None) -> str | None:
+    """The run was cut short by something other than the job (queue_core/accounting.py).
+
+    Returns "released" (a free interruption: the attempt given back), "retried" or
+    "dead_lettered" (charged like a failure), or None if the job was no longer ours."""
+    params = {**_fence(job), "reason": clean_error(reason),
+              "free": accounting.FREE_INTERRUPTIONS,
+              "free_backoff_s": accounting.interruption_backoff_base_s(),
+              "backoff_s": backoff_s(job.attempts)}
+    with connect(conn, autocommit=True) as c:
+        row = c.execute(sql.INTERRUPT, params).first()
+    if row is None:
+        return None
+    if row.attempts < job.attempts:
+        return "released"
+    return "retried" if str(row.status) == "PENDING" else "dead_lettered"
+
+
+def release_unstarted(worker_id: str, started: Sequence[str], reason: str,
+                      conn: Connection | Session | None = None) -> list[str]:
+    """Give back every job `worker_id` claimed and never started (not in `started`)."""
+    with connect(conn, autocommit=True) as c:
+        rows = c.execute(sql.RELEASE_UNSTARTED, {"locked_by": worker_id,
+                                                 "started": list(started),
+                                                 "reason": clean_error(reason)})
+        return [row.id for row in rows]
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """What one heartbeat did to each lease, and which of the jobs an operator cancelled."""
+
+    renewed: frozenset[str]  # "lockedAt" is now
+    busy: frozenset[str]  # still ours, but another session holds the row: try again soon
+    gone: frozenset[str]  # no longer held by this holder at this attempt: lost
+    cancel_requested: frozenset[str] = frozenset()  # held, and `skiplock cancel` asked to stop it
+
+    @property
+    def held(self) -> frozenset[str]:
+        return self.renewed | self.busy
+
+
+def renew_leases(jobs: Iterable[Fenced], progress: Mapping[str, Progress] | None = None,
+                 conn: Connection | Session | None = None) -> Renewal:
+    """Refresh "lockedAt" of the given jobs in one statement that waits for no row lock,
+    writing each renewed job's latest progress and reading cancel requests."""
     jobs = list(jobs)
     if not jobs:
-        return set()
+        return Renewal(frozenset(), frozenset(), frozenset())
+    progress = progress or {}
+    reports = [progress.get(j.id) for j in jobs]
     params = {"ids": [j.id for j in jobs], "lockers": [j.locked_by for j in jobs],
-              "attempts": [j.attempts for j in jobs]}
+              "attempts": [j.attempts for j in jobs],
+              "progress": [r.fraction if r else None for r in reports],
+              "messages": [r.message if r else None for r in reports]}
     with connect(conn, autocommit=True) as c:
-        return {row.id for row in c.execute(sql.HEARTBEAT, params)}
+        rows = c.execute(sql.HEARTBEAT, params).fetchall()
+    renewed = frozenset(r.id for r in rows if r.renewed)
+    busy = frozenset(r.id for r in rows if r.held and not r.renewed)
+    gone = frozenset(r.id for r in rows if not r.held and not r.renewed)
+    cancelled = frozenset(r.id for r in rows if r.held and r.cancel_requested)
+    return Renewal(renewed, busy, gone, cancelled)
+
+
+def heartbeat(jobs: Iterable[Fenced], conn: Connection | Session | None = None) -> set[str]:
+    """Refresh "lockedAt" of the given jobs in one statement; return the ids still held
+    (a job whose row another session has locked is held, though not refreshed)."""
+    return set(renew_leases(jobs, conn=conn).held)

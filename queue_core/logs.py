@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+_SECRETS: list[str] = []  # forms of the database password: never in a log line
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
@@ -34,7 +35,7 @@ class TextFormatter(logging.Formatter):
         extras = _extras(record)
         if extras:
             line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
-        return line
+        return _scrub(line)
 
 
 class JsonFormatter(logging.Formatter):
@@ -49,11 +50,24 @@ class JsonFormatter(logging.Formatter):
         entry.update(_extras(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _scrub(json.dumps(entry, default=str))
 
 
-def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
-    """Send skiplock's logs to stderr in `fmt` ("text" or "json")."""
+def _scrub(line: str) -> str:
+    for secret in _SECRETS:
+        line = line.replace(secret, "***")
+    return line
+
+
+def configure_logging(fmt: str = "text", level: str = "INFO", database_url: str | None = None
+                      ) -> None:
+    """Send skiplock's logs to stderr in `fmt` ("text" or "json").
+
+    Every line is scrubbed of the password of `database_url`, whatever logged it.
+    """
+    from skiplock.queue_core.urls import secrets_of
+
+    _SECRETS[:] = secrets_of(database_url)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

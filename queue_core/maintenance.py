@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from skiplock.queue_core import sql
+from skiplock.queue_core import limits, sql
 from skiplock.queue_core.db import connect
 from skiplock.queue_core.durations import parse_duration
 from skiplock.queue_core.errors import InvalidJob
@@ -20,7 +20,7 @@ from skiplock.queue_core.jobs import Job
 log = logging.getLogger("skiplock.maintenance")
 
 CLEANUP_BATCH_SIZE = 5000
-FINISHED_STATUSES = ("COMPLETED", "DEAD_LETTER")
+FINISHED_STATUSES = ("COMPLETED", "DEAD_LETTER", "FAILED")  # FAILED: cancelled
 
 
 @dataclass
@@ -121,7 +121,7 @@ def cleanup(older_than: float | timedelta | str = "7d", *,
         raise InvalidJob("older_than must not be negative")
     wanted = list(statuses)
     if not set(wanted) <= set(FINISHED_STATUSES):
-        raise InvalidJob("cleanup only deletes finished jobs (COMPLETED, DEAD_LETTER)")
+        raise InvalidJob("cleanup only deletes finished jobs (COMPLETED, DEAD_LETTER, FAILED)")
     total = 0
     while True:
         with connect(autocommit=True) as c:
@@ -132,4 +132,5 @@ def cleanup(older_than: float | timedelta | str = "7d", *,
             break
     if total:
         log.info("cleaned up %d finished jobs older than %s", total, older_than)
+    limits.prune_idle_keys()  # the counters of concurrency keys nobody uses any more
     return total

@@ -16,6 +16,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
 
 from skiplock.queue_core.db import translate_errors
+from skiplock.queue_core.errors import ConfigurationError
 from skiplock.queue_core.urls import database_url
 
 # alembic resolves "package:folder" through importlib, wherever the package is installed.
@@ -42,6 +43,9 @@ def upgrade_sql(from_revision: str | None = None, revision: str = "head") -> str
     From `from_revision` (None: an empty database) to `revision`; for teams
     that keep every schema change in their own migrations.
     """
+    if from_revision is not None and from_revision not in revisions():
+        raise ConfigurationError(f"no migration {from_revision!r}; the migrations are "
+                                 f"{', '.join(revisions())}")
     output = io.StringIO()
     span = f"{from_revision}:{revision}" if from_revision else revision
     command.upgrade(alembic_config("postgresql://offline/skiplock", output), span, sql=True)
@@ -56,6 +60,12 @@ def current_revision(url: str | None = None) -> str | None:
             return MigrationContext.configure(conn).get_current_revision()
     finally:
         engine.dispose()
+
+
+def revisions() -> list[str]:
+    """Every migration's revision id, oldest first."""
+    script = ScriptDirectory.from_config(alembic_config("postgresql://unused/x"))
+    return [s.revision for s in reversed(list(script.walk_revisions()))]
 
 
 def head_revision() -> str | None:

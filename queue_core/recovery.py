@@ -4,9 +4,10 @@ A pool settles the job of a child that died at once (it sees the death). What
 no pool sees is a whole host, or a master, that died: its jobs stay PROCESSING
 and their heartbeats stop. `recover_stuck` rescues every job whose heartbeat
 is older than the stuck timeout, in batches, each batch one statement. The
-lost run counts as an attempt: a job with attempts left goes back to PENDING,
-one without goes to DEAD_LETTER, and `lastError` says which worker stopped and
-when.
+lost run is an interruption (`accounting.py`): free for the first few of a
+job, then charged, so a job with attempts left goes back to PENDING after a
+back-off, one without goes to DEAD_LETTER, and `lastError` says which worker
+stopped, when, and whether the attempt was counted.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from skiplock.queue_core import sql
+from skiplock.queue_core import accounting, backoff, sql
 from skiplock.queue_core.db import connect
 
 log = logging.getLogger("skiplock.recovery")
@@ -46,8 +47,12 @@ def recover_stuck(stuck_timeout_s: float, batch_size: int = BATCH_SIZE,
     recovered = Recovered()
     while True:
         with connect(conn, autocommit=True) as c:
-            rows = c.execute(sql.RECOVER_STUCK,
-                             {"timeout_s": float(stuck_timeout_s), "batch": batch_size}).fetchall()
+            rows = c.execute(sql.RECOVER_STUCK, {
+                "timeout_s": float(stuck_timeout_s), "batch": batch_size,
+                "free": accounting.FREE_INTERRUPTIONS,
+                "free_backoff_s": accounting.interruption_backoff_base_s(),
+                "backoff_base_s": backoff.BASE_S, "backoff_cap_s": backoff.CAP_S,
+            }).fetchall()
         for row in rows:
             (recovered.retried if str(row.status) == "PENDING" else recovered.dead).append(row.id)
         if len(rows) < batch_size:

@@ -8,6 +8,8 @@ mirror exists for code that wants typed columns (ad-hoc queries, reports), and
 from __future__ import annotations
 
 from sqlalchemy import (
+    REAL,
+    Boolean,
     Column,
     DateTime,
     Enum,
@@ -35,7 +37,8 @@ worker_job = Table(
     Column("payload", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("status", job_status, nullable=False, server_default="PENDING"),
     Column("priority", Integer, nullable=False, server_default="0"),
-    Column("availableAt", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("availableAt", DateTime(timezone=True), nullable=False,
+           server_default=text("statement_timestamp()")),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("maxAttempts", Integer, nullable=False, server_default="3"),
     Column("lastError", Text),
@@ -43,8 +46,22 @@ worker_job = Table(
     Column("lockedBy", Text),
     Column("idempotencyKey", Text, unique=True),
     Column("userId", Text),
-    Column("createdAt", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("createdAt", DateTime(timezone=True), nullable=False,
+           server_default=text("statement_timestamp()")),
     Column("startedAt", DateTime(timezone=True)),
     Column("completedAt", DateTime(timezone=True)),
     Column("result", JSONB),
+    Column("interruptions", Integer),
+    # 0005_features
+    Column("cancelRequestedAt", DateTime(timezone=True)),
+    Column("cancelledBy", Text),
+    Column("concurrencyKey", Text),
+    Column("concurrencyLimit", Integer),
+    Column("heldBack", Boolean),
+    Column("uniqueKey", Text),
+    Column("uniqueUntil", DateTime(timezone=True)),
+    Column("progress", REAL),
+    Column("progressMessage", Text),
+    Column("snoozes", Integer),
+    Column("notifyDone", Boolean),
 )

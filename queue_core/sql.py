@@ -3,7 +3,9 @@
 Rules all of them follow:
 - times come from the database clock, never from a worker's: `now()` where a
   statement runs alone, `statement_timestamp()` where it may run at the end
-  of a job's transaction (`now()` there is when the handler began);
+  of a job's transaction or of a caller's (`now()` there is when the
+  transaction began: a job enqueued with a delay at the end of a five-minute
+  transaction would be due at once);
 - every state change of a claimed job re-checks in its own WHERE that the row
   is still PROCESSING, held by this worker, at this attempt (docs/lessons.md: a
   rescue can race a completion); zero rows changed means the job was lost;
@@ -25,32 +27,48 @@ PROBE = text('SELECT 1 FROM "WorkerJob" LIMIT 0')
 # keys atomic (docs/lessons.md: check-then-insert races); the ids of the rows that
 # were skipped are looked up with EXISTING_BY_KEY, in a new statement whose
 # snapshot sees a conflicting row that a concurrent transaction just committed.
+# A job with a concurrency key is inserted held back; a trigger lets it in if its
+# key has a free slot (queue_core/limits.py). ON CONFLICT without a target: both
+# "idempotencyKey" and the scoped "uniqueKey" (queue_core/unique.py) arbitrate.
 INSERT_JOBS = text(
     """
     INSERT INTO "WorkerJob"
-        (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId")
+        (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
+         "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil")
     SELECT j.id, j.type, j.payload, j.priority,
-           now() + make_interval(secs => j.delay_s), j.max_attempts, j.key, j.user_id
+           statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
+           j.user_id, statement_timestamp(),
+           j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END,
+           j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s)
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
-        CAST(:keys AS text[]), CAST(:user_ids AS text[])
-    ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id, ord)
+        CAST(:keys AS text[]), CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]),
+        CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[])
+    ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
+                           slot_key, slot_limit, unique_key, unique_s, ord)
     ORDER BY j.ord
-    ON CONFLICT ("idempotencyKey") DO NOTHING
+    ON CONFLICT DO NOTHING
     RETURNING id
     """
 )
 
 # The same for one job, which is what `enqueue()` writes: plain VALUES cost the
-# server about a quarter less than unnest over eight one-element arrays.
+# server about a quarter less than unnest over one-element arrays. It must set
+# the same columns, the same way, as INSERT_JOBS.
 INSERT_JOB = text(
     """
     INSERT INTO "WorkerJob"
-        (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId")
+        (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
+         "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil")
     VALUES (:id, :type, CAST(:payload AS jsonb), :priority,
-            now() + make_interval(secs => :delay_s), :max_attempts, :key, :user_id)
-    ON CONFLICT ("idempotencyKey") DO NOTHING
+            statement_timestamp() + make_interval(secs => CAST(:delay_s AS float8)),
+            :max_attempts, :key, :user_id, statement_timestamp(),
+            :concurrency_key, CAST(:concurrency AS int),
+            CASE WHEN CAST(:concurrency_key AS text) IS NOT NULL THEN true END,
+            :unique_key,
+            statement_timestamp() + make_interval(secs => CAST(:unique_s AS float8)))
+    ON CONFLICT DO NOTHING
     RETURNING id
     """
 )
@@ -59,6 +77,25 @@ EXISTING_BY_KEY = text(
     """
     SELECT "idempotencyKey" AS key, id FROM "WorkerJob"
     WHERE "idempotencyKey" = ANY(CAST(:keys AS text[]))
+    """
+)
+
+# Scoped keys (queue_core/unique.py): a key is free again once its job ended
+# (a window "while active") or its period is over; freed just before an enqueue
+# of the same key, the row keeping all but the key.
+FREE_UNIQUE_KEYS = text(
+    """
+    UPDATE "WorkerJob" SET "uniqueKey" = NULL
+    WHERE "uniqueKey" = ANY(CAST(:keys AS text[]))
+      AND CASE WHEN "uniqueUntil" IS NULL THEN status NOT IN ('PENDING', 'PROCESSING')
+               ELSE "uniqueUntil" <= now() END
+    """
+)
+
+EXISTING_BY_UNIQUE_KEY = text(
+    """
+    SELECT "uniqueKey" AS key, id FROM "WorkerJob"
+    WHERE "uniqueKey" = ANY(CAST(:keys AS text[]))
     """
 )
 
@@ -75,10 +112,23 @@ EXISTING_BY_KEY = text(
 # transaction began, maybe minutes ago. A lease dated then would look stuck to
 # recovery before the first heartbeat, and jobs that became ready meanwhile would
 # be skipped. In an autocommit claim the two are the same instant.
+# The payload comes back as text, decoded per job by `Job.from_row`: a row the
+# driver could not decode (JSON nested too deeply, a number too long for
+# Python) would make the whole claim raise after it committed, and fail every
+# job of the batch, or the completed job whose transaction claimed it.
+def _features(prefix: str = "") -> str:
+    """The columns of migration 0005_features that `Job` reads (a claimed job's cancel
+    request, its concurrency key, its progress...)."""
+    return ", ".join(f'{prefix}"{c}"' for c in (
+        "cancelRequestedAt", "cancelledBy", "concurrencyKey", "concurrencyLimit", "heldBack",
+        "uniqueKey", "uniqueUntil", "progress", "progressMessage", "snoozes"))
+
+
 _CLAIM = """
     WITH ready AS (
         SELECT id FROM "WorkerJob"
-        WHERE status = 'PENDING' AND "availableAt" <= statement_timestamp() {type_filter}
+        WHERE status = 'PENDING' AND "heldBack" IS NULL
+          AND "availableAt" <= statement_timestamp() {type_filter}
           AND NOT skiplock_type_paused(type)
         ORDER BY priority DESC, "availableAt" ASC
         LIMIT :limit
@@ -90,10 +140,20 @@ _CLAIM = """
         "lockedBy" = :worker_id
     FROM ready
     WHERE j.id = ready.id
-    RETURNING j.*
+    RETURNING j.id, j.type, j.payload::text AS payload_json, j.status, j.priority,
+        j."availableAt", j.attempts, j."maxAttempts", j."lastError", j."lockedAt", j."lockedBy",
+        j."idempotencyKey", j."userId", j."createdAt", j."startedAt", j."completedAt",
+        j.interruptions, {features}
 """
-CLAIM = text(_CLAIM.format(type_filter=""))
-CLAIM_TYPES = text(_CLAIM.format(type_filter="AND type = ANY(CAST(:types AS text[]))"))
+CLAIM = text(_CLAIM.format(type_filter="", features=_features("j.")))
+CLAIM_TYPES = text(_CLAIM.format(type_filter="AND type = ANY(CAST(:types AS text[]))",
+                                 features=_features("j.")))
+# The claim a busy child makes in the transaction that completes its last job,
+# behind a savepoint set in the same round trip: if the claim fails, the child
+# rolls back to the savepoint and the completion still commits.
+CLAIM_SAVEPOINT = "skiplock_claim"
+CLAIM_AFTER_SAVEPOINT = text(f"SAVEPOINT {CLAIM_SAVEPOINT}; "
+                             + _CLAIM.format(type_filter="", features=_features("j.")))
 
 _FENCE = """
     id = :id AND status = 'PROCESSING' AND "lockedBy" = :locked_by AND attempts = :attempts
@@ -153,26 +213,106 @@ RELEASE = text(
     """
 )
 
-# Each job fenced by its own holder and attempt; what comes back is still held.
+# A run cut short by something other than the job (queue_core/accounting.py):
+# its first :free interruptions give the attempt back and count one more, with
+# a back-off that doubles each time; later ones are charged like FAIL.
+_FREE = 'COALESCE(interruptions, 0) < :free'
+INTERRUPT = text(
+    f"""
+    UPDATE "WorkerJob"
+    SET status = CASE WHEN {_FREE} OR attempts < "maxAttempts"
+                      THEN 'PENDING' ELSE 'DEAD_LETTER' END::"JobStatus",
+        attempts = CASE WHEN {_FREE} THEN attempts - 1 ELSE attempts END,
+        interruptions = CASE WHEN {_FREE} THEN COALESCE(interruptions, 0) + 1
+                             ELSE interruptions END,
+        "availableAt" = CASE
+            WHEN {_FREE} THEN statement_timestamp()
+                 + make_interval(secs => :free_backoff_s * power(2, COALESCE(interruptions, 0)))
+            WHEN attempts < "maxAttempts"
+                 THEN statement_timestamp() + make_interval(secs => :backoff_s)
+            ELSE "availableAt" END,
+        "completedAt" = CASE WHEN {_FREE} OR attempts < "maxAttempts"
+                             THEN NULL ELSE statement_timestamp() END,
+        "lastError" = CASE
+            WHEN {_FREE} THEN format('%s (interruption %s of %s free: attempt %s not counted)',
+                                    CAST(:reason AS text), COALESCE(interruptions, 0) + 1,
+                                    :free, attempts)
+            ELSE format('%s (its %s free interruptions are used up: attempt %s/%s counted%s)',
+                        CAST(:reason AS text), :free, attempts, "maxAttempts",
+                        CASE WHEN attempts < "maxAttempts" THEN '; retrying'
+                             ELSE '; no attempts left' END) END,
+        "lockedAt" = NULL, "lockedBy" = NULL
+    WHERE {_FENCE}
+    RETURNING status, attempts
+    """
+)
+
+# Every job a (dead) worker claimed but never started, whether its master heard
+# of the claim or not: a child that dies between its claim's commit and its
+# report of it leaves rows only this statement finds. Nothing ran: the attempt
+# is given back, nothing is counted. :started are the ids it did start.
+RELEASE_UNSTARTED = text(
+    """
+    UPDATE "WorkerJob"
+    SET status = 'PENDING', attempts = attempts - 1, "availableAt" = statement_timestamp(),
+        "lastError" = :reason, "lockedAt" = NULL, "lockedBy" = NULL, "startedAt" = NULL
+    WHERE status = 'PROCESSING' AND "lockedBy" = :locked_by
+      AND NOT (id = ANY(CAST(:started AS text[])))
+    RETURNING id
+    """
+)
+
+# Each job fenced by its own holder and attempt. A row another session has
+# locked (an operator's open transaction, a cascading DELETE, a handler that
+# updates its own job) is skipped, not waited for: one locked row must not hold
+# up the leases of every other job of the host. Each id comes back with whether
+# its lease was renewed and whether it is still held at all (read without a
+# lock: a locked row is "held, not renewed", retried at the next beat; only a
+# job no longer held by this holder at this attempt is lost).
+# The same statement carries what the handlers reported (progress; NULL keeps
+# the last value) and answers which of the jobs an operator asked to cancel, so
+# that neither costs a statement of its own (queue_core/cancel.py, progress.py).
 HEARTBEAT = text(
     """
-    UPDATE "WorkerJob" AS j SET "lockedAt" = statement_timestamp()
-    FROM unnest(CAST(:ids AS text[]), CAST(:lockers AS text[]), CAST(:attempts AS int[]))
-         AS h(id, locked_by, attempts)
-    WHERE j.id = h.id AND j.status = 'PROCESSING'
-      AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts
-    RETURNING j.id
+    WITH h AS (
+        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:lockers AS text[]),
+                             CAST(:attempts AS int[]), CAST(:progress AS real[]),
+                             CAST(:messages AS text[]))
+             AS h(id, locked_by, attempts, progress, message)
+    ), free AS (
+        SELECT j.id FROM "WorkerJob" AS j JOIN h ON j.id = h.id
+        WHERE j.status = 'PROCESSING' AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts
+        FOR UPDATE OF j SKIP LOCKED
+    ), renewed AS (
+        UPDATE "WorkerJob" AS j SET "lockedAt" = statement_timestamp(),
+            progress = COALESCE(h.progress, j.progress),
+            "progressMessage" = COALESCE(h.message, j."progressMessage")
+        FROM free JOIN h ON h.id = free.id
+        WHERE j.id = free.id
+        RETURNING j.id
+    )
+    SELECT h.id,
+           EXISTS (SELECT 1 FROM renewed AS r WHERE r.id = h.id) AS renewed,
+           j.id IS NOT NULL AS held,
+           COALESCE(j."cancelRequestedAt" IS NOT NULL, false) AS cancel_requested
+    FROM h LEFT JOIN "WorkerJob" AS j
+      ON j.id = h.id AND j.status = 'PROCESSING'
+     AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts
     """
 )
 
 # -- recovery ------------------------------------------------------------------
 
 # Liveness comes from the heartbeat, not from when the job started
-# (docs/lessons.md "A rescue by age alone runs live jobs twice"). The lost run counts
-# as an attempt, so a job that kills its host every time ends in DEAD_LETTER
-# (docs/lessons.md "Poison jobs loop forever without accounting").
+# (docs/lessons.md "A rescue by age alone runs live jobs twice"). A rescue is an
+# interruption (queue_core/accounting.py): free for the first :free of a job,
+# since a host that died, or a master whose heartbeats an outage held up, is not
+# the job's fault; charged after that, so a job that kills its host every time
+# still ends in DEAD_LETTER (docs/lessons.md "Poison jobs loop forever without
+# accounting").
+_STUCK_FREE = 'COALESCE(j.interruptions, 0) < :free'
 RECOVER_STUCK = text(
-    """
+    f"""
     WITH stuck AS (
         SELECT id FROM "WorkerJob"
         WHERE status = 'PROCESSING'
@@ -183,8 +323,11 @@ RECOVER_STUCK = text(
         FOR UPDATE SKIP LOCKED
     )
     UPDATE "WorkerJob" AS j
-    SET status = CASE WHEN j.attempts < j."maxAttempts"
+    SET status = CASE WHEN {_STUCK_FREE} OR j.attempts < j."maxAttempts"
                       THEN 'PENDING' ELSE 'DEAD_LETTER' END::"JobStatus",
+        attempts = CASE WHEN {_STUCK_FREE} THEN j.attempts - 1 ELSE j.attempts END,
+        interruptions = CASE WHEN {_STUCK_FREE} THEN COALESCE(j.interruptions, 0) + 1
+                             ELSE j.interruptions END,
         "lastError" = format(
             'worker %s stopped sending heartbeats during attempt %s of %s '
             '(last heartbeat %s, stuck timeout %s s)%s',
@@ -192,10 +335,22 @@ RECOVER_STUCK = text(
             to_char(COALESCE(j."lockedAt", j."startedAt") AT TIME ZONE 'UTC',
                     'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
             :timeout_s,
-            CASE WHEN j.attempts < j."maxAttempts" THEN '; retrying'
-                 ELSE '; no attempts left' END),
-        "availableAt" = now(),
-        "completedAt" = CASE WHEN j.attempts < j."maxAttempts" THEN NULL ELSE now() END,
+            CASE WHEN {_STUCK_FREE}
+                 THEN format('; retrying (interruption %s of %s free: attempt not counted)',
+                             COALESCE(j.interruptions, 0) + 1, :free)
+                 WHEN j.attempts < j."maxAttempts"
+                 THEN format('; retrying (its %s free interruptions are used up: '
+                             'attempt counted)', :free)
+                 ELSE format('; no attempts left (its %s free interruptions are used up)',
+                             :free) END),
+        "availableAt" = CASE
+            WHEN {_STUCK_FREE} THEN now()
+                 + make_interval(secs => :free_backoff_s * power(2, COALESCE(j.interruptions, 0)))
+            WHEN j.attempts < j."maxAttempts" THEN now() + make_interval(
+                 secs => LEAST(:backoff_cap_s, :backoff_base_s * power(2, LEAST(j.attempts, 30))))
+            ELSE j."availableAt" END,
+        "completedAt" = CASE WHEN {_STUCK_FREE} OR j.attempts < j."maxAttempts"
+                             THEN NULL ELSE now() END,
         "lockedAt" = NULL, "lockedBy" = NULL
     FROM stuck
     WHERE j.id = stuck.id AND j.status = 'PROCESSING'
@@ -205,7 +360,17 @@ RECOVER_STUCK = text(
 
 # -- reading and maintenance -------------------------------------------------------
 
-GET_JOB = text('SELECT * FROM "WorkerJob" WHERE id = :id')
+# payload and result as text, decoded by `Job.from_row`: `skiplock job ID` must
+# show a job whose JSON Python cannot decode, not crash on it.
+GET_JOB = text(
+    f"""
+    SELECT id, type, payload::text AS payload_json, status, priority, "availableAt", attempts,
+           "maxAttempts", "lastError", "lockedAt", "lockedBy", "idempotencyKey", "userId",
+           "createdAt", "startedAt", "completedAt", result::text AS result_json, interruptions,
+           {_features()}
+    FROM "WorkerJob" WHERE id = :id
+    """
+)
 
 COUNT_BY_STATUS = text('SELECT status::text AS status, count(*) AS n FROM "WorkerJob" GROUP BY 1')
 
@@ -242,7 +407,8 @@ CLEANUP_BATCH = text(
 
 _RETRY_DEAD = """
     UPDATE "WorkerJob"
-    SET status = 'PENDING', attempts = 0, "availableAt" = now(), "completedAt" = NULL,
+    SET status = 'PENDING', attempts = 0, interruptions = NULL, "availableAt" = now(),
+        "completedAt" = NULL,
         "lockedAt" = NULL, "lockedBy" = NULL, "startedAt" = NULL
     WHERE status = 'DEAD_LETTER' {filter}
     RETURNING id
@@ -250,3 +416,136 @@ _RETRY_DEAD = """
 RETRY_DEAD_IDS = text(_RETRY_DEAD.format(filter="AND id = ANY(CAST(:ids AS text[]))"))
 RETRY_DEAD_TYPE = text(_RETRY_DEAD.format(filter="AND type = :type"))
 RETRY_DEAD_ALL = text(_RETRY_DEAD.format(filter=""))
+
+# -- cancel (queue_core/cancel.py) ------------------------------------------------
+
+_UTC = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
+
+# A pending job ends here, FAILED, and never starts; a running one keeps running
+# with the request recorded, until its master reads it in a heartbeat's answer.
+# The first request wins: who asked, and when, stay those of the first cancel.
+CANCEL_REQUEST = text(
+    f"""
+    UPDATE "WorkerJob" AS j
+    SET status = CASE WHEN j.status = 'PENDING' THEN 'FAILED' ELSE j.status END::"JobStatus",
+        "completedAt" = CASE WHEN j.status = 'PENDING' THEN now() ELSE j."completedAt" END,
+        "lastError" = CASE WHEN j.status = 'PENDING'
+                           THEN format('cancelled by %s at %s while pending (%s attempt(s) made)',
+                                       :by, {_UTC.format("now()")}, j.attempts)
+                           ELSE j."lastError" END,
+        "cancelRequestedAt" = COALESCE(j."cancelRequestedAt", now()),
+        "cancelledBy" = COALESCE(j."cancelledBy", :by)
+    WHERE j.id = ANY(CAST(:ids AS text[])) AND j.status IN ('PENDING', 'PROCESSING')
+    RETURNING j.id, j.status::text AS status
+    """
+)
+
+STATUS_OF = text(
+    """
+    SELECT id, status::text AS status, "lastError" AS last_error FROM "WorkerJob"
+    WHERE id = ANY(CAST(:ids AS text[]))
+    """
+)
+
+# What `skiplock cancel --type/--user-id` would touch, in pages (keyset on id).
+CANCEL_CANDIDATES = text(
+    """
+    SELECT id, status::text AS status FROM "WorkerJob"
+    WHERE status IN ('PENDING', 'PROCESSING')
+      AND (CAST(:type AS text) IS NULL OR type = :type)
+      AND (CAST(:user_id AS text) IS NULL OR "userId" = :user_id)
+      AND id > :after
+    ORDER BY id
+    LIMIT :batch
+    """
+)
+
+# The master ends a running job whose cancel it read, fenced like every change of
+# a claimed job: a job that completed meanwhile stays completed.
+CANCEL_RUNNING = text(
+    f"""
+    UPDATE "WorkerJob"
+    SET status = 'FAILED', "completedAt" = statement_timestamp(),
+        "lastError" = format('cancelled by %s at %s %s (worker %s, attempt %s of %s)',
+                             COALESCE("cancelledBy", 'unknown'),
+                             {_UTC.format('"cancelRequestedAt"')}, CAST(:phase AS text),
+                             "lockedBy", attempts, "maxAttempts"),
+        "lockedAt" = NULL, "lockedBy" = NULL
+    WHERE {_FENCE} AND "cancelRequestedAt" IS NOT NULL
+    """
+)
+
+# -- waiting on a job (queue_core/waiting.py) ------------------------------------------
+
+DONE_CHANNEL = "skiplock_done"
+
+# Someone waits: the job's end will NOTIFY DONE_CHANNEL with its id (a trigger of
+# migration 0005; jobs nobody waits on send nothing, see there why).
+MARK_WAITED = text(
+    """
+    UPDATE "WorkerJob" SET "notifyDone" = true
+    WHERE id = :id AND "notifyDone" IS NOT TRUE AND status IN ('PENDING', 'PROCESSING')
+    """
+)
+
+# -- snooze (queue_core/snooze.py) -----------------------------------------------------
+
+# "Run me again in N seconds": back to PENDING with the attempt given back and the
+# snooze counted, or DEAD_LETTER once the type's bound is used up. Fenced like any
+# change of a claimed job.
+_SNOOZE_LEFT = 'COALESCE(snoozes, 0) < :max_snoozes'
+SNOOZE = text(
+    f"""
+    UPDATE "WorkerJob"
+    SET status = CASE WHEN {_SNOOZE_LEFT} THEN 'PENDING' ELSE 'DEAD_LETTER' END::"JobStatus",
+        attempts = CASE WHEN {_SNOOZE_LEFT} THEN attempts - 1 ELSE attempts END,
+        snoozes = COALESCE(snoozes, 0) + 1,
+        "availableAt" = CASE WHEN {_SNOOZE_LEFT}
+                             THEN statement_timestamp() + make_interval(secs => :delay_s)
+                             ELSE "availableAt" END,
+        "completedAt" = CASE WHEN {_SNOOZE_LEFT} THEN NULL ELSE statement_timestamp() END,
+        "lastError" = CASE WHEN {_SNOOZE_LEFT} THEN "lastError"
+                           ELSE format('snoozed %s times, the limit of its type', snoozes) END,
+        "startedAt" = CASE WHEN {_SNOOZE_LEFT} THEN NULL ELSE "startedAt" END,
+        "lockedAt" = NULL, "lockedBy" = NULL
+    WHERE {_FENCE}
+    RETURNING status::text AS status
+    """
+)
+
+# -- test helpers (skiplock/testing.py) -------------------------------------------------
+
+# Jobs a test looks for: by type, status and a part of the payload (jsonb @>).
+FIND_JOBS = text(
+    """
+    SELECT * FROM "WorkerJob"
+    WHERE (CAST(:type AS text) IS NULL OR type = :type)
+      AND status = ANY(CAST(:statuses AS "JobStatus"[]))
+      AND payload @> CAST(:payload AS jsonb)
+    ORDER BY "createdAt", id
+    """
+)
+
+# `drain(run_scheduled=True)`: delayed jobs and retries waiting for their backoff
+# are made due now, so a test need not wait for them.
+MAKE_DUE = text(
+    """
+    UPDATE "WorkerJob" SET "availableAt" = now()
+    WHERE status = 'PENDING' AND "availableAt" > now()
+      AND (CAST(:types AS text[]) IS NULL OR type = ANY(CAST(:types AS text[])))
+    """
+)
+
+# -- concurrency keys (queue_core/limits.py) ------------------------------------------
+
+# Keys nobody holds or waits for any more, forgotten by cleanup. A key in use again
+# meanwhile is kept: the DELETE re-reads `active` on the row it locks, and an
+# enqueue that comes after simply creates the row again.
+PRUNE_IDLE_KEYS = text(
+    """
+    DELETE FROM "WorkerConcurrencyKey" AS k
+    WHERE k.active = 0 AND k."updatedAt" < now() - make_interval(secs => :idle_s)
+      AND NOT EXISTS (SELECT 1 FROM "WorkerJob" j
+                      WHERE j."concurrencyKey" = k.key AND j.status = 'PENDING' AND j."heldBack")
+    """
+)

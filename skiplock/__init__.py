@@ -13,10 +13,15 @@ The public API in one import:
 
 from skiplock.handlers import JobResult, get_handler, handler, register_handler
 from skiplock.queue_core import (
+    CancelOutcome,
+    CancelResult,
     Job,
     JobRef,
     QueueStats,
     SkiplockError,
+    cancel,
+    cancel_many,
+    cancel_matching,
     claim,
     cleanup,
     complete,
@@ -31,14 +36,21 @@ from skiplock.queue_core import (
     fail,
     get_job,
     heartbeat,
+    progress,
     recover_stuck,
     retry_dead,
     stats,
+    wait,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CancelOutcome",
+    "CancelResult",
+    "cancel",
+    "cancel_many",
+    "cancel_matching",
     "Job",
     "JobRef",
     "JobResult",
@@ -60,8 +72,10 @@ __all__ = [
     "get_job",
     "handler",
     "heartbeat",
+    "progress",
     "recover_stuck",
     "register_handler",
     "retry_dead",
     "stats",
+    "wait",
 ]

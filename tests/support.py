@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -28,3 +29,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# Hypothesis: CI replays the same examples every run (a red CI is reproducible with
+# CI=true); a developer's run explores new ones. SKIPLOCK_FUZZ_EXAMPLES=5000 digs deeper.
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def examples(default: int) -> int:
+    return int(os.environ.get("SKIPLOCK_FUZZ_EXAMPLES", default))

@@ -42,7 +42,7 @@ def upgrade() -> None:
             CREATE TYPE "JobStatus" AS ENUM
                 ('PENDING', 'PROCESSING', 'COMPLETED', 'FAILED', 'DEAD_LETTER');
         EXCEPTION WHEN duplicate_object THEN NULL;
-        END $$;
+        END $$
         """
     )
     op.execute(

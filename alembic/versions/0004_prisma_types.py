@@ -29,7 +29,7 @@ def upgrade() -> None:
         DO $$ BEGIN
             CREATE DOMAIN "JobType" AS text;
         EXCEPTION WHEN duplicate_object THEN NULL;
-        END $$;
+        END $$
         """
     )
 

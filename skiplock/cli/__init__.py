@@ -7,6 +7,8 @@ from skiplock.cli import worker  # noqa: E402,F401,I001
 from skiplock.cli import ops  # noqa: E402,F401,I001
 from skiplock.cli import backfill  # noqa: E402,F401,I001
 from skiplock.cli import schedule  # noqa: E402,F401,I001
+from skiplock.cli import features  # noqa: E402,F401,I001  (cancel, wait)
+from skiplock.cli import dashboard  # noqa: E402,F401,I001
 from skiplock.cli.app import main
 
 __all__ = ["main"]

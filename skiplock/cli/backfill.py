@@ -11,11 +11,10 @@ from typing import Any
 
 import click
 
-from skiplock.cli.app import main, print_json
+from skiplock.cli.app import Day, main, print_json
 
-DATE = click.DateTime(formats=["%Y-%m-%d"])
-INSTANT = click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
-                                  "%Y-%m-%dT%H:%M:%S%z"])
+DATE = Day()
+INSTANT = Day(with_time=True)
 
 _COMMON = [
     click.option("--batch-size", type=click.IntRange(1, 100_000), default=1000,

@@ -8,12 +8,24 @@ import sys
 import click
 
 from skiplock.cli.app import DURATION, main, print_json
+from skiplock.cli.display import echo, safe
 from skiplock.queue_core.config import load_settings
 from skiplock.queue_core.errors import InvalidPayload, JobNotFound, UnknownJobType
 
 
 @main.command()
-def migrate() -> None:
+@click.option("--sql", "as_sql", is_flag=True,
+              help="Print the DDL that `migrate` would run, and change nothing (no database "
+                   "needed): for a team that keeps every schema change in its own migrations "
+                   "(Prisma, Django, alembic). It ends by recording the revision in "
+                   "alembic_version, so `--check` works on a database set up that way.")
+@click.option("--from", "from_revision", metavar="REVISION", default=None,
+              help="With --sql: only the DDL after this revision (e.g. the one your "
+                   "database is at, as `--check` prints it); default: from an empty database.")
+@click.option("--check", is_flag=True,
+              help="Change nothing; exit 0 when the database is at the latest revision, 1 with "
+                   "one line when it is not (for deploy scripts and readiness checks).")
+def migrate(as_sql: bool, from_revision: str | None, check: bool) -> None:
     """Create or upgrade the job table (and the domain tables) to the latest schema.
 
     Safe to run on every deploy and from several hosts at once: migrations
@@ -22,7 +34,22 @@ def migrate() -> None:
     from skiplock.queue_core import migrate as migrations
     from skiplock.queue_core.urls import database_url, redact
 
+    if from_revision and not as_sql:
+        raise click.UsageError("--from goes with --sql")
+    if as_sql and check:
+        raise click.UsageError("--sql and --check do not go together")
+    if as_sql:
+        click.echo(migrations.upgrade_sql(from_revision), nl=False)
+        return
     url = database_url()
+    if check:
+        current, head = migrations.current_revision(url), migrations.head_revision()
+        if current != head:
+            click.echo(f"skiplock: database {redact(url)} is at revision {current or 'none'}, "
+                       f"not {head}: run `skiplock migrate`", err=True)
+            sys.exit(1)
+        click.echo(f"database {redact(url)} is at the latest revision {head}", err=True)
+        return
     migrations.upgrade(url)
     click.echo(f"database {redact(url)} is at revision {migrations.current_revision(url)}",
                err=True)
@@ -45,19 +72,36 @@ def _known_types(extra_modules: tuple[str, ...]) -> list[str]:
               help="Run no sooner than this from now: 90, 30s, 5m, 2h, 7d.")
 @click.option("--key", "idempotency_key", default=None,
               help="Idempotency key: if a job with this key exists, print its id instead.")
-@click.option("--max-attempts", type=int, default=3, show_default=True,
-              help="Attempts before the job is dead-lettered.")
+@click.option("--concurrency-key", default=None, metavar="KEY",
+              help="At most --concurrency jobs of KEY run at once, on every host.")
+@click.option("--concurrency", type=int, default=None, metavar="N",
+              help="With --concurrency-key: the key's limit (default: the type's).")
+@click.option("--unique-for", default=None, metavar="WINDOW",
+              help="With --key: how long the key holds: 'active' (while pending or running) "
+                   "or a period such as 1h (default: as long as the job exists).")
+@click.option("--max-attempts", type=int, default=None,
+              help="Attempts before the job is dead-lettered (default: the type's, else 3).")
 @click.option("--user-id", default=None, help="The user the job belongs to.")
 @click.option("--handlers", "handler_modules", multiple=True, metavar="MODULE",
-              help="Import MODULE so that its job types are known (repeatable).")
+              help="Import MODULE so that its job types, and their limits and retry "
+                   "policy, are known (repeatable).")
 @click.option("--any-type", is_flag=True,
               help="Accept a type no handler here knows (one served by another deployment).")
+@click.option("--wait", "wait_", is_flag=True,
+              help="Wait for the job to finish; print its result (exit 0) or its error (exit 1).")
+@click.option("--timeout", type=DURATION, default=None,
+              help="With --wait: give up after this long (exit 1; the job goes on).")
 def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
-            idempotency_key: str | None, max_attempts: int, user_id: str | None,
-            handler_modules: tuple[str, ...], any_type: bool) -> None:
+            idempotency_key: str | None, max_attempts: int | None, user_id: str | None,
+            handler_modules: tuple[str, ...], any_type: bool, wait_: bool,
+            timeout: float | None, unique_for: str | None, concurrency_key: str | None,
+            concurrency: int | None) -> None:
     """Add a job of TYPE with the JSON object PAYLOAD ('-' reads it from stdin).
 
-    Prints the job id alone on stdout.
+    Prints the job id alone on stdout. With --wait, prints the id on stderr,
+    waits until a worker finishes the job, then prints its result as JSON on
+    stdout and exits 0, or prints its error on stderr and exits 1 (failed for
+    good, or cancelled).
 
     \b
       skiplock enqueue INTERPRET_EVENT '{"eventId": "evt_1"}'
@@ -66,18 +110,26 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
     from skiplock.queue_core import enqueue as do_enqueue
 
     if payload == "-":
-        payload = sys.stdin.read()
+        try:
+            payload = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidPayload(f"payload on stdin is not UTF-8 text: {exc.reason}") from None
     elif payload.startswith("@"):
         try:
             with open(payload[1:], encoding="utf-8") as handle:
                 payload = handle.read()
         except OSError as exc:
             raise InvalidPayload(
-                f"cannot read payload file {payload[1:]}: {exc.strerror}"
+                f"cannot read payload file {payload[1:]!r}: {exc.strerror}"
             ) from None
+        except UnicodeDecodeError as exc:
+            raise InvalidPayload(
+                f"payload file {payload[1:]!r} is not UTF-8 text: {exc.reason}") from None
     try:
         data = json.loads(payload)
-    except json.JSONDecodeError as exc:
+    except RecursionError:
+        raise InvalidPayload("payload is not valid JSON: nested far too deep") from None
+    except ValueError as exc:  # also an integer of thousands of digits
         raise InvalidPayload(f"payload is not valid JSON: {exc}") from None
     if not any_type:
         known = _known_types(handler_modules)
@@ -88,8 +140,24 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
             )
     job_id = do_enqueue(job_type, data, priority=priority, delay=delay,
                         max_attempts=max_attempts, idempotency_key=idempotency_key,
-                        user_id=user_id)
-    click.echo(job_id)
+                        user_id=user_id, unique_for=unique_for,
+                        concurrency_key=concurrency_key, concurrency=concurrency)
+    if not wait_:
+        if timeout is not None:
+            raise click.UsageError("--timeout goes with --wait")
+        click.echo(job_id)
+        return
+    from skiplock.cli.features import wait_and_report
+
+    click.echo(job_id, err=True)
+    wait_and_report(job_id, timeout)
+
+
+# Columns of the job features (cancel, limits, unique windows, progress, snooze):
+# shown only when set, so that an ordinary job reads as it always did.
+_UNSET_HIDDEN = frozenset({"cancelRequestedAt", "cancelledBy", "concurrencyKey",
+                           "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
+                           "progress", "progressMessage", "snoozes"})
 
 
 @main.command()
@@ -101,7 +169,7 @@ def job(job_id: str, as_json: bool) -> None:
 
     found = get_job(job_id)
     if found is None:
-        raise JobNotFound(f"no job with id {job_id!r}")
+        raise JobNotFound(f"no job with id {safe(job_id)!r}")
     row = found.to_dict()
     if as_json:
         print_json(row)
@@ -110,11 +178,11 @@ def job(job_id: str, as_json: bool) -> None:
     for key, value in row.items():
         if key in ("payload", "result") and value is not None:
             value = json.dumps(value, ensure_ascii=False)
-        if key == "lastError":
+        if key == "lastError" or (value is None and key in _UNSET_HIDDEN):
             continue
-        click.echo(f"{key:<{width}}  {'' if value is None else value}")
+        echo(f"{key:<{width}}  {'' if value is None else value}")
     if found.last_error:
-        click.echo(f"\nlastError:\n{found.last_error}")
+        echo(f"\nlastError:\n{found.last_error}", lines=True)
 
 
 @main.command()
@@ -134,7 +202,7 @@ def retry(job_ids: tuple[str, ...], all_dead: bool, job_type: str | None) -> Non
         retried = retry_dead(job_ids)
         missing = sorted(set(job_ids) - set(retried))
         if missing:
-            click.echo(f"not dead-lettered (left alone): {', '.join(missing)}", err=True)
+            echo(f"not dead-lettered (left alone): {', '.join(missing)}", err=True)
     elif job_type:
         retried = retry_dead(job_type=job_type)
     else:
@@ -154,8 +222,18 @@ def recover(stuck_timeout: float | None) -> None:
     """
     from skiplock.ops.processes import prune
     from skiplock.queue_core import recover_stuck
+    from skiplock.queue_core.config import STUCK_TIMEOUT_MIN_HEARTBEATS
 
-    timeout = stuck_timeout or load_settings().effective_stuck_timeout_s
+    settings = load_settings()
+    timeout = settings.effective_stuck_timeout_s if stuck_timeout is None else stuck_timeout
+    # The workers' own rule (Settings.validate): a lease is judged dead only after
+    # several heartbeats were missed, or live jobs are rescued and run twice.
+    floor = STUCK_TIMEOUT_MIN_HEARTBEATS * settings.heartbeat_s
+    if timeout < floor:
+        raise click.BadParameter(
+            f"{timeout:g}s is shorter than {STUCK_TIMEOUT_MIN_HEARTBEATS} heartbeats "
+            f"({floor:g}s with SKIPLOCK_HEARTBEAT_S={settings.heartbeat_s:g}): live jobs "
+            "would be rescued and run twice", param_hint="--stuck-timeout")
     recovered = recover_stuck(timeout)
     click.echo(f"recovered {recovered.count} jobs ({len(recovered.retried)} to retry, "
                f"{len(recovered.dead)} dead-lettered)")
@@ -168,12 +246,13 @@ def recover(stuck_timeout: float | None) -> None:
 @main.command()
 @click.option("--older-than", type=DURATION, default="7d", show_default=True,
               help="Delete finished jobs that finished longer ago than this.")
-@click.option("--keep-dead", is_flag=True, help="Delete COMPLETED jobs only; keep dead letters.")
+@click.option("--keep-dead", is_flag=True,
+              help="Keep dead letters; delete COMPLETED and cancelled (FAILED) jobs only.")
 def cleanup(older_than: float, keep_dead: bool) -> None:
-    """Delete old COMPLETED and DEAD_LETTER jobs, in small batches."""
+    """Delete old COMPLETED, DEAD_LETTER and cancelled (FAILED) jobs, in small batches."""
     from skiplock.queue_core import cleanup as do_cleanup
 
-    statuses = ("COMPLETED",) if keep_dead else ("COMPLETED", "DEAD_LETTER")
+    statuses = ("COMPLETED", "FAILED") if keep_dead else ("COMPLETED", "DEAD_LETTER", "FAILED")
     click.echo(f"deleted {do_cleanup(older_than, statuses=statuses)} jobs")
 
 
@@ -183,11 +262,17 @@ def db() -> None:
 
 
 @db.command("url")
-def db_url() -> None:
-    """Print the database URL in use (starting the embedded cluster if needed)."""
+@click.option("--show-password", is_flag=True,
+              help="Print the password too (it is masked otherwise).")
+def db_url(show_password: bool) -> None:
+    """Print the database URL in use (starting the embedded cluster if needed).
+
+    The password is masked as *** unless --show-password is given.
+    """
     from skiplock.queue_core.urls import database_url, redact
 
-    click.echo(redact(database_url()))
+    url = database_url()
+    click.echo(url if show_password else redact(url))
 
 
 @db.command("start")
@@ -217,4 +302,6 @@ def db_status() -> None:
     cluster = EmbeddedCluster(load_settings().home_path)
     running = cluster.is_running()
     click.echo(f"embedded cluster in {cluster.data_dir}: {'running' if running else 'stopped'}")
+    if running:
+        click.echo(f"socket directory: {cluster.socket_dir}\nlog: {cluster.log_file}")
     sys.exit(0 if running else 1)

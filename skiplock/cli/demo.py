@@ -6,7 +6,7 @@ import time
 
 import click
 
-from skiplock.cli.app import main
+from skiplock.cli.app import Duration, main
 
 
 @main.command()
@@ -17,7 +17,7 @@ from skiplock.cli.app import main
 @click.option("--concurrency", type=click.IntRange(1, 64), default=None,
               help="Worker children (default: SKIPLOCK_CONCURRENCY, else one per CPU).")
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the sample data.")
-@click.option("--timeout", type=float, default=300, show_default=True,
+@click.option("--timeout", type=Duration(min_s=1), default="300", show_default=True,
               help="Give up waiting for the chains after this many seconds.")
 def demo(weeks: int, timezone: str, concurrency: int | None, seed: int, timeout: float) -> None:
     """Create a demo user with sample entries, run every chain, print what each step made."""

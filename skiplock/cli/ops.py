@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from skiplock.cli.app import main, print_json
+from skiplock.cli.app import Duration, main, print_json
+from skiplock.cli.display import echo, safe
 from skiplock.queue_core.durations import format_duration
 from skiplock.queue_core.errors import InvalidJob, SkiplockError
 
@@ -31,7 +32,7 @@ def _age(seconds: float | None) -> str:
 def _print_health(h: Any) -> None:
     def line(label: str, status: str, extra: str = "") -> None:
         mark = "~" if status in h.estimated else " "
-        click.echo(f"{label:<12}{mark}{h.counts.get(status, 0):>12}{extra}")
+        echo(f"{label:<12}{mark}{h.counts.get(status, 0):>12}{extra}")
 
     line("pending", "PENDING", f"  (ready {h.ready}, scheduled {h.scheduled})")
     line("processing", "PROCESSING")
@@ -39,43 +40,46 @@ def _print_health(h: Any) -> None:
          if "COMPLETED" in h.estimated else "")
     line("dead letter", "DEAD_LETTER")
     if h.counts.get("FAILED"):
-        line("failed", "FAILED")
-    click.echo(f"oldest ready job: {_age(h.oldest_ready_age_s)}")
+        line("cancelled", "FAILED")  # FAILED is what a cancel ends in
+    echo(f"oldest ready job: {_age(h.oldest_ready_age_s)}")
     rates = ", ".join(f"{n} in {m}m ({n / (60 * m):.1f}/s)"
                       for m, n in h.completed_per_window.items())
-    click.echo(f"completed: {rates}")
+    echo(f"completed: {rates}")
     dead = ", ".join(f"{n} in {m}m" for m, n in h.dead_per_window.items())
-    click.echo(f"dead-lettered: {dead}")
+    echo(f"dead-lettered: {dead}")
     if h.pending_by_type or h.processing_by_type:
-        click.echo("by type:                         pending      ready processing")
+        echo("by type:                         pending      ready processing")
         for name in sorted(set(h.pending_by_type) | set(h.processing_by_type)):
             paused = "  PAUSED" if name in h.paused else ""
-            click.echo(f"  {name:<28} {h.pending_by_type.get(name, 0):>10} "
+            echo(f"  {name:<28} {h.pending_by_type.get(name, 0):>10} "
                        f"{h.ready_by_type.get(name, 0):>10} "
                        f"{h.processing_by_type.get(name, 0):>10}{paused}")
     if h.dead_by_type:
-        click.echo("dead letters by type:")
+        echo("dead letters by type:")
         for name, n in sorted(h.dead_by_type.items()):
-            click.echo(f"  {name:<28} {n:>10}")
+            echo(f"  {name:<28} {n:>10}")
+    if h.held_back:
+        echo(f"held back by a concurrency limit: {h.held_back} pending (biggest keys: "
+             + ", ".join(f"{k} {n}" for k, n in h.held_back_by_key.items()) + ")")
     if h.paused:
-        click.echo("paused types: " + ", ".join(
+        echo("paused types: " + ", ".join(
             f"{name} ({n} pending)" for name, n in sorted(h.paused.items())))
     t = h.table
-    click.echo(f"table: {_size(t.total_bytes)} (heap {_size(t.table_bytes)}, indexes "
+    echo(f"table: {_size(t.total_bytes)} (heap {_size(t.table_bytes)}, indexes "
                f"{_size(t.index_bytes)}), {t.live_tuples} live / {t.dead_tuples} dead rows")
     vac = t.last_autovacuum or t.last_vacuum
-    click.echo(f"last vacuum: {vac.isoformat(timespec='seconds') if vac else 'never'}")
+    echo(f"last vacuum: {vac.isoformat(timespec='seconds') if vac else 'never'}")
     if t.horizon_holder:
-        click.echo(f"oldest transaction holding vacuum back: {t.horizon_holder}, open "
+        echo(f"oldest transaction holding vacuum back: {t.horizon_holder}, open "
                    f"{_age(t.horizon_age_s)}, {t.horizon_xid_age} transactions ago")
     else:
-        click.echo("oldest transaction holding vacuum back: none")
+        echo("oldest transaction holding vacuum back: none")
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True,
               help="Print the figures as JSON (with --watch: one JSON object per line).")
-@click.option("--watch", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+@click.option("--watch", type=Duration(min_s=0.1), default=None, metavar="SECONDS",
               help="Print again every SECONDS until interrupted (Ctrl-C).")
 @click.option("--exact", is_flag=True,
               help="Count every status exactly (scans the whole table; slow on big tables). "
@@ -97,13 +101,13 @@ def stats(as_json: bool, watch: float | None, exact: bool) -> None:
         if as_json:
             data = figures.to_dict()
             if watch:
-                click.echo(json.dumps(data, default=str))
+                echo(json.dumps(data, default=str))
             else:
                 print_json(data)
         else:
             if watch:
                 click.clear()
-                click.echo(time.strftime("%Y-%m-%d %H:%M:%S  ") + f"(every {watch:g}s, Ctrl-C stops)")
+                echo(time.strftime("%Y-%m-%d %H:%M:%S  ") + f"(every {watch:g}s, Ctrl-C stops)")
             _print_health(figures)
         if not watch:
             return
@@ -132,13 +136,13 @@ def jobs(status: str | None, job_type: str | None, user_id: str | None, limit: i
         print_json(rows)
         return
     if not rows:
-        click.echo("no jobs", err=True)
+        echo("no jobs", err=True)
         return
-    click.echo(f"{'id':<32}  {'type':<24} {'status':<11} {'att':>5}  {'created':<19}  last error")
+    echo(f"{'id':<32}  {'type':<24} {'status':<11} {'att':>5}  {'created':<19}  last error")
     for r in rows:
         error = (r["lastError"] or "").splitlines()[0][:60] if r["lastError"] else ""
         created = r["createdAt"].strftime("%Y-%m-%d %H:%M:%S")
-        click.echo(f"{r['id']:<32}  {r['type'][:24]:<24} {r['status']:<11} "
+        echo(f"{r['id']:<32}  {r['type'][:24]:<24} {r['status']:<11} "
                    f"{r['attempts']:>2}/{r['maxAttempts']:<2}  {created}  {error}")
 
 
@@ -156,9 +160,9 @@ def pause(job_type: str, reason: str | None) -> None:
     if not job_type.strip():
         raise InvalidJob("job type must be a non-empty string")
     if do_pause(job_type, reason):
-        click.echo(f"paused {job_type}")
+        echo(f"paused {job_type}")
     else:
-        click.echo(f"{job_type} was already paused")
+        echo(f"{job_type} was already paused")
 
 
 @main.command()
@@ -168,9 +172,9 @@ def resume(job_type: str) -> None:
     from skiplock.ops.pauses import resume as do_resume
 
     if do_resume(job_type):
-        click.echo(f"resumed {job_type}")
+        echo(f"resumed {job_type}")
     else:
-        raise SkiplockError(f"{job_type} is not paused")
+        raise SkiplockError(f"{safe(job_type)} is not paused")
 
 
 @main.command()
@@ -191,12 +195,12 @@ def ps(as_json: bool) -> None:
         print_json([dict(r.to_dict(), stale=r.heartbeat_age_s > stale_after) for r in rows])
         return
     if not rows:
-        click.echo("no pools are running", err=True)
+        echo("no pools are running", err=True)
         return
     pools = [r for r in rows if r.kind == "master"]
     children = [r for r in rows if r.kind == "child"]
     hosts = {r.host for r in pools}
-    click.echo(f"{len(pools)} pools on {len(hosts)} hosts, {len(children)} children, "
+    echo(f"{len(pools)} pools on {len(hosts)} hosts, {len(children)} children, "
                f"{sum(1 for r in children if r.job_id)} running a job")
     for r in rows:
         beat = f"heartbeat {_age(r.heartbeat_age_s)} ago"
@@ -204,8 +208,11 @@ def ps(as_json: bool) -> None:
             beat += " STALE"
         started = r.started_at.strftime("%Y-%m-%d %H:%M:%S")
         if r.kind == "master":
-            click.echo(f"{r.host}  pid {r.pid}  master ({r.state}, {r.concurrency} children)  "
+            echo(f"{r.host}  pid {r.pid}  master ({r.state}, {r.concurrency} children)  "
                        f"started {started}  {beat}")
         else:
             job = (f"{r.job_type} {r.job_id} for {_age(r.job_age_s)}" if r.job_id else "idle")
-            click.echo(f"  worker {r.slot}  pid {r.pid}  started {started}  {job}")
+            if r.job_id and (r.job_progress is not None or r.job_progress_message):
+                done = f"{r.job_progress:.0%}" if r.job_progress is not None else ""
+                job += f"  [{' '.join(p for p in (done, r.job_progress_message) if p)}]"
+            echo(f"  worker {r.slot}  pid {r.pid}  started {started}  {job}")

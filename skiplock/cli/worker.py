@@ -123,12 +123,15 @@ def build_observers(settings: Settings) -> list[PoolObserver]:
 @_setting_options
 def worker(**flags: Any) -> None:
     from skiplock import pool
+    from skiplock.pool.proctitle import set_title
     from skiplock.queue_core.logs import configure_logging
 
+    if flags.get("database_url"):  # off the command line, which `ps` shows everyone, at once
+        set_title("master · starting")
     handlers = [name.strip() for value in flags.pop("handlers") for name in value.split(",")]
     flags["handlers"] = [name for name in handlers if name] or None
     settings = load_settings(**flags)
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, settings.database_url)
     # Like celery and rq, a handler module in the current directory can be named
     # without installing it (the console script does not put the cwd on sys.path).
     if os.getcwd() not in sys.path and "" not in sys.path:

@@ -58,6 +58,8 @@ class Health:
     completed_per_window: dict[int, int] = field(default_factory=dict)  # minutes -> jobs
     dead_per_window: dict[int, int] = field(default_factory=dict)
     paused: dict[str, int] = field(default_factory=dict)  # type -> pending jobs held
+    held_back: int = 0  # pending jobs waiting for a slot of their concurrency key
+    held_back_by_key: dict[str, int] = field(default_factory=dict)  # the 10 biggest keys
     table: TableHealth = field(default_factory=TableHealth)
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,6 +84,8 @@ class Health:
             "throughputPerSecond": {str(m): round(n / (60 * m), 3)
                                     for m, n in self.completed_per_window.items()},
             "paused": self.paused,
+            "heldBack": self.held_back,
+            "heldBackByKey": self.held_back_by_key,
             "table": {
                 "totalBytes": t.total_bytes, "tableBytes": t.table_bytes,
                 "indexBytes": t.index_bytes, "liveTuples": t.live_tuples,
@@ -117,10 +121,12 @@ def collect(exact: bool = False, conn: Connection | Session | None = None) -> He
         if exact:
             counts = {r.status: int(r.n) for r in c.execute(sql.COUNT_BY_STATUS)}
         else:
-            active = c.execute(ops_sql.COUNT_ACTIVE).one()
+            # PENDING and PROCESSING are the sums of the breakdown just read
+            # through their partial indexes; counting them again would double that.
             failed = int(c.execute(ops_sql.FAILED_COUNT).scalar_one())
             dead = sum(health.dead_by_type.values())
-            counts = {"PENDING": int(active.pending), "PROCESSING": int(active.processing),
+            counts = {"PENDING": sum(health.pending_by_type.values()),
+                      "PROCESSING": sum(health.processing_by_type.values()),
                       "DEAD_LETTER": dead, "FAILED": failed}
             # reltuples is -1 before the first ANALYZE; n_live_tup is kept by
             # the statistics collector from the first insert.
@@ -151,4 +157,8 @@ def collect(exact: bool = False, conn: Connection | Session | None = None) -> He
             health.table.horizon_xid_age = (int(holder.xid_age) if holder.xid_age is not None
                                             else None)
         health.paused = {p.type: p.pending for p in paused(c)}
+        for index, held in enumerate(c.execute(ops_sql.HELD_BACK)):
+            health.held_back += int(held.n)
+            if index < 10:
+                health.held_back_by_key[held.key] = int(held.n)
     return health

@@ -51,6 +51,8 @@ class ProcessRow:
     job_type: str | None
     job_started_at: datetime | None
     job_age_s: float | None
+    job_progress: float | None = None  # the job's last skiplock.progress, via the heartbeat
+    job_progress_message: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -61,6 +63,7 @@ class ProcessRow:
             "heartbeatAgeSeconds": round(self.heartbeat_age_s, 3), "jobId": self.job_id,
             "jobType": self.job_type,
             "jobStartedAt": self.job_started_at.isoformat() if self.job_started_at else None,
+            "jobProgress": self.job_progress, "jobProgressMessage": self.job_progress_message,
         }
 
 
@@ -105,6 +108,7 @@ def list_processes(conn: Connection | Session | None = None) -> list[ProcessRow]
     return [
         ProcessRow(r.id, r.kind, r.masterId, r.host, r.pid, r.slot, r.state, r.concurrency,
                    r.startedAt, r.heartbeatAt, float(r.heartbeat_age_s), r.jobId, r.jobType,
-                   r.jobStartedAt, float(r.job_age_s) if r.job_age_s is not None else None)
+                   r.jobStartedAt, float(r.job_age_s) if r.job_age_s is not None else None,
+                   r.job_progress, r.job_progress_message)
         for r in rows
     ]

@@ -50,8 +50,13 @@ from skiplock.ops.cron import Cron
 from skiplock.queue_core import payloads
 from skiplock.queue_core.db import connect
 from skiplock.queue_core.durations import parse_duration
-from skiplock.queue_core.enqueue import enqueue_batch
-from skiplock.queue_core.errors import ConfigurationError, SkiplockError
+from skiplock.queue_core.enqueue import check_job, enqueue_batch
+from skiplock.queue_core.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    InvalidJob,
+    SkiplockError,
+)
 
 log = logging.getLogger("skiplock.schedules")
 
@@ -86,6 +91,13 @@ class Schedule:
             raise ConfigurationError(f"{where}: payload must be a table/object")
         if self.catch_up_s < 0:
             raise ConfigurationError(f"{where}: catch_up must not be negative")
+        # Each occurrence is an enqueue: check it as one now, so that a wrong
+        # payload or option stops the worker at start instead of failing at
+        # every occurrence.
+        try:
+            check_job(self.job(datetime(2000, 1, 1, tzinfo=UTC)))
+        except InvalidJob as exc:
+            raise ConfigurationError(f"{where}: {exc}") from None
 
     @property
     def parsed(self) -> Cron:
@@ -176,6 +188,7 @@ def load(path: str | Path | None) -> list[Schedule]:
 class RunResult:
     enqueued: dict[str, list[datetime]] = field(default_factory=dict)  # name -> occurrences
     created: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # name -> why, this time
 
 
 def run_due(schedules: Iterable[Schedule], now: datetime | None = None) -> RunResult:
@@ -197,24 +210,45 @@ def run_due(schedules: Iterable[Schedule], now: datetime | None = None) -> RunRe
                 c.execute(ops_sql.START_SCHEDULE, {"name": s.name, "at": now})
                 cursors[s.name] = now
     for s in schedules:
-        since = max(cursors[s.name], now - timedelta(seconds=s.catch_up_s))
-        due = s.parsed.between(since, now, s.zone)[-MAX_OCCURRENCES_PER_RUN:]
-        if not due:
-            continue
-        first = s.parsed.next_after(cursors[s.name], s.zone)
-        if first is not None and first <= since:
-            log.warning("schedule %s: occurrences before %s are older than its catch-up "
-                        "window (%.0f s) and were skipped", s.name, since.isoformat(),
-                        s.catch_up_s, extra={"schedule": s.name})
-        with connect() as c:
-            done = enqueue_batch([s.job(o) for o in due], conn=c)
-            c.execute(ops_sql.ADVANCE_SCHEDULE, {"name": s.name, "at": due[-1]})
-        result.enqueued[s.name] = due
-        result.created += done.created
-        if done.created:
-            log.info("schedule %s: enqueued %d occurrence(s), last %s", s.name, done.created,
-                     due[-1].isoformat(), extra={"schedule": s.name, "job_type": s.job_type})
+        # One entry that fails (a database rule refuses its job, say) is logged by
+        # name every time and retried at the next check; the others still run.
+        # An unreachable database stops them all: the caller backs off.
+        try:
+            _run_one(s, cursors[s.name], now, result)
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:
+            result.failed[s.name] = _one_line(exc)
+            log.error("schedule %s: could not enqueue its due occurrences: %s", s.name,
+                      result.failed[s.name], extra={"schedule": s.name, "job_type": s.job_type})
     return result
+
+
+def _one_line(exc: BaseException) -> str:
+    inner = getattr(exc, "orig", None) or exc
+    lines = str(inner).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _run_one(s: Schedule, cursor: datetime, now: datetime, result: RunResult) -> None:
+    """Enqueue one schedule's due occurrences and move its cursor, in one transaction."""
+    since = max(cursor, now - timedelta(seconds=s.catch_up_s))
+    due = s.parsed.between(since, now, s.zone)[-MAX_OCCURRENCES_PER_RUN:]
+    if not due:
+        return
+    first = s.parsed.next_after(cursor, s.zone)
+    if first is not None and first <= since:
+        log.warning("schedule %s: occurrences before %s are older than its catch-up "
+                    "window (%.0f s) and were skipped", s.name, since.isoformat(),
+                    s.catch_up_s, extra={"schedule": s.name})
+    with connect() as c:
+        done = enqueue_batch([s.job(o) for o in due], conn=c)
+        c.execute(ops_sql.ADVANCE_SCHEDULE, {"name": s.name, "at": due[-1]})
+    result.enqueued[s.name] = due
+    result.created += done.created
+    if done.created:
+        log.info("schedule %s: enqueued %d occurrence(s), last %s", s.name, done.created,
+                 due[-1].isoformat(), extra={"schedule": s.name, "job_type": s.job_type})
 
 
 def cursors(names: Iterable[str]) -> dict[str, datetime]:

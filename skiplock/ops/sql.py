@@ -3,7 +3,9 @@ schedules, backfills, and the reads behind `stats` and `jobs`.
 
 The job table's own life cycle (enqueue, claim, complete, ...) stays in
 `sql.py`; these statements read the job table or write the tables of
-migration 0003_ops. Same rules: the database clock, bound parameters only.
+migration 0003_ops (and the dashboard's action log); the one operator write on
+the job table, the dashboard's "run now", is fenced on PENDING. Same rules:
+the database clock, bound parameters only.
 
 `stats` must stay fast on a table of tens of millions of rows (docs/lessons.md
 "count(*) on a big job table is slow"): PENDING and PROCESSING are counted
@@ -88,8 +90,10 @@ PRUNE_PROCESSES = text(
 LIST_PROCESSES = text(
     """
     SELECT p.*, EXTRACT(EPOCH FROM now() - p."heartbeatAt") AS heartbeat_age_s,
-           EXTRACT(EPOCH FROM now() - p."jobStartedAt") AS job_age_s
+           EXTRACT(EPOCH FROM now() - p."jobStartedAt") AS job_age_s,
+           j.progress AS job_progress, j."progressMessage" AS job_progress_message
     FROM "WorkerProcess" p
+    LEFT JOIN "WorkerJob" j ON j.id = p."jobId" AND j.status = 'PROCESSING'
     ORDER BY p.host, COALESCE(p."masterId", p.id), p.kind DESC, p."slot", p.pid
     """
 )
@@ -133,15 +137,6 @@ TABLE_ESTIMATE = text(
            s.autovacuum_count, s.n_mod_since_analyze
     FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid
     WHERE c.oid = CAST('"WorkerJob"' AS regclass)
-    """
-)
-
-# Exact where it is cheap: the partial indexes hold only these rows.
-COUNT_ACTIVE = text(
-    """
-    SELECT count(*) FILTER (WHERE status = 'PENDING') AS pending,
-           count(*) FILTER (WHERE status = 'PROCESSING') AS processing
-    FROM "WorkerJob" WHERE status IN ('PENDING', 'PROCESSING')
     """
 )
 
@@ -214,3 +209,151 @@ LIST_JOBS = """
     ORDER BY {order}
     LIMIT :limit
 """
+
+# Jobs waiting for a slot of their concurrency key (queue_core/limits.py), read
+# through the held-back partial index, and the keys that hold the most.
+HELD_BACK = text(
+    """
+    SELECT "concurrencyKey" AS key, count(*) AS n FROM "WorkerJob"
+    WHERE status = 'PENDING' AND "heldBack"
+    GROUP BY 1 ORDER BY 2 DESC, 1
+    """
+)
+
+# -- the dashboard (skiplock/dashboard) -----------------------------------------------------
+
+# Every page reads in one read-only transaction with a time limit, so a filter
+# that cannot use an index costs the server seconds at most, never minutes, and
+# no bug in a page can write. Without parallel workers: a page reads index
+# ranges of a few thousand rows, where starting worker processes costs more
+# than it saves, and takes CPU from the pools on a busy server.
+DASHBOARD_READ_ONLY = text("SET TRANSACTION READ ONLY")
+DASHBOARD_TIMEOUT = text(
+    """
+    SELECT set_config('statement_timeout', :ms, true),
+           set_config('max_parallel_workers_per_gather', '0', true)
+    """
+)
+
+# Jobs finished per minute over the last hour: two ranges of the finished index
+# (one per status), so the cost follows the jobs of the last hour, not the table.
+THROUGHPUT_BY_MINUTE = text(
+    """
+    SELECT EXTRACT(EPOCH FROM date_trunc('minute', "completedAt"))::bigint AS minute,
+           count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
+           count(*) FILTER (WHERE status = 'DEAD_LETTER') AS dead
+    FROM "WorkerJob"
+    WHERE status IN ('COMPLETED', 'DEAD_LETTER')
+      AND "completedAt" > date_trunc('minute', now()) - interval '59 minutes'
+    GROUP BY 1
+    """
+)
+
+# The job listing pages by keyset (never OFFSET: page 1000 costs what page 1
+# costs), in the order of the index each status already has; the cursor is the
+# last row's values of that order. The time filter applies to the same column,
+# so it narrows the index range instead of filtering rows after the fact.
+JOB_LISTINGS: dict[str | None, dict[str, str]] = {
+    None: {  # ids made by enqueue begin with the time in ms: newest first, by primary key
+        "order": "id DESC", "time": '"createdAt"',
+        "after": "AND id < :c_id",
+    },
+    "PENDING": {  # claim order, through "WorkerJob_claim_idx"
+        "order": 'priority DESC, "availableAt" ASC, id ASC', "time": '"availableAt"',
+        "after": 'AND (priority < :c_priority OR (priority = :c_priority '
+                 'AND ("availableAt", id) > (:c_time, :c_id)))',
+    },
+    "PROCESSING": {
+        "order": '"startedAt" ASC, id ASC', "time": '"startedAt"',
+        "after": 'AND ("startedAt", id) > (:c_time, :c_id)',
+    },
+    **{status: {  # newest first, through the finished (or FAILED) index
+        "order": '"completedAt" DESC, id DESC', "time": '"completedAt"',
+        "after": 'AND ("completedAt", id) < (:c_time, :c_id)',
+    } for status in ("COMPLETED", "DEAD_LETTER", "FAILED")},
+}
+JOB_LISTING_FILTERS = {
+    "status": 'AND status = CAST(:status AS "JobStatus")',
+    "type": "AND type = :type",
+    "user_id": 'AND "userId" = :user_id',
+    "key": "AND \"idempotencyKey\" LIKE :key ESCAPE '\\'",
+    # The same prefix as a range of the unique index, added only where the
+    # database orders text by code point (C, POSIX, C.UTF-8): there, and only
+    # there, the keys that start with a prefix are exactly one range of it.
+    "key_low": 'AND "idempotencyKey" >= :key_low AND "idempotencyKey" < :key_high',
+    "since": "AND {time} >= :since",
+    "until": "AND {time} < :until",
+}
+LIST_JOB_PAGE = """
+    SELECT id, type, status::text AS status, priority, attempts, "maxAttempts", "userId",
+           "idempotencyKey", "createdAt", "availableAt", "startedAt", "completedAt", "lockedBy",
+           left("lastError", 200) AS "lastError"
+    FROM "WorkerJob" WHERE true {filters} {after}
+    ORDER BY {order}
+    LIMIT :limit
+"""
+
+# Whether text sorts by code point here (see JOB_LISTING_FILTERS "key_low").
+# to_jsonb: datlocprovider exists from PostgreSQL 15 on (ICU collations sort
+# differently whatever datcollate says).
+DATABASE_COLLATION = text(
+    """
+    SELECT datcollate AS collate, to_jsonb(d) ->> 'datlocprovider' AS provider
+    FROM pg_database d WHERE datname = current_database()
+    """
+)
+
+# Search: a job id or an idempotency key, each through its unique index.
+FIND_JOB = text(
+    """
+    SELECT id FROM "WorkerJob" WHERE id = :q
+    UNION
+    SELECT id FROM "WorkerJob" WHERE "idempotencyKey" = :q
+    LIMIT 2
+    """
+)
+
+# The child that holds a job (its worker id is the job's "lockedBy") and its master.
+JOB_WORKER = text(
+    """
+    SELECT c.id, c.host, c.pid, c."slot", c."heartbeatAt", c."startedAt",
+           EXTRACT(EPOCH FROM now() - c."heartbeatAt") AS heartbeat_age_s,
+           m.pid AS master_pid, m.state AS master_state
+    FROM "WorkerProcess" c LEFT JOIN "WorkerProcess" m ON m.id = c."masterId"
+    WHERE c.id = :locked_by
+    """
+)
+
+ALL_SCHEDULE_CURSORS = text(
+    'SELECT name, "lastOccurrence", "updatedAt" FROM "WorkerSchedule" ORDER BY name'
+)
+
+# Run now: a waiting PENDING job (delayed, or backing off after a failure)
+# becomes ready at once. Only PENDING rows: a job that was claimed meanwhile
+# is left alone, and zero rows says so.
+RUN_NOW = text(
+    """
+    UPDATE "WorkerJob" SET "availableAt" = now()
+    WHERE id = :id AND status = 'PENDING' AND "availableAt" > now()
+    RETURNING id
+    """
+)
+
+LOG_ACTION = text(
+    """
+    INSERT INTO "DashboardAction" (who, address, action, target, affected, detail)
+    VALUES (:who, :address, :action, :target, :affected, CAST(:detail AS jsonb))
+    """
+)
+RECENT_ACTIONS = text(
+    """
+    SELECT id, at, who, address, action, target, affected, detail
+    FROM "DashboardAction" ORDER BY id DESC LIMIT :limit
+    """
+)
+ACTIONS_ON = text(
+    """
+    SELECT id, at, who, address, action, target, affected, detail
+    FROM "DashboardAction" WHERE target = :target ORDER BY at DESC LIMIT :limit
+    """
+)

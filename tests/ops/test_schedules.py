@@ -170,3 +170,43 @@ def test_backfill_reviews_is_a_built_in_type_with_a_clear_error_for_bad_dates():
     result = get_handler("BACKFILL_REVIEWS")({"period": "daily", "from": "nope", "to": "x"}, "j")
     assert not result.success and not result.should_retry
     assert "BACKFILL_REVIEWS" in result.error
+
+
+@pytest.mark.parametrize(("entry", "reason"), [
+    ('type = "GENERATE_REVIEW"\npayload = { userId = "u1" }', "missing field 'type'"),
+    ('type = "PING"\nmax_attempts = 0', "max_attempts must be between 1 and 1000"),
+    ('type = "PING"\npriority = "high"', "priority must be an integer"),
+])
+def test_each_entry_is_checked_at_start_as_an_enqueue_would_check_it(tmp_path, entry, reason):
+    path = write(tmp_path, f'[[schedule]]\nname = "bad"\ncron = "@daily"\n{entry}\n')
+    with pytest.raises(ConfigurationError, match=reason) as caught:
+        schedules.load_file(path)
+    assert "schedule 'bad'" in str(caught.value)
+
+
+def test_an_entry_that_fails_at_run_time_is_logged_by_name_each_time_and_stops_no_other(
+    tmp_path, caplog
+):
+    # A database rule refuses the first schedule's jobs; start validation cannot know.
+    sql("""CREATE FUNCTION test_refuse_broken() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF NEW.type = 'BROKEN' THEN RAISE EXCEPTION 'BROKEN jobs are refused'; END IF;
+                 RETURN NEW; END $$""")
+    sql("""CREATE TRIGGER test_refuse_broken BEFORE INSERT ON "WorkerJob"
+           FOR EACH ROW EXECUTE FUNCTION test_refuse_broken()""")
+    try:
+        broken = schedules.Schedule(name="a-broken", cron="* * * * *", job_type="BROKEN")
+        fine = schedules.Schedule(name="b-fine", cron="* * * * *", job_type="PING")
+        start = utc(2026, 11, 28, 10, 0, 30)
+        schedules.run_due([broken, fine], now=start)
+        for minutes in (2, 4):
+            caplog.clear()
+            result = schedules.run_due([broken, fine], now=start + timedelta(minutes=minutes))
+            assert "BROKEN jobs are refused" in result.failed["a-broken"]
+            assert "b-fine" in result.enqueued and "b-fine" not in result.failed
+            assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+                "schedule a-broken: could not enqueue its due occurrences: "
+                + result.failed["a-broken"]]
+        assert count("type = 'PING'") == 4 and count("type = 'BROKEN'") == 0
+    finally:
+        sql('DROP TRIGGER IF EXISTS test_refuse_broken ON "WorkerJob"')
+        sql("DROP FUNCTION IF EXISTS test_refuse_broken()")

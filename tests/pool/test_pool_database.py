@@ -58,8 +58,13 @@ def test_the_pool_rides_out_a_postgresql_restart_and_loses_nothing(
     try:
         pool_ = start_pool("--concurrency", "2", url=url)
         children = pool_.wait_children(2)
+        # On its last attempt, and running when the server goes away: an outage
+        # alone must not dead-letter it (queue_core/accounting.py).
+        last_try = jobs.enqueue("TEST_SLEEP", {"first_seconds": 3, "seconds": 0.05},
+                                max_attempts=1, priority=9)
         ids = [jobs.enqueue("TEST_RECORD", {"seconds": 0.05}) for _ in range(80)]
         wait_for(lambda: jobs.statuses().get("COMPLETED", 0) >= 10, 20, "the pool to get going")
+        assert jobs.get(last_try)["status"] == "PROCESSING"
         engine.dispose()
         cluster.stop()  # type: ignore[attr-defined]
         time.sleep(2)  # the outage itself: the pool must notice, back off and wait
@@ -67,10 +72,12 @@ def test_the_pool_rides_out_a_postgresql_restart_and_loses_nothing(
 
         def finished() -> bool:
             jobs.hurry()  # a handler that failed on the lost connection retries now
-            return jobs.all_done(80)
+            return jobs.all_done(81)
 
         wait_for(finished, 60, "every job completed after the restart", interval=0.3)
-        assert jobs.runs() == {job_id: 1 for job_id in ids}
+        assert jobs.runs() == {job_id: 1 for job_id in [*ids, last_try]}
+        row = jobs.get(last_try)
+        assert (row["attempts"], row["interruptions"]) == (1, 1)
         assert pool_.proc.poll() is None
         log = pool_.log()
         assert "database unavailable" in log and "database back after" in log

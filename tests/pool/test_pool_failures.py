@@ -72,7 +72,8 @@ def test_a_killed_master_takes_its_children_along_and_the_next_pool_rescues_thei
     jobs.hurry()
     wait_for(lambda: jobs.all_done(2), 20, "the rescued jobs to complete")
     assert jobs.runs() == {i: 1 for i in ids}
-    assert all(jobs.get(i)["attempts"] == 2 for i in ids)
+    # The rescue was a free interruption (the host died, not the job's fault).
+    assert all((jobs.get(i)["attempts"], jobs.get(i)["interruptions"]) == (1, 1) for i in ids)
     assert not set(children) & set(second.children())
 
 

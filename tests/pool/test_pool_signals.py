@@ -131,7 +131,8 @@ def test_sigterm_past_the_graceful_timeout_releases_the_job_without_charging_an_
     assert not alive(child)
     row = jobs.get(job_id)
     assert (row["status"], row["attempts"], row["lockedBy"]) == ("PENDING", 0, None)
-    assert "stopped by the pool's shutdown" in row["lastError"]
+    assert "stopped by the pool (shutdown" in row["lastError"]
+    assert "interruption 1 of 3 free: attempt 1 not counted" in row["lastError"]
 
 
 def test_sigquit_stops_at_once_and_releases_the_running_job(

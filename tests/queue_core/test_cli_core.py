@@ -125,9 +125,10 @@ def test_stats_retry_recover_and_cleanup():
     assert run("retry", "--all-dead").output.strip() == "retried 1 jobs"
     assert row(job.id).st == "PENDING"
     [job] = claim("w")
-    sql("""UPDATE "WorkerJob" SET "lockedAt" = now() - interval '1 hour'""")
+    sql("""UPDATE "WorkerJob" SET "lockedAt" = now() - interval '1 hour', interruptions = 3""")
     assert "recovered 1 jobs" in run("recover", "--stuck-timeout", "5m").output
-    # attempts were used up, so the rescued job was dead-lettered: old enough at 0s
+    # attempts and free interruptions were used up, so the rescued job was
+    # dead-lettered: old enough at 0s
     assert run("cleanup", "--older-than", "0s").output.strip() == "deleted 1 jobs"
 
 
@@ -136,3 +137,17 @@ def test_help_explains_every_flag():
     assert result.exit_code == 0
     for flag in ("--priority", "--delay", "--key", "--max-attempts", "--user-id", "--handlers"):
         assert flag in result.output
+
+
+@pytest.mark.parametrize("timeout", ["1s", "0", "14s"])
+def test_recover_refuses_a_stuck_timeout_under_three_heartbeats(timeout: str) -> None:
+    # The worker's own rule: with heartbeats every 5 s, a lease younger than 15 s
+    # may belong to a live job, which would be rescued and run twice.
+    sql('INSERT INTO "WorkerJob" (id, type, payload, status, "lockedBy", "lockedAt", attempts) '
+        "VALUES ('live', 'T', '{}', 'PROCESSING', 'h:1:x', now() - interval '2 seconds', 1)")
+    result = run("recover", "--stuck-timeout", timeout, env={"SKIPLOCK_HEARTBEAT_S": "5"})
+    assert result.exit_code == 2
+    assert "shorter than 3 heartbeats (15s" in result.output
+    assert row("live").st == "PROCESSING"
+    assert run("recover", "--stuck-timeout", "15s",
+               env={"SKIPLOCK_HEARTBEAT_S": "5"}).exit_code == 0

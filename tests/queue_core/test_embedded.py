@@ -20,6 +20,7 @@ from skiplock.queue_core.urls import libpq_dsn
 @pytest.fixture
 def home():
     path = Path(tempfile.mkdtemp(prefix="skiplock-embedded-"))
+    path.chmod(0o755)  # as root, the cluster's owner can reach it: the data directory stays here
     yield path
     EmbeddedCluster(path).stop()
     shutil.rmtree(path, ignore_errors=True)
@@ -34,7 +35,7 @@ def test_binaries_are_found():
 def test_cluster_starts_on_a_socket_is_reused_and_stops(home):
     cluster = EmbeddedCluster(home)
     url = cluster.ensure_running()
-    assert "host=" in url and "127.0.0.1" not in url
+    assert "host=" in url and "127.0.0.1" not in url and cluster.data_dir == home / "pgdata"
     conn = psycopg2.connect(libpq_dsn(url))
     with conn.cursor() as cur:
         cur.execute("SHOW listen_addresses")

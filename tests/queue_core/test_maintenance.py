@@ -69,3 +69,19 @@ def test_get_job_returns_the_row_or_none():
     job = q.get_job(job_id)
     assert job is not None and job.payload == {"a": 1} and job.to_dict()["maxAttempts"] == 3
     assert q.get_job("nope") is None
+
+
+def test_a_job_whose_json_python_cannot_decode_can_still_be_shown():
+    from click.testing import CliRunner
+
+    from skiplock.cli.app import main
+
+    sql("""INSERT INTO "WorkerJob" (id, type, payload, result) VALUES
+           ('deep', 'X', ('{"x": ' || repeat('[', 3000) || repeat(']', 3000) || '}')::jsonb,
+            ('{"n": ' || repeat('9', 5000) || '}')::jsonb)""")
+    job = q.get_job("deep")
+    assert job is not None and job.payload == {}
+    assert job.decode_error is not None and "nested too deeply" in job.decode_error
+    assert isinstance(job.result, str) and job.result.startswith("<the result cannot be shown")
+    shown = CliRunner().invoke(main, ["job", "deep"])
+    assert shown.exit_code == 0 and "the payload cannot be used" in shown.output

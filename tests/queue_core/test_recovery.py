@@ -1,41 +1,54 @@
 from __future__ import annotations
 
 from skiplock import queue_core as q
-from tests.queue_core.helpers import age_lock, row
+from tests.queue_core.helpers import age_lock, row, sql
 
 
-def test_stuck_job_with_attempts_left_goes_back_to_pending_with_a_clear_error():
+def _due_now() -> None:
+    sql('UPDATE "WorkerJob" SET "availableAt" = now() WHERE status = \'PENDING\'')
+
+
+def test_a_rescue_is_a_free_interruption_with_a_back_off_and_a_clear_error():
     q.enqueue("X", {}, max_attempts=3)
     [job] = q.claim("host1:123:abc")
     age_lock(job.id, 600)
     recovered = q.recover_stuck(300)
     assert recovered.retried == [job.id] and recovered.dead == []
     r = row(job.id)
-    assert r.st == "PENDING" and r.attempts == 1 and r.lockedBy is None
+    assert r.st == "PENDING" and r.attempts == 0 and r.interruptions == 1 and r.lockedBy is None
     assert "host1:123:abc stopped sending heartbeats during attempt 1 of 3" in r.lastError
-    assert "retrying" in r.lastError
+    assert "interruption 1 of 3 free: attempt not counted" in r.lastError
+    assert q.claim("w") == []  # the back-off: about 2 s
+    assert (r.availableAt - r.startedAt).total_seconds() > 1
 
 
-def test_stuck_job_without_attempts_left_is_dead_lettered():
+def test_a_stuck_job_without_attempts_or_free_interruptions_left_is_dead_lettered():
     q.enqueue("X", {}, max_attempts=1)
+    for _ in range(3):  # the free interruptions: the attempt is given back each time
+        [job] = q.claim("w")
+        age_lock(job.id, 600)
+        assert q.recover_stuck(300).retried == [job.id]
+        _due_now()
     [job] = q.claim("w")
     age_lock(job.id, 600)
     recovered = q.recover_stuck(300)
     assert recovered.dead == [job.id]
     r = row(job.id)
-    assert r.st == "DEAD_LETTER" and r.completedAt is not None
-    assert "no attempts left" in r.lastError
+    assert r.st == "DEAD_LETTER" and r.completedAt is not None and r.interruptions == 3
+    assert "no attempts left (its 3 free interruptions are used up)" in r.lastError
 
 
-def test_poison_job_that_kills_every_worker_ends_dead_lettered():
+def test_poison_job_that_kills_every_worker_ends_dead_lettered_after_max_attempts_plus_3_runs():
     q.enqueue("POISON", {}, max_attempts=3)
-    for attempt in (1, 2, 3):
-        [job] = q.claim(f"w{attempt}")
-        assert job.attempts == attempt
-        age_lock(job.id, 600)  # the worker died: its heartbeats stopped
+    runs = 0
+    while (claimed := q.claim(f"w{runs}")):
+        runs += 1
+        age_lock(claimed[0].id, 600)  # the worker died: its heartbeats stopped
         q.recover_stuck(300)
-    assert row(job.id).st == "DEAD_LETTER"
-    assert q.claim("w4") == []
+        _due_now()
+    assert runs == 3 + 3
+    assert q.claim("w-last") == []
+    assert sql('SELECT status::text FROM "WorkerJob"')[0][0] == "DEAD_LETTER"
 
 
 def test_live_jobs_are_left_alone_and_batches_cover_everything():

@@ -1,0 +1,110 @@
+"""The grants a least-privileged role needs, and naming the one that is missing.
+
+PostgreSQL says "permission denied for table X"; the operator needs the GRANT
+that fixes it. `explain(exc)` turns the driver's error into that one line:
+which privilege, on which object, for which role. The privilege comes from the
+statement that was refused (an INSERT needs INSERT); a function needs EXECUTE,
+a sequence USAGE, a schema USAGE.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+INSUFFICIENT_PRIVILEGE = "42501"
+_DENIED = re.compile(r"permission denied for (table|relation|function|procedure|sequence|"
+                     r"schema|database|view|materialized view) (\S+)", re.IGNORECASE)
+_TABLE_VERBS = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE")
+_OBJECT_PRIVILEGE = {"function": "EXECUTE", "procedure": "EXECUTE", "sequence": "USAGE",
+                     "schema": "USAGE", "database": "CONNECT"}
+
+
+def is_denied(exc: Any) -> bool:
+    return getattr(getattr(exc, "orig", exc), "pgcode", None) == INSUFFICIENT_PRIVILEGE
+
+
+def explain(exc: Any, role: str | None = None) -> str:
+    """One line naming the missing grant, from a driver error with SQLSTATE 42501."""
+    orig = getattr(exc, "orig", None) or exc
+    message = (str(orig).strip().splitlines() or ["permission denied"])[0]
+    who = f'"{role}"' if role else "the database role"
+    match = _DENIED.search(message)
+    if not match:
+        return f"{who} lacks a grant: {message} (the README lists every grant skiplock needs)"
+    kind, name = match.group(1).lower(), match.group(2)
+    if kind in ("table", "relation", "view", "materialized view"):
+        kind = "table"
+        statement = (getattr(exc, "statement", None) or "").lstrip().upper()
+        verb = next((v for v in _TABLE_VERBS if statement.startswith(v)), None)
+        if statement.startswith("SELECT") and "FOR UPDATE" in statement:
+            verb = "SELECT, UPDATE"
+        privilege = verb or "SELECT, INSERT, UPDATE, DELETE"
+    else:
+        privilege = _OBJECT_PRIVILEGE[kind]
+    if kind == "schema" and (getattr(exc, "statement", None) or "").lstrip().upper().startswith(
+            "CREATE"):
+        privilege = "CREATE"
+    quoted = name if name.startswith('"') else f'"{name}"'
+    return (f"{who} lacks a grant: {message}; it needs GRANT {privilege} ON {kind.upper()} "
+            f"{quoted} (the README lists every grant skiplock needs)")
+
+
+# -- what a worker needs, checked when a child boots ---------------------------------
+# (privileges, kind, object). The README's list of grants says the same; a test
+# holds the two together and runs a worker with exactly these on a database where
+# PUBLIC has nothing (no default EXECUTE on functions, no use of the schema).
+_DOMAIN_TABLES = ('"User"', '"Event"', '"Interpretation"', '"Pattern"', '"Insight"',
+                  '"Review"', '"DailyPlan"', '"UomSuggestion"', '"UomEntry"')
+WORKER_GRANTS: tuple[tuple[str, str, str], ...] = (
+    ("CONNECT", "DATABASE", "current_database()"),
+    ("USAGE", "SCHEMA", "public"),
+    ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerJob"'),
+    # Concurrency limits: the job table's triggers count each key's slots here,
+    # through skiplock_fill_slots; cleanup forgets idle keys.
+    ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerConcurrencyKey"'),
+    ("SELECT", "TABLE", '"WorkerJobPause"'),
+    ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerProcess"'),
+    ("SELECT, INSERT, UPDATE", "TABLE", '"WorkerSchedule"'),
+    *(("SELECT, INSERT, UPDATE", "TABLE", table) for table in _DOMAIN_TABLES),
+    # The claim calls the first for every job; the limits' triggers call the second.
+    ("EXECUTE", "FUNCTION", "skiplock_type_paused(text)"),
+    ("EXECUTE", "FUNCTION", "skiplock_fill_slots(text)"),
+)
+
+_CHECKS = {
+    "TABLE": "has_table_privilege(:o{i}, :p{i})",
+    "FUNCTION": "has_function_privilege(:o{i}, :p{i})",
+    "SCHEMA": "has_schema_privilege(:o{i}, :p{i})",
+    "DATABASE": "has_database_privilege(current_database(), :p{i})",
+}
+
+
+def _flat() -> list[tuple[str, str, str]]:
+    return [(p, kind, name) for ps, kind, name in WORKER_GRANTS for p in ps.split(", ")]
+
+
+def _missing_statement() -> tuple[Any, dict[str, str]]:
+    # One statement, generated from WORKER_GRANTS so that the list is the only
+    # place the grants are written down in code.
+    from sqlalchemy import text
+
+    columns, params = [], {}
+    for i, (privilege, kind, name) in enumerate(_flat()):
+        columns.append(_CHECKS[kind].format(i=i))
+        params[f"o{i}"], params[f"p{i}"] = name, privilege  # names as SQL writes them
+    return text("SELECT current_user, " + ", ".join(columns)), params
+
+
+def missing_worker_grants(conn: Any) -> tuple[str, list[str]]:
+    """(role, the GRANT statements it lacks) on the connection's database."""
+    statement, params = _missing_statement()
+    row = conn.execute(statement, params).one()
+    role, held = row[0], list(row[1:])
+    lacking: dict[tuple[str, str], list[str]] = {}
+    for (privilege, kind, name), ok in zip(_flat(), held, strict=True):
+        if not ok:
+            lacking.setdefault((kind, name), []).append(privilege)
+    return role, [f"GRANT {', '.join(p)} ON {kind} "
+                  f"{'<this database>' if kind == 'DATABASE' else name} TO \"{role}\""
+                  for (kind, name), p in lacking.items()]

@@ -1,0 +1,114 @@
+"""Concurrency limits per key: never more than N jobs of one key running, on every host.
+
+    skiplock.enqueue("RENDER", payload, concurrency_key="user:42", concurrency=2)
+
+    @skiplock.handler("DETECT_PATTERNS", concurrency=1, concurrency_key="userId")
+
+A job with a key holds one of its key's slots from the moment it is let into
+the queue (PENDING, in the claim's index) until it ends (COMPLETED, FAILED,
+DEAD_LETTER, or deleted). The key's other jobs wait *held back* ("heldBack"),
+outside the claim's partial index: the claim never sees them, so it costs
+what it costs without limits, and a user's 100,000-job backfill puts only
+`limit` rows in front of everyone else: the next user's job is claimed next.
+When a job of the key ends, the statement that ends it (through a trigger:
+migration 0005_features) frees its slot and lets the key's best held-back job
+in, in the same transaction; a slot therefore cannot leak, whichever path ends
+the job (completion, failure, recovery, cancel, cleanup). A job that fails
+and waits for its retry keeps its slot: the key's limit counts it.
+
+Where the key and the limit come from, first match wins:
+1. `enqueue(..., concurrency_key=K, concurrency=N)`;
+2. `concurrency_key=K` alone: the job type's registered limit;
+3. nothing: the job type's registered default (`@handler(type, concurrency=N,
+   concurrency_key=FIELD)`), keyed `TYPE:payload[FIELD]` (or `TYPE` alone
+   without a field: N at once of the whole type).
+A key names its slots across types: jobs of two types enqueued with the same
+key share its limit (the latest enqueue's limit is the key's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from skiplock.queue_core import sql
+from skiplock.queue_core.db import connect
+from skiplock.queue_core.errors import InvalidJob
+
+MAX_LIMIT = 10_000
+
+KeyFrom = str | Callable[[Mapping[str, Any]], str | None] | None
+
+
+@dataclass(frozen=True)
+class TypeLimit:
+    limit: int
+    key_from: KeyFrom  # a payload field, a function of the payload, or None (the type)
+
+
+_limits: dict[str, TypeLimit] = {}
+
+
+def check_limit(limit: Any, what: str) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidJob(f"{what} must be an integer between 1 and {MAX_LIMIT}, not {limit!r}")
+    return limit
+
+
+def set_type_limit(job_type: str, limit: int | None, key_from: KeyFrom = None) -> None:
+    """At most `limit` jobs of `job_type` per key at once (None removes the limit)."""
+    if limit is None:
+        if key_from is not None:
+            raise InvalidJob(f"concurrency_key of {job_type} needs a concurrency limit")
+        _limits.pop(job_type, None)
+        return
+    check_limit(limit, f"concurrency of {job_type}")
+    if not (key_from is None or callable(key_from)
+            or (isinstance(key_from, str) and key_from.strip())):
+        raise InvalidJob(f"concurrency_key of {job_type} must be a payload field or a function")
+    _limits[job_type] = TypeLimit(limit, key_from)
+
+
+def type_limit(job_type: str) -> TypeLimit | None:
+    return _limits.get(job_type)
+
+
+def resolve(job_type: str, payload: Mapping[str, Any], key: Any,
+            limit: Any) -> tuple[str | None, int | None]:
+    """The (key, limit) a new job gets; (None, None) when it has no limit."""
+    registered = _limits.get(job_type)
+    if key is None:
+        if limit is not None:
+            raise InvalidJob("concurrency= needs a concurrency_key")
+        if registered is None:
+            return None, None
+        key = _default_key(job_type, payload, registered.key_from)
+        if key is None:
+            return None, None
+        return key, registered.limit
+    if limit is None:
+        if registered is None:
+            raise InvalidJob(f"concurrency_key {key!r} needs a limit: pass concurrency=N, or "
+                             f"register {job_type} with @handler(..., concurrency=N)")
+        limit = registered.limit
+    return key, check_limit(limit, "concurrency")
+
+
+def _default_key(job_type: str, payload: Mapping[str, Any], key_from: KeyFrom) -> str | None:
+    if key_from is None:
+        return job_type
+    if callable(key_from):
+        value = key_from(payload)
+        return None if value is None else str(value)
+    value = payload.get(key_from)
+    # A payload without the field is not limited: better than one shared key
+    # that would serialise every such job of the type.
+    return None if value is None else f"{job_type}:{value}"
+
+
+def prune_idle_keys(idle_s: float = 3600.0) -> int:
+    """Forget keys that no job has held or waited for in `idle_s` seconds (cleanup calls
+    it); returns how many."""
+    with connect(autocommit=True) as c:
+        return int(c.execute(sql.PRUNE_IDLE_KEYS, {"idle_s": float(idle_s)}).rowcount)

@@ -1,0 +1,95 @@
+"""Commands of the job features: cancel, wait (and `enqueue --wait`, in core.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from skiplock.cli.app import DURATION, main, print_json
+
+
+def wait_and_report(job_id: str, timeout: float | None) -> None:
+    """Wait for the job; its result on stdout (exit 0), or its error on stderr (exit 1)."""
+    from skiplock.queue_core.waiting import wait as wait_for_job
+
+    job = wait_for_job(job_id, timeout)
+    if job.status == "COMPLETED":
+        click.echo(json.dumps(job.result, ensure_ascii=False))
+        return
+    click.echo(f"skiplock: job {job_id} ended {job.status}: {job.last_error}", err=True)
+    sys.exit(1)
+
+
+@main.command()
+@click.argument("job_id", metavar="ID")
+@click.option("--timeout", type=DURATION, default=None,
+              help="Give up after this long (exit 1; the job goes on).")
+def wait(job_id: str, timeout: float | None) -> None:
+    """Wait until job ID finishes; print its result (exit 0) or its error (exit 1).
+
+    Woken by a notification when the job ends; with SKIPLOCK_LISTEN=0 (behind
+    PgBouncer in transaction mode) it polls instead. A job waiting for a retry
+    is not finished yet.
+    """
+    wait_and_report(job_id, timeout)
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1, metavar="[ID]...")
+@click.option("--type", "job_type", default=None,
+              help="Cancel every pending or running job of this type.")
+@click.option("--user-id", default=None,
+              help="Cancel every pending or running job of this user (with --type: both).")
+@click.option("--dry-run", is_flag=True, help="Change nothing; say what would be cancelled.")
+@click.option("--by", default=None,
+              help="Who cancels, for lastError (default: user@host of this shell).")
+@click.option("--json", "as_json", is_flag=True, help="One object per job, as JSON.")
+def cancel(job_ids: tuple[str, ...], job_type: str | None, user_id: str | None,
+           dry_run: bool, by: str | None, as_json: bool) -> None:
+    """Cancel jobs: a pending job never starts; a running one is stopped.
+
+    A running job is stopped by the pool that runs it, on whichever host,
+    within about one heartbeat: its transaction rolls back, so its writes and
+    the next job of its chain vanish with it. The job ends FAILED, with a
+    lastError that says who cancelled it and when (`skiplock job ID`). A job
+    that had already finished is left alone, and the output says so.
+
+    \b
+      skiplock cancel 0190c3a1e2f4...            one job
+      skiplock cancel --user-id u_42 --dry-run   what a user's cancel would touch
+      skiplock cancel --type GENERATE_REVIEW     every pending or running review
+
+    Exit status 1 if a given id does not exist.
+    """
+    from skiplock.queue_core.cancel import (
+        CancelOutcome,
+        cancel_many,
+        cancel_matching,
+        default_canceller,
+    )
+
+    if bool(job_ids) == bool(job_type or user_id):
+        raise click.UsageError("give job ids, or --type and/or --user-id (not both)")
+    who = by or f"cli:{default_canceller()}"
+    if job_ids:
+        if dry_run:
+            raise click.UsageError("--dry-run goes with --type or --user-id")
+        results = cancel_many(job_ids, by=who)
+    else:
+        results = cancel_matching(job_type=job_type, user_id=user_id, by=who, dry_run=dry_run)
+    if as_json:
+        print_json([r.to_dict() for r in results])
+    else:
+        for result in results:
+            click.echo(result.describe())
+        counts = {o: sum(1 for r in results if r.outcome is o) for o in CancelOutcome}
+        verb = "would cancel" if dry_run else "cancelled"
+        click.echo(f"{verb} {counts[CancelOutcome.CANCELLED]} pending, "
+                   f"{'would stop' if dry_run else 'stopping'} "
+                   f"{counts[CancelOutcome.CANCELLING]} running; "
+                   f"{counts[CancelOutcome.FINISHED]} already finished, "
+                   f"{counts[CancelOutcome.NOT_FOUND]} not found", err=True)
+    if any(r.outcome is CancelOutcome.NOT_FOUND for r in results):
+        sys.exit(1)

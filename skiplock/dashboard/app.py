@@ -1,0 +1,210 @@
+"""The Flask application: routes, the safety checks every request passes, errors as pages.
+
+Every request: credentials when configured (401 otherwise); every POST: the
+dashboard must have been started with --allow-actions, and the form must carry
+the session's CSRF token (403 otherwise). Every response: a Content Security
+Policy that allows only this server's own scripts and styles (payloads and
+errors are attacker-controlled text; Jinja escapes them, and even a mistake
+there could not run a script), no framing, and a Server-Timing header with the
+time the server spent on the page (what `python -m bench dashboard` reads).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Flask, Response, abort, flash, g, redirect, render_template, request, session, url_for
+from werkzeug.exceptions import HTTPException
+
+from skiplock.dashboard import actions, reads
+from skiplock.dashboard.security import CSRF_FIELD, authenticate, csrf_ok, new_csrf_token
+from skiplock.dashboard.settings import DashboardSettings
+from skiplock.queue_core.durations import format_duration
+from skiplock.queue_core.errors import DatabaseUnavailable, SkiplockError
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
+def create_app(settings: DashboardSettings) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=secrets.token_bytes(32),  # sessions (and CSRF tokens) end with the process
+        SESSION_COOKIE_NAME="skiplock_dashboard",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
+    app.extensions["skiplock_settings"] = settings
+    _install_filters(app)
+
+    @app.before_request
+    def guard() -> Response | None:
+        g.started = time.perf_counter()
+        who = authenticate(settings, request.headers.get("Authorization"))
+        if who is None:
+            return Response("credentials required\n", 401,
+                            {"WWW-Authenticate": 'Basic realm="skiplock dashboard", charset="UTF-8"'})
+        g.who = who
+        if request.method == "POST":
+            if not settings.allow_actions:
+                abort(403, "this dashboard is read-only: start it with --allow-actions to act")
+            if not csrf_ok(session.get(CSRF_FIELD), request.form.get(CSRF_FIELD)):
+                abort(403, "the form's CSRF token is missing or wrong: reload the page and try again")
+        return None
+
+    @app.after_request
+    def headers(response: Response) -> Response:
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "same-origin"
+        if request.endpoint != "static":
+            response.headers["Cache-Control"] = "no-store"
+        if "started" in g:
+            spent = (time.perf_counter() - g.started) * 1000
+            response.headers["Server-Timing"] = f"app;dur={spent:.1f}"
+        return response
+
+    @app.context_processor
+    def common() -> dict[str, Any]:
+        if CSRF_FIELD not in session:
+            session[CSRF_FIELD] = new_csrf_token()
+        return {"settings": settings, "csrf_token": session[CSRF_FIELD], "who": g.get("who"),
+                "csrf_field": CSRF_FIELD, "statuses": reads.STATUSES,
+                "bulk_actions": actions.BULK_ACTIONS}
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[str, int]:
+        return render_template("error.html", code=exc.code, message=exc.description), exc.code or 500
+
+    @app.errorhandler(DatabaseUnavailable)
+    def database_error(exc: DatabaseUnavailable) -> tuple[str, int]:
+        return render_template("error.html", code=503, message=str(exc)), 503
+
+    @app.errorhandler(SkiplockError)
+    def bad_input(exc: SkiplockError) -> tuple[str, int]:
+        return render_template("error.html", code=400, message=str(exc)), 400
+
+    # -- pages ---------------------------------------------------------------------------------
+
+    @app.get("/")
+    def overview() -> str:
+        data = reads.overview(settings)
+        if request.args.get("fragment"):
+            return render_template("overview_figures.html", o=data)
+        return render_template("overview.html", o=data)
+
+    @app.get("/jobs")
+    def jobs() -> Any:
+        q = (request.args.get("q") or "").strip()
+        if q:
+            found = reads.find_job(settings, q)
+            if len(found) == 1:
+                return redirect(url_for("job", job_id=found[0]))
+            return render_template("jobs.html", page=None, q=q, found=found,
+                                   filters=reads.JobFilters())
+        filters = reads.JobFilters.parse(request.args)
+        page = reads.list_jobs(settings, filters, request.args.get("after"))
+        next_url = (url_for("jobs") + "?" + urlencode({**filters.query(), "after": page.next_cursor})
+                    if page.next_cursor else None)
+        first_url = url_for("jobs") + ("?" + urlencode(filters.query()) if filters.query() else "")
+        return render_template("jobs.html", page=page, q="", found=None, filters=filters,
+                               next_url=next_url, first_url=first_url)
+
+    @app.get("/jobs/<job_id>")
+    def job(job_id: str) -> str:
+        view = reads.job_view(settings, job_id)
+        if view is None:
+            abort(404, f"no job with id {job_id}")
+        view.actions = [a for a in actions.JOB_ACTIONS.values() if a.applies(view.job, view.ready_now)]
+        return render_template("job.html", v=view, j=view.job)
+
+    @app.post("/jobs/<job_id>/actions/<name>")
+    def job_action(job_id: str, name: str) -> Any:
+        view = reads.job_view(settings, job_id)
+        if view is None:
+            abort(404, f"no job with id {job_id}")
+        action = actions.JOB_ACTIONS.get(name)
+        if action is None:
+            abort(404, f"no action {name}")
+        changed = actions.run_job_action(name, view.job, view.ready_now, _actor())
+        if changed:
+            flash(f"{action.label}: job {job_id} {action.done}.", "ok")
+        else:
+            flash(f"{action.label}: nothing to do, the job is {view.job.status} now.", "warn")
+        return redirect(url_for("job", job_id=job_id), 303)
+
+    @app.post("/actions/<name>")
+    def bulk_action(name: str) -> Any:
+        action = actions.BULK_ACTIONS.get(name)
+        if action is None:
+            abort(404, f"no action {name}")
+        job_type = (request.form.get("type") or "").strip() or None
+        back = _safe_back(request.form.get("back"))
+        if action.confirm and request.form.get("confirmed") != "yes":
+            n = actions.bulk_count(name, job_type)
+            return render_template("confirm.html", action=action, job_type=job_type, n=n,
+                                   back=back, sentence=action.explain.format(n=n, type=job_type))
+        changed = actions.run_bulk_action(name, job_type, _actor())
+        target = f" {job_type}" if job_type else ""
+        flash(f"{action.label}{target}: done, {changed} jobs.", "ok")
+        return redirect(back, 303)
+
+    @app.get("/processes")
+    def processes() -> str:
+        return render_template("processes.html", groups=reads.process_groups(settings))
+
+    @app.get("/schedules")
+    def schedules() -> str:
+        rows, source = reads.schedule_rows(settings)
+        return render_template("schedules.html", rows=rows, source=source)
+
+    @app.get("/actions")
+    def action_log() -> str:
+        return render_template("actions.html", rows=reads.recent_actions(settings))
+
+    return app
+
+
+def _actor() -> actions.Actor:
+    return actions.Actor(g.who, request.remote_addr)
+
+
+def _safe_back(value: str | None) -> str:
+    """Only a path on this site: a form must not turn the dashboard into an open redirect."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/"
+
+
+def _install_filters(app: Flask) -> None:
+    def ts(value: datetime | None) -> str:
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+    def ago(value: datetime | None) -> str:
+        if value is None:
+            return "-"
+        delta = (datetime.now(UTC) - value).total_seconds()
+        return (format_duration(delta) + " ago") if delta >= 0 else ("in " + format_duration(-delta))
+
+    def seconds(value: float | None) -> str:
+        return format_duration(value) if value is not None else "-"
+
+    def size(n: int) -> str:
+        value = float(n)
+        for unit in ("B", "KiB", "MiB", "GiB"):
+            if value < 1024:
+                return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+            value /= 1024
+        return f"{value:.1f} TiB"
+
+    def pretty(value: Any) -> str:
+        return json.dumps(value, indent=2, ensure_ascii=False, default=str, sort_keys=True)
+
+    app.jinja_env.filters.update(ts=ts, ago=ago, seconds=seconds, size=size, pretty=pretty)
