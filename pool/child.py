@@ -417,6 +417,9 @@ class Child:
         """Commit the jobs that wait in the group; with `claim_next`, claim the next
         batch in the same transaction (claim_with_completion) for the loop."""
         if not self.group.outcomes:
+            # Nothing to commit, but a job settled alone may have left the group's
+            # transaction open: never keep it idle in a transaction while we wait.
+            self.group.discard()
             return
         try:
             outcomes, next_jobs = self.group.commit(
