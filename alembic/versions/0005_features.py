@@ -193,6 +193,7 @@ def upgrade() -> None:
     )
     op.execute(
         """
+        -- A job that held a slot left the active states, or was deleted: free the slot.
         CREATE FUNCTION skiplock_key_release() RETURNS trigger
         LANGUAGE plpgsql AS $$
         BEGIN
@@ -211,22 +212,10 @@ def upgrade() -> None:
         EXECUTE FUNCTION skiplock_key_release()"""
     )
     op.execute(
-        """
-        CREATE FUNCTION skiplock_key_deleted() RETURNS trigger
-        LANGUAGE plpgsql AS $$
-        BEGIN
-            UPDATE "WorkerConcurrencyKey" SET active = greatest(active - 1, 0), "updatedAt" = now()
-            WHERE key = OLD."concurrencyKey";
-            PERFORM skiplock_fill_slots(OLD."concurrencyKey");
-            RETURN NULL;
-        END $$
-        """
-    )
-    op.execute(
         'CREATE TRIGGER "WorkerJob_key_deleted" AFTER DELETE ON "WorkerJob" FOR EACH ROW '
         f"""WHEN (OLD."concurrencyKey" IS NOT NULL AND OLD.status IN {_ACTIVE}
                  AND OLD."heldBack" IS NULL)
-        EXECUTE FUNCTION skiplock_key_deleted()"""
+        EXECUTE FUNCTION skiplock_key_release()"""
     )
     op.execute(
         """
@@ -253,7 +242,6 @@ def downgrade() -> None:
     op.execute('DROP TRIGGER "WorkerJob_key_take" ON "WorkerJob"')
     op.execute('DROP TRIGGER "WorkerJob_key_inserted" ON "WorkerJob"')
     op.execute("DROP FUNCTION skiplock_notify_done()")
-    op.execute("DROP FUNCTION skiplock_key_deleted()")
     op.execute("DROP FUNCTION skiplock_key_release()")
     op.execute("DROP FUNCTION skiplock_key_take()")
     op.execute("DROP FUNCTION skiplock_key_inserted()")

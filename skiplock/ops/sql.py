@@ -201,10 +201,14 @@ JOBS_FILTERS = {
     "type": "AND type = :type",
     "user_id": 'AND "userId" = :user_id',
 }
-LIST_JOBS = """
-    SELECT id, type, status::text AS status, priority, attempts, "maxAttempts", "userId",
-           "idempotencyKey", "createdAt", "availableAt", "startedAt", "completedAt", "lockedBy",
-           left("lastError", 200) AS "lastError"
+# What a listing shows of each job (`skiplock jobs`, the dashboard's pages).
+_LISTED = (
+    'SELECT id, type, status::text AS status, priority, attempts, "maxAttempts", "userId", '
+    '"idempotencyKey", "createdAt", "availableAt", "startedAt", "completedAt", "lockedBy", '
+    'left("lastError", 200) AS "lastError"'
+)
+
+LIST_JOBS = _LISTED + """
     FROM "WorkerJob" WHERE true {filters}
     ORDER BY {order}
     LIMIT :limit
@@ -284,10 +288,7 @@ JOB_LISTING_FILTERS = {
     "since": "AND {time} >= :since",
     "until": "AND {time} < :until",
 }
-LIST_JOB_PAGE = """
-    SELECT id, type, status::text AS status, priority, attempts, "maxAttempts", "userId",
-           "idempotencyKey", "createdAt", "availableAt", "startedAt", "completedAt", "lockedBy",
-           left("lastError", 200) AS "lastError"
+LIST_JOB_PAGE = _LISTED + """
     FROM "WorkerJob" WHERE true {filters} {after}
     ORDER BY {order}
     LIMIT :limit
