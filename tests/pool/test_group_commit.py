@@ -81,3 +81,30 @@ def test_a_crash_loses_only_uncommitted_completions_and_they_run_again(
     assert jobs.get(ids[5])["attempts"] == 2  # the crash was an attempt
     # The others' attempts were given back: each completed at its first counted attempt.
     assert all(jobs.get(job_id)["attempts"] == 1 for job_id in ids[:5])
+
+
+def test_a_group_whose_connection_dies_interrupts_its_jobs_without_charging_them(
+    start_pool: Callable[..., Pool], jobs: Jobs
+) -> None:
+    start_pool("--concurrency", "1", "--batch-size", "10", "--commit-delay-ms", "60000",
+               handlers=HANDLERS)
+    _enqueue_all(jobs, [({}, 9)])  # learns that TEST_GROUP is short; the next claim takes 10
+    wait_for(lambda: jobs.all_done(1), 15, "the first job")
+    ids = _enqueue_all(jobs, [({}, 1)] * 4 + [({"terminate_first": True}, 0)],
+                       max_attempts=1)
+    wait_for(lambda: jobs.all_done(6), 30, "every job completed after the lost connection")
+    runs = jobs.runs()
+    assert all(runs[job_id] == 1 for job_id in ids), runs
+    # A lost connection is an interruption (queue_core/accounting.py), of the job
+    # under which it died and of those that waited in its group: free, so even
+    # with max_attempts 1 none is dead-lettered; each counts one interruption.
+    for job_id in ids:
+        row = jobs.get(job_id)
+        assert (row["status"], row["attempts"]) == ("COMPLETED", 1), dict(row)
+    starts = [len(jobs.starts(job_id)) for job_id in ids]
+    assert starts[-1] == 2, starts
+    interrupted = [job_id for job_id in ids if jobs.get(job_id)["interruptions"]]
+    assert ids[-1] in interrupted
+    # Those that ran before it in its group (not committed on their own) ran again.
+    assert all(starts[ids.index(job_id)] == 2 for job_id in interrupted), starts
+    assert len(interrupted) >= 2, starts
