@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: worker test lint bench chaos migrate demo clean chromium dashboard
+.PHONY: worker test lint bench bench-peers bench-venv chaos migrate demo clean chromium dashboard
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,13 +46,28 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
+# PgQueuer and matplotlib live in a bench-only virtualenv, never in the project's
+# dependencies; bench/peers.py drives PgQueuer through that environment's Python.
+BENCH_VENV := .bench-venv
+BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
+
+$(BENCH_STAMP):
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet pgqueuer==1.6.0 asyncpg matplotlib
+	@touch $@
+
+bench-venv: $(BENCH_STAMP)
+
+bench-peers: $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python -m bench peers --peer-python $(BENCH_VENV)/bin/python $(ARGS)
+
 # Process kills and database faults against real pools, then every invariant
 # checked (docs/reliability.md): `make chaos ARGS="--seeds 1 2 3 --seconds 60"`.
 chaos: $(STAMP)
 	$(BIN)/python -m bench chaos $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
 # The six job types end to end: a demo user, sample entries, the pool until the chains drain.
 demo: migrate

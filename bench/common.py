@@ -16,7 +16,9 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -28,6 +30,36 @@ from skiplock.queue_core.urls import libpq_dsn
 
 def scratch_database() -> AbstractContextManager[str]:
     return scratch.scratch_database("skiplock_bench")
+
+
+@contextmanager
+def private_server(enabled: bool = True) -> Iterator[None]:
+    """A private PostgreSQL cluster with the server's default settings, for the run.
+
+    The shared development server may be tuned for tests (autovacuum off, say),
+    and other work runs against it; a benchmark that compares systems or watches
+    autovacuum runs on a cluster of its own, made with initdb in a temporary
+    directory (queue_core.embedded), and removed afterwards. Scratch databases are
+    made there while it runs (TEST_DATABASE_URL)."""
+    if not enabled:
+        yield
+        return
+    from skiplock.queue_core.embedded import EmbeddedCluster
+
+    home = Path(tempfile.mkdtemp(prefix="skiplock-bench-"))
+    home.chmod(0o755)  # the cluster runs as an unprivileged user when we are root
+    cluster = EmbeddedCluster(home)
+    saved = os.environ.get("TEST_DATABASE_URL")
+    try:
+        os.environ["TEST_DATABASE_URL"] = cluster.ensure_running()
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("TEST_DATABASE_URL", None)
+        else:
+            os.environ["TEST_DATABASE_URL"] = saved
+        cluster.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def machine(url: str) -> str:

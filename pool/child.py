@@ -1,7 +1,9 @@
 """A worker child: claim a job, run its handler, settle it, again.
 
 A busy child claims its next batch in the transaction that completes the last
-job of the current one (`claim_with_completion`): one commit per job, not two.
+job of the current one (`claim_with_completion`), and consecutive jobs share
+that transaction (`pool/group_commit.py`): one commit per group of jobs. The
+claim size adapts to the backlog (`pool/claim_size.py`).
 
 The master forks the child and calls `Child(...).run()`, whose return value
 becomes the exit status. A child starts clean (docs/lessons.md, "A child starts clean"): it resets the
@@ -24,12 +26,12 @@ ignored, so that Ctrl-C in a terminal drains gracefully through the master.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
 import select
 import signal
+import threading
 import time
 from types import FrameType
 from typing import Any
@@ -41,6 +43,8 @@ from skiplock.handlers import registry
 from skiplock.handlers.registry import JobResult, Registration
 from skiplock.pool import lifeline, protocol
 from skiplock.pool.claim_gate import ClaimGate
+from skiplock.pool.claim_size import ClaimSize, Durations
+from skiplock.pool.group_commit import Group, GroupAborted, JobScope, Outcome
 from skiplock.pool.listener import Listener
 from skiplock.pool.outage import Outage
 from skiplock.pool.postmortem import EXIT_ABORTED, EXIT_BOOT_FAILURE, EXIT_OK
@@ -49,7 +53,6 @@ from skiplock.pool.progress_reporter import ProgressReporter
 from skiplock.queue_core import (
     Job,
     claim,
-    complete,
     db,
     fail,
     faults,
@@ -92,10 +95,6 @@ class _Failed(Exception):
         self.result = result
 
 
-class _Lost(Exception):
-    """`complete` found the job no longer ours: roll the handler's writes back."""
-
-
 class PollInterval:
     """The seed's adaptive polling: the minimum after a job, one step longer per empty poll."""
 
@@ -128,7 +127,9 @@ class Child:
         self.in_handler = False
         self.jobs_done = 0
         self.poll = PollInterval(settings.poll_min_s, settings.poll_max_s, settings.poll_step_s)
-        self.claim_limit = 1
+        self.durations = Durations()
+        self.claim_size = ClaimSize(settings.batch_size, self.durations)
+        self.group = Group(settings.commit_delay_ms / 1000)
         # What the last job's transaction claimed for the loop (committed, reported to
         # the master): None when it did not try, and the loop claims by itself.
         self.next_jobs: list[Job] | None = None
@@ -138,6 +139,9 @@ class Child:
         self.claim_sent_at: float | None = None
         self.listener: Listener | None = Listener() if settings.listen else None
         self.wake_r, self.wake_w = os.pipe()
+        # The progress reporter's timer thread writes to the pipe too, and a write of
+        # a group's messages may be longer than PIPE_BUF: one writer at a time.
+        self.send_lock = threading.Lock()
         self.progress = ProgressReporter(self.send)
 
     # -- life ----------------------------------------------------------------
@@ -161,6 +165,7 @@ class Child:
         except BrokenPipeError:  # the master is gone; PDEATHSIG may be on its way
             return EXIT_OK
         finally:
+            self.group.close()
             if self.listener is not None:
                 self.listener.close()
         return EXIT_ABORTED if self.abandoning else EXIT_OK
@@ -254,6 +259,7 @@ class Child:
                 self.outage.succeeded()
                 self.take(jobs)
             if not jobs:
+                set_title(worker_title(self.slot))
                 self.wait(self.poll.after_empty())
                 continue
             self.run_batch(jobs)
@@ -283,18 +289,18 @@ class Child:
         Nothing is held until the claim commits: the caller hands the jobs to `take`
         only then."""
         self.claim_sent_at = time.monotonic()
-        return claim(self.worker_id, limit=self.claim_limit, conn=conn)
+        return claim(self.worker_id, limit=self.claim_size.limit(), conn=conn)
 
-    def take(self, jobs: list[Job]) -> None:
-        """A committed claim: size the next bite, and tell the master what to heartbeat."""
-        if not jobs:
-            self.claim_limit = 1
-            return
-        self.poll.reset()
-        # A full batch means a deep queue: take bigger bites until it runs dry.
-        self.claim_limit = self.settings.batch_size if len(jobs) >= self.claim_limit else 1
-        self.send(protocol.Claimed([(j.id, self.worker_id, j.attempts) for j in jobs],
-                                   sent_at=self.claim_sent_at))
+    def take(self, jobs: list[Job], before: list[protocol.Message] | None = None) -> None:
+        """A committed claim: size the next bite, and tell the master what to heartbeat
+        (after `before`, in the same write)."""
+        self.claim_size.after_claim(len(jobs))
+        messages = list(before or [])
+        if jobs:
+            self.poll.reset()
+            messages.append(protocol.Claimed([(j.id, self.worker_id, j.attempts) for j in jobs],
+                                             sent_at=self.claim_sent_at))
+        self.send(*messages)
 
     def claim_with_completion(self, conn: Connection) -> list[Job] | None:
         """Claim the next batch in the transaction that completes the last job of this one.
@@ -305,13 +311,16 @@ class Child:
         None when the child must not take more work: it is stopping (TERM drains
         and QUIT abandons: neither claims anything new), or it recycles after this
         job; the loop then does what it would have done. The claim runs behind a
-        savepoint: one that raises is rolled back alone, and the completed job
-        still commits (the loop claims again by itself).
+        savepoint: one that raises is rolled back alone, and the group's completed
+        jobs still commit (the loop claims again by itself). The group's jobs are
+        all counted in `jobs_done` by now.
         """
-        if self.should_stop() or self.recycle_reason(after=1) is not None or not self.may_claim():
+        if self.should_stop() or self.recycle_reason() is not None or not self.may_claim():
             return None
         try:
-            return claim(self.worker_id, limit=self.claim_limit, conn=conn, savepoint=True)
+            self.claim_sent_at = time.monotonic()
+            return claim(self.worker_id, limit=self.claim_size.limit(), conn=conn,
+                         savepoint=True)
         except (SQLAlchemyError, DatabaseUnavailable) as exc:
             if conn.invalidated:
                 raise  # the connection is gone: the completion cannot commit either
@@ -324,12 +333,16 @@ class Child:
     def run_batch(self, jobs: list[Job]) -> None:
         for index, job in enumerate(jobs):
             if self.should_stop():
+                self.commit_group()
                 for left in jobs[index:]:
                     outcome = self.settle(left, lambda j=left: _released(
                         release(j, "worker stopped before it started the job")))
-                    self.send(protocol.Finished(left.id, outcome, 0.0))
+                    self.send(protocol.Finished(left.id, outcome, 0.0, left.type))
                 return
-            self.run_job(job, last=index == len(jobs) - 1)
+            if self.group.due(self.durations.expected(job.type)):
+                self.commit_group()
+            self.run_job(job)
+        self.commit_group(claim_next=True)
 
     def wait(self, timeout: float) -> None:
         """Sleep until the timeout, a notification, or a signal (TERM wakes us at once)."""
@@ -366,37 +379,132 @@ class Child:
 
     # -- one job ------------------------------------------------------------
 
-    def run_job(self, job: Job, *, last: bool = False) -> None:
+    def run_job(self, job: Job) -> None:
         registration = registry.get_registration(job.type)
         timeout_s = (registration.timeout_s if registration else None) or self.settings.job_timeout_s
         self.send(protocol.Started(job.id, job.type, self.worker_id, job.attempts,
                                    job.max_attempts, timeout_s))
         set_title(worker_title(self.slot, job.type, job.id))
         self.progress.start(job.id)
-        extra: dict[str, Any] = {"job_id": job.id, "job_type": job.type,
-                                 "attempt": job.attempts, "worker": self.worker_id}
-        log.info("job %s %s started (attempt %d/%d)", job.type, job.id, job.attempts,
-                 job.max_attempts, extra=extra)
+        if log.isEnabledFor(logging.INFO):  # nothing is formatted when it is off
+            log.info("job %s %s started (attempt %d/%d)", job.type, job.id, job.attempts,
+                     job.max_attempts, extra=_extra(job, self.worker_id))
         started = time.monotonic()
-        outcome = self.execute(job, registration, claim_next=last)
+        outcome = self.execute(job, registration, started)
         duration = time.monotonic() - started
         self.jobs_done += 1
-        self.send(protocol.Finished(job.id, outcome, duration))
-        log.info("job %s %s %s in %.0f ms", job.type, job.id, outcome.replace("_", "-"),
-                 duration * 1000, extra={**extra, "duration_ms": round(duration * 1000, 1),
-                                         "outcome": outcome})
-        set_title(worker_title(self.slot))
+        self.durations.observe(job.type, duration)
+        if outcome is not None:  # else it waits in the group for the commit
+            self.report([Outcome(job, duration, 0.0, outcome=outcome)])
 
-    def execute(self, job: Job, registration: Registration | None, *,
-                claim_next: bool = False) -> str:
-        """Run the job to an end; with `claim_next`, a completion also claims the next
-        batch in its transaction (claim_with_completion) for the loop.
+    def report(self, outcomes: list[Outcome], before_claim: list[Job] | None = None) -> None:
+        """Tell the master how these jobs ended (committed), in one write; with
+        `before_claim`, the claim of the next batch rides in the same write."""
+        messages: list[protocol.Message] = [
+            protocol.Finished(o.job.id, o.outcome, o.duration_s, o.job.type) for o in outcomes]
+        if log.isEnabledFor(logging.INFO):
+            for o in outcomes:
+                log.info("job %s %s %s in %.0f ms", o.job.type, o.job.id,
+                         o.outcome.replace("_", "-"), o.duration_s * 1000,
+                         extra={**_extra(o.job, self.worker_id), "outcome": o.outcome,
+                                "duration_ms": round(o.duration_s * 1000, 1)})
+        if before_claim is not None:
+            self.take(before_claim, before=messages)
+        else:
+            self.send(*messages)
 
-        Only skiplock's own statements (opening the transaction, the completion, the
-        claim, the commit) are translated into skiplock's errors. Whatever the
-        handler raises is the handler's, reported as such, even a driver error on
-        another database; the one thing read from it is whether the job's own
-        connection died under it (queue_core/accounting.py: an interruption)."""
+    def commit_group(self, claim_next: bool = False) -> None:
+        """Commit the jobs that wait in the group; with `claim_next`, claim the next
+        batch in the same transaction (claim_with_completion) for the loop."""
+        if not self.group.outcomes:
+            # Nothing to commit, but a job settled alone may have left the group's
+            # transaction open: never keep it idle in a transaction while we wait.
+            self.group.discard()
+            return
+        try:
+            outcomes, next_jobs = self.group.commit(
+                self.claim_with_completion if claim_next else None)
+        except GroupAborted as exc:
+            self.settle_aborted(exc, claimed=claim_next)
+            return
+        # Committed: report the claim at once, before anything else can happen.
+        # The master heartbeats only what it was told; a claim it heard of before
+        # the commit would look lost to it, and so would a completion it heard of
+        # before the commit. A SIGKILL between the commit and this write leaves
+        # rows held by this worker that the master does not know of: when it reaps
+        # the child it gives back, uncharged, every job of the child's but the
+        # running one (sql.RELEASE_UNSTARTED), and so also the group's jobs that
+        # waited for a commit that never came. The loop's own claim has the same
+        # window, and the same remedy.
+        self.report(outcomes, before_claim=next_jobs)
+        if next_jobs is not None:
+            self.next_jobs = next_jobs
+
+    def settle_aborted(self, aborted: GroupAborted, *, claimed: bool = False) -> None:
+        """The group's transaction rolled back (or its commit's answer was lost): settle
+        each of its jobs on its own, as the one job's transaction would have been."""
+        cause = aborted.cause
+        lost_connection = False
+        if cause is None:
+            reason = "another job of the same commit was lost (rescued elsewhere)"
+        else:
+            fault = faults.classify(cause)
+            lost_connection = fault is not None and not fault.server_answered
+            if lost_connection:
+                self.outage.failed(cause)
+            what = "the job's database connection was lost before it committed" \
+                if lost_connection else "the jobs' commit failed"
+            reason = f"{what}: {_first_line(cause.__cause__ or cause)}"
+        log.warning("worker %d: %d finished job(s) not committed (%s)", self.slot,
+                    len(aborted.outcomes) - len(aborted.lost), reason)
+        if claimed and lost_connection:
+            # A commit whose answer was lost may have committed a claim of the next
+            # jobs that nobody knows of: give back, uncharged, whatever this worker
+            # holds and never started (nothing else of its batch is left).
+            ran = [o.job.id for o in aborted.outcomes]
+            self.settle(aborted.outcomes[0].job, lambda: str(release_unstarted(
+                self.worker_id, ran, "claimed by a commit whose answer was lost; "
+                "never started")))
+        completed = [o for o in aborted.outcomes
+                     if o.job.id not in aborted.lost and o.error is None]
+        for o in aborted.outcomes:
+            if o.job.id in aborted.lost:
+                log.warning("job %s %s was no longer held by this worker (rescued elsewhere); "
+                            "its result was discarded", o.job.type, o.job.id)
+                o.outcome = "lost"
+            elif o.error is not None:
+                o.outcome = self.fail(o.job, o.error, retry=o.retry)
+            elif cause is None:
+                # Rolled back for another job's sake: not this one's doing, no attempt.
+                o.outcome = self.settle(o.job, lambda j=o.job: _released(release(j, reason)))
+            elif lost_connection or len(completed) > 1:
+                # Cut short by the database, or by a commit that the server refused
+                # for one of several jobs that cannot be told apart: an interruption,
+                # free only a few times (queue_core/accounting.py), so even a job that
+                # always spoils its group's commit ends.
+                o.outcome = self.interrupted(o.job, reason)
+            else:
+                # The server refused this one job's commit: an attempt, or such a job
+                # would come back forever (docs/lessons.md, poison jobs).
+                o.outcome = self.fail(o.job, reason, retry=True)
+        self.report(aborted.outcomes)
+
+    def abandon_group(self, cause: BaseException) -> None:
+        """The group's connection broke under a job: what waited in it is gone too."""
+        waiting = self.group.take_all()
+        if waiting:
+            self.settle_aborted(GroupAborted(waiting, set(), cause))
+
+    def execute(self, job: Job, registration: Registration | None, started: float) -> str | None:
+        """Run the job to an end: its outcome, or None when it waits in the group for
+        the commit (pool/group_commit.py), which then also claims the next batch.
+
+        Only skiplock's own statements (opening the transaction, its savepoint, the
+        completion, the claim, the commit) are translated into skiplock's errors.
+        Whatever the handler raises is the handler's, reported as such, even a
+        driver error on another database; the one thing read from it is whether the
+        job's own connection died under it (queue_core/accounting.py: an
+        interruption)."""
         if job.decode_error is not None:
             return self.fail(job, job.decode_error, retry=False)
         if job.cancel_requested_at is not None:  # cancelled while it waited (queue_core/cancel.py)
@@ -410,119 +518,113 @@ class Child:
             return self.fail(job, f"no handler registered for job type {job.type}", retry=False)
         try:
             with db.translate_errors():
-                conn = db.get_engine().connect()
+                self.group.connection()
         except DatabaseUnavailable as exc:  # the handler never ran: nothing to charge
+            self.abandon_group(exc)
             self.outage.failed(exc)
             reason = f"worker could not open the job's transaction: {_first_line(exc)}"
             return self.settle(job, lambda: _released(release(job, reason)))
-        next_jobs: list[Job] | None = None
-        lost = False
+        scope = JobScope(self.group)
         try:
-            try:
-                outcome = self.run_in_transaction(job, registration, payload, conn, claim_next)
-            finally:
-                # Settle with the job's transaction closed (its locks gone), but
-                # note first whether its connection died.
-                lost = conn.invalidated
-                with contextlib.suppress(Exception):  # closing a dead connection may raise
-                    conn.close()
-            if isinstance(outcome, list):
-                next_jobs = outcome
-            elif outcome is not None:
-                return outcome
-        except _Lost:
-            log.warning("job %s %s was no longer held by this worker (rescued elsewhere); "
-                        "its result was discarded", job.type, job.id)
-            return "lost"
+            return self.run_in_group(job, registration, payload, scope, started)
         except _Failed as exc:
             if exc.result.snooze_s is not None:  # queue_core/snooze.py
+                self.rollback_scope(scope)
                 delay, bound = exc.result.snooze_s, registration.max_snoozes
                 return self.settle(job, lambda: snooze(job, delay, bound))
-            return self.fail(job, exc.result.error or "handler reported failure",
-                             retry=exc.result.should_retry)
-        except DatabaseUnavailable as exc:
-            if not lost and _server_answered(exc):
-                # The server answered: a statement in the job's transaction failed (a
-                # lock or statement timeout the handler set, a deadlock). That is an
-                # attempt, or such a job would come back forever without accounting
-                # (docs/lessons.md, poison jobs).
-                log.warning("job %s %s: %s", job.type, job.id, _first_line(exc),
-                            extra={"job_id": job.id, "job_type": job.type})
-                return self.fail(job, _first_line(exc.__cause__ or exc), retry=True)
-            outcome = self.interrupted(job, "the job's database connection was lost before "
-                                            f"it committed: {_first_line(exc.__cause__ or exc)}")
-            if claim_next:
-                # A commit whose answer was lost may have committed a claim of the
-                # next jobs that nobody knows of: give back, uncharged, whatever this
-                # worker holds and never started (nothing else of its batch is left).
-                self.settle(job, lambda: str(release_unstarted(
-                    self.worker_id, [job.id], "claimed by a commit whose answer was lost; "
-                    "never started")))
-            return outcome
-        except SQLAlchemyError as exc:
-            # Our statement was refused in a transaction the handler left aborted
-            # (it caught an error of its own and returned).
-            return self.fail(job, f"the job's transaction could not commit: "
-                                  f"{describe_exception(exc)}", retry=True)
-        if next_jobs is not None:
-            # Committed: report the claim first, before anything else can happen.
-            # The master heartbeats only what it was told; a claim it heard of before
-            # the commit would look lost to it. A SIGKILL between the commit and this
-            # write leaves rows held by this worker that the master does not know of:
-            # when it reaps the child it gives back every job of the child's that
-            # never started (sql.RELEASE_UNSTARTED), without charging them. The loop's
-            # own claim has the same window, and the same remedy.
-            self.take(next_jobs)
-            self.next_jobs = next_jobs
-        return "completed"
+            return self.fail_in_group(job, scope, started,
+                                      exc.result.error or "handler reported failure",
+                                      retry=exc.result.should_retry)
 
-    def run_in_transaction(self, job: Job, registration: Registration, payload: dict[str, Any],
-                           conn: Connection, claim_next: bool) -> str | list[Job] | None:
-        """The job's transaction: the handler, then the completion (and the next claim),
-        committed together. An outcome string when the handler raised; the jobs claimed
-        with the completion, or None, when it committed."""
-        with db.translate_errors():
-            conn.begin()
+    def run_in_group(self, job: Job, registration: Registration, payload: dict[str, Any],
+                     scope: JobScope, started: float) -> str | None:
+        """The handler, in its savepoint of the group's transaction; its completion is
+        written and committed with the group's. An outcome string when the handler
+        raised or its savepoint could not be kept; None when the job waits in the group."""
         # The handler's writes and the completion commit together or not at all
         # (docs/internals.md, the job's transaction).
         try:
-            with db.bind_job_connection(conn):
+            with db.bind_job_connection(scope):
                 self.in_handler = True
                 try:
                     result = registration.fn(payload, job.id)
                 finally:
                     self.in_handler = False
         except Exception as exc:
-            return self.handler_raised(job, conn, exc)
+            return self.handler_raised(job, scope, started, exc)
         if not isinstance(result, JobResult):
             raise _Failed(JobResult(False, error=f"handler of {job.type} returned "
                                                  f"{type(result).__name__}, not a JobResult"))
         if not result.success:
             raise _Failed(result)
-        if not complete(job, result.data, conn=conn):
-            raise _Lost()  # rolls back: nothing was claimed either
-        next_jobs = self.claim_with_completion(conn) if claim_next else None
-        with db.translate_errors():
-            conn.commit()
-        return next_jobs
+        try:
+            with db.translate_errors():
+                scope.release()
+        except DatabaseUnavailable as exc:
+            if not self.group.broken() and _server_answered(exc):
+                # The server answered: a statement in the job's transaction failed (a
+                # lock or statement timeout the handler set, a deadlock). That is an
+                # attempt, or such a job would come back forever without accounting
+                # (docs/lessons.md, poison jobs).
+                log.warning("job %s %s: %s", job.type, job.id, _first_line(exc),
+                            extra={"job_id": job.id, "job_type": job.type})
+                return self.fail_in_group(job, scope, started,
+                                          _first_line(exc.__cause__ or exc), retry=True)
+            self.abandon_group(exc)
+            return self.interrupted(job, "the job's database connection was lost before "
+                                         f"it committed: {_first_line(exc.__cause__ or exc)}")
+        except SQLAlchemyError as exc:
+            # Our statement was refused in a transaction the handler left aborted
+            # (it caught an error of its own and returned).
+            return self.fail_in_group(job, scope, started, f"the job's transaction could not "
+                                      f"commit: {describe_exception(exc)}", retry=True)
+        now = time.monotonic()
+        self.group.add(Outcome(job, now - started, now, result=result.data))
+        return None
 
-    def handler_raised(self, job: Job, conn: Connection, exc: Exception) -> str:
-        # The job's own connection died under the handler, or a skiplock call of the
-        # handler's lost its connection to skiplock's database (only skiplock's own
-        # statements raise DatabaseUnavailable): not necessarily the handler's fault
-        # (a restart, a failover), so an interruption, which is free only a few times.
-        own = conn.invalidated or conn.closed
+    def handler_raised(self, job: Job, scope: JobScope, started: float,
+                       exc: Exception) -> str | None:
+        # The job's own connection (the group's) died under the handler, or a skiplock
+        # call of the handler's lost its connection to skiplock's database (only
+        # skiplock's own statements raise DatabaseUnavailable): not necessarily the
+        # handler's fault (a restart, a failover), so an interruption, which is free
+        # only a few times.
+        own = self.group.broken()
         theirs = isinstance(exc, DatabaseUnavailable) and _connection_lost(exc)
-        with contextlib.suppress(Exception):
-            conn.rollback()
         if own or theirs:
+            if own:
+                self.abandon_group(exc)
+            else:
+                self.rollback_scope(scope)
             which = "the job's database connection" if own else \
                 "a connection of the handler's to skiplock's database"
             return self.interrupted(job, f"{which} was lost while the handler ran: "
                                          f"{describe_exception(exc)}")
         log.warning("job %s %s raised %s", job.type, job.id, type(exc).__name__,
                     exc_info=True, extra={"job_id": job.id, "job_type": job.type})
-        return self.fail(job, describe_exception(exc), retry=True)
+        return self.fail_in_group(job, scope, started, describe_exception(exc), retry=True)
+
+    def rollback_scope(self, scope: JobScope) -> bool:
+        """Roll the job's writes back to its savepoint; False (and the group settled
+        job by job) when even that failed: the group's transaction cannot commit."""
+        try:
+            with db.translate_errors():
+                scope.rollback()
+        except Exception as exc:
+            self.abandon_group(exc)
+            return False
+        return True
+
+    def fail_in_group(self, job: Job, scope: JobScope, started: float, error: str, *,
+                      retry: bool) -> str | None:
+        """Roll the job's writes back to its savepoint; it is failed in the group's
+        transaction. When even that rollback fails the group cannot commit: its jobs
+        are settled one by one, and this one is failed on its own."""
+        if not self.rollback_scope(scope):
+            return self.fail(job, error, retry=retry)
+        now = time.monotonic()
+        self.group.add(Outcome(job, now - started, now, error=error, retry=retry))
+        return None
 
     def interrupted(self, job: Job, reason: str) -> str:
         log.warning("job %s %s interrupted: %s", job.type, job.id, reason,
@@ -551,8 +653,15 @@ class Child:
                 raise BrokenPipeError("master is gone")
             self.wait(self.outage.retry_at - time.monotonic())
 
-    def send(self, message: protocol.Message) -> None:
-        protocol.send(self.fd, message)
+    def send(self, *messages: protocol.Message) -> None:
+        if messages:
+            with self.send_lock:
+                protocol.send(self.fd, *messages)
+
+
+def _extra(job: Job, worker_id: str) -> dict[str, Any]:
+    return {"job_id": job.id, "job_type": job.type, "attempt": job.attempts,
+            "worker": worker_id}
 
 
 def _interrupt_outcome(outcome: str | None) -> str:

@@ -56,7 +56,7 @@ from skiplock.pool.child import Child
 from skiplock.pool.children import RunningJob, WorkerChild
 from skiplock.pool.claim_gate import ClaimGate
 from skiplock.pool.heartbeats import BUSY_RETRY_S, Heartbeats, database_budget_s
-from skiplock.pool.observer import ChildInfo, PoolObserver, PoolSnapshot
+from skiplock.pool.observer import ChildInfo, PoolObserver, PoolSnapshot, listens
 from skiplock.pool.outage import Outage
 from skiplock.pool.postmortem import (
     EXIT_ABORTED,
@@ -131,6 +131,7 @@ class Master:
     ) -> None:
         self.settings = settings
         self.observers = list(observers)
+        self.hook_methods: dict[str, list[Callable[..., None]]] = {}
         self.until = until
         self.clock = clock
         self.waitpid = waitpid
@@ -420,7 +421,9 @@ class Master:
             self.heartbeats.hold(message.id, self.clock())
             child.job = RunningJob(message.ref, message.type, message.max_attempts,
                                    message.timeout_s, self.clock(), time.time())
-            self.notify("on_job_started", child.info(), message.id, message.type, message.attempt)
+            if self.hooks("on_job_started"):  # nothing built per job when nobody listens
+                self.notify("on_job_started", child.info(), message.id, message.type,
+                            message.attempt)
             if message.id in child.lost:  # rescued while it waited in the child's batch
                 child.lost_since = self.clock() - LOST_GRACE_S
         elif isinstance(message, protocol.Finished):
@@ -434,6 +437,10 @@ class Master:
                 self.crashes[child.slot] = 0  # it ran a job to an end: not a crash loop
                 self.notify("on_job_finished", info, message.id, job_type, message.outcome,
                             message.duration_s)
+            elif message.type and self.hooks("on_job_finished"):
+                # committed in a group after its child started the next job
+                self.notify("on_job_finished", child.info(), message.id, message.type,
+                            message.outcome, message.duration_s)
         elif isinstance(message, protocol.Exiting):
             child.exit_reason = message.reason
         elif (isinstance(message, protocol.Progress)  # written with the next heartbeat
@@ -811,12 +818,20 @@ class Master:
                                   key=lambda info: (info.index, info.started_at))),
         )
 
+    def hooks(self, hook: str) -> list[Callable[..., None]]:
+        """The observers' methods for `hook` that do something (observer.listens)."""
+        methods = self.hook_methods.get(hook)
+        if methods is None:
+            methods = [getattr(o, hook) for o in self.observers if listens(o, hook)]
+            self.hook_methods[hook] = methods
+        return methods
+
     def notify(self, hook: str, *args: Any) -> None:
-        for observer in self.observers:
+        for method in self.hooks(hook):
             try:
-                getattr(observer, hook)(*args)
+                method(*args)
             except Exception:  # an observer must not take the pool down
-                log.exception("pool observer %r failed in %s", observer, hook)
+                log.exception("pool observer %r failed in %s", getattr(method, "__self__", method), hook)
 
 
 def _exit_code(status: int) -> int | None:

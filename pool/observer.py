@@ -84,3 +84,12 @@ class NullObserver:
 
     def on_stop(self, snapshot: PoolSnapshot) -> None:
         pass
+
+
+def listens(observer: object, hook: str) -> bool:
+    """Whether `observer` does something in `hook`: not a NullObserver's empty method.
+
+    The master calls only these, and builds the arguments of a per-job hook only
+    when someone listens: an observer that ignores jobs costs nothing per job."""
+    method = getattr(type(observer), hook, None)
+    return method is not None and method is not getattr(NullObserver, hook)

@@ -141,8 +141,13 @@ class Settings:
     poll_step_s: float = _setting(
         0.1, "SKIPLOCK_POLL_STEP_S", _number(float, 0, 3600), "Added to the wait after each empty poll.")
     batch_size: int = _setting(
-        1, "SKIPLOCK_BATCH_SIZE", _number(int, 1, 10_000),
-        "Jobs a child claims at once when the queue is deep.")
+        0, "SKIPLOCK_BATCH_SIZE", _number(int, 0, 10_000),
+        "Jobs a child claims at once when the queue is deep (0: adapt to the backlog and "
+        "to how long jobs run, up to 100).")
+    commit_delay_ms: float = _setting(
+        10.0, "SKIPLOCK_COMMIT_DELAY_MS", _number(float, 0, 60_000),
+        "Milliseconds a child's finished jobs may wait to commit together with the next "
+        "ones (0: one commit per job).")
     max_payload_bytes: int = _setting(
         1024 * 1024, "SKIPLOCK_MAX_PAYLOAD_BYTES", _number(int, 1, 256 * 1024 * 1024),
         "Largest payload accepted, in bytes.")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextvars
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -37,8 +37,10 @@ _lock = threading.Lock()
 _engine: Engine | None = None
 _engine_pid: int | None = None
 _engine_url: str | None = None
-_job_connection: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
-    "skiplock_job_connection", default=None
+# A pool child binds the job's connection, or a function that returns it when the
+# job first asks (pool/group_commit.py: the savepoint is taken only then).
+_job_connection: contextvars.ContextVar[Connection | Callable[[], Connection] | None] = (
+    contextvars.ContextVar("skiplock_job_connection", default=None)
 )
 
 
@@ -173,8 +175,11 @@ def connect(conn: Connection | Session | None = None, *,
 
 
 @contextmanager
-def bind_job_connection(conn: Connection) -> Iterator[Connection]:
-    """Make `conn` (the running job's transaction) the one `transaction()` yields."""
+def bind_job_connection(
+    conn: Connection | Callable[[], Connection],
+) -> Iterator[Connection | Callable[[], Connection]]:
+    """Make `conn` (the running job's transaction, or what opens it) the one
+    `transaction()` yields."""
     token = _job_connection.set(conn)
     try:
         yield conn
@@ -191,7 +196,7 @@ def transaction() -> Iterator[Connection]:
     """
     bound = _job_connection.get()
     if bound is not None:
-        yield bound
+        yield bound if isinstance(bound, Connection) else bound()
         return
     with connect() as conn:
         yield conn

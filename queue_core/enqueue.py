@@ -254,7 +254,10 @@ def _insert(conn: Connection | BorrowedConnection, rows: Sequence[_Row]) -> Enqu
     for _ in range(5):
         batch = [rows[i] for i in todo]
         try:
-            inserted = {r.id for r in conn.execute(sql.INSERT_JOBS, _columns(batch))}
+            if len(batch) == 1:
+                inserted = {r.id for r in conn.execute(sql.INSERT_JOB, batch[0]._asdict())}
+            else:
+                inserted = {r.id for r in conn.execute(sql.INSERT_JOBS, _columns(batch))}
         except sa_exc.IntegrityError as exc:
             raise _integrity_error(exc) from None
         except sa_exc.OperationalError as exc:

@@ -77,6 +77,24 @@ def complete(job: Fenced, result: Any = None,
     return done
 
 
+def complete_many(jobs: Sequence[tuple[Fenced, Any]],
+                  conn: Connection | Session | None = None) -> set[str]:
+    """Mark each (job, result) COMPLETED in one statement; return the ids that were
+    still ours (those missing were lost: nothing was changed for them)."""
+    if not jobs:
+        return set()
+    params = {"ids": [j.id for j, _ in jobs], "lockers": [j.locked_by for j, _ in jobs],
+              "attempts": [j.attempts for j, _ in jobs],
+              "results": [storable_json(r) for _, r in jobs]}
+    with connect(conn, autocommit=True) as c:
+        done = {row[0] for row in c.execute(sql.COMPLETE_MANY, params)}
+    for job, _ in jobs:
+        if job.id not in done:
+            log.warning("job %s was lost before it completed; its result is discarded", job.id,
+                        extra={"job_id": job.id, "worker": job.locked_by})
+    return done
+
+
 def fail(job: Fenced, error: Any, retry: bool = True,
          conn: Connection | Session | None = None) -> str | None:
     """Record a failed attempt: PENDING after backoff if attempts are left and `retry`,

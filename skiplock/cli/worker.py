@@ -33,7 +33,7 @@ _FLAG_NAMES = {
     "poll_max_s": "poll-max",
     "poll_step_s": "poll-step",
 }
-_METAVARS = {"_s": "SECONDS", "_mb": "MIB", "database_url": "URL", "handlers": "MODULE"}
+_METAVARS = {"_s": "SECONDS", "_ms": "MS", "_mb": "MIB", "database_url": "URL", "handlers": "MODULE"}
 _SHORT = {"concurrency": "-c"}
 
 _HELP = """Run the worker pool: one master in the foreground, forking worker children.

@@ -1,0 +1,327 @@
+"""skiplock beside PgQueuer, the fastest Python peer, in one run on one server.
+
+    make bench-peers                   (creates .bench-venv with PgQueuer, then runs this)
+    python -m bench peers --peer-python .bench-venv/bin/python [--jobs 20000] [--runs 3]
+
+Both systems run the same job bodies (bench/bodies.py) with two job-running
+processes each (skiplock: one master and `--concurrency 2`; PgQueuer: two
+worker processes, `batch_size` 10), each against its own scratch database on
+the same server, one after the other: a private PostgreSQL cluster with
+default settings made for the run (`--shared-server`: the development one).
+PgQueuer lives only in the bench-only
+virtualenv: this process never imports it, it drives bench/peer_pgqueuer.py
+with that virtualenv's Python.
+
+Throughput is measured the same way for both: the clock starts when the first
+job of the backlog is taken and stops when the last one is gone, both seen
+by polling the table every 10 ms. Pick-up latency is the wall time from just
+before the enqueue call to the start of the job body (`record_pickup`), jobs
+enqueued one by one into an idle pool. Each run measures both sides of a
+ratio one right after the other; every figure is the median of `--runs` runs,
+and the ratio the median of the runs' ratios. Every target of the speed work
+is printed as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from bench import bodies
+from bench.common import fill, machine, percentile, pgbench, private_server, scratch_database, sql
+from skiplock import queue_core as q
+from skiplock.queue_core import scratch
+from skiplock.queue_core.urls import libpq_dsn
+
+HERE = Path(__file__).resolve().parent
+PEER_SCRIPT = HERE / "peer_pgqueuer.py"
+WORKER_FLAGS = ["--handlers", "bench.handlers", "--heartbeat", "1", "--log-level", "WARNING"]
+CPU_MS = 10
+
+
+class Poller:
+    """One autocommit connection that asks the cheap questions the clock needs."""
+
+    def __init__(self, url: str, started: str, remaining: str) -> None:
+        self.conn = psycopg2.connect(libpq_dsn(url))
+        self.conn.autocommit = True
+        self.started, self.remaining = started, remaining
+
+    def ask(self, statement: str) -> bool:
+        with self.conn.cursor() as cur:
+            cur.execute(statement)
+            return bool(cur.fetchone()[0])
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+SKIPLOCK_POLL = (
+    """SELECT EXISTS (SELECT 1 FROM "WorkerJob" WHERE status <> 'PENDING')""",
+    """SELECT EXISTS (SELECT 1 FROM "WorkerJob" WHERE status IN ('PENDING', 'PROCESSING'))""",
+)
+PGQUEUER_POLL = (
+    """SELECT EXISTS (SELECT 1 FROM pgqueuer WHERE status <> 'queued')
+           OR NOT EXISTS (SELECT 1 FROM pgqueuer)""",
+    """SELECT EXISTS (SELECT 1 FROM pgqueuer)""",
+)
+
+
+def timed_drain(poller: Poller, timeout: float = 300) -> float:
+    """Seconds from the first job taken to the last one gone."""
+    deadline = time.monotonic() + timeout
+    while not poller.ask(poller.started):
+        if time.monotonic() > deadline:
+            raise SystemExit("benchmark timed out waiting for the workers to start")
+        time.sleep(0.002)
+    began = time.perf_counter()
+    while poller.ask(poller.remaining):
+        if time.monotonic() > deadline:
+            raise SystemExit("benchmark timed out waiting for the workers")
+        time.sleep(0.01)
+    return time.perf_counter() - began
+
+
+@contextmanager
+def processes(commands: list[list[str]], env: dict[str, str]) -> Any:
+    procs = [subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for cmd in commands]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+class Skiplock:
+    name = "skiplock"
+
+    def __init__(self, url: str, extra: list[str]) -> None:
+        self.url, self.extra = url, extra
+
+    def workers(self, env: dict[str, str]) -> Any:
+        cmd = [sys.executable, "-m", "skiplock", "worker", *WORKER_FLAGS, "--concurrency", "2",
+               *self.extra]
+        return processes([cmd], {**env, "DATABASE_URL": self.url})
+
+    def fill(self, kind: str, count: int, payload: dict[str, Any]) -> None:
+        sql(self.url, 'TRUNCATE "WorkerJob"')
+        fill(count, {"noop": "BENCH_NOOP", "cpu": "BENCH_CPU"}[kind], payload)
+
+    def poller(self) -> Poller:
+        return Poller(self.url, *SKIPLOCK_POLL)
+
+    def enqueue_pickup(self, count: int, gap_s: float) -> None:
+        for _ in range(count):
+            q.enqueue("BENCH_PICKUP", {"t0": time.time()})
+            time.sleep(gap_s)
+
+    def bulk(self, count: int, batch: int) -> float:
+        jobs = [{"type": "BENCH_NOOP", "payload": {}} for _ in range(batch)]
+        began = time.perf_counter()
+        for start in range(0, count, batch):
+            q.enqueue_many(jobs[: min(batch, count - start)])
+        return count / (time.perf_counter() - began)
+
+    def single(self, count: int) -> float:
+        began = time.perf_counter()
+        for _ in range(count):
+            q.enqueue("BENCH_NOOP", {})
+        return count / (time.perf_counter() - began)
+
+
+class PgQueuer:
+    name = "PgQueuer"
+
+    def __init__(self, url: str, python: str) -> None:
+        self.dsn, self.python = libpq_dsn(url), python
+        self.call("install")
+
+    def call(self, *args: Any) -> dict[str, Any]:
+        out = subprocess.run([self.python, str(PEER_SCRIPT), args[0], self.dsn,
+                              *map(str, args[1:])], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"PgQueuer's side failed: {out.stderr.strip()[-2000:]}")
+        result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+        return result
+
+    def workers(self, env: dict[str, str]) -> Any:
+        cmd = [self.python, str(PEER_SCRIPT), "worker", self.dsn, "10"]
+        return processes([cmd, cmd], env)
+
+    def fill(self, kind: str, count: int, payload: dict[str, Any]) -> None:
+        sql(self.dsn, "TRUNCATE pgqueuer")
+        self.call("fill", kind, count, json.dumps(payload))
+
+    def poller(self) -> Poller:
+        return Poller(self.dsn, *PGQUEUER_POLL)
+
+    def enqueue_pickup(self, count: int, gap_s: float) -> None:
+        self.call("pickup", count, gap_s)
+
+    def bulk(self, count: int, batch: int) -> float:
+        return float(self.call("bulk", count, batch)["rate"])
+
+    def single(self, count: int) -> float:
+        return float(self.call("single", count)["rate"])
+
+
+System = Skiplock | PgQueuer
+
+
+def throughput(system: System, kind: str, count: int, payload: dict[str, Any]) -> float:
+    system.fill(kind, count, payload)
+    poller = system.poller()
+    try:
+        with system.workers(dict(os.environ)):
+            seconds = timed_drain(poller)
+    finally:
+        poller.close()
+    return count / seconds
+
+
+def pickup(system: System, count: int, gap_s: float) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "pickup"
+        env = {**os.environ, "BENCH_PICKUP_FILE": str(path)}
+        with system.workers(env):
+            system.enqueue_pickup(1, 0)  # the pool is up once this one ran
+            deadline = time.monotonic() + 60
+            while not path.exists() or not path.read_text().strip():
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{system.name} never picked up a job")
+                time.sleep(0.05)
+            time.sleep(1.0)  # idle: the pool waits for work, as it would in production
+            path.unlink()
+            system.enqueue_pickup(count, gap_s)
+            while not path.exists() or len(path.read_text().split()) < count:
+                if time.monotonic() > deadline + 120:
+                    raise SystemExit(f"{system.name} did not pick up every job")
+                time.sleep(0.05)
+        waits = [float(line) * 1000 for line in path.read_text().split()]
+    return percentile(waits, 0.5), percentile(waits, 0.99)
+
+
+def _burn_many(args: tuple[int, int]) -> None:
+    count, ms = args
+    for _ in range(count):
+        bodies.burn(ms)
+
+
+def bare_cpu_rate(count: int, ms: int) -> float:
+    """Jobs/s of the bare job body in two processes, no queue at all."""
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(2) as pool:
+        began = time.perf_counter()
+        pool.map(_burn_many, [(count // 2, ms), (count - count // 2, ms)])
+        return count / (time.perf_counter() - began)
+
+
+def run(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench peers", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--peer-python", default=str(HERE.parent / ".bench-venv/bin/python"),
+                        help="Python of the bench-only virtualenv that has pgqueuer "
+                             "(default .bench-venv/bin/python; `make bench-peers` makes it)")
+    parser.add_argument("--jobs", type=int, default=20_000, help="no-op backlog (default 20000)")
+    parser.add_argument("--cpu-jobs", type=int, default=400,
+                        help=f"CPU-bound jobs of {CPU_MS} ms (default 400)")
+    parser.add_argument("--pickups", type=int, default=100,
+                        help="jobs enqueued one by one into an idle pool (default 100)")
+    parser.add_argument("--enqueues", type=int, default=3000,
+                        help="single enqueue() calls (default 3000)")
+    parser.add_argument("--bulk", type=int, default=100_000,
+                        help="jobs enqueued in batches of 5000 (default 100000)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure, median (default 3)")
+    parser.add_argument("--shared-server", action="store_true",
+                        help="use the development server instead of a private cluster with "
+                             "default settings made for the run")
+    parser.add_argument("--skiplock-flags", default="",
+                        help="extra `skiplock worker` flags, e.g. '--commit-delay-ms 0'")
+    args = parser.parse_args(argv)
+    if not Path(args.peer_python).exists():
+        raise SystemExit(f"{args.peer_python} not found: run `make bench-peers`, which "
+                         "installs PgQueuer into the bench-only virtualenv .bench-venv")
+    runs = args.runs
+
+    # The peer's database first: the inner one sets DATABASE_URL, which is skiplock's.
+    with private_server(not args.shared_server), \
+            scratch.scratch_database("skiplock_bench_peer") as peer_url, scratch_database() as url:
+        print(f"machine: {machine(url)}; load average {os.getloadavg()[0]:.2f} at the start")
+        ours, theirs = Skiplock(url, args.skiplock_flags.split()), PgQueuer(peer_url, args.peer_python)
+        print(f"{runs} run(s) per figure, median; 2 job-running processes per system\n", flush=True)
+
+        def line(label: str, pairs: list[tuple[float, float]], unit: str, target: str) -> None:
+            """Medians of each side and of the per-run ratio: the two sides of a run were
+            measured one right after the other, so a busy moment hits both."""
+            mine = statistics.median(p[0] for p in pairs)
+            peer = statistics.median(p[1] for p in pairs)
+            ratio = statistics.median(p[0] / p[1] for p in pairs if p[1])
+            print(f"{label:<50} {mine:>10.1f} {peer:>10.1f} {unit:<7} {ratio:>6.2f}  {target}",
+                  flush=True)
+
+        def paired(first: Callable[[], float], second: Callable[[], float]
+                   ) -> list[tuple[float, float]]:
+            return [(first(), second()) for _ in range(runs)]
+
+        print(f"{'':<50} {'skiplock':>10} {'reference':>10} {'':<7} {'ratio':>6}  target")
+        line(f"no-op jobs/s ({args.jobs} backlog) vs PgQueuer",
+             paired(lambda: throughput(ours, "noop", args.jobs, {}),
+                    lambda: throughput(theirs, "noop", args.jobs, {})), "jobs/s", ">= 1.5")
+
+        payload = {"ms": CPU_MS}
+        cpu = [(bare_cpu_rate(args.cpu_jobs, CPU_MS),
+                throughput(ours, "cpu", args.cpu_jobs, payload),
+                throughput(theirs, "cpu", args.cpu_jobs, payload)) for _ in range(runs)]
+        line(f"CPU-bound {CPU_MS} ms jobs/s vs the bare body, 2 procs",
+             [(o, b) for b, o, _ in cpu], "jobs/s", ">= 0.95")
+        line("  PgQueuer's CPU-bound jobs/s vs the bare body",
+             [(t, b) for b, _, t in cpu], "jobs/s", "(reference)")
+
+        gap = 0.05
+        picks_ours: list[tuple[float, float]] = []
+        picks_theirs: list[tuple[float, float]] = []
+        for _ in range(runs):
+            picks_ours.append(pickup(ours, args.pickups, gap))
+            picks_theirs.append(pickup(theirs, args.pickups, gap))
+        picks = [(o[0], t[0]) for o, t in zip(picks_ours, picks_theirs, strict=True)]
+        line("pick-up into an idle pool, p50 ms vs PgQueuer", picks, "ms", "(lower is better)")
+        picks = [(o[1], t[1]) for o, t in zip(picks_ours, picks_theirs, strict=True)]
+        line("pick-up into an idle pool, p99 ms vs PgQueuer", picks, "ms",
+             "skiplock p99 <= about 4 ms")
+
+        sql(url, 'CREATE TABLE bench_insert (LIKE "WorkerJob" INCLUDING ALL)')
+        insert = ("INSERT INTO bench_insert (id, type, payload) "
+                  "VALUES (md5(random()::text), 'BENCH_NOOP', '{}');\n")
+        singles = [(ours.single(args.enqueues), pgbench(url, insert, clients=1, seconds=3),
+                    theirs.single(args.enqueues)) for _ in range(runs)]
+        line("single enqueue() jobs/s vs pgbench 1-row INSERT", [(o, b) for o, b, _ in singles],
+             "jobs/s", ">= 0.8")
+        line("  single enqueue() jobs/s vs PgQueuer's", [(o, t) for o, _, t in singles],
+             "jobs/s", "(reference)")
+        line("enqueue_many jobs/s vs PgQueuer's bulk enqueue",
+             paired(lambda: ours.bulk(args.bulk, 5000), lambda: theirs.bulk(args.bulk, 5000)),
+             "jobs/s", ">= 1.0")
+        print(f"\nload average {os.getloadavg()[0]:.2f} at the end (2 cores; above 2 the "
+              "machine was shared with other work)")

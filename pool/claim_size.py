@@ -1,0 +1,63 @@
+"""How many jobs a child claims at once: adapted to the backlog and to the jobs.
+
+One claim statement per job is a round trip and a scan of the claim index
+per job; with a deep queue of short jobs a child should take many at once.
+But jobs a child holds wait for it while another child may be idle, so a
+claim covers about `TARGET_S` of work: fast jobs in bites of up to
+`MAX_ADAPTIVE`, jobs longer than the target one at a time. The size doubles
+while claims come back full (a deep queue) and falls back to what the last
+claim found when the queue runs dry.
+
+`--batch-size N` (N >= 1) keeps the earlier fixed rule instead: N after a full
+claim, 1 after a short one.
+"""
+
+from __future__ import annotations
+
+MAX_ADAPTIVE = 100
+TARGET_S = 0.05
+_WEIGHT = 0.2  # of the newest duration in the moving averages
+
+
+class Durations:
+    """Moving averages of how long jobs run, per type and overall."""
+
+    def __init__(self) -> None:
+        self.by_type: dict[str, float] = {}
+        self.overall: float | None = None
+
+    def observe(self, job_type: str, seconds: float) -> None:
+        known = self.by_type.get(job_type)
+        self.by_type[job_type] = seconds if known is None else known + _WEIGHT * (seconds - known)
+        overall = self.overall
+        self.overall = seconds if overall is None else overall + _WEIGHT * (seconds - overall)
+
+    def expected(self, job_type: str) -> float | None:
+        return self.by_type.get(job_type)
+
+
+class ClaimSize:
+    def __init__(self, batch_size: int, durations: Durations) -> None:
+        self.fixed = batch_size if batch_size >= 1 else None
+        self.durations = durations
+        self.current = 1
+
+    def limit(self) -> int:
+        return min(self.current, self.cap())
+
+    def cap(self) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        mean = self.durations.overall
+        if mean is None:
+            return 1
+        return max(1, min(MAX_ADAPTIVE, int(TARGET_S / max(mean, 1e-6))))
+
+    def after_claim(self, got: int) -> None:
+        """Size the next claim from what a claim of `limit()` returned."""
+        if got < self.limit():
+            self.current = max(1, got) if self.fixed is None else 1
+        elif self.fixed is not None:
+            self.current = self.fixed
+        else:
+            self.current = min(self.current * 2, self.cap())

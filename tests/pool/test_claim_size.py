@@ -1,0 +1,79 @@
+"""The claim size adapts to the backlog and to how long jobs run (pool/claim_size.py),
+and a group commits before its outcomes wait too long (pool/group_commit.py)."""
+
+from __future__ import annotations
+
+import time
+
+from skiplock.pool.claim_size import MAX_ADAPTIVE, ClaimSize, Durations
+from skiplock.pool.group_commit import Group, Outcome
+from skiplock.queue_core.jobs import Job
+
+
+def test_short_jobs_from_a_deep_queue_are_claimed_in_growing_bites_up_to_the_cap() -> None:
+    durations = Durations()
+    size = ClaimSize(0, durations)
+    assert size.limit() == 1  # nothing known yet: one at a time
+    durations.observe("T", 0.0001)
+    sizes = []
+    for _ in range(10):
+        sizes.append(size.limit())
+        size.after_claim(size.limit())  # full: the queue is deep
+    assert sizes[:4] == [1, 2, 4, 8] and sizes[-1] == MAX_ADAPTIVE
+    size.after_claim(3)  # the queue ran dry
+    assert size.limit() == 3
+    size.after_claim(0)
+    assert size.limit() == 1
+
+
+def test_long_jobs_are_claimed_one_at_a_time_so_no_child_sits_on_work() -> None:
+    durations = Durations()
+    size = ClaimSize(0, durations)
+    durations.observe("SLOW", 2.0)
+    for _ in range(5):
+        size.after_claim(size.limit())
+    assert size.limit() == 1
+
+
+def test_a_fixed_batch_size_keeps_the_earlier_rule() -> None:
+    size = ClaimSize(4, Durations())
+    assert size.limit() == 1
+    size.after_claim(1)
+    assert size.limit() == 4
+    size.after_claim(2)
+    assert size.limit() == 1
+
+
+def _outcome(ended_at: float) -> Outcome:
+    job = Job(id="j", type="T", payload={}, status="PROCESSING", priority=0, available_at=None,
+              attempts=1, max_attempts=3, last_error=None, locked_at=None, locked_by="w",
+              idempotency_key=None, user_id=None, created_at=None, started_at=None,
+              completed_at=None)
+    return Outcome(job, 0.001, ended_at)
+
+
+def test_a_group_commits_when_its_oldest_outcome_is_due_or_before_a_long_job() -> None:
+    group = Group(delay_s=0.5)
+    assert not group.due(0.001)  # nothing waits
+    group.add(_outcome(time.monotonic()))
+    assert not group.due(0.001)  # young, and the next job is short
+    assert group.due(None)  # a job of a type not seen yet may run long
+    assert group.due(5.0)
+    group.outcomes[0].ended_at -= 1.0
+    assert group.due(0.001)  # old enough
+    assert Group(delay_s=0).due(0.001) is False  # empty
+    zero = Group(delay_s=0)
+    zero.add(_outcome(time.monotonic()))
+    assert zero.due(0.001)  # a delay of 0: one commit per job
+
+
+def test_the_master_calls_only_observers_that_do_something_in_a_hook() -> None:
+    from skiplock.pool.observer import NullObserver, listens
+
+    class Counting(NullObserver):
+        def on_job_finished(self, *args: object) -> None:
+            pass
+
+    assert listens(Counting(), "on_job_finished")
+    assert not listens(Counting(), "on_job_started")  # inherited: empty
+    assert not listens(NullObserver(), "on_tick")

@@ -1,0 +1,110 @@
+"""Group commit: consecutive jobs of a child share a transaction (pool/group_commit.py).
+
+The table is the witness: jobs of one group are completed by one statement at
+its commit (one "completedAt"); a failing job's writes are rolled back to its
+savepoint while the others of its group commit; a crash loses only the
+uncommitted outcomes, and those jobs run again, each with one committed run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import text
+
+from tests.pool.conftest import Jobs, Pool, wait_for
+
+HANDLERS = "tests.pool.sample_handlers,tests.pool.group_handlers"
+
+
+def _enqueue_all(jobs: Jobs, specs: list[tuple[dict[str, object], int]],
+                 max_attempts: int = 3) -> list[str]:
+    """Enqueue in one transaction, so that one claim can take them all."""
+    from skiplock.queue_core import enqueue_many
+
+    with jobs.engine.begin() as conn:
+        return enqueue_many([{"type": "TEST_GROUP", "payload": payload, "priority": priority,
+                              "max_attempts": max_attempts}
+                             for payload, priority in specs], conn=conn)
+
+
+def _completion_statements(jobs: Jobs, ids: list[str]) -> int:
+    """Completions of one statement share its "completedAt" (statement_timestamp())."""
+    with jobs.engine.connect() as conn:
+        return int(conn.execute(text(
+            'SELECT count(DISTINCT "completedAt") FROM "WorkerJob" WHERE id = ANY(:ids)'),
+            {"ids": ids}).scalar_one())
+
+
+def test_failing_jobs_roll_back_to_their_savepoint_and_the_rest_commit_together(
+    start_pool: Callable[..., Pool], jobs: Jobs
+) -> None:
+    start_pool("--concurrency", "1", "--batch-size", "20", "--commit-delay-ms", "5000",
+               handlers=HANDLERS)
+    _enqueue_all(jobs, [({}, 1)])  # a full claim of one: the next claim takes 20
+    wait_for(lambda: jobs.all_done(1), 15, "the first job")
+    specs = [({"fail": True} if i % 3 == 1 else {"raise": True} if i % 3 == 2 else {}, 0)
+             for i in range(15)]
+    ids = _enqueue_all(jobs, specs, max_attempts=1)
+    wait_for(lambda: sum(jobs.statuses().values()) == 16 and not jobs.statuses().get("PENDING")
+             and not jobs.statuses().get("PROCESSING"), 20, "15 jobs settled")
+    runs = jobs.runs()
+    for job_id, (payload, _) in zip(ids, specs, strict=True):
+        row = jobs.get(job_id)
+        if payload:
+            # Failed in the group's transaction; its own write rolled back with its savepoint.
+            assert runs[job_id] == 0
+            assert row["status"] == "DEAD_LETTER", row["status"]
+            assert row["lastError"]
+        else:
+            assert runs[job_id] == 1 and row["status"] == "COMPLETED"
+    # The five completed jobs of the batch were completed together, not one by one.
+    completed = [job_id for job_id, (payload, _) in zip(ids, specs, strict=True) if not payload]
+    assert _completion_statements(jobs, completed) < len(completed)
+
+
+def test_a_crash_loses_only_uncommitted_completions_and_they_run_again(
+    start_pool: Callable[..., Pool], jobs: Jobs
+) -> None:
+    start_pool("--concurrency", "1", "--batch-size", "10", "--commit-delay-ms", "60000",
+               handlers=HANDLERS)
+    _enqueue_all(jobs, [({}, 9)])  # learns that TEST_GROUP is short; the next claim takes 10
+    wait_for(lambda: jobs.all_done(1), 15, "the first job")
+    ids = _enqueue_all(jobs, [({}, 1)] * 5 + [({"crash_first": True}, 0)])
+    wait_for(lambda: jobs.all_done(7), 30, "every job completed after the crash")
+    runs = jobs.runs()
+    assert all(runs[job_id] == 1 for job_id in ids), runs
+    # Those that finished before the crash in its group, uncommitted, started again
+    # (the first of the five may have been claimed, run and committed on its own).
+    starts = [len(jobs.starts(job_id)) for job_id in ids[:5]]
+    assert starts[1:] == [2, 2, 2, 2], starts
+    assert jobs.get(ids[5])["attempts"] == 2  # the crash was an attempt
+    # The others' attempts were given back: each completed at its first counted attempt.
+    assert all(jobs.get(job_id)["attempts"] == 1 for job_id in ids[:5])
+
+
+def test_a_group_whose_connection_dies_interrupts_its_jobs_without_charging_them(
+    start_pool: Callable[..., Pool], jobs: Jobs
+) -> None:
+    start_pool("--concurrency", "1", "--batch-size", "10", "--commit-delay-ms", "60000",
+               handlers=HANDLERS)
+    _enqueue_all(jobs, [({}, 9)])  # learns that TEST_GROUP is short; the next claim takes 10
+    wait_for(lambda: jobs.all_done(1), 15, "the first job")
+    ids = _enqueue_all(jobs, [({}, 1)] * 4 + [({"terminate_first": True}, 0)],
+                       max_attempts=1)
+    wait_for(lambda: jobs.all_done(6), 30, "every job completed after the lost connection")
+    runs = jobs.runs()
+    assert all(runs[job_id] == 1 for job_id in ids), runs
+    # A lost connection is an interruption (queue_core/accounting.py), of the job
+    # under which it died and of those that waited in its group: free, so even
+    # with max_attempts 1 none is dead-lettered; each counts one interruption.
+    for job_id in ids:
+        row = jobs.get(job_id)
+        assert (row["status"], row["attempts"]) == ("COMPLETED", 1), dict(row)
+    starts = [len(jobs.starts(job_id)) for job_id in ids]
+    assert starts[-1] == 2, starts
+    interrupted = [job_id for job_id in ids if jobs.get(job_id)["interruptions"]]
+    assert ids[-1] in interrupted
+    # Those that ran before it in its group (not committed on their own) ran again.
+    assert all(starts[ids.index(job_id)] == 2 for job_id in interrupted), starts
+    assert len(interrupted) >= 2, starts
