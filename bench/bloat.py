@@ -20,21 +20,18 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psycopg2
 
-from bench.common import fill, machine, private_server, scratch_database
+from bench.common import fill, machine, private_server, scratch_database, start_pool, stop_pool
 from skiplock import queue_core as q
 from skiplock.queue_core.urls import libpq_dsn
 
 HERE = Path(__file__).resolve().parent
-WORKER_FLAGS = ["--handlers", "bench.handlers", "--heartbeat", "1", "--log-level", "WARNING",
-                "--concurrency", "2"]
+POOL_FLAGS = ["--concurrency", "2"]
 SAMPLE = """
     SELECT pg_relation_size('"WorkerJob"'), pg_indexes_size('"WorkerJob"'),
            n_live_tup, n_dead_tup, autovacuum_count,
@@ -43,24 +40,9 @@ SAMPLE = """
 """
 
 
-def _pool(url: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "skiplock", "worker", *WORKER_FLAGS],
-                            env={**os.environ, "DATABASE_URL": url}, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def _max_rate(url: str, cur: psycopg2.extensions.cursor, jobs: int) -> float:
     fill(jobs, "BENCH_NOOP", {})
-    proc = _pool(url)
+    proc = start_pool(url, *POOL_FLAGS)
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -71,7 +53,7 @@ def _max_rate(url: str, cur: psycopg2.extensions.cursor, jobs: int) -> float:
                 raise SystemExit("the pool did not drain the backlog in 5 minutes")
             time.sleep(0.2)
     finally:
-        _stop(proc)
+        stop_pool(proc)
     cur.execute("""SELECT EXTRACT(EPOCH FROM max("completedAt") - min("startedAt"))
                    FROM "WorkerJob" """)
     rate = jobs / float(cur.fetchone()[0])
@@ -110,7 +92,7 @@ def run(argv: list[str]) -> None:
               f"enqueueing at {target:.0f} jobs/s for {args.minutes:g} min")
         out = Path(args.csv)
         out.parent.mkdir(parents=True, exist_ok=True)
-        proc = _pool(url)
+        proc = start_pool(url, *POOL_FLAGS)
         rows: list[list[float]] = []
         began = time.monotonic()
         next_sample = next_cleanup = began
@@ -137,7 +119,7 @@ def run(argv: list[str]) -> None:
                     next_sample = now + 5
                 time.sleep(max(0.0, 0.1 - (time.monotonic() - now)))
         finally:
-            _stop(proc)
+            stop_pool(proc)
             conn.close()
         with out.open("w", newline="") as handle:
             writer = csv.writer(handle)

@@ -13,8 +13,10 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -139,3 +141,24 @@ def fill(count: int, job_type: str, payload: dict[str, Any], batch: int = 10_000
         queue_core.enqueue_many([{"type": job_type, "payload": payload}
                                  for _ in range(min(batch, count - start))])
     sql(os.environ["DATABASE_URL"], 'VACUUM ANALYZE "WorkerJob"')
+
+
+# The flags every benchmark's pool shares; each adds its own (concurrency, batch size).
+WORKER_FLAGS = ["--handlers", "bench.handlers", "--heartbeat", "1", "--log-level", "WARNING"]
+
+
+def start_pool(url: str, *flags: str) -> subprocess.Popen[bytes]:
+    """A `skiplock worker` on `url` in its own process group, its output discarded."""
+    return subprocess.Popen([sys.executable, "-m", "skiplock", "worker", *WORKER_FLAGS, *flags],
+                            env={**os.environ, "DATABASE_URL": url}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_pool(proc: subprocess.Popen[bytes]) -> None:
+    """Drain the pool with TERM; SIGKILL its whole group if it is not gone in 30 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

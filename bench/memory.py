@@ -12,19 +12,14 @@ here; the target of the speed work is at most 10 % of growth.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
-import sys
 import time
 
 from sqlalchemy import text
 
-from bench.common import fill, machine, scratch_database
+from bench.common import fill, machine, scratch_database, start_pool, stop_pool
 from skiplock.queue_core import db
 
-WORKER_FLAGS = ["--handlers", "bench.handlers", "--heartbeat", "1", "--log-level", "WARNING",
-                "--concurrency", "1"]
+POOL_FLAGS = ["--concurrency", "1"]
 
 
 def _completed() -> int:
@@ -63,10 +58,7 @@ def run(argv: list[str]) -> None:
     with scratch_database() as url:
         print(f"machine: {machine(url)}")
         fill(args.first, "BENCH_NOOP", {})
-        env = {**os.environ, "DATABASE_URL": url}
-        proc = subprocess.Popen([sys.executable, "-m", "skiplock", "worker", *WORKER_FLAGS],
-                                env=env, start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = start_pool(url, *POOL_FLAGS)
         try:
             _wait_completed(args.first)
             time.sleep(0.5)  # the last batch's commit and report are done
@@ -78,12 +70,7 @@ def run(argv: list[str]) -> None:
             time.sleep(0.5)
             second = _child_rss_kib(proc.pid)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_pool(proc)
         print(f"child resident memory after {args.first} jobs: {first / 1024:.1f} MiB; "
               f"after {args.jobs}: {second / 1024:.1f} MiB "
               f"(the {args.jobs - args.first} jobs between took {elapsed:.1f} s with the fill)")

@@ -42,14 +42,22 @@ from typing import Any
 import psycopg2
 
 from bench import bodies
-from bench.common import fill, machine, percentile, pgbench, private_server, scratch_database, sql
+from bench.common import (
+    WORKER_FLAGS,
+    fill,
+    machine,
+    percentile,
+    pgbench,
+    private_server,
+    scratch_database,
+    sql,
+)
 from skiplock import queue_core as q
 from skiplock.queue_core import scratch
 from skiplock.queue_core.urls import libpq_dsn
 
 HERE = Path(__file__).resolve().parent
 PEER_SCRIPT = HERE / "peer_pgqueuer.py"
-WORKER_FLAGS = ["--handlers", "bench.handlers", "--heartbeat", "1", "--log-level", "WARNING"]
 CPU_MS = 10
 
 

@@ -14,41 +14,28 @@ per group of jobs, and the ratio goes above 100 %.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
-import sys
 import time
 from typing import Any
 
 from sqlalchemy import text
 
-from bench.common import fill, machine, percentile, pgbench, scratch_database, sql
+from bench.common import (
+    fill,
+    machine,
+    percentile,
+    pgbench,
+    scratch_database,
+    sql,
+    start_pool,
+    stop_pool,
+)
 from skiplock import queue_core as q
 from skiplock.queue_core import db
-
-WORKER_FLAGS = ["--handlers", "bench.handlers", "--heartbeat", "1", "--log-level", "WARNING"]
 
 
 def _scalar(statement: str, **params: Any) -> Any:
     with db.get_engine().begin() as conn:
         return conn.execute(text(statement), params).scalar()
-
-
-def _start_pool(url: str, *flags: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "DATABASE_URL": url}
-    return subprocess.Popen([sys.executable, "-m", "skiplock", "worker", *WORKER_FLAGS, *flags],
-                            env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _stop_pool(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def _wait_done(total: int, timeout: float = 600) -> None:
@@ -69,17 +56,17 @@ def _throughput(url: str, job_type: str, payload: dict[str, Any], total: int,
                 *flags: str) -> float:
     sql(url, 'TRUNCATE "WorkerJob"')
     fill(total, job_type, payload)
-    proc = _start_pool(url, *flags)
+    proc = start_pool(url, *flags)
     try:
         _wait_done(total)
     finally:
-        _stop_pool(proc)
+        stop_pool(proc)
     return _rate(total)
 
 
 def _latency(url: str, count: int, *flags: str) -> tuple[float, float]:
     sql(url, 'TRUNCATE "WorkerJob"')
-    proc = _start_pool(url, "--concurrency", "2", *flags)
+    proc = start_pool(url, "--concurrency", "2", *flags)
     try:
         q.enqueue("BENCH_NOOP", {})  # the pool is up once this runs
         _wait_done(1, timeout=60)
@@ -89,7 +76,7 @@ def _latency(url: str, count: int, *flags: str) -> tuple[float, float]:
             time.sleep(0.1)
         _wait_done(count + 1, timeout=120)
     finally:
-        _stop_pool(proc)
+        stop_pool(proc)
     with db.get_engine().begin() as conn:
         waits = [float(r[0]) * 1000 for r in conn.execute(text(
             """SELECT EXTRACT(EPOCH FROM "startedAt" - "createdAt") FROM "WorkerJob"

@@ -63,13 +63,18 @@ def test_failing_jobs_roll_back_to_their_savepoint_and_the_rest_commit_together(
     assert _completion_statements(jobs, completed) < len(completed)
 
 
-def test_a_crash_loses_only_uncommitted_completions_and_they_run_again(
-    start_pool: Callable[..., Pool], jobs: Jobs
-) -> None:
+def _start_grouping_pool(start_pool: Callable[..., Pool], jobs: Jobs) -> None:
+    """One child whose groups never commit by time, only when their batch of 10 ends."""
     start_pool("--concurrency", "1", "--batch-size", "10", "--commit-delay-ms", "60000",
                handlers=HANDLERS)
     _enqueue_all(jobs, [({}, 9)])  # learns that TEST_GROUP is short; the next claim takes 10
     wait_for(lambda: jobs.all_done(1), 15, "the first job")
+
+
+def test_a_crash_loses_only_uncommitted_completions_and_they_run_again(
+    start_pool: Callable[..., Pool], jobs: Jobs
+) -> None:
+    _start_grouping_pool(start_pool, jobs)
     ids = _enqueue_all(jobs, [({}, 1)] * 5 + [({"crash_first": True}, 0)])
     wait_for(lambda: jobs.all_done(7), 30, "every job completed after the crash")
     runs = jobs.runs()
@@ -86,10 +91,7 @@ def test_a_crash_loses_only_uncommitted_completions_and_they_run_again(
 def test_a_group_whose_connection_dies_interrupts_its_jobs_without_charging_them(
     start_pool: Callable[..., Pool], jobs: Jobs
 ) -> None:
-    start_pool("--concurrency", "1", "--batch-size", "10", "--commit-delay-ms", "60000",
-               handlers=HANDLERS)
-    _enqueue_all(jobs, [({}, 9)])  # learns that TEST_GROUP is short; the next claim takes 10
-    wait_for(lambda: jobs.all_done(1), 15, "the first job")
+    _start_grouping_pool(start_pool, jobs)
     ids = _enqueue_all(jobs, [({}, 1)] * 4 + [({"terminate_first": True}, 0)],
                        max_attempts=1)
     wait_for(lambda: jobs.all_done(6), 30, "every job completed after the lost connection")
