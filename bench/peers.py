@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+from sqlalchemy.engine import make_url
 
 from bench import bodies
 from bench.common import (
@@ -163,7 +164,9 @@ class PgQueuer:
     name = "PgQueuer"
 
     def __init__(self, url: str, python: str) -> None:
-        self.dsn, self.python = libpq_dsn(url), python
+        # asyncpg reads only URIs (not libpq's key=value form); psycopg2 reads both.
+        self.dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self.python = python
         self.call("install")
 
     def call(self, *args: Any) -> dict[str, Any]:
