@@ -24,8 +24,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
-from sqlalchemy import Connection, Engine, create_engine, event
+import psycopg2.extensions
+from sqlalchemy import Connection, Engine, TextClause, create_engine, event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.orm import Session
 
@@ -208,3 +210,68 @@ def execute(statement: Any, params: dict[str, Any] | None = None,
     with connect(conn) as c:
         result = c.execute(statement, params or {})
         return result.fetchall() if result.returns_rows else result.rowcount
+
+
+# -- the hot statements, through the driver's cursor -----------------------------
+#
+# A pool child claims and completes jobs many times a second. SQLAlchemy's
+# execution layer (events, the result's column metadata, the switch of a pooled
+# connection to autocommit and back) costs about 0.3 ms of CPU per statement on
+# the benchmark machine, as much as the server's own work for a small claim; for
+# CPU-heavy jobs that is CPU taken from the handlers. These statements run on the
+# DBAPI cursor of the same pooled connection instead, with the same time bounds
+# (the prefix that `bounds` adds) and the same errors: a driver error comes out as
+# SQLAlchemy's wrapper, after the connection was invalidated when faults.py says
+# it must be discarded, so `translate_errors` and every caller see what they saw.
+
+_DRIVER_DIALECT = PGDialect_psycopg2()
+
+
+def driver_sql(statement: TextClause) -> str:
+    """`statement` as the driver takes it (`%(name)s` parameters, `%` escaped)."""
+    return str(statement.compile(dialect=_DRIVER_DIALECT))
+
+
+def run_on_driver(conn: Connection | Session | None, statement: str,
+                  params: dict[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one statement of `driver_sql` on the driver's cursor: in `conn`'s
+    transaction, or alone (autocommit) on a pooled connection. Returns the column
+    names and the rows (none for a statement that returns no rows)."""
+    with translate_errors():
+        if conn is not None:
+            return _on_driver(as_connection(conn), statement, params)
+        with get_engine().connect() as own:
+            raw = own.connection.dbapi_connection
+            assert raw is not None
+            raw.autocommit = True  # no BEGIN and COMMIT round trips: it commits itself
+            try:
+                return _on_driver(own, statement, params)
+            finally:
+                if not own.invalidated and not raw.closed:
+                    raw.autocommit = False
+
+
+def _on_driver(conn: Connection, statement: str,
+               params: dict[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    text = bounds.statement_prefix() + statement
+    try:
+        cur = raw.cursor()
+        try:
+            cur.execute(text, params)
+            if cur.description is None:
+                return [], []
+            return [d[0] for d in cur.description], list(cur.fetchall())
+        finally:
+            cur.close()
+    except psycopg2.Error as exc:
+        fault = faults.classify(exc)
+        lost = bool(raw.closed) or (fault is not None and fault.discards_connection)
+        if lost:
+            # As `_on_error` does for SQLAlchemy's own statements: this connection
+            # goes, and so do the pooled ones of the same time (a failover, say).
+            conn.invalidate(exc)
+            conn.engine.dispose()
+        raise sa_exc.DBAPIError.instance(statement, params, exc, psycopg2.Error,
+                                         connection_invalidated=lost) from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -88,7 +89,10 @@ class Job:
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
-        m = row._mapping
+        return cls.from_mapping(row._mapping)
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any]) -> Job:
         decode_error = None
         if "payload_json" in m:  # the claim's text, decoded here, one row at a time
             payload, why = load_json(m["payload_json"])

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from skiplock.queue_core import accounting, policy, sql
 from skiplock.queue_core.backoff import backoff_s
-from skiplock.queue_core.db import connect
+from skiplock.queue_core.db import connect, driver_sql, run_on_driver
 from skiplock.queue_core.errors import InvalidJob
 from skiplock.queue_core.jobs import Fenced, Job, JobStatus, Progress
 from skiplock.queue_core.storable import MAX_ERROR_CHARS, storable_json, storable_text
@@ -26,6 +26,11 @@ from skiplock.queue_core.storable import MAX_ERROR_CHARS, storable_json, storabl
 log = logging.getLogger("skiplock.queue")
 
 MAX_ERROR_LENGTH = MAX_ERROR_CHARS
+
+# The statements a pool child runs for every batch go through the driver's cursor
+# (db.run_on_driver: SQLAlchemy's layer cost as much CPU as the server's work).
+_DRIVER = {statement: driver_sql(statement) for statement in (
+    sql.CLAIM, sql.CLAIM_TYPES, sql.CLAIM_AFTER_SAVEPOINT, sql.COMPLETE_MANY)}
 
 
 def claim(worker_id: str, limit: int = 1, types: Sequence[str] | None = None,
@@ -47,9 +52,8 @@ def claim(worker_id: str, limit: int = 1, types: Sequence[str] | None = None,
         statement, params["types"] = sql.CLAIM_TYPES, list(types)
     elif savepoint and conn is not None:
         statement = sql.CLAIM_AFTER_SAVEPOINT
-    with connect(conn, autocommit=True) as c:
-        rows = c.execute(statement, params).fetchall()
-    jobs = [Job.from_row(r) for r in rows]
+    names, rows = run_on_driver(conn, _DRIVER[statement], params)
+    jobs = [Job.from_mapping(dict(zip(names, row, strict=True))) for row in rows]
     # RETURNING gives no order; hand jobs out in the claim's order.
     jobs.sort(key=lambda j: (-j.priority, j.available_at or 0, j.id))
     return jobs
@@ -86,8 +90,8 @@ def complete_many(jobs: Sequence[tuple[Fenced, Any]],
     params = {"ids": [j.id for j, _ in jobs], "lockers": [j.locked_by for j, _ in jobs],
               "attempts": [j.attempts for j, _ in jobs],
               "results": [storable_json(r) for _, r in jobs]}
-    with connect(conn, autocommit=True) as c:
-        done = {row[0] for row in c.execute(sql.COMPLETE_MANY, params)}
+    _, rows = run_on_driver(conn, _DRIVER[sql.COMPLETE_MANY], params)
+    done = {row[0] for row in rows}
     for job, _ in jobs:
         if job.id not in done:
             log.warning("job %s was lost before it completed; its result is discarded", job.id,
