@@ -12,9 +12,13 @@ PgQueuer lives only in the bench-only
 virtualenv: this process never imports it, it drives bench/peer_pgqueuer.py
 with that virtualenv's Python.
 
-Throughput is measured the same way for both: the clock starts when the first
-job of the backlog is taken and stops when the last one is gone, both seen
-by polling the table every 10 ms. Pick-up latency is the wall time from just
+Throughput is measured the same way for both. No-op jobs: the clock starts
+when the first job of the backlog is taken and stops when the last one is
+gone, both seen by polling the table every 10 ms. CPU-bound jobs (and the
+bare body they are compared with): each body appends its wall-clock start
+and end to a file, and the rate is the count over the first start to the
+last end; a poller querying every 10 ms would take from the two cores a
+share of CPU as large as the differences being measured. Pick-up latency is the wall time from just
 before the enqueue call to the start of the job body (`record_pickup`), jobs
 enqueued one by one into an idle pool. Each run measures both sides of a
 ratio one right after the other; every figure is the median of `--runs` runs,
@@ -90,8 +94,8 @@ PGQUEUER_POLL = (
 )
 
 
-def timed_drain(poller: Poller, timeout: float = 300) -> float:
-    """Seconds from the first job taken to the last one gone."""
+def timed_drain(poller: Poller, timeout: float = 300, period: float = 0.01) -> float:
+    """Seconds from the first job taken to the last one gone (to within `period`)."""
     deadline = time.monotonic() + timeout
     while not poller.ask(poller.started):
         if time.monotonic() > deadline:
@@ -101,7 +105,7 @@ def timed_drain(poller: Poller, timeout: float = 300) -> float:
     while poller.ask(poller.remaining):
         if time.monotonic() > deadline:
             raise SystemExit("benchmark timed out waiting for the workers")
-        time.sleep(0.01)
+        time.sleep(period)
     return time.perf_counter() - began
 
 
@@ -202,14 +206,22 @@ System = Skiplock | PgQueuer
 
 
 def throughput(system: System, kind: str, count: int, payload: dict[str, Any]) -> float:
+    """Jobs/s: no-op jobs timed by the poller; CPU-bound ones from the bodies' own spans
+    (bodies.burn), with the poller only waiting, slowly, for the queue to drain."""
     system.fill(kind, count, payload)
     poller = system.poller()
     try:
-        with system.workers(dict(os.environ)):
-            seconds = timed_drain(poller)
+        if kind != "cpu":
+            with system.workers(dict(os.environ)):
+                seconds = timed_drain(poller)
+            return count / seconds
+        with tempfile.TemporaryDirectory() as tmp:
+            spans = str(Path(tmp) / "spans")
+            with system.workers({**os.environ, "BENCH_SPAN_FILE": spans}):
+                timed_drain(poller, period=0.1)
+            return bodies.span_rate(spans)
     finally:
         poller.close()
-    return count / seconds
 
 
 def pickup(system: System, count: int, gap_s: float) -> tuple[float, float]:
@@ -234,19 +246,21 @@ def pickup(system: System, count: int, gap_s: float) -> tuple[float, float]:
     return percentile(waits, 0.5), percentile(waits, 0.99)
 
 
-def _burn_many(args: tuple[int, int]) -> None:
-    count, ms = args
+def _burn_many(args: tuple[int, int, str]) -> None:
+    count, ms, spans = args
+    os.environ["BENCH_SPAN_FILE"] = spans
     for _ in range(count):
         bodies.burn(ms)
 
 
 def bare_cpu_rate(count: int, ms: int) -> float:
-    """Jobs/s of the bare job body in two processes, no queue at all."""
+    """Jobs/s of the bare job body in two processes, no queue at all, timed from the
+    bodies' spans as the queues' CPU-bound runs are."""
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(2) as pool:
-        began = time.perf_counter()
-        pool.map(_burn_many, [(count // 2, ms), (count - count // 2, ms)])
-        return count / (time.perf_counter() - began)
+    with tempfile.TemporaryDirectory() as tmp, ctx.Pool(2) as pool:
+        spans = str(Path(tmp) / "spans")
+        pool.map(_burn_many, [(count // 2, ms, spans), (count - count // 2, ms, spans)])
+        return bodies.span_rate(spans)
 
 
 def run(argv: list[str]) -> None:
