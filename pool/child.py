@@ -70,7 +70,12 @@ from skiplock.queue_core.errors import (
     InvalidPayload,
     PermissionDenied,
 )
-from skiplock.queue_core.lifecycle import interrupt, release_unstarted
+from skiplock.queue_core.lifecycle import (
+    complete_and_claim,
+    complete_many,
+    interrupt,
+    release_unstarted,
+)
 from skiplock.queue_core.payloads import validate_payload
 from skiplock.queue_core.snooze import snooze
 from skiplock.queue_core.storable import describe_exception
@@ -114,7 +119,7 @@ class PollInterval:
 class Child:
     def __init__(
         self, settings: Settings, *, slot: int, worker_id: str, master_pid: int, fd: int,
-        database_url: str, gate: ClaimGate | None = None,
+        database_url: str, gate: ClaimGate | None = None, quiet_fd: int | None = None,
     ) -> None:
         self.settings = settings
         self.database_url = database_url
@@ -122,6 +127,7 @@ class Child:
         self.worker_id = worker_id
         self.master_pid = master_pid
         self.fd = fd
+        self.sender = protocol.Sender(fd, quiet_fd)
         self.stopping = False
         self.abandoning = False
         self.in_handler = False
@@ -142,7 +148,7 @@ class Child:
         # The progress reporter's timer thread writes to the pipe too, and a write of
         # a group's messages may be longer than PIPE_BUF: one writer at a time.
         self.send_lock = threading.Lock()
-        self.progress = ProgressReporter(self.send)
+        self.progress = ProgressReporter(self.send_quiet)
 
     # -- life ----------------------------------------------------------------
 
@@ -315,12 +321,12 @@ class Child:
         jobs still commit (the loop claims again by itself). The group's jobs are
         all counted in `jobs_done` by now.
         """
-        if self.should_stop() or self.recycle_reason() is not None or not self.may_claim():
+        limit = self.claim_limit()
+        if not limit:
             return None
         try:
             self.claim_sent_at = time.monotonic()
-            return claim(self.worker_id, limit=self.claim_size.limit(), conn=conn,
-                         savepoint=True)
+            return claim(self.worker_id, limit=limit, conn=conn, savepoint=True)
         except (SQLAlchemyError, DatabaseUnavailable) as exc:
             if conn.invalidated:
                 raise  # the connection is gone: the completion cannot commit either
@@ -329,6 +335,13 @@ class Child:
             with db.translate_errors():
                 conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {sql.CLAIM_SAVEPOINT}")
             return None
+
+    def claim_limit(self) -> int:
+        """How many jobs to claim with a commit: 0 when the child must not take more
+        work (it stops, recycles after this group, or its master cannot keep leases)."""
+        if self.should_stop() or self.recycle_reason() is not None or not self.may_claim():
+            return 0
+        return self.claim_size.limit()
 
     def run_batch(self, jobs: list[Job]) -> None:
         for index, job in enumerate(jobs):
@@ -382,8 +395,10 @@ class Child:
     def run_job(self, job: Job) -> None:
         registration = registry.get_registration(job.type)
         timeout_s = (registration.timeout_s if registration else None) or self.settings.job_timeout_s
-        self.send(protocol.Started(job.id, job.type, self.worker_id, job.attempts,
-                                   job.max_attempts, timeout_s))
+        # Quiet: the master reads it at its next turn (pool/protocol.py, two pipes).
+        self.send_quiet(protocol.Started(job.id, job.type, self.worker_id, job.attempts,
+                                         job.max_attempts, timeout_s, time.monotonic(),
+                                         time.time()))
         set_title(worker_title(self.slot, job.type, job.id))
         self.progress.start(job.id)
         if log.isEnabledFor(logging.INFO):  # nothing is formatted when it is off
@@ -421,6 +436,9 @@ class Child:
             # transaction open: never keep it idle in a transaction while we wait.
             self.group.discard()
             return
+        if self.group.writes_nothing():
+            self.commit_alone(claim_next)
+            return
         try:
             outcomes, next_jobs = self.group.commit(
                 self.claim_with_completion if claim_next else None)
@@ -436,6 +454,41 @@ class Child:
         # running one (sql.RELEASE_UNSTARTED), and so also the group's jobs that
         # waited for a commit that never came. The loop's own claim has the same
         # window, and the same remedy.
+        self.report(outcomes, before_claim=next_jobs)
+        if next_jobs is not None:
+            self.next_jobs = next_jobs
+
+    def commit_alone(self, claim_next: bool) -> None:
+        """The group's jobs completed without touching the database: their completions
+        (and the claim of the next batch) commit by themselves, in one statement. A
+        statement the server refused (the claim's part, say) is retried as the
+        completions alone; what cannot commit at all is settled job by job."""
+        outcomes = self.group.take_all()  # nothing was sent in its transaction
+        completions = [(o.job, o.result) for o in outcomes]
+        limit = self.claim_limit() if claim_next else 0
+        next_jobs: list[Job] | None = None
+        try:
+            try:
+                with db.translate_errors():
+                    if limit:
+                        self.claim_sent_at = time.monotonic()
+                        done, next_jobs = complete_and_claim(completions, self.worker_id, limit)
+                    else:
+                        done = complete_many(completions)
+            except SQLAlchemyError as exc:  # the server answered: no claim this time
+                log.warning("worker %d: completing with the claim of the next jobs failed "
+                            "(%s); the completions commit alone", self.slot,
+                            describe_exception(exc))
+                next_jobs = None
+                with db.translate_errors():
+                    done = complete_many(completions)
+        except Exception as exc:
+            if faults.classify(exc) is None:
+                raise
+            self.settle_aborted(GroupAborted(outcomes, set(), exc), claimed=bool(limit))
+            return
+        for o in outcomes:
+            o.outcome = "completed" if o.job.id in done else "lost"
         self.report(outcomes, before_claim=next_jobs)
         if next_jobs is not None:
             self.next_jobs = next_jobs
@@ -656,7 +709,11 @@ class Child:
     def send(self, *messages: protocol.Message) -> None:
         if messages:
             with self.send_lock:
-                protocol.send(self.fd, *messages)
+                self.sender.send(*messages)
+
+    def send_quiet(self, message: protocol.Message) -> None:
+        with self.send_lock:
+            self.sender.send_quiet(message)
 
 
 def _extra(job: Job, worker_id: str) -> dict[str, Any]:

@@ -20,6 +20,12 @@ What stays true with it:
   (rescued elsewhere) aborts the whole group: its writes are mixed with the
   others', so the others go back to the queue without an attempt and run
   again (`GroupAborted`).
+- A group whose jobs all completed without touching the database has nothing
+  to commit but their completions: they are written, with the claim of the
+  next batch, by one statement that commits by itself
+  (`lifecycle.complete_and_claim`): one round trip instead of four. A job
+  found lost then is only that job's loss: no other job's writes are mixed
+  with it.
 - A crash loses only the uncommitted outcomes: the master still holds those
   jobs (it hears `finished` only after the commit) and gives them back, and
   they run again.
@@ -84,6 +90,7 @@ class JobScope:
             conn = self.group.connection()
             if self.savepoint is None:
                 self.savepoint = conn.begin_nested()
+                self.group.touched = True
         return conn
 
     def release(self) -> None:
@@ -101,6 +108,7 @@ class Group:
         self.conn: Connection | None = None
         self.outcomes: list[Outcome] = []
         self.connect_failed = False
+        self.touched = False  # a job of the group used its transaction (JobScope)
 
     def connection(self) -> Connection:
         """The group's transaction, begun on first use. The connection goes back to the
@@ -121,6 +129,12 @@ class Group:
 
     def add(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)
+
+    def writes_nothing(self) -> bool:
+        """Whether the group's jobs all completed without touching their transaction:
+        then nothing but their completions needs committing, and those can commit
+        alone, in one statement (pool/child.py `commit_alone`)."""
+        return not self.touched and all(o.error is None for o in self.outcomes)
 
     def due(self, next_expected_s: float | None) -> bool:
         """Whether to commit before the next job (expected to run `next_expected_s`,
@@ -175,6 +189,7 @@ class Group:
     def discard(self) -> None:
         conn, self.conn = self.conn, None
         self.connect_failed = False
+        self.touched = False
         if conn is not None:
             try:
                 conn.rollback()

@@ -419,8 +419,11 @@ class Master:
         elif isinstance(message, protocol.Started):
             child.held[message.id] = message.ref
             self.heartbeats.hold(message.id, self.clock())
+            # Timed from when the child started it: the quiet pipe is read a turn later.
             child.job = RunningJob(message.ref, message.type, message.max_attempts,
-                                   message.timeout_s, self.clock(), time.time())
+                                   message.timeout_s,
+                                   self.clock() if message.at is None else message.at,
+                                   time.time() if message.at_wall is None else message.at_wall)
             if self.hooks("on_job_started"):  # nothing built per job when nobody listens
                 self.notify("on_job_started", child.info(), message.id, message.type,
                             message.attempt)
@@ -761,6 +764,12 @@ class Master:
     def spawn(self, slot: int) -> None:
         token = secrets.token_hex(4)
         read_fd, write_fd = os.pipe()
+        try:
+            quiet_r, quiet_w = os.pipe()
+        except OSError:
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         # Signals stay blocked across the fork so that a TERM sent to a brand-new
@@ -770,18 +779,19 @@ class Master:
             pid = os.fork()
         except OSError:
             signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
-            os.close(read_fd)
-            os.close(write_fd)
+            for fd in (read_fd, write_fd, quiet_r, quiet_w):
+                os.close(fd)
             raise
         if pid == 0:  # the child: never returns into the caller's code
             code = 1
             try:
                 os.close(read_fd)
+                os.close(quiet_r)
                 self.close_inherited_fds()
                 worker_id = f"{self.host}:{os.getpid()}:{token}"
                 with unbounded():  # no deadline of the master's turn may follow the fork
                     code = Child(self.settings, slot=slot, worker_id=worker_id,
-                                 master_pid=self.pid, fd=write_fd,
+                                 master_pid=self.pid, fd=write_fd, quiet_fd=quiet_w,
                                  database_url=self.database_url, gate=self.gate).run()
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
@@ -794,7 +804,9 @@ class Master:
                 os._exit(code)
         signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
         os.close(write_fd)
-        child = WorkerChild(slot, pid, f"{self.host}:{pid}:{token}", protocol.Reader(read_fd))
+        os.close(quiet_w)
+        child = WorkerChild(slot, pid, f"{self.host}:{pid}:{token}",
+                            protocol.Reader(read_fd, quiet_r))
         self.children[pid] = child
         log.debug("spawned %s", child.label())
 

@@ -30,7 +30,8 @@ MAX_ERROR_LENGTH = MAX_ERROR_CHARS
 # The statements a pool child runs for every batch go through the driver's cursor
 # (db.run_on_driver: SQLAlchemy's layer cost as much CPU as the server's work).
 _DRIVER = {statement: driver_sql(statement) for statement in (
-    sql.CLAIM, sql.CLAIM_TYPES, sql.CLAIM_AFTER_SAVEPOINT, sql.COMPLETE_MANY)}
+    sql.CLAIM, sql.CLAIM_TYPES, sql.CLAIM_AFTER_SAVEPOINT, sql.COMPLETE_MANY,
+    sql.COMPLETE_AND_CLAIM)}
 
 
 def claim(worker_id: str, limit: int = 1, types: Sequence[str] | None = None,
@@ -87,16 +88,39 @@ def complete_many(jobs: Sequence[tuple[Fenced, Any]],
     still ours (those missing were lost: nothing was changed for them)."""
     if not jobs:
         return set()
-    params = {"ids": [j.id for j, _ in jobs], "lockers": [j.locked_by for j, _ in jobs],
-              "attempts": [j.attempts for j, _ in jobs],
-              "results": [storable_json(r) for _, r in jobs]}
-    _, rows = run_on_driver(conn, _DRIVER[sql.COMPLETE_MANY], params)
+    _, rows = run_on_driver(conn, _DRIVER[sql.COMPLETE_MANY], _completions(jobs))
     done = {row[0] for row in rows}
+    _warn_lost(jobs, done)
+    return done
+
+
+def complete_and_claim(jobs: Sequence[tuple[Fenced, Any]], worker_id: str,
+                       limit: int) -> tuple[set[str], list[Job]]:
+    """Complete these jobs and claim up to `limit` more for `worker_id`, in one
+    statement that commits by itself: for jobs that wrote nothing to the database
+    (a pool child's group, pool/child.py). Returns the ids that were still ours
+    and the claimed jobs, in the claim's order."""
+    params = {**_completions(jobs), "worker_id": worker_id, "limit": max(1, limit)}
+    names, rows = run_on_driver(None, _DRIVER[sql.COMPLETE_AND_CLAIM], params)
+    done = set(rows[0][0] or ()) if rows else set()
+    _warn_lost(jobs, done)
+    claimed = [Job.from_mapping(dict(zip(names[1:], row[1:], strict=True)))
+               for row in rows if row[1] is not None]
+    claimed.sort(key=lambda j: (-j.priority, j.available_at or 0, j.id))
+    return done, claimed
+
+
+def _completions(jobs: Sequence[tuple[Fenced, Any]]) -> dict[str, Any]:
+    return {"ids": [j.id for j, _ in jobs], "lockers": [j.locked_by for j, _ in jobs],
+            "attempts": [j.attempts for j, _ in jobs],
+            "results": [storable_json(r) for _, r in jobs]}
+
+
+def _warn_lost(jobs: Sequence[tuple[Fenced, Any]], done: set[str]) -> None:
     for job, _ in jobs:
         if job.id not in done:
             log.warning("job %s was lost before it completed; its result is discarded", job.id,
                         extra={"job_id": job.id, "worker": job.locked_by})
-    return done
 
 
 def fail(job: Fenced, error: Any, retry: bool = True,

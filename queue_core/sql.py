@@ -124,8 +124,7 @@ def _features(prefix: str = "") -> str:
         "uniqueKey", "uniqueUntil", "progress", "progressMessage", "snoozes"))
 
 
-_CLAIM = """
-    WITH ready AS (
+_READY = """
         SELECT id FROM "WorkerJob"
         WHERE status = 'PENDING' AND "heldBack" IS NULL
           AND "availableAt" <= statement_timestamp() {type_filter}
@@ -133,7 +132,8 @@ _CLAIM = """
         ORDER BY priority DESC, "availableAt" ASC
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
-    )
+"""
+_TAKE = """
     UPDATE "WorkerJob" AS j
     SET status = 'PROCESSING', attempts = j.attempts + 1,
         "lockedAt" = statement_timestamp(), "startedAt" = statement_timestamp(),
@@ -145,6 +145,8 @@ _CLAIM = """
         j."idempotencyKey", j."userId", j."createdAt", j."startedAt", j."completedAt",
         j.interruptions, {features}
 """
+_CLAIM = "WITH ready AS (" + _READY + ")" + _TAKE
+
 CLAIM = text(_CLAIM.format(type_filter="", features=_features("j.")))
 CLAIM_TYPES = text(_CLAIM.format(type_filter="AND type = ANY(CAST(:types AS text[]))",
                                  features=_features("j.")))
@@ -171,8 +173,7 @@ COMPLETE = text(
 # The completions of a pool child's group commit (pool/group_commit.py), each
 # fenced by its own holder and attempt, in one statement; what comes back was
 # ours and is now COMPLETED.
-COMPLETE_MANY = text(
-    """
+_COMPLETE_MANY = """
     UPDATE "WorkerJob" AS j
     SET status = 'COMPLETED', "completedAt" = statement_timestamp(),
         "lockedAt" = NULL, "lockedBy" = NULL, result = c.result
@@ -181,6 +182,20 @@ COMPLETE_MANY = text(
     WHERE j.id = c.id AND j.status = 'PROCESSING'
       AND j."lockedBy" = c.locked_by AND j.attempts = c.attempts
     RETURNING j.id
+    """
+COMPLETE_MANY = text(_COMPLETE_MANY)
+
+# A group of jobs none of which wrote to the database (pool/child.py
+# `commit_alone`): their completions and the claim of the next batch in one
+# statement that commits by itself, one round trip instead of four (BEGIN, the
+# completions, the claim, COMMIT). One row always comes back: `done_ids` are the
+# completions that were still ours; the claimed jobs' columns, when there are
+# any, fill that row and the next ones (NULL id: nothing was claimed).
+COMPLETE_AND_CLAIM = text(
+    "WITH done AS (" + _COMPLETE_MANY + "), ready AS (" + _READY.format(type_filter="")
+    + "), claimed AS (" + _TAKE.format(features=_features("j.")) + """)
+    SELECT (SELECT array_agg(id) FROM done) AS done_ids, claimed.*
+    FROM (VALUES (1)) AS one (x) LEFT JOIN claimed ON true
     """
 )
 

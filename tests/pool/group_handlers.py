@@ -34,3 +34,17 @@ def grouped(payload: dict[str, Any], job_id: str) -> JobResult:
         with db.transaction() as conn:
             conn.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
     return JobResult(True)
+
+
+@handler("TEST_QUIET")
+def quiet(payload: dict[str, Any], job_id: str) -> JobResult:
+    """Never touches its job's transaction (its start is recorded on a connection of its
+    own): its group has nothing to commit but completions (pool/child.py
+    `commit_alone`). With "steal", it takes another job of its group from the worker,
+    as a rescue on another host would."""
+    _mark_started(job_id)
+    if payload.get("steal"):
+        with db.get_engine().begin() as conn:
+            conn.execute(text("""UPDATE "WorkerJob" SET "lockedBy" = 'elsewhere' WHERE id = :j"""),
+                         {"j": payload["steal"]})
+    return JobResult(True)

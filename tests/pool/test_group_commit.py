@@ -9,6 +9,7 @@ uncommitted outcomes, and those jobs run again, each with one committed run.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import text
 
@@ -110,3 +111,54 @@ def test_a_group_whose_connection_dies_interrupts_its_jobs_without_charging_them
     # Those that ran before it in its group (not committed on their own) ran again.
     assert all(starts[ids.index(job_id)] == 2 for job_id in interrupted), starts
     assert len(interrupted) >= 2, starts
+
+
+def _enqueue_quiet(jobs: Jobs, payloads: list[dict[str, object]], priority: int = 0) -> list[str]:
+    from skiplock.queue_core import enqueue_many
+
+    with jobs.engine.begin() as conn:
+        return enqueue_many([{"type": "TEST_QUIET", "payload": payload, "priority": priority}
+                             for payload in payloads], conn=conn)
+
+
+def _quiet_pool(start_pool: Callable[..., Pool], jobs: Jobs) -> None:
+    start_pool("--concurrency", "1", "--batch-size", "5", "--commit-delay-ms", "60000",
+               handlers=HANDLERS)
+    _enqueue_quiet(jobs, [{}], priority=9)  # a full claim of one: the next claims take 5
+    wait_for(lambda: jobs.all_done(1), 15, "the first job")
+
+
+def test_a_group_that_writes_nothing_completes_and_claims_in_one_statement(
+    start_pool: Callable[..., Pool], jobs: Jobs
+) -> None:
+    _quiet_pool(start_pool, jobs)
+    ids = _enqueue_quiet(jobs, [{}] * 10)
+    wait_for(lambda: jobs.all_done(11), 20, "ten quiet jobs")
+    groups: dict[object, list[Any]] = {}
+    for row in (jobs.get(job_id) for job_id in ids):
+        groups.setdefault(row["completedAt"], []).append(row)
+    # The idle child claims one job, then batches of five: each batch completed in one
+    # statement, and that statement claimed the next batch (one statement_timestamp()).
+    ordered = [groups[at] for at in sorted(groups)]
+    assert max(len(group) for group in ordered) == 5, [len(g) for g in ordered]
+    for done, claimed in zip(ordered, ordered[1:], strict=False):
+        assert {r["startedAt"] for r in claimed} == {done[0]["completedAt"]}
+    assert all(len(jobs.starts(job_id)) == 1 for job_id in ids)
+
+
+def test_a_lost_job_of_a_group_that_writes_nothing_costs_only_itself(
+    start_pool: Callable[..., Pool], jobs: Jobs
+) -> None:
+    _quiet_pool(start_pool, jobs)
+    ids = _enqueue_quiet(jobs, [{}] * 5)
+    # Not yet claimed: set the thief on the fourth job now that the ids are known.
+    with jobs.engine.begin() as conn:
+        conn.execute(text("""UPDATE "WorkerJob" SET payload = CAST(:p AS jsonb) WHERE id = :j"""),
+                     {"p": f'{{"steal": "{ids[1]}"}}', "j": ids[3]})
+    wait_for(lambda: all(jobs.get(j)["status"] == "COMPLETED" for j in ids if j != ids[1]),
+             20, "the four jobs that were not stolen")
+    # Its completion found the job held elsewhere: discarded, the row left to its holder.
+    stolen = jobs.get(ids[1])
+    assert (stolen["status"], stolen["lockedBy"]) == ("PROCESSING", "elsewhere"), dict(stolen)
+    # Nothing of the others ran twice: no other job's writes were mixed with it.
+    assert all(len(jobs.starts(job_id)) == 1 for job_id in ids)

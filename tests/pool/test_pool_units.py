@@ -6,6 +6,8 @@ import faulthandler
 import os
 import signal
 
+import pytest
+
 from skiplock.pool import protocol
 from skiplock.pool.child import PollInterval
 from skiplock.pool.outage import Outage
@@ -100,3 +102,60 @@ def test_a_failed_fork_backs_the_slot_off_instead_of_stopping_the_pool(monkeypat
     assert master.crashes == {0: 2, 1: 2}
     assert len(os.listdir("/proc/self/fd")) == before  # the pipes were closed
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()  # signals unblocked again
+
+
+def test_two_pipes_give_one_order_whatever_was_read_first() -> None:
+    loud_r, loud_w = os.pipe()
+    quiet_r, quiet_w = os.pipe()
+    sender = protocol.Sender(loud_w, quiet_w)
+    reader = protocol.Reader(loud_r, quiet_r)
+    a = protocol.Started("a", "T", "host:1:ab", 1, 3, None, 1.0, 2.0)
+    fin_a = protocol.Finished("a", "completed", 0.01, "T")
+    b = protocol.Started("b", "T", "host:1:ab", 1, 3, None)
+    claimed = protocol.Claimed([("c", "host:1:ab", 1)])
+    sender.send_quiet(a)
+    sender.send(fin_a)
+    sender.send_quiet(b)
+    assert reader.read() == [a, fin_a, b]
+    # A loud message still in transit holds back the quiet ones sent after it.
+    os.write(quiet_w, protocol.encode(protocol.Started("d", "T", "host:1:ab", 1, 3, None), 5))
+    assert reader.read() == []
+    os.write(loud_w, protocol.encode(claimed, 4))
+    assert [m.id if isinstance(m, protocol.Started) else m for m in reader.read()] == [claimed, "d"]
+    for fd in (loud_w, quiet_w):
+        os.close(fd)
+    assert reader.read() == [] and reader.closed
+    reader.close()
+
+
+def test_a_full_quiet_pipe_sends_the_loud_way_in_order() -> None:
+    loud_r, loud_w = os.pipe()
+    quiet_r, quiet_w = os.pipe()
+    sender = protocol.Sender(loud_w, quiet_w)
+    reader = protocol.Reader(loud_r, quiet_r)
+    started = [protocol.Started(f"job{i:05d}", "T" * 150, "host:1:ab", 1, 3, None)
+               for i in range(600)]  # about 180 KB: more than a pipe holds (64 KB)
+    for message in started[:300]:
+        sender.send_quiet(message)
+    got = reader.read()  # frees the quiet pipe; the loud one got what did not fit
+    for message in started[300:]:
+        sender.send_quiet(message)
+    for fd in (loud_w, quiet_w):
+        os.close(fd)
+    got += reader.read()
+    assert got == started
+    reader.close()
+
+
+def test_a_message_too_long_for_one_atomic_write_goes_the_loud_way() -> None:
+    loud_r, loud_w = os.pipe()
+    quiet_r, quiet_w = os.pipe()
+    sender = protocol.Sender(loud_w, quiet_w)
+    long = protocol.Progress("j", 0.5, "x" * 10_000)
+    sender.send_quiet(long)
+    os.set_blocking(quiet_r, False)
+    with pytest.raises(BlockingIOError):  # nothing there, as it should be
+        os.read(quiet_r, 100)
+    assert protocol.decode(os.read(loud_r, 65536).rstrip(b"\n")) == long
+    for fd in (loud_r, loud_w, quiet_r, quiet_w):
+        os.close(fd)
