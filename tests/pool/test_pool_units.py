@@ -159,3 +159,24 @@ def test_a_message_too_long_for_one_atomic_write_goes_the_loud_way() -> None:
     assert protocol.decode(os.read(loud_r, 65536).rstrip(b"\n")) == long
     for fd in (loud_r, loud_w, quiet_r, quiet_w):
         os.close(fd)
+
+
+def test_a_group_that_wrote_nothing_waits_for_its_claim_not_for_the_delay() -> None:
+    import time
+    from typing import Any, cast
+
+    from skiplock.pool.claim_size import TARGET_S
+    from skiplock.pool.group_commit import Group, Outcome
+
+    ended = time.monotonic() - 0.02  # 20 ms ago: past a 10 ms delay, within TARGET_S
+    group = Group(0.01)
+    group.add(Outcome(cast(Any, None), 0.01, ended))
+    assert not group.due(0.01)  # only statuses wait: the claim's end commits them
+    group.touched = True
+    assert group.due(0.01)  # a job's writes wait: the delay holds
+    quiet = Group(0.01)
+    quiet.add(Outcome(cast(Any, None), 0.01, time.monotonic() - TARGET_S))
+    assert quiet.due(0.01)  # but never longer than the claim's worth of work
+    per_job = Group(0.0)
+    per_job.add(Outcome(cast(Any, None), 0.01, time.monotonic()))
+    assert per_job.due(0.01)  # 0 still commits after every job
