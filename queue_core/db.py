@@ -61,19 +61,24 @@ def get_engine(url: str | None = None) -> Engine:
                 url,
                 pool_size=5,
                 max_overflow=10,
-                connect_args={
-                    "application_name": f"skiplock[{os.getpid()}]",
-                    "connect_timeout": 5,
-                    # Notice a dead primary (failover, cable pulled) in about a minute.
-                    "keepalives": 1,
-                    "keepalives_idle": 30,
-                    "keepalives_interval": 10,
-                    "keepalives_count": 3,
-                },
+                connect_args=connect_args(),
             )
             _watch(_engine)
             _engine_pid, _engine_url = os.getpid(), url
         return _engine
+
+
+def connect_args() -> dict[str, Any]:
+    """libpq parameters of every connection this process opens (queue_core/direct.py too)."""
+    return {
+        "application_name": f"skiplock[{os.getpid()}]",
+        "connect_timeout": 5,
+        # Notice a dead primary (failover, cable pulled) in about a minute.
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
 
 
 def _watch(engine: Engine) -> None:

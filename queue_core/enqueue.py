@@ -22,10 +22,10 @@ from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from skiplock.queue_core import limits, payloads, policy, sql, unique
+from skiplock.queue_core import direct, limits, payloads, policy, sql, unique
 from skiplock.queue_core.borrowed import BorrowedConnection, is_dbapi_connection
 from skiplock.queue_core.config import cached_settings
-from skiplock.queue_core.db import connect
+from skiplock.queue_core.db import connect, translate_errors
 from skiplock.queue_core.errors import InvalidJob, InvalidPayload, TransactionConflict
 
 MAX_TYPE_LENGTH = 200
@@ -210,11 +210,12 @@ def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
     that many jobs of the key run at once (queue_core/limits.py). `unique_for`:
     how long the idempotency key holds ("active", "1h"; queue_core/unique.py).
     """
-    job = {"type": job_type, "payload": payload, "priority": priority, "delay": delay,
-           "max_attempts": max_attempts, "idempotency_key": idempotency_key,
-           "user_id": user_id, "concurrency_key": concurrency_key,
-           "concurrency": concurrency, "unique_for": unique_for}
-    return enqueue_many([job], conn=conn)[0]
+    # Straight to _prepare: the options are named arguments, nothing to sort out.
+    row = _prepare(job_type, payload, priority=0 if priority is None else priority,
+                   delay=delay, max_attempts=max_attempts, idempotency_key=idempotency_key,
+                   user_id=user_id, concurrency_key=concurrency_key, concurrency=concurrency,
+                   unique_for=unique_for, max_payload_bytes=cached_settings().max_payload_bytes)
+    return _write([row], conn).ids[0]
 
 
 def enqueue_many(jobs: Iterable[Mapping[str, Any]],
@@ -236,13 +237,33 @@ def enqueue_batch(jobs: Iterable[Mapping[str, Any]],
     rows = [_prepare_job(job, index, limit) for index, job in enumerate(jobs)]
     if not rows:
         return Enqueued([], 0)
+    return _write(rows, conn)
+
+
+def _write(rows: Sequence[_Row], conn: Connection | Session | DBAPIConnection | None) -> Enqueued:
     if is_dbapi_connection(conn):
         return _insert(BorrowedConnection(conn), rows)
+    if conn is None:
+        with translate_errors():
+            kept = direct.acquire()
+            if kept is not None:
+                try:
+                    return _insert(kept, rows)
+                finally:
+                    direct.release(kept)
+    # Another thread has the kept connection, or the caller's transaction.
     with connect(conn, autocommit=True) as c:
         return _insert(c, rows)
 
 
-def _insert(conn: Connection | BorrowedConnection, rows: Sequence[_Row]) -> Enqueued:
+_INSERT_UNKEYED = direct.Prepared(sql.INSERT_UNKEYED_JOB_POSITIONAL,
+                                  len(sql.INSERT_UNKEYED_JOB_PARAMS))
+
+
+def _insert(conn: Connection | BorrowedConnection | direct.KeptConnection,
+            rows: Sequence[_Row]) -> Enqueued:
+    if len(rows) == 1 and rows[0].key is None and rows[0].unique_key is None:
+        return _insert_unkeyed(conn, rows[0])
     created = 0
     ids: dict[int, str] = {}
     todo = list(range(len(rows)))
@@ -290,6 +311,27 @@ def _insert(conn: Connection | BorrowedConnection, rows: Sequence[_Row]) -> Enqu
     if todo:
         raise InvalidJob("could not enqueue: idempotency keys kept conflicting with vanishing rows")
     return Enqueued([ids[i] for i in range(len(rows))], created)
+
+
+def _insert_unkeyed(conn: Connection | BorrowedConnection | direct.KeptConnection,
+                    row: _Row) -> Enqueued:
+    """One job without a key: it is new, whatever else is in the table."""
+    try:
+        if isinstance(conn, direct.KeptConnection):
+            conn.execute_prepared(_INSERT_UNKEYED, (
+                row.id, row.type, row.payload, row.priority, row.delay_s, row.max_attempts,
+                row.user_id, row.concurrency_key, row.concurrency))
+        else:
+            conn.execute(sql.INSERT_UNKEYED_JOB, {
+                name: getattr(row, name) for name in sql.INSERT_UNKEYED_JOB_PARAMS})
+    except sa_exc.IntegrityError as exc:
+        raise _integrity_error(exc) from None
+    except sa_exc.OperationalError as exc:
+        conflict = _conflict(exc, [row])
+        if conflict is None:
+            raise
+        raise conflict from exc
+    return Enqueued([row.id], 1)
 
 
 def _columns(rows: Sequence[_Row]) -> dict[str, str]:
