@@ -96,6 +96,28 @@ INSERT_UNKEYED_JOB = text(re.sub(r"\$(\d+)",
                                  lambda m: ":" + INSERT_UNKEYED_JOB_PARAMS[int(m[1]) - 1],
                                  INSERT_UNKEYED_JOB_POSITIONAL))
 
+# A batch of jobs none of which has a key: INSERT_JOBS without ON CONFLICT and
+# RETURNING, for the same reason. A column of NULLs comes as an empty array
+# ('{}'): unnest pads the shorter arrays with NULLs.
+INSERT_UNKEYED_JOBS = text(
+    """
+    INSERT INTO "WorkerJob"
+        (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
+         "concurrencyKey", "concurrencyLimit", "heldBack")
+    SELECT j.id, j.type, j.payload, j.priority,
+           statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts,
+           j.user_id, statement_timestamp(),
+           j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END
+    FROM unnest(
+        CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
+        CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
+        CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]), CAST(:slot_limits AS int[])
+    ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, user_id,
+                           slot_key, slot_limit, ord)
+    ORDER BY j.ord
+    """
+)
+
 EXISTING_BY_KEY = text(
     """
     SELECT "idempotencyKey" AS key, id FROM "WorkerJob"

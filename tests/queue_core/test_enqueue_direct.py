@@ -1,7 +1,9 @@
 """`enqueue()` without `conn` runs on the process's own autocommit connection
 (queue_core/direct.py): kept between calls, replaced when its session was
 terminated, never shared across a fork or between threads, errors as through
-the engine, and a prepared statement that falls back when it is missing."""
+the engine, and a prepared statement that falls back when it is missing. A batch
+without keys takes its own statement, and the cheaper payload checks refuse what
+they refused before."""
 
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ from sqlalchemy.engine import make_url
 from skiplock import queue_core as q
 from skiplock.queue_core import db, direct
 from skiplock.queue_core.bounds import bounded
-from skiplock.queue_core.errors import DatabaseUnavailable, InvalidJob
+from skiplock.queue_core.enqueue import MAX_PAYLOAD_DEPTH
+from skiplock.queue_core.errors import DatabaseUnavailable, InvalidJob, InvalidPayload
 from skiplock.queue_core.faults import Fault, classify
-from tests.queue_core.helpers import count, row
+from tests.queue_core.helpers import add_user, count, row, sql
 from tests.support import free_port
 
 
@@ -169,3 +172,57 @@ def test_a_missing_prepared_statement_falls_back_to_the_plain_one(
     assert direct._prepare_off
     q.enqueue("X", {"n": "plain again"}, concurrency_key="ck", concurrency=1)
     assert count() == 3
+
+
+def test_a_batch_without_keys_writes_every_column_in_input_order() -> None:
+    add_user("u1")
+    hostile = 'ty"pe\\with {braces}, commas and "quotes"'
+    jobs = [
+        {"type": "A", "payload": {"i": 0, "s": 'q"uo\\te {x}'}},
+        {"type": hostile, "payload": {"i": 1}, "priority": -4, "delay": 60,
+         "max_attempts": 7, "user_id": "u1"},
+        {"type": "A", "payload": {"i": 2}, "concurrency_key": 'k"1', "concurrency": 1},
+        {"type": "A", "payload": {"i": 3}, "concurrency_key": 'k"1', "concurrency": 1},
+        {"type": "NULL", "payload": {"i": 4, "NULL": None}},
+    ]
+    ids = q.enqueue_many(jobs)
+    assert len(set(ids)) == 5 and count() == 5
+    rows = [row(i) for i in ids]
+    assert [r.payload["i"] for r in rows] == [0, 1, 2, 3, 4]
+    assert rows[0].payload["s"] == 'q"uo\\te {x}' and rows[4].type == "NULL"
+    assert (rows[1].type, rows[1].priority, rows[1].maxAttempts, rows[1].userId) == (
+        hostile, -4, 7, "u1")
+    assert 59 <= (rows[1].availableAt - rows[1].createdAt).total_seconds() <= 61
+    assert rows[0].userId is None and rows[0].concurrencyKey is None and rows[0].heldBack is None
+    # The per-row trigger still runs for keyed rows: one slot taken, one held back.
+    assert (rows[2].heldBack, rows[3].heldBack) == (None, True)
+    assert sql('SELECT active, "limit" FROM "WorkerConcurrencyKey" WHERE key = :k',
+               k='k"1')[0] == (1, 1)
+
+
+def test_a_batch_with_and_without_keys_mixed_still_returns_existing_ids() -> None:
+    existing = q.enqueue("X", {}, idempotency_key="old")
+    ids = q.enqueue_many([{"type": "X", "payload": {"n": 1}},
+                          {"type": "X", "payload": {}, "idempotency_key": "old"}])
+    assert ids[1] == existing and row(ids[0]).payload == {"n": 1} and count() == 2
+
+
+def test_a_payload_that_contains_itself_is_refused_as_too_deep() -> None:
+    loop: dict[str, object] = {}
+    loop["self"] = loop
+    with pytest.raises(InvalidPayload, match="deeper than"):
+        q.enqueue("X", loop)
+    looped_list: list[object] = []
+    looped_list.append(looped_list)
+    with pytest.raises(InvalidPayload, match="deeper than"):
+        q.enqueue_many([{"type": "X", "payload": {"l": looped_list}}])
+    # Too deep and not JSON at once: the depth is what is said, as before.
+    deep: dict[str, object] = {"x": {1, 2}}
+    for _ in range(MAX_PAYLOAD_DEPTH + 1):
+        deep = {"a": deep}
+    with pytest.raises(InvalidPayload, match="deeper than"):
+        q.enqueue("X", deep)
+    # Many brackets, none deep: written.
+    wide = {"items": [[{"a": []}] for _ in range(200)], "text": "[[[{{{" * 50}
+    assert row(q.enqueue("X", wide)).payload == wide
+    assert count() == 1
