@@ -68,6 +68,12 @@ def get_engine(url: str | None = None) -> Engine:
         return _engine
 
 
+def current_engine() -> Engine | None:
+    """The engine `get_engine()` last made, without its lock or fork check (queue_core/
+    direct.py compares it with the one its connection was opened from, per enqueue)."""
+    return _engine
+
+
 def connect_args() -> dict[str, Any]:
     """libpq parameters of every connection this process opens (queue_core/direct.py too)."""
     return {

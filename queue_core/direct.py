@@ -94,35 +94,35 @@ class KeptConnection:
         self.engine = engine
         self.pid = os.getpid()
         self.prepared: set[str] = set()
+        self.cursor = raw.cursor()  # one thread at a time uses it (`acquire`)
 
     def execute(self, statement: TextClause, params: dict[str, Any] | None = None) -> list[Any]:
-        text = compiled(statement)
-        with self.raw.cursor() as cur:
-            self._run(cur, text, params or {})
-            return _rows(cur)
+        cur = self.cursor
+        self._run(cur, compiled(statement), params or {})
+        return _rows(cur)
 
     def execute_prepared(self, statement: Prepared, args: Sequence[Any]) -> list[Any]:
-        with self.raw.cursor() as cur:
-            if not _prepare_off and statement.name not in self.prepared:
-                try:
-                    self._run(cur, f"PREPARE {statement.name} AS {statement.body}", None)
-                except sa_exc.DBAPIError as exc:
-                    if getattr(exc.orig, "pgcode", None) != _DUPLICATE_PREPARED:
-                        raise
-                self.prepared.add(statement.name)
-            if _prepare_off:
+        cur = self.cursor
+        if not _prepare_off and statement.name not in self.prepared:
+            try:
+                self._run(cur, f"PREPARE {statement.name} AS {statement.body}", None)
+            except sa_exc.DBAPIError as exc:
+                if getattr(exc.orig, "pgcode", None) != _DUPLICATE_PREPARED:
+                    raise
+            self.prepared.add(statement.name)
+        if _prepare_off:
+            self._run(cur, statement.plain, _numbered(args))
+        else:
+            try:
+                self._run(cur, statement.execute, args)
+            except sa_exc.DBAPIError as exc:
+                if getattr(exc.orig, "pgcode", None) != _UNDEFINED_PREPARED:
+                    raise
+                # Prepared on another server connection than this statement
+                # reached (a transaction pooler): nothing ran, run it plainly.
+                _no_prepare()
                 self._run(cur, statement.plain, _numbered(args))
-            else:
-                try:
-                    self._run(cur, statement.execute, args)
-                except sa_exc.DBAPIError as exc:
-                    if getattr(exc.orig, "pgcode", None) != _UNDEFINED_PREPARED:
-                        raise
-                    # Prepared on another server connection than this statement
-                    # reached (a transaction pooler): nothing ran, run it plainly.
-                    _no_prepare()
-                    self._run(cur, statement.plain, _numbered(args))
-            return _rows(cur)
+        return _rows(cur)
 
     def _run(self, cur: Any, text: str, params: Any) -> None:
         prefix = bounds.statement_prefix()
@@ -157,6 +157,10 @@ def acquire() -> KeptConnection | None:
     global _kept
     if not _lock.acquire(blocking=False):
         return None
+    kept = _kept
+    if (kept is not None and kept.pid == os.getpid() and kept.engine is db.current_engine()
+            and not kept.raw.closed and not _spoke(kept.raw)):
+        return kept
     try:
         engine = db.get_engine()
         kept = _kept

@@ -18,6 +18,7 @@ from datetime import timedelta
 from json import encoder as json_encoder
 from typing import Any, NamedTuple
 
+import psycopg2
 from psycopg2.extensions import connection as DBAPIConnection
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
@@ -303,16 +304,21 @@ def enqueue_batch(jobs: Iterable[Mapping[str, Any]],
 
 
 def _write(rows: Sequence[_Row], conn: Connection | Session | DBAPIConnection | None) -> Enqueued:
-    if is_dbapi_connection(conn):
-        return _insert(BorrowedConnection(conn), rows)
     if conn is None:
-        with translate_errors():
+        try:
             kept = direct.acquire()
             if kept is not None:
                 try:
                     return _insert(kept, rows)
                 finally:
                     direct.release(kept)
+        except (sa_exc.DBAPIError, psycopg2.Error):
+            # As `connect()` would have said it; translated only when it happens,
+            # since entering translate_errors costs each enqueue a few microseconds.
+            with translate_errors():
+                raise
+    elif is_dbapi_connection(conn):
+        return _insert(BorrowedConnection(conn), rows)
     # Another thread has the kept connection, or the caller's transaction.
     with connect(conn, autocommit=True) as c:
         return _insert(c, rows)
