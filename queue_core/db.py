@@ -102,6 +102,11 @@ def _on_error(context: ExceptionContext) -> None:
         context.is_disconnect = True
 
 
+# Called by reset_engine: connections made from the engine's URL outside its pool
+# (queue_core/direct.py) are closed with it.
+on_reset: list[Callable[[], None]] = []
+
+
 def reset_engine() -> None:
     """Forget the engine (after DATABASE_URL changed, or in tests)."""
     global _engine, _engine_pid, _engine_url
@@ -109,6 +114,8 @@ def reset_engine() -> None:
         if _engine is not None:
             _engine.dispose(close=_engine_pid == os.getpid())
         _engine, _engine_pid, _engine_url = None, None, None
+    for hook in on_reset:
+        hook()
 
 
 def as_connection(conn: Connection | Session) -> Connection:

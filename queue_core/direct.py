@@ -252,3 +252,6 @@ def close() -> None:
         if _kept is not None:
             kept, _kept = _kept, None
             _forget(kept)
+
+
+db.on_reset.append(close)
