@@ -284,6 +284,9 @@ def run(argv: list[str]) -> None:
                              "default settings made for the run")
     parser.add_argument("--skiplock-flags", default="",
                         help="extra `skiplock worker` flags, e.g. '--commit-delay-ms 0'")
+    parser.add_argument("--only", choices=("all", "enqueue"), default="all",
+                        help="'enqueue': only the three enqueue lines, no pool started "
+                             "(for working on enqueue; default all)")
     args = parser.parse_args(argv)
     if not Path(args.peer_python).exists():
         raise SystemExit(f"{args.peer_python} not found: run `make bench-peers`, which "
@@ -311,30 +314,31 @@ def run(argv: list[str]) -> None:
             return [(first(), second()) for _ in range(runs)]
 
         print(f"{'':<50} {'skiplock':>10} {'reference':>10} {'':<7} {'ratio':>6}  target")
-        line(f"no-op jobs/s ({args.jobs} backlog) vs PgQueuer",
-             paired(lambda: throughput(ours, "noop", args.jobs, {}),
-                    lambda: throughput(theirs, "noop", args.jobs, {})), "jobs/s", ">= 1.5")
+        if args.only == "all":
+            line(f"no-op jobs/s ({args.jobs} backlog) vs PgQueuer",
+                 paired(lambda: throughput(ours, "noop", args.jobs, {}),
+                        lambda: throughput(theirs, "noop", args.jobs, {})), "jobs/s", ">= 1.5")
 
-        payload = {"ms": CPU_MS}
-        cpu = [(bare_cpu_rate(args.cpu_jobs, CPU_MS),
-                throughput(ours, "cpu", args.cpu_jobs, payload),
-                throughput(theirs, "cpu", args.cpu_jobs, payload)) for _ in range(runs)]
-        line(f"CPU-bound {CPU_MS} ms jobs/s vs the bare body, 2 procs",
-             [(o, b) for b, o, _ in cpu], "jobs/s", ">= 0.95")
-        line("  PgQueuer's CPU-bound jobs/s vs the bare body",
-             [(t, b) for b, _, t in cpu], "jobs/s", "(reference)")
+            payload = {"ms": CPU_MS}
+            cpu = [(bare_cpu_rate(args.cpu_jobs, CPU_MS),
+                    throughput(ours, "cpu", args.cpu_jobs, payload),
+                    throughput(theirs, "cpu", args.cpu_jobs, payload)) for _ in range(runs)]
+            line(f"CPU-bound {CPU_MS} ms jobs/s vs the bare body, 2 procs",
+                 [(o, b) for b, o, _ in cpu], "jobs/s", ">= 0.95")
+            line("  PgQueuer's CPU-bound jobs/s vs the bare body",
+                 [(t, b) for b, _, t in cpu], "jobs/s", "(reference)")
 
-        gap = 0.05
-        picks_ours: list[tuple[float, float]] = []
-        picks_theirs: list[tuple[float, float]] = []
-        for _ in range(runs):
-            picks_ours.append(pickup(ours, args.pickups, gap))
-            picks_theirs.append(pickup(theirs, args.pickups, gap))
-        picks = [(o[0], t[0]) for o, t in zip(picks_ours, picks_theirs, strict=True)]
-        line("pick-up into an idle pool, p50 ms vs PgQueuer", picks, "ms", "(lower is better)")
-        picks = [(o[1], t[1]) for o, t in zip(picks_ours, picks_theirs, strict=True)]
-        line("pick-up into an idle pool, p99 ms vs PgQueuer", picks, "ms",
-             "skiplock p99 <= about 4 ms")
+            gap = 0.05
+            picks_ours: list[tuple[float, float]] = []
+            picks_theirs: list[tuple[float, float]] = []
+            for _ in range(runs):
+                picks_ours.append(pickup(ours, args.pickups, gap))
+                picks_theirs.append(pickup(theirs, args.pickups, gap))
+            picks = [(o[0], t[0]) for o, t in zip(picks_ours, picks_theirs, strict=True)]
+            line("pick-up into an idle pool, p50 ms vs PgQueuer", picks, "ms", "(lower is better)")
+            picks = [(o[1], t[1]) for o, t in zip(picks_ours, picks_theirs, strict=True)]
+            line("pick-up into an idle pool, p99 ms vs PgQueuer", picks, "ms",
+                 "skiplock p99 <= about 4 ms")
 
         sql(url, 'CREATE TABLE bench_insert (LIKE "WorkerJob" INCLUDING ALL)')
         insert = ("INSERT INTO bench_insert (id, type, payload) "

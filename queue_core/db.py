@@ -63,19 +63,30 @@ def get_engine(url: str | None = None) -> Engine:
                 url,
                 pool_size=5,
                 max_overflow=10,
-                connect_args={
-                    "application_name": f"skiplock[{os.getpid()}]",
-                    "connect_timeout": 5,
-                    # Notice a dead primary (failover, cable pulled) in about a minute.
-                    "keepalives": 1,
-                    "keepalives_idle": 30,
-                    "keepalives_interval": 10,
-                    "keepalives_count": 3,
-                },
+                connect_args=connect_args(),
             )
             _watch(_engine)
             _engine_pid, _engine_url = os.getpid(), url
         return _engine
+
+
+def current_engine() -> Engine | None:
+    """The engine `get_engine()` last made, without its lock or fork check (queue_core/
+    direct.py compares it with the one its connection was opened from, per enqueue)."""
+    return _engine
+
+
+def connect_args() -> dict[str, Any]:
+    """libpq parameters of every connection this process opens (queue_core/direct.py too)."""
+    return {
+        "application_name": f"skiplock[{os.getpid()}]",
+        "connect_timeout": 5,
+        # Notice a dead primary (failover, cable pulled) in about a minute.
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
 
 
 def _watch(engine: Engine) -> None:
@@ -93,6 +104,11 @@ def _on_error(context: ExceptionContext) -> None:
         context.is_disconnect = True
 
 
+# Called by reset_engine: connections made from the engine's URL outside its pool
+# (queue_core/direct.py) are closed with it.
+on_reset: list[Callable[[], None]] = []
+
+
 def reset_engine() -> None:
     """Forget the engine (after DATABASE_URL changed, or in tests)."""
     global _engine, _engine_pid, _engine_url
@@ -100,6 +116,8 @@ def reset_engine() -> None:
         if _engine is not None:
             _engine.dispose(close=_engine_pid == os.getpid())
         _engine, _engine_pid, _engine_url = None, None, None
+    for hook in on_reset:
+        hook()
 
 
 def as_connection(conn: Connection | Session) -> Connection:

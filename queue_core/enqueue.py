@@ -15,17 +15,19 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from json import encoder as json_encoder
 from typing import Any, NamedTuple
 
+import psycopg2
 from psycopg2.extensions import connection as DBAPIConnection
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from skiplock.queue_core import limits, payloads, policy, sql, unique
+from skiplock.queue_core import direct, limits, payloads, policy, sql, unique
 from skiplock.queue_core.borrowed import BorrowedConnection, is_dbapi_connection
 from skiplock.queue_core.config import cached_settings
-from skiplock.queue_core.db import connect
+from skiplock.queue_core.db import connect, translate_errors
 from skiplock.queue_core.errors import InvalidJob, InvalidPayload, TransactionConflict
 
 MAX_TYPE_LENGTH = 200
@@ -43,6 +45,32 @@ _OPTIONS = {"priority", "delay", "max_attempts", "idempotency_key", "user_id",
 # One encoder for every payload: json.dumps with options builds a new one per call,
 # a third of the cost of preparing a row in a bulk enqueue.
 _encode = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=True).encode
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# The same C encoder `_encode` makes for each call, made once (half the cost of
+# `_encode` for a small payload). It keeps no record of the containers it is in
+# (markers None): a payload that contains itself ends the encoder's recursion,
+# and `_too_deep` then refuses it as too deep, as it always was.
+_c_make_encoder: Any = getattr(json_encoder, "c_make_encoder", None)
+_c_encode: Any = None if _c_make_encoder is None else _c_make_encoder(
+    None, _not_json, json_encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
+
+
+def _encode_fast(payload: Any) -> str:
+    if _c_encode is None:  # a Python without the C accelerator
+        return _encode(payload)
+    return "".join(_c_encode(payload, 0))
+
+
+def _new_ids(count: int) -> list[str]:
+    """`count` ids as `new_job_id` makes them, with one clock read and one urandom call."""
+    prefix = f"{int(time.time() * 1000):012x}"
+    digits = os.urandom(10 * count).hex()
+    return [prefix + digits[i:i + 20] for i in range(0, 20 * count, 20)]
 
 
 def new_job_id() -> str:
@@ -115,22 +143,43 @@ def _has_invalid_text(value: Any) -> bool:
     return False
 
 
+# Job types already found fit (`_text`): a bulk enqueue checks its one type once.
+_FIT_TYPES: dict[str, None] = {}
+_FIT_TYPES_MAX = 10_000
+
+
+def _job_type(job_type: Any) -> str:
+    if type(job_type) is str and job_type in _FIT_TYPES:
+        return job_type
+    checked = _text("job type", job_type, MAX_TYPE_LENGTH, required=True)
+    assert checked is not None
+    if type(checked) is str and len(_FIT_TYPES) < _FIT_TYPES_MAX:
+        _FIT_TYPES[checked] = None
+    return checked
+
+
 def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = None,
              max_attempts: Any = None, idempotency_key: Any = None, user_id: Any = None,
              concurrency_key: Any = None, concurrency: Any = None, unique_for: Any = None,
-             max_payload_bytes: int) -> _Row:
-    job_type = _text("job type", job_type, MAX_TYPE_LENGTH, required=True)
-    assert job_type is not None
+             max_payload_bytes: int, job_id: str | None = None) -> _Row:
+    job_type = _job_type(job_type)
     payloads.validate_payload(job_type, payload)
-    if _too_deep(payload, MAX_PAYLOAD_DEPTH):
+    try:
+        encoded = _encode_fast(payload)
+    except (TypeError, ValueError, RecursionError) as exc:  # a float inf, an int of 4300+
+        if _too_deep(payload, MAX_PAYLOAD_DEPTH):  # digits, a loop, or a C-level recursion
+            raise InvalidPayload(
+                f"payload of {job_type} nests deeper than {MAX_PAYLOAD_DEPTH} levels") from None
+        if isinstance(exc, RecursionError):
+            raise InvalidPayload(f"payload of {job_type} is nested too deeply") from None
+        raise InvalidPayload(f"payload of {job_type} is not JSON: {exc}") from None
+    # Every container writes one opening bracket (one inside a string only adds to
+    # the count), so a payload with few of them cannot nest deeply: the walk over
+    # it runs only when it might.
+    if (encoded.count("{") + encoded.count("[") > MAX_PAYLOAD_DEPTH
+            and _too_deep(payload, MAX_PAYLOAD_DEPTH)):
         raise InvalidPayload(
             f"payload of {job_type} nests deeper than {MAX_PAYLOAD_DEPTH} levels")
-    try:
-        encoded = _encode(payload)
-    except (TypeError, ValueError) as exc:  # also a float inf or an int of 4300+ digits
-        raise InvalidPayload(f"payload of {job_type} is not JSON: {exc}") from None
-    except RecursionError:  # cannot happen below MAX_PAYLOAD_DEPTH; kept as a last guard
-        raise InvalidPayload(f"payload of {job_type} is nested too deeply") from None
     if "\\u0000" in encoded:
         raise InvalidPayload(
             f"payload of {job_type} contains a NUL character, which PostgreSQL cannot store"
@@ -149,7 +198,9 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
             f"payload of {job_type} is {size} bytes; the limit is {max_payload_bytes} "
             "(SKIPLOCK_MAX_PAYLOAD_BYTES)"
         )
-    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > _INT32:
+    if (type(priority) is not int and (isinstance(priority, bool)
+                                       or not isinstance(priority, int))) \
+            or abs(priority) > _INT32:
         raise InvalidJob(f"priority must be an integer between -{_INT32} and {_INT32}")
     if max_attempts is None:
         max_attempts = policy.max_attempts_for(job_type)
@@ -159,27 +210,33 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
         raise InvalidJob(f"max_attempts must be between 1 and 1000, not {max_attempts}")
     if delay is None:
         delay_s = 0.0
-    elif isinstance(delay, timedelta):
-        delay_s = delay.total_seconds()
-    elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
-        delay_s = float(delay)
     else:
-        raise InvalidJob("delay must be a number of seconds or a timedelta")
-    if not 0 <= delay_s <= 10 * 365 * 86400 or delay_s != delay_s:
-        raise InvalidJob(f"delay must be between 0 seconds and 10 years, not {delay_s}")
-    key = _text("idempotency key", idempotency_key, MAX_KEY_LENGTH, required=False)
-    user = _text("user id", user_id, MAX_KEY_LENGTH, required=False)
+        if isinstance(delay, timedelta):
+            delay_s = delay.total_seconds()
+        elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
+            delay_s = float(delay)
+        else:
+            raise InvalidJob("delay must be a number of seconds or a timedelta")
+        if not 0 <= delay_s <= 10 * 365 * 86400 or delay_s != delay_s:
+            raise InvalidJob(f"delay must be between 0 seconds and 10 years, not {delay_s}")
+    key = None if idempotency_key is None else _text(
+        "idempotency key", idempotency_key, MAX_KEY_LENGTH, required=False)
+    user = None if user_id is None else _text("user id", user_id, MAX_KEY_LENGTH,
+                                              required=False)
     slot_key, limit = limits.resolve(
-        job_type, payload, _text("concurrency key", concurrency_key, MAX_KEY_LENGTH,
-                                 required=False), concurrency)
+        job_type, payload, None if concurrency_key is None else _text(
+            "concurrency key", concurrency_key, MAX_KEY_LENGTH, required=False), concurrency)
     if slot_key is not None:
         _text("concurrency key", slot_key, MAX_KEY_LENGTH, required=True)
+    if unique_for is None:
+        return _Row(job_id or new_job_id(), job_type, encoded, priority, delay_s, max_attempts,
+                    key, user, slot_key, limit)
     scoped, unique_s = unique.window(unique_for)
     if scoped and key is None:
         raise InvalidJob("unique_for needs an idempotency key")
     unique_key, key = (key, None) if scoped else (None, key)
-    return _Row(new_job_id(), job_type, encoded, priority, delay_s, max_attempts, key, user,
-                slot_key, limit, unique_key, unique_s)
+    return _Row(job_id or new_job_id(), job_type, encoded, priority, delay_s, max_attempts,
+                key, user, slot_key, limit, unique_key, unique_s)
 
 
 def check_job(job: Mapping[str, Any]) -> None:
@@ -187,14 +244,18 @@ def check_job(job: Mapping[str, Any]) -> None:
     _prepare_job(job, 0, cached_settings().max_payload_bytes)
 
 
-def _prepare_job(job: Any, index: int, limit: int) -> _Row:
+def _prepare_job(job: Any, index: int, limit: int, job_id: str | None = None) -> _Row:
+    # The common job, {"type": ..., "payload": ...}, needs no sorting of options.
+    if type(job) is dict and len(job) == 2 and "type" in job and "payload" in job:
+        return _prepare(job["type"], job["payload"], max_payload_bytes=limit, job_id=job_id)
     if not isinstance(job, Mapping):
         raise InvalidJob(f"job #{index} is not a mapping")
     unknown = set(job) - _OPTIONS - {"type", "payload"}
     if unknown:
         raise InvalidJob(f"job #{index} has unknown options: {', '.join(sorted(unknown))}")
     options = {k: v for k, v in job.items() if k in _OPTIONS and v is not None}
-    return _prepare(job.get("type"), job.get("payload"), **options, max_payload_bytes=limit)
+    return _prepare(job.get("type"), job.get("payload"), **options, max_payload_bytes=limit,
+                    job_id=job_id)
 
 
 def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
@@ -210,11 +271,12 @@ def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
     that many jobs of the key run at once (queue_core/limits.py). `unique_for`:
     how long the idempotency key holds ("active", "1h"; queue_core/unique.py).
     """
-    job = {"type": job_type, "payload": payload, "priority": priority, "delay": delay,
-           "max_attempts": max_attempts, "idempotency_key": idempotency_key,
-           "user_id": user_id, "concurrency_key": concurrency_key,
-           "concurrency": concurrency, "unique_for": unique_for}
-    return enqueue_many([job], conn=conn)[0]
+    # Straight to _prepare: the options are named arguments, nothing to sort out.
+    row = _prepare(job_type, payload, priority=0 if priority is None else priority,
+                   delay=delay, max_attempts=max_attempts, idempotency_key=idempotency_key,
+                   user_id=user_id, concurrency_key=concurrency_key, concurrency=concurrency,
+                   unique_for=unique_for, max_payload_bytes=cached_settings().max_payload_bytes)
+    return _write([row], conn).ids[0]
 
 
 def enqueue_many(jobs: Iterable[Mapping[str, Any]],
@@ -233,16 +295,54 @@ def enqueue_batch(jobs: Iterable[Mapping[str, Any]],
                   conn: Connection | Session | DBAPIConnection | None = None) -> Enqueued:
     """`enqueue_many`, also saying how many jobs were new (backfills report it)."""
     limit = cached_settings().max_payload_bytes
-    rows = [_prepare_job(job, index, limit) for index, job in enumerate(jobs)]
+    jobs = list(jobs)
+    ids = _new_ids(len(jobs))
+    rows = [_prepare_job(job, index, limit, ids[index]) for index, job in enumerate(jobs)]
     if not rows:
         return Enqueued([], 0)
-    if is_dbapi_connection(conn):
+    return _write(rows, conn)
+
+
+def _write(rows: Sequence[_Row], conn: Connection | Session | DBAPIConnection | None) -> Enqueued:
+    if conn is None:
+        try:
+            kept = direct.acquire()
+            if kept is not None:
+                try:
+                    return _insert(kept, rows)
+                finally:
+                    direct.release(kept)
+        except (sa_exc.DBAPIError, psycopg2.Error):
+            # As `connect()` would have said it; translated only when it happens,
+            # since entering translate_errors costs each enqueue a few microseconds.
+            with translate_errors():
+                raise
+    elif is_dbapi_connection(conn):
         return _insert(BorrowedConnection(conn), rows)
+    # Another thread has the kept connection, or the caller's transaction.
     with connect(conn, autocommit=True) as c:
         return _insert(c, rows)
 
 
-def _insert(conn: Connection | BorrowedConnection, rows: Sequence[_Row]) -> Enqueued:
+_INSERT_UNKEYED = direct.Prepared(sql.INSERT_UNKEYED_JOB_POSITIONAL,
+                                  len(sql.INSERT_UNKEYED_JOB_PARAMS))
+
+
+def _insert(conn: Connection | BorrowedConnection | direct.KeptConnection,
+            rows: Sequence[_Row]) -> Enqueued:
+    if all(r.key is None and r.unique_key is None for r in rows):
+        if len(rows) == 1:
+            return _insert_unkeyed(conn, rows[0])
+        try:
+            conn.execute(sql.INSERT_UNKEYED_JOBS, _unkeyed_columns(rows))
+        except sa_exc.IntegrityError as exc:
+            raise _integrity_error(exc) from None
+        except sa_exc.OperationalError as exc:
+            conflict = _conflict(exc, rows)
+            if conflict is None:
+                raise
+            raise conflict from exc
+        return Enqueued([r.id for r in rows], len(rows))
     created = 0
     ids: dict[int, str] = {}
     todo = list(range(len(rows)))
@@ -292,6 +392,27 @@ def _insert(conn: Connection | BorrowedConnection, rows: Sequence[_Row]) -> Enqu
     return Enqueued([ids[i] for i in range(len(rows))], created)
 
 
+def _insert_unkeyed(conn: Connection | BorrowedConnection | direct.KeptConnection,
+                    row: _Row) -> Enqueued:
+    """One job without a key: it is new, whatever else is in the table."""
+    try:
+        if isinstance(conn, direct.KeptConnection):
+            conn.execute_prepared(_INSERT_UNKEYED, (
+                row.id, row.type, row.payload, row.priority, row.delay_s, row.max_attempts,
+                row.user_id, row.concurrency_key, row.concurrency))
+        else:
+            conn.execute(sql.INSERT_UNKEYED_JOB, {
+                name: getattr(row, name) for name in sql.INSERT_UNKEYED_JOB_PARAMS})
+    except sa_exc.IntegrityError as exc:
+        raise _integrity_error(exc) from None
+    except sa_exc.OperationalError as exc:
+        conflict = _conflict(exc, [row])
+        if conflict is None:
+            raise
+        raise conflict from exc
+    return Enqueued([row.id], 1)
+
+
 def _columns(rows: Sequence[_Row]) -> dict[str, str]:
     # Each column goes as one array literal ('{"a","b"}'), parsed by the server's
     # array input; psycopg2 would send a list as ARRAY['a','b',...], an
@@ -312,6 +433,29 @@ def _columns(rows: Sequence[_Row]) -> dict[str, str]:
                                       for r in rows) + "}",
         "slot_limits": "{" + ",".join("NULL" if r.concurrency is None else str(r.concurrency)
                                       for r in rows) + "}",
+    }
+
+
+def _unkeyed_columns(rows: Sequence[_Row]) -> dict[str, str]:
+    """`_columns` for INSERT_UNKEYED_JOBS, in fewer passes: ids are hex digits (no
+    quotes needed), a type is escaped once per batch, a column of NULLs is '{}'."""
+    types: dict[str, str] = {}
+    for r in rows:
+        if r.type not in types:
+            types[r.type] = '"' + r.type.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    users = [r.user_id for r in rows]
+    slots = [r.concurrency_key for r in rows]
+    return {
+        "ids": "{" + ",".join([r.id for r in rows]) + "}",
+        "types": "{" + ",".join([types[r.type] for r in rows]) + "}",
+        "payloads": _text_array([r.payload for r in rows]),
+        "priorities": _number_array([r.priority for r in rows]),
+        "delays": _number_array([r.delay_s for r in rows]),
+        "max_attempts": _number_array([r.max_attempts for r in rows]),
+        "user_ids": _text_array(users) if any(u is not None for u in users) else "{}",
+        "slot_keys": _text_array(slots) if any(k is not None for k in slots) else "{}",
+        "slot_limits": "{" + ",".join("NULL" if r.concurrency is None else str(r.concurrency)
+                                      for r in rows) + "}" if any(slots) else "{}",
     }
 
 

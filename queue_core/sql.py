@@ -14,6 +14,8 @@ Rules all of them follow:
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import text
 
 NOTIFY_CHANNEL = "skiplock_jobs"
@@ -70,6 +72,49 @@ INSERT_JOB = text(
             statement_timestamp() + make_interval(secs => CAST(:unique_s AS float8)))
     ON CONFLICT DO NOTHING
     RETURNING id
+    """
+)
+
+# A job with neither an idempotency key nor a scoped key, alone: nothing to
+# arbitrate, so no ON CONFLICT (a speculative insertion costs the server more
+# than a plain one) and no RETURNING (the id is ours). Written with positional
+# parameters, to be prepared once on skiplock's own connection (queue_core/
+# direct.py); INSERT_UNKEYED_JOB is the same with named parameters, for a
+# caller's connection. Same columns, set the same way, as INSERT_JOB.
+INSERT_UNKEYED_JOB_PARAMS = ("id", "type", "payload", "priority", "delay_s", "max_attempts",
+                             "user_id", "concurrency_key", "concurrency")
+INSERT_UNKEYED_JOB_POSITIONAL = """
+    INSERT INTO "WorkerJob"
+        (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
+         "concurrencyKey", "concurrencyLimit", "heldBack")
+    VALUES (CAST($1 AS text), CAST($2 AS text), CAST($3 AS jsonb), CAST($4 AS int),
+            statement_timestamp() + make_interval(secs => CAST($5 AS float8)),
+            CAST($6 AS int), CAST($7 AS text), statement_timestamp(), CAST($8 AS text),
+            CAST($9 AS int), CASE WHEN CAST($8 AS text) IS NOT NULL THEN true END)
+    """
+INSERT_UNKEYED_JOB = text(re.sub(r"\$(\d+)",
+                                 lambda m: ":" + INSERT_UNKEYED_JOB_PARAMS[int(m[1]) - 1],
+                                 INSERT_UNKEYED_JOB_POSITIONAL))
+
+# A batch of jobs none of which has a key: INSERT_JOBS without ON CONFLICT and
+# RETURNING, for the same reason. A column of NULLs comes as an empty array
+# ('{}'): unnest pads the shorter arrays with NULLs.
+INSERT_UNKEYED_JOBS = text(
+    """
+    INSERT INTO "WorkerJob"
+        (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
+         "concurrencyKey", "concurrencyLimit", "heldBack")
+    SELECT j.id, j.type, j.payload, j.priority,
+           statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts,
+           j.user_id, statement_timestamp(),
+           j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END
+    FROM unnest(
+        CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
+        CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
+        CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]), CAST(:slot_limits AS int[])
+    ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, user_id,
+                           slot_key, slot_limit, ord)
+    ORDER BY j.ord
     """
 )
 

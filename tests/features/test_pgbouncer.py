@@ -129,3 +129,28 @@ def test_cancel_limits_wait_and_progress_work_through_pgbouncer_in_transaction_m
                     jobs.get(job_id)["lastError"])
     waited = cli("wait", job_id, "--timeout", "10s")
     assert waited.returncode == 1 and "ended FAILED: cancelled by" in waited.stderr
+
+
+def test_enqueues_from_several_processes_through_pgbouncer_all_land(
+    bouncer_url: str, jobs: Jobs, tmp_path: Path
+) -> None:
+    """enqueue()'s prepared insert (queue_core/direct.py) behind transaction pooling: a
+    statement may reach a server connection that lacks it, or one where another process
+    prepared it; every job is written either way, none twice."""
+    env = worker_env(bouncer_url, tmp_path / "home")
+    script = ("import sys, skiplock\n"
+              "ids = [skiplock.enqueue('TEST_RECORD', {'p': sys.argv[1], 'i': i}) "
+              "for i in range(40)]\n"
+              "ids += skiplock.enqueue_many([{'type': 'TEST_RECORD', 'payload': {'b': i}} "
+              "for i in range(5)])\n"
+              "print(' '.join(ids))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(n)], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for n in range(5)]
+    written: list[str] = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=90)
+        assert proc.returncode == 0, err
+        written += out.split()
+    assert len(written) == len(set(written)) == 5 * 45
+    assert all(jobs.get(job_id)["status"] == "PENDING" for job_id in written)
