@@ -243,11 +243,16 @@ def execute(statement: Any, params: dict[str, Any] | None = None,
 # it must be discarded, so `translate_errors` and every caller see what they saw.
 
 _DRIVER_DIALECT = PGDialect_psycopg2()
+_driver_sql: dict[TextClause, str] = {}
 
 
 def driver_sql(statement: TextClause) -> str:
-    """`statement` as the driver takes it (`%(name)s` parameters, `%` escaped)."""
-    return str(statement.compile(dialect=_DRIVER_DIALECT))
+    """`statement` as the driver takes it (`%(name)s` parameters, `%` escaped),
+    compiled once per process."""
+    found = _driver_sql.get(statement)
+    if found is None:
+        found = _driver_sql[statement] = statement.compile(dialect=_DRIVER_DIALECT).string
+    return found
 
 
 def run_on_driver(conn: Connection | Session | None, statement: str,

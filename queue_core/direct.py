@@ -41,25 +41,12 @@ import psycopg2
 import psycopg2.extensions
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects.postgresql import psycopg2 as pg_dialect
 from sqlalchemy.sql.elements import TextClause
 
 from skiplock.queue_core import bounds, db, faults
 
-_DIALECT = pg_dialect.dialect()
 _UNDEFINED_PREPARED = "26000"  # invalid_sql_statement_name: no such prepared statement
 _DUPLICATE_PREPARED = "42P05"
-
-_compiled: dict[TextClause, str] = {}
-
-
-def compiled(statement: TextClause) -> str:
-    """`statement` as psycopg2 takes it (`%(name)s` parameters), compiled once per process."""
-    found = _compiled.get(statement)
-    if found is None:
-        found = _compiled[statement] = statement.compile(dialect=_DIALECT).string
-    return found
-
 
 def _rows(cur: Any) -> list[Any]:
     if cur.description is None:
@@ -98,7 +85,7 @@ class KeptConnection:
 
     def execute(self, statement: TextClause, params: dict[str, Any] | None = None) -> list[Any]:
         cur = self.cursor
-        self._run(cur, compiled(statement), params or {})
+        self._run(cur, db.driver_sql(statement), params or {})
         return _rows(cur)
 
     def execute_prepared(self, statement: Prepared, args: Sequence[Any]) -> list[Any]:

@@ -27,12 +27,6 @@ log = logging.getLogger("skiplock.queue")
 
 MAX_ERROR_LENGTH = MAX_ERROR_CHARS
 
-# The statements a pool child runs for every batch go through the driver's cursor
-# (db.run_on_driver: SQLAlchemy's layer cost as much CPU as the server's work).
-_DRIVER = {statement: driver_sql(statement) for statement in (
-    sql.CLAIM, sql.CLAIM_TYPES, sql.CLAIM_AFTER_SAVEPOINT, sql.COMPLETE_MANY,
-    sql.COMPLETE_AND_CLAIM)}
-
 
 def claim(worker_id: str, limit: int = 1, types: Sequence[str] | None = None,
           conn: Connection | Session | None = None, *, savepoint: bool = False) -> list[Job]:
@@ -53,9 +47,13 @@ def claim(worker_id: str, limit: int = 1, types: Sequence[str] | None = None,
         statement, params["types"] = sql.CLAIM_TYPES, list(types)
     elif savepoint and conn is not None:
         statement = sql.CLAIM_AFTER_SAVEPOINT
-    names, rows = run_on_driver(conn, _DRIVER[statement], params)
-    jobs = [Job.from_mapping(dict(zip(names, row, strict=True))) for row in rows]
-    # RETURNING gives no order; hand jobs out in the claim's order.
+    names, rows = run_on_driver(conn, driver_sql(statement), params)
+    return _in_claim_order([Job.from_mapping(dict(zip(names, row, strict=True)))
+                            for row in rows])
+
+
+def _in_claim_order(jobs: list[Job]) -> list[Job]:
+    """RETURNING gives no order; jobs are handed out in the claim's."""
     jobs.sort(key=lambda j: (-j.priority, j.available_at or 0, j.id))
     return jobs
 
@@ -88,7 +86,7 @@ def complete_many(jobs: Sequence[tuple[Fenced, Any]],
     still ours (those missing were lost: nothing was changed for them)."""
     if not jobs:
         return set()
-    _, rows = run_on_driver(conn, _DRIVER[sql.COMPLETE_MANY], _completions(jobs))
+    _, rows = run_on_driver(conn, driver_sql(sql.COMPLETE_MANY), _completions(jobs))
     done = {row[0] for row in rows}
     _warn_lost(jobs, done)
     return done
@@ -101,13 +99,11 @@ def complete_and_claim(jobs: Sequence[tuple[Fenced, Any]], worker_id: str,
     (a pool child's group, pool/child.py). Returns the ids that were still ours
     and the claimed jobs, in the claim's order."""
     params = {**_completions(jobs), "worker_id": worker_id, "limit": max(1, limit)}
-    names, rows = run_on_driver(None, _DRIVER[sql.COMPLETE_AND_CLAIM], params)
+    names, rows = run_on_driver(None, driver_sql(sql.COMPLETE_AND_CLAIM), params)
     done = set(rows[0][0] or ()) if rows else set()
     _warn_lost(jobs, done)
-    claimed = [Job.from_mapping(dict(zip(names[1:], row[1:], strict=True)))
-               for row in rows if row[1] is not None]
-    claimed.sort(key=lambda j: (-j.priority, j.available_at or 0, j.id))
-    return done, claimed
+    return done, _in_claim_order([Job.from_mapping(dict(zip(names[1:], row[1:], strict=True)))
+                                  for row in rows if row[1] is not None])
 
 
 def _completions(jobs: Sequence[tuple[Fenced, Any]]) -> dict[str, Any]:
