@@ -4,7 +4,12 @@ One claim statement per job is a round trip and a scan of the claim index
 per job; with a deep queue of short jobs a child should take many at once.
 But jobs a child holds wait for it while another child may be idle, so a
 claim covers about `TARGET_S` of work: fast jobs in bites of up to
-`MAX_ADAPTIVE`, jobs longer than the target one at a time. The size doubles
+`MAX_ADAPTIVE`, jobs longer than the target one at a time. The target is
+100 ms: each claim is a statement that costs the server 2-3 ms of CPU, and
+with CPU-bound 10 ms jobs on 2 cores a 50 ms target (claims of 4) reached
+0.90 of the bare body's rate, a 100 ms one (claims of 9) 0.93 (`python -m
+bench peers`, docs/benchmarks.md); a job waits at most that long behind its batch while a deep queue
+keeps every child busy anyway. The size doubles
 while claims come back full (a deep queue) and falls back to what the last
 claim found when the queue runs dry.
 
@@ -15,7 +20,7 @@ claim, 1 after a short one.
 from __future__ import annotations
 
 MAX_ADAPTIVE = 100
-TARGET_S = 0.05
+TARGET_S = 0.1
 _WEIGHT = 0.2  # of the newest duration in the moving averages
 
 

@@ -110,6 +110,7 @@ class Group:
         self.outcomes: list[Outcome] = []
         self.connect_failed = False
         self.touched = False  # a job of the group used its transaction (JobScope)
+        self.failures = 0  # outcomes waiting with an error (failed in the transaction)
 
     def connection(self) -> Connection:
         """The group's transaction, begun on first use. The connection goes back to the
@@ -130,12 +131,14 @@ class Group:
 
     def add(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)
+        if outcome.error is not None:
+            self.failures += 1
 
     def writes_nothing(self) -> bool:
         """Whether the group's jobs all completed without touching their transaction:
         then nothing but their completions needs committing, and those can commit
         alone, in one statement (pool/child.py `commit_alone`)."""
-        return not self.touched and all(o.error is None for o in self.outcomes)
+        return not self.touched and not self.failures
 
     def due(self, next_expected_s: float | None) -> bool:
         """Whether to commit before the next job (expected to run `next_expected_s`,
@@ -160,7 +163,7 @@ class Group:
         """Write the waiting outcomes (and claim the next batch, if asked) and commit.
 
         Raises GroupAborted when the transaction rolled back instead."""
-        outcomes, self.outcomes = self.outcomes, []
+        outcomes, self.outcomes, self.failures = self.outcomes, [], 0
         next_jobs: list[Job] | None = None
         try:
             with db.translate_errors():
@@ -192,7 +195,7 @@ class Group:
     def take_all(self) -> list[Outcome]:
         """Forget the waiting outcomes and roll their transaction back (the connection
         broke under a job, or the child gives them up)."""
-        outcomes, self.outcomes = self.outcomes, []
+        outcomes, self.outcomes, self.failures = self.outcomes, [], 0
         self.discard()
         return outcomes
 
