@@ -33,6 +33,7 @@ import select
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -42,6 +43,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from skiplock.handlers import registry
 from skiplock.handlers.registry import JobResult, Registration
 from skiplock.pool import lifeline, protocol
+from skiplock.pool.ahead import AHEAD_MAX_S, AheadConnection, stale_after_s
 from skiplock.pool.claim_gate import ClaimGate
 from skiplock.pool.claim_size import ClaimSize, Durations
 from skiplock.pool.group_commit import Group, GroupAborted, JobScope, Outcome
@@ -72,6 +74,8 @@ from skiplock.queue_core.errors import (
 )
 from skiplock.queue_core.lifecycle import (
     complete_and_claim,
+    complete_and_claim_result,
+    complete_and_claim_statement,
     complete_many,
     interrupt,
     release_unstarted,
@@ -98,6 +102,16 @@ class _Failed(Exception):
     def __init__(self, result: JobResult) -> None:
         super().__init__(result.error)
         self.result = result
+
+
+@dataclass
+class _SentAhead:
+    """A batch statement on its way (pool/ahead.py): the completions it carries, and
+    when it was sent (its claim's lease is dated by that)."""
+
+    outcomes: list[Outcome]
+    completions: list[tuple[Job, Any]]
+    sent_at: float
 
 
 class PollInterval:
@@ -139,11 +153,14 @@ class Child:
         # What the last job's transaction claimed for the loop (committed, reported to
         # the master): None when it did not try, and the loop claims by itself.
         self.next_jobs: list[Job] | None = None
+        self.sent: _SentAhead | None = None  # a batch statement sent ahead, not yet read
+        self.lease_s = settings.effective_stuck_timeout_s
         self.outage = Outage(f"worker {slot}", log)
         self.gate = gate
         self.paused = False  # the gate was closed at the last look
         self.claim_sent_at: float | None = None
         self.listener: Listener | None = Listener() if settings.listen else None
+        self.ahead = AheadConnection(self.listener)  # pool/ahead.py: the same connection
         self.wake_r, self.wake_w = os.pipe()
         # The progress reporter's timer thread writes to the pipe too, and a write of
         # a group's messages may be longer than PIPE_BUF: one writer at a time.
@@ -172,6 +189,7 @@ class Child:
             return EXIT_OK
         finally:
             self.group.close()
+            self.ahead.close()  # and the listener's, when it is the same
             if self.listener is not None:
                 self.listener.close()
         return EXIT_ABORTED if self.abandoning else EXIT_OK
@@ -336,10 +354,12 @@ class Child:
                 conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {sql.CLAIM_SAVEPOINT}")
             return None
 
-    def claim_limit(self) -> int:
+    def claim_limit(self, after: int = 0) -> int:
         """How many jobs to claim with a commit: 0 when the child must not take more
-        work (it stops, recycles after this group, or its master cannot keep leases)."""
-        if self.should_stop() or self.recycle_reason() is not None or not self.may_claim():
+        work (it stops, recycles after this group and `after` more jobs, or its master
+        cannot keep leases)."""
+        if (self.should_stop() or self.recycle_reason(after) is not None
+                or not self.may_claim()):
             return 0
         return self.claim_size.limit()
 
@@ -352,10 +372,102 @@ class Child:
                         release(j, "worker stopped before it started the job")))
                     self.send(protocol.Finished(left.id, outcome, 0.0, left.type))
                 return
-            if self.group.due(self.durations.expected(job.type)):
+            if index == len(jobs) - 1 and self.send_ahead(job):
+                pass  # what waited in the group went with the claim of the next batch
+            elif self.group.due(self.durations.expected(job.type)):
                 self.commit_group()
             self.run_job(job)
-        self.commit_group(claim_next=True)
+        if self.sent is not None:
+            self.collect_ahead()
+        else:
+            self.commit_group(claim_next=True)
+
+    def send_ahead(self, last: Job) -> bool:
+        """Before the batch's `last` job: send the completions waiting in the group with
+        the claim of the next batch, to run on the server while `last` runs
+        (pool/ahead.py). False when the batch ends the usual way: the queue did not
+        look deep, the group wrote to the database, `last` may run long, or the
+        child takes no more work after it."""
+        expected = self.durations.expected(last.type)
+        if (expected is None or expected > AHEAD_MAX_S or not self.claim_size.last_full
+                or not self.group.writes_nothing() or not self.outage.ready()):
+            return False
+        limit = self.claim_limit(after=1)
+        if not limit:
+            return False
+        try:
+            with bounded(STATEMENT_BOUND_S):
+                self.ahead.connect()
+        except Exception as exc:
+            if faults.classify(exc) is None:
+                raise
+            self.outage.failed(exc)
+            return False
+        outcomes = self.group.take_all()  # nothing was sent in its transaction
+        completions = [(o.job, o.result) for o in outcomes]
+        sent_at = time.monotonic()
+        try:
+            with bounded(STATEMENT_BOUND_S):
+                self.ahead.send(*complete_and_claim_statement(completions, self.worker_id,
+                                                              limit))
+        except Exception as exc:
+            if faults.classify(exc) is None:
+                raise
+            # It may have reached the server: settled as a commit whose answer was lost.
+            self.settle_aborted(GroupAborted(outcomes, set(), exc), claimed=True,
+                                keep=[last.id])
+            return True
+        self.sent = _SentAhead(outcomes, completions, sent_at)
+        return True
+
+    def collect_ahead(self) -> None:
+        """After the batch's last job: read the answer of the statement sent ahead,
+        report it, and keep the next batch for the loop. The last job's own outcome
+        waits in the group for the next batch's statement when that batch may carry
+        it (it wrote nothing and there is a next batch); else it commits now."""
+        sent, self.sent = self.sent, None
+        assert sent is not None
+        next_jobs: list[Job] | None = None
+        try:
+            try:
+                with bounded(STATEMENT_BOUND_S):
+                    names, rows = self.ahead.receive()
+                done, next_jobs = complete_and_claim_result(sent.completions, names, rows)
+            except SQLAlchemyError as exc:  # the server answered: nothing of it committed
+                log.warning("worker %d: completing with the claim of the next jobs failed "
+                            "(%s); the completions commit alone", self.slot,
+                            describe_exception(exc))
+                with bounded(STATEMENT_BOUND_S), db.translate_errors():
+                    done = complete_many(sent.completions)
+        except Exception as exc:
+            if faults.classify(exc) is None:
+                raise
+            self.settle_aborted(GroupAborted(sent.outcomes, set(), exc), claimed=True,
+                                keep=[o.job.id for o in self.group.outcomes])
+        else:
+            for o in sent.outcomes:
+                o.outcome = "completed" if o.job.id in done else "lost"
+            if next_jobs and time.monotonic() - sent.sent_at > stale_after_s(self.lease_s):
+                self.give_back_stale(next_jobs, time.monotonic() - sent.sent_at)
+                next_jobs = None
+            self.claim_sent_at = sent.sent_at
+            self.report(sent.outcomes, before_claim=next_jobs)
+            if next_jobs:
+                self.next_jobs = next_jobs
+        if self.next_jobs and self.group.writes_nothing():
+            return
+        self.commit_group(claim_next=not self.next_jobs)
+
+    def give_back_stale(self, jobs: list[Job], age_s: float) -> None:
+        """Jobs claimed ahead whose answer came too late to start them safely (the
+        batch's last job ran long): back to the queue, unrun and uncharged. The
+        master never heard of them."""
+        reason = (f"claimed ahead {age_s:.1f} s before the worker could start it, too close "
+                  "to the end of its lease; never started")
+        log.warning("worker %d: %d job(s) claimed ahead given back: %s", self.slot,
+                    len(jobs), reason)
+        for job in jobs:
+            self.settle(job, lambda j=job: _released(release(j, reason)))
 
     def wait(self, timeout: float) -> None:
         """Sleep until the timeout, a notification, or a signal (TERM wakes us at once)."""
@@ -493,9 +605,11 @@ class Child:
         if next_jobs is not None:
             self.next_jobs = next_jobs
 
-    def settle_aborted(self, aborted: GroupAborted, *, claimed: bool = False) -> None:
+    def settle_aborted(self, aborted: GroupAborted, *, claimed: bool = False,
+                       keep: list[str] | None = None) -> None:
         """The group's transaction rolled back (or its commit's answer was lost): settle
-        each of its jobs on its own, as the one job's transaction would have been."""
+        each of its jobs on its own, as the one job's transaction would have been.
+        `keep`: jobs of this worker's that ran or run now, never given back as unstarted."""
         cause = aborted.cause
         lost_connection = False
         if cause is None:
@@ -513,9 +627,9 @@ class Child:
         if claimed and lost_connection:
             # A commit whose answer was lost may have committed a claim of the next
             # jobs that nobody knows of: give back, uncharged, whatever this worker
-            # holds and never started (nothing else of its batch is left).
-            ran = [o.job.id for o in aborted.outcomes]
-            self.settle(aborted.outcomes[0].job, lambda: str(release_unstarted(
+            # holds and never started (nothing else of its batch is left but `keep`).
+            ran = [o.job.id for o in aborted.outcomes] + list(keep or ())
+            self.settle(None, lambda: str(release_unstarted(
                 self.worker_id, ran, "claimed by a commit whose answer was lost; "
                 "never started")))
         completed = [o for o in aborted.outcomes
@@ -687,7 +801,7 @@ class Child:
     def fail(self, job: Job, error: str, *, retry: bool) -> str:
         return self.settle(job, lambda: _FAIL_OUTCOMES[fail(job, error, retry=retry)])
 
-    def settle(self, job: Job, change: Any) -> str:
+    def settle(self, job: Job | None, change: Any) -> str:
         """Run a fenced state change, waiting out a database outage (the master keeps
         the job's heartbeat meanwhile)."""
         while True:

@@ -46,6 +46,7 @@ class ClaimSize:
         self.fixed = batch_size if batch_size >= 1 else None
         self.durations = durations
         self.current = 1
+        self.last_full = False  # the last claim found as many jobs as it asked for
 
     def limit(self) -> int:
         return min(self.current, self.cap())
@@ -60,7 +61,8 @@ class ClaimSize:
 
     def after_claim(self, got: int) -> None:
         """Size the next claim from what a claim of `limit()` returned."""
-        if got < self.limit():
+        self.last_full = got >= self.limit()
+        if not self.last_full:
             self.current = max(1, got) if self.fixed is None else 1
         elif self.fixed is not None:
             self.current = self.fixed

@@ -6,6 +6,12 @@ LISTEN does not work through PgBouncer in transaction mode, so `--no-listen`
 turns this off and the adaptive polling alone must do (it does: a notification
 only shortens a wait). A broken connection (database restart) is dropped and
 re-opened on a later wait; meanwhile polling goes on.
+
+The connection is in psycopg2's asynchronous mode, and it also carries the
+batch statement a busy child sends ahead of its batch's last job
+(pool/ahead.py): a busy child does not listen, an idle one sends nothing, so
+one connection does both. A notification that arrives while a statement runs
+is kept by the driver and read at the next wait.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import contextlib
 import logging
 from typing import Any
 
-from skiplock.queue_core import db
+from skiplock.queue_core import bounds
 from skiplock.queue_core.sql import NOTIFY_CHANNEL
 
 log = logging.getLogger("skiplock.worker")
@@ -31,15 +37,13 @@ class Listener:
         """Open the connection and LISTEN; raises on failure (the caller backs off)."""
         if self.conn is not None:
             return
-        pooled = db.get_engine().raw_connection()
-        conn: Any = pooled.dbapi_connection
-        # Our own connection for as long as the child lives: the engine's pool must
-        # not hand it out, reset it or close it.
-        pooled.detach()
+        from skiplock.pool.ahead import open_async  # one way to open such a connection
+
+        conn = open_async()
         try:
-            conn.autocommit = True
             with conn.cursor() as cursor:
                 cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                bounds.wait(conn)
         except Exception:
             conn.close()
             raise

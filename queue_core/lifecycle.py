@@ -98,8 +98,22 @@ def complete_and_claim(jobs: Sequence[tuple[Fenced, Any]], worker_id: str,
     statement that commits by itself: for jobs that wrote nothing to the database
     (a pool child's group, pool/child.py). Returns the ids that were still ours
     and the claimed jobs, in the claim's order."""
+    names, rows = run_on_driver(None, *complete_and_claim_statement(jobs, worker_id, limit))
+    return complete_and_claim_result(jobs, names, rows)
+
+
+def complete_and_claim_statement(jobs: Sequence[tuple[Fenced, Any]], worker_id: str,
+                                 limit: int) -> tuple[str, dict[str, Any]]:
+    """`complete_and_claim`'s statement (as the driver takes it) and parameters, for a
+    caller that sends it on a connection of its own (pool/ahead.py)."""
     params = {**_completions(jobs), "worker_id": worker_id, "limit": max(1, limit)}
-    names, rows = run_on_driver(None, driver_sql(sql.COMPLETE_AND_CLAIM), params)
+    return driver_sql(sql.COMPLETE_AND_CLAIM), params
+
+
+def complete_and_claim_result(jobs: Sequence[tuple[Fenced, Any]], names: list[str],
+                              rows: list[tuple[Any, ...]]) -> tuple[set[str], list[Job]]:
+    """What `complete_and_claim`'s statement answered: the ids that were still ours
+    and the claimed jobs, in the claim's order."""
     done = set(rows[0][0] or ()) if rows else set()
     _warn_lost(jobs, done)
     return done, _in_claim_order([Job.from_mapping(dict(zip(names[1:], row[1:], strict=True)))

@@ -7,7 +7,7 @@ import signal
 import time
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from skiplock.handlers import JobResult, handler
 from skiplock.queue_core import db
@@ -36,15 +36,51 @@ def grouped(payload: dict[str, Any], job_id: str) -> JobResult:
     return JobResult(True)
 
 
+# A session that holds a job's row lock from one job of a child to a later one.
+_held: list[Connection] = []
+
+
 @handler("TEST_QUIET")
 def quiet(payload: dict[str, Any], job_id: str) -> JobResult:
     """Never touches its job's transaction (its start is recorded on a connection of its
     own): its group has nothing to commit but completions (pool/child.py
     `commit_alone`). With "steal", it takes another job of its group from the worker,
-    as a rescue on another host would."""
-    _mark_started(job_id)
+    as a rescue on another host would. With "lock_own_row" (first run only), another
+    session of this process keeps its row locked, so the statement that completes it waits; with
+    "cut_ahead", a later job of the batch ends the backend of that waiting statement
+    (sent ahead of it: pool/ahead.py), then lets the lock go. With "sleep", it runs
+    that many seconds."""
+    earlier = _mark_started(job_id)
     if payload.get("steal"):
         with db.get_engine().begin() as conn:
             conn.execute(text("""UPDATE "WorkerJob" SET "lockedBy" = 'elsewhere' WHERE id = :j"""),
                          {"j": payload["steal"]})
+    if payload.get("lock_own_row") and earlier == 0:
+        holder = db.get_engine().connect()
+        holder.execute(text("""SELECT 1 FROM "WorkerJob" WHERE id = :j FOR UPDATE"""),
+                       {"j": job_id})
+        _held.append(holder)
+    if payload.get("cut_ahead") and earlier == 0:
+        _end_waiting_backend()
+        while _held:
+            holder = _held.pop()
+            holder.rollback()
+            holder.close()
+    time.sleep(float(payload.get("sleep", 0)))
     return JobResult(True)
+
+
+def _end_waiting_backend(timeout_s: float = 10.0) -> None:
+    """Terminate this process's backend that waits for a row lock (deadline-bound)."""
+    deadline = time.monotonic() + timeout_s
+    with db.get_engine().connect() as conn:
+        while time.monotonic() < deadline:
+            ended = conn.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = :app AND wait_event_type = 'Lock' "
+                "AND pid <> pg_backend_pid()"), {"app": f"skiplock[{os.getpid()}]"}).all()
+            conn.rollback()
+            if ended:
+                return
+            time.sleep(0.02)
+    raise AssertionError("no statement of this worker waited for the row lock")

@@ -1,0 +1,102 @@
+"""The batch statement sent ahead (pool/ahead.py): a child whose jobs write nothing
+sends the statement that completes its batch and claims the next one before the
+batch's last job runs, and reads its answer after.
+
+One child, fixed batches of five, jobs that never touch their transaction
+(`TEST_QUIET`). The idle child claims one job alone; that claim was full, so
+it sends the claim of the next five ahead of running it, and so on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import text
+
+from tests.pool.conftest import Jobs, Pool, wait_for
+from tests.pool.test_group_commit import _quiet_pool
+
+
+def _first_start(jobs: Jobs, job_id: str) -> datetime:
+    with jobs.engine.connect() as conn:
+        return conn.execute(text("SELECT min(at) FROM pool_test_starts WHERE job_id = :j"),
+                            {"j": job_id}).scalar_one()
+
+
+def _enqueue_batches(jobs: Jobs, last_payload: dict[str, object] | None = None,
+                     middle: dict[int, dict[str, object]] | None = None) -> list[str]:
+    """An opener (claimed alone), then five (claimed while the opener runs), then five
+    more (claimed while the fifth of those runs), in priority order."""
+    payloads: list[dict[str, object]] = [{} for _ in range(11)]
+    for index, payload in (middle or {}).items():
+        payloads[index] = payload
+    if last_payload:
+        payloads[5] = last_payload
+    from skiplock.queue_core import enqueue_many
+
+    with jobs.engine.begin() as conn:  # one transaction: the opener's claim sees all
+        return enqueue_many([{"type": "TEST_QUIET", "payload": payload, "priority": priority}
+                             for priority, payload in zip(range(20, 9, -1), payloads,
+                                                          strict=True)], conn=conn)
+
+
+def test_the_next_batch_is_claimed_while_the_last_job_of_this_one_runs(
+    start_pool: Callable[..., Pool], jobs: Jobs
+) -> None:
+    _quiet_pool(start_pool, jobs)
+    ids = _enqueue_batches(jobs)
+    wait_for(lambda: jobs.all_done(12), 20, "eleven quiet jobs")
+    rows = {job_id: jobs.get(job_id) for job_id in ids}
+    # Jobs 1-5 were claimed before job 0 (the batch's last) started, and jobs 6-10
+    # before job 5 started: the claim ran while the job before it was running.
+    for last, claimed in ((0, ids[1:6]), (5, ids[6:11])):
+        claimed_at = {rows[j]["startedAt"] for j in claimed}
+        assert len(claimed_at) == 1, claimed_at
+        assert claimed_at.pop() < _first_start(jobs, ids[last])
+    # The last job's completion rode with the next batch's statement.
+    assert rows[ids[0]]["completedAt"] == rows[ids[1]]["completedAt"]
+    assert all(len(jobs.starts(job_id)) == 1 for job_id in ids)
+    assert all(rows[j]["attempts"] == 1 and rows[j]["lastError"] is None for j in ids)
+
+
+def test_an_answer_lost_with_its_connection_gives_its_jobs_back_uncharged(
+    start_pool: Callable[..., Pool], jobs: Jobs
+) -> None:
+    _quiet_pool(start_pool, jobs)
+    # Job 2 keeps its row locked: the statement sent before job 5 (completing 0-4)
+    # waits for it; job 5 ends that statement's backend, then lets the lock go.
+    ids = _enqueue_batches(jobs, last_payload={"cut_ahead": True},
+                           middle={2: {"lock_own_row": True}})
+
+    def settled() -> bool:
+        jobs.hurry()
+        return jobs.all_done(12)
+
+    wait_for(settled, 30, "every job completed after the lost answer")
+    rows = {job_id: jobs.get(job_id) for job_id in ids}
+    # Jobs 0-4 had finished, but their completions never committed: they ran again,
+    # the lost run not charged (one attempt counted, one interruption).
+    for job_id in ids[:5]:
+        assert len(jobs.starts(job_id)) == 2, job_id
+        assert (rows[job_id]["attempts"], rows[job_id]["interruptions"]) == (1, 1)
+    # The job that ran meanwhile completed once, and so did what came after.
+    for job_id in ids[5:]:
+        assert len(jobs.starts(job_id)) == 1, job_id
+        assert rows[job_id]["attempts"] == 1 and not rows[job_id]["interruptions"]
+
+
+def test_a_claim_read_too_late_to_start_safely_is_given_back_unrun(
+    start_pool: Callable[..., Pool], jobs: Jobs
+) -> None:
+    # Heartbeat 0.5 s: a lease of 3 s, and a claim read more than 1 s after it was
+    # sent is not started. Job 5 (short, as far as the child knows) runs 1.5 s.
+    _quiet_pool(start_pool, jobs)
+    ids = _enqueue_batches(jobs, last_payload={"sleep": 1.5})
+    wait_for(lambda: jobs.all_done(12), 30, "every job completed")
+    for job_id in ids[6:]:
+        row = jobs.get(job_id)
+        assert len(jobs.starts(job_id)) == 1, job_id
+        assert row["attempts"] == 1, dict(row)  # the give-back was not charged
+        assert "claimed ahead" in row["lastError"], row["lastError"]
+    assert all(jobs.get(j)["lastError"] is None for j in ids[:6])
