@@ -46,7 +46,10 @@ class ClaimSize:
         self.fixed = batch_size if batch_size >= 1 else None
         self.durations = durations
         self.current = 1
-        self.last_full = False  # the last claim found as many jobs as it asked for
+        # The last claim found all of a bite of more than one: the queue looks deep
+        # (pool/ahead.py sends the next claim ahead only then; an idle pool's claims
+        # of one would each cost a second statement for nothing).
+        self.last_full = False
 
     def limit(self) -> int:
         return min(self.current, self.cap())
@@ -61,8 +64,9 @@ class ClaimSize:
 
     def after_claim(self, got: int) -> None:
         """Size the next claim from what a claim of `limit()` returned."""
-        self.last_full = got >= self.limit()
-        if not self.last_full:
+        limit = self.limit()
+        self.last_full = limit > 1 and got >= limit
+        if got < limit:
             self.current = max(1, got) if self.fixed is None else 1
         elif self.fixed is not None:
             self.current = self.fixed

@@ -3,8 +3,9 @@ sends the statement that completes its batch and claims the next one before the
 batch's last job runs, and reads its answer after.
 
 One child, fixed batches of five, jobs that never touch their transaction
-(`TEST_QUIET`). The idle child claims one job alone; that claim was full, so
-it sends the claim of the next five ahead of running it, and so on.
+(`TEST_QUIET`). The idle child claims one job alone (the opener), and claims
+the next five when it has run; that claim was full, so it sends the claim of
+the five after them ahead of running the fifth.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+import pytest
 from sqlalchemy import text
 
 from tests.pool.conftest import Jobs, Pool, wait_for
-from tests.pool.test_group_commit import _quiet_pool
+from tests.pool.test_group_commit import HANDLERS, _enqueue_quiet, _quiet_pool
 
 
 def _first_start(jobs: Jobs, job_id: str) -> datetime:
@@ -26,8 +28,8 @@ def _first_start(jobs: Jobs, job_id: str) -> datetime:
 
 def _enqueue_batches(jobs: Jobs, last_payload: dict[str, object] | None = None,
                      middle: dict[int, dict[str, object]] | None = None) -> list[str]:
-    """An opener (claimed alone), then five (claimed while the opener runs), then five
-    more (claimed while the fifth of those runs), in priority order."""
+    """An opener (claimed alone), then five (claimed with the opener's completion),
+    then five more (claimed while the fifth of those runs), in priority order."""
     payloads: list[dict[str, object]] = [{} for _ in range(11)]
     for index, payload in (middle or {}).items():
         payloads[index] = payload
@@ -41,21 +43,30 @@ def _enqueue_batches(jobs: Jobs, last_payload: dict[str, object] | None = None,
                                                           strict=True)], conn=conn)
 
 
+@pytest.mark.parametrize("listen", [True, False], ids=["on the LISTEN connection",
+                                                    "on its own with --no-listen"])
 def test_the_next_batch_is_claimed_while_the_last_job_of_this_one_runs(
-    start_pool: Callable[..., Pool], jobs: Jobs
+    start_pool: Callable[..., Pool], jobs: Jobs, listen: bool
 ) -> None:
-    _quiet_pool(start_pool, jobs)
+    if listen:
+        _quiet_pool(start_pool, jobs)
+    else:
+        start_pool("--concurrency", "1", "--batch-size", "5", "--commit-delay-ms", "60000",
+                   "--no-listen", "--poll-min", "0.01", handlers=HANDLERS)
+        _enqueue_quiet(jobs, [{}], priority=99)
+        wait_for(lambda: jobs.all_done(1), 15, "the first job")
     ids = _enqueue_batches(jobs)
     wait_for(lambda: jobs.all_done(12), 20, "eleven quiet jobs")
     rows = {job_id: jobs.get(job_id) for job_id in ids}
-    # Jobs 1-5 were claimed before job 0 (the batch's last) started, and jobs 6-10
-    # before job 5 started: the claim ran while the job before it was running.
-    for last, claimed in ((0, ids[1:6]), (5, ids[6:11])):
-        claimed_at = {rows[j]["startedAt"] for j in claimed}
-        assert len(claimed_at) == 1, claimed_at
-        assert claimed_at.pop() < _first_start(jobs, ids[last])
-    # The last job's completion rode with the next batch's statement.
-    assert rows[ids[0]]["completedAt"] == rows[ids[1]]["completedAt"]
+    # Jobs 1-5 were claimed when job 0 had completed (in the statement that
+    # completed it), jobs 6-10 before job 5 (their batch's last) started: that
+    # claim ran while the job before it was running.
+    assert {rows[j]["startedAt"] for j in ids[1:6]} == {rows[ids[0]]["completedAt"]}
+    claimed_at = {rows[j]["startedAt"] for j in ids[6:11]}
+    assert len(claimed_at) == 1, claimed_at
+    assert claimed_at.pop() < _first_start(jobs, ids[5])
+    # The fifth job's completion rode with the next batch's statement.
+    assert rows[ids[5]]["completedAt"] == rows[ids[6]]["completedAt"]
     assert all(len(jobs.starts(job_id)) == 1 for job_id in ids)
     assert all(rows[j]["attempts"] == 1 and rows[j]["lastError"] is None for j in ids)
 
@@ -64,7 +75,7 @@ def test_an_answer_lost_with_its_connection_gives_its_jobs_back_uncharged(
     start_pool: Callable[..., Pool], jobs: Jobs
 ) -> None:
     _quiet_pool(start_pool, jobs)
-    # Job 2 keeps its row locked: the statement sent before job 5 (completing 0-4)
+    # Job 2 keeps its row locked: the statement sent before job 5 (completing 1-4)
     # waits for it; job 5 ends that statement's backend, then lets the lock go.
     ids = _enqueue_batches(jobs, last_payload={"cut_ahead": True},
                            middle={2: {"lock_own_row": True}})
@@ -75,13 +86,13 @@ def test_an_answer_lost_with_its_connection_gives_its_jobs_back_uncharged(
 
     wait_for(settled, 30, "every job completed after the lost answer")
     rows = {job_id: jobs.get(job_id) for job_id in ids}
-    # Jobs 0-4 had finished, but their completions never committed: they ran again,
+    # Jobs 1-4 had finished, but their completions never committed: they ran again,
     # the lost run not charged (one attempt counted, one interruption).
-    for job_id in ids[:5]:
+    for job_id in ids[1:5]:
         assert len(jobs.starts(job_id)) == 2, job_id
         assert (rows[job_id]["attempts"], rows[job_id]["interruptions"]) == (1, 1)
-    # The job that ran meanwhile completed once, and so did what came after.
-    for job_id in ids[5:]:
+    # The job that ran meanwhile completed once, and so did the others.
+    for job_id in [ids[0], *ids[5:]]:
         assert len(jobs.starts(job_id)) == 1, job_id
         assert rows[job_id]["attempts"] == 1 and not rows[job_id]["interruptions"]
 
