@@ -50,9 +50,12 @@ class ClaimSize:
         # (pool/ahead.py sends the next claim ahead only then; an idle pool's claims
         # of one would each cost a second statement for nothing).
         self.last_full = False
+        self.asked = 1  # what the last `limit()` gave: the claim's own size
 
     def limit(self) -> int:
-        return min(self.current, self.cap())
+        """The size of the claim about to be made."""
+        self.asked = min(self.current, self.cap())
+        return self.asked
 
     def cap(self) -> int:
         if self.fixed is not None:
@@ -63,8 +66,9 @@ class ClaimSize:
         return max(1, min(MAX_ADAPTIVE, int(TARGET_S / max(mean, 1e-6))))
 
     def after_claim(self, got: int) -> None:
-        """Size the next claim from what a claim of `limit()` returned."""
-        limit = self.limit()
+        """Size the next claim from what a claim of `limit()` returned. Judged by what
+        that claim asked for: the cap may have moved with the jobs run since."""
+        limit = self.asked
         self.last_full = limit > 1 and got >= limit
         if got < limit:
             self.current = max(1, got) if self.fixed is None else 1

@@ -44,6 +44,36 @@ def test_a_fixed_batch_size_keeps_the_earlier_rule() -> None:
     assert size.limit() == 1
 
 
+def test_a_claim_is_judged_by_what_it_asked_for_even_when_the_cap_moved_since() -> None:
+    durations = Durations()
+    size = ClaimSize(0, durations)
+    durations.observe("T", 0.0105)  # a cap of 9 jobs (100 ms)
+    for _ in range(5):
+        size.after_claim(size.limit())
+    assert size.limit() == 9
+    for _ in range(20):
+        durations.observe("T", 0.0125)  # slower for a while: a cap of 8
+    assert size.limit() == 8
+    # The claim of 8 came back full; its jobs ran faster again, so by the time it
+    # is counted the cap is 9 once more. It was still a full claim: the queue is deep.
+    for _ in range(20):
+        durations.observe("T", 0.0105)
+    size.after_claim(8)
+    assert size.last_full and size.limit() == 9
+
+
+def test_only_a_full_bite_of_more_than_one_says_the_queue_is_deep() -> None:
+    durations = Durations()
+    size = ClaimSize(0, durations)
+    durations.observe("T", 0.001)
+    size.after_claim(size.limit())  # asked 1, got 1: an idle pool's pick-up looks so
+    assert not size.last_full
+    size.after_claim(size.limit())  # asked 2, got 2
+    assert size.last_full
+    size.after_claim(size.limit() - 1)
+    assert not size.last_full
+
+
 def _outcome(ended_at: float) -> Outcome:
     job = Job(id="j", type="T", payload={}, status="PROCESSING", priority=0, available_at=None,
               attempts=1, max_attempts=3, last_error=None, locked_at=None, locked_by="w",
