@@ -20,6 +20,7 @@ import contextlib
 import logging
 from typing import Any
 
+from skiplock.pool.ahead import open_async
 from skiplock.queue_core import bounds
 from skiplock.queue_core.sql import NOTIFY_CHANNEL
 
@@ -37,8 +38,6 @@ class Listener:
         """Open the connection and LISTEN; raises on failure (the caller backs off)."""
         if self.conn is not None:
             return
-        from skiplock.pool.ahead import open_async  # one way to open such a connection
-
         conn = open_async()
         try:
             with conn.cursor() as cursor:
