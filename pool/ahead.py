@@ -5,12 +5,12 @@ A child whose jobs touch nothing in the database commits their completions
 with the claim of its next batch in one statement (`lifecycle.
 complete_and_claim`, pool/group_commit.py). Sent once the batch has run, the
 child waits for it: planning, two updates, a WAL flush and a round trip, 2.5
-to 3 ms on the benchmark machine, once per batch of about 50 ms of work, so a
-child running CPU-bound 10 ms jobs sat idle 6 to 8 % of its time (`python -m
-bench peers`). Sent just before the batch's last job, on a connection of its
-own in psycopg2's asynchronous mode, it runs on the server while that job
-runs, and its answer is read when the job has ended: no thread (one would
-fight the handler for the GIL), no wait.
+to 3 ms on the benchmark machine, once per batch (about 100 ms of work with
+claims of the default size). Sent just before the batch's last job, on a
+connection in psycopg2's asynchronous mode, it runs on the server while that
+job runs, and its answer is read when the job has ended: no thread (one would
+fight the handler for the GIL), no wait. CPU-bound 10 ms jobs: 0.9175 -> 0.930
+of the bare body's rate (docs/benchmarks.md).
 
 What stays true (pool/child.py, `send_ahead` and `collect_ahead`):
 
@@ -41,7 +41,7 @@ import psycopg2
 import psycopg2.extensions
 from sqlalchemy import exc as sa_exc
 
-from skiplock.queue_core import bounds, db, faults
+from skiplock.queue_core import bounds, db
 
 if TYPE_CHECKING:
     from skiplock.pool.listener import Listener
@@ -55,21 +55,6 @@ def stale_after_s(lease_s: float) -> float:
     """A claim read later than this after it was sent is not started: the master
     must still have a heartbeat's time to renew it before it would fence it."""
     return lease_s / 3
-
-
-def open_async() -> Any:
-    """A new autocommit connection in psycopg2's asynchronous mode, with the engine's
-    URL and libpq parameters, connected (within the connect bound of
-    `bounds.wait`); raises the driver's error."""
-    engine = db.get_engine()
-    args, params = engine.dialect.create_connect_args(engine.url)
-    raw = psycopg2.connect(*args, **{**params, **db.connect_args()}, async_=True)
-    try:
-        bounds.wait(raw)
-    except BaseException:
-        raw.close()
-        raise
-    return raw
 
 
 class AheadConnection:
@@ -91,7 +76,7 @@ class AheadConnection:
                 self.listener.connect()
                 raw = self.listener.conn
             else:
-                raw = self.raw if self.raw is not None else open_async()
+                raw = self.raw if self.raw is not None else db.open_async()
         if raw is not self.raw:  # the listener's was opened again since
             self.raw, self.cursor = raw, raw.cursor()
 
@@ -127,15 +112,15 @@ class AheadConnection:
                 raise bounds.NoAnswer("no answer within the time bound")
 
     def _failed(self, exc: psycopg2.Error) -> sa_exc.DBAPIError:
-        """The driver's error as SQLAlchemy's (what `db.translate_errors` reads), the
-        connection closed when it cannot be trusted again (faults.py decides)."""
-        fault = faults.classify(exc)
-        lost = (self.raw is None or bool(self.raw.closed) or isinstance(exc, bounds.NoAnswer)
-                or (fault is not None and fault.discards_connection))
+        """The driver's error as SQLAlchemy's, the connection closed when it cannot be
+        trusted again. A statement given up on (no answer in time) may still answer
+        later on this connection: unlike a green connection's, the driver does not
+        close it by itself, so it goes too."""
+        lost, error = db.driver_error(exc, self.raw, self.statement, self.params,
+                                      lost=isinstance(exc, bounds.NoAnswer))
         if lost:
             self.close()
-        return sa_exc.DBAPIError.instance(self.statement, self.params, exc, psycopg2.Error,
-                                          connection_invalidated=lost)
+        return error
 
     def close(self) -> None:
         """Close the connection (the listener's too: it is the same one)."""

@@ -434,11 +434,7 @@ class Child:
                     names, rows = self.ahead.receive()
                 done, next_jobs = complete_and_claim_result(sent.completions, names, rows)
             except SQLAlchemyError as exc:  # the server answered: nothing of it committed
-                log.warning("worker %d: completing with the claim of the next jobs failed "
-                            "(%s); the completions commit alone", self.slot,
-                            describe_exception(exc))
-                with bounded(STATEMENT_BOUND_S), db.translate_errors():
-                    done = complete_many(sent.completions)
+                done = self.complete_without_claim(sent.completions, exc)
         except Exception as exc:
             if faults.classify(exc) is None:
                 raise
@@ -588,12 +584,8 @@ class Child:
                     else:
                         done = complete_many(completions)
             except SQLAlchemyError as exc:  # the server answered: no claim this time
-                log.warning("worker %d: completing with the claim of the next jobs failed "
-                            "(%s); the completions commit alone", self.slot,
-                            describe_exception(exc))
                 next_jobs = None
-                with db.translate_errors():
-                    done = complete_many(completions)
+                done = self.complete_without_claim(completions, exc)
         except Exception as exc:
             if faults.classify(exc) is None:
                 raise
@@ -604,6 +596,15 @@ class Child:
         self.report(outcomes, before_claim=next_jobs)
         if next_jobs is not None:
             self.next_jobs = next_jobs
+
+    def complete_without_claim(self, completions: list[tuple[Job, Any]],
+                               refused: SQLAlchemyError) -> set[str]:
+        """The server refused the statement that completes and claims (nothing of it
+        committed): the completions commit by themselves; the loop claims later."""
+        log.warning("worker %d: completing with the claim of the next jobs failed (%s); "
+                    "the completions commit alone", self.slot, describe_exception(refused))
+        with bounded(STATEMENT_BOUND_S), db.translate_errors():
+            return complete_many(completions)
 
     def settle_aborted(self, aborted: GroupAborted, *, claimed: bool = False,
                        keep: list[str] | None = None) -> None:

@@ -8,8 +8,8 @@ claim covers about `TARGET_S` of work: fast jobs in bites of up to
 100 ms: each claim is a statement that costs the server 2-3 ms of CPU, and
 with CPU-bound 10 ms jobs on 2 cores a 50 ms target (claims of 4) reached
 0.90 of the bare body's rate, a 100 ms one (claims of 9) 0.93 (`python -m
-bench peers`, docs/benchmarks.md); a job waits at most that long behind its batch while a deep queue
-keeps every child busy anyway. The size doubles
+bench peers`, docs/benchmarks.md); a job waits at most that long behind its
+batch, while a deep queue keeps every child busy anyway. The size doubles
 while claims come back full (a deep queue) and falls back to what the last
 claim found when the queue runs dry.
 

@@ -20,8 +20,7 @@ import contextlib
 import logging
 from typing import Any
 
-from skiplock.pool.ahead import open_async
-from skiplock.queue_core import bounds
+from skiplock.queue_core import bounds, db
 from skiplock.queue_core.sql import NOTIFY_CHANNEL
 
 log = logging.getLogger("skiplock.worker")
@@ -38,7 +37,7 @@ class Listener:
         """Open the connection and LISTEN; raises on failure (the caller backs off)."""
         if self.conn is not None:
             return
-        conn = open_async()
+        conn = db.open_async()
         try:
             with conn.cursor() as cursor:
                 cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")

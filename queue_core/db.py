@@ -289,12 +289,45 @@ def _on_driver(conn: Connection, statement: str,
         finally:
             cur.close()
     except psycopg2.Error as exc:
-        fault = faults.classify(exc)
-        lost = bool(raw.closed) or (fault is not None and fault.discards_connection)
+        lost, error = driver_error(exc, raw, statement, params)
         if lost:
             # As `_on_error` does for SQLAlchemy's own statements: this connection
             # goes, and so do the pooled ones of the same time (a failover, say).
             conn.invalidate(exc)
             conn.engine.dispose()
-        raise sa_exc.DBAPIError.instance(statement, params, exc, psycopg2.Error,
-                                         connection_invalidated=lost) from exc
+        raise error from exc
+
+
+def driver_error(exc: psycopg2.Error, raw: Any, statement: str, params: Any, *,
+                 lost: bool = False, hide_parameters: bool = False
+                 ) -> tuple[bool, sa_exc.DBAPIError]:
+    """An error of a statement run on a raw psycopg2 connection: whether that connection
+    must go (it is closed, `lost` says so, or faults.py does), and the error as
+    SQLAlchemy's class for it, so that `translate_errors` reads it as it reads the
+    engine's own."""
+    fault = faults.classify(exc)
+    lost = lost or bool(raw is None or raw.closed) or (
+        fault is not None and fault.discards_connection)
+    return lost, sa_exc.DBAPIError.instance(statement, params, exc, psycopg2.Error,
+                                            hide_parameters=hide_parameters,
+                                            connection_invalidated=lost)
+
+
+def raw_connect(**extra: Any) -> Any:
+    """A psycopg2 connection of its own, outside the engine's pool, with the engine's
+    URL and this process's libpq parameters (`extra`: psycopg2's own, e.g. async_)."""
+    engine = get_engine()
+    args, params = engine.dialect.create_connect_args(engine.url)
+    return psycopg2.connect(*args, **{**params, **connect_args(), **extra})
+
+
+def open_async() -> Any:
+    """`raw_connect` in psycopg2's asynchronous mode (always autocommit), connected
+    within the connect bound of `bounds.wait`; raises the driver's error."""
+    raw = raw_connect(async_=True)
+    try:
+        bounds.wait(raw)
+    except BaseException:
+        raw.close()
+        raise
+    return raw

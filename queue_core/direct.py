@@ -43,7 +43,7 @@ from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.elements import TextClause
 
-from skiplock.queue_core import bounds, db, faults
+from skiplock.queue_core import bounds, db
 
 _UNDEFINED_PREPARED = "26000"  # invalid_sql_statement_name: no such prepared statement
 _DUPLICATE_PREPARED = "42P05"
@@ -116,14 +116,10 @@ class KeptConnection:
         try:
             cur.execute(prefix + text if prefix else text, params)
         except psycopg2.Error as exc:
-            fault = faults.classify(exc)
-            lost = self.raw.closed != 0 or (fault is not None and fault.discards_connection)
+            lost, error = db.driver_error(exc, self.raw, text, params, hide_parameters=True)
             if lost:
                 _discard(self)
-            # The same exception classes, and so the same translation, as through SQLAlchemy.
-            raise sa_exc.DBAPIError.instance(text, params, exc, psycopg2.Error,
-                                             hide_parameters=True,
-                                             connection_invalidated=lost) from exc
+            raise error from exc
 
 
 _lock = threading.Lock()
@@ -181,8 +177,7 @@ def release(kept: KeptConnection) -> None:
 
 
 def _open(engine: Engine) -> psycopg2.extensions.connection:
-    args, params = engine.dialect.create_connect_args(engine.url)
-    raw = psycopg2.connect(*args, **{**params, **db.connect_args()})
+    raw = db.raw_connect()
     try:
         raw.autocommit = True
     except BaseException:
