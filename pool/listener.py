@@ -1,4 +1,4 @@
-"""The instant wake-up: LISTEN on the channel that the insert trigger notifies.
+"""The instant wake-up: LISTEN on the channel every insert of a job notifies.
 
 A child waits for its next poll on the socket of a dedicated connection, so a
 new job wakes it at once instead of after up to `--poll-max`. docs/lessons.md:

@@ -56,16 +56,17 @@ def _rows(cur: Any) -> list[Any]:
 
 
 class Prepared:
-    """A statement with positional parameters ($1, $2, ...), prepared per connection."""
+    """A statement with positional parameters ($1, $2, ...), prepared per connection;
+    `before` is sent ahead of it in the same query string (one transaction)."""
 
-    def __init__(self, body: str, count: int) -> None:
+    def __init__(self, body: str, count: int, before: str = "") -> None:
         self.body = body
         # Named by its text: the same name always means the same statement, also on
         # a server connection that PgBouncer shares between processes.
         self.name = "skiplock_" + hashlib.sha1(body.encode()).hexdigest()[:16]
-        self.execute = f"EXECUTE {self.name} ({', '.join(['%s'] * count)})"
+        self.execute = f"{before}EXECUTE {self.name} ({', '.join(['%s'] * count)})"
         # The unprepared form, for when PREPARE cannot be used ($n may occur twice).
-        self.plain = re.sub(r"\$(\d+)", r"%(p\1)s", body)
+        self.plain = before + re.sub(r"\$(\d+)", r"%(p\1)s", body)
         self.count = count
 
 

@@ -325,7 +325,7 @@ def _write(rows: Sequence[_Row], conn: Connection | Session | DBAPIConnection | 
 
 
 _INSERT_UNKEYED = direct.Prepared(sql.INSERT_UNKEYED_JOB_POSITIONAL,
-                                  len(sql.INSERT_UNKEYED_JOB_PARAMS))
+                                  len(sql.INSERT_UNKEYED_JOB_PARAMS), before=sql.WAKE)
 
 
 def _insert(conn: Connection | BorrowedConnection | direct.KeptConnection,

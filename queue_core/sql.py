@@ -20,6 +20,15 @@ from sqlalchemy import text
 
 NOTIFY_CHANNEL = "skiplock_jobs"
 
+# Every insert below wakes idle workers: a NOTIFY in the same query string, so
+# one transaction with the insert (delivered at its commit, never for a
+# rollback), placed first so that the query's result is the insert's. The
+# table's trigger sends the same NOTIFY for producers that insert rows
+# themselves, and stands aside when the query string already holds this text
+# (migration 0011): through the trigger it cost a PL/pgSQL call per statement,
+# about a tenth of a one-row enqueue.
+WAKE = f"NOTIFY {NOTIFY_CHANNEL}; "
+
 # A child's boot check: the table exists and this role may read it.
 PROBE = text('SELECT 1 FROM "WorkerJob" LIMIT 0')
 
@@ -33,7 +42,7 @@ PROBE = text('SELECT 1 FROM "WorkerJob" LIMIT 0')
 # key has a free slot (queue_core/limits.py). ON CONFLICT without a target: both
 # "idempotencyKey" and the scoped "uniqueKey" (queue_core/unique.py) arbitrate.
 INSERT_JOBS = text(
-    """
+    WAKE + """
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil")
@@ -59,7 +68,7 @@ INSERT_JOBS = text(
 # server about a quarter less than unnest over one-element arrays. It must set
 # the same columns, the same way, as INSERT_JOBS.
 INSERT_JOB = text(
-    """
+    WAKE + """
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil")
@@ -79,7 +88,8 @@ INSERT_JOB = text(
 # arbitrate, so no ON CONFLICT (a speculative insertion costs the server more
 # than a plain one) and no RETURNING (the id is ours). Written with positional
 # parameters, to be prepared once on skiplock's own connection (queue_core/
-# direct.py); INSERT_UNKEYED_JOB is the same with named parameters, for a
+# direct.py; a PREPAREd statement is one statement, so WAKE goes before its
+# EXECUTE); INSERT_UNKEYED_JOB is the same with named parameters, for a
 # caller's connection. Same columns, set the same way, as INSERT_JOB.
 INSERT_UNKEYED_JOB_PARAMS = ("id", "type", "payload", "priority", "delay_s", "max_attempts",
                              "user_id", "concurrency_key", "concurrency")
@@ -92,15 +102,15 @@ INSERT_UNKEYED_JOB_POSITIONAL = """
             CAST($6 AS int), CAST($7 AS text), statement_timestamp(), CAST($8 AS text),
             CAST($9 AS int), CASE WHEN CAST($8 AS text) IS NOT NULL THEN true END)
     """
-INSERT_UNKEYED_JOB = text(re.sub(r"\$(\d+)",
-                                 lambda m: ":" + INSERT_UNKEYED_JOB_PARAMS[int(m[1]) - 1],
-                                 INSERT_UNKEYED_JOB_POSITIONAL))
+INSERT_UNKEYED_JOB = text(WAKE + re.sub(r"\$(\d+)",
+                                        lambda m: ":" + INSERT_UNKEYED_JOB_PARAMS[int(m[1]) - 1],
+                                        INSERT_UNKEYED_JOB_POSITIONAL))
 
 # A batch of jobs none of which has a key: INSERT_JOBS without ON CONFLICT and
 # RETURNING, for the same reason. A column of NULLs comes as an empty array
 # ('{}'): unnest pads the shorter arrays with NULLs.
 INSERT_UNKEYED_JOBS = text(
-    """
+    WAKE + """
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
          "concurrencyKey", "concurrencyLimit", "heldBack")
