@@ -66,18 +66,18 @@ def _enqueue_all(total: int, batch: int) -> tuple[float, int]:
 
 def _raw(url: str, total: int, batch: int) -> float:
     """Seconds to send the same rows with no validation, as ready-made array literals."""
-    from skiplock.queue_core.enqueue import _number_array, _text_array
+    from skiplock.queue_core.arrays import number_array, text_array
 
     batches = []
     for start in range(0, total, batch):
         n = min(batch, total - start)
         batches.append((
-            _text_array([f"raw{start + i:029x}" for i in range(n)]),
-            _text_array(["INTERPRET_EVENT"] * n),
-            _text_array([json.dumps({"eventId": f"evt_{start + i:08d}"}) for i in range(n)]),
-            _number_array([0] * n), _number_array([0.0] * n), _number_array([3] * n),
-            _text_array([f"interpret:evt_{start + i:08d}" for i in range(n)]),
-            _text_array([None] * n),
+            text_array([f"raw{start + i:029x}" for i in range(n)]),
+            text_array(["INTERPRET_EVENT"] * n),
+            text_array([json.dumps({"eventId": f"evt_{start + i:08d}"}) for i in range(n)]),
+            number_array([0] * n), number_array([0.0] * n), number_array([3] * n),
+            text_array([f"interpret:evt_{start + i:08d}" for i in range(n)]),
+            text_array([None] * n),
         ))
     conn = psycopg2.connect(libpq_dsn(url))
     conn.autocommit = True

@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from skiplock.queue_core import accounting, policy, sql
+from skiplock.queue_core.arrays import number_array, text_array
 from skiplock.queue_core.backoff import backoff_s
 from skiplock.queue_core.db import connect, driver_sql, run_on_driver
 from skiplock.queue_core.errors import InvalidJob
@@ -121,9 +122,11 @@ def complete_and_claim_result(jobs: Sequence[tuple[Fenced, Any]], names: list[st
 
 
 def _completions(jobs: Sequence[tuple[Fenced, Any]]) -> dict[str, Any]:
-    return {"ids": [j.id for j, _ in jobs], "lockers": [j.locked_by for j, _ in jobs],
-            "attempts": [j.attempts for j, _ in jobs],
-            "results": [storable_json(r) for _, r in jobs]}
+    # Array literals, not lists: queue_core/arrays.py.
+    return {"ids": text_array([j.id for j, _ in jobs]),
+            "lockers": text_array([j.locked_by for j, _ in jobs]),
+            "attempts": number_array([j.attempts for j, _ in jobs]),
+            "results": text_array([storable_json(r) for _, r in jobs])}
 
 
 def _warn_lost(jobs: Sequence[tuple[Fenced, Any]], done: set[str]) -> None:

@@ -121,3 +121,34 @@ def test_completion_inside_a_long_job_transaction_is_dated_when_it_happens():
         assert q.complete(job, conn=conn)
     r = row(job.id)
     assert (r.completedAt - r.startedAt).total_seconds() >= 0.3
+
+
+HOSTILE_RESULTS = [
+    None, {"q": 'say "hi"'}, {"b": "C:\\temp\\new"}, {"braces": "{a,b}", "null": "NULL"},
+    ["NULL", None, "", ",", "\\\"", "}{"], "plain text", {"snow": "\u2603 \U0001f600"},
+    {"nested": {"deep": [1, 2.5, True, {"x": "'quoted'"}]}},
+]
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["complete_many", "with_the_claim"])
+def test_results_with_quotes_backslashes_and_braces_are_stored_as_given(together: bool) -> None:
+    """The completions go as array literals (queue_core/arrays.py): every character a
+    result can hold must come back as it was, and the fence must still hold."""
+    from skiplock.queue_core import lifecycle
+
+    for n in range(len(HOSTILE_RESULTS) + 1):
+        q.enqueue("X", {"n": n})
+    jobs = q.claim('w "1" \\ {x}', limit=len(HOSTILE_RESULTS))
+    stranger = q.claim("w2")[0]
+    pairs = list(zip(jobs, HOSTILE_RESULTS, strict=True))
+    stale = JobRef(stranger.id, stranger.locked_by, stranger.attempts + 1)  # fenced out
+    if together:
+        done, claimed = lifecycle.complete_and_claim([*pairs, (stale, "x")], 'w "1" \\ {x}', 0)
+        assert claimed == []
+    else:
+        done = lifecycle.complete_many([*pairs, (stale, "x")])
+    assert done == {j.id for j in jobs}
+    for job, result in pairs:
+        r = row(job.id)
+        assert r.st == "COMPLETED" and r.result == result, (job.id, r.result, result)
+    assert row(stranger.id).st == "PROCESSING"

@@ -1,0 +1,28 @@
+"""PostgreSQL array literals, sent as one bound text parameter per array.
+
+psycopg2 sends a Python list as `ARRAY['a', 'b', ...]`: one constant per
+element, which the server parses and types again for every statement. One
+literal per column (`'{"a","b"}'`, read by the array type's input function,
+the statement casting it: `CAST(:ids AS text[])`) costs the client a join and
+the server one cast. A bulk enqueue ran about 1.6x faster with them; a pool
+child's batch statement with 100 completions took 0.63 ms instead of 0.84
+(docs/benchmarks.md). The values never hold NUL: PostgreSQL's text cannot,
+and every caller refuses or escapes it first (queue_core/storable.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+def text_array(values: Iterable[str | None]) -> str:
+    """`{"a","b",NULL}`: each value quoted, its backslashes and quotes escaped."""
+    return "{" + ",".join(
+        "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for v in values
+    ) + "}"
+
+
+def number_array(values: Iterable[float]) -> str:
+    """`{1,2.5}`: ints and floats as Python writes them, which PostgreSQL reads back."""
+    return "{" + ",".join(map(repr, values)) + "}"
