@@ -91,6 +91,15 @@ RESPAWN_BACKOFF_MAX_S = 30.0
 STABLE_AFTER_S = 30.0  # a child that lived this long was not crash-looping
 FINAL_SETTLE_S = 5.0  # how long a stopping master keeps trying to settle owed jobs
 
+# What the master's own SIGKILL of a child was for, in its log line (post_mortem).
+_KILLED_BECAUSE: dict[Cause | None, str] = {
+    Cause.FENCED: "its lease could not be renewed",
+    Cause.KILLED_TIMEOUT: "its job overran its timeout",
+    Cause.KILLED_LOST: "its job was taken by another worker",
+    Cause.CANCELLED: "its job was cancelled",
+    Cause.STOPPED: "it did not stop in time",
+}
+
 OUTAGE_MAX_S = 1.0  # the master retries its leases at least this often in an outage
 
 # What the database may throw at the master: an outage to ride out, never a reason
@@ -471,7 +480,8 @@ class Master:
             self.post_mortem(child, status)
 
     def post_mortem(self, child: WorkerChild, status: int) -> None:
-        how = describe_status(status)
+        how = describe_status(status, _KILLED_BECAUSE.get(child.cause, "it did not stop in time")
+                              if child.killed else None)
         # Status 3 from a child that had booted is a handler's own exit, not ours.
         cause: Cause
         if child.boot_failure is not None or (is_boot_failure(status) and not child.booted):

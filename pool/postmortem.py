@@ -37,10 +37,15 @@ def signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-def describe_status(status: int) -> str:
-    """A `waitpid` status as words: "killed by SIGKILL (out of memory?)", "exited with status 17"."""
+def describe_status(status: int, killed_because: str | None = None) -> str:
+    """A `waitpid` status as words: "killed by SIGKILL (out of memory?)", "exited with status 17".
+
+    `killed_because`: the master itself sent the SIGKILL, and why; then that is said
+    instead of a guess (an operator told "out of memory?" looks for the wrong thing)."""
     if os.WIFSIGNALED(status):
         signum = os.WTERMSIG(status)
+        if signum == signal.SIGKILL and killed_because:
+            return f"killed by SIGKILL from the master ({killed_because})"
         return f"killed by {signal_name(signum)}{_HINTS.get(signum, '')}"
     if os.WIFEXITED(status):
         code = os.WEXITSTATUS(status)

@@ -228,3 +228,33 @@ def test_terminated_backends_never_crash_a_child_or_lose_a_job(
     assert "Traceback" not in pool.log()
     pool.send(signal.SIGTERM)
     assert pool.wait_exit(15) == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_child_committing_quiet_jobs_into_a_hung_server_still_stops_on_term(
+    start_pool: Callable[..., Pool], jobs: Jobs, database_url: str, proxy: FreezableProxy,
+    route: Route,
+) -> None:
+    """A group that wrote nothing commits its completions (and its next claim) in one
+    statement of the child's own (pool/child.py `commit_alone`). A server that stops
+    answering mid-commit does not hold the pool past its TERM: the master, which cannot
+    renew the job's lease either, stops the child before the lease could run out. The
+    job is not lost: another pool completes it once the server answers."""
+    from tests.pool.test_group_commit import HANDLERS
+
+    flags = ("--concurrency", "1", "--stuck-timeout", "6", *route.flags)
+    cut_off = start_pool(*flags, handlers=HANDLERS, url=proxy.url(database_url))
+    cut_off.wait_children(1)
+    job_id = jobs.enqueue("TEST_QUIET", {"sleep": 1.5})
+    wait_for(lambda: jobs.starts(job_id), 15, "the job to start")
+    proxy.freeze()  # the job ends into a server that never answers its completion
+    cut_off.send(signal.SIGTERM)  # finish the job, then exit: the commit hangs
+    assert cut_off.wait_exit(25) == 0
+    # The master stopped the hung child itself, before its lease could run out, and
+    # says so: not "out of memory?", the guess for a SIGKILL it did not send.
+    assert "killed by SIGKILL from the master (its lease could not be renewed)" in cut_off.log()
+    assert "out of memory" not in cut_off.log()
+    proxy.thaw()
+    start_pool(*flags, handlers=HANDLERS, url=route.url(database_url))
+    wait_for(lambda: jobs.all_done(1), 40, "the job to be completed by another pool")
+    assert jobs.get(job_id)["status"] == "COMPLETED"

@@ -38,6 +38,15 @@ def test_a_sigkilled_child_reads_as_a_possible_oom_kill() -> None:
     )
 
 
+def test_a_sigkill_the_master_sent_itself_says_why_instead_of_guessing() -> None:
+    status = _status_of(sig=signal.SIGKILL)
+    assert describe_status(status, "its lease could not be renewed") == (
+        "killed by SIGKILL from the master (its lease could not be renewed)")
+    # Another signal is the child's own end, whatever the master meant to do.
+    assert describe_status(_status_of(sig=signal.SIGSEGV), "its job overran its timeout") == (
+        "killed by SIGSEGV (segmentation fault)")
+
+
 def test_exit_statuses_read_as_words() -> None:
     assert describe_status(_status_of(17)) == "exited with status 17"
     assert describe_status(_status_of(sig=signal.SIGSEGV)).startswith("killed by SIGSEGV")
