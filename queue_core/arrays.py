@@ -5,14 +5,14 @@ element, which the server parses and types again for every statement. One
 literal per column (`'{"a","b"}'`, read by the array type's input function,
 the statement casting it: `CAST(:ids AS text[])`) costs the client a join and
 the server one cast. A bulk enqueue ran about 1.6x faster with them; a pool
-child's batch statement with 100 completions took 0.63 ms instead of 0.84
-(docs/benchmarks.md). The values never hold NUL: PostgreSQL's text cannot,
+child's batch statement with 100 completions took 0.63 ms instead of 0.84, a
+master's heartbeat of 300 jobs 5.5 ms instead of 6.4 (docs/benchmarks.md). The values never hold NUL: PostgreSQL's text cannot,
 and every caller refuses or escapes it first (queue_core/storable.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 def text_array(values: Iterable[str | None]) -> str:
@@ -23,6 +23,8 @@ def text_array(values: Iterable[str | None]) -> str:
     ) + "}"
 
 
-def number_array(values: Iterable[float]) -> str:
-    """`{1,2.5}`: ints and floats as Python writes them, which PostgreSQL reads back."""
+def number_array(values: Sequence[float | None]) -> str:
+    """`{1,2.5,NULL}`: ints and floats as Python writes them, which PostgreSQL reads back."""
+    if None in values:
+        return "{" + ",".join("NULL" if v is None else repr(v) for v in values) + "}"
     return "{" + ",".join(map(repr, values)) + "}"

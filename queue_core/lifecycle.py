@@ -211,10 +211,11 @@ def renew_leases(jobs: Iterable[Fenced], progress: Mapping[str, Progress] | None
         return Renewal(frozenset(), frozenset(), frozenset())
     progress = progress or {}
     reports = [progress.get(j.id) for j in jobs]
-    params = {"ids": [j.id for j in jobs], "lockers": [j.locked_by for j in jobs],
-              "attempts": [j.attempts for j in jobs],
-              "progress": [r.fraction if r else None for r in reports],
-              "messages": [r.message if r else None for r in reports]}
+    params = {"ids": text_array([j.id for j in jobs]),
+              "lockers": text_array([j.locked_by for j in jobs]),
+              "attempts": number_array([j.attempts for j in jobs]),
+              "progress": number_array([r.fraction if r else None for r in reports]),
+              "messages": text_array([r.message if r else None for r in reports])}
     with connect(conn, autocommit=True) as c:
         rows = c.execute(sql.HEARTBEAT, params).fetchall()
     renewed = frozenset(r.id for r in rows if r.renewed)

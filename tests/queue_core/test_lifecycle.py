@@ -152,3 +152,27 @@ def test_results_with_quotes_backslashes_and_braces_are_stored_as_given(together
         r = row(job.id)
         assert r.st == "COMPLETED" and r.result == result, (job.id, r.result, result)
     assert row(stranger.id).st == "PROCESSING"
+
+
+def test_a_heartbeat_stores_progress_messages_as_given_and_keeps_its_fence() -> None:
+    """Lease renewals go as array literals (queue_core/arrays.py) too: messages with
+    quotes, backslashes, braces and commas come back as written, NULL progress keeps
+    the last report, and a job held by nobody any more is not renewed."""
+    from skiplock.queue_core import lifecycle
+    from skiplock.queue_core.jobs import Progress
+
+    messages = ['say "hi"', "C:\\temp", "{a,b}", "NULL", ",", "\u2603", None]
+    for n in range(len(messages) + 1):
+        q.enqueue("X", {"n": n})
+    jobs = q.claim("w", limit=len(messages) + 1)
+    *held, gone = jobs
+    q.release(gone, "given back")  # no longer held: its renewal must not take
+    reports = {j.id: Progress(None if m is None else 0.25 * (i % 4), m)
+               for i, (j, m) in enumerate(zip(held, messages, strict=True))}
+    renewal = lifecycle.renew_leases(jobs, reports)
+    assert renewal.renewed == {j.id for j in held}
+    assert gone.id in renewal.gone
+    for i, (job, message) in enumerate(zip(held, messages, strict=True)):
+        r = row(job.id)
+        assert r.progressMessage == message, (r.progressMessage, message)
+        assert r.progress == (None if message is None else 0.25 * (i % 4))
