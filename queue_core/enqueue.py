@@ -415,10 +415,7 @@ def _insert_unkeyed(conn: Connection | BorrowedConnection | direct.KeptConnectio
 
 
 def _columns(rows: Sequence[_Row]) -> dict[str, str]:
-    # Each column goes as one array literal ('{"a","b"}'), parsed by the server's
-    # array input; psycopg2 would send a list as ARRAY['a','b',...], an
-    # expression of thousands of constants that the server parses and plans
-    # for every batch: with literals a bulk enqueue runs about 1.6x faster.
+    # Each column as one array literal, not a list: queue_core/arrays.py.
     return {
         "ids": text_array([r.id for r in rows]),
         "types": text_array([r.type for r in rows]),
@@ -430,10 +427,8 @@ def _columns(rows: Sequence[_Row]) -> dict[str, str]:
         "user_ids": text_array([r.user_id for r in rows]),
         "slot_keys": text_array([r.concurrency_key for r in rows]),
         "unique_keys": text_array([r.unique_key for r in rows]),
-        "unique_secs": "{" + ",".join("NULL" if r.unique_s is None else repr(r.unique_s)
-                                      for r in rows) + "}",
-        "slot_limits": "{" + ",".join("NULL" if r.concurrency is None else str(r.concurrency)
-                                      for r in rows) + "}",
+        "unique_secs": number_array([r.unique_s for r in rows]),
+        "slot_limits": number_array([r.concurrency for r in rows]),
     }
 
 
@@ -455,8 +450,7 @@ def _unkeyed_columns(rows: Sequence[_Row]) -> dict[str, str]:
         "max_attempts": number_array([r.max_attempts for r in rows]),
         "user_ids": text_array(users) if any(u is not None for u in users) else "{}",
         "slot_keys": text_array(slots) if any(k is not None for k in slots) else "{}",
-        "slot_limits": "{" + ",".join("NULL" if r.concurrency is None else str(r.concurrency)
-                                      for r in rows) + "}" if any(slots) else "{}",
+        "slot_limits": number_array([r.concurrency for r in rows]) if any(slots) else "{}",
     }
 
 
