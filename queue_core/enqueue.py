@@ -415,26 +415,17 @@ def _insert_unkeyed(conn: Connection | BorrowedConnection | direct.KeptConnectio
 
 
 def _columns(rows: Sequence[_Row]) -> dict[str, str]:
-    # Each column as one array literal, not a list: queue_core/arrays.py.
-    return {
-        "ids": text_array([r.id for r in rows]),
-        "types": text_array([r.type for r in rows]),
-        "payloads": text_array([r.payload for r in rows]),
-        "priorities": number_array([r.priority for r in rows]),
-        "delays": number_array([r.delay_s for r in rows]),
-        "max_attempts": number_array([r.max_attempts for r in rows]),
-        "keys": text_array([r.key for r in rows]),
-        "user_ids": text_array([r.user_id for r in rows]),
-        "slot_keys": text_array([r.concurrency_key for r in rows]),
-        "unique_keys": text_array([r.unique_key for r in rows]),
-        "unique_secs": number_array([r.unique_s for r in rows]),
-        "slot_limits": number_array([r.concurrency for r in rows]),
-    }
+    """INSERT_JOBS's columns: those of INSERT_UNKEYED_JOBS and the keys."""
+    return {**_unkeyed_columns(rows),
+            "keys": text_array([r.key for r in rows]),
+            "unique_keys": text_array([r.unique_key for r in rows]),
+            "unique_secs": number_array([r.unique_s for r in rows])}
 
 
 def _unkeyed_columns(rows: Sequence[_Row]) -> dict[str, str]:
-    """`_columns` for INSERT_UNKEYED_JOBS, in fewer passes: ids are hex digits (no
-    quotes needed), a type is escaped once per batch, a column of NULLs is '{}'."""
+    """Each column as one array literal (queue_core/arrays.py), in few passes: ids
+    are hex digits (no quotes needed), a type is escaped once per batch, a column of
+    NULLs is '{}' (unnest pads the shorter arrays with NULLs)."""
     types: dict[str, str] = {}
     for r in rows:
         if r.type not in types:
