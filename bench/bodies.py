@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 
 def noop() -> None:
@@ -18,15 +19,20 @@ def burn(ms: float) -> int:
     With $BENCH_SPAN_FILE set, the wall-clock start and end of the body are
     appended to it (one short write per job): the CPU-bound runs are timed from
     the first body's start to the last one's end, for the bare body and every
-    queue alike, without a poller taking CPU from the run it measures."""
+    queue alike, without a poller taking CPU from the run it measures. Each line
+    also holds the process and its CPU time at the body's start and end: what
+    the process spent between two bodies is the queue's own CPU per job there
+    (`Spans.between_us`)."""
     began = time.time()
-    until = time.process_time() + ms / 1000
+    cpu_began = time.process_time()
+    until = cpu_began + ms / 1000
     n = 0
     while time.process_time() < until:
         n += 1
     path = os.environ.get("BENCH_SPAN_FILE")
     if path:
-        _append(path, f"{began:.6f} {time.time():.6f}\n")
+        _append(path, f"{began:.6f} {time.time():.6f} {os.getpid()} {cpu_began:.6f} "
+                      f"{time.process_time():.6f}\n")
     return n
 
 
@@ -39,11 +45,32 @@ def _append(path: str, line: str) -> None:
         os.close(fd)
 
 
-def span_rate(path: str) -> float:
-    """Jobs per second from a span file: the count over first start to last end."""
+@dataclass(frozen=True)
+class Spans:
+    """What a span file says about a run of CPU-bound bodies."""
+
+    rate: float  # jobs/s: the count over the first start to the last end
+    # Mean CPU time (us) a process spent between the end of one body and the start
+    # of its next: the queue's code around each job (plus this file's own write,
+    # which the bare body's figure shows alone).
+    between_us: float
+
+
+def read_spans(path: str) -> Spans:
+    by_process: dict[str, list[tuple[float, float, float, float]]] = {}
     with open(path) as handle:
-        spans = [tuple(map(float, line.split())) for line in handle if line.strip()]
-    return len(spans) / (max(end for _, end in spans) - min(start for start, _ in spans))
+        for line in handle:
+            fields = line.split()
+            if len(fields) == 5:
+                began, ended, cpu_began, cpu_ended = map(float, fields[:2] + fields[3:])
+                by_process.setdefault(fields[2], []).append((began, ended, cpu_began, cpu_ended))
+    every = [span for spans in by_process.values() for span in spans]
+    rate = len(every) / (max(s[1] for s in every) - min(s[0] for s in every))
+    gaps = []
+    for spans in by_process.values():
+        spans.sort()
+        gaps += [later[2] - earlier[3] for earlier, later in zip(spans, spans[1:], strict=False)]
+    return Spans(rate, 1e6 * sum(gaps) / len(gaps) if gaps else 0.0)
 
 
 def record_pickup(enqueued_at: float) -> None:
