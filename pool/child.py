@@ -685,8 +685,11 @@ class Child:
         if registration is None:
             return self.fail(job, f"no handler registered for job type {job.type}", retry=False)
         try:
-            with db.translate_errors():
-                self.group.connection()
+            # Once per group, not per job: code around a job costs a CPU-bound job
+            # its CPU, and costs it more cold (docs/benchmarks.md).
+            if not self.group.open():
+                with db.translate_errors():
+                    self.group.connection()
         except DatabaseUnavailable as exc:  # the handler never ran: nothing to charge
             self.abandon_group(exc)
             self.outage.failed(exc)
@@ -725,27 +728,28 @@ class Child:
                                                  f"{type(result).__name__}, not a JobResult"))
         if not result.success:
             raise _Failed(result)
-        try:
-            with db.translate_errors():
-                scope.release()
-        except DatabaseUnavailable as exc:
-            if not self.group.broken() and _server_answered(exc):
-                # The server answered: a statement in the job's transaction failed (a
-                # lock or statement timeout the handler set, a deadlock). That is an
-                # attempt, or such a job would come back forever without accounting
-                # (docs/lessons.md, poison jobs).
-                log.warning("job %s %s: %s", job.type, job.id, _first_line(exc),
-                            extra={"job_id": job.id, "job_type": job.type})
-                return self.fail_in_group(job, scope, started,
-                                          _first_line(exc.__cause__ or exc), retry=True)
-            self.abandon_group(exc)
-            return self.interrupted(job, "the job's database connection was lost before "
-                                         f"it committed: {_first_line(exc.__cause__ or exc)}")
-        except SQLAlchemyError as exc:
-            # Our statement was refused in a transaction the handler left aborted
-            # (it caught an error of its own and returned).
-            return self.fail_in_group(job, scope, started, f"the job's transaction could not "
-                                      f"commit: {describe_exception(exc)}", retry=True)
+        if scope.savepoint is not None:  # else the job never touched its transaction
+            try:
+                with db.translate_errors():
+                    scope.release()
+            except DatabaseUnavailable as exc:
+                if not self.group.broken() and _server_answered(exc):
+                    # The server answered: a statement in the job's transaction failed (a
+                    # lock or statement timeout the handler set, a deadlock). That is an
+                    # attempt, or such a job would come back forever without accounting
+                    # (docs/lessons.md, poison jobs).
+                    log.warning("job %s %s: %s", job.type, job.id, _first_line(exc),
+                                extra={"job_id": job.id, "job_type": job.type})
+                    return self.fail_in_group(job, scope, started,
+                                              _first_line(exc.__cause__ or exc), retry=True)
+                self.abandon_group(exc)
+                return self.interrupted(job, "the job's database connection was lost before "
+                                             f"it committed: {_first_line(exc.__cause__ or exc)}")
+            except SQLAlchemyError as exc:
+                # Our statement was refused in a transaction the handler left aborted
+                # (it caught an error of its own and returned).
+                return self.fail_in_group(job, scope, started, f"the job's transaction could not "
+                                          f"commit: {describe_exception(exc)}", retry=True)
         now = time.monotonic()
         self.group.add(Outcome(job, now - started, now, result=result.data))
         return None

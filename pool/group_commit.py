@@ -124,6 +124,11 @@ class Group:
             self.conn.begin()
         return self.conn
 
+    def open(self) -> bool:
+        """Whether the group's transaction is already begun (`connection()` would
+        return at once)."""
+        return self.conn is not None and self.conn.in_transaction()
+
     def broken(self) -> bool:
         """Whether the group's connection could not be made or has gone bad."""
         return self.connect_failed or (self.conn is not None
