@@ -189,3 +189,42 @@ def test_a_group_that_wrote_nothing_waits_for_its_claim_not_for_the_delay() -> N
     per_job = Group(0.0)
     per_job.add(Outcome(cast(Any, None), 0.01, time.monotonic()))
     assert per_job.due(0.01)  # 0 still commits after every job
+
+
+def test_the_messages_sent_for_every_job_decode_to_what_was_sent() -> None:
+    # `started` and `finished` are formatted by hand (pool/protocol.py); a line must
+    # decode to the message, and read the same as the general encoder's would.
+    import json
+    import math
+
+    def general(message: protocol.Message, seq: int | None) -> dict[str, object]:
+        body: dict[str, object] = {**vars(message), "kind": type(message).__name__.lower()}
+        if seq is not None:
+            body["seq"] = seq
+        return body
+
+    hostile = ['a"b\\c', "\n\t\x00\x1f", "é☃\U0001f600", "\ud800", "</script>", "{}[],:", "", "NULL"]
+    numbers: list[float | None] = [None, 0, 30, 2.5, 1e-300, 1e300, -0.0,
+                                   float("inf"), float("nan")]
+    messages: list[protocol.Message] = []
+    for text in hostile:
+        messages += [protocol.Started(text, text, text, 1, 3, n, 1.5, 1_796_000_000.123456)
+                     for n in numbers]
+        messages += [protocol.Finished(text, "completed", n if n is not None else 0.0, text)
+                     for n in numbers]
+    messages.append(protocol.Started("j", "T", "w", True, 3, None, None, None))
+    for message in messages:
+        for seq in (None, 7):
+            line = protocol.encode(message, seq)
+            assert line.endswith(b"\n") and line.count(b"\n") == 1
+            got_seq, got = protocol.decode_numbered(line.rstrip(b"\n"))
+            assert got_seq == seq and type(got) is type(message)
+            for field, value in vars(message).items():
+                decoded = getattr(got, field)
+                if isinstance(value, float) and math.isnan(value):
+                    assert math.isnan(decoded)
+                else:
+                    assert decoded == value and type(decoded) is type(value), (field, line)
+            reference = json.loads(json.dumps(general(message, seq)))
+            assert json.dumps(json.loads(line), sort_keys=True) == \
+                json.dumps(reference, sort_keys=True)
