@@ -347,7 +347,7 @@ def run(argv: list[str]) -> None:
             line("  PgQueuer's CPU-bound jobs/s vs the bare body",
                  [(t.rate, b.rate) for b, _, t in cpu], "jobs/s", "(reference)")
             bare_between = statistics.median(b.between_us for b, _, _ in cpu)
-            line("  CPU between two bodies in a job process, vs PgQueuer",
+            line("  CPU between two bodies, per job, vs PgQueuer",
                  [(o.between_us, t.between_us) for _, o, t in cpu], "us/job",
                  f"(lower is better; the bare body's own {bare_between:.0f})")
 
