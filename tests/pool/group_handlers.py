@@ -7,7 +7,8 @@ import signal
 import time
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, event, text
+from sqlalchemy.pool import Pool
 
 from skiplock.handlers import JobResult, handler
 from skiplock.queue_core import db
@@ -84,3 +85,26 @@ def _end_waiting_backend(timeout_s: float = 10.0) -> None:
                 return
             time.sleep(0.02)
     raise AssertionError("no statement of this worker waited for the row lock")
+
+
+# Connections this process has taken out of any engine's pool (counted from the
+# import on: in a pool child, from its boot).
+_checkouts = [0]
+
+
+def _count_checkout(*_: object) -> None:
+    _checkouts[0] += 1
+
+
+event.listen(Pool, "checkout", _count_checkout)
+
+
+@handler("TEST_CHECKOUTS")
+def checkouts(payload: dict[str, Any], job_id: str) -> JobResult:
+    """Append this process's checkouts so far to the file `payload["file"]`; with
+    "write", also write a run into the job's transaction (pool_test_runs)."""
+    if payload.get("write"):
+        _record_run(job_id, time.time())
+    with open(payload["file"], "a") as out:
+        out.write(f"{job_id} {_checkouts[0]}\n")
+    return JobResult(True)

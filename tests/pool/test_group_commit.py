@@ -9,6 +9,7 @@ uncommitted outcomes, and those jobs run again, each with one committed run.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
@@ -167,3 +168,37 @@ def test_a_lost_job_of_a_group_that_writes_nothing_costs_only_itself(
     assert (stolen["status"], stolen["lockedBy"]) == ("PROCESSING", "elsewhere"), dict(stolen)
     # Nothing of the others ran twice: no other job's writes were mixed with it.
     assert all(len(jobs.starts(job_id)) == 1 for job_id in ids)
+
+
+def test_a_type_that_never_used_its_transaction_takes_no_connection_per_batch(
+    start_pool: Callable[..., Pool], jobs: Jobs, tmp_path: Path
+) -> None:
+    # The job's transaction is opened before the handler runs, so that an
+    # unreachable database costs the job nothing; but not for a type whose last job
+    # never used it (pool/child.py `execute`): such groups check no connection out
+    # of the engine's pool at each batch. A job of that type that then writes still
+    # gets its transaction, and its writes commit with its completion.
+    from skiplock.queue_core import enqueue_many
+
+    start_pool("--concurrency", "1", "--batch-size", "2", handlers=HANDLERS)
+    counts = tmp_path / "checkouts"
+    quiet = [{"file": str(counts)}] * 20
+    writing = [{"file": str(counts), "write": True}] * 10
+    with jobs.engine.begin() as conn:  # the quiet ones first: a higher priority
+        ids = enqueue_many([{"type": "TEST_CHECKOUTS", "payload": p, "priority": 1}
+                            for p in quiet]
+                           + [{"type": "TEST_CHECKOUTS", "payload": p, "priority": 0}
+                              for p in writing], conn=conn)
+    wait_for(lambda: jobs.all_done(30), 30, "thirty jobs")
+    seen = [(line.split()[0], int(line.split()[1])) for line in counts.read_text().split("\n")
+            if line]
+    # One child, the quiet jobs first (the claim's order).
+    assert sorted(job_id for job_id, _ in seen[:20]) == sorted(ids[:20]), seen
+    taken = [count for _, count in seen]
+    # Batches of two: ten batches of quiet jobs after the first, which took none of
+    # the group's (only the claims that did not go ahead took one each).
+    assert taken[19] - taken[1] <= 3, taken
+    # The writing jobs open their transaction: the first when it asks for it, the
+    # later ones up front, a connection per batch (a group commits and gives it back).
+    assert taken[29] - taken[20] >= 4, taken
+    assert sorted(jobs.runs()) == sorted(ids[20:]) and all(n == 1 for n in jobs.runs().values())
