@@ -151,7 +151,7 @@ def encode(message: Message, seq: int | None = None) -> bytes:
 # builds them right after a job's body ran, when the code of `json.dumps` has
 # gone cold: on the 2-core benchmark VM it then took 110-150 us (7 hot), these
 # f-strings about 50. The strings go through the json module's own C escaping,
-# so a line decodes to the same message (tests/pool/test_protocol.py).
+# so a line decodes to the same message (tests/pool/test_pool_units.py).
 _string = json.encoder.encode_basestring_ascii
 
 
