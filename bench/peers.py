@@ -210,10 +210,7 @@ System = Skiplock | PgQueuer
 
 
 def throughput(system: System, kind: str, count: int, payload: dict[str, Any]) -> float:
-    """Jobs/s: no-op jobs timed by the poller; CPU-bound ones from the bodies' own spans
-    (bodies.burn), with the poller only waiting, slowly, for the queue to drain."""
-    if kind == "cpu":
-        return cpu_spans(system, count, payload).rate
+    """Jobs/s of no-op jobs, timed by the poller (CPU-bound runs: `cpu_spans`)."""
     system.fill(kind, count, payload)
     poller = system.poller()
     try:
@@ -225,8 +222,8 @@ def throughput(system: System, kind: str, count: int, payload: dict[str, Any]) -
 
 
 def cpu_spans(system: System, count: int, payload: dict[str, Any]) -> bodies.Spans:
-    """A CPU-bound run, timed from the bodies' spans, with the poller only waiting,
-    slowly, for the queue to drain."""
+    """A CPU-bound run, timed from the bodies' own spans (bodies.burn), with the poller
+    only waiting, slowly, for the queue to drain."""
     system.fill("cpu", count, payload)
     poller = system.poller()
     try:
@@ -268,13 +265,9 @@ def _burn_many(args: tuple[int, int, str]) -> None:
         bodies.burn(ms)
 
 
-def bare_cpu_rate(count: int, ms: int) -> float:
-    """Jobs/s of the bare job body in two processes, no queue at all, timed from the
-    bodies' spans as the queues' CPU-bound runs are."""
-    return bare_cpu_spans(count, ms).rate
-
-
 def bare_cpu_spans(count: int, ms: int) -> bodies.Spans:
+    """The bare job body in two processes, no queue at all, timed from the bodies'
+    spans as the queues' CPU-bound runs are."""
     ctx = multiprocessing.get_context("fork")
     with tempfile.TemporaryDirectory() as tmp, ctx.Pool(2) as pool:
         spans = str(Path(tmp) / "spans")
