@@ -67,7 +67,9 @@ WORKER_GRANTS: tuple[tuple[str, str, str], ...] = (
     ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerProcess"'),
     ("SELECT, INSERT, UPDATE", "TABLE", '"WorkerSchedule"'),
     *(("SELECT, INSERT, UPDATE", "TABLE", table) for table in _DOMAIN_TABLES),
-    # The claim calls the first for every job; the limits' triggers call the second.
+    # The claim asks the first about each candidate while a type is paused (and
+    # the server checks the grant whether or not it asks); the limits' triggers
+    # call the second.
     ("EXECUTE", "FUNCTION", "skiplock_type_paused(text)"),
     ("EXECUTE", "FUNCTION", "skiplock_fill_slots(text)"),
 )

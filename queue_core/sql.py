@@ -161,7 +161,12 @@ EXISTING_BY_UNIQUE_KEY = text(
 # LIMIT (docs/lessons.md "The claim is one statement").
 # Paused types (`skiplock pause`) are skipped by asking a plpgsql function about
 # each candidate while the partial claim index gives the order; why a function
-# and not a join: alembic/versions/0003_ops.py.
+# and not a join: alembic/versions/0003_ops.py. The function is asked only when
+# some type is paused: the uncorrelated EXISTS is an InitPlan, run once per
+# statement, and OR stops at its answer. Each call is a query of its own, about
+# 8 us of the server's CPU per candidate row, 0.07 ms of a claim of 9, paid for
+# nothing in the usual case where nothing is paused; the planner's estimate
+# stays as fixed as the function's alone (docs/benchmarks.md).
 # statement_timestamp(), not now(): a pool child also claims its next jobs at the
 # end of a finished job's transaction (pool/child.py), where now() is when that
 # transaction began, maybe minutes ago. A lease dated then would look stuck to
@@ -183,7 +188,7 @@ _READY = """
         SELECT id FROM "WorkerJob"
         WHERE status = 'PENDING' AND "heldBack" IS NULL
           AND "availableAt" <= statement_timestamp() {type_filter}
-          AND NOT skiplock_type_paused(type)
+          AND (NOT EXISTS (SELECT FROM "WorkerJobPause") OR NOT skiplock_type_paused(type))
         ORDER BY priority DESC, "availableAt" ASC
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
