@@ -4,14 +4,23 @@ One claim statement per job is a round trip and a scan of the claim index
 per job; with a deep queue of short jobs a child should take many at once.
 But jobs a child holds wait for it while another child may be idle, so a
 claim covers about `TARGET_S` of work: fast jobs in bites of up to
-`MAX_ADAPTIVE`, jobs longer than the target one at a time. The target is
-100 ms: each claim is a statement that costs the server 2-3 ms of CPU, and
-with CPU-bound 10 ms jobs on 2 cores a 50 ms target (claims of 4) reached
-0.90 of the bare body's rate, a 100 ms one (claims of 9) 0.93 (`python -m
-bench peers`, docs/benchmarks.md); a job waits at most that long behind its
-batch, while a deep queue keeps every child busy anyway. The size doubles
-while claims come back full (a deep queue) and falls back to what the last
-claim found when the queue runs dry.
+`MAX_ADAPTIVE`, jobs longer than the target one at a time.
+
+The target is 250 ms because each claim has a fixed cost that CPU-bound jobs
+pay for: on the server, planning and running the batch statement and its
+commit, about 3 ms of CPU whatever its size when the jobs between claims have
+pushed the server's code out of the caches; in the child, the statement built,
+its answer read and the master told, another 1.5 ms or so. Measured with
+CPU-bound 10 ms jobs on 2 cores (`python -m bench peers`, docs/benchmarks.md):
+a 50 ms target (claims of 4) reached 0.90 of the bare body's rate on one VM,
+100 ms (claims of 9) 0.93 there; on another, 100 ms took 0.60 ms of the
+server's CPU per job and 300 ms 0.35 ms, and the rate rose by 3 %. Beyond
+that the gain is small and the cost grows: a job waits up to the target
+behind its batch, and when a deep queue runs dry one child may still hold that
+much work while another has none. A queue that is not deep never sees
+the target: the size doubles while claims come back full and falls back to
+what the last claim found when the queue runs dry, and an idle pool claims
+one job at a time.
 
 `--batch-size N` (N >= 1) keeps the earlier fixed rule instead: N after a full
 claim, 1 after a short one.
@@ -20,7 +29,7 @@ claim, 1 after a short one.
 from __future__ import annotations
 
 MAX_ADAPTIVE = 100
-TARGET_S = 0.1
+TARGET_S = 0.25
 _WEIGHT = 0.2  # of the newest duration in the moving averages
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from skiplock.pool.claim_size import MAX_ADAPTIVE, ClaimSize, Durations
+from skiplock.pool.claim_size import MAX_ADAPTIVE, TARGET_S, ClaimSize, Durations
 from skiplock.pool.group_commit import Group, Outcome
 from skiplock.queue_core.jobs import Job
 
@@ -47,17 +47,18 @@ def test_a_fixed_batch_size_keeps_the_earlier_rule() -> None:
 def test_a_claim_is_judged_by_what_it_asked_for_even_when_the_cap_moved_since() -> None:
     durations = Durations()
     size = ClaimSize(0, durations)
-    durations.observe("T", 0.0105)  # a cap of 9 jobs (100 ms)
+    fast, slow = TARGET_S / 9.5, TARGET_S / 8.5  # caps of 9 and 8 jobs
+    durations.observe("T", fast)
     for _ in range(5):
         size.after_claim(size.limit())
     assert size.limit() == 9
     for _ in range(20):
-        durations.observe("T", 0.0125)  # slower for a while: a cap of 8
+        durations.observe("T", slow)  # slower for a while
     assert size.limit() == 8
     # The claim of 8 came back full; its jobs ran faster again, so by the time it
     # is counted the cap is 9 once more. It was still a full claim: the queue is deep.
     for _ in range(20):
-        durations.observe("T", 0.0105)
+        durations.observe("T", fast)
     size.after_claim(8)
     assert size.last_full and size.limit() == 9
 
