@@ -56,6 +56,11 @@ def test_the_claim_statements_walk_the_claim_index_even_when_one_type_fills_the_
         assert "Sort" not in plan and _JOB_TABLE_SCAN not in plan, plan
     plan = _plan(sql_statements.CLAIM_TYPES, {"worker_id": "w", "limit": 1, "types": ["BULK"]})
     assert _JOB_TABLE_SCAN not in plan and "Sort Method: external" not in plan, plan
+    plan = _plan(sql_statements.COMPLETE_AND_CLAIM, {
+        "ids": "{}", "lockers": "{}", "attempts": "{}", "results": "{}", "worker_id": "w",
+        "limit": 10})
+    assert "WorkerJob_claim_idx" in plan, plan
+    assert "Sort" not in plan and _JOB_TABLE_SCAN not in plan, plan
 
 
 # The claim's only sequential scan is the one that asks whether anything is paused
