@@ -149,6 +149,9 @@ class Child:
         self.poll = PollInterval(settings.poll_min_s, settings.poll_max_s, settings.poll_step_s)
         self.durations = Durations()
         self.claim_size = ClaimSize(settings.batch_size, self.durations)
+        # Who share the ready jobs when the queue runs dry (sql._SHARE): this pool's
+        # children. Other hosts' are not known here.
+        self.children = settings.effective_concurrency
         self.group = Group(settings.commit_delay_ms / 1000)
         # Job types whose last job here never asked for its transaction (`execute`).
         self.dbless_types: set[str] = set()
@@ -315,7 +318,8 @@ class Child:
         Nothing is held until the claim commits: the caller hands the jobs to `take`
         only then."""
         self.claim_sent_at = time.monotonic()
-        return claim(self.worker_id, limit=self.claim_size.limit(), conn=conn)
+        return claim(self.worker_id, limit=self.claim_size.limit(), conn=conn,
+                     children=self.children)
 
     def take(self, jobs: list[Job], before: list[protocol.Message] | None = None) -> None:
         """A committed claim: size the next bite, and tell the master what to heartbeat
@@ -346,7 +350,8 @@ class Child:
             return None
         try:
             self.claim_sent_at = time.monotonic()
-            return claim(self.worker_id, limit=limit, conn=conn, savepoint=True)
+            return claim(self.worker_id, limit=limit, conn=conn, savepoint=True,
+                         children=self.children)
         except (SQLAlchemyError, DatabaseUnavailable) as exc:
             if conn.invalidated:
                 raise  # the connection is gone: the completion cannot commit either
@@ -411,7 +416,7 @@ class Child:
         try:
             with bounded(STATEMENT_BOUND_S):
                 self.ahead.send(*complete_and_claim_statement(completions, self.worker_id,
-                                                              limit))
+                                                              limit, self.children))
         except Exception as exc:
             if faults.classify(exc) is None:
                 raise
@@ -582,7 +587,8 @@ class Child:
                 with db.translate_errors():
                     if limit:
                         self.claim_sent_at = time.monotonic()
-                        done, next_jobs = complete_and_claim(completions, self.worker_id, limit)
+                        done, next_jobs = complete_and_claim(completions, self.worker_id, limit,
+                                                             self.children)
                     else:
                         done = complete_many(completions)
             except SQLAlchemyError as exc:  # the server answered: no claim this time

@@ -16,11 +16,12 @@ a 50 ms target (claims of 4) reached 0.90 of the bare body's rate on one VM,
 100 ms (claims of 9) 0.93 there; on another, 100 ms took 0.60 ms of the
 server's CPU per job and 300 ms 0.35 ms, and the rate rose by 3 %. Beyond
 that the gain is small and the cost grows: a job waits up to the target
-behind its batch, and when a deep queue runs dry one child may still hold that
-much work while another has none. A queue that is not deep never sees
-the target: the size doubles while claims come back full and falls back to
-what the last claim found when the queue runs dry, and an idle pool claims
-one job at a time.
+behind its batch. A queue that is not deep never sees the target: the size
+doubles while claims come back full and falls back to what the last claim
+found when the queue runs dry, and an idle pool claims one job at a time.
+When a deep queue runs dry, each claim takes no more than its child's share
+of the ready jobs, counted as it runs (queue_core/sql.py, `_SHARE`), so that
+no child is left holding a full bite while its siblings are idle.
 
 `--batch-size N` (N >= 1) keeps the earlier fixed rule instead: N after a full
 claim, 1 after a short one.

@@ -30,17 +30,20 @@ MAX_ERROR_LENGTH = MAX_ERROR_CHARS
 
 
 def claim(worker_id: str, limit: int = 1, types: Sequence[str] | None = None,
-          conn: Connection | Session | None = None, *, savepoint: bool = False) -> list[Job]:
+          conn: Connection | Session | None = None, *, savepoint: bool = False,
+          children: int = 1) -> list[Job]:
     """Take up to `limit` ready jobs (highest priority, then oldest) for `worker_id`.
 
     With `savepoint` (inside `conn`'s transaction) the claim runs behind
     `sql.CLAIM_SAVEPOINT`: if it raises, rolling back to it keeps the rest of
-    the transaction."""
+    the transaction. With `children` (a pool's size) it takes no more than that
+    share of the ready jobs, rounded up (`sql._SHARE`)."""
     if not worker_id:
         raise InvalidJob("worker_id must be a non-empty string")
     if limit < 1:
         return []
-    params: dict[str, Any] = {"worker_id": worker_id, "limit": limit}
+    params: dict[str, Any] = {"worker_id": worker_id, "limit": limit,
+                              "children": max(1, children)}
     statement = sql.CLAIM
     if types is not None:
         if not types:
@@ -94,20 +97,22 @@ def complete_many(jobs: Sequence[tuple[Fenced, Any]],
 
 
 def complete_and_claim(jobs: Sequence[tuple[Fenced, Any]], worker_id: str,
-                       limit: int) -> tuple[set[str], list[Job]]:
+                       limit: int, children: int = 1) -> tuple[set[str], list[Job]]:
     """Complete these jobs and claim up to `limit` more for `worker_id`, in one
     statement that commits by itself: for jobs that wrote nothing to the database
     (a pool child's group, pool/child.py). Returns the ids that were still ours
     and the claimed jobs, in the claim's order."""
-    names, rows = run_on_driver(None, *complete_and_claim_statement(jobs, worker_id, limit))
+    names, rows = run_on_driver(None, *complete_and_claim_statement(jobs, worker_id, limit,
+                                                                    children))
     return complete_and_claim_result(jobs, names, rows)
 
 
 def complete_and_claim_statement(jobs: Sequence[tuple[Fenced, Any]], worker_id: str,
-                                 limit: int) -> tuple[str, dict[str, Any]]:
+                                 limit: int, children: int = 1) -> tuple[str, dict[str, Any]]:
     """`complete_and_claim`'s statement (as the driver takes it) and parameters, for a
     caller that sends it on a connection of its own (pool/ahead.py)."""
-    params = {**_completions(jobs), "worker_id": worker_id, "limit": max(1, limit)}
+    params = {**_completions(jobs), "worker_id": worker_id, "limit": max(1, limit),
+              "children": max(1, children)}
     return driver_sql(sql.COMPLETE_AND_CLAIM), params
 
 

@@ -6,7 +6,7 @@ import time
 from sqlalchemy import text
 
 from skiplock import queue_core as q
-from skiplock.queue_core import db
+from skiplock.queue_core import db, lifecycle
 from skiplock.queue_core import sql as sql_statements
 from tests.queue_core.helpers import count, row, sql
 
@@ -23,6 +23,32 @@ def test_claim_takes_highest_priority_then_oldest():
         assert (job.status, job.attempts, job.locked_by) == ("PROCESSING", 1, "w1")
         r = row(job.id)
         assert r.st == "PROCESSING" and r.lockedBy == "w1" and r.startedAt is not None
+
+
+def test_a_pool_child_takes_no_more_than_its_share_of_a_queue_running_dry():
+    # Shared out among a pool's children (sql._SHARE), the highest priority first, so
+    # that the last jobs of a burst end on every child at about the same time.
+    ids = [q.enqueue("A", {"i": i}, priority=i) for i in range(10)]
+    q.enqueue("PAUSED", {})
+    q.enqueue("A", {}, delay=3600)
+    sql("""INSERT INTO "WorkerJobPause" (type) VALUES ('PAUSED')""")
+    first = q.claim("w", limit=8, children=2)  # 10 ready: 5 each
+    assert [j.id for j in first] == ids[::-1][:5]
+    second = q.claim("w", limit=8, children=2)
+    assert [j.id for j in second] == ids[::-1][5:8]  # 5 left: 3 and 2
+    assert len(q.claim("w", limit=8, children=2)) == 1  # 2 left: 1 each
+    assert len(q.claim("w", limit=8, children=2)) == 1
+    assert q.claim("w", limit=8, children=2) == []
+    # A deep queue: every child can take a full bite, and does.
+    for _ in range(30):
+        q.enqueue("A", {})
+    assert len(q.claim("w", limit=8, children=3)) == 8
+    assert len(q.claim("w", limit=8, children=2)) == 8
+    assert len(q.claim("w", limit=8)) == 8  # alone: everything it asks for
+    done, claimed = lifecycle.complete_and_claim([(j, None) for j in first], "w", 8, 2)
+    assert done == {j.id for j in first} and len(claimed) == 3  # 6 left
+    assert len(q.claim("w", limit=8, types=["A"], children=2)) == 2  # 3 left
+    assert count() == 42
 
 
 def test_claim_respects_limit_and_type_filter():
@@ -51,21 +77,28 @@ def test_the_claim_statements_walk_the_claim_index_even_when_one_type_fills_the_
     q.enqueue_many([{"type": "RARE", "payload": {}} for _ in range(5)])
     sql('ANALYZE "WorkerJob"')
     for limit in (1, 10):
-        plan = _plan(sql_statements.CLAIM, {"worker_id": "w", "limit": limit})
+        plan = _plan(sql_statements.CLAIM, {"worker_id": "w", "limit": limit, "children": 2})
         assert "WorkerJob_claim_idx" in plan, plan
-        assert "Sort" not in plan and _JOB_TABLE_SCAN not in plan, plan
-    plan = _plan(sql_statements.CLAIM_TYPES, {"worker_id": "w", "limit": 1, "types": ["BULK"]})
+        assert not _sorts_the_table(plan) and _JOB_TABLE_SCAN not in plan, plan
+    plan = _plan(sql_statements.CLAIM_TYPES, {"worker_id": "w", "limit": 1, "children": 2,
+                                             "types": ["BULK"]})
     assert _JOB_TABLE_SCAN not in plan and "Sort Method: external" not in plan, plan
     plan = _plan(sql_statements.COMPLETE_AND_CLAIM, {
         "ids": "{}", "lockers": "{}", "attempts": "{}", "results": "{}", "worker_id": "w",
-        "limit": 10})
+        "limit": 10, "children": 2})
     assert "WorkerJob_claim_idx" in plan, plan
-    assert "Sort" not in plan and _JOB_TABLE_SCAN not in plan, plan
+    assert not _sorts_the_table(plan) and _JOB_TABLE_SCAN not in plan, plan
 
 
 # The claim's only sequential scan is the one that asks whether anything is paused
 # at all, of "WorkerJobPause" (a handful of rows), once per statement.
 _JOB_TABLE_SCAN = 'Seq Scan on "WorkerJob" '
+
+
+def _sorts_the_table(plan: str) -> bool:
+    """Whether the plan sorts rows of the table, not the few the claim locked (the
+    share it takes of them is taken in order: sql._SHARE)."""
+    return any("Sort Key:" in line and "ready." not in line for line in plan.splitlines())
 
 
 def _claim_until_empty(worker: str) -> list[str]:
