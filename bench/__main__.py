@@ -12,6 +12,7 @@ BENCHMARKS = {
     "pool": "bench.pool",
     "peers": "bench.peers",
     "pickup": "bench.pickup",
+    "cpu": "bench.cpu",
     "profile": "bench.profile",
     "memory": "bench.memory",
     "bloat": "bench.bloat",
@@ -33,8 +34,8 @@ def main(argv: list[str]) -> None:
     for name, module in BENCHMARKS.items():
         # Run by name: chaos is a soak, not a speed figure; profile is a diagnosis;
         # bloat takes ten minutes; peers needs the bench-only virtualenv; pickup
-        # checks out an earlier commit (a git worktree).
-        if name in ("chaos", "peers", "profile", "bloat", "pickup"):
+        # and cpu check out an earlier commit (a git worktree).
+        if name in ("chaos", "peers", "profile", "bloat", "pickup", "cpu"):
             continue
         print(f"\n=== {name} ===")
         importlib.import_module(module).run([])

@@ -54,6 +54,11 @@ class Spans:
     # of its next: the queue's code around each job (plus this file's own write,
     # which the bare body's figure shows alone).
     between_us: float
+    first_start: float = 0.0  # wall clock, s
+    last_end: float = 0.0
+    # How long after the first process to finish its last body the last one did:
+    # work left on one process while the others had none (a queue running dry).
+    tail_s: float = 0.0
 
 
 def read_spans(path: str) -> Spans:
@@ -65,12 +70,14 @@ def read_spans(path: str) -> Spans:
                 began, ended, cpu_began, cpu_ended = map(float, fields[:2] + fields[3:])
                 by_process.setdefault(fields[2], []).append((began, ended, cpu_began, cpu_ended))
     every = [span for spans in by_process.values() for span in spans]
-    rate = len(every) / (max(s[1] for s in every) - min(s[0] for s in every))
+    first, last = min(s[0] for s in every), max(s[1] for s in every)
     gaps = []
     for spans in by_process.values():
         spans.sort()
         gaps += [later[2] - earlier[3] for earlier, later in zip(spans, spans[1:], strict=False)]
-    return Spans(rate, 1e6 * sum(gaps) / len(gaps) if gaps else 0.0)
+    last_ends = [max(s[1] for s in spans) for spans in by_process.values()]
+    return Spans(len(every) / (last - first), 1e6 * sum(gaps) / len(gaps) if gaps else 0.0,
+                 first, last, max(last_ends) - min(last_ends))
 
 
 def record_pickup(enqueued_at: float) -> None:
