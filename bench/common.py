@@ -64,6 +64,22 @@ def private_server(enabled: bool = True) -> Iterator[None]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+@contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    """`rev` of this repository checked out in a temporary git worktree, removed
+    afterwards: the earlier code a benchmark measures this checkout beside."""
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory(prefix="skiplock-rev-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", str(tree), rev],
+                       check=True, capture_output=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)],
+                           capture_output=True)
+
+
 def machine(url: str) -> str:
     cpu = platform.processor() or "unknown CPU"
     try:

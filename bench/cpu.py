@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import bodies
-from bench.common import machine, private_server, scratch_database
+from bench.common import machine, private_server, scratch_database, worktree
 
 HERE = Path(__file__).resolve().parent
 ROLES = ("children", "backends", "master", "other PostgreSQL")
@@ -207,40 +207,35 @@ def run(argv: list[str]) -> None:
                         help="CPU time of each job's body, ms (default 10)")
     args = parser.parse_args(argv)
     root = HERE.parent
-    with tempfile.TemporaryDirectory(prefix="skiplock-cpu-") as tmp, private_server():
-        baseline, handlers = Path(tmp) / "baseline", Path(tmp) / "handlers"
+    with tempfile.TemporaryDirectory(prefix="skiplock-cpu-") as tmp, \
+            worktree(args.against) as baseline, private_server():
+        handlers = Path(tmp) / "handlers"
         handlers.mkdir()
         (handlers / "cpu_handlers.py").write_text(HANDLERS)
         (handlers / "cpu_bodies.py").write_text((HERE / "bodies.py").read_text())
-        subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", str(baseline),
-                        args.against], check=True, capture_output=True)
-        try:
-            with scratch_database() as url:
-                print(f"machine: {machine(url)}; load average {os.getloadavg()[0]:.2f}")
-            print(f"CPU-bound {args.ms:g} ms jobs, 2 children, {args.jobs} jobs per run, "
-                  f"{args.pairs} pair(s) of runs in alternating order\n")
-            header = "  ".join(f"{LABELS[role]:>8}" for role in ROLES)
-            print(f"{'':<22} {'vs bare':>9} {'between':>10} {'tail':>8}  {header}")
-            print(f"{'':<22} {'':>9} {'us/job':>10} {'ms':>8}  "
-                  f"{'(CPU ms per job, steady part; children: besides the body)':<40}")
-            sides: dict[str, list[Run]] = {"before": [], "now": []}
-            trees = {"before": baseline, "now": root}
-            for pair in range(args.pairs):
-                bare = bare_rate(args.jobs, args.ms)
-                order = ("before", "now") if pair % 2 == 0 else ("now", "before")
-                for name in order:
-                    result = measure(trees[name], handlers, args.jobs, args.ms, bare)
-                    sides[name].append(result)
-                    print(f"pair {pair + 1}, {name:<14} {describe(result)}", flush=True)
-            print()
-            for name, label in (("before", f"{args.against} (before)"), ("now", "this checkout")):
-                runs = sides[name]
-                cpu = {role: statistics.median(r.per_job_ms.get(role, float("nan"))
-                                               for r in runs) for role in ROLES}
-                median = Run(statistics.median(r.ratio for r in runs),
-                             statistics.median(r.between_us for r in runs),
-                             statistics.median(r.tail_ms for r in runs), cpu)
-                print(f"{label[:22]:<22} {describe(median)}")
-        finally:
-            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force",
-                            str(baseline)], capture_output=True)
+        with scratch_database() as url:
+            print(f"machine: {machine(url)}; load average {os.getloadavg()[0]:.2f}")
+        print(f"CPU-bound {args.ms:g} ms jobs, 2 children, {args.jobs} jobs per run, "
+              f"{args.pairs} pair(s) of runs in alternating order\n")
+        header = "  ".join(f"{LABELS[role]:>8}" for role in ROLES)
+        print(f"{'':<22} {'vs bare':>9} {'between':>10} {'tail':>8}  {header}")
+        print(f"{'':<22} {'':>9} {'us/job':>10} {'ms':>8}  "
+              f"{'(CPU ms per job, steady part; children: besides the body)':<40}")
+        sides: dict[str, list[Run]] = {"before": [], "now": []}
+        trees = {"before": baseline, "now": root}
+        for pair in range(args.pairs):
+            bare = bare_rate(args.jobs, args.ms)
+            order = ("before", "now") if pair % 2 == 0 else ("now", "before")
+            for name in order:
+                result = measure(trees[name], handlers, args.jobs, args.ms, bare)
+                sides[name].append(result)
+                print(f"pair {pair + 1}, {name:<14} {describe(result)}", flush=True)
+        print()
+        for name, label in (("before", f"{args.against} (before)"), ("now", "this checkout")):
+            runs = sides[name]
+            cpu = {role: statistics.median(r.per_job_ms.get(role, float("nan"))
+                                           for r in runs) for role in ROLES}
+            median = Run(statistics.median(r.ratio for r in runs),
+                         statistics.median(r.between_us for r in runs),
+                         statistics.median(r.tail_ms for r in runs), cpu)
+            print(f"{label[:22]:<22} {describe(median)}")

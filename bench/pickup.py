@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import machine, scratch_database
+from bench.common import machine, scratch_database, worktree
 
 HERE = Path(__file__).resolve().parent
 
@@ -53,7 +53,9 @@ sys.path.insert(0, tree)
 from skiplock import queue_core as q
 from skiplock.queue_core import scratch
 
-path = os.path.join(handlers, "pickups")
+# A file of this run's own: one left by the run before would end the wait for the
+# pool to be up at once, and the first jobs would wait for its boot instead.
+path = os.path.join(handlers, f"pickups-{os.getpid()}")
 with scratch.scratch_database("skiplock_bench_pickup") as url:
     env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": f"{tree}:{handlers}",
            "BENCH_PICKUP_FILE": path}
@@ -108,30 +110,25 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs per side, median (default 3)")
     args = parser.parse_args(argv)
     root = HERE.parent
-    with tempfile.TemporaryDirectory(prefix="skiplock-pickup-") as tmp:
-        baseline, handlers = Path(tmp) / "baseline", Path(tmp) / "handlers"
+    with tempfile.TemporaryDirectory(prefix="skiplock-pickup-") as tmp, \
+            worktree(args.against) as baseline:
+        handlers = Path(tmp) / "handlers"
         handlers.mkdir()
         (handlers / "pickup_handlers.py").write_text(HANDLERS)
-        subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", str(baseline),
-                        args.against], check=True, capture_output=True)
-        try:
-            with scratch_database() as url:
-                print(f"machine: {machine(url)}; load average {os.getloadavg()[0]:.2f}")
-            print(f"pick-up into an idle pool of 2 children, {args.pickups} jobs 50 ms apart, "
-                  f"{args.runs} run(s) per side, median\n")
-            print(f"{'':<28} {'p50 ms':>8} {'p99 ms':>8}")
-            sides: dict[str, list[tuple[float, float]]] = {"baseline": [], "current": []}
-            for _ in range(args.runs):
-                for name, tree in (("baseline", baseline), ("current", root)):
-                    waits = measure(tree, handlers, args.pickups)
-                    sides[name].append((quantile(waits, 0.5), quantile(waits, 0.99)))
-            for name, label in (("baseline", f"{args.against} (before)"), ("current", "this checkout")):
-                p50 = statistics.median(p[0] for p in sides[name])
-                p99 = statistics.median(p[1] for p in sides[name])
-                print(f"{label:<28} {p50:>8.2f} {p99:>8.2f}")
-            ratio = statistics.median(c[1] / b[1] for c, b in
-                                      zip(sides["current"], sides["baseline"], strict=True))
-            print(f"\np99 now / p99 before: {ratio:.2f} (target: no worse, <= 1.0)")
-        finally:
-            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force",
-                            str(baseline)], capture_output=True)
+        with scratch_database() as url:
+            print(f"machine: {machine(url)}; load average {os.getloadavg()[0]:.2f}")
+        print(f"pick-up into an idle pool of 2 children, {args.pickups} jobs 50 ms apart, "
+              f"{args.runs} run(s) per side, median\n")
+        print(f"{'':<28} {'p50 ms':>8} {'p99 ms':>8}")
+        sides: dict[str, list[tuple[float, float]]] = {"baseline": [], "current": []}
+        for _ in range(args.runs):
+            for name, tree in (("baseline", baseline), ("current", root)):
+                waits = measure(tree, handlers, args.pickups)
+                sides[name].append((quantile(waits, 0.5), quantile(waits, 0.99)))
+        for name, label in (("baseline", f"{args.against} (before)"), ("current", "this checkout")):
+            p50 = statistics.median(p[0] for p in sides[name])
+            p99 = statistics.median(p[1] for p in sides[name])
+            print(f"{label:<28} {p50:>8.2f} {p99:>8.2f}")
+        ratio = statistics.median(c[1] / b[1] for c, b in
+                                  zip(sides["current"], sides["baseline"], strict=True))
+        print(f"\np99 now / p99 before: {ratio:.2f} (target: no worse, <= 1.0)")
