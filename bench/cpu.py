@@ -17,8 +17,8 @@ Each run prints, besides the rate against the bare body's:
 
 - the CPU between two bodies of a child (`bodies.Spans.between_us`);
 - the tail: how long after one child's last body the other's ended;
-- the CPU time per job of each kind of process (the children, besides their
-  bodies; PostgreSQL's backends; the master; PostgreSQL's other processes),
+- the CPU time per job of the other processes (PostgreSQL's backends, the
+  master, PostgreSQL's other processes),
   read from /proc every 0.5 s during the steady part of the run (0.5 s after
   the first body started to 0.5 s before the last one ended). The two cores
   are busy all that time, so every microsecond of any of them is one the bodies
@@ -42,9 +42,10 @@ from bench import bodies
 from bench.common import machine, private_server, scratch_database, worktree
 
 HERE = Path(__file__).resolve().parent
-ROLES = ("children", "backends", "master", "other PostgreSQL")
-LABELS = {"children": "children", "backends": "backends", "master": "master",
-          "other PostgreSQL": "PG other"}
+# The children's own share is the CPU between two bodies (`bodies.Spans.between_us`),
+# read from the bodies' spans: far steadier than their /proc time less the bodies.
+ROLES = ("backends", "master", "other PostgreSQL")
+LABELS = {"backends": "backends", "master": "master", "other PostgreSQL": "PG other"}
 
 # The handler both sides run, in a folder of its own with a copy of bodies.py, so
 # that neither tree's bench/ (which may differ) is imported by the workers.
@@ -65,12 +66,13 @@ import json, os, signal, subprocess, sys, threading, time
 tree, handlers, count, ms = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 sys.path.insert(0, tree)
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from skiplock import queue_core as q
 from skiplock.queue_core import scratch
 
 TICK = os.sysconf("SC_CLK_TCK")
 
-def processes(database):
+def processes(database, postmaster):
     seen = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -82,33 +84,34 @@ def processes(database):
                 cmd = f.read().replace("\\0", " ").strip()
         except OSError:
             continue
-        if cmd.startswith("skiplock: worker"):
-            role = "children"
-        elif cmd.startswith("skiplock: master"):
+        fields = stat[stat.rindex(")") + 2:].split()
+        if cmd.startswith("skiplock: master"):
             role = "master"
-        elif cmd.startswith("postgres:"):
+        elif fields[1] == postmaster:  # this cluster's, not another server's
             role = "backends" if database in cmd else "other PostgreSQL"
         else:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
         seen[pid] = (role, (int(fields[11]) + int(fields[12])) / TICK)
     return seen
 
 spans = os.path.join(handlers, f"spans-{os.getpid()}")
 with scratch.scratch_database("skiplock_bench_cpu") as url:
-    database = url.rsplit("/", 1)[1]
+    database = make_url(url).database
     for start in range(0, count, 5000):
         q.enqueue_many([{"type": "BENCH_CPU", "payload": {"ms": ms}}
                         for _ in range(min(5000, count - start))])
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(text('VACUUM ANALYZE "WorkerJob"'))
+        data = conn.execute(text("SHOW data_directory")).scalar()
     engine.dispose()
+    with open(os.path.join(data, "postmaster.pid")) as f:
+        postmaster = f.readline().strip()
     snapshots, stop = [], threading.Event()
 
     def sample():
         while not stop.is_set():
-            snapshots.append((time.time(), processes(database)))
+            snapshots.append((time.time(), processes(database, postmaster)))
             stop.wait(0.5)
 
     env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": f"{tree}:{handlers}",
@@ -152,13 +155,13 @@ def measure(tree: Path, handlers: Path, count: int, ms: float, bare_rate: float)
     spans = bodies.read_spans(answer["spans"])
     os.unlink(answer["spans"])
     return Run(spans.rate / bare_rate, spans.between_us, spans.tail_s * 1000,
-               steady_cpu(answer["snapshots"], spans, ms))
+               steady_cpu(answer["snapshots"], spans))
 
 
 def steady_cpu(snapshots: list[tuple[float, dict[str, tuple[str, float]]]],
-               spans: bodies.Spans, ms: float) -> dict[str, float]:
+               spans: bodies.Spans) -> dict[str, float]:
     """CPU ms per job of each kind of process between the first snapshot 0.5 s into
-    the run and the last one 0.5 s before its end (the children's minus their bodies)."""
+    the run and the last one 0.5 s before its end."""
     inside = [s for s in snapshots
               if spans.first_start + 0.5 <= s[0] <= spans.last_end - 0.5]
     if len(inside) < 2:
@@ -168,9 +171,7 @@ def steady_cpu(snapshots: list[tuple[float, dict[str, tuple[str, float]]]],
     for pid, (role, cpu) in after.items():
         spent[role] += cpu - (before[pid][1] if pid in before else 0.0)
     jobs = (ended - began) * spans.rate
-    per_job = {role: 1000 * seconds / jobs for role, seconds in spent.items()}
-    per_job["children"] -= ms  # the bodies themselves
-    return per_job
+    return {role: 1000 * seconds / jobs for role, seconds in spent.items()}
 
 
 def _burn_many(args: tuple[int, float, str]) -> None:
@@ -220,7 +221,7 @@ def run(argv: list[str]) -> None:
         header = "  ".join(f"{LABELS[role]:>8}" for role in ROLES)
         print(f"{'':<22} {'vs bare':>9} {'between':>10} {'tail':>8}  {header}")
         print(f"{'':<22} {'':>9} {'us/job':>10} {'ms':>8}  "
-              f"{'(CPU ms per job, steady part; children: besides the body)':<40}")
+              f"{'(CPU ms per job, steady part of the run)':<40}")
         sides: dict[str, list[Run]] = {"before": [], "now": []}
         trees = {"before": baseline, "now": root}
         for pair in range(args.pairs):
