@@ -54,11 +54,11 @@ class Spans:
     # of its next: the queue's code around each job (plus this file's own write,
     # which the bare body's figure shows alone).
     between_us: float
-    first_start: float = 0.0  # wall clock, s
-    last_end: float = 0.0
+    first_start: float  # wall clock, s: the first body's start and the last one's end
+    last_end: float
     # How long after the first process to finish its last body the last one did:
     # work left on one process while the others had none (a queue running dry).
-    tail_s: float = 0.0
+    tail_s: float
 
 
 def read_spans(path: str) -> Spans:
