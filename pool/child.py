@@ -134,6 +134,7 @@ class Child:
     def __init__(
         self, settings: Settings, *, slot: int, worker_id: str, master_pid: int, fd: int,
         database_url: str, gate: ClaimGate | None = None, quiet_fd: int | None = None,
+        children: int | None = None,
     ) -> None:
         self.settings = settings
         self.database_url = database_url
@@ -150,8 +151,9 @@ class Child:
         self.durations = Durations()
         self.claim_size = ClaimSize(settings.batch_size, self.durations)
         # Who share the ready jobs when the queue runs dry (sql._SHARE): this pool's
-        # children. Other hosts' are not known here.
-        self.children = settings.effective_concurrency
+        # children, as many as the master keeps when it forks this one (TTIN and
+        # TTOU change that). Other hosts' are not known here.
+        self.children = children or settings.effective_concurrency
         self.group = Group(settings.commit_delay_ms / 1000)
         # Job types whose last job here never asked for its transaction (`execute`).
         self.dbless_types: set[str] = set()

@@ -802,7 +802,8 @@ class Master:
                 with unbounded():  # no deadline of the master's turn may follow the fork
                     code = Child(self.settings, slot=slot, worker_id=worker_id,
                                  master_pid=self.pid, fd=write_fd, quiet_fd=quiet_w,
-                                 database_url=self.database_url, gate=self.gate).run()
+                                 database_url=self.database_url, gate=self.gate,
+                                 children=self.concurrency).run()
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except BaseException:  # a bug in the child: a crash, reported by waitpid

@@ -199,8 +199,8 @@ _READY = "SELECT id, priority, \"availableAt\"" + _READY_ROWS + """
 # pool's size, share them), so that a deep queue that runs dry (the end of a
 # backfill, a burst) ends on every child at about the same time, not on one
 # that still holds a full bite of work while its siblings are idle: with claims
-# of about 25 jobs of 10 ms, that last bite was 100-250 ms of a 2.3 s run on one
-# child alone (docs/benchmarks.md). Counted when the claim runs, not from the
+# of about 25 jobs of 10 ms, that last bite was up to 230 ms of a 2.3 s run on
+# one child alone (docs/benchmarks.md). Counted when the claim runs, not from the
 # claim before: a count a batch old had already been shared out by the
 # siblings' own claims meanwhile. The count stops at as many as the children
 # could take in full bites, walks the claim's index in its order (unordered,
