@@ -5,7 +5,7 @@ A child whose jobs touch nothing in the database commits their completions
 with the claim of its next batch in one statement (`lifecycle.
 complete_and_claim`, pool/group_commit.py). Sent once the batch has run, the
 child waits for it: planning, two updates, a WAL flush and a round trip, 2.5
-to 3 ms on the benchmark machine, once per batch (about 250 ms of work with
+to 3 ms on the benchmark machine, once per batch (about 500 ms of work with
 claims of the default size). Sent just before the batch's last job, on a
 connection in psycopg2's asynchronous mode, it runs on the server while that
 job runs, and its answer is read when the job has ended: no thread (one would

@@ -6,17 +6,26 @@ But jobs a child holds wait for it while another child may be idle, so a
 claim covers about `TARGET_S` of work: fast jobs in bites of up to
 `MAX_ADAPTIVE`, jobs longer than the target one at a time.
 
-The target is 250 ms because each claim has a fixed cost that CPU-bound jobs
+The target is 500 ms because each claim has a fixed cost that CPU-bound jobs
 pay for: on the server, planning and running the batch statement and its
 commit, about 3 ms of CPU whatever its size when the jobs between claims have
 pushed the server's code out of the caches; in the child, the statement built,
-its answer read and the master told, another 1.5 ms or so. Measured with
-CPU-bound 10 ms jobs on 2 cores (`python -m bench peers`, docs/benchmarks.md):
+its answer read and the master told, another 1.5 ms or so; in the master, one
+wake-up to read the batch's messages. Measured with CPU-bound 10 ms jobs on 2
+cores (`python -m bench peers` and `python -m bench cpu`, docs/benchmarks.md):
 a 50 ms target (claims of 4) reached 0.90 of the bare body's rate on one VM,
 100 ms (claims of 9) 0.93 there; on another, 100 ms took 0.60 ms of the
-server's CPU per job and 300 ms 0.35 ms, and the rate rose by 3 %. Beyond
-that the gain is small and the cost grows: a job waits up to the target
-behind its batch. A queue that is not deep never sees the target: the size
+server's CPU per job and 300 ms 0.35 ms, and the rate rose by 3 %; on a third,
+250 ms -> 500 ms took the server's CPU per job from 0.19-0.22 to 0.11-0.19 ms
+and the child's between two bodies by about 15-35 us (5 pairs of runs of `bench
+cpu`), about 0.5-1 % of the two cores. What it costs,
+all bounded by the target: in a busy pool a job waits up to the target behind
+the batches the children hold (a higher priority only puts it first in the
+next claim); a group that wrote nothing commits once per batch
+(pool/group_commit.py), so its jobs show COMPLETED up to that late; and a child
+that dies loses that much uncommitted work, which runs again.
+
+A queue that is not deep never sees the target: the size
 doubles while claims come back full and falls back to what the last claim
 found when the queue runs dry, and an idle pool claims one job at a time.
 When a deep queue runs dry, each claim takes no more than its child's share
@@ -30,7 +39,7 @@ claim, 1 after a short one.
 from __future__ import annotations
 
 MAX_ADAPTIVE = 100
-TARGET_S = 0.25
+TARGET_S = 0.5
 _WEIGHT = 0.2  # of the newest duration in the moving averages
 
 
