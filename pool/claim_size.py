@@ -25,12 +25,18 @@ next claim); a group that wrote nothing commits once per batch
 (pool/group_commit.py), so its jobs show COMPLETED up to that late; and a child
 that dies loses that much uncommitted work, which runs again.
 
-A queue that is not deep never sees the target: the size
-doubles while claims come back full and falls back to what the last claim
-found when the queue runs dry, and an idle pool claims one job at a time.
-When a deep queue runs dry, each claim takes no more than its child's share
-of the ready jobs, counted as it runs (queue_core/sql.py, `_SHARE`), so that
-no child is left holding a full bite while its siblings are idle.
+A queue that is not deep never sees the target: a claim never takes more than
+its child's share of the ready jobs, counted as it runs (queue_core/sql.py,
+`_SHARE`), so that a burst, or a deep queue that runs dry, ends on every child
+at about the same time and no child is left holding a full bite while its
+siblings are idle. So a claim that came back full is followed by one of the
+whole target at once: the share, not the bite, keeps the children even. (The
+bite used to double from one instead, as claims came back full: 1, 2, 4, 8,
+16, 32, then 50 jobs of 10 ms, five small claims of about the same fixed cost
+as a full one, paid each time a pool starts on a backlog or a burst arrives:
+about 25 ms of a child's 2.2 s in a 400-job run, 1 %.) After a short claim the
+next asks for what that one found, and an idle pool claims one job at a time:
+until a job of the child has run, the target cannot be turned into a count.
 
 `--batch-size N` (N >= 1) keeps the earlier fixed rule instead: N after a full
 claim, 1 after a short one.
@@ -94,4 +100,4 @@ class ClaimSize:
         elif self.fixed is not None:
             self.current = self.fixed
         else:
-            self.current = min(self.current * 2, self.cap())
+            self.current = self.cap()

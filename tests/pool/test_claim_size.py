@@ -10,16 +10,20 @@ from skiplock.pool.group_commit import Group, Outcome
 from skiplock.queue_core.jobs import Job
 
 
-def test_short_jobs_from_a_deep_queue_are_claimed_in_growing_bites_up_to_the_cap() -> None:
+def test_short_jobs_from_a_deep_queue_are_claimed_in_full_bites_after_one_full_claim() -> None:
     durations = Durations()
     size = ClaimSize(0, durations)
     assert size.limit() == 1  # nothing known yet: one at a time
     durations.observe("T", 0.0001)
     sizes = []
-    for _ in range(10):
+    for _ in range(3):
         sizes.append(size.limit())
         size.after_claim(size.limit())  # full: the queue is deep
-    assert sizes[:4] == [1, 2, 4, 8] and sizes[-1] == MAX_ADAPTIVE
+    assert sizes == [1, MAX_ADAPTIVE, MAX_ADAPTIVE]  # the claim's share keeps children even
+    durations.observe("T", TARGET_S / 20)
+    durations.observe("T", TARGET_S / 20)
+    size.after_claim(size.limit())
+    assert 20 < size.limit() < MAX_ADAPTIVE  # the target, in jobs of this length
     size.after_claim(3)  # the queue ran dry
     assert size.limit() == 3
     size.after_claim(0)
