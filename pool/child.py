@@ -373,6 +373,7 @@ class Child:
         return self.claim_size.limit()
 
     def run_batch(self, jobs: list[Job]) -> None:
+        starts = [self.prepare_started(job) for job in jobs]
         for index, job in enumerate(jobs):
             if self.should_stop():
                 self.commit_group()
@@ -385,7 +386,7 @@ class Child:
                 pass  # what waited in the group went with the claim of the next batch
             elif self.group.due(self.durations.expected(job.type)):
                 self.commit_group()
-            self.run_job(job)
+            self.run_job(job, starts[index])
         if self.sent is not None:
             self.collect_ahead()
         else:
@@ -509,13 +510,19 @@ class Child:
 
     # -- one job ------------------------------------------------------------
 
-    def run_job(self, job: Job) -> None:
+    def prepare_started(self, job: Job) -> protocol.PreparedStarted:
+        """The job's `started`, but for its times, built with its batch's others."""
         registration = registry.get_registration(job.type)
         timeout_s = (registration.timeout_s if registration else None) or self.settings.job_timeout_s
+        return protocol.PreparedStarted(protocol.Started(job.id, job.type, self.worker_id,
+                                                         job.attempts, job.max_attempts,
+                                                         timeout_s))
+
+    def run_job(self, job: Job, start: protocol.PreparedStarted) -> None:
+        registration = registry.get_registration(job.type)
         # Quiet: the master reads it at its next turn (pool/protocol.py, two pipes).
-        self.send_quiet(protocol.Started(job.id, job.type, self.worker_id, job.attempts,
-                                         job.max_attempts, timeout_s, time.monotonic(),
-                                         time.time()))
+        with self.send_lock:
+            self.sender.send_started(start, time.monotonic(), time.time())
         set_title(worker_title(self.slot, job.type, job.id))
         self.progress.start(job.id)
         if log.isEnabledFor(logging.INFO):  # nothing is formatted when it is off

@@ -21,6 +21,7 @@ be written atomically, falls back to the loud pipe, in order all the same.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import select
@@ -167,12 +168,29 @@ def _plain_numbers(m: Started) -> bool:
 
 
 def _encode_started(m: Started, seq: int | None) -> bytes:
+    return (_started_head(m) + f'"at":{_json_number(m.at)},"at_wall":{_json_number(m.at_wall)}'
+            + ("}\n" if seq is None else f',"seq":{seq}}}\n')).encode()
+
+
+def _started_head(m: Started) -> str:
+    """`started`'s line up to its times: all that is known before the job starts."""
     return (f'{{"kind":"started","id":{_string(m.id)},"type":{_string(m.type)},'
             f'"locked_by":{_string(m.locked_by)},"attempt":{_json_number(m.attempt)},'
             f'"max_attempts":{_json_number(m.max_attempts)},'
-            f'"timeout_s":{_json_number(m.timeout_s)},"at":{_json_number(m.at)},'
-            f'"at_wall":{_json_number(m.at_wall)}'
-            + ("}\n" if seq is None else f',"seq":{seq}}}\n')).encode()
+            f'"timeout_s":{_json_number(m.timeout_s)},')
+
+
+class PreparedStarted:
+    """A job's `started`, encoded but for its times and number when its batch is claimed
+    (`Sender.send_started`). Encoded between two job bodies, when the encoder's code
+    has gone cold, it took about 30 us of a child's CPU per job on the 2-core VM; in
+    one loop over the batch's jobs the code stays hot."""
+
+    __slots__ = ("message", "head")
+
+    def __init__(self, message: Started) -> None:
+        self.message = message
+        self.head = _started_head(message) if _plain_numbers(message) else None
 
 
 def _encode_finished(m: Finished, seq: int | None) -> bytes:
@@ -236,7 +254,21 @@ class Sender:
         if self.quiet_fd is None:
             self.send(message)
             return
-        line = encode(message, self.seq + 1)
+        self._write_quiet(encode(message, self.seq + 1))
+
+    def send_started(self, prepared: PreparedStarted, at: float, at_wall: float) -> None:
+        """`send_quiet` of the prepared `started`, timed `at` (monotonic) and `at_wall`."""
+        if prepared.head is None or self.quiet_fd is None or not (
+                _plain_number(at) and _plain_number(at_wall)):
+            self.send_quiet(dataclasses.replace(prepared.message, at=at, at_wall=at_wall))
+            return
+        self._write_quiet(
+            f'{prepared.head}"at":{at!r},"at_wall":{at_wall!r},"seq":{self.seq + 1}}}\n'.encode())
+
+    def _write_quiet(self, line: bytes) -> None:
+        """Write `line`, numbered `seq + 1`, to the quiet pipe, or the loud one when the
+        quiet one is full or the line too long to be written atomically."""
+        assert self.quiet_fd is not None
         if len(line) <= select.PIPE_BUF:  # written whole or not at all
             try:
                 os.write(self.quiet_fd, line)

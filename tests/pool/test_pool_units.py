@@ -5,6 +5,7 @@ from __future__ import annotations
 import faulthandler
 import os
 import signal
+import time
 
 import pytest
 
@@ -228,3 +229,40 @@ def test_the_messages_sent_for_every_job_decode_to_what_was_sent() -> None:
             reference = json.loads(json.dumps(general(message, seq)))
             assert json.dumps(json.loads(line), sort_keys=True) == \
                 json.dumps(reference, sort_keys=True)
+
+
+def test_a_started_prepared_with_its_batch_reads_as_one_encoded_when_the_job_starts() -> None:
+    # The child encodes a batch's `started` lines before its jobs run and adds the
+    # times when each starts (protocol.PreparedStarted): the master must read the same
+    # message, in the same order, as if it had been encoded whole then.
+    hostile = ['a"b\\c', "\n\t\x00\x1f", "é☃\U0001f600", "\ud800", "", "NULL"]
+    timeouts: list[float | None] = [None, 30, 2.5, float("inf"), float("nan")]
+    loud_r, loud_w = os.pipe()
+    quiet_r, quiet_w = os.pipe()
+    sender = protocol.Sender(loud_w, quiet_w)
+    reader = protocol.Reader(loud_r, quiet_r)
+    expected: list[protocol.Message] = []
+    for text in hostile:
+        for timeout in timeouts:
+            for attempt in (1, True):  # a bool is not a plain number: the general path
+                started = protocol.Started(text, text, text, attempt, 3, timeout)
+                at, at_wall = time.monotonic(), time.time()
+                sender.send_started(protocol.PreparedStarted(started), at, at_wall)
+                expected.append(protocol.Started(text, text, text, attempt, 3, timeout,
+                                                 at, at_wall))
+                finished = protocol.Finished(text, "completed", 0.01, text)
+                sender.send(finished)
+                expected.append(finished)
+    for fd in (loud_w, quiet_w):
+        os.close(fd)
+    got = reader.read()
+    reader.close()
+    assert len(got) == len(expected)
+    for message, wanted in zip(got, expected, strict=True):
+        assert type(message) is type(wanted)
+        for field, value in vars(wanted).items():
+            decoded = getattr(message, field)
+            if isinstance(value, float) and value != value:  # nan
+                assert decoded != decoded
+            else:
+                assert decoded == value and type(decoded) is type(value), field
