@@ -318,7 +318,7 @@ def run(argv: list[str]) -> None:
             mine = statistics.median(p[0] for p in pairs)
             peer = statistics.median(p[1] for p in pairs)
             ratio = statistics.median(p[0] / p[1] for p in pairs if p[1])
-            print(f"{label:<50} {mine:>10.1f} {peer:>10.1f} {unit:<7} {ratio:>6.2f}  {target}",
+            print(f"{label:<50} {mine:>10.1f} {peer:>10.1f} {unit:<7} {ratio:>6.3f}  {target}",
                   flush=True)
 
         def paired(first: Callable[[], float], second: Callable[[], float]
