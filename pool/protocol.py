@@ -208,7 +208,19 @@ def decode(line: bytes) -> Message:
 
 
 def decode_numbered(line: bytes) -> tuple[int | None, Message]:
-    body = json.loads(line)
+    return _message(json.loads(line))
+
+
+def decode_lines(lines: list[bytes]) -> list[tuple[int | None, Message]]:
+    """`decode_numbered` of each line, the lines parsed as one JSON array: a batch's
+    100 or so lines in one call of the parser's C code instead of 100 calls through
+    its Python wrapper, half of what the master spent reading them."""
+    if not lines:
+        return []
+    return [_message(body) for body in json.loads(b"[" + b",".join(lines) + b"]")]
+
+
+def _message(body: dict[str, Any]) -> tuple[int | None, Message]:
     cls = _KINDS[body.pop("kind")]
     seq = body.pop("seq", None)
     if cls is Claimed:
@@ -338,8 +350,7 @@ class Reader:
         lines = self.loud.read()
         if self.quiet is not None:
             lines += self.quiet.read()
-        for line in lines:
-            seq, message = decode_numbered(line)
+        for seq, message in decode_lines(lines):
             if seq is None:
                 out.append(message)
             else:
