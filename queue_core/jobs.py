@@ -128,6 +128,22 @@ class Job:
             **{name: m.get(column) for name, column in _FEATURE_COLUMNS.items()},
         )
 
+    @classmethod
+    def from_claim(cls, m: Mapping[str, Any]) -> Job:
+        """A job as a pool child's completion-and-claim statement returns it
+        (`sql.COMPLETE_AND_CLAIM`): only the columns the child reads, the status the
+        claim set, and None for what was not asked for (its last error, its times,
+        its user, its keys). Not for anything that shows a job: `from_mapping` reads
+        the whole row."""
+        decode_error = None
+        payload, why = load_json(m["payload_json"])
+        if why is not None:
+            payload, decode_error = {}, f"the payload cannot be used: {why}"
+        return cls(m["id"], m["type"], payload if isinstance(payload, dict) else {"_value": payload},
+                   JobStatus.PROCESSING.value, m["priority"], m["availableAt"], m["attempts"],
+                   m["maxAttempts"], None, None, m["lockedBy"], None, None, None, None, None,
+                   decode_error=decode_error, cancel_requested_at=m["cancelRequestedAt"])
+
     @property
     def ref(self) -> JobRef:
         return JobRef(self.id, self.locked_by, self.attempts)

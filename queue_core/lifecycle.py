@@ -122,7 +122,7 @@ def complete_and_claim_result(jobs: Sequence[tuple[Fenced, Any]], names: list[st
     and the claimed jobs, in the claim's order."""
     done = set(rows[0][0] or ()) if rows else set()
     _warn_lost(jobs, done)
-    return done, _in_claim_order([Job.from_mapping(dict(zip(names[1:], row[1:], strict=True)))
+    return done, _in_claim_order([Job.from_claim(dict(zip(names[1:], row[1:], strict=True)))
                                   for row in rows if row[1] is not None])
 
 

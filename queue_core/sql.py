@@ -222,22 +222,29 @@ _TAKE = """
         "lockedBy" = :worker_id
     FROM take
     WHERE j.id = take.id
-    RETURNING j.id, j.type, j.payload::text AS payload_json, j.status, j.priority,
+    RETURNING {returning}
+"""
+_WHOLE_JOB = """j.id, j.type, j.payload::text AS payload_json, j.status, j.priority,
         j."availableAt", j.attempts, j."maxAttempts", j."lastError", j."lockedAt", j."lockedBy",
         j."idempotencyKey", j."userId", j."createdAt", j."startedAt", j."completedAt",
-        j.interruptions, {features}
+        j.interruptions, """ + _features("j.")
+# What a pool child reads of a job it claims with its completions (`Job.from_claim`):
+# the other 18 columns cost the server about 25 us a row and the child 10 to 15 us a
+# row to turn into Python values, for nothing (docs/benchmarks.md).
+_CLAIMED_BY_POOL = """j.id, j.type, j.payload::text AS payload_json, j.priority, j."availableAt",
+        j.attempts, j."maxAttempts", j."lockedBy", j."cancelRequestedAt"
 """
 _CLAIM = "WITH ready AS (" + _READY + "), take AS (" + _SHARE + ")" + _TAKE
 
-CLAIM = text(_CLAIM.format(type_filter="", features=_features("j.")))
+CLAIM = text(_CLAIM.format(type_filter="", returning=_WHOLE_JOB))
 CLAIM_TYPES = text(_CLAIM.format(type_filter="AND type = ANY(CAST(:types AS text[]))",
-                                 features=_features("j.")))
+                                 returning=_WHOLE_JOB))
 # The claim a busy child makes in the transaction that completes its last job,
 # behind a savepoint set in the same round trip: if the claim fails, the child
 # rolls back to the savepoint and the completion still commits.
 CLAIM_SAVEPOINT = "skiplock_claim"
 CLAIM_AFTER_SAVEPOINT = text(f"SAVEPOINT {CLAIM_SAVEPOINT}; "
-                             + _CLAIM.format(type_filter="", features=_features("j.")))
+                             + _CLAIM.format(type_filter="", returning=_WHOLE_JOB))
 
 _FENCE = """
     id = :id AND status = 'PROCESSING' AND "lockedBy" = :locked_by AND attempts = :attempts
@@ -276,7 +283,7 @@ COMPLETE_MANY = text(_COMPLETE_MANY)
 COMPLETE_AND_CLAIM = text(
     "WITH done AS (" + _COMPLETE_MANY + "), ready AS (" + _READY.format(type_filter="")
     + "), take AS (" + _SHARE.format(type_filter="")
-    + "), claimed AS (" + _TAKE.format(features=_features("j.")) + """)
+    + "), claimed AS (" + _TAKE.format(returning=_CLAIMED_BY_POOL) + """)
     SELECT (SELECT array_agg(id) FROM done) AS done_ids, claimed.*
     FROM (VALUES (1)) AS one (x) LEFT JOIN claimed ON true
     """

@@ -25,6 +25,26 @@ def test_claim_takes_highest_priority_then_oldest():
         assert r.st == "PROCESSING" and r.lockedBy == "w1" and r.startedAt is not None
 
 
+def test_a_claim_with_completions_returns_what_a_pool_child_reads_of_its_jobs():
+    # The statement a child sends with its completions returns only the columns the
+    # child reads (sql._CLAIMED_BY_POOL, Job.from_claim): each must be the row's.
+    first = q.enqueue("X", {"n": 1})
+    bad = q.enqueue("X", {"n": 2}, priority=5, max_attempts=7)
+    sql("""UPDATE "WorkerJob" SET payload = '[1, 2]', "cancelRequestedAt" = now()
+           WHERE id = :id""", id=bad)
+    done, claimed = lifecycle.complete_and_claim([], 'w "1"', 8)
+    assert done == set() and [j.id for j in claimed] == [bad, first]
+    for job in claimed:
+        r = row(job.id)
+        assert (job.type, job.status, job.attempts, job.locked_by, job.priority) == \
+            ("X", "PROCESSING", 1, 'w "1"', r.priority)
+        assert job.available_at == r.availableAt and job.max_attempts == r.maxAttempts
+        assert job.cancel_requested_at == r.cancelRequestedAt
+    assert claimed[0].payload == {"_value": [1, 2]} and claimed[0].max_attempts == 7
+    assert claimed[0].cancel_requested_at is not None
+    assert claimed[1].payload == {"n": 1} and claimed[1].cancel_requested_at is None
+
+
 def test_a_pool_child_takes_no_more_than_its_share_of_a_queue_running_dry():
     # Shared out among a pool's children (sql._SHARE), the highest priority first, so
     # that the last jobs of a burst end on every child at about the same time.
