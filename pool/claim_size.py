@@ -34,7 +34,7 @@ whole target at once: the share, not the bite, keeps the children even. (The
 bite used to double from one instead, as claims came back full: 1, 2, 4, 8,
 16, 32, then 50 jobs of 10 ms, five small claims of about the same fixed cost
 as a full one, paid each time a pool starts on a backlog or a burst arrives:
-about 25 ms of a child's 2.2 s in a 400-job run, 1 %.) After a short claim the
+about 15-20 ms of a child's 2.2 s in a 400-job run, nearly 1 %.) After a short claim the
 next asks for what that one found, and an idle pool claims one job at a time:
 until a job of the child has run, the target cannot be turned into a count.
 
