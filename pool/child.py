@@ -373,7 +373,7 @@ class Child:
         return self.claim_size.limit()
 
     def run_batch(self, jobs: list[Job]) -> None:
-        starts = [self.prepare_started(job) for job in jobs]
+        prepared = [self.prepare(job) for job in jobs]
         for index, job in enumerate(jobs):
             if self.should_stop():
                 self.commit_group()
@@ -386,7 +386,7 @@ class Child:
                 pass  # what waited in the group went with the claim of the next batch
             elif self.group.due(self.durations.expected(job.type)):
                 self.commit_group()
-            self.run_job(job, starts[index])
+            self.run_job(job, *prepared[index])
         if self.sent is not None:
             self.collect_ahead()
         else:
@@ -510,16 +510,16 @@ class Child:
 
     # -- one job ------------------------------------------------------------
 
-    def prepare_started(self, job: Job) -> protocol.PreparedStarted:
-        """The job's `started`, but for its times, built with its batch's others."""
+    def prepare(self, job: Job) -> tuple[Registration | None, protocol.PreparedStarted]:
+        """The job's handler and its `started` but for the times, looked up and built
+        with its batch's others, while that code is hot."""
         registration = registry.get_registration(job.type)
         timeout_s = (registration.timeout_s if registration else None) or self.settings.job_timeout_s
-        return protocol.PreparedStarted(protocol.Started(job.id, job.type, self.worker_id,
-                                                         job.attempts, job.max_attempts,
-                                                         timeout_s))
+        return registration, protocol.PreparedStarted(protocol.Started(
+            job.id, job.type, self.worker_id, job.attempts, job.max_attempts, timeout_s))
 
-    def run_job(self, job: Job, start: protocol.PreparedStarted) -> None:
-        registration = registry.get_registration(job.type)
+    def run_job(self, job: Job, registration: Registration | None,
+                start: protocol.PreparedStarted) -> None:
         # Quiet: the master reads it at its next turn (pool/protocol.py, two pipes).
         with self.send_lock:
             self.sender.send_started(start, time.monotonic(), time.time())

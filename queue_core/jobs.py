@@ -95,11 +95,9 @@ class Job:
     def from_mapping(cls, m: Mapping[str, Any]) -> Job:
         decode_error = None
         if "payload_json" in m:  # the claim's text, decoded here, one row at a time
-            payload, why = load_json(m["payload_json"])
-            if why is not None:
-                payload, decode_error = {}, f"the payload cannot be used: {why}"
+            payload, decode_error = _claimed_payload(m["payload_json"])
         else:
-            payload = m["payload"]
+            payload = _as_object(m["payload"])
         result = m.get("result")
         if m.get("result_json") is not None:
             result, why = load_json(m["result_json"])
@@ -108,7 +106,7 @@ class Job:
         return cls(
             id=m["id"],
             type=m["type"],
-            payload=payload if isinstance(payload, dict) else {"_value": payload},
+            payload=payload,
             status=str(m["status"]),
             priority=m["priority"],
             available_at=m["availableAt"],
@@ -135,14 +133,15 @@ class Job:
         claim set, and None for what was not asked for (its last error, its times,
         its user, its keys). Not for anything that shows a job: `from_mapping` reads
         the whole row."""
-        decode_error = None
-        payload, why = load_json(m["payload_json"])
-        if why is not None:
-            payload, decode_error = {}, f"the payload cannot be used: {why}"
-        return cls(m["id"], m["type"], payload if isinstance(payload, dict) else {"_value": payload},
-                   JobStatus.PROCESSING.value, m["priority"], m["availableAt"], m["attempts"],
-                   m["maxAttempts"], None, None, m["lockedBy"], None, None, None, None, None,
-                   decode_error=decode_error, cancel_requested_at=m["cancelRequestedAt"])
+        payload, decode_error = _claimed_payload(m["payload_json"])
+        return cls(
+            id=m["id"], type=m["type"], payload=payload, status=JobStatus.PROCESSING.value,
+            priority=m["priority"], available_at=m["availableAt"], attempts=m["attempts"],
+            max_attempts=m["maxAttempts"], locked_by=m["lockedBy"],
+            cancel_requested_at=m["cancelRequestedAt"], decode_error=decode_error,
+            last_error=None, locked_at=None, idempotency_key=None, user_id=None,
+            created_at=None, started_at=None, completed_at=None,
+        )
 
     @property
     def ref(self) -> JobRef:
@@ -157,6 +156,19 @@ class Job:
         if self.decode_error is not None:
             out["payload"] = f"<{self.decode_error}>"
         return out
+
+
+def _claimed_payload(text: str) -> tuple[dict[str, Any], str | None]:
+    """A claimed row's payload text as the handler gets it, and why it cannot be used
+    (then the payload is empty and the pool fails the job alone)."""
+    payload, why = load_json(text)
+    if why is not None:
+        return {}, f"the payload cannot be used: {why}"
+    return _as_object(payload), None
+
+
+def _as_object(payload: Any) -> dict[str, Any]:
+    return payload if isinstance(payload, dict) else {"_value": payload}
 
 
 _COLUMNS = {
