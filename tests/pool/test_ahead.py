@@ -11,13 +11,16 @@ the five after them ahead of running the fifth.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import text
 
 from tests.pool.conftest import Jobs, Pool, wait_for
 from tests.pool.test_group_commit import HANDLERS, _enqueue_quiet, _quiet_pool
+
+# How long the batch's last job runs: the claim sent ahead of it must run meanwhile.
+LAST_JOB_S = 0.3
 
 
 def _first_start(jobs: Jobs, job_id: str) -> datetime:
@@ -55,16 +58,20 @@ def test_the_next_batch_is_claimed_while_the_last_job_of_this_one_runs(
                    "--no-listen", "--poll-min", "0.01", handlers=HANDLERS)
         _enqueue_quiet(jobs, [{}], priority=99)
         wait_for(lambda: jobs.all_done(1), 15, "the first job")
-    ids = _enqueue_batches(jobs)
+    ids = _enqueue_batches(jobs, last_payload={"sleep": LAST_JOB_S})
     wait_for(lambda: jobs.all_done(12), 20, "eleven quiet jobs")
     rows = {job_id: jobs.get(job_id) for job_id in ids}
     # Jobs 1-5 were claimed when job 0 had completed (in the statement that
-    # completed it), jobs 6-10 before job 5 (their batch's last) started: that
-    # claim ran while the job before it was running.
+    # completed it), jobs 6-10 after job 4 had started and while job 5 (their
+    # batch's last) ran: the server ran that claim during the job. (Not surely
+    # before job 5's start is recorded: the child sends the statement and goes on
+    # without waiting, and the two race to the server.)
     assert {rows[j]["startedAt"] for j in ids[1:6]} == {rows[ids[0]]["completedAt"]}
     claimed_at = {rows[j]["startedAt"] for j in ids[6:11]}
     assert len(claimed_at) == 1, claimed_at
-    assert claimed_at.pop() < _first_start(jobs, ids[5])
+    last_start = _first_start(jobs, ids[5])
+    assert _first_start(jobs, ids[4]) < claimed_at.pop() < last_start + timedelta(
+        seconds=LAST_JOB_S)
     # The fifth job's completion rode with the next batch's statement.
     assert rows[ids[5]]["completedAt"] == rows[ids[6]]["completedAt"]
     assert all(len(jobs.starts(job_id)) == 1 for job_id in ids)
