@@ -29,3 +29,8 @@ def number_array(values: Sequence[float | None]) -> str:
     if None in values:
         return "{" + ",".join("NULL" if v is None else repr(v) for v in values) + "}"
     return "{" + ",".join(map(repr, values)) + "}"
+
+
+def flag_array(values: Iterable[bool]) -> str:
+    """`{t,f}`: PostgreSQL's own spelling of booleans."""
+    return "{" + ",".join("t" if v else "f" for v in values) + "}"

@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from skiplock.queue_core import accounting, policy, sql
-from skiplock.queue_core.arrays import number_array, text_array
+from skiplock.queue_core.arrays import flag_array, number_array, text_array
 from skiplock.queue_core.backoff import backoff_s
 from skiplock.queue_core.db import connect, driver_sql, run_on_driver
 from skiplock.queue_core.errors import InvalidJob
@@ -201,16 +201,21 @@ class Renewal:
     busy: frozenset[str]  # still ours, but another session holds the row: try again soon
     gone: frozenset[str]  # no longer held by this holder at this attempt: lost
     cancel_requested: frozenset[str] = frozenset()  # held, and `skiplock cancel` asked to stop it
+    fresh: frozenset[str] = frozenset()  # still ours; not to be written this time, and was not
 
     @property
     def held(self) -> frozenset[str]:
-        return self.renewed | self.busy
+        return self.renewed | self.busy | self.fresh
 
 
 def renew_leases(jobs: Iterable[Fenced], progress: Mapping[str, Progress] | None = None,
-                 conn: Connection | Session | None = None) -> Renewal:
+                 conn: Connection | Session | None = None,
+                 write: Sequence[bool] | None = None) -> Renewal:
     """Refresh "lockedAt" of the given jobs in one statement that waits for no row lock,
-    writing each renewed job's latest progress and reading cancel requests."""
+    writing each renewed job's latest progress and reading cancel requests.
+
+    `write` (one flag per job, default all): the leases to refresh; the others are
+    only read, to learn whether they are still held and whether to cancel them."""
     jobs = list(jobs)
     if not jobs:
         return Renewal(frozenset(), frozenset(), frozenset())
@@ -220,14 +225,16 @@ def renew_leases(jobs: Iterable[Fenced], progress: Mapping[str, Progress] | None
               "lockers": text_array([j.locked_by for j in jobs]),
               "attempts": number_array([j.attempts for j in jobs]),
               "progress": number_array([r.fraction if r else None for r in reports]),
-              "messages": text_array([r.message if r else None for r in reports])}
+              "messages": text_array([r.message if r else None for r in reports]),
+              "write": flag_array([True] * len(jobs) if write is None else write)}
     with connect(conn, autocommit=True) as c:
         rows = c.execute(sql.HEARTBEAT, params).fetchall()
     renewed = frozenset(r.id for r in rows if r.renewed)
-    busy = frozenset(r.id for r in rows if r.held and not r.renewed)
+    busy = frozenset(r.id for r in rows if r.held and r.write and not r.renewed)
+    fresh = frozenset(r.id for r in rows if r.held and not r.write)
     gone = frozenset(r.id for r in rows if not r.held and not r.renewed)
     cancelled = frozenset(r.id for r in rows if r.held and r.cancel_requested)
-    return Renewal(renewed, busy, gone, cancelled)
+    return Renewal(renewed, busy, gone, cancelled, fresh)
 
 
 def heartbeat(jobs: Iterable[Fenced], conn: Connection | Session | None = None) -> set[str]:

@@ -377,16 +377,19 @@ RELEASE_UNSTARTED = text(
 # The same statement carries what the handlers reported (progress; NULL keeps
 # the last value) and answers which of the jobs an operator asked to cancel, so
 # that neither costs a statement of its own (queue_core/cancel.py, progress.py).
+# A job whose `write` is false is only read (held? cancel asked?): its lease is
+# fresh enough to be left as it is this time (pool/heartbeats.py).
 HEARTBEAT = text(
     """
     WITH h AS (
         SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:lockers AS text[]),
                              CAST(:attempts AS int[]), CAST(:progress AS real[]),
-                             CAST(:messages AS text[]))
-             AS h(id, locked_by, attempts, progress, message)
+                             CAST(:messages AS text[]), CAST(:write AS boolean[]))
+             AS h(id, locked_by, attempts, progress, message, write)
     ), free AS (
         SELECT j.id FROM "WorkerJob" AS j JOIN h ON j.id = h.id
-        WHERE j.status = 'PROCESSING' AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts
+        WHERE h.write
+          AND j.status = 'PROCESSING' AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts
         FOR UPDATE OF j SKIP LOCKED
     ), renewed AS (
         UPDATE "WorkerJob" AS j SET "lockedAt" = statement_timestamp(),
@@ -396,7 +399,7 @@ HEARTBEAT = text(
         WHERE j.id = free.id
         RETURNING j.id
     )
-    SELECT h.id,
+    SELECT h.id, h.write,
            EXISTS (SELECT 1 FROM renewed AS r WHERE r.id = h.id) AS renewed,
            j.id IS NOT NULL AS held,
            COALESCE(j."cancelRequestedAt" IS NOT NULL, false) AS cancel_requested

@@ -108,7 +108,8 @@ def harness(database_url: str) -> Iterator[Harness]:
 
 def row(job_id: str) -> Any:
     with db.get_engine().connect() as conn:
-        return conn.execute(text('SELECT *, status::text AS st FROM "WorkerJob" WHERE id = :id'),
+        return conn.execute(text('SELECT *, status::text AS st, xmin::text AS version '
+                                 'FROM "WorkerJob" WHERE id = :id'),
                             {"id": job_id}).one()
 
 
@@ -209,6 +210,50 @@ def test_a_locked_row_is_busy_not_lost_and_the_other_lease_is_renewed(harness: H
     assert master.heartbeats.renewed[locked.id] == 1000.0  # not renewed, and not lost:
     assert first.lost == set() and not master.outage.active
     assert master.heartbeats.next_at == 1001.0 + 0.5  # retried at the next beat
+
+
+def test_a_fresh_lease_is_read_not_rewritten_and_its_fence_stays_where_it_was(
+    harness: Harness,
+) -> None:
+    """A beat writes only the leases that need it (pool/heartbeats.py): one dated less
+    than `fresh_s` ago keeps its row version and its fence, is not taken for busy, and
+    is still found lost when another host has it."""
+    master = harness.master
+    child, other = harness.child(0, 107), harness.child(1, 108)
+    assert master.heartbeats.fresh_s == 0.25  # half of the 0.5 s heartbeat
+    old = harness.run_job(child)  # dated 1000.0
+    harness.clock.advance(0.4)
+    fresh, taken = harness.run_job(other), harness.run_job(child)  # dated 1000.4
+    with db.get_engine().begin() as conn:  # rescued and taken by another host meanwhile
+        conn.execute(text('UPDATE "WorkerJob" SET "lockedBy" = \'other:1:y\' WHERE id = :id'),
+                     {"id": taken.id})
+    version = {j.id: row(j.id).version for j in (old, fresh)}
+    harness.clock.advance(0.1)
+    master.maintain()
+    assert row(old.id).version != version[old.id] and master.heartbeats.renewed[old.id] == 1000.5
+    assert row(fresh.id).version == version[fresh.id]  # 0.1 s old: not written
+    assert master.heartbeats.fence_at(fresh.id) == 1000.4 + 3.0 - 1.0
+    assert master.heartbeats.next_at == 1000.5 + 0.5  # a full interval: nothing was busy
+    assert other.lost == set() and child.lost == {taken.id}
+    harness.clock.advance(0.5)
+    master.maintain()  # 0.6 s old now: written
+    assert row(fresh.id).version != version[fresh.id]
+    assert master.heartbeats.renewed[fresh.id] == 1001.0
+
+
+def test_with_the_tightest_lease_every_lease_is_written(database_url: str) -> None:
+    """Three heartbeats of lease leave no two intervals to spare before the fence:
+    nothing is skipped."""
+    harness = Harness(database_url, stuck_timeout_s=1.5)
+    try:
+        assert harness.master.heartbeats.fresh_s == 0.0
+        child = harness.child(0, 109)
+        job = harness.run_job(child)
+        version = row(job.id).version
+        harness.master.maintain()
+        assert row(job.id).version != version
+    finally:
+        harness.close()
 
 
 def test_recovery_waits_for_a_full_stuck_timeout_of_unbroken_connection(

@@ -154,6 +154,31 @@ def test_results_with_quotes_backslashes_and_braces_are_stored_as_given(together
     assert row(stranger.id).st == "PROCESSING"
 
 
+def test_a_lease_not_to_be_written_is_only_read_yet_says_held_lost_or_cancelled() -> None:
+    """`write=False` leaves a row as it is (the same row version), and the beat still
+    tells which of those jobs are held, lost and asked to cancel (pool/heartbeats.py)."""
+    from skiplock.queue_core import lifecycle
+
+    for n in range(4):
+        q.enqueue("X", {"n": n})
+    written, kept, cancelled, gone = q.claim("w", limit=4)
+    q.release(gone, "given back")
+    assert q.cancel(cancelled.id).outcome == "cancelling"
+    version = {j.id: sql('SELECT xmin::text FROM "WorkerJob" WHERE id = :id', id=j.id)[0][0]
+               for j in (written, kept, cancelled)}
+    renewal = lifecycle.renew_leases([written, kept, cancelled, gone],
+                                     write=[True, False, False, False])
+    assert renewal.renewed == {written.id}
+    assert renewal.fresh == {kept.id, cancelled.id} and renewal.busy == frozenset()
+    assert renewal.gone == {gone.id}
+    assert renewal.held == {written.id, kept.id, cancelled.id}
+    assert renewal.cancel_requested == {cancelled.id}
+    after = {j.id: sql('SELECT xmin::text FROM "WorkerJob" WHERE id = :id', id=j.id)[0][0]
+             for j in (written, kept, cancelled)}
+    assert after[written.id] != version[written.id]
+    assert after[kept.id] == version[kept.id] and after[cancelled.id] == version[cancelled.id]
+
+
 def test_a_heartbeat_stores_progress_messages_as_given_and_keeps_its_fence() -> None:
     """Lease renewals go as array literals (queue_core/arrays.py) too: messages with
     quotes, backslashes, braces and commas come back as written, NULL progress keeps
