@@ -9,6 +9,7 @@ much of the server's capacity the queue turns into jobs.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
@@ -18,6 +19,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -135,10 +138,60 @@ def pgbench(url: str, script: str, *, clients: int = 1, seconds: float = 5,
 
 
 def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank percentile: the smallest value with at least `q` of them at or
+    below it. Of 100 values p99 is the 99th: the largest is p100. (This took the
+    value at index `int(q * n)` until 2026-12-03, which for 100 values made p99
+    the largest, and p50 the 51st.)"""
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return ordered[max(1, math.ceil(q * len(ordered) - 1e-9)) - 1]
+
+
+def stolen_cpu_s() -> float:
+    """CPU seconds the hypervisor has taken from this VM's CPUs since boot (`steal`
+    in /proc/stat, summed over the CPUs): time no process of the machine could run."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()  # "cpu  user nice system idle iowait irq softirq steal"
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
+class StealMeter:
+    """Samples the VM's stolen CPU time every 0.2 s while a run goes on, so that the steal
+    inside any span of the run can be read afterwards (`within`)."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> StealMeter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while True:
+            self.samples.append((time.time(), stolen_cpu_s()))
+            if self._stop.wait(0.2):
+                self.samples.append((time.time(), stolen_cpu_s()))
+                return
+
+    def within(self, start: float, end: float) -> float:
+        """CPU seconds stolen between two wall-clock instants (interpolated)."""
+        return self._at(end) - self._at(start)
+
+    def _at(self, t: float) -> float:
+        samples = self.samples
+        if not samples or t <= samples[0][0]:
+            return samples[0][1] if samples else 0.0
+        for (t0, s0), (t1, s1) in zip(samples, samples[1:], strict=False):
+            if t0 <= t <= t1:
+                return s0 + (s1 - s0) * ((t - t0) / (t1 - t0) if t1 > t0 else 0.0)
+        return samples[-1][1]
 
 
 def mean(values: list[float]) -> float:
