@@ -168,7 +168,12 @@ def _plain_numbers(m: Started) -> bool:
 
 
 def _encode_started(m: Started, seq: int | None) -> bytes:
-    return (_started_head(m) + f'"at":{_json_number(m.at)},"at_wall":{_json_number(m.at_wall)}'
+    return _started_line(_started_head(m), m.at, m.at_wall, seq)
+
+
+def _started_line(head: str, at: float | None, at_wall: float | None, seq: int | None) -> bytes:
+    """`started`'s whole line: its head (`_started_head`), then its times and number."""
+    return (head + f'"at":{_json_number(at)},"at_wall":{_json_number(at_wall)}'
             + ("}\n" if seq is None else f',"seq":{seq}}}\n')).encode()
 
 
@@ -274,8 +279,7 @@ class Sender:
                 _plain_number(at) and _plain_number(at_wall)):
             self.send_quiet(dataclasses.replace(prepared.message, at=at, at_wall=at_wall))
             return
-        self._write_quiet(
-            f'{prepared.head}"at":{at!r},"at_wall":{at_wall!r},"seq":{self.seq + 1}}}\n'.encode())
+        self._write_quiet(_started_line(prepared.head, at, at_wall, self.seq + 1))
 
     def _write_quiet(self, line: bytes) -> None:
         """Write `line`, numbered `seq + 1`, to the quiet pipe, or the loud one when the
