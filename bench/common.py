@@ -33,8 +33,8 @@ from skiplock.queue_core import scratch
 from skiplock.queue_core.urls import libpq_dsn
 
 
-def scratch_database() -> AbstractContextManager[str]:
-    return scratch.scratch_database("skiplock_bench")
+def scratch_database(*, demo: bool = False) -> AbstractContextManager[str]:
+    return scratch.scratch_database("skiplock_bench", demo=demo)
 
 
 @contextmanager

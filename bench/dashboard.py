@@ -96,7 +96,7 @@ def run(argv: list[str]) -> None:
     from skiplock.dashboard.settings import DashboardSettings
     from skiplock.ops.jobs import list_jobs
 
-    with scratch_database() as url:
+    with scratch_database(demo=True) as url:  # its jobs belong to demo users
         print(f"machine: {machine(url)}")
         began = time.perf_counter()
         sql(url, FILL_USERS)

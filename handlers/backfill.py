@@ -23,10 +23,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import text
 
 from skiplock.handlers.domain import sql as domain_sql
-from skiplock.queue_core import payloads, sql
+from skiplock.queue_core import migrate, payloads, sql
 from skiplock.queue_core.db import connect
 from skiplock.queue_core.enqueue import enqueue_batch
-from skiplock.queue_core.errors import InvalidJob
+from skiplock.queue_core.errors import ConfigurationError, InvalidJob
 
 log = logging.getLogger("skiplock.backfill")
 
@@ -50,6 +50,15 @@ class Outcome:
                 "alreadyQueued": self.already_queued, "skipped": len(self.skipped),
                 "skippedReasons": self.skipped[:20], "notOverYet": self.not_over,
                 "dryRun": self.dry_run}
+
+
+def require_demo() -> None:
+    """The backfills read the demo domain's tables: say so in one line where it is missing."""
+    with connect() as c:
+        if not migrate.demo_installed(c):
+            raise ConfigurationError(
+                "the backfills read the built-in handlers' demo domain (\"Event\", \"User\"), "
+                "which this database does not have: `skiplock migrate --demo` installs it")
 
 
 def _check_batch_size(batch_size: int) -> None:

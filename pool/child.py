@@ -60,6 +60,7 @@ from skiplock.queue_core import (
     faults,
     grants,
     job_progress,
+    migrate,
     release,
     sql,
 )
@@ -244,7 +245,8 @@ class Child:
                 conn.execute(sql.PROBE)
                 # A missing grant would fail a job at random later, in a loop:
                 # name every one now, and the master stops with exit 3.
-                role, lacking = grants.missing_worker_grants(conn)
+                role, lacking = grants.missing_worker_grants(
+                    conn, demo=migrate.demo_installed(conn))
             if lacking:
                 return (f"the database role {role!r} lacks grants the worker needs "
                         f"(see the README's least-privileged role): {'; '.join(lacking)}")

@@ -54,8 +54,6 @@ def explain(exc: Any, role: str | None = None) -> str:
 # (privileges, kind, object). The README's list of grants says the same; a test
 # holds the two together and runs a worker with exactly these on a database where
 # PUBLIC has nothing (no default EXECUTE on functions, no use of the schema).
-_DOMAIN_TABLES = ('"User"', '"Event"', '"Interpretation"', '"Pattern"', '"Insight"',
-                  '"Review"', '"DailyPlan"', '"UomSuggestion"', '"UomEntry"')
 WORKER_GRANTS: tuple[tuple[str, str, str], ...] = (
     ("CONNECT", "DATABASE", "current_database()"),
     ("USAGE", "SCHEMA", "public"),
@@ -66,14 +64,20 @@ WORKER_GRANTS: tuple[tuple[str, str, str], ...] = (
     ("SELECT", "TABLE", '"WorkerJobPause"'),
     ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerProcess"'),
     ("SELECT, INSERT, UPDATE", "TABLE", '"WorkerSchedule"'),
-    *(("SELECT, INSERT, UPDATE", "TABLE", table) for table in _DOMAIN_TABLES),
+    # Which revisions are installed: the pool serves the built-in handlers only
+    # where their demo domain is.
+    ("SELECT", "TABLE", "skiplock_version"),
     # The claim asks the first about each candidate while a type is paused (and
     # the server checks the grant whether or not it asks); the limits' triggers
     # call the second.
     ("EXECUTE", "FUNCTION", "skiplock_type_paused(text)"),
     ("EXECUTE", "FUNCTION", "skiplock_fill_slots(text)"),
 )
-
+# Where the demo domain is installed, the built-in handlers write it.
+DEMO_TABLES = ('"User"', '"Event"', '"Interpretation"', '"Pattern"', '"Insight"',
+               '"Review"', '"DailyPlan"', '"UomSuggestion"', '"UomEntry"')
+DEMO_GRANTS: tuple[tuple[str, str, str], ...] = tuple(
+    ("SELECT, INSERT, UPDATE", "TABLE", table) for table in DEMO_TABLES)
 _CHECKS = {
     "TABLE": "has_table_privilege(:o{i}, :p{i})",
     "FUNCTION": "has_function_privilege(:o{i}, :p{i})",
@@ -82,29 +86,31 @@ _CHECKS = {
 }
 
 
-def _flat() -> list[tuple[str, str, str]]:
-    return [(p, kind, name) for ps, kind, name in WORKER_GRANTS for p in ps.split(", ")]
+def _flat(demo: bool) -> list[tuple[str, str, str]]:
+    wanted = WORKER_GRANTS + (DEMO_GRANTS if demo else ())
+    return [(p, kind, name) for ps, kind, name in wanted for p in ps.split(", ")]
 
 
-def _missing_statement() -> tuple[Any, dict[str, str]]:
+def _missing_statement(demo: bool) -> tuple[Any, dict[str, str]]:
     # One statement, generated from WORKER_GRANTS so that the list is the only
     # place the grants are written down in code.
     from sqlalchemy import text
 
     columns, params = [], {}
-    for i, (privilege, kind, name) in enumerate(_flat()):
+    for i, (privilege, kind, name) in enumerate(_flat(demo)):
         columns.append(_CHECKS[kind].format(i=i))
         params[f"o{i}"], params[f"p{i}"] = name, privilege  # names as SQL writes them
     return text("SELECT current_user, " + ", ".join(columns)), params
 
 
-def missing_worker_grants(conn: Any) -> tuple[str, list[str]]:
-    """(role, the GRANT statements it lacks) on the connection's database."""
-    statement, params = _missing_statement()
+def missing_worker_grants(conn: Any, *, demo: bool = False) -> tuple[str, list[str]]:
+    """(role, the GRANT statements it lacks) on the connection's database; with `demo`,
+    those on the demo domain's tables too."""
+    statement, params = _missing_statement(demo)
     row = conn.execute(statement, params).one()
     role, held = row[0], list(row[1:])
     lacking: dict[tuple[str, str], list[str]] = {}
-    for (privilege, kind, name), ok in zip(_flat(), held, strict=True):
+    for (privilege, kind, name), ok in zip(_flat(demo), held, strict=True):
         if not ok:
             lacking.setdefault((kind, name), []).append(privilege)
     return role, [f"GRANT {', '.join(p)} ON {kind} "

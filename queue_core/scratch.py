@@ -2,7 +2,7 @@
 
 Which server: TEST_DATABASE_URL, else DATABASE_URL, else a server on
 127.0.0.1:5432 if one answers, else the embedded cluster. A scratch database
-is created there, migrated to head, made the process's DATABASE_URL (so that
+is created there, migrated to the latest revision, made the process's DATABASE_URL (so that
 subprocesses such as `skiplock worker` use it too) and dropped afterwards.
 """
 
@@ -49,7 +49,9 @@ def run_admin(url: str, statement: str) -> None:
 
 
 @contextmanager
-def scratch_database(prefix: str = "skiplock_scratch", home: Path | None = None) -> Iterator[str]:
+def scratch_database(prefix: str = "skiplock_scratch", home: Path | None = None, *,
+                     demo: bool = False) -> Iterator[str]:
+    """A new database, migrated (with the built-in handlers' demo domain if `demo`), dropped after."""
     admin = server_url(home)
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     run_admin(admin, f'CREATE DATABASE "{name}"')
@@ -59,7 +61,7 @@ def scratch_database(prefix: str = "skiplock_scratch", home: Path | None = None)
     config.clear_cache()
     db.reset_engine()
     try:
-        migrate.upgrade(url)
+        migrate.upgrade(url, demo=demo)
         yield url
     finally:
         db.reset_engine()

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    with scratch_database("skiplock_test", home=ROOT / ".skiplock") as url:
+    # The built-in handlers' demo domain too: the handler tests run the six job types.
+    with scratch_database("skiplock_test", home=ROOT / ".skiplock", demo=True) as url:
         yield url
 
 
@@ -31,7 +32,24 @@ def clean_tables(database_url: str) -> None:
     with db.get_engine().begin() as conn:
         tables = conn.execute(text(
             "SELECT quote_ident(tablename) FROM pg_tables "
-            "WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+            "WHERE schemaname = 'public' AND tablename <> 'skiplock_version'"
         )).scalars().all()
         if tables:
             conn.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+
+
+# The foreign key an application adds from a job to its own users (README, "What
+# skiplock creates"); skiplock's "userId" has none of its own. Here on the demo's "User".
+USER_FOREIGN_KEY = ('ALTER TABLE "WorkerJob" ADD CONSTRAINT "WorkerJob_userId_fkey" '
+                    'FOREIGN KEY ("userId") REFERENCES "User"(id) ON DELETE CASCADE ON UPDATE CASCADE')
+
+
+@pytest.fixture
+def user_foreign_key(database_url: str) -> Iterator[None]:
+    with db.get_engine().begin() as conn:
+        conn.execute(text(USER_FOREIGN_KEY))
+    try:
+        yield
+    finally:
+        with db.get_engine().begin() as conn:
+            conn.execute(text('ALTER TABLE "WorkerJob" DROP CONSTRAINT "WorkerJob_userId_fkey"'))

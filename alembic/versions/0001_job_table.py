@@ -25,13 +25,38 @@ here. Differences, each on purpose:
 - A statement-level trigger NOTIFYs `skiplock_jobs` on insert, so that idle
   workers wake at once whoever inserted the row (polling still covers
   connection poolers where LISTEN does not work).
+
+Adoption. The seed's service made "WorkerJob" with Prisma before skiplock
+arrived (enums "JobType" and "JobStatus", `TIMESTAMP(3)` columns, the four
+`@@index`es, a cascading foreign key to its own "User"). Where such a table
+exists, this step upgrades it in place instead of creating one, inside the
+one transaction and under the lock of `skiplock migrate` (alembic/env.py):
+
+- `type` becomes text and the enum "JobType" is dropped (revision
+  0004_prisma_types makes it an open domain over text, so the seed's client
+  still casts to it and any job type is accepted); `status` keeps the
+  "JobStatus" enum, whose labels must be the seed's;
+- the five times become `timestamptz`, read as UTC (Prisma writes UTC);
+- the defaults, checks, storage settings, `result`, the partial indexes and
+  the insert trigger of a fresh table are added; Prisma's indexes on
+  (status, availableAt, priority), (type, status) and (lockedAt) are dropped:
+  skiplock's partial indexes serve those queries, and each index is one
+  more write per row version on the hottest table;
+- every row keeps its meaning: pending rows are claimed, a row another worker
+  left PROCESSING is rescued by stuck recovery, finished rows stay finished;
+- the foreign key to "User" and any other column or index stay as they are.
+
+The changes to columns are one ALTER TABLE, so the table is rewritten once,
+holding its lock for that long (about a second per million rows here).
+`skiplock migrate --sql --from prisma` prints the same statements.
 """
 
-from alembic import op
+from alembic import context, op
+from sqlalchemy import text
 
 revision = "0001_job_table"
 down_revision = None
-branch_labels = None
+branch_labels = ("skiplock",)
 depends_on = None
 
 
@@ -45,6 +70,20 @@ def upgrade() -> None:
         END $$
         """
     )
+    if _adopting():
+        _adopt()
+    else:
+        _create()
+    _indexes_and_trigger()
+
+
+def _adopting() -> bool:
+    if context.is_offline_mode():
+        return context.config.attributes.get("adopt") == "prisma"
+    return op.get_bind().execute(text("""SELECT to_regclass('"WorkerJob"') IS NOT NULL""")).scalar()
+
+
+def _create() -> None:
     op.execute(
         """
         CREATE TABLE "WorkerJob" (
@@ -76,6 +115,127 @@ def upgrade() -> None:
     op.execute(
         'CREATE UNIQUE INDEX "WorkerJob_idempotencyKey_key" ON "WorkerJob" ("idempotencyKey")'
     )
+    # The seed's index for a user's jobs (and the cascade from an application's "User").
+    op.execute('CREATE INDEX "WorkerJob_userId_type_idx" ON "WorkerJob" ("userId", type)')
+
+
+# The columns of the seed's model, which a table to adopt must have.
+_SEED_COLUMNS = ("id", "type", "payload", "status", "priority", "availableAt", "attempts",
+                 "maxAttempts", "lastError", "lockedAt", "lockedBy", "idempotencyKey", "userId",
+                 "createdAt", "startedAt", "completedAt")
+_TIMES = ("availableAt", "lockedAt", "createdAt", "startedAt", "completedAt")
+# Prisma's indexes that skiplock's partial indexes replace.
+_PRISMA_INDEXES = ("WorkerJob_status_availableAt_priority_idx", "WorkerJob_type_status_idx",
+                   "WorkerJob_lockedAt_idx")
+_COUNT = text("""
+    SELECT count(*) AS total,
+           count(*) FILTER (WHERE status::text = 'PENDING') AS pending,
+           count(*) FILTER (WHERE status::text = 'PROCESSING') AS processing
+    FROM "WorkerJob"
+""")
+
+# Checked first, so that a table skiplock cannot run on is refused with its
+# reason before anything changes. The column changes are built here because
+# they depend on what Prisma made (a type column already text, a time already
+# timestamptz), and run as one ALTER TABLE: one rewrite of the table.
+_CHECK_AND_CONVERT = """
+DO $$
+DECLARE
+    missing text;
+    changes text[] := ARRAY[]::text[];
+    name text;
+BEGIN
+    SELECT string_agg(format('%I', wanted), ', ') INTO missing
+    FROM unnest(ARRAY[{columns}]) AS wanted
+    WHERE NOT EXISTS (SELECT FROM pg_attribute
+                      WHERE attrelid = '"WorkerJob"'::regclass AND attname = wanted
+                        AND attnum > 0 AND NOT attisdropped);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'skiplock cannot adopt the table "WorkerJob" of this database: it has no '
+            'column %; skiplock adopts the "WorkerJob" that Prisma makes from the seed''s model '
+            '(rename this table, or use another database)', missing;
+    END IF;
+    IF (SELECT atttypid FROM pg_attribute
+        WHERE attrelid = '"WorkerJob"'::regclass AND attname = 'status')
+           IS DISTINCT FROM to_regtype('"JobStatus"')
+       OR NOT (SELECT array_agg(enumlabel::text) FROM pg_enum
+               WHERE enumtypid = to_regtype('"JobStatus"'))
+              @> ARRAY['PENDING', 'PROCESSING', 'COMPLETED', 'FAILED', 'DEAD_LETTER'] THEN
+        RAISE EXCEPTION 'skiplock cannot adopt the table "WorkerJob": its column status is not '
+            'the enum "JobStatus" with the values PENDING, PROCESSING, COMPLETED, FAILED and '
+            'DEAD_LETTER';
+    END IF;
+    IF (SELECT atttypid FROM pg_attribute
+        WHERE attrelid = '"WorkerJob"'::regclass AND attname = 'type') <> 'text'::regtype THEN
+        changes := changes || 'ALTER COLUMN type TYPE text USING type::text'::text;
+    END IF;
+    FOR name IN SELECT attname FROM pg_attribute
+                WHERE attrelid = '"WorkerJob"'::regclass AND attname IN ({times})
+                  AND atttypid = 'timestamp'::regtype
+                ORDER BY attnum LOOP
+        changes := changes || format(
+            'ALTER COLUMN %I TYPE timestamptz USING %I AT TIME ZONE ''UTC''', name, name);
+    END LOOP;
+    IF cardinality(changes) > 0 THEN
+        EXECUTE 'ALTER TABLE "WorkerJob" ' || array_to_string(changes, ', ');
+    END IF;
+END $$
+"""
+
+_COMPLETE_THE_TABLE = """
+ALTER TABLE "WorkerJob"
+    ALTER COLUMN id SET DEFAULT gen_random_uuid()::text,
+    ALTER COLUMN payload SET DEFAULT '{}'::jsonb,
+    ALTER COLUMN "availableAt" SET DEFAULT now(),
+    ALTER COLUMN "createdAt" SET DEFAULT now(),
+    ADD COLUMN result jsonb,
+    ADD CONSTRAINT "WorkerJob_type_check" CHECK (length(type) BETWEEN 1 AND 200),
+    ADD CONSTRAINT "WorkerJob_maxAttempts_check" CHECK ("maxAttempts" >= 1),
+    SET (fillfactor = 85,
+         autovacuum_vacuum_scale_factor = 0.02,
+         autovacuum_analyze_scale_factor = 0.02,
+         autovacuum_vacuum_insert_scale_factor = 0.05)
+"""
+
+# The enum gives way to the open domain of 0004_prisma_types, which the seed's
+# client casts to just the same.
+_DROP_TYPE_ENUM = """
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_type WHERE oid = to_regtype('"JobType"') AND typtype = 'e') THEN
+        DROP TYPE "JobType";
+    END IF;
+EXCEPTION WHEN dependent_objects_still_exist THEN
+    RAISE EXCEPTION 'skiplock cannot adopt "WorkerJob": it replaces the enum "JobType" by an '
+        'open domain over text of the same name, and other objects still use the enum (%)',
+        SQLERRM;
+END $$
+"""
+
+
+def _quoted(names: tuple[str, ...]) -> str:
+    return ", ".join(f"'{name}'" for name in names)
+
+
+def _adopt() -> None:
+    """Upgrade the "WorkerJob" Prisma made into the table `_create` makes (see the docstring)."""
+    counts = None if context.is_offline_mode() else op.get_bind().execute(_COUNT).one()
+    for index in _PRISMA_INDEXES:
+        op.execute(f'DROP INDEX IF EXISTS "{index}"')
+    op.execute(_CHECK_AND_CONVERT.format(columns=_quoted(_SEED_COLUMNS), times=_quoted(_TIMES)))
+    op.execute(_COMPLETE_THE_TABLE)
+    op.execute('CREATE INDEX IF NOT EXISTS "WorkerJob_userId_type_idx" '
+               'ON "WorkerJob" ("userId", type)')
+    op.execute(_DROP_TYPE_ENUM)
+    if counts is not None:
+        context.config.attributes.setdefault("notes", []).append(
+            f'adopted the "WorkerJob" that Prisma made: {counts.total} jobs kept '
+            f"({counts.pending} pending, {counts.processing} processing); type is open text, "
+            "times are timestamptz (read as UTC), skiplock's partial indexes replace Prisma's on "
+            "(status, availableAt, priority), (type, status) and (lockedAt)")
+
+
+def _indexes_and_trigger() -> None:
     # The claim: WHERE status = 'PENDING' AND "availableAt" <= now()
     #            ORDER BY priority DESC, "availableAt" ASC
     op.execute(
@@ -97,8 +257,6 @@ def upgrade() -> None:
         'CREATE INDEX "WorkerJob_finished_idx" ON "WorkerJob" (status, "completedAt") '
         "WHERE status IN ('COMPLETED', 'DEAD_LETTER')"
     )
-    # The seed's index for a user's jobs (and the cascade from "User").
-    op.execute('CREATE INDEX "WorkerJob_userId_type_idx" ON "WorkerJob" ("userId", type)')
     op.execute(
         """
         CREATE FUNCTION skiplock_notify_jobs() RETURNS trigger LANGUAGE plpgsql AS $$

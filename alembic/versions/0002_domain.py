@@ -1,185 +1,28 @@
-"""The domain's tables, and the seed's relation from a job to its user.
+"""An empty step: the domain tables it once created are the opt-in `demo` branch now.
 
 Revision ID: 0002_domain
 Revises: 0001_job_table
+
+Until the queue's schema stood alone, this revision created the tables of the
+built-in handlers' stand-in domain ("User", "Event", ...) and a foreign key
+from "WorkerJob"."userId" to that "User", in every database skiplock
+migrated: an application with a "User" of its own could not install skiplock.
+Those tables are now the branch `demo` (demo_0001_domain.py), installed only
+by `skiplock migrate --demo`, `skiplock demo` and `make worker` in a checkout.
+The revision stays, empty, so that a database an older skiplock left here
+still upgrades; a database that passed it keeps its tables and foreign key,
+and is recorded as having the demo installed (queue_core/migrate.py).
 """
-
-from __future__ import annotations
-
-import sqlalchemy as sa
-from alembic import op
-from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
 
 revision = "0002_domain"
 down_revision = "0001_job_table"
 branch_labels = None
 depends_on = None
 
-TABLES = ("UomEntry", "UomSuggestion", "DailyPlan", "Review", "Insight", "Pattern",
-          "Interpretation", "Event", "User")
-
-
-def _id() -> sa.Column:
-    return sa.Column("id", sa.Text, primary_key=True,
-                     server_default=sa.text("gen_random_uuid()::text"))
-
-
-def _user_id() -> sa.Column:
-    return sa.Column("userId", sa.Text, sa.ForeignKey("User.id", ondelete="CASCADE",
-                                                      onupdate="CASCADE"), nullable=False)
-
-
-def _stamp(name: str) -> sa.Column:
-    return sa.Column(name, TIMESTAMP(timezone=True), nullable=False, server_default=sa.func.now())
-
 
 def upgrade() -> None:
-    op.create_table(
-        "User",
-        _id(),
-        sa.Column("name", sa.Text),
-        sa.Column("timezone", sa.Text, nullable=False, server_default="UTC"),
-        _stamp("createdAt"),
-    )
-    op.create_table(
-        "Event",
-        _id(),
-        _user_id(),
-        sa.Column("text", sa.Text, nullable=False),
-        sa.Column("occurredAt", TIMESTAMP(timezone=True), nullable=False),
-        _stamp("createdAt"),
-    )
-    op.create_index("Event_userId_occurredAt_idx", "Event", ["userId", "occurredAt"])
-    op.create_table(
-        "Interpretation",
-        _id(),
-        sa.Column("eventId", sa.Text, sa.ForeignKey("Event.id", ondelete="CASCADE"),
-                  nullable=False),
-        _user_id(),
-        sa.Column("moodScore", sa.Float, nullable=False),
-        sa.Column("mood", sa.Text, nullable=False),
-        sa.Column("energy", sa.Text, nullable=False),
-        sa.Column("tags", JSONB, nullable=False),
-        sa.Column("people", JSONB, nullable=False),
-        sa.Column("timeOfDay", sa.Text, nullable=False),
-        sa.Column("localDate", sa.Date, nullable=False),
-        sa.Column("method", sa.Text, nullable=False),
-        _stamp("createdAt"),
-        _stamp("updatedAt"),
-        sa.UniqueConstraint("eventId", name="Interpretation_eventId_key"),
-    )
-    op.create_index("Interpretation_userId_localDate_idx", "Interpretation",
-                    ["userId", "localDate"])
-    op.create_table(
-        "Pattern",
-        _id(),
-        _user_id(),
-        sa.Column("key", sa.Text, nullable=False),
-        sa.Column("tag", sa.Text, nullable=False),
-        sa.Column("context", JSONB, nullable=False),
-        sa.Column("outcome", sa.Text, nullable=False),
-        sa.Column("support", sa.Integer, nullable=False),
-        sa.Column("occurrences", sa.Integer, nullable=False),
-        sa.Column("confidence", sa.Float, nullable=False),
-        sa.Column("lift", sa.Float, nullable=False),
-        sa.Column("description", sa.Text, nullable=False),
-        sa.Column("evidence", JSONB, nullable=False),
-        sa.Column("status", sa.Text, nullable=False, server_default="ACTIVE"),
-        _stamp("createdAt"),
-        _stamp("updatedAt"),
-        sa.UniqueConstraint("userId", "key", name="Pattern_userId_key_key"),
-        sa.CheckConstraint("status IN ('ACTIVE', 'FADED')", name="Pattern_status_check"),
-    )
-    op.create_table(
-        "Insight",
-        _id(),
-        _user_id(),
-        sa.Column("questionKey", sa.Text, nullable=False),
-        sa.Column("question", sa.Text, nullable=False),
-        sa.Column("answer", sa.Text, nullable=False),
-        sa.Column("answerKey", sa.Text, nullable=False),
-        sa.Column("evidenceCount", sa.Integer, nullable=False),
-        sa.Column("patternId", sa.Text, sa.ForeignKey("Pattern.id", ondelete="SET NULL")),
-        sa.Column("triggerType", sa.Text, nullable=False),
-        sa.Column("eventId", sa.Text, sa.ForeignKey("Event.id", ondelete="SET NULL")),
-        _stamp("createdAt"),
-        sa.UniqueConstraint("userId", "questionKey", "answerKey",
-                            name="Insight_userId_questionKey_answerKey_key"),
-    )
-    op.create_table(
-        "Review",
-        _id(),
-        _user_id(),
-        sa.Column("type", sa.Text, nullable=False),
-        sa.Column("periodKey", sa.Text, nullable=False),
-        sa.Column("timezone", sa.Text, nullable=False),
-        sa.Column("periodStart", TIMESTAMP(timezone=True), nullable=False),
-        sa.Column("periodEnd", TIMESTAMP(timezone=True), nullable=False),
-        sa.Column("summary", JSONB, nullable=False),
-        _stamp("createdAt"),
-        _stamp("updatedAt"),
-        sa.UniqueConstraint("userId", "type", "periodKey",
-                            name="Review_userId_type_periodKey_key"),
-        sa.CheckConstraint("type IN ('DAILY', 'WEEKLY', 'MONTHLY')", name="Review_type_check"),
-    )
-    op.create_table(
-        "DailyPlan",
-        _id(),
-        _user_id(),
-        sa.Column("reviewId", sa.Text, sa.ForeignKey("Review.id", ondelete="SET NULL")),
-        sa.Column("targetDate", sa.Date, nullable=False),
-        sa.Column("focus", sa.Text, nullable=False),
-        sa.Column("items", JSONB, nullable=False),
-        _stamp("createdAt"),
-        _stamp("updatedAt"),
-        sa.UniqueConstraint("userId", "targetDate", name="DailyPlan_userId_targetDate_key"),
-    )
-    op.create_table(
-        "UomSuggestion",
-        _id(),
-        _user_id(),
-        sa.Column("dailyPlanId", sa.Text, sa.ForeignKey("DailyPlan.id", ondelete="CASCADE"),
-                  nullable=False),
-        sa.Column("needed", sa.Boolean, nullable=False),
-        sa.Column("status", sa.Text, nullable=False),
-        sa.Column("patternId", sa.Text, sa.ForeignKey("Pattern.id", ondelete="SET NULL")),
-        sa.Column("patternKey", sa.Text),
-        sa.Column("statement", sa.Text),
-        sa.Column("reason", sa.Text, nullable=False),
-        _stamp("createdAt"),
-        _stamp("updatedAt"),
-        sa.UniqueConstraint("dailyPlanId", name="UomSuggestion_dailyPlanId_key"),
-        sa.CheckConstraint("status IN ('PROPOSED', 'NONE_NEEDED', 'ACCEPTED', 'DISMISSED')",
-                           name="UomSuggestion_status_check"),
-    )
-    op.create_index("UomSuggestion_userId_status_idx", "UomSuggestion", ["userId", "status"])
-    op.create_table(
-        "UomEntry",
-        _id(),
-        _user_id(),
-        sa.Column("patternKey", sa.Text, nullable=False),
-        sa.Column("statement", sa.Text, nullable=False),
-        sa.Column("suggestionId", sa.Text,
-                  sa.ForeignKey("UomSuggestion.id", ondelete="SET NULL")),
-        _stamp("createdAt"),
-        sa.UniqueConstraint("userId", "patternKey", name="UomEntry_userId_patternKey_key"),
-    )
-    # Foreign keys that a delete elsewhere follows (SET NULL) need an index, or each delete of
-    # an event, pattern or review scans the whole referencing table.
-    for table, column in (("Insight", "eventId"), ("Insight", "patternId"),
-                          ("DailyPlan", "reviewId"), ("UomSuggestion", "patternId"),
-                          ("UomEntry", "suggestionId")):
-        op.create_index(f"{table}_{column}_idx", table, [column])
-    # The seed's relation: deleting a user deletes their jobs. NOT VALID then VALIDATE keeps
-    # the lock short on a big job table, and fails loudly on jobs of unknown users.
-    op.execute(
-        'ALTER TABLE "WorkerJob" ADD CONSTRAINT "WorkerJob_userId_fkey" FOREIGN KEY ("userId") '
-        'REFERENCES "User"(id) ON DELETE CASCADE ON UPDATE CASCADE NOT VALID'
-    )
-    op.execute('ALTER TABLE "WorkerJob" VALIDATE CONSTRAINT "WorkerJob_userId_fkey"')
+    pass
 
 
 def downgrade() -> None:
-    op.execute('ALTER TABLE "WorkerJob" DROP CONSTRAINT IF EXISTS "WorkerJob_userId_fkey"')
-    for table in TABLES:
-        op.drop_table(table)
+    pass

@@ -110,6 +110,7 @@ def backfill_interpret(user_id: str | None, since: datetime | None, until: datet
     if since and until and until <= since:
         raise InvalidJob(f"--until ({until:%Y-%m-%d %H:%M:%S}) is not after --since "
                          f"({since:%Y-%m-%d %H:%M:%S})")
+    work.require_demo()
     total, _ = work.count_interpret(user_id, since, until)
     with _progress(total, "backfill interpret") as update:
         outcome = work.backfill_interpret(user_id=user_id, since=since, until=until,
@@ -138,6 +139,7 @@ def backfill_reviews(period: str, first: datetime, last: datetime | None, user_i
     """
     from skiplock.handlers import backfill as work
 
+    work.require_demo()
     first_day: date = first.date()
     last_day: date = last.date() if last else work.db_now().date()
     wanted = work.periods(period, first_day, last_day)

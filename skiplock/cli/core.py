@@ -14,22 +14,31 @@ from skiplock.queue_core.errors import InvalidPayload, JobNotFound, UnknownJobTy
 
 
 @main.command()
+@click.option("--demo", is_flag=True,
+              help="Also install the demo domain that the built-in handlers of the six seed job "
+                   "types work on (\"User\", \"Event\", \"Interpretation\", ...). Refused, "
+                   "changing nothing, in a database that has a table of one of those names.")
 @click.option("--sql", "as_sql", is_flag=True,
               help="Print the DDL that `migrate` would run, and change nothing (no database "
                    "needed): for a team that keeps every schema change in its own migrations "
                    "(Prisma, Django, alembic). It ends by recording the revision in "
-                   "alembic_version, so `--check` works on a database set up that way.")
-@click.option("--from", "from_revision", metavar="REVISION", default=None,
-              help="With --sql: only the DDL after this revision (e.g. the one your "
-                   "database is at, as `--check` prints it); default: from an empty database.")
+                   "skiplock_version, so `--check` works on a database set up that way.")
+@click.option("--from", "from_revision", metavar="REVISION|prisma", default=None,
+              help="With --sql: only the DDL after this revision (the one your database is at, "
+                   "as `--check` prints it), or `prisma`: the upgrade of a \"WorkerJob\" that "
+                   "Prisma made from the seed's models. Default: from an empty database.")
 @click.option("--check", is_flag=True,
               help="Change nothing; exit 0 when the database is at the latest revision, 1 with "
                    "one line when it is not (for deploy scripts and readiness checks).")
-def migrate(as_sql: bool, from_revision: str | None, check: bool) -> None:
-    """Create or upgrade the job table (and the domain tables) to the latest schema.
+def migrate(demo: bool, as_sql: bool, from_revision: str | None, check: bool) -> None:
+    """Create or upgrade skiplock's own tables to the latest schema.
 
-    Safe to run on every deploy and from several hosts at once: migrations
-    take an advisory lock, and a database that is up to date is left alone.
+    Creates the job table and the few tables beside it (README, "What
+    skiplock creates"), and no other: an application's own tables are never
+    touched. A "WorkerJob" that Prisma made from the seed's models is adopted
+    in place, its rows kept. Safe to run on every deploy and from several hosts
+    at once: migrations take an advisory lock, run in one transaction, and
+    leave a database that is up to date alone.
     """
     from skiplock.queue_core import migrate as migrations
     from skiplock.queue_core.urls import database_url, redact
@@ -39,20 +48,29 @@ def migrate(as_sql: bool, from_revision: str | None, check: bool) -> None:
     if as_sql and check:
         raise click.UsageError("--sql and --check do not go together")
     if as_sql:
-        click.echo(migrations.upgrade_sql(from_revision), nl=False)
+        click.echo(migrations.upgrade_sql(from_revision, demo=demo), nl=False)
         return
     url = database_url()
     if check:
-        current, head = migrations.current_revision(url), migrations.head_revision()
-        if current != head:
-            click.echo(f"skiplock: database {redact(url)} is at revision {current or 'none'}, "
-                       f"not {head}: run `skiplock migrate`", err=True)
+        current = migrations.current_revisions(url)
+        missing = migrations.behind(current)
+        if missing:
+            click.echo(f"skiplock: database {redact(url)} is at revision "
+                       f"{', '.join(current) or 'none'}, not {', '.join(missing)}: "
+                       "run `skiplock migrate`", err=True)
             sys.exit(1)
-        click.echo(f"database {redact(url)} is at the latest revision {head}", err=True)
+        click.echo(f"database {redact(url)} is at the latest revision {', '.join(current)}",
+                   err=True)
         return
-    migrations.upgrade(url)
-    click.echo(f"database {redact(url)} is at revision {migrations.current_revision(url)}",
-               err=True)
+    done = migrations.upgrade(url, demo=demo)
+    for note in done.notes:
+        click.echo(note, err=True)
+    if done.before == done.after:
+        click.echo(f"database {redact(url)} is already at revision {', '.join(done.after)}",
+                   err=True)
+    else:
+        click.echo(f"database {redact(url)} is at revision {', '.join(done.after)} "
+                   f"(was {', '.join(done.before) or 'empty'})", err=True)
 
 
 def _known_types(extra_modules: tuple[str, ...]) -> list[str]:

@@ -34,7 +34,7 @@ def demo(weeks: int, timezone: str, concurrency: int | None, seed: int, timeout:
         raise click.BadParameter(str(exc), param_hint="--timezone") from None
     settings = load_settings(concurrency=concurrency)
     url = database_url(settings)
-    migrate.upgrade(url)
+    migrate.upgrade(url, demo=True)
     click.echo(f"database: {redact(url)}")
     started = time.monotonic()
     seeded = seed_demo(timezone, days=7 * weeks, seed=seed)

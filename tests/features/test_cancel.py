@@ -11,7 +11,7 @@ from skiplock import cancel, cancel_many, cancel_matching, claim, complete, enqu
 from skiplock.cli import main
 from skiplock.queue_core import config
 from skiplock.queue_core.cancel import CancelOutcome, end_cancelled
-from tests.queue_core.helpers import add_user, row
+from tests.queue_core.helpers import row
 
 WHEN = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 
@@ -74,8 +74,6 @@ def test_unknown_ids_are_reported_in_order():
 
 
 def test_cancel_by_type_and_user_with_a_dry_run_first():
-    add_user("u1")
-    add_user("u2")
     mine = [enqueue("CANCEL_ME", {"n": i}, user_id="u1") for i in range(3)]
     other_user = enqueue("CANCEL_ME", {}, user_id="u2")
     other_type = enqueue("KEEP_ME", {}, user_id="u1")
@@ -109,7 +107,6 @@ def test_the_command_says_what_happened_to_each_job_and_exits_1_for_unknown_ids(
 
 
 def test_the_command_dry_run_changes_nothing_and_usage_errors_exit_2():
-    add_user("u9")
     job_id = enqueue("CANCEL_ME", {}, user_id="u9")
     result = _cli("cancel", "--user-id", "u9", "--dry-run")
     assert result.exit_code == 0

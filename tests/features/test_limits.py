@@ -104,9 +104,7 @@ def test_keys_default_from_the_registered_type_and_need_a_limit():
 
 def test_detect_patterns_runs_one_at_a_time_per_user_by_default():
     from skiplock.queue_core import enqueue_detect_patterns
-    from tests.queue_core.helpers import add_user
 
-    add_user("u7")
     first = enqueue_detect_patterns({"userId": "u7", "triggerEventId": "e1",
                                      "interpretationId": "i1"})
     second = enqueue_detect_patterns({"userId": "u7", "triggerEventId": "e2",
@@ -162,9 +160,6 @@ def test_a_backlog_of_one_key_does_not_hold_back_another_key():
 
 
 def test_one_statement_that_ends_many_jobs_of_a_key_lets_none_of_them_in():
-    from tests.queue_core.helpers import add_user
-
-    add_user("u5")
     ids = [enqueue("LIMITED", {"n": i}, concurrency_key="user:5", concurrency=2, user_id="u5")
            for i in range(6)]
     other = keyed(1, key="user:5")  # same key, another user: stays, and gets a slot

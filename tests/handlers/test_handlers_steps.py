@@ -310,10 +310,11 @@ def test_manual_suggestion_not_repeated_for_a_pattern_offered_or_held(make_user,
     assert scalar('SELECT count(*) FROM "UomSuggestion" WHERE status = :s', s="PROPOSED") == 2
 
 
-# -- the seed's relation from a job to its user ----------------------------------------------
+# -- the seed's relation from a job to its user, where the application declares it ---------
 
 
-def test_a_job_of_an_unknown_user_is_refused_and_a_users_jobs_go_with_them(make_user):
+def test_a_job_of_an_unknown_user_is_refused_and_a_users_jobs_go_with_them(make_user,
+                                                                           user_foreign_key):
     with pytest.raises(InvalidJob, match="user does not exist.*ghost"):
         enqueue_generate_review({"userId": "ghost", "type": "DAILY", "periodKey": "2026-03-10",
                                  "timezone": PARIS})

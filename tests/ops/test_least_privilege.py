@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from skiplock.queue_core.grants import WORKER_GRANTS
+from skiplock.queue_core.grants import DEMO_GRANTS, WORKER_GRANTS
 from skiplock.queue_core.scratch import run_admin, scratch_database
 from tests.support import wait_for
 
@@ -37,7 +37,7 @@ def readme_grants(role: str, database: str) -> list[str]:
 
 def test_the_readme_lists_every_grant_the_worker_checks() -> None:
     block = " ".join(" ".join(readme_grants("r", "d")).split())
-    for privileges, kind, name in WORKER_GRANTS:
+    for privileges, kind, name in WORKER_GRANTS + DEMO_GRANTS:
         if kind == "DATABASE":
             assert "GRANT CONNECT ON DATABASE" in block
             continue
@@ -67,7 +67,7 @@ class Hardened:
 
 @pytest.fixture
 def hardened() -> Iterator[Hardened]:
-    with scratch_database("skiplock_hardened") as owner_url:
+    with scratch_database("skiplock_hardened", demo=True) as owner_url:
         h = Hardened(owner_url)
         for statement in (
                 "REVOKE ALL ON SCHEMA public FROM PUBLIC",
@@ -131,11 +131,10 @@ def test_the_readme_role_runs_the_chains_and_its_commands_on_a_hardened_database
     assert paused.returncode == 1 and "Traceback" not in paused.stderr
     assert len(paused.stderr.strip().splitlines()) == 1, paused.stderr
     assert 'GRANT INSERT ON TABLE "WorkerJobPause"' in paused.stderr, paused.stderr
-    for args in (["migrate"], ["demo", "--weeks", "1"]):  # the owner's work
-        refused = hardened.cli(*args)
-        assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
-        assert refused.stderr.startswith("skiplock: error: ") and "lacks a grant" in refused.stderr
-        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    # `migrate` is the owner's work; on a database that is up to date it has none to do,
+    # and the role may say so (it reads skiplock_version, as the pool does at boot).
+    current = hardened.cli("migrate")
+    assert current.returncode == 0 and "already at revision" in current.stderr, current.stderr
 
 
 def run_rows(h: Hardened, statement: str) -> list[tuple[object, ...]]:

@@ -28,8 +28,3 @@ def age_lock(job_id: str, seconds: float) -> None:
     """Pretend the job's last heartbeat was `seconds` ago."""
     sql('UPDATE "WorkerJob" SET "lockedAt" = now() - make_interval(secs => :s) WHERE id = :id',
         s=seconds, id=job_id)
-
-
-def add_user(user_id: str) -> None:
-    """A row in "User": a job's "userId" must name one (the seed's foreign key)."""
-    sql('INSERT INTO "User" (id, name) VALUES (:id, :id) ON CONFLICT DO NOTHING', id=user_id)

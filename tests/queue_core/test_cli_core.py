@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from skiplock.cli import main
 from skiplock.queue_core import config
-from tests.queue_core.helpers import add_user, count, row, sql
+from tests.queue_core.helpers import count, row, sql
 
 runner = CliRunner()
 
@@ -30,7 +30,6 @@ def skiplock(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 
 
 def test_enqueue_prints_the_job_id_alone():
-    add_user("u1")
     result = skiplock("enqueue", "INTERPRET_EVENT", '{"eventId": "evt_1"}', "--priority", "3",
                       "--delay", "30s", "--key", "k", "--max-attempts", "5", "--user-id", "u1")
     assert result.returncode == 0, result.stderr

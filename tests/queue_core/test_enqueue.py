@@ -9,11 +9,10 @@ from sqlalchemy.orm import Session
 from skiplock import queue_core as q
 from skiplock.queue_core import db
 from skiplock.queue_core.errors import InvalidJob, InvalidPayload
-from tests.queue_core.helpers import add_user, count, row
+from tests.queue_core.helpers import count, row
 
 
 def test_enqueue_writes_a_pending_row_with_the_seed_columns():
-    add_user("u1")
     job_id = q.enqueue("INTERPRET_EVENT", {"eventId": "evt_1"}, priority=5, user_id="u1",
                        max_attempts=4)
     r = row(job_id)
@@ -82,7 +81,6 @@ def test_enqueue_joins_the_callers_transaction():
 
 
 def test_typed_helpers_use_the_seed_keys():
-    add_user("u")
     a = q.enqueue_interpret_event({"eventId": "e9"})
     assert row(a).idempotencyKey == "interpret:e9"
     assert q.enqueue_interpret_event({"eventId": "e9"}) == a
@@ -108,7 +106,6 @@ HOSTILE = "Robert'); DROP TABLE \"WorkerJob\";-- SELECT * FROM pg_user; \\' \" $
 
 
 def test_hostile_strings_are_stored_verbatim():
-    add_user(HOSTILE)
     job_id = q.enqueue(HOSTILE[:200], {"text": HOSTILE, HOSTILE: [HOSTILE]},
                        idempotency_key=HOSTILE, user_id=HOSTILE)
     r = row(job_id)

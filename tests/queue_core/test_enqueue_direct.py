@@ -21,7 +21,7 @@ from skiplock.queue_core.bounds import bounded
 from skiplock.queue_core.enqueue import MAX_PAYLOAD_DEPTH
 from skiplock.queue_core.errors import DatabaseUnavailable, InvalidJob, InvalidPayload
 from skiplock.queue_core.faults import Fault, classify
-from tests.queue_core.helpers import add_user, count, row, sql
+from tests.queue_core.helpers import count, row, sql
 from tests.support import free_port
 
 
@@ -125,7 +125,7 @@ def test_a_thread_finding_the_connection_busy_goes_through_the_engine() -> None:
         direct.release(kept)
 
 
-def test_errors_read_as_through_the_engine(database_url: str) -> None:
+def test_errors_read_as_through_the_engine(database_url: str, user_foreign_key: None) -> None:
     with pytest.raises(InvalidJob, match="the user does not exist"):
         q.enqueue("X", {}, user_id="nobody")
     with pytest.raises(InvalidJob, match="the user does not exist"):
@@ -175,7 +175,6 @@ def test_a_missing_prepared_statement_falls_back_to_the_plain_one(
 
 
 def test_a_batch_without_keys_writes_every_column_in_input_order() -> None:
-    add_user("u1")
     hostile = 'ty"pe\\with {braces}, commas and "quotes"'
     jobs = [
         {"type": "A", "payload": {"i": 0, "s": 'q"uo\\te {x}'}},

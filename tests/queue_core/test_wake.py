@@ -210,7 +210,7 @@ def test_the_downgrade_puts_back_the_trigger_that_fires_for_every_insert(
         q.enqueue("X", {})  # the statement's NOTIFY and the trigger's fold into one
         assert listening.wakes_until_mark() == 1
         assert trigger_calls() == 1
-        command.upgrade(config, "head")
+        command.upgrade(config, "skiplock@head")
         q.enqueue("X", {})
         assert listening.wakes_until_mark() == 1
         assert trigger_calls() == 1
