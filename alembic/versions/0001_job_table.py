@@ -135,18 +135,14 @@ _COUNT = text("""
 """)
 
 # Checked first, so that a table skiplock cannot run on is refused with its
-# reason before anything changes. The column changes are built here because
-# they depend on what Prisma made (a type column already text, a time already
-# timestamptz), and run as one ALTER TABLE: one rewrite of the table.
-_CHECK_AND_CONVERT = """
+# reason before anything changes.
+_CHECK = """
 DO $$
 DECLARE
     missing text;
-    changes text[] := ARRAY[]::text[];
-    name text;
 BEGIN
-    SELECT string_agg(format('%I', wanted), ', ') INTO missing
-    FROM unnest(ARRAY[{columns}]) AS wanted
+    SELECT string_agg(format('%I', wanted), ', ' ORDER BY n) INTO missing
+    FROM unnest(ARRAY[{columns}]) WITH ORDINALITY AS c(wanted, n)
     WHERE NOT EXISTS (SELECT FROM pg_attribute
                       WHERE attrelid = '"WorkerJob"'::regclass AND attname = wanted
                         AND attnum > 0 AND NOT attisdropped);
@@ -165,6 +161,17 @@ BEGIN
             'the enum "JobStatus" with the values PENDING, PROCESSING, COMPLETED, FAILED and '
             'DEAD_LETTER';
     END IF;
+END $$
+"""
+
+# Built here because they depend on what Prisma made (a type column already
+# text, a time already timestamptz); run as one ALTER TABLE: one rewrite.
+_CONVERT = """
+DO $$
+DECLARE
+    changes text[] := ARRAY[]::text[];
+    name text;
+BEGIN
     IF (SELECT atttypid FROM pg_attribute
         WHERE attrelid = '"WorkerJob"'::regclass AND attname = 'type') <> 'text'::regtype THEN
         changes := changes || 'ALTER COLUMN type TYPE text USING type::text'::text;
@@ -181,7 +188,6 @@ BEGIN
     END IF;
 END $$
 """
-
 _COMPLETE_THE_TABLE = """
 ALTER TABLE "WorkerJob"
     ALTER COLUMN id SET DEFAULT gen_random_uuid()::text,
@@ -219,10 +225,11 @@ def _quoted(names: tuple[str, ...]) -> str:
 
 def _adopt() -> None:
     """Upgrade the "WorkerJob" Prisma made into the table `_create` makes (see the docstring)."""
+    op.execute(_CHECK.format(columns=_quoted(_SEED_COLUMNS)))
     counts = None if context.is_offline_mode() else op.get_bind().execute(_COUNT).one()
-    for index in _PRISMA_INDEXES:
+    for index in _PRISMA_INDEXES:  # before the rewrite, which would rebuild them
         op.execute(f'DROP INDEX IF EXISTS "{index}"')
-    op.execute(_CHECK_AND_CONVERT.format(columns=_quoted(_SEED_COLUMNS), times=_quoted(_TIMES)))
+    op.execute(_CONVERT.format(times=_quoted(_TIMES)))
     op.execute(_COMPLETE_THE_TABLE)
     op.execute('CREATE INDEX IF NOT EXISTS "WorkerJob_userId_type_idx" '
                'ON "WorkerJob" ("userId", type)')

@@ -53,8 +53,9 @@ DO $$
 DECLARE
     taken text;
 BEGIN
-    SELECT string_agg(format('%I', name), ', ') INTO taken
-    FROM unnest(ARRAY[{names}]) AS name WHERE to_regclass(format('%I', name)) IS NOT NULL;
+    SELECT string_agg(format('%I', name), ', ' ORDER BY n) INTO taken
+    FROM unnest(ARRAY[{names}]) WITH ORDINALITY AS t(name, n)
+    WHERE to_regclass(format('%I', name)) IS NOT NULL;
     IF taken IS NOT NULL THEN
         RAISE EXCEPTION 'the demo domain of the built-in handlers cannot be installed here: this '
             'database already has %; install the demo in a database of its own (`skiplock '
@@ -65,7 +66,8 @@ END $$
 
 
 def upgrade() -> None:
-    op.execute(_REFUSE_TAKEN_NAMES.format(names=", ".join(f"'{t}'" for t in TABLES)))
+    created = reversed(TABLES)  # TABLES is in the order of dropping them
+    op.execute(_REFUSE_TAKEN_NAMES.format(names=", ".join(f"'{t}'" for t in created)))
     op.create_table(
         "User",
         _id(),

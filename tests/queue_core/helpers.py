@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from typing import Any
 
+import psycopg2
 from sqlalchemy import text
 
 from skiplock.queue_core import db
+from skiplock.queue_core.urls import libpq_dsn
 
 
 def sql(statement: str, **params: Any) -> list[Any]:
@@ -28,3 +32,29 @@ def age_lock(job_id: str, seconds: float) -> None:
     """Pretend the job's last heartbeat was `seconds` ago."""
     sql('UPDATE "WorkerJob" SET "lockedAt" = now() - make_interval(secs => :s) WHERE id = :id',
         s=seconds, id=job_id)
+
+
+def empty(url: str) -> None:
+    """The database at `url` as new: an empty public schema."""
+    with psycopg2.connect(libpq_dsn(url)) as conn, conn.cursor() as cur:
+        cur.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public; "
+                    "COMMENT ON SCHEMA public IS 'standard public schema'")
+    conn.close()
+
+
+def run_script(url: str, script: str) -> None:
+    """SQL as psql would run a file of it (one transaction here), on its own connection."""
+    with psycopg2.connect(libpq_dsn(url)) as conn, conn.cursor() as cur:
+        cur.execute(script)
+    conn.close()
+
+
+def schema_of(url: str, *tables: str) -> str:
+    """pg_dump's schema of the database (or of these tables), without its comment lines."""
+    pg_dump = shutil.which("pg_dump") or "/usr/lib/postgresql/15/bin/pg_dump"
+    only = [arg for table in tables for arg in ("--table", f'public."{table}"')]
+    dump = subprocess.run([pg_dump, "--schema-only", "--no-owner", "--no-privileges", *only,
+                           libpq_dsn(url)], capture_output=True, text=True, check=True).stdout
+    # Comment lines name the database dump itself; the objects are what must agree.
+    return "\n".join(line for line in dump.splitlines()
+                     if line.strip() and not line.startswith(("--", "\\restrict", "\\unrestrict")))

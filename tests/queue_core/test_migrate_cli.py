@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import shutil
-import subprocess
 
 import psycopg2
 import pytest
@@ -14,23 +12,9 @@ from skiplock.cli import main
 from skiplock.queue_core import migrate
 from skiplock.queue_core.scratch import scratch_database
 from skiplock.queue_core.urls import libpq_dsn
+from tests.queue_core.helpers import empty, schema_of
 
 runner = CliRunner()
-
-
-def empty(url: str) -> None:
-    with psycopg2.connect(libpq_dsn(url)) as conn, conn.cursor() as cur:
-        cur.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public; "
-                    "COMMENT ON SCHEMA public IS 'standard public schema'")
-
-
-def schema_of(url: str) -> str:
-    pg_dump = shutil.which("pg_dump") or "/usr/lib/postgresql/15/bin/pg_dump"
-    dump = subprocess.run([pg_dump, "--schema-only", "--no-owner", "--no-privileges",
-                           libpq_dsn(url)], capture_output=True, text=True, check=True).stdout
-    # Comment lines name the database dump itself; the objects are what must agree.
-    return "\n".join(line for line in dump.splitlines()
-                     if line.strip() and not line.startswith(("--", "\\restrict", "\\unrestrict")))
 
 
 def test_the_printed_ddl_builds_the_same_schema_as_migrate():
