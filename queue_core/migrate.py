@@ -50,6 +50,9 @@ DEMO = "demo"
 DEMO_BASE = "demo_0001_domain"
 # `--sql --from prisma`: the upgrade of a database whose "WorkerJob" Prisma made.
 FROM_PRISMA = "prisma"
+# Every table the `skiplock` branch creates (a test holds this to what it does).
+QUEUE_TABLES = ("WorkerJob", "WorkerJobPause", "WorkerProcess", "WorkerSchedule",
+                "WorkerConcurrencyKey", "DashboardAction", VERSION_TABLE)
 
 # Every revision an older skiplock could have written into alembic_version.
 # Each of them but the first came after the domain tables, which that skiplock

@@ -323,3 +323,25 @@ def db_status() -> None:
     if running:
         click.echo(f"socket directory: {cluster.socket_dir}\nlog: {cluster.log_file}")
     sys.exit(0 if running else 1)
+
+
+@main.command("prisma-schema")
+def prisma_schema() -> None:
+    """Print the Prisma `enum` and `model WorkerJob` blocks that match the migrated table.
+
+    For a team whose service writes jobs through a Prisma client: read from
+    the database, after `skiplock migrate`, so every column, index, default
+    and foreign key skiplock's table has is in the model, and a client
+    generated from it reads and writes all of them (with the seed's `enum
+    JobType`, the client refuses to read a row of any other job type). Ends
+    with the lines of prisma.config.ts that keep Prisma Migrate from dropping
+    what it did not make.
+    """
+    from skiplock.ops.prisma_schema import render
+    from skiplock.queue_core.db import connect
+
+    with connect() as conn:
+        try:
+            click.echo(render(conn), nl=False)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from None

@@ -358,3 +358,62 @@ ACTIONS_ON = text(
     FROM "DashboardAction" WHERE target = :target ORDER BY at DESC LIMIT :limit
     """
 )
+
+# -- the table as it is, for `skiplock prisma-schema` (skiplock/ops/prisma_schema.py) ------------
+
+TABLE_COLUMNS = text(
+    """
+    SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS sql_type,
+           t.typtype AS kind, t.typname AS type_name, a.attnotnull AS not_null,
+           pg_get_expr(d.adbin, d.adrelid) AS "default"
+    FROM pg_attribute a
+    JOIN pg_type t ON t.oid = a.atttypid
+    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    WHERE a.attrelid = to_regclass(:table) AND a.attnum > 0 AND NOT a.attisdropped
+    ORDER BY a.attnum
+    """
+)
+TABLE_INDEXES = text(
+    """
+    SELECT c.relname AS name, i.indisprimary AS is_primary, i.indisunique AS is_unique,
+           array(SELECT a.attname FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                 ORDER BY k.n) AS columns,
+           array(SELECT (o & 1) = 1 FROM unnest(i.indoption::int2[]) WITH ORDINALITY AS x(o, n)
+                 ORDER BY x.n) AS descending,
+           pg_get_expr(i.indpred, i.indrelid) AS predicate
+    FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+    WHERE i.indrelid = to_regclass(:table)
+    ORDER BY i.indisprimary DESC, c.relname
+    """
+)
+TABLE_FOREIGN_KEYS = text(
+    """
+    SELECT con.conname AS name, con.confrelid::regclass::text AS target,
+           array(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY AS k(attnum, n)
+                 JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
+                 ORDER BY k.n) AS columns,
+           array(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY AS k(attnum, n)
+                 JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum
+                 ORDER BY k.n) AS target_columns,
+           con.confdeltype AS on_delete, con.confupdtype AS on_update
+    FROM pg_constraint con
+    WHERE con.conrelid = to_regclass(:table) AND con.contype = 'f'
+    ORDER BY con.conname
+    """
+)
+TABLE_CHECKS_AND_TRIGGERS = text(
+    """
+    SELECT 'check' AS kind, conname AS name, pg_get_constraintdef(oid) AS definition
+    FROM pg_constraint WHERE conrelid = to_regclass(:table) AND contype = 'c'
+    UNION ALL
+    SELECT 'trigger', tgname, pg_get_triggerdef(oid)
+    FROM pg_trigger WHERE tgrelid = to_regclass(:table) AND NOT tgisinternal
+    ORDER BY 1, 2
+    """
+)
+ENUM_LABELS = text(
+    """
+    SELECT enumlabel FROM pg_enum WHERE enumtypid = to_regtype(:type) ORDER BY enumsortorder
+    """
+)

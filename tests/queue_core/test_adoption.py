@@ -179,3 +179,9 @@ def test_check_changes_nothing_in_a_database_prisma_made(database):
     code, lines = migrate_cli("--check")
     assert code == 1 and len(lines) == 1 and "at revision none" in lines[0], lines
     same(before, schema_of(database))
+
+
+def test_migrate_creates_only_the_queues_own_tables(database):
+    assert migrate_cli()[0] == 0
+    tables = [r[0] for r in sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+    assert sorted(tables) == sorted(migrate.QUEUE_TABLES)
