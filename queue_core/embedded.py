@@ -302,18 +302,16 @@ class EmbeddedCluster:
     def _move_from(self, earlier: EmbeddedCluster) -> Path:
         """Move `earlier`'s data directory to ours: stopped, renamed, never copied.
 
-        Only a real directory holding a cluster, under a `.skiplock` that this
-        user made, is taken; a move that cannot be a rename (another
-        filesystem) is refused before anything is stopped. Returns where it was.
+        Only a real directory holding a cluster is taken (earlier_cluster: under
+        a `.skiplock` that this user made); a move that cannot be a rename
+        (another filesystem) is refused before anything is stopped. Returns
+        where it was.
         """
         source, target = earlier.data_dir, self.data_dir
-        home = os.lstat(earlier.home)
-        src = os.lstat(source)
-        if (not stat.S_ISDIR(home.st_mode) or home.st_uid != os.geteuid()
-                or not stat.S_ISDIR(src.st_mode)):
+        if not stat.S_ISDIR(os.lstat(source).st_mode):
             raise EmbeddedDatabaseError(
-                f"{source} looks like an earlier skiplock's cluster but is not this user's own "
-                f"directory; skiplock leaves it alone: set SKIPLOCK_HOME={earlier.home} to use "
+                f"{source} looks like an earlier skiplock's cluster but is not a directory (a "
+                f"symlink?); skiplock leaves it alone: set SKIPLOCK_HOME={earlier.home} to use "
                 "it, or move it away")
         if target == self.shared_data_dir:
             self._make_shared_root()
@@ -586,7 +584,14 @@ def earlier_cluster(settings: Settings) -> EmbeddedCluster | None:
         home = Path.cwd() / EARLIER_HOME
     except FileNotFoundError:  # the current directory was removed
         return None
-    if not home.is_dir() or home.resolve() == settings.home_path:
+    # Only a real directory this user made: one that another user planted in a
+    # shared directory (/tmp/.skiplock) is none of ours, and is not even looked at.
+    try:
+        made = os.lstat(home)
+    except OSError:
+        return None
+    if (not stat.S_ISDIR(made.st_mode) or made.st_uid != os.geteuid()
+            or home.resolve() == settings.home_path):
         return None
     earlier = EmbeddedCluster(home)
     return earlier if earlier.has_cluster() else None

@@ -341,3 +341,32 @@ def test_an_earlier_cluster_on_another_filesystem_is_left_running_where_it_is(
     finally:
         _remove(checkout / ".skiplock")
         shutil.rmtree(checkout, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs another user's directory")
+def test_a_skiplock_directory_another_user_planted_is_never_looked_at(base: Path) -> None:
+    import pwd
+
+    base.chmod(0o755)
+    home, shared = base / "home", base / "shared"
+    home.mkdir()
+    shared.mkdir(mode=0o777)
+    planted = shared / ".skiplock" / "pgdata"
+    planted.mkdir(parents=True)
+    (planted / "PG_VERSION").write_text("16\n")
+    nobody = pwd.getpwnam("nobody")
+    for path in (shared / ".skiplock", planted, planted / "PG_VERSION"):
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    before = {str(p): (os.lstat(p).st_uid, os.lstat(p).st_mtime_ns)
+              for p in [shared, *shared.rglob("*")]}
+    cli = _cli(home)
+    status = cli("db", "status", cwd=shared)
+    assert "earlier" not in status.stdout
+    started = cli("db", "start", cwd=shared)
+    assert started.returncode == 0, started.stderr
+    assert "created and started the embedded cluster" in started.stderr
+    assert "moved" not in started.stderr and "not used" not in started.stderr
+    assert EmbeddedCluster(_per_user_home(home)).is_running()
+    assert {str(p): (os.lstat(p).st_uid, os.lstat(p).st_mtime_ns)
+            for p in [shared, *shared.rglob("*")]} == before
+    assert cli("db", "stop", cwd=base).returncode == 0
