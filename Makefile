@@ -1,7 +1,9 @@
 # The two commands a newcomer needs: `make worker` and `make test`.
 # Each does its own set-up: a virtual environment in .venv with the project
 # installed (editable, with its dev tools), the database found or started
-# (DATABASE_URL, else the embedded cluster in .skiplock/pgdata), migrations.
+# (DATABASE_URL, else the per-user embedded cluster in ~/.local/share/skiplock,
+# which `skiplock migrate` starts and names in one line; `skiplock db status`
+# says where it is, `skiplock db stop` stops it), migrations.
 
 PYTHON ?= python3
 VENV   := .venv

@@ -192,9 +192,9 @@ class Master:
     def start(self) -> None:
         if os.getpid() != self.pid:
             raise RuntimeError("a Master must run in the process that created it")
-        # Resolved once, here: this may start the embedded cluster, and its errors
-        # (a bad URL, no server binaries) stop the pool before anything is forked.
-        # The engine is bound to it, and each child binds its own to the same URL.
+        # Resolved once, here: its errors (a bad URL, an embedded cluster that does
+        # not run; `skiplock worker` starts it first) stop the pool before anything
+        # is forked. The engine is bound to it, and each child binds its own to it.
         self.database_url = urls.database_url(self.settings)
         db.get_engine(self.database_url)
         self.install_signals()

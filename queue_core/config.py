@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import pwd
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
@@ -103,7 +104,8 @@ def _setting(default: Any, env: str, parse: Callable[[str], Any], help: str) -> 
 class Settings:
     database_url: str | None = _setting(
         None, "DATABASE_URL", str,
-        "PostgreSQL URL; without it, the embedded cluster in .skiplock/pgdata is used.")
+        "PostgreSQL URL; without it, the embedded cluster of SKIPLOCK_HOME is used, if it "
+        "runs (worker, migrate, demo and `db start` start it).")
     concurrency: int = _setting(
         0, "SKIPLOCK_CONCURRENCY", _number(int, 0, 1024), "Worker children per master (0: one per CPU).")
     heartbeat_s: float = _setting(
@@ -162,9 +164,10 @@ class Settings:
         "Serve Prometheus metrics on this port (default: off).")
     metrics_host: str = _setting(
         "127.0.0.1", "SKIPLOCK_METRICS_HOST", _text, "Address the metrics server binds to.")
-    home: str = _setting(
-        ".skiplock", "SKIPLOCK_HOME", _text,
-        "Directory of the embedded cluster and other local state.")
+    home: str | None = _setting(
+        None, "SKIPLOCK_HOME", _text,
+        "Directory of the embedded cluster (default: $XDG_DATA_HOME/skiplock, else "
+        "~/.local/share/skiplock: one per user, whatever the current directory).")
     # -- operations: schedules (skiplock schedule) ------------------------------
     schedule_file: str | None = _setting(
         None, "SKIPLOCK_SCHEDULE_FILE", _optional_str,
@@ -184,7 +187,7 @@ class Settings:
 
     @property
     def home_path(self) -> Path:
-        return Path(self.home).resolve()
+        return Path(self.home).resolve() if self.home else default_home()
 
     def validate(self) -> Settings:
         """Check every value with its own parser (values given in code too), then the pairs."""
@@ -215,6 +218,48 @@ class Settings:
         if problems:
             raise ConfigurationError("invalid settings: " + "; ".join(problems))
         return self
+
+
+def default_home() -> Path:
+    """The per-user SKIPLOCK_HOME: `$XDG_DATA_HOME/skiplock`, else `~/.local/share/skiplock`.
+
+    Per user, not per directory: a command run anywhere finds the same cluster
+    (a default relative to the current directory made a new cluster in every
+    directory a command was run from). A relative XDG_DATA_HOME is ignored, as the
+    XDG specification says. Root whose HOME (or XDG_DATA_HOME) is another user's,
+    as `sudo -E` leaves it, uses its own home directory: root must not make
+    directories of its own in another user's home.
+    """
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    home = os.environ.get("HOME", "")
+    base: Path | None = None
+    if os.path.isabs(xdg):
+        base = Path(xdg)
+    elif os.path.isabs(home):
+        base = Path(home) / ".local" / "share"
+    if base is not None and os.geteuid() == 0 and _nearest_owner(base) != 0:
+        base = None
+    if base is None:
+        try:
+            own = pwd.getpwuid(os.geteuid()).pw_dir
+        except KeyError:
+            own = ""
+        if not os.path.isabs(own):
+            raise ConfigurationError(
+                "no home directory to keep the embedded cluster in (HOME is unset and user id "
+                f"{os.geteuid()} has none): set SKIPLOCK_HOME, or DATABASE_URL")
+        base = Path(own) / ".local" / "share"
+    return (base / "skiplock").resolve()
+
+
+def _nearest_owner(path: Path) -> int:
+    """The owner of `path`, or of its nearest ancestor that exists."""
+    for candidate in (path, *path.parents):
+        try:
+            return os.stat(candidate).st_uid
+        except OSError:
+            continue
+    return 0
 
 
 def describe() -> list[tuple[str, str, str]]:

@@ -1,9 +1,18 @@
-"""The embedded default: a private PostgreSQL cluster, started on demand.
+"""The embedded default: a private PostgreSQL cluster, one per user.
 
-With no DATABASE_URL, every command uses this cluster, started from the server
+With no DATABASE_URL, skiplock uses this cluster, started from the server
 binaries installed on the machine and left running for the next command
 (`skiplock db stop` stops it). It listens on a unix socket only
 (`listen_addresses = ''`), so it never clashes with a server on a TCP port.
+It lives in SKIPLOCK_HOME, by default the user's own data directory
+(`$XDG_DATA_HOME/skiplock`, else `~/.local/share/skiplock`; config.default_home),
+so every command finds the same cluster from any directory.
+
+Starting it is an explicit permission (`start()`), given only by the commands
+that need a database to exist (`worker`, `migrate`, `demo`, `db start`); they
+say in one line on stderr when they started it. Everything else, the Python API
+included, uses it only if it already runs (`running_url()`) and otherwise fails
+with one line saying so: a command run in a stray directory must not initdb.
 
 It is private to the user who started it (see docs/security.md):
 - the socket lives in a directory of mode 0700 owned by the cluster's owner:
@@ -17,9 +26,14 @@ It is private to the user who started it (see docs/security.md):
 PostgreSQL refuses to run as root: when we are root, the cluster belongs to and
 runs as an unprivileged user (`postgres` if it exists, else `nobody`, or
 SKIPLOCK_EMBEDDED_USER). The data directory is `SKIPLOCK_HOME/pgdata` when
-that user can reach it; when it cannot (a checkout inside root's 0700 home
-directory, say), the data directory goes to /var/lib/skiplock/<digest of
-SKIPLOCK_HOME>, and `skiplock db status` says where.
+that user can reach it; when it cannot (root's own 0700 home directory, say),
+the data directory goes to /var/lib/skiplock/<digest of SKIPLOCK_HOME>, and
+`skiplock db status` says where.
+
+Earlier versions kept the cluster in `./.skiplock` of the directory a command
+ran in. A starting command run where such a cluster is, with the default
+SKIPLOCK_HOME that has no cluster yet, moves it there (stopped, renamed on the
+same filesystem, started again: never copied, nothing deleted) and says so.
 """
 
 from __future__ import annotations
@@ -34,12 +48,14 @@ import secrets
 import shutil
 import stat
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from skiplock.queue_core.errors import EmbeddedDatabaseError
+from skiplock.queue_core.config import Settings
+from skiplock.queue_core.errors import EmbeddedDatabaseError, EmbeddedNotRunning
 
 DATABASE_NAME = "skiplock"
 SUPERUSER = "postgres"
@@ -50,6 +66,8 @@ SHARED_ROOT = Path("/var/lib/skiplock")
 _SOCKET_DIR_LIMIT = 107 - len("/.s.PGSQL.5432.lock")
 _CONFIG_FILE = "skiplock.conf"
 _SOCKET_RECORD = "skiplock.socket_dir"
+# Where earlier versions kept the cluster: relative to the current directory.
+EARLIER_HOME = ".skiplock"
 _INCLUDE = f"include_if_exists = '{_CONFIG_FILE}'  # skiplock: the settings of the embedded cluster"
 _NO_BINARIES = (
     "no PostgreSQL server binaries found (looked for pg_ctl and initdb on PATH, in "
@@ -107,7 +125,7 @@ def is_private_dir(path: Path, uid: int) -> bool:
 
 
 class EmbeddedCluster:
-    """One private cluster for `home` (normally `.skiplock/`)."""
+    """One private cluster for `home` (SKIPLOCK_HOME)."""
 
     def __init__(self, home: Path) -> None:
         self.home = Path(home).resolve()
@@ -143,6 +161,14 @@ class EmbeddedCluster:
             ) from None
 
     @property
+    def version(self) -> str:
+        """The cluster's PostgreSQL major version, as initdb wrote it."""
+        try:
+            return (self.data_dir / "PG_VERSION").read_text().strip()
+        except OSError:
+            return "?"
+
+    @property
     def url(self) -> str:
         from sqlalchemy.engine import URL
 
@@ -158,7 +184,12 @@ class EmbeddedCluster:
         for candidate in (local, shared):
             if os.path.lexists(candidate / "PG_VERSION"):
                 return candidate
-        if self.home.is_dir() and self._owner_can_enter(self.home):
+        # A home not made yet is judged by the directory it will be made in (db status
+        # says where a cluster would go before any command made one).
+        probe = self.home
+        while not probe.is_dir() and probe != probe.parent:
+            probe = probe.parent
+        if self._owner_can_enter(probe):
             return local
         return shared
 
@@ -169,28 +200,63 @@ class EmbeddedCluster:
 
     # -- life ----------------------------------------------------------------
 
-    def ensure_running(self) -> str:
-        """Initialise and start the cluster if needed; return its URL."""
+    def ensure_running(self, announce: Callable[[str], None] | None = None,
+                       earlier: EmbeddedCluster | None = None) -> str:
+        """Initialise and start the cluster if needed; return its URL.
+
+        `announce` gets one line when this call started (or restarted) it;
+        nothing when it already ran. `earlier`: a cluster of an earlier
+        skiplock to move here if this home has none yet.
+        """
         bindir = find_bindir()
         if bindir is None:
             raise EmbeddedDatabaseError(_NO_BINARIES)
+        done = ""
         try:
             self.home.mkdir(parents=True, exist_ok=True)
             with self._locked():
-                if not (self.data_dir / "PG_VERSION").exists():
+                moved = None
+                if earlier is not None and not self._has_cluster() and earlier._has_cluster():
+                    moved = self._move_from(earlier)
+                created = not self._has_cluster()
+                if created:
                     self._initdb(bindir)
                 running = self._running(bindir)
                 changed = self._configure(running)
                 if not running:
                     self._pg_ctl(bindir, "start", "start the embedded cluster")
+                    done = f"started the embedded cluster in {self.data_dir}"
+                    if created:
+                        done = f"created and started the embedded cluster in {self.data_dir}"
+                    elif moved and earlier is not None:
+                        done = (f"moved the embedded cluster of an earlier skiplock from {moved} "
+                                f"to {self.data_dir} (its data kept, {earlier.home} left in "
+                                "place) and started it")
                 elif changed:  # a cluster of an older skiplock: take the private settings now
                     self._pg_ctl(bindir, "restart", "restart the embedded cluster")
+                    done = f"restarted the embedded cluster in {self.data_dir} (new settings)"
                 self._create_database()
         except OSError as exc:  # a directory we may not write, say: one line, not a traceback
             where = f" ({exc.filename})" if exc.filename else ""
             raise EmbeddedDatabaseError(
                 f"cannot prepare the embedded cluster in {self.home}: {exc.strerror}{where}; "
                 "set SKIPLOCK_HOME to a directory you own, or DATABASE_URL") from None
+        if done and announce is not None:
+            unused = ""
+            if earlier is not None and not moved and earlier._has_cluster():
+                unused = (f" ({earlier.data_dir}, an earlier skiplock's cluster, is not used; "
+                          f"SKIPLOCK_HOME={earlier.home} would use it)")
+            announce(f"{done}: PostgreSQL {self.version}, socket {self.socket_dir}; stop it with "
+                     f"`skiplock db stop`{unused}")
+        return self.url
+
+    def running_url(self) -> str:
+        """The URL if the cluster runs; never initialises, starts or creates anything."""
+        if not self.is_running():
+            raise EmbeddedNotRunning(
+                f"no database configured: DATABASE_URL is unset and the embedded cluster in "
+                f"{self.data_dir} is not running; start it with `skiplock db start` (or "
+                "`make worker` in a checkout), or set DATABASE_URL")
         return self.url
 
     def stop(self) -> bool:
@@ -206,11 +272,64 @@ class EmbeddedCluster:
         return True
 
     def is_running(self) -> bool:
-        bindir = find_bindir()
-        return bool(bindir and self._has_cluster() and self._running(bindir))
+        """Whether the cluster's postmaster is alive, read from its pid file.
+
+        What `pg_ctl status` checks, without a process: every command that does
+        not start the cluster asks this first, and needs no server binaries.
+        """
+        try:
+            first = (self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0]
+            pid = int(first)
+        except (OSError, ValueError):
+            return False
+        if pid <= 0:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # another user's process: a stale pid file's number, reused
+            return False
+        return True
+
+    def has_cluster(self) -> bool:
+        """Whether initdb ran here (the data directory holds PG_VERSION)."""
+        return self._has_cluster()
 
     def _has_cluster(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
+
+    def _move_from(self, earlier: EmbeddedCluster) -> Path:
+        """Move `earlier`'s data directory to ours: stopped, renamed, never copied.
+
+        Only a real directory holding a cluster is taken (earlier_cluster: under
+        a `.skiplock` that this user made); a move that cannot be a rename
+        (another filesystem) is refused before anything is stopped. Returns
+        where it was.
+        """
+        source, target = earlier.data_dir, self.data_dir
+        if not stat.S_ISDIR(os.lstat(source).st_mode):
+            raise EmbeddedDatabaseError(
+                f"{source} looks like an earlier skiplock's cluster but is not a directory (a "
+                f"symlink?); skiplock leaves it alone: set SKIPLOCK_HOME={earlier.home} to use "
+                "it, or move it away")
+        if target == self.shared_data_dir:
+            self._make_shared_root()
+        if os.stat(source).st_dev != os.stat(target.parent).st_dev:
+            raise EmbeddedDatabaseError(
+                f"the embedded cluster of an earlier skiplock is in {source}, on another "
+                f"filesystem than {target.parent}; keep using it with "
+                f"SKIPLOCK_HOME={earlier.home}, or stop it (`SKIPLOCK_HOME={earlier.home} "
+                f"skiplock db stop`) and move that directory to {target} yourself")
+        with suppress(FileNotFoundError):
+            if os.listdir(target):
+                raise EmbeddedDatabaseError(
+                    f"cannot move the earlier cluster in {source} to {target}: {target} is not "
+                    "empty; skiplock deletes nothing: move one of them away, or set "
+                    "SKIPLOCK_HOME")
+        earlier.stop()
+        os.rename(source, target)  # an empty directory at `target` is replaced, nothing else
+        return source
 
     # -- steps ---------------------------------------------------------------
 
@@ -444,3 +563,63 @@ class EmbeddedCluster:
             yield
         finally:
             os.close(fd)  # closing releases the lock
+
+
+# -- which cluster, and who may start it -------------------------------------------
+
+
+def cluster_for(settings: Settings) -> EmbeddedCluster:
+    """The embedded cluster of these settings (SKIPLOCK_HOME, else the per-user default)."""
+    return EmbeddedCluster(settings.home_path)
+
+
+def earlier_cluster(settings: Settings) -> EmbeddedCluster | None:
+    """The cluster an earlier skiplock made in `./.skiplock`, if there is one.
+
+    Only with the default SKIPLOCK_HOME: a home that is set is used as it is.
+    """
+    if settings.home:
+        return None
+    try:
+        home = Path.cwd() / EARLIER_HOME
+    except FileNotFoundError:  # the current directory was removed
+        return None
+    # Only a real directory this user made: one that another user planted in a
+    # shared directory (/tmp/.skiplock) is none of ours, and is not even looked at.
+    try:
+        made = os.lstat(home)
+    except OSError:
+        return None
+    if (not stat.S_ISDIR(made.st_mode) or made.st_uid != os.geteuid()
+            or home.resolve() == settings.home_path):
+        return None
+    earlier = EmbeddedCluster(home)
+    return earlier if earlier.has_cluster() else None
+
+
+def say(line: str) -> None:
+    """One line on stderr, for people (a started cluster is news to a newcomer)."""
+    print(f"skiplock: {line}", file=sys.stderr, flush=True)
+
+
+def start(settings: Settings, announce: Callable[[str], None] = say) -> str:
+    """Start the embedded cluster if needed (moving an earlier one here); its URL.
+
+    The one way to start it: only `worker`, `migrate`, `demo`, `db start` (and
+    the test suite's scratch databases) call this.
+    """
+    return cluster_for(settings).ensure_running(announce, earlier_cluster(settings))
+
+
+def running_url(settings: Settings) -> str:
+    """The embedded cluster's URL if it runs, else EmbeddedNotRunning (one line)."""
+    cluster = cluster_for(settings)
+    try:
+        return cluster.running_url()
+    except EmbeddedNotRunning as exc:
+        earlier = earlier_cluster(settings)
+        if earlier is None or cluster.has_cluster():
+            raise
+        raise EmbeddedNotRunning(
+            f"{exc}; `skiplock db start` here moves the cluster of an earlier skiplock in "
+            f"{earlier.data_dir} there") from None

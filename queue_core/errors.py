@@ -37,6 +37,12 @@ class EmbeddedDatabaseError(SkiplockError):
     """The embedded PostgreSQL cluster could not be started."""
 
 
+# Only `skiplock worker`, `migrate`, `demo` and `db start` start the embedded
+# cluster; every other command, and the Python API, use it only if it runs.
+class EmbeddedNotRunning(DatabaseUnavailable):
+    """No database is configured: DATABASE_URL is unset and the embedded cluster is not running."""
+
+
 class InvalidJob(SkiplockError):
     """The job is not valid."""
 

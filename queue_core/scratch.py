@@ -1,8 +1,9 @@
 """Throwaway databases for the test suite and the benchmarks.
 
 Which server: TEST_DATABASE_URL, else DATABASE_URL, else a server on
-127.0.0.1:5432 if one answers, else the embedded cluster. A scratch database
-is created there, migrated to the latest revision, made the process's DATABASE_URL (so that
+127.0.0.1:5432 if one answers, else the embedded cluster (SKIPLOCK_HOME, else
+the per-user default, started if needed). A scratch database is created
+there, migrated to the latest revision, made the process's DATABASE_URL (so that
 subprocesses such as `skiplock worker` use it too) and dropped afterwards.
 """
 
@@ -12,7 +13,6 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import psycopg2
 from sqlalchemy.engine import make_url
@@ -23,8 +23,8 @@ from skiplock.queue_core.urls import libpq_dsn, normalize
 LOCAL_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
 
-def server_url(home: Path | None = None) -> str:
-    """A URL on the server scratch databases are made on (its own database: `postgres`)."""
+def server_url() -> str:
+    """A URL on the server scratch databases are made on."""
     for name in ("TEST_DATABASE_URL", "DATABASE_URL"):
         if os.environ.get(name):
             return normalize(os.environ[name])
@@ -32,9 +32,11 @@ def server_url(home: Path | None = None) -> str:
         psycopg2.connect(libpq_dsn(LOCAL_SERVER), connect_timeout=3).close()
         return LOCAL_SERVER
     except psycopg2.OperationalError:
-        from skiplock.queue_core.embedded import EmbeddedCluster
+        # The same cluster as every command's (SKIPLOCK_HOME, else the per-user
+        # default), started, or moved from ./.skiplock, like `skiplock db start`.
+        from skiplock.queue_core import embedded
 
-        return EmbeddedCluster(home or Path(".skiplock")).ensure_running()
+        return embedded.start(config.load_settings())
 
 
 def run_admin(url: str, statement: str) -> None:
@@ -49,10 +51,9 @@ def run_admin(url: str, statement: str) -> None:
 
 
 @contextmanager
-def scratch_database(prefix: str = "skiplock_scratch", home: Path | None = None, *,
-                     demo: bool = False) -> Iterator[str]:
+def scratch_database(prefix: str = "skiplock_scratch", *, demo: bool = False) -> Iterator[str]:
     """A new database, migrated (with the built-in handlers' demo domain if `demo`), dropped after."""
-    admin = server_url(home)
+    admin = server_url()
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     run_admin(admin, f'CREATE DATABASE "{name}"')
     url = make_url(admin).set(database=name).render_as_string(hide_password=False)

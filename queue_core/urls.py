@@ -126,14 +126,21 @@ def scrub(text: str, url: str | None) -> str:
     return text
 
 
-def database_url(settings: Settings | None = None) -> str:
-    """DATABASE_URL if set, else the embedded cluster (started on demand)."""
+def database_url(settings: Settings | None = None, *, start: bool = False) -> str:
+    """DATABASE_URL if set, else the embedded cluster's URL.
+
+    The embedded cluster is used only if it runs (EmbeddedNotRunning, one line,
+    if not). `start=True` may initialise and start it: only the commands that
+    exist to bring a database up pass it (`worker`, `migrate`, `demo`, `db
+    start`), never a path an application or a read-only command takes, so that
+    nothing starts a server, or runs initdb in a stray directory, behind anyone's back.
+    """
     settings = settings or load_settings()
     if settings.database_url:
         return normalize(settings.database_url)
-    from skiplock.queue_core.embedded import EmbeddedCluster
+    from skiplock.queue_core import embedded
 
-    return EmbeddedCluster(settings.home_path).ensure_running()
+    return embedded.start(settings) if start else embedded.running_url(settings)
 
 
 def libpq_dsn(url: str, *, with_password: bool = True) -> str:

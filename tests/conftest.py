@@ -1,14 +1,14 @@
 """One real PostgreSQL database for the whole run, emptied before each test.
 
 See `queue_core/scratch.py` for which server: TEST_DATABASE_URL, DATABASE_URL,
-127.0.0.1:5432 if it answers, else the embedded cluster. The run's database is
+127.0.0.1:5432 if it answers, else the embedded cluster (SKIPLOCK_HOME, else the
+per-user default, as every command finds it). The run's database is
 created, migrated, exported as DATABASE_URL for subprocesses, and dropped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -16,13 +16,11 @@ from sqlalchemy import text
 from skiplock.queue_core import db
 from skiplock.queue_core.scratch import scratch_database
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     # The built-in handlers' demo domain too: the handler tests run the six job types.
-    with scratch_database("skiplock_test", home=ROOT / ".skiplock", demo=True) as url:
+    with scratch_database("skiplock_test", demo=True) as url:
         yield url
 
 

@@ -64,8 +64,9 @@ def main() -> None:
     """skiplock: a durable job queue on PostgreSQL with a prefork worker pool.
 
     Settings come from flags, then the environment, then `.env`. With no
-    DATABASE_URL every command uses the embedded cluster in .skiplock/pgdata,
-    started on demand.
+    DATABASE_URL every command uses the embedded cluster of SKIPLOCK_HOME
+    (default ~/.local/share/skiplock) if it runs; `worker`, `migrate`, `demo`
+    and `db start` start it (`skiplock db status` says where).
     """
     from skiplock.queue_core.config import load_settings
     from skiplock.queue_core.logs import configure_logging

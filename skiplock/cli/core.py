@@ -50,7 +50,8 @@ def migrate(demo: bool, as_sql: bool, from_revision: str | None, check: bool) ->
     if as_sql:
         click.echo(migrations.upgrade_sql(from_revision, demo=demo), nl=False)
         return
-    url = database_url()
+    # --check changes nothing: it reads a database that exists, and starts none.
+    url = database_url(start=not check)
     if check:
         current = migrations.current_revisions(url)
         missing = migrations.behind(current)
@@ -283,7 +284,7 @@ def db() -> None:
 @click.option("--show-password", is_flag=True,
               help="Print the password too (it is masked otherwise).")
 def db_url(show_password: bool) -> None:
-    """Print the database URL in use (starting the embedded cluster if needed).
+    """Print the database URL in use (the embedded cluster's only if it runs).
 
     The password is masked as *** unless --show-password is given.
     """
@@ -295,33 +296,59 @@ def db_url(show_password: bool) -> None:
 
 @db.command("start")
 def db_start() -> None:
-    """Start the embedded cluster (initialising it the first time)."""
-    from skiplock.queue_core.embedded import EmbeddedCluster
+    """Start the embedded cluster (initialising it the first time).
 
-    cluster = EmbeddedCluster(load_settings().home_path)
-    cluster.ensure_running()
-    click.echo(f"embedded cluster running in {cluster.data_dir}", err=True)
+    With the default SKIPLOCK_HOME, a cluster that an earlier skiplock made in
+    ./.skiplock is moved to it (stopped, renamed, started; its data kept).
+    """
+    from skiplock.queue_core import embedded
+
+    settings = load_settings()
+    said: list[str] = []
+    embedded.start(settings, announce=said.append)
+    cluster = embedded.cluster_for(settings)
+    click.echo(f"skiplock: {said[0]}" if said else
+               f"the embedded cluster already runs in {cluster.data_dir}", err=True)
 
 
 @db.command("stop")
 def db_stop() -> None:
     """Stop the embedded cluster."""
-    from skiplock.queue_core.embedded import EmbeddedCluster
+    from skiplock.queue_core import embedded
 
-    cluster = EmbeddedCluster(load_settings().home_path)
+    cluster = embedded.cluster_for(load_settings())
     click.echo("stopped" if cluster.stop() else "not running", err=True)
 
 
 @db.command("status")
 def db_status() -> None:
-    """Say whether the embedded cluster runs (exit 1 if it does not)."""
-    from skiplock.queue_core.embedded import EmbeddedCluster
+    """Say where the embedded cluster lives and whether it runs (exit 1 if it does not)."""
+    from skiplock.queue_core import embedded
+    from skiplock.queue_core.errors import EmbeddedDatabaseError
+    from skiplock.queue_core.urls import redact
 
-    cluster = EmbeddedCluster(load_settings().home_path)
+    settings = load_settings()
+    cluster = embedded.cluster_for(settings)
     running = cluster.is_running()
-    click.echo(f"embedded cluster in {cluster.data_dir}: {'running' if running else 'stopped'}")
-    if running:
-        click.echo(f"socket directory: {cluster.socket_dir}\nlog: {cluster.log_file}")
+    state = "running" if running else "stopped" if cluster.has_cluster() else (
+        "not created yet (`skiplock db start` creates it)")
+    click.echo(f"embedded cluster in {cluster.data_dir}: {state}")
+    source = "SKIPLOCK_HOME" if settings.home else "default SKIPLOCK_HOME"
+    click.echo(f"home ({source}): {cluster.home}")
+    try:
+        socket = str(cluster.socket_dir)
+    except EmbeddedDatabaseError:  # a long path: a private directory is made at start
+        socket = "a private directory in /tmp, made when it starts"
+    click.echo(f"socket directory: {socket}\nlog: {cluster.log_file}")
+    earlier = embedded.earlier_cluster(settings)
+    if earlier is not None:
+        click.echo(f"an earlier skiplock's cluster is in {earlier.data_dir} ("
+                   f"{'running' if earlier.is_running() else 'stopped'}): " + (
+                       "not used" if cluster.has_cluster() else
+                       "`skiplock db start` here moves it to the data directory above"))
+    if settings.database_url:
+        click.echo(f"DATABASE_URL is set: commands use {redact(settings.database_url)}, "
+                   "not this cluster")
     sys.exit(0 if running else 1)
 
 

@@ -33,7 +33,7 @@ def demo(weeks: int, timezone: str, concurrency: int | None, seed: int, timeout:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--timezone") from None
     settings = load_settings(concurrency=concurrency)
-    url = database_url(settings)
+    url = database_url(settings, start=True)
     migrate.upgrade(url, demo=True)
     click.echo(f"database: {redact(url)}")
     started = time.monotonic()

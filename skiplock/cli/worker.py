@@ -124,6 +124,7 @@ def build_observers(settings: Settings) -> list[PoolObserver]:
 def worker(**flags: Any) -> None:
     from skiplock import pool
     from skiplock.pool.proctitle import set_title
+    from skiplock.queue_core import urls
     from skiplock.queue_core.logs import configure_logging
 
     if flags.get("database_url"):  # off the command line, which `ps` shows everyone, at once
@@ -132,6 +133,9 @@ def worker(**flags: Any) -> None:
     flags["handlers"] = [name for name in handlers if name] or None
     settings = load_settings(**flags)
     configure_logging(settings.log_format, settings.log_level, settings.database_url)
+    # The one place the pool may start the embedded cluster: the pool itself
+    # (pool.run, an application's too) only uses one that runs.
+    urls.database_url(settings, start=True)
     # Like celery and rq, a handler module in the current directory can be named
     # without installing it (the console script does not put the cwd on sys.path).
     if os.getcwd() not in sys.path and "" not in sys.path:
