@@ -314,6 +314,12 @@ FIND_JOB = text(
     """
 )
 
+# A job's columns that the job page does not read by name (sql.GET_JOB lists its
+# own): those of later migrations, shown under their names (dashboard/job_page.py).
+JOB_OTHER_COLUMNS = text(
+    'SELECT to_jsonb(j) - CAST(:known AS text[]) FROM "WorkerJob" AS j WHERE id = :id'
+)
+
 # The child that holds a job (its worker id is the job's "lockedBy") and its master.
 JOB_WORKER = text(
     """
