@@ -204,7 +204,10 @@ def test_processes_schedules_and_paged_jobs(start_dashboard, start_pool, page, t
     page.goto(f"{board.url}/jobs?status=PENDING&type=DASH_OK")
     seen: list[str] = []
     while True:
-        seen += page.locator("td.id a").all_inner_texts()
+        links = page.locator("td.id a")
+        ids = [links.nth(i).get_attribute("title") or "" for i in range(links.count())]
+        assert links.all_inner_texts() == ["…" + i[-8:] for i in ids]  # the random end
+        seen += ids
         if len(seen) == 50:
             screenshot(page, "jobs")
         nxt = page.locator('a[rel="next"]')

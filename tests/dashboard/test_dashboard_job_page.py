@@ -9,6 +9,7 @@ the real database), one job in each state.
 from __future__ import annotations
 
 import html
+import os
 import re
 from typing import Any
 
@@ -98,6 +99,43 @@ def test_a_dead_letter_shows_its_outcome_error_attempts_and_timing_above_the_fol
     expect(details.locator("dd a")).to_have_text(LONG_USER)
     expect(details).to_contain_text(LONG_KEY + job)
     assert details.locator("dt").all_inner_texts()[:3] == ["priority", "idempotency key", "user"]
+
+
+def test_the_job_listing_fits_the_window_with_long_hostile_rows(start_dashboard, page, long_user):
+    jobs = [hostile_job(status) for status in ("DEAD_LETTER", "PENDING", "DEAD_LETTER")]
+    # A payload too big to preview (random, so it does not compress below the limit).
+    big = hostile_job(payload={"blob": os.urandom(3000).hex()})
+    # An id not made by enqueue (imported, say) is shown whole, cut by the cell.
+    odd = "imported:" + "z" * 120 + '<b>"x"</b>'
+    sql('UPDATE "WorkerJob" SET id = :odd WHERE id = :id', odd=odd, id=jobs[0])
+    jobs[0] = odd
+    board = start_dashboard()
+    for path in ("/jobs", "/jobs?status=DEAD_LETTER", f"/jobs?user={LONG_USER}"):
+        page.goto(board.url + path)
+        expect(page.locator("table.jobs tbody tr")).not_to_have_count(0)
+        not_pwned(page)
+        no_horizontal_scroll(page)
+        table = page.locator("table.jobs").bounding_box()
+        assert table and table["x"] + table["width"] <= WIDTH, (path, table)
+        for row in page.locator("table.jobs tbody tr").all():
+            box = row.bounding_box()
+            assert box and box["height"] <= 60, (path, box)  # two lines at most
+
+    page.goto(board.url + "/jobs")
+    listed = page.locator("td.id a")
+    ids = [listed.nth(i).get_attribute("title") for i in range(listed.count())]
+    assert sorted(ids) == sorted([*jobs, big])
+    for i, job_id in enumerate(ids):
+        shown = listed.nth(i).inner_text()
+        assert shown == (job_id if job_id == odd else "…" + job_id[-8:]), shown
+    cut = page.locator("td.id", has=page.locator(f'a[title="{odd.replace(chr(34), chr(92) + chr(34))}"]'))
+    assert cut.evaluate("td => td.scrollWidth > td.clientWidth")  # cut by the cell...
+    assert cut.evaluate("td => getComputedStyle(td).textOverflow") == "ellipsis"  # ...with an ellipsis
+    for cell in page.locator("td.error").all():
+        assert cell.get_attribute("title") == TRACEBACK[:200]
+    expect(page.locator("td.clip", has_text="NIGHTLY").first).to_have_attribute("title", LONG_TYPE)
+    expect(page.locator(f'tr:has(a[title="{big}"]) td.payload')).to_contain_text("KiB")
+    expect(page.locator(f'tr:has(a[title="{jobs[1]}"]) td.payload')).to_contain_text('"account"')
 
 
 @pytest.fixture
