@@ -25,7 +25,7 @@ class Outcome:
     # A class of the stylesheet: completed, retrying, ready, scheduled, held, running, dead, cancelled.
     kind: str
     what: str  # "dead-lettered", "cancelled by dashboard:alice", "running on worker 2 (pid 41 on web-1)"
-    when: str  # the words before the time: "at", "since"
+    when: str  # what leads to the time, its own spacing included: " at", ", ready since"
     at: datetime | None
     notes: tuple[str, ...] = ()  # "after attempt 3 of 3", "ran 1.2s", "40 % done: resizing"
 
@@ -49,27 +49,27 @@ def outcome(job: Job, worker: Any | None, now: datetime) -> Outcome:
     attempt = f"attempt {job.attempts} of {job.max_attempts}"
     if job.status == "COMPLETED":
         ran = between(job.started_at, job.completed_at)
-        return Outcome("completed", "completed", "at", job.completed_at,
+        return Outcome("completed", "completed", " at", job.completed_at,
                        _notes(attempt, ran and f"ran {ran}"))
     if job.status == "DEAD_LETTER":
-        return Outcome("dead", "dead-lettered", "at", job.completed_at, _notes(f"after {attempt}"))
+        return Outcome("dead", "dead-lettered", " at", job.completed_at, _notes(f"after {attempt}"))
     if job.status == "FAILED":
         # FAILED is what a cancel writes (queue_core/cancel.py); one without a
         # canceller came from outside skiplock and is called what it is.
         what = f"cancelled by {job.cancelled_by}" if job.cancelled_by else "failed"
-        return Outcome("cancelled", what, "at", job.completed_at,
+        return Outcome("cancelled", what, " at", job.completed_at,
                        _notes(f"{job.attempts} of {job.max_attempts} attempts made"))
     if job.status == "PROCESSING":
         where = (f"worker {worker.slot} (pid {worker.pid} on {worker.host})" if worker
                  else f"{job.locked_by or 'an unknown worker'}")
-        return Outcome("running", f"running on {where}", "since", job.started_at,
+        return Outcome("running", f"running on {where}", " since", job.started_at,
                        _notes(attempt, _progress(job),
                               job.cancel_requested_at and
                               f"cancel asked by {job.cancelled_by or 'unknown'} "
                               f"{ago(job.cancel_requested_at, now)}: it stops within a heartbeat"))
     # PENDING
     later = job.available_at is not None and job.available_at > now
-    when = "at" if later else "ready since"
+    when = " at" if later else ", ready since"
     snoozed = f"snoozed {job.snoozes} times" if job.snoozes else None
     if job.held_back:
         return Outcome("held", f"held back by concurrency key {job.concurrency_key}", when,
@@ -79,8 +79,8 @@ def outcome(job: Job, worker: Any | None, now: datetime) -> Outcome:
         failed = f"attempt {job.attempts} of {job.max_attempts} failed" if job.attempts else None
         return Outcome("retrying", "retrying", when, job.available_at, _notes(failed, snoozed))
     if later:
-        return Outcome("scheduled", "scheduled", "for", job.available_at, _notes(snoozed))
-    return Outcome("ready", "waiting for a worker", "since", job.available_at, _notes(snoozed))
+        return Outcome("scheduled", "scheduled", " for", job.available_at, _notes(snoozed))
+    return Outcome("ready", "waiting for a worker", " since", job.available_at, _notes(snoozed))
 
 
 def _progress(job: Job) -> str | None:
