@@ -11,20 +11,17 @@ time the server spent on the page (what `python -m bench dashboard` reads).
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from flask import Flask, Response, abort, flash, g, redirect, render_template, request, session, url_for
 from werkzeug.exceptions import HTTPException
 
-from skiplock.dashboard import actions, reads
+from skiplock.dashboard import actions, formats, reads
 from skiplock.dashboard.security import CSRF_FIELD, authenticate, csrf_ok, new_csrf_token
 from skiplock.dashboard.settings import DashboardSettings
-from skiplock.queue_core.durations import format_duration
 from skiplock.queue_core.errors import DatabaseUnavailable, SkiplockError
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -184,27 +181,4 @@ def _safe_back(value: str | None) -> str:
 
 
 def _install_filters(app: Flask) -> None:
-    def ts(value: datetime | None) -> str:
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-    def ago(value: datetime | None) -> str:
-        if value is None:
-            return "-"
-        delta = (datetime.now(UTC) - value).total_seconds()
-        return (format_duration(delta) + " ago") if delta >= 0 else ("in " + format_duration(-delta))
-
-    def seconds(value: float | None) -> str:
-        return format_duration(value) if value is not None else "-"
-
-    def size(n: int) -> str:
-        value = float(n)
-        for unit in ("B", "KiB", "MiB", "GiB"):
-            if value < 1024:
-                return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-            value /= 1024
-        return f"{value:.1f} TiB"
-
-    def pretty(value: Any) -> str:
-        return json.dumps(value, indent=2, ensure_ascii=False, default=str, sort_keys=True)
-
-    app.jinja_env.filters.update(ts=ts, ago=ago, seconds=seconds, size=size, pretty=pretty)
+    app.jinja_env.filters.update(formats.FILTERS)

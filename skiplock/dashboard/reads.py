@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from skiplock.dashboard import job_page
 from skiplock.dashboard.settings import DashboardSettings
 from skiplock.ops import health, processes
 from skiplock.ops import schedules as schedules_mod
@@ -229,16 +230,14 @@ def find_job(settings: DashboardSettings, q: str) -> list[str]:
 @dataclass
 class JobView:
     job: Job
-    extra: dict[str, Any]  # columns this version does not know by name (added by later migrations)
     worker: Any | None  # the process table's row of the child that holds it
+    outcome: job_page.Outcome
+    times: list[job_page.Timing]
+    durations: list[job_page.Field]
+    details: list[job_page.Field]  # every other column, labelled (job_page.py)
     log: list[Any] = field(default_factory=list)  # rows of "DashboardAction" about it
     actions: list[Any] = field(default_factory=list)  # the job actions that apply now
     ready_now: bool = False
-
-
-_KNOWN_COLUMNS = {"id", "type", "payload", "status", "priority", "availableAt", "attempts",
-                  "maxAttempts", "lastError", "lockedAt", "lockedBy", "idempotencyKey", "userId",
-                  "createdAt", "startedAt", "completedAt", "result"}
 
 
 def job_view(settings: DashboardSettings, job_id: str) -> JobView | None:
@@ -249,11 +248,15 @@ def job_view(settings: DashboardSettings, job_id: str) -> JobView | None:
         job = Job.from_row(row)
         worker = (c.execute(ops_sql.JOB_WORKER, {"locked_by": job.locked_by}).first()
                   if job.locked_by else None)
+        other = c.execute(ops_sql.JOB_OTHER_COLUMNS,
+                          {"id": job_id, "known": sorted(job_page.SHOWN_COLUMNS)}).scalar_one_or_none()
         log = c.execute(ops_sql.ACTIONS_ON, {"target": job_id, "limit": 20}).fetchall()
         now = c.execute(ops_sql.DB_NOW).scalar_one()
-    extra = {k: v for k, v in row._mapping.items() if k not in _KNOWN_COLUMNS}
     ready = job.available_at is not None and job.available_at <= now
-    return JobView(job, extra, worker, list(log), ready_now=ready)
+    times, durations = job_page.timing(job, now)
+    return JobView(job, worker, job_page.outcome(job, worker, now), times, durations,
+                   job_page.details(job, worker, other or {}, now), list(log),
+                   ready_now=ready)
 
 
 # -- processes, schedules, the action log -----------------------------------------------------------

@@ -288,10 +288,24 @@ JOB_LISTING_FILTERS = {
     "since": "AND {time} >= :since",
     "until": "AND {time} < :until",
 }
-LIST_JOB_PAGE = _LISTED + """
-    FROM "WorkerJob" WHERE true {filters} {after}
+# The dashboard's listing also shows the start of each payload, read only where
+# the stored value is small: one of a megabyte (the default limit) would be read
+# and turned into text whole for its first characters, fifty times a page. It is
+# read for the page's rows alone, after the LIMIT: a listing without an index of
+# its order sorts every matching row, and would turn each one's payload into text.
+LIST_JOB_PAGE = """
+    SELECT page.*, preview.* FROM (""" + _LISTED + """
+        FROM "WorkerJob" WHERE true {filters} {after}
+        ORDER BY {order}
+        LIMIT :limit
+    ) AS page
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN pg_column_size(j.payload) <= 2048 THEN left(j.payload::text, 300) END
+                   AS "payloadText",
+               pg_column_size(j.payload) AS "payloadBytes"
+        FROM "WorkerJob" AS j WHERE j.id = page.id
+    ) AS preview
     ORDER BY {order}
-    LIMIT :limit
 """
 
 # Whether text sorts by code point here (see JOB_LISTING_FILTERS "key_low").
@@ -312,6 +326,12 @@ FIND_JOB = text(
     SELECT id FROM "WorkerJob" WHERE "idempotencyKey" = :q
     LIMIT 2
     """
+)
+
+# A job's columns that the job page does not read by name (sql.GET_JOB lists its
+# own): those of later migrations, shown under their names (dashboard/job_page.py).
+JOB_OTHER_COLUMNS = text(
+    'SELECT to_jsonb(j) - CAST(:known AS text[]) FROM "WorkerJob" AS j WHERE id = :id'
 )
 
 # The child that holds a job (its worker id is the job's "lockedBy") and its master.

@@ -1,6 +1,7 @@
 """Fixtures of the dashboard's tests: a real `skiplock dashboard` server, a real pool,
-and headless Chromium (Debian's package, driven by Playwright; `make test`
-installs it when it is missing, see the Makefile's `chromium` target).
+and headless Chromium (Debian's package, driven by Playwright). A run that
+collects a browser test installs chromium first if the machine has none
+(tests/dashboard/chromium.py); any other run never looks for it.
 
 Servers and pools run in sessions of their own and their process groups are
 killed in teardown. `SKIPLOCK_SCREENSHOTS=1` makes the page tests save what
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,12 +23,13 @@ from typing import Any
 
 import pytest
 
+from tests.dashboard import chromium
 from tests.support import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 HANDLERS = "tests.dashboard.handlers_for_tests"
 SCREENSHOTS = ROOT / "docs" / "dashboard"
-CHROMIUM = os.environ.get("SKIPLOCK_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM: list[str] = []  # the one `pytest_collection_finish` found or installed
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -100,20 +101,37 @@ def start_pool(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]
         _kill(process)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Chromium, installed once before the first test when a browser test is about
+    to run and the machine has none; a run without one (another file, `-k`
+    leaving them out) never looks for it. If it cannot be had the run stops on
+    one line: the browser tests are never skipped, in CI least of all."""
+    if session.config.option.collectonly or CHROMIUM:
+        return
+    if not any("browser" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    try:
+        CHROMIUM.append(chromium.ensure(reporter.write_line if reporter else print))
+    except chromium.Missing as exc:
+        raise pytest.UsageError(f"the dashboard's browser tests need chromium: {exc}") from None
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
-    assert Path(CHROMIUM).exists(), f"no chromium at {CHROMIUM}: `make test` installs it (apt-get)"
+    assert CHROMIUM, "pytest_collection_finish finds chromium for every run with a browser test"
     with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        launched = p.chromium.launch(executable_path=CHROMIUM[0], args=CHROMIUM_ARGS)
         yield launched
         launched.close()
 
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    # The window the pages are made for (docs/internals.md, the dashboard).
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
     context.set_default_timeout(15_000)
     opened = context.new_page()
     errors: list[str] = []

@@ -89,7 +89,7 @@ def test_a_payload_holding_a_script_is_shown_as_text(start_dashboard, page):
     page.goto(f"{board.url}/jobs/{job}")
     expect(page.locator("pre.payload")).to_contain_text(EVIL.replace('"', '\\"'))
     expect(page.locator("pre.error")).to_have_text(EVIL)
-    expect(page.locator("dl.facts")).to_contain_text("<b>key</b>")
+    expect(page.locator("dl.details")).to_contain_text("<b>key</b>")
     page.goto(f"{board.url}/jobs?type=DASH_OK")
     expect(page.locator("td.error")).to_have_text(EVIL)
 
@@ -190,7 +190,8 @@ def test_processes_schedules_and_paged_jobs(start_dashboard, start_pool, page, t
     expect(page.locator(f'table.children a[href="/jobs/{running}"]')).to_be_visible()
     screenshot(page, "processes")
     page.click(f'table.children a[href="/jobs/{running}"]')
-    expect(page.locator("dl.facts")).to_contain_text(f"on {pool_host()}")
+    expect(page.locator("p.outcome.running")).to_contain_text(
+        re.compile(rf"running on worker \d \(pid \d+ on {re.escape(pool_host())}\) since "))
 
     page.goto(f"{board.url}/schedules")
     row = page.locator("table.schedules tbody tr").first
@@ -203,7 +204,10 @@ def test_processes_schedules_and_paged_jobs(start_dashboard, start_pool, page, t
     page.goto(f"{board.url}/jobs?status=PENDING&type=DASH_OK")
     seen: list[str] = []
     while True:
-        seen += page.locator("td.id a").all_inner_texts()
+        links = page.locator("td.id a")
+        ids = [links.nth(i).get_attribute("title") or "" for i in range(links.count())]
+        assert links.all_inner_texts() == ["…" + i[-8:] for i in ids]  # the random end
+        seen += ids
         if len(seen) == 50:
             screenshot(page, "jobs")
         nxt = page.locator('a[rel="next"]')

@@ -27,7 +27,7 @@ def walk(client: Any, url: str) -> list[str]:
         response = client.get(url)
         assert response.status_code == 200, response.get_data(as_text=True)
         body = response.get_data(as_text=True)
-        seen += re.findall(r'<td class="id"><a href="/jobs/([^"]+)">', body)
+        seen += re.findall(r'<td class="id"><a href="/jobs/([^"]+)"', body)
         found = re.search(r'<a href="([^"]+)" rel="next">', body)
         url = found.group(1).replace("&amp;", "&") if found else ""
     return seen
