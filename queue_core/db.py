@@ -330,6 +330,10 @@ def run_on_driver(conn: Joinable | None, statement: TextClause,
         if isinstance(conn, (Connection, Session)):
             joined = as_connection(conn)
             if not binds_on_server(joined):
+                if not joined.in_transaction():
+                    # What SQLAlchemy's own execute would do: begin, so that the
+                    # caller's commit() or rollback() covers this statement too.
+                    joined.begin()
                 return _on_driver(joined, driver_sql(statement), params)
             result = ServerBound(joined).execute(statement, params)
             if not result.returns_rows:
