@@ -10,6 +10,9 @@ errors are the same classes whatever the driver.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -295,3 +298,31 @@ def test_a_conn_of_another_kind_is_refused_in_one_line(wrong: Any) -> None:
     with pytest.raises(TypeError):
         q.cancel("x", conn=wrong)
     assert count() == 0
+
+
+def test_a_psycopg_3_database_url_keeps_skiplocks_own_engine_on_psycopg2(
+        database_url: str) -> None:
+    from skiplock.queue_core import config, db
+
+    url = make_url(database_url).set(drivername="postgresql+psycopg")
+    saved = os.environ["DATABASE_URL"]
+    os.environ["DATABASE_URL"] = url.render_as_string(hide_password=False)
+    config.clear_cache()
+    db.reset_engine()
+    try:
+        assert db.get_engine().dialect.driver == "psycopg2"
+        job_id = q.enqueue("SEND_EMAIL", {})  # skiplock's own kept connection
+        assert q.get_job(job_id) is not None
+    finally:
+        os.environ["DATABASE_URL"] = saved
+        config.clear_cache()
+        db.reset_engine()
+
+
+def test_a_database_url_of_another_driver_is_refused_in_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "skiplock", "stats"], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "DATABASE_URL": "postgresql+asyncpg://app:Sekr1t@127.0.0.1/app"})
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "names the driver asyncpg" in result.stderr and "Sekr1t" not in result.stderr
