@@ -251,5 +251,15 @@ def test_the_readme_snippets_run_as_written_under_sqlalchemy_2_0(
                              id=key.removeprefix("welcome:"))
             assert payload == {"to": email}
         assert len(sql("SELECT id FROM signup")) == len(ENQUEUE_SNIPPETS)
+        # SQLAlchemy 2.0 on psycopg 3, named: what 2.1 makes of postgresql://.
+        sql("DELETE FROM signup")
+        psycopg3_url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        _, driver, job_id = run([python, str(runner), str(tmp_path / "enqueue-session.py")],
+                                cwd=tmp_path, env=clean_env(psycopg3_url)).split()
+        assert driver == "psycopg"
+        # The key exists from the run above: the existing job comes back, the row is new.
+        assert sql('SELECT "idempotencyKey" FROM "WorkerJob" WHERE id = :id',
+                   id=job_id) == [("welcome:u42",)]
+        assert sql("SELECT id FROM signup") == [("u42",)]
     finally:
         sql("DROP TABLE signup")
