@@ -18,6 +18,7 @@ BENCHMARKS = {
     "bloat": "bench.bloat",
     "enqueue": "bench.enqueue",
     "dashboard": "bench.dashboard",
+    "drivers": "bench.drivers",
 }
 
 

@@ -1,48 +1,166 @@
-"""An application's plain psycopg2 connection, for enqueueing inside its open transaction.
+"""An application's own DBAPI connection, psycopg2's or psycopg 3's, joined in its open transaction.
 
 SQLAlchemy cannot join a DBAPI connection's transaction without taking over
 its commit and rollback (closing a SQLAlchemy Connection rolls back what it
 began). So the queue's statements, which are SQLAlchemy `text()` constants,
-are compiled for psycopg2 and run on a cursor of the caller's connection: the
-job rows are written in whatever transaction it has open and exist only if
-the caller commits.
+are compiled once to the `%(name)s` form and run on a cursor of the caller's
+connection: the rows are written in whatever transaction it has open and
+exist only if the caller commits; the caller's commit and rollback stay its own.
+
+Both drivers get the same query string, bound on the client. psycopg2 always
+binds there; for psycopg 3 a `ClientCursor` does, which also lets one query
+string hold two statements (`sql.WAKE`'s NOTIFY before an insert, as on
+skiplock's own connections; a cursor that binds on the server refuses that).
+psycopg 3 shows the first statement's result and psycopg2 the last, the one
+the queue reads: the psycopg 3 cursor is moved on to it.
+
+The cursor is a plain one whatever the connection makes by default (a
+RealDictCursor, psycopg 3's dict_row): rows are read by position and handed
+out as named tuples, as SQLAlchemy's rows are read. Errors come out as
+SQLAlchemy's classes (IntegrityError, OperationalError, ...), as through an
+engine, so that every caller reads them one way.
+
+skiplock never imports psycopg 3 itself (it adds 90 ms to the start of every
+process): a connection of it can only come from an application that did.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import namedtuple
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import psycopg2
 import psycopg2.extensions
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import psycopg2 as pg_dialect
+from sqlalchemy.engine import Compiled
 from sqlalchemy.sql.elements import TextClause
 
+if TYPE_CHECKING:
+    import psycopg
+
+    # What `conn=` takes besides SQLAlchemy's Connection and Session.
+    DBAPIConnection: TypeAlias = psycopg2.extensions.connection | psycopg.Connection[Any]
+
 _DIALECT = pg_dialect.dialect()
+_compiled: dict[TextClause, Compiled] = {}
+_row_types: dict[tuple[str, ...], type] = {}
+
+
+def _psycopg3() -> Any:
+    """psycopg 3's module if this process imported it, else None."""
+    return sys.modules.get("psycopg")
 
 
 def is_dbapi_connection(conn: Any) -> bool:
-    return isinstance(conn, psycopg2.extensions.connection)
+    """A psycopg2 or psycopg 3 connection (not SQLAlchemy's)."""
+    if isinstance(conn, psycopg2.extensions.connection):
+        return True
+    psycopg = _psycopg3()
+    return psycopg is not None and isinstance(conn, psycopg.Connection)
+
+
+def not_a_connection(conn: Any) -> TypeError:
+    """The one line for a `conn=` of a kind skiplock cannot write through."""
+    kind = f"{type(conn).__module__}.{type(conn).__qualname__}"
+    hint = (" (an async connection cannot join a blocking call)"
+            if "async" in kind.lower() else "")
+    return TypeError(f"conn must be a SQLAlchemy Connection or Session, a psycopg2 connection or "
+                     f"a psycopg 3 connection, not {kind}{hint}")
+
+
+def _row_type(names: tuple[str, ...]) -> type:
+    """A named tuple for these columns (made once per column list), with SQLAlchemy's
+    `_mapping` so that code that reads a Row by name reads it too."""
+    found = _row_types.get(names)
+    if found is None:
+        base = namedtuple("Row", names, rename=True)  # type: ignore[misc]
+
+        def mapping(self: tuple[Any, ...]) -> Mapping[str, Any]:
+            return dict(zip(names, self, strict=True))
+
+        found = _row_types[names] = type("Row", (base,), {"__slots__": (),
+                                                          "_mapping": property(mapping)})
+    return found
+
+
+class Rows:
+    """What a statement answered, with the part of SQLAlchemy's result the queue reads."""
+
+    __slots__ = ("_names", "_rows", "rowcount", "returns_rows")
+
+    def __init__(self, names: tuple[str, ...], rows: list[Any], rowcount: int) -> None:
+        self._names = names
+        self._rows = rows
+        self.rowcount = rowcount
+        self.returns_rows = bool(names)
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+    def fetchall(self) -> list[Any]:
+        return list(self._rows)
+
+    def first(self) -> Any | None:
+        return self._rows[0] if self._rows else None
 
 
 class BorrowedConnection:
-    """The one method the queue's writes use (`execute`), on a connection the caller owns."""
+    """The one method the queue's statements use (`execute`), on a connection the caller owns."""
 
-    def __init__(self, raw: psycopg2.extensions.connection) -> None:
+    __slots__ = ("raw", "_error_base", "_client_cursor")
+
+    def __init__(self, raw: DBAPIConnection) -> None:
         self.raw = raw
+        if isinstance(raw, psycopg2.extensions.connection):
+            self._error_base: type[Exception] = psycopg2.Error
+            self._client_cursor: Any = None
+        else:
+            psycopg = _psycopg3()
+            self._error_base = psycopg.Error
+            self._client_cursor = psycopg.ClientCursor
 
-    def execute(self, statement: TextClause, params: dict[str, Any] | None = None) -> list[Any]:
-        compiled = statement.compile(dialect=_DIALECT)
-        values = compiled.construct_params(params or {})
-        with self.raw.cursor() as cur:
+    def execute(self, statement: TextClause, params: Mapping[str, Any] | None = None) -> Rows:
+        compiled = _compiled.get(statement)
+        if compiled is None:
+            compiled = _compiled[statement] = statement.compile(dialect=_DIALECT)
+        values = compiled.construct_params(dict(params or {}))
+        try:
+            cur = self._cursor()
             try:
                 cur.execute(compiled.string, values)
-            except psycopg2.Error as exc:
-                # The same exception classes as through SQLAlchemy (IntegrityError, ...).
-                raise sa_exc.DBAPIError.instance(compiled.string, values, exc,
-                                                 psycopg2.Error) from exc
-            if cur.description is None:
-                return []
-            row = namedtuple("row", [d.name for d in cur.description])  # type: ignore[misc]
-            return [row(*values) for values in cur.fetchall()]
+                if self._client_cursor is not None:
+                    while cur.nextset():  # on to the last statement's result
+                        pass
+                if cur.description is None:
+                    return Rows((), [], cur.rowcount)
+                names = tuple(d[0] for d in cur.description)
+                row = _row_type(names)
+                return Rows(names, [row(*r) for r in cur.fetchall()], cur.rowcount)
+            finally:
+                cur.close()
+        except self._error_base as exc:
+            # The same exception classes as through SQLAlchemy (IntegrityError, ...).
+            raise sa_exc.DBAPIError.instance(compiled.string, values, exc,
+                                             self._error_base) from exc
+
+    def _cursor(self) -> Any:
+        raw: Any = self.raw
+        if self._client_cursor is None:
+            return raw.cursor(cursor_factory=psycopg2.extensions.cursor)
+        return self._client_cursor(raw, row_factory=_psycopg3().rows.tuple_row)
+
+
+def borrow(conn: Any) -> BorrowedConnection:
+    """`conn` (a caller's psycopg2 or psycopg 3 connection) ready for the queue's
+    statements; TypeError, in one line, for anything else."""
+    if isinstance(conn, BorrowedConnection):
+        return conn
+    if is_dbapi_connection(conn):
+        return BorrowedConnection(conn)
+    raise not_a_connection(conn)

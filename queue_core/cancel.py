@@ -34,7 +34,7 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from skiplock.queue_core import sql
-from skiplock.queue_core.db import connect
+from skiplock.queue_core.db import Joinable, connect
 from skiplock.queue_core.errors import InvalidJob
 from skiplock.queue_core.jobs import Fenced
 
@@ -89,13 +89,13 @@ def _who(by: str | None) -> str:
 
 
 def cancel(job_id: str, *, by: str | None = None,
-           conn: Connection | Session | None = None) -> CancelResult:
+           conn: Joinable | None = None) -> CancelResult:
     """Cancel one job; the result says what happened (see `CancelOutcome`)."""
     return cancel_many([job_id], by=by, conn=conn)[0]
 
 
 def cancel_many(job_ids: Iterable[str], *, by: str | None = None,
-                conn: Connection | Session | None = None) -> list[CancelResult]:
+                conn: Joinable | None = None) -> list[CancelResult]:
     """Cancel each job; one result per id, in the order given."""
     ids = list(dict.fromkeys(job_ids))
     who = _who(by)
@@ -116,7 +116,7 @@ def cancel_many(job_ids: Iterable[str], *, by: str | None = None,
 
 def cancel_matching(*, job_type: str | None = None, user_id: str | None = None,
                     by: str | None = None, dry_run: bool = False,
-                    conn: Connection | Session | None = None) -> list[CancelResult]:
+                    conn: Joinable | None = None) -> list[CancelResult]:
     """Cancel every pending or running job of a type and/or a user.
 
     With `dry_run`, change nothing and say what would happen to each job."""

@@ -19,21 +19,29 @@ from __future__ import annotations
 import contextvars
 import os
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Any, TypeAlias, overload
 
 import psycopg2
 import psycopg2.extensions
-from sqlalchemy import Connection, Engine, TextClause, create_engine, event
+from sqlalchemy import Connection, CursorResult, Engine, TextClause, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.orm import Session
 
-from skiplock.queue_core import bounds, faults, grants
+from skiplock.queue_core import bounds, faults, grants, sql
+from skiplock.queue_core.borrowed import BorrowedConnection, borrow
 from skiplock.queue_core.errors import DatabaseUnavailable, PermissionDenied
 from skiplock.queue_core.urls import database_url, redact, scrub
+
+if TYPE_CHECKING:
+    from skiplock.queue_core.borrowed import DBAPIConnection
+
+# What a `conn=` of the public calls takes: SQLAlchemy's (on any driver), or a
+# caller's own psycopg2 or psycopg 3 connection (queue_core/borrowed.py).
+Joinable: TypeAlias = "Connection | Session | DBAPIConnection | BorrowedConnection"
 
 _lock = threading.Lock()
 _engine: Engine | None = None
@@ -171,19 +179,35 @@ def _describe(exc: sa_exc.DBAPIError | psycopg2.Error, url: str | None) -> str:
     return f"cannot use the database at {where}: {reason}"
 
 
-@contextmanager
+@overload
 def connect(conn: Connection | Session | None = None, *,
-            autocommit: bool = False) -> Iterator[Connection]:
+            autocommit: bool = False) -> AbstractContextManager[Connection]: ...
+
+
+@overload
+def connect(conn: Joinable | None, *,
+            autocommit: bool = False) -> AbstractContextManager[Connection | BorrowedConnection]: ...
+
+
+def connect(conn: Joinable | None = None, *,
+            autocommit: bool = False) -> AbstractContextManager[Connection | BorrowedConnection]:
     """A transaction: the caller's when `conn` is given, else a new one committed on exit.
 
     `autocommit=True` is for work that is one statement (a claim, a fenced
     completion, a heartbeat): each statement commits by itself, which saves the
     BEGIN and COMMIT round trips a transaction would cost. With `conn` the
-    statement joins the caller's transaction all the same.
+    statement joins the caller's transaction all the same: a SQLAlchemy
+    Connection or Session (on any driver), or a psycopg2 or psycopg 3
+    connection of the caller's (queue_core/borrowed.py).
     """
+    return _connect(conn, autocommit)
+
+
+@contextmanager
+def _connect(conn: Joinable | None, autocommit: bool) -> Iterator[Connection | BorrowedConnection]:
     with translate_errors():
         if conn is not None:
-            yield as_connection(conn)
+            yield as_connection(conn) if isinstance(conn, (Connection, Session)) else borrow(conn)
             return
         if autocommit:
             with get_engine().connect() as own:
@@ -192,6 +216,29 @@ def connect(conn: Connection | Session | None = None, *,
             return
         with get_engine().begin() as own:
             yield own
+
+
+def binds_on_server(conn: Connection) -> bool:
+    """Whether `conn`'s driver binds parameters on the server, one statement per query
+    string (psycopg 3, on an application's engine); skiplock's own engine is psycopg2's."""
+    return conn.dialect.driver != "psycopg2"
+
+
+class ServerBound:
+    """A caller's SQLAlchemy Connection on a driver that binds on the server: the
+    queue's statements that lead with another go as one query each (`sql.one_at_a_time`)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def execute(self, statement: TextClause,
+                params: Mapping[str, Any] | None = None) -> CursorResult[Any]:
+        *before, last = sql.one_at_a_time(statement)
+        for query in before:
+            self.conn.execute(query)
+        return self.conn.execute(last, dict(params or {}))
 
 
 class bind_job_connection:  # noqa: N801 (used as a function: `with bind_job_connection(c):`)
@@ -263,23 +310,37 @@ def driver_sql(statement: TextClause) -> str:
     return found
 
 
-def run_on_driver(conn: Connection | Session | None, statement: str,
+def run_on_driver(conn: Joinable | None, statement: TextClause,
                   params: dict[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one statement of `driver_sql` on the driver's cursor: in `conn`'s
-    transaction, or alone (autocommit) on a pooled connection. Returns the column
-    names and the rows (none for a statement that returns no rows)."""
+    """Run one statement on the driver's cursor: in `conn`'s transaction, or alone
+    (autocommit) on a pooled connection. Returns the column names and the rows
+    (none for a statement that returns no rows). A caller's connection that is not
+    psycopg2's under SQLAlchemy runs it as every other statement on it runs."""
     with translate_errors():
-        if conn is not None:
-            return _on_driver(as_connection(conn), statement, params)
-        with get_engine().connect() as own:
-            raw = own.connection.dbapi_connection
-            assert raw is not None
-            raw.autocommit = True  # no BEGIN and COMMIT round trips: it commits itself
-            try:
-                return _on_driver(own, statement, params)
-            finally:
-                if not own.invalidated and not raw.closed:
-                    raw.autocommit = False
+        if conn is None:
+            with get_engine().connect() as own:
+                raw = own.connection.dbapi_connection
+                assert raw is not None
+                raw.autocommit = True  # no BEGIN and COMMIT round trips: it commits itself
+                try:
+                    return _on_driver(own, driver_sql(statement), params)
+                finally:
+                    if not own.invalidated and not raw.closed:
+                        raw.autocommit = False
+        if isinstance(conn, (Connection, Session)):
+            joined = as_connection(conn)
+            if not binds_on_server(joined):
+                if not joined.in_transaction():
+                    # What SQLAlchemy's own execute would do: begin, so that the
+                    # caller's commit() or rollback() covers this statement too.
+                    joined.begin()
+                return _on_driver(joined, driver_sql(statement), params)
+            result = ServerBound(joined).execute(statement, params)
+            if not result.returns_rows:
+                return [], []
+            return list(result.keys()), [tuple(row) for row in result]
+        rows = borrow(conn).execute(statement, params)
+        return list(rows.keys()), [tuple(row) for row in rows]
 
 
 def _on_driver(conn: Connection, statement: str,

@@ -19,17 +19,16 @@ from json import encoder as json_encoder
 from typing import Any, NamedTuple
 
 import psycopg2
-from psycopg2.extensions import connection as DBAPIConnection
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.orm import Session
 
 from skiplock.queue_core import direct, limits, payloads, policy, sql, unique
 from skiplock.queue_core.arrays import number_array, text_array
-from skiplock.queue_core.borrowed import BorrowedConnection, is_dbapi_connection
+from skiplock.queue_core.borrowed import BorrowedConnection
 from skiplock.queue_core.config import cached_settings
-from skiplock.queue_core.db import connect, translate_errors
+from skiplock.queue_core.db import Joinable, ServerBound, binds_on_server, connect, translate_errors
 from skiplock.queue_core.errors import InvalidJob, InvalidPayload, TransactionConflict
+from skiplock.queue_core.faults import sqlstate as sqlstate_of
 
 MAX_TYPE_LENGTH = 200
 MAX_KEY_LENGTH = 1000
@@ -264,7 +263,7 @@ def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
             idempotency_key: str | None = None, user_id: str | None = None,
             concurrency_key: str | None = None, concurrency: int | None = None,
             unique_for: str | float | timedelta | None = None,
-            conn: Connection | Session | DBAPIConnection | None = None) -> str:
+            conn: Joinable | None = None) -> str:
     """Add one job; return its id (the existing job's id if the key already exists).
 
     With `conn` the insert joins the caller's transaction: the job exists only
@@ -281,7 +280,7 @@ def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
 
 
 def enqueue_many(jobs: Iterable[Mapping[str, Any]],
-                 conn: Connection | Session | DBAPIConnection | None = None) -> list[str]:
+                 conn: Joinable | None = None) -> list[str]:
     """Add a batch in one round trip; the ids come back in input order."""
     return enqueue_batch(jobs, conn=conn).ids
 
@@ -293,7 +292,7 @@ class Enqueued:
 
 
 def enqueue_batch(jobs: Iterable[Mapping[str, Any]],
-                  conn: Connection | Session | DBAPIConnection | None = None) -> Enqueued:
+                  conn: Joinable | None = None) -> Enqueued:
     """`enqueue_many`, also saying how many jobs were new (backfills report it)."""
     limit = cached_settings().max_payload_bytes
     jobs = list(jobs)
@@ -304,7 +303,7 @@ def enqueue_batch(jobs: Iterable[Mapping[str, Any]],
     return _write(rows, conn)
 
 
-def _write(rows: Sequence[_Row], conn: Connection | Session | DBAPIConnection | None) -> Enqueued:
+def _write(rows: Sequence[_Row], conn: Joinable | None) -> Enqueued:
     if conn is None:
         try:
             kept = direct.acquire()
@@ -318,10 +317,10 @@ def _write(rows: Sequence[_Row], conn: Connection | Session | DBAPIConnection | 
             # since entering translate_errors costs each enqueue a few microseconds.
             with translate_errors():
                 raise
-    elif is_dbapi_connection(conn):
-        return _insert(BorrowedConnection(conn), rows)
     # Another thread has the kept connection, or the caller's transaction.
     with connect(conn, autocommit=True) as c:
+        if isinstance(c, Connection) and binds_on_server(c):
+            return _insert(ServerBound(c), rows)
         return _insert(c, rows)
 
 
@@ -329,7 +328,7 @@ _INSERT_UNKEYED = direct.Prepared(sql.INSERT_UNKEYED_JOB_POSITIONAL,
                                   len(sql.INSERT_UNKEYED_JOB_PARAMS), before=sql.WAKE)
 
 
-def _insert(conn: Connection | BorrowedConnection | direct.KeptConnection,
+def _insert(conn: Connection | ServerBound | BorrowedConnection | direct.KeptConnection,
             rows: Sequence[_Row]) -> Enqueued:
     if all(r.key is None and r.unique_key is None for r in rows):
         if len(rows) == 1:
@@ -393,7 +392,7 @@ def _insert(conn: Connection | BorrowedConnection | direct.KeptConnection,
     return Enqueued([ids[i] for i in range(len(rows))], created)
 
 
-def _insert_unkeyed(conn: Connection | BorrowedConnection | direct.KeptConnection,
+def _insert_unkeyed(conn: Connection | ServerBound | BorrowedConnection | direct.KeptConnection,
                     row: _Row) -> Enqueued:
     """One job without a key: it is new, whatever else is in the table."""
     try:
@@ -452,7 +451,7 @@ def _conflict(exc: sa_exc.OperationalError, rows: Sequence[_Row]) -> Transaction
     row its snapshot does not see: a concurrent enqueue of the same key that
     committed after the snapshot makes the insert fail with 40001. The server is
     fine; the caller's transaction must be retried, and then finds the job."""
-    sqlstate = getattr(exc.orig, "pgcode", None)
+    sqlstate = sqlstate_of(exc.orig)
     if sqlstate not in ("40001", "40P01"):
         return None
     keys = sorted({r.key for r in rows if r.key is not None})

@@ -121,13 +121,20 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         cursor = cursor.__cause__ or cursor.__context__
 
 
+def sqlstate(err: BaseException | None) -> str | None:
+    """The SQLSTATE of a driver error: psycopg2 names it `pgcode`, psycopg 3 `sqlstate`
+    (an application's connection may be either, queue_core/borrowed.py)."""
+    code = getattr(err, "pgcode", None) or getattr(err, "sqlstate", None)
+    return code if isinstance(code, str) and code else None
+
+
 def classify(exc: BaseException) -> Fault | None:
     """The fault behind `exc` (itself, its driver error, or what caused it); None when
     it is no database error at all."""
     database = False
     for err in _chain(exc):
-        code = getattr(err, "pgcode", None)
-        if isinstance(code, str) and code:
+        code = sqlstate(err)
+        if code is not None:
             database = True
             if code in _BY_CODE:
                 return _BY_CODE[code]
@@ -142,7 +149,7 @@ def classify(exc: BaseException) -> Fault | None:
             return Fault.CONNECTION_LOST
     for err in _chain(exc):
         module = type(err).__module__
-        if module.startswith(("psycopg2", "sqlalchemy")) or type(err).__name__ in (
+        if module.startswith(("psycopg", "sqlalchemy")) or type(err).__name__ in (
                 "DatabaseUnavailable",):
             database = True
             if type(err).__name__ in ("OperationalError", "InterfaceError"):

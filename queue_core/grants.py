@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from skiplock.queue_core.faults import sqlstate
+
 INSUFFICIENT_PRIVILEGE = "42501"
 _DENIED = re.compile(r"permission denied for (table|relation|function|procedure|sequence|"
                      r"schema|database|view|materialized view) (\S+)", re.IGNORECASE)
@@ -21,7 +23,7 @@ _OBJECT_PRIVILEGE = {"function": "EXECUTE", "procedure": "EXECUTE", "sequence": 
 
 
 def is_denied(exc: Any) -> bool:
-    return getattr(getattr(exc, "orig", exc), "pgcode", None) == INSUFFICIENT_PRIVILEGE
+    return sqlstate(getattr(exc, "orig", exc)) == INSUFFICIENT_PRIVILEGE
 
 
 def explain(exc: Any, role: str | None = None) -> str:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from skiplock.queue_core import accounting, policy, sql
 from skiplock.queue_core.arrays import flag_array, number_array, text_array
 from skiplock.queue_core.backoff import backoff_s
-from skiplock.queue_core.db import connect, driver_sql, run_on_driver
+from skiplock.queue_core.db import Joinable, connect, driver_sql, run_on_driver
 from skiplock.queue_core.errors import InvalidJob
 from skiplock.queue_core.jobs import Fenced, Job, JobStatus, Progress
 from skiplock.queue_core.storable import MAX_ERROR_CHARS, storable_json, storable_text
@@ -30,7 +30,7 @@ MAX_ERROR_LENGTH = MAX_ERROR_CHARS
 
 
 def claim(worker_id: str, limit: int = 1, types: Sequence[str] | None = None,
-          conn: Connection | Session | None = None, *, savepoint: bool = False,
+          conn: Joinable | None = None, *, savepoint: bool = False,
           children: int = 1) -> list[Job]:
     """Take up to `limit` ready jobs (highest priority, then oldest) for `worker_id`.
 
@@ -51,7 +51,7 @@ def claim(worker_id: str, limit: int = 1, types: Sequence[str] | None = None,
         statement, params["types"] = sql.CLAIM_TYPES, list(types)
     elif savepoint and conn is not None:
         statement = sql.CLAIM_AFTER_SAVEPOINT
-    names, rows = run_on_driver(conn, driver_sql(statement), params)
+    names, rows = run_on_driver(conn, statement, params)
     return _in_claim_order([Job.from_mapping(dict(zip(names, row, strict=True)))
                             for row in rows])
 
@@ -73,7 +73,7 @@ def clean_error(error: Any) -> str:
 
 
 def complete(job: Fenced, result: Any = None,
-             conn: Connection | Session | None = None) -> bool:
+             conn: Joinable | None = None) -> bool:
     """Mark the job COMPLETED; False if it was no longer ours (nothing changed)."""
     encoded = storable_json(result)
     with connect(conn, autocommit=True) as c:
@@ -85,12 +85,12 @@ def complete(job: Fenced, result: Any = None,
 
 
 def complete_many(jobs: Sequence[tuple[Fenced, Any]],
-                  conn: Connection | Session | None = None) -> set[str]:
+                  conn: Joinable | None = None) -> set[str]:
     """Mark each (job, result) COMPLETED in one statement; return the ids that were
     still ours (those missing were lost: nothing was changed for them)."""
     if not jobs:
         return set()
-    _, rows = run_on_driver(conn, driver_sql(sql.COMPLETE_MANY), _completions(jobs))
+    _, rows = run_on_driver(conn, sql.COMPLETE_MANY, _completions(jobs))
     done = {row[0] for row in rows}
     _warn_lost(jobs, done)
     return done
@@ -102,8 +102,8 @@ def complete_and_claim(jobs: Sequence[tuple[Fenced, Any]], worker_id: str,
     statement that commits by itself: for jobs that wrote nothing to the database
     (a pool child's group, pool/child.py). Returns the ids that were still ours
     and the claimed jobs, in the claim's order."""
-    names, rows = run_on_driver(None, *complete_and_claim_statement(jobs, worker_id, limit,
-                                                                    children))
+    names, rows = run_on_driver(None, sql.COMPLETE_AND_CLAIM,
+                                _complete_and_claim_params(jobs, worker_id, limit, children))
     return complete_and_claim_result(jobs, names, rows)
 
 
@@ -111,9 +111,14 @@ def complete_and_claim_statement(jobs: Sequence[tuple[Fenced, Any]], worker_id: 
                                  limit: int, children: int = 1) -> tuple[str, dict[str, Any]]:
     """`complete_and_claim`'s statement (as the driver takes it) and parameters, for a
     caller that sends it on a connection of its own (pool/ahead.py)."""
-    params = {**_completions(jobs), "worker_id": worker_id, "limit": max(1, limit),
-              "children": max(1, children)}
-    return driver_sql(sql.COMPLETE_AND_CLAIM), params
+    return (driver_sql(sql.COMPLETE_AND_CLAIM),
+            _complete_and_claim_params(jobs, worker_id, limit, children))
+
+
+def _complete_and_claim_params(jobs: Sequence[tuple[Fenced, Any]], worker_id: str,
+                               limit: int, children: int) -> dict[str, Any]:
+    return {**_completions(jobs), "worker_id": worker_id, "limit": max(1, limit),
+            "children": max(1, children)}
 
 
 def complete_and_claim_result(jobs: Sequence[tuple[Fenced, Any]], names: list[str],
@@ -142,7 +147,7 @@ def _warn_lost(jobs: Sequence[tuple[Fenced, Any]], done: set[str]) -> None:
 
 
 def fail(job: Fenced, error: Any, retry: bool = True,
-         conn: Connection | Session | None = None) -> str | None:
+         conn: Joinable | None = None) -> str | None:
     """Record a failed attempt: PENDING after backoff if attempts are left and `retry`,
     else DEAD_LETTER. Returns the new status, or None if the job was no longer ours."""
     params = {**_fence(job), "error": clean_error(error), "retry": bool(retry),
@@ -157,7 +162,7 @@ def fail(job: Fenced, error: Any, retry: bool = True,
 
 
 def release(job: Fenced, reason: str,
-            conn: Connection | Session | None = None) -> bool:
+            conn: Joinable | None = None) -> bool:
     """Give the job back to the queue now, with its attempt, because it never ran to an end
     (the pool shut down). False if it was no longer ours."""
     with connect(conn, autocommit=True) as c:
@@ -209,7 +214,7 @@ class Renewal:
 
 
 def renew_leases(jobs: Iterable[Fenced], progress: Mapping[str, Progress] | None = None,
-                 conn: Connection | Session | None = None,
+                 conn: Joinable | None = None,
                  write: Sequence[bool] | None = None) -> Renewal:
     """Refresh "lockedAt" of the given jobs in one statement that waits for no row lock,
     writing each renewed job's latest progress and reading cancel requests.
@@ -237,7 +242,7 @@ def renew_leases(jobs: Iterable[Fenced], progress: Mapping[str, Progress] | None
     return Renewal(renewed, busy, gone, cancelled, fresh)
 
 
-def heartbeat(jobs: Iterable[Fenced], conn: Connection | Session | None = None) -> set[str]:
+def heartbeat(jobs: Iterable[Fenced], conn: Joinable | None = None) -> set[str]:
     """Refresh "lockedAt" of the given jobs in one statement; return the ids still held
     (a job whose row another session has locked is held, though not refreshed)."""
     return set(renew_leases(jobs, conn=conn).held)

@@ -9,10 +9,10 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.orm import Session
 
 from skiplock.queue_core import limits, sql
-from skiplock.queue_core.db import connect
+from skiplock.queue_core.borrowed import BorrowedConnection
+from skiplock.queue_core.db import Joinable, connect
 from skiplock.queue_core.durations import parse_duration
 from skiplock.queue_core.errors import InvalidJob
 from skiplock.queue_core.jobs import Job
@@ -50,7 +50,7 @@ def camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def stats(conn: Connection | Session | None = None) -> QueueStats:
+def stats(conn: Joinable | None = None) -> QueueStats:
     """Exact counts by status (a scan of the table: `skiplock stats` estimates
     COMPLETED instead, see `skiplock.ops.health`), and the pending breakdown."""
     with connect(conn, autocommit=True) as c:
@@ -60,7 +60,7 @@ def stats(conn: Connection | Session | None = None) -> QueueStats:
     return result
 
 
-def pending_breakdown(conn: Connection) -> QueueStats:
+def pending_breakdown(conn: Connection | BorrowedConnection) -> QueueStats:
     """Pending by type, ready vs scheduled, the oldest ready job, running by type:
     read through the partial indexes, cheap on any table size. Counts stay 0."""
     result = QueueStats()
@@ -78,14 +78,14 @@ def pending_breakdown(conn: Connection) -> QueueStats:
     return result
 
 
-def get_job(job_id: str, conn: Connection | Session | None = None) -> Job | None:
+def get_job(job_id: str, conn: Joinable | None = None) -> Job | None:
     with connect(conn, autocommit=True) as c:
         row = c.execute(sql.GET_JOB, {"id": job_id}).first()
     return Job.from_row(row) if row else None
 
 
 def retry_dead(ids: Iterable[str] | None = None, *, job_type: str | None = None,
-               all_dead: bool = False, conn: Connection | Session | None = None) -> list[str]:
+               all_dead: bool = False, conn: Joinable | None = None) -> list[str]:
     """Move dead-lettered jobs back to PENDING with fresh attempts; return their ids.
 
     Exactly one selector: `ids`, `job_type`, or `all_dead=True`. Jobs that are not

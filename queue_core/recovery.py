@@ -15,11 +15,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection
-from sqlalchemy.orm import Session
-
 from skiplock.queue_core import accounting, backoff, sql
-from skiplock.queue_core.db import connect
+from skiplock.queue_core.db import Joinable, connect
 
 log = logging.getLogger("skiplock.recovery")
 
@@ -40,7 +37,7 @@ class Recovered:
 
 
 def recover_stuck(stuck_timeout_s: float, batch_size: int = BATCH_SIZE,
-                  conn: Connection | Session | None = None) -> Recovered:
+                  conn: Joinable | None = None) -> Recovered:
     """Rescue jobs whose last heartbeat is older than `stuck_timeout_s` seconds."""
     if stuck_timeout_s <= 0:
         raise ValueError("stuck_timeout_s must be positive")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 
 NOTIFY_CHANNEL = "skiplock_jobs"
 
@@ -245,6 +245,31 @@ CLAIM_TYPES = text(_CLAIM.format(type_filter="AND type = ANY(CAST(:types AS text
 CLAIM_SAVEPOINT = "skiplock_claim"
 CLAIM_AFTER_SAVEPOINT = text(f"SAVEPOINT {CLAIM_SAVEPOINT}; "
                              + _CLAIM.format(type_filter="", returning=_WHOLE_JOB))
+
+
+# A driver that binds parameters on the server (psycopg 3, under an application's
+# SQLAlchemy engine) takes one statement per query string: the two statements that
+# lead with another are sent without it. WAKE is left out, since the table's
+# trigger sends the NOTIFY for a query string without it (migration 0011), at the
+# cost of the trigger's call; the savepoint is sent first, as a query of its own.
+_LEADS = (WAKE, f"SAVEPOINT {CLAIM_SAVEPOINT}; ")
+_one_at_a_time: dict[TextClause, tuple[TextClause, ...]] = {}
+
+
+def one_at_a_time(statement: TextClause) -> tuple[TextClause, ...]:
+    """`statement` as the queries a server-binding driver takes, in order; the last
+    one takes the parameters."""
+    found = _one_at_a_time.get(statement)
+    if found is None:
+        before: list[TextClause] = []
+        rest = statement.text
+        if rest.startswith(WAKE):
+            rest = rest[len(WAKE):]
+        elif rest.startswith(_LEADS[1]):
+            before.append(text(_LEADS[1].rstrip("; ")))
+            rest = rest[len(_LEADS[1]):]
+        found = _one_at_a_time[statement] = (*before, text(rest))
+    return found
 
 _FENCE = """
     id = :id AND status = 'PROCESSING' AND "lockedBy" = :locked_by AND attempts = :attempts
@@ -532,6 +557,8 @@ _UTC = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
 # A pending job ends here, FAILED, and never starts; a running one keeps running
 # with the request recorded, until its master reads it in a heartbeat's answer.
 # The first request wins: who asked, and when, stay those of the first cancel.
+# `:by` is cast where format() takes it: a driver that binds on the server (psycopg
+# 3) sends a string untyped, and format()'s arguments give PostgreSQL no type.
 CANCEL_REQUEST = text(
     f"""
     UPDATE "WorkerJob" AS j
@@ -539,7 +566,7 @@ CANCEL_REQUEST = text(
         "completedAt" = CASE WHEN j.status = 'PENDING' THEN now() ELSE j."completedAt" END,
         "lastError" = CASE WHEN j.status = 'PENDING'
                            THEN format('cancelled by %s at %s while pending (%s attempt(s) made)',
-                                       :by, {_UTC.format("now()")}, j.attempts)
+                                       CAST(:by AS text), {_UTC.format("now()")}, j.attempts)
                            ELSE j."lastError" END,
         "cancelRequestedAt" = COALESCE(j."cancelRequestedAt", now()),
         "cancelledBy" = COALESCE(j."cancelledBy", :by)

@@ -33,13 +33,23 @@ _PLAIN_USER = re.compile(r"[\w.%+-]*")
 _SEPARATORS = re.compile(r"(?:%[0-9A-Fa-f]{2}|[@:/?#&=;%+\s\\'\"])+")
 
 
+# skiplock's own connections are psycopg2's, whichever libpq driver the URL names:
+# its time bounds (queue_core/bounds.py, psycopg2's wait callback), its kept
+# enqueue connection and the pool's hot statements are written against psycopg2.
+# psycopg 3's URL (postgresql+psycopg://, which SQLAlchemy 2.1 also makes of a
+# plain postgresql://) names the same libpq parameters, so one DATABASE_URL serves
+# an application on psycopg 3 and skiplock on psycopg2. A driver with parameters
+# of its own (asyncpg, pg8000) is refused: its URL may not mean the same to libpq.
+_LIBPQ_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg")
+
+
 def normalize(url: str) -> str:
-    """Accept the URLs people paste (postgres://, postgresql://) and use psycopg2."""
+    """Accept the URLs people paste (postgres://, postgresql://, postgresql+psycopg://)
+    and use psycopg2."""
     url = url.strip()
-    if url.startswith("postgres://"):
-        url = "postgresql://" + url[len("postgres://"):]
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg2://" + url[len("postgresql://"):]
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in _LIBPQ_SCHEMES:
+        url = "postgresql+psycopg2://" + rest
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
@@ -50,6 +60,11 @@ def normalize(url: str) -> str:
     if parsed.get_backend_name() != "postgresql":
         raise ConfigurationError(
             f"skiplock needs PostgreSQL, not {parsed.get_backend_name()}")
+    if parsed.get_driver_name() != "psycopg2":
+        raise ConfigurationError(
+            f"DATABASE_URL names the driver {parsed.get_driver_name()}, whose parameters libpq "
+            "may not read alike: skiplock connects through libpq (psycopg2); write "
+            "postgresql:// or postgresql+psycopg://")
     if parsed.host and "@" in parsed.host:
         raise ConfigurationError(
             f"DATABASE_URL has an unescaped @ in its user name or password: {redact(url)} "

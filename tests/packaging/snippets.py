@@ -5,7 +5,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 README = Path(__file__).resolve().parents[2] / "README.md"
+
+# The snippets that enqueue in the application's transaction, and the application's
+# own table they write in it (the README's `signup`), which their tests create.
+ENQUEUE_SNIPPETS = ("enqueue-session", "enqueue-psycopg", "enqueue-psycopg2")
+SIGNUP_TABLE = "CREATE TABLE IF NOT EXISTS signup (id text PRIMARY KEY, email text NOT NULL)"
+
+
+def readme_url(url: str) -> str:
+    """`url` in the README's form: postgresql://, no driver named."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def snippet(name: str) -> str:

@@ -23,7 +23,14 @@ from pathlib import Path
 import pytest
 
 from skiplock.queue_core.scratch import scratch_database
-from tests.packaging.snippets import commands, snippet, unit_commands
+from tests.packaging.snippets import (
+    ENQUEUE_SNIPPETS,
+    SIGNUP_TABLE,
+    commands,
+    readme_url,
+    snippet,
+    unit_commands,
+)
 from tests.queue_core.helpers import sql
 from tests.support import wait_for
 
@@ -198,3 +205,61 @@ def test_the_wheel_runs_a_job_on_other_pythons(wheel: Path, tmp_path: Path, fres
     install(venv, wheel, app)
     row = work_through(venv, app, clean_env(fresh_database), "SEND_EMAIL", '{"to": "x@y.z"}', [])
     assert row["status"] == "COMPLETED"
+
+
+# The README's enqueue snippets, run as written in a process of the virtualenv: the
+# snippet's free name DATABASE_URL is given from the environment, and what it made
+# is printed for the test to check.
+SNIPPET_RUNNER = """
+import os, sys
+DATABASE_URL = os.environ["DATABASE_URL"]
+exec(compile(open(sys.argv[1]).read(), sys.argv[1], "exec"))
+import sqlalchemy
+driver = engine.dialect.driver if "engine" in dir() else "-"
+print(sqlalchemy.__version__, driver, job_id)
+"""
+
+
+def test_the_readme_snippets_run_as_written_under_sqlalchemy_2_0(
+        wheel: Path, tmp_path: Path, database_url: str) -> None:
+    """SQLAlchemy 2.0 reads postgresql:// as psycopg2's URL (2.1, in-process, as
+    psycopg 3's): the snippets must run on both. The virtualenv gets no pip of its
+    own; this one installs into it, from its cache once the other tests filled it."""
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp_path,
+        env=dict(os.environ))
+    python = str(venv / "bin" / "python")
+    run([sys.executable, "-m", "pip", "--python", python, "install", "-q", str(wheel),
+         "SQLAlchemy>=2.0,<2.1"], cwd=tmp_path, env=dict(os.environ))
+    runner = tmp_path / "run_snippet.py"
+    runner.write_text(SNIPPET_RUNNER)
+    sql(SIGNUP_TABLE)
+    try:
+        url = readme_url(database_url)
+        assert url.startswith("postgresql://")
+        for name in ENQUEUE_SNIPPETS:
+            path = tmp_path / f"{name}.py"
+            path.write_text(snippet(name))
+            version, driver, job_id = run([python, str(runner), str(path)], cwd=tmp_path,
+                                          env=clean_env(url)).split()
+            assert version.startswith("2.0."), version
+            if name == "enqueue-session":
+                assert driver == "psycopg2"  # what 2.0 makes of postgresql://
+            [(key, payload)] = sql('SELECT "idempotencyKey", payload FROM "WorkerJob" '
+                                   "WHERE id = :id", id=job_id)
+            [(email,)] = sql("SELECT email FROM signup WHERE id = :id",
+                             id=key.removeprefix("welcome:"))
+            assert payload == {"to": email}
+        assert len(sql("SELECT id FROM signup")) == len(ENQUEUE_SNIPPETS)
+        # SQLAlchemy 2.0 on psycopg 3, named: what 2.1 makes of postgresql://.
+        sql("DELETE FROM signup")
+        psycopg3_url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        _, driver, job_id = run([python, str(runner), str(tmp_path / "enqueue-session.py")],
+                                cwd=tmp_path, env=clean_env(psycopg3_url)).split()
+        assert driver == "psycopg"
+        # The key exists from the run above: the existing job comes back, the row is new.
+        assert sql('SELECT "idempotencyKey" FROM "WorkerJob" WHERE id = :id',
+                   id=job_id) == [("welcome:u42",)]
+        assert sql("SELECT id FROM signup") == [("u42",)]
+    finally:
+        sql("DROP TABLE signup")

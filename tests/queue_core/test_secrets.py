@@ -37,7 +37,8 @@ confusing = st.sampled_from(["@", ":", "/", "?", "&", "=", "#", "%", "+", " ", "
                              "%40", "%3A", "%2F", "%25", "%3f", "@@", "::"])
 passwords = st.lists(st.one_of(pieces, confusing), min_size=1, max_size=6).map("".join).filter(
     lambda p: MARK in p)
-schemes = st.sampled_from(["postgresql", "postgres", "postgresql+psycopg2", "mysql", "pgsql", ""])
+schemes = st.sampled_from(["postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg",
+                           "postgresql+asyncpg", "mysql", "pgsql", ""])
 users = st.sampled_from(["app", "a.b", "user%40corp", "ro-le"])
 ports = st.sampled_from(["", ":{port}", ":5x", ":70000", ":", ":-1"])
 secret_names = st.sampled_from(["password", "PASSWORD", "sslpassword", "pass%77ord", "Password"])
