@@ -33,6 +33,7 @@ import select
 import signal
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -134,7 +135,7 @@ class Child:
     def __init__(
         self, settings: Settings, *, slot: int, worker_id: str, master_pid: int, fd: int,
         database_url: str, gate: ClaimGate | None = None, quiet_fd: int | None = None,
-        children: int | None = None,
+        children: int | None = None, served: Collection[str] | None = None,
     ) -> None:
         self.settings = settings
         self.database_url = database_url
@@ -154,6 +155,9 @@ class Child:
         # children, as many as the master keeps when it forks this one (TTIN and
         # TTOU change that). Other hosts' are not known here.
         self.children = children or settings.effective_concurrency
+        # The types this child claims: its master's served set (pool/served.py), in
+        # every claim it makes (alone, with a commit, sent ahead). None: every type.
+        self.types = tuple(sorted(served)) if served is not None else None
         self.group = Group(settings.commit_delay_ms / 1000)
         # Job types whose last job here never asked for its transaction (`execute`).
         self.dbless_types: set[str] = set()
@@ -320,8 +324,8 @@ class Child:
         Nothing is held until the claim commits: the caller hands the jobs to `take`
         only then."""
         self.claim_sent_at = time.monotonic()
-        return claim(self.worker_id, limit=self.claim_size.limit(), conn=conn,
-                     children=self.children)
+        return claim(self.worker_id, limit=self.claim_size.limit(), types=self.types,
+                     conn=conn, children=self.children)
 
     def take(self, jobs: list[Job], before: list[protocol.Message] | None = None) -> None:
         """A committed claim: size the next bite, and tell the master what to heartbeat
@@ -352,8 +356,8 @@ class Child:
             return None
         try:
             self.claim_sent_at = time.monotonic()
-            return claim(self.worker_id, limit=limit, conn=conn, savepoint=True,
-                         children=self.children)
+            return claim(self.worker_id, limit=limit, types=self.types, conn=conn,
+                         savepoint=True, children=self.children)
         except (SQLAlchemyError, DatabaseUnavailable) as exc:
             if conn.invalidated:
                 raise  # the connection is gone: the completion cannot commit either
@@ -419,7 +423,8 @@ class Child:
         try:
             with bounded(STATEMENT_BOUND_S):
                 self.ahead.send(*complete_and_claim_statement(completions, self.worker_id,
-                                                              limit, self.children))
+                                                              limit, self.children,
+                                                              self.types))
         except Exception as exc:
             if faults.classify(exc) is None:
                 raise
@@ -597,7 +602,7 @@ class Child:
                     if limit:
                         self.claim_sent_at = time.monotonic()
                         done, next_jobs = complete_and_claim(completions, self.worker_id, limit,
-                                                             self.children)
+                                                             self.children, self.types)
                     else:
                         done = complete_many(completions)
             except SQLAlchemyError as exc:  # the server answered: no claim this time
