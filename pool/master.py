@@ -80,6 +80,7 @@ from skiplock.queue_core.config import Settings
 from skiplock.queue_core.errors import DatabaseUnavailable
 from skiplock.queue_core.jobs import JobRef, Progress
 from skiplock.queue_core.lifecycle import interrupt, release_unstarted
+from skiplock.queue_core.storable import log_reason
 
 log = logging.getLogger("skiplock.master")
 
@@ -685,11 +686,11 @@ class Master:
                      "attempt": item.ref.attempts, "worker": item.child.worker_id}
             if outcome == "lost":
                 log.info("job %s %s was already settled elsewhere (%s)", item.job_type,
-                         item.ref.id, item.error, extra=extra)
+                         item.ref.id, log_reason(item.error), extra=extra)
             else:
                 level = logging.INFO if outcome == "released" else logging.WARNING
                 log.log(level, "job %s %s %s: %s", item.job_type, item.ref.id,
-                        outcome.replace("_", "-"), item.error, extra=extra)
+                        outcome.replace("_", "-"), log_reason(item.error), extra=extra)
             if item.started:
                 self.notify("on_job_finished", item.child, item.ref.id, item.job_type, outcome,
                             item.duration_s)

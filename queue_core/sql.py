@@ -478,7 +478,7 @@ RECOVER_STUCK = text(
         "lockedAt" = NULL, "lockedBy" = NULL
     FROM stuck
     WHERE j.id = stuck.id AND j.status = 'PROCESSING'
-    RETURNING j.id, j.status
+    RETURNING j.id, j.status, j.type, j."lastError"
     """
 )
 
