@@ -31,6 +31,11 @@ other type stays PENDING, untouched, until a pool that serves its type runs.
   heartbeat interval; `stats` counts parked jobs by type through it. Rows
   that are not parked are not in it: a claim or an enqueue costs it nothing
   but the evaluation of its predicate.
+- "WorkerJob_heldBack_idx" (the next held-back job of a key) now leaves
+  parked rows out (`"concurrencyKey" IS NOT NULL`): they would only have
+  added a write to every parking and a NULL key to skip. Every query it
+  serves names a key (`"concurrencyKey" = k`, which implies NOT NULL to the
+  planner) or says IS NOT NULL.
 
 Nothing is added to "WorkerJob" but that index, and "heldBack" is nullable
 as before: the seed's Prisma client reads and writes the table unchanged. The
@@ -48,12 +53,21 @@ depends_on = None
 _PARKED = """status = 'PENDING' AND "heldBack" AND "concurrencyKey" IS NULL"""
 
 
+_HELD_BACK_IDX = ('CREATE INDEX "WorkerJob_heldBack_idx" ON "WorkerJob" '
+                  '("concurrencyKey", priority DESC, "availableAt" ASC) '
+                  """WHERE status = 'PENDING' AND "heldBack" """)
+
+
 def upgrade() -> None:
     op.execute('ALTER TABLE "WorkerProcess" ADD COLUMN served text[]')
     op.execute(f'CREATE INDEX "WorkerJob_parked_idx" ON "WorkerJob" (type) WHERE {_PARKED}')
+    op.execute('DROP INDEX "WorkerJob_heldBack_idx"')
+    op.execute(_HELD_BACK_IDX + 'AND "concurrencyKey" IS NOT NULL')
 
 
 def downgrade() -> None:
     op.execute(f'UPDATE "WorkerJob" SET "heldBack" = NULL WHERE {_PARKED}')
+    op.execute('DROP INDEX "WorkerJob_heldBack_idx"')
+    op.execute(_HELD_BACK_IDX)
     op.execute('DROP INDEX "WorkerJob_parked_idx"')
     op.execute('ALTER TABLE "WorkerProcess" DROP COLUMN served')
