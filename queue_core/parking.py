@@ -59,10 +59,10 @@ def unpark(served: Collection[str], *, batch: int = UNPARK_BATCH,
     `batch`), waking idle workers. Returns how many, by type."""
     if not served:
         return Counter()
-    with connect(conn) as c:
+    with connect(conn, autocommit=True) as c:
         rows = c.execute(sql.UNPARK, {"served": text_array(sorted(served)),
                                       "batch": batch}).fetchall()
-        if rows:
+        if rows:  # after the jobs are back: a child woken now finds them
             c.execute(sql.WAKE_ALONE)
     back = Counter(row.type for row in rows)
     if back:

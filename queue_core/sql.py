@@ -547,7 +547,8 @@ UNPARK = text(
     """
 )
 
-# Jobs put back wake idle children, in the transaction that put them back.
+# Jobs put back wake idle children: sent once they are back, only when some are
+# (the probe every heartbeat interval finds none, and wakes nobody).
 WAKE_ALONE = text(f"NOTIFY {NOTIFY_CHANNEL}")
 
 PARKED_BY_TYPE = text(
