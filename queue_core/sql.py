@@ -240,11 +240,12 @@ _CLAIM = "WITH ready AS (" + _READY + "), take AS (" + _SHARE + ")" + _TAKE
 # given `types`. The list goes in as a sub-SELECT, an InitPlan whose value the
 # planner does not see: it then estimates the filter at a fixed selectivity and
 # keeps walking the claim's index in its order, whatever the column's
-# statistics say. Given as constants, the types of a new job type (not yet in
-# the statistics) looked rare to it, and it chose to read every pending row of
-# them and sort (docs/benchmarks.md, routing). Jobs of the types no live pool
-# serves are parked out of the claim's index (PARK_UNSERVED): a filter walks
-# over the ones that are not parked yet.
+# statistics say. Given as constants, a served type whose backlog grew since
+# the last ANALYZE looked rare to it, and it read and sorted every pending row
+# of that type: 56 ms a claim at 100,000 of them instead of 1.4
+# (docs/benchmarks.md, routing). Jobs of the types no live pool serves are
+# parked out of the claim's index (PARK_UNSERVED): a filter walks over the
+# ones that are not parked yet.
 _TYPES = "AND type = ANY(CAST((SELECT CAST(:types AS text[])) AS text[]))"
 
 CLAIM = text(_CLAIM.format(type_filter="", returning=_WHOLE_JOB))

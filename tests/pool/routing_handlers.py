@@ -30,9 +30,14 @@ def route_b(payload: dict[str, Any], job_id: str) -> JobResult:
 
 
 # ROUTE_C is registered only when the file that ROUTING_TEST_FLAG names exists at
-# import: a deployment whose new code adds a type, loaded by a HUP.
+# import: a deployment whose new code adds a type, loaded by a HUP. When the file
+# says "broken", the module no longer imports: a deployment of broken code.
 _flag = os.environ.get("ROUTING_TEST_FLAG")
 if _flag and os.path.exists(_flag):
+    with open(_flag) as flag:
+        if flag.read().strip() == "broken":
+            raise RuntimeError("this deployment's new code is broken")
+
     @handler("ROUTE_C")
     def route_c(payload: dict[str, Any], job_id: str) -> JobResult:
         return route_b(payload, job_id)

@@ -229,3 +229,20 @@ def test_every_failure_line_says_why_in_text_and_in_json(
                if x.startswith("{") and f"{again} dead-lettered" in x]
     assert entry["level"] == "warning" and entry["msg"].endswith(": json ***")
     assert (entry["job_id"], entry["outcome"]) == (again, "dead_lettered")
+
+
+def test_a_hup_whose_modules_no_longer_import_leaves_the_children_as_they_are(
+    start_pool: Callable[..., Pool], jobs: Jobs, tmp_path: Path
+) -> None:
+    flag = tmp_path / "deployment"
+    pool = start_pool("--concurrency", "2", handlers=ROUTING_HANDLERS,
+                      env={"ROUTING_TEST_FLAG": str(flag)})
+    children = pool.wait_children(2)
+    flag.write_text("broken")
+    pool.send(signal.SIGHUP)
+    log = pool.wait_log("cannot reload the handler modules")
+    assert "this deployment's new code is broken" in log
+    assert "the workers keep running the code they have" in log
+    job_id = jobs.enqueue("ROUTE_B", {})
+    wait_for(lambda: jobs.get(job_id)["status"] == "COMPLETED", 20, "the old children to run it")
+    assert pool.children() == children and pool.proc.poll() is None
