@@ -77,7 +77,7 @@ from skiplock.pool.states import Cause, Due, PoolState
 from skiplock.queue_core import db, fail, faults, release, urls
 from skiplock.queue_core.bounds import bounded, unbounded
 from skiplock.queue_core.config import Settings
-from skiplock.queue_core.errors import DatabaseUnavailable
+from skiplock.queue_core.errors import ConfigurationError, DatabaseUnavailable
 from skiplock.queue_core.jobs import JobRef, Progress
 from skiplock.queue_core.lifecycle import interrupt, release_unstarted
 from skiplock.queue_core.storable import log_reason
@@ -208,13 +208,14 @@ class Master:
         # The engine is bound to it, and each child binds its own to the same URL.
         self.database_url = urls.database_url(self.settings)
         db.get_engine(self.database_url)
+        # The signals are ours before anything is forked: one sent meanwhile waits
+        # in the queue for the loop.
+        self.install_signals()
         # What this pool serves, from the handler modules imported in a process
         # forked for that alone (pool/served.py). A module that does not import
         # stops the pool as a child that cannot boot did (exit status 3, which
         # supervisors are told not to restart); a --types entry that no handler
-        # serves is a bad setting (ConfigurationError).
-        # The signals are ours first: one sent meanwhile waits in the queue.
-        self.install_signals()
+        # serves is a bad setting (a ConfigurationError for the caller).
         answer = Probe(self.settings, close_fds=self.close_inherited_fds).wait()
         if answer.boot_failure:
             self.restore_signals()
@@ -222,9 +223,11 @@ class Master:
             log.error("the pool could not boot: %s; stopping the pool (exit status %d)",
                       answer.error, EXIT_BOOT_FAILURE)
             return False
-        if answer.served is None:
+        try:
+            self.served = answer.result()
+        except ConfigurationError:
             self.restore_signals()
-        self.served = answer.result()
+            raise
         set_title(master_title(self.concurrency, self.state))
         log.info("skiplock master %s starting: %s", self.master_id,
                  describe_settings(self.settings, self.database_url),
@@ -352,7 +355,10 @@ class Master:
         self.begin_stop("SIGQUIT")
 
     def handle_hup(self) -> None:
-        if self.state != RUNNING or self.probe is not None:
+        if self.state != RUNNING:
+            return
+        if self.probe is not None:
+            log.info("the handler modules are being reloaded already")
             return
         # The handler modules are imported again, in a probe (pool/served.py), for
         # what the new children will serve; they replace the old ones once it
@@ -807,10 +813,14 @@ class Master:
     def route(self, served: frozenset[str], now: float) -> None:
         """Put back the parked jobs this pool serves; park what no live pool serves
         (pool/routing.py)."""
+        unpark = self.routing.unpark_due(now)
+        park = self.routing.park_due(now, self.recovery.allowed_at())
+        if not (unpark or park):
+            return
         try:
-            if self.routing.unpark_due(now):
+            if unpark:
                 self.routing.unpark(served, now)
-            if self.routing.park_due(now, self.recovery.allowed_at()):
+            if park:
                 self.routing.park(served, now)
         except _DB_ERRORS as exc:
             self.database_failed(exc)
