@@ -3,7 +3,7 @@
 Importing this package registers the built-in types.
 """
 
-from skiplock.handlers import builtin as _builtin  # noqa: F401  (registers the six built-in types)
+from skiplock.handlers.builtin import builtin_types  # importing it registers the built-in types
 from skiplock.handlers.registry import (
     JobResult,
     Registration,
@@ -19,6 +19,7 @@ from skiplock.handlers.registry import (
 __all__ = [
     "JobResult",
     "Registration",
+    "builtin_types",
     "get_handler",
     "get_registration",
     "handler",

@@ -33,6 +33,7 @@ import select
 import signal
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -83,11 +84,12 @@ from skiplock.queue_core.lifecycle import (
 )
 from skiplock.queue_core.payloads import validate_payload
 from skiplock.queue_core.snooze import snooze
-from skiplock.queue_core.storable import describe_exception
+from skiplock.queue_core.storable import describe_exception, log_reason
 
 log = logging.getLogger("skiplock.worker")
 
 _FAIL_OUTCOMES = {"PENDING": "retried", "DEAD_LETTER": "dead_lettered", None: "lost"}
+_FAILED = frozenset({"retried", "dead_lettered"})  # outcomes logged with their reason
 
 # The child's own statements on the queue (a claim, a settlement outside a job's
 # transaction) give up after this, so that a hung server cannot hold a child
@@ -135,7 +137,7 @@ class Child:
     def __init__(
         self, settings: Settings, *, slot: int, worker_id: str, master_pid: int, fd: int,
         database_url: str, gate: ClaimGate | None = None, quiet_fd: int | None = None,
-        children: int | None = None,
+        children: int | None = None, served: Collection[str] | None = None,
     ) -> None:
         self.settings = settings
         self.database_url = database_url
@@ -155,9 +157,14 @@ class Child:
         # children, as many as the master keeps when it forks this one (TTIN and
         # TTOU change that). Other hosts' are not known here.
         self.children = children or settings.effective_concurrency
+        # The types this child claims: its master's served set (pool/served.py), in
+        # every claim it makes (alone, with a commit, sent ahead). None: every type.
+        self.types = tuple(sorted(served)) if served is not None else None
         self.group = Group(settings.commit_delay_ms / 1000)
         # Job types whose last job here never asked for its transaction (`execute`).
         self.dbless_types: set[str] = set()
+        # Why a job settled outside its group failed, until its outcome is logged.
+        self.reasons: dict[str, str] = {}
         # What the last job's transaction claimed for the loop (committed, reported to
         # the master): None when it did not try, and the loop claims by itself.
         self.next_jobs: list[Job] | None = None
@@ -322,8 +329,8 @@ class Child:
         Nothing is held until the claim commits: the caller hands the jobs to `take`
         only then."""
         self.claim_sent_at = time.monotonic()
-        return claim(self.worker_id, limit=self.claim_size.limit(), conn=conn,
-                     children=self.children)
+        return claim(self.worker_id, limit=self.claim_size.limit(), types=self.types,
+                     conn=conn, children=self.children)
 
     def take(self, jobs: list[Job], before: list[protocol.Message] | None = None) -> None:
         """A committed claim: size the next bite, and tell the master what to heartbeat
@@ -354,8 +361,8 @@ class Child:
             return None
         try:
             self.claim_sent_at = time.monotonic()
-            return claim(self.worker_id, limit=limit, conn=conn, savepoint=True,
-                         children=self.children)
+            return claim(self.worker_id, limit=limit, types=self.types, conn=conn,
+                         savepoint=True, children=self.children)
         except (SQLAlchemyError, DatabaseUnavailable) as exc:
             if conn.invalidated:
                 raise  # the connection is gone: the completion cannot commit either
@@ -421,7 +428,8 @@ class Child:
         try:
             with bounded(STATEMENT_BOUND_S):
                 self.ahead.send(*complete_and_claim_statement(completions, self.worker_id,
-                                                              limit, self.children))
+                                                              limit, self.children,
+                                                              self.types))
         except Exception as exc:
             if faults.classify(exc) is None:
                 raise
@@ -543,12 +551,19 @@ class Child:
         `before_claim`, the claim of the next batch rides in the same write."""
         messages: list[protocol.Message] = [
             protocol.Finished(o.job.id, o.outcome, o.duration_s, o.job.type) for o in outcomes]
-        if log.isEnabledFor(logging.INFO):
-            for o in outcomes:
-                log.info("job %s %s %s in %.0f ms", o.job.type, o.job.id,
-                         o.outcome.replace("_", "-"), o.duration_s * 1000,
-                         extra={**_extra(o.job, self.worker_id), "outcome": o.outcome,
-                                "duration_ms": round(o.duration_s * 1000, 1)})
+        for o in outcomes:
+            # Why it failed, from the job's own outcome or from the settlement that
+            # wrote its lastError (`fail`, `interrupted`): every failure line says it.
+            reason = (self.reasons.pop(o.job.id, None) if self.reasons else None) or o.error
+            failed = o.outcome in _FAILED
+            if failed or log.isEnabledFor(logging.INFO):  # nothing formatted when it is off
+                log.log(logging.WARNING if failed else logging.INFO,
+                        "job %s %s %s in %.0f ms%s", o.job.type, o.job.id,
+                        o.outcome.replace("_", "-"), o.duration_s * 1000,
+                        f": {log_reason(reason)}" if reason is not None and (
+                            failed or o.outcome == "released") else "",
+                        extra={**_extra(o.job, self.worker_id), "outcome": o.outcome,
+                               "duration_ms": round(o.duration_s * 1000, 1)})
         if before_claim is not None:
             self.take(before_claim, before=messages)
         else:
@@ -599,7 +614,7 @@ class Child:
                     if limit:
                         self.claim_sent_at = time.monotonic()
                         done, next_jobs = complete_and_claim(completions, self.worker_id, limit,
-                                                             self.children)
+                                                             self.children, self.types)
                     else:
                         done = complete_many(completions)
             except SQLAlchemyError as exc:  # the server answered: no claim this time
@@ -727,7 +742,10 @@ class Child:
             if exc.result.snooze_s is not None:  # queue_core/snooze.py
                 self.rollback_scope(scope)
                 delay, bound = exc.result.snooze_s, registration.max_snoozes
-                return self.settle(job, lambda: snooze(job, delay, bound))
+                outcome = self.settle(job, lambda: snooze(job, delay, bound))
+                if outcome == "dead_lettered":  # the lastError queue_core/sql.py SNOOZE writes
+                    self.reasons[job.id] = f"snoozed {bound} times, the limit of its type"
+                return outcome
             return self.fail_in_group(job, scope, started,
                                       exc.result.error or "handler reported failure",
                                       retry=exc.result.should_retry)
@@ -829,11 +847,13 @@ class Child:
         return None
 
     def interrupted(self, job: Job, reason: str) -> str:
-        log.warning("job %s %s interrupted: %s", job.type, job.id, reason,
+        log.warning("job %s %s interrupted: %s", job.type, job.id, log_reason(reason),
                     extra={"job_id": job.id, "job_type": job.type})
+        self.reasons[job.id] = reason
         return self.settle(job, lambda: _interrupt_outcome(interrupt(job, reason)))
 
     def fail(self, job: Job, error: str, *, retry: bool) -> str:
+        self.reasons[job.id] = error
         return self.settle(job, lambda: _FAIL_OUTCOMES[fail(job, error, retry=retry)])
 
     def settle(self, job: Job | None, change: Any) -> str:

@@ -71,13 +71,16 @@ from skiplock.pool.postmortem import (
 )
 from skiplock.pool.proctitle import master_title, set_title
 from skiplock.pool.recovery import Recovery
+from skiplock.pool.routing import Routing
+from skiplock.pool.served import Probe
 from skiplock.pool.states import Cause, Due, PoolState
 from skiplock.queue_core import db, fail, faults, release, urls
 from skiplock.queue_core.bounds import bounded, unbounded
 from skiplock.queue_core.config import Settings
-from skiplock.queue_core.errors import DatabaseUnavailable
+from skiplock.queue_core.errors import ConfigurationError, DatabaseUnavailable
 from skiplock.queue_core.jobs import JobRef, Progress
 from skiplock.queue_core.lifecycle import interrupt, release_unstarted
+from skiplock.queue_core.storable import log_reason
 
 log = logging.getLogger("skiplock.master")
 
@@ -157,6 +160,11 @@ class Master:
         lease_s = settings.effective_stuck_timeout_s
         self.heartbeats = Heartbeats(settings.heartbeat_s, lease_s)
         self.recovery = Recovery(settings.effective_recovery_interval_s, lease_s)
+        self.routing = Routing(settings.heartbeat_s, settings.effective_recovery_interval_s,
+                               lease_s)
+        # The job types this pool serves (pool/served.py): known once start() ran.
+        self.served: frozenset[str] | None = None
+        self.probe: Probe | None = None  # a HUP's reload of the handler modules, under way
         self.budget_s = database_budget_s(lease_s)
         # Children claim only while the leases are being kept: until a little after
         # the last round of heartbeats that reached the database.
@@ -177,7 +185,8 @@ class Master:
     # -- life ----------------------------------------------------------------
 
     def run(self) -> int:
-        self.start()
+        if not self.start():
+            return self.exit_code
         try:
             while self.state == RUNNING or self.children:
                 self.tick()
@@ -189,7 +198,9 @@ class Master:
             self.restore_signals()
         return self.exit_code
 
-    def start(self) -> None:
+    def start(self) -> bool:
+        """Everything before the loop; False (and the exit status set) when the handler
+        modules cannot be loaded: the pool stops as when a child cannot boot."""
         if os.getpid() != self.pid:
             raise RuntimeError("a Master must run in the process that created it")
         # Resolved once, here: its errors (a bad URL, an embedded cluster that does
@@ -197,18 +208,42 @@ class Master:
         # is forked. The engine is bound to it, and each child binds its own to it.
         self.database_url = urls.database_url(self.settings)
         db.get_engine(self.database_url)
+        # The signals are ours before anything is forked: one sent meanwhile waits
+        # in the queue for the loop.
         self.install_signals()
+        # What this pool serves, from the handler modules imported in a process
+        # forked for that alone (pool/served.py). A module that does not import
+        # stops the pool as a child that cannot boot did (exit status 3, which
+        # supervisors are told not to restart); a --types entry that no handler
+        # serves is a bad setting (a ConfigurationError for the caller).
+        answer = Probe(self.settings, close_fds=self.close_inherited_fds).wait()
+        if answer.boot_failure:
+            self.restore_signals()
+            self.exit_code = EXIT_BOOT_FAILURE
+            log.error("the pool could not boot: %s; stopping the pool (exit status %d)",
+                      answer.error, EXIT_BOOT_FAILURE)
+            return False
+        try:
+            self.served = answer.result()
+        except ConfigurationError:
+            self.restore_signals()
+            raise
         set_title(master_title(self.concurrency, self.state))
         log.info("skiplock master %s starting: %s", self.master_id,
                  describe_settings(self.settings, self.database_url),
                  extra={"worker": self.master_id})
+        log.info("this pool serves %d job type(s): %s; jobs of other types wait for a pool "
+                 "that serves them", len(self.served), ", ".join(sorted(self.served)),
+                 extra={"worker": self.master_id})
         with bounded(self.budget_s):
             self.notify("on_start", self.snapshot())
+        return True
 
     def tick(self) -> None:
         self.sleep(self.next_wait())
         self.read_messages()
         self.handle_signals()
+        self.check_probe()
         self.reap()
         if self.state == RUNNING and self.until is not None and self.until():
             self.begin_drain("asked to stop")
@@ -244,6 +279,9 @@ class Master:
                       "them: %s", len(self.pending),
                       ", ".join(s.ref.id or f"unstarted jobs of {s.ref.locked_by}"
                                 for s in self.pending))
+        if self.probe is not None:
+            self.probe.cancel()
+            self.probe = None
         with bounded(self.budget_s):
             self.notify("on_stop", self.snapshot())
         log.info("skiplock master %s stopped%s", self.master_id,
@@ -252,6 +290,9 @@ class Master:
     def emergency_stop(self) -> None:
         """The loop itself failed (a bug): take the children down and give their jobs back."""
         log.critical("master loop failed; killing %d worker(s)", len(self.children), exc_info=True)
+        if self.probe is not None:
+            self.probe.cancel()
+            self.probe = None
         for child in self.children.values():
             child.signal(signal.SIGKILL)
         for child in list(self.children.values()):
@@ -316,6 +357,35 @@ class Master:
     def handle_hup(self) -> None:
         if self.state != RUNNING:
             return
+        if self.probe is not None:
+            log.info("the handler modules are being reloaded already")
+            return
+        # The handler modules are imported again, in a probe (pool/served.py), for
+        # what the new children will serve; they replace the old ones once it
+        # answered (`check_probe`). The loop goes on meanwhile.
+        log.info("reloading the handler modules")
+        self.probe = Probe(self.settings, close_fds=self.close_inherited_fds)
+
+    def check_probe(self) -> None:
+        """A HUP's probe answered: new children, with what it found, replace the old."""
+        answer = self.probe.poll() if self.probe is not None else None
+        if answer is None:
+            return
+        self.probe = None
+        if self.state != RUNNING:
+            return
+        if answer.served is None:
+            log.error("cannot reload the handler modules: %s; the workers keep running the "
+                      "code they have", answer.error)
+            return
+        if answer.served != self.served:
+            log.info("this pool now serves %d job type(s): %s", len(answer.served),
+                     ", ".join(sorted(answer.served)))
+            self.served = answer.served
+            self.routing.served_changed()
+        self.replace_children()
+
+    def replace_children(self) -> None:
         # New children (with freshly imported handler modules) take the slots at
         # once; the old ones finish their job and exit.
         log.info("replacing %d worker(s)", len(self.children))
@@ -401,6 +471,8 @@ class Master:
 
     def sleep(self, timeout: float) -> None:
         fds = [self.wake_r] + [c.reader.fd for c in self.children.values() if not c.reader.closed]
+        if self.probe is not None:
+            fds.append(self.probe.fileno())
         readable, _, _ = select.select(fds, [], [], timeout)
         if self.wake_r in readable:
             try:
@@ -620,11 +692,11 @@ class Master:
                      "attempt": item.ref.attempts, "worker": item.child.worker_id}
             if outcome == "lost":
                 log.info("job %s %s was already settled elsewhere (%s)", item.job_type,
-                         item.ref.id, item.error, extra=extra)
+                         item.ref.id, log_reason(item.error), extra=extra)
             else:
                 level = logging.INFO if outcome == "released" else logging.WARNING
                 log.log(level, "job %s %s %s: %s", item.job_type, item.ref.id,
-                        outcome.replace("_", "-"), item.error, extra=extra)
+                        outcome.replace("_", "-"), log_reason(item.error), extra=extra)
             if item.started:
                 self.notify("on_job_finished", item.child, item.ref.id, item.job_type, outcome,
                             item.duration_s)
@@ -735,6 +807,25 @@ class Master:
                 self.database_failed(exc)
                 return
             self.database_answered(now)
+        if self.state == RUNNING and self.served is not None:
+            self.route(self.served, now)
+
+    def route(self, served: frozenset[str], now: float) -> None:
+        """Put back the parked jobs this pool serves; park what no live pool serves
+        (pool/routing.py)."""
+        unpark = self.routing.unpark_due(now)
+        park = self.routing.park_due(now, self.recovery.allowed_at())
+        if not (unpark or park):
+            return
+        try:
+            if unpark:
+                self.routing.unpark(served, now)
+            if park:
+                self.routing.park(served, now)
+        except _DB_ERRORS as exc:
+            self.database_failed(exc)
+            return
+        self.database_answered(now)
 
     def mark_lost(self, refs: list[JobRef], held: frozenset[str]) -> None:
         now = self.clock()
@@ -803,7 +894,7 @@ class Master:
                     code = Child(self.settings, slot=slot, worker_id=worker_id,
                                  master_pid=self.pid, fd=write_fd, quiet_fd=quiet_w,
                                  database_url=self.database_url, gate=self.gate,
-                                 children=self.concurrency).run()
+                                 children=self.concurrency, served=self.served).run()
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except BaseException:  # a bug in the child: a crash, reported by waitpid
@@ -822,10 +913,13 @@ class Master:
         log.debug("spawned %s", child.label())
 
     def close_inherited_fds(self) -> None:
-        os.close(self.wake_r)
-        os.close(self.wake_w)
+        for fd in (self.wake_r, self.wake_w):
+            if fd >= 0:
+                os.close(fd)
         for other in self.children.values():
             other.reader.close()
+        if self.probe is not None:
+            os.close(self.probe.fileno())
 
     # -- observers -------------------------------------------------------------
 
@@ -839,6 +933,7 @@ class Master:
             state=self.state.value,
             children=tuple(sorted((c.info() for c in self.children.values()),
                                   key=lambda info: (info.index, info.started_at))),
+            served=self.served,
         )
 
     def hooks(self, hook: str) -> list[Callable[..., None]]:
@@ -878,6 +973,8 @@ def describe_settings(settings: Settings, database_url: str) -> str:
         "max_jobs_per_child": optional(settings.max_jobs_per_child),
         "max_memory_per_child": optional(settings.max_memory_per_child_mb, "MiB"),
         "handlers": ",".join(settings.handlers) or "none",
+        "types": ",".join(settings.types) or "all",
+        "exclude_types": ",".join(settings.exclude_types) or "none",
         "listen": settings.listen,
         "poll": f"{settings.poll_min_s:g}-{settings.poll_max_s:g}s",
         "batch_size": settings.batch_size,

@@ -27,6 +27,8 @@ job types and hosts, which is nobody else's business.
     skiplock_queue_oldest_ready_age_seconds    how long the oldest due job has waited (0: none)
     skiplock_queue_paused{type}                1 for each paused type
     skiplock_queue_held_back_jobs              pending jobs waiting for a slot of their concurrency key
+    skiplock_queue_unserved_jobs{type}         PENDING jobs of a type no running pool serves (they wait)
+    skiplock_queue_parked_jobs                 of those, the ones parked out of the claim's index
     skiplock_queue_refresh_timestamp_seconds   when the queue figures above were read
 """
 
@@ -99,23 +101,43 @@ class QueueCollector(Collector):
         yield GaugeMetricFamily("skiplock_queue_held_back_jobs",
                                 "PENDING jobs waiting for a slot of their concurrency key.",
                                 value=reading.get("held_back", 0))
+        unserved = GaugeMetricFamily(
+            "skiplock_queue_unserved_jobs",
+            "PENDING jobs of a type that no running pool serves: they wait for one.",
+            labels=["type"])
+        for job_type, n in sorted(reading.get("unserved", {}).items()):
+            unserved.add_metric([job_type], n)
+        yield unserved
+        yield GaugeMetricFamily("skiplock_queue_parked_jobs",
+                                "PENDING jobs parked out of the claim's index until a pool "
+                                "serves their type.", value=reading.get("parked", 0))
         yield GaugeMetricFamily("skiplock_queue_refresh_timestamp_seconds",
                                 "Unix time the queue figures were read.", value=reading["at"])
 
 
-def read_queue() -> dict[str, Any]:
-    """One reading of the queue, through the partial indexes (cheap on a big table)."""
+def read_queue(live_s: float | None = None) -> dict[str, Any]:
+    """One reading of the queue, through the partial indexes (cheap on a big table); a
+    pool is live while its heartbeat is younger than `live_s` (ops.health.collect)."""
     from skiplock.ops import sql as ops_sql
-    from skiplock.ops.health import dead_by_type
+    from skiplock.ops.health import Health, dead_by_type, routing
     from skiplock.ops.pauses import paused
+    from skiplock.ops.processes import live_served
+    from skiplock.queue_core.config import cached_settings
     from skiplock.queue_core.db import connect
     from skiplock.queue_core.maintenance import pending_breakdown
+    from skiplock.queue_core.parking import parked_by_type
 
+    if live_s is None:
+        live_s = cached_settings().effective_stuck_timeout_s
+    served = Health()
     with connect() as c:
         base = pending_breakdown(c)
         dead = dead_by_type(c)
         paused_types = [p.type for p in paused(c)]
         held_back = sum(int(r.n) for r in c.execute(ops_sql.HELD_BACK))
+        served.pending_by_type = base.by_type
+        served.processing_by_type = base.processing_by_type
+        routing(served, live_served(live_s, c), parked_by_type(c))
     depth: dict[tuple[str, str], int] = {}
     for job_type, n in base.by_type.items():
         depth[("PENDING", job_type)] = n
@@ -125,15 +147,17 @@ def read_queue() -> dict[str, Any]:
         depth[("DEAD_LETTER", job_type)] = n
     return {"depth": depth, "ready": base.ready_by_type,
             "oldest_ready_age_s": base.oldest_ready_age_s or 0.0,
-            "paused": paused_types, "held_back": held_back, "at": time.time()}
+            "paused": paused_types, "held_back": held_back, "unserved": served.unserved,
+            "parked": served.parked, "at": time.time()}
 
 
 class MetricsObserver(NullObserver):
     def __init__(self, port: int | None, host: str = "127.0.0.1",
-                 refresh_s: float = REFRESH_S) -> None:
+                 refresh_s: float = REFRESH_S, live_s: float | None = None) -> None:
         self.port = port
         self.host = host
         self.refresh_s = refresh_s
+        self.live_s = live_s  # a pool is live while its heartbeat is younger (read_queue)
         self.registry = CollectorRegistry()
         r = self.registry
         self.started = Counter("skiplock_jobs_started", "Jobs started.", ["type"], registry=r)
@@ -254,4 +278,4 @@ class MetricsObserver(NullObserver):
 
     def refresh(self) -> None:
         self._next_refresh = time.monotonic() + self.refresh_s
-        self._faults.run(lambda: self.queue.update(read_queue()))
+        self._faults.run(lambda: self.queue.update(read_queue(self.live_s)))

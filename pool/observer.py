@@ -39,6 +39,7 @@ class PoolSnapshot:
     concurrency: int
     state: str  # "running", "draining", "stopping"
     children: tuple[ChildInfo, ...]
+    served: frozenset[str] | None = None  # the job types it serves (pool/served.py)
 
 
 class PoolObserver(Protocol):

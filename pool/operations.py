@@ -22,7 +22,8 @@ def build_observers(settings: Settings) -> list[PoolObserver]:
         ScheduleObserver(schedules.load(settings.schedule_file)),
     ]
     if settings.metrics_port is not None:
-        metrics = MetricsObserver(settings.metrics_port, settings.metrics_host)
+        metrics = MetricsObserver(settings.metrics_port, settings.metrics_host,
+                                  live_s=settings.effective_stuck_timeout_s)
         metrics.serve()
         observers.append(metrics)
     return observers

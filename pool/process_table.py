@@ -53,7 +53,7 @@ class ProcessTableWriter(NullObserver):
         self._guarded(lambda: processes.beat(
             snapshot.master_id, host=snapshot.host, pid=snapshot.pid,
             started_at=snapshot.started_at, state=snapshot.state,
-            concurrency=snapshot.concurrency, children=children))
+            concurrency=snapshot.concurrency, children=children, served=snapshot.served))
         self._beats += 1
         if self._beats % PRUNE_EVERY_BEATS == 0:
             self._guarded(lambda: processes.prune(self.stale_after_s))

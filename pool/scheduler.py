@@ -34,7 +34,20 @@ class ScheduleObserver(NullObserver):
         if self.schedules:
             log.info("running %d schedules: %s", len(self.schedules),
                      ", ".join(s.name for s in self.schedules))
+        self.warn_unserved(snapshot.served)
         self.check()
+
+    def warn_unserved(self, served: frozenset[str] | None) -> None:
+        """Every master runs every schedule, also those whose type another deployment
+        serves: legitimate, but a type that no pool serves anywhere waits for good."""
+        if served is None:
+            return
+        for s in self.schedules:
+            if s.job_type not in served:
+                log.warning("schedule %s enqueues %s, which no handler of this pool serves: "
+                            "its jobs wait (PENDING) for a pool that serves %s", s.name,
+                            s.job_type, s.job_type,
+                            extra={"schedule": s.name, "job_type": s.job_type})
 
     def on_tick(self, snapshot: PoolSnapshot) -> None:
         if snapshot.state == "running" and time.monotonic() >= self._next_check:

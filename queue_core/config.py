@@ -131,6 +131,14 @@ class Settings:
         "Recycle a child between jobs once its resident memory exceeds this (MiB).")
     handlers: list[str] = _setting(
         [], "SKIPLOCK_HANDLERS", _list, "Extra handler modules to import (comma-separated).")
+    # -- routing: which job types this pool claims (pool/served.py) -----------------
+    types: list[str] = _setting(
+        [], "SKIPLOCK_TYPES", _list,
+        "Claim only these job types (comma-separated; each needs a registered handler; "
+        "default: every type with a handler).")
+    exclude_types: list[str] = _setting(
+        [], "SKIPLOCK_EXCLUDE_TYPES", _list,
+        "Never claim these job types (comma-separated); another pool serves them.")
     listen: bool = _setting(
         True, "SKIPLOCK_LISTEN", _bool,
         "Wake children with LISTEN/NOTIFY; turn off behind a transaction-mode pooler.")

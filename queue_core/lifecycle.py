@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, TextClause
 from sqlalchemy.orm import Session
 
 from skiplock.queue_core import accounting, policy, sql
@@ -34,6 +34,7 @@ def claim(worker_id: str, limit: int = 1, types: Sequence[str] | None = None,
           children: int = 1) -> list[Job]:
     """Take up to `limit` ready jobs (highest priority, then oldest) for `worker_id`.
 
+    With `types`, only jobs of those types (a pool's served set, pool/served.py).
     With `savepoint` (inside `conn`'s transaction) the claim runs behind
     `sql.CLAIM_SAVEPOINT`: if it raises, rolling back to it keeps the rest of
     the transaction. With `children` (a pool's size) it takes no more than that
@@ -44,13 +45,14 @@ def claim(worker_id: str, limit: int = 1, types: Sequence[str] | None = None,
         return []
     params: dict[str, Any] = {"worker_id": worker_id, "limit": limit,
                               "children": max(1, children)}
-    statement = sql.CLAIM
-    if types is not None:
-        if not types:
-            return []
-        statement, params["types"] = sql.CLAIM_TYPES, list(types)
-    elif savepoint and conn is not None:
-        statement = sql.CLAIM_AFTER_SAVEPOINT
+    behind_savepoint = savepoint and conn is not None
+    if types is None:
+        statement = sql.CLAIM_AFTER_SAVEPOINT if behind_savepoint else sql.CLAIM
+    elif not types:
+        return []
+    else:
+        statement = sql.CLAIM_TYPES_AFTER_SAVEPOINT if behind_savepoint else sql.CLAIM_TYPES
+        params["types"] = types_param(types)
     names, rows = run_on_driver(conn, statement, params)
     return _in_claim_order([Job.from_mapping(dict(zip(names, row, strict=True)))
                             for row in rows])
@@ -97,28 +99,42 @@ def complete_many(jobs: Sequence[tuple[Fenced, Any]],
 
 
 def complete_and_claim(jobs: Sequence[tuple[Fenced, Any]], worker_id: str,
-                       limit: int, children: int = 1) -> tuple[set[str], list[Job]]:
-    """Complete these jobs and claim up to `limit` more for `worker_id`, in one
-    statement that commits by itself: for jobs that wrote nothing to the database
-    (a pool child's group, pool/child.py). Returns the ids that were still ours
-    and the claimed jobs, in the claim's order."""
-    names, rows = run_on_driver(None, sql.COMPLETE_AND_CLAIM,
-                                _complete_and_claim_params(jobs, worker_id, limit, children))
+                       limit: int, children: int = 1,
+                       types: Sequence[str] | None = None) -> tuple[set[str], list[Job]]:
+    """Complete these jobs and claim up to `limit` more for `worker_id` (of `types`
+    only, when given), in one statement that commits by itself: for jobs that wrote
+    nothing to the database (a pool child's group, pool/child.py). Returns the ids
+    that were still ours and the claimed jobs, in the claim's order."""
+    names, rows = run_on_driver(None, *_complete_and_claim(jobs, worker_id, limit, children,
+                                                           types))
     return complete_and_claim_result(jobs, names, rows)
 
 
 def complete_and_claim_statement(jobs: Sequence[tuple[Fenced, Any]], worker_id: str,
-                                 limit: int, children: int = 1) -> tuple[str, dict[str, Any]]:
+                                 limit: int, children: int = 1,
+                                 types: Sequence[str] | None = None,
+                                 ) -> tuple[str, dict[str, Any]]:
     """`complete_and_claim`'s statement (as the driver takes it) and parameters, for a
     caller that sends it on a connection of its own (pool/ahead.py)."""
-    return (driver_sql(sql.COMPLETE_AND_CLAIM),
-            _complete_and_claim_params(jobs, worker_id, limit, children))
+    statement, params = _complete_and_claim(jobs, worker_id, limit, children, types)
+    return driver_sql(statement), params
 
 
-def _complete_and_claim_params(jobs: Sequence[tuple[Fenced, Any]], worker_id: str,
-                               limit: int, children: int) -> dict[str, Any]:
-    return {**_completions(jobs), "worker_id": worker_id, "limit": max(1, limit),
-            "children": max(1, children)}
+def _complete_and_claim(jobs: Sequence[tuple[Fenced, Any]], worker_id: str, limit: int,
+                        children: int, types: Sequence[str] | None,
+                        ) -> tuple[TextClause, dict[str, Any]]:
+    params = {**_completions(jobs), "worker_id": worker_id, "limit": max(1, limit),
+              "children": max(1, children)}
+    if types is None:
+        return sql.COMPLETE_AND_CLAIM, params
+    params["types"] = types_param(types)
+    return sql.COMPLETE_AND_CLAIM_TYPES, params
+
+
+def types_param(types: Sequence[str]) -> str:
+    """The `:types` of a claim: an array literal (queue_core/arrays.py). A string is
+    one type, not a sequence of one-letter types."""
+    return text_array([types] if isinstance(types, str) else list(types))
 
 
 def complete_and_claim_result(jobs: Sequence[tuple[Fenced, Any]], names: list[str],

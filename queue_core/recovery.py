@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from skiplock.queue_core import accounting, backoff, sql
 from skiplock.queue_core.db import Joinable, connect
+from skiplock.queue_core.storable import log_reason
 
 log = logging.getLogger("skiplock.recovery")
 
@@ -51,10 +52,18 @@ def recover_stuck(stuck_timeout_s: float, batch_size: int = BATCH_SIZE,
                 "backoff_base_s": backoff.BASE_S, "backoff_cap_s": backoff.CAP_S,
             }).fetchall()
         for row in rows:
-            (recovered.retried if str(row.status) == "PENDING" else recovered.dead).append(row.id)
+            if str(row.status) == "PENDING":
+                recovered.retried.append(row.id)
+                continue
+            recovered.dead.append(row.id)  # few: each gets its line, with its reason
+            log.warning("job %s %s dead-lettered: %s", row.type, row.id,
+                        log_reason(row.lastError),
+                        extra={"job_id": row.id, "job_type": row.type})
         if len(rows) < batch_size:
             break
     if recovered:
-        log.warning("recovered %d stuck jobs (%d to retry, %d dead-lettered)",
-                    recovered.count, len(recovered.retried), len(recovered.dead))
+        log.warning("recovered %d stuck jobs (%d to retry, %d dead-lettered): their workers "
+                    "sent no heartbeat for more than the stuck timeout of %g s",
+                    recovered.count, len(recovered.retried), len(recovered.dead),
+                    stuck_timeout_s)
     return recovered

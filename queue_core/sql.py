@@ -236,15 +236,28 @@ _CLAIMED_BY_POOL = """j.id, j.type, j.payload::text AS payload_json, j.priority,
 """
 _CLAIM = "WITH ready AS (" + _READY + "), take AS (" + _SHARE + ")" + _TAKE
 
+# A pool claims only the types it serves (pool/served.py), and so does a claim
+# given `types`. The list goes in as a sub-SELECT, an InitPlan whose value the
+# planner does not see: it then estimates the filter at a fixed selectivity and
+# keeps walking the claim's index in its order, whatever the column's
+# statistics say. Given as constants, a served type whose backlog grew since
+# the last ANALYZE looked rare to it, and it read and sorted every pending row
+# of that type: 56 ms a claim at 100,000 of them instead of 1.4
+# (docs/benchmarks.md, routing). Jobs of the types no live pool serves are
+# parked out of the claim's index (PARK_UNSERVED): a filter walks over the
+# ones that are not parked yet.
+_TYPES = "AND type = ANY(CAST((SELECT CAST(:types AS text[])) AS text[]))"
+
 CLAIM = text(_CLAIM.format(type_filter="", returning=_WHOLE_JOB))
-CLAIM_TYPES = text(_CLAIM.format(type_filter="AND type = ANY(CAST(:types AS text[]))",
-                                 returning=_WHOLE_JOB))
+CLAIM_TYPES = text(_CLAIM.format(type_filter=_TYPES, returning=_WHOLE_JOB))
 # The claim a busy child makes in the transaction that completes its last job,
 # behind a savepoint set in the same round trip: if the claim fails, the child
 # rolls back to the savepoint and the completion still commits.
 CLAIM_SAVEPOINT = "skiplock_claim"
 CLAIM_AFTER_SAVEPOINT = text(f"SAVEPOINT {CLAIM_SAVEPOINT}; "
                              + _CLAIM.format(type_filter="", returning=_WHOLE_JOB))
+CLAIM_TYPES_AFTER_SAVEPOINT = text(f"SAVEPOINT {CLAIM_SAVEPOINT}; "
+                                   + _CLAIM.format(type_filter=_TYPES, returning=_WHOLE_JOB))
 
 
 # A driver that binds parameters on the server (psycopg 3, under an application's
@@ -305,14 +318,18 @@ COMPLETE_MANY = text(_COMPLETE_MANY)
 # completions, the claim, COMMIT). One row always comes back: `done_ids` are the
 # completions that were still ours; the claimed jobs' columns, when there are
 # any, fill that row and the next ones (NULL id: nothing was claimed).
-COMPLETE_AND_CLAIM = text(
-    "WITH done AS (" + _COMPLETE_MANY + "), ready AS (" + _READY.format(type_filter="")
-    + "), take AS (" + _SHARE.format(type_filter="")
-    + "), claimed AS (" + _TAKE.format(returning=_CLAIMED_BY_POOL) + """)
+def _complete_and_claim(type_filter: str) -> str:
+    return ("WITH done AS (" + _COMPLETE_MANY + "), ready AS ("
+            + _READY.format(type_filter=type_filter)
+            + "), take AS (" + _SHARE.format(type_filter=type_filter)
+            + "), claimed AS (" + _TAKE.format(returning=_CLAIMED_BY_POOL) + """)
     SELECT (SELECT array_agg(id) FROM done) AS done_ids, claimed.*
     FROM (VALUES (1)) AS one (x) LEFT JOIN claimed ON true
-    """
-)
+    """)
+
+
+COMPLETE_AND_CLAIM = text(_complete_and_claim(""))
+COMPLETE_AND_CLAIM_TYPES = text(_complete_and_claim(_TYPES))
 
 # :retry is decided by the caller (the handler asked for it); whether attempts
 # are left is decided here, on the row as it is now.
@@ -487,9 +504,84 @@ RECOVER_STUCK = text(
         "lockedAt" = NULL, "lockedBy" = NULL
     FROM stuck
     WHERE j.id = stuck.id AND j.status = 'PROCESSING'
-    RETURNING j.id, j.status
+    RETURNING j.id, j.status, j.type, j."lastError"
     """
 )
+
+# -- routing: jobs of types no live pool serves (queue_core/parking.py) -----------------
+
+# A job of a type that no live master serves waits PENDING for a pool that
+# serves it, and it is the oldest of the queue: at the front of the claim's
+# index, which every claim that filters by type would walk over. Such jobs are
+# *parked*: "heldBack" = true with no concurrency key, which takes them out of
+# the claim's index ("heldBack" of a keyed job means waiting for a slot, and
+# its triggers count slots; a keyed job is never parked). A master that serves
+# the type puts them back. Why and what it costs: alembic/versions/0012_routing.py,
+# docs/internals.md "Routing".
+_PARKED = """status = 'PENDING' AND "heldBack" AND "concurrencyKey" IS NULL"""
+
+# The live masters' served sets ("WorkerProcess".served; NULL: a master of an
+# older skiplock, which claims every type).
+_LIVE_MASTERS = """
+        SELECT served FROM "WorkerProcess"
+        WHERE kind = 'master' AND "heartbeatAt" > now() - make_interval(secs => :live_s)
+"""
+
+# Park what no live master serves among the first :window rows of the claim's
+# order: that front is what claims walk over. The front is read without a lock
+# (locking it would make claims skip the served rows in it), then only the
+# unserved rows are locked, skipping any a claim holds. A job is parked only once
+# it has been due for :grace_s: a master that just started, or that keeps no
+# process table (an embedded pool without its observers), takes its own jobs
+# before they are that old. :served is the caller's own set, which its row in
+# the process table may not show yet.
+PARK_UNSERVED = text(
+    f"""
+    WITH front AS (
+        SELECT id FROM "WorkerJob"
+        WHERE status = 'PENDING' AND "heldBack" IS NULL
+        ORDER BY priority DESC, "availableAt" ASC
+        LIMIT :window
+    ), live AS ({_LIVE_MASTERS}), unserved AS (
+        SELECT j.id FROM "WorkerJob" AS j JOIN front ON j.id = front.id
+        WHERE j.status = 'PENDING' AND j."heldBack" IS NULL AND j."concurrencyKey" IS NULL
+          AND j."availableAt" < now() - make_interval(secs => :grace_s)
+          AND j.type <> ALL(CAST(:served AS text[]))
+          AND NOT EXISTS (SELECT FROM live
+                          WHERE live.served IS NULL OR j.type = ANY(live.served))
+        FOR UPDATE OF j SKIP LOCKED
+    )
+    UPDATE "WorkerJob" AS j SET "heldBack" = true
+    FROM unserved WHERE j.id = unserved.id
+    RETURNING j.type
+    """
+)
+
+# Put back parked jobs of the types the caller serves: one range of
+# "WorkerJob_parked_idx" per type, a probe of an empty index when none is parked.
+UNPARK = text(
+    f"""
+    WITH parked AS (
+        SELECT id FROM "WorkerJob"
+        WHERE type = ANY(CAST(:served AS text[])) AND {_PARKED}
+        LIMIT :batch
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE "WorkerJob" AS j SET "heldBack" = NULL
+    FROM parked WHERE j.id = parked.id
+    RETURNING j.type
+    """
+)
+
+# Jobs put back wake idle children: sent once they are back, only when some are
+# (the probe every heartbeat interval finds none, and wakes nobody).
+WAKE_ALONE = text(f"NOTIFY {NOTIFY_CHANNEL}")
+
+PARKED_BY_TYPE = text(
+    f"""SELECT type, count(*) AS n FROM "WorkerJob" WHERE {_PARKED} GROUP BY type"""
+)
+
+LIVE_MASTERS = text(_LIVE_MASTERS)
 
 # -- reading and maintenance -------------------------------------------------------
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 MAX_ERROR_CHARS = 64 * 1024
@@ -45,6 +46,23 @@ def storable_text(value: Any, limit: int = MAX_ERROR_CHARS) -> str:
         marker = f" … [truncated: {left_out} more characters]"
         text = text[: max(0, limit - len(marker))] + marker
     return text
+
+
+# How much of a job's error a log line quotes: the whole of it is in "lastError"
+# (`skiplock job ID`); a log line is read among others.
+LOG_REASON_CHARS = 300
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s/:@]*:)[^\s/@]+@")
+
+
+def log_reason(error: Any, limit: int = LOG_REASON_CHARS) -> str:
+    """A job's error as a log line quotes it: on one line, at most `limit` characters
+    (the cut marked), the password of any URL in it masked. The log's formatter also
+    removes every form of the configured database's password (queue_core/logs.py)."""
+    text = " ".join(storable_text(error if error is not None else "unknown error").split())
+    text = _URL_PASSWORD.sub(r"\1***@", text)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text or "unknown error"
 
 
 def describe_exception(exc: BaseException) -> str:

@@ -105,7 +105,8 @@ def _known_types(extra_modules: tuple[str, ...]) -> list[str]:
               help="Import MODULE so that its job types, and their limits and retry "
                    "policy, are known (repeatable).")
 @click.option("--any-type", is_flag=True,
-              help="Accept a type no handler here knows (one served by another deployment).")
+              help="Accept a type no handler here knows (one served by another deployment): "
+                   "the job waits, PENDING, until a pool that serves its type runs.")
 @click.option("--wait", "wait_", is_flag=True,
               help="Wait for the job to finish; print its result (exit 0) or its error (exit 1).")
 @click.option("--timeout", type=DURATION, default=None,
@@ -121,6 +122,10 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
     waits until a worker finishes the job, then prints its result as JSON on
     stdout and exits 0, or prints its error on stderr and exits 1 (failed for
     good, or cancelled).
+
+    A pool claims only the types it has handlers for (see `skiplock worker
+    --types`): a job of a type that no running pool serves waits until one
+    does, and `skiplock stats` shows it as NO POOL.
 
     \b
       skiplock enqueue INTERPRET_EVENT '{"eventId": "evt_1"}'

@@ -51,9 +51,10 @@ def _print_health(h: Any) -> None:
         echo("by type:                         pending      ready processing")
         for name in sorted(set(h.pending_by_type) | set(h.processing_by_type)):
             paused = "  PAUSED" if name in h.paused else ""
+            unserved = "  NO POOL" if name in h.unserved else ""
             echo(f"  {name:<28} {h.pending_by_type.get(name, 0):>10} "
                        f"{h.ready_by_type.get(name, 0):>10} "
-                       f"{h.processing_by_type.get(name, 0):>10}{paused}")
+                       f"{h.processing_by_type.get(name, 0):>10}{paused}{unserved}")
     if h.dead_by_type:
         echo("dead letters by type:")
         for name, n in sorted(h.dead_by_type.items()):
@@ -64,6 +65,10 @@ def _print_health(h: Any) -> None:
     if h.paused:
         echo("paused types: " + ", ".join(
             f"{name} ({n} pending)" for name, n in sorted(h.paused.items())))
+    if h.unserved:
+        echo(f"served by no running pool ({h.pools} running), waiting for one: " + ", ".join(
+            f"{name} ({n} pending, {h.parked_by_type.get(name, 0)} parked)"
+            for name, n in sorted(h.unserved.items())))
     t = h.table
     echo(f"table: {_size(t.total_bytes)} (heap {_size(t.table_bytes)}, indexes "
                f"{_size(t.index_bytes)}), {t.live_tuples} live / {t.dead_tuples} dead rows")
@@ -90,9 +95,10 @@ def stats(as_json: bool, watch: float | None, exact: bool) -> None:
     Counts by status (PENDING, PROCESSING and dead letters exact; COMPLETED
     estimated unless --exact), pending and running work by type, ready versus
     scheduled, the age of the oldest ready job, jobs finished in the last 1, 5
-    and 15 minutes, dead letters by type, paused types, and the health of the
-    job table: size, dead rows, last vacuum, and the oldest open transaction
-    that keeps vacuum from removing dead rows.
+    and 15 minutes, dead letters by type, paused types, the types that no
+    running pool serves (NO POOL: their jobs wait for one), and the health of
+    the job table: size, dead rows, last vacuum, and the oldest open
+    transaction that keeps vacuum from removing dead rows.
     """
     from skiplock.ops.health import collect
 
@@ -210,6 +216,8 @@ def ps(as_json: bool) -> None:
         if r.kind == "master":
             echo(f"{r.host}  pid {r.pid}  master ({r.state}, {r.concurrency} children)  "
                        f"started {started}  {beat}")
+            echo("  serves " + (", ".join(r.served) if r.served is not None
+                                else "every type (an older skiplock)"))
         else:
             job = (f"{r.job_type} {r.job_id} for {_age(r.job_age_s)}" if r.job_id else "idle")
             if r.job_id and (r.job_progress is not None or r.job_progress_message):

@@ -33,7 +33,8 @@ _FLAG_NAMES = {
     "poll_max_s": "poll-max",
     "poll_step_s": "poll-step",
 }
-_METAVARS = {"_s": "SECONDS", "_ms": "MS", "_mb": "MIB", "database_url": "URL", "handlers": "MODULE"}
+_METAVARS = {"_s": "SECONDS", "_ms": "MS", "_mb": "MIB", "database_url": "URL", "handlers": "MODULE",
+             "types": "TYPES"}
 _SHORT = {"concurrency": "-c"}
 
 _HELP = """Run the worker pool: one master in the foreground, forking worker children.
@@ -43,11 +44,17 @@ Signals to the master:
   TERM, INT   stop claiming; running jobs get --graceful-timeout to finish,
               then are killed and released (no attempt charged); exit 0
   QUIT        stop now: running jobs are abandoned and released
-  HUP         replace every child gracefully (handler modules are re-imported)
+  HUP         replace every child gracefully (handler modules are re-imported;
+              if one no longer imports, the children are left as they are)
   TTIN, TTOU  one child more, one child less
 
-Exit status: 0 after a stop on request, 3 when a child cannot boot (a handler
-module that does not import, a database that refuses the worker).
+The pool claims only the job types it serves: those with a registered
+handler, narrowed by --types and --exclude-types. Jobs of other types wait,
+PENDING, for a pool that serves them (`skiplock stats` shows them as NO POOL).
+
+Exit status: 0 after a stop on request, 1 for a bad setting (a --types entry
+that no handler serves, say), 3 when the pool cannot boot (a handler module
+that does not import, a database that refuses the worker).
 Every flag also reads an environment variable (shown in brackets, also read
 from .env); the flag wins.
 """

@@ -20,9 +20,12 @@ from sqlalchemy.orm import Session
 
 from skiplock.ops import sql as ops_sql
 from skiplock.ops.pauses import paused
+from skiplock.ops.processes import live_served
 from skiplock.queue_core import sql
+from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.db import connect
 from skiplock.queue_core.maintenance import camel, pending_breakdown
+from skiplock.queue_core.parking import parked_by_type
 
 THROUGHPUT_WINDOWS_MIN = (1, 5, 15)
 
@@ -60,6 +63,14 @@ class Health:
     paused: dict[str, int] = field(default_factory=dict)  # type -> pending jobs held
     held_back: int = 0  # pending jobs waiting for a slot of their concurrency key
     held_back_by_key: dict[str, int] = field(default_factory=dict)  # the 10 biggest keys
+    # Routing (pool/served.py): the live pools (masters), how many of them serve
+    # each type that has jobs, and the pending jobs of types none of them serves,
+    # which wait for one (parked: taken out of the claim's index meanwhile).
+    pools: int = 0
+    served_by: dict[str, int] = field(default_factory=dict)
+    unserved: dict[str, int] = field(default_factory=dict)  # type -> pending jobs
+    parked: int = 0
+    parked_by_type: dict[str, int] = field(default_factory=dict)
     table: TableHealth = field(default_factory=TableHealth)
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +97,11 @@ class Health:
             "paused": self.paused,
             "heldBack": self.held_back,
             "heldBackByKey": self.held_back_by_key,
+            "pools": self.pools,
+            "servedBy": self.served_by,
+            "unserved": self.unserved,
+            "parked": self.parked,
+            "parkedByType": self.parked_by_type,
             "table": {
                 "totalBytes": t.total_bytes, "tableBytes": t.table_bytes,
                 "indexBytes": t.index_bytes, "liveTuples": t.live_tuples,
@@ -106,7 +122,28 @@ def dead_by_type(conn: Connection | Session | None = None) -> dict[str, int]:
         return {r.type: int(r.n) for r in c.execute(ops_sql.DEAD_BY_TYPE)}
 
 
-def collect(exact: bool = False, conn: Connection | Session | None = None) -> Health:
+def routing(health: Health, live: list[frozenset[str] | None],
+            parked: dict[str, int]) -> None:
+    """Fill in who serves what: `live` are the served sets of the live masters (None: an
+    older skiplock's, which serves every type), `parked` the parked jobs by type."""
+    health.pools = len(live)
+    health.parked_by_type = parked
+    health.parked = sum(parked.values())
+    types = set(health.pending_by_type) | set(health.processing_by_type) | set(parked)
+    every = sum(1 for served in live if served is None)
+    for job_type in sorted(types):
+        health.served_by[job_type] = every + sum(
+            1 for served in live if served is not None and job_type in served)
+        if not health.served_by[job_type] and health.pending_by_type.get(job_type):
+            health.unserved[job_type] = health.pending_by_type[job_type]
+
+
+def collect(exact: bool = False, conn: Connection | Session | None = None,
+            live_s: float | None = None) -> Health:
+    """The figures of `skiplock stats`; a pool is live while its heartbeat is younger
+    than `live_s` (default: the stuck timeout, as `skiplock ps` judges)."""
+    if live_s is None:
+        live_s = cached_settings().effective_stuck_timeout_s
     health = Health()
     with connect(conn) as c:
         # The foundation's breakdown, without its full count by status (a scan).
@@ -161,4 +198,5 @@ def collect(exact: bool = False, conn: Connection | Session | None = None) -> He
             health.held_back += int(held.n)
             if index < 10:
                 health.held_back_by_key[held.key] = int(held.n)
+        routing(health, live_served(live_s, c), parked_by_type(c))
     return health

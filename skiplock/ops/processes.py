@@ -10,7 +10,7 @@ timeout; its children go with it (ON DELETE CASCADE).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,6 +18,8 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from skiplock.ops import sql as ops_sql
+from skiplock.queue_core import sql
+from skiplock.queue_core.arrays import text_array
 from skiplock.queue_core.db import connect
 
 log = logging.getLogger("skiplock.processes")
@@ -53,6 +55,9 @@ class ProcessRow:
     job_age_s: float | None
     job_progress: float | None = None  # the job's last skiplock.progress, via the heartbeat
     job_progress_message: str | None = None
+    # A master's job types (pool/served.py); None for a child, or a master of an
+    # older skiplock, which claims every type.
+    served: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -64,17 +69,21 @@ class ProcessRow:
             "jobType": self.job_type,
             "jobStartedAt": self.job_started_at.isoformat() if self.job_started_at else None,
             "jobProgress": self.job_progress, "jobProgressMessage": self.job_progress_message,
+            "served": list(self.served) if self.served is not None else None,
         }
 
 
 def beat(master_id: str, *, host: str, pid: int, started_at: float, state: str,
          concurrency: int, children: Sequence[ChildRow],
+         served: Collection[str] | None = None,
          conn: Connection | Session | None = None) -> None:
-    """Refresh this master's row and replace its children's rows, in one transaction."""
+    """Refresh this master's row (with the job types it serves) and replace its
+    children's rows, in one transaction."""
     with connect(conn) as c:
-        c.execute(ops_sql.UPSERT_MASTER, {"id": master_id, "host": host, "pid": pid,
-                                          "state": state, "concurrency": concurrency,
-                                          "started_at": started_at})
+        c.execute(ops_sql.UPSERT_MASTER, {
+            "id": master_id, "host": host, "pid": pid, "state": state,
+            "concurrency": concurrency, "started_at": started_at,
+            "served": text_array(sorted(served)) if served is not None else None})
         c.execute(ops_sql.SYNC_CHILDREN, {
             "master_id": master_id, "host": host,
             "ids": [ch.id for ch in children], "pids": [ch.pid for ch in children],
@@ -102,6 +111,15 @@ def prune(timeout_s: float, conn: Connection | Session | None = None) -> list[st
     return [row.id for row in rows]
 
 
+def live_served(live_s: float, conn: Connection | Session | None = None
+                ) -> list[frozenset[str] | None]:
+    """The served sets of the masters whose heartbeat is younger than `live_s` (None:
+    a master of an older skiplock, which claims every type)."""
+    with connect(conn) as c:
+        return [frozenset(r.served) if r.served is not None else None
+                for r in c.execute(sql.LIVE_MASTERS, {"live_s": float(live_s)})]
+
+
 def list_processes(conn: Connection | Session | None = None) -> list[ProcessRow]:
     with connect(conn) as c:
         rows = c.execute(ops_sql.LIST_PROCESSES).fetchall()
@@ -109,6 +127,7 @@ def list_processes(conn: Connection | Session | None = None) -> list[ProcessRow]
         ProcessRow(r.id, r.kind, r.masterId, r.host, r.pid, r.slot, r.state, r.concurrency,
                    r.startedAt, r.heartbeatAt, float(r.heartbeat_age_s), r.jobId, r.jobType,
                    r.jobStartedAt, float(r.job_age_s) if r.job_age_s is not None else None,
-                   r.job_progress, r.job_progress_message)
+                   r.job_progress, r.job_progress_message,
+                   tuple(r.served) if r.served is not None else None)
         for r in rows
     ]

@@ -39,13 +39,16 @@ PAUSED = text(
 
 # -- the process table -------------------------------------------------------------
 
+# served: the job types the master serves (pool/served.py; migration 0012_routing).
 UPSERT_MASTER = text(
     """
     INSERT INTO "WorkerProcess"
-        (id, kind, host, pid, state, concurrency, "startedAt", "heartbeatAt")
-    VALUES (:id, 'master', :host, :pid, :state, :concurrency, to_timestamp(:started_at), now())
+        (id, kind, host, pid, state, concurrency, "startedAt", "heartbeatAt", served)
+    VALUES (:id, 'master', :host, :pid, :state, :concurrency, to_timestamp(:started_at), now(),
+            CAST(:served AS text[]))
     ON CONFLICT (id) DO UPDATE
-    SET state = EXCLUDED.state, concurrency = EXCLUDED.concurrency, "heartbeatAt" = now()
+    SET state = EXCLUDED.state, concurrency = EXCLUDED.concurrency, "heartbeatAt" = now(),
+        served = EXCLUDED.served
     """
 )
 
@@ -215,11 +218,12 @@ LIST_JOBS = _LISTED + """
 """
 
 # Jobs waiting for a slot of their concurrency key (queue_core/limits.py), read
-# through the held-back partial index, and the keys that hold the most.
+# through the held-back partial index, and the keys that hold the most. Held back
+# without a key is parked (queue_core/parking.py), counted apart.
 HELD_BACK = text(
     """
     SELECT "concurrencyKey" AS key, count(*) AS n FROM "WorkerJob"
-    WHERE status = 'PENDING' AND "heldBack"
+    WHERE status = 'PENDING' AND "heldBack" AND "concurrencyKey" IS NOT NULL
     GROUP BY 1 ORDER BY 2 DESC, 1
     """
 )

@@ -79,6 +79,21 @@ def children_of(pid: int) -> list[int]:
     return sorted(found)
 
 
+def workers_of(pid: int) -> list[int]:
+    """The worker children of master `pid`, by their title: not the short-lived process
+    that loads the handler modules at start and on HUP (pool/served.py), nor a child
+    forked a moment ago that has not yet set its title."""
+    found = []
+    for child in children_of(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as cmdline:
+                if cmdline.read().startswith(b"skiplock: worker"):
+                    found.append(child)
+        except OSError:
+            continue
+    return found
+
+
 class Pool:
     """One `skiplock worker` process under test."""
 
@@ -93,7 +108,7 @@ class Pool:
         self.pid = self.proc.pid
 
     def children(self) -> list[int]:
-        return children_of(self.pid)
+        return workers_of(self.pid)
 
     def wait_children(self, count: int, timeout: float = 15) -> list[int]:
         return wait_for(lambda: (c := self.children()) and len(c) == count and c,

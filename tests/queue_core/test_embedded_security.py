@@ -66,6 +66,11 @@ def runtime() -> Iterator[Runtime]:
     rt.close()
 
 
+# A job the worker takes: a type it serves (a pool leaves the others PENDING for a pool
+# that serves them), whose event does not exist, so that it ends at its first run.
+_TAKEN = ("INTERPRET_EVENT", '{"eventId": "evt_missing"}')
+
+
 def _worker_takes(popen_argv: list[str], cli: Callable[..., subprocess.CompletedProcess[str]],
                   job_id: str, **popen: Any) -> None:
     """`make worker`'s last step: the pool starts, takes the job, and stops on TERM with 0."""
@@ -113,7 +118,7 @@ def test_root_runs_a_checkout_under_a_0700_directory_and_changes_no_owner(base: 
 
     migrated = cli("migrate")
     assert migrated.returncode == 0, migrated.stderr
-    job = cli("enqueue", "X", "{}", "--any-type")
+    job = cli("enqueue", *_TAKEN)
     assert job.returncode == 0 and len(job.stdout.strip()) == 32, job.stderr
     status = cli("db", "status")
     shared = EmbeddedCluster(home).shared_data_dir
@@ -172,7 +177,7 @@ def test_an_ordinary_user_runs_it_from_their_own_0700_directory(
 
     migrated = cli("migrate")
     assert migrated.returncode == 0, migrated.stderr
-    job = cli("enqueue", "X", "{}", "--any-type")
+    job = cli("enqueue", *_TAKEN)
     assert job.returncode == 0 and len(job.stdout.strip()) == 32, job.stderr
     status = cli("db", "status")
     assert status.returncode == 0 and f"{home / 'pgdata'}: running" in status.stdout
