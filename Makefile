@@ -3,7 +3,8 @@
 # installed (editable, with its dev tools), the database found or started
 # (DATABASE_URL, else the per-user embedded cluster in ~/.local/share/skiplock,
 # which `skiplock migrate` starts and names in one line; `skiplock db status`
-# says where it is, `skiplock db stop` stops it), migrations.
+# says where it is, `skiplock db stop` stops it), migrations. In the checkout,
+# the built-in handlers' demo domain is installed too (`migrate --demo`).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,19 +13,27 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: worker test lint bench bench-peers bench-venv chaos migrate demo clean chromium dashboard
 
+# pip is quiet, so that its output does not bury what matters; each step says
+# what it does instead, since the first install takes about a minute.
 $(STAMP): setup.cfg pyproject.toml
+	@echo "make: creating the virtual environment in $(VENV) (once)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,dashboard]'
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "make: installing skiplock and its tools into $(VENV) (about a minute the first time)"
+	@$(BIN)/python -m pip install --quiet -e '.[dev,dashboard]'
 	@touch $@
+	@echo "make: installed; the commands are in $(BIN) (.venv/bin/skiplock --help)"
 
 venv: $(STAMP)
 
 migrate: $(STAMP)
-	$(BIN)/skiplock migrate
+	@$(BIN)/skiplock migrate --demo
 
 worker: migrate
-	exec $(BIN)/skiplock worker $(ARGS)
+	@echo "make: starting the pool (Ctrl-C stops it). To see jobs run, in another terminal:"
+	@echo "make:   make demo                  a demo user's journal through all six job types"
+	@echo "make:   .venv/bin/skiplock stats   what the queue holds (or: make dashboard)"
+	@exec $(BIN)/skiplock worker $(ARGS)
 
 # A run that collects one of the dashboard's browser tests installs Debian's
 # chromium first if it is missing, and says so (tests/dashboard/chromium.py);
@@ -72,4 +81,4 @@ clean:
 
 # The six job types end to end: a demo user, sample entries, the pool until the chains drain.
 demo: migrate
-	$(BIN)/skiplock demo $(ARGS)
+	@$(BIN)/skiplock demo $(ARGS)

@@ -32,14 +32,26 @@ class Seeded:
     jobs: int
 
 
-def seed_demo(timezone: str, days: int, seed: int = 7, today: date | None = None) -> Seeded:
+# The demo's user has a known id, so that the README's first enqueue can name it.
+DEMO_USER = "demo"
+
+
+def seed_demo(timezone: str, days: int, seed: int = 7, today: date | None = None,
+              user_id: str = DEMO_USER) -> Seeded:
+    """The user `user_id` with `days` of journal up to yesterday, and the first job of each chain.
+
+    A user of that id made by an earlier demo is replaced, with what their
+    chains made (the domain's rows go with the user) and their jobs that are
+    not running."""
     tz = load_timezone(timezone)
     today = today or datetime.now(tz).date()
     last_day = today - timedelta(days=1)
     first_day = last_day - timedelta(days=days - 1)
     entries = sample_entries(tz, last_day, days, seed)
     with transaction() as conn:
-        user_id = store.create_user(conn, "Demo", timezone)
+        conn.execute(sql.FORGET_DEMO_JOBS, {"u": user_id})
+        conn.execute(sql.FORGET_DEMO_USER, {"u": user_id})
+        user_id = store.create_user(conn, "Demo", timezone, user_id=user_id)
         event_ids = store.add_events(conn, user_id, entries)
         # Replay the journal in the order it was written: the first jobs of the chains get
         # falling priorities (entry by entry, each day's review after its last entry), and

@@ -4,7 +4,7 @@ A handler body raises `MissingRecord` (an event, user, review or plan that does
 not exist) or `InvalidJob` (a payload that does not fit) for a job that can
 never succeed: `run_step` turns those into a failure without retry, whose
 error names what is wrong. Anything else it lets through, and the pool retries
-the job, as for any handler that raises (the README, "Writing handlers").
+the job, as for any handler that raises (docs/jobs.md, "Who pays for a run").
 """
 
 from __future__ import annotations

@@ -256,7 +256,7 @@ class Child:
                     conn, demo=migrate.demo_installed(conn))
             if lacking:
                 return (f"the database role {role!r} lacks grants the worker needs "
-                        f"(see the README's least-privileged role): {'; '.join(lacking)}")
+                        f"(see the least-privileged role in docs/operations.md): {'; '.join(lacking)}")
         except PermissionDenied as exc:
             return f"the database refused the worker: {exc}"
         except DatabaseUnavailable as exc:

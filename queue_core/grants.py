@@ -33,7 +33,7 @@ def explain(exc: Any, role: str | None = None) -> str:
     who = f'"{role}"' if role else "the database role"
     match = _DENIED.search(message)
     if not match:
-        return f"{who} lacks a grant: {message} (the README lists every grant skiplock needs)"
+        return f"{who} lacks a grant: {message} (docs/operations.md lists every grant skiplock needs)"
     kind, name = match.group(1).lower(), match.group(2)
     if kind in ("table", "relation", "view", "materialized view"):
         kind = "table"
@@ -49,11 +49,11 @@ def explain(exc: Any, role: str | None = None) -> str:
         privilege = "CREATE"
     quoted = name if name.startswith('"') else f'"{name}"'
     return (f"{who} lacks a grant: {message}; it needs GRANT {privilege} ON {kind.upper()} "
-            f"{quoted} (the README lists every grant skiplock needs)")
+            f"{quoted} (docs/operations.md lists every grant skiplock needs)")
 
 
 # -- what a worker needs, checked when a child boots ---------------------------------
-# (privileges, kind, object). The README's list of grants says the same; a test
+# (privileges, kind, object). The list of grants in docs/operations.md says the same; a test
 # holds the two together and runs a worker with exactly these on a database where
 # PUBLIC has nothing (no default EXECUTE on functions, no use of the schema).
 WORKER_GRANTS: tuple[tuple[str, str, str], ...] = (

@@ -36,16 +36,14 @@ def clean_tables(database_url: str) -> None:
             conn.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
 
 
-# The foreign key an application adds from a job to its own users (README, "What
-# skiplock creates"); skiplock's "userId" has none of its own. Here on the demo's "User".
-USER_FOREIGN_KEY = ('ALTER TABLE "WorkerJob" ADD CONSTRAINT "WorkerJob_userId_fkey" '
-                    'FOREIGN KEY ("userId") REFERENCES "User"(id) ON DELETE CASCADE ON UPDATE CASCADE')
-
-
 @pytest.fixture
 def user_foreign_key(database_url: str) -> Iterator[None]:
+    """The foreign key an application adds from a job to its users, as docs/schema.md says
+    (skiplock's "userId" has none of its own); here to the demo's "User"."""
+    from tests.packaging.snippets import snippet
+
     with db.get_engine().begin() as conn:
-        conn.execute(text(USER_FOREIGN_KEY))
+        conn.execute(text(snippet("user-foreign-key", "docs/schema.md")))
     try:
         yield
     finally:

@@ -1,7 +1,7 @@
 """The domain's tables, in the seed's Prisma style (quoted PascalCase tables,
 camelCase columns, text ids).
 
-The migration `alembic/versions/0002_domain.py` is the authority; these
+The migration `alembic/versions/demo_0001_domain.py` is the authority; these
 `Table` objects mirror it for the queries in `store.py` (a test checks that
 the two agree). Every output table has the unique key that makes its step
 idempotent: one interpretation per event, one pattern per user and rule, one

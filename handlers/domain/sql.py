@@ -38,7 +38,18 @@ USER_FILTERS = {"user_id": "AND id = :user_id"}
 
 DB_NOW = text("SELECT now() AS now")
 
-# -- the demo's report (handlers/demo.py) -------------------------------------------
+# -- the demo (handlers/demo.py) ------------------------------------------------------
+
+# A demo run again replaces the demo user: their rows in the domain go with them (its
+# foreign keys cascade), and their jobs that no worker holds go too.
+FORGET_DEMO_JOBS = text("""
+DELETE FROM "WorkerJob" WHERE "userId" = :u AND status <> 'PROCESSING'
+""")
+FORGET_DEMO_USER = text("""
+DELETE FROM "User" WHERE id = :u
+""")
+
+# -- the demo's report ----------------------------------------------------------------
 
 JOB_TIMINGS = text("""
 SELECT type, count(*) AS jobs,

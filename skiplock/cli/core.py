@@ -33,8 +33,8 @@ from skiplock.queue_core.errors import InvalidPayload, JobNotFound, UnknownJobTy
 def migrate(demo: bool, as_sql: bool, from_revision: str | None, check: bool) -> None:
     """Create or upgrade skiplock's own tables to the latest schema.
 
-    Creates the job table and the few tables beside it (README, "What
-    skiplock creates"), and no other: an application's own tables are never
+    Creates the job table and the few tables beside it (docs/schema.md lists
+    every object), and no other: an application's own tables are never
     touched. A "WorkerJob" that Prisma made from the seed's models is adopted
     in place, its rows kept. Safe to run on every deploy and from several hosts
     at once: migrations take an advisory lock, run in one transaction, and

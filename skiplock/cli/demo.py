@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import click
@@ -52,3 +53,8 @@ def demo(weeks: int, timezone: str, concurrency: int | None, seed: int, timeout:
     left = pending_jobs(seeded.user_id)
     if left:
         raise click.ClickException(f"{left} jobs were still pending after {timeout:g}s")
+    month = seeded.first_day.strftime("%Y-%m")  # the journal's first month has entries
+    payload = json.dumps({"userId": seeded.user_id, "type": "MONTHLY", "periodKey": month,
+                          "timezone": seeded.timezone})
+    click.echo(f"\nrun one more yourself (a worker must be running: make worker):\n"
+               f"  .venv/bin/skiplock enqueue GENERATE_REVIEW --wait '{payload}'")

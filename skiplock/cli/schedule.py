@@ -35,7 +35,7 @@ def schedule() -> None:
     idempotency key is the schedule's name and the occurrence's time), and a
     master that starts after an outage catches up on what was missed, within
     each schedule's catch_up window. The file format is described in
-    `queue_core/schedules.py` and in the README.
+    `skiplock/ops/schedules.py` and in docs/operations.md ("Recurring jobs").
     """
 
 

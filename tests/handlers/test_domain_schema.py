@@ -1,4 +1,4 @@
-"""The migration 0002_domain and the mirror in handlers/domain/schema.py agree."""
+"""The migration demo_0001_domain and the mirror in handlers/domain/schema.py agree."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The README's least-privileged role, for real: on a database where PUBLIC holds
-nothing, a role with exactly the README's grants runs the worker through the
+"""The least-privileged role of docs/operations.md, for real: on a database where PUBLIC
+holds nothing, a role with exactly those grants runs the worker through the
 built-in chains and the commands it is meant to run; a role short of one grant
 stops the pool at boot (exit 3) with a line naming the GRANT."""
 
@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def readme_grants(role: str, database: str) -> list[str]:
-    """The statements of the README's block, for `role` on `database` (not the CREATE ROLE)."""
-    text = (REPO / "README.md").read_text()
-    section = text[text.index("### The least-privileged database role"):]
+    """The statements of the docs' block, for `role` on `database` (not the CREATE ROLE)."""
+    text = (REPO / "docs" / "operations.md").read_text()
+    section = text[text.index("## The least-privileged database role"):]
     block = section[section.index("```sql") + 6:section.index("```", section.index("```sql") + 6)]
     body = "\n".join(line for line in block.splitlines() if not line.startswith("--"))
     statements = [s.strip() for s in body.split(";") if s.strip()]
@@ -43,7 +43,7 @@ def test_the_readme_lists_every_grant_the_worker_checks() -> None:
             continue
         on = f"ON {kind} {name}" if kind in ("FUNCTION", "SCHEMA") else name
         granted = [g for g in re.split(r"(?=GRANT )", block) if on in g]
-        assert granted, f"the README grants nothing on {kind} {name}"
+        assert granted, f"docs/operations.md grants nothing on {kind} {name}"
         assert any(p in g for g in granted for p in [privileges]), (privileges, kind, name)
 
 

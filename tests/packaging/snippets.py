@@ -1,4 +1,7 @@
-"""The README's snippets, by name: `<!-- snippet: NAME -->` before a fenced block."""
+"""The documentation's snippets, by name: `<!-- snippet: NAME -->` before a fenced block.
+
+The README's, and those of the pages in docs/ (`snippet(name, "docs/schema.md")`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+REPO = Path(__file__).resolve().parents[2]
+README = REPO / "README.md"
 
 # The snippets that enqueue in the application's transaction, and the application's
 # own table they write in it (the README's `signup`), which their tests create.
@@ -20,16 +24,17 @@ def readme_url(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def snippet(name: str) -> str:
+def snippet(name: str, page: str = "README.md") -> str:
     found = re.search(rf"<!-- snippet: {re.escape(name)} -->\s*```\w*\n(.*?)```",
-                      README.read_text(), re.S)
-    assert found, f"README.md has no snippet {name!r}"
+                      (REPO / page).read_text(), re.S)
+    assert found, f"{page} has no snippet {name!r}"
     return found.group(1)
 
 
-def commands(name: str) -> list[str]:
-    """The shell commands of a snippet, without their comments."""
-    lines = (line.split("#", 1)[0].strip() for line in snippet(name).splitlines())
+def commands(name: str, page: str = "README.md") -> list[str]:
+    """The shell commands of a snippet, without their comments, continued lines joined."""
+    text = snippet(name, page).replace("\\\n", " ")
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
     return [line for line in lines if line]
 
 

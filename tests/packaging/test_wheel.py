@@ -179,7 +179,7 @@ def test_a_wheel_installed_outside_the_checkout_migrates_and_runs_the_applicatio
 
     # The schema teams apply themselves is the one `migrate` made.
     ddl = run([str(venv / "bin" / "skiplock"), "migrate", "--sql"], cwd=app, env=env)
-    assert 'CREATE TABLE "WorkerJob"' in ddl and "alembic_version" in ddl
+    assert 'CREATE TABLE "WorkerJob"' in ddl and "skiplock_version" in ddl
 
 
 def other_python(version: str) -> str | None:

@@ -185,3 +185,14 @@ def test_migrate_creates_only_the_queues_own_tables(database):
     assert migrate_cli()[0] == 0
     tables = [r[0] for r in sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
     assert sorted(tables) == sorted(migrate.QUEUE_TABLES)
+
+
+def test_the_readme_names_every_table_migrate_creates():
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    listed = re.search(r"<!-- objects -->(.*?)<!-- /objects -->", readme, re.S)
+    assert listed, "README.md lists no objects"
+    assert sorted(re.findall(r'`"?([\w]+)"?`', listed.group(1))) == sorted(migrate.QUEUE_TABLES)
+    functions = [r[0] for r in sql("SELECT proname FROM pg_proc WHERE proname LIKE 'skiplock%'")]
+    assert len(functions) == 7 and "seven functions named `skiplock_*`" in readme
