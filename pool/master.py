@@ -74,7 +74,7 @@ from skiplock.pool.recovery import Recovery
 from skiplock.pool.routing import Routing
 from skiplock.pool.served import Probe
 from skiplock.pool.states import Cause, Due, PoolState
-from skiplock.queue_core import db, fail, faults, release, urls
+from skiplock.queue_core import db, fail, faults, migrate, release, urls
 from skiplock.queue_core.bounds import bounded, unbounded
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.errors import ConfigurationError, DatabaseUnavailable
@@ -216,7 +216,8 @@ class Master:
         # stops the pool as a child that cannot boot did (exit status 3, which
         # supervisors are told not to restart); a --types entry that no handler
         # serves is a bad setting (a ConfigurationError for the caller).
-        answer = Probe(self.settings, close_fds=self.close_inherited_fds).wait()
+        answer = Probe(self.settings, builtin_available=self.builtin_available(),
+                       close_fds=self.close_inherited_fds).wait()
         if answer.boot_failure:
             self.restore_signals()
             self.exit_code = EXIT_BOOT_FAILURE
@@ -354,6 +355,21 @@ class Master:
     def handle_quit(self) -> None:
         self.begin_stop("SIGQUIT")
 
+    def builtin_available(self) -> bool:
+        """Whether the built-in handlers' demo domain is installed here: they serve their
+        types only then (docs/schema.md). Asked at start and on HUP, which is also how a
+        pool takes them up after `skiplock migrate --demo`. Unknown (the database does
+        not answer) counts as no: their jobs wait for a pool that serves them, rather than
+        fail in one that cannot."""
+        try:
+            with bounded(self.budget_s), db.connect() as conn:
+                return migrate.demo_installed(conn)
+        except _DB_ERRORS as exc:
+            log.warning("cannot tell whether the demo domain of the built-in handlers is "
+                        "installed (%s): they serve no job type until the next HUP",
+                        log_reason(str(exc)), extra={"worker": self.master_id})
+            return False
+
     def handle_hup(self) -> None:
         if self.state != RUNNING:
             return
@@ -364,7 +380,8 @@ class Master:
         # what the new children will serve; they replace the old ones once it
         # answered (`check_probe`). The loop goes on meanwhile.
         log.info("reloading the handler modules")
-        self.probe = Probe(self.settings, close_fds=self.close_inherited_fds)
+        self.probe = Probe(self.settings, builtin_available=self.builtin_available(),
+                           close_fds=self.close_inherited_fds)
 
     def check_probe(self) -> None:
         """A HUP's probe answered: new children, with what it found, replace the old."""

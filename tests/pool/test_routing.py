@@ -246,3 +246,30 @@ def test_a_hup_whose_modules_no_longer_import_leaves_the_children_as_they_are(
     job_id = jobs.enqueue("ROUTE_B", {})
     wait_for(lambda: jobs.get(job_id)["status"] == "COMPLETED", 20, "the old children to run it")
     assert pool.children() == children and pool.proc.poll() is None
+
+
+def test_the_built_in_handlers_serve_their_types_only_where_the_demo_domain_is(
+    start_pool: Callable[..., Pool]
+) -> None:
+    import skiplock
+    from skiplock.queue_core import migrate
+    from skiplock.queue_core.scratch import scratch_database
+    from tests.queue_core.helpers import sql
+
+    with scratch_database("skiplock_no_demo") as url:  # the queue alone, as an application has it
+        job_id = skiplock.enqueue("INTERPRET_EVENT", {"eventId": "e1"})
+        pool = start_pool(url=url)
+        pool.wait_log("this pool serves")
+        [master] = wait_for(masters, 10, "the pool's row in the process table")
+        assert "TEST_RECORD" in master["served"] and "INTERPRET_EVENT" not in master["served"]
+        assert sql('SELECT status::text, attempts FROM "WorkerJob"') == [("PENDING", 0)]
+        # The demo installed, and the event there: a HUP takes the built-in types up.
+        migrate.upgrade(url, demo=True)
+        sql("""INSERT INTO "User" (id, timezone) VALUES ('u1', 'UTC');
+               INSERT INTO "Event" (id, "userId", text, "occurredAt")
+               VALUES ('e1', 'u1', 'A long walk with Sam', now())""")
+        pool.send(signal.SIGHUP)
+        wait_for(lambda: sql('SELECT status::text FROM "WorkerJob" WHERE id = :id',
+                             id=job_id) == [("COMPLETED",)], 30, "the built-in handler to run it")
+        wait_for(lambda: "INTERPRET_EVENT" in masters()[0]["served"], 15,
+                 "the process table to show what the pool serves now")
