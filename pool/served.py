@@ -64,11 +64,16 @@ def served_types(settings: Settings, *, builtin_available: bool = True) -> froze
         served = registered - unavailable
     served -= set(settings.exclude_types)
     if not served:
+        # The usual way here: a fresh database and no --handlers, so only the built-in
+        # handlers, whose domain only the demo installs.
+        demo = ("; the built-in handlers serve their types only where their demo domain is "
+                "installed (`skiplock migrate --demo`)") if unavailable & registered else ""
         raise ConfigurationError(
             "this pool would serve no job type (registered: "
             f"{_names(sorted(registered)) or 'none'}; SKIPLOCK_TYPES: "
             f"{_names(settings.types) or 'all'}; SKIPLOCK_EXCLUDE_TYPES: "
-            f"{_names(settings.exclude_types) or 'none'})")
+            f"{_names(settings.exclude_types) or 'none'}){demo}; name your handler modules "
+            "with --handlers")
     return frozenset(served)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +31,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def scrape(port: int) -> str:
+    """A pool's Prometheus page on 127.0.0.1:`port`, or "" while nothing answers there."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            return str(response.read().decode())
+    except (urllib.error.URLError, ConnectionError):
+        return ""
 
 
 # Hypothesis: CI replays the same examples every run (a red CI is reproducible with

@@ -16,8 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ import pytest
 
 from skiplock.queue_core import enqueue
 from tests.ops.helpers import run
-from tests.support import free_port, wait_for
+from tests.support import free_port, scrape, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 HANDLERS = "tests.ops.handlers_for_tests"
@@ -55,14 +53,6 @@ def start_pool(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]
 
 def masters() -> list[dict[str, Any]]:
     return [p for p in json.loads(run("ps", "--json").output) if p["kind"] == "master"]
-
-
-def scrape(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            return str(response.read().decode())
-    except (urllib.error.URLError, ConnectionError):
-        return ""
 
 
 def metric(text: str, name: str) -> float | None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from sqlalchemy.engine import make_url
 from skiplock.cli import main
 from skiplock.queue_core import config
 from tests.pool.conftest import Jobs, Pool
-from tests.support import free_port, wait_for
+from tests.support import free_port, scrape, wait_for
 
 ROUTING_HANDLERS = "tests.pool.routing_handlers"
 
@@ -50,14 +48,6 @@ def rows(jobs: Jobs, job_type: str) -> list[Any]:
     with jobs.engine.connect() as conn:
         return list(conn.execute(text('SELECT * FROM "WorkerJob" WHERE type = :t ORDER BY id'),
                                  {"t": job_type}).mappings())
-
-
-def scrape(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            return str(response.read().decode())
-    except (urllib.error.URLError, ConnectionError):
-        return ""
 
 
 def test_a_pool_runs_only_its_types_and_a_pool_that_serves_the_others_runs_them(

@@ -41,6 +41,11 @@ VALUES ('cmjob1', 'INTERPRET_EVENT', '{"eventId": "e1"}', 'PENDING', '2026-12-01
         '2026-11-30 08:00:00', NULL, 'review:x', 1, NULL, NULL, '2026-11-30 08:00:05');
 """
 
+USER_FOREIGN_KEY = """
+ALTER TABLE "WorkerJob" ADD CONSTRAINT "WorkerJob_userId_fkey" FOREIGN KEY ("userId")
+    REFERENCES "User"(id) ON DELETE CASCADE ON UPDATE CASCADE;
+"""
+
 runner = CliRunner()
 
 
@@ -153,24 +158,30 @@ def test_an_applications_own_tables_and_alembic_are_left_untouched(database):
 
 
 def test_a_database_an_older_skiplock_migrated_moves_its_revision_and_keeps_the_demo(database):
-    # As an older skiplock left it: the revision in alembic_version, the domain tables
-    # beside the queue, and the foreign key it made to their "User".
-    assert migrate_cli("--demo")[0] == 0
+    # As the last skiplock that kept its revision in alembic_version left it: at that
+    # revision, the domain tables beside the queue, and the foreign key it made to their "User".
+    last = migrate.LEGACY_REVISIONS[-1]
+    migrate.upgrade(database, last)
+    migrate.upgrade(database, migrate.demo_head())
     run_script(database, f"""
         ALTER TABLE skiplock_version RENAME TO alembic_version;
         ALTER TABLE alembic_version RENAME CONSTRAINT skiplock_version_pkc TO alembic_version_pkc;
         DELETE FROM alembic_version WHERE version_num = '{migrate.demo_head()}';
-        ALTER TABLE "WorkerJob" ADD CONSTRAINT "WorkerJob_userId_fkey" FOREIGN KEY ("userId")
-            REFERENCES "User"(id) ON DELETE CASCADE ON UPDATE CASCADE;
-    """)
-    assert migrate_cli("--check")[0] == 0  # the schema is current; only its record moves
+    """ + USER_FOREIGN_KEY)
     before = schema_of(database)
+    code, lines = migrate_cli("--check")
+    assert code == 1 and f"at revision {last}" in lines[0], lines
+    same(before, schema_of(database))
     code, lines = migrate_cli()
     assert code == 0, lines
     assert migrate.current_revisions(database) == sorted([migrate.queue_head(),
                                                           migrate.demo_head()])
     assert sql("SELECT to_regclass('alembic_version')") == [(None,)]
-    same(before.replace("alembic_version", "skiplock_version"), schema_of(database))
+    # The schema a new skiplock makes with the demo, and the foreign key the old one made.
+    with scratch_database("skiplock_demo_now", demo=True) as fresh:
+        run_script(fresh, USER_FOREIGN_KEY)
+        expected = schema_of(fresh)
+    same(expected, schema_of(database))
 
 
 def test_check_changes_nothing_in_a_database_prisma_made(database):

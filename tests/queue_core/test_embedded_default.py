@@ -209,7 +209,7 @@ def test_the_same_cluster_from_every_directory_and_the_starting_commands_say_so(
     cli = _cli(home)
     cluster = EmbeddedCluster(_per_user_home(home))
 
-    migrated = cli("migrate", cwd=first)
+    migrated = cli("migrate", "--demo", cwd=first)  # as `make worker` does in a checkout
     assert migrated.returncode == 0, migrated.stderr
     said = [line for line in migrated.stderr.splitlines() if "embedded cluster" in line]
     assert said == [f"skiplock: created and started the embedded cluster in {cluster.data_dir}: "
@@ -221,7 +221,8 @@ def test_the_same_cluster_from_every_directory_and_the_starting_commands_say_so(
     assert again.returncode == 0 and "started" not in again.stderr, again.stderr
     urls = {cli("db", "url", cwd=cwd).stdout for cwd in (first, second, base)}
     assert len(urls) == 1 and str(cluster.socket_dir).replace("/", "%2F") in urls.pop()
-    enqueued = cli("enqueue", "X", "{}", "--any-type", cwd=second)
+    # A type the worker below serves; the event does not exist, so it ends at its first run.
+    enqueued = cli("enqueue", "INTERPRET_EVENT", '{"eventId": "evt_missing"}', cwd=second)
     assert enqueued.returncode == 0, enqueued.stderr
     job_id = enqueued.stdout.strip()
     shown = cli("job", job_id, cwd=first)

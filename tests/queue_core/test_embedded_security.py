@@ -116,7 +116,7 @@ def test_root_runs_a_checkout_under_a_0700_directory_and_changes_no_owner(base: 
         return subprocess.run([sys.executable, "-m", "skiplock", *args], env=env, text=True,
                               capture_output=True, timeout=90, cwd=base / "checkout")
 
-    migrated = cli("migrate")
+    migrated = cli("migrate", "--demo")  # as `make worker` does in a checkout
     assert migrated.returncode == 0, migrated.stderr
     job = cli("enqueue", *_TAKEN)
     assert job.returncode == 0 and len(job.stdout.strip()) == 32, job.stderr
@@ -175,7 +175,7 @@ def test_an_ordinary_user_runs_it_from_their_own_0700_directory(
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return as_user(owner, [*command, *args], env=env)
 
-    migrated = cli("migrate")
+    migrated = cli("migrate", "--demo")  # as `make worker` does in a checkout
     assert migrated.returncode == 0, migrated.stderr
     job = cli("enqueue", *_TAKEN)
     assert job.returncode == 0 and len(job.stdout.strip()) == 32, job.stderr
