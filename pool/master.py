@@ -50,7 +50,7 @@ from typing import Any
 import psycopg2
 from sqlalchemy.exc import SQLAlchemyError
 
-from skiplock.pool import protocol
+from skiplock.pool import lifeline, protocol
 from skiplock.pool.cancelling import stop_cancelled
 from skiplock.pool.child import Child
 from skiplock.pool.children import RunningJob, WorkerChild
@@ -890,16 +890,8 @@ class Master:
             raise
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
-        # Signals stay blocked across the fork so that a TERM sent to a brand-new
-        # child waits for the child's own handler instead of hitting ours.
-        saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-        try:
-            pid = os.fork()
-        except OSError:
-            signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
-            for fd in (read_fd, write_fd, quiet_r, quiet_w):
-                os.close(fd)
-            raise
+        # A TERM sent to a brand-new child waits for the child's own handler.
+        pid, saved_mask = lifeline.fork_blocking(SIGNALS, (read_fd, write_fd, quiet_r, quiet_w))
         if pid == 0:  # the child: never returns into the caller's code
             code = 1
             try:

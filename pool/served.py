@@ -108,16 +108,8 @@ class Probe:
         self.answer: Answer | None = None
         master = os.getpid()
         read_fd, write_fd = os.pipe()
-        # Signals stay blocked across the fork, as for a child (pool/master.py):
-        # none may run the master's handlers in the probe.
-        saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, protocol.POOL_SIGNALS)
-        try:
-            pid = os.fork()
-        except OSError:
-            signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
-            os.close(read_fd)
-            os.close(write_fd)
-            raise
+        # As for a child: none of the master's signal handlers may run in the probe.
+        pid, saved_mask = lifeline.fork_blocking(protocol.POOL_SIGNALS, (read_fd, write_fd))
         if pid == 0:  # the probe: never returns into the caller's code
             code = 1
             try:
