@@ -153,7 +153,8 @@ def _default(column: Any) -> str:
         return "@default(now())"
     literal = re.fullmatch(r"'((?:[^']|'')*)'::(?:text|jsonb|character varying)", expression)
     if literal:
-        return f'@default("{_quote(literal.group(1).replace("&apos;", chr(39)))}")'
+        value = literal.group(1).replace("''", "'")  # SQL's quote in a literal, undone
+        return f'@default("{_quote(value)}")'
     if expression in ("true", "false"):
         return f"@default({expression})"
     return f'@default(dbgenerated("{_quote(expression)}"))'
