@@ -17,16 +17,18 @@ from click.testing import CliRunner
 from skiplock.cli import main
 from skiplock.queue_core import claim, migrate
 from skiplock.queue_core.scratch import scratch_database
+from tests.packaging.snippets import snippet
 from tests.queue_core.helpers import empty, run_script, schema_of, sql
 
 SEED_DDL = (Path(__file__).resolve().parents[1] / "prisma" / "seed" / "prisma_ddl.sql").read_text()
 # What the seed's database has besides "WorkerJob": its own users, and the cascade to them.
+# The foreign key an application adds to its own users, as docs/schema.md gives it.
+USER_FOREIGN_KEY = snippet("user-foreign-key", "docs/schema.md")
+# What the seed's database has besides "WorkerJob": its own users, and the cascade to them.
 SEED_USER_DDL = """
 CREATE TABLE "User" ("id" TEXT NOT NULL, "email" TEXT NOT NULL, CONSTRAINT "User_pkey" PRIMARY KEY ("id"));
 CREATE UNIQUE INDEX "User_email_key" ON "User"("email");
-ALTER TABLE "WorkerJob" ADD CONSTRAINT "WorkerJob_userId_fkey" FOREIGN KEY ("userId")
-    REFERENCES "User"("id") ON DELETE CASCADE ON UPDATE CASCADE;
-"""
+""" + USER_FOREIGN_KEY
 # Rows as the seed's service writes them: Prisma's cuid ids, UTC wall-clock times in
 # TIMESTAMP(3), one job pending, one its old worker left PROCESSING, one finished.
 SEED_ROWS = """
@@ -39,11 +41,6 @@ VALUES ('cmjob1', 'INTERPRET_EVENT', '{"eventId": "e1"}', 'PENDING', '2026-12-01
         '2026-12-01 08:00:01', 'cmuser1', NULL, 1, '2026-12-01 08:00:02', 'node-worker-1', NULL),
        ('cmjob3', 'GENERATE_REVIEW', '{}', 'COMPLETED', '2026-11-30 08:00:00',
         '2026-11-30 08:00:00', NULL, 'review:x', 1, NULL, NULL, '2026-11-30 08:00:05');
-"""
-
-USER_FOREIGN_KEY = """
-ALTER TABLE "WorkerJob" ADD CONSTRAINT "WorkerJob_userId_fkey" FOREIGN KEY ("userId")
-    REFERENCES "User"(id) ON DELETE CASCADE ON UPDATE CASCADE;
 """
 
 runner = CliRunner()
