@@ -1,8 +1,10 @@
 """The Flask application: routes, the safety checks every request passes, errors as pages.
 
-Every request: credentials when configured (401 otherwise); every POST: the
-dashboard must have been started with --allow-actions, and the form must carry
-the session's CSRF token (403 otherwise). Every response: a Content Security
+Every request: a `Host` the dashboard answers to (400 otherwise, before
+anything else: security.py, DNS rebinding), credentials when configured (401
+otherwise); every POST: the dashboard must have been started with
+--allow-actions, come from a page of its own (Origin or Referer) and carry the
+session's CSRF token (403 otherwise). Every response: a Content Security
 Policy that allows only this server's own scripts and styles (payloads and
 errors are attacker-controlled text; Jinja escapes them, and even a mistake
 there could not run a script), no framing, and a Server-Timing header with the
@@ -20,7 +22,14 @@ from flask import Flask, Response, abort, flash, g, redirect, render_template, r
 from werkzeug.exceptions import HTTPException
 
 from skiplock.dashboard import actions, formats, reads
-from skiplock.dashboard.security import CSRF_FIELD, authenticate, csrf_ok, new_csrf_token
+from skiplock.dashboard.security import (
+    CSRF_FIELD,
+    authenticate,
+    csrf_ok,
+    host_allowed,
+    new_csrf_token,
+    same_origin,
+)
 from skiplock.dashboard.settings import DashboardSettings
 from skiplock.queue_core.errors import DatabaseUnavailable, SkiplockError
 
@@ -43,6 +52,11 @@ def create_app(settings: DashboardSettings) -> Flask:
     @app.before_request
     def guard() -> Response | None:
         g.started = time.perf_counter()
+        host = request.headers.get("Host")
+        if not host_allowed(settings, host):
+            # Plain text and no session: nothing of the dashboard for a rebound name.
+            return Response("this dashboard does not answer to that host name (Host header); "
+                            "see --allowed-host\n", 400, mimetype="text/plain")
         who = authenticate(settings, request.headers.get("Authorization"))
         if who is None:
             return Response("credentials required\n", 401,
@@ -51,6 +65,8 @@ def create_app(settings: DashboardSettings) -> Flask:
         if request.method == "POST":
             if not settings.allow_actions:
                 abort(403, "this dashboard is read-only: start it with --allow-actions to act")
+            if not same_origin(host, request.headers.get("Origin"), request.headers.get("Referer")):
+                abort(403, "this form was not sent from a page of this dashboard (Origin)")
             if not csrf_ok(session.get(CSRF_FIELD), request.form.get(CSRF_FIELD)):
                 abort(403, "the form's CSRF token is missing or wrong: reload the page and try again")
         return None
