@@ -2,7 +2,8 @@
 
 Every request: a `Host` the dashboard answers to (400 otherwise, before
 anything else: security.py, DNS rebinding), credentials when configured (401
-otherwise); every POST: the dashboard must have been started with
+otherwise), no NUL anywhere in its path, query or form (400: no stored text can
+hold one); every POST: the dashboard must have been started with
 --allow-actions, come from a page of its own (Origin or Referer) and carry the
 session's CSRF token (403 otherwise). Every response: a Content Security
 Policy that allows only this server's own scripts and styles (payloads and
@@ -37,6 +38,10 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 
+def _has_nul(values: Any) -> bool:
+    return any("\x00" in key or "\x00" in value for key, value in values.items(multi=True))
+
+
 def create_app(settings: DashboardSettings) -> Flask:
     app = Flask(__name__)
     app.config.update(
@@ -62,6 +67,8 @@ def create_app(settings: DashboardSettings) -> Flask:
             return Response("credentials required\n", 401,
                             {"WWW-Authenticate": 'Basic realm="skiplock dashboard", charset="UTF-8"'})
         g.who = who
+        if "\x00" in request.path or _has_nul(request.args):
+            abort(400, "a NUL character in the address: no job, filter or search holds one")
         if request.method == "POST":
             if not settings.allow_actions:
                 abort(403, "this dashboard is read-only: start it with --allow-actions to act")
@@ -69,6 +76,8 @@ def create_app(settings: DashboardSettings) -> Flask:
                 abort(403, "this form was not sent from a page of this dashboard (Origin)")
             if not csrf_ok(session.get(CSRF_FIELD), request.form.get(CSRF_FIELD)):
                 abort(403, "the form's CSRF token is missing or wrong: reload the page and try again")
+            if _has_nul(request.form):
+                abort(400, "a NUL character in the form: no job type holds one")
         return None
 
     @app.after_request

@@ -1,14 +1,17 @@
-"""Hostile requests get a short refusal and change nothing (Flask's test client, the
-real database): a Host the dashboard does not answer to (DNS rebinding), a POST
-from another site's page. The same rebinding attack against a real server is in
-test_dashboard_safety.py.
+"""Hostile requests get a short refusal, never a 500, and change nothing (Flask's test
+client, the real database): a Host the dashboard does not answer to (DNS rebinding),
+a POST from another site's page, NUL where PostgreSQL text cannot hold one, crafted
+page links, dates at the ends of the calendar. The same rebinding attack against a
+real server is in test_dashboard_safety.py.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from click.testing import CliRunner
@@ -17,7 +20,7 @@ from skiplock.cli import main
 from skiplock.dashboard.app import create_app
 from skiplock.dashboard.security import host_allowed, same_origin, split_host
 from skiplock.dashboard.settings import DashboardSettings, host_name
-from skiplock.queue_core import enqueue
+from skiplock.queue_core import enqueue, enqueue_many
 from skiplock.queue_core.errors import ConfigurationError
 from tests.dashboard.helpers import logged_actions, sql, status
 
@@ -129,3 +132,72 @@ def test_a_post_from_a_page_of_its_own_is_done(headers):
     assert [(a.who, a.action, a.target) for a in logged_actions()] == [("local", "cancel", job)]
     assert same_origin("[::1]:8484", "http://[::1]:8484", None)
     assert not same_origin(None, "http://localhost", None)
+
+
+# -- malformed input -------------------------------------------------------------------------------
+
+
+PENDING_AT = "2026-01-01T00:00:00+00:00"
+MALFORMED = [
+    # NUL in the job path, each filter, the search
+    "/jobs/a%00b", "/jobs/%00", "/jobs?type=a%00", "/jobs?user=a%00", "/jobs?key=a%00",
+    "/jobs?q=a%00", "/jobs?status=PENDING%00", "/jobs?since=2026-01-01%00", "/?fragment=%00",
+    "/jobs?a%00=1", "/static/dashboard.css%00", "/processes?x=%00",
+    # crafted page links
+    "/jobs?after=" + cursor(["a\x00"]),
+    "/jobs?status=COMPLETED&after=" + cursor([PENDING_AT, "x\x00"]),
+    "/jobs?status=PENDING&after=" + cursor([1e999, PENDING_AT, "x"]),  # Infinity
+    "/jobs?status=PENDING&after=" + cursor([2**31, PENDING_AT, "x"]),
+    "/jobs?status=PENDING&after=" + cursor([10**30, PENDING_AT, "x"]),
+    "/jobs?status=PENDING&after=" + cursor([1.5, PENDING_AT, "x"]),
+    "/jobs?status=PENDING&after=" + cursor([True, PENDING_AT, "x"]),
+    "/jobs?status=PENDING&after=" + cursor([1, PENDING_AT, {"id": "x"}]),
+    "/jobs?status=PENDING&after=" + cursor([1, PENDING_AT, None]),
+    "/jobs?status=PENDING&after=" + cursor([1, 5, "x"]),
+    "/jobs?status=PENDING&after=" + cursor([1, PENDING_AT]),
+    "/jobs?status=PROCESSING&after=" + cursor({"time": PENDING_AT, "id": "x"}),
+    "/jobs?status=PROCESSING&after=" + cursor(["0001-01-01T00:00:00+01:00", "x"]),
+    "/jobs?status=PROCESSING&after=" + cursor(["9999-12-31T23:59:00-01:00", "x"]),
+    "/jobs?after=" + cursor([["x"]]), "/jobs?after=" + cursor("x"), "/jobs?after=" + cursor(7),
+    "/jobs?after=" + base64.urlsafe_b64encode(b"\xff\xfe[").decode(), "/jobs?after=" + "A" * 5001,
+    "/jobs?after=" + cursor(["x"])[:-1] + "%00",
+    # dates whose UTC time is before year 1 or after year 9999
+    "/jobs?since=0001-01-01T00:00%2B01:00", "/jobs?until=0001-01-01T00:59%2B01:00",
+    "/jobs?since=9999-12-31T23:59-01:00", "/jobs?status=COMPLETED&until=9999-12-31T23:00-14:00",
+    "/jobs?since=10000-01-01T00:00", "/jobs?since=0000-12-31T00:00",
+]
+
+
+@pytest.mark.parametrize("url", MALFORMED)
+def test_malformed_input_is_a_400_page(url):
+    enqueue("DASH_OK", {})
+    response = create_app(DashboardSettings()).test_client().get(url)
+    assert response.status_code == 400, (url, response.status_code)
+    assert '<p class="flash warn">' in no_traceback(response)
+
+
+def test_a_form_with_a_nul_is_a_400_and_changes_nothing():
+    client = acting_client()
+    for name in ("pause", "resume", "retry-type"):
+        response = client.post(f"/actions/{name}", headers=OWN,
+                               data={"csrf_token": TOKEN, "type": "DASH\x00OK", "confirmed": "yes"})
+        assert response.status_code == 400, name
+        no_traceback(response)
+    assert paused() == [] and logged_actions() == []
+
+
+def test_the_listing_pages_through_the_first_and_last_minutes_of_the_calendar():
+    enqueue_many([{"type": "DASH_OK", "payload": {"i": i}} for i in range(5)])
+    client = create_app(DashboardSettings(page_size=2)).test_client()
+    for query in ({"since": "0001-01-01T00:00"}, {"until": "9999-12-31T23:59"},
+                  {"since": "0001-01-01T00:00Z", "until": "9999-12-31T23:59:59.999999+00:00"}):
+        url, pages = "/jobs?" + urlencode(query), 0
+        while url:
+            response = client.get(url)
+            body = no_traceback(response)
+            assert response.status_code == 200, (url, body)
+            if "since" in query:
+                assert 'name="since" value="0001-01-01T00:00"' in body
+            found = re.search(r'<a href="([^"]+)" rel="next">', body)
+            url, pages = (found.group(1).replace("&amp;", "&") if found else ""), pages + 1
+        assert pages == 3, query
