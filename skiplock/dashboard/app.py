@@ -29,6 +29,7 @@ from skiplock.dashboard.security import (
     csrf_ok,
     host_allowed,
     new_csrf_token,
+    safe_back,
     same_origin,
 )
 from skiplock.dashboard.settings import DashboardSettings
@@ -168,7 +169,7 @@ def create_app(settings: DashboardSettings) -> Flask:
         if action is None:
             abort(404, f"no action {name}")
         job_type = (request.form.get("type") or "").strip() or None
-        back = _safe_back(request.form.get("back"))
+        back = safe_back(request.form.get("back"))
         if action.confirm and request.form.get("confirmed") != "yes":
             n = actions.bulk_count(name, job_type)
             return render_template("confirm.html", action=action, job_type=job_type, n=n,
@@ -196,13 +197,6 @@ def create_app(settings: DashboardSettings) -> Flask:
 
 def _actor() -> actions.Actor:
     return actions.Actor(g.who, request.remote_addr)
-
-
-def _safe_back(value: str | None) -> str:
-    """Only a path on this site: a form must not turn the dashboard into an open redirect."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return "/"
 
 
 def _install_filters(app: Flask) -> None:

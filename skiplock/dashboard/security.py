@@ -141,3 +141,13 @@ def same_origin(host: str | None, origin: str | None, referer: str | None) -> bo
     own, theirs = split_host(host), split_host(parts.netloc)
     return own is not None and own == theirs
 
+
+def safe_back(value: str | None) -> str:
+    r"""`value` if it is a path on this site, else "/": a form must not turn the dashboard
+    into an open redirect. One "/" then not another, no backslash (browsers read it as a
+    "/"), and no control character anywhere: browsers drop tabs and newlines from a URL,
+    so "/\t/evil.example" is followed as "//evil.example", another host's."""
+    if (value and value.startswith("/") and value[1:2] != "/" and "\\" not in value
+            and value.isprintable()):
+        return value
+    return "/"

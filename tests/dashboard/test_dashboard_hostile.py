@@ -1,8 +1,8 @@
 """Hostile requests get a short refusal, never a 500, and change nothing (Flask's test
 client, the real database): a Host the dashboard does not answer to (DNS rebinding),
 a POST from another site's page, NUL where PostgreSQL text cannot hold one, crafted
-page links, dates at the ends of the calendar. The same rebinding attack against a
-real server is in test_dashboard_safety.py.
+page links, dates at the ends of the calendar, "back" links that leave the site.
+The same rebinding attack against a real server is in test_dashboard_safety.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from skiplock.cli import main
 from skiplock.dashboard.app import create_app
-from skiplock.dashboard.security import host_allowed, same_origin, split_host
+from skiplock.dashboard.security import host_allowed, safe_back, same_origin, split_host
 from skiplock.dashboard.settings import DashboardSettings, host_name
 from skiplock.queue_core import enqueue, enqueue_many
 from skiplock.queue_core.errors import ConfigurationError
@@ -201,3 +201,29 @@ def test_the_listing_pages_through_the_first_and_last_minutes_of_the_calendar():
             found = re.search(r'<a href="([^"]+)" rel="next">', body)
             url, pages = (found.group(1).replace("&amp;", "&") if found else ""), pages + 1
         assert pages == 3, query
+
+
+# -- where a form may send the browser back to ---------------------------------------------------
+
+
+@pytest.mark.parametrize("back", ["/\t/evil.example", "//evil.example", "/\\evil.example",
+                                  "\\\\evil.example", "/\n/evil.example", "/\r\n/evil.example",
+                                  "/jobs\x00", "/\x0b/evil", "https://evil.example/",
+                                  "javascript:alert(1)", " /jobs", "", "jobs", "/jobs\\..\\x",
+                                  "/jobs\u2028x", "/\x7f/evil"])
+def test_a_back_link_that_could_leave_the_site_is_replaced_by_the_overview(back):
+    assert safe_back(back) == "/"
+    client = acting_client()
+    response = client.post("/actions/resume", headers=OWN,
+                           data={"csrf_token": TOKEN, "type": "DASH_OK", "back": back})
+    assert response.status_code in (303, 400), back  # 400: the NUL one
+    if response.status_code == 303:
+        assert response.headers["Location"] == "/"
+
+
+def test_a_back_link_on_this_site_is_kept():
+    for back in ("/", "/jobs?status=DEAD_LETTER&type=A%2FB", "/jobs/abc", "/jobs?q=été"):
+        assert safe_back(back) == back
+    response = acting_client().post("/actions/resume", headers=OWN, data={
+        "csrf_token": TOKEN, "type": "DASH_OK", "back": "/jobs?status=PENDING"})
+    assert response.headers["Location"] == "/jobs?status=PENDING"
