@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
 
@@ -27,6 +28,7 @@ from skiplock.dashboard.security import (
     CSRF_FIELD,
     authenticate,
     csrf_ok,
+    for_log,
     host_allowed,
     new_csrf_token,
     safe_back,
@@ -39,12 +41,21 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 
+class _Dashboard(Flask):
+    def log_exception(self, exc_info: tuple[type, BaseException, TracebackType]
+                      | tuple[None, None, None]) -> None:
+        # Flask's own writes the path as it came, decoded: %0a in a URL would start
+        # a forged line of the log, \x1b an escape sequence on an operator's terminal.
+        self.logger.error("Exception on %s [%s]", for_log(request.path),
+                          for_log(request.method), exc_info=exc_info)
+
+
 def _has_nul(values: Any) -> bool:
     return any("\x00" in key or "\x00" in value for key, value in values.items(multi=True))
 
 
 def create_app(settings: DashboardSettings) -> Flask:
-    app = Flask(__name__)
+    app = _Dashboard(__name__)
     app.config.update(
         SECRET_KEY=secrets.token_bytes(32),  # sessions (and CSRF tokens) end with the process
         SESSION_COOKIE_NAME="skiplock_dashboard",

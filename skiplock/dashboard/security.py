@@ -151,3 +151,11 @@ def safe_back(value: str | None) -> str:
             and value.isprintable()):
         return value
     return "/"
+
+
+def for_log(value: str, limit: int = 300) -> str:
+    """Text from a request as a log line quotes it: on one line, control characters,
+    newlines and bidi controls escaped as Python writes them (\\n, \\x1b, \\u202e), at
+    most `limit` characters; a forged log line or terminal escape stays visible text."""
+    shown = repr(value)[1:-1]
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"

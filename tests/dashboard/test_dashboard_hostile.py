@@ -1,24 +1,26 @@
 """Hostile requests get a short refusal, never a 500, and change nothing (Flask's test
 client, the real database): a Host the dashboard does not answer to (DNS rebinding),
 a POST from another site's page, NUL where PostgreSQL text cannot hold one, crafted
-page links, dates at the ends of the calendar, "back" links that leave the site.
-The same rebinding attack against a real server is in test_dashboard_safety.py.
+page links, dates at the ends of the calendar, "back" links that leave the site,
+and request text that would forge a log line. The same rebinding attack against a
+real server is in test_dashboard_safety.py.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import pytest
 from click.testing import CliRunner
 
 from skiplock.cli import main
 from skiplock.dashboard.app import create_app
-from skiplock.dashboard.security import host_allowed, safe_back, same_origin, split_host
+from skiplock.dashboard.security import for_log, host_allowed, safe_back, same_origin, split_host
 from skiplock.dashboard.settings import DashboardSettings, host_name
 from skiplock.queue_core import enqueue, enqueue_many
 from skiplock.queue_core.errors import ConfigurationError
@@ -227,3 +229,42 @@ def test_a_back_link_on_this_site_is_kept():
     response = acting_client().post("/actions/resume", headers=OWN, data={
         "csrf_token": TOKEN, "type": "DASH_OK", "back": "/jobs?status=PENDING"})
     assert response.headers["Location"] == "/jobs?status=PENDING"
+
+
+# -- the log ---------------------------------------------------------------------------------------
+
+
+FORGED = "x\n2026-01-01 00:00:00.000 ERROR   skiplock: forged \x1b[2J\u202eevil"
+
+
+def test_request_paths_reach_the_log_escaped(caplog):
+    app = create_app(DashboardSettings())
+
+    @app.get("/boom/<rest>")
+    def boom(rest: str) -> str:  # whatever fails unforeseen: Flask logs the path with it
+        raise RuntimeError("unforeseen")
+
+    with caplog.at_level(logging.ERROR):
+        response = app.test_client().get("/boom/" + quote(FORGED))
+    assert response.status_code == 500
+    no_traceback(response)
+    [record] = [r for r in caplog.records if "unforeseen" in str(r.exc_info)]
+    message = record.getMessage()
+    assert message == f"Exception on /boom/{for_log(FORGED)} [GET]"
+    assert "\n" not in message and "\x1b" not in message and "\u202e" not in message
+    assert "\\n2026-01-01" in message and "\\x1b[2J" in message and "\\u202e" in message
+
+
+def test_an_action_reaches_the_log_escaped(caplog):
+    user = FORGED.replace(":", ".")  # the Basic user name ends at the first ":"
+    client = acting_client(password="pw")
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{user}:pw".encode()).decode()}
+    with caplog.at_level(logging.INFO, logger="skiplock.dashboard"):
+        response = client.post("/actions/resume", headers={**auth, **OWN},
+                               data={"csrf_token": TOKEN, "type": FORGED})
+    assert response.status_code == 303
+    [record] = [r for r in caplog.records if r.getMessage().startswith("dashboard: ")]
+    assert record.getMessage() == f"dashboard: {for_log(user)} resume {for_log(FORGED)} (0 jobs)"
+    assert (record.who, record.target) == (for_log(user), for_log(FORGED))  # type: ignore[attr-defined]
+    [entry] = logged_actions()
+    assert (entry.who, entry.target) == (user, FORGED)  # the table keeps what was given
