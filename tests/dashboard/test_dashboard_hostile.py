@@ -2,8 +2,9 @@
 client, the real database): a Host the dashboard does not answer to (DNS rebinding),
 a POST from another site's page, NUL where PostgreSQL text cannot hold one, crafted
 page links, dates at the ends of the calendar, "back" links that leave the site,
-and request text that would forge a log line. The same rebinding attack against a
-real server is in test_dashboard_safety.py.
+and request text that would forge a log line. Then every route and parameter,
+fuzzed. The same rebinding attack against a real server is in
+test_dashboard_safety.py.
 """
 
 from __future__ import annotations
@@ -12,19 +13,25 @@ import base64
 import json
 import logging
 import re
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from skiplock.cli import main
+from skiplock.dashboard import actions
 from skiplock.dashboard.app import create_app
+from skiplock.dashboard.reads import STATUSES
 from skiplock.dashboard.security import for_log, host_allowed, safe_back, same_origin, split_host
 from skiplock.dashboard.settings import DashboardSettings, host_name
 from skiplock.queue_core import enqueue, enqueue_many
 from skiplock.queue_core.errors import ConfigurationError
 from tests.dashboard.helpers import logged_actions, sql, status
+from tests.support import IN_CI, examples
 
 TOKEN = "the-csrf-token"
 OWN = {"Origin": "http://localhost"}  # the test client's requests are for Host: localhost
@@ -268,3 +275,93 @@ def test_an_action_reaches_the_log_escaped(caplog):
     assert (record.who, record.target) == (for_log(user), for_log(FORGED))  # type: ignore[attr-defined]
     [entry] = logged_actions()
     assert (entry.who, entry.target) == (user, FORGED)  # the table keeps what was given
+
+
+# -- every route and parameter, fuzzed -----------------------------------------------------------
+
+
+TEXT = st.one_of(
+    st.sampled_from(["", " ", "\x00", "a\x00b", "\n", "%", "%00", "é", "\u202e", "/", "//x",
+                     "/\t/evil.example", "\\", "..", "x" * 300, "PENDING", "DASH_OK", "yes",
+                     "0001-01-01T00:00", "9999-12-31T23:59", "{}", "[]", "null", "\ufeff"]),
+    st.text(st.characters(codec="utf-8"), max_size=20))
+OFFSETS = st.sampled_from([None, *(timezone(timedelta(hours=h)) for h in (-14, -1, 0, 1, 14))])
+DATES = st.one_of(
+    st.builds(lambda d, tz: d.replace(tzinfo=tz).isoformat(),
+              st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59)),
+              OFFSETS),
+    st.sampled_from(["0001-01-01T00:00+01:00", "9999-12-31T23:59-01:00", "0001-01-01",
+                     "9999-12-31", "2026-02-30T00:00", "2026-01-01T24:00", "Z", "2026-01-01Z"]),
+    TEXT)
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | TEXT | DATES,
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(TEXT, inner, max_size=3), max_leaves=8)
+CURSORS = st.one_of(
+    st.lists(JSON, max_size=4).map(cursor), JSON.map(cursor),
+    st.binary(max_size=40).map(lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")),
+    TEXT)
+STATUS = st.one_of(st.sampled_from([*STATUSES, "pending", "dead_letter"]), TEXT)
+
+
+# Mostly the dashboard's own page; else what another page, a proxy or a script may send.
+HEADER = st.one_of(st.sampled_from(["localhost", "localhost:8484", "evil.example", "null", "",
+                                    "http://localhost", "https://localhost", "http://evil.example",
+                                    "http://[::1", "[::1]:1", "http://localhost/jobs"]),
+                   st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=30))
+HEADERS = st.one_of(st.just(OWN), st.fixed_dictionaries(
+    {}, optional={"Host": HEADER, "Origin": HEADER, "Referer": HEADER}))
+
+
+def _query(**values: Any) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({}, optional=values)
+
+
+# (method, path, query string, form); a path's `{job}` is one of the fixture's real jobs.
+REQUESTS = st.one_of(
+    st.tuples(st.just("GET"), st.just("/"), _query(fragment=TEXT), st.just({})),
+    st.tuples(st.just("GET"), st.just("/jobs"),
+              _query(q=TEXT, status=STATUS, type=TEXT, user=TEXT, key=TEXT, since=DATES,
+                     until=DATES, after=CURSORS), st.just({})),
+    st.tuples(st.just("GET"), st.one_of(st.just("/jobs/{job}"), TEXT.map(lambda t: "/jobs/" + quote(t))),
+              st.just({}), st.just({})),
+    st.tuples(st.just("POST"),
+              st.tuples(st.one_of(st.just("{job}"), TEXT), st.one_of(st.sampled_from(
+                  list(actions.JOB_ACTIONS)), TEXT)).map(
+                  lambda p: f"/jobs/{p[0] if p[0] == '{job}' else quote(p[0], safe='')}"
+                            f"/actions/{quote(p[1], safe='')}"),
+              st.just({}), st.just({})),
+    st.tuples(st.just("POST"),
+              st.one_of(st.sampled_from(list(actions.BULK_ACTIONS)), TEXT).map(
+                  lambda n: "/actions/" + quote(n, safe="")),
+              st.just({}), _query(type=TEXT, back=TEXT, confirmed=st.one_of(st.just("yes"), TEXT))),
+    st.tuples(st.just("GET"), st.sampled_from(["/processes", "/schedules", "/actions"]),
+              _query(x=TEXT), st.just({})),
+    st.tuples(st.just("GET"), TEXT.map(lambda t: "/static/" + quote(t)), st.just({}), st.just({})),
+)
+
+
+@pytest.fixture
+def fuzz_target() -> tuple[Any, list[str]]:
+    jobs = enqueue_many([{"type": "DASH_OK", "payload": {"i": i}, "delay": 3600} for i in range(3)])
+    return acting_client(page_size=3), jobs
+
+
+@settings(max_examples=examples(300), deadline=None, derandomize=IN_CI,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(request=REQUESTS, headers=HEADERS, which=st.integers(0, 2))
+def test_every_route_and_parameter_fuzzed_answers_without_a_500(
+        fuzz_target: tuple[Any, list[str]], request: tuple[str, str, dict[str, Any], dict[str, Any]],
+        headers: dict[str, str], which: int) -> None:
+    client, jobs = fuzz_target
+    method, path, query, form = request
+    path = path.replace("{job}", jobs[which])
+    response = client.open(path, method=method, query_string=query, headers=headers,
+                           data={"csrf_token": TOKEN, **form} if method == "POST" else None)
+    assert response.status_code < 500, (method, path, query, form, response.status_code)
+    no_traceback(response)
+    if 300 <= response.status_code < 400:
+        # Never off the site: a path, or (werkzeug merging "//" in a path) this host's URL.
+        location = response.headers["Location"]
+        own = f"http://{headers.get('Host', 'localhost')}"
+        local = location[len(own):] if location.lower().startswith(own.lower() + "/") else location
+        assert safe_back(local) == local, (path, form, headers, location)
