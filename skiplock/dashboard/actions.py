@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from skiplock.dashboard.security import for_log
 from skiplock.ops import pauses
 from skiplock.ops import sql as ops_sql
 from skiplock.queue_core.cancel import CancelOutcome, cancel
@@ -135,8 +136,10 @@ def _record(c: Connection, actor: Actor, action: str, target: str, affected: int
     c.execute(ops_sql.LOG_ACTION, {"who": actor.who, "address": actor.address, "action": action,
                                    "target": target, "affected": affected,
                                    "detail": json.dumps(detail) if detail else None})
-    log.info("dashboard: %s %s %s (%d jobs)", actor.who, action, target, affected,
-             extra={"action": action, "target": target, "who": actor.who})
+    # The user name and a type come from the request: escaped, as every request's text in a log.
+    who, shown = for_log(actor.who), for_log(target)
+    log.info("dashboard: %s %s %s (%d jobs)", who, action, shown, affected,
+             extra={"action": action, "target": shown, "who": who})
 
 
 def run_job_action(name: str, job: Job, ready: bool, actor: Actor) -> int:

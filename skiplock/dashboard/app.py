@@ -1,8 +1,11 @@
 """The Flask application: routes, the safety checks every request passes, errors as pages.
 
-Every request: credentials when configured (401 otherwise); every POST: the
-dashboard must have been started with --allow-actions, and the form must carry
-the session's CSRF token (403 otherwise). Every response: a Content Security
+Every request: a `Host` the dashboard answers to (400 otherwise, before
+anything else: security.py, DNS rebinding), credentials when configured (401
+otherwise), no NUL anywhere in its path, query or form (400: no stored text can
+hold one); every POST: the dashboard must have been started with
+--allow-actions, come from a page of its own (Origin or Referer) and carry the
+session's CSRF token (403 otherwise). Every response: a Content Security
 Policy that allows only this server's own scripts and styles (payloads and
 errors are attacker-controlled text; Jinja escapes them, and even a mistake
 there could not run a script), no framing, and a Server-Timing header with the
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,7 +24,16 @@ from flask import Flask, Response, abort, flash, g, redirect, render_template, r
 from werkzeug.exceptions import HTTPException
 
 from skiplock.dashboard import actions, formats, reads
-from skiplock.dashboard.security import CSRF_FIELD, authenticate, csrf_ok, new_csrf_token
+from skiplock.dashboard.security import (
+    CSRF_FIELD,
+    authenticate,
+    csrf_ok,
+    for_log,
+    host_allowed,
+    new_csrf_token,
+    safe_back,
+    same_origin,
+)
 from skiplock.dashboard.settings import DashboardSettings
 from skiplock.queue_core.errors import DatabaseUnavailable, SkiplockError
 
@@ -28,8 +41,21 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 
+class _Dashboard(Flask):
+    def log_exception(self, exc_info: tuple[type, BaseException, TracebackType]
+                      | tuple[None, None, None]) -> None:
+        # Flask's own writes the path as it came, decoded: %0a in a URL would start
+        # a forged line of the log, \x1b an escape sequence on an operator's terminal.
+        self.logger.error("Exception on %s [%s]", for_log(request.path),
+                          for_log(request.method), exc_info=exc_info)
+
+
+def _has_nul(values: Any) -> bool:
+    return any("\x00" in key or "\x00" in value for key, value in values.items(multi=True))
+
+
 def create_app(settings: DashboardSettings) -> Flask:
-    app = Flask(__name__)
+    app = _Dashboard(__name__)
     app.config.update(
         SECRET_KEY=secrets.token_bytes(32),  # sessions (and CSRF tokens) end with the process
         SESSION_COOKIE_NAME="skiplock_dashboard",
@@ -43,16 +69,27 @@ def create_app(settings: DashboardSettings) -> Flask:
     @app.before_request
     def guard() -> Response | None:
         g.started = time.perf_counter()
+        host = request.headers.get("Host")
+        if not host_allowed(settings, host):
+            # Plain text and no session: nothing of the dashboard for a rebound name.
+            return Response("this dashboard does not answer to that host name (Host header); "
+                            "see --allowed-host\n", 400, mimetype="text/plain")
         who = authenticate(settings, request.headers.get("Authorization"))
         if who is None:
             return Response("credentials required\n", 401,
                             {"WWW-Authenticate": 'Basic realm="skiplock dashboard", charset="UTF-8"'})
         g.who = who
+        if "\x00" in request.path or _has_nul(request.args):
+            abort(400, "a NUL character in the address: no job, filter or search holds one")
         if request.method == "POST":
             if not settings.allow_actions:
                 abort(403, "this dashboard is read-only: start it with --allow-actions to act")
+            if not same_origin(host, request.headers.get("Origin"), request.headers.get("Referer")):
+                abort(403, "this form was not sent from a page of this dashboard (Origin)")
             if not csrf_ok(session.get(CSRF_FIELD), request.form.get(CSRF_FIELD)):
                 abort(403, "the form's CSRF token is missing or wrong: reload the page and try again")
+            if _has_nul(request.form):
+                abort(400, "a NUL character in the form: no job type holds one")
         return None
 
     @app.after_request
@@ -143,7 +180,7 @@ def create_app(settings: DashboardSettings) -> Flask:
         if action is None:
             abort(404, f"no action {name}")
         job_type = (request.form.get("type") or "").strip() or None
-        back = _safe_back(request.form.get("back"))
+        back = safe_back(request.form.get("back"))
         if action.confirm and request.form.get("confirmed") != "yes":
             n = actions.bulk_count(name, job_type)
             return render_template("confirm.html", action=action, job_type=job_type, n=n,
@@ -171,13 +208,6 @@ def create_app(settings: DashboardSettings) -> Flask:
 
 def _actor() -> actions.Actor:
     return actions.Actor(g.who, request.remote_addr)
-
-
-def _safe_back(value: str | None) -> str:
-    """Only a path on this site: a form must not turn the dashboard into an open redirect."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return "/"
 
 
 def _install_filters(app: Flask) -> None:

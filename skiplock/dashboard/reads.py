@@ -125,11 +125,21 @@ def _parse_time(value: str | None, name: str) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise InvalidJob(f"{name}: not a date and time (YYYY-MM-DDTHH:MM): {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return _in_utc(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC), name, value)
+
+
+def _in_utc(value: datetime, name: str, given: str) -> datetime:
+    # 0001-01-01T00:00+01:00 is a time of year 0 in UTC, 9999-12-31T23:00-02:00 one of
+    # year 10000: neither is a Python datetime, and converting them raises OverflowError.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidJob(f"{name}: out of range (years 1 to 9999, in UTC): {given!r}") from None
 
 
 def _show_time(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M") if value else None
+    # Not strftime("%Y"): it writes year 1 as "1", which fromisoformat refuses on the next page.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="minutes") if value else None
 
 
 @dataclass
@@ -147,21 +157,38 @@ def cursor_of(status: str | None, row: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
 
 
+_PRIORITY_RANGE = range(-2**31, 2**31)  # the column is an integer
+
+
 def _cursor_params(status: str | None, cursor: str) -> dict[str, Any]:
+    """The values of `cursor_of`'s cursor, checked one by one: a link is the user's
+    to edit, and a value of the wrong type or out of range must be a 400, not a
+    driver's error."""
+    invalid = InvalidJob("this page link is not valid any more: start from the first page")
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        values = json.loads(raw)
-        if status is None:
-            [c_id] = values
-            return {"c_id": str(c_id)}
-        if status == "PENDING":
-            priority, at, c_id = values
-            return {"c_priority": int(priority), "c_time": datetime.fromisoformat(at),
-                    "c_id": str(c_id)}
-        at, c_id = values
-        return {"c_time": datetime.fromisoformat(at), "c_id": str(c_id)}
-    except (ValueError, TypeError, json.JSONDecodeError):
-        raise InvalidJob("this page link is not valid any more: start from the first page") from None
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except ValueError:  # binascii.Error, UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise invalid from None
+    shape = {None: ("id",), "PENDING": ("priority", "time", "id")}.get(status, ("time", "id"))
+    if not isinstance(values, list) or len(values) != len(shape):
+        raise invalid
+    params: dict[str, Any] = {}
+    for name, value in zip(shape, values, strict=True):
+        if name == "id" and isinstance(value, str) and "\x00" not in value:
+            params["c_id"] = value
+        elif (name == "priority" and isinstance(value, int) and not isinstance(value, bool)
+              and value in _PRIORITY_RANGE):
+            params["c_priority"] = value
+        elif name == "time" and isinstance(value, str):
+            try:
+                at = datetime.fromisoformat(value)
+            except ValueError:
+                raise invalid from None
+            params["c_time"] = _in_utc(at if at.tzinfo else at.replace(tzinfo=UTC),
+                                       "page link", value)
+        else:
+            raise invalid
+    return params
 
 
 def list_jobs(settings: DashboardSettings, filters: JobFilters,

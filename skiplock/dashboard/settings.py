@@ -27,6 +27,9 @@ class DashboardSettings:
     page_size: int = 50
     read_timeout_ms: int = 5000  # statement_timeout of every page's reads
     threads: int = 4
+    # Names besides the bind address and localhost a request's Host may give
+    # (security.py, host_allowed): the name of a reverse proxy, of the machine.
+    allowed_hosts: tuple[str, ...] = ()
 
     @property
     def needs_credentials(self) -> bool:
@@ -38,6 +41,21 @@ def from_environment(**overrides: object) -> DashboardSettings:
                                  "token": os.environ.get(TOKEN_ENV) or None}
     values.update({k: v for k, v in overrides.items() if v is not None})
     return DashboardSettings(**values)  # type: ignore[arg-type]
+
+
+def host_name(value: str) -> str:
+    """A name for `--allowed-host` as requests' Host headers are compared with it:
+    lower-cased, an IPv6 address without brackets; anything with a port, a path or
+    a space is refused (any port is allowed anyway)."""
+    name = value.strip().lower()
+    bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+    try:
+        return ipaddress.ip_address(bare).compressed
+    except ValueError:
+        pass
+    if not name or not all(c.isalnum() or c in "-._" for c in name) or not name.isascii():
+        raise ConfigurationError(f"not a host name (no port, no scheme): {value!r}")
+    return name
 
 
 def is_loopback(host: str) -> bool:

@@ -100,13 +100,14 @@ def test_an_action_without_the_csrf_token_is_refused(start_dashboard, page):
     board = start_dashboard("--allow-actions")
     page.goto(f"{board.url}/jobs/{job}")  # the session cookie, as a logged-in operator has it
     url = f"{board.url}/jobs/{job}/actions/retry"
+    own = {"Origin": board.url}  # as the browser sends with a form of the page
     for form in ({}, {"csrf_token": "forged"}):
-        refused = page.request.post(url, form=form, max_redirects=0)
+        refused = page.request.post(url, form=form, headers=own, max_redirects=0)
         assert refused.status == 403, form
         assert "CSRF" in refused.text()
     assert status(job) == "DEAD_LETTER" and logged_actions() == []
     token = page.locator('input[name="csrf_token"]').first.get_attribute("value")
-    accepted = page.request.post(url, form={"csrf_token": token}, max_redirects=0)
+    accepted = page.request.post(url, form={"csrf_token": token}, headers=own, max_redirects=0)
     assert accepted.status == 303
     assert status(job) == "PENDING"
     assert [a.action for a in logged_actions()] == ["retry"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
 import sys
 import urllib.error
@@ -125,3 +126,42 @@ def test_a_page_reads_in_a_read_only_transaction_with_a_time_limit():
     with pytest.raises(DatabaseUnavailable, match="statement timeout"), \
             reading(DashboardSettings(read_timeout_ms=100)) as c:
         c.execute(text("SELECT pg_sleep(5)"))
+
+
+def test_a_dns_rebinding_page_reads_nothing_and_cancels_nothing(start_dashboard):
+    """What a page of evil.example can do once its name points at 127.0.0.1: its
+    requests are of its own origin, so it could read every page (the CSRF token
+    too) and post the forms; only the Host header it sends gives it away."""
+    job = enqueue("DASH_OK", {"secret": "payload"}, delay=3600)
+    board = start_dashboard("--allow-actions", "--allowed-host", "dash.test")
+    port = board.url.rsplit(":", 1)[1]
+    rebound = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+    for path in ("/", "/jobs", f"/jobs/{job}", "/actions", "/static/dashboard.js"):
+        code, body, headers = get(board.url + path, rebound)
+        assert code == 400, path
+        assert "does not answer to that host name" in body and job not in body
+        assert headers["Set-Cookie"] is None
+    code, _, _ = get(f"{board.url}/jobs/{job}/actions/cancel", rebound, data=b"csrf_token=x")
+    assert code == 400
+
+    # A form of another site posted to the right address, with a session and its
+    # token (what a rebinding page would hold): refused by its Origin.
+    code, body, headers = get(f"{board.url}/jobs/{job}")
+    assert code == 200
+    cookie = headers["Set-Cookie"].split(";")[0]
+    token = re.search(r'name="csrf_token" value="([^"]+)"', body).group(1)  # type: ignore[union-attr]
+    form = f"csrf_token={token}".encode()
+    for origin in ({"Origin": f"http://evil.example:{port}"}, {"Origin": "null"},
+                   {"Referer": f"http://evil.example:{port}/"}, {}):
+        code, body, _ = get(f"{board.url}/jobs/{job}/actions/cancel",
+                            {"Cookie": cookie, **origin}, data=form)
+        assert code == 403 and "not sent from a page of this dashboard" in body, origin
+    assert status(job) == "PENDING" and logged_actions() == []
+
+    # The same form from the dashboard's own page, and a name given with --allowed-host.
+    assert get(board.url + "/", {"Host": f"dash.test:{port}"})[0] == 200
+    code, _, _ = get(f"{board.url}/jobs/{job}/actions/cancel",
+                     {"Cookie": cookie, "Origin": board.url}, data=form)
+    assert code == 200  # urllib follows the 303 to the job's page
+    assert status(job) == "FAILED"
+    assert [(a.who, a.action, a.target) for a in logged_actions()] == [("local", "cancel", job)]
