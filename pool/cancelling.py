@@ -8,6 +8,8 @@ completion racing it finds the job no longer its own and rolls back. Then:
 - the job is running: the child gets SIGQUIT (its handler gets `Abandon`, the
   job's transaction rolls back), SIGKILL after a short grace; its slot is
   refilled like that of a child stopped for a timeout;
+- the job ran and its outcome waits for its group's commit: it ends "after it
+  ran, before its commit", and the commit keeps the others (pool/group_commit.py);
 - the job is claimed in the child's batch but not started: the master stops
   heartbeating it and treats it as lost, so the child is killed if it starts
   it (its completion could not commit anyway).
@@ -36,7 +38,8 @@ def stop_cancelled(children: Iterable[WorkerChild], job_ids: Iterable[str], grac
         for job_id in [i for i in child.held if i in job_ids]:
             ref = child.held[job_id]
             running = child.job is not None and child.job.ref.id == job_id
-            ended = end_cancelled(ref, started=running)
+            ran = job_id in child.ran
+            ended = end_cancelled(ref, started=running, ran=ran)
             extra = {"job_id": job_id, "worker": ref.locked_by}
             if running and ended:
                 assert child.job is not None
@@ -47,7 +50,14 @@ def stop_cancelled(children: Iterable[WorkerChild], job_ids: Iterable[str], grac
                 # Ended: no more heartbeats for it (one would find it gone and take
                 # the child for one that lost its job).
                 child.held.pop(job_id, None)
-            elif not running:
+            elif ran and ended:
+                # Its outcome waits for its group's commit: that commit finds it
+                # cancelled and commits the others (pool/group_commit.py).
+                log.info("job %s cancelled after %s ran it, before its commit", job_id,
+                         child.label(), extra=extra)
+                child.held.pop(job_id, None)
+                child.ran.pop(job_id, None)
+            elif not running and not ran:
                 log.info("job %s cancelled before %s started it", job_id, child.label(),
                          extra=extra)
                 child.held.pop(job_id, None)

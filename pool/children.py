@@ -42,6 +42,8 @@ class WorkerChild:
     spawned: float = field(default_factory=time.monotonic)
     held: dict[str, JobRef] = field(default_factory=dict)  # claimed, not yet settled
     job: RunningJob | None = None
+    # Jobs that ran to an end and wait for their group's commit (no `finished` yet).
+    ran: dict[str, tuple[JobRef, str]] = field(default_factory=dict)
     retiring: bool = False  # TERM sent: it exits after its job, a new child takes its slot
     cause: Cause | None = None  # why the master stopped it
     kill_at: float | None = None  # monotonic deadline of the SIGKILL that ends an escalation

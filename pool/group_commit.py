@@ -1,11 +1,19 @@
 """Group commit: consecutive jobs of one child share a transaction.
 
-A commit is a WAL flush, and with no-op jobs it is most of what a job costs
-(`python -m bench profile`: about 2 ms of 4.5 ms per job went to `commit`). So
-a child keeps one transaction open across consecutive jobs and commits it
-when the batch ends, when its oldest uncommitted outcome is `commit_delay_ms`
-old, before a job expected to run long, or when the child stops
-(`Group.due`). A delay of 0 commits after every job.
+A commit that waits for its WAL flush is most of what a no-op job costs. So a
+child keeps one transaction open across consecutive jobs, and commits it
+before a job would keep the oldest waiting outcome uncommitted past
+`--commit-delay-ms` (`Group.due`), when the batch ends, or when the child
+stops. A delay of 0 commits after every job.
+
+The delay is also what a child's crash can cost: an outcome that waits for
+its commit is lost with the child, and its job runs again. So no outcome waits
+longer than the delay, whatever its job wrote: a crash repeats the job in
+flight and at most the jobs that finished within the delay before it. Jobs
+that run longer than the delay commit one by one; a commit that carries no
+claim then does not wait for the WAL flush (sql.COMPLETE_MANY_NO_FLUSH), so a
+commit per job costs a round trip and not a flush (docs/reliability.md,
+"What a crash repeats").
 
 What stays true with it:
 
@@ -18,17 +26,16 @@ What stays true with it:
   written early would hold the job's row lock until the commit, and the
   master's heartbeat of that row would wait for it. A job found lost then
   (rescued elsewhere) aborts the whole group: its writes are mixed with the
-  others', so the others go back to the queue without an attempt and run
-  again (`GroupAborted`).
+  others', so the others go back to the queue and run again (`GroupAborted`).
+  A job an operator cancelled while it waited is no such loss: it ran, and
+  the others commit.
 - A group whose jobs all completed without touching the database has nothing
   to commit but their completions: they are written, with the claim of the
   next batch, by one statement that commits by itself
-  (`lifecycle.complete_and_claim`): one round trip instead of four. A job
-  found lost then is only that job's loss: no other job's writes are mixed
-  with it.
+  (`lifecycle.complete_and_claim`, pool/completer.py).
 - A crash loses only the uncommitted outcomes: the master still holds those
-  jobs (it hears `finished` only after the commit) and gives them back, and
-  they run again.
+  jobs (it hears `finished` only after the commit), knows they started, and
+  settles them as interrupted; they run again.
 """
 
 from __future__ import annotations
@@ -41,14 +48,8 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.engine import NestedTransaction
 
-from skiplock.pool.claim_size import TARGET_S
+from skiplock.pool.outcomes import JobOutcome, after_failure
 from skiplock.queue_core import Job, db, lifecycle
-
-_FAIL_OUTCOMES = {"PENDING": "retried", "DEAD_LETTER": "dead_lettered", None: "lost"}
-
-# A job expected to run longer than this is not started with outcomes waiting:
-# they would stay uncommitted (their follow-up jobs unseen) for all of its run.
-LONG_JOB_S = 0.1
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Outcome:
     result: Any = None
     error: str | None = None  # set: the job failed
     retry: bool = True
-    outcome: str = ""  # "completed", "retried", "dead_lettered", "lost": known after commit
+    outcome: JobOutcome | None = None  # known once committed (or settled otherwise)
 
 
 class GroupAborted(Exception):
@@ -147,21 +148,14 @@ class Group:
 
     def due(self, next_expected_s: float | None) -> bool:
         """Whether to commit before the next job (expected to run `next_expected_s`,
-        None when unknown).
-
-        The delay bounds how long a job's writes (the follow-up jobs it enqueued,
-        say) stay unseen. A group that wrote nothing keeps only its jobs' statuses
-        waiting, and commits when its claim (about `TARGET_S` of work) is done, or
-        after `TARGET_S`: a commit every other 10 ms job left a child idle, waiting
-        for the WAL flush, about 8 % of the time (`python -m bench peers`)."""
+        None when unknown): when the oldest waiting outcome would otherwise still
+        wait for its commit later than the delay after it ended."""
         if not self.outcomes:
             return False
-        delay = self.delay_s
-        if delay > 0 and self.writes_nothing():
-            delay = max(delay, TARGET_S)
-        if time.monotonic() - self.outcomes[0].ended_at >= delay:
+        if next_expected_s is None:
             return True
-        return next_expected_s is None or next_expected_s > LONG_JOB_S
+        waited = time.monotonic() - self.outcomes[0].ended_at
+        return waited + next_expected_s >= self.delay_s
 
     def commit(self, claim_next: Callable[[Connection], list[Job] | None] | None = None
                ) -> tuple[list[Outcome], list[Job] | None]:
@@ -175,17 +169,22 @@ class Group:
                 conn = self.connection()
                 done = [o for o in outcomes if o.error is None]
                 if done:
-                    held = lifecycle.complete_many([(o.job, o.result) for o in done], conn=conn)
-                    lost = {o.job.id for o in done} - held
-                    if lost:
+                    # Not flushed unless it claims (sql.COMPLETE_MANY_NO_FLUSH).
+                    held = lifecycle.complete_many([(o.job, o.result) for o in done], conn=conn,
+                                                   flush=claim_next is not None)
+                    gone = {o.job.id for o in done} - held
+                    cancelled = lifecycle.cancelled_among(sorted(gone), conn=conn) if gone \
+                        else set()
+                    if gone - cancelled:
                         conn.rollback()
-                        raise GroupAborted(outcomes, lost, None)
+                        raise GroupAborted(outcomes, gone - cancelled, None)
                     for o in done:
-                        o.outcome = "completed"
+                        o.outcome = JobOutcome.CANCELLED if o.job.id in cancelled \
+                            else JobOutcome.COMPLETED
                 for o in outcomes:
                     if o.error is not None:
                         status = lifecycle.fail(o.job, o.error, retry=o.retry, conn=conn)
-                        o.outcome = _FAIL_OUTCOMES[status]
+                        o.outcome = after_failure(status)
                 if claim_next is not None:
                     next_jobs = claim_next(conn)
                 conn.commit()

@@ -58,6 +58,13 @@ from skiplock.pool.claim_gate import ClaimGate
 from skiplock.pool.heartbeats import BUSY_RETRY_S, Heartbeats, database_budget_s
 from skiplock.pool.observer import ChildInfo, PoolObserver, PoolSnapshot, listens
 from skiplock.pool.outage import Outage
+from skiplock.pool.outcomes import (
+    JobOutcome,
+    SettleAction,
+    after_change,
+    after_failure,
+    after_release,
+)
 from skiplock.pool.postmortem import (
     EXIT_ABORTED,
     EXIT_BOOT_FAILURE,
@@ -109,8 +116,6 @@ OUTAGE_MAX_S = 1.0  # the master retries its leases at least this often in an ou
 # to stop the pool (its children keep their jobs meanwhile).
 _DB_ERRORS = (DatabaseUnavailable, SQLAlchemyError, psycopg2.Error)
 
-_FAIL_OUTCOMES = {"PENDING": "retried", "DEAD_LETTER": "dead_lettered", None: "lost"}
-
 RUNNING, DRAINING, STOPPING = PoolState.RUNNING, PoolState.DRAINING, PoolState.STOPPING
 
 
@@ -121,14 +126,13 @@ class Settlement:
     child: ChildInfo
     ref: JobRef
     job_type: str
-    # "fail" (the attempt counts), "interrupt" (free the first few times,
-    # queue_core/accounting.py), "release" (never started: it does not count), or
-    # "release_unstarted" (every job ref.locked_by claimed and never started but
-    # ref.id: also those claimed just before the child died, unreported).
-    action: str
+    action: SettleAction
     error: str
     started: bool
     duration_s: float
+    # RELEASE_UNSTARTED: the jobs it must not give back, besides ref.id: they
+    # started (and are settled on their own).
+    keep: tuple[str, ...] = ()
 
 
 class Master:
@@ -515,6 +519,9 @@ class Master:
                 child.held[ref.id] = ref
                 self.heartbeats.hold(ref.id, dated_by)
         elif isinstance(message, protocol.Started):
+            if child.job is not None and child.job.ref.id != message.id:
+                # Its job ran to an end and waits for the group's commit.
+                child.ran[child.job.ref.id] = (child.job.ref, child.job.type)
             child.held[message.id] = message.ref
             self.heartbeats.hold(message.id, self.clock())
             # Timed from when the child started it: the quiet pipe is read a turn later.
@@ -529,6 +536,7 @@ class Master:
                 child.lost_since = self.clock() - LOST_GRACE_S
         elif isinstance(message, protocol.Finished):
             child.held.pop(message.id, None)
+            child.ran.pop(message.id, None)
             self.heartbeats.forget(message.id)
             child.lost.discard(message.id)
             if child.job is not None and child.job.ref.id == message.id:
@@ -588,11 +596,19 @@ class Master:
             self.settle_running(child, status, cause)
         for ref in child.held.values():  # its leases are no longer kept
             self.heartbeats.forget(ref.id)
+        # Jobs that ran to an end and waited for their group's commit
+        # (pool/group_commit.py): they started, so never "never started", which would
+        # let a child that keeps dying run them without end. An interruption, free
+        # only the first few times (queue_core/accounting.py).
+        for ref, job_type in child.ran.values():
+            self.owe(Settlement(child.info(), ref, job_type, SettleAction.INTERRUPT,
+                                f"worker pid {child.pid} {how} after the job ran, before its "
+                                "completion committed", started=True, duration_s=0.0))
         if child.booted:  # claimed in a batch, or in the window before the child said so
             self.owe(Settlement(child.info(), JobRef(running, child.worker_id, 0), "?",
-                                "release_unstarted",
+                                SettleAction.RELEASE_UNSTARTED,
                                 f"worker pid {child.pid} {how} before it started the job",
-                                started=False, duration_s=0.0))
+                                started=False, duration_s=0.0, keep=tuple(child.ran)))
         self.notify("on_child_exit", child.info(), cause.value)
 
         if cause == Cause.RECYCLED:
@@ -633,28 +649,28 @@ class Master:
             log.warning("job %s %s: result of %s discarded, the job belongs to another worker",
                         job.type, ref.id, child.label(),
                         extra={"job_id": ref.id, "job_type": job.type})
-            self.notify("on_job_finished", info, ref.id, job.type, "lost", duration)
+            self.notify("on_job_finished", info, ref.id, job.type, JobOutcome.LOST, duration)
             return
         if cause == Cause.KILLED_TIMEOUT:
-            action = "fail"
+            action = SettleAction.FAIL
             error = timed_out(child.pid, job.timeout_s or 0.0, ref.attempts, job.max_attempts)
         elif cause == Cause.FENCED:
             # Stopped before its lease could run out, so that no other host runs it
             # while it still runs here: cut short by the database, not by the job, so
             # an interruption, free the first few times (queue_core/accounting.py).
-            action = "interrupt"
+            action = SettleAction.INTERRUPT
             error = (f"worker pid {child.pid} was stopped because its lease could not be "
                      f"renewed (database unreachable)")
         elif cause == Cause.STOPPED and (child.killed or _exit_code(status) == EXIT_ABORTED):
             # Stopped by us before the job could end (a deploy, say): an interruption,
             # free the first few times, so a job that hangs through every restart
             # still ends (queue_core/accounting.py).
-            action = "interrupt"
+            action = SettleAction.INTERRUPT
             error = (f"worker pid {child.pid} was stopped by the pool (shutdown, reload or "
                      f"fewer workers) before the job finished")
         else:
             # docs/lessons.md: a crash is an attempt, with a lastError that names the signal.
-            action = "fail"
+            action = SettleAction.FAIL
             error = died_while_running(child.pid, status, ref.attempts, job.max_attempts)
         self.owe(Settlement(info, ref, job.type, action, error, True, duration))
 
@@ -678,14 +694,14 @@ class Master:
             item = self.pending[0]
             began = self.clock()
             try:
-                if item.action == "fail":
-                    outcome = _FAIL_OUTCOMES[fail(item.ref, item.error, retry=True)]
-                elif item.action == "interrupt":
-                    outcome = interrupt(item.ref, item.error) or "lost"
-                elif item.action == "release_unstarted":
+                if item.action is SettleAction.FAIL:
+                    outcome = after_failure(fail(item.ref, item.error, retry=True))
+                elif item.action is SettleAction.INTERRUPT:
+                    outcome = after_change(interrupt(item.ref, item.error))
+                elif item.action is SettleAction.RELEASE_UNSTARTED:
                     assert item.ref.locked_by is not None
-                    freed = release_unstarted(item.ref.locked_by,
-                                              [item.ref.id] if item.ref.id else [], item.error)
+                    keep = ([item.ref.id] if item.ref.id else []) + list(item.keep)
+                    freed = release_unstarted(item.ref.locked_by, keep, item.error)
                     self.outage.succeeded()
                     self.pending.popleft()
                     if freed:
@@ -694,7 +710,7 @@ class Master:
                                  extra={"worker": item.child.worker_id})
                     continue
                 else:
-                    outcome = "released" if release(item.ref, item.error) else "lost"
+                    outcome = after_release(release(item.ref, item.error))
             except _DB_ERRORS as exc:
                 if faults.classify(exc) == faults.Fault.LOCK_TIMEOUT:
                     # Another session holds this job's row: that says nothing about the
@@ -707,13 +723,13 @@ class Master:
             self.pending.popleft()
             extra = {"job_id": item.ref.id, "job_type": item.job_type,
                      "attempt": item.ref.attempts, "worker": item.child.worker_id}
-            if outcome == "lost":
+            if outcome is JobOutcome.LOST:
                 log.info("job %s %s was already settled elsewhere (%s)", item.job_type,
                          item.ref.id, log_reason(item.error), extra=extra)
             else:
-                level = logging.INFO if outcome == "released" else logging.WARNING
+                level = logging.INFO if outcome is JobOutcome.RELEASED else logging.WARNING
                 log.log(level, "job %s %s %s: %s", item.job_type, item.ref.id,
-                        outcome.replace("_", "-"), log_reason(item.error), extra=extra)
+                        outcome.word, log_reason(item.error), extra=extra)
             if item.started:
                 self.notify("on_job_finished", item.child, item.ref.id, item.job_type, outcome,
                             item.duration_s)

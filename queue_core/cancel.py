@@ -143,13 +143,15 @@ def cancel_matching(*, job_type: str | None = None, user_id: str | None = None,
     return results
 
 
-def end_cancelled(job: Fenced, *, started: bool = True,
+def end_cancelled(job: Fenced, *, started: bool = True, ran: bool = False,
                   conn: Connection | Session | None = None) -> bool:
     """End a claimed job whose cancel was read: FAILED, fenced. False if the job had
     already ended or moved on (nothing changed). `started=False`: its handler never
     ran (the cancel came while the job was in a worker's batch, or waiting to be
-    retried)."""
-    phase = "while running" if started else "before it started"
+    retried). `ran`: its handler ran to an end and its outcome waits for its
+    group's commit."""
+    phase = ("after it ran, before its commit" if ran else
+             "while running" if started else "before it started")
     with connect(conn, autocommit=True) as c:
         return c.execute(sql.CANCEL_RUNNING, {"id": job.id, "locked_by": job.locked_by,
                                               "attempts": job.attempts,

@@ -87,15 +87,37 @@ def complete(job: Fenced, result: Any = None,
 
 
 def complete_many(jobs: Sequence[tuple[Fenced, Any]],
-                  conn: Joinable | None = None) -> set[str]:
+                  conn: Joinable | None = None, *, flush: bool = True) -> set[str]:
     """Mark each (job, result) COMPLETED in one statement; return the ids that were
-    still ours (those missing were lost: nothing was changed for them)."""
+    still ours (those missing were lost: nothing was changed for them).
+
+    `flush=False`: the statement's transaction commits without waiting for the
+    WAL flush (sql.COMPLETE_MANY_NO_FLUSH says when that is safe)."""
     if not jobs:
         return set()
-    _, rows = run_on_driver(conn, sql.COMPLETE_MANY, _completions(jobs))
+    statement = sql.COMPLETE_MANY if flush else sql.COMPLETE_MANY_NO_FLUSH
+    _, rows = run_on_driver(conn, statement, _completions(jobs))
     done = {row[0] for row in rows}
     _warn_lost(jobs, done)
     return done
+
+
+def cancelled_among(job_ids: Sequence[str], conn: Joinable | None = None) -> set[str]:
+    """Which of these jobs an operator's cancel has ended."""
+    if not job_ids:
+        return set()
+    _, rows = run_on_driver(conn, sql.CANCELLED_AMONG, {"ids": text_array(list(job_ids))})
+    return {row[0] for row in rows}
+
+
+def release_claimed_statement(jobs: Sequence[Fenced], worker_id: str,
+                              reason: str) -> tuple[str, dict[str, Any]]:
+    """The statement (as the driver takes it) that gives these claimed, never started
+    jobs back, uncharged, for a caller that sends it on a connection of its own."""
+    return driver_sql(sql.RELEASE_CLAIMED), {
+        "ids": text_array([j.id for j in jobs]),
+        "attempts": number_array([j.attempts for j in jobs]),
+        "locked_by": worker_id, "reason": clean_error(reason)}
 
 
 def complete_and_claim(jobs: Sequence[tuple[Fenced, Any]], worker_id: str,

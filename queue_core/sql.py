@@ -312,6 +312,43 @@ _COMPLETE_MANY = """
     """
 COMPLETE_MANY = text(_COMPLETE_MANY)
 
+# The same completions, committed without waiting for the WAL flush: for a
+# commit that carries no claim (pool/completer.py). A crash of the server may
+# lose the last few hundred milliseconds of such commits; those jobs are then
+# still PROCESSING under a lease nobody renews, and run again once it runs
+# out: at least once, never twice at once. A claim is never committed this way:
+# a claim the server forgot would let a second worker run a job this one runs.
+# The setting is local to the statement's own transaction (or the group's).
+COMPLETE_MANY_NO_FLUSH = text(
+    "WITH no_flush AS (SELECT set_config('synchronous_commit', 'off', true)), done AS ("
+    + _COMPLETE_MANY + ") SELECT done.id FROM done, no_flush")
+
+# Which of these jobs an operator's cancel ended while they waited for their
+# commit (pool/cancelling.py): a completion that finds them gone is no loss of
+# the group's (the other jobs' completions still commit).
+CANCELLED_AMONG = text(
+    """
+    SELECT id FROM "WorkerJob"
+    WHERE id = ANY(CAST(:ids AS text[])) AND status = 'FAILED'
+      AND "cancelRequestedAt" IS NOT NULL
+    """
+)
+
+# Jobs claimed ahead that the worker will not start (pool/completer.py: the job
+# it ran meanwhile overran): back to the queue, unrun and uncharged, each fenced
+# by its holder and attempt.
+RELEASE_CLAIMED = text(
+    """
+    UPDATE "WorkerJob" AS j
+    SET status = 'PENDING', attempts = j.attempts - 1, "availableAt" = statement_timestamp(),
+        "lastError" = :reason, "lockedAt" = NULL, "lockedBy" = NULL, "startedAt" = NULL
+    FROM unnest(CAST(:ids AS text[]), CAST(:attempts AS int[])) AS c(id, attempts)
+    WHERE j.id = c.id AND j.status = 'PROCESSING' AND j."lockedBy" = :locked_by
+      AND j.attempts = c.attempts
+    RETURNING j.id
+    """
+)
+
 # A group of jobs none of which wrote to the database (pool/child.py
 # `commit_alone`): their completions and the claim of the next batch in one
 # statement that commits by itself, one round trip instead of four (BEGIN, the

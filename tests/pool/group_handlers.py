@@ -23,11 +23,13 @@ def grouped(payload: dict[str, Any], job_id: str) -> JobResult:
     started = time.time()
     earlier = _mark_started(job_id)
     _record_run(job_id, started)
+    if payload.get("sleep"):
+        time.sleep(float(payload["sleep"]))
     if payload.get("fail"):
         return JobResult(False, error="asked to fail", should_retry=False)
     if payload.get("raise"):
         raise ValueError("asked to raise")
-    if payload.get("crash_first") and earlier == 0:
+    if payload.get("crash_first") and earlier == 0 or payload.get("crash_always"):
         os.kill(os.getpid(), signal.SIGKILL)
     if payload.get("terminate_first") and earlier == 0:
         # The job's own connection (the group's) dies under the handler, as in a

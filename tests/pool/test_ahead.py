@@ -118,3 +118,24 @@ def test_a_claim_read_too_late_to_start_safely_is_given_back_unrun(
         assert row["attempts"] == 1, dict(row)  # the give-back was not charged
         assert "claimed ahead" in row["lastError"], row["lastError"]
     assert all(jobs.get(j)["lastError"] is None for j in ids[:6])
+
+
+def test_jobs_claimed_ahead_of_a_job_that_overruns_go_back_at_once(
+    start_pool: Callable[..., Pool], jobs: Jobs
+) -> None:
+    _quiet_pool(start_pool, jobs)
+    ids = _enqueue_batches(jobs, last_payload={"sleep": 6})
+    last, ahead = ids[5], ids[6:]
+    wait_for(lambda: _first_start(jobs, last) is not None, 15, "the long last job")
+    # Claimed while it runs, and given back (unrun, uncharged) once it ran past twice
+    # its expected time, long before it ends: any idle child may take them, and no
+    # lease of theirs waits for this child.
+    wait_for(lambda: all(jobs.get(j)["status"] == "PENDING" for j in ahead), 4,
+             "the jobs claimed ahead to go back")
+    assert jobs.get(last)["status"] == "PROCESSING"
+    for job_id in ahead:
+        row = jobs.get(job_id)
+        assert "ran past" in row["lastError"] and "never started" in row["lastError"]
+        assert (row["attempts"], row["interruptions"]) == (0, None), dict(row)
+    wait_for(lambda: jobs.all_done(12), 20, "every job")
+    assert all(len(jobs.starts(job_id)) == 1 for job_id in ids)

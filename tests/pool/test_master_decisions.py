@@ -323,14 +323,14 @@ def test_children_claim_only_while_their_master_keeps_leases(database_url: str) 
                   master_pid=os.getpid(), fd=write_fd, database_url=database_url,
                   gate=harness.master.gate)
     try:
-        assert not child.may_claim()  # no heartbeat has reached the database yet
+        assert not child.producer.may_claim()  # no heartbeat has reached the database yet
         harness.master.maintain()
-        assert child.may_claim()
+        assert child.producer.may_claim()
         # The master stops reaching the database (or stops altogether): nothing moves
         # the gate's deadline, and it closes by itself.
-        wait_for(lambda: not child.may_claim(), 5, "the gate to close")
+        wait_for(lambda: not child.producer.may_claim(), 5, "the gate to close")
         harness.master.maintain()
-        assert child.may_claim()
+        assert child.producer.may_claim()
     finally:
         for fd in (read_fd, write_fd, child.wake_r, child.wake_w):
             os.close(fd)

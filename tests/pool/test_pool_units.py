@@ -10,7 +10,6 @@ import time
 import pytest
 
 from skiplock.pool import protocol
-from skiplock.pool.child import PollInterval
 from skiplock.pool.outage import Outage
 from skiplock.pool.postmortem import (
     EXIT_BOOT_FAILURE,
@@ -19,6 +18,7 @@ from skiplock.pool.postmortem import (
     is_boot_failure,
     is_clean_exit,
 )
+from skiplock.pool.producer import PollInterval
 
 
 def _status_of(code: int | None = None, sig: int | None = None) -> int:
@@ -171,25 +171,28 @@ def test_a_message_too_long_for_one_atomic_write_goes_the_loud_way() -> None:
         os.close(fd)
 
 
-def test_a_group_that_wrote_nothing_waits_for_its_claim_not_for_the_delay() -> None:
+def test_no_outcome_waits_for_its_commit_longer_than_the_delay() -> None:
+    # What a child's crash repeats is what waits for a commit: never more than the
+    # delay's worth, whether the jobs wrote to the database or not.
     import time
     from typing import Any, cast
 
-    from skiplock.pool.claim_size import TARGET_S
     from skiplock.pool.group_commit import Group, Outcome
 
-    ended = time.monotonic() - 0.02  # 20 ms ago: past a 10 ms delay, within TARGET_S
-    group = Group(0.01)
-    group.add(Outcome(cast(Any, None), 0.01, ended))
-    assert not group.due(0.01)  # only statuses wait: the claim's end commits them
-    group.touched = True
-    assert group.due(0.01)  # a job's writes wait: the delay holds
-    quiet = Group(0.01)
-    quiet.add(Outcome(cast(Any, None), 0.01, time.monotonic() - TARGET_S))
-    assert quiet.due(0.01)  # but never longer than the claim's worth of work
+    for touched in (False, True):
+        group = Group(0.01)
+        group.touched = touched
+        group.add(Outcome(cast(Any, None), 0.001, time.monotonic()))
+        assert not group.due(0.001)  # a short job next: the outcome still commits in time
+        assert group.due(0.02)  # a 20 ms job would keep it waiting past 10 ms
+        assert group.due(None)  # a job of a type not seen yet may run long
+        aged = Group(0.01)
+        aged.touched = touched
+        aged.add(Outcome(cast(Any, None), 0.001, time.monotonic() - 0.02))
+        assert aged.due(0.0001)  # it has waited past the delay already
     per_job = Group(0.0)
     per_job.add(Outcome(cast(Any, None), 0.01, time.monotonic()))
-    assert per_job.due(0.01)  # 0 still commits after every job
+    assert per_job.due(0.0)  # 0 commits after every job
 
 
 def test_the_messages_sent_for_every_job_decode_to_what_was_sent() -> None:
