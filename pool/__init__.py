@@ -9,6 +9,13 @@ the children, which are forked from the caller.
 
 from __future__ import annotations
 
+# This folder is installed as `skiplock.pool` (skiplock/pool links here). Imported
+# by its bare name (the repository's root on sys.path), it would load a second copy
+# of every module, with its own engine, registry and settings: refuse at once.
+if __name__ != "skiplock.pool":
+    raise ImportError(f"import skiplock.pool, not {__name__}: the repository's "
+                      "top-level folders are parts of the one package `skiplock`")
+
 from collections.abc import Callable, Iterable
 
 from skiplock.pool.observer import ChildInfo, NullObserver, PoolObserver, PoolSnapshot

@@ -3,6 +3,13 @@
     from skiplock.queue_core import enqueue, claim, complete, fail
 """
 
+# This folder is installed as `skiplock.queue_core` (skiplock/queue_core links here). Imported
+# by its bare name (the repository's root on sys.path), it would load a second copy
+# of every module, with its own engine, registry and settings: refuse at once.
+if __name__ != "skiplock.queue_core":
+    raise ImportError(f"import skiplock.queue_core, not {__name__}: the repository's "
+                      "top-level folders are parts of the one package `skiplock`")
+
 from skiplock.queue_core.backoff import backoff_base_s, backoff_s
 from skiplock.queue_core.cancel import (
     CancelOutcome,
