@@ -21,7 +21,7 @@ from sqlalchemy import text
 from skiplock import queue_core as q
 from skiplock.pool import protocol
 from skiplock.pool.children import WorkerChild
-from skiplock.pool.master import ABORT_GRACE_S, LOST_GRACE_S, Master
+from skiplock.pool.master import ABORT_GRACE_S, IDLE_STOP_S, LOST_GRACE_S, Master
 from skiplock.pool.states import Cause, Due, PoolState
 from skiplock.queue_core import db
 from skiplock.queue_core.config import load_settings
@@ -347,3 +347,21 @@ def test_a_turn_whose_budget_ran_out_is_no_outage(harness: Harness) -> None:
         master.maintain()
     assert not master.outage.active
     assert master.recovery.connected_since == 1000.0  # the unbroken connection goes on
+
+
+def test_a_drain_gives_a_child_with_no_job_a_short_grace_and_a_running_job_its_whole(
+    harness: Harness,
+) -> None:
+    """A child with no job exits at once on TERM unless a statement to a server that
+    does not answer holds it; one that started a job just before the TERM (its
+    Started read after the drain began) still gets the drain's whole grace."""
+    master = harness.master
+    idle, starting = harness.child(0, 110), harness.child(1, 111)
+    master.begin_drain("SIGTERM")
+    job = harness.run_job(starting)  # it had started before the TERM reached it
+    harness.clock.advance(IDLE_STOP_S)
+    master.enforce_deadlines()
+    assert harness.signals_to(idle) == [signal.SIGTERM, signal.SIGKILL]
+    assert harness.signals_to(starting) == [signal.SIGTERM]
+    assert starting.kill_at == master.stop_deadline
+    assert row(job.id).st == "PROCESSING"

@@ -258,3 +258,22 @@ def test_a_child_committing_quiet_jobs_into_a_hung_server_still_stops_on_term(
     start_pool(*flags, handlers=HANDLERS, url=route.url(database_url))
     wait_for(lambda: jobs.all_done(1), 40, "the job to be completed by another pool")
     assert jobs.get(job_id)["status"] == "COMPLETED"
+
+
+@pytest.mark.timeout(90)
+def test_an_idle_pool_exits_soon_after_term_when_the_server_never_answers(
+    start_pool: Callable[..., Pool], jobs: Jobs, database_url: str, proxy: FreezableProxy,
+    route: Route,
+) -> None:
+    """No job runs, and the server accepts connections but answers nothing: the
+    children's claims and the master's last settlements would each wait out their
+    bound (5 s). TERM still ends the pool at once; what it could not give back (the
+    claims its children might have made) is left to stuck recovery, and it says so."""
+    pool = start_pool("--concurrency", "2", *route.flags, url=proxy.url(database_url))
+    pool.wait_children(2)
+    proxy.freeze()
+    pool.wait_log("master: database unavailable", 15)  # its children wait on it too
+    pool.send(signal.SIGTERM)
+    assert pool.wait_exit(3) == 0
+    log = pool.log()
+    assert "left for stuck recovery" in log and "Traceback" not in log
