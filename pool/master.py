@@ -674,7 +674,7 @@ class Master:
             # an interruption, free the first few times (queue_core/accounting.py).
             action = SettleAction.INTERRUPT
             error = (f"worker pid {child.pid} was stopped because its lease could not be "
-                     f"renewed (database unreachable)")
+                     f"renewed ({child.fenced_because or 'database unreachable'})")
         elif cause == Cause.STOPPED and (child.killed or _exit_code(status) == EXIT_ABORTED):
             # Stopped by us before the job could end (a deploy, say): an interruption,
             # free the first few times, so a job that hangs through every restart
@@ -807,10 +807,17 @@ class Master:
         the job soon, so it must not be running here by then (docs/reliability.md)."""
         ages = [now - at for at in map(self.heartbeats.renewed.get, child.held) if at is not None]
         job = child.job
-        log.error("%s: lease of %s not renewed for %.1fs (stuck timeout %gs); stopping it "
+        # A row lock is the reason only while the database answers: else it may be
+        # down as well, and that is what the job's lastError says.
+        locked = None if self.outage.active else next(
+            (j for j in child.held if j in self.heartbeats.blocked), None)
+        if locked is not None:
+            child.fenced_because = self.heartbeats.lock_reason(locked, "was")
+        log.error("%s: lease of %s not renewed for %.1fs (stuck timeout %gs)%s; stopping it "
                   "before another host may rescue the job", child.label(),
                   f"job {job.type} {job.ref.id}" if job else f"{len(child.held)} claimed job(s)",
                   max(ages, default=0.0), self.heartbeats.lease_s,
+                  f": {self.heartbeats.lock_reason(locked)}" if locked is not None else "",
                   extra={"job_id": job.ref.id, "job_type": job.type} if job else {})
         # The kill must happen now, whatever gentler stop is under way. A timeout's
         # cause still decides how the job is settled (that attempt overran); a

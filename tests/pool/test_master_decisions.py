@@ -365,3 +365,42 @@ def test_a_drain_gives_a_child_with_no_job_a_short_grace_and_a_running_job_its_w
     assert harness.signals_to(starting) == [signal.SIGTERM]
     assert starting.kill_at == master.stop_deadline
     assert row(job.id).st == "PROCESSING"
+
+
+def test_a_lease_fenced_because_its_row_is_locked_says_so_and_names_the_locker(
+    harness: Harness, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The database answers every beat; another session holds the job's row until the
+    lease must be given up. The log line and lastError say that, not "database
+    unreachable", and name the session that holds the lock."""
+    from skiplock.queue_core.bounds import bounded
+
+    master = harness.master
+    child = harness.child(0, 112)
+    job = harness.run_job(child)
+    with db.get_engine().connect() as session:
+        transaction = session.begin()
+        session.execute(text('SELECT 1 FROM "WorkerJob" WHERE id = :id FOR UPDATE'),
+                        {"id": job.id})
+        locker = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        harness.clock.advance(0.5)
+        master.maintain()  # the database answers: the row is busy
+        assert not master.outage.active
+        harness.clock.advance(master.heartbeats.lease_s - master.heartbeats.margin_s)
+        master.enforce_deadlines()
+        assert harness.signals_to(child) == [signal.SIGKILL] and child.cause == Cause.FENCED
+        [line] = [r.getMessage() for r in caplog.records if "not renewed" in r.getMessage()]
+        assert f"its row is locked by another session (pid {locker})" in line
+        assert "unreachable" not in line
+        harness.statuses[child.pid] = KILLED_BY_SIGKILL
+        master.reap()
+        with bounded(master.budget_s):
+            master.maintain()  # the release waits for the lock: tried again later
+        transaction.rollback()
+    harness.clock.advance(1.0)
+    master.maintain()
+    r = row(job.id)
+    assert (r.st, r.attempts) == ("PENDING", 0)
+    assert "lease could not be renewed" in r.lastError
+    assert f"its row was locked by another session (pid {locker})" in r.lastError
+    assert "unreachable" not in r.lastError
