@@ -478,6 +478,8 @@ class Master:
             due.append((self.heartbeats.next_at, Due.HEARTBEAT, None))
             recovery_at = self.recovery.next_due()
             if self.state == RUNNING and recovery_at is not None:
+                if self.pending:  # not before the settlements a lock held up (maintain)
+                    recovery_at = max(recovery_at, self.settle_at)
                 due.append((recovery_at, Due.RECOVERY, None))
         if self.state == RUNNING:
             taken = {c.slot for c in self.children.values() if not c.retiring}
@@ -868,9 +870,14 @@ class Master:
                     return
                 for job_id in renewal.cancel_requested:  # ended: no lease to keep or fence
                     self.heartbeats.forget(job_id)
-        if self.pending and now >= self.settle_at and not self.settle_pending():
+        # Settlements that a row lock held up wait for their retry, and so does stuck
+        # recovery: it would take those rows first once the lock goes (their leases
+        # are stale by then) and settle as a rescue what the master knows happened,
+        # a timeout or a crash. It runs right after the settlements are tried again.
+        held_up = bool(self.pending) and now < self.settle_at
+        if self.pending and not held_up and not self.settle_pending():
             return
-        if self.state == RUNNING and self.recovery.due(now):
+        if self.state == RUNNING and self.recovery.due(now) and not held_up:
             try:
                 self.recovery.run_once(now)
             except _DB_ERRORS as exc:

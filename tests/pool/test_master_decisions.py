@@ -404,3 +404,45 @@ def test_a_lease_fenced_because_its_row_is_locked_says_so_and_names_the_locker(
     assert "lease could not be renewed" in r.lastError
     assert f"its row was locked by another session (pid {locker})" in r.lastError
     assert "unreachable" not in r.lastError
+
+
+def test_a_job_killed_for_its_timeout_while_its_row_is_locked_is_settled_as_a_timeout(
+    harness: Harness,
+) -> None:
+    """Another session holds the row when the master owes the job its timeout, and
+    long enough for the lease to go stale. Once the lock goes, the master's own stuck
+    recovery must not take the job first (and settle it as a rescue, an interruption):
+    the settlement, retried until it can write, ends it as the timeout it was."""
+    from skiplock.queue_core.bounds import bounded
+
+    master = harness.master
+    child = harness.child(0, 113)
+    job = harness.run_job(child, timeout_s=1.0)
+    with db.get_engine().connect() as session:
+        transaction = session.begin()
+        session.execute(text('SELECT 1 FROM "WorkerJob" WHERE id = :id FOR UPDATE'),
+                        {"id": job.id})
+        harness.clock.advance(1.0)
+        master.enforce_deadlines()
+        assert harness.signals_to(child) == [signal.SIGQUIT]
+        harness.statuses[child.pid] = EXITED_ABORTED
+        master.reap()
+        for turn in range(3):  # turns that reach the database; the settlement waits in each
+            harness.clock.advance(1.2 if turn else 0.0)
+            with bounded(master.budget_s):
+                master.maintain()
+            assert [s.ref.id for s in master.pending] == [job.id]
+        # Connected for a whole stuck timeout now, and less than a retry's wait after
+        # the settlement's last try.
+        harness.clock.advance(0.7)
+        assert master.recovery.due(harness.clock.now)
+        # The lock outlived the lease: the row is stale when it is let go.
+        session.execute(text('UPDATE "WorkerJob" SET "lockedAt" = now() - interval \'1 hour\' '
+                             "WHERE id = :id"), {"id": job.id})
+        transaction.commit()
+    while master.pending:  # the turns after the lock went: less than a retry's wait apart
+        master.maintain()
+        harness.clock.advance(0.3)
+    r = row(job.id)
+    assert r.lastError.startswith("timed out after 1s"), r.lastError
+    assert (r.st, r.attempts, r.interruptions) == ("PENDING", 1, None)  # an attempt counted
