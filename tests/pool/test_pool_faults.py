@@ -269,14 +269,16 @@ def test_an_idle_pool_exits_soon_after_term_when_the_server_never_answers(
     route: Route,
 ) -> None:
     """No job runs, and the server accepts connections but answers nothing: the
-    children's claims and the master's last settlements would each wait out their
-    bound (5 s). TERM still ends the pool at once; what it could not give back (the
-    claims its children might have made) is left to stuck recovery, and it says so."""
-    pool = start_pool("--concurrency", "2", *route.flags, url=proxy.url(database_url))
-    pool.wait_children(2)
+    child's claim and the master's last settlement (what the child may have claimed)
+    would each wait out their bound (5 s). TERM still ends the pool at once; what it
+    could not give back is left to stuck recovery, and it says so."""
+    pool = start_pool("--concurrency", "1", *route.flags, url=proxy.url(database_url))
+    done = jobs.enqueue("TEST_RECORD", {})  # the child has booted once it ran a job
+    wait_for(lambda: jobs.get(done)["status"] == "COMPLETED", 15, "a job to complete")
     proxy.freeze()
-    pool.wait_log("master: database unavailable", 15)  # its children wait on it too
+    pool.wait_log("master: database unavailable", 15)  # its child waits on it too
     pool.send(signal.SIGTERM)
     assert pool.wait_exit(3) == 0
     log = pool.log()
-    assert "left for stuck recovery" in log and "Traceback" not in log
+    assert "left for stuck recovery: unstarted jobs of" in log, log
+    assert "Traceback" not in log
