@@ -53,6 +53,7 @@ class WorkerChild:
     booted: bool = False
     boot_failure: str | None = None
     exit_reason: str | None = None
+    fenced_because: str | None = None  # why its lease could not be renewed, when known
     kill: Callable[[int, int], None] = os.kill  # tests of the master's decisions record it instead
 
     def info(self) -> ChildInfo:

@@ -7,7 +7,10 @@ every `--heartbeat` seconds refreshes `"lockedAt"` of the jobs its children
 hold, each fenced by its own lockedBy and attempt, skipping (not waiting for)
 rows another session has locked. Per job it then knows one of four things:
 renewed, fresh (still ours, left as it was: below), busy (still ours, retried
-soon), or gone (the master stops the child).
+soon), or gone (the master stops the child). Of a busy job it also asks which
+session holds the row (`sql.ROW_LOCKERS`, only when some row was busy), so
+that a lease given up for a row lock says so, and names the locker, rather
+than blame the database (`lock_reason`).
 
 It also knows, per job, the latest moment at which the database can have
 dated the lease: the instant the renewing statement (or the child's claim) was
@@ -35,7 +38,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sqlalchemy import exc as sa_exc
+
 from skiplock.queue_core import db, sql
+from skiplock.queue_core.arrays import text_array
+from skiplock.queue_core.errors import SkiplockError
 from skiplock.queue_core.jobs import JobRef, Progress
 from skiplock.queue_core.lifecycle import Renewal, renew_leases
 
@@ -64,6 +71,9 @@ class Heartbeats:
         self.last_success: float | None = None  # when the last round that reached the database began
         self.cancel_requested: frozenset[str] = frozenset()
         self.progress: dict[str, Progress] = {}  # reported since the last beat, by job id
+        # Held jobs whose row the last beat found locked by another session: its pid,
+        # when known.
+        self.blocked: dict[str, int | None] = {}
 
     def due(self, now: float) -> bool:
         return now >= self.next_at
@@ -79,6 +89,15 @@ class Heartbeats:
 
     def forget(self, job_id: str) -> None:
         self.renewed.pop(job_id, None)
+        self.blocked.pop(job_id, None)
+
+    def lock_reason(self, job_id: str, verb: str = "is") -> str | None:
+        """Why the job's lease was not renewed when the database answered the last beat:
+        another session holds its row. None when that is not what kept it."""
+        if job_id not in self.blocked:
+            return None
+        pid = self.blocked[job_id]
+        return f"its row {verb} locked by another session" + (f" (pid {pid})" if pid else "")
 
     def fence_at(self, job_id: str) -> float | None:
         """When the job must be stopped if its lease is not renewed before."""
@@ -100,6 +119,7 @@ class Heartbeats:
                                    write=[self.needs_renewal(r.id, now) for r in refs])
             # A busy row was not written: keep its progress for the next beat.
             self.progress = {k: v for k, v in self.progress.items() if k in renewal.busy}
+            self.note_blocked(renewal)
         else:
             with db.connect(autocommit=True) as conn:
                 conn.execute(sql.PROBE)
@@ -112,3 +132,19 @@ class Heartbeats:
         wait = min(self.interval_s, BUSY_RETRY_S) if renewal.busy else self.interval_s
         self.next_at = now + wait
         return renewal
+
+    def note_blocked(self, renewal: Renewal) -> None:
+        for job_id in renewal.renewed | renewal.fresh | renewal.gone:
+            self.blocked.pop(job_id, None)
+        if not renewal.busy:
+            return
+        try:
+            with db.connect(autocommit=True) as conn:
+                lockers: dict[str, int | None] | None = {
+                    r.id: r.pid for r in conn.execute(
+                        sql.ROW_LOCKERS, {"ids": text_array(sorted(renewal.busy))})}
+        except (SkiplockError, sa_exc.DBAPIError):
+            lockers = None  # only a name for a log line: the beat itself went through
+        for job_id in renewal.busy:
+            self.blocked[job_id] = (self.blocked.get(job_id) if lockers is None
+                                    else lockers.get(job_id))

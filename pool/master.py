@@ -100,6 +100,9 @@ RESPAWN_BACKOFF_S = 0.5
 RESPAWN_BACKOFF_MAX_S = 30.0
 STABLE_AFTER_S = 30.0  # a child that lived this long was not crash-looping
 FINAL_SETTLE_S = 5.0  # how long a stopping master keeps trying to settle owed jobs
+# A drain's grace for a child with no job: it has nothing to finish and exits at once
+# on TERM, unless one of its statements waits on a server that does not answer.
+IDLE_STOP_S = 1.0
 
 # What the master's own SIGKILL of a child was for, in its log line (post_mortem).
 _KILLED_BECAUSE: dict[Cause | None, str] = {
@@ -160,6 +163,8 @@ class Master:
         self.respawn_at: dict[int, float] = {}
         self.pending: collections.deque[Settlement] = collections.deque()
         self.settle_at = 0.0  # a settlement met a locked row: not before this
+        self.unanswered = False  # the last database work failed for want of an answer
+        self.idle_stops: set[int] = set()  # children a drain gave IDLE_STOP_S, by pid
         self.signal_queue: collections.deque[int] = collections.deque()
         lease_s = settings.effective_stuck_timeout_s
         self.heartbeats = Heartbeats(settings.heartbeat_s, lease_s)
@@ -272,22 +277,26 @@ class Master:
                 self.notify("on_tick", self.snapshot())
 
     def finish(self) -> None:
+        # A server that refuses or restarts answers at once and is retried for a while;
+        # one that does not answer would hold the exit a whole bound per attempt (past
+        # a supervisor's stop timeout): what is owed is then left for stuck recovery.
         deadline = self.clock() + FINAL_SETTLE_S
-        while self.pending and self.clock() < deadline:
+        while self.pending and self.clock() < deadline and not self.unanswered:
             if self.outage.ready():
                 with bounded(self.budget_s):
                     self.settle_pending()
             else:
                 time.sleep(min(0.2, max(0.0, self.outage.retry_at - self.clock())))
         if self.pending:
-            log.error("could not settle %d job(s) before exiting; stuck recovery will rescue "
-                      "them: %s", len(self.pending),
+            log.error("could not settle %d job(s) before exiting%s; they are left for stuck "
+                      "recovery: %s", len(self.pending),
+                      " (the database does not answer)" if self.unanswered else "",
                       ", ".join(s.ref.id or f"unstarted jobs of {s.ref.locked_by}"
                                 for s in self.pending))
         if self.probe is not None:
             self.probe.cancel()
             self.probe = None
-        with bounded(self.budget_s):
+        with bounded(0.0 if self.unanswered else self.budget_s):
             self.notify("on_stop", self.snapshot())
         log.info("skiplock master %s stopped%s", self.master_id,
                  f" ({self.halt_reason})" if self.halt_reason else "")
@@ -438,7 +447,11 @@ class Master:
         log.info("draining (%s): %d worker(s), %d running job(s), up to %gs to finish",
                  why, len(self.children), busy, grace)
         for child in self.children.values():
-            child.stop(signal.SIGTERM, grace, Cause.STOPPED, self.clock())
+            if child.job is None and grace > IDLE_STOP_S:
+                child.stop(signal.SIGTERM, IDLE_STOP_S, Cause.STOPPED, self.clock())
+                self.idle_stops.add(child.pid)
+            else:
+                child.stop(signal.SIGTERM, grace, Cause.STOPPED, self.clock())
         set_title(master_title(self.concurrency, self.state))
 
     def begin_stop(self, why: str) -> None:
@@ -465,6 +478,8 @@ class Master:
             due.append((self.heartbeats.next_at, Due.HEARTBEAT, None))
             recovery_at = self.recovery.next_due()
             if self.state == RUNNING and recovery_at is not None:
+                if self.pending:  # not before the settlements a lock held up (maintain)
+                    recovery_at = max(recovery_at, self.settle_at)
                 due.append((recovery_at, Due.RECOVERY, None))
         if self.state == RUNNING:
             taken = {c.slot for c in self.children.values() if not c.retiring}
@@ -571,6 +586,7 @@ class Master:
             if pid == 0:
                 continue
             del self.children[child.pid]
+            self.idle_stops.discard(child.pid)
             for message in child.reader.read():
                 self.on_message(child, message)
             child.reader.close()
@@ -660,7 +676,7 @@ class Master:
             # an interruption, free the first few times (queue_core/accounting.py).
             action = SettleAction.INTERRUPT
             error = (f"worker pid {child.pid} was stopped because its lease could not be "
-                     f"renewed (database unreachable)")
+                     f"renewed ({child.fenced_because or 'database unreachable'})")
         elif cause == Cause.STOPPED and (child.killed or _exit_code(status) == EXIT_ABORTED):
             # Stopped by us before the job could end (a deploy, say): an interruption,
             # free the first few times, so a job that hangs through every restart
@@ -703,6 +719,7 @@ class Master:
                     keep = ([item.ref.id] if item.ref.id else []) + list(item.keep)
                     freed = release_unstarted(item.ref.locked_by, keep, item.error)
                     self.outage.succeeded()
+                    self.unanswered = False
                     self.pending.popleft()
                     if freed:
                         log.info("released %d job(s) that %s claimed and never started: %s",
@@ -751,7 +768,19 @@ class Master:
             if at > now or child is None or child.killed:
                 continue
             if due == Due.KILL:
-                if child.cause != Cause.KILLED_LOST:
+                idle = child.pid in self.idle_stops and child.cause == Cause.STOPPED
+                if (idle and child.job is not None and self.state == DRAINING
+                        and self.stop_deadline is not None):
+                    # It started a job just before the TERM (heard of since): the job
+                    # gets the drain's whole grace, as every running job does.
+                    self.idle_stops.discard(child.pid)
+                    child.kill_at = max(at, self.stop_deadline)
+                    continue
+                if idle:
+                    log.warning("%s has no job but did not exit within %gs of SIGTERM "
+                                "(waiting on a database that does not answer?); killing it",
+                                child.label(), IDLE_STOP_S)
+                elif child.cause != Cause.KILLED_LOST:
                     log.warning("%s did not stop in time; killing it", child.label())
                 child.signal(signal.SIGKILL)
                 child.killed = True
@@ -780,10 +809,17 @@ class Master:
         the job soon, so it must not be running here by then (docs/reliability.md)."""
         ages = [now - at for at in map(self.heartbeats.renewed.get, child.held) if at is not None]
         job = child.job
-        log.error("%s: lease of %s not renewed for %.1fs (stuck timeout %gs); stopping it "
+        # A row lock is the reason only while the database answers: else it may be
+        # down as well, and that is what the job's lastError says.
+        locked = None if self.outage.active else next(
+            (j for j in child.held if j in self.heartbeats.blocked), None)
+        if locked is not None:
+            child.fenced_because = self.heartbeats.lock_reason(locked, "was")
+        log.error("%s: lease of %s not renewed for %.1fs (stuck timeout %gs)%s; stopping it "
                   "before another host may rescue the job", child.label(),
                   f"job {job.type} {job.ref.id}" if job else f"{len(child.held)} claimed job(s)",
                   max(ages, default=0.0), self.heartbeats.lease_s,
+                  f": {self.heartbeats.lock_reason(locked)}" if locked is not None else "",
                   extra={"job_id": job.ref.id, "job_type": job.type} if job else {})
         # The kill must happen now, whatever gentler stop is under way. A timeout's
         # cause still decides how the job is settled (that attempt overran); a
@@ -797,10 +833,13 @@ class Master:
     def database_answered(self, began: float) -> None:
         self.outage.succeeded()
         self.recovery.connected(began)
+        self.unanswered = False
 
     def database_failed(self, exc: BaseException) -> None:
-        if faults.classify(exc) == faults.Fault.NO_TIME_LEFT:
+        fault = faults.classify(exc)
+        if fault == faults.Fault.NO_TIME_LEFT:
             return  # this turn's budget ran out before the work began: the next turn does it
+        self.unanswered = fault == faults.Fault.CLIENT_TIMEOUT
         self.outage.failed(exc)
         self.recovery.disconnected()
 
@@ -831,9 +870,14 @@ class Master:
                     return
                 for job_id in renewal.cancel_requested:  # ended: no lease to keep or fence
                     self.heartbeats.forget(job_id)
-        if self.pending and now >= self.settle_at and not self.settle_pending():
+        # Settlements that a row lock held up wait for their retry, and so does stuck
+        # recovery: it would take those rows first once the lock goes (their leases
+        # are stale by then) and settle as a rescue what the master knows happened,
+        # a timeout or a crash. It runs right after the settlements are tried again.
+        held_up = bool(self.pending) and now < self.settle_at
+        if self.pending and not held_up and not self.settle_pending():
             return
-        if self.state == RUNNING and self.recovery.due(now):
+        if self.state == RUNNING and self.recovery.due(now) and not held_up:
             try:
                 self.recovery.run_once(now)
             except _DB_ERRORS as exc:

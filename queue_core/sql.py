@@ -488,6 +488,23 @@ HEARTBEAT = text(
     """
 )
 
+# Who holds the rows a heartbeat found busy, to name them when a lease must be
+# given up for it: the backend whose transaction (or subtransaction) last locked
+# or updated the row, read from its xmax. A row share-locked by several sessions
+# at once carries a MultiXactId there instead, not a transaction's id: it names
+# no one (or, should its number equal a live transaction's, the wrong session:
+# this only ever names one in a log line).
+ROW_LOCKERS = text(
+    """
+    SELECT j.id, min(l.pid) AS pid
+    FROM "WorkerJob" AS j
+    JOIN pg_locks AS l ON l.locktype = 'transactionid' AND l.transactionid = j.xmax
+                      AND l.mode = 'ExclusiveLock' AND l.granted
+    WHERE j.id = ANY(CAST(:ids AS text[]))
+    GROUP BY j.id
+    """
+)
+
 # -- recovery ------------------------------------------------------------------
 
 # Liveness comes from the heartbeat, not from when the job started

@@ -30,8 +30,8 @@ def _host_names(ctx: click.Context, param: click.Parameter, values: tuple[str, .
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
               help="TCP port (0: any free port).")
 @click.option("--allow-actions", is_flag=True,
-              help="Allow retry, run now, pause and resume (each logged). Without it the "
-                   "dashboard only reads.")
+              help="Allow retry, run now, cancel, pause and resume (each logged). Without "
+                   "it the dashboard only reads.")
 @click.option("--refresh", type=Duration(min_s=1), default="5", show_default=True,
               metavar="SECONDS", help="How often the overview refreshes its figures.")
 @click.option("--schedule-file", default=None, metavar="PATH",

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from skiplock.cli.app import main, print_json
+from skiplock.cli.app import fail, main, print_json
 
 if TYPE_CHECKING:
     from skiplock.ops.schedules import Schedule
@@ -79,12 +79,18 @@ def schedule_run(path: str | None) -> None:
     """Enqueue the occurrences due now (what a master does every few seconds), and exit.
 
     For hosts that run no pool, or to check a schedule file; safe beside
-    running masters.
+    running masters. Exits 1 when a schedule could not enqueue its occurrences
+    (the others still ran; the failed ones are tried again at the next run).
     """
     from skiplock.ops import schedules
 
-    result = schedules.run_due(_schedules(path))
+    found = _schedules(path)
+    result = schedules.run_due(found)
     for name, occurrences in result.enqueued.items():
         click.echo(f"{name}: {len(occurrences)} due, last {occurrences[-1].isoformat()}",
                    err=True)
     click.echo(f"enqueued {result.created} jobs")
+    if result.failed:
+        # A cron job or a deploy check that runs this must see the failure in its status.
+        fail(f"{len(result.failed)} of {len(found)} schedules "
+             "failed: " + "; ".join(f"{name} ({why})" for name, why in result.failed.items()))

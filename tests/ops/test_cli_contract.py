@@ -3,6 +3,8 @@ database that is down give one line, exit 1 (2 for usage errors), and write noth
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import pytest
 
@@ -12,7 +14,7 @@ from tests.queue_core.helpers import count
 
 COMMANDS = [("stats",), ("jobs",), ("pause",), ("resume",), ("ps",), ("backfill", "interpret"),
             ("backfill", "reviews"), ("schedule", "list"), ("schedule", "run"), ("recover",),
-            ("cleanup",), ("retry",)]
+            ("cleanup",), ("retry",), ("cancel",), ("dashboard",)]
 
 
 def _command(path: tuple[str, ...]) -> click.Command:
@@ -60,3 +62,19 @@ def test_unknown_ids_and_types_are_one_line_and_change_nothing():
         assert result.output.strip().splitlines() == [f"skiplock: error: {fragment}"]
     assert "not dead-lettered (left alone): nope" in run("retry", "nope").output
     assert count() == 0
+
+
+def test_cancel_is_listed_where_operators_look_for_actions():
+    """`skiplock --help`, the dashboard's --allow-actions and the README's operator
+    commands name the cancel action beside retry, run now, pause and resume."""
+    listing = run("--help").output
+    assert any(line.split()[:1] == ["cancel"] for line in listing.splitlines()), listing
+    allow = _command(("dashboard",)).params
+    [actions] = [p for p in allow if isinstance(p, click.Option) and "--allow-actions" in p.opts]
+    assert "cancel" in (actions.help or "")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    operate = readme.split("## Operate it", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in operate.splitlines() if line.startswith("| `skiplock ")]
+    assert any("`skiplock cancel ID…`" in row for row in rows), rows
+    [dashboard] = [row for row in rows if row.startswith("| `skiplock dashboard")]
+    assert "cancel" in dashboard

@@ -210,3 +210,27 @@ def test_an_entry_that_fails_at_run_time_is_logged_by_name_each_time_and_stops_n
     finally:
         sql('DROP TRIGGER IF EXISTS test_refuse_broken ON "WorkerJob"')
         sql("DROP FUNCTION IF EXISTS test_refuse_broken()")
+
+
+def test_schedule_run_exits_1_when_a_schedule_failed_and_still_runs_the_others(tmp_path):
+    sql("""CREATE FUNCTION test_refuse_broken() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF NEW.type = 'BROKEN' THEN RAISE EXCEPTION 'BROKEN jobs are refused'; END IF;
+                 RETURN NEW; END $$""")
+    sql("""CREATE TRIGGER test_refuse_broken BEFORE INSERT ON "WorkerJob"
+           FOR EACH ROW EXECUTE FUNCTION test_refuse_broken()""")
+    try:
+        path = str(write(tmp_path, '[[schedule]]\nname = "a-broken"\ncron = "* * * * *"\n'
+                                   'type = "BROKEN"\n\n'
+                                   '[[schedule]]\nname = "b-fine"\ncron = "* * * * *"\n'
+                                   'type = "PING"\n'))
+        assert run("schedule", "run", "--file", path).exit_code == 0  # first sight: nothing due
+        sql("""UPDATE "WorkerSchedule" SET "lastOccurrence" = now() - interval '2 minutes'""")
+        result = run("schedule", "run", "--file", path)
+        assert result.exit_code == 1, result.output
+        assert result.stdout.strip() == "enqueued 2 jobs"  # the fine one ran all the same
+        assert "skiplock: error: 1 of 2 schedules failed: a-broken" in result.stderr
+        assert "BROKEN jobs are refused" in result.stderr
+        assert count("type = 'PING'") == 2
+    finally:
+        sql('DROP TRIGGER IF EXISTS test_refuse_broken ON "WorkerJob"')
+        sql("DROP FUNCTION IF EXISTS test_refuse_broken()")

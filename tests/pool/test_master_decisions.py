@@ -21,7 +21,7 @@ from sqlalchemy import text
 from skiplock import queue_core as q
 from skiplock.pool import protocol
 from skiplock.pool.children import WorkerChild
-from skiplock.pool.master import ABORT_GRACE_S, LOST_GRACE_S, Master
+from skiplock.pool.master import ABORT_GRACE_S, IDLE_STOP_S, LOST_GRACE_S, Master
 from skiplock.pool.states import Cause, Due, PoolState
 from skiplock.queue_core import db
 from skiplock.queue_core.config import load_settings
@@ -347,3 +347,102 @@ def test_a_turn_whose_budget_ran_out_is_no_outage(harness: Harness) -> None:
         master.maintain()
     assert not master.outage.active
     assert master.recovery.connected_since == 1000.0  # the unbroken connection goes on
+
+
+def test_a_drain_gives_a_child_with_no_job_a_short_grace_and_a_running_job_its_whole(
+    harness: Harness,
+) -> None:
+    """A child with no job exits at once on TERM unless a statement to a server that
+    does not answer holds it; one that started a job just before the TERM (its
+    Started read after the drain began) still gets the drain's whole grace."""
+    master = harness.master
+    idle, starting = harness.child(0, 110), harness.child(1, 111)
+    master.begin_drain("SIGTERM")
+    job = harness.run_job(starting)  # it had started before the TERM reached it
+    harness.clock.advance(IDLE_STOP_S)
+    master.enforce_deadlines()
+    assert harness.signals_to(idle) == [signal.SIGTERM, signal.SIGKILL]
+    assert harness.signals_to(starting) == [signal.SIGTERM]
+    assert starting.kill_at == master.stop_deadline
+    assert row(job.id).st == "PROCESSING"
+
+
+def test_a_lease_fenced_because_its_row_is_locked_says_so_and_names_the_locker(
+    harness: Harness, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The database answers every beat; another session holds the job's row until the
+    lease must be given up. The log line and lastError say that, not "database
+    unreachable", and name the session that holds the lock."""
+    from skiplock.queue_core.bounds import bounded
+
+    master = harness.master
+    child = harness.child(0, 112)
+    job = harness.run_job(child)
+    with db.get_engine().connect() as session:
+        transaction = session.begin()
+        session.execute(text('SELECT 1 FROM "WorkerJob" WHERE id = :id FOR UPDATE'),
+                        {"id": job.id})
+        locker = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        harness.clock.advance(0.5)
+        master.maintain()  # the database answers: the row is busy
+        assert not master.outage.active
+        harness.clock.advance(master.heartbeats.lease_s - master.heartbeats.margin_s)
+        master.enforce_deadlines()
+        assert harness.signals_to(child) == [signal.SIGKILL] and child.cause == Cause.FENCED
+        [line] = [r.getMessage() for r in caplog.records if "not renewed" in r.getMessage()]
+        assert f"its row is locked by another session (pid {locker})" in line
+        assert "unreachable" not in line
+        harness.statuses[child.pid] = KILLED_BY_SIGKILL
+        master.reap()
+        with bounded(master.budget_s):
+            master.maintain()  # the release waits for the lock: tried again later
+        transaction.rollback()
+    harness.clock.advance(1.0)
+    master.maintain()
+    r = row(job.id)
+    assert (r.st, r.attempts) == ("PENDING", 0)
+    assert "lease could not be renewed" in r.lastError
+    assert f"its row was locked by another session (pid {locker})" in r.lastError
+    assert "unreachable" not in r.lastError
+
+
+def test_a_job_killed_for_its_timeout_while_its_row_is_locked_is_settled_as_a_timeout(
+    harness: Harness,
+) -> None:
+    """Another session holds the row when the master owes the job its timeout, and
+    long enough for the lease to go stale. Once the lock goes, the master's own stuck
+    recovery must not take the job first (and settle it as a rescue, an interruption):
+    the settlement, retried until it can write, ends it as the timeout it was."""
+    from skiplock.queue_core.bounds import bounded
+
+    master = harness.master
+    child = harness.child(0, 113)
+    job = harness.run_job(child, timeout_s=1.0)
+    with db.get_engine().connect() as session:
+        transaction = session.begin()
+        session.execute(text('SELECT 1 FROM "WorkerJob" WHERE id = :id FOR UPDATE'),
+                        {"id": job.id})
+        harness.clock.advance(1.0)
+        master.enforce_deadlines()
+        assert harness.signals_to(child) == [signal.SIGQUIT]
+        harness.statuses[child.pid] = EXITED_ABORTED
+        master.reap()
+        for turn in range(3):  # turns that reach the database; the settlement waits in each
+            harness.clock.advance(1.2 if turn else 0.0)
+            with bounded(master.budget_s):
+                master.maintain()
+            assert [s.ref.id for s in master.pending] == [job.id]
+        # Connected for a whole stuck timeout now, and less than a retry's wait after
+        # the settlement's last try.
+        harness.clock.advance(0.7)
+        assert master.recovery.due(harness.clock.now)
+        # The lock outlived the lease: the row is stale when it is let go.
+        session.execute(text('UPDATE "WorkerJob" SET "lockedAt" = now() - interval \'1 hour\' '
+                             "WHERE id = :id"), {"id": job.id})
+        transaction.commit()
+    while master.pending:  # the turns after the lock went: less than a retry's wait apart
+        master.maintain()
+        harness.clock.advance(0.3)
+    r = row(job.id)
+    assert r.lastError.startswith("timed out after 1s"), r.lastError
+    assert (r.st, r.attempts, r.interruptions) == ("PENDING", 1, None)  # an attempt counted

@@ -93,6 +93,7 @@ def test_a_locked_job_row_holds_up_only_that_jobs_lease(
         transaction = session.begin()
         session.execute(text('SELECT 1 FROM "WorkerJob" WHERE id = :id FOR UPDATE'),
                         {"id": locked})
+        locker = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
         before = locked_at(jobs, free)
         # The other job's lease is renewed all the same (one UPDATE of both waited).
         wait_for(lambda: (locked_at(jobs, free) - before).total_seconds() >= 1, 5,
@@ -102,13 +103,15 @@ def test_a_locked_job_row_holds_up_only_that_jobs_lease(
         # The locked job's lease cannot be renewed: it is stopped before it could run
         # out, while the lock is still held and nobody could have rescued it yet.
         wait_for(lambda: not alive(victim), 10, "the locked job's child to be fenced")
-        assert "not renewed for" in pool.log()
+        # It says why: a session holds the row, not a database out of reach.
+        assert f"its row is locked by another session (pid {locker})" in pool.log()
         transaction.rollback()
     assert pool.wait_exit(20) == 0
     assert jobs.get(free)["status"] == "COMPLETED"
     row = jobs.get(locked)
     assert (row["status"], row["attempts"]) == ("PENDING", 0)  # back, without an attempt
     assert "lease could not be renewed" in row["lastError"]
+    assert f"its row was locked by another session (pid {locker})" in row["lastError"]
     assert jobs.runs() == {free: 1}
 
 
@@ -258,3 +261,24 @@ def test_a_child_committing_quiet_jobs_into_a_hung_server_still_stops_on_term(
     start_pool(*flags, handlers=HANDLERS, url=route.url(database_url))
     wait_for(lambda: jobs.all_done(1), 40, "the job to be completed by another pool")
     assert jobs.get(job_id)["status"] == "COMPLETED"
+
+
+@pytest.mark.timeout(90)
+def test_an_idle_pool_exits_soon_after_term_when_the_server_never_answers(
+    start_pool: Callable[..., Pool], jobs: Jobs, database_url: str, proxy: FreezableProxy,
+    route: Route,
+) -> None:
+    """No job runs, and the server accepts connections but answers nothing: the
+    child's claim and the master's last settlement (what the child may have claimed)
+    would each wait out their bound (5 s). TERM still ends the pool at once; what it
+    could not give back is left to stuck recovery, and it says so."""
+    pool = start_pool("--concurrency", "1", *route.flags, url=proxy.url(database_url))
+    done = jobs.enqueue("TEST_RECORD", {})  # the child has booted once it ran a job
+    wait_for(lambda: jobs.get(done)["status"] == "COMPLETED", 15, "a job to complete")
+    proxy.freeze()
+    pool.wait_log("master: database unavailable", 15)  # its child waits on it too
+    pool.send(signal.SIGTERM)
+    assert pool.wait_exit(3) == 0
+    log = pool.log()
+    assert "left for stuck recovery: unstarted jobs of" in log, log
+    assert "Traceback" not in log
