@@ -43,50 +43,39 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-import psycopg2
-from sqlalchemy.exc import SQLAlchemyError
-
-from skiplock.pool import lifeline, protocol
+from skiplock.pool import lifeline, protocol, settlements
 from skiplock.pool.cancelling import stop_cancelled
 from skiplock.pool.child import Child
 from skiplock.pool.children import RunningJob, WorkerChild
 from skiplock.pool.claim_gate import ClaimGate
-from skiplock.pool.heartbeats import BUSY_RETRY_S, Heartbeats, database_budget_s
-from skiplock.pool.observer import ChildInfo, PoolObserver, PoolSnapshot, listens
+from skiplock.pool.heartbeats import Heartbeats, database_budget_s
+from skiplock.pool.observer import PoolObserver, PoolSnapshot, listens
 from skiplock.pool.outage import Outage
 from skiplock.pool.outcomes import (
     JobOutcome,
-    SettleAction,
-    after_change,
-    after_failure,
-    after_release,
 )
 from skiplock.pool.postmortem import (
-    EXIT_ABORTED,
     EXIT_BOOT_FAILURE,
     EXIT_OK,
     describe_status,
-    died_while_running,
     is_boot_failure,
     is_clean_exit,
     signal_name,
-    timed_out,
 )
 from skiplock.pool.proctitle import master_title, set_title
 from skiplock.pool.recovery import Recovery
 from skiplock.pool.routing import Routing
 from skiplock.pool.served import Probe
+from skiplock.pool.settlements import DB_ERRORS, Owed
 from skiplock.pool.states import Cause, Due, PoolState
-from skiplock.queue_core import db, fail, faults, migrate, release, urls
+from skiplock.queue_core import db, faults, migrate, release, urls
 from skiplock.queue_core.bounds import bounded, unbounded
 from skiplock.queue_core.config import Settings
-from skiplock.queue_core.errors import ConfigurationError, DatabaseUnavailable
+from skiplock.queue_core.errors import ConfigurationError
 from skiplock.queue_core.jobs import JobRef, Progress
-from skiplock.queue_core.lifecycle import interrupt, release_unstarted
 from skiplock.queue_core.storable import log_reason
 
 log = logging.getLogger("skiplock.master")
@@ -115,27 +104,7 @@ _KILLED_BECAUSE: dict[Cause | None, str] = {
 
 OUTAGE_MAX_S = 1.0  # the master retries its leases at least this often in an outage
 
-# What the database may throw at the master: an outage to ride out, never a reason
-# to stop the pool (its children keep their jobs meanwhile).
-_DB_ERRORS = (DatabaseUnavailable, SQLAlchemyError, psycopg2.Error)
-
 RUNNING, DRAINING, STOPPING = PoolState.RUNNING, PoolState.DRAINING, PoolState.STOPPING
-
-
-@dataclass(frozen=True)
-class Settlement:
-    """A job the master owes the database a word about (its child is gone)."""
-
-    child: ChildInfo
-    ref: JobRef
-    job_type: str
-    action: SettleAction
-    error: str
-    started: bool
-    duration_s: float
-    # RELEASE_UNSTARTED: the jobs it must not give back, besides ref.id: they
-    # started (and are settled on their own).
-    keep: tuple[str, ...] = ()
 
 
 class Master:
@@ -161,8 +130,9 @@ class Master:
         self.children: dict[int, WorkerChild] = {}
         self.crashes: dict[int, int] = collections.defaultdict(int)
         self.respawn_at: dict[int, float] = {}
-        self.pending: collections.deque[Settlement] = collections.deque()
-        self.settle_at = 0.0  # a settlement met a locked row: not before this
+        # The master's clock as it is at each call (a test may swap it).
+        self.owed = Owed(lambda: self.clock(), self.database_answered, self.database_failed,
+                         self.notify)
         self.unanswered = False  # the last database work failed for want of an answer
         self.idle_stops: set[int] = set()  # children a drain gave IDLE_STOP_S, by pid
         self.signal_queue: collections.deque[int] = collections.deque()
@@ -281,18 +251,17 @@ class Master:
         # one that does not answer would hold the exit a whole bound per attempt (past
         # a supervisor's stop timeout): what is owed is then left for stuck recovery.
         deadline = self.clock() + FINAL_SETTLE_S
-        while self.pending and self.clock() < deadline and not self.unanswered:
+        while self.owed and self.clock() < deadline and not self.unanswered:
             if self.outage.ready():
                 with bounded(self.budget_s):
-                    self.settle_pending()
+                    self.owed.settle()
             else:
                 time.sleep(min(0.2, max(0.0, self.outage.retry_at - self.clock())))
-        if self.pending:
+        if self.owed:
             log.error("could not settle %d job(s) before exiting%s; they are left for stuck "
-                      "recovery: %s", len(self.pending),
+                      "recovery: %s", len(self.owed),
                       " (the database does not answer)" if self.unanswered else "",
-                      ", ".join(s.ref.id or f"unstarted jobs of {s.ref.locked_by}"
-                                for s in self.pending))
+                      self.owed.describe())
         if self.probe is not None:
             self.probe.cancel()
             self.probe = None
@@ -377,7 +346,7 @@ class Master:
         try:
             with bounded(self.budget_s), db.connect() as conn:
                 return migrate.demo_installed(conn)
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             log.warning("cannot tell whether the demo domain of the built-in handlers is "
                         "installed (%s): they serve no job type until the next HUP",
                         log_reason(str(exc)), extra={"worker": self.master_id})
@@ -478,8 +447,8 @@ class Master:
             due.append((self.heartbeats.next_at, Due.HEARTBEAT, None))
             recovery_at = self.recovery.next_due()
             if self.state == RUNNING and recovery_at is not None:
-                if self.pending:  # not before the settlements a lock held up (maintain)
-                    recovery_at = max(recovery_at, self.settle_at)
+                if self.owed:  # not before the settlements a lock held up (maintain)
+                    recovery_at = max(recovery_at, self.owed.settle_at)
                 due.append((recovery_at, Due.RECOVERY, None))
         if self.state == RUNNING:
             taken = {c.slot for c in self.children.values() if not c.retiring}
@@ -612,19 +581,8 @@ class Master:
             self.settle_running(child, status, cause)
         for ref in child.held.values():  # its leases are no longer kept
             self.heartbeats.forget(ref.id)
-        # Jobs that ran to an end and waited for their group's commit
-        # (pool/group_commit.py): they started, so never "never started", which would
-        # let a child that keeps dying run them without end. An interruption, free
-        # only the first few times (queue_core/accounting.py).
-        for ref, job_type in child.ran.values():
-            self.owe(Settlement(child.info(), ref, job_type, SettleAction.INTERRUPT,
-                                f"worker pid {child.pid} {how} after the job ran, before its "
-                                "completion committed", started=True, duration_s=0.0))
-        if child.booted:  # claimed in a batch, or in the window before the child said so
-            self.owe(Settlement(child.info(), JobRef(running, child.worker_id, 0), "?",
-                                SettleAction.RELEASE_UNSTARTED,
-                                f"worker pid {child.pid} {how} before it started the job",
-                                started=False, duration_s=0.0, keep=tuple(child.ran)))
+        for settlement in settlements.for_the_rest(child, how, running):
+            self.owed.owe(settlement)
         self.notify("on_child_exit", child.info(), cause.value)
 
         if cause == Cause.RECYCLED:
@@ -656,101 +614,18 @@ class Master:
         child.held.pop(ref.id, None)
         self.heartbeats.forget(ref.id)
         duration = self.clock() - job.started
-        info = child.info()
         if cause == Cause.CANCELLED:  # ended FAILED by pool/cancelling.py before the stop
-            self.notify("on_job_finished", info, ref.id, job.type, Cause.CANCELLED.value,
-                        duration)
-            return
-        if cause == Cause.KILLED_LOST:
+            self.notify("on_job_finished", child.info(), ref.id, job.type,
+                        Cause.CANCELLED.value, duration)
+        elif cause == Cause.KILLED_LOST:
             log.warning("job %s %s: result of %s discarded, the job belongs to another worker",
                         job.type, ref.id, child.label(),
                         extra={"job_id": ref.id, "job_type": job.type})
-            self.notify("on_job_finished", info, ref.id, job.type, JobOutcome.LOST, duration)
-            return
-        if cause == Cause.KILLED_TIMEOUT:
-            action = SettleAction.FAIL
-            error = timed_out(child.pid, job.timeout_s or 0.0, ref.attempts, job.max_attempts)
-        elif cause == Cause.FENCED:
-            # Stopped before its lease could run out, so that no other host runs it
-            # while it still runs here: cut short by the database, not by the job, so
-            # an interruption, free the first few times (queue_core/accounting.py).
-            action = SettleAction.INTERRUPT
-            error = (f"worker pid {child.pid} was stopped because its lease could not be "
-                     f"renewed ({child.fenced_because or 'database unreachable'})")
-        elif cause == Cause.STOPPED and (child.killed or _exit_code(status) == EXIT_ABORTED):
-            # Stopped by us before the job could end (a deploy, say): an interruption,
-            # free the first few times, so a job that hangs through every restart
-            # still ends (queue_core/accounting.py).
-            action = SettleAction.INTERRUPT
-            error = (f"worker pid {child.pid} was stopped by the pool (shutdown, reload or "
-                     f"fewer workers) before the job finished")
+            self.notify("on_job_finished", child.info(), ref.id, job.type, JobOutcome.LOST,
+                        duration)
         else:
-            # docs/lessons.md: a crash is an attempt, with a lastError that names the signal.
-            action = SettleAction.FAIL
-            error = died_while_running(child.pid, status, ref.attempts, job.max_attempts)
-        self.owe(Settlement(info, ref, job.type, action, error, True, duration))
-
-    def owe(self, settlement: Settlement) -> None:
-        # Settled by this turn's database work (maintain), within its budget: never
-        # here, where nothing bounds how long the database may take.
-        self.pending.append(settlement)
-
-    def settle_pending(self) -> bool:
-        """Settle owed jobs in order; False if the database stopped us."""
-        blocked: list[Settlement] = []
-        try:
-            return self._settle_pending(blocked)
-        finally:
-            if blocked:
-                self.pending.extend(blocked)
-                self.settle_at = self.clock() + BUSY_RETRY_S
-
-    def _settle_pending(self, blocked: list[Settlement]) -> bool:
-        while self.pending:
-            item = self.pending[0]
-            began = self.clock()
-            try:
-                if item.action is SettleAction.FAIL:
-                    outcome = after_failure(fail(item.ref, item.error, retry=True))
-                elif item.action is SettleAction.INTERRUPT:
-                    outcome = after_change(interrupt(item.ref, item.error))
-                elif item.action is SettleAction.RELEASE_UNSTARTED:
-                    assert item.ref.locked_by is not None
-                    keep = ([item.ref.id] if item.ref.id else []) + list(item.keep)
-                    freed = release_unstarted(item.ref.locked_by, keep, item.error)
-                    self.outage.succeeded()
-                    self.unanswered = False
-                    self.pending.popleft()
-                    if freed:
-                        log.info("released %d job(s) that %s claimed and never started: %s",
-                                 len(freed), item.child.worker_id, ", ".join(freed),
-                                 extra={"worker": item.child.worker_id})
-                    continue
-                else:
-                    outcome = after_release(release(item.ref, item.error))
-            except _DB_ERRORS as exc:
-                if faults.classify(exc) == faults.Fault.LOCK_TIMEOUT:
-                    # Another session holds this job's row: that says nothing about the
-                    # database, and must not hold up the others. Tried again next turn.
-                    blocked.append(self.pending.popleft())
-                    continue
-                self.database_failed(exc)
-                return False
-            self.database_answered(began)
-            self.pending.popleft()
-            extra = {"job_id": item.ref.id, "job_type": item.job_type,
-                     "attempt": item.ref.attempts, "worker": item.child.worker_id}
-            if outcome is JobOutcome.LOST:
-                log.info("job %s %s was already settled elsewhere (%s)", item.job_type,
-                         item.ref.id, log_reason(item.error), extra=extra)
-            else:
-                level = logging.INFO if outcome is JobOutcome.RELEASED else logging.WARNING
-                log.log(level, "job %s %s %s: %s", item.job_type, item.ref.id,
-                        outcome.word, log_reason(item.error), extra=extra)
-            if item.started:
-                self.notify("on_job_finished", item.child, item.ref.id, item.job_type, outcome,
-                            item.duration_s)
-        return True
+            # Written by this turn's database work (maintain), within its budget.
+            self.owed.owe(settlements.for_running(child, status, cause, duration))
 
     def halt(self, reason: str) -> None:
         if self.halt_reason is not None:
@@ -853,7 +728,7 @@ class Master:
             refs = [ref for child in self.children.values() for ref in child.held.values()]
             try:
                 renewal = self.heartbeats.beat(refs, now)
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 self.database_failed(exc)
                 return
             self.database_answered(now)
@@ -865,7 +740,7 @@ class Master:
                     with bounded(self.budget_s):
                         stop_cancelled(self.children.values(), renewal.cancel_requested,
                                        ABORT_GRACE_S, now)
-                except _DB_ERRORS as exc:
+                except DB_ERRORS as exc:
                     self.database_failed(exc)
                     return
                 for job_id in renewal.cancel_requested:  # ended: no lease to keep or fence
@@ -874,13 +749,13 @@ class Master:
         # recovery: it would take those rows first once the lock goes (their leases
         # are stale by then) and settle as a rescue what the master knows happened,
         # a timeout or a crash. It runs right after the settlements are tried again.
-        held_up = bool(self.pending) and now < self.settle_at
-        if self.pending and not held_up and not self.settle_pending():
+        held_up = self.owed.held_up(now)
+        if self.owed and not held_up and not self.owed.settle():
             return
         if self.state == RUNNING and self.recovery.due(now) and not held_up:
             try:
                 self.recovery.run_once(now)
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 self.database_failed(exc)
                 return
             self.database_answered(now)
@@ -899,7 +774,7 @@ class Master:
                 self.routing.unpark(served, now)
             if park:
                 self.routing.park(served, now)
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             self.database_failed(exc)
             return
         self.database_answered(now)
@@ -1019,10 +894,6 @@ class Master:
                 method(*args)
             except Exception:  # an observer must not take the pool down
                 log.exception("pool observer %r failed in %s", getattr(method, "__self__", method), hook)
-
-
-def _exit_code(status: int) -> int | None:
-    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
 
 
 def describe_settings(settings: Settings, database_url: str) -> str:

@@ -431,7 +431,7 @@ def test_a_job_killed_for_its_timeout_while_its_row_is_locked_is_settled_as_a_ti
             harness.clock.advance(1.2 if turn else 0.0)
             with bounded(master.budget_s):
                 master.maintain()
-            assert [s.ref.id for s in master.pending] == [job.id]
+            assert [s.ref.id for s in master.owed.pending] == [job.id]
         # Connected for a whole stuck timeout now, and less than a retry's wait after
         # the settlement's last try.
         harness.clock.advance(0.7)
@@ -440,7 +440,7 @@ def test_a_job_killed_for_its_timeout_while_its_row_is_locked_is_settled_as_a_ti
         session.execute(text('UPDATE "WorkerJob" SET "lockedAt" = now() - interval \'1 hour\' '
                              "WHERE id = :id"), {"id": job.id})
         transaction.commit()
-    while master.pending:  # the turns after the lock went: less than a retry's wait apart
+    while master.owed.pending:  # the turns after the lock went: less than a retry's wait apart
         master.maintain()
         harness.clock.advance(0.3)
     r = row(job.id)
