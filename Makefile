@@ -11,7 +11,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: worker test lint bench bench-peers bench-venv chaos migrate demo clean chromium dashboard
+.PHONY: worker test test-fast hooks lint bench bench-peers bench-venv chaos migrate demo clean chromium dashboard
 
 # pip is quiet, so that its output does not bury what matters; each step says
 # what it does instead, since the first install takes about a minute.
@@ -40,6 +40,12 @@ worker: migrate
 # any other run never looks for it.
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The edit-run loop's lane, under a minute: every test but those marked `pool`
+# (real `skiplock worker` processes) or `slow` (tests/conftest.py gives the
+# marks); `make test` runs them all (docs/development.md).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not pool and not slow" $(PYTEST_ARGS)
 
 # The same install ahead of time (a no-op when chromium is there).
 chromium:
