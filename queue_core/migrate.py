@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
 
 # alembic is imported where it is used: a pool reads `demo_installed` at boot and
-# need not pay for loading alembic (80 ms) in every master.
+# need not pay for loading alembic in every master (docs/benchmarks.md, "Figures
+# behind the code").
 
 # alembic resolves "package:folder" through importlib, wherever the package is installed.
 SCRIPT_LOCATION = "skiplock:migrations"

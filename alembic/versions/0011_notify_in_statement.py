@@ -7,8 +7,8 @@ Create Date: 2026-12-02
 An insert wakes idle workers with a NOTIFY on `skiplock_jobs`. Until now the
 statement-level trigger "WorkerJob_notify" sent it, for every insert: a
 PL/pgSQL call per statement (the trigger queue, the function's executor, the
-`PERFORM pg_notify(...)` inside it), about 20-30 us of a one-row insert that
-costs 300 us in all with its commit (docs/benchmarks.md, 2026-12-02).
+`PERFORM pg_notify(...)` inside it), a measurable part of a one-row insert
+(docs/benchmarks.md, "Figures behind the code").
 skiplock's own insert statements now carry `NOTIFY skiplock_jobs` in the same
 query string (queue_core/sql.py `WAKE`): one simple query is one transaction,
 so the notification still goes out at the commit and never for a rollback.
