@@ -13,8 +13,8 @@ skiplock's own insert statements now carry `NOTIFY skiplock_jobs` in the same
 query string (queue_core/sql.py `WAKE`): one simple query is one transaction,
 so the notification still goes out at the commit and never for a rollback.
 
-The trigger stays for producers that insert rows themselves (the seed's
-service through Prisma, a script in psql), with a WHEN that keeps it from
+The trigger stays for producers that insert rows themselves (the original
+TypeScript service through Prisma, a script in psql), with a WHEN that keeps it from
 firing when the statement's query string already notifies: `current_query()`
 is the text the client sent, evaluated once per statement. A query string that
 merely mentions the NOTIFY (a payload inlined into a foreign producer's SQL)

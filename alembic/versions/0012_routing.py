@@ -38,7 +38,7 @@ other type stays PENDING, untouched, until a pool that serves its type runs.
   planner) or says IS NOT NULL.
 
 Nothing is added to "WorkerJob" but that index, and "heldBack" is nullable
-as before: the seed's Prisma client reads and writes the table unchanged. The
+as before: the original schema's Prisma client reads and writes the table unchanged. The
 downgrade puts every parked job back, so that an older skiplock, which knows
 nothing of parking, claims them.
 """
