@@ -25,6 +25,22 @@ $(STAMP): setup.cfg pyproject.toml
 	@echo "make: installed; the commands are in $(BIN) (.venv/bin/skiplock --help)"
 
 venv: $(STAMP)
+	@git rev-parse --git-dir >/dev/null 2>&1 || exit 0; \
+	 test -x "$$(git rev-parse --git-path hooks)/pre-commit" || \
+	 echo "make: to run ruff and mypy before every commit: make hooks (CONTRIBUTING.md)"
+
+# A git pre-commit hook that runs `make lint`'s linters with the committing
+# checkout's .venv (.ci/pre-commit). Git keeps hooks in the repository's common
+# directory, so one install serves every worktree, and each needs its .venv. A
+# pre-commit hook of another origin is left as it is.
+hooks:
+	@hooks=$$(git rev-parse --git-path hooks) && mkdir -p "$$hooks" && \
+	 if [ -e "$$hooks/pre-commit" ] && ! cmp -s .ci/pre-commit "$$hooks/pre-commit"; then \
+	   echo "make: $$hooks/pre-commit is another hook: left as it is (skiplock's is .ci/pre-commit)" >&2; \
+	   exit 1; \
+	 fi && \
+	 install -m 755 .ci/pre-commit "$$hooks/pre-commit" && \
+	 echo "make: installed $$hooks/pre-commit: ruff and mypy run before every commit"
 
 migrate: $(STAMP)
 	@$(BIN)/skiplock migrate --demo
