@@ -11,7 +11,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: worker test lint bench bench-peers bench-venv chaos migrate demo clean chromium dashboard
+.PHONY: worker test test-fast hooks lint bench bench-peers bench-venv chaos migrate demo clean chromium dashboard
 
 # pip is quiet, so that its output does not bury what matters; each step says
 # what it does instead, since the first install takes about a minute.
@@ -25,6 +25,22 @@ $(STAMP): setup.cfg pyproject.toml
 	@echo "make: installed; the commands are in $(BIN) (.venv/bin/skiplock --help)"
 
 venv: $(STAMP)
+	@git rev-parse --git-dir >/dev/null 2>&1 || exit 0; \
+	 test -x "$$(git rev-parse --git-path hooks)/pre-commit" || \
+	 echo "make: to run ruff and mypy before every commit: make hooks (CONTRIBUTING.md)"
+
+# A git pre-commit hook that runs `make lint`'s linters with the committing
+# checkout's .venv (.ci/pre-commit). Git keeps hooks in the repository's common
+# directory, so one install serves every worktree, and each needs its .venv. A
+# pre-commit hook of another origin is left as it is.
+hooks:
+	@hooks=$$(git rev-parse --git-path hooks) && mkdir -p "$$hooks" && \
+	 if [ -e "$$hooks/pre-commit" ] && ! cmp -s .ci/pre-commit "$$hooks/pre-commit"; then \
+	   echo "make: $$hooks/pre-commit is another hook: left as it is (skiplock's is .ci/pre-commit)" >&2; \
+	   exit 1; \
+	 fi && \
+	 install -m 755 .ci/pre-commit "$$hooks/pre-commit" && \
+	 echo "make: installed $$hooks/pre-commit: ruff and mypy run before every commit"
 
 migrate: $(STAMP)
 	@$(BIN)/skiplock migrate --demo
@@ -40,6 +56,12 @@ worker: migrate
 # any other run never looks for it.
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The edit-run loop's lane, under a minute: every test but those marked `pool`
+# (real `skiplock worker` processes) or `slow` (tests/conftest.py gives the
+# marks); `make test` runs them all (docs/development.md).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not pool and not slow" $(PYTEST_ARGS)
 
 # The same install ahead of time (a no-op when chromium is there).
 chromium:

@@ -4,8 +4,8 @@
 
 Three figures from the same run on the same server:
 
-1. `enqueue_many` in batches (INTERPRET_EVENT jobs with the seed's key
-   `interpret:{eventId}`, as `skiplock backfill interpret` writes them), then
+1. `enqueue_many` in batches (INTERPRET_EVENT jobs with the original
+   service's key `interpret:{eventId}`, as `skiplock backfill interpret` writes them), then
    the same batches again, when every key exists (a rerun after an
    interruption: nothing is written, every id comes back);
 2. the raw PostgreSQL rate of the same rows sent from Python: one psycopg2

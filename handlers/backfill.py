@@ -1,6 +1,6 @@
 """Backfills: enqueue the work the domain is missing, in batches, safe to rerun.
 
-Every job carries the seed's idempotency key (`interpret:{eventId}`,
+Every job carries the original service's idempotency key (`interpret:{eventId}`,
 `review:{userId}:{type}:{periodKey}`), and each batch is one `enqueue_batch`
 in its own transaction. A backfill interrupted after any batch and run again
 skips what is already queued (the unique key decides, in SQL) and adds the

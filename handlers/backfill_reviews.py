@@ -4,7 +4,7 @@ Schedule it hourly with `payload = { period = "daily" }` and every user gets
 their DAILY review once their own local day is over: without `from` and
 `to`, the job offers each user's most recent ended periods (a lookback of one
 period and two days, so a missed hour or a late run loses nothing), most of
-which are already queued and skipped by the seed's review key. The fan-out
+which are already queued and skipped by the original service's review key. The fan-out
 over users runs in a worker child, never in a master's loop.
 """
 

@@ -1,4 +1,4 @@
-"""Registers the built-in job types (the six of the seed, and BACKFILL_REVIEWS):
+"""Registers the built-in job types (the original service's six, and BACKFILL_REVIEWS):
 importing each module registers its handler.
 
 `builtin_types()` names those whose registration is still the built-in one: an

@@ -1,5 +1,5 @@
 """DETECT_PATTERNS {userId, triggerEventId, interpretationId}: mine the user's
-patterns, report the seed's PatternOutcome, and chain GENERATE_INSIGHTS when a
+patterns, report the original service's PatternOutcome, and chain GENERATE_INSIGHTS when a
 pattern was created or evolved."""
 
 from __future__ import annotations

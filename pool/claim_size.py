@@ -8,17 +8,14 @@ claim covers about `TARGET_S` of work: fast jobs in bites of up to
 
 The target is 500 ms because each claim has a fixed cost that CPU-bound jobs
 pay for: on the server, planning and running the batch statement and its
-commit, about 3 ms of CPU whatever its size when the jobs between claims have
-pushed the server's code out of the caches; in the child, the statement built,
-its answer read and the master told, another 1.5 ms or so; in the master, one
-wake-up to read the batch's messages. Measured with CPU-bound 10 ms jobs on 2
-cores (`python -m bench peers` and `python -m bench cpu`, docs/benchmarks.md):
-a 50 ms target (claims of 4) reached 0.90 of the bare body's rate on one VM,
-100 ms (claims of 9) 0.93 there; on another, 100 ms took 0.60 ms of the
-server's CPU per job and 300 ms 0.35 ms, and the rate rose by 3 %; on a third,
-250 ms -> 500 ms took the server's CPU per job from 0.19-0.22 to 0.11-0.19 ms
-and the child's between two bodies by about 15-35 us (5 pairs of runs of `bench
-cpu`), about 0.5-1 % of the two cores. What it costs,
+commit, whatever its size, once the jobs between claims have pushed the
+server's code out of the caches; in the child, the statement built, its
+answer read and the master told; in the master, one wake-up to read the
+batch's messages. Each longer target, measured with CPU-bound jobs on 2 cores
+(`python -m bench peers` and `python -m bench cpu`), cut the CPU per job of
+the server and of the child and raised the rate against the bare body's,
+until the gain was under a percent of the two cores (the figures:
+docs/benchmarks.md, "Figures behind the code"). What it costs,
 all bounded by the target: in a busy pool a job waits up to the target behind
 the batches the children hold (a higher priority only puts it first in the
 next claim); a group that wrote nothing commits once per batch
@@ -33,8 +30,8 @@ siblings are idle. So a claim that came back full is followed by one of the
 whole target at once: the share, not the bite, keeps the children even. (The
 bite used to double from one instead, as claims came back full: 1, 2, 4, 8,
 16, 32, then 50 jobs of 10 ms, five small claims of about the same fixed cost
-as a full one, paid each time a pool starts on a backlog or a burst arrives:
-about 15-20 ms of a child's 2.2 s in a 400-job run, nearly 1 %.) After a short claim the
+as a full one, paid each time a pool starts on a backlog or a burst arrives;
+docs/benchmarks.md, "Figures behind the code".) After a short claim the
 next asks for what that one found, and an idle pool claims one job at a time:
 until a job of the child has run, the target cannot be turned into a count.
 

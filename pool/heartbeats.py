@@ -23,15 +23,16 @@ read by the master after each beat; pool/cancelling.py).
 
 A lease dated less than `fresh_s` ago is read by the beat but not rewritten
 (`needs_renewal`). Each renewal is a new version of the job's row and of its
-index entries ("lockedAt" is indexed): a pool of short jobs claimed in
-batches of half a second would otherwise rewrite, at every beat, nearly every
-job it holds, most of them claimed a moment before and done a moment after
-(with CPU-bound 10 ms jobs and `--heartbeat 1`, about one extra row version
-for every two jobs run). `fresh_s` is at most half an interval, so a lease is
-renewed at most half an interval later than it would have been (against a
-stuck timeout of at least three intervals), and a lease is skipped only where
-two whole intervals remain before the master's own fence (`fence_at`): with
-the tightest settings nothing is skipped. Progress to write is always written.
+index entries ("lockedAt" is indexed): a pool of short jobs claimed in batches
+of half a second would otherwise rewrite, at every beat, nearly every job it
+holds, most of them claimed a moment before and done a moment after (with
+CPU-bound jobs, an extra row version for a good part of the jobs run:
+docs/benchmarks.md, "Figures behind the code"). `fresh_s` is at most half an
+interval, so a lease is renewed at most half an interval later than it would
+have been (against a stuck timeout of at least three intervals), and a lease
+is skipped only where two whole intervals remain before the master's own fence
+(`fence_at`): with the tightest settings nothing is skipped. Progress to write
+is always written.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ Two pipes, one order. What the master must act on soon (a claim, a committed
 outcome, boot and exit) goes through the pipe it waits on, and wakes it. A
 `started` per job (and a handler's progress) goes through a quiet pipe that the
 master only reads at its next turn or when it reaps the child: waking the
-master once per job cost CPU-bound jobs about 3 % of two cores (`python -m
-bench peers`), for news that is needed only when the child dies, a timeout
-falls due or a heartbeat is written. Every message carries the child's
+master once per job cost CPU-bound jobs a measurable share of the cores
+(docs/benchmarks.md, "Figures behind the code"), for news that is needed only
+when the child dies, a timeout falls due or a heartbeat is written. Every message carries the child's
 sequence number, and the master handles them in that order whichever pipe they
 came through (`Reader`). A quiet pipe that is full, or a message too long to
 be written atomically, falls back to the loud pipe, in order all the same.
@@ -150,9 +150,10 @@ def encode(message: Message, seq: int | None = None) -> bytes:
 
 # `started` and `finished` are the messages sent for every job, and a child
 # builds them right after a job's body ran, when the code of `json.dumps` has
-# gone cold: on the 2-core benchmark VM it then took 110-150 us (7 hot), these
-# f-strings about 50. The strings go through the json module's own C escaping,
-# so a line decodes to the same message (tests/pool/test_pool_units.py).
+# gone cold and costs many times what it costs hot; these f-strings cost about
+# half as much (docs/benchmarks.md, "Figures behind the code"). The strings go
+# through the json module's own C escaping, so a line decodes to the same
+# message (tests/pool/test_pool_units.py).
 _string = json.encoder.encode_basestring_ascii
 
 
@@ -188,8 +189,8 @@ def _started_head(m: Started) -> str:
 class PreparedStarted:
     """A job's `started`, encoded but for its times and number when its batch is claimed
     (`Sender.send_started`). Encoded between two job bodies, when the encoder's code
-    has gone cold, it cost a child about 25 us more CPU per job on the 2-core VM than
-    in one loop over the batch's jobs, where the code stays hot."""
+    has gone cold, it cost a child more CPU per job than in one loop over the batch's
+    jobs, where the code stays hot (docs/benchmarks.md, "Figures behind the code")."""
 
     __slots__ = ("message", "head")
 

@@ -4,9 +4,8 @@ psycopg2 sends a Python list as `ARRAY['a', 'b', ...]`: one constant per
 element, which the server parses and types again for every statement. One
 literal per column (`'{"a","b"}'`, read by the array type's input function,
 the statement casting it: `CAST(:ids AS text[])`) costs the client a join and
-the server one cast. A bulk enqueue ran about 1.6x faster with them; a pool
-child's batch statement with 100 completions took 0.63 ms instead of 0.84, a
-master's heartbeat of 300 jobs 5.5 ms instead of 6.4 (docs/benchmarks.md).
+the server one cast, and made bulk enqueues, a pool child's batch statement
+and a master's heartbeat faster (docs/benchmarks.md, "Figures behind the code").
 The values never hold NUL: PostgreSQL's text cannot, and every caller refuses
 or escapes it first (queue_core/storable.py).
 """

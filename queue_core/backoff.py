@@ -1,8 +1,8 @@
-"""The retry schedule: the seed's formula, with a cap and jitter.
+"""The retry schedule: the original TypeScript service's formula, with a cap and jitter.
 
-The seed waits `2 ** attempts * 5` seconds, where `attempts` already counts
-the attempt that just failed. Its own table ("attempt 1: 5 seconds") is off by
-one; the true schedule is:
+That service (docs/README.md, "The seed") waits `2 ** attempts * 5` seconds,
+where `attempts` already counts the attempt that just failed. Its own table
+("attempt 1: 5 seconds") is off by one; the true schedule is:
 
     after attempt 1 fails:  10 s
     after attempt 2 fails:  20 s

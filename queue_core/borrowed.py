@@ -20,8 +20,9 @@ out as named tuples, as SQLAlchemy's rows are read. Errors come out as
 SQLAlchemy's classes (IntegrityError, OperationalError, ...), as through an
 engine, so that every caller reads them one way.
 
-skiplock never imports psycopg 3 itself (it adds 90 ms to the start of every
-process): a connection of it can only come from an application that did.
+skiplock never imports psycopg 3 itself (the import would lengthen the start
+of every process, docs/benchmarks.md, "Figures behind the code"): a connection
+of it can only come from an application that did.
 """
 
 from __future__ import annotations

@@ -18,8 +18,9 @@ request (it fails and waits for a retry, its host dies) keeps the request:
 the worker that claims it next ends it without running it ("cancelled ...
 before it started").
 
-FAILED is the seed's own status, which the seed's code never writes, so a
-cancelled job is told apart from a dead letter without a new enum value.
+FAILED is the Prisma schema's own status, which the original service never
+writes, so a cancelled job is told apart from a dead letter without a new enum
+value.
 """
 
 from __future__ import annotations

@@ -246,8 +246,9 @@ class bind_job_connection:  # noqa: N801 (used as a function: `with bind_job_con
     `transaction()` yields.
 
     A class, not a generator: it is entered once per job, and a generator-based
-    context manager costs a pool child ten times more CPU than these two calls
-    when its code has gone cold during a 10 ms job (docs/benchmarks.md)."""
+    context manager costs a pool child many times more CPU than these two calls
+    when its code has gone cold during a job (docs/benchmarks.md, "Figures
+    behind the code")."""
 
     __slots__ = ("conn", "token")
 
@@ -289,9 +290,9 @@ def execute(statement: Any, params: dict[str, Any] | None = None,
 #
 # A pool child claims and completes jobs many times a second. SQLAlchemy's
 # execution layer (events, the result's column metadata, the switch of a pooled
-# connection to autocommit and back) costs about 0.3 ms of CPU per statement on
-# the benchmark machine, as much as the server's own work for a small claim; for
-# CPU-heavy jobs that is CPU taken from the handlers. These statements run on the
+# connection to autocommit and back) costs a child as much CPU per statement as
+# the server's own work for a small claim (docs/benchmarks.md, "Figures behind
+# the code"); for CPU-heavy jobs that is CPU taken from the handlers. These statements run on the
 # DBAPI cursor of the same pooled connection instead, with the same time bounds
 # (the prefix that `bounds` adds) and the same errors: a driver error comes out as
 # SQLAlchemy's wrapper, after the connection was invalidated when faults.py says

@@ -3,7 +3,8 @@
 An `enqueue()` without `conn` is one statement that commits by itself. Through
 the engine it cost a pool check-out, SQLAlchemy's execution layer, and two
 switches of the pooled connection to autocommit and back (psycopg2's
-`set_isolation_level`, 13 % of the call); here it is one psycopg2 cursor on a
+`set_isolation_level`, a good part of the call: docs/benchmarks.md, "Figures
+behind the code"); here it is one psycopg2 cursor on a
 connection that stays in autocommit, and the hot insert is a server-side
 prepared statement, which saves the server parsing and planning it each time.
 

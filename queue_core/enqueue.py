@@ -471,7 +471,7 @@ def _integrity_error(exc: sa_exc.IntegrityError) -> InvalidJob:
     return InvalidJob(f"cannot enqueue: {str(orig).strip().splitlines()[0]}")
 
 
-# -- the six typed helpers, with the seed's default idempotency keys -------------
+# -- the six typed helpers, with the original service's default idempotency keys
 
 
 def _typed(job_type: str, payload: Mapping[str, Any], default_key: str | None,
@@ -499,7 +499,7 @@ def enqueue_detect_patterns(payload: Mapping[str, Any], **options: Any) -> str:
 def insights_key(payload: Mapping[str, Any]) -> str | None:
     """`insights:{eventId}:{triggerType}`; without an event, one per pattern and trigger.
 
-    The seed keyed event-less insights on `Date.now()`, which is no key at all
+    The original service keyed event-less insights on `Date.now()`, which is no key at all
     (every retry of the caller enqueued again). A pattern-triggered run is keyed
     on the pattern; with neither event nor pattern there is nothing stable to
     key on, and the job is enqueued without a key.

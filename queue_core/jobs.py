@@ -12,12 +12,12 @@ from skiplock.queue_core.storable import load_json
 
 
 class JobStatus(enum.StrEnum):
-    """The seed's status values, stored in the PostgreSQL enum "JobStatus"."""
+    """The Prisma schema's status values, stored in the PostgreSQL enum "JobStatus"."""
 
     PENDING = "PENDING"
     PROCESSING = "PROCESSING"
     COMPLETED = "COMPLETED"
-    FAILED = "FAILED"  # cancelled (the seed declares it and never writes it)
+    FAILED = "FAILED"  # cancelled (the Prisma schema declares it, its service never writes it)
     DEAD_LETTER = "DEAD_LETTER"
 
 
@@ -148,7 +148,7 @@ class Job:
         return JobRef(self.id, self.locked_by, self.attempts)
 
     def to_dict(self) -> dict[str, Any]:
-        """The row with the seed's column names, times as ISO 8601 (for `--json`)."""
+        """The row with the Prisma schema's column names, times as ISO 8601 (for `--json`)."""
         out: dict[str, Any] = {}
         for name, column in _COLUMNS.items():
             value = getattr(self, name)

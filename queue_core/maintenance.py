@@ -25,7 +25,7 @@ FINISHED_STATUSES = ("COMPLETED", "DEAD_LETTER", "FAILED")  # FAILED: cancelled
 
 @dataclass
 class QueueStats:
-    """The seed's QueueStats, plus what an operator needs to see a backlog."""
+    """The original service's QueueStats, plus what an operator needs to see a backlog."""
 
     pending: int = 0
     processing: int = 0
@@ -40,12 +40,12 @@ class QueueStats:
     processing_by_type: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The seed's camelCase keys (pending, deadLetter, byType, ...)."""
+        """The original service's camelCase keys (pending, deadLetter, byType, ...)."""
         return {camel(k): v for k, v in asdict(self).items()}
 
 
 def camel(name: str) -> str:
-    """`dead_letter` or `DEAD_LETTER` -> `deadLetter` (the seed's JSON keys)."""
+    """`dead_letter` or `DEAD_LETTER` -> `deadLetter` (the original service's JSON keys)."""
     head, *rest = name.lower().split("_")
     return head + "".join(part.title() for part in rest)
 

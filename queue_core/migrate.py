@@ -10,10 +10,10 @@ Two independent branches live there:
   functions, the process, pause, schedule and concurrency-key tables, the
   dashboard's action log). `skiplock migrate` installs this one only, and it
   touches no other table: an application's own "User" or "Event" stays as it
-  is. Its first step adopts a "WorkerJob" that Prisma made from the seed's
-  models (alembic/versions/0001_job_table.py).
-- `demo`: the stand-in domain the built-in handlers of the six seed job types
-  work on ("User", "Event", "Interpretation", ...). Opt-in: `skiplock migrate
+  is. Its first step adopts a "WorkerJob" that Prisma made from the original
+  service's models (alembic/versions/0001_job_table.py).
+- `demo`: the stand-in domain the built-in handlers of that service's six job
+  types work on ("User", "Event", "Interpretation", ...). Opt-in: `skiplock migrate
   --demo`, `skiplock demo`, and `make worker` / `make demo` in a checkout.
 
 The revisions are recorded in `skiplock_version`, never in `alembic_version`,
@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
 
 # alembic is imported where it is used: a pool reads `demo_installed` at boot and
-# need not pay for loading alembic (80 ms) in every master.
+# need not pay for loading alembic in every master (docs/benchmarks.md, "Figures
+# behind the code").
 
 # alembic resolves "package:folder" through importlib, wherever the package is installed.
 SCRIPT_LOCATION = "skiplock:migrations"
@@ -142,7 +143,7 @@ def upgrade_sql(from_revision: str | None = None, *, demo: bool = False) -> str:
     """The DDL that `upgrade` would run, as a script, without touching any database.
 
     From `from_revision` (None: an empty database; `prisma`: a database whose
-    "WorkerJob" Prisma made from the seed's models, which the script adopts)
+    "WorkerJob" Prisma made from the original service's models, which the script adopts)
     to the latest revision; for teams that keep every schema change in their
     own migrations.
     """

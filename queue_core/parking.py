@@ -3,8 +3,8 @@
 A pool claims only the types it serves (pool/served.py). A job of a type
 that no running pool serves stays PENDING, and since it is never taken it
 becomes the oldest job of the queue: the front of "WorkerJob_claim_idx",
-which every claim with a type filter walks over (100,000 of them made a
-pool child's claim cost 35 ms instead of 1.2; docs/benchmarks.md, routing).
+which every claim with a type filter walks over, at a cost that grows with
+their number (docs/benchmarks.md, "Figures behind the code").
 A master's maintenance parks them (`park_unserved`): "heldBack" = true with no
 concurrency key, outside the claim's index; and every master puts back the
 parked jobs of the types it serves (`unpark`), at its start and then every

@@ -2,7 +2,7 @@
 
 One table says which fields a payload of each built-in type must carry; the
 typed enqueue helpers check it before writing, and the pool checks it again
-before running (a row may come from elsewhere, such as the seed's service).
+before running (a row may come from elsewhere, such as the original TypeScript service).
 An error names the type and the missing or wrong field.
 """
 

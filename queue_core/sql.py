@@ -163,10 +163,10 @@ EXISTING_BY_UNIQUE_KEY = text(
 # each candidate while the partial claim index gives the order; why a function
 # and not a join: alembic/versions/0003_ops.py. The function is asked only when
 # some type is paused: the uncorrelated EXISTS is an InitPlan, run once per
-# statement, and OR stops at its answer. Each call is a query of its own, about
-# 8 us of the server's CPU per candidate row, 0.07 ms of a claim of 9, paid for
-# nothing in the usual case where nothing is paused; the planner's estimate
-# stays as fixed as the function's alone (docs/benchmarks.md).
+# statement, and OR stops at its answer. Each call is a query of its own, paid
+# per candidate row for nothing in the usual case where nothing is paused
+# (docs/benchmarks.md, "Figures behind the code"); the planner's estimate
+# stays as fixed as the function's alone.
 # statement_timestamp(), not now(): a pool child also claims its next jobs at the
 # end of a finished job's transaction (pool/child.py), where now() is when that
 # transaction began, maybe minutes ago. A lease dated then would look stuck to
@@ -198,9 +198,9 @@ _READY = "SELECT id, priority, \"availableAt\"" + _READY_ROWS + """
 # A pool child takes no more than its share of the ready jobs (:children, its
 # pool's size, share them), so that a deep queue that runs dry (the end of a
 # backfill, a burst) ends on every child at about the same time, not on one
-# that still holds a full bite of work while its siblings are idle: with claims
-# of about 25 jobs of 10 ms, that last bite was up to 230 ms of a 2.3 s run on
-# one child alone (docs/benchmarks.md). Counted when the claim runs, not from the
+# that still holds a full bite of work while its siblings are idle (the
+# figures: docs/benchmarks.md, "Figures behind the code"). Counted when the
+# claim runs, not from the
 # claim before: a count a batch old had already been shared out by the
 # siblings' own claims meanwhile. The count stops at as many as the children
 # could take in full bites, walks the claim's index in its order (unordered,
@@ -229,8 +229,8 @@ _WHOLE_JOB = """j.id, j.type, j.payload::text AS payload_json, j.status, j.prior
         j."idempotencyKey", j."userId", j."createdAt", j."startedAt", j."completedAt",
         j.interruptions, """ + _features("j.")
 # What a pool child reads of a job it claims with its completions (`Job.from_claim`):
-# the other 18 columns cost the server about 25 us a row and the child 10 to 15 us a
-# row to turn into Python values, for nothing (docs/benchmarks.md).
+# the other 18 columns cost the server and the child, which turns them into Python
+# values, CPU for every row, for nothing (docs/benchmarks.md, "Figures behind the code").
 _CLAIMED_BY_POOL = """j.id, j.type, j.payload::text AS payload_json, j.priority, j."availableAt",
         j.attempts, j."maxAttempts", j."lockedBy", j."cancelRequestedAt"
 """
@@ -242,8 +242,8 @@ _CLAIM = "WITH ready AS (" + _READY + "), take AS (" + _SHARE + ")" + _TAKE
 # keeps walking the claim's index in its order, whatever the column's
 # statistics say. Given as constants, a served type whose backlog grew since
 # the last ANALYZE looked rare to it, and it read and sorted every pending row
-# of that type: 56 ms a claim at 100,000 of them instead of 1.4
-# (docs/benchmarks.md, routing). Jobs of the types no live pool serves are
+# of that type, for every claim (docs/benchmarks.md, "Figures behind the code").
+# Jobs of the types no live pool serves are
 # parked out of the claim's index (PARK_UNSERVED): a filter walks over the
 # ones that are not parked yet.
 _TYPES = "AND type = ANY(CAST((SELECT CAST(:types AS text[])) AS text[]))"

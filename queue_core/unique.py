@@ -4,7 +4,7 @@
     enqueue(TYPE, payload, idempotency_key=K, unique_for="active")  # while PENDING or PROCESSING
     enqueue(TYPE, payload, idempotency_key=K, unique_for="1h")      # for an hour from the enqueue
 
-The default is the seed's: the key is "idempotencyKey", unique for as long as
+The default is the Prisma schema's: the key is "idempotencyKey", unique for as long as
 the row exists (until `skiplock cleanup` deletes it). A scoped key is kept in
 "uniqueKey" instead, with "uniqueUntil" for a period; a partial unique index
 decides between concurrent enqueues exactly as for "idempotencyKey" (no

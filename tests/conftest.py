@@ -1,14 +1,23 @@
-"""One real PostgreSQL database for the whole run, emptied before each test.
+"""One real PostgreSQL database for the whole run, emptied before each test; the lanes.
 
 See `queue_core/scratch.py` for which server: TEST_DATABASE_URL, DATABASE_URL,
 127.0.0.1:5432 if it answers, else the embedded cluster (SKIPLOCK_HOME, else the
 per-user default, as every command finds it). The run's database is
 created, migrated, exported as DATABASE_URL for subprocesses, and dropped.
+
+Lanes (docs/development.md): `make test` runs every test; `make test-fast`
+leaves out the tests marked `pool` (they start real `skiplock worker`
+processes) and `slow` (seconds each for another reason). The marks are given
+here (pytest_collection_modifyitems): by the fixtures a test uses, so that a new
+pool test is in its lane without anyone remembering to mark it, and by a list
+of files and tests. An unmarked test that turns out slow is named at the end of
+the run, so that the list does not fall behind.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import PurePath
 
 import pytest
 from sqlalchemy import text
@@ -27,13 +36,29 @@ def database_url() -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def clean_tables(database_url: str) -> None:
     """Every test starts from empty tables (the schema stays)."""
+    empty_written_tables()
+
+
+def empty_written_tables() -> list[str]:
+    """Truncate the tables written since they were last emptied; return their names.
+
+    A TRUNCATE of every table costs tens of milliseconds (each gets a new file,
+    and the commit flushes), which the many tests that touch no table, or only
+    read, would pay each. A table's file has no pages after a TRUNCATE and gets
+    one at its first insert, even one rolled back or deleted since, so a table
+    of size zero holds no rows; the query that says which tables have pages
+    costs well under a millisecond. Nothing has to be marked, so no test can be
+    left with another's rows.
+    """
     with db.get_engine().begin() as conn:
-        tables = conn.execute(text(
+        written = list(conn.execute(text(
             "SELECT quote_ident(tablename) FROM pg_tables "
-            "WHERE schemaname = 'public' AND tablename <> 'skiplock_version'"
-        )).scalars().all()
-        if tables:
-            conn.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+            "WHERE schemaname = 'public' AND tablename <> 'skiplock_version' "
+            "AND pg_relation_size(format('%I.%I', schemaname, tablename)) > 0"
+        )).scalars())
+        if written:
+            conn.execute(text(f"TRUNCATE {', '.join(written)} CASCADE"))
+    return written
 
 
 @pytest.fixture
@@ -49,3 +74,73 @@ def user_foreign_key(database_url: str) -> Iterator[None]:
     finally:
         with db.get_engine().begin() as conn:
             conn.execute(text('ALTER TABLE "WorkerJob" DROP CONSTRAINT "WorkerJob_userId_fkey"'))
+
+
+# What puts a test in a lane: first the fixtures it uses. `start_pool` starts
+# `skiplock worker` processes (tests/pool/conftest.py, whose fixtures the feature
+# tests import, and tests/dashboard/conftest.py); `browser` is Chromium.
+POOL_FIXTURES = frozenset({"start_pool"})
+SLOW_FIXTURES = frozenset({"browser", "start_dashboard"})
+# Then where it lives, for the tests that start those processes themselves or take
+# seconds for another reason: a file (a glob names several) or one test, from the
+# repository's root.
+POOL_TESTS = (
+    "tests/handlers/test_chain_pool.py",
+    "tests/ops/test_least_privilege.py",
+    "tests/ops/test_pool_ops.py",
+    "tests/packaging/test_first_steps.py",
+    "tests/queue_core/test_secrets.py::test_a_worker_given_a_password_on_its_command_line_never_shows_it",
+)
+SLOW_TESTS = (
+    "tests/dashboard/test_dashboard_chromium.py",  # pytest runs of its own
+    "tests/features/test_pgbouncer.py",  # a pgbouncer of its own
+    "tests/packaging/test_wheel.py",  # builds a wheel, installs it into new virtualenvs
+    "tests/prisma/*",  # npm, Node and the Prisma Client
+    "tests/queue_core/test_cli_fuzz.py",  # fuzzed command lines, many through processes
+    "tests/queue_core/test_embedded*.py",  # initdb and clusters of their own
+    # Processes of their own, racing on one key or one table; a Ctrl-C mid-backfill.
+    "tests/queue_core/test_claim.py::test_concurrent_claimers_take_each_job_exactly_once",
+    "tests/queue_core/test_enqueue.py::test_concurrent_enqueues_of_one_key_give_one_row_and_one_id",
+    "tests/ops/test_backfill.py::test_a_backfill_interrupted_by_ctrl_c_then_rerun_adds_each_job_once",
+    # Two collections of the suite in pytest processes of their own.
+    "tests/packaging/test_lanes.py::test_the_fast_lane_leaves_out_the_pool_and_slow_tests_and_keeps_the_rest",
+)
+# An unmarked test slower than this is named at the end of the run.
+SLOW_SECONDS = 2.0
+_unmarked_slow: list[tuple[float, str]] = []
+
+
+def _listed(item: pytest.Item, entries: tuple[str, ...]) -> bool:
+    path = PurePath(item.path.relative_to(item.config.rootpath).as_posix())
+    test = item.nodeid.split("[", 1)[0]
+    return any(test == entry if "::" in entry else path.match(entry) for entry in entries)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & POOL_FIXTURES or _listed(item, POOL_TESTS):
+            item.add_marker(pytest.mark.pool)
+        if used & SLOW_FIXTURES or _listed(item, SLOW_TESTS):
+            item.add_marker(pytest.mark.slow)
+
+
+_durations: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Sums each test's set-up, call and teardown (what `--durations` shows)."""
+    took = _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
+    if report.when == "teardown" and took > SLOW_SECONDS \
+            and "pool" not in report.keywords and "slow" not in report.keywords:
+        _unmarked_slow.append((took, report.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _unmarked_slow:
+        terminalreporter.section("unmarked slow tests")
+        terminalreporter.write_line(
+            f"these took over {SLOW_SECONDS:.0f} s without a `pool` or `slow` mark, and so run "
+            "in `make test-fast`; mark them (tests/conftest.py says how) or make them quicker:")
+        for took, nodeid in sorted(_unmarked_slow, reverse=True):
+            terminalreporter.write_line(f"  {took:5.1f} s  {nodeid}")

@@ -1,22 +1,22 @@
-"""The job table: the seed's "WorkerJob", with indexes that match the queries.
+"""The job table: the Prisma schema's "WorkerJob", with indexes that match the queries.
 
 Revision ID: 0001_job_table
 Revises:
 Create Date: 2026-11-28
 
-Compatible with the seed's Prisma schema (quoted column names, the "JobStatus"
-enum and its values) so that a row written by the seed's service is claimed
-here. Differences, each on purpose:
+Compatible with the Prisma schema of the TypeScript service skiplock succeeds
+(docs/README.md, "The seed": quoted column names, the "JobStatus" enum and its
+values) so that a row written by that service is claimed here. Differences, each on purpose:
 
 - `type` is open text, so a new job type needs no migration.
 - `result` (jsonb, nullable) keeps what a handler returned.
 - times are `timestamptz`, always set from the database clock (`now()`).
-- `id` has a database default, so a plain INSERT (as a script or the seed's
-  raw SQL would do) works without supplying one.
+- `id` has a database default, so a plain INSERT (as a script or the original
+  service's raw SQL would do) works without supplying one.
 - The claim is served by a partial index over PENDING rows in the claim's own
   order (docs/lessons.md: an index that does not match the ORDER BY sorts every ready
   row; one over ready rows only stays small however many rows are finished).
-  Recovery and cleanup get partial indexes of their own; the seed's
+  Recovery and cleanup get partial indexes of their own; the Prisma schema's
   (status, availableAt, priority) index would serve neither well.
 - Storage: a job row is updated three or four times in its life. fillfactor 85
   leaves room on each page for the new row versions, and autovacuum runs after
@@ -26,16 +26,16 @@ here. Differences, each on purpose:
   workers wake at once whoever inserted the row (polling still covers
   connection poolers where LISTEN does not work).
 
-Adoption. The seed's service made "WorkerJob" with Prisma before skiplock
+Adoption. The original service made "WorkerJob" with Prisma before skiplock
 arrived (enums "JobType" and "JobStatus", `TIMESTAMP(3)` columns, the four
 `@@index`es, a cascading foreign key to its own "User"). Where such a table
 exists, this step upgrades it in place instead of creating one, inside the
 one transaction and under the lock of `skiplock migrate` (alembic/env.py):
 
 - `type` becomes text and the enum "JobType" is dropped (revision
-  0004_prisma_types makes it an open domain over text, so the seed's client
-  still casts to it and any job type is accepted); `status` keeps the
-  "JobStatus" enum, whose labels must be the seed's;
+  0004_prisma_types makes it an open domain over text, so the service's Prisma
+  client still casts to it and any job type is accepted); `status` keeps the
+  "JobStatus" enum, whose labels must be the Prisma schema's;
 - the five times become `timestamptz`, read as UTC (Prisma writes UTC);
 - the defaults, checks, storage settings, `result`, the partial indexes and
   the insert trigger of a fresh table are added; Prisma's indexes on
@@ -116,11 +116,11 @@ def _create() -> None:
     op.execute(
         'CREATE UNIQUE INDEX "WorkerJob_idempotencyKey_key" ON "WorkerJob" ("idempotencyKey")'
     )
-    # The seed's index for a user's jobs (and the cascade from an application's "User").
+    # The Prisma schema's index for a user's jobs (and the cascade from an application's "User").
     op.execute('CREATE INDEX "WorkerJob_userId_type_idx" ON "WorkerJob" ("userId", type)')
 
 
-# The columns of the seed's model, which a table to adopt must have.
+# The columns of the Prisma schema's model, which a table to adopt must have.
 _SEED_COLUMNS = ("id", "type", "payload", "status", "priority", "availableAt", "attempts",
                  "maxAttempts", "lastError", "lockedAt", "lockedBy", "idempotencyKey", "userId",
                  "createdAt", "startedAt", "completedAt")
@@ -204,8 +204,8 @@ ALTER TABLE "WorkerJob"
          autovacuum_vacuum_insert_scale_factor = 0.05)
 """
 
-# The enum gives way to the open domain of 0004_prisma_types, which the seed's
-# client casts to just the same.
+# The enum gives way to the open domain of 0004_prisma_types, which a Prisma
+# client generated from the original schema casts to just the same.
 _DROP_TYPE_ENUM = """
 DO $$
 BEGIN

@@ -9,8 +9,9 @@ Revises: 0002_domain
   cannot inline it, so it costs it at a fixed selectivity. Written as a join
   or as `type <> ALL(ARRAY(SELECT ...))`, the planner estimated that almost no
   row survives when one type fills the queue (a backfill) and chose a
-  sequential scan and a sort of every pending row: 600 ms per claim at a
-  million pending jobs instead of 0.05 ms (docs/lessons.md, the claim's index).
+  sequential scan and a sort of every pending row, whose cost grows with the
+  backlog (docs/lessons.md, the claim's index; the figures: docs/benchmarks.md,
+  "Figures behind the code").
 - "WorkerProcess": the live masters and their children, kept fresh by every
   master's heartbeat (`skiplock ps`). A child row belongs to its master and
   goes with it (ON DELETE CASCADE), so pruning a dead host is one DELETE of

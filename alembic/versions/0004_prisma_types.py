@@ -1,10 +1,11 @@
-"""The seed's "JobType", as an open domain, so that its Prisma client keeps working.
+"""The Prisma schema's "JobType", as an open domain, so that its client keeps working.
 
 Revision ID: 0004_prisma_types
 Revises: 0003_ops
 Create Date: 2026-12-01
 
-A Prisma client generated from the seed's schema casts every job type it
+A Prisma client generated from the original schema (docs/README.md, "The
+seed") casts every job type it
 sends: `CAST($1::text AS "public"."JobType")`, in the VALUES of an INSERT and
 in WHERE clauses. Without a type of that name each such statement fails.
 
@@ -12,7 +13,7 @@ in WHERE clauses. Without a type of that name each such statement fails.
 name (custom types such as SEND_EMAIL need no migration), a value of it is
 stored in the text column `type` and compared with it as text, and the
 column's own CHECK still bounds its length. "JobStatus" is already the enum
-the seed declares.
+the Prisma schema declares.
 """
 
 from alembic import op

@@ -3,9 +3,10 @@
 Revision ID: 0005_features
 Revises: 0007_accounting (main's head when this branch last merged it; written against 0004_prisma_types)
 
-Every change to "WorkerJob" is a new nullable column, so the seed's Prisma
-client keeps reading and writing the table; no value is added to "JobStatus"
-(a cancelled job ends FAILED, which the seed declares but never writes).
+Every change to "WorkerJob" is a new nullable column, so a Prisma client
+generated from the original schema keeps reading and writing the table; no
+value is added to "JobStatus" (a cancelled job ends FAILED, which the Prisma
+schema declares and the original service never writes).
 
 - "cancelRequestedAt", "cancelledBy": a cancel asked of a running job. The
   master that runs it reads the request in its heartbeat's answer, stops the

@@ -5,7 +5,7 @@ Revises: 0010_dashboard
 Create Date: 2026-12-01
 
 - `"interruptions"` (nullable: rows written before this migration, or by the
-  seed's service, mean none) counts the runs of a job that were cut short by
+  original TypeScript service, mean none) counts the runs of a job that were cut short by
   something other than the job itself (a lost connection, a pool shutdown, a
   dead host) and were not charged an attempt. Only the first few are free
   (`queue_core/accounting.py`), so a job runs at most `maxAttempts` + that many

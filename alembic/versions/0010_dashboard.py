@@ -13,7 +13,8 @@ Revises: 0004_prisma_types
   life cycle never writes FAILED, so the index is empty and costs a write
   nothing, but without it every `count(*) ... WHERE status = 'FAILED'`
   (`skiplock stats`, the dashboard's overview) is a sequential scan of the
-  whole table: 90 to 120 ms at a million finished jobs. Ordered by "completedAt"
+  whole table, which grows with every finished job (docs/benchmarks.md,
+  "Figures behind the code"). Ordered by "completedAt"
   like the finished index, so a listing of FAILED jobs pages the same way.
 """
 

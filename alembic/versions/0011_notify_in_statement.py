@@ -7,14 +7,14 @@ Create Date: 2026-12-02
 An insert wakes idle workers with a NOTIFY on `skiplock_jobs`. Until now the
 statement-level trigger "WorkerJob_notify" sent it, for every insert: a
 PL/pgSQL call per statement (the trigger queue, the function's executor, the
-`PERFORM pg_notify(...)` inside it), about 20-30 us of a one-row insert that
-costs 300 us in all with its commit (docs/benchmarks.md, 2026-12-02).
+`PERFORM pg_notify(...)` inside it), a measurable part of a one-row insert
+(docs/benchmarks.md, "Figures behind the code").
 skiplock's own insert statements now carry `NOTIFY skiplock_jobs` in the same
 query string (queue_core/sql.py `WAKE`): one simple query is one transaction,
 so the notification still goes out at the commit and never for a rollback.
 
-The trigger stays for producers that insert rows themselves (the seed's
-service through Prisma, a script in psql), with a WHEN that keeps it from
+The trigger stays for producers that insert rows themselves (the original
+TypeScript service through Prisma, a script in psql), with a WHEN that keeps it from
 firing when the statement's query string already notifies: `current_query()`
 is the text the client sent, evaluated once per statement. A query string that
 merely mentions the NOTIFY (a payload inlined into a foreign producer's SQL)

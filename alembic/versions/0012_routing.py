@@ -14,8 +14,8 @@ other type stays PENDING, untouched, until a pool that serves its type runs.
   one is live, nothing is parked.
 - Parking. A job that no pool takes is the oldest of the queue, so it sits at
   the front of "WorkerJob_claim_idx", and every claim that filters by type
-  walks over all such jobs before it finds its own: 100,000 of them made a
-  pool child's claim cost 35 ms instead of 1.2 (docs/benchmarks.md, routing). A
+  walks over all such jobs before it finds its own, at a cost that grows with
+  their number (docs/benchmarks.md, "Figures behind the code"). A
   master's maintenance takes them out of that index by setting "heldBack" =
   true on those whose type no live master serves, and puts them back
   ("heldBack" = NULL) when it serves their type. "heldBack" already keeps rows
@@ -38,7 +38,7 @@ other type stays PENDING, untouched, until a pool that serves its type runs.
   planner) or says IS NOT NULL.
 
 Nothing is added to "WorkerJob" but that index, and "heldBack" is nullable
-as before: the seed's Prisma client reads and writes the table unchanged. The
+as before: the original schema's Prisma client reads and writes the table unchanged. The
 downgrade puts every parked job back, so that an older skiplock, which knows
 nothing of parking, claims them.
 """

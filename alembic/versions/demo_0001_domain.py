@@ -3,10 +3,11 @@
 Revision ID: demo_0001_domain
 Revises: (none: the base of the branch `demo`)
 
-The six job types of the seed read and write a domain: a user's journal
+The six job types of the original TypeScript service (docs/README.md, "The
+seed") read and write a domain: a user's journal
 events, their interpretations, patterns, insights, reviews, plans and
 suggestions for the user's operating manual. skiplock's built-in handlers
-work on these tables, in the seed's Prisma style. They are the demo's and the
+work on these tables, in that service's Prisma style. They are the demo's and the
 checkout's, not the queue's: `skiplock migrate` never creates them, and an
 application's database keeps its own "User". Installed by `skiplock migrate
 --demo`, `skiplock demo`, and `make worker` / `make demo` in a checkout; a

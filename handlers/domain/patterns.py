@@ -10,8 +10,8 @@ narrower context is kept only when it is clearly sharper than a broader one,
 so "work goes with low mood" does not come back eight times.
 
 `mine_patterns` is the function a model-backed miner would replace;
-`compare` turns what was mined and what was stored into the seed's
-`PatternOutcome`.
+`compare` turns what was mined and what was stored into the original
+service's `PatternOutcome`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ FADED = "FADED"
 
 
 class PatternOutcome(enum.StrEnum):
-    """What one run of DETECT_PATTERNS did, as the seed's PatternOutcome names it."""
+    """What one run of DETECT_PATTERNS did, as the original service's PatternOutcome names it."""
 
     CREATED_NEW_PATTERN = "CREATED_NEW_PATTERN"
     EVOLVED_PATTERN = "EVOLVED_PATTERN"
@@ -46,7 +46,7 @@ class PatternOutcome(enum.StrEnum):
     NO_PATTERN = "NO_PATTERN"
 
 
-# The seed's trigger type for GENERATE_INSIGHTS, by outcome (the others chain nothing).
+# The original service's trigger type for GENERATE_INSIGHTS, by outcome (the others chain nothing).
 INSIGHT_TRIGGERS = {
     PatternOutcome.CREATED_NEW_PATTERN: "pattern_created",
     PatternOutcome.EVOLVED_PATTERN: "pattern_evolved",

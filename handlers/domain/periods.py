@@ -67,7 +67,7 @@ def next_day(day: date) -> date:
     """The next calendar day.
 
     Calendar arithmetic on the local date, never on an instant: adding 24 hours
-    to a UTC midnight (what the seed did) lands on the wrong day near midnight
+    to a UTC midnight (what the original service did) lands on the wrong day near midnight
     and across daylight-saving changes.
     """
     return day + timedelta(days=1)

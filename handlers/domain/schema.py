@@ -1,4 +1,4 @@
-"""The domain's tables, in the seed's Prisma style (quoted PascalCase tables,
+"""The domain's tables, in the original service's Prisma style (quoted PascalCase tables,
 camelCase columns, text ids).
 
 The migration `alembic/versions/demo_0001_domain.py` is the authority; these

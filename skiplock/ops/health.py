@@ -74,7 +74,7 @@ class Health:
     table: TableHealth = field(default_factory=TableHealth)
 
     def to_dict(self) -> dict[str, Any]:
-        """camelCase, with the seed's QueueStats keys (pending, deadLetter, byType) on top."""
+        """camelCase, with the original service's QueueStats keys (pending, deadLetter, byType) on top."""
         t = self.table
         return {
             "pending": self.counts.get("PENDING", 0),

@@ -1,8 +1,8 @@
 """`skiplock prisma-schema`: the Prisma blocks that match "WorkerJob" as it is in the database.
 
 A team whose service writes jobs through Prisma keeps a `model WorkerJob` in
-its schema. After `skiplock migrate` that model must change: the seed's
-`type JobType` enum makes the client refuse to read any row of another job
+its schema. After `skiplock migrate` that model must change: the original
+schema's `type JobType` enum makes the client refuse to read any row of another job
 type (skiplock's own `BACKFILL_REVIEWS`, a schedule's type), and it knows
 none of the columns skiplock adds. The blocks are read from the catalog, not
 written by hand, so they say what the table is: every column with its type,
