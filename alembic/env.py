@@ -3,7 +3,7 @@
 skiplock records its revisions in a table of its own, `skiplock_version`,
 not in alembic's default `alembic_version`: an application that migrates
 its own schema with alembic has an `alembic_version` of its own, and the two
-must never read each other's revision (`queue_core/migrate.py`).
+must never read each other's revision (`queue_core/database/migrate.py`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
-from skiplock.queue_core import migrate
-from skiplock.queue_core.urls import database_url
+from skiplock.queue_core.database import migrate
+from skiplock.queue_core.database.urls import database_url
 
 # Several hosts may start `skiplock migrate` at once: the first takes this lock,
 # the others wait and then find nothing left to do.

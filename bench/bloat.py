@@ -28,7 +28,7 @@ import psycopg2
 
 from bench.common import fill, machine, private_server, scratch_database, start_pool, stop_pool
 from skiplock import queue_core as q
-from skiplock.queue_core.urls import libpq_dsn
+from skiplock.queue_core.database.urls import libpq_dsn
 
 HERE = Path(__file__).resolve().parent
 POOL_FLAGS = ["--concurrency", "2"]

@@ -55,9 +55,10 @@ import psycopg2
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
-from skiplock.queue_core import enqueue_many, migrate
-from skiplock.queue_core.embedded import EmbeddedCluster, find_bindir
-from skiplock.queue_core.urls import libpq_dsn
+from skiplock.queue_core import enqueue_many
+from skiplock.queue_core.database import migrate
+from skiplock.queue_core.database.embedded import EmbeddedCluster, find_bindir
+from skiplock.queue_core.database.urls import libpq_dsn
 from tests.pool.proxy import FreezableProxy
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ Routing (`--unserved`): a pool claims only the types it serves, so jobs of a
 type that no pool serves are never taken and sit, oldest, at the front of the
 claim's index. The claim of a pool child (its served types, its pool's share)
 is timed with that many such jobs ahead of the served ones, before and after
-parking takes them out of the index (queue_core/parking.py), with the cost of
+parking takes them out of the index (queue_core/features/parking.py), with the cost of
 a parking pass, of putting them back, and of the probe every master makes
 when nothing is parked. Unparked is also what a pool pays beside another
 deployment whose types are served (and so never parked) and whose ready
@@ -38,7 +38,7 @@ from sqlalchemy import Engine, create_engine
 
 from bench.common import fill, machine, mean, percentile, pgbench, scratch_database, sql
 from skiplock import queue_core as q
-from skiplock.queue_core import db, scratch
+from skiplock.queue_core.database import db, scratch
 
 
 def _drain(args: tuple[str, int]) -> tuple[int, float]:
@@ -108,7 +108,7 @@ def fill_keyed(count: int, keys: int, batch: int = 10_000) -> None:
 def routing(url: str, unserved: int, served: int = 2000, samples: int = 500) -> None:
     """The claim of a pool child serving BENCH, with `unserved` older jobs of a type
     nobody serves ahead of `served` BENCH jobs, before and after they are parked."""
-    from skiplock.queue_core import parking
+    from skiplock.queue_core.features import parking
 
     logging.getLogger("skiplock.routing").setLevel(logging.ERROR)  # a line per pass otherwise
     sql(url, 'TRUNCATE "WorkerJob", "WorkerProcess"')
@@ -166,11 +166,11 @@ def routing_statistics(url: str, backlog: int = 100_000) -> None:
     backlog grew since the table was last analyzed."""
     import psycopg2
 
-    from skiplock.queue_core import parking
     from skiplock.queue_core import sql as statements
-    from skiplock.queue_core.db import driver_sql
+    from skiplock.queue_core.database.db import driver_sql
+    from skiplock.queue_core.database.urls import libpq_dsn
+    from skiplock.queue_core.features import parking
     from skiplock.queue_core.lifecycle import types_param
-    from skiplock.queue_core.urls import libpq_dsn
 
     logging.getLogger("skiplock.routing").setLevel(logging.ERROR)
     sql(url, 'TRUNCATE "WorkerJob", "WorkerProcess"')

@@ -29,8 +29,8 @@ from typing import Any
 import psycopg2
 from sqlalchemy.engine import make_url
 
-from skiplock.queue_core import scratch
-from skiplock.queue_core.urls import libpq_dsn
+from skiplock.queue_core.database import scratch
+from skiplock.queue_core.database.urls import libpq_dsn
 
 
 def scratch_database(*, demo: bool = False) -> AbstractContextManager[str]:
@@ -44,12 +44,12 @@ def private_server(enabled: bool = True) -> Iterator[None]:
     The shared development server may be tuned for tests (autovacuum off, say),
     and other work runs against it; a benchmark that compares systems or watches
     autovacuum runs on a cluster of its own, made with initdb in a temporary
-    directory (queue_core.embedded), and removed afterwards. Scratch databases are
+    directory (queue_core.database.embedded), and removed afterwards. Scratch databases are
     made there while it runs (TEST_DATABASE_URL)."""
     if not enabled:
         yield
         return
-    from skiplock.queue_core.embedded import EmbeddedCluster
+    from skiplock.queue_core.database.embedded import EmbeddedCluster
 
     home = Path(tempfile.mkdtemp(prefix="skiplock-bench-"))
     home.chmod(0o755)  # the cluster runs as an unprivileged user when we are root
@@ -114,7 +114,7 @@ def pgbench(url: str, script: str, *, clients: int = 1, seconds: float = 5,
     """Transactions per second of `script` run by pgbench against `url`."""
     exe = shutil.which("pgbench")
     if exe is None:
-        from skiplock.queue_core.embedded import find_bindir
+        from skiplock.queue_core.database.embedded import find_bindir
 
         bindir = find_bindir()
         exe = str(bindir / "pgbench") if bindir else None

@@ -156,7 +156,7 @@ def _deep_cursor(url: str, offset: int) -> str:
     import psycopg2
 
     from skiplock.dashboard.reads import cursor_of
-    from skiplock.queue_core.urls import libpq_dsn
+    from skiplock.queue_core.database.urls import libpq_dsn
 
     conn = psycopg2.connect(libpq_dsn(url))
     with conn.cursor() as cur:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from bench.common import scratch_database
 from skiplock.queue_core import enqueue, enqueue_many
-from skiplock.queue_core.urls import libpq_dsn
+from skiplock.queue_core.database.urls import libpq_dsn
 
 
 def _kinds(url: str) -> dict[str, Callable[[], tuple[Any, Callable[[], None]]]]:

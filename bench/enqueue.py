@@ -27,7 +27,7 @@ import psycopg2
 
 from bench.common import machine, pgbench, scratch_database, sql
 from skiplock import queue_core as q
-from skiplock.queue_core.urls import libpq_dsn
+from skiplock.queue_core.database.urls import libpq_dsn
 
 RAW_INSERT = """
     INSERT INTO bench_raw
@@ -66,7 +66,7 @@ def _enqueue_all(total: int, batch: int) -> tuple[float, int]:
 
 def _raw(url: str, total: int, batch: int) -> float:
     """Seconds to send the same rows with no validation, as ready-made array literals."""
-    from skiplock.queue_core.arrays import number_array, text_array
+    from skiplock.queue_core.database.arrays import number_array, text_array
 
     batches = []
     for start in range(0, total, batch):

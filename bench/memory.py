@@ -17,7 +17,7 @@ import time
 from sqlalchemy import text
 
 from bench.common import fill, machine, scratch_database, start_pool, stop_pool
-from skiplock.queue_core import db
+from skiplock.queue_core.database import db
 
 POOL_FLAGS = ["--concurrency", "1"]
 

@@ -64,8 +64,8 @@ from bench.common import (
     sql,
 )
 from skiplock import queue_core as q
-from skiplock.queue_core import scratch
-from skiplock.queue_core.urls import libpq_dsn
+from skiplock.queue_core.database import scratch
+from skiplock.queue_core.database.urls import libpq_dsn
 
 HERE = Path(__file__).resolve().parent
 PEER_SCRIPT = HERE / "peer_pgqueuer.py"

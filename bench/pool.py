@@ -30,7 +30,7 @@ from bench.common import (
     stop_pool,
 )
 from skiplock import queue_core as q
-from skiplock.queue_core import db
+from skiplock.queue_core.database import db
 
 
 def _scalar(statement: str, **params: Any) -> Any:

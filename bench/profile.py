@@ -23,7 +23,7 @@ import psycopg2
 
 from bench.common import fill, machine, scratch_database
 from skiplock.queue_core.config import load_settings
-from skiplock.queue_core.urls import libpq_dsn
+from skiplock.queue_core.database.urls import libpq_dsn
 
 
 def _drain_pipe(fd: int, stop: threading.Event) -> None:

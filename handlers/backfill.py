@@ -23,8 +23,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import text
 
 from skiplock.handlers.domain import sql as domain_sql
-from skiplock.queue_core import migrate, payloads, sql
-from skiplock.queue_core.db import connect
+from skiplock.handlers.domain.periods import load_timezone
+from skiplock.queue_core import payloads, sql
+from skiplock.queue_core.database import migrate
+from skiplock.queue_core.database.db import connect
 from skiplock.queue_core.enqueue import enqueue_batch
 from skiplock.queue_core.errors import ConfigurationError, InvalidJob
 
@@ -213,7 +215,7 @@ def backfill_reviews(period: str, first: date, last: date, *, user_id: str | Non
     jobs: list[dict[str, Any]] = []
     for user in _users(user_id):
         try:
-            zone = payloads.load_timezone(user.timezone)
+            zone = load_timezone(user.timezone)
         except ValueError as exc:
             outcome.skipped.append(f"user {user.id}: {exc}")
             if progress:

@@ -18,7 +18,7 @@ from skiplock.handlers.domain import sql, store
 from skiplock.handlers.domain.periods import DAILY, WEEKLY, load_timezone, period_key, to_local
 from skiplock.handlers.domain.samples import sample_entries
 from skiplock.queue_core import enqueue_many
-from skiplock.queue_core.db import transaction
+from skiplock.queue_core.database.db import transaction
 from skiplock.queue_core.payloads import GENERATE_REVIEW, INTERPRET_EVENT
 
 

@@ -11,7 +11,7 @@ from skiplock.handlers.domain.patterns import FADED, INSIGHT_TRIGGERS, compare, 
 from skiplock.handlers.registry import JobResult, handler
 from skiplock.handlers.steps import MissingRecord, require_owner, require_user, run_step
 from skiplock.queue_core import enqueue_generate_insights
-from skiplock.queue_core.db import transaction
+from skiplock.queue_core.database.db import transaction
 from skiplock.queue_core.payloads import DETECT_PATTERNS
 
 

@@ -9,7 +9,7 @@ from skiplock.handlers.domain import store
 from skiplock.handlers.domain.insights import answer_questions
 from skiplock.handlers.registry import JobResult, handler
 from skiplock.handlers.steps import MissingRecord, require_owner, require_user, run_step
-from skiplock.queue_core.db import transaction
+from skiplock.queue_core.database.db import transaction
 from skiplock.queue_core.payloads import GENERATE_INSIGHTS
 
 

@@ -15,7 +15,7 @@ from skiplock.handlers.domain.reviews import summarize_period
 from skiplock.handlers.registry import JobResult, handler
 from skiplock.handlers.steps import require_user, run_step
 from skiplock.queue_core import enqueue_generate_tomorrow_plan
-from skiplock.queue_core.db import transaction
+from skiplock.queue_core.database.db import transaction
 from skiplock.queue_core.payloads import GENERATE_REVIEW
 
 

@@ -11,7 +11,7 @@ from skiplock.handlers.domain.plans import build_plan
 from skiplock.handlers.registry import JobResult, handler
 from skiplock.handlers.steps import MissingRecord, require_owner, require_user, run_step
 from skiplock.queue_core import enqueue_suggest_uom_update
-from skiplock.queue_core.db import transaction
+from skiplock.queue_core.database.db import transaction
 from skiplock.queue_core.payloads import GENERATE_TOMORROW_PLAN
 
 

@@ -10,7 +10,7 @@ from skiplock.handlers.domain.periods import load_timezone, to_local
 from skiplock.handlers.registry import JobResult, handler
 from skiplock.handlers.steps import MissingRecord, require_user, run_step
 from skiplock.queue_core import enqueue_detect_patterns
-from skiplock.queue_core.db import transaction
+from skiplock.queue_core.database.db import transaction
 from skiplock.queue_core.errors import InvalidJob
 from skiplock.queue_core.payloads import INTERPRET_EVENT
 

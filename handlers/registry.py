@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from skiplock.queue_core import limits, policy
 from skiplock.queue_core.errors import ConfigurationError, InvalidJob
+from skiplock.queue_core.features import limits, policy
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class JobResult:
 
     @classmethod
     def snooze(cls, seconds: float) -> JobResult:
-        """Run the job again in `seconds` without spending an attempt (queue_core/snooze.py)."""
+        """Run the job again in `seconds` without spending an attempt (queue_core/features/snooze.py)."""
         return cls(False, error=f"snoozed for {seconds}s",
                    snooze_s=policy.check_delay(seconds, "a snooze"))
 
@@ -44,7 +44,7 @@ class Registration:
     type: str
     fn: Handler
     timeout_s: float | None = None
-    concurrency: int | None = None  # at most this many at once per key (queue_core/limits.py)
+    concurrency: int | None = None  # at most this many at once per key (queue_core/features/limits.py)
     concurrency_key: limits.KeyFrom = None
     max_snoozes: int = policy.DEFAULT_MAX_SNOOZES
 
@@ -62,7 +62,7 @@ def register_handler(job_type: str, fn: Handler, *, timeout_s: float | None = No
     host; the key is `TYPE:payload[concurrency_key]` (a payload field, or a
     function of the payload), or the type alone without `concurrency_key`.
     `max_attempts`, `backoff`, `max_snoozes`: the type's retry policy
-    (queue_core/policy.py)."""
+    (queue_core/features/policy.py)."""
     if not isinstance(job_type, str) or not job_type.strip():
         raise InvalidJob("job type must be a non-empty string")
     if not callable(fn):

@@ -3,16 +3,15 @@ its batch's last job.
 
 A child whose jobs touch nothing in the database commits their completions
 with the claim of its next batch in one statement (`lifecycle.
-complete_and_claim`, pool/group_commit.py). Sent once the batch has run, the
-child waits for it: planning, two updates, a WAL flush and a round trip, 2.5
-to 3 ms on the benchmark machine, once per batch (about 500 ms of work with
-claims of the default size). Sent just before the batch's last job, on a
-connection in psycopg2's asynchronous mode, it runs on the server while that
-job runs, and its answer is read when the job has ended: no thread (one would
-fight the handler for the GIL), no wait. CPU-bound 10 ms jobs: 0.9175 -> 0.930
-of the bare body's rate (docs/benchmarks.md).
+complete_and_claim`, pool/completer.py). Sent once the batch has run, the
+child would wait for it: planning, two updates, a WAL flush and a round trip,
+once per batch. Sent just before the batch's last job, on a connection in
+psycopg2's asynchronous mode, it runs on the server while that job runs, and
+its answer is read when the job has ended: no thread in the common case (one
+would fight the handler for the GIL), no wait (the figures are in
+docs/benchmarks.md).
 
-What stays true (pool/child.py, `send_ahead` and `collect_ahead`):
+What stays true (pool/completer.py, `send_ahead` and `collect_ahead`):
 
 - The master hears of the completions, and of the claim, only once the answer
   is read: after the commit, as with every other commit.
@@ -21,10 +20,14 @@ What stays true (pool/child.py, `send_ahead` and `collect_ahead`):
   it. So a child sends ahead only before a job expected to end soon
   (`AHEAD_MAX_S`), and a claim whose answer it reads later than
   `stale_after_s` of the lease is given back unrun and uncharged: the master
-  might not renew it in time, and the job must not run twice at once.
+  might not renew it in time, and the job must not run twice at once. And
+  should the job run past twice its expected time, a timer in the child reads
+  the answer then and gives the claimed jobs back at once, so that they wait
+  neither for it nor on a lease nobody renews.
 - An answer lost with the connection is settled like a lost commit: the
-  completed jobs go back uncharged and so does whatever the statement may have
-  claimed (`sql.RELEASE_UNSTARTED`), but never the job that ran meanwhile.
+  completed jobs are interrupted and whatever the statement may have claimed
+  goes back uncharged (`sql.RELEASE_UNSTARTED`), but never the job that ran
+  meanwhile.
 - It costs no connection: it goes on the child's LISTEN connection
   (pool/listener.py), which waits for notifications only while the child is
   idle. A child run with `--no-listen` opens one connection for it, the
@@ -41,7 +44,7 @@ import psycopg2
 import psycopg2.extensions
 from sqlalchemy import exc as sa_exc
 
-from skiplock.queue_core import bounds, db
+from skiplock.queue_core.database import bounds, db
 
 if TYPE_CHECKING:
     from skiplock.pool.listener import Listener

@@ -1,7 +1,7 @@
 """The master's side of a cancel: end the job, then stop the child that runs it.
 
 The heartbeat's answer names the held jobs an operator asked to cancel
-(queue_core/cancel.py). For each, the master first ends the job FAILED in a
+(queue_core/features/cancel.py). For each, the master first ends the job FAILED in a
 fenced statement, so the outcome is settled whatever the child does next: a
 completion racing it finds the job no longer its own and rolls back. Then:
 
@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 from skiplock.pool.children import WorkerChild
 from skiplock.pool.states import Cause
-from skiplock.queue_core.cancel import end_cancelled
+from skiplock.queue_core.features.cancel import end_cancelled
 
 log = logging.getLogger("skiplock.master")
 

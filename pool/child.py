@@ -22,7 +22,7 @@ master forks after a HUP load the new code.
 The child settles only the jobs it ran to an end (completed, failed, lost). A
 job it never finished because it died, was stopped, or timed out is settled by
 the master, which learns from `waitpid` how the child ended. A database error
-never ends a child: whatever its class (queue_core/faults.py), the child waits
+never ends a child: whatever its class (queue_core/database/faults.py), the child waits
 it out with a back-off, as the master does, and it takes no new work while its
 master cannot keep the leases (pool/claim_gate.py). Signals: TERM finishes the
 running job and exits; QUIT abandons the job at once (the handler gets
@@ -59,10 +59,12 @@ from skiplock.pool.proctitle import set_title, worker_title
 from skiplock.pool.producer import PollInterval, Producer
 from skiplock.pool.progress_reporter import ProgressReporter
 from skiplock.pool.settler import STATEMENT_BOUND_S, Settler, job_extra
-from skiplock.queue_core import Job, db, faults, grants, job_progress, migrate, sql
-from skiplock.queue_core.bounds import bounded
+from skiplock.queue_core import Job, sql
 from skiplock.queue_core.config import Settings
+from skiplock.queue_core.database import db, faults, grants, migrate
+from skiplock.queue_core.database.bounds import bounded
 from skiplock.queue_core.errors import ConfigurationError, DatabaseUnavailable, PermissionDenied
+from skiplock.queue_core.features import job_progress
 
 log = logging.getLogger("skiplock.worker")
 

@@ -39,8 +39,9 @@ from skiplock.pool.outage import Outage
 from skiplock.pool.outcomes import JobOutcome
 from skiplock.pool.producer import Producer
 from skiplock.pool.settler import STATEMENT_BOUND_S, Settler
-from skiplock.queue_core import Job, db, faults
-from skiplock.queue_core.bounds import bounded
+from skiplock.queue_core import Job
+from skiplock.queue_core.database import db, faults
+from skiplock.queue_core.database.bounds import bounded
 from skiplock.queue_core.lifecycle import (
     cancelled_among,
     complete_and_claim,

@@ -38,12 +38,13 @@ from skiplock.pool.group_commit import Group, JobScope, Outcome
 from skiplock.pool.outage import Outage
 from skiplock.pool.outcomes import JobOutcome, after_change
 from skiplock.pool.settler import Settler
-from skiplock.queue_core import Job, db, faults
-from skiplock.queue_core.cancel import end_cancelled
+from skiplock.queue_core import Job
 from skiplock.queue_core.config import Settings
+from skiplock.queue_core.database import db, faults
 from skiplock.queue_core.errors import DatabaseUnavailable, InvalidPayload
+from skiplock.queue_core.features.cancel import end_cancelled
+from skiplock.queue_core.features.snooze import snooze
 from skiplock.queue_core.payloads import validate_payload
-from skiplock.queue_core.snooze import snooze
 from skiplock.queue_core.storable import describe_exception
 
 log = logging.getLogger("skiplock.worker")
@@ -82,7 +83,7 @@ class Executor:
         the commit (pool/completer.py)."""
         if job.decode_error is not None:
             return self.settler.fail(job, job.decode_error, retry=False)
-        if job.cancel_requested_at is not None:  # cancelled while it waited (queue_core/cancel.py)
+        if job.cancel_requested_at is not None:  # cancelled while it waited (queue_core/features/cancel.py)
             return self.settler.settle(
                 lambda: JobOutcome.CANCELLED if end_cancelled(job, started=False)
                 else JobOutcome.LOST)
@@ -113,7 +114,7 @@ class Executor:
         try:
             return self.run_handler(job, registration, payload, scope, started)
         except _Failed as exc:
-            if exc.result.snooze_s is not None:  # queue_core/snooze.py
+            if exc.result.snooze_s is not None:  # queue_core/features/snooze.py
                 self.rollback_scope(scope)
                 delay, bound = exc.result.snooze_s, registration.max_snoozes
                 outcome = self.settler.settle(lambda: after_change(snooze(job, delay, bound)))
@@ -221,7 +222,7 @@ class Executor:
 
 def server_answered(exc: BaseException) -> bool:
     """Whether the server judged the statement (a timeout, a deadlock), as opposed to
-    a connection that went away with the job's transaction (queue_core/faults.py)."""
+    a connection that went away with the job's transaction (queue_core/database/faults.py)."""
     fault = faults.classify(exc)
     return fault is not None and fault.server_answered
 

@@ -18,7 +18,7 @@ commit per job costs a round trip and not a flush (docs/reliability.md,
 What stays true with it:
 
 - A job's writes and its completion commit together or not at all. A job
-  that touches the database (`skiplock.queue_core.db.transaction()`) runs in a
+  that touches the database (`skiplock.queue_core.database.db.transaction()`) runs in a
   savepoint taken the first time it asks for the connection (`JobScope`); a
   job that fails rolls back to it and is failed in the same transaction.
 - The completions are written at commit time, fenced, in one statement
@@ -49,7 +49,8 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import NestedTransaction
 
 from skiplock.pool.outcomes import JobOutcome, after_failure
-from skiplock.queue_core import Job, db, lifecycle
+from skiplock.queue_core import Job, lifecycle
+from skiplock.queue_core.database import db
 
 
 @dataclass

@@ -41,8 +41,9 @@ from collections.abc import Iterable
 
 from sqlalchemy import exc as sa_exc
 
-from skiplock.queue_core import db, sql
-from skiplock.queue_core.arrays import text_array
+from skiplock.queue_core import sql
+from skiplock.queue_core.database import db
+from skiplock.queue_core.database.arrays import text_array
 from skiplock.queue_core.errors import SkiplockError
 from skiplock.queue_core.jobs import JobRef, Progress
 from skiplock.queue_core.lifecycle import Renewal, renew_leases

@@ -20,7 +20,7 @@ import contextlib
 import logging
 from typing import Any
 
-from skiplock.queue_core import bounds, db
+from skiplock.queue_core.database import bounds, db
 from skiplock.queue_core.sql import NOTIFY_CHANNEL
 
 log = logging.getLogger("skiplock.worker")

@@ -17,7 +17,7 @@ order, about once a second or sooner when something is due:
 Every deadline of the loop is listed once, in `deadlines()`: the wait and
 the enforcement both read that list. The database never holds the loop for
 long: all of a turn's database work, observers included, runs within
-`database_budget_s` (queue_core/bounds.py), so signals, reaping, job timeouts
+`database_budget_s` (queue_core/database/bounds.py), so signals, reaping, job timeouts
 and fencing keep their timing while the job table is locked, the server
 hangs, or it restarts (docs/reliability.md).
 
@@ -71,9 +71,10 @@ from skiplock.pool.routing import Routing
 from skiplock.pool.served import Probe
 from skiplock.pool.settlements import DB_ERRORS, Owed
 from skiplock.pool.states import Cause, Due, PoolState
-from skiplock.queue_core import db, faults, migrate, release, urls
-from skiplock.queue_core.bounds import bounded, unbounded
+from skiplock.queue_core import release
 from skiplock.queue_core.config import Settings
+from skiplock.queue_core.database import db, faults, migrate, urls
+from skiplock.queue_core.database.bounds import bounded, unbounded
 from skiplock.queue_core.errors import ConfigurationError
 from skiplock.queue_core.jobs import JobRef, Progress
 from skiplock.queue_core.storable import log_reason

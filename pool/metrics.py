@@ -123,9 +123,9 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
     from skiplock.ops.pauses import paused
     from skiplock.ops.processes import live_served
     from skiplock.queue_core.config import cached_settings
-    from skiplock.queue_core.db import connect
+    from skiplock.queue_core.database.db import connect
+    from skiplock.queue_core.features.parking import parked_by_type
     from skiplock.queue_core.maintenance import pending_breakdown
-    from skiplock.queue_core.parking import parked_by_type
 
     if live_s is None:
         live_s = cached_settings().effective_stuck_timeout_s

@@ -21,8 +21,9 @@ from skiplock.pool import protocol
 from skiplock.pool.claim_gate import ClaimGate
 from skiplock.pool.claim_size import ClaimSize, Durations
 from skiplock.pool.settler import Settler
-from skiplock.queue_core import Job, claim, db, sql
+from skiplock.queue_core import Job, claim, sql
 from skiplock.queue_core.config import Settings
+from skiplock.queue_core.database import db
 from skiplock.queue_core.errors import DatabaseUnavailable
 from skiplock.queue_core.storable import describe_exception
 

@@ -1,6 +1,6 @@
 """The master's share of routing: it parks what nobody serves and puts back what it serves.
 
-Parking is queue_core/parking.py; this decides when, in the master's turn of
+Parking is queue_core/features/parking.py; this decides when, in the master's turn of
 database work (pool/master.py `maintain`):
 
 - Put back (`unpark`) the parked jobs of the types this pool serves: at its
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from skiplock.queue_core import parking
+from skiplock.queue_core.features import parking
 
 # A pass that found work is followed by another this much later (about the
 # master's next turn), until the backlog is through: never a busy loop.

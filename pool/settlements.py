@@ -43,7 +43,8 @@ from skiplock.pool.outcomes import (
 )
 from skiplock.pool.postmortem import EXIT_ABORTED, died_while_running, timed_out
 from skiplock.pool.states import Cause
-from skiplock.queue_core import fail, faults, release
+from skiplock.queue_core import fail, release
+from skiplock.queue_core.database import faults
 from skiplock.queue_core.errors import DatabaseUnavailable
 from skiplock.queue_core.jobs import JobRef
 from skiplock.queue_core.lifecycle import interrupt, release_unstarted

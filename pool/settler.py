@@ -19,8 +19,9 @@ from skiplock.pool import lifeline, protocol
 from skiplock.pool.group_commit import Outcome
 from skiplock.pool.outage import Outage
 from skiplock.pool.outcomes import JobOutcome, after_change, after_failure, after_release
-from skiplock.queue_core import Job, faults
-from skiplock.queue_core.bounds import bounded
+from skiplock.queue_core import Job
+from skiplock.queue_core.database import faults
+from skiplock.queue_core.database.bounds import bounded
 from skiplock.queue_core.jobs import Fenced
 from skiplock.queue_core.lifecycle import fail, interrupt, release
 from skiplock.queue_core.storable import log_reason

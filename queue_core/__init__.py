@@ -11,13 +11,6 @@ if __name__ != "skiplock.queue_core":
                       "top-level folders are parts of the one package `skiplock`")
 
 from skiplock.queue_core.backoff import backoff_base_s, backoff_s
-from skiplock.queue_core.cancel import (
-    CancelOutcome,
-    CancelResult,
-    cancel,
-    cancel_many,
-    cancel_matching,
-)
 from skiplock.queue_core.enqueue import (
     enqueue,
     enqueue_detect_patterns,
@@ -38,12 +31,19 @@ from skiplock.queue_core.errors import (
     UnknownJobType,
     WaitTimeout,
 )
-from skiplock.queue_core.job_progress import progress
+from skiplock.queue_core.features.cancel import (
+    CancelOutcome,
+    CancelResult,
+    cancel,
+    cancel_many,
+    cancel_matching,
+)
+from skiplock.queue_core.features.job_progress import progress
+from skiplock.queue_core.features.waiting import wait
 from skiplock.queue_core.jobs import Job, JobRef, JobStatus
 from skiplock.queue_core.lifecycle import claim, complete, fail, heartbeat, release
 from skiplock.queue_core.maintenance import QueueStats, cleanup, get_job, retry_dead, stats
 from skiplock.queue_core.recovery import Recovered, recover_stuck
-from skiplock.queue_core.waiting import wait
 
 __all__ = [
     "CancelOutcome",

@@ -22,13 +22,15 @@ import psycopg2
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
-from skiplock.queue_core import direct, limits, payloads, policy, sql, unique
-from skiplock.queue_core.arrays import number_array, text_array
-from skiplock.queue_core.borrowed import BorrowedConnection
+from skiplock.queue_core import payloads, sql
 from skiplock.queue_core.config import cached_settings
-from skiplock.queue_core.db import Joinable, ServerBound, binds_on_server, connect, translate_errors
+from skiplock.queue_core.database import direct
+from skiplock.queue_core.database.arrays import number_array, text_array
+from skiplock.queue_core.database.borrowed import BorrowedConnection
+from skiplock.queue_core.database.db import Joinable, ServerBound, binds_on_server, connect, translate_errors
+from skiplock.queue_core.database.faults import sqlstate as sqlstate_of
 from skiplock.queue_core.errors import InvalidJob, InvalidPayload, TransactionConflict
-from skiplock.queue_core.faults import sqlstate as sqlstate_of
+from skiplock.queue_core.features import limits, policy, unique
 
 MAX_TYPE_LENGTH = 200
 MAX_KEY_LENGTH = 1000
@@ -93,7 +95,7 @@ class _Row(NamedTuple):  # a tuple: a million of them are built per backfill
     user_id: str | None
     concurrency_key: str | None = None
     concurrency: int | None = None
-    unique_key: str | None = None  # a scoped key (queue_core/unique.py), instead of `key`
+    unique_key: str | None = None  # a scoped key (queue_core/features/unique.py), instead of `key`
     unique_s: float | None = None
 
 
@@ -268,8 +270,8 @@ def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
 
     With `conn` the insert joins the caller's transaction: the job exists only
     if that transaction commits. `concurrency_key` / `concurrency`: at most
-    that many jobs of the key run at once (queue_core/limits.py). `unique_for`:
-    how long the idempotency key holds ("active", "1h"; queue_core/unique.py).
+    that many jobs of the key run at once (queue_core/features/limits.py). `unique_for`:
+    how long the idempotency key holds ("active", "1h"; queue_core/features/unique.py).
     """
     # Straight to _prepare: the options are named arguments, nothing to sort out.
     row = _prepare(job_type, payload, priority=0 if priority is None else priority,
@@ -347,7 +349,7 @@ def _insert(conn: Connection | ServerBound | BorrowedConnection | direct.KeptCon
     ids: dict[int, str] = {}
     todo = list(range(len(rows)))
     scoped = sorted({r.unique_key for r in rows if r.unique_key is not None})
-    if scoped:  # free the scoped keys whose window is over (queue_core/unique.py)
+    if scoped:  # free the scoped keys whose window is over (queue_core/features/unique.py)
         conn.execute(sql.FREE_UNIQUE_KEYS, {"keys": text_array(scoped)})
     # A key's row can vanish between our conflict and our look-up (cleanup, a
     # rolled-back concurrent insert): insert what is still missing again.
@@ -422,7 +424,7 @@ def _columns(rows: Sequence[_Row]) -> dict[str, str]:
 
 
 def _unkeyed_columns(rows: Sequence[_Row]) -> dict[str, str]:
-    """Each column as one array literal (queue_core/arrays.py), in few passes: ids
+    """Each column as one array literal (queue_core/database/arrays.py), in few passes: ids
     are hex digits (no quotes needed), a type is escaped once per batch, a column of
     NULLs is '{}' (unnest pads the shorter arrays with NULLs)."""
     types: dict[str, str] = {}

@@ -16,11 +16,12 @@ from typing import Any
 from sqlalchemy import Connection, TextClause
 from sqlalchemy.orm import Session
 
-from skiplock.queue_core import accounting, policy, sql
-from skiplock.queue_core.arrays import flag_array, number_array, text_array
+from skiplock.queue_core import accounting, sql
 from skiplock.queue_core.backoff import backoff_s
-from skiplock.queue_core.db import Joinable, connect, driver_sql, run_on_driver
+from skiplock.queue_core.database.arrays import flag_array, number_array, text_array
+from skiplock.queue_core.database.db import Joinable, connect, driver_sql, run_on_driver
 from skiplock.queue_core.errors import InvalidJob
+from skiplock.queue_core.features import policy
 from skiplock.queue_core.jobs import Fenced, Job, JobStatus, Progress
 from skiplock.queue_core.storable import MAX_ERROR_CHARS, storable_json, storable_text
 
@@ -154,7 +155,7 @@ def _complete_and_claim(jobs: Sequence[tuple[Fenced, Any]], worker_id: str, limi
 
 
 def types_param(types: Sequence[str]) -> str:
-    """The `:types` of a claim: an array literal (queue_core/arrays.py). A string is
+    """The `:types` of a claim: an array literal (queue_core/database/arrays.py). A string is
     one type, not a sequence of one-letter types."""
     return text_array([types] if isinstance(types, str) else list(types))
 
@@ -170,7 +171,7 @@ def complete_and_claim_result(jobs: Sequence[tuple[Fenced, Any]], names: list[st
 
 
 def _completions(jobs: Sequence[tuple[Fenced, Any]]) -> dict[str, Any]:
-    # Array literals, not lists: queue_core/arrays.py.
+    # Array literals, not lists: queue_core/database/arrays.py.
     return {"ids": text_array([j.id for j, _ in jobs]),
             "lockers": text_array([j.locked_by for j, _ in jobs]),
             "attempts": number_array([j.attempts for j, _ in jobs]),

@@ -65,7 +65,7 @@ def configure_logging(fmt: str = "text", level: str = "INFO", database_url: str 
 
     Every line is scrubbed of the password of `database_url`, whatever logged it.
     """
-    from skiplock.queue_core.urls import secrets_of
+    from skiplock.queue_core.database.urls import secrets_of
 
     _SECRETS[:] = secrets_of(database_url)
     handler = logging.StreamHandler(sys.stderr)

@@ -10,11 +10,12 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from skiplock.queue_core import limits, sql
-from skiplock.queue_core.borrowed import BorrowedConnection
-from skiplock.queue_core.db import Joinable, connect
+from skiplock.queue_core import sql
+from skiplock.queue_core.database.borrowed import BorrowedConnection
+from skiplock.queue_core.database.db import Joinable, connect
 from skiplock.queue_core.durations import parse_duration
 from skiplock.queue_core.errors import InvalidJob
+from skiplock.queue_core.features import limits
 from skiplock.queue_core.jobs import Job
 
 log = logging.getLogger("skiplock.maintenance")

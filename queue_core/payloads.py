@@ -8,12 +8,9 @@ An error names the type and the missing or wrong field.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from skiplock.queue_core.errors import InvalidPayload
 
@@ -95,67 +92,20 @@ def validate_payload(job_type: str, payload: Any) -> dict[str, Any]:
     return payload
 
 
-# -- values that a string field must hold --------------------------------------------------
+# -- what a string field's value must mean ------------------------------------------------
 
-_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
-_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
-_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-_PERIOD_FORMATS = {"DAILY": (_DATE, "YYYY-MM-DD"), "WEEKLY": (_WEEK, "YYYY-Www (ISO week)"),
-                   "MONTHLY": (_MONTH, "YYYY-MM")}
-
-
-def parse_date(text: str) -> date:
-    """A real `YYYY-MM-DD` calendar date; ValueError otherwise."""
-    if not isinstance(text, str) or not _DATE.match(text):
-        raise ValueError(f"{text!r} is not a date of the form YYYY-MM-DD")
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a real calendar date") from None
+# Per type, (field, check): a check raises ValueError when the value is wrong. The
+# calendar a review's fields must fit is the domain's (handlers/domain/periods.py),
+# which adds its checks here when the handlers load (importing `skiplock` does).
+_VALUE_CHECKS: dict[str, list[tuple[str, Callable[[dict[str, Any]], object]]]] = {}
 
 
-def period_days(review_type: str, key: str) -> tuple[date, date]:
-    """First and last day of the period `key` names: `YYYY-MM-DD`, ISO `YYYY-Www`, `YYYY-MM`."""
-    if review_type not in _PERIOD_FORMATS:
-        raise ValueError(f"unknown review type {review_type!r}")
-    pattern, form = _PERIOD_FORMATS[review_type]
-    match = pattern.match(key) if isinstance(key, str) else None
-    if not match:
-        raise ValueError(f"period key {key!r} of a {review_type} review must look like {form}")
-    numbers = [int(part) for part in match.groups()]
-    try:
-        if review_type == "DAILY":
-            day = date(*numbers)
-            return day, day
-        if review_type == "WEEKLY":
-            monday = date.fromisocalendar(numbers[0], numbers[1], 1)  # week 53 only if it exists
-            return monday, monday + timedelta(days=6)
-        year, month = numbers
-        following = date(year + month // 12, month % 12 + 1, 1)
-        return date(year, month, 1), following - timedelta(days=1)
-    except ValueError as exc:
-        raise ValueError(
-            f"period key {key!r} is not a real {review_type.lower()} period ({exc})"
-        ) from None
-
-
-def load_timezone(name: str) -> ZoneInfo:
-    """The IANA time zone `name` (the `tzdata` package backs the system database)."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError("time zone must be an IANA name such as Europe/Paris")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory, a long name
-        raise ValueError(f"unknown time zone {name!r} (expected an IANA name)") from None
-
-
-_VALUE_CHECKS: dict[str, tuple[tuple[str, Callable[[dict[str, Any]], object]], ...]] = {
-    GENERATE_REVIEW: (
-        ("periodKey", lambda p: period_days(p["type"], p["periodKey"])),
-        ("timezone", lambda p: load_timezone(p["timezone"])),
-    ),
-    GENERATE_TOMORROW_PLAN: (("targetDate", lambda p: parse_date(p["targetDate"])),),
-}
+def check_value(job_type: str, field: str, check: Callable[[dict[str, Any]], object]) -> None:
+    """Have `validate_payload` run `check(payload)` for `job_type`, naming `field` in
+    the error when it raises ValueError."""
+    checks = _VALUE_CHECKS.setdefault(job_type, [])
+    if (field, check) not in checks:
+        checks.append((field, check))
 
 
 def _json_kind(value: Any) -> str:

@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass, field
 
 from skiplock.queue_core import accounting, backoff, sql
-from skiplock.queue_core.db import Joinable, connect
+from skiplock.queue_core.database.db import Joinable, connect
 from skiplock.queue_core.storable import log_reason
 
 log = logging.getLogger("skiplock.recovery")

@@ -39,8 +39,8 @@ PROBE = text('SELECT 1 FROM "WorkerJob" LIMIT 0')
 # were skipped are looked up with EXISTING_BY_KEY, in a new statement whose
 # snapshot sees a conflicting row that a concurrent transaction just committed.
 # A job with a concurrency key is inserted held back; a trigger lets it in if its
-# key has a free slot (queue_core/limits.py). ON CONFLICT without a target: both
-# "idempotencyKey" and the scoped "uniqueKey" (queue_core/unique.py) arbitrate.
+# key has a free slot (queue_core/features/limits.py). ON CONFLICT without a target: both
+# "idempotencyKey" and the scoped "uniqueKey" (queue_core/features/unique.py) arbitrate.
 INSERT_JOBS = text(
     WAKE + """
     INSERT INTO "WorkerJob"
@@ -135,7 +135,7 @@ EXISTING_BY_KEY = text(
     """
 )
 
-# Scoped keys (queue_core/unique.py): a key is free again once its job ended
+# Scoped keys (queue_core/features/unique.py): a key is free again once its job ended
 # (a window "while active") or its period is over; freed just before an enqueue
 # of the same key, the row keeping all but the key.
 FREE_UNIQUE_KEYS = text(
@@ -455,7 +455,7 @@ RELEASE_UNSTARTED = text(
 # job no longer held by this holder at this attempt is lost).
 # The same statement carries what the handlers reported (progress; NULL keeps
 # the last value) and answers which of the jobs an operator asked to cancel, so
-# that neither costs a statement of its own (queue_core/cancel.py, progress.py).
+# that neither costs a statement of its own (queue_core/features/cancel.py, progress.py).
 # A job whose `write` is false is only read (held? cancel asked?): its lease is
 # fresh enough to be left as it is this time (pool/heartbeats.py).
 HEARTBEAT = text(
@@ -562,7 +562,7 @@ RECOVER_STUCK = text(
     """
 )
 
-# -- routing: jobs of types no live pool serves (queue_core/parking.py) -----------------
+# -- routing: jobs of types no live pool serves (queue_core/features/parking.py) -----------------
 
 # A job of a type that no live master serves waits PENDING for a pool that
 # serves it, and it is the oldest of the queue: at the front of the claim's
@@ -696,7 +696,7 @@ RETRY_DEAD_IDS = text(_RETRY_DEAD.format(filter="AND id = ANY(CAST(:ids AS text[
 RETRY_DEAD_TYPE = text(_RETRY_DEAD.format(filter="AND type = :type"))
 RETRY_DEAD_ALL = text(_RETRY_DEAD.format(filter=""))
 
-# -- cancel (queue_core/cancel.py) ------------------------------------------------
+# -- cancel (queue_core/features/cancel.py) ------------------------------------------------
 
 _UTC = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
 
@@ -756,7 +756,7 @@ CANCEL_RUNNING = text(
     """
 )
 
-# -- waiting on a job (queue_core/waiting.py) ------------------------------------------
+# -- waiting on a job (queue_core/features/waiting.py) ------------------------------------------
 
 DONE_CHANNEL = "skiplock_done"
 
@@ -769,7 +769,7 @@ MARK_WAITED = text(
     """
 )
 
-# -- snooze (queue_core/snooze.py) -----------------------------------------------------
+# -- snooze (queue_core/features/snooze.py) -----------------------------------------------------
 
 # "Run me again in N seconds": back to PENDING with the attempt given back and the
 # snooze counted, or DEAD_LETTER once the type's bound is used up. Fenced like any
@@ -817,7 +817,7 @@ MAKE_DUE = text(
     """
 )
 
-# -- concurrency keys (queue_core/limits.py) ------------------------------------------
+# -- concurrency keys (queue_core/features/limits.py) ------------------------------------------
 
 # Keys nobody holds or waits for any more, forgotten by cleanup. A key in use again
 # meanwhile is kept: the DELETE re-reads `active` on the row it locks, and an

@@ -19,7 +19,6 @@ from skiplock.queue_core import (
     JobRef,
     QueueStats,
     SkiplockError,
-    cancel,
     cancel_many,
     cancel_matching,
     claim,
@@ -42,6 +41,7 @@ from skiplock.queue_core import (
     stats,
     wait,
 )
+from skiplock.queue_core.features import cancel
 
 __version__ = "0.1.0"
 

@@ -12,7 +12,7 @@ Everything runs against the application's real database (DATABASE_URL, as
 the application and the workers use it), in the calling process, with the
 handlers registered there: import your handler modules first. `drain()` runs
 each job as a pool child would: the handler's writes, the jobs it enqueues
-and the completion commit in one transaction (`skiplock.queue_core.db.
+and the completion commit in one transaction (`skiplock.queue_core.database.db.
 transaction()` yields it), a failure rolls them back and is retried after its
 backoff, a snooze puts the job back. Nothing forks and nothing sends a
 heartbeat: a handler's exceptions are recorded, never raised into the test,
@@ -29,12 +29,13 @@ from typing import Any
 
 from skiplock.handlers import registry
 from skiplock.handlers.registry import JobResult
-from skiplock.queue_core import claim, complete, db, fail, sql
-from skiplock.queue_core.cancel import end_cancelled
+from skiplock.queue_core import claim, complete, fail, sql
+from skiplock.queue_core.database import db
 from skiplock.queue_core.errors import InvalidPayload, SkiplockError
+from skiplock.queue_core.features.cancel import end_cancelled
+from skiplock.queue_core.features.snooze import snooze
 from skiplock.queue_core.jobs import Job
 from skiplock.queue_core.payloads import validate_payload
-from skiplock.queue_core.snooze import snooze
 
 WORKER_ID = "skiplock.testing"
 ALL_STATUSES = ("PENDING", "PROCESSING", "COMPLETED", "FAILED", "DEAD_LETTER")

@@ -1,6 +1,6 @@
 """One real PostgreSQL database for the whole run, emptied before each test; the lanes.
 
-See `queue_core/scratch.py` for which server: TEST_DATABASE_URL, DATABASE_URL,
+See `queue_core/database/scratch.py` for which server: TEST_DATABASE_URL, DATABASE_URL,
 127.0.0.1:5432 if it answers, else the embedded cluster (SKIPLOCK_HOME, else the
 per-user default, as every command finds it). The run's database is
 created, migrated, exported as DATABASE_URL for subprocesses, and dropped.
@@ -22,8 +22,8 @@ from pathlib import PurePath
 import pytest
 from sqlalchemy import text
 
-from skiplock.queue_core import db
-from skiplock.queue_core.scratch import scratch_database
+from skiplock.queue_core.database import db
+from skiplock.queue_core.database.scratch import scratch_database
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ Those tables are now the branch `demo` (demo_0001_domain.py), installed only
 by `skiplock migrate --demo`, `skiplock demo` and `make worker` in a checkout.
 The revision stays, empty, so that a database an older skiplock left here
 still upgrades; a database that passed it keeps its tables and foreign key,
-and is recorded as having the demo installed (queue_core/migrate.py).
+and is recorded as having the demo installed (queue_core/database/migrate.py).
 """
 
 revision = "0002_domain"

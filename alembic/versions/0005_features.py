@@ -10,14 +10,14 @@ schema declares and the original service never writes).
 
 - "cancelRequestedAt", "cancelledBy": a cancel asked of a running job. The
   master that runs it reads the request in its heartbeat's answer, stops the
-  child and ends the job FAILED (queue_core/cancel.py). The index of finished
+  child and ends the job FAILED (queue_core/features/cancel.py). The index of finished
   rows (cleanup) now covers FAILED too.
 - "concurrencyKey", "concurrencyLimit", "heldBack": at most `limit` jobs of
   one key hold a *slot* at once. A job holds one while it is PENDING outside
   the held-back set, or PROCESSING; the others wait with "heldBack" = true,
   outside the claim's partial index. So the claim never walks over a key's
   backlog: a user's 100,000-job backfill puts only `limit` rows in the claim
-  index, and another user's job is next in line (queue_core/limits.py).
+  index, and another user's job is next in line (queue_core/features/limits.py).
   Slots are counted in "WorkerConcurrencyKey" and moved by triggers, which
   run inside whatever statement inserts, ends, retries or deletes the job:
   the claim, completion, failure, recovery, cancel and cleanup keep their
@@ -28,7 +28,7 @@ schema declares and the original service never writes).
 - "uniqueKey", "uniqueUntil": an idempotency key with a window (only while
   the job is active, or for a period). A partial unique index decides, as for
   "idempotencyKey"; a key whose window is over is freed by the next enqueue
-  of that key (queue_core/unique.py).
+  of that key (queue_core/features/unique.py).
 - "progress", "progressMessage": what a handler reported, written by the
   master's heartbeat.
 - "snoozes": how many times a handler asked to run again later.

@@ -9,11 +9,12 @@ local time belongs to the day it happened on, whatever the UTC date.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from skiplock.queue_core.payloads import load_timezone, parse_date, period_days
+from skiplock.queue_core import payloads
 
 DAILY = "DAILY"
 WEEKLY = "WEEKLY"
@@ -21,6 +22,66 @@ MONTHLY = "MONTHLY"
 
 __all__ = ["DAILY", "MONTHLY", "WEEKLY", "Period", "load_timezone", "local_midnight",
            "next_day", "parse_date", "parse_period", "period_key", "to_local"]
+
+_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+_PERIOD_FORMATS = {"DAILY": (_DATE, "YYYY-MM-DD"), "WEEKLY": (_WEEK, "YYYY-Www (ISO week)"),
+                   "MONTHLY": (_MONTH, "YYYY-MM")}
+
+
+def parse_date(text: str) -> date:
+    """A real `YYYY-MM-DD` calendar date; ValueError otherwise."""
+    if not isinstance(text, str) or not _DATE.match(text):
+        raise ValueError(f"{text!r} is not a date of the form YYYY-MM-DD")
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a real calendar date") from None
+
+
+def period_days(review_type: str, key: str) -> tuple[date, date]:
+    """First and last day of the period `key` names: `YYYY-MM-DD`, ISO `YYYY-Www`, `YYYY-MM`."""
+    if review_type not in _PERIOD_FORMATS:
+        raise ValueError(f"unknown review type {review_type!r}")
+    pattern, form = _PERIOD_FORMATS[review_type]
+    match = pattern.match(key) if isinstance(key, str) else None
+    if not match:
+        raise ValueError(f"period key {key!r} of a {review_type} review must look like {form}")
+    numbers = [int(part) for part in match.groups()]
+    try:
+        if review_type == "DAILY":
+            day = date(*numbers)
+            return day, day
+        if review_type == "WEEKLY":
+            monday = date.fromisocalendar(numbers[0], numbers[1], 1)  # week 53 only if it exists
+            return monday, monday + timedelta(days=6)
+        year, month = numbers
+        following = date(year + month // 12, month % 12 + 1, 1)
+        return date(year, month, 1), following - timedelta(days=1)
+    except ValueError as exc:
+        raise ValueError(
+            f"period key {key!r} is not a real {review_type.lower()} period ({exc})"
+        ) from None
+
+
+def load_timezone(name: str) -> ZoneInfo:
+    """The IANA time zone `name` (the `tzdata` package backs the system database)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("time zone must be an IANA name such as Europe/Paris")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory, a long name
+        raise ValueError(f"unknown time zone {name!r} (expected an IANA name)") from None
+
+
+# A review's period and time zone, and a plan's date, are checked where their job is
+# enqueued and again before it runs (queue_core/payloads.py).
+payloads.check_value(payloads.GENERATE_REVIEW, "periodKey",
+                     lambda p: period_days(p["type"], p["periodKey"]))
+payloads.check_value(payloads.GENERATE_REVIEW, "timezone", lambda p: load_timezone(p["timezone"]))
+payloads.check_value(payloads.GENERATE_TOMORROW_PLAN, "targetDate",
+                     lambda p: parse_date(p["targetDate"]))
 
 
 @dataclass(frozen=True)

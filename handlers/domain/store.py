@@ -1,7 +1,7 @@
 """Every read and write of the domain tables, on a caller's connection.
 
 Nothing here opens or commits a transaction: the handlers run these inside
-`queue_core.db.transaction()`, so a step's writes commit with the enqueue of
+`queue_core.database.db.transaction()`, so a step's writes commit with the enqueue of
 the next job and the completion of its own, or not at all. Writes are
 `INSERT … ON CONFLICT` on each table's unique key, so a step that runs again
 (after a crash, or because it was enqueued twice) updates the row it made

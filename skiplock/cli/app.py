@@ -27,7 +27,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 def fail(message: str) -> NoReturn:
     """The one line of an expected error: control characters escaped, no password."""
-    from skiplock.queue_core.urls import scrub
+    from skiplock.queue_core.database.urls import scrub
 
     message = scrub(message, os.environ.get("DATABASE_URL"))
     click.echo(f"skiplock: error: {safe(message)}", err=True)
@@ -48,7 +48,7 @@ class SkiplockGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         from sqlalchemy import exc as sa_exc
 
-        from skiplock.queue_core.db import describe_database_error
+        from skiplock.queue_core.database.db import describe_database_error
 
         try:
             return super().invoke(ctx)

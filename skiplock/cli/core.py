@@ -40,8 +40,8 @@ def migrate(demo: bool, as_sql: bool, from_revision: str | None, check: bool) ->
     at once: migrations take an advisory lock, run in one transaction, and
     leave a database that is up to date alone.
     """
-    from skiplock.queue_core import migrate as migrations
-    from skiplock.queue_core.urls import database_url, redact
+    from skiplock.queue_core.database import migrate as migrations
+    from skiplock.queue_core.database.urls import database_url, redact
 
     if from_revision and not as_sql:
         raise click.UsageError("--from goes with --sql")
@@ -293,7 +293,7 @@ def db_url(show_password: bool) -> None:
 
     The password is masked as *** unless --show-password is given.
     """
-    from skiplock.queue_core.urls import database_url, redact
+    from skiplock.queue_core.database.urls import database_url, redact
 
     url = database_url()
     click.echo(url if show_password else redact(url))
@@ -306,7 +306,7 @@ def db_start() -> None:
     With the default SKIPLOCK_HOME, a cluster that an earlier skiplock made in
     ./.skiplock is moved to it (stopped, renamed, started; its data kept).
     """
-    from skiplock.queue_core import embedded
+    from skiplock.queue_core.database import embedded
 
     settings = load_settings()
     said: list[str] = []
@@ -319,7 +319,7 @@ def db_start() -> None:
 @db.command("stop")
 def db_stop() -> None:
     """Stop the embedded cluster."""
-    from skiplock.queue_core import embedded
+    from skiplock.queue_core.database import embedded
 
     cluster = embedded.cluster_for(load_settings())
     click.echo("stopped" if cluster.stop() else "not running", err=True)
@@ -328,9 +328,9 @@ def db_stop() -> None:
 @db.command("status")
 def db_status() -> None:
     """Say where the embedded cluster lives and whether it runs (exit 1 if it does not)."""
-    from skiplock.queue_core import embedded
+    from skiplock.queue_core.database import embedded
+    from skiplock.queue_core.database.urls import redact
     from skiplock.queue_core.errors import EmbeddedDatabaseError
-    from skiplock.queue_core.urls import redact
 
     settings = load_settings()
     cluster = embedded.cluster_for(settings)
@@ -370,7 +370,7 @@ def prisma_schema() -> None:
     what it did not make.
     """
     from skiplock.ops.prisma_schema import render
-    from skiplock.queue_core.db import connect
+    from skiplock.queue_core.database.db import connect
 
     with connect() as conn:
         try:

@@ -63,7 +63,7 @@ def dashboard(host: str, port: int, allow_actions: bool, refresh: float,
     from skiplock.dashboard import settings as dashboard_settings
     from skiplock.dashboard.server import serve
     from skiplock.queue_core.config import load_settings
-    from skiplock.queue_core.urls import database_url
+    from skiplock.queue_core.database.urls import database_url
 
     config = load_settings()
     database_url(config)  # no database configured: one line now, not an error page per request

@@ -24,10 +24,10 @@ def demo(weeks: int, timezone: str, concurrency: int | None, seed: int, timeout:
     """Create a demo user with sample entries, run every chain, print what each step made."""
     from skiplock import pool
     from skiplock.handlers.demo import format_report, pending_jobs, report, seed_demo
-    from skiplock.queue_core import migrate
+    from skiplock.handlers.domain.periods import load_timezone
     from skiplock.queue_core.config import load_settings
-    from skiplock.queue_core.payloads import load_timezone
-    from skiplock.queue_core.urls import database_url, redact
+    from skiplock.queue_core.database import migrate
+    from skiplock.queue_core.database.urls import database_url, redact
 
     try:
         load_timezone(timezone)

@@ -12,7 +12,7 @@ from skiplock.cli.app import DURATION, main, print_json
 
 def wait_and_report(job_id: str, timeout: float | None) -> None:
     """Wait for the job; its result on stdout (exit 0), or its error on stderr (exit 1)."""
-    from skiplock.queue_core.waiting import wait as wait_for_job
+    from skiplock.queue_core.features.waiting import wait as wait_for_job
 
     job = wait_for_job(job_id, timeout)
     if job.status == "COMPLETED":
@@ -63,7 +63,7 @@ def cancel(job_ids: tuple[str, ...], job_type: str | None, user_id: str | None,
 
     Exit status 1 if a given id does not exist.
     """
-    from skiplock.queue_core.cancel import (
+    from skiplock.queue_core.features.cancel import (
         CancelOutcome,
         cancel_many,
         cancel_matching,

@@ -131,7 +131,7 @@ def build_observers(settings: Settings) -> list[PoolObserver]:
 def worker(**flags: Any) -> None:
     from skiplock import pool
     from skiplock.pool.proctitle import set_title
-    from skiplock.queue_core import urls
+    from skiplock.queue_core.database import urls
     from skiplock.queue_core.logs import configure_logging
 
     if flags.get("database_url"):  # off the command line, which `ps` shows everyone, at once

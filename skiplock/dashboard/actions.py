@@ -4,7 +4,7 @@ Two kinds, each a small registry:
 
 - job actions (`JOB_ACTIONS`), buttons on a job's page: retry (a dead
   letter), run now (a waiting PENDING job), cancel (a pending or running job;
-  queue_core/cancel.py). An action names the jobs it applies to and performs
+  queue_core/features/cancel.py). An action names the jobs it applies to and performs
   itself on a connection; another one is one more `JobAction(...)` entry here
   and appears on the page by itself.
 - bulk actions (`BULK_ACTIONS`): retry the dead letters of a type or all of
@@ -32,9 +32,9 @@ from sqlalchemy import Connection
 from skiplock.dashboard.security import for_log
 from skiplock.ops import pauses
 from skiplock.ops import sql as ops_sql
-from skiplock.queue_core.cancel import CancelOutcome, cancel
-from skiplock.queue_core.db import connect
+from skiplock.queue_core.database.db import connect
 from skiplock.queue_core.errors import InvalidJob
+from skiplock.queue_core.features.cancel import CancelOutcome, cancel
 from skiplock.queue_core.jobs import Job
 from skiplock.queue_core.maintenance import retry_dead
 
@@ -66,7 +66,7 @@ def _run_now(c: Connection, job: Job, actor: Actor) -> int:
 
 
 def _cancel(c: Connection, job: Job, actor: Actor) -> int:
-    # queue_core/cancel.py: a pending job ends now, a running one is stopped by its
+    # queue_core/features/cancel.py: a pending job ends now, a running one is stopped by its
     # pool within a heartbeat; a job that finished meanwhile is left alone (0).
     result = cancel(job.id, by=f"dashboard:{actor.who}", conn=c)
     return 1 if result.outcome in (CancelOutcome.CANCELLED, CancelOutcome.CANCELLING) else 0

@@ -54,7 +54,7 @@ def outcome(job: Job, worker: Any | None, now: datetime) -> Outcome:
     if job.status == "DEAD_LETTER":
         return Outcome("dead", "dead-lettered", " at", job.completed_at, _notes(f"after {attempt}"))
     if job.status == "FAILED":
-        # FAILED is what a cancel writes (queue_core/cancel.py); one without a
+        # FAILED is what a cancel writes (queue_core/features/cancel.py); one without a
         # canceller came from outside skiplock and is called what it is.
         what = f"cancelled by {job.cancelled_by}" if job.cancelled_by else "failed"
         return Outcome("cancelled", what, " at", job.completed_at,

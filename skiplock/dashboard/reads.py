@@ -26,7 +26,7 @@ from skiplock.ops import health, processes
 from skiplock.ops import schedules as schedules_mod
 from skiplock.ops import sql as ops_sql
 from skiplock.queue_core import sql
-from skiplock.queue_core.db import connect
+from skiplock.queue_core.database.db import connect
 from skiplock.queue_core.errors import InvalidJob
 from skiplock.queue_core.jobs import Job, JobStatus
 

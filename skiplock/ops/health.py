@@ -23,9 +23,9 @@ from skiplock.ops.pauses import paused
 from skiplock.ops.processes import live_served
 from skiplock.queue_core import sql
 from skiplock.queue_core.config import cached_settings
-from skiplock.queue_core.db import connect
+from skiplock.queue_core.database.db import connect
+from skiplock.queue_core.features.parking import parked_by_type
 from skiplock.queue_core.maintenance import camel, pending_breakdown
-from skiplock.queue_core.parking import parked_by_type
 
 THROUGHPUT_WINDOWS_MIN = (1, 5, 15)
 

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import text
 
 from skiplock.ops import sql
-from skiplock.queue_core.db import connect
+from skiplock.queue_core.database.db import connect
 
 
 def list_jobs(status: str | None = None, job_type: str | None = None,

@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from skiplock.ops import sql as ops_sql
-from skiplock.queue_core.db import connect
+from skiplock.queue_core.database.db import connect
 
 log = logging.getLogger("skiplock.pauses")
 

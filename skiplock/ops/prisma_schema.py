@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from skiplock.ops import sql
-from skiplock.queue_core import migrate
+from skiplock.queue_core.database import migrate
 
 TABLE = "WorkerJob"
 _SCALARS = {

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from skiplock.ops import sql as ops_sql
 from skiplock.queue_core import sql
-from skiplock.queue_core.arrays import text_array
-from skiplock.queue_core.db import connect
+from skiplock.queue_core.database.arrays import text_array
+from skiplock.queue_core.database.db import connect
 
 log = logging.getLogger("skiplock.processes")
 

@@ -45,10 +45,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from skiplock.handlers.domain import periods
 from skiplock.ops import sql as ops_sql
 from skiplock.ops.cron import Cron
-from skiplock.queue_core import payloads
-from skiplock.queue_core.db import connect
+from skiplock.queue_core.database.db import connect
 from skiplock.queue_core.durations import parse_duration
 from skiplock.queue_core.enqueue import check_job, enqueue_batch
 from skiplock.queue_core.errors import (
@@ -82,7 +82,7 @@ class Schedule:
             raise ConfigurationError("a schedule needs a name")
         Cron.parse(self.cron)
         try:
-            payloads.load_timezone(self.timezone)
+            periods.load_timezone(self.timezone)
         except ValueError as exc:
             raise ConfigurationError(f"{where}: {exc}") from None
         if not self.job_type:

@@ -217,9 +217,9 @@ LIST_JOBS = _LISTED + """
     LIMIT :limit
 """
 
-# Jobs waiting for a slot of their concurrency key (queue_core/limits.py), read
+# Jobs waiting for a slot of their concurrency key (queue_core/features/limits.py), read
 # through the held-back partial index, and the keys that hold the most. Held back
-# without a key is parked (queue_core/parking.py), counted apart.
+# without a key is parked (queue_core/features/parking.py), counted apart.
 HELD_BACK = text(
     """
     SELECT "concurrencyKey" AS key, count(*) AS n FROM "WorkerJob"

@@ -6,7 +6,8 @@ from typing import Any
 
 from sqlalchemy import text
 
-from skiplock.queue_core import db, get_job
+from skiplock.queue_core import get_job
+from skiplock.queue_core.database import db
 
 
 def status(job_id: str) -> str | None:

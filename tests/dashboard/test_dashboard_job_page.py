@@ -19,7 +19,7 @@ from playwright.sync_api import expect
 from skiplock.dashboard.app import create_app
 from skiplock.dashboard.settings import DashboardSettings
 from skiplock.queue_core import enqueue
-from skiplock.queue_core.cancel import cancel
+from skiplock.queue_core.features.cancel import cancel
 from tests.dashboard.helpers import make_dead, sql
 
 EVIL = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'

@@ -11,7 +11,8 @@ import pytest
 from skiplock.dashboard.app import create_app
 from skiplock.dashboard.settings import DashboardSettings
 from skiplock.ops import processes
-from skiplock.queue_core import enqueue, parking
+from skiplock.queue_core import enqueue
+from skiplock.queue_core.features import parking
 from tests.dashboard.helpers import sql
 
 

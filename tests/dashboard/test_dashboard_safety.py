@@ -119,7 +119,7 @@ def test_a_page_reads_in_a_read_only_transaction_with_a_time_limit():
     from skiplock.dashboard.reads import reading
     from skiplock.queue_core.errors import DatabaseUnavailable
 
-    # A read-only refusal is classified with the faults of a failover (queue_core/faults.py).
+    # A read-only refusal is classified with the faults of a failover (queue_core/database/faults.py).
     with pytest.raises(DatabaseUnavailable, match="read-only transaction"), \
             reading(DashboardSettings()) as c:
         c.execute(text('DELETE FROM "WorkerJob"'))

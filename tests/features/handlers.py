@@ -10,7 +10,8 @@ import time
 from typing import Any
 
 from skiplock.handlers import JobResult, handler
-from skiplock.queue_core import db, enqueue
+from skiplock.queue_core import enqueue
+from skiplock.queue_core.database import db
 from tests.pool.sample_handlers import _mark_started, _record_run
 
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from skiplock import cancel, cancel_many, cancel_matching, claim, complete, enqueue
 from skiplock.cli import main
 from skiplock.queue_core import config
-from skiplock.queue_core.cancel import CancelOutcome, end_cancelled
+from skiplock.queue_core.features.cancel import CancelOutcome, end_cancelled
 from tests.queue_core.helpers import row
 
 WHEN = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
@@ -122,7 +122,8 @@ def test_the_command_dry_run_changes_nothing_and_usage_errors_exit_2():
 def test_cleanup_deletes_old_cancelled_jobs_through_the_finished_index():
     from sqlalchemy import text
 
-    from skiplock.queue_core import cleanup, db, sql
+    from skiplock.queue_core import cleanup, sql
+    from skiplock.queue_core.database import db
     from tests.queue_core.helpers import count
     from tests.queue_core.helpers import sql as run_sql
 

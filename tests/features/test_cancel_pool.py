@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from skiplock import cancel
-from skiplock.queue_core.cancel import CancelOutcome
+from skiplock.queue_core.features.cancel import CancelOutcome
 from tests.features.conftest import FEATURE_HANDLERS
 from tests.pool.conftest import Jobs, Pool, alive, wait_for
 

@@ -66,7 +66,7 @@ def test_cancel_release_recovery_and_delete_move_slots_the_same_way():
 
 
 def test_the_slot_is_given_back_only_when_the_ending_transaction_commits():
-    from skiplock.queue_core import db
+    from skiplock.queue_core.database import db
 
     ids = keyed(2, limit=1)
     [job] = claim("w")
@@ -114,7 +114,7 @@ def test_detect_patterns_runs_one_at_a_time_per_user_by_default():
 
 
 def test_concurrent_claimers_never_run_more_than_the_limit_of_one_key():
-    from skiplock.queue_core import db
+    from skiplock.queue_core.database import db
 
     keyed(60, key="hot", limit=3)
     keyed(20, key="other", limit=3)
@@ -194,7 +194,7 @@ def test_the_command_line_and_the_metrics_see_limits():
 
 def test_cleanup_forgets_keys_nobody_holds_or_waits_for():
     from skiplock.queue_core import cleanup
-    from skiplock.queue_core.limits import prune_idle_keys
+    from skiplock.queue_core.features.limits import prune_idle_keys
 
     [done] = keyed(1, key="gone")
     keyed(2, key="busy", limit=1)  # one holds the slot, one waits

@@ -136,7 +136,7 @@ def test_cancel_limits_wait_and_progress_work_through_pgbouncer_in_transaction_m
 def test_enqueues_from_several_processes_through_pgbouncer_all_land(
     bouncer_url: str, jobs: Jobs, tmp_path: Path
 ) -> None:
-    """enqueue()'s prepared insert (queue_core/direct.py) behind transaction pooling: a
+    """enqueue()'s prepared insert (queue_core/database/direct.py) behind transaction pooling: a
     statement may reach a server connection that lacks it, or one where another process
     prepared it; every job is written either way, none twice."""
     env = worker_env(bouncer_url, tmp_path / "home")

@@ -11,8 +11,9 @@ from click.testing import CliRunner
 
 from skiplock import progress
 from skiplock.cli import main
-from skiplock.queue_core import config, job_progress
+from skiplock.queue_core import config
 from skiplock.queue_core.errors import InvalidJob
+from skiplock.queue_core.features import job_progress
 from tests.features.conftest import FEATURE_HANDLERS
 from tests.pool.conftest import Jobs, Pool, wait_for
 from tests.support import free_port

@@ -8,9 +8,9 @@ import pytest
 
 from skiplock import claim, enqueue, fail
 from skiplock.handlers import JobResult, register_handler, unregister_handler
-from skiplock.queue_core import policy
 from skiplock.queue_core.errors import InvalidJob
-from skiplock.queue_core.snooze import snooze
+from skiplock.queue_core.features import policy
+from skiplock.queue_core.features.snooze import snooze
 from tests.features.conftest import FEATURE_HANDLERS
 from tests.pool.conftest import Jobs, Pool, wait_for
 from tests.queue_core.helpers import row, sql

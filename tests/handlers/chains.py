@@ -14,7 +14,8 @@ from sqlalchemy import text
 from skiplock import handlers
 from skiplock.handlers.demo import Seeded
 from skiplock.handlers.domain.periods import load_timezone, to_local
-from skiplock.queue_core import claim, complete, db, fail
+from skiplock.queue_core import claim, complete, fail
+from skiplock.queue_core.database import db
 
 
 def drain_inline(worker_id: str = "inline", max_jobs: int = 10_000) -> int:

@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 
 from skiplock.handlers.domain import store
-from skiplock.queue_core.db import transaction
+from skiplock.queue_core.database.db import transaction
 
 
 @pytest.fixture

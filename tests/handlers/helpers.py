@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from skiplock import handlers
 from skiplock.handlers.registry import JobResult
-from skiplock.queue_core.db import transaction
+from skiplock.queue_core.database.db import transaction
 
 
 def run_handler(job_type: str, payload: Any) -> JobResult:

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from skiplock.handlers.demo import pending_jobs, seed_demo
-from skiplock.queue_core import db
+from skiplock.queue_core.database import db
 from tests.handlers.chains import assert_chains_complete
 
 ROOT = Path(__file__).resolve().parents[2]

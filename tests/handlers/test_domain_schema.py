@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from skiplock.handlers.domain.schema import metadata
-from skiplock.queue_core import db
+from skiplock.queue_core.database import db
 
 
 def test_migrated_domain_tables_match_the_model(database_url):

@@ -14,7 +14,7 @@ from skiplock.handlers.domain import store
 from skiplock.handlers.domain.periods import load_timezone
 from skiplock.handlers.domain.samples import sample_entries
 from skiplock.queue_core import enqueue_generate_review
-from skiplock.queue_core.db import transaction
+from skiplock.queue_core.database.db import transaction
 from skiplock.queue_core.errors import InvalidJob
 from tests.handlers.helpers import jobs_of, rows, run_handler, scalar
 

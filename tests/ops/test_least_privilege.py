@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from skiplock.queue_core.grants import DEMO_GRANTS, WORKER_GRANTS
-from skiplock.queue_core.scratch import run_admin, scratch_database
+from skiplock.queue_core.database.grants import DEMO_GRANTS, WORKER_GRANTS
+from skiplock.queue_core.database.scratch import run_admin, scratch_database
 from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,7 +140,7 @@ def test_the_readme_role_runs_the_chains_and_its_commands_on_a_hardened_database
 def run_rows(h: Hardened, statement: str) -> list[tuple[object, ...]]:
     import psycopg2
 
-    from skiplock.queue_core.urls import libpq_dsn
+    from skiplock.queue_core.database.urls import libpq_dsn
 
     conn = psycopg2.connect(libpq_dsn(h.owner_url))
     try:

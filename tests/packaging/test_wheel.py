@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from skiplock.queue_core.scratch import scratch_database
+from skiplock.queue_core.database.scratch import scratch_database
 from tests.packaging.snippets import (
     ENQUEUE_SNIPPETS,
     SIGNUP_TABLE,

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, event, text
 from sqlalchemy.pool import Pool
 
 from skiplock.handlers import JobResult, handler
-from skiplock.queue_core import db
+from skiplock.queue_core.database import db
 from tests.pool.sample_handlers import _mark_started, _record_run
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 
 from skiplock.handlers import JobResult, handler
-from skiplock.queue_core import db
+from skiplock.queue_core.database import db
 
 
 def _mark_started(job_id: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import text
 
 from skiplock.handlers import JobResult, handler
-from skiplock.queue_core import db
+from skiplock.queue_core.database import db
 
 
 @handler("ROUTE_B")

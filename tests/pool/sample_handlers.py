@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import text
 
 from skiplock.handlers import JobResult, handler
-from skiplock.queue_core import db
+from skiplock.queue_core.database import db
 
 
 def _mark_started(job_id: str) -> int:

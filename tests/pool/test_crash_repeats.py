@@ -83,7 +83,7 @@ def test_batch_mates_of_a_crashing_job_are_interrupted_not_given_back_as_never_s
 def test_a_job_cancelled_while_its_outcome_waits_for_the_commit_costs_its_mates_nothing(
     start_pool: Callable[..., Pool], jobs: Jobs
 ) -> None:
-    from skiplock.queue_core.cancel import cancel
+    from skiplock.queue_core.features.cancel import cancel
 
     _start_grouping_pool(start_pool, jobs)
     # Four jobs whose outcomes wait in the group while the fifth runs for seconds.

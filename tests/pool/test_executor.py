@@ -27,9 +27,10 @@ from skiplock.pool.outage import Outage
 from skiplock.pool.outcomes import JobOutcome
 from skiplock.pool.producer import Producer
 from skiplock.pool.settler import Settler
-from skiplock.queue_core import Job, claim, db, enqueue
-from skiplock.queue_core.cancel import end_cancelled
+from skiplock.queue_core import Job, claim, enqueue
 from skiplock.queue_core.config import load_settings
+from skiplock.queue_core.database import db
+from skiplock.queue_core.features.cancel import end_cancelled
 from tests.queue_core.helpers import sql
 
 

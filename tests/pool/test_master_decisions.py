@@ -23,8 +23,8 @@ from skiplock.pool import protocol
 from skiplock.pool.children import WorkerChild
 from skiplock.pool.master import ABORT_GRACE_S, IDLE_STOP_S, LOST_GRACE_S, Master
 from skiplock.pool.states import Cause, Due, PoolState
-from skiplock.queue_core import db
 from skiplock.queue_core.config import load_settings
+from skiplock.queue_core.database import db
 
 KILLED_BY_SIGKILL = signal.SIGKILL  # a wait status: killed by signal 9
 EXITED_ABORTED = 4 << 8
@@ -338,7 +338,7 @@ def test_children_claim_only_while_their_master_keeps_leases(database_url: str) 
 
 
 def test_a_turn_whose_budget_ran_out_is_no_outage(harness: Harness) -> None:
-    from skiplock.queue_core.bounds import bounded
+    from skiplock.queue_core.database.bounds import bounded
 
     master = harness.master
     master.maintain()
@@ -373,7 +373,7 @@ def test_a_lease_fenced_because_its_row_is_locked_says_so_and_names_the_locker(
     """The database answers every beat; another session holds the job's row until the
     lease must be given up. The log line and lastError say that, not "database
     unreachable", and name the session that holds the lock."""
-    from skiplock.queue_core.bounds import bounded
+    from skiplock.queue_core.database.bounds import bounded
 
     master = harness.master
     child = harness.child(0, 112)
@@ -413,7 +413,7 @@ def test_a_job_killed_for_its_timeout_while_its_row_is_locked_is_settled_as_a_ti
     long enough for the lease to go stale. Once the lock goes, the master's own stuck
     recovery must not take the job first (and settle it as a rescue, an interruption):
     the settlement, retried until it can write, ends it as the timeout it was."""
-    from skiplock.queue_core.bounds import bounded
+    from skiplock.queue_core.database.bounds import bounded
 
     master = harness.master
     child = harness.child(0, 113)

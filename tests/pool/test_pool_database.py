@@ -25,8 +25,8 @@ from tests.pool.conftest import _TABLES, Jobs, Pool, wait_for
 @pytest.fixture
 def private_cluster() -> Iterator[tuple[object, str]]:
     """A throwaway PostgreSQL of our own, which the test may restart (never the machine's)."""
-    from skiplock.queue_core import migrate
-    from skiplock.queue_core.embedded import EmbeddedCluster, find_bindir
+    from skiplock.queue_core.database import migrate
+    from skiplock.queue_core.database.embedded import EmbeddedCluster, find_bindir
 
     if find_bindir() is None:
         pytest.skip("no PostgreSQL server binaries to run a private cluster with")

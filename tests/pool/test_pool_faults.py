@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from skiplock.queue_core.scratch import run_admin
+from skiplock.queue_core.database.scratch import run_admin
 from tests.pool import pgbouncer
 from tests.pool.conftest import Jobs, Pool, alive, wait_for
 from tests.pool.proxy import FreezableProxy

@@ -242,8 +242,8 @@ def test_the_built_in_handlers_serve_their_types_only_where_the_demo_domain_is(
     start_pool: Callable[..., Pool]
 ) -> None:
     import skiplock
-    from skiplock.queue_core import migrate
-    from skiplock.queue_core.scratch import scratch_database
+    from skiplock.queue_core.database import migrate
+    from skiplock.queue_core.database.scratch import scratch_database
     from tests.queue_core.helpers import sql
 
     with scratch_database("skiplock_no_demo") as url:  # the queue alone, as an application has it

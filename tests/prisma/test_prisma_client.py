@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 import skiplock
 from skiplock.cli import main
-from skiplock.queue_core.scratch import scratch_database
+from skiplock.queue_core.database.scratch import scratch_database
 from tests.prisma import client as prisma
 from tests.queue_core.helpers import empty, run_script, sql
 from tests.support import wait_for

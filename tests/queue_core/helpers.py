@@ -9,8 +9,8 @@ from typing import Any
 import psycopg2
 from sqlalchemy import text
 
-from skiplock.queue_core import db
-from skiplock.queue_core.urls import libpq_dsn
+from skiplock.queue_core.database import db
+from skiplock.queue_core.database.urls import libpq_dsn
 
 
 def sql(statement: str, **params: Any) -> list[Any]:

@@ -15,8 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from skiplock.cli import main
-from skiplock.queue_core import claim, migrate
-from skiplock.queue_core.scratch import scratch_database
+from skiplock.queue_core import claim
+from skiplock.queue_core.database import migrate
+from skiplock.queue_core.database.scratch import scratch_database
 from tests.packaging.snippets import snippet
 from tests.queue_core.helpers import empty, run_script, schema_of, sql
 

@@ -6,8 +6,9 @@ import time
 from sqlalchemy import text
 
 from skiplock import queue_core as q
-from skiplock.queue_core import db, lifecycle
+from skiplock.queue_core import lifecycle
 from skiplock.queue_core import sql as sql_statements
+from skiplock.queue_core.database import db
 from tests.queue_core.helpers import count, row, sql
 
 

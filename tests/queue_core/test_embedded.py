@@ -13,8 +13,8 @@ from urllib.parse import unquote
 import psycopg2
 import pytest
 
-from skiplock.queue_core.embedded import EmbeddedCluster, find_bindir
-from skiplock.queue_core.urls import libpq_dsn
+from skiplock.queue_core.database.embedded import EmbeddedCluster, find_bindir
+from skiplock.queue_core.database.urls import libpq_dsn
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_cli_uses_the_embedded_cluster_without_database_url(home):
 
 
 def test_no_binaries_gives_an_error_naming_both_ways_out(home, monkeypatch):
-    import skiplock.queue_core.embedded as embedded
+    import skiplock.queue_core.database.embedded as embedded
     from skiplock.queue_core.errors import EmbeddedDatabaseError
 
     monkeypatch.setattr(embedded, "find_bindir", lambda: None)

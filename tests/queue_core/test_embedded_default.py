@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from skiplock.queue_core.config import default_home
-from skiplock.queue_core.embedded import SHARED_ROOT, EmbeddedCluster, find_bindir
+from skiplock.queue_core.database.embedded import SHARED_ROOT, EmbeddedCluster, find_bindir
 from skiplock.queue_core.errors import EmbeddedDatabaseError
 from tests.support import wait_for
 

@@ -19,9 +19,9 @@ from typing import Any
 import psycopg2
 import pytest
 
-from skiplock.queue_core.embedded import SHARED_ROOT, EmbeddedCluster, find_bindir, is_private_dir
+from skiplock.queue_core.database.embedded import SHARED_ROOT, EmbeddedCluster, find_bindir, is_private_dir
+from skiplock.queue_core.database.urls import libpq_dsn
 from skiplock.queue_core.errors import EmbeddedDatabaseError
-from skiplock.queue_core.urls import libpq_dsn
 from tests.queue_core.embedded_users import Runtime, as_user, ensure_user
 from tests.support import wait_for
 

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from skiplock import queue_core as q
-from skiplock.queue_core import db
+from skiplock.queue_core.database import db
 from skiplock.queue_core.errors import InvalidJob, InvalidPayload
 from tests.queue_core.helpers import count, row
 

@@ -1,5 +1,5 @@
 """`enqueue()` without `conn` runs on the process's own autocommit connection
-(queue_core/direct.py): kept between calls, replaced when its session was
+(queue_core/database/direct.py): kept between calls, replaced when its session was
 terminated, never shared across a fork or between threads, errors as through
 the engine, and a prepared statement that falls back when it is missing. A batch
 without keys takes its own statement, and the cheaper payload checks refuse what
@@ -16,11 +16,11 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from skiplock import queue_core as q
-from skiplock.queue_core import db, direct
-from skiplock.queue_core.bounds import bounded
+from skiplock.queue_core.database import db, direct
+from skiplock.queue_core.database.bounds import bounded
+from skiplock.queue_core.database.faults import Fault, classify
 from skiplock.queue_core.enqueue import MAX_PAYLOAD_DEPTH
 from skiplock.queue_core.errors import DatabaseUnavailable, InvalidJob, InvalidPayload
-from skiplock.queue_core.faults import Fault, classify
 from tests.queue_core.helpers import count, row, sql
 from tests.support import free_port
 

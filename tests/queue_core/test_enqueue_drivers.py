@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from skiplock import queue_core as q
 from skiplock.queue_core import sql as queue_sql
-from skiplock.queue_core.urls import libpq_dsn
+from skiplock.queue_core.database.urls import libpq_dsn
 from tests.queue_core.helpers import age_lock, count, row
 from tests.queue_core.helpers import sql as run_sql
 from tests.support import wait_for
@@ -302,7 +302,8 @@ def test_a_conn_of_another_kind_is_refused_in_one_line(wrong: Any) -> None:
 
 def test_a_psycopg_3_database_url_keeps_skiplocks_own_engine_on_psycopg2(
         database_url: str) -> None:
-    from skiplock.queue_core import config, db
+    from skiplock.queue_core import config
+    from skiplock.queue_core.database import db
 
     url = make_url(database_url).set(drivername="postgresql+psycopg")
     saved = os.environ["DATABASE_URL"]

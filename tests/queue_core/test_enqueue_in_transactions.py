@@ -8,7 +8,7 @@ import time
 import pytest
 
 from skiplock import queue_core as q
-from skiplock.queue_core import db
+from skiplock.queue_core.database import db
 from tests.queue_core.helpers import row
 
 

@@ -11,10 +11,10 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from skiplock.queue_core import db
-from skiplock.queue_core.bounds import bounded
+from skiplock.queue_core.database import db
+from skiplock.queue_core.database.bounds import bounded
+from skiplock.queue_core.database.faults import Fault, classify
 from skiplock.queue_core.errors import DatabaseUnavailable
-from skiplock.queue_core.faults import Fault, classify
 from tests.support import free_port
 
 

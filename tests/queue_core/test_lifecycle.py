@@ -111,7 +111,7 @@ def test_backoff_follows_the_seed_formula_with_cap_and_jitter():
 def test_completion_inside_a_long_job_transaction_is_dated_when_it_happens():
     import time
 
-    from skiplock.queue_core import db
+    from skiplock.queue_core.database import db
 
     q.enqueue("X", {})
     [job] = q.claim("w")
@@ -132,7 +132,7 @@ HOSTILE_RESULTS = [
 
 @pytest.mark.parametrize("together", [False, True], ids=["complete_many", "with_the_claim"])
 def test_results_with_quotes_backslashes_and_braces_are_stored_as_given(together: bool) -> None:
-    """The completions go as array literals (queue_core/arrays.py): every character a
+    """The completions go as array literals (queue_core/database/arrays.py): every character a
     result can hold must come back as it was, and the fence must still hold."""
     from skiplock.queue_core import lifecycle
 
@@ -180,7 +180,7 @@ def test_a_lease_not_to_be_written_is_only_read_yet_says_held_lost_or_cancelled(
 
 
 def test_a_heartbeat_stores_progress_messages_as_given_and_keeps_its_fence() -> None:
-    """Lease renewals go as array literals (queue_core/arrays.py) too: messages with
+    """Lease renewals go as array literals (queue_core/database/arrays.py) too: messages with
     quotes, backslashes, braces and commas come back as written, NULL progress keeps
     the last report, and a job held by nobody any more is not renewed."""
     from skiplock.queue_core import lifecycle

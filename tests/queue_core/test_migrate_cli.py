@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from skiplock.cli import main
-from skiplock.queue_core import migrate
-from skiplock.queue_core.scratch import scratch_database
-from skiplock.queue_core.urls import libpq_dsn
+from skiplock.queue_core.database import migrate
+from skiplock.queue_core.database.scratch import scratch_database
+from skiplock.queue_core.database.urls import libpq_dsn
 from tests.queue_core.helpers import empty, schema_of
 
 runner = CliRunner()

@@ -1,4 +1,4 @@
-"""Parking (queue_core/parking.py) on the real table, without pools: who is live in the
+"""Parking (queue_core/features/parking.py) on the real table, without pools: who is live in the
 process table, the grace, the front of the claim's order, keyed jobs, putting back."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import psycopg2
 
 from skiplock import queue_core as q
 from skiplock.ops import processes
-from skiplock.queue_core import parking
-from skiplock.queue_core.urls import libpq_dsn
+from skiplock.queue_core.database.urls import libpq_dsn
+from skiplock.queue_core.features import parking
 from tests.queue_core.helpers import row, sql
 
 

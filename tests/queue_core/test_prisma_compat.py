@@ -16,7 +16,7 @@ import psycopg2
 import pytest
 
 from skiplock.queue_core import claim, complete
-from skiplock.queue_core.urls import libpq_dsn
+from skiplock.queue_core.database.urls import libpq_dsn
 
 PRISMA_CREATE = """
 INSERT INTO "public"."WorkerJob" ("id","type","payload","status","priority","availableAt",

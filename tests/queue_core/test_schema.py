@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import inspect
 
-from skiplock.queue_core import db
+from skiplock.queue_core.database import db
 from skiplock.queue_core.schema import worker_job
 
 

@@ -22,11 +22,12 @@ from hypothesis import strategies as st
 
 from skiplock.cli import main
 from skiplock.pool.master import describe_settings
-from skiplock.queue_core import config, db
+from skiplock.queue_core import config
 from skiplock.queue_core.config import Settings
+from skiplock.queue_core.database import db
+from skiplock.queue_core.database.urls import normalize, redact, scrub
 from skiplock.queue_core.errors import ConfigurationError
 from skiplock.queue_core.logs import configure_logging
-from skiplock.queue_core.urls import normalize, redact, scrub
 from tests.support import IN_CI, examples, free_port, wait_for
 
 MARK = "Qz9"

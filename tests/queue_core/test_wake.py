@@ -14,10 +14,10 @@ import pytest
 from alembic import command
 
 from skiplock import queue_core as q
-from skiplock.queue_core import db, direct, migrate
-from skiplock.queue_core.scratch import scratch_database
+from skiplock.queue_core.database import db, direct, migrate
+from skiplock.queue_core.database.scratch import scratch_database
+from skiplock.queue_core.database.urls import database_url, libpq_dsn
 from skiplock.queue_core.sql import NOTIFY_CHANNEL
-from skiplock.queue_core.urls import database_url, libpq_dsn
 
 MARK = "skiplock_test_mark"
 

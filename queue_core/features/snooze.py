@@ -20,9 +20,9 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from skiplock.queue_core import sql
-from skiplock.queue_core.db import connect
+from skiplock.queue_core.database.db import connect
+from skiplock.queue_core.features.policy import check_delay
 from skiplock.queue_core.jobs import Fenced
-from skiplock.queue_core.policy import check_delay
 
 _OUTCOMES = {"PENDING": "snoozed", "DEAD_LETTER": "dead_lettered"}
 

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, pool, text
 
-from skiplock.queue_core.db import translate_errors
+from skiplock.queue_core.database.db import translate_errors
+from skiplock.queue_core.database.urls import database_url
 from skiplock.queue_core.errors import ConfigurationError
-from skiplock.queue_core.urls import database_url
 
 if TYPE_CHECKING:
     from alembic.config import Config

@@ -17,8 +17,9 @@ from contextlib import contextmanager
 import psycopg2
 from sqlalchemy.engine import make_url
 
-from skiplock.queue_core import config, db, migrate
-from skiplock.queue_core.urls import libpq_dsn, normalize
+from skiplock.queue_core import config
+from skiplock.queue_core.database import db, migrate
+from skiplock.queue_core.database.urls import libpq_dsn, normalize
 
 LOCAL_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
@@ -34,7 +35,7 @@ def server_url() -> str:
     except psycopg2.OperationalError:
         # The same cluster as every command's (SKIPLOCK_HOME, else the per-user
         # default), started, or moved from ./.skiplock, like `skiplock db start`.
-        from skiplock.queue_core import embedded
+        from skiplock.queue_core.database import embedded
 
         return embedded.start(config.load_settings())
 

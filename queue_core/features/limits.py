@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from skiplock.queue_core import sql
-from skiplock.queue_core.db import connect
+from skiplock.queue_core.database.db import connect
 from skiplock.queue_core.errors import InvalidJob
 
 MAX_LIMIT = 10_000

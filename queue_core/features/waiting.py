@@ -20,7 +20,7 @@ from typing import Any
 
 from skiplock.queue_core import sql
 from skiplock.queue_core.config import cached_settings
-from skiplock.queue_core.db import connect, get_engine
+from skiplock.queue_core.database.db import connect, get_engine
 from skiplock.queue_core.errors import JobNotFound, WaitTimeout
 from skiplock.queue_core.jobs import Job
 from skiplock.queue_core.maintenance import get_job

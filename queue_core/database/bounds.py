@@ -40,7 +40,7 @@ from skiplock.queue_core.errors import DatabaseUnavailable
 STATEMENT_SHARE = 0.8
 LOCK_SHARE = 0.5
 MIN_LEFT_S = 0.02
-CONNECT_TIMEOUT_S = 5.0  # as the engine's connect_timeout (queue_core/db.py)
+CONNECT_TIMEOUT_S = 5.0  # as the engine's connect_timeout (queue_core/database/db.py)
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "skiplock_db_deadline", default=None)

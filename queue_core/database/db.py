@@ -31,16 +31,17 @@ from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.orm import Session
 
-from skiplock.queue_core import bounds, faults, grants, sql
-from skiplock.queue_core.borrowed import BorrowedConnection, borrow
+from skiplock.queue_core import sql
+from skiplock.queue_core.database import bounds, faults, grants
+from skiplock.queue_core.database.borrowed import BorrowedConnection, borrow
+from skiplock.queue_core.database.urls import database_url, redact, scrub
 from skiplock.queue_core.errors import DatabaseUnavailable, PermissionDenied
-from skiplock.queue_core.urls import database_url, redact, scrub
 
 if TYPE_CHECKING:
-    from skiplock.queue_core.borrowed import DBAPIConnection
+    from skiplock.queue_core.database.borrowed import DBAPIConnection
 
 # What a `conn=` of the public calls takes: SQLAlchemy's (on any driver), or a
-# caller's own psycopg2 or psycopg 3 connection (queue_core/borrowed.py).
+# caller's own psycopg2 or psycopg 3 connection (queue_core/database/borrowed.py).
 Joinable: TypeAlias = "Connection | Session | DBAPIConnection | BorrowedConnection"
 
 _lock = threading.Lock()
@@ -85,7 +86,7 @@ def current_engine() -> Engine | None:
 
 
 def connect_args() -> dict[str, Any]:
-    """libpq parameters of every connection this process opens (queue_core/direct.py too)."""
+    """libpq parameters of every connection this process opens (queue_core/database/direct.py too)."""
     return {
         "application_name": f"skiplock[{os.getpid()}]",
         "connect_timeout": 5,
@@ -113,7 +114,7 @@ def _on_error(context: ExceptionContext) -> None:
 
 
 # Called by reset_engine: connections made from the engine's URL outside its pool
-# (queue_core/direct.py) are closed with it.
+# (queue_core/database/direct.py) are closed with it.
 on_reset: list[Callable[[], None]] = []
 
 
@@ -198,7 +199,7 @@ def connect(conn: Joinable | None = None, *,
     BEGIN and COMMIT round trips a transaction would cost. With `conn` the
     statement joins the caller's transaction all the same: a SQLAlchemy
     Connection or Session (on any driver), or a psycopg2 or psycopg 3
-    connection of the caller's (queue_core/borrowed.py).
+    connection of the caller's (queue_core/database/borrowed.py).
     """
     return _connect(conn, autocommit)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from skiplock.queue_core.faults import sqlstate
+from skiplock.queue_core.database.faults import sqlstate
 
 INSUFFICIENT_PRIVILEGE = "42501"
 _DENIED = re.compile(r"permission denied for (table|relation|function|procedure|sequence|"

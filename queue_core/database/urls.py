@@ -34,7 +34,7 @@ _SEPARATORS = re.compile(r"(?:%[0-9A-Fa-f]{2}|[@:/?#&=;%+\s\\'\"])+")
 
 
 # skiplock's own connections are psycopg2's, whichever libpq driver the URL names:
-# its time bounds (queue_core/bounds.py, psycopg2's wait callback), its kept
+# its time bounds (queue_core/database/bounds.py, psycopg2's wait callback), its kept
 # enqueue connection and the pool's hot statements are written against psycopg2.
 # psycopg 3's URL (postgresql+psycopg://, which SQLAlchemy 2.1 also makes of a
 # plain postgresql://) names the same libpq parameters, so one DATABASE_URL serves
@@ -153,7 +153,7 @@ def database_url(settings: Settings | None = None, *, start: bool = False) -> st
     settings = settings or load_settings()
     if settings.database_url:
         return normalize(settings.database_url)
-    from skiplock.queue_core import embedded
+    from skiplock.queue_core.database import embedded
 
     return embedded.start(settings) if start else embedded.running_url(settings)
 

@@ -35,7 +35,7 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from skiplock.queue_core import sql
-from skiplock.queue_core.db import Joinable, connect
+from skiplock.queue_core.database.db import Joinable, connect
 from skiplock.queue_core.errors import InvalidJob
 from skiplock.queue_core.jobs import Fenced
 

@@ -44,7 +44,7 @@ from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.elements import TextClause
 
-from skiplock.queue_core import bounds, db
+from skiplock.queue_core.database import bounds, db
 
 _UNDEFINED_PREPARED = "26000"  # invalid_sql_statement_name: no such prepared statement
 _DUPLICATE_PREPARED = "42P05"

@@ -30,7 +30,7 @@ class Fault(enum.Enum):
     DEADLOCK = "deadlock"
     LOCK_TIMEOUT = "lock timeout"
     STATEMENT_TIMEOUT = "statement timeout"
-    CLIENT_TIMEOUT = "no answer in time"  # our own deadline (queue_core/bounds.py)
+    CLIENT_TIMEOUT = "no answer in time"  # our own deadline (queue_core/database/bounds.py)
     NO_TIME_LEFT = "no time left for the database in this turn"  # never sent
     TOO_MANY_CONNECTIONS = "too many connections"
     REFUSED = "connection refused"  # nothing listens, or the server is starting or stopping
@@ -123,7 +123,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 def sqlstate(err: BaseException | None) -> str | None:
     """The SQLSTATE of a driver error: psycopg2 names it `pgcode`, psycopg 3 `sqlstate`
-    (an application's connection may be either, queue_core/borrowed.py)."""
+    (an application's connection may be either, queue_core/database/borrowed.py)."""
     code = getattr(err, "pgcode", None) or getattr(err, "sqlstate", None)
     return code if isinstance(code, str) and code else None
 
