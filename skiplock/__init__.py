@@ -19,6 +19,7 @@ from skiplock.queue_core import (
     JobRef,
     QueueStats,
     SkiplockError,
+    cancel,
     cancel_many,
     cancel_matching,
     claim,
@@ -41,7 +42,6 @@ from skiplock.queue_core import (
     stats,
     wait,
 )
-from skiplock.queue_core.features import cancel
 
 __version__ = "0.1.0"
 
