@@ -89,15 +89,19 @@ def retry_dead(ids: Iterable[str] | None = None, *, job_type: str | None = None,
                all_dead: bool = False, conn: Joinable | None = None) -> list[str]:
     """Move dead-lettered jobs back to PENDING with fresh attempts; return their ids.
 
-    Exactly one selector: `ids`, `job_type`, or `all_dead=True`. Jobs that are not
-    dead-lettered are left alone (and not returned).
+    Exactly one selector: `ids`, `job_type`, or `all_dead=True`. Given `ids`,
+    cancelled jobs (FAILED) are retried too; `job_type` and `all_dead` move dead
+    letters only, so that a bulk retry never undoes a cancel. A retried job
+    starts over: no attempt, interruption or snooze counted, and no cancel
+    request left from its last run. Jobs in any other state are left alone (and
+    not returned).
     """
     chosen = [ids is not None, job_type is not None, all_dead]
     if sum(chosen) != 1:
         raise InvalidJob("retry_dead needs exactly one of: ids, job_type, all_dead=True")
     params: dict[str, Any]
     if ids is not None:
-        statement, params = sql.RETRY_DEAD_IDS, {"ids": list(ids)}
+        statement, params = sql.RETRY_IDS, {"ids": list(ids)}
     elif job_type is not None:
         statement, params = sql.RETRY_DEAD_TYPE, {"type": job_type}
     else:

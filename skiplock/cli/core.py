@@ -215,7 +215,10 @@ def job(job_id: str, as_json: bool) -> None:
 @click.option("--type", "job_type", default=None,
               help="With --all-dead: only jobs of this type.")
 def retry(job_ids: tuple[str, ...], all_dead: bool, job_type: str | None) -> None:
-    """Move dead-lettered jobs back to PENDING with fresh attempts."""
+    """Move dead-lettered jobs back to PENDING with fresh attempts.
+
+    Given ids, cancelled jobs (FAILED) are retried too; --all-dead moves dead
+    letters only."""
     from skiplock.queue_core import retry_dead
 
     if bool(job_ids) == all_dead:

@@ -221,3 +221,19 @@ def test_the_remaining_fields_are_labelled_and_a_later_migrations_column_shows_b
         assert expected in text, (expected, text)
     # A column of a feature the job does not use says nothing.
     assert "snoozes" not in text and "progress" not in text and "held back" not in text
+
+
+def test_a_cancelled_job_can_be_retried_from_its_page():
+    actions = create_app(DashboardSettings(allow_actions=True)).test_client()
+    job = enqueue("DASH_OK", {})
+    cancel(job, by="ops:alice")
+    body = actions.get(f"/jobs/{job}").get_data(as_text=True)
+    assert 'data-action="retry"' in body
+    token = re.search(r'name="csrf_token" value="([^"]+)"', body)
+    assert token, body
+    done = actions.post(f"/jobs/{job}/actions/retry", data={"csrf_token": token.group(1)},
+                        headers={"Origin": "http://localhost"})  # the test client's own
+    assert done.status_code == 303
+    [(status, cancelled_by)] = sql('SELECT status::text, "cancelledBy" FROM "WorkerJob" '
+                                   "WHERE id = :id", id=job)
+    assert (status, cancelled_by) == ("PENDING", None)
