@@ -687,8 +687,9 @@ CLEANUP_BATCH = text(
 # A retried job starts over: fresh attempts, interruptions and snoozes, and no
 # cancel request. A cancel that came while its last attempt was failing stays on
 # the dead letter ("cancelRequestedAt"); kept, it would make the next claim end
-# the retried job unrun, FAILED (queue_core/cancel.py), so the operator's retry
-# became a silent cancel. The retry is the later decision: it wins.
+# the retried job unrun, FAILED (queue_core/features/cancel.py), so the
+# operator's retry became a silent cancel. The retry is the later decision: it
+# wins.
 # By id, a cancelled job (FAILED) is retried too: naming the job is the
 # operator's decision to run it after all. The bulk forms move dead letters
 # only: retrying every dead letter of a type must not undo a cancel.
@@ -828,6 +829,10 @@ MAKE_DUE = text(
 )
 
 # -- concurrency keys (queue_core/features/limits.py) ------------------------------------------
+
+# Repair slot counts that something bypassed the triggers to change (migration
+# 0013_slot_counts): how many keys' counts were wrong.
+RECOUNT_SLOTS = text("SELECT skiplock_recount_slots() AS fixed")
 
 # Keys nobody holds or waits for any more, forgotten by cleanup. A key in use again
 # meanwhile is kept: the DELETE re-reads `active` on the row it locks, and an
