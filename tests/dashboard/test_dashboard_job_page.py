@@ -165,6 +165,8 @@ def test_the_outcome_says_what_became_of_the_job_in_each_state(client):
     from datetime import UTC, datetime, timedelta
 
     now = datetime.now(UTC)
+    for _ in range(2):  # the key's slots taken, so that a job of it waits held back
+        enqueue("DASH_OK", {}, concurrency_key="acct:<7>", concurrency=2)
     cases = {
         shaped("COMPLETED", attempts=2, startedAt=now - timedelta(seconds=2), completedAt=now):
             rf"^completed at {T} \(.+ ago\) · attempt 2 of 3 · ran 2s$",
