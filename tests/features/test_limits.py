@@ -417,3 +417,14 @@ def test_delays_retries_and_enqueues_racing_claims_keep_the_limit_and_the_counts
     assert count("status IN ('COMPLETED', 'DEAD_LETTER')") == 60
     assert 1 <= worst[0] <= 2
     assert slots("hot") == 0 and counted_right() == {}
+
+
+def test_jobs_deleted_with_their_user_by_a_cascading_foreign_key_free_their_slots(
+        user_foreign_key):
+    [(user,)] = sql("""INSERT INTO "User" (timezone) VALUES ('UTC') RETURNING id""")
+    mine = [enqueue("LIMITED", {}, concurrency_key="shared", concurrency=2, user_id=user)
+            for _ in range(2)]
+    [other] = keyed(1, key="shared", limit=2)
+    assert row(other).heldBack is True and sorted(holders("shared")) == sorted(mine)
+    sql('DELETE FROM "User" WHERE id = :u', u=user)  # the cascade deletes inside a trigger
+    assert holders("shared") == [other] and counted_right() == {}
