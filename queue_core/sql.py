@@ -684,17 +684,28 @@ CLEANUP_BATCH = text(
     """
 )
 
-_RETRY_DEAD = """
+# A retried job starts over: fresh attempts, interruptions and snoozes, and no
+# cancel request. A cancel that came while its last attempt was failing stays on
+# the dead letter ("cancelRequestedAt"); kept, it would make the next claim end
+# the retried job unrun, FAILED (queue_core/features/cancel.py), so the
+# operator's retry became a silent cancel. The retry is the later decision: it
+# wins.
+# By id, a cancelled job (FAILED) is retried too: naming the job is the
+# operator's decision to run it after all. The bulk forms move dead letters
+# only: retrying every dead letter of a type must not undo a cancel.
+_RETRY = """
     UPDATE "WorkerJob"
-    SET status = 'PENDING', attempts = 0, interruptions = NULL, "availableAt" = now(),
-        "completedAt" = NULL,
-        "lockedAt" = NULL, "lockedBy" = NULL, "startedAt" = NULL
-    WHERE status = 'DEAD_LETTER' {filter}
+    SET status = 'PENDING', attempts = 0, interruptions = NULL, snoozes = NULL,
+        "availableAt" = now(), "completedAt" = NULL,
+        "lockedAt" = NULL, "lockedBy" = NULL, "startedAt" = NULL,
+        "cancelRequestedAt" = NULL, "cancelledBy" = NULL
+    WHERE {filter}
     RETURNING id
 """
-RETRY_DEAD_IDS = text(_RETRY_DEAD.format(filter="AND id = ANY(CAST(:ids AS text[]))"))
-RETRY_DEAD_TYPE = text(_RETRY_DEAD.format(filter="AND type = :type"))
-RETRY_DEAD_ALL = text(_RETRY_DEAD.format(filter=""))
+RETRY_IDS = text(_RETRY.format(
+    filter="status IN ('DEAD_LETTER', 'FAILED') AND id = ANY(CAST(:ids AS text[]))"))
+RETRY_DEAD_TYPE = text(_RETRY.format(filter="status = 'DEAD_LETTER' AND type = :type"))
+RETRY_DEAD_ALL = text(_RETRY.format(filter="status = 'DEAD_LETTER'"))
 
 # -- cancel (queue_core/features/cancel.py) ------------------------------------------------
 
@@ -818,6 +829,10 @@ MAKE_DUE = text(
 )
 
 # -- concurrency keys (queue_core/features/limits.py) ------------------------------------------
+
+# Repair slot counts that something bypassed the triggers to change (migration
+# 0013_slot_counts): how many keys' counts were wrong.
+RECOUNT_SLOTS = text("SELECT skiplock_recount_slots() AS fixed")
 
 # Keys nobody holds or waits for any more, forgotten by cleanup. A key in use again
 # meanwhile is kept: the DELETE re-reads `active` on the row it locks, and an

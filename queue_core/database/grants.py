@@ -71,7 +71,9 @@ WORKER_GRANTS: tuple[tuple[str, str, str], ...] = (
     ("SELECT", "TABLE", "skiplock_version"),
     # The claim asks the first about each candidate while a type is paused (and
     # the server checks the grant whether or not it asks); the limits' triggers
-    # call the second.
+    # call the second. Not skiplock_recount_slots(): only `cleanup` and
+    # `recount-slots` call it, never a pool, so a pool whose role was granted
+    # before that function existed still starts.
     ("EXECUTE", "FUNCTION", "skiplock_type_paused(text)"),
     ("EXECUTE", "FUNCTION", "skiplock_fill_slots(text)"),
 )

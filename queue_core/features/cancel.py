@@ -16,7 +16,9 @@ the job and needs no LISTEN (it works behind PgBouncer in transaction mode):
 A running job whose attempt ends some other way before its master reads the
 request (it fails and waits for a retry, its host dies) keeps the request:
 the worker that claims it next ends it without running it ("cancelled ...
-before it started").
+before it started"). If that attempt was its last, the request stays on the
+dead letter; `retry_dead` drops it (the retry is the later decision), and
+retries a cancelled job too when given its id.
 
 FAILED is the Prisma schema's own status, which the original service never
 writes, so a cancelled job is told apart from a dead letter without a new enum

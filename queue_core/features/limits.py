@@ -11,10 +11,19 @@ outside the claim's partial index: the claim never sees them, so it costs
 what it costs without limits, and a user's 100,000-job backfill puts only
 `limit` rows in front of everyone else: the next user's job is claimed next.
 When a job of the key ends, the statement that ends it (through a trigger:
-migration 0005_features) frees its slot and lets the key's best held-back job
-in, in the same transaction; a slot therefore cannot leak, whichever path ends
-the job (completion, failure, recovery, cancel, cleanup). A job that fails
-and waits for its retry keeps its slot: the key's limit counts it.
+migration 0013_slot_counts) frees its slot and lets the key's best held-back
+job in, in the same transaction. The trigger compares each changed row's old
+and new state (its key, whether it holds a slot), so a slot cannot leak
+whichever path moves the job (completion, failure, recovery, cancel, cleanup,
+a script that changes the key or "heldBack", a TRUNCATE); what bypasses the
+triggers altogether, `recount_slots()` repairs (cleanup runs it).
+
+A job that is not due (delayed, or waiting for its retry or after a snooze)
+keeps or takes a slot only while no job of its key that is due before it
+waits for one: a ready job of the key takes the slot of a pending holder
+that is not due yet, at once. Done in the trigger, not the claim: the claim
+still only reads its index, and a delayed job that holds a free slot is in
+that index when it comes due, with no timer to let it in.
 
 Where the key and the limit come from, first match wins:
 1. `enqueue(..., concurrency_key=K, concurrency=N)`;
@@ -105,6 +114,15 @@ def _default_key(job_type: str, payload: Mapping[str, Any], key_from: KeyFrom) -
     # A payload without the field is not limited: better than one shared key
     # that would serialise every such job of the type.
     return None if value is None else f"{job_type}:{value}"
+
+
+def recount_slots() -> int:
+    """Recount the slots of every key whose count is off and let its jobs in; returns how
+    many counts were wrong (cleanup calls it). The triggers keep counts right on their
+    own; this repairs what bypassed them (triggers disabled, a hand-edited
+    "WorkerConcurrencyKey")."""
+    with connect(autocommit=True) as c:
+        return int(c.execute(sql.RECOUNT_SLOTS).scalar_one())
 
 
 def prune_idle_keys(idle_s: float = 3600.0) -> int:

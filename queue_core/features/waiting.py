@@ -9,23 +9,42 @@ silently useless) costs at most that long. With `listen=False` (or
 SKIPLOCK_LISTEN=0) it only polls, from `poll_min` growing to `poll_max`.
 LISTEN is opened before the job is read, so an end between the read and the
 wait is never missed.
+
+The timeout holds whatever the database does: each statement runs with a
+`statement_timeout` of the time left (in the same query string, so it
+costs no round trip and leaves the pooled connection as it was), so a
+transaction that holds the job's row lock (an operator's `SELECT ... FOR
+UPDATE`) or a table lock delays the answer by no more than the timeout.
+Only the driver's and the socket's own errors are taken for a lost
+LISTEN connection: an exception that the caller's signal handler raises
+while `wait` sleeps comes out of `wait`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import select
 import time
 from typing import Any
 
+import psycopg2
+from sqlalchemy import TextClause, text
+from sqlalchemy import exc as sa_exc
+
 from skiplock.queue_core import sql
 from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.database.db import connect, get_engine
-from skiplock.queue_core.errors import JobNotFound, WaitTimeout
+from skiplock.queue_core.database.faults import sqlstate
+from skiplock.queue_core.errors import JobNotFound, SkiplockError, WaitTimeout
 from skiplock.queue_core.jobs import Job
-from skiplock.queue_core.maintenance import get_job
 
 FINISHED = frozenset({"COMPLETED", "FAILED", "DEAD_LETTER"})
+QUERY_CANCELED = "57014"  # statement_timeout
+# The last read after a lock outlasted the timeout, to say what the job is: a row lock
+# does not hold up a read, a table lock might.
+LAST_READ_S = 0.25
 
 
 def wait(job_id: str, timeout: float | None = None, *, listen: bool | None = None,
@@ -34,25 +53,27 @@ def wait(job_id: str, timeout: float | None = None, *, listen: bool | None = Non
 
     A job waiting for its retry is not finished. Raises JobNotFound (no such
     job, or it was deleted meanwhile) and WaitTimeout (after `timeout` seconds;
-    None waits as long as it takes)."""
+    None, or infinity, waits as long as it takes). A timeout that is not a
+    number of seconds >= 0 (NaN, a negative number) raises ValueError, as do
+    poll intervals that are not 0 < poll_min <= poll_max, finite."""
+    _check(timeout, poll_min, poll_max)
     listen = cached_settings().listen if listen is None else listen
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = None if timeout is None or math.isinf(timeout) else time.monotonic() + timeout
     listener = _listen() if listen else None
+    status = "unfinished"
     try:
-        with connect(autocommit=True) as c:
-            c.execute(sql.MARK_WAITED, {"id": job_id})
+        _execute(sql.MARK_WAITED, {"id": job_id}, deadline)
         interval = poll_min
         while True:
-            job = get_job(job_id)
-            if job is None:
-                raise JobNotFound(f"no job with id {job_id!r}")
+            job = _read(job_id, deadline)
+            status = job.status
             if job.status in FINISHED:
                 return job
             pause = poll_max if listener is not None else interval
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise WaitTimeout(f"job {job_id} is still {job.status} after {timeout:g}s")
+                    raise _OutOfTime
                 pause = min(pause, left)
             if listener is not None:
                 if not _await_notification(listener, job_id, pause):
@@ -60,33 +81,96 @@ def wait(job_id: str, timeout: float | None = None, *, listen: bool | None = Non
             else:
                 time.sleep(pause)
                 interval = min(interval * 2, poll_max)
+    except _OutOfTime:
+        if status == "unfinished":  # the mark waited for a lock all that time
+            with contextlib.suppress(_OutOfTime):
+                status = _read(job_id, time.monotonic() + LAST_READ_S).status
+        raise WaitTimeout(f"job {job_id} is still {status} after {timeout:g}s") from None
     finally:
         if listener is not None:
-            with contextlib.suppress(Exception):  # closing a broken connection may fail
+            with contextlib.suppress(psycopg2.Error, OSError):  # a broken connection
                 listener.close()
+
+
+def _check(timeout: Any, poll_min: Any, poll_max: Any) -> None:
+    # NaN compares false with everything: a NaN timeout never ran out.
+    def seconds(value: Any) -> float | None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return None
+        number = float(value)
+        return None if math.isnan(number) or number < 0 else number
+
+    if timeout is not None and seconds(timeout) is None:
+        raise ValueError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
+    low, high = seconds(poll_min), seconds(poll_max)
+    if low is None or high is None or not 0 < low <= high < math.inf:
+        raise ValueError("poll_min and poll_max must be seconds, 0 < poll_min <= poll_max, "
+                         f"finite, not {poll_min!r} and {poll_max!r}")
+
+
+class _OutOfTime(Exception):
+    """The deadline passed, maybe while a statement waited for a lock."""
+
+
+# A statement bounded by the time left: `statement_timeout` set for this query string
+# alone (one simple query is one transaction, and set_config's `true` ends with it).
+_BOUNDED: dict[TextClause, TextClause] = {}
+
+
+def _execute(statement: TextClause, params: dict[str, Any], deadline: float | None) -> Any:
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _OutOfTime
+        bounded = _BOUNDED.get(statement)
+        if bounded is None:
+            bounded = _BOUNDED[statement] = text(
+                "SELECT set_config('statement_timeout', :skiplock_timeout_ms, true); "
+                + statement.text)
+        # 0 would mean no limit at all: at least a millisecond.
+        statement, params = bounded, {**params,
+                                      "skiplock_timeout_ms": str(max(1, math.ceil(left * 1000)))}
+    with connect(autocommit=True) as c:
+        try:
+            result = c.execute(statement, params)
+            return result.first() if result.returns_rows else None
+        except sa_exc.OperationalError as exc:
+            if deadline is not None and sqlstate(exc.orig) == QUERY_CANCELED:
+                raise _OutOfTime from exc
+            raise
+
+
+def _read(job_id: str, deadline: float | None) -> Job:
+    row = _execute(sql.GET_JOB, {"id": job_id}, deadline)
+    if row is None:
+        raise JobNotFound(f"no job with id {job_id!r}")
+    return Job.from_row(row)
 
 
 def _listen() -> Any:
     """A psycopg2 connection of our own, LISTENing; None if that fails (we poll)."""
     try:
         pooled = get_engine().raw_connection()
-    except Exception:  # any driver error: polling still works
-        return None
+    except (SkiplockError, sa_exc.SQLAlchemyError, psycopg2.Error, OSError):
+        return None  # polling still works
     conn: Any = pooled.dbapi_connection
     pooled.detach()  # ours alone: the engine's pool must not reset or reuse it
     try:
         conn.autocommit = True
         with conn.cursor() as cursor:
             cursor.execute(f"LISTEN {sql.DONE_CHANNEL}")
-    except Exception:
-        with contextlib.suppress(Exception):
+    except (psycopg2.Error, OSError):
+        with contextlib.suppress(psycopg2.Error, OSError):
             conn.close()
         return None
     return conn
 
 
 def _await_notification(conn: Any, job_id: str, timeout: float) -> bool:
-    """Wait up to `timeout` for our job's notification; False if the connection broke."""
+    """Wait up to `timeout` for our job's notification; False if the connection broke.
+
+    Only the driver's and the socket's errors mean that: anything else (what a signal
+    handler of the caller raised during the select) is the caller's, and propagates."""
     end = time.monotonic() + timeout
     while True:
         left = end - time.monotonic()
@@ -95,7 +179,7 @@ def _await_notification(conn: Any, job_id: str, timeout: float) -> bool:
         try:
             select.select([conn], [], [], left)
             conn.poll()
-        except Exception:
+        except (psycopg2.Error, OSError, ValueError):  # ValueError: a closed socket's fd
             return False
         ours = any(n.payload == job_id for n in conn.notifies)
         conn.notifies.clear()

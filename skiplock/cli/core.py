@@ -215,7 +215,10 @@ def job(job_id: str, as_json: bool) -> None:
 @click.option("--type", "job_type", default=None,
               help="With --all-dead: only jobs of this type.")
 def retry(job_ids: tuple[str, ...], all_dead: bool, job_type: str | None) -> None:
-    """Move dead-lettered jobs back to PENDING with fresh attempts."""
+    """Move dead-lettered jobs back to PENDING with fresh attempts.
+
+    Given ids, cancelled jobs (FAILED) are retried too; --all-dead moves dead
+    letters only."""
     from skiplock.queue_core import retry_dead
 
     if bool(job_ids) == all_dead:
@@ -273,11 +276,26 @@ def recover(stuck_timeout: float | None) -> None:
 @click.option("--keep-dead", is_flag=True,
               help="Keep dead letters; delete COMPLETED and cancelled (FAILED) jobs only.")
 def cleanup(older_than: float, keep_dead: bool) -> None:
-    """Delete old COMPLETED, DEAD_LETTER and cancelled (FAILED) jobs, in small batches."""
+    """Delete old COMPLETED, DEAD_LETTER and cancelled (FAILED) jobs, in small batches.
+
+    Then repair the slot counts of concurrency keys (as `recount-slots`)."""
     from skiplock.queue_core import cleanup as do_cleanup
 
     statuses = ("COMPLETED", "FAILED") if keep_dead else ("COMPLETED", "DEAD_LETTER", "FAILED")
     click.echo(f"deleted {do_cleanup(older_than, statuses=statuses)} jobs")
+
+
+@main.command("recount-slots")
+def recount_slots() -> None:
+    """Repair the slot counts of concurrency keys, and let held-back jobs in.
+
+    The triggers keep them right; this repairs what bypassed the triggers
+    (they were disabled, "WorkerConcurrencyKey" was edited by hand). `cleanup`
+    runs it too."""
+    from skiplock.queue_core.features.limits import recount_slots as recount
+
+    fixed = recount()
+    click.echo(f"corrected the slot counts of {fixed} concurrency key{'' if fixed == 1 else 's'}")
 
 
 @main.group()

@@ -3,7 +3,8 @@
 Two kinds, each a small registry:
 
 - job actions (`JOB_ACTIONS`), buttons on a job's page: retry (a dead
-  letter), run now (a waiting PENDING job), cancel (a pending or running job;
+  letter, or a cancelled job, as `skiplock retry ID` does), run now (a
+  waiting PENDING job), cancel (a pending or running job;
   queue_core/features/cancel.py). An action names the jobs it applies to and performs
   itself on a connection; another one is one more `JobAction(...)` entry here
   and appears on the page by itself.
@@ -14,9 +15,9 @@ Two kinds, each a small registry:
 
 The action and its row in "DashboardAction" are one transaction: an action is
 never done unlogged, nor logged undone. Every state change goes through the
-fenced statements of the queue (`retry_dead` moves only DEAD_LETTER rows,
-`RUN_NOW` only PENDING ones), so a job that changed meanwhile is left alone and
-the count says so.
+fenced statements of the queue (`retry_dead` moves only DEAD_LETTER rows, and
+FAILED ones named by id; `RUN_NOW` only PENDING ones), so a job that changed
+meanwhile is left alone and the count says so.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def _cancel(c: Connection, job: Job, actor: Actor) -> int:
 
 JOB_ACTIONS: dict[str, JobAction] = {a.name: a for a in (
     JobAction("retry", "Retry", "moved back to PENDING with fresh attempts",
-              lambda job, ready: job.status == "DEAD_LETTER", _retry),
+              lambda job, ready: job.status in ("DEAD_LETTER", "FAILED"), _retry),
     JobAction("run-now", "Run now", "made ready to run now",
               lambda job, ready: job.status == "PENDING" and not ready, _run_now),
     JobAction("cancel", "Cancel", "cancelled (a running job is stopped within a heartbeat)",

@@ -165,6 +165,8 @@ def test_the_outcome_says_what_became_of_the_job_in_each_state(client):
     from datetime import UTC, datetime, timedelta
 
     now = datetime.now(UTC)
+    for _ in range(2):  # the key's slots taken, so that a job of it waits held back
+        enqueue("DASH_OK", {}, concurrency_key="acct:<7>", concurrency=2)
     cases = {
         shaped("COMPLETED", attempts=2, startedAt=now - timedelta(seconds=2), completedAt=now):
             rf"^completed at {T} \(.+ ago\) · attempt 2 of 3 · ran 2s$",
@@ -221,3 +223,19 @@ def test_the_remaining_fields_are_labelled_and_a_later_migrations_column_shows_b
         assert expected in text, (expected, text)
     # A column of a feature the job does not use says nothing.
     assert "snoozes" not in text and "progress" not in text and "held back" not in text
+
+
+def test_a_cancelled_job_can_be_retried_from_its_page():
+    actions = create_app(DashboardSettings(allow_actions=True)).test_client()
+    job = enqueue("DASH_OK", {})
+    cancel(job, by="ops:alice")
+    body = actions.get(f"/jobs/{job}").get_data(as_text=True)
+    assert 'data-action="retry"' in body
+    token = re.search(r'name="csrf_token" value="([^"]+)"', body)
+    assert token, body
+    done = actions.post(f"/jobs/{job}/actions/retry", data={"csrf_token": token.group(1)},
+                        headers={"Origin": "http://localhost"})  # the test client's own
+    assert done.status_code == 303
+    [(status, cancelled_by)] = sql('SELECT status::text, "cancelledBy" FROM "WorkerJob" '
+                                   "WHERE id = :id", id=job)
+    assert (status, cancelled_by) == ("PENDING", None)

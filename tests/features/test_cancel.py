@@ -142,3 +142,59 @@ def test_cleanup_deletes_old_cancelled_jobs_through_the_finished_index():
     assert "WorkerJob_finished_idx" in plan, plan
     assert cleanup("7d") == 1
     assert count("id = :id", id=old) == 0 and count("id = :id", id=recent) == 1
+
+
+def test_a_retried_dead_letter_carries_no_stale_cancel_request():
+    # A cancel that arrived while the last attempt was failing stays on the dead letter;
+    # the operator's retry must run the job, not end it at its next claim.
+    from skiplock import fail
+    from skiplock.queue_core import retry_dead
+
+    job_id = enqueue("CANCEL_ME", {}, max_attempts=1)
+    [job] = claim("w1")
+    assert cancel(job_id, by="bob").outcome is CancelOutcome.CANCELLING
+    assert fail(job, "boom", retry=True) == "DEAD_LETTER"
+    assert row(job_id).cancelRequestedAt is not None
+    assert retry_dead([job_id]) == [job_id]
+    r = row(job_id)
+    assert (r.st, r.cancelRequestedAt, r.cancelledBy) == ("PENDING", None, None)
+    [again] = claim("w2")
+    assert again.cancel_requested_at is None
+    assert complete(again, {"ran": True})
+    assert row(job_id).st == "COMPLETED"
+
+
+def test_a_cancelled_job_can_be_retried_by_id_but_not_in_bulk():
+    from skiplock.queue_core import retry_dead
+
+    first = enqueue("CANCEL_ME", {})
+    second = enqueue("CANCEL_ME", {})
+    for job_id in (first, second):
+        cancel(job_id, by="alice")
+    assert retry_dead(all_dead=True) == []  # a bulk retry of dead letters undoes no cancel
+    assert retry_dead(job_type="CANCEL_ME") == []
+    assert row(first).st == "FAILED"
+    assert retry_dead([first]) == [first]
+    r = row(first)
+    assert (r.st, r.attempts, r.completedAt, r.cancelRequestedAt, r.cancelledBy) == (
+        "PENDING", 0, None, None, None)
+    [job] = claim("w")
+    assert job.id == first and complete(job, None)
+    result = _cli("retry", second)
+    assert result.exit_code == 0 and "retried 1 jobs" in result.output
+    assert row(second).st == "PENDING"
+
+
+def test_a_job_cancelled_at_its_claim_after_a_retry_can_be_retried_again():
+    # The path the cancel took before: the request survived the retry, the next claim
+    # ended the job FAILED before it started; retrying that must still work.
+    from skiplock.queue_core import retry_dead
+
+    job_id = enqueue("CANCEL_ME", {}, max_attempts=1)
+    [job] = claim("w1")
+    cancel(job_id, by="bob")
+    assert end_cancelled(job, started=False)
+    assert row(job_id).st == "FAILED"
+    assert retry_dead([job_id]) == [job_id]
+    [again] = claim("w2")
+    assert again.cancel_requested_at is None and complete(again, None)

@@ -3,10 +3,13 @@ ends a job, on a real database."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import Connection, text
 
 from skiplock import cancel, cancel_matching, claim, complete, enqueue, enqueue_many, fail
 from skiplock.handlers import JobResult, register_handler, unregister_handler
@@ -14,6 +17,16 @@ from skiplock.queue_core import release, retry_dead
 from skiplock.queue_core.errors import InvalidJob
 from skiplock.queue_core.recovery import recover_stuck
 from tests.queue_core.helpers import age_lock, count, row, sql
+
+
+@contextlib.contextmanager
+def db_session_replica() -> Iterator[Connection]:
+    """A transaction with the table's triggers off, as a bulk load or a replica applies rows."""
+    from skiplock.queue_core.database import db
+
+    with db.get_engine().begin() as conn:
+        conn.execute(text("SET LOCAL session_replication_role = replica"))
+        yield conn
 
 
 def slots(key: str) -> int:
@@ -39,8 +52,9 @@ def test_only_limit_jobs_of_a_key_are_let_in_and_each_end_lets_the_next_one_in()
     assert complete(jobs[0], None)
     [third] = claim("w", limit=10)
     assert third.id == ids[2] and held_back("user:1") == 2
-    assert fail(third, "boom", retry=True) == "PENDING"  # waiting for its retry: keeps its slot
+    assert fail(third, "boom", retry=True) == "PENDING"  # waiting for its retry...
     assert (slots("user:1"), held_back("user:1")) == (2, 2)
+    assert (row(third.id).heldBack, row(ids[3]).heldBack) == (True, None)  # ...a ready one runs
     assert fail(jobs[1], "fatal", retry=False) == "DEAD_LETTER"
     assert (slots("user:1"), held_back("user:1")) == (2, 1)
     assert list(retry_dead([jobs[1].id])) == [jobs[1].id]
@@ -204,3 +218,213 @@ def test_cleanup_forgets_keys_nobody_holds_or_waits_for():
     assert prune_idle_keys(3600) == 1
     assert slots("busy") == 1 and sql('SELECT key FROM "WorkerConcurrencyKey"') == [("busy",)]
     assert cleanup("7d") == 0  # and cleanup runs it
+
+
+# -- slots stay right whatever path changes a job, and a recount repairs them --------------
+
+def holders(key: str) -> list[str]:
+    return [r.id for r in sql("""SELECT id FROM "WorkerJob" WHERE "concurrencyKey" = :k
+                                 AND status IN ('PENDING', 'PROCESSING') AND "heldBack" IS NULL
+                                 ORDER BY id""", k=key)]
+
+
+def counted_right() -> dict[str, tuple[int, int]]:
+    """Each key's (recorded, actual) slot counts where they differ: {} when all are right."""
+    rows = sql("""SELECT k.key, k.active, (SELECT count(*) FROM "WorkerJob" j
+                                           WHERE j."concurrencyKey" = k.key
+                                             AND j.status IN ('PENDING', 'PROCESSING')
+                                             AND j."heldBack" IS NULL) AS n
+                  FROM "WorkerConcurrencyKey" k""")
+    return {r.key: (r.active, r.n) for r in rows if r.active != r.n}
+
+
+def test_a_truncate_of_the_job_table_leaves_no_slot_taken():
+    keyed(3, limit=1)
+    sql('TRUNCATE "WorkerJob"')
+    assert slots("user:1") == 0
+    [fresh] = keyed(1, limit=1)
+    assert row(fresh).heldBack is None  # let in: no slot held by a job that is gone
+
+
+def test_changing_a_jobs_key_moves_its_slot_to_the_new_key():
+    a, b = keyed(2, key="k1", limit=1)
+    [c] = keyed(1, key="k2", limit=1)
+    sql("""UPDATE "WorkerJob" SET "concurrencyKey" = 'k2' WHERE id = :id""", id=a)
+    assert holders("k1") == [b]  # k1's slot went with a: its waiting job is let in
+    # k2 is over its limit: of its pending jobs, the one due last (c) waits again
+    assert holders("k2") == [a] and row(c).heldBack is True
+    assert counted_right() == {}
+    sql("""UPDATE "WorkerJob" SET "concurrencyKey" = NULL WHERE id = :id""", id=a)
+    assert holders("k2") == [c] and counted_right() == {}
+
+
+def test_holding_back_or_letting_in_by_hand_keeps_counts_and_limits():
+    a, b, c = keyed(3, limit=2)
+    sql("""UPDATE "WorkerJob" SET "heldBack" = NULL WHERE id = :id""", id=c)  # over the limit
+    assert len(holders("user:1")) == 2 and counted_right() == {}
+    [held] = [i for i in (a, b, c) if i not in holders("user:1")]
+    sql("""UPDATE "WorkerJob" SET "heldBack" = true WHERE id <> :id""", id=held)
+    assert len(holders("user:1")) == 2 and counted_right() == {}  # the slots are filled again
+
+
+def test_a_recount_repairs_counts_that_bypassed_the_triggers():
+    from skiplock.queue_core.features.limits import recount_slots
+
+    keyed(3, key="a", limit=2)
+    keyed(2, key="b", limit=1)
+    assert recount_slots() == 0  # nothing to repair
+    sql("""UPDATE "WorkerConcurrencyKey" SET active = 7 WHERE key = 'a'""")
+    sql("""DELETE FROM "WorkerConcurrencyKey" WHERE key = 'b'""")
+    with db_session_replica() as conn:  # a bulk load with triggers off
+        conn.execute(text("""UPDATE "WorkerJob" SET "heldBack" = NULL
+                             WHERE "concurrencyKey" = 'b'"""))
+    assert recount_slots() == 2
+    assert counted_right() == {} and slots("a") == 2 and slots("b") == 1
+    assert len(holders("b")) == 1  # over its limit after the bypass: back to it
+    [done] = claim("w", limit=10, types=["LIMITED"])[:1]
+    assert complete(done, None) and counted_right() == {}
+
+
+def test_cleanup_and_the_command_line_recount_slots():
+    from click.testing import CliRunner
+
+    from skiplock.cli import main
+    from skiplock.queue_core import cleanup, config
+
+    ids = keyed(2, key="c", limit=1)
+    sql("""UPDATE "WorkerConcurrencyKey" SET active = 1 + 1""")  # a leak: nobody gets in
+    sql("""DELETE FROM "WorkerJob" WHERE id = :id""", id=ids[0])
+    assert row(ids[1]).heldBack is True
+    cleanup("7d")
+    assert row(ids[1]).heldBack is None and counted_right() == {}
+    sql("""UPDATE "WorkerConcurrencyKey" SET active = 0""")
+    config.clear_cache()
+    result = CliRunner().invoke(main, ["recount-slots"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "1 concurrency key" in result.output and counted_right() == {}
+
+
+# -- a job that is not due does not keep a ready job of its key waiting ----------------------
+
+def test_a_delayed_job_does_not_hold_its_keys_slot_from_a_ready_one():
+    [later] = keyed(1, limit=1, delay=3600)
+    [ready] = keyed(1, limit=1)
+    [job] = claim("w", limit=10)
+    assert job.id == ready and row(later).heldBack is True
+    assert complete(job, None)
+    assert row(later).heldBack is None and slots("user:1") == 1  # its turn, when it is due
+    assert claim("w", limit=10) == []
+
+
+def test_of_two_delayed_jobs_the_one_due_first_holds_the_slot():
+    [in_an_hour] = keyed(1, limit=1, delay=3600)
+    [in_a_minute] = keyed(1, limit=1, delay=60)
+    assert holders("user:1") == [in_a_minute] and row(in_an_hour).heldBack is True
+    sql("""UPDATE "WorkerJob" SET "availableAt" = now() WHERE id = :id""", id=in_an_hour)
+    assert holders("user:1") == [in_an_hour]  # made due (run now): it goes first
+    assert counted_right() == {}
+
+
+def test_a_job_waiting_for_its_retry_lets_a_ready_job_of_its_key_run():
+    first, second = keyed(2, limit=1)
+    [job] = claim("w")
+    assert job.id == first
+    assert fail(job, "boom", retry=True) == "PENDING"  # backing off for 10 s
+    assert holders("user:1") == [second] and row(first).heldBack is True
+    [job] = claim("w")
+    assert job.id == second and complete(job, None)
+    assert holders("user:1") == [first] and counted_right() == {}
+
+
+def test_the_downgrade_puts_back_the_triggers_of_0005_and_the_upgrade_rebalances():
+    from alembic import command
+
+    from skiplock.queue_core.database import direct, migrate
+    from skiplock.queue_core.database.urls import database_url
+    from tests.queue_core.helpers import schema_of
+
+    url = database_url()
+    before = schema_of(url)
+    config = migrate.alembic_config(url)
+    command.downgrade(config, "0012_routing")
+    direct.close()
+    try:
+        [first, second] = keyed(2, limit=1)
+        [job] = claim("w")
+        assert complete(job, None)  # 0005's triggers, as they were
+        assert holders("user:1") == [second] and counted_right() == {}
+        [later] = keyed(1, key="k", limit=1, delay=3600)
+        [ready] = keyed(1, key="k", limit=1)
+        assert holders("k") == [later]  # as it was: the delayed job took the slot
+    finally:
+        command.upgrade(config, "skiplock@head")
+        direct.close()
+    assert holders("k") == [ready] and counted_right() == {}  # the upgrade recounts
+    assert schema_of(url) == before  # functions included
+
+
+def test_delays_retries_and_enqueues_racing_claims_keep_the_limit_and_the_counts():
+    import random
+
+    from skiplock.queue_core.database import db
+
+    register_handler("STRESSED", lambda p, j: JobResult(True), backoff=[0.05])
+    rng = random.Random(7)
+    worst = [0]
+    errors: list[BaseException] = []
+
+    def enqueuer() -> None:
+        try:
+            for i in range(60):
+                enqueue("STRESSED", {"i": i}, concurrency_key="hot", concurrency=2,
+                        delay=rng.choice([0, 0, 0.05, 0.2]), max_attempts=3)
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    def work(name: str) -> None:
+        chance = random.Random(name)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                jobs = claim(name, limit=2)
+                if not jobs:
+                    if not feeding.is_alive() and count("status IN ('PENDING', 'PROCESSING')") == 0:
+                        return
+                    time.sleep(0.005)
+                    continue
+                running = count("\"concurrencyKey\" = 'hot' AND status = 'PROCESSING'")
+                worst[0] = max(worst[0], running)
+                for job in jobs:
+                    if chance.random() < 0.3:
+                        fail(job, "flaky", retry=True)
+                    else:
+                        complete(job, None)
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    try:
+        db.get_engine()
+        feeding = threading.Thread(target=enqueuer)
+        feeding.start()
+        threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(5)]
+        for t in threads:
+            t.start()
+        for t in [feeding, *threads]:
+            t.join(90)
+    finally:
+        unregister_handler("STRESSED")
+    assert not errors, errors
+    assert count("status IN ('COMPLETED', 'DEAD_LETTER')") == 60
+    assert 1 <= worst[0] <= 2
+    assert slots("hot") == 0 and counted_right() == {}
+
+
+def test_jobs_deleted_with_their_user_by_a_cascading_foreign_key_free_their_slots(
+        user_foreign_key):
+    [(user,)] = sql("""INSERT INTO "User" (timezone) VALUES ('UTC') RETURNING id""")
+    mine = [enqueue("LIMITED", {}, concurrency_key="shared", concurrency=2, user_id=user)
+            for _ in range(2)]
+    [other] = keyed(1, key="shared", limit=2)
+    assert row(other).heldBack is True and sorted(holders("shared")) == sorted(mine)
+    sql('DELETE FROM "User" WHERE id = :u', u=user)  # the cascade deletes inside a trigger
+    assert holders("shared") == [other] and counted_right() == {}

@@ -39,6 +39,18 @@ def test_a_snooze_gives_the_attempt_back_and_counts_until_its_bound():
     assert snooze(job, 60, max_snoozes=2) == "lost"  # fenced
 
 
+def test_a_retried_snooze_dead_letter_may_snooze_again():
+    from skiplock.queue_core import retry_dead
+
+    job_id = enqueue("NAPPER", {})
+    [job] = claim("w")
+    assert snooze(job, 60, max_snoozes=0) == "dead_lettered"
+    assert retry_dead([job_id]) == [job_id]
+    assert row(job_id).snoozes is None  # its bound counts from the retry
+    [job] = claim("w")
+    assert snooze(job, 60, max_snoozes=1) == "snoozed"
+
+
 def test_snooze_delays_are_bounded():
     with pytest.raises(InvalidJob):
         JobResult.snooze(-1)

@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
+from sqlalchemy import text
 
 from skiplock import cancel, claim, complete, enqueue, fail, wait
 from skiplock.queue_core.errors import JobNotFound, WaitTimeout
@@ -79,3 +82,82 @@ def test_enqueue_wait_prints_the_result_or_the_error_and_exits_by_outcome(
     bad = cli("TEST_REFUSE", '{"why": "no such thing"}')
     assert bad.returncode == 1 and bad.stdout == ""
     assert "ended DEAD_LETTER: no such thing" in bad.stderr
+
+
+# -- the timeout holds whatever happens around the wait ------------------------------------
+
+@pytest.fixture
+def row_locked() -> Iterator[Callable[[str], None]]:
+    """Lock a job's row in a transaction of another session, as an operator's open
+    `SELECT ... FOR UPDATE` would; released at the end of the test, or after 15 s so that
+    a wait that does not keep its timeout fails instead of hanging."""
+    from skiplock.queue_core.database import db
+
+    conn = db.get_engine().connect()
+    trans = conn.begin()
+    release = threading.Timer(15, lambda: conn.invalidate())
+
+    def lock(job_id: str) -> None:
+        conn.execute(text('SELECT 1 FROM "WorkerJob" WHERE id = :id FOR UPDATE'), {"id": job_id})
+        release.start()
+
+    try:
+        yield lock
+    finally:
+        release.cancel()
+        with contextlib.suppress(Exception):
+            trans.rollback()
+        conn.close()
+
+
+@pytest.mark.parametrize("listen", [True, False])
+def test_a_row_lock_on_the_job_does_not_outlast_the_timeout(row_locked, listen: bool):
+    job_id = enqueue("WAITED", {})
+    row_locked(job_id)
+    began = time.monotonic()
+    with pytest.raises(WaitTimeout, match=f"job {job_id} is still PENDING after 1s"):
+        wait(job_id, timeout=1, listen=listen)
+    assert time.monotonic() - began < 3
+
+
+class Alarm(Exception):
+    """What the caller's own SIGALRM handler raises."""
+
+
+@pytest.fixture
+def alarm() -> Iterator[Callable[[float], None]]:
+    def ring(signum: int, frame: object) -> None:
+        raise Alarm("time is up")
+
+    previous = signal.signal(signal.SIGALRM, ring)
+    try:
+        yield lambda seconds: signal.setitimer(signal.ITIMER_REAL, seconds)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("listen", [True, False])
+def test_an_exception_from_the_callers_signal_handler_comes_out_of_wait(alarm, listen: bool):
+    job_id = enqueue("WAITED", {})
+    alarm(0.5)
+    began = time.monotonic()
+    with pytest.raises(Alarm):
+        wait(job_id, timeout=10, listen=listen)
+    assert time.monotonic() - began < 3
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), -1, -0.5, float("-inf")])
+def test_a_timeout_that_is_not_a_duration_is_refused(timeout: float):
+    job_id = enqueue("WAITED", {})
+    with pytest.raises(ValueError, match="timeout must be None or a number of seconds >= 0"):
+        wait(job_id, timeout=timeout)
+    for poll in ({"poll_min": float("nan")}, {"poll_max": 0}, {"poll_min": 3, "poll_max": 1}):
+        with pytest.raises(ValueError, match="poll_"):
+            wait(job_id, timeout=1, **poll)
+
+
+def test_an_infinite_timeout_waits_as_long_as_it_takes():
+    job_id = enqueue("WAITED", {})
+    _finish_later(job_id, lambda job: complete(job, None), after=0.1)
+    assert wait(job_id, timeout=float("inf")).status == "COMPLETED"

@@ -123,7 +123,7 @@ def test_the_readme_role_runs_the_chains_and_its_commands_on_a_hardened_database
     job = hardened.cli("enqueue", "X", "{}", "--any-type")
     assert job.returncode == 0, job.stderr
     for args in (["stats"], ["jobs"], ["job", job.stdout.strip()], ["ps"], ["recover"],
-                 ["cleanup"], ["retry", "--all-dead"], ["db", "url"]):
+                 ["cleanup"], ["recount-slots"], ["retry", "--all-dead"], ["db", "url"]):
         result = hardened.cli(*args)
         assert result.returncode == 0 and "Traceback" not in result.stderr, (args, result.stderr)
     # What the role is not meant to do fails in one line that names the grant.
@@ -169,3 +169,15 @@ def test_a_role_short_of_one_grant_stops_the_worker_with_exit_3_naming_it(
     assert "GRANT EXECUTE ON FUNCTION skiplock_type_paused(text)" in log, log
     assert 'GRANT UPDATE ON TABLE "WorkerJob"' in log, log
     assert "Traceback" not in log, log
+
+
+def test_cleanup_by_a_role_granted_before_the_recount_deletes_and_names_the_grant(
+        hardened: Hardened) -> None:
+    hardened.admin(f'REVOKE EXECUTE ON FUNCTION skiplock_recount_slots() FROM "{hardened.role}"')
+    result = hardened.cli("cleanup")
+    assert result.returncode == 0 and "deleted 0 jobs" in result.stdout, result.stderr
+    grant = 'GRANT EXECUTE ON FUNCTION "skiplock_recount_slots"'
+    assert "Traceback" not in result.stderr and grant in result.stderr, result.stderr
+    refused = hardened.cli("recount-slots")
+    assert refused.returncode == 1 and grant in refused.stderr, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
