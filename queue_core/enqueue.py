@@ -22,7 +22,7 @@ import psycopg2
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
-from skiplock.queue_core import payloads, sql
+from skiplock.queue_core import payloads, sql, tracing
 from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.database import direct
 from skiplock.queue_core.database.arrays import number_array, text_array
@@ -278,7 +278,7 @@ def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
                    delay=delay, max_attempts=max_attempts, idempotency_key=idempotency_key,
                    user_id=user_id, concurrency_key=concurrency_key, concurrency=concurrency,
                    unique_for=unique_for, max_payload_bytes=cached_settings().max_payload_bytes)
-    return _write([row], conn).ids[0]
+    return _write([row], conn, tracing.current_context()).ids[0]
 
 
 def enqueue_many(jobs: Iterable[Mapping[str, Any]],
@@ -302,16 +302,18 @@ def enqueue_batch(jobs: Iterable[Mapping[str, Any]],
     rows = [_prepare_job(job, index, limit, ids[index]) for index, job in enumerate(jobs)]
     if not rows:
         return Enqueued([], 0)
-    return _write(rows, conn)
+    return _write(rows, conn, tracing.current_context())
 
 
-def _write(rows: Sequence[_Row], conn: Joinable | None) -> Enqueued:
+def _write(rows: Sequence[_Row], conn: Joinable | None, trace: str | None) -> Enqueued:
+    """Insert `rows`; `trace` is the context they were enqueued in (queue_core/tracing.py),
+    the same for all of them."""
     if conn is None:
         try:
             kept = direct.acquire()
             if kept is not None:
                 try:
-                    return _insert(kept, rows)
+                    return _insert(kept, rows, trace)
                 finally:
                     direct.release(kept)
         except (sa_exc.DBAPIError, psycopg2.Error):
@@ -322,8 +324,8 @@ def _write(rows: Sequence[_Row], conn: Joinable | None) -> Enqueued:
     # Another thread has the kept connection, or the caller's transaction.
     with connect(conn, autocommit=True) as c:
         if isinstance(c, Connection) and binds_on_server(c):
-            return _insert(ServerBound(c), rows)
-        return _insert(c, rows)
+            return _insert(ServerBound(c), rows, trace)
+        return _insert(c, rows, trace)
 
 
 _INSERT_UNKEYED = direct.Prepared(sql.INSERT_UNKEYED_JOB_POSITIONAL,
@@ -331,12 +333,12 @@ _INSERT_UNKEYED = direct.Prepared(sql.INSERT_UNKEYED_JOB_POSITIONAL,
 
 
 def _insert(conn: Connection | ServerBound | BorrowedConnection | direct.KeptConnection,
-            rows: Sequence[_Row]) -> Enqueued:
+            rows: Sequence[_Row], trace: str | None) -> Enqueued:
     if all(r.key is None and r.unique_key is None for r in rows):
         if len(rows) == 1:
-            return _insert_unkeyed(conn, rows[0])
+            return _insert_unkeyed(conn, rows[0], trace)
         try:
-            conn.execute(sql.INSERT_UNKEYED_JOBS, _unkeyed_columns(rows))
+            conn.execute(sql.INSERT_UNKEYED_JOBS, _unkeyed_columns(rows, trace))
         except sa_exc.IntegrityError as exc:
             raise _integrity_error(exc) from None
         except sa_exc.OperationalError as exc:
@@ -357,9 +359,10 @@ def _insert(conn: Connection | ServerBound | BorrowedConnection | direct.KeptCon
         batch = [rows[i] for i in todo]
         try:
             if len(batch) == 1:
-                inserted = {r.id for r in conn.execute(sql.INSERT_JOB, batch[0]._asdict())}
+                inserted = {r.id for r in conn.execute(
+                    sql.INSERT_JOB, {**batch[0]._asdict(), "trace_context": trace})}
             else:
-                inserted = {r.id for r in conn.execute(sql.INSERT_JOBS, _columns(batch))}
+                inserted = {r.id for r in conn.execute(sql.INSERT_JOBS, _columns(batch, trace))}
         except sa_exc.IntegrityError as exc:
             raise _integrity_error(exc) from None
         except sa_exc.OperationalError as exc:
@@ -395,16 +398,16 @@ def _insert(conn: Connection | ServerBound | BorrowedConnection | direct.KeptCon
 
 
 def _insert_unkeyed(conn: Connection | ServerBound | BorrowedConnection | direct.KeptConnection,
-                    row: _Row) -> Enqueued:
+                    row: _Row, trace: str | None) -> Enqueued:
     """One job without a key: it is new, whatever else is in the table."""
+    values = (row.id, row.type, row.payload, row.priority, row.delay_s, row.max_attempts,
+              row.user_id, row.concurrency_key, row.concurrency, trace)
     try:
         if isinstance(conn, direct.KeptConnection):
-            conn.execute_prepared(_INSERT_UNKEYED, (
-                row.id, row.type, row.payload, row.priority, row.delay_s, row.max_attempts,
-                row.user_id, row.concurrency_key, row.concurrency))
+            conn.execute_prepared(_INSERT_UNKEYED, values)
         else:
-            conn.execute(sql.INSERT_UNKEYED_JOB, {
-                name: getattr(row, name) for name in sql.INSERT_UNKEYED_JOB_PARAMS})
+            conn.execute(sql.INSERT_UNKEYED_JOB,
+                         dict(zip(sql.INSERT_UNKEYED_JOB_PARAMS, values, strict=True)))
     except sa_exc.IntegrityError as exc:
         raise _integrity_error(exc) from None
     except sa_exc.OperationalError as exc:
@@ -415,18 +418,19 @@ def _insert_unkeyed(conn: Connection | ServerBound | BorrowedConnection | direct
     return Enqueued([row.id], 1)
 
 
-def _columns(rows: Sequence[_Row]) -> dict[str, str]:
+def _columns(rows: Sequence[_Row], trace: str | None) -> dict[str, str | None]:
     """INSERT_JOBS's columns: those of INSERT_UNKEYED_JOBS and the keys."""
-    return {**_unkeyed_columns(rows),
+    return {**_unkeyed_columns(rows, trace),
             "keys": text_array([r.key for r in rows]),
             "unique_keys": text_array([r.unique_key for r in rows]),
             "unique_secs": number_array([r.unique_s for r in rows])}
 
 
-def _unkeyed_columns(rows: Sequence[_Row]) -> dict[str, str]:
+def _unkeyed_columns(rows: Sequence[_Row], trace: str | None) -> dict[str, str | None]:
     """Each column as one array literal (queue_core/database/arrays.py), in few passes: ids
     are hex digits (no quotes needed), a type is escaped once per batch, a column of
-    NULLs is '{}' (unnest pads the shorter arrays with NULLs)."""
+    NULLs is '{}' (unnest pads the shorter arrays with NULLs); the trace context, one
+    value for all."""
     types: dict[str, str] = {}
     for r in rows:
         if r.type not in types:
@@ -443,6 +447,7 @@ def _unkeyed_columns(rows: Sequence[_Row]) -> dict[str, str]:
         "user_ids": text_array(users) if any(u is not None for u in users) else "{}",
         "slot_keys": text_array(slots) if any(k is not None for k in slots) else "{}",
         "slot_limits": number_array([r.concurrency for r in rows]) if any(slots) else "{}",
+        "trace_context": trace,
     }
 
 

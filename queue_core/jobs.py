@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -86,6 +87,9 @@ class Job:
     progress: float | None = None
     progress_message: str | None = None
     snoozes: int | None = None
+    # The trace context it was enqueued in, as stored (JSON text; queue_core/tracing.py):
+    # decoded only by a child that traces its runs.
+    trace_context: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -123,6 +127,7 @@ class Job:
             result=result,
             interruptions=m.get("interruptions") or 0,
             decode_error=decode_error,
+            trace_context=_trace_context(m),
             **{name: m.get(column) for name, column in _FEATURE_COLUMNS.items()},
         )
 
@@ -139,8 +144,9 @@ class Job:
             priority=m["priority"], available_at=m["availableAt"], attempts=m["attempts"],
             max_attempts=m["maxAttempts"], locked_by=m["lockedBy"],
             cancel_requested_at=m["cancelRequestedAt"], decode_error=decode_error,
-            last_error=None, locked_at=None, idempotency_key=None, user_id=None,
-            created_at=None, started_at=None, completed_at=None,
+            trace_context=m["trace_context"], last_error=None, locked_at=None,
+            idempotency_key=None, user_id=None, created_at=None, started_at=None,
+            completed_at=None,
         )
 
     @property
@@ -155,7 +161,19 @@ class Job:
             out[column] = value.isoformat() if isinstance(value, datetime) else value
         if self.decode_error is not None:
             out["payload"] = f"<{self.decode_error}>"
+        out["traceContext"] = None
+        if self.trace_context is not None:
+            out["traceContext"], _ = load_json(self.trace_context)
         return out
+
+
+def _trace_context(m: Mapping[str, Any]) -> str | None:
+    """The stored trace context as text: a statement of sql.py returns it so
+    (`trace_context`), a whole row (`SELECT *`) as the driver decoded it."""
+    if "trace_context" in m:
+        return m["trace_context"]
+    stored = m.get("traceContext")
+    return None if stored is None else json.dumps(stored)
 
 
 def _claimed_payload(text: str) -> tuple[dict[str, Any], str | None]:

@@ -64,4 +64,6 @@ worker_job = Table(
     Column("progressMessage", Text),
     Column("snoozes", Integer),
     Column("notifyDone", Boolean),
+    # 0014_trace_context: the OpenTelemetry context the job was enqueued in.
+    Column("traceContext", JSONB),
 )

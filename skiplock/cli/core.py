@@ -181,7 +181,7 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
 # shown only when set, so that an ordinary job reads as it always did.
 _UNSET_HIDDEN = frozenset({"cancelRequestedAt", "cancelledBy", "concurrencyKey",
                            "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-                           "progress", "progressMessage", "snoozes"})
+                           "progress", "progressMessage", "snoozes", "traceContext"})
 
 
 @main.command()
@@ -200,7 +200,7 @@ def job(job_id: str, as_json: bool) -> None:
         return
     width = max(len(k) for k in row)
     for key, value in row.items():
-        if key in ("payload", "result") and value is not None:
+        if key in ("payload", "result", "traceContext") and value is not None:
             value = json.dumps(value, ensure_ascii=False)
         if key == "lastError" or (value is None and key in _UNSET_HIDDEN):
             continue
