@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,6 +37,7 @@ import skiplock
 from skiplock.handlers.registry import JobResult, register_handler, unregister_handler
 from skiplock.queue_core import lifecycle, tracing
 from skiplock.queue_core.database import db
+from tests.packaging.snippets import snippet
 from tests.pool.conftest import REPO, Jobs
 from tests.pool.test_executor import Rig
 from tests.queue_core.helpers import sql
@@ -336,6 +338,29 @@ def test_a_requests_trace_shows_the_runs_of_the_jobs_it_enqueued(
     assert (email["trace_id"], email["parent_id"], email["pid"]) == \
         (trace_id, runs[2]["span_id"], runs[2]["pid"])
     assert email["attributes"] == {"email.to": "ada@example.com"}
+
+
+def test_the_readme_snippet_traces_a_pools_runs(app: App, start_pool: Any, jobs: Jobs,
+                                                 tmp_path: Path) -> None:
+    # The README's handler module, with its tracer provider: the console exporter
+    # prints each span as JSON, into the pool's log.
+    folder = tmp_path / "myapp"
+    folder.mkdir()
+    (folder / "readme_jobs.py").write_text(snippet("handlers") + "\n" + snippet("otel"))
+    pool = start_pool(handlers="readme_jobs",
+                      env={"PYTHONPATH": f"{REPO}{os.pathsep}{folder}"})
+    with app.tracer.start_as_current_span("POST /signup", kind=SpanKind.SERVER) as request:
+        job_id = skiplock.enqueue("SEND_EMAIL", {"to": "ada@example.com"})
+    wait_for(lambda: jobs.all_done(1), 60, "the job to complete")
+    pool.send(signal.SIGTERM)
+    assert pool.wait_exit(30) == 0, pool.log()
+    printed = [json.loads(block) for block in re.findall(r"^\{\n.*?^\}$", pool.log(), re.M | re.S)]
+    [run] = [s for s in printed if s["name"] == "skiplock.run SEND_EMAIL"]
+    context = request.get_span_context()
+    assert (run["kind"], run["context"]["trace_id"], run["parent_id"]) == \
+        ("SpanKind.CONSUMER", f"0x{context.trace_id:032x}", f"0x{context.span_id:016x}")
+    assert run["attributes"]["skiplock.job.id"] == job_id
+    assert run["attributes"]["skiplock.job.outcome"] == "completed"
 
 
 def test_a_run_its_child_abandons_ends_with_the_interruption_recorded(
