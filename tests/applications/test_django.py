@@ -106,9 +106,10 @@ def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         shop.migrated = shop.manage("migrate").stdout
         yield shop
     finally:
-        run_admin(admin, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         f"WHERE datname = '{name}' AND pid <> pg_backend_pid()")
-        run_admin(admin, f'DROP DATABASE IF EXISTS "{name}"')
+        for database in (name, f"test_{name}"):  # the second, if `manage.py test` left it
+            run_admin(admin, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             f"WHERE datname = '{database}' AND pid <> pg_backend_pid()")
+            run_admin(admin, f'DROP DATABASE IF EXISTS "{database}"')
 
 
 def test_the_project_runs_on_the_driver_it_is_given(project: Project) -> None:
@@ -172,6 +173,19 @@ def test_without_database_url_skiplocks_own_connection_goes_to_django_s_database
     assert project.job(done["job"]) is not None
     assert make_url(done["url"]).database == make_url(project.url).database
     assert "application_name=shop" in done["url"]  # OPTIONS reach skiplock too
+
+
+def test_the_projects_own_tests_run_on_a_test_database_that_migrate_gave_the_queue(
+        project: Project) -> None:
+    done = project.manage("test", "shop", "--noinput", "-v", "2", check=False)
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said
+    assert "Applying skiplock.0001_queue... OK" in said
+    assert "Ran 2 tests" in said
+    # Dropped at the end: skiplock's own connections to it were closed first.
+    test_database = f"test_{make_url(project.url).database}"
+    assert project.query("SELECT count(*) FROM pg_database WHERE datname = %s",
+                         test_database) == [(0,)]
 
 
 @contextlib.contextmanager
