@@ -1,10 +1,12 @@
 """skiplock.django in a real Django project (tests/applications/django_shop), on both drivers.
 
-The project is copied to a temporary directory and run as a Django project is:
-`manage.py migrate`, its own management command for the shop's code, and
-`manage.py skiplock_worker`, each a process of its own, with no DATABASE_URL:
-skiplock finds its database in DATABASES. Django 4.2+ runs on psycopg 3 when it
-can import it; the psycopg2 project hides it (its settings.py says how).
+The project is copied to a temporary directory, with the README's `django-enqueue`
+snippet as its shop/orders.py, and run as a Django project is: the README's
+`django-worker` commands (`manage.py migrate`, `manage.py skiplock_worker`), its
+own management command for the shop's code, `manage.py test`; each a process of
+its own, with no DATABASE_URL: skiplock finds its database in DATABASES. Django
+4.2+ runs on psycopg 3 when it can import it; the psycopg2 project hides it (its
+settings.py says how).
 """
 
 from __future__ import annotations
@@ -29,13 +31,17 @@ from sqlalchemy.engine import make_url
 from skiplock.queue_core.database import migrate
 from skiplock.queue_core.database.scratch import run_admin, server_url
 from skiplock.queue_core.database.urls import libpq_dsn
+from tests.packaging.snippets import commands, snippet
 from tests.pool.conftest import in_group, workers_of
 from tests.support import wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # a Django project's processes: seconds each
 
 SHOP = Path(__file__).resolve().parent / "django_shop"
 DRIVERS = ("psycopg", "psycopg2")
+# The README's commands, as the test runs them: `python manage.py ARGS...`.
+MIGRATE, WORKER = ([word for word in command.split() if word not in ("python", "manage.py")]
+                   for command in commands("django-worker"))
 
 
 @dataclass
@@ -45,7 +51,8 @@ class Project:
     url: str  # the project's database, for the test's own reading
     migrated: str = ""  # what the fixture's `manage.py migrate` printed
 
-    def manage(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+    def manage(self, *args: str, check: bool = True, **env: str
+               ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run([sys.executable, "manage.py", *args], cwd=self.root,
                               env={**self.env, **env}, capture_output=True, text=True, timeout=120)
         if check and done.returncode != 0:
@@ -101,9 +108,10 @@ def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     root = tmp_path_factory.mktemp(f"shop-{request.param}")
     shutil.copytree(SHOP, root, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "shop" / "orders.py").write_text(snippet("django-enqueue"))
     shop = Project(root, project_env(url, request.param), url)
     try:
-        shop.migrated = shop.manage("migrate").stdout
+        shop.migrated = shop.manage(*MIGRATE).stdout
         yield shop
     finally:
         for database in (name, f"test_{name}"):  # the second, if `manage.py test` left it
@@ -128,10 +136,14 @@ def test_manage_py_migrate_installs_the_queue_and_records_it_in_both_tables(
     assert "No migrations to apply." in again
 
 
-def test_a_rollback_of_atomic_leaves_neither_the_order_nor_its_job(project: Project) -> None:
-    done = project.scenario("rollback")
+@pytest.mark.parametrize("scenario", ["rollback", "outer-rollback"])
+def test_a_rollback_of_atomic_leaves_neither_the_order_nor_its_job(project: Project,
+                                                                   scenario: str) -> None:
+    done = project.scenario(scenario)
     assert project.job(done["job"]) is None
-    assert project.query("SELECT count(*) FROM shop_order WHERE email = %s", done["email"]) == [(0,)]
+    assert project.order(done["order"]) is None
+    if scenario == "rollback":  # and what enqueue_many wrote in the block
+        assert len(done["more"]) == 1 and project.job(done["more"][0]) is None
 
 
 def test_a_commit_of_atomic_writes_the_order_and_its_job_together(project: Project) -> None:
@@ -192,7 +204,7 @@ def test_the_projects_own_tests_run_on_a_test_database_that_migrate_gave_the_que
 def worker(project: Project, *flags: str) -> Iterator[subprocess.Popen[str]]:
     log = open(project.root / "worker.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "skiplock_worker", "--concurrency", "1", "--heartbeat", "1",
+        [sys.executable, "manage.py", *WORKER, "--concurrency", "1", "--heartbeat", "1",
          "--poll-max", "0.5", *flags],
         cwd=project.root, env=project.env, stdout=log, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
@@ -210,6 +222,7 @@ def worker_log(project: Project) -> str:
     return (project.root / "worker.log").read_text(errors="replace")
 
 
+@pytest.mark.pool  # a real pool, under manage.py
 def test_skiplock_worker_runs_the_apps_handlers_and_stops_on_term(project: Project) -> None:
     with worker(project) as pool:
         done = project.scenario("commit")
@@ -223,6 +236,7 @@ def test_skiplock_worker_runs_the_apps_handlers_and_stops_on_term(project: Proje
         assert pool.wait(30) == 0, worker_log(project)
 
 
+@pytest.mark.pool  # a real pool, under manage.py
 def test_a_childs_orm_connection_that_broke_is_replaced_before_the_next_job(
         project: Project) -> None:
     with worker(project) as pool:

@@ -9,20 +9,39 @@ from django.db import connection, transaction
 import skiplock
 import skiplock.django
 from shop.models import Order
-from shop.orders import Refused, place_order
+from shop.orders import place_order
+
+
+class Refused(Exception):
+    pass
 
 
 def commit(email: str) -> dict[str, Any]:
     order, job = place_order(email)
-    return {"order": order, "job": job}
+    return {"order": order.pk, "job": job}
 
 
 def rollback(email: str) -> dict[str, Any]:
+    # The shop's code raises after the enqueue, in the same atomic() block.
     try:
-        place_order(email, refuse=True)
-    except Refused as refused:
-        return {"job": refused.args[0]}
-    raise AssertionError("not refused")
+        with transaction.atomic():
+            order = Order.objects.create(email=email)
+            job = skiplock.django.enqueue("SHIP_ORDER", {"order": order.pk})
+            more = skiplock.django.enqueue_many([{"type": "SHIP_ORDER", "payload": {"order": 0}}])
+            raise Refused(job)
+    except Refused:
+        return {"order": order.pk, "job": job, "more": more}
+
+
+def outer_rollback(email: str) -> dict[str, Any]:
+    # The README's place_order inside a block that rolls back: its atomic() is a
+    # savepoint, released, and the outer rollback takes the order and the job.
+    try:
+        with transaction.atomic():
+            order, job = place_order(email)
+            raise Refused(job)
+    except Refused:
+        return {"order": order.pk, "job": job}
 
 
 def autocommit(email: str) -> dict[str, Any]:
@@ -66,7 +85,8 @@ def handlers(email: str) -> dict[str, Any]:
     return {"plain": worker_args([]), "flag": worker_args(["--handlers", "shop.more_jobs"])}
 
 
-SCENARIOS = {"commit": commit, "rollback": rollback, "autocommit": autocommit,
+SCENARIOS = {"commit": commit, "rollback": rollback, "outer-rollback": outer_rollback,
+             "autocommit": autocommit,
              "nested": nested, "own-connection": own_connection, "driver": driver,
              "handlers": handlers}
 
