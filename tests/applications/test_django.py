@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 
 from skiplock.queue_core.database import migrate
 from skiplock.queue_core.database.scratch import run_admin, server_url
-from skiplock.queue_core.database.urls import libpq_dsn
+from skiplock.queue_core.database.urls import libpq_dsn, normalize
 from tests.packaging.snippets import commands, snippet
 from tests.pool.conftest import in_group, workers_of
 from tests.support import wait_for
@@ -38,6 +38,9 @@ from tests.support import wait_for
 pytestmark = pytest.mark.slow  # a Django project's processes: seconds each
 
 SHOP = Path(__file__).resolve().parent / "django_shop"
+# The project's PASSWORD when the test server needs none (it never asks for it): the
+# worker's log must not show it all the same.
+NOT_ASKED_FOR = "s3cret-of-the-shop"
 DRIVERS = ("psycopg", "psycopg2")
 # The README's commands, as the test runs them: `python manage.py ARGS...`.
 MIGRATE, WORKER = ([word for word in command.split() if word not in ("python", "manage.py")]
@@ -90,34 +93,43 @@ def project_env(url: str, driver: str) -> dict[str, str]:
            if key not in ("DATABASE_URL", "TEST_DATABASE_URL", "DJANGO_SETTINGS_MODULE")
            and not key.startswith(("SKIPLOCK_", "SHOP_"))}
     env.update(SHOP_DRIVER=driver, SHOP_DB_NAME=parsed.database or "",
-               SHOP_DB_USER=parsed.username or "", SHOP_DB_PASSWORD=parsed.password or "",
+               SHOP_DB_USER=parsed.username or "",
+               SHOP_DB_PASSWORD=parsed.password or NOT_ASKED_FOR,
                SHOP_DB_HOST=parsed.host or query.get("host", ""),
                SHOP_DB_PORT=str(parsed.port or query.get("port", "")),
                PYTHONDONTWRITEBYTECODE="1")
     return env
 
 
-@pytest.fixture(scope="module", params=DRIVERS)
-def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[Project]:
-    """The shop, in a new database of its own, after `manage.py migrate`."""
+@contextlib.contextmanager
+def new_project(driver: str, root: Path, before: str | None = None) -> Iterator[Project]:
+    """The shop in `root`, on a new database of its own (dropped after); with `before`,
+    `skiplock migrate` brought that database to this revision first."""
     admin = server_url()
     name = f"skiplock_django_{uuid.uuid4().hex[:10]}"
     run_admin(admin, f'CREATE DATABASE "{name}"')
     url = make_url(admin).set(database=name).render_as_string(hide_password=False)
-    root = tmp_path_factory.mktemp(f"shop-{request.param}")
     shutil.copytree(SHOP, root, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__"))
     (root / "shop" / "orders.py").write_text(snippet("django-enqueue"))
-    shop = Project(root, project_env(url, request.param), url)
     try:
-        shop.migrated = shop.manage(*MIGRATE).stdout
-        yield shop
+        if before is not None:
+            migrate.upgrade(normalize(url), before)
+        yield Project(root, project_env(url, driver), url)
     finally:
         for database in (name, f"test_{name}"):  # the second, if `manage.py test` left it
             run_admin(admin, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                              f"WHERE datname = '{database}' AND pid <> pg_backend_pid()")
             run_admin(admin, f'DROP DATABASE IF EXISTS "{database}"')
+
+
+@pytest.fixture(scope="module", params=DRIVERS)
+def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[Project]:
+    """The shop, in a new database of its own, after the README's `manage.py migrate`."""
+    with new_project(request.param, tmp_path_factory.mktemp(f"shop-{request.param}")) as shop:
+        shop.migrated = shop.manage(*MIGRATE).stdout
+        yield shop
 
 
 def test_the_project_runs_on_the_driver_it_is_given(project: Project) -> None:
@@ -134,6 +146,23 @@ def test_manage_py_migrate_installs_the_queue_and_records_it_in_both_tables(
     assert ("skiplock", "0001_queue") in project.query("SELECT app, name FROM django_migrations")
     again = project.manage("migrate").stdout
     assert "No migrations to apply." in again
+
+
+@pytest.mark.parametrize("before", ["0005_features", "skiplock@head"])
+def test_migrate_takes_a_queue_that_skiplock_migrate_began_or_finished_to_the_head(
+        tmp_path: Path, before: str) -> None:
+    with new_project("psycopg", tmp_path, before=before) as shop:
+        said = shop.manage(*MIGRATE).stdout
+        assert "Applying skiplock.0001_queue... OK" in said
+        assert shop.query("SELECT version_num FROM skiplock_version") == [(migrate.queue_head(),)]
+        # Reversed, the queue and its jobs stay; forward again, nothing to do.
+        job = shop.scenario("commit")["job"]
+        assert "Unapplying skiplock.0001_queue... OK" in shop.manage("migrate", "skiplock",
+                                                                      "zero").stdout
+        assert shop.job(job) is not None
+        assert shop.query("SELECT version_num FROM skiplock_version") == [(migrate.queue_head(),)]
+        assert "Applying skiplock.0001_queue... OK" in shop.manage(*MIGRATE).stdout
+        assert shop.job(job) is not None
 
 
 @pytest.mark.parametrize("scenario", ["rollback", "outer-rollback"])
@@ -231,7 +260,8 @@ def test_skiplock_worker_runs_the_apps_handlers_and_stops_on_term(project: Proje
         email, shipped, shipped_by = project.order(done["order"]) or pytest.fail("no order")
         assert shipped and shipped_by  # the handler wrote through the ORM
         assert "handlers=shop.jobs" in worker_log(project)  # found as the app's jobs module
-        assert "password" not in worker_log(project)
+        assert project.env["SHOP_DB_PASSWORD"] not in worker_log(project)
+        assert ":***@" in worker_log(project)  # the URL made of DATABASES, redacted
         pool.send_signal(signal.SIGTERM)
         assert pool.wait(30) == 0, worker_log(project)
 
