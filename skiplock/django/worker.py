@@ -38,10 +38,13 @@ def handler_modules() -> list[str]:
     from django.apps import apps
     from django.conf import settings
 
+    from skiplock.queue_core.errors import ConfigurationError
+
     named = getattr(settings, "SKIPLOCK_HANDLERS", None)
     if named is not None:
         if isinstance(named, str) or not all(isinstance(name, str) for name in named):
-            raise click.UsageError("SKIPLOCK_HANDLERS must be a list of module names")
+            raise ConfigurationError("the setting SKIPLOCK_HANDLERS must be a list of module "
+                                     f"names, not {named!r}")
         return list(named)
     found = []
     for app in apps.get_app_configs():

@@ -206,6 +206,11 @@ def test_the_worker_is_given_each_apps_jobs_module_or_the_settings_list(project:
     found = json.loads(project.manage("scenario", "handlers", "-", SHOP_HANDLERS="a.jobs,b.jobs"
                                       ).stdout)
     assert found["plain"] == ["--handlers=a.jobs", "--handlers=b.jobs"]
+    refused = project.manage("skiplock_worker", check=False, SHOP_HANDLERS="shop.jobs",
+                             SHOP_HANDLERS_AS="text")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == ("skiplock: error: the setting SKIPLOCK_HANDLERS must be a "
+                                      "list of module names, not 'shop.jobs'")
 
 
 def test_without_database_url_skiplocks_own_connection_goes_to_django_s_database(

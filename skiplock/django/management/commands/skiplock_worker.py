@@ -34,5 +34,6 @@ class Command(BaseCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("flags", nargs="*", help="flags of `skiplock worker`")
 
-    def handle(self, *args: Any, **options: Any) -> None:  # call_command("skiplock_worker", ...)
+    def handle(self, *args: Any, **options: Any) -> None:
+        # call_command("skiplock_worker"): the flags of the settings and the environment.
         worker.run(list(options.get("flags") or args), prog_name="skiplock_worker")

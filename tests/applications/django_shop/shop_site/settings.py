@@ -16,7 +16,9 @@ DEBUG = False
 USE_TZ = True
 INSTALLED_APPS = ["skiplock.django", "shop"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-if os.environ.get("SHOP_HANDLERS"):
+if os.environ.get("SHOP_HANDLERS_AS") == "text":  # a mistake skiplock_worker must name
+    SKIPLOCK_HANDLERS = os.environ["SHOP_HANDLERS"]
+elif os.environ.get("SHOP_HANDLERS"):
     SKIPLOCK_HANDLERS = os.environ["SHOP_HANDLERS"].split(",")
 
 if os.environ.get("SHOP_ENGINE") == "sqlite":
