@@ -361,21 +361,12 @@ RELEASE_CLAIMED = text(
 # completions, the claim, COMMIT). One row always comes back: `done_ids` are the
 # completions that were still ours; the claimed jobs' columns, when there are
 # any, fill that row and the next ones (NULL id: nothing was claimed).
-_COMPLETE_AND_CLAIM = """
-    WITH done AS (
-        UPDATE "WorkerJob" AS j
-        SET status = 'COMPLETED', "completedAt" = statement_timestamp(),
-            "lockedAt" = NULL, "lockedBy" = NULL, result = c.result
-        FROM unnest(CAST(:ids AS text[]), CAST(:lockers AS text[]), CAST(:attempts AS int[]),
-                    CAST(:results AS jsonb[])) AS c(id, locked_by, attempts, result)
-        WHERE j.id = c.id AND j.status = 'PROCESSING'
-          AND j."lockedBy" = c.locked_by AND j.attempts = c.attempts
-        RETURNING j.id
-    ), claimed AS (""" + _CLAIM.format(type_filter="{type_filter}",
-                                       returning=_CLAIMED_BY_POOL) + """)
+_COMPLETE_AND_CLAIM = ("WITH done AS (" + _COMPLETE_MANY + "), claimed AS ("
+                       + _CLAIM.format(type_filter="{type_filter}", returning=_CLAIMED_BY_POOL)
+                       + """)
     SELECT (SELECT array_agg(id) FROM done) AS done_ids, claimed.*
     FROM (VALUES (1)) AS one (x) LEFT JOIN claimed ON true
-    """
+    """)
 
 
 def _complete_and_claim(type_filter: str) -> str:
