@@ -42,6 +42,7 @@ from skiplock.queue_core import (
     stats,
     wait,
 )
+from skiplock.queue_core.database.db import transaction
 
 __version__ = "0.1.0"
 
@@ -77,5 +78,6 @@ __all__ = [
     "register_handler",
     "retry_dead",
     "stats",
+    "transaction",
     "wait",
 ]
