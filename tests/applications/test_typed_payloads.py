@@ -24,6 +24,7 @@ from skiplock.queue_core import config, payloads
 from skiplock.queue_core.errors import InvalidJob, InvalidPayload
 from tests.applications import typed_handlers
 from tests.applications.typed_handlers import PLAIN, RESIZE, THUMB, ResizeArgs, Size, ThumbArgs
+from tests.packaging.snippets import snippet
 from tests.queue_core.helpers import count, row, sql
 from tests.support import wait_for
 
@@ -225,3 +226,44 @@ def test_skiplock_imports_without_pydantic():
         [sys.executable, "-c", "import sys, skiplock; print('pydantic' in sys.modules)"],
         capture_output=True, text=True, timeout=60)
     assert probe.stdout.strip() == "False", probe.stderr
+
+
+def run_as_written(text: str, scope: dict[str, Any]) -> None:
+    # Not under this module's `from __future__ import annotations`, which exec() would
+    # pass on: the snippet's annotations are evaluated as in the reader's module.
+    exec(compile(text, "<snippet>", "exec", dont_inherit=True), scope)
+
+
+def test_the_readme_snippet_runs_and_refuses_what_its_comment_says():
+    text = snippet("typed-payloads")
+    scope: dict[str, Any] = {}
+    run_as_written(text, scope)
+    try:
+        assert row(scope["job_id"]).payload == {"url": "https://example.com/a.png", "width": 640}
+        bad_call, said = (line.removeprefix("# ") for line in text.strip().splitlines()[-2:])
+        with pytest.raises(InvalidPayload) as caught:
+            eval(bad_call.removesuffix(" raises"), scope)
+        assert said.startswith("InvalidPayload: ") and said.endswith(", ...")
+        assert str(caught.value).startswith(said.removeprefix("InvalidPayload: ")[:-len(", ...")])
+        report = testing.drain(["RESIZE"])
+        assert report.outcomes == {"completed": 1}, report.errors
+        assert row(scope["job_id"]).result == {"width": 640}  # read off the model
+    finally:
+        registry.unregister_handler("RESIZE")
+
+
+def test_the_dataclass_snippet_of_the_applications_page_refuses_what_the_page_says():
+    scope: dict[str, Any] = {}
+    run_as_written(snippet("typed-dataclass", "docs/applications.md"), scope)
+    try:
+        assert refused("THUMB", {"path": "a.png", "size": {"width": "abc", "height": 1}}) == (
+            "field 'size.width' of THUMB must be an integer, not 'abc'")
+        assert refused("THUMB", {"path": "a.png", "size": {"width": 1, "height": 1},
+                                 "quality": 0.8}) == (
+            "field 'quality' of THUMB is wrong: a png has no quality")
+        job_id = skiplock.enqueue("THUMB", scope["ThumbArgs"](
+            path="a.jpg", size=scope["Size"](640, 480), format="jpeg", quality=0.8))
+        assert testing.drain(["THUMB"]).outcomes == {"completed": 1}
+        assert row(job_id).result == {"width": 640}
+    finally:
+        registry.unregister_handler("THUMB")
