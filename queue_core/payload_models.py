@@ -132,6 +132,8 @@ class _PydanticModel(PayloadModel):
             return self._adapter.validate_python(data)
         except self._pydantic.ValidationError as exc:
             raise InvalidPayload(_pydantic_line(job_type, exc)) from None
+        except Exception as exc:  # a validator that raised what pydantic does not catch
+            raise _unchecked(job_type, exc) from None
 
     def dump(self, instance: Any) -> dict[str, Any]:
         # By alias: pydantic validates by alias, so what is stored validates again.
@@ -159,6 +161,14 @@ def _pydantic_line(job_type: str, exc: Any) -> str:
     given = first.get("input")
     shown = "" if isinstance(given, (dict, list)) else f" (got {_describe(given)})"
     return f"field {path!r} of {job_type} is wrong: {message}{shown}{more}"
+
+
+def _unchecked(job_type: str, exc: Exception) -> InvalidPayload:
+    # The model's own code failed on this payload: in a worker, an error that a
+    # retry would meet again, so the job fails at once (and can be retried by hand
+    # once the model is fixed).
+    return InvalidPayload(f"payload of {job_type} could not be checked: "
+                          f"{type(exc).__name__}: {_one_line(str(exc))}")
 
 
 def _path(loc: Any) -> str:
@@ -190,8 +200,7 @@ class _Missing(Exception):
 _Check = Callable[[Any, str], Any]
 
 
-@dataclasses.dataclass(frozen=True)
-class _Field:
+class _Field(typing.NamedTuple):
     name: str
     check: _Check
     required: bool
@@ -233,19 +242,19 @@ class _DataclassModel(PayloadModel):
             raise InvalidPayload(f"field {exc.path!r} of {job_type} {exc.text}") from None
         except RecursionError:
             raise InvalidPayload(f"payload of {job_type} is nested too deeply") from None
+        except Exception as exc:  # a check or __post_init__ that raised other than ValueError
+            raise _unchecked(job_type, exc) from None
 
     def build(self, data: Any, path: str) -> Any:
         if not isinstance(data, dict):
             wanted = "an object" if path else "a JSON object"
             raise _Wrong(path, f"must be {wanted}, not {_describe(data)}")
         values = {}
-        for spec in self.fields:
-            where = f"{path}.{spec.name}" if path else spec.name
-            if spec.name not in data:
-                if spec.required:
-                    raise _Missing(where)
-                continue
-            values[spec.name] = spec.check(data[spec.name], where)
+        for name, check, required in self.fields:  # plain tuples: a backfill builds millions
+            if name in data:
+                values[name] = check(data[name], f"{path}.{name}" if path else name)
+            elif required:
+                raise _Missing(f"{path}.{name}" if path else name)
         try:
             return self.cls(**values)
         except FieldError as exc:
@@ -299,7 +308,7 @@ def _compile_described(hint: Any) -> tuple[_Check, str]:
             return float(value)
         return number, "a number"
     if hint is list or hint is tuple or origin in (list, tuple):
-        return _array(hint, origin, args), "an array"
+        return _array(hint, origin or hint, args), "an array"
     if hint is dict or origin is dict:
         return _object(args), "an object"
     if origin is Literal:
@@ -358,18 +367,17 @@ def _annotated(base: Any, metadata: tuple[Any, ...]) -> tuple[_Check, str]:
     return check, wanted
 
 
-def _array(hint: Any, origin: Any, args: tuple[Any, ...]) -> _Check:
-    if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+def _array(hint: Any, container: type, args: tuple[Any, ...]) -> _Check:
+    if container is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
         raise TypeError(f"{hint!r}: only tuple[X, ...] (an array of X) is checked")
     item = _compile(args[0]) if args else None
 
     def check(value: Any, path: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise _Wrong(path, f"must be an array, not {_describe(value)}")
-        if item is None:
-            return list(value)
-        checked = [item(element, f"{path}[{i}]") for i, element in enumerate(value)]
-        return tuple(checked) if origin is tuple else checked
+        checked = value if item is None else [
+            item(element, f"{path}[{i}]") for i, element in enumerate(value)]
+        return tuple(checked) if container is tuple else list(checked)
 
     return check
 

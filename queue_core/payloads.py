@@ -80,7 +80,11 @@ def validate_payload(job_type: str, payload: Any) -> dict[str, Any]:
             own = payload_models.model_of(type(payload))
         except TypeError as exc:
             raise InvalidPayload(f"payload of {job_type}: {exc}") from None
-        data = own.dump(payload)
+        try:
+            data = own.dump(payload)
+        except Exception as exc:  # pydantic's serializer, on a value it cannot write
+            raise InvalidPayload(f"payload of {job_type}: cannot write its "
+                                 f"{type(payload).__name__} as JSON: {' '.join(str(exc).split())}") from None
         # The type's model is what the handler will be given; an instance of no
         # registered type is at least checked against its own class (a dataclass
         # checks nothing when it is made).

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import subprocess
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from click.testing import CliRunner
@@ -22,6 +22,7 @@ from skiplock.cli import main
 from skiplock.handlers import registry
 from skiplock.queue_core import config, payloads
 from skiplock.queue_core.errors import InvalidJob, InvalidPayload
+from skiplock.queue_core.payload_models import NonEmpty, model_of
 from tests.applications import typed_handlers
 from tests.applications.typed_handlers import PLAIN, RESIZE, THUMB, ResizeArgs, Size, ThumbArgs
 from tests.packaging.snippets import snippet
@@ -203,6 +204,78 @@ def test_an_untyped_replacement_of_a_builtin_handler_keeps_its_checks_a_typed_on
         "payload of INTERPRET_EVENT is missing field 'path'")
     registry.unregister_handler("INTERPRET_EVENT")  # back to the type's own contract
     assert refused("INTERPRET_EVENT", {}) == "payload of INTERPRET_EVENT is missing field 'eventId'"
+
+
+@dataclasses.dataclass(frozen=True)
+class Everything:
+    counts: dict[str, int]
+    points: tuple[int, ...]
+    either: int | str
+    ratio: float
+    flag: bool
+    anything: Any = None
+    note: Annotated[str, NonEmpty] | None = None
+
+
+EVERYTHING = {"counts": {"a": 1}, "points": [1, 2], "either": "x", "ratio": 2, "flag": False}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"counts": {"a": "1"}}, "field 'counts.a' of T must be an integer, not '1'"),
+    ({"counts": []}, "field 'counts' of T must be an object, not an array"),
+    ({"points": [1, 2.5]}, "field 'points[1]' of T must be an integer, not 2.5"),
+    ({"either": 1.5}, "field 'either' of T must be an integer or a string, not 1.5"),
+    ({"ratio": "2"}, "field 'ratio' of T must be a number, not '2'"),
+    ({"ratio": True}, "field 'ratio' of T must be a number, not true"),
+    ({"flag": 0}, "field 'flag' of T must be a boolean, not 0"),
+    ({"note": ""}, "field 'note' of T must be a non-empty string, not an empty string"),
+])
+def test_a_dataclass_checks_each_json_type_exactly(change, message):
+    model = model_of(Everything)
+    with pytest.raises(InvalidPayload) as caught:
+        model.validate("T", {**EVERYTHING, **change})
+    assert str(caught.value) == message
+
+
+def test_a_dataclass_takes_what_fits_converts_an_integer_to_float_and_ignores_the_unknown():
+    given = {**EVERYTHING, "anything": [{"x": None}], "note": None, "later": "field"}
+    made = model_of(Everything).validate("T", given)
+    assert made == Everything({"a": 1}, (1, 2), "x", 2.0, False, [{"x": None}], None)
+    assert isinstance(made.ratio, float)
+    assert model_of(Everything).dump(made) == {**EVERYTHING, "points": [1, 2], "ratio": 2.0,
+                                               "anything": [{"x": None}], "note": None}
+
+
+@pytest.mark.parametrize(("annotation", "message"), [
+    (tuple[int, str], r"only tuple\[X, \.\.\.\]"),
+    (dict[int, str], r"the keys of a JSON object are strings"),
+    (Annotated[int, "positive"], r"'positive' in Annotated is not a check"),
+    (Annotated[int, NonEmpty], r"NonEmpty goes with str"),
+])
+def test_a_dataclass_annotation_it_cannot_check_is_refused(annotation, message):
+    with pytest.raises(TypeError, match=message):
+        model_of(dataclasses.make_dataclass("Odd", [("field", annotation)]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Fragile:
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.name == "boom":
+            raise KeyError(self.name)  # a bug of the model's, not a ValueError
+
+
+def test_a_model_whose_own_code_fails_refuses_the_payload_and_a_worker_fails_the_job():
+    skiplock.register_handler("TYPED_FRAGILE", typed_handlers.plain, payload=Fragile)
+    try:
+        assert refused("TYPED_FRAGILE", {"name": "boom"}) == (
+            "payload of TYPED_FRAGILE could not be checked: KeyError: 'boom'")
+        job_id = insert_raw("TYPED_FRAGILE", {"name": "boom"})
+        assert testing.drain(["TYPED_FRAGILE"]).outcomes == {"dead_lettered": 1}
+        assert row(job_id).lastError == "payload of TYPED_FRAGILE could not be checked: KeyError: 'boom'"
+    finally:
+        registry.unregister_handler("TYPED_FRAGILE")
 
 
 def test_a_model_that_cannot_be_checked_is_refused_when_it_is_registered():
