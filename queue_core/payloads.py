@@ -83,8 +83,9 @@ def validate_payload(job_type: str, payload: Any) -> dict[str, Any]:
         try:
             data = own.dump(payload)
         except Exception as exc:  # pydantic's serializer, on a value it cannot write
+            reason = " ".join(str(exc).split())
             raise InvalidPayload(f"payload of {job_type}: cannot write its "
-                                 f"{type(payload).__name__} as JSON: {' '.join(str(exc).split())}") from None
+                                 f"{type(payload).__name__} as JSON: {reason}") from None
         # The type's model is what the handler will be given; an instance of no
         # registered type is at least checked against its own class (a dataclass
         # checks nothing when it is made).

@@ -340,3 +340,24 @@ def test_the_dataclass_snippet_of_the_applications_page_refuses_what_the_page_sa
         assert row(job_id).result == {"width": 640}
     finally:
         registry.unregister_handler("THUMB")
+
+
+def test_the_builtin_typed_helpers_take_their_dataclass_and_keep_their_keys():
+    from skiplock.handlers.payloads import GenerateInsights, InterpretEvent
+
+    job_id = skiplock.enqueue_interpret_event(InterpretEvent(eventId="e1"))
+    assert (row(job_id).payload, row(job_id).idempotencyKey) == ({"eventId": "e1"}, "interpret:e1")
+    insights = skiplock.enqueue_generate_insights(
+        GenerateInsights(userId="u1", triggerType="pattern_created", patternId="p1"))
+    assert row(insights).idempotencyKey == "insights:u1:pattern_created:p1"
+    assert row(insights).userId == "u1"
+    assert refused_by_helper(lambda: skiplock.enqueue_interpret_event(InterpretEvent(eventId=""))) \
+        == "field 'eventId' of INTERPRET_EVENT must be a non-empty string, not an empty string"
+
+
+def refused_by_helper(call: Any) -> str:
+    before = count()
+    with pytest.raises(InvalidPayload) as caught:
+        call()
+    assert count() == before
+    return str(caught.value)
