@@ -165,7 +165,7 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
              concurrency_key: Any = None, concurrency: Any = None, unique_for: Any = None,
              max_payload_bytes: int, job_id: str | None = None) -> _Row:
     job_type = _job_type(job_type)
-    payloads.validate_payload(job_type, payload)
+    payload = payloads.validate_payload(job_type, payload)  # a model instance: its JSON
     try:
         encoded = _encode_fast(payload)
     except (TypeError, ValueError, RecursionError) as exc:  # a float inf, an int of 4300+
@@ -260,7 +260,7 @@ def _prepare_job(job: Any, index: int, limit: int, job_id: str | None = None) ->
                     job_id=job_id)
 
 
-def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
+def enqueue(job_type: str, payload: Any, *, priority: int = 0,
             delay: float | timedelta | None = None, max_attempts: int | None = None,
             idempotency_key: str | None = None, user_id: str | None = None,
             concurrency_key: str | None = None, concurrency: int | None = None,
@@ -272,6 +272,9 @@ def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
     if that transaction commits. `concurrency_key` / `concurrency`: at most
     that many jobs of the key run at once (queue_core/features/limits.py). `unique_for`:
     how long the idempotency key holds ("active", "1h"; queue_core/features/unique.py).
+    `payload`: a JSON object, or an instance of a dataclass or pydantic model
+    (stored as its JSON); checked against the type's payload model where this
+    process knows it (queue_core/payloads.py).
     """
     # Straight to _prepare: the options are named arguments, nothing to sort out.
     row = _prepare(job_type, payload, priority=0 if priority is None else priority,
@@ -485,17 +488,18 @@ def _typed(job_type: str, payload: Mapping[str, Any], default_key: str | None,
     return enqueue(job_type, payload, **options)
 
 
-def enqueue_interpret_event(payload: Mapping[str, Any], **options: Any) -> str:
+# Each helper takes the JSON object or the type's model instance (handlers/payloads.py).
+
+def enqueue_interpret_event(payload: Any, **options: Any) -> str:
     """INTERPRET_EVENT {eventId}; key `interpret:{eventId}`."""
-    payloads.validate_payload(payloads.INTERPRET_EVENT, payload)
-    return _typed(payloads.INTERPRET_EVENT, payload, f"interpret:{payload['eventId']}", options)
+    data = payloads.validate_payload(payloads.INTERPRET_EVENT, payload)
+    return _typed(payloads.INTERPRET_EVENT, data, f"interpret:{data['eventId']}", options)
 
 
-def enqueue_detect_patterns(payload: Mapping[str, Any], **options: Any) -> str:
+def enqueue_detect_patterns(payload: Any, **options: Any) -> str:
     """DETECT_PATTERNS {userId, triggerEventId, interpretationId}; key `patterns:{triggerEventId}`."""
-    payloads.validate_payload(payloads.DETECT_PATTERNS, payload)
-    return _typed(payloads.DETECT_PATTERNS, payload,
-                  f"patterns:{payload['triggerEventId']}", options)
+    data = payloads.validate_payload(payloads.DETECT_PATTERNS, payload)
+    return _typed(payloads.DETECT_PATTERNS, data, f"patterns:{data['triggerEventId']}", options)
 
 
 def insights_key(payload: Mapping[str, Any]) -> str | None:
@@ -513,27 +517,27 @@ def insights_key(payload: Mapping[str, Any]) -> str | None:
     return None
 
 
-def enqueue_generate_insights(payload: Mapping[str, Any], **options: Any) -> str:
+def enqueue_generate_insights(payload: Any, **options: Any) -> str:
     """GENERATE_INSIGHTS {userId, triggerType, eventId?, interpretationId?, patternId?}."""
-    payloads.validate_payload(payloads.GENERATE_INSIGHTS, payload)
-    return _typed(payloads.GENERATE_INSIGHTS, payload, insights_key(payload), options)
+    data = payloads.validate_payload(payloads.GENERATE_INSIGHTS, payload)
+    return _typed(payloads.GENERATE_INSIGHTS, data, insights_key(data), options)
 
 
-def enqueue_generate_review(payload: Mapping[str, Any], **options: Any) -> str:
+def enqueue_generate_review(payload: Any, **options: Any) -> str:
     """GENERATE_REVIEW {userId, type, periodKey, timezone}; key `review:{userId}:{type}:{periodKey}`."""
-    payloads.validate_payload(payloads.GENERATE_REVIEW, payload)
-    key = f"review:{payload['userId']}:{payload['type']}:{payload['periodKey']}"
-    return _typed(payloads.GENERATE_REVIEW, payload, key, options)
+    data = payloads.validate_payload(payloads.GENERATE_REVIEW, payload)
+    key = f"review:{data['userId']}:{data['type']}:{data['periodKey']}"
+    return _typed(payloads.GENERATE_REVIEW, data, key, options)
 
 
-def enqueue_generate_tomorrow_plan(payload: Mapping[str, Any], **options: Any) -> str:
+def enqueue_generate_tomorrow_plan(payload: Any, **options: Any) -> str:
     """GENERATE_TOMORROW_PLAN {userId, reviewId, targetDate}; key `tomorrow:{userId}:{targetDate}`."""
-    payloads.validate_payload(payloads.GENERATE_TOMORROW_PLAN, payload)
-    key = f"tomorrow:{payload['userId']}:{payload['targetDate']}"
-    return _typed(payloads.GENERATE_TOMORROW_PLAN, payload, key, options)
+    data = payloads.validate_payload(payloads.GENERATE_TOMORROW_PLAN, payload)
+    key = f"tomorrow:{data['userId']}:{data['targetDate']}"
+    return _typed(payloads.GENERATE_TOMORROW_PLAN, data, key, options)
 
 
-def enqueue_suggest_uom_update(payload: Mapping[str, Any], **options: Any) -> str:
+def enqueue_suggest_uom_update(payload: Any, **options: Any) -> str:
     """SUGGEST_UOM_UPDATE {userId, dailyPlanId}; key `uom:{dailyPlanId}`."""
-    payloads.validate_payload(payloads.SUGGEST_UOM_UPDATE, payload)
-    return _typed(payloads.SUGGEST_UOM_UPDATE, payload, f"uom:{payload['dailyPlanId']}", options)
+    data = payloads.validate_payload(payloads.SUGGEST_UOM_UPDATE, payload)
+    return _typed(payloads.SUGGEST_UOM_UPDATE, data, f"uom:{data['dailyPlanId']}", options)
