@@ -40,7 +40,8 @@ from skiplock.queue_core import (
 from skiplock.queue_core.database import db
 from skiplock.queue_core.database.faults import Fault, classify
 from skiplock.queue_core.database.urls import libpq_dsn
-from tests.pool.conftest import REPO
+from tests.packaging.snippets import SIGNUP_TABLE, readme_url, snippet
+from tests.pool.conftest import REPO, Pool
 from tests.queue_core.helpers import count, row, sql
 from tests.support import free_port, wait_for
 
@@ -495,3 +496,24 @@ def test_cancelling_the_awaiting_task_closes_its_connections() -> None:
     run(go())
     wait_for(lambda: _listeners() == 0, 5, "the LISTEN connection to close")
     assert row(job_id).st == "PENDING"
+
+
+# -- the README's snippet ------------------------------------------------------------------
+
+@pytest.fixture
+def signup_table(database_url: str) -> Iterator[None]:
+    sql(SIGNUP_TABLE)
+    yield
+    sql("DROP TABLE signup")
+
+
+def test_the_readme_asyncio_snippet_enqueues_in_its_transaction_and_awaits_the_result(
+        start_pool: Callable[..., Pool], database_url: str,
+        signup_table: None, capsys: pytest.CaptureFixture[str]) -> None:
+    start_pool("--concurrency", "1", handlers="examples.fastapi_app.jobs")
+    scope: dict[str, Any] = {"DATABASE_URL": readme_url(database_url)}
+    exec(snippet("asyncio"), scope)
+    [(user, email)] = sql("SELECT id, email FROM signup")
+    [job] = sql('SELECT id, status::text, result, "idempotencyKey" FROM "WorkerJob"')
+    assert (job[1], job[2], job[3]) == ("COMPLETED", {"sent_to": email}, f"welcome:{user}")
+    assert capsys.readouterr().out == f"COMPLETED {{'sent_to': '{email}'}}\n"
