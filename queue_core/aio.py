@@ -29,21 +29,21 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
-from skiplock.queue_core import enqueue as _enqueue
 from skiplock.queue_core import sql
 from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.database import steps
 from skiplock.queue_core.database.async_connections import (
     AsyncBorrowed,
+    AsyncJoinable,
     ajoin,
     close,
     open_own,
 )
 from skiplock.queue_core.database.db import translate_errors
+from skiplock.queue_core.enqueue import Enqueued, insert_steps, job_row, job_rows
 from skiplock.queue_core.errors import SkiplockError
-from skiplock.queue_core.features import cancel as _cancel
 from skiplock.queue_core.features import waiting
-from skiplock.queue_core.features.cancel import CancelResult
+from skiplock.queue_core.features.cancel import CancelResult, cancel_steps, who_cancels
 from skiplock.queue_core.jobs import Job
 
 
@@ -52,44 +52,43 @@ async def aenqueue(job_type: str, payload: Mapping[str, Any], *, priority: int =
                    idempotency_key: str | None = None, user_id: str | None = None,
                    concurrency_key: str | None = None, concurrency: int | None = None,
                    unique_for: str | float | timedelta | None = None,
-                   conn: Any | None = None) -> str:
+                   conn: AsyncJoinable | None = None) -> str:
     """`enqueue`, awaited: add one job, return its id (the existing job's id when the
     idempotency key already exists). With `conn` (an async connection) the insert
     joins the caller's open transaction."""
-    row = _enqueue.job_row(job_type, payload, priority=priority, delay=delay,
-                           max_attempts=max_attempts, idempotency_key=idempotency_key,
-                           user_id=user_id, concurrency_key=concurrency_key,
-                           concurrency=concurrency, unique_for=unique_for)
+    row = job_row(job_type, payload, priority=priority, delay=delay, max_attempts=max_attempts,
+                  idempotency_key=idempotency_key, user_id=user_id,
+                  concurrency_key=concurrency_key, concurrency=concurrency, unique_for=unique_for)
     return (await _write([row], conn)).ids[0]
 
 
 async def aenqueue_many(jobs: Iterable[Mapping[str, Any]],
-                        conn: Any | None = None) -> list[str]:
+                        conn: AsyncJoinable | None = None) -> list[str]:
     """`enqueue_many`, awaited: a batch in one round trip; the ids in input order."""
-    rows = _enqueue.job_rows(jobs)
+    rows = job_rows(jobs)
     if not rows:
         return []
     return (await _write(rows, conn)).ids
 
 
-async def _write(rows: list[Any], conn: Any | None) -> _enqueue.Enqueued:
+async def _write(rows: list[Any], conn: AsyncJoinable | None) -> Enqueued:
     async with ajoin(conn) as c:
-        return await steps.arun(_enqueue.insert_steps(rows), lambda step: c.execute(*step))
+        return await steps.arun(insert_steps(rows), lambda step: c.execute(*step))
 
 
 async def acancel(job_id: str, *, by: str | None = None,
-                  conn: Any | None = None) -> CancelResult:
+                  conn: AsyncJoinable | None = None) -> CancelResult:
     """`cancel`, awaited: the result says what happened (`CancelOutcome`)."""
     return (await acancel_many([job_id], by=by, conn=conn))[0]
 
 
 async def acancel_many(job_ids: Iterable[str], *, by: str | None = None,
-                       conn: Any | None = None) -> list[CancelResult]:
+                       conn: AsyncJoinable | None = None) -> list[CancelResult]:
     """`cancel_many`, awaited: one result per id, in the order given."""
     ids = list(dict.fromkeys(job_ids))
-    who = _cancel.who_cancels(by)
+    who = who_cancels(by)
     async with ajoin(conn) as c:
-        return await steps.arun(_cancel.cancel_steps(ids, who), lambda step: c.execute(*step))
+        return await steps.arun(cancel_steps(ids, who), lambda step: c.execute(*step))
 
 
 async def await_result(job_id: str, timeout: float | None = None, *,

@@ -34,7 +34,7 @@ import contextlib
 import importlib
 import sys
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from sqlalchemy import TextClause
 
@@ -42,6 +42,13 @@ from skiplock.queue_core import sql
 from skiplock.queue_core.database.borrowed import Rows, as_sqlalchemy_error, client_bound, rows_of
 from skiplock.queue_core.database.db import connect_args, get_engine, translate_errors
 from skiplock.queue_core.database.urls import libpq_dsn
+
+if TYPE_CHECKING:
+    import psycopg
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+# What `conn=` of an async call takes.
+AsyncJoinable: TypeAlias = "psycopg.AsyncConnection[Any] | AsyncConnection | AsyncSession"
 
 
 class AsyncExecutor(Protocol):
@@ -152,7 +159,7 @@ async def close(raw: Any) -> None:
 
 
 @contextlib.asynccontextmanager
-async def ajoin(conn: Any | None) -> AsyncIterator[AsyncExecutor]:
+async def ajoin(conn: AsyncJoinable | None) -> AsyncIterator[AsyncExecutor]:
     """Where an async call runs its statements: `conn`'s open transaction, else a
     connection of its own (autocommit), closed on exit. Errors come out as `db.connect`
     lets them: a lost or refused connection as DatabaseUnavailable."""
