@@ -417,6 +417,7 @@ def test_a_lost_listen_connection_falls_back_to_polling() -> None:
                 if _listeners():
                     break
                 await asyncio.sleep(0.02)
+            assert _listeners() == 1
             sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND query = :q", q="LISTEN skiplock_done")
             await _finish_later(job_id, "late", after=0.2)
