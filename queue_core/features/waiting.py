@@ -18,6 +18,10 @@ UPDATE`) or a table lock delays the answer by no more than the timeout.
 Only the driver's and the socket's own errors are taken for a lost
 LISTEN connection: an exception that the caller's signal handler raises
 while `wait` sleeps comes out of `wait`.
+
+The wait itself is written once, as the steps `waiting` yields (a read, a
+pause; queue_core/database/steps.py): `wait` performs them with psycopg2 and
+`time.sleep`, `skiplock.await_result` (queue_core/aio.py) on the event loop.
 """
 
 from __future__ import annotations
@@ -99,7 +103,7 @@ class Pause:
 
 
 def deadline_of(timeout: float | None) -> float | None:
-    """When a wait of `timeout` seconds (checked: `_check`), begun now, runs out."""
+    """When a wait of `timeout` seconds (checked: `check`), begun now, runs out."""
     return None if timeout is None or math.isinf(timeout) else time.monotonic() + timeout
 
 
@@ -135,6 +139,7 @@ def waiting(job_id: str, timeout: float | None, deadline: float | None, *, liste
 
 
 def check(timeout: Any, poll_min: Any, poll_max: Any) -> None:
+    """ValueError, before anything is sent, for a timeout or poll intervals `wait` refuses."""
     # NaN compares false with everything: a NaN timeout never ran out.
     def seconds(value: Any) -> float | None:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -167,13 +172,13 @@ def bounded(read: Read) -> tuple[TextClause, dict[str, Any]]:
     left = read.deadline - time.monotonic()
     if left <= 0:
         raise OutOfTime
-    bounded = _BOUNDED.get(read.statement)
-    if bounded is None:
-        bounded = _BOUNDED[read.statement] = text(
+    limited = _BOUNDED.get(read.statement)
+    if limited is None:
+        limited = _BOUNDED[read.statement] = text(
             "SELECT set_config('statement_timeout', :skiplock_timeout_ms, true); "
             + read.statement.text)
     # 0 would mean no limit at all: at least a millisecond.
-    return bounded, {**read.params, "skiplock_timeout_ms": str(max(1, math.ceil(left * 1000)))}
+    return limited, {**read.params, "skiplock_timeout_ms": str(max(1, math.ceil(left * 1000)))}
 
 
 def ran_out(exc: sa_exc.OperationalError, read: Read) -> bool:
