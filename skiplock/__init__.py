@@ -19,6 +19,11 @@ from skiplock.queue_core import (
     JobRef,
     QueueStats,
     SkiplockError,
+    acancel,
+    acancel_many,
+    aenqueue,
+    aenqueue_many,
+    await_result,
     cancel,
     cancel_many,
     cancel_matching,
@@ -47,6 +52,11 @@ from skiplock.queue_core.database.db import transaction
 __version__ = "0.1.0"
 
 __all__ = [
+    "acancel",
+    "acancel_many",
+    "aenqueue",
+    "aenqueue_many",
+    "await_result",
     "CancelOutcome",
     "CancelResult",
     "cancel",
