@@ -46,7 +46,7 @@ from skiplock.queue_core.database import db, faults
 from skiplock.queue_core.errors import DatabaseUnavailable, InvalidPayload
 from skiplock.queue_core.features.cancel import end_cancelled
 from skiplock.queue_core.features.snooze import snooze
-from skiplock.queue_core.payloads import validate_payload
+from skiplock.queue_core.payloads import parse_payload
 from skiplock.queue_core.storable import describe_exception
 
 log = logging.getLogger("skiplock.worker")
@@ -109,7 +109,9 @@ class Executor:
                 lambda: JobOutcome.CANCELLED if end_cancelled(job, started=False)
                 else JobOutcome.LOST)
         try:
-            payload = validate_payload(job.type, job.payload)
+            # A typed registration's handler is given its model instance (handlers/registry.py).
+            payload = (parse_payload(job.type, job.payload) if registration is None
+                       else registration.payload_for(job.payload))
         except InvalidPayload as exc:
             return self.settler.fail(job, str(exc), retry=False)
         if registration is None:
@@ -151,7 +153,7 @@ class Executor:
             else:
                 self.dbless_types.discard(job.type)
 
-    def run_handler(self, job: Job, registration: Registration, payload: dict[str, Any],
+    def run_handler(self, job: Job, registration: Registration, payload: Any,
                     scope: JobScope, started: float) -> JobOutcome | None:
         """The handler, in its savepoint of the group's transaction: the handler's writes
         and the completion commit together or not at all (docs/internals.md, the job's

@@ -127,28 +127,21 @@ class BorrowedConnection:
             self._client_cursor = psycopg.ClientCursor
 
     def execute(self, statement: TextClause, params: Mapping[str, Any] | None = None) -> Rows:
-        compiled = _compiled.get(statement)
-        if compiled is None:
-            compiled = _compiled[statement] = statement.compile(dialect=_DIALECT)
-        values = compiled.construct_params(dict(params or {}))
+        query, values = client_bound(statement, params)
         try:
             cur = self._cursor()
             try:
-                cur.execute(compiled.string, values)
+                cur.execute(query, values)
                 if self._client_cursor is not None:
                     while cur.nextset():  # on to the last statement's result
                         pass
                 if cur.description is None:
                     return Rows((), [], cur.rowcount)
-                names = tuple(d[0] for d in cur.description)
-                row = _row_type(names)
-                return Rows(names, [row(*r) for r in cur.fetchall()], cur.rowcount)
+                return rows_of(cur.description, cur.fetchall(), cur.rowcount)
             finally:
                 cur.close()
         except self._error_base as exc:
-            # The same exception classes as through SQLAlchemy (IntegrityError, ...).
-            raise sa_exc.DBAPIError.instance(compiled.string, values, exc,
-                                             self._error_base) from exc
+            raise as_sqlalchemy_error(exc, query, values, self._error_base) from exc
 
     def _cursor(self) -> Any:
         raw: Any = self.raw
@@ -178,6 +171,30 @@ def django_driver_connection(conn: Any) -> Any | None:
                         f"{conn.vendor} ({conn.settings_dict.get('ENGINE')})")
     conn.ensure_connection()
     return conn.connection
+
+
+def client_bound(statement: TextClause,
+                 params: Mapping[str, Any] | None) -> tuple[str, Any]:
+    """`statement` as a query string to bind on the client (`%(name)s`), compiled once,
+    and its parameters."""
+    compiled = _compiled.get(statement)
+    if compiled is None:
+        compiled = _compiled[statement] = statement.compile(dialect=_DIALECT)
+    return compiled.string, compiled.construct_params(dict(params or {}))
+
+
+def rows_of(description: Any, fetched: list[Any], rowcount: int) -> Rows:
+    """A cursor's answer as named tuples, read by position (whatever its row factory)."""
+    names = tuple(d[0] for d in description)
+    row = _row_type(names)
+    return Rows(names, [row(*r) for r in fetched], rowcount)
+
+
+def as_sqlalchemy_error(exc: Exception, query: str, values: Any,
+                        base: type[Exception]) -> sa_exc.StatementError:
+    """A driver's error as SQLAlchemy's class for it (IntegrityError, ...), as an
+    engine would raise it."""
+    return sa_exc.DBAPIError.instance(query, values, exc, base)
 
 
 def borrow(conn: Any) -> BorrowedConnection:
