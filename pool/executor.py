@@ -24,9 +24,11 @@ every outcome in the test's process, against a real database.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -48,6 +50,25 @@ from skiplock.queue_core.payloads import parse_payload
 from skiplock.queue_core.storable import describe_exception
 
 log = logging.getLogger("skiplock.worker")
+
+# Context managers entered around every handler call of this process's children,
+# in the order given: what a framework does around each unit of work (skiplock.django
+# gives the ORM's connections the care Django gives them around a request).
+_around_jobs: list[Callable[[], AbstractContextManager[object]]] = []
+
+
+def around_each_job(factory: Callable[[], AbstractContextManager[object]]) -> None:
+    """Enter `factory()` around every handler call, inside the job's savepoint; what it
+    raises is the handler's failure. Call it before the pool starts: children inherit it."""
+    _around_jobs.append(factory)
+
+
+@contextlib.contextmanager
+def _around_job() -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for factory in _around_jobs:
+            stack.enter_context(factory())
+        yield
 
 
 class _Failed(Exception):
@@ -141,7 +162,11 @@ class Executor:
             with db.bind_job_connection(scope):
                 self.in_handler = True
                 try:
-                    result = registration.fn(payload, job.id)
+                    if _around_jobs:
+                        with _around_job():
+                            result = registration.fn(payload, job.id)
+                    else:
+                        result = registration.fn(payload, job.id)
                 finally:
                     self.in_handler = False
         except Exception as exc:

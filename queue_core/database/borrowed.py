@@ -68,8 +68,8 @@ def not_a_connection(conn: Any) -> TypeError:
     kind = f"{type(conn).__module__}.{type(conn).__qualname__}"
     hint = (" (an async connection cannot join a blocking call)"
             if "async" in kind.lower() else "")
-    return TypeError(f"conn must be a SQLAlchemy Connection or Session, a psycopg2 connection or "
-                     f"a psycopg 3 connection, not {kind}{hint}")
+    return TypeError(f"conn must be a SQLAlchemy Connection or Session, a psycopg2 connection, "
+                     f"a psycopg 3 connection or Django's connection, not {kind}{hint}")
 
 
 def _row_type(names: tuple[str, ...]) -> type:
@@ -150,6 +150,29 @@ class BorrowedConnection:
         return self._client_cursor(raw, row_factory=_psycopg3().rows.tuple_row)
 
 
+def django_driver_connection(conn: Any) -> Any | None:
+    """The driver connection under Django's connection object (`django.db.connection`,
+    `connections[alias]`), opened if it was not; None for anything else.
+
+    The driver connection is in the transaction Django's `atomic()` opened (Django
+    turns its autocommit off and begins lazily, as the driver does), and in
+    autocommit outside one: a job written through it commits with the block, or
+    at once, as the ORM's own writes do.
+    """
+    # Only if the application imported Django; `django.db.connection` is a proxy that
+    # hands every attribute on to the wrapper of its alias.
+    base = sys.modules.get("django.db.backends.base.base")
+    proxy = sys.modules.get("django.utils.connection")
+    if base is None or not (isinstance(conn, base.BaseDatabaseWrapper) or (
+            proxy is not None and isinstance(conn, proxy.ConnectionProxy))):
+        return None
+    if conn.vendor != "postgresql":
+        raise TypeError(f"skiplock needs PostgreSQL: Django's database {conn.alias!r} is "
+                        f"{conn.vendor} ({conn.settings_dict.get('ENGINE')})")
+    conn.ensure_connection()
+    return conn.connection
+
+
 def client_bound(statement: TextClause,
                  params: Mapping[str, Any] | None) -> tuple[str, Any]:
     """`statement` as a query string to bind on the client (`%(name)s`), compiled once,
@@ -175,10 +198,13 @@ def as_sqlalchemy_error(exc: Exception, query: str, values: Any,
 
 
 def borrow(conn: Any) -> BorrowedConnection:
-    """`conn` (a caller's psycopg2 or psycopg 3 connection) ready for the queue's
-    statements; TypeError, in one line, for anything else."""
+    """`conn` (a caller's psycopg2 or psycopg 3 connection, or Django's connection object)
+    ready for the queue's statements; TypeError, in one line, for anything else."""
     if isinstance(conn, BorrowedConnection):
         return conn
     if is_dbapi_connection(conn):
         return BorrowedConnection(conn)
+    driver = django_driver_connection(conn)
+    if driver is not None and is_dbapi_connection(driver):
+        return BorrowedConnection(driver)
     raise not_a_connection(conn)
