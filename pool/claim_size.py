@@ -16,15 +16,15 @@ batch's messages. Each longer target, measured with CPU-bound jobs on 2 cores
 the server and of the child and raised the rate against the bare body's,
 until the gain was under a percent of the two cores (the figures:
 docs/benchmarks.md, "Figures behind the code"). What it costs,
-all bounded by the target: in a busy pool a job waits up to the target behind
-the batches the children hold (a higher priority only puts it first in the
-next claim); a group that wrote nothing commits once per batch
-(pool/group_commit.py), so its jobs show COMPLETED up to that late; and a child
-that dies loses that much uncommitted work, which runs again.
+bounded by the target: in a busy pool a job waits up to the target behind the
+batches the children hold (a higher priority only puts it first in the next
+claim). A child that dies gives back what it claimed and never started; what
+it ran and had not committed is bounded by `--commit-delay-ms`, not by the
+claim (pool/group_commit.py).
 
 A queue that is not deep never sees the target: a claim never takes more than
 its child's share of the ready jobs, counted as it runs (queue_core/sql.py,
-`_SHARE`), so that a burst, or a deep queue that runs dry, ends on every child
+`_CLAIM`, its `take`), so that a burst, or a deep queue that runs dry, ends on every child
 at about the same time and no child is left holding a full bite while its
 siblings are idle. So a claim that came back full is followed by one of the
 whole target at once: the share, not the bite, keeps the children even. (The

@@ -24,9 +24,11 @@ every outcome in the test's process, against a real database.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -44,10 +46,29 @@ from skiplock.queue_core.database import db, faults
 from skiplock.queue_core.errors import DatabaseUnavailable, InvalidPayload
 from skiplock.queue_core.features.cancel import end_cancelled
 from skiplock.queue_core.features.snooze import snooze
-from skiplock.queue_core.payloads import validate_payload
+from skiplock.queue_core.payloads import parse_payload
 from skiplock.queue_core.storable import describe_exception
 
 log = logging.getLogger("skiplock.worker")
+
+# Context managers entered around every handler call of this process's children,
+# in the order given: what a framework does around each unit of work (skiplock.django
+# gives the ORM's connections the care Django gives them around a request).
+_around_jobs: list[Callable[[], AbstractContextManager[object]]] = []
+
+
+def around_each_job(factory: Callable[[], AbstractContextManager[object]]) -> None:
+    """Enter `factory()` around every handler call, inside the job's savepoint; what it
+    raises is the handler's failure. Call it before the pool starts: children inherit it."""
+    _around_jobs.append(factory)
+
+
+@contextlib.contextmanager
+def _around_job() -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for factory in _around_jobs:
+            stack.enter_context(factory())
+        yield
 
 
 class _Failed(Exception):
@@ -83,7 +104,7 @@ class Executor:
     def execute(self, job: Job, registration: Registration | None,
                 started: float) -> JobOutcome | None:
         """Run the job to an end: its outcome, or None when it waits in the group for
-        the commit (pool/completer.py). Traced, inside the run's span."""
+        the commit (pool/completer.py). With tracing on, inside the run's span."""
         if self.tracing is None:
             return self.run_to_end(job, registration, started)
         with self.tracing.run(job) as span:
@@ -113,7 +134,9 @@ class Executor:
                 lambda: JobOutcome.CANCELLED if end_cancelled(job, started=False)
                 else JobOutcome.LOST)
         try:
-            payload = validate_payload(job.type, job.payload)
+            # A typed registration's handler is given its model instance (handlers/registry.py).
+            payload = (parse_payload(job.type, job.payload) if registration is None
+                       else registration.payload_for(job.payload))
         except InvalidPayload as exc:
             return self.settler.fail(job, str(exc), retry=False)
         if registration is None:
@@ -155,7 +178,7 @@ class Executor:
             else:
                 self.dbless_types.discard(job.type)
 
-    def run_handler(self, job: Job, registration: Registration, payload: dict[str, Any],
+    def run_handler(self, job: Job, registration: Registration, payload: Any,
                     scope: JobScope, started: float) -> JobOutcome | None:
         """The handler, in its savepoint of the group's transaction: the handler's writes
         and the completion commit together or not at all (docs/internals.md, the job's
@@ -164,7 +187,11 @@ class Executor:
             with db.bind_job_connection(scope):
                 self.in_handler = True
                 try:
-                    result = registration.fn(payload, job.id)
+                    if _around_jobs:
+                        with _around_job():
+                            result = registration.fn(payload, job.id)
+                    else:
+                        result = registration.fn(payload, job.id)
                 finally:
                     self.in_handler = False
         except Exception as exc:

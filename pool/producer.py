@@ -63,7 +63,7 @@ class Producer:
         self.poll = PollInterval(settings.poll_min_s, settings.poll_max_s, settings.poll_step_s)
         self.durations = Durations()
         self.claim_size = ClaimSize(settings.batch_size, self.durations)
-        # Who share the ready jobs when the queue runs dry (sql._SHARE): this pool's
+        # Who share the ready jobs when the queue runs dry (sql._CLAIM, `take`): this pool's
         # children, as many as the master keeps when it forks this one (TTIN and
         # TTOU change that). Other hosts' are not known here.
         self.children = children or settings.effective_concurrency

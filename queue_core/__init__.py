@@ -10,6 +10,7 @@ if __name__ != "skiplock.queue_core":
     raise ImportError(f"import skiplock.queue_core, not {__name__}: the repository's "
                       "top-level folders are parts of the one package `skiplock`")
 
+from skiplock.queue_core.aio import acancel, acancel_many, aenqueue, aenqueue_many, await_result
 from skiplock.queue_core.backoff import backoff_base_s, backoff_s
 from skiplock.queue_core.enqueue import (
     enqueue,
@@ -46,6 +47,11 @@ from skiplock.queue_core.maintenance import QueueStats, cleanup, get_job, retry_
 from skiplock.queue_core.recovery import Recovered, recover_stuck
 
 __all__ = [
+    "acancel",
+    "acancel_many",
+    "aenqueue",
+    "aenqueue_many",
+    "await_result",
     "CancelOutcome",
     "CancelResult",
     "cancel",

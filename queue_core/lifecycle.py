@@ -39,7 +39,7 @@ def claim(worker_id: str, limit: int = 1, types: Sequence[str] | None = None,
     With `savepoint` (inside `conn`'s transaction) the claim runs behind
     `sql.CLAIM_SAVEPOINT`: if it raises, rolling back to it keeps the rest of
     the transaction. With `children` (a pool's size) it takes no more than that
-    share of the ready jobs, rounded up (`sql._SHARE`)."""
+    share of the ready jobs, rounded up (`sql._CLAIM`, its `take`)."""
     if not worker_id:
         raise InvalidJob("worker_id must be a non-empty string")
     if limit < 1:

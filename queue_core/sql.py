@@ -192,38 +192,45 @@ def _features(prefix: str = "") -> str:
         "uniqueKey", "uniqueUntil", "progress", "progressMessage", "snoozes"))
 
 
-_READY_ROWS = """
+# The claim, whole. `ready` locks up to :limit ready rows in the claim index's
+# order, skipping rows that other claims hold. `take` keeps no more than this
+# claimer's share of them. A pool child takes no more than its share of the
+# ready jobs (:children, its pool's size, share them), so that a deep queue that
+# runs dry (the end of a backfill, a burst) ends on every child at about the
+# same time, not on one that still holds a full bite of work while its siblings
+# are idle (docs/benchmarks.md, "Figures behind the code"). The share is
+# counted when the claim runs, not from the claim before (a count a batch old
+# had already been shared out by the siblings' own claims meanwhile); the count
+# stops at as many as the children could take in full bites, walks the claim's
+# index in its order (unordered, the planner read the LIMIT as a reason to scan
+# the table from its start, among the finished rows), and includes the rows
+# other claims in flight hold: it errs towards a larger share. The rows of
+# `ready` beyond the share stay locked only until the claim commits. A claim for
+# one child (:children = 1) takes all of `ready` and counts nothing. The UPDATE
+# marks the share ours and dates the lease.
+# {type_filter}: nothing, or `_TYPES`; {returning}: what the claimer reads.
+_CLAIM = """
+    WITH ready AS (
+        SELECT id, priority, "availableAt"
         FROM "WorkerJob"
         WHERE status = 'PENDING' AND "heldBack" IS NULL
           AND "availableAt" <= statement_timestamp() {type_filter}
           AND (NOT EXISTS (SELECT FROM "WorkerJobPause") OR NOT skiplock_type_paused(type))
         ORDER BY priority DESC, "availableAt" ASC
-"""
-_READY = "SELECT id, priority, \"availableAt\"" + _READY_ROWS + """
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
-"""
-# A pool child takes no more than its share of the ready jobs (:children, its
-# pool's size, share them), so that a deep queue that runs dry (the end of a
-# backfill, a burst) ends on every child at about the same time, not on one
-# that still holds a full bite of work while its siblings are idle (the
-# figures: docs/benchmarks.md, "Figures behind the code"). Counted when the
-# claim runs, not from the
-# claim before: a count a batch old had already been shared out by the
-# siblings' own claims meanwhile. The count stops at as many as the children
-# could take in full bites, walks the claim's index in its order (unordered,
-# the planner read the LIMIT as a reason to scan the table from its start,
-# among the finished rows), and includes the rows other claims in flight hold:
-# it errs towards a larger share. The rows of `ready` beyond the share stay
-# locked only until the claim commits. A claim for one child (:children = 1)
-# takes all of `ready` and counts nothing.
-_SHARE = """
+    ), take AS (
         SELECT id FROM ready ORDER BY priority DESC, "availableAt" ASC
         LIMIT CASE WHEN :children <= 1 THEN :limit
-                   ELSE (SELECT (count(*) + :children - 1) / :children FROM (SELECT"""
-_SHARE += _READY_ROWS + """ LIMIT :limit * :children) AS seen) END
-"""
-_TAKE = """
+                   ELSE (SELECT (count(*) + :children - 1) / :children FROM (
+                             SELECT FROM "WorkerJob"
+                             WHERE status = 'PENDING' AND "heldBack" IS NULL
+                               AND "availableAt" <= statement_timestamp() {type_filter}
+                               AND (NOT EXISTS (SELECT FROM "WorkerJobPause")
+                                    OR NOT skiplock_type_paused(type))
+                             ORDER BY priority DESC, "availableAt" ASC
+                             LIMIT :limit * :children) AS seen) END
+    )
     UPDATE "WorkerJob" AS j
     SET status = 'PROCESSING', attempts = j.attempts + 1,
         "lockedAt" = statement_timestamp(), "startedAt" = statement_timestamp(),
@@ -243,7 +250,6 @@ _CLAIMED_BY_POOL = """j.id, j.type, j.payload::text AS payload_json, j.priority,
         j.attempts, j."maxAttempts", j."lockedBy", j."cancelRequestedAt",
         j."traceContext"::text AS trace_context
 """
-_CLAIM = "WITH ready AS (" + _READY + "), take AS (" + _SHARE + ")" + _TAKE
 
 # A pool claims only the types it serves (pool/served.py), and so does a claim
 # given `types`. The list goes in as a sub-SELECT, an InitPlan whose value the
@@ -364,14 +370,16 @@ RELEASE_CLAIMED = text(
 # completions, the claim, COMMIT). One row always comes back: `done_ids` are the
 # completions that were still ours; the claimed jobs' columns, when there are
 # any, fill that row and the next ones (NULL id: nothing was claimed).
-def _complete_and_claim(type_filter: str) -> str:
-    return ("WITH done AS (" + _COMPLETE_MANY + "), ready AS ("
-            + _READY.format(type_filter=type_filter)
-            + "), take AS (" + _SHARE.format(type_filter=type_filter)
-            + "), claimed AS (" + _TAKE.format(returning=_CLAIMED_BY_POOL) + """)
+_COMPLETE_AND_CLAIM = ("WITH done AS (" + _COMPLETE_MANY + "), claimed AS ("
+                       + _CLAIM.format(type_filter="{type_filter}", returning=_CLAIMED_BY_POOL)
+                       + """)
     SELECT (SELECT array_agg(id) FROM done) AS done_ids, claimed.*
     FROM (VALUES (1)) AS one (x) LEFT JOIN claimed ON true
     """)
+
+
+def _complete_and_claim(type_filter: str) -> str:
+    return _COMPLETE_AND_CLAIM.format(type_filter=type_filter)
 
 
 COMPLETE_AND_CLAIM = text(_complete_and_claim(""))

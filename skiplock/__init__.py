@@ -19,6 +19,11 @@ from skiplock.queue_core import (
     JobRef,
     QueueStats,
     SkiplockError,
+    acancel,
+    acancel_many,
+    aenqueue,
+    aenqueue_many,
+    await_result,
     cancel,
     cancel_many,
     cancel_matching,
@@ -42,10 +47,16 @@ from skiplock.queue_core import (
     stats,
     wait,
 )
+from skiplock.queue_core.database.db import transaction
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "acancel",
+    "acancel_many",
+    "aenqueue",
+    "aenqueue_many",
+    "await_result",
     "CancelOutcome",
     "CancelResult",
     "cancel",
@@ -77,5 +88,6 @@ __all__ = [
     "register_handler",
     "retry_dead",
     "stats",
+    "transaction",
     "wait",
 ]

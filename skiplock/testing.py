@@ -35,7 +35,7 @@ from skiplock.queue_core.errors import InvalidPayload, SkiplockError
 from skiplock.queue_core.features.cancel import end_cancelled
 from skiplock.queue_core.features.snooze import snooze
 from skiplock.queue_core.jobs import Job
-from skiplock.queue_core.payloads import validate_payload
+from skiplock.queue_core.payloads import parse_payload
 
 WORKER_ID = "skiplock.testing"
 ALL_STATUSES = ("PENDING", "PROCESSING", "COMPLETED", "FAILED", "DEAD_LETTER")
@@ -97,7 +97,9 @@ def run(job: Job) -> Ran:
         return Ran(job.id, job.type,
                    "cancelled" if end_cancelled(job, started=False) else "lost")
     try:
-        payload = validate_payload(job.type, job.payload)
+        # A typed registration's handler is given its model instance, as in a pool.
+        payload = (parse_payload(job.type, job.payload) if registration is None
+                   else registration.payload_for(job.payload))
     except InvalidPayload as exc:
         return _failed(job, str(exc), retry=False)
     if registration is None:

@@ -102,8 +102,8 @@ def _known_types(extra_modules: tuple[str, ...]) -> list[str]:
               help="Attempts before the job is dead-lettered (default: the type's, else 3).")
 @click.option("--user-id", default=None, help="The user the job belongs to.")
 @click.option("--handlers", "handler_modules", multiple=True, metavar="MODULE",
-              help="Import MODULE so that its job types, and their limits and retry "
-                   "policy, are known (repeatable).")
+              help="Import MODULE so that its job types, and their payload models, limits "
+                   "and retry policy, are known (repeatable).")
 @click.option("--any-type", is_flag=True,
               help="Accept a type no handler here knows (one served by another deployment): "
                    "the job waits, PENDING, until a pool that serves its type runs.")
@@ -122,6 +122,10 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
     waits until a worker finishes the job, then prints its result as JSON on
     stdout and exits 0, or prints its error on stderr and exits 1 (failed for
     good, or cancelled).
+
+    A type registered with a payload model (`@handler(TYPE, payload=Model)`) has
+    the payload checked against it when its module is known here (--handlers,
+    SKIPLOCK_HANDLERS).
 
     A pool claims only the types it has handlers for (see `skiplock worker
     --types`): a job of a type that no running pool serves waits until one
@@ -156,12 +160,14 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
     except ValueError as exc:  # also an integer of thousands of digits
         raise InvalidPayload(f"payload is not valid JSON: {exc}") from None
     if not any_type:
-        known = _known_types(handler_modules)
+        known = _known_types(handler_modules)  # the modules register their payload models too
         if job_type not in known:
             raise UnknownJobType(
                 f"unknown job type {job_type!r} (known: {', '.join(known)}; "
                 "--handlers MODULE adds more, --any-type skips this check)"
             )
+    elif handler_modules:  # a typed type's model checks the payload
+        _known_types(handler_modules)
     job_id = do_enqueue(job_type, data, priority=priority, delay=delay,
                         max_attempts=max_attempts, idempotency_key=idempotency_key,
                         user_id=user_id, unique_for=unique_for,

@@ -11,6 +11,7 @@ their handler modules (tests/applications/otel_handlers.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -121,6 +122,23 @@ def test_every_enqueue_inside_a_span_stores_its_context(app: App) -> None:
     # `skiplock job` shows it, to find the job's trace.
     assert skiplock.get_job(alone).to_dict()["traceContext"] == expected
     assert skiplock.get_job(outside).to_dict()["traceContext"] is None
+
+
+def test_an_awaited_enqueue_stores_its_tasks_context(app: App) -> None:
+    async def request() -> tuple[Any, list[str]]:
+        with app.tracer.start_as_current_span("GET /async", kind=SpanKind.SERVER) as span:
+            one = await skiplock.aenqueue("OTEL_X", {})
+            keyed = await skiplock.aenqueue("OTEL_X", {}, idempotency_key="async:1")
+            many = await skiplock.aenqueue_many([{"type": "OTEL_X", "payload": {}}] * 2)
+        return span, [one, keyed, *many]
+
+    async def elsewhere() -> str:  # another task, outside any span
+        return await skiplock.aenqueue("OTEL_X", {})
+
+    span, ids = asyncio.run(request())
+    for job_id in ids:
+        assert stored(job_id) == {"traceparent": traceparent(span)}
+    assert stored(asyncio.run(elsewhere())) is None
 
 
 def test_both_claims_return_the_stored_context(app: App) -> None:
