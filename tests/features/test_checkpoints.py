@@ -255,3 +255,21 @@ def test_drain_hands_a_snoozed_job_its_checkpoint() -> None:
     assert report.outcomes == {"snoozed": 2, "completed": 1}
     r = row(job_id)
     assert (r.st, r.snoozes, r.result, r.checkpoint) == ("COMPLETED", 2, {"pages": 3}, None)
+
+
+def test_the_dashboards_job_page_shows_a_checkpoint_and_one_it_cannot_decode() -> None:
+    from skiplock.dashboard.app import create_app
+    from skiplock.dashboard.settings import DashboardSettings
+
+    client = create_app(DashboardSettings()).test_client()
+    resumable, broken = enqueue("T", {}), enqueue("T", {})
+    sql("""UPDATE "WorkerJob" SET checkpoint = '{"next": 90}' WHERE id = :id""", id=resumable)
+    sql('UPDATE "WorkerJob" SET checkpoint = CAST(:deep AS jsonb) WHERE id = :id',
+        deep="[" * 2000 + "]" * 2000, id=broken)
+    page = client.get(f"/jobs/{resumable}")
+    assert page.status_code == 200
+    assert "checkpoint" in page.get_data(as_text=True)
+    assert "&#34;next&#34;: 90" in page.get_data(as_text=True)
+    page = client.get(f"/jobs/{broken}")
+    assert page.status_code == 200
+    assert "the checkpoint cannot be used: it is nested too deeply" in page.get_data(as_text=True)
