@@ -64,4 +64,5 @@ worker_job = Table(
     Column("progressMessage", Text),
     Column("snoozes", Integer),
     Column("notifyDone", Boolean),
+    Column("checkpoint", JSONB),
 )
