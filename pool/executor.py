@@ -44,6 +44,7 @@ from skiplock.queue_core import Job, tracing
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.database import db, faults
 from skiplock.queue_core.errors import DatabaseUnavailable, InvalidPayload
+from skiplock.queue_core.features import checkpoints
 from skiplock.queue_core.features.cancel import end_cancelled
 from skiplock.queue_core.features.snooze import snooze
 from skiplock.queue_core.payloads import parse_payload
@@ -165,7 +166,9 @@ class Executor:
             if exc.result.snooze_s is not None:  # queue_core/features/snooze.py
                 self.rollback_scope(scope)
                 delay, bound = exc.result.snooze_s, registration.max_snoozes
-                outcome = self.settler.settle(lambda: after_change(snooze(job, delay, bound)))
+                taken = checkpoints.taken(job.id)
+                outcome = self.settler.settle(lambda: after_change(
+                    snooze(job, delay, bound, checkpoint=taken)))
                 if outcome is JobOutcome.DEAD_LETTERED:  # the lastError sql.SNOOZE writes
                     self.settler.reasons[job.id] = f"snoozed {bound} times, the limit of its type"
                 return outcome
@@ -183,6 +186,9 @@ class Executor:
         """The handler, in its savepoint of the group's transaction: the handler's writes
         and the completion commit together or not at all (docs/internals.md, the job's
         transaction)."""
+        # What the handler resumes from; what it checkpoints goes with the run's end
+        # unless that is a completion (`checkpoints.taken`).
+        checkpoints.begin(job.id, job.checkpoint)
         try:
             with db.bind_job_connection(scope):
                 self.in_handler = True
@@ -218,14 +224,18 @@ class Executor:
                 self.abandon_group(exc)
                 return self.settler.interrupted(
                     job, "the job's database connection was lost before it committed: "
-                         f"{first_line(exc.__cause__ or exc)}")
+                         f"{first_line(exc.__cause__ or exc)}",
+                    checkpoint=checkpoints.taken(job.id))
             except SQLAlchemyError as exc:
                 # Our statement was refused in a transaction the handler left aborted
                 # (it caught an error of its own and returned).
                 return self.fail_in_group(job, scope, started, f"the job's transaction could not "
                                           f"commit: {describe_exception(exc)}", retry=True)
         now = time.monotonic()
-        self.group.add(Outcome(job, now - started, now, result=result.data))
+        # Its checkpoint goes with it: should the group's commit fail, the job is
+        # interrupted and its next run resumes.
+        self.group.add(Outcome(job, now - started, now, result=result.data,
+                               checkpoint=checkpoints.taken(job.id)))
         return None
 
     def handler_raised(self, job: Job, scope: JobScope, started: float,
@@ -244,7 +254,8 @@ class Executor:
             which = "the job's database connection" if own else \
                 "a connection of the handler's to skiplock's database"
             return self.settler.interrupted(
-                job, f"{which} was lost while the handler ran: {describe_exception(exc)}")
+                job, f"{which} was lost while the handler ran: {describe_exception(exc)}",
+                checkpoint=checkpoints.taken(job.id))
         log.warning("job %s %s raised %s", job.type, job.id, type(exc).__name__,
                     exc_info=True, extra={"job_id": job.id, "job_type": job.type})
         return self.fail_in_group(job, scope, started, describe_exception(exc), retry=True)
@@ -265,10 +276,12 @@ class Executor:
         """Roll the job's writes back to its savepoint; it is failed in the group's
         transaction. When even that rollback fails the group cannot commit: its jobs
         are settled one by one, and this one is failed on its own."""
+        taken = checkpoints.taken(job.id)
         if not self.rollback_scope(scope):
-            return self.settler.fail(job, error, retry=retry)
+            return self.settler.fail(job, error, retry=retry, checkpoint=taken)
         now = time.monotonic()
-        self.group.add(Outcome(job, now - started, now, error=error, retry=retry))
+        self.group.add(Outcome(job, now - started, now, error=error, retry=retry,
+                               checkpoint=taken))
         return None
 
 

@@ -39,6 +39,7 @@ from skiplock.queue_core.features.cancel import (
     cancel_many,
     cancel_matching,
 )
+from skiplock.queue_core.features.checkpoints import checkpoint, last_checkpoint
 from skiplock.queue_core.features.job_progress import progress
 from skiplock.queue_core.features.waiting import wait
 from skiplock.queue_core.jobs import Job, JobRef, JobStatus
@@ -57,6 +58,7 @@ __all__ = [
     "cancel",
     "cancel_many",
     "cancel_matching",
+    "checkpoint",
     "DatabaseUnavailable",
     "InvalidJob",
     "InvalidPayload",
@@ -86,6 +88,7 @@ __all__ = [
     "fail",
     "get_job",
     "heartbeat",
+    "last_checkpoint",
     "progress",
     "recover_stuck",
     "release",

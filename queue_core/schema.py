@@ -64,6 +64,7 @@ worker_job = Table(
     Column("progressMessage", Text),
     Column("snoozes", Integer),
     Column("notifyDone", Boolean),
-    # 0014_trace_context: the OpenTelemetry context the job was enqueued in.
+    Column("checkpoint", JSONB),
+    # 0015_trace_context: the OpenTelemetry context the job was enqueued in.
     Column("traceContext", JSONB),
 )

@@ -242,13 +242,17 @@ _CLAIM = """
 _WHOLE_JOB = """j.id, j.type, j.payload::text AS payload_json, j.status, j.priority,
         j."availableAt", j.attempts, j."maxAttempts", j."lastError", j."lockedAt", j."lockedBy",
         j."idempotencyKey", j."userId", j."createdAt", j."startedAt", j."completedAt",
-        j.interruptions, j."traceContext"::text AS trace_context, """ + _features("j.")
+        j.interruptions, j.checkpoint::text AS checkpoint_json,
+        j."traceContext"::text AS trace_context, """ + _features("j.")
 # What a pool child reads of a job it claims with its completions (`Job.from_claim`):
 # the other 18 columns cost the server and the child, which turns them into Python
 # values, CPU for every row, for nothing (docs/benchmarks.md, "Figures behind the code").
+# The checkpoint is what the handler resumes from (queue_core/features/checkpoints.py),
+# as text for the same reason as the payload; NULL, one byte of the row's answer,
+# for a job that never checkpointed.
 _CLAIMED_BY_POOL = """j.id, j.type, j.payload::text AS payload_json, j.priority, j."availableAt",
         j.attempts, j."maxAttempts", j."lockedBy", j."cancelRequestedAt",
-        j."traceContext"::text AS trace_context
+        j.checkpoint::text AS checkpoint_json, j."traceContext"::text AS trace_context
 """
 
 # A pool claims only the types it serves (pool/served.py), and so does a claim
@@ -303,11 +307,14 @@ _FENCE = """
     id = :id AND status = 'PROCESSING' AND "lockedBy" = :locked_by AND attempts = :attempts
 """
 
+# A completed job has nothing left to resume: its checkpoint (up to 8 KiB) would only
+# weigh on the table until cleanup (queue_core/features/checkpoints.py).
 COMPLETE = text(
     f"""
     UPDATE "WorkerJob"
     SET status = 'COMPLETED', "completedAt" = statement_timestamp(),
-        "lockedAt" = NULL, "lockedBy" = NULL, result = CAST(:result AS jsonb)
+        "lockedAt" = NULL, "lockedBy" = NULL, result = CAST(:result AS jsonb),
+        checkpoint = NULL
     WHERE {_FENCE}
     """
 )
@@ -318,7 +325,7 @@ COMPLETE = text(
 _COMPLETE_MANY = """
     UPDATE "WorkerJob" AS j
     SET status = 'COMPLETED', "completedAt" = statement_timestamp(),
-        "lockedAt" = NULL, "lockedBy" = NULL, result = c.result
+        "lockedAt" = NULL, "lockedBy" = NULL, result = c.result, checkpoint = NULL
     FROM unnest(CAST(:ids AS text[]), CAST(:lockers AS text[]), CAST(:attempts AS int[]),
                 CAST(:results AS jsonb[])) AS c(id, locked_by, attempts, result)
     WHERE j.id = c.id AND j.status = 'PROCESSING'
@@ -386,7 +393,10 @@ COMPLETE_AND_CLAIM = text(_complete_and_claim(""))
 COMPLETE_AND_CLAIM_TYPES = text(_complete_and_claim(_TYPES))
 
 # :retry is decided by the caller (the handler asked for it); whether attempts
-# are left is decided here, on the row as it is now.
+# are left is decided here, on the row as it is now. :checkpoint, the run's latest
+# (queue_core/features/checkpoints.py), is written in the same fenced change, so
+# that the retry resumes from it; NULL keeps the one the row has.
+_KEEP_CHECKPOINT = "checkpoint = COALESCE(CAST(:checkpoint AS jsonb), checkpoint)"
 FAIL = text(
     f"""
     UPDATE "WorkerJob"
@@ -397,7 +407,7 @@ FAIL = text(
                              ELSE "availableAt" END,
         "completedAt" = CASE WHEN :retry AND attempts < "maxAttempts"
                              THEN NULL ELSE statement_timestamp() END,
-        "lastError" = :error, "lockedAt" = NULL, "lockedBy" = NULL
+        "lastError" = :error, "lockedAt" = NULL, "lockedBy" = NULL, {_KEEP_CHECKPOINT}
     WHERE {_FENCE}
     RETURNING status, "availableAt"
     """
@@ -416,7 +426,8 @@ RELEASE = text(
 
 # A run cut short by something other than the job (queue_core/accounting.py):
 # its first :free interruptions give the attempt back and count one more, with
-# a back-off that doubles each time; later ones are charged like FAIL.
+# a back-off that doubles each time; later ones are charged like FAIL. Its
+# :checkpoint as FAIL's: the master writes the last one its child reported.
 _FREE = 'COALESCE(interruptions, 0) < :free'
 INTERRUPT = text(
     f"""
@@ -442,7 +453,7 @@ INTERRUPT = text(
                         CAST(:reason AS text), :free, attempts, "maxAttempts",
                         CASE WHEN attempts < "maxAttempts" THEN '; retrying'
                              ELSE '; no attempts left' END) END,
-        "lockedAt" = NULL, "lockedBy" = NULL
+        "lockedAt" = NULL, "lockedBy" = NULL, {_KEEP_CHECKPOINT}
     WHERE {_FENCE}
     RETURNING status, attempts
     """
@@ -470,9 +481,11 @@ RELEASE_UNSTARTED = text(
 # its lease was renewed and whether it is still held at all (read without a
 # lock: a locked row is "held, not renewed", retried at the next beat; only a
 # job no longer held by this holder at this attempt is lost).
-# The same statement carries what the handlers reported (progress; NULL keeps
-# the last value) and answers which of the jobs an operator asked to cancel, so
-# that neither costs a statement of its own (queue_core/features/cancel.py, progress.py).
+# The same statement carries what the handlers reported (progress, checkpoints;
+# NULL keeps the last value) and answers which of the jobs an operator asked to
+# cancel, so that neither costs a statement of its own (queue_core/features/
+# cancel.py, job_progress.py, checkpoints.py). A beat with no checkpoint to write
+# sends '{}' for them: unnest pads the shorter array with NULLs.
 # A job whose `write` is false is only read (held? cancel asked?): its lease is
 # fresh enough to be left as it is this time (pool/heartbeats.py).
 HEARTBEAT = text(
@@ -480,8 +493,9 @@ HEARTBEAT = text(
     WITH h AS (
         SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:lockers AS text[]),
                              CAST(:attempts AS int[]), CAST(:progress AS real[]),
-                             CAST(:messages AS text[]), CAST(:write AS boolean[]))
-             AS h(id, locked_by, attempts, progress, message, write)
+                             CAST(:messages AS text[]), CAST(:write AS boolean[]),
+                             CAST(:checkpoints AS jsonb[]))
+             AS h(id, locked_by, attempts, progress, message, write, checkpoint)
     ), free AS (
         SELECT j.id FROM "WorkerJob" AS j JOIN h ON j.id = h.id
         WHERE h.write
@@ -490,7 +504,8 @@ HEARTBEAT = text(
     ), renewed AS (
         UPDATE "WorkerJob" AS j SET "lockedAt" = statement_timestamp(),
             progress = COALESCE(h.progress, j.progress),
-            "progressMessage" = COALESCE(h.message, j."progressMessage")
+            "progressMessage" = COALESCE(h.message, j."progressMessage"),
+            checkpoint = COALESCE(h.checkpoint, j.checkpoint)
         FROM free JOIN h ON h.id = free.id
         WHERE j.id = free.id
         RETURNING j.id
@@ -663,7 +678,8 @@ GET_JOB = text(
     SELECT id, type, payload::text AS payload_json, status, priority, "availableAt", attempts,
            "maxAttempts", "lastError", "lockedAt", "lockedBy", "idempotencyKey", "userId",
            "createdAt", "startedAt", "completedAt", result::text AS result_json, interruptions,
-           "traceContext"::text AS trace_context, {_features()}
+           checkpoint::text AS checkpoint_json, "traceContext"::text AS trace_context,
+           {_features()}
     FROM "WorkerJob" WHERE id = :id
     """
 )
@@ -710,12 +726,16 @@ CLEANUP_BATCH = text(
 # By id, a cancelled job (FAILED) is retried too: naming the job is the
 # operator's decision to run it after all. The bulk forms move dead letters
 # only: retrying every dead letter of a type must not undo a cancel.
+# The checkpoint stays unless :keep_checkpoint is false: a long job retried
+# after its bug was fixed resumes where it stopped; one whose checkpoint is what
+# breaks it is retried from the start (`skiplock retry --from-start`).
 _RETRY = """
     UPDATE "WorkerJob"
     SET status = 'PENDING', attempts = 0, interruptions = NULL, snoozes = NULL,
         "availableAt" = now(), "completedAt" = NULL,
         "lockedAt" = NULL, "lockedBy" = NULL, "startedAt" = NULL,
-        "cancelRequestedAt" = NULL, "cancelledBy" = NULL
+        "cancelRequestedAt" = NULL, "cancelledBy" = NULL,
+        checkpoint = CASE WHEN CAST(:keep_checkpoint AS boolean) THEN checkpoint END
     WHERE {filter}
     RETURNING id
 """
@@ -801,7 +821,7 @@ MARK_WAITED = text(
 
 # "Run me again in N seconds": back to PENDING with the attempt given back and the
 # snooze counted, or DEAD_LETTER once the type's bound is used up. Fenced like any
-# change of a claimed job.
+# change of a claimed job; its :checkpoint as FAIL's.
 _SNOOZE_LEFT = 'COALESCE(snoozes, 0) < :max_snoozes'
 SNOOZE = text(
     f"""
@@ -816,7 +836,7 @@ SNOOZE = text(
         "lastError" = CASE WHEN {_SNOOZE_LEFT} THEN "lastError"
                            ELSE format('snoozed %s times, the limit of its type', snoozes) END,
         "startedAt" = CASE WHEN {_SNOOZE_LEFT} THEN NULL ELSE "startedAt" END,
-        "lockedAt" = NULL, "lockedBy" = NULL
+        "lockedAt" = NULL, "lockedBy" = NULL, {_KEEP_CHECKPOINT}
     WHERE {_FENCE}
     RETURNING status::text AS status
     """

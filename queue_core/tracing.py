@@ -4,7 +4,7 @@ enqueued in, and each run of it is a span of that trace.
 - Enqueue (`current_context`): when a span is current, what the application's
   propagator injects (the W3C `traceparent`, and `tracestate` and `baggage`
   when there are any) is stored with every job of the call, in
-  "WorkerJob"."traceContext" (migration 0014_trace_context). Without a span,
+  "WorkerJob"."traceContext" (migration 0015_trace_context). Without a span,
   or without opentelemetry installed, the column stays NULL.
 - Run (`RunTracer`): a pool child whose process has a tracer provider runs each
   job inside a CONSUMER span, `skiplock.run TYPE`, whose parent is the

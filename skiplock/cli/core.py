@@ -183,11 +183,12 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
     wait_and_report(job_id, timeout)
 
 
-# Columns of the job features (cancel, limits, unique windows, progress, snooze):
-# shown only when set, so that an ordinary job reads as it always did.
+# Columns of the job features (cancel, limits, unique windows, progress, snooze,
+# checkpoints): shown only when set, so that an ordinary job reads as it always did.
 _UNSET_HIDDEN = frozenset({"cancelRequestedAt", "cancelledBy", "concurrencyKey",
                            "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-                           "progress", "progressMessage", "snoozes", "traceContext"})
+                           "progress", "progressMessage", "snoozes", "checkpoint",
+                           "traceContext"})
 
 
 @main.command()
@@ -206,7 +207,7 @@ def job(job_id: str, as_json: bool) -> None:
         return
     width = max(len(k) for k in row)
     for key, value in row.items():
-        if key in ("payload", "result", "traceContext") and value is not None:
+        if key in ("payload", "result", "checkpoint", "traceContext") and value is not None:
             value = json.dumps(value, ensure_ascii=False)
         if key == "lastError" or (value is None and key in _UNSET_HIDDEN):
             continue
@@ -220,11 +221,15 @@ def job(job_id: str, as_json: bool) -> None:
 @click.option("--all-dead", is_flag=True, help="Retry every dead-lettered job.")
 @click.option("--type", "job_type", default=None,
               help="With --all-dead: only jobs of this type.")
-def retry(job_ids: tuple[str, ...], all_dead: bool, job_type: str | None) -> None:
+@click.option("--from-start", is_flag=True,
+              help="Drop the jobs' checkpoints: they run from the start instead of "
+                   "resuming (skiplock.last_checkpoint() gives None).")
+def retry(job_ids: tuple[str, ...], all_dead: bool, job_type: str | None,
+          from_start: bool) -> None:
     """Move dead-lettered jobs back to PENDING with fresh attempts.
 
     Given ids, cancelled jobs (FAILED) are retried too; --all-dead moves dead
-    letters only."""
+    letters only. A job resumes from its checkpoint unless --from-start."""
     from skiplock.queue_core import retry_dead
 
     if bool(job_ids) == all_dead:
@@ -232,14 +237,14 @@ def retry(job_ids: tuple[str, ...], all_dead: bool, job_type: str | None) -> Non
     if job_type and not all_dead:
         raise click.UsageError("--type goes with --all-dead")
     if job_ids:
-        retried = retry_dead(job_ids)
+        retried = retry_dead(job_ids, from_start=from_start)
         missing = sorted(set(job_ids) - set(retried))
         if missing:
             echo(f"not dead-lettered (left alone): {', '.join(missing)}", err=True)
     elif job_type:
-        retried = retry_dead(job_type=job_type)
+        retried = retry_dead(job_type=job_type, from_start=from_start)
     else:
-        retried = retry_dead(all_dead=True)
+        retried = retry_dead(all_dead=True, from_start=from_start)
     click.echo(f"retried {len(retried)} jobs")
 
 

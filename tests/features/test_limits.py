@@ -348,7 +348,7 @@ def test_the_downgrade_puts_back_the_triggers_of_0005_and_the_upgrade_rebalances
     config = migrate.alembic_config(url)
     command.downgrade(config, "0012_routing")
     direct.close()
-    # Today's enqueue also writes a column of a later revision (0014_trace_context).
+    # Today's enqueue also writes a column of a later revision (0015_trace_context).
     sql('ALTER TABLE "WorkerJob" ADD COLUMN "traceContext" jsonb')
     try:
         [first, second] = keyed(2, limit=1)

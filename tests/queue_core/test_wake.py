@@ -205,7 +205,7 @@ def test_the_downgrade_puts_back_the_trigger_that_fires_for_every_insert(
     url = database_url()
     config = migrate.alembic_config(url)
     command.downgrade(config, "0005_features")
-    # Today's enqueue also writes a column of a later revision (0014_trace_context).
+    # Today's enqueue also writes a column of a later revision (0015_trace_context).
     trace_column = 'ALTER TABLE "WorkerJob" {} COLUMN "traceContext" {}'
     with db.get_engine().begin() as conn:
         conn.execute(text(trace_column.format("ADD", "jsonb")))

@@ -1,7 +1,7 @@
 """The trace context a job was enqueued in (OpenTelemetry).
 
-Revision ID: 0014_trace_context
-Revises: 0013_slot_counts
+Revision ID: 0015_trace_context
+Revises: 0014_checkpoints
 Create Date: 2026-12-06
 
 "WorkerJob"."traceContext" jsonb: what the application's OpenTelemetry
@@ -13,8 +13,8 @@ each run a span of that trace, the enqueuing span's child
 nothing but an enqueue writes the column.
 
 A column of its own rather than a key of an existing one: the payload is the
-application's, which its handlers and `skiplock enqueued` read as given, and
-no other column holds a document. jsonb, not the `traceparent` text alone:
+application's, which its handlers read as given, and the result and the
+checkpoint are the handler's. jsonb, not the `traceparent` text alone:
 whatever propagators the application configured come back as they went, and
 jsonb keeps the header names with their values.
 
@@ -27,8 +27,8 @@ on decodes. The downgrade drops the column and the contexts with it.
 
 from alembic import op
 
-revision = "0014_trace_context"
-down_revision = "0013_slot_counts"
+revision = "0015_trace_context"
+down_revision = "0014_checkpoints"
 branch_labels = None
 depends_on = None
 

@@ -1,4 +1,4 @@
-"""skiplock's queue, to revision 0014_trace_context of its own migrations (skiplock/django/schema.py)."""
+"""skiplock's queue, to revision 0014_checkpoints of its own migrations (skiplock/django/schema.py)."""
 
 from typing import Any
 
@@ -6,7 +6,7 @@ from django.db import migrations
 
 from skiplock.django import schema
 
-QUEUE_REVISION = "0014_trace_context"
+QUEUE_REVISION = "0014_checkpoints"
 
 
 def upgrade_queue(apps: Any, schema_editor: Any) -> None:
