@@ -59,7 +59,7 @@ from skiplock.pool.proctitle import set_title, worker_title
 from skiplock.pool.producer import PollInterval, Producer
 from skiplock.pool.progress_reporter import CheckpointReporter, ProgressReporter
 from skiplock.pool.settler import STATEMENT_BOUND_S, Settler, job_extra
-from skiplock.queue_core import Job, sql
+from skiplock.queue_core import Job, sql, tracing
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.database import db, faults, grants, migrate
 from skiplock.queue_core.database.bounds import bounded
@@ -142,6 +142,8 @@ class Child:
             self.ahead.close()  # and the listener's, when it is the same
             if self.listener is not None:
                 self.listener.close()
+            if self.executor.tracing is not None:
+                self.executor.tracing.flush()
         return EXIT_ABORTED if self.abandoning else EXIT_OK
 
     def boot(self) -> str | None:
@@ -155,6 +157,9 @@ class Child:
             registry.load_handler_modules(self.settings.handlers)
         except ConfigurationError as exc:
             return str(exc)
+        # Asked once, now that the handler modules (where an application sets its
+        # tracer provider) are imported.
+        self.executor.tracing = tracing.run_tracer()
         return self.probe_database()
 
     def install_signals(self) -> None:

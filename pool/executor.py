@@ -40,7 +40,7 @@ from skiplock.pool.group_commit import Group, JobScope, Outcome
 from skiplock.pool.outage import Outage
 from skiplock.pool.outcomes import JobOutcome, after_change
 from skiplock.pool.settler import Settler
-from skiplock.queue_core import Job
+from skiplock.queue_core import Job, tracing
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.database import db, faults
 from skiplock.queue_core.errors import DatabaseUnavailable, InvalidPayload
@@ -90,6 +90,9 @@ class Executor:
         self.in_handler = False  # SIGQUIT raises into handler code only
         # Job types whose last job here never asked for its transaction.
         self.dbless_types: set[str] = set()
+        # Each run as a span (queue_core/tracing.py), set by the child once its handler
+        # modules are imported: None without a tracer provider.
+        self.tracing: tracing.RunTracer | None = None
 
     def prepare(self, job: Job) -> tuple[Registration | None, protocol.PreparedStarted]:
         """The job's handler and its `started` but for the times, looked up and built
@@ -102,7 +105,29 @@ class Executor:
     def execute(self, job: Job, registration: Registration | None,
                 started: float) -> JobOutcome | None:
         """Run the job to an end: its outcome, or None when it waits in the group for
-        the commit (pool/completer.py)."""
+        the commit (pool/completer.py). With tracing on, inside the run's span."""
+        if self.tracing is None:
+            return self.run_to_end(job, registration, started)
+        with self.tracing.run(job) as span:
+            outcome = self.run_to_end(job, registration, started)
+            self.tracing.ended(span, *self.traced_outcome(job, outcome))
+            return outcome
+
+    def traced_outcome(self, job: Job, outcome: JobOutcome | None) -> tuple[str, str | None]:
+        """How the run ended, and why it failed, as the executor knows it when the run
+        ends. A job that waits in the group is said as its commit will write it
+        (completed; retried, or dead-lettered when no attempt is left): a commit that
+        fails after the span ended is settled, and logged, as it always is."""
+        if outcome is not None:
+            return outcome.value, self.settler.reasons.get(job.id) if outcome.failed else None
+        waiting = self.group.outcomes[-1] if self.group.outcomes else None
+        if waiting is None or waiting.job is not job or waiting.error is None:
+            return JobOutcome.COMPLETED.value, None
+        retried = waiting.retry and job.attempts < job.max_attempts
+        return (JobOutcome.RETRIED if retried else JobOutcome.DEAD_LETTERED).value, waiting.error
+
+    def run_to_end(self, job: Job, registration: Registration | None,
+                   started: float) -> JobOutcome | None:
         if job.decode_error is not None:
             return self.settler.fail(job, job.decode_error, retry=False)
         if job.cancel_requested_at is not None:  # cancelled while it waited (queue_core/features/cancel.py)

@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
-from skiplock.queue_core import sql
+from skiplock.queue_core import sql, tracing
 from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.database import steps
 from skiplock.queue_core.database.async_connections import (
@@ -59,7 +59,7 @@ async def aenqueue(job_type: str, payload: Mapping[str, Any], *, priority: int =
     row = job_row(job_type, payload, priority=priority, delay=delay, max_attempts=max_attempts,
                   idempotency_key=idempotency_key, user_id=user_id,
                   concurrency_key=concurrency_key, concurrency=concurrency, unique_for=unique_for)
-    return (await _write([row], conn)).ids[0]
+    return (await _write([row], conn, tracing.current_context())).ids[0]
 
 
 async def aenqueue_many(jobs: Iterable[Mapping[str, Any]],
@@ -68,12 +68,14 @@ async def aenqueue_many(jobs: Iterable[Mapping[str, Any]],
     rows = job_rows(jobs)
     if not rows:
         return []
-    return (await _write(rows, conn)).ids
+    return (await _write(rows, conn, tracing.current_context())).ids
 
 
-async def _write(rows: list[Any], conn: AsyncJoinable | None) -> Enqueued:
+async def _write(rows: list[Any], conn: AsyncJoinable | None, trace: str | None) -> Enqueued:
+    """Insert `rows`, enqueued in the trace context `trace` (the calling task's span:
+    queue_core/tracing.py)."""
     async with ajoin(conn) as c:
-        return await steps.arun(insert_steps(rows), lambda step: c.execute(*step))
+        return await steps.arun(insert_steps(rows, trace), lambda step: c.execute(*step))
 
 
 async def acancel(job_id: str, *, by: str | None = None,

@@ -22,7 +22,7 @@ import psycopg2
 from sqlalchemy import Connection, TextClause
 from sqlalchemy import exc as sa_exc
 
-from skiplock.queue_core import payloads, sql
+from skiplock.queue_core import payloads, sql, tracing
 from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.database import direct, steps
 from skiplock.queue_core.database.arrays import number_array, text_array
@@ -279,7 +279,7 @@ def enqueue(job_type: str, payload: Any, *, priority: int = 0,
     row = job_row(job_type, payload, priority=priority, delay=delay, max_attempts=max_attempts,
                   idempotency_key=idempotency_key, user_id=user_id,
                   concurrency_key=concurrency_key, concurrency=concurrency, unique_for=unique_for)
-    return _write([row], conn).ids[0]
+    return _write([row], conn, tracing.current_context()).ids[0]
 
 
 def job_row(job_type: Any, payload: Any, *, priority: Any, delay: Any, max_attempts: Any,
@@ -312,7 +312,7 @@ def enqueue_batch(jobs: Iterable[Mapping[str, Any]],
     rows = job_rows(jobs)
     if not rows:
         return Enqueued([], 0)
-    return _write(rows, conn)
+    return _write(rows, conn, tracing.current_context())
 
 
 def job_rows(jobs: Iterable[Mapping[str, Any]]) -> list[_Row]:
@@ -323,13 +323,15 @@ def job_rows(jobs: Iterable[Mapping[str, Any]]) -> list[_Row]:
     return [_prepare_job(job, index, limit, ids[index]) for index, job in enumerate(jobs)]
 
 
-def _write(rows: Sequence[_Row], conn: Joinable | None) -> Enqueued:
+def _write(rows: Sequence[_Row], conn: Joinable | None, trace: str | None) -> Enqueued:
+    """Insert `rows`; `trace` is the context they were enqueued in (queue_core/tracing.py),
+    the same for all of them."""
     if conn is None:
         try:
             kept = direct.acquire()
             if kept is not None:
                 try:
-                    return _insert(kept, rows)
+                    return _insert(kept, rows, trace)
                 finally:
                     direct.release(kept)
         except (sa_exc.DBAPIError, psycopg2.Error):
@@ -340,8 +342,8 @@ def _write(rows: Sequence[_Row], conn: Joinable | None) -> Enqueued:
     # Another thread has the kept connection, or the caller's transaction.
     with connect(conn, autocommit=True) as c:
         if isinstance(c, Connection) and binds_on_server(c):
-            return _insert(ServerBound(c), rows)
-        return _insert(c, rows)
+            return _insert(ServerBound(c), rows, trace)
+        return _insert(c, rows, trace)
 
 
 _INSERT_UNKEYED = direct.Prepared(sql.INSERT_UNKEYED_JOB_POSITIONAL,
@@ -352,24 +354,26 @@ Statement: TypeAlias = tuple[TextClause, dict[str, Any]]
 
 
 def _insert(conn: Connection | ServerBound | BorrowedConnection | direct.KeptConnection,
-            rows: Sequence[_Row]) -> Enqueued:
+            rows: Sequence[_Row], trace: str | None) -> Enqueued:
     if (len(rows) == 1 and isinstance(conn, direct.KeptConnection)
             and rows[0].key is None and rows[0].unique_key is None):
-        return _insert_prepared(conn, rows[0])
-    return steps.run(insert_steps(rows), lambda step: conn.execute(*step))
+        return _insert_prepared(conn, rows[0], trace)
+    return steps.run(insert_steps(rows, trace), lambda step: conn.execute(*step))
 
 
-def insert_steps(rows: Sequence[_Row]) -> Generator[Statement, Any, Enqueued]:
-    """The statements that write `rows`, each sent back its result, and what they wrote.
+def insert_steps(rows: Sequence[_Row],
+                 trace: str | None) -> Generator[Statement, Any, Enqueued]:
+    """The statements that write `rows`, enqueued in the trace context `trace`
+    (queue_core/tracing.py), each sent back its result, and what they wrote.
 
     The blocking path (`_insert`) and the async one (queue_core/aio.py) run these
     same steps (queue_core/database/steps.py)."""
     if all(r.key is None and r.unique_key is None for r in rows):
         if len(rows) == 1:
             # One job without a key: it is new, whatever else is in the table.
-            yield from _inserting(sql.INSERT_UNKEYED_JOB, _unkeyed_params(rows[0]), rows)
+            yield from _inserting(sql.INSERT_UNKEYED_JOB, _unkeyed_params(rows[0], trace), rows)
         else:
-            yield from _inserting(sql.INSERT_UNKEYED_JOBS, _unkeyed_columns(rows), rows)
+            yield from _inserting(sql.INSERT_UNKEYED_JOBS, _unkeyed_columns(rows, trace), rows)
         return Enqueued([r.id for r in rows], len(rows))
     created = 0
     ids: dict[int, str] = {}
@@ -382,9 +386,10 @@ def insert_steps(rows: Sequence[_Row]) -> Generator[Statement, Any, Enqueued]:
     for _ in range(5):
         batch = [rows[i] for i in todo]
         if len(batch) == 1:
-            result = yield from _inserting(sql.INSERT_JOB, batch[0]._asdict(), batch)
+            result = yield from _inserting(
+                sql.INSERT_JOB, {**batch[0]._asdict(), "trace_context": trace}, batch)
         else:
-            result = yield from _inserting(sql.INSERT_JOBS, _columns(batch), batch)
+            result = yield from _inserting(sql.INSERT_JOBS, _columns(batch, trace), batch)
         inserted = {r.id for r in result}
         created += len(inserted)
         for i in todo:
@@ -425,17 +430,21 @@ def _inserting(statement: TextClause, params: dict[str, Any],
         raise
 
 
-def _unkeyed_params(row: _Row) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in sql.INSERT_UNKEYED_JOB_PARAMS}
+def _unkeyed_values(row: _Row, trace: str | None) -> tuple[Any, ...]:
+    """INSERT_UNKEYED_JOB's parameters, in the order of INSERT_UNKEYED_JOB_PARAMS."""
+    return (row.id, row.type, row.payload, row.priority, row.delay_s, row.max_attempts,
+            row.user_id, row.concurrency_key, row.concurrency, trace)
 
 
-def _insert_prepared(conn: direct.KeptConnection, row: _Row) -> Enqueued:
+def _unkeyed_params(row: _Row, trace: str | None) -> dict[str, Any]:
+    return dict(zip(sql.INSERT_UNKEYED_JOB_PARAMS, _unkeyed_values(row, trace), strict=True))
+
+
+def _insert_prepared(conn: direct.KeptConnection, row: _Row, trace: str | None) -> Enqueued:
     """One job without a key on skiplock's kept connection: INSERT_UNKEYED_JOB as the
     statement prepared there (the hot path of `enqueue`)."""
     try:
-        conn.execute_prepared(_INSERT_UNKEYED, (
-            row.id, row.type, row.payload, row.priority, row.delay_s, row.max_attempts,
-            row.user_id, row.concurrency_key, row.concurrency))
+        conn.execute_prepared(_INSERT_UNKEYED, _unkeyed_values(row, trace))
     except (sa_exc.IntegrityError, sa_exc.OperationalError) as exc:
         _refuse(exc, [row])
         raise
@@ -453,18 +462,19 @@ def _refuse(exc: sa_exc.IntegrityError | sa_exc.OperationalError, rows: Sequence
         raise conflict from exc
 
 
-def _columns(rows: Sequence[_Row]) -> dict[str, str]:
+def _columns(rows: Sequence[_Row], trace: str | None) -> dict[str, str | None]:
     """INSERT_JOBS's columns: those of INSERT_UNKEYED_JOBS and the keys."""
-    return {**_unkeyed_columns(rows),
+    return {**_unkeyed_columns(rows, trace),
             "keys": text_array([r.key for r in rows]),
             "unique_keys": text_array([r.unique_key for r in rows]),
             "unique_secs": number_array([r.unique_s for r in rows])}
 
 
-def _unkeyed_columns(rows: Sequence[_Row]) -> dict[str, str]:
+def _unkeyed_columns(rows: Sequence[_Row], trace: str | None) -> dict[str, str | None]:
     """Each column as one array literal (queue_core/database/arrays.py), in few passes: ids
     are hex digits (no quotes needed), a type is escaped once per batch, a column of
-    NULLs is '{}' (unnest pads the shorter arrays with NULLs)."""
+    NULLs is '{}' (unnest pads the shorter arrays with NULLs); the trace context, one
+    value for all."""
     types: dict[str, str] = {}
     for r in rows:
         if r.type not in types:
@@ -481,6 +491,7 @@ def _unkeyed_columns(rows: Sequence[_Row]) -> dict[str, str]:
         "user_ids": text_array(users) if any(u is not None for u in users) else "{}",
         "slot_keys": text_array(slots) if any(k is not None for k in slots) else "{}",
         "slot_limits": number_array([r.concurrency for r in rows]) if any(slots) else "{}",
+        "trace_context": trace,
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -89,6 +90,9 @@ class Job:
     # What the handler last passed to `skiplock.checkpoint` (None: never, or None),
     # what its next run resumes from (queue_core/features/checkpoints.py).
     checkpoint: Any = None
+    # The trace context it was enqueued in, as stored (JSON text; queue_core/tracing.py):
+    # decoded only by a child that traces its runs.
+    trace_context: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -132,6 +136,7 @@ class Job:
             interruptions=m.get("interruptions") or 0,
             decode_error=decode_error,
             checkpoint=checkpoint,
+            trace_context=_trace_context(m),
             **{name: m.get(column) for name, column in _FEATURE_COLUMNS.items()},
         )
 
@@ -149,6 +154,7 @@ class Job:
             priority=m["priority"], available_at=m["availableAt"], attempts=m["attempts"],
             max_attempts=m["maxAttempts"], locked_by=m["lockedBy"],
             cancel_requested_at=m["cancelRequestedAt"], checkpoint=checkpoint,
+            trace_context=m["trace_context"],
             decode_error=decode_error or unusable,
             last_error=None, locked_at=None, idempotency_key=None, user_id=None,
             created_at=None, started_at=None, completed_at=None,
@@ -168,7 +174,19 @@ class Job:
             which = "checkpoint" if self.decode_error.startswith(_CHECKPOINT_UNUSABLE) \
                 else "payload"
             out[which] = f"<{self.decode_error}>"
+        out["traceContext"] = None
+        if self.trace_context is not None:
+            out["traceContext"], _ = load_json(self.trace_context)
         return out
+
+
+def _trace_context(m: Mapping[str, Any]) -> str | None:
+    """The stored trace context as text: a statement of sql.py returns it so
+    (`trace_context`), a whole row (`SELECT *`) as the driver decoded it."""
+    if "trace_context" in m:
+        return m["trace_context"]
+    stored = m.get("traceContext")
+    return None if stored is None else json.dumps(stored)
 
 
 def _claimed_payload(text: str) -> tuple[dict[str, Any], str | None]:

@@ -65,4 +65,6 @@ worker_job = Table(
     Column("snoozes", Integer),
     Column("notifyDone", Boolean),
     Column("checkpoint", JSONB),
+    # 0015_trace_context: the OpenTelemetry context the job was enqueued in.
+    Column("traceContext", JSONB),
 )

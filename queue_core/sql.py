@@ -41,16 +41,20 @@ PROBE = text('SELECT 1 FROM "WorkerJob" LIMIT 0')
 # A job with a concurrency key is inserted held back; a trigger lets it in if its
 # key has a free slot (queue_core/features/limits.py). ON CONFLICT without a target: both
 # "idempotencyKey" and the scoped "uniqueKey" (queue_core/features/unique.py) arbitrate.
+# :trace_context is one value for the whole batch, NULL unless a span is current
+# (queue_core/tracing.py): every job of one call is enqueued in the same span.
 INSERT_JOBS = text(
     WAKE + """
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
-         "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil")
+         "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
+         "traceContext")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
            j.user_id, statement_timestamp(),
            j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END,
-           j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s)
+           j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s),
+           CAST(:trace_context AS jsonb)
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
@@ -71,14 +75,16 @@ INSERT_JOB = text(
     WAKE + """
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
-         "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil")
+         "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
+         "traceContext")
     VALUES (:id, :type, CAST(:payload AS jsonb), :priority,
             statement_timestamp() + make_interval(secs => CAST(:delay_s AS float8)),
             :max_attempts, :key, :user_id, statement_timestamp(),
             :concurrency_key, CAST(:concurrency AS int),
             CASE WHEN CAST(:concurrency_key AS text) IS NOT NULL THEN true END,
             :unique_key,
-            statement_timestamp() + make_interval(secs => CAST(:unique_s AS float8)))
+            statement_timestamp() + make_interval(secs => CAST(:unique_s AS float8)),
+            CAST(:trace_context AS jsonb))
     ON CONFLICT DO NOTHING
     RETURNING id
     """
@@ -92,15 +98,16 @@ INSERT_JOB = text(
 # EXECUTE); INSERT_UNKEYED_JOB is the same with named parameters, for a
 # caller's connection. Same columns, set the same way, as INSERT_JOB.
 INSERT_UNKEYED_JOB_PARAMS = ("id", "type", "payload", "priority", "delay_s", "max_attempts",
-                             "user_id", "concurrency_key", "concurrency")
+                             "user_id", "concurrency_key", "concurrency", "trace_context")
 INSERT_UNKEYED_JOB_POSITIONAL = """
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
-         "concurrencyKey", "concurrencyLimit", "heldBack")
+         "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext")
     VALUES (CAST($1 AS text), CAST($2 AS text), CAST($3 AS jsonb), CAST($4 AS int),
             statement_timestamp() + make_interval(secs => CAST($5 AS float8)),
             CAST($6 AS int), CAST($7 AS text), statement_timestamp(), CAST($8 AS text),
-            CAST($9 AS int), CASE WHEN CAST($8 AS text) IS NOT NULL THEN true END)
+            CAST($9 AS int), CASE WHEN CAST($8 AS text) IS NOT NULL THEN true END,
+            CAST($10 AS jsonb))
     """
 INSERT_UNKEYED_JOB = text(WAKE + re.sub(r"\$(\d+)",
                                         lambda m: ":" + INSERT_UNKEYED_JOB_PARAMS[int(m[1]) - 1],
@@ -113,11 +120,12 @@ INSERT_UNKEYED_JOBS = text(
     WAKE + """
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
-         "concurrencyKey", "concurrencyLimit", "heldBack")
+         "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts,
            j.user_id, statement_timestamp(),
-           j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END
+           j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END,
+           CAST(:trace_context AS jsonb)
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
@@ -234,7 +242,8 @@ _CLAIM = """
 _WHOLE_JOB = """j.id, j.type, j.payload::text AS payload_json, j.status, j.priority,
         j."availableAt", j.attempts, j."maxAttempts", j."lastError", j."lockedAt", j."lockedBy",
         j."idempotencyKey", j."userId", j."createdAt", j."startedAt", j."completedAt",
-        j.interruptions, j.checkpoint::text AS checkpoint_json, """ + _features("j.")
+        j.interruptions, j.checkpoint::text AS checkpoint_json,
+        j."traceContext"::text AS trace_context, """ + _features("j.")
 # What a pool child reads of a job it claims with its completions (`Job.from_claim`):
 # the other 18 columns cost the server and the child, which turns them into Python
 # values, CPU for every row, for nothing (docs/benchmarks.md, "Figures behind the code").
@@ -243,7 +252,7 @@ _WHOLE_JOB = """j.id, j.type, j.payload::text AS payload_json, j.status, j.prior
 # for a job that never checkpointed.
 _CLAIMED_BY_POOL = """j.id, j.type, j.payload::text AS payload_json, j.priority, j."availableAt",
         j.attempts, j."maxAttempts", j."lockedBy", j."cancelRequestedAt",
-        j.checkpoint::text AS checkpoint_json
+        j.checkpoint::text AS checkpoint_json, j."traceContext"::text AS trace_context
 """
 
 # A pool claims only the types it serves (pool/served.py), and so does a claim
@@ -669,7 +678,8 @@ GET_JOB = text(
     SELECT id, type, payload::text AS payload_json, status, priority, "availableAt", attempts,
            "maxAttempts", "lastError", "lockedAt", "lockedBy", "idempotencyKey", "userId",
            "createdAt", "startedAt", "completedAt", result::text AS result_json, interruptions,
-           checkpoint::text AS checkpoint_json, {_features()}
+           checkpoint::text AS checkpoint_json, "traceContext"::text AS trace_context,
+           {_features()}
     FROM "WorkerJob" WHERE id = :id
     """
 )

@@ -187,7 +187,8 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
 # checkpoints): shown only when set, so that an ordinary job reads as it always did.
 _UNSET_HIDDEN = frozenset({"cancelRequestedAt", "cancelledBy", "concurrencyKey",
                            "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-                           "progress", "progressMessage", "snoozes", "checkpoint"})
+                           "progress", "progressMessage", "snoozes", "checkpoint",
+                           "traceContext"})
 
 
 @main.command()
@@ -206,7 +207,7 @@ def job(job_id: str, as_json: bool) -> None:
         return
     width = max(len(k) for k in row)
     for key, value in row.items():
-        if key in ("payload", "result", "checkpoint") and value is not None:
+        if key in ("payload", "result", "checkpoint", "traceContext") and value is not None:
             value = json.dumps(value, ensure_ascii=False)
         if key == "lastError" or (value is None and key in _UNSET_HIDDEN):
             continue
