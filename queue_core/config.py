@@ -157,8 +157,8 @@ class Settings:
     commit_delay_ms: float = _setting(
         10.0, "SKIPLOCK_COMMIT_DELAY_MS", _number(float, 0, 60_000),
         "Milliseconds a child's finished jobs may wait to commit together with the next "
-        "ones (0: one commit per job); jobs that wrote nothing wait for the end of their "
-        "batch, at most about 500 ms of work.")
+        "ones (0: one commit per job); also the most finished work a child's crash "
+        "can make run again.")
     max_payload_bytes: int = _setting(
         1024 * 1024, "SKIPLOCK_MAX_PAYLOAD_BYTES", _number(int, 1, 256 * 1024 * 1024),
         "Largest payload accepted, in bytes.")
