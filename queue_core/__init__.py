@@ -31,12 +31,20 @@ from skiplock.queue_core.errors import (
     UnknownJobType,
     WaitTimeout,
 )
+from skiplock.queue_core.features.batches import Batch, BatchInfo, batch, get_batch
 from skiplock.queue_core.features.cancel import (
     CancelOutcome,
     CancelResult,
     cancel,
     cancel_many,
     cancel_matching,
+)
+from skiplock.queue_core.features.dependencies import (
+    Edge,
+    dependents,
+    parent_results,
+    parents,
+    release_waiting,
 )
 from skiplock.queue_core.features.job_progress import progress
 from skiplock.queue_core.features.waiting import wait
@@ -46,6 +54,15 @@ from skiplock.queue_core.maintenance import QueueStats, cleanup, get_job, retry_
 from skiplock.queue_core.recovery import Recovered, recover_stuck
 
 __all__ = [
+    "Batch",
+    "BatchInfo",
+    "Edge",
+    "batch",
+    "dependents",
+    "get_batch",
+    "parent_results",
+    "parents",
+    "release_waiting",
     "CancelOutcome",
     "CancelResult",
     "cancel",

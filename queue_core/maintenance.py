@@ -93,8 +93,9 @@ def retry_dead(ids: Iterable[str] | None = None, *, job_type: str | None = None,
     cancelled jobs (FAILED) are retried too; `job_type` and `all_dead` move dead
     letters only, so that a bulk retry never undoes a cancel. A retried job
     starts over: no attempt, interruption or snooze counted, and no cancel
-    request left from its last run. Jobs in any other state are left alone (and
-    not returned).
+    request left from its last run. Given `ids`, a dependent that waits for its
+    parents (queue_core/features/dependencies.py) is let go, to run now. Jobs in
+    any other state are left alone (and not returned).
     """
     chosen = [ids is not None, job_type is not None, all_dead]
     if sum(chosen) != 1:
@@ -108,6 +109,10 @@ def retry_dead(ids: Iterable[str] | None = None, *, job_type: str | None = None,
         statement, params = sql.RETRY_DEAD_ALL, {}
     with connect(conn, autocommit=True) as c:
         retried = [row.id for row in c.execute(statement, params)]
+        if ids is not None and len(retried) < len(params["ids"]):
+            # Named, a dependent that waits (a held one, say) runs now, without its parents.
+            rest = [i for i in params["ids"] if i not in set(retried)]
+            retried += [row.id for row in c.execute(sql.RELEASE_WAITING, {"ids": rest})]
     if retried:
         log.info("moved %d dead-lettered jobs back to PENDING", len(retried))
     return retried

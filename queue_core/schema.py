@@ -64,4 +64,7 @@ worker_job = Table(
     Column("progressMessage", Text),
     Column("snoozes", Integer),
     Column("notifyDone", Boolean),
+    # 0014_dependencies
+    Column("waitingFor", Integer),
+    Column("hasDependents", Boolean),
 )

@@ -38,6 +38,7 @@ from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.database.db import connect, get_engine
 from skiplock.queue_core.database.faults import sqlstate
 from skiplock.queue_core.errors import JobNotFound, SkiplockError, WaitTimeout
+from skiplock.queue_core.features import batches
 from skiplock.queue_core.jobs import Job
 
 FINISHED = frozenset({"COMPLETED", "FAILED", "DEAD_LETTER"})
@@ -51,12 +52,18 @@ def wait(job_id: str, timeout: float | None = None, *, listen: bool | None = Non
          poll_min: float = 0.05, poll_max: float = 2.0) -> Job:
     """Block until the job is COMPLETED, FAILED (cancelled) or DEAD_LETTER; return it.
 
+    Given a batch's id (`skiplock.batch`), wait for the batch's callback job, which
+    runs once every member ended, and return it.
+
     A job waiting for its retry is not finished. Raises JobNotFound (no such
     job, or it was deleted meanwhile) and WaitTimeout (after `timeout` seconds;
     None, or infinity, waits as long as it takes). A timeout that is not a
     number of seconds >= 0 (NaN, a negative number) raises ValueError, as do
     poll intervals that are not 0 < poll_min <= poll_max, finite."""
     _check(timeout, poll_min, poll_max)
+    if job_id.startswith(batches.PREFIX):
+        # A batch ends with its callback, which runs once every member ended.
+        job_id = batches.callback_of(job_id)
     listen = cached_settings().listen if listen is None else listen
     deadline = None if timeout is None or math.isinf(timeout) else time.monotonic() + timeout
     listener = _listen() if listen else None

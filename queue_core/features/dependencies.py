@@ -1,0 +1,205 @@
+"""Jobs that wait for other jobs: `enqueue(..., depends_on=[ids])` (fan-in).
+
+A dependent waits, PENDING with "heldBack" false and "waitingFor" counting
+the parents it still waits for, outside the claim's index (migration
+0014_dependencies). The statement that ends its last parent makes it ready
+in the same transaction, through the trigger on "WorkerJob": no resolver
+process, no lag; it is claimable from that commit on, and idle workers are
+woken with it.
+
+What a parent that does not complete (dead-lettered, cancelled, deleted)
+does to a dependent is the edge's policy: "cancel" (default) ends it FAILED,
+its "lastError" naming the parent, and its own dependents after it; "run"
+counts the edge as done; "hold" keeps it waiting with a note in "lastError"
+until the parent completes after a retry, or a person runs it anyway
+(`skiplock retry ID`, `release_waiting`).
+
+Cycles cannot be written: a job depends only on jobs that exist already and
+on earlier jobs of the same `enqueue_many` call (`depends_on=[0, 2]`, their
+positions). An unknown id is refused, the whole call with it.
+
+Writing a dependent locks its existing parents (in id order) until its
+transaction commits, so a parent cannot end between the read of its status
+and the commit of the edge, which its trigger would then not see. Enqueue
+dependents in short transactions: a parent's completion waits for that lock.
+A job enqueued with an idempotency key that exists already is the existing
+job, and gets no new parents.
+
+A dependent reads what its parents returned: `parent_results(job_id)`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from skiplock.queue_core import sql
+from skiplock.queue_core.database.arrays import text_array
+from skiplock.queue_core.database.borrowed import BorrowedConnection
+from skiplock.queue_core.database.db import (
+    Joinable,
+    ServerBound,
+    binds_on_server,
+    connect,
+    translate_errors,
+)
+from skiplock.queue_core.enqueue import Enqueued, _Row, insert_keyed
+from skiplock.queue_core.errors import InvalidJob
+
+ACTIVE = ("PENDING", "PROCESSING")
+
+Target = Connection | ServerBound | BorrowedConnection
+AfterInsert = Callable[[Target, set[str]], None]
+
+
+def write(rows: Sequence[_Row], conn: Joinable | None, batch: Any) -> Enqueued:
+    """`enqueue`'s write when a job has parents or a batch is open: in one transaction
+    (the caller's with `conn`), jobs, edges and the ends of parents already over."""
+    if batch is None:
+        with connect(conn) as c:
+            return write_graph(on_server(c), rows)[0]
+    if conn is not None and conn is not batch.conn and conn is not batch.given:
+        raise InvalidJob("inside `with skiplock.batch(...)`, enqueue without conn (or with "
+                         "the batch's own conn): its members are written in the batch's "
+                         "transaction")
+    with translate_errors():
+        done, created = write_graph(on_server(batch.conn), rows, member=True)
+    batch.joined(done.ids, created)
+    return done
+
+
+def on_server(c: Any) -> Target:
+    """`c` as the queue's statements are sent on it (a driver that binds on the server
+    takes one statement per query string)."""
+    return ServerBound(c) if isinstance(c, Connection) and binds_on_server(c) else c
+
+
+def write_graph(c: Target, rows: Sequence[_Row], *, member: bool = False,
+                fresh: frozenset[str] | set[str] = frozenset(),
+                after_insert: AfterInsert | None = None) -> tuple[Enqueued, set[str]]:
+    """Insert `rows` with their edges on `c`, inside its transaction.
+
+    `member`: every row is a batch member (marked as having a dependent, the
+    callback). `fresh`: ids of jobs this transaction wrote, pending for sure and
+    seen by nobody else, which need no lock. `after_insert(c, created)` runs
+    before the ends of parents already over are applied (a batch writes its row
+    there, which the callback's readiness reads)."""
+    statuses: dict[str, str] = {}
+    external = sorted({ref for r in rows for ref, _ in r.parents or ()
+                       if isinstance(ref, str)} - set(fresh))
+    if external:
+        statuses.update(_lock(c, external))
+    referenced = {ref for r in rows for ref, _ in r.parents or () if isinstance(ref, int)}
+    waiting = [None if r.parents is None else len(r.parents) for r in rows]
+    flagged = [True if member or i in referenced else None for i in range(len(rows))]
+
+    def extra(positions: list[int]) -> dict[str, str]:
+        return {"waiting_for": "{" + ",".join("NULL" if waiting[i] is None else str(waiting[i])
+                                              for i in positions) + "}",
+                "has_dependents": "{" + ",".join("t" if flagged[i] else "NULL"
+                                                 for i in positions) + "}"}
+
+    ids, created = insert_keyed(c, rows, sql.INSERT_GRAPH_JOBS, extra)
+    parents: list[str] = []
+    children: list[str] = []
+    policies: list[str] = []
+    late: set[str] = set()  # earlier jobs of the call whose key existed: not ours, locked
+    recount: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        if not r.parents or ids[i] not in created:
+            continue
+        seen: set[str] = set()
+        for ref, policy in r.parents:
+            parent = ids[ref] if isinstance(ref, int) else ref
+            if isinstance(ref, int) and parent not in created:
+                late.add(parent)
+            if parent in seen:  # an id given twice, once by position and once by id
+                continue
+            seen.add(parent)
+            parents.append(parent)
+            children.append(ids[i])
+            policies.append(policy)
+        if len(seen) != len(r.parents):
+            recount[ids[i]] = len(seen)
+    if late:
+        statuses.update(_lock(c, sorted(late)))
+    if recount:
+        for child, n in recount.items():
+            c.execute(sql.SET_WAITING_FOR, {"id": child, "n": n})
+    if parents:
+        c.execute(sql.INSERT_EDGES, {"parents": text_array(parents),
+                                     "children": text_array(children),
+                                     "policies": text_array(policies)})
+    if after_insert is not None:
+        after_insert(c, created)
+    ended = sorted({p for p in parents if statuses.get(p, "PENDING") not in ACTIVE})
+    if ended:
+        c.execute(sql.RESOLVE_ENDED, {"parents": text_array(ended),
+                                      "statuses": text_array([statuses[p] for p in ended]),
+                                      "children": text_array(sorted(set(children)))})
+    return Enqueued(ids, len(created)), created
+
+
+def _lock(c: Target, ids: list[str]) -> dict[str, str]:
+    found = {r.id: r.status for r in c.execute(sql.LOCK_PARENTS, {"ids": text_array(ids)})}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
+                                          else "")
+        raise InvalidJob(f"cannot enqueue: depends_on names no job with id {shown}; a job "
+                         "can depend only on jobs that exist and on earlier jobs of the "
+                         "same call")
+    return found
+
+
+# -- reading the graph ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A parent or a dependent of a job, and the edge between them."""
+
+    id: str
+    type: str | None  # None: the job was deleted
+    status: str | None
+    policy: str  # what the parent's failure does to the dependent: cancel, run, hold
+    resolved_at: datetime | None  # when the parent's end was applied to the dependent
+    result: Any = None  # a parent's result (for parents only)
+
+
+def _edges(statement: Any, params: dict[str, Any], conn: Joinable | None) -> list[Edge]:
+    with connect(conn) as c:
+        rows = list(c.execute(statement, params))
+    return [Edge(r.id, r.type, r.status, r.policy, r.resolved_at,
+                 None if r.result_json is None else json.loads(r.result_json)) for r in rows]
+
+
+def parents(job_id: str, conn: Joinable | None = None) -> list[Edge]:
+    """The jobs `job_id` depends on, by id, with their status and result."""
+    return _edges(sql.PARENTS_OF, {"id": job_id}, conn)
+
+
+def dependents(job_id: str, conn: Joinable | None = None, limit: int = 1000) -> list[Edge]:
+    """The jobs that depend on `job_id` (the first `limit`, by id)."""
+    return _edges(sql.DEPENDENTS_OF, {"id": job_id, "limit": limit}, conn)
+
+
+def parent_results(job_id: str, conn: Joinable | None = None) -> dict[str, Any]:
+    """What each parent of `job_id` that completed returned, by parent id.
+
+    A handler calls it with its own job id: `skiplock.parent_results(job_id)`. A
+    parent that did not complete (a dependent with the policy "run" runs anyway)
+    is left out; `parents(job_id)` tells every one's status."""
+    return {e.id: e.result for e in parents(job_id, conn) if e.status == "COMPLETED"}
+
+
+def release_waiting(ids: Iterable[str], conn: Joinable | None = None) -> list[str]:
+    """Let waiting dependents run now, without the parents they still wait for (a
+    held one, say); returns the ids released (the others were not waiting)."""
+    with connect(conn) as c:
+        return [r.id for r in c.execute(sql.RELEASE_WAITING, {"ids": text_array(list(ids))})]
