@@ -311,8 +311,10 @@ def upgrade() -> None:
         CREATE FUNCTION skiplock_dependency_truncated() RETURNS trigger
         LANGUAGE plpgsql AS $$
         BEGIN
-            -- No job is left to wait or to be waited for.
-            TRUNCATE "WorkerJobDependency", "WorkerBatch";
+            -- No job is left to wait or to be waited for. DELETE, not TRUNCATE: a
+            -- TRUNCATE that names these tables too is still using them here.
+            DELETE FROM "WorkerJobDependency";
+            DELETE FROM "WorkerBatch";
             RETURN NULL;
         END $$
         """
