@@ -162,3 +162,25 @@ def test_wait_on_a_batch_returns_its_callback_once_it_ended() -> None:
     assert done.id == b.callback_id and done.result == {"sent": True}
     with pytest.raises(skiplock.queue_core.JobNotFound):
         skiplock.wait("batch-nothing", timeout=1)
+
+
+def test_the_cli_shows_a_batch_and_a_jobs_parents_and_dependents() -> None:
+    import json
+
+    from tests.ops.helpers import run
+
+    with skiplock.batch(on_complete=("DONE", {})) as b:
+        first = enqueue("M", {})
+        enqueue("M", {})
+    complete(take("M", limit=1)[0])
+    shown = run("batch", b.id)
+    assert shown.exit_code == 0, shown.output
+    assert f"batch {b.id}: 2 members, 1 ended (50%): 1 completed" in shown.output
+    assert f"callback {b.callback_id} DONE: PENDING (waits for the members)" in shown.output
+    assert first in shown.output
+    data = json.loads(run("batch", b.id, "--json", "--limit", "1").output)
+    assert data["total"] == 2 and len(data["members"]) == 1
+    missing = run("batch", "batch-nope")
+    assert missing.exit_code == 1 and "no batch with id 'batch-nope'" in missing.output
+    job = run("job", b.callback_id).output
+    assert "parents:" in job and first in job and f"batch: {b.id}" in job
