@@ -184,7 +184,8 @@ class Soak:
                 if n:
                     enqueue_many([{"type": "CHAOS_WORK", "payload": self.payload(),
                                    "max_attempts": 8} for _ in range(n)], conn=conn)
-                made = self.workflow(conn) if n and self.job_rng.random() < 0.5 else 0
+                room = self.enqueued + n < self.jobs
+                made = self.workflow(conn) if room and self.job_rng.random() < 0.7 else 0
         except Exception as exc:  # noqa: BLE001 - the database is having one of its faults
             print(f"  (top-up: {exc.__class__.__name__})")
             return
