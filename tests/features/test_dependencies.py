@@ -277,3 +277,26 @@ def test_a_long_chain_cancelled_at_its_head_needs_no_deep_recursion() -> None:
                  + [{"type": "C", "payload": {}, "depends_on": [i]} for i in range(n)])
     fail(take("P")[0], "boom", retry=False)
     assert count("status = 'FAILED'") == n
+
+
+def test_dependents_in_an_applications_transaction_on_psycopg_3(database_url: str) -> None:
+    """A borrowed psycopg 3 connection, and a SQLAlchemy engine on psycopg 3 (which binds
+    on the server: one statement per query string), take the graph's statements too."""
+    import psycopg
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    parent = enqueue("P", {})
+    with psycopg.connect(libpq_dsn(database_url)) as conn:
+        child = enqueue("C", {}, depends_on=[parent], conn=conn)
+        ids = enqueue_many([{"type": "P", "payload": {}},
+                            {"type": "C", "payload": {}, "depends_on": [0, parent]}], conn=conn)
+    engine = create_engine(make_url(database_url).set(drivername="postgresql+psycopg"))
+    try:
+        with engine.begin() as conn:
+            other = enqueue("C", {}, depends_on=[parent], conn=conn)
+    finally:
+        engine.dispose()
+    assert [row(i).waitingFor for i in (child, ids[1], other)] == [1, 2, 1]
+    complete(next(j for j in take("P") if j.id == parent))
+    assert {j.id for j in take("C")} == {child, other}
