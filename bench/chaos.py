@@ -41,8 +41,8 @@ a parent while it waits or runs. Their invariants:
 - no dependent started before every one of its parents ended (the times of the
   status transitions);
 - none is stranded: a job still waiting after the drain is one that a parent
-  which did not complete holds (policy hold), and every waiting job's count is
-  its unresolved edges; a cancelled parent ended only as its policy says;
+  which did not complete holds (policy hold), or a dependent of such a job,
+  and every waiting job's count is its unresolved edges;
 - each batch's callback was made ready once and completed once, after its
   last member ended (one callback job per batch, counts for every member).
 
@@ -81,12 +81,16 @@ HANDLERS = "bench.chaos_handlers"
 HEARTBEAT_S = 0.5
 STUCK_S = 3.0
 HOLD_S = STUCK_S * 2 + 1  # how long a lock or a hang lasts: past a rescue by another pool
-# A dependent that a parent which did not complete holds (policy hold): it waits for
-# a person, by design, and the drain does not wait for it.
-HELD = """(j.status = 'PENDING' AND NOT coalesce(j."heldBack", true) AND EXISTS (
+# A dependent that waits for its parents (queue_core/features/dependencies.py).
+WAITING = """(j.status = 'PENDING' AND NOT coalesce(j."heldBack", true))"""
+# One that waits with no reason to: no parent it waits for is unfinished, and none
+# that did not complete holds it (policy hold). One held, and its own dependents,
+# wait for a person by design: the drain does not wait for them.
+STRANDED = f"""({WAITING} AND NOT EXISTS (
     SELECT FROM "WorkerJobDependency" AS d JOIN "WorkerJob" AS p ON p.id = d.parent
-    WHERE d.child = j.id AND d."resolvedAt" IS NULL AND d.policy = 'hold'
-      AND p.status IN ('DEAD_LETTER', 'FAILED')))"""
+    WHERE d.child = j.id AND d."resolvedAt" IS NULL
+      AND (p.status IN ('PENDING', 'PROCESSING')
+           OR (d.policy = 'hold' AND p.status IN ('DEAD_LETTER', 'FAILED')))))"""
 
 SETUP = [
     """CREATE TABLE pool_test_runs (job_id text NOT NULL, pid integer NOT NULL,
@@ -376,7 +380,7 @@ class Soak:
                                       "WHERE status = 'PENDING' AND \"availableAt\" > now()"))
                     left = conn.execute(text(
                         f"""SELECT count(*) FROM "WorkerJob" AS j
-                            WHERE status IN ('PENDING', 'PROCESSING') AND NOT {HELD}""")).scalar()
+                            WHERE status IN ('PENDING', 'PROCESSING') AND NOT {WAITING}""")).scalar()
             except Exception as exc:  # noqa: BLE001 - the server may still be coming back
                 print(f"  (drain: {exc.__class__.__name__})")
                 left = 1
@@ -443,7 +447,8 @@ class Soak:
         return {
             "edges": one('SELECT count(*) FROM "WorkerJobDependency"'),
             "batches": one('SELECT count(*) FROM "WorkerBatch"'),
-            "held": one(f'SELECT count(*) FROM "WorkerJob" AS j WHERE {HELD}'),
+            "held": one(f"""SELECT count(*) FROM "WorkerJob" AS j
+                            WHERE {WAITING} AND NOT {STRANDED}"""),
             "cancelled": one("""SELECT count(*) FROM "WorkerJob"
                                 WHERE status = 'FAILED' AND "cancelledBy" LIKE 'parent %'"""),
             # A child's first start, before the end of one of its parents (or with a parent
@@ -457,9 +462,7 @@ class Soak:
                                   WHERE t.job_id = d.parent AND t.at <= c.at
                                     AND t.new_status IN ('COMPLETED', 'DEAD_LETTER', 'FAILED'))
             """),
-            "stranded": one(f"""SELECT count(*) FROM "WorkerJob" AS j
-                                WHERE j.status = 'PENDING' AND NOT j."heldBack"
-                                  AND NOT {HELD}"""),
+            "stranded": one(f'SELECT count(*) FROM "WorkerJob" AS j WHERE {STRANDED}'),
             "miscounted": one("""
                 SELECT count(*) FROM "WorkerJob" AS j
                 WHERE j.status = 'PENDING' AND NOT j."heldBack"
