@@ -8,6 +8,7 @@ from typing import Any
 
 from skiplock.handlers.domain import store
 from skiplock.handlers.domain.patterns import FADED, INSIGHT_TRIGGERS, compare, mine_patterns
+from skiplock.handlers.payloads import DetectPatterns
 from skiplock.handlers.registry import JobResult, handler
 from skiplock.handlers.steps import MissingRecord, require_owner, require_user, run_step
 from skiplock.queue_core import enqueue_generate_insights
@@ -17,21 +18,21 @@ from skiplock.queue_core.payloads import DETECT_PATTERNS
 
 # One user's pattern runs one at a time (they read and rewrite the same rows);
 # other users' run beside them, and a user's backlog waits held back.
-@handler(DETECT_PATTERNS, concurrency=1, concurrency_key="userId")
-def detect_patterns(payload: dict[str, Any], job_id: str) -> JobResult:
-    return run_step(DETECT_PATTERNS, payload, _detect)
+@handler(DETECT_PATTERNS, payload=DetectPatterns, concurrency=1, concurrency_key="userId")
+def detect_patterns(payload: DetectPatterns | dict[str, Any], job_id: str) -> JobResult:
+    return run_step(DETECT_PATTERNS, DetectPatterns, payload, _detect)
 
 
-def _detect(payload: dict[str, Any]) -> dict[str, Any]:
-    user_id = payload["userId"]
-    trigger_id = payload["triggerEventId"]
+def _detect(payload: DetectPatterns) -> dict[str, Any]:
+    user_id = payload.userId
+    trigger_id = payload.triggerEventId
     with transaction() as conn:
         require_user(conn, user_id)
         trigger = store.get_event(conn, trigger_id)
         if trigger is None:
             raise MissingRecord(f"event {trigger_id!r} does not exist")
         require_owner("event", trigger_id, trigger.user_id, user_id)
-        interpretation_id = payload["interpretationId"]
+        interpretation_id = payload.interpretationId
         if not store.interpretation_exists(conn, interpretation_id, trigger_id):
             raise MissingRecord(
                 f"interpretation {interpretation_id!r} of event {trigger_id!r} does not exist")

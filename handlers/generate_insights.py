@@ -7,28 +7,29 @@ from typing import Any
 
 from skiplock.handlers.domain import store
 from skiplock.handlers.domain.insights import answer_questions
+from skiplock.handlers.payloads import GenerateInsights
 from skiplock.handlers.registry import JobResult, handler
 from skiplock.handlers.steps import MissingRecord, require_owner, require_user, run_step
 from skiplock.queue_core.database.db import transaction
 from skiplock.queue_core.payloads import GENERATE_INSIGHTS
 
 
-@handler(GENERATE_INSIGHTS)
-def generate_insights(payload: dict[str, Any], job_id: str) -> JobResult:
-    return run_step(GENERATE_INSIGHTS, payload, _generate)
+@handler(GENERATE_INSIGHTS, payload=GenerateInsights)
+def generate_insights(payload: GenerateInsights | dict[str, Any], job_id: str) -> JobResult:
+    return run_step(GENERATE_INSIGHTS, GenerateInsights, payload, _generate)
 
 
-def _generate(payload: dict[str, Any]) -> dict[str, Any]:
-    user_id = payload["userId"]
+def _generate(payload: GenerateInsights) -> dict[str, Any]:
+    user_id = payload.userId
     with transaction() as conn:
         require_user(conn, user_id)
-        event_id = payload.get("eventId")
+        event_id = payload.eventId
         if event_id:
             found = store.get_event(conn, event_id)
             if found is None:
                 raise MissingRecord(f"event {event_id!r} does not exist")
             require_owner("event", event_id, found.user_id, user_id)
-        pattern_id = payload.get("patternId")
+        pattern_id = payload.patternId
         if pattern_id and not store.pattern_exists(conn, user_id, pattern_id):
             raise MissingRecord(f"pattern {pattern_id!r} of user {user_id!r} does not exist")
         patterns = store.load_patterns(conn, user_id, active_only=True)
@@ -42,7 +43,7 @@ def _generate(payload: dict[str, Any]) -> dict[str, Any]:
                 "answer": answer.answer, "answerKey": answer.answer_key,
                 "evidenceCount": answer.evidence_count,
                 "patternId": behind.id if behind else None,
-                "triggerType": payload["triggerType"], "eventId": event_id,
+                "triggerType": payload.triggerType, "eventId": event_id,
             })
     return {
         "insightsCreated": created,

@@ -12,6 +12,7 @@ from skiplock.handlers.domain.interpret import interpret_text
 from skiplock.handlers.domain.model import Observation
 from skiplock.handlers.domain.periods import DAILY, load_timezone, next_day, parse_period, to_local
 from skiplock.handlers.domain.reviews import summarize_period
+from skiplock.handlers.payloads import GenerateReview
 from skiplock.handlers.registry import JobResult, handler
 from skiplock.handlers.steps import require_user, run_step
 from skiplock.queue_core import enqueue_generate_tomorrow_plan
@@ -20,15 +21,15 @@ from skiplock.queue_core.features.dependencies import parent_results
 from skiplock.queue_core.payloads import GENERATE_REVIEW
 
 
-@handler(GENERATE_REVIEW)
-def generate_review(payload: dict[str, Any], job_id: str) -> JobResult:
-    return run_step(GENERATE_REVIEW, payload, lambda p: _review(p, job_id))
+@handler(GENERATE_REVIEW, payload=GenerateReview)
+def generate_review(payload: GenerateReview | dict[str, Any], job_id: str) -> JobResult:
+    return run_step(GENERATE_REVIEW, GenerateReview, payload, lambda p: _review(p, job_id))
 
 
-def _review(payload: dict[str, Any], job_id: str) -> dict[str, Any]:
-    user_id, review_type = payload["userId"], payload["type"]
-    period = parse_period(review_type, payload["periodKey"])
-    tz = load_timezone(payload["timezone"])
+def _review(payload: GenerateReview, job_id: str) -> dict[str, Any]:
+    user_id, review_type = payload.userId, payload.type
+    period = parse_period(review_type, payload.periodKey)
+    tz = load_timezone(payload.timezone)
     start, end = period.bounds(tz)
     with transaction() as conn:
         require_user(conn, user_id)

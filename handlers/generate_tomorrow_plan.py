@@ -8,6 +8,7 @@ from typing import Any
 from skiplock.handlers.domain import store
 from skiplock.handlers.domain.periods import parse_date
 from skiplock.handlers.domain.plans import build_plan
+from skiplock.handlers.payloads import GenerateTomorrowPlan
 from skiplock.handlers.registry import JobResult, handler
 from skiplock.handlers.steps import MissingRecord, require_owner, require_user, run_step
 from skiplock.queue_core import enqueue_suggest_uom_update
@@ -15,14 +16,14 @@ from skiplock.queue_core.database.db import transaction
 from skiplock.queue_core.payloads import GENERATE_TOMORROW_PLAN
 
 
-@handler(GENERATE_TOMORROW_PLAN)
-def generate_tomorrow_plan(payload: dict[str, Any], job_id: str) -> JobResult:
-    return run_step(GENERATE_TOMORROW_PLAN, payload, _plan)
+@handler(GENERATE_TOMORROW_PLAN, payload=GenerateTomorrowPlan)
+def generate_tomorrow_plan(payload: GenerateTomorrowPlan | dict[str, Any], job_id: str) -> JobResult:
+    return run_step(GENERATE_TOMORROW_PLAN, GenerateTomorrowPlan, payload, _plan)
 
 
-def _plan(payload: dict[str, Any]) -> dict[str, Any]:
-    user_id, review_id = payload["userId"], payload["reviewId"]
-    target = parse_date(payload["targetDate"])
+def _plan(payload: GenerateTomorrowPlan) -> dict[str, Any]:
+    user_id, review_id = payload.userId, payload.reviewId
+    target = parse_date(payload.targetDate)
     with transaction() as conn:
         require_user(conn, user_id)
         review = store.get_review(conn, review_id)

@@ -7,6 +7,7 @@ from typing import Any
 from skiplock.handlers.domain import store
 from skiplock.handlers.domain.interpret import METHOD, interpret_text
 from skiplock.handlers.domain.periods import load_timezone, to_local
+from skiplock.handlers.payloads import InterpretEvent
 from skiplock.handlers.registry import JobResult, handler
 from skiplock.handlers.steps import MissingRecord, require_user, run_step
 from skiplock.queue_core import enqueue_detect_patterns
@@ -15,13 +16,13 @@ from skiplock.queue_core.errors import InvalidJob
 from skiplock.queue_core.payloads import INTERPRET_EVENT
 
 
-@handler(INTERPRET_EVENT)
-def interpret_event(payload: dict[str, Any], job_id: str) -> JobResult:
-    return run_step(INTERPRET_EVENT, payload, _interpret)
+@handler(INTERPRET_EVENT, payload=InterpretEvent)
+def interpret_event(payload: InterpretEvent | dict[str, Any], job_id: str) -> JobResult:
+    return run_step(INTERPRET_EVENT, InterpretEvent, payload, _interpret)
 
 
-def _interpret(payload: dict[str, Any]) -> dict[str, Any]:
-    event_id = payload["eventId"]
+def _interpret(payload: InterpretEvent) -> dict[str, Any]:
+    event_id = payload.eventId
     with transaction() as conn:
         event = store.get_event(conn, event_id)
         if event is None:

@@ -1,6 +1,8 @@
 """The job-type registry: which function runs which job type.
 
-A handler is `fn(payload: dict, job_id: str) -> JobResult`. Raising is a
+A handler is `fn(payload, job_id: str) -> JobResult`, where the payload is the
+JSON object, or, for a type registered with `payload=Model` (a dataclass or a
+pydantic model: queue_core/payload_models.py), the model instance. Raising is a
 retryable failure whose message is kept in `"lastError"`; returning
 `JobResult(success=False, should_retry=False)` sends the job straight to
 `DEAD_LETTER`. Modules named with `--handlers` or `SKIPLOCK_HANDLERS` are
@@ -16,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from skiplock.queue_core import payload_models, payloads
 from skiplock.queue_core.errors import ConfigurationError, InvalidJob
 from skiplock.queue_core.features import limits, policy
 
@@ -35,8 +38,11 @@ class JobResult:
                    snooze_s=policy.check_delay(seconds, "a snooze"))
 
 
-Handler = Callable[[dict[str, Any], str], JobResult]
+# The payload is a dict, or the model instance of a typed registration.
+Handler = Callable[[Any, str], JobResult]
 F = TypeVar("F", bound=Handler)
+# A payload model: a dataclass or a pydantic model class (queue_core/payload_models.py).
+ModelClass = type[Any]
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,14 @@ class Registration:
     concurrency: int | None = None  # at most this many at once per key (queue_core/features/limits.py)
     concurrency_key: limits.KeyFrom = None
     max_snoozes: int = policy.DEFAULT_MAX_SNOOZES
+    payload: ModelClass | None = None  # the model the handler is given its payload as
+
+    def payload_for(self, data: Any) -> Any:
+        """A stored payload as this handler takes it: checked against its type's model,
+        the model instance for a typed registration, else the JSON object
+        (InvalidPayload names the field)."""
+        checked = payloads.parse_payload(self.type, data)
+        return checked if self.payload is not None else data
 
 
 _registry: dict[str, Registration] = {}
@@ -55,12 +69,17 @@ _registry: dict[str, Registration] = {}
 def register_handler(job_type: str, fn: Handler, *, timeout_s: float | None = None,
                      concurrency: int | None = None,
                      concurrency_key: limits.KeyFrom = None, max_attempts: int | None = None,
-                     backoff: policy.Backoff = None, max_snoozes: int | None = None) -> None:
+                     backoff: policy.Backoff = None, max_snoozes: int | None = None,
+                     payload: ModelClass | None = None) -> None:
     """Run `fn` for jobs of `job_type`; a later registration replaces an earlier one.
 
+    `payload=Model` (a dataclass or a pydantic model): the payload is checked
+    against it at enqueue, in every process that registered it, and again before
+    the job runs; `fn` receives the model instance.
     `concurrency=N`: at most N jobs of the type run at once per key, on every
     host; the key is `TYPE:payload[concurrency_key]` (a payload field, or a
-    function of the payload), or the type alone without `concurrency_key`.
+    function of the payload's JSON object), or the type alone without
+    `concurrency_key`.
     `max_attempts`, `backoff`, `max_snoozes`: the type's retry policy
     (queue_core/features/policy.py)."""
     if not isinstance(job_type, str) or not job_type.strip():
@@ -69,22 +88,28 @@ def register_handler(job_type: str, fn: Handler, *, timeout_s: float | None = No
         raise InvalidJob(f"handler for {job_type} is not callable")
     if timeout_s is not None and timeout_s <= 0:
         raise InvalidJob(f"timeout of {job_type} must be positive")
+    try:
+        model = None if payload is None else payload_models.model_of(payload)
+    except TypeError as exc:
+        raise InvalidJob(f"payload of {job_type}: {exc}") from None
     limits.set_type_limit(job_type, concurrency, concurrency_key)
     policy.set_policy(job_type, max_attempts=max_attempts, backoff=backoff,
                       max_snoozes=max_snoozes)
+    payloads.set_payload_model(job_type, model)
     _registry[job_type] = Registration(job_type, fn, timeout_s, concurrency, concurrency_key,
-                                       policy.policy(job_type).max_snoozes)
+                                       policy.policy(job_type).max_snoozes, payload)
 
 
 def handler(job_type: str, *, timeout_s: float | None = None, concurrency: int | None = None,
             concurrency_key: limits.KeyFrom = None, max_attempts: int | None = None,
-            backoff: policy.Backoff = None, max_snoozes: int | None = None) -> Callable[[F], F]:
+            backoff: policy.Backoff = None, max_snoozes: int | None = None,
+            payload: ModelClass | None = None) -> Callable[[F], F]:
     """Decorator form of `register_handler`."""
 
     def decorate(fn: F) -> F:
         register_handler(job_type, fn, timeout_s=timeout_s, concurrency=concurrency,
                          concurrency_key=concurrency_key, max_attempts=max_attempts,
-                         backoff=backoff, max_snoozes=max_snoozes)
+                         backoff=backoff, max_snoozes=max_snoozes, payload=payload)
         return fn
 
     return decorate
@@ -106,6 +131,7 @@ def registered_types() -> list[str]:
 def unregister_handler(job_type: str) -> None:
     """Forget a registration (tests use it to keep the registry clean)."""
     _registry.pop(job_type, None)
+    payloads.set_payload_model(job_type, None)
     limits.set_type_limit(job_type, None)
     policy.set_policy(job_type)
 

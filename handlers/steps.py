@@ -1,4 +1,5 @@
-"""What the six built-in handlers share: validation, and which failures are final.
+"""What the six built-in handlers share: their payload as its model, and which
+failures are final.
 
 A handler body raises `MissingRecord` (an event, user, review or plan that does
 not exist) or `InvalidJob` (a payload that does not fit) for a job that can
@@ -10,24 +11,29 @@ the job, as for any handler that raises (docs/jobs.md, "Who pays for a run").
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
 from skiplock.handlers.domain import store
 from skiplock.handlers.registry import JobResult
 from skiplock.queue_core.errors import InvalidJob, SkiplockError
-from skiplock.queue_core.payloads import validate_payload
+from skiplock.queue_core.payload_models import model_of
+
+M = TypeVar("M")
 
 
 class MissingRecord(SkiplockError):
     """A record the job names does not exist."""
 
 
-def run_step(job_type: str, payload: Any, body: Callable[[dict[str, Any]], dict[str, Any]]) -> (
-        JobResult):
+def run_step(job_type: str, model: type[M], payload: M | dict[str, Any],
+             body: Callable[[M], dict[str, Any]]) -> JobResult:
+    """`body(payload)`: a pool gives the handler its model instance; a JSON object
+    (a handler called directly) is checked against the model first."""
     try:
-        checked = validate_payload(job_type, payload)
+        checked = payload if isinstance(payload, model) else model_of(model).validate(
+            job_type, payload)
         data = body(checked)
     except (InvalidJob, MissingRecord) as exc:
         return JobResult(False, error=f"{job_type}: {exc}", should_retry=False)

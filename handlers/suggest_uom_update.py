@@ -8,19 +8,20 @@ from typing import Any
 
 from skiplock.handlers.domain import store
 from skiplock.handlers.domain.uom import suggest_update
+from skiplock.handlers.payloads import SuggestUomUpdate
 from skiplock.handlers.registry import JobResult, handler
 from skiplock.handlers.steps import MissingRecord, require_owner, require_user, run_step
 from skiplock.queue_core.database.db import transaction
 from skiplock.queue_core.payloads import SUGGEST_UOM_UPDATE
 
 
-@handler(SUGGEST_UOM_UPDATE)
-def suggest_uom_update(payload: dict[str, Any], job_id: str) -> JobResult:
-    return run_step(SUGGEST_UOM_UPDATE, payload, _suggest)
+@handler(SUGGEST_UOM_UPDATE, payload=SuggestUomUpdate)
+def suggest_uom_update(payload: SuggestUomUpdate | dict[str, Any], job_id: str) -> JobResult:
+    return run_step(SUGGEST_UOM_UPDATE, SuggestUomUpdate, payload, _suggest)
 
 
-def _suggest(payload: dict[str, Any]) -> dict[str, Any]:
-    user_id, plan_id = payload["userId"], payload["dailyPlanId"]
+def _suggest(payload: SuggestUomUpdate) -> dict[str, Any]:
+    user_id, plan_id = payload.userId, payload.dailyPlanId
     with transaction() as conn:
         require_user(conn, user_id)
         plan = store.get_plan(conn, plan_id)

@@ -57,14 +57,14 @@ from skiplock.pool.outage import Outage
 from skiplock.pool.postmortem import EXIT_ABORTED, EXIT_BOOT_FAILURE, EXIT_OK
 from skiplock.pool.proctitle import set_title, worker_title
 from skiplock.pool.producer import PollInterval, Producer
-from skiplock.pool.progress_reporter import ProgressReporter
+from skiplock.pool.progress_reporter import CheckpointReporter, ProgressReporter
 from skiplock.pool.settler import STATEMENT_BOUND_S, Settler, job_extra
-from skiplock.queue_core import Job, sql
+from skiplock.queue_core import Job, sql, tracing
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.database import db, faults, grants, migrate
 from skiplock.queue_core.database.bounds import bounded
 from skiplock.queue_core.errors import ConfigurationError, DatabaseUnavailable, PermissionDenied
-from skiplock.queue_core.features import job_progress
+from skiplock.queue_core.features import checkpoints, job_progress
 
 log = logging.getLogger("skiplock.worker")
 
@@ -93,11 +93,12 @@ class Child:
         self.outage = Outage(f"worker {slot}", log)
         self.listener: Listener | None = Listener() if settings.listen else None
         self.wake_r, self.wake_w = os.pipe()
-        # The progress reporter's and the completer's timer threads write to the pipe
-        # too, and a write of a group's messages may be longer than PIPE_BUF: one
-        # writer at a time.
+        # The reporters' and the completer's timer threads write to the pipe too, and a
+        # write of a group's messages (or a checkpoint) may be longer than PIPE_BUF:
+        # one writer at a time.
         self.send_lock = threading.Lock()
         self.progress = ProgressReporter(self.send_quiet)
+        self.checkpoints = CheckpointReporter(self.send_quiet)
         self.settler = Settler(worker_id, self.outage, master_pid, self.wait)
         self.producer = Producer(
             settings, slot=slot, worker_id=worker_id, settler=self.settler, send=self.send,
@@ -133,11 +134,16 @@ class Child:
         except BrokenPipeError:  # the master is gone; PDEATHSIG may be on its way
             return EXIT_OK
         finally:
+            # An abandoned job's last checkpoint, kept by the throttle: the master
+            # reads it when it reaps us, and writes it with the job's interruption.
+            self.checkpoints.flush()
             self.completer.close()
             self.group.close()
             self.ahead.close()  # and the listener's, when it is the same
             if self.listener is not None:
                 self.listener.close()
+            if self.executor.tracing is not None:
+                self.executor.tracing.flush()
         return EXIT_ABORTED if self.abandoning else EXIT_OK
 
     def boot(self) -> str | None:
@@ -146,10 +152,14 @@ class Child:
         # to the URL the master resolved: later get_engine() calls return it.
         db.get_engine(self.database_url)
         job_progress.set_reporter(self.progress)
+        checkpoints.set_reporter(self.checkpoints)
         try:
             registry.load_handler_modules(self.settings.handlers)
         except ConfigurationError as exc:
             return str(exc)
+        # Asked once, now that the handler modules (where an application sets its
+        # tracer provider) are imported.
+        self.executor.tracing = tracing.run_tracer()
         return self.probe_database()
 
     def install_signals(self) -> None:
@@ -286,6 +296,7 @@ class Child:
             self.sender.send_started(start, time.monotonic(), time.time())
         set_title(worker_title(self.slot, job.type, job.id))
         self.progress.start(job.id)
+        self.checkpoints.start(job.id)
         if log.isEnabledFor(logging.INFO):  # nothing is formatted when it is off
             log.info("job %s %s started (attempt %d/%d)", job.type, job.id, job.attempts,
                      job.max_attempts, extra=job_extra(job, self.worker_id))

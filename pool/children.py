@@ -44,6 +44,9 @@ class WorkerChild:
     job: RunningJob | None = None
     # Jobs that ran to an end and wait for their group's commit (no `finished` yet).
     ran: dict[str, tuple[JobRef, str]] = field(default_factory=dict)
+    # The last `skiplock.checkpoint` (JSON text) of each job it holds that took one:
+    # written with the heartbeats, and with the job's settlement should the child die.
+    checkpoints: dict[str, str] = field(default_factory=dict)
     retiring: bool = False  # TERM sent: it exits after its job, a new child takes its slot
     cause: Cause | None = None  # why the master stopped it
     kill_at: float | None = None  # monotonic deadline of the SIGKILL that ends an escalation

@@ -219,18 +219,20 @@ class Completer:
                             "its result was discarded", o.job.type, o.job.id)
                 o.outcome = JobOutcome.LOST
             elif o.error is not None:
-                o.outcome = self.settler.fail(o.job, o.error, retry=o.retry)
+                o.outcome = self.settler.fail(o.job, o.error, retry=o.retry,
+                                              checkpoint=o.checkpoint)
             elif cause is None or lost_connection or len(completed) > 1:
                 # Rolled back for another job's sake, cut short by the database, or by
                 # a commit that the server refused for one of several jobs that cannot
                 # be told apart: it ran, so an interruption, free only a few times
                 # (queue_core/accounting.py); even a job that always spoils its
                 # group's commit ends.
-                o.outcome = self.settler.interrupted(o.job, reason)
+                o.outcome = self.settler.interrupted(o.job, reason, checkpoint=o.checkpoint)
             else:
                 # The server refused this one job's commit: an attempt, or such a job
                 # would come back forever (docs/lessons.md, poison jobs).
-                o.outcome = self.settler.fail(o.job, reason, retry=True)
+                o.outcome = self.settler.fail(o.job, reason, retry=True,
+                                              checkpoint=o.checkpoint)
         self.send(*self.settler.announce(aborted.outcomes))
 
     def abandon_group(self, cause: BaseException) -> None:

@@ -24,9 +24,11 @@ every outcome in the test's process, against a real database.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -38,16 +40,36 @@ from skiplock.pool.group_commit import Group, JobScope, Outcome
 from skiplock.pool.outage import Outage
 from skiplock.pool.outcomes import JobOutcome, after_change
 from skiplock.pool.settler import Settler
-from skiplock.queue_core import Job
+from skiplock.queue_core import Job, tracing
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.database import db, faults
 from skiplock.queue_core.errors import DatabaseUnavailable, InvalidPayload
+from skiplock.queue_core.features import checkpoints
 from skiplock.queue_core.features.cancel import end_cancelled
 from skiplock.queue_core.features.snooze import snooze
-from skiplock.queue_core.payloads import validate_payload
+from skiplock.queue_core.payloads import parse_payload
 from skiplock.queue_core.storable import describe_exception
 
 log = logging.getLogger("skiplock.worker")
+
+# Context managers entered around every handler call of this process's children,
+# in the order given: what a framework does around each unit of work (skiplock.django
+# gives the ORM's connections the care Django gives them around a request).
+_around_jobs: list[Callable[[], AbstractContextManager[object]]] = []
+
+
+def around_each_job(factory: Callable[[], AbstractContextManager[object]]) -> None:
+    """Enter `factory()` around every handler call, inside the job's savepoint; what it
+    raises is the handler's failure. Call it before the pool starts: children inherit it."""
+    _around_jobs.append(factory)
+
+
+@contextlib.contextmanager
+def _around_job() -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for factory in _around_jobs:
+            stack.enter_context(factory())
+        yield
 
 
 class _Failed(Exception):
@@ -68,6 +90,9 @@ class Executor:
         self.in_handler = False  # SIGQUIT raises into handler code only
         # Job types whose last job here never asked for its transaction.
         self.dbless_types: set[str] = set()
+        # Each run as a span (queue_core/tracing.py), set by the child once its handler
+        # modules are imported: None without a tracer provider.
+        self.tracing: tracing.RunTracer | None = None
 
     def prepare(self, job: Job) -> tuple[Registration | None, protocol.PreparedStarted]:
         """The job's handler and its `started` but for the times, looked up and built
@@ -80,7 +105,29 @@ class Executor:
     def execute(self, job: Job, registration: Registration | None,
                 started: float) -> JobOutcome | None:
         """Run the job to an end: its outcome, or None when it waits in the group for
-        the commit (pool/completer.py)."""
+        the commit (pool/completer.py). With tracing on, inside the run's span."""
+        if self.tracing is None:
+            return self.run_to_end(job, registration, started)
+        with self.tracing.run(job) as span:
+            outcome = self.run_to_end(job, registration, started)
+            self.tracing.ended(span, *self.traced_outcome(job, outcome))
+            return outcome
+
+    def traced_outcome(self, job: Job, outcome: JobOutcome | None) -> tuple[str, str | None]:
+        """How the run ended, and why it failed, as the executor knows it when the run
+        ends. A job that waits in the group is said as its commit will write it
+        (completed; retried, or dead-lettered when no attempt is left): a commit that
+        fails after the span ended is settled, and logged, as it always is."""
+        if outcome is not None:
+            return outcome.value, self.settler.reasons.get(job.id) if outcome.failed else None
+        waiting = self.group.outcomes[-1] if self.group.outcomes else None
+        if waiting is None or waiting.job is not job or waiting.error is None:
+            return JobOutcome.COMPLETED.value, None
+        retried = waiting.retry and job.attempts < job.max_attempts
+        return (JobOutcome.RETRIED if retried else JobOutcome.DEAD_LETTERED).value, waiting.error
+
+    def run_to_end(self, job: Job, registration: Registration | None,
+                   started: float) -> JobOutcome | None:
         if job.decode_error is not None:
             return self.settler.fail(job, job.decode_error, retry=False)
         if job.cancel_requested_at is not None:  # cancelled while it waited (queue_core/features/cancel.py)
@@ -88,7 +135,9 @@ class Executor:
                 lambda: JobOutcome.CANCELLED if end_cancelled(job, started=False)
                 else JobOutcome.LOST)
         try:
-            payload = validate_payload(job.type, job.payload)
+            # A typed registration's handler is given its model instance (handlers/registry.py).
+            payload = (parse_payload(job.type, job.payload) if registration is None
+                       else registration.payload_for(job.payload))
         except InvalidPayload as exc:
             return self.settler.fail(job, str(exc), retry=False)
         if registration is None:
@@ -117,7 +166,9 @@ class Executor:
             if exc.result.snooze_s is not None:  # queue_core/features/snooze.py
                 self.rollback_scope(scope)
                 delay, bound = exc.result.snooze_s, registration.max_snoozes
-                outcome = self.settler.settle(lambda: after_change(snooze(job, delay, bound)))
+                taken = checkpoints.taken(job.id)
+                outcome = self.settler.settle(lambda: after_change(
+                    snooze(job, delay, bound, checkpoint=taken)))
                 if outcome is JobOutcome.DEAD_LETTERED:  # the lastError sql.SNOOZE writes
                     self.settler.reasons[job.id] = f"snoozed {bound} times, the limit of its type"
                 return outcome
@@ -130,16 +181,23 @@ class Executor:
             else:
                 self.dbless_types.discard(job.type)
 
-    def run_handler(self, job: Job, registration: Registration, payload: dict[str, Any],
+    def run_handler(self, job: Job, registration: Registration, payload: Any,
                     scope: JobScope, started: float) -> JobOutcome | None:
         """The handler, in its savepoint of the group's transaction: the handler's writes
         and the completion commit together or not at all (docs/internals.md, the job's
         transaction)."""
+        # What the handler resumes from; what it checkpoints goes with the run's end
+        # unless that is a completion (`checkpoints.taken`).
+        checkpoints.begin(job.id, job.checkpoint)
         try:
             with db.bind_job_connection(scope):
                 self.in_handler = True
                 try:
-                    result = registration.fn(payload, job.id)
+                    if _around_jobs:
+                        with _around_job():
+                            result = registration.fn(payload, job.id)
+                    else:
+                        result = registration.fn(payload, job.id)
                 finally:
                     self.in_handler = False
         except Exception as exc:
@@ -166,14 +224,18 @@ class Executor:
                 self.abandon_group(exc)
                 return self.settler.interrupted(
                     job, "the job's database connection was lost before it committed: "
-                         f"{first_line(exc.__cause__ or exc)}")
+                         f"{first_line(exc.__cause__ or exc)}",
+                    checkpoint=checkpoints.taken(job.id))
             except SQLAlchemyError as exc:
                 # Our statement was refused in a transaction the handler left aborted
                 # (it caught an error of its own and returned).
                 return self.fail_in_group(job, scope, started, f"the job's transaction could not "
                                           f"commit: {describe_exception(exc)}", retry=True)
         now = time.monotonic()
-        self.group.add(Outcome(job, now - started, now, result=result.data))
+        # Its checkpoint goes with it: should the group's commit fail, the job is
+        # interrupted and its next run resumes.
+        self.group.add(Outcome(job, now - started, now, result=result.data,
+                               checkpoint=checkpoints.taken(job.id)))
         return None
 
     def handler_raised(self, job: Job, scope: JobScope, started: float,
@@ -192,7 +254,8 @@ class Executor:
             which = "the job's database connection" if own else \
                 "a connection of the handler's to skiplock's database"
             return self.settler.interrupted(
-                job, f"{which} was lost while the handler ran: {describe_exception(exc)}")
+                job, f"{which} was lost while the handler ran: {describe_exception(exc)}",
+                checkpoint=checkpoints.taken(job.id))
         log.warning("job %s %s raised %s", job.type, job.id, type(exc).__name__,
                     exc_info=True, extra={"job_id": job.id, "job_type": job.type})
         return self.fail_in_group(job, scope, started, describe_exception(exc), retry=True)
@@ -213,10 +276,12 @@ class Executor:
         """Roll the job's writes back to its savepoint; it is failed in the group's
         transaction. When even that rollback fails the group cannot commit: its jobs
         are settled one by one, and this one is failed on its own."""
+        taken = checkpoints.taken(job.id)
         if not self.rollback_scope(scope):
-            return self.settler.fail(job, error, retry=retry)
+            return self.settler.fail(job, error, retry=retry, checkpoint=taken)
         now = time.monotonic()
-        self.group.add(Outcome(job, now - started, now, error=error, retry=retry))
+        self.group.add(Outcome(job, now - started, now, error=error, retry=retry,
+                               checkpoint=taken))
         return None
 
 

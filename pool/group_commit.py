@@ -64,6 +64,9 @@ class Outcome:
     error: str | None = None  # set: the job failed
     retry: bool = True
     outcome: JobOutcome | None = None  # known once committed (or settled otherwise)
+    # The run's latest `skiplock.checkpoint` (JSON text), for a failure, or for an
+    # interruption should the commit not happen; a completion clears the row's.
+    checkpoint: str | None = None
 
 
 class GroupAborted(Exception):
@@ -184,7 +187,8 @@ class Group:
                             else JobOutcome.COMPLETED
                 for o in outcomes:
                     if o.error is not None:
-                        status = lifecycle.fail(o.job, o.error, retry=o.retry, conn=conn)
+                        status = lifecycle.fail(o.job, o.error, retry=o.retry, conn=conn,
+                                                checkpoint=o.checkpoint)
                         o.outcome = after_failure(status)
                 if claim_next is not None:
                     next_jobs = claim_next(conn)

@@ -17,9 +17,10 @@ dated the lease: the instant the renewing statement (or the child's claim) was
 sent. The lease runs out `--stuck-timeout` after that by the database's clock;
 the master stops the job `margin_s` earlier (self-fencing, docs/reliability.md).
 
-The same statement carries the progress the handlers reported since the last
-beat, and answers which jobs an operator asked to cancel (`cancel_requested`,
-read by the master after each beat; pool/cancelling.py).
+The same statement carries the progress and the checkpoints the handlers
+reported since the last beat, and answers which jobs an operator asked to
+cancel (`cancel_requested`, read by the master after each beat;
+pool/cancelling.py).
 
 A lease dated less than `fresh_s` ago is read by the beat but not rewritten
 (`needs_renewal`). Each renewal is a new version of the job's row and of its
@@ -31,8 +32,8 @@ docs/benchmarks.md, "Figures behind the code"). `fresh_s` is at most half an
 interval, so a lease is renewed at most half an interval later than it would
 have been (against a stuck timeout of at least three intervals), and a lease
 is skipped only where two whole intervals remain before the master's own fence
-(`fence_at`): with the tightest settings nothing is skipped. Progress to write
-is always written.
+(`fence_at`): with the tightest settings nothing is skipped. Progress and
+checkpoints to write are always written.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class Heartbeats:
         self.last_success: float | None = None  # when the last round that reached the database began
         self.cancel_requested: frozenset[str] = frozenset()
         self.progress: dict[str, Progress] = {}  # reported since the last beat, by job id
+        self.checkpoints: dict[str, str] = {}  # the same, of `skiplock.checkpoint`
         # Held jobs whose row the last beat found locked by another session: its pid,
         # when known.
         self.blocked: dict[str, int | None] = {}
@@ -109,7 +111,8 @@ class Heartbeats:
     def needs_renewal(self, job_id: str, now: float) -> bool:
         """Whether the beat at `now` writes the job's lease (see the module's doc)."""
         renewed = self.renewed.get(job_id)
-        return renewed is None or now - renewed >= self.fresh_s or job_id in self.progress
+        return (renewed is None or now - renewed >= self.fresh_s or job_id in self.progress
+                or job_id in self.checkpoints)
 
     def beat(self, refs: Iterable[JobRef], now: float) -> Renewal:
         """Renew every lease that needs it, and learn which jobs are still held (or, with
@@ -118,9 +121,13 @@ class Heartbeats:
         refs = list(refs)
         if refs:
             renewal = renew_leases(refs, self.progress,
-                                   write=[self.needs_renewal(r.id, now) for r in refs])
+                                   write=[self.needs_renewal(r.id, now) for r in refs],
+                                   checkpoints=self.checkpoints)
             # A busy row was not written: keep its progress for the next beat.
             self.progress = {k: v for k, v in self.progress.items() if k in renewal.busy}
+            if self.checkpoints:
+                self.checkpoints = {k: v for k, v in self.checkpoints.items()
+                                    if k in renewal.busy}
             self.note_blocked(renewal)
         else:
             with db.connect(autocommit=True) as conn:

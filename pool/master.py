@@ -522,6 +522,8 @@ class Master:
         elif isinstance(message, protocol.Finished):
             child.held.pop(message.id, None)
             child.ran.pop(message.id, None)
+            if child.checkpoints:
+                child.checkpoints.pop(message.id, None)
             self.heartbeats.forget(message.id)
             child.lost.discard(message.id)
             if child.job is not None and child.job.ref.id == message.id:
@@ -541,6 +543,10 @@ class Master:
               and child.job is not None and child.job.ref.id == message.id):
             child.job.progress = Progress(message.fraction, message.message)
             self.heartbeats.progress[message.id] = child.job.progress
+        elif (isinstance(message, protocol.Checkpoint)  # the same way, and kept for the
+              and child.job is not None and child.job.ref.id == message.id):  # settlement
+            child.checkpoints[message.id] = message.state
+            self.heartbeats.checkpoints[message.id] = message.state
 
     # -- reaping -------------------------------------------------------------
 

@@ -9,8 +9,9 @@ its own pipes, so lines never interleave. Signals go the other way: TERM
 
 Two pipes, one order. What the master must act on soon (a claim, a committed
 outcome, boot and exit) goes through the pipe it waits on, and wakes it. A
-`started` per job (and a handler's progress) goes through a quiet pipe that the
-master only reads at its next turn or when it reaps the child: waking the
+`started` per job (and a handler's progress and checkpoints) goes through a
+quiet pipe that the master only reads at its next turn or when it reaps the
+child (so a checkpoint sent just before the child died is still read): waking the
 master once per job cost CPU-bound jobs a measurable share of the cores
 (docs/benchmarks.md, "Figures behind the code"), for news that is needed only
 when the child dies, a timeout falls due or a heartbeat is written. Every message carries the child's
@@ -113,13 +114,23 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """Where the running job's handler last said it was (`skiplock.checkpoint`), as the
+    JSON text to store: the master never decodes it, it writes it with the next
+    heartbeat, or with the settlement of the job if the child dies first."""
+
+    id: str
+    state: str
+
+
+@dataclass(frozen=True)
 class Exiting:
     """The child is about to exit 0 on its own (recycled)."""
 
     reason: str
 
 
-Message = Ready | BootFailed | Claimed | Started | Finished | Exiting | Progress
+Message = Ready | BootFailed | Claimed | Started | Finished | Exiting | Progress | Checkpoint
 
 _KINDS: dict[str, type[Any]] = {
     "ready": Ready,
@@ -129,6 +140,7 @@ _KINDS: dict[str, type[Any]] = {
     "finished": Finished,
     "exiting": Exiting,
     "progress": Progress,
+    "checkpoint": Checkpoint,
 }
 _NAMES = {cls: name for name, cls in _KINDS.items()}
 

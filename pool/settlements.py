@@ -8,7 +8,10 @@ bounds how long the database may take:
 - the job it was running: a crash or a timeout is an attempt, with a
   `lastError` that names the signal (docs/lessons.md); a stop by the pool or a
   fence is an interruption, free the first few times (queue_core/accounting.py),
-  so a job that hangs through every restart still ends;
+  so a job that hangs through every restart still ends. Either way the last
+  checkpoint the child reported is written in the same fenced statement, so a
+  checkpoint the master heard but had not yet written with a heartbeat is not
+  lost (the master reads what is left in the child's pipes when it reaps it);
 - the jobs it ran that waited for their group's commit: they started, so an
   interruption, never "never started", which would let a child that keeps
   dying run them without end;
@@ -71,6 +74,9 @@ class Settlement:
     # RELEASE_UNSTARTED: the jobs it must not give back, besides ref.id: they
     # started (and are settled on their own).
     keep: tuple[str, ...] = ()
+    # The job's last `skiplock.checkpoint` the child reported (JSON text), written
+    # with a FAIL or an INTERRUPT; None keeps the row's.
+    checkpoint: str | None = None
 
 
 def for_running(child: WorkerChild, status: int, cause: Cause,
@@ -97,14 +103,16 @@ def for_running(child: WorkerChild, status: int, cause: Cause,
     else:
         action = SettleAction.FAIL
         error = died_while_running(child.pid, status, ref.attempts, job.max_attempts)
-    return Settlement(child.info(), ref, job.type, action, error, True, duration_s)
+    return Settlement(child.info(), ref, job.type, action, error, True, duration_s,
+                      checkpoint=child.checkpoints.get(ref.id))
 
 
 def for_the_rest(child: WorkerChild, how: str, running: str) -> list[Settlement]:
     """The settlements of the jobs of `child` other than the one it was running."""
     owed = [Settlement(child.info(), ref, job_type, SettleAction.INTERRUPT,
                        f"worker pid {child.pid} {how} after the job ran, before its "
-                       "completion committed", started=True, duration_s=0.0)
+                       "completion committed", started=True, duration_s=0.0,
+                       checkpoint=child.checkpoints.get(ref.id))
             for ref, job_type in child.ran.values()]
     if child.booted:  # claimed in a batch, or in the window before the child said so
         owed.append(Settlement(child.info(), JobRef(running, child.worker_id, 0), "?",
@@ -176,9 +184,10 @@ class Owed:
 
     def _write(self, item: Settlement) -> JobOutcome | None:
         if item.action is SettleAction.FAIL:
-            return after_failure(fail(item.ref, item.error, retry=True))
+            return after_failure(fail(item.ref, item.error, retry=True,
+                                      checkpoint=item.checkpoint))
         if item.action is SettleAction.INTERRUPT:
-            return after_change(interrupt(item.ref, item.error))
+            return after_change(interrupt(item.ref, item.error, checkpoint=item.checkpoint))
         if item.action is SettleAction.RELEASE:
             return after_release(release(item.ref, item.error))
         assert item.ref.locked_by is not None

@@ -62,18 +62,22 @@ class Settler:
                 raise BrokenPipeError("master is gone")
             self.wait(self.outage.retry_at - time.monotonic())
 
-    def fail(self, job: Fenced, error: str, *, retry: bool) -> JobOutcome:
-        """An attempt that counts (retried after its backoff, or dead-lettered)."""
+    def fail(self, job: Fenced, error: str, *, retry: bool,
+             checkpoint: str | None = None) -> JobOutcome:
+        """An attempt that counts (retried after its backoff, or dead-lettered), with the
+        run's latest `checkpoint` (JSON text; None keeps the row's)."""
         self.reasons[job.id] = error
-        return self.settle(lambda: after_failure(fail(job, error, retry=retry)))
+        return self.settle(lambda: after_failure(fail(job, error, retry=retry,
+                                                      checkpoint=checkpoint)))
 
-    def interrupted(self, job: Job, reason: str) -> JobOutcome:
+    def interrupted(self, job: Job, reason: str, checkpoint: str | None = None) -> JobOutcome:
         """A run cut short by the database or the pool, not by the job: free the first
-        few times (queue_core/accounting.py), so even a job that always meets one ends."""
+        few times (queue_core/accounting.py), so even a job that always meets one ends.
+        `checkpoint` as `fail`'s."""
         log.warning("job %s %s interrupted: %s", job.type, job.id, log_reason(reason),
                     extra={"job_id": job.id, "job_type": job.type})
         self.reasons[job.id] = reason
-        return self.settle(lambda: after_change(interrupt(job, reason)))
+        return self.settle(lambda: after_change(interrupt(job, reason, checkpoint=checkpoint)))
 
     def release(self, job: Fenced, reason: str) -> JobOutcome:
         """Back to the queue uncharged: the job never started."""

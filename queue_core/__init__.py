@@ -10,6 +10,7 @@ if __name__ != "skiplock.queue_core":
     raise ImportError(f"import skiplock.queue_core, not {__name__}: the repository's "
                       "top-level folders are parts of the one package `skiplock`")
 
+from skiplock.queue_core.aio import acancel, acancel_many, aenqueue, aenqueue_many, await_result
 from skiplock.queue_core.backoff import backoff_base_s, backoff_s
 from skiplock.queue_core.enqueue import (
     enqueue,
@@ -39,6 +40,7 @@ from skiplock.queue_core.features.cancel import (
     cancel_many,
     cancel_matching,
 )
+from skiplock.queue_core.features.checkpoints import checkpoint, last_checkpoint
 from skiplock.queue_core.features.dependencies import (
     Edge,
     dependents,
@@ -54,6 +56,11 @@ from skiplock.queue_core.maintenance import QueueStats, cleanup, get_job, retry_
 from skiplock.queue_core.recovery import Recovered, recover_stuck
 
 __all__ = [
+    "acancel",
+    "acancel_many",
+    "aenqueue",
+    "aenqueue_many",
+    "await_result",
     "Batch",
     "BatchInfo",
     "Edge",
@@ -68,6 +75,7 @@ __all__ = [
     "cancel",
     "cancel_many",
     "cancel_matching",
+    "checkpoint",
     "DatabaseUnavailable",
     "InvalidJob",
     "InvalidPayload",
@@ -97,6 +105,7 @@ __all__ = [
     "fail",
     "get_job",
     "heartbeat",
+    "last_checkpoint",
     "progress",
     "recover_stuck",
     "release",

@@ -275,8 +275,29 @@ def describe() -> list[tuple[str, str, str]]:
     return [(f.name, f.metadata["env"], f.metadata["help"]) for f in fields(Settings)]
 
 
+# Where DATABASE_URL comes from when neither the environment nor `.env` names one:
+# a framework that already knows the application's database (skiplock.django reads
+# Django's DATABASES). Set in the process, so that the pool's children inherit it.
+_database_url_fallback: Callable[[], str | None] | None = None
+
+
+def set_database_url_fallback(resolver: Callable[[], str | None] | None) -> None:
+    """Call `resolver` for the database URL when DATABASE_URL is not set (None: forget it).
+
+    A flag (`--database-url`) and DATABASE_URL, from the environment or `.env`, still
+    win; the resolver is asked only when both are absent, each time settings are read.
+    """
+    global _database_url_fallback
+    _database_url_fallback = resolver
+    clear_cache()
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Defaults, then `.env` and the environment, then `overrides` (flags) that are not None."""
+    """Defaults, then `.env` and the environment, then `overrides` (flags) that are not None.
+
+    Without a DATABASE_URL in any of them, the fallback set by
+    `set_database_url_fallback` names the database, if there is one.
+    """
     load_dotenv(Path.cwd() / ".env", override=False)
     values: dict[str, Any] = {}
     for f in fields(Settings):
@@ -291,6 +312,10 @@ def load_settings(**overrides: Any) -> Settings:
             shown = "…" if f.name == "database_url" else f"={raw!r}"
             raise ConfigurationError(f"{f.metadata['env']}{shown}: {exc}") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("database_url") is None and _database_url_fallback is not None:
+        found = _database_url_fallback()
+        if found:
+            values["database_url"] = found
     unknown = set(values) - {f.name for f in fields(Settings)}
     if unknown:
         raise TypeError(f"unknown settings: {sorted(unknown)}")

@@ -12,20 +12,20 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from json import encoder as json_encoder
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 import psycopg2
 from sqlalchemy import Connection, TextClause
 from sqlalchemy import exc as sa_exc
 
-from skiplock.queue_core import payloads, sql
+from skiplock.queue_core import payloads, sql, tracing
 from skiplock.queue_core.config import cached_settings
-from skiplock.queue_core.database import direct
+from skiplock.queue_core.database import direct, steps
 from skiplock.queue_core.database.arrays import number_array, text_array
 from skiplock.queue_core.database.borrowed import BorrowedConnection
 from skiplock.queue_core.database.db import Joinable, ServerBound, binds_on_server, connect, translate_errors
@@ -43,7 +43,7 @@ _UNFIT = re.compile("[\x01-\x1f\x7f-\x9f\ud800-\udfff]")
 _INT32 = 2**31 - 1
 _OPTIONS = {"priority", "delay", "max_attempts", "idempotency_key", "user_id",
             "concurrency_key", "concurrency", "unique_for", "depends_on", "on_parent_failure"}
-# What a parent that does not complete does to its dependent (migration 0014).
+# What a parent that does not complete does to its dependent (migration 0016).
 POLICIES = ("cancel", "run", "hold")
 # The batch a `with skiplock.batch(...)` block has open in this context
 # (queue_core/features/batches.py): every job enqueued inside it is a member.
@@ -206,7 +206,7 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
              depends_on: Any = None, on_parent_failure: Any = None,
              max_payload_bytes: int, job_id: str | None = None) -> _Row:
     job_type = _job_type(job_type)
-    payloads.validate_payload(job_type, payload)
+    payload = payloads.validate_payload(job_type, payload)  # a model instance: its JSON
     try:
         encoded = _encode_fast(payload)
     except (TypeError, ValueError, RecursionError) as exc:  # a float inf, an int of 4300+
@@ -302,7 +302,7 @@ def _prepare_job(job: Any, index: int, limit: int, job_id: str | None = None) ->
                     job_id=job_id)
 
 
-def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
+def enqueue(job_type: str, payload: Any, *, priority: int = 0,
             delay: float | timedelta | None = None, max_attempts: int | None = None,
             idempotency_key: str | None = None, user_id: str | None = None,
             concurrency_key: str | None = None, concurrency: int | None = None,
@@ -319,7 +319,22 @@ def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
     `depends_on`: the ids of jobs that must end first, and `on_parent_failure`
     what a parent that does not complete does to it: "cancel" (the default),
     "run" or "hold" (queue_core/features/dependencies.py).
+    `payload`: a JSON object, or an instance of a dataclass or pydantic model
+    (stored as its JSON); checked against the type's payload model where this
+    process knows it (queue_core/payloads.py).
     """
+    row = job_row(job_type, payload, priority=priority, delay=delay, max_attempts=max_attempts,
+                  idempotency_key=idempotency_key, user_id=user_id,
+                  concurrency_key=concurrency_key, concurrency=concurrency, unique_for=unique_for,
+                  depends_on=depends_on, on_parent_failure=on_parent_failure)
+    return _write([row], conn, tracing.current_context()).ids[0]
+
+
+def job_row(job_type: Any, payload: Any, *, priority: Any, delay: Any, max_attempts: Any,
+            idempotency_key: Any, user_id: Any, concurrency_key: Any, concurrency: Any,
+            unique_for: Any, depends_on: Any = None, on_parent_failure: Any = None) -> _Row:
+    """One job of `enqueue` (and `skiplock.aenqueue`), checked and encoded: the row
+    `insert_steps` writes; InvalidJob or InvalidPayload if it is wrong."""
     # Straight to _prepare: the options are named arguments, nothing to sort out.
     row = _prepare(job_type, payload, priority=0 if priority is None else priority,
                    delay=delay, max_attempts=max_attempts, idempotency_key=idempotency_key,
@@ -330,7 +345,7 @@ def enqueue(job_type: str, payload: Mapping[str, Any], *, priority: int = 0,
     if row.parents and any(isinstance(ref, int) for ref, _ in row.parents):
         raise InvalidJob("depends_on names jobs by id; a position refers to an earlier job "
                          "of the same enqueue_many call")
-    return _write([row], conn).ids[0]
+    return row
 
 
 def enqueue_many(jobs: Iterable[Mapping[str, Any]],
@@ -348,12 +363,18 @@ class Enqueued:
 def enqueue_batch(jobs: Iterable[Mapping[str, Any]],
                   conn: Joinable | None = None) -> Enqueued:
     """`enqueue_many`, also saying how many jobs were new (backfills report it)."""
+    rows = job_rows(jobs)
+    if not rows:
+        return Enqueued([], 0)
+    return _write(rows, conn, tracing.current_context())
+
+
+def job_rows(jobs: Iterable[Mapping[str, Any]]) -> list[_Row]:
+    """The jobs of `enqueue_many` (and `skiplock.aenqueue_many`), checked and encoded."""
     limit = cached_settings().max_payload_bytes
     jobs = list(jobs)
     ids = _new_ids(len(jobs))
     rows = [_prepare_job(job, index, limit, ids[index]) for index, job in enumerate(jobs)]
-    if not rows:
-        return Enqueued([], 0)
     for index, row in enumerate(rows):
         for ref, _ in row.parents or ():
             # Only jobs that exist and earlier jobs of this call: no cycle can be written.
@@ -362,20 +383,28 @@ def enqueue_batch(jobs: Iterable[Mapping[str, Any]],
                     f"job #{index} depends on itself" if ref == index else
                     f"job #{index} depends on job #{ref}, which comes after it: a job can "
                     "depend only on jobs that exist and on earlier jobs of the same call")
-    return _write(rows, conn)
+    return rows
 
 
-def _write(rows: Sequence[_Row], conn: Joinable | None) -> Enqueued:
-    if OPEN_BATCH.get() is not None or any(r.parents is not None for r in rows):
+def is_graph(rows: Sequence[_Row]) -> bool:
+    """Whether `rows` are written with their edges, in a transaction of their own
+    (queue_core/features/dependencies.py): a job has parents, or a batch is open."""
+    return OPEN_BATCH.get() is not None or any(r.parents is not None for r in rows)
+
+
+def _write(rows: Sequence[_Row], conn: Joinable | None, trace: str | None) -> Enqueued:
+    """Insert `rows`; `trace` is the context they were enqueued in (queue_core/tracing.py),
+    the same for all of them."""
+    if is_graph(rows):
         from skiplock.queue_core.features import dependencies
 
-        return dependencies.write(rows, conn, OPEN_BATCH.get())
+        return dependencies.write(rows, conn, OPEN_BATCH.get(), trace)
     if conn is None:
         try:
             kept = direct.acquire()
             if kept is not None:
                 try:
-                    return _insert(kept, rows)
+                    return _insert(kept, rows, trace)
                 finally:
                     direct.release(kept)
         except (sa_exc.DBAPIError, psycopg2.Error):
@@ -386,65 +415,69 @@ def _write(rows: Sequence[_Row], conn: Joinable | None) -> Enqueued:
     # Another thread has the kept connection, or the caller's transaction.
     with connect(conn, autocommit=True) as c:
         if isinstance(c, Connection) and binds_on_server(c):
-            return _insert(ServerBound(c), rows)
-        return _insert(c, rows)
+            return _insert(ServerBound(c), rows, trace)
+        return _insert(c, rows, trace)
 
 
 _INSERT_UNKEYED = direct.Prepared(sql.INSERT_UNKEYED_JOB_POSITIONAL,
                                   len(sql.INSERT_UNKEYED_JOB_PARAMS), before=sql.WAKE)
 
+# What `insert_steps` yields: a statement and its parameters, to be run in order.
+Statement: TypeAlias = tuple[TextClause, dict[str, Any]]
+
 
 def _insert(conn: Connection | ServerBound | BorrowedConnection | direct.KeptConnection,
-            rows: Sequence[_Row]) -> Enqueued:
+            rows: Sequence[_Row], trace: str | None) -> Enqueued:
+    if (len(rows) == 1 and isinstance(conn, direct.KeptConnection)
+            and rows[0].key is None and rows[0].unique_key is None):
+        return _insert_prepared(conn, rows[0], trace)
+    return steps.run(insert_steps(rows, trace), lambda step: conn.execute(*step))
+
+
+def insert_steps(rows: Sequence[_Row],
+                 trace: str | None) -> Generator[Statement, Any, Enqueued]:
+    """The statements that write `rows`, enqueued in the trace context `trace`
+    (queue_core/tracing.py), each sent back its result, and what they wrote.
+
+    The blocking path (`_insert`) and the async one (queue_core/aio.py) run these
+    same steps (queue_core/database/steps.py)."""
     if all(r.key is None and r.unique_key is None for r in rows):
         if len(rows) == 1:
-            return _insert_unkeyed(conn, rows[0])
-        try:
-            conn.execute(sql.INSERT_UNKEYED_JOBS, _unkeyed_columns(rows))
-        except sa_exc.IntegrityError as exc:
-            raise _integrity_error(exc) from None
-        except sa_exc.OperationalError as exc:
-            conflict = _conflict(exc, rows)
-            if conflict is None:
-                raise
-            raise conflict from exc
+            # One job without a key: it is new, whatever else is in the table.
+            yield from _inserting(sql.INSERT_UNKEYED_JOB, _unkeyed_params(rows[0], trace), rows)
+        else:
+            yield from _inserting(sql.INSERT_UNKEYED_JOBS, _unkeyed_columns(rows, trace), rows)
         return Enqueued([r.id for r in rows], len(rows))
-    ids, inserted = insert_keyed(conn, rows)
+    ids, inserted = yield from keyed_steps(rows, trace)
     return Enqueued(ids, len(inserted))
 
 
-def insert_keyed(conn: Connection | ServerBound | BorrowedConnection | direct.KeptConnection,
-                 rows: Sequence[_Row], statement: TextClause | None = None,
-                 extra: Callable[[list[int]], dict[str, str]] | None = None,
-                 ) -> tuple[list[str], set[str]]:
-    """Insert `rows` that may have keys: (each row's id or its key's existing job's, in
-    order; the ids inserted). `statement` with `extra`'s columns for the rows at the
-    given positions replaces INSERT_JOBS (the jobs of a graph)."""
+def keyed_steps(rows: Sequence[_Row], trace: str | None, statement: TextClause | None = None,
+                extra: Callable[[list[int]], dict[str, str]] | None = None,
+                ) -> Generator[Statement, Any, tuple[list[str], set[str]]]:
+    """The steps that insert `rows` that may have keys; they return (each row's id or
+    its key's existing job's, in order; the ids inserted). `statement` with `extra`'s
+    columns for the rows at the given positions replaces INSERT_JOBS (the jobs of a
+    graph: queue_core/features/dependencies.py)."""
     created: set[str] = set()
     ids: dict[int, str] = {}
     todo = list(range(len(rows)))
     scoped = sorted({r.unique_key for r in rows if r.unique_key is not None})
     if scoped:  # free the scoped keys whose window is over (queue_core/features/unique.py)
-        conn.execute(sql.FREE_UNIQUE_KEYS, {"keys": text_array(scoped)})
+        yield sql.FREE_UNIQUE_KEYS, {"keys": text_array(scoped)}
     # A key's row can vanish between our conflict and our look-up (cleanup, a
     # rolled-back concurrent insert): insert what is still missing again.
     for _ in range(5):
         batch = [rows[i] for i in todo]
-        try:
-            if statement is not None and extra is not None:
-                inserted = {r.id for r in conn.execute(statement,
-                                                       {**_columns(batch), **extra(todo)})}
-            elif len(batch) == 1:
-                inserted = {r.id for r in conn.execute(sql.INSERT_JOB, batch[0]._asdict())}
-            else:
-                inserted = {r.id for r in conn.execute(sql.INSERT_JOBS, _columns(batch))}
-        except sa_exc.IntegrityError as exc:
-            raise _integrity_error(exc) from None
-        except sa_exc.OperationalError as exc:
-            conflict = _conflict(exc, batch)
-            if conflict is None:
-                raise
-            raise conflict from exc
+        if statement is not None and extra is not None:
+            result = yield from _inserting(
+                statement, {**_columns(batch, trace), **extra(todo)}, batch)
+        elif len(batch) == 1:
+            result = yield from _inserting(
+                sql.INSERT_JOB, {**batch[0]._asdict(), "trace_context": trace}, batch)
+        else:
+            result = yield from _inserting(sql.INSERT_JOBS, _columns(batch, trace), batch)
+        inserted = {r.id for r in result}
         created |= inserted
         for i in todo:
             if rows[i].id in inserted:
@@ -454,11 +487,13 @@ def insert_keyed(conn: Connection | ServerBound | BorrowedConnection | direct.Ke
             break
         skipped = todo
         keys = sorted({key for i in skipped if (key := rows[i].key) is not None})
-        existing = {r.key: r.id for r in conn.execute(sql.EXISTING_BY_KEY,
-                                                      {"keys": text_array(keys)})}
+        found = yield sql.EXISTING_BY_KEY, {"keys": text_array(keys)}
+        existing = {r.key: r.id for r in found}
         unique_keys = sorted({u for i in skipped if (u := rows[i].unique_key) is not None})
-        existing_unique = {r.key: r.id for r in conn.execute(
-            sql.EXISTING_BY_UNIQUE_KEY, {"keys": text_array(unique_keys)})} if unique_keys else {}
+        existing_unique: dict[str | None, str] = {}
+        if unique_keys:
+            found = yield sql.EXISTING_BY_UNIQUE_KEY, {"keys": text_array(unique_keys)}
+            existing_unique = {r.key: r.id for r in found}
         for i in skipped:
             if rows[i].key in existing:
                 ids[i] = existing[rows[i].key]
@@ -472,39 +507,61 @@ def insert_keyed(conn: Connection | ServerBound | BorrowedConnection | direct.Ke
     return [ids[i] for i in range(len(rows))], created
 
 
-def _insert_unkeyed(conn: Connection | ServerBound | BorrowedConnection | direct.KeptConnection,
-                    row: _Row) -> Enqueued:
-    """One job without a key: it is new, whatever else is in the table."""
+def _inserting(statement: TextClause, params: dict[str, Any],
+               rows: Sequence[_Row]) -> Generator[Statement, Any, Any]:
+    """One insert; its errors in the queue's words."""
     try:
-        if isinstance(conn, direct.KeptConnection):
-            conn.execute_prepared(_INSERT_UNKEYED, (
-                row.id, row.type, row.payload, row.priority, row.delay_s, row.max_attempts,
-                row.user_id, row.concurrency_key, row.concurrency))
-        else:
-            conn.execute(sql.INSERT_UNKEYED_JOB, {
-                name: getattr(row, name) for name in sql.INSERT_UNKEYED_JOB_PARAMS})
-    except sa_exc.IntegrityError as exc:
-        raise _integrity_error(exc) from None
-    except sa_exc.OperationalError as exc:
-        conflict = _conflict(exc, [row])
-        if conflict is None:
-            raise
-        raise conflict from exc
+        return (yield statement, params)
+    except (sa_exc.IntegrityError, sa_exc.OperationalError) as exc:
+        _refuse(exc, rows)
+        raise
+
+
+def _unkeyed_values(row: _Row, trace: str | None) -> tuple[Any, ...]:
+    """INSERT_UNKEYED_JOB's parameters, in the order of INSERT_UNKEYED_JOB_PARAMS."""
+    return (row.id, row.type, row.payload, row.priority, row.delay_s, row.max_attempts,
+            row.user_id, row.concurrency_key, row.concurrency, trace)
+
+
+def _unkeyed_params(row: _Row, trace: str | None) -> dict[str, Any]:
+    return dict(zip(sql.INSERT_UNKEYED_JOB_PARAMS, _unkeyed_values(row, trace), strict=True))
+
+
+def _insert_prepared(conn: direct.KeptConnection, row: _Row, trace: str | None) -> Enqueued:
+    """One job without a key on skiplock's kept connection: INSERT_UNKEYED_JOB as the
+    statement prepared there (the hot path of `enqueue`)."""
+    try:
+        conn.execute_prepared(_INSERT_UNKEYED, _unkeyed_values(row, trace))
+    except (sa_exc.IntegrityError, sa_exc.OperationalError) as exc:
+        _refuse(exc, [row])
+        raise
     return Enqueued([row.id], 1)
 
 
-def _columns(rows: Sequence[_Row]) -> dict[str, str]:
+def _refuse(exc: sa_exc.IntegrityError | sa_exc.OperationalError, rows: Sequence[_Row]) -> None:
+    """Raise an insert's error in the queue's words when it has some (a row the table
+    refuses, a conflict of the caller's transaction); else return, and the caller
+    re-raises it as it is."""
+    if isinstance(exc, sa_exc.IntegrityError):
+        raise _integrity_error(exc) from None
+    conflict = _conflict(exc, rows)
+    if conflict is not None:
+        raise conflict from exc
+
+
+def _columns(rows: Sequence[_Row], trace: str | None) -> dict[str, str | None]:
     """INSERT_JOBS's columns: those of INSERT_UNKEYED_JOBS and the keys."""
-    return {**_unkeyed_columns(rows),
+    return {**_unkeyed_columns(rows, trace),
             "keys": text_array([r.key for r in rows]),
             "unique_keys": text_array([r.unique_key for r in rows]),
             "unique_secs": number_array([r.unique_s for r in rows])}
 
 
-def _unkeyed_columns(rows: Sequence[_Row]) -> dict[str, str]:
+def _unkeyed_columns(rows: Sequence[_Row], trace: str | None) -> dict[str, str | None]:
     """Each column as one array literal (queue_core/database/arrays.py), in few passes: ids
     are hex digits (no quotes needed), a type is escaped once per batch, a column of
-    NULLs is '{}' (unnest pads the shorter arrays with NULLs)."""
+    NULLs is '{}' (unnest pads the shorter arrays with NULLs); the trace context, one
+    value for all."""
     types: dict[str, str] = {}
     for r in rows:
         if r.type not in types:
@@ -521,6 +578,7 @@ def _unkeyed_columns(rows: Sequence[_Row]) -> dict[str, str]:
         "user_ids": text_array(users) if any(u is not None for u in users) else "{}",
         "slot_keys": text_array(slots) if any(k is not None for k in slots) else "{}",
         "slot_limits": number_array([r.concurrency for r in rows]) if any(slots) else "{}",
+        "trace_context": trace,
     }
 
 
@@ -563,17 +621,18 @@ def _typed(job_type: str, payload: Mapping[str, Any], default_key: str | None,
     return enqueue(job_type, payload, **options)
 
 
-def enqueue_interpret_event(payload: Mapping[str, Any], **options: Any) -> str:
+# Each helper takes the JSON object or the type's model instance (handlers/payloads.py).
+
+def enqueue_interpret_event(payload: Any, **options: Any) -> str:
     """INTERPRET_EVENT {eventId}; key `interpret:{eventId}`."""
-    payloads.validate_payload(payloads.INTERPRET_EVENT, payload)
-    return _typed(payloads.INTERPRET_EVENT, payload, f"interpret:{payload['eventId']}", options)
+    data = payloads.validate_payload(payloads.INTERPRET_EVENT, payload)
+    return _typed(payloads.INTERPRET_EVENT, data, f"interpret:{data['eventId']}", options)
 
 
-def enqueue_detect_patterns(payload: Mapping[str, Any], **options: Any) -> str:
+def enqueue_detect_patterns(payload: Any, **options: Any) -> str:
     """DETECT_PATTERNS {userId, triggerEventId, interpretationId}; key `patterns:{triggerEventId}`."""
-    payloads.validate_payload(payloads.DETECT_PATTERNS, payload)
-    return _typed(payloads.DETECT_PATTERNS, payload,
-                  f"patterns:{payload['triggerEventId']}", options)
+    data = payloads.validate_payload(payloads.DETECT_PATTERNS, payload)
+    return _typed(payloads.DETECT_PATTERNS, data, f"patterns:{data['triggerEventId']}", options)
 
 
 def insights_key(payload: Mapping[str, Any]) -> str | None:
@@ -591,27 +650,27 @@ def insights_key(payload: Mapping[str, Any]) -> str | None:
     return None
 
 
-def enqueue_generate_insights(payload: Mapping[str, Any], **options: Any) -> str:
+def enqueue_generate_insights(payload: Any, **options: Any) -> str:
     """GENERATE_INSIGHTS {userId, triggerType, eventId?, interpretationId?, patternId?}."""
-    payloads.validate_payload(payloads.GENERATE_INSIGHTS, payload)
-    return _typed(payloads.GENERATE_INSIGHTS, payload, insights_key(payload), options)
+    data = payloads.validate_payload(payloads.GENERATE_INSIGHTS, payload)
+    return _typed(payloads.GENERATE_INSIGHTS, data, insights_key(data), options)
 
 
-def enqueue_generate_review(payload: Mapping[str, Any], **options: Any) -> str:
+def enqueue_generate_review(payload: Any, **options: Any) -> str:
     """GENERATE_REVIEW {userId, type, periodKey, timezone}; key `review:{userId}:{type}:{periodKey}`."""
-    payloads.validate_payload(payloads.GENERATE_REVIEW, payload)
-    key = f"review:{payload['userId']}:{payload['type']}:{payload['periodKey']}"
-    return _typed(payloads.GENERATE_REVIEW, payload, key, options)
+    data = payloads.validate_payload(payloads.GENERATE_REVIEW, payload)
+    key = f"review:{data['userId']}:{data['type']}:{data['periodKey']}"
+    return _typed(payloads.GENERATE_REVIEW, data, key, options)
 
 
-def enqueue_generate_tomorrow_plan(payload: Mapping[str, Any], **options: Any) -> str:
+def enqueue_generate_tomorrow_plan(payload: Any, **options: Any) -> str:
     """GENERATE_TOMORROW_PLAN {userId, reviewId, targetDate}; key `tomorrow:{userId}:{targetDate}`."""
-    payloads.validate_payload(payloads.GENERATE_TOMORROW_PLAN, payload)
-    key = f"tomorrow:{payload['userId']}:{payload['targetDate']}"
-    return _typed(payloads.GENERATE_TOMORROW_PLAN, payload, key, options)
+    data = payloads.validate_payload(payloads.GENERATE_TOMORROW_PLAN, payload)
+    key = f"tomorrow:{data['userId']}:{data['targetDate']}"
+    return _typed(payloads.GENERATE_TOMORROW_PLAN, data, key, options)
 
 
-def enqueue_suggest_uom_update(payload: Mapping[str, Any], **options: Any) -> str:
+def enqueue_suggest_uom_update(payload: Any, **options: Any) -> str:
     """SUGGEST_UOM_UPDATE {userId, dailyPlanId}; key `uom:{dailyPlanId}`."""
-    payloads.validate_payload(payloads.SUGGEST_UOM_UPDATE, payload)
-    return _typed(payloads.SUGGEST_UOM_UPDATE, payload, f"uom:{payload['dailyPlanId']}", options)
+    data = payloads.validate_payload(payloads.SUGGEST_UOM_UPDATE, payload)
+    return _typed(payloads.SUGGEST_UOM_UPDATE, data, f"uom:{data['dailyPlanId']}", options)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -86,6 +87,12 @@ class Job:
     progress: float | None = None
     progress_message: str | None = None
     snoozes: int | None = None
+    # What the handler last passed to `skiplock.checkpoint` (None: never, or None),
+    # what its next run resumes from (queue_core/features/checkpoints.py).
+    checkpoint: Any = None
+    # The trace context it was enqueued in, as stored (JSON text; queue_core/tracing.py):
+    # decoded only by a child that traces its runs.
+    trace_context: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -98,6 +105,11 @@ class Job:
             payload, decode_error = _claimed_payload(m["payload_json"])
         else:
             payload = _as_object(m["payload"])
+        if "checkpoint_json" in m:
+            checkpoint, unusable = _claimed_checkpoint(m["checkpoint_json"])
+            decode_error = decode_error or unusable
+        else:
+            checkpoint = m.get("checkpoint")
         result = m.get("result")
         if m.get("result_json") is not None:
             result, why = load_json(m["result_json"])
@@ -123,6 +135,8 @@ class Job:
             result=result,
             interruptions=m.get("interruptions") or 0,
             decode_error=decode_error,
+            checkpoint=checkpoint,
+            trace_context=_trace_context(m),
             **{name: m.get(column) for name, column in _FEATURE_COLUMNS.items()},
         )
 
@@ -134,11 +148,14 @@ class Job:
         its user, its keys). Not for anything that shows a job: `from_mapping` reads
         the whole row."""
         payload, decode_error = _claimed_payload(m["payload_json"])
+        checkpoint, unusable = _claimed_checkpoint(m["checkpoint_json"])
         return cls(
             id=m["id"], type=m["type"], payload=payload, status=JobStatus.PROCESSING.value,
             priority=m["priority"], available_at=m["availableAt"], attempts=m["attempts"],
             max_attempts=m["maxAttempts"], locked_by=m["lockedBy"],
-            cancel_requested_at=m["cancelRequestedAt"], decode_error=decode_error,
+            cancel_requested_at=m["cancelRequestedAt"], checkpoint=checkpoint,
+            trace_context=m["trace_context"],
+            decode_error=decode_error or unusable,
             last_error=None, locked_at=None, idempotency_key=None, user_id=None,
             created_at=None, started_at=None, completed_at=None,
         )
@@ -154,8 +171,22 @@ class Job:
             value = getattr(self, name)
             out[column] = value.isoformat() if isinstance(value, datetime) else value
         if self.decode_error is not None:
-            out["payload"] = f"<{self.decode_error}>"
+            which = "checkpoint" if self.decode_error.startswith(_CHECKPOINT_UNUSABLE) \
+                else "payload"
+            out[which] = f"<{self.decode_error}>"
+        out["traceContext"] = None
+        if self.trace_context is not None:
+            out["traceContext"], _ = load_json(self.trace_context)
         return out
+
+
+def _trace_context(m: Mapping[str, Any]) -> str | None:
+    """The stored trace context as text: a statement of sql.py returns it so
+    (`trace_context`), a whole row (`SELECT *`) as the driver decoded it."""
+    if "trace_context" in m:
+        return m["trace_context"]
+    stored = m.get("traceContext")
+    return None if stored is None else json.dumps(stored)
 
 
 def _claimed_payload(text: str) -> tuple[dict[str, Any], str | None]:
@@ -165,6 +196,22 @@ def _claimed_payload(text: str) -> tuple[dict[str, Any], str | None]:
     if why is not None:
         return {}, f"the payload cannot be used: {why}"
     return _as_object(payload), None
+
+
+_CHECKPOINT_UNUSABLE = "the checkpoint cannot be used"
+
+
+def _claimed_checkpoint(text: str | None) -> tuple[Any, str | None]:
+    """A claimed row's checkpoint as the handler resumes from it, and why it cannot be
+    used (written by something other than `skiplock.checkpoint`, which refuses what
+    would not come back: the pool then fails the job alone, as for its payload;
+    `skiplock retry --from-start` drops it)."""
+    if text is None:
+        return None, None
+    checkpoint, why = load_json(text)
+    if why is not None:
+        return None, f"{_CHECKPOINT_UNUSABLE}: {why}"
+    return checkpoint, None
 
 
 def _as_object(payload: Any) -> dict[str, Any]:
@@ -190,6 +237,7 @@ _COLUMNS = {
     "completed_at": "completedAt",
     "result": "result",
     "interruptions": "interruptions",
+    "checkpoint": "checkpoint",
 }
 
 # Columns of migration 0005_features (cancel, limits, unique windows, progress, snooze).

@@ -186,11 +186,15 @@ def _warn_lost(jobs: Sequence[tuple[Fenced, Any]], done: set[str]) -> None:
 
 
 def fail(job: Fenced, error: Any, retry: bool = True,
-         conn: Joinable | None = None) -> str | None:
+         conn: Joinable | None = None, checkpoint: str | None = None) -> str | None:
     """Record a failed attempt: PENDING after backoff if attempts are left and `retry`,
-    else DEAD_LETTER. Returns the new status, or None if the job was no longer ours."""
+    else DEAD_LETTER. Returns the new status, or None if the job was no longer ours.
+
+    `checkpoint`: the run's latest, as JSON text (queue_core/features/checkpoints.py),
+    written in the same fenced change; None keeps the row's."""
     params = {**_fence(job), "error": clean_error(error), "retry": bool(retry),
-              "backoff_s": policy.backoff_for(getattr(job, "type", None), job.attempts)}
+              "backoff_s": policy.backoff_for(getattr(job, "type", None), job.attempts),
+              "checkpoint": checkpoint}
     with connect(conn, autocommit=True) as c:
         row = c.execute(sql.FAIL, params).first()
     if row is None:
@@ -209,15 +213,17 @@ def release(job: Fenced, reason: str,
 
 
 def interrupt(job: Fenced, reason: str,
-              conn: Connection | Session | None = None) -> str | None:
+              conn: Connection | Session | None = None,
+              checkpoint: str | None = None) -> str | None:
     """The run was cut short by something other than the job (queue_core/accounting.py).
 
     Returns "released" (a free interruption: the attempt given back), "retried" or
-    "dead_lettered" (charged like a failure), or None if the job was no longer ours."""
+    "dead_lettered" (charged like a failure), or None if the job was no longer ours.
+    `checkpoint` as `fail`'s."""
     params = {**_fence(job), "reason": clean_error(reason),
               "free": accounting.FREE_INTERRUPTIONS,
               "free_backoff_s": accounting.interruption_backoff_base_s(),
-              "backoff_s": backoff_s(job.attempts)}
+              "backoff_s": backoff_s(job.attempts), "checkpoint": checkpoint}
     with connect(conn, autocommit=True) as c:
         row = c.execute(sql.INTERRUPT, params).first()
     if row is None:
@@ -254,9 +260,11 @@ class Renewal:
 
 def renew_leases(jobs: Iterable[Fenced], progress: Mapping[str, Progress] | None = None,
                  conn: Joinable | None = None,
-                 write: Sequence[bool] | None = None) -> Renewal:
+                 write: Sequence[bool] | None = None,
+                 checkpoints: Mapping[str, str] | None = None) -> Renewal:
     """Refresh "lockedAt" of the given jobs in one statement that waits for no row lock,
-    writing each renewed job's latest progress and reading cancel requests.
+    writing each renewed job's latest progress and checkpoint (JSON text, by job id;
+    absent ids keep theirs) and reading cancel requests.
 
     `write` (one flag per job, default all): the leases to refresh; the others are
     only read, to learn whether they are still held and whether to cancel them."""
@@ -270,7 +278,10 @@ def renew_leases(jobs: Iterable[Fenced], progress: Mapping[str, Progress] | None
               "attempts": number_array([j.attempts for j in jobs]),
               "progress": number_array([r.fraction if r else None for r in reports]),
               "messages": text_array([r.message if r else None for r in reports]),
-              "write": flag_array([True] * len(jobs) if write is None else write)}
+              "write": flag_array([True] * len(jobs) if write is None else write),
+              # '{}' when none: unnest pads it with NULLs, which keep every row's.
+              "checkpoints": text_array([checkpoints.get(j.id) for j in jobs])
+              if checkpoints else "{}"}
     with connect(conn, autocommit=True) as c:
         rows = c.execute(sql.HEARTBEAT, params).fetchall()
     renewed = frozenset(r.id for r in rows if r.renewed)

@@ -86,16 +86,19 @@ def get_job(job_id: str, conn: Joinable | None = None) -> Job | None:
 
 
 def retry_dead(ids: Iterable[str] | None = None, *, job_type: str | None = None,
-               all_dead: bool = False, conn: Joinable | None = None) -> list[str]:
+               all_dead: bool = False, from_start: bool = False,
+               conn: Joinable | None = None) -> list[str]:
     """Move dead-lettered jobs back to PENDING with fresh attempts; return their ids.
 
     Exactly one selector: `ids`, `job_type`, or `all_dead=True`. Given `ids`,
     cancelled jobs (FAILED) are retried too; `job_type` and `all_dead` move dead
     letters only, so that a bulk retry never undoes a cancel. A retried job
     starts over: no attempt, interruption or snooze counted, and no cancel
-    request left from its last run. Given `ids`, a dependent that waits for its
-    parents (queue_core/features/dependencies.py) is let go, to run now. Jobs in
-    any other state are left alone (and not returned).
+    request left from its last run. It keeps its checkpoint, and resumes from
+    it (`skiplock.last_checkpoint()`), unless `from_start`. Given `ids`, a
+    dependent that waits for its parents (queue_core/features/dependencies.py)
+    is let go, to run now. Jobs in any other state are left alone (and not
+    returned).
     """
     chosen = [ids is not None, job_type is not None, all_dead]
     if sum(chosen) != 1:
@@ -107,6 +110,7 @@ def retry_dead(ids: Iterable[str] | None = None, *, job_type: str | None = None,
         statement, params = sql.RETRY_DEAD_TYPE, {"type": job_type}
     else:
         statement, params = sql.RETRY_DEAD_ALL, {}
+    params["keep_checkpoint"] = not from_start
     with connect(conn, autocommit=True) as c:
         retried = [row.id for row in c.execute(statement, params)]
         if ids is not None and len(retried) < len(params["ids"]):

@@ -64,7 +64,10 @@ worker_job = Table(
     Column("progressMessage", Text),
     Column("snoozes", Integer),
     Column("notifyDone", Boolean),
-    # 0014_dependencies
+    Column("checkpoint", JSONB),
+    # 0015_trace_context: the OpenTelemetry context the job was enqueued in.
+    Column("traceContext", JSONB),
+    # 0016_dependencies
     Column("waitingFor", Integer),
     Column("hasDependents", Boolean),
 )

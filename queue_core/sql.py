@@ -41,16 +41,20 @@ PROBE = text('SELECT 1 FROM "WorkerJob" LIMIT 0')
 # A job with a concurrency key is inserted held back; a trigger lets it in if its
 # key has a free slot (queue_core/features/limits.py). ON CONFLICT without a target: both
 # "idempotencyKey" and the scoped "uniqueKey" (queue_core/features/unique.py) arbitrate.
+# :trace_context is one value for the whole batch, NULL unless a span is current
+# (queue_core/tracing.py): every job of one call is enqueued in the same span.
 INSERT_JOBS = text(
     WAKE + """
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
-         "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil")
+         "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
+         "traceContext")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
            j.user_id, statement_timestamp(),
            j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END,
-           j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s)
+           j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s),
+           CAST(:trace_context AS jsonb)
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
@@ -71,14 +75,16 @@ INSERT_JOB = text(
     WAKE + """
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
-         "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil")
+         "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
+         "traceContext")
     VALUES (:id, :type, CAST(:payload AS jsonb), :priority,
             statement_timestamp() + make_interval(secs => CAST(:delay_s AS float8)),
             :max_attempts, :key, :user_id, statement_timestamp(),
             :concurrency_key, CAST(:concurrency AS int),
             CASE WHEN CAST(:concurrency_key AS text) IS NOT NULL THEN true END,
             :unique_key,
-            statement_timestamp() + make_interval(secs => CAST(:unique_s AS float8)))
+            statement_timestamp() + make_interval(secs => CAST(:unique_s AS float8)),
+            CAST(:trace_context AS jsonb))
     ON CONFLICT DO NOTHING
     RETURNING id
     """
@@ -92,15 +98,16 @@ INSERT_JOB = text(
 # EXECUTE); INSERT_UNKEYED_JOB is the same with named parameters, for a
 # caller's connection. Same columns, set the same way, as INSERT_JOB.
 INSERT_UNKEYED_JOB_PARAMS = ("id", "type", "payload", "priority", "delay_s", "max_attempts",
-                             "user_id", "concurrency_key", "concurrency")
+                             "user_id", "concurrency_key", "concurrency", "trace_context")
 INSERT_UNKEYED_JOB_POSITIONAL = """
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
-         "concurrencyKey", "concurrencyLimit", "heldBack")
+         "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext")
     VALUES (CAST($1 AS text), CAST($2 AS text), CAST($3 AS jsonb), CAST($4 AS int),
             statement_timestamp() + make_interval(secs => CAST($5 AS float8)),
             CAST($6 AS int), CAST($7 AS text), statement_timestamp(), CAST($8 AS text),
-            CAST($9 AS int), CASE WHEN CAST($8 AS text) IS NOT NULL THEN true END)
+            CAST($9 AS int), CASE WHEN CAST($8 AS text) IS NOT NULL THEN true END,
+            CAST($10 AS jsonb))
     """
 INSERT_UNKEYED_JOB = text(WAKE + re.sub(r"\$(\d+)",
                                         lambda m: ":" + INSERT_UNKEYED_JOB_PARAMS[int(m[1]) - 1],
@@ -113,11 +120,12 @@ INSERT_UNKEYED_JOBS = text(
     WAKE + """
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
-         "concurrencyKey", "concurrencyLimit", "heldBack")
+         "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts,
            j.user_id, statement_timestamp(),
-           j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END
+           j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END,
+           CAST(:trace_context AS jsonb)
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
@@ -234,12 +242,17 @@ _CLAIM = """
 _WHOLE_JOB = """j.id, j.type, j.payload::text AS payload_json, j.status, j.priority,
         j."availableAt", j.attempts, j."maxAttempts", j."lastError", j."lockedAt", j."lockedBy",
         j."idempotencyKey", j."userId", j."createdAt", j."startedAt", j."completedAt",
-        j.interruptions, """ + _features("j.")
+        j.interruptions, j.checkpoint::text AS checkpoint_json,
+        j."traceContext"::text AS trace_context, """ + _features("j.")
 # What a pool child reads of a job it claims with its completions (`Job.from_claim`):
 # the other 18 columns cost the server and the child, which turns them into Python
 # values, CPU for every row, for nothing (docs/benchmarks.md, "Figures behind the code").
+# The checkpoint is what the handler resumes from (queue_core/features/checkpoints.py),
+# as text for the same reason as the payload; NULL, one byte of the row's answer,
+# for a job that never checkpointed.
 _CLAIMED_BY_POOL = """j.id, j.type, j.payload::text AS payload_json, j.priority, j."availableAt",
-        j.attempts, j."maxAttempts", j."lockedBy", j."cancelRequestedAt"
+        j.attempts, j."maxAttempts", j."lockedBy", j."cancelRequestedAt",
+        j.checkpoint::text AS checkpoint_json, j."traceContext"::text AS trace_context
 """
 
 # A pool claims only the types it serves (pool/served.py), and so does a claim
@@ -294,11 +307,14 @@ _FENCE = """
     id = :id AND status = 'PROCESSING' AND "lockedBy" = :locked_by AND attempts = :attempts
 """
 
+# A completed job has nothing left to resume: its checkpoint (up to 8 KiB) would only
+# weigh on the table until cleanup (queue_core/features/checkpoints.py).
 COMPLETE = text(
     f"""
     UPDATE "WorkerJob"
     SET status = 'COMPLETED', "completedAt" = statement_timestamp(),
-        "lockedAt" = NULL, "lockedBy" = NULL, result = CAST(:result AS jsonb)
+        "lockedAt" = NULL, "lockedBy" = NULL, result = CAST(:result AS jsonb),
+        checkpoint = NULL
     WHERE {_FENCE}
     """
 )
@@ -309,7 +325,7 @@ COMPLETE = text(
 _COMPLETE_MANY = """
     UPDATE "WorkerJob" AS j
     SET status = 'COMPLETED', "completedAt" = statement_timestamp(),
-        "lockedAt" = NULL, "lockedBy" = NULL, result = c.result
+        "lockedAt" = NULL, "lockedBy" = NULL, result = c.result, checkpoint = NULL
     FROM unnest(CAST(:ids AS text[]), CAST(:lockers AS text[]), CAST(:attempts AS int[]),
                 CAST(:results AS jsonb[])) AS c(id, locked_by, attempts, result)
     WHERE j.id = c.id AND j.status = 'PROCESSING'
@@ -377,7 +393,10 @@ COMPLETE_AND_CLAIM = text(_complete_and_claim(""))
 COMPLETE_AND_CLAIM_TYPES = text(_complete_and_claim(_TYPES))
 
 # :retry is decided by the caller (the handler asked for it); whether attempts
-# are left is decided here, on the row as it is now.
+# are left is decided here, on the row as it is now. :checkpoint, the run's latest
+# (queue_core/features/checkpoints.py), is written in the same fenced change, so
+# that the retry resumes from it; NULL keeps the one the row has.
+_KEEP_CHECKPOINT = "checkpoint = COALESCE(CAST(:checkpoint AS jsonb), checkpoint)"
 FAIL = text(
     f"""
     UPDATE "WorkerJob"
@@ -388,7 +407,7 @@ FAIL = text(
                              ELSE "availableAt" END,
         "completedAt" = CASE WHEN :retry AND attempts < "maxAttempts"
                              THEN NULL ELSE statement_timestamp() END,
-        "lastError" = :error, "lockedAt" = NULL, "lockedBy" = NULL
+        "lastError" = :error, "lockedAt" = NULL, "lockedBy" = NULL, {_KEEP_CHECKPOINT}
     WHERE {_FENCE}
     RETURNING status, "availableAt"
     """
@@ -407,7 +426,8 @@ RELEASE = text(
 
 # A run cut short by something other than the job (queue_core/accounting.py):
 # its first :free interruptions give the attempt back and count one more, with
-# a back-off that doubles each time; later ones are charged like FAIL.
+# a back-off that doubles each time; later ones are charged like FAIL. Its
+# :checkpoint as FAIL's: the master writes the last one its child reported.
 _FREE = 'COALESCE(interruptions, 0) < :free'
 INTERRUPT = text(
     f"""
@@ -433,7 +453,7 @@ INTERRUPT = text(
                         CAST(:reason AS text), :free, attempts, "maxAttempts",
                         CASE WHEN attempts < "maxAttempts" THEN '; retrying'
                              ELSE '; no attempts left' END) END,
-        "lockedAt" = NULL, "lockedBy" = NULL
+        "lockedAt" = NULL, "lockedBy" = NULL, {_KEEP_CHECKPOINT}
     WHERE {_FENCE}
     RETURNING status, attempts
     """
@@ -461,9 +481,11 @@ RELEASE_UNSTARTED = text(
 # its lease was renewed and whether it is still held at all (read without a
 # lock: a locked row is "held, not renewed", retried at the next beat; only a
 # job no longer held by this holder at this attempt is lost).
-# The same statement carries what the handlers reported (progress; NULL keeps
-# the last value) and answers which of the jobs an operator asked to cancel, so
-# that neither costs a statement of its own (queue_core/features/cancel.py, progress.py).
+# The same statement carries what the handlers reported (progress, checkpoints;
+# NULL keeps the last value) and answers which of the jobs an operator asked to
+# cancel, so that neither costs a statement of its own (queue_core/features/
+# cancel.py, job_progress.py, checkpoints.py). A beat with no checkpoint to write
+# sends '{}' for them: unnest pads the shorter array with NULLs.
 # A job whose `write` is false is only read (held? cancel asked?): its lease is
 # fresh enough to be left as it is this time (pool/heartbeats.py).
 HEARTBEAT = text(
@@ -471,8 +493,9 @@ HEARTBEAT = text(
     WITH h AS (
         SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:lockers AS text[]),
                              CAST(:attempts AS int[]), CAST(:progress AS real[]),
-                             CAST(:messages AS text[]), CAST(:write AS boolean[]))
-             AS h(id, locked_by, attempts, progress, message, write)
+                             CAST(:messages AS text[]), CAST(:write AS boolean[]),
+                             CAST(:checkpoints AS jsonb[]))
+             AS h(id, locked_by, attempts, progress, message, write, checkpoint)
     ), free AS (
         SELECT j.id FROM "WorkerJob" AS j JOIN h ON j.id = h.id
         WHERE h.write
@@ -481,7 +504,8 @@ HEARTBEAT = text(
     ), renewed AS (
         UPDATE "WorkerJob" AS j SET "lockedAt" = statement_timestamp(),
             progress = COALESCE(h.progress, j.progress),
-            "progressMessage" = COALESCE(h.message, j."progressMessage")
+            "progressMessage" = COALESCE(h.message, j."progressMessage"),
+            checkpoint = COALESCE(h.checkpoint, j.checkpoint)
         FROM free JOIN h ON h.id = free.id
         WHERE j.id = free.id
         RETURNING j.id
@@ -654,6 +678,7 @@ GET_JOB = text(
     SELECT id, type, payload::text AS payload_json, status, priority, "availableAt", attempts,
            "maxAttempts", "lastError", "lockedAt", "lockedBy", "idempotencyKey", "userId",
            "createdAt", "startedAt", "completedAt", result::text AS result_json, interruptions,
+           checkpoint::text AS checkpoint_json, "traceContext"::text AS trace_context,
            {_features()}
     FROM "WorkerJob" WHERE id = :id
     """
@@ -705,8 +730,12 @@ CLEANUP_BATCH = text(
 # wins.
 # By id, a cancelled job (FAILED) is retried too: naming the job is the
 # operator's decision to run it after all, and a dependent cancelled while it
-# waited (migration 0014) runs without waiting for its parents again. The bulk forms move dead letters
-# only: retrying every dead letter of a type must not undo a cancel.
+# waited (migration 0016) runs without waiting for its parents again. The bulk
+# forms move dead letters only: retrying every dead letter of a type must not
+# undo a cancel.
+# The checkpoint stays unless :keep_checkpoint is false: a long job retried
+# after its bug was fixed resumes where it stopped; one whose checkpoint is what
+# breaks it is retried from the start (`skiplock retry --from-start`).
 _RETRY = """
     UPDATE "WorkerJob"
     SET status = 'PENDING', attempts = 0, interruptions = NULL, snoozes = NULL,
@@ -714,7 +743,8 @@ _RETRY = """
         "lockedAt" = NULL, "lockedBy" = NULL, "startedAt" = NULL,
         "cancelRequestedAt" = NULL, "cancelledBy" = NULL,
         "heldBack" = NULLIF("heldBack", false),
-        "waitingFor" = CASE WHEN "waitingFor" IS NOT NULL THEN 0 END
+        "waitingFor" = CASE WHEN "waitingFor" IS NOT NULL THEN 0 END,
+        checkpoint = CASE WHEN CAST(:keep_checkpoint AS boolean) THEN checkpoint END
     WHERE {filter}
     RETURNING id
 """
@@ -800,7 +830,7 @@ MARK_WAITED = text(
 
 # "Run me again in N seconds": back to PENDING with the attempt given back and the
 # snooze counted, or DEAD_LETTER once the type's bound is used up. Fenced like any
-# change of a claimed job.
+# change of a claimed job; its :checkpoint as FAIL's.
 _SNOOZE_LEFT = 'COALESCE(snoozes, 0) < :max_snoozes'
 SNOOZE = text(
     f"""
@@ -815,7 +845,7 @@ SNOOZE = text(
         "lastError" = CASE WHEN {_SNOOZE_LEFT} THEN "lastError"
                            ELSE format('snoozed %s times, the limit of its type', snoozes) END,
         "startedAt" = CASE WHEN {_SNOOZE_LEFT} THEN NULL ELSE "startedAt" END,
-        "lockedAt" = NULL, "lockedBy" = NULL
+        "lockedAt" = NULL, "lockedBy" = NULL, {_KEEP_CHECKPOINT}
     WHERE {_FENCE}
     RETURNING status::text AS status
     """
@@ -865,7 +895,7 @@ PRUNE_IDLE_KEYS = text(
 # -- dependencies and batches (queue_core/features/dependencies.py, batches.py) -------
 
 # The jobs a new dependent names that exist already, locked in id order and
-# marked as having dependents (the trigger of migration 0014 fires for those
+# marked as having dependents (the trigger of migration 0016 fires for those
 # only), with their status: the lock keeps a parent from ending between this
 # read and the commit of the edges, where its trigger would not see them yet.
 LOCK_PARENTS = text(
@@ -885,20 +915,21 @@ LOCK_PARENTS = text(
 
 # INSERT_JOBS with the two columns of a graph: how many parents a job waits for
 # (it waits, "heldBack" false, out of the claim's index) and whether a job of the
-# same call or batch depends on it.
+# same call or batch depends on it. It must set the other columns as INSERT_JOBS
+# does, the trace context included.
 INSERT_GRAPH_JOBS = text(
     WAKE + """
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-         "waitingFor", "hasDependents")
+         "traceContext", "waitingFor", "hasDependents")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
            j.user_id, statement_timestamp(),
            j.slot_key, j.slot_limit,
            CASE WHEN j.waiting_for > 0 THEN false WHEN j.slot_key IS NOT NULL THEN true END,
            j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s),
-           j.waiting_for, j.has_dependents
+           CAST(:trace_context AS jsonb), j.waiting_for, j.has_dependents
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
@@ -981,6 +1012,7 @@ INSERT_BATCH = text(
 BATCH_BY_KEY = text('SELECT id, "callbackId" AS callback_id FROM "WorkerBatch" '
                     'WHERE "idempotencyKey" = :key')
 BATCH_READY = text("SELECT skiplock_batch_ready(:callback_id) AS ended")
+BATCH_CALLBACK = text('SELECT "callbackId" AS callback_id FROM "WorkerBatch" WHERE id = :id')
 
 # A batch and its members' ends, counted now (the counts stored on the batch are
 # those its callback got).

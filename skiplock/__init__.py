@@ -22,10 +22,16 @@ from skiplock.queue_core import (
     JobRef,
     QueueStats,
     SkiplockError,
+    acancel,
+    acancel_many,
+    aenqueue,
+    aenqueue_many,
+    await_result,
     batch,
     cancel,
     cancel_many,
     cancel_matching,
+    checkpoint,
     claim,
     cleanup,
     complete,
@@ -42,6 +48,7 @@ from skiplock.queue_core import (
     get_batch,
     get_job,
     heartbeat,
+    last_checkpoint,
     parent_results,
     parents,
     progress,
@@ -51,10 +58,16 @@ from skiplock.queue_core import (
     stats,
     wait,
 )
+from skiplock.queue_core.database.db import transaction
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "acancel",
+    "acancel_many",
+    "aenqueue",
+    "aenqueue_many",
+    "await_result",
     "Batch",
     "BatchInfo",
     "Edge",
@@ -69,6 +82,7 @@ __all__ = [
     "cancel",
     "cancel_many",
     "cancel_matching",
+    "checkpoint",
     "Job",
     "JobRef",
     "JobResult",
@@ -90,10 +104,12 @@ __all__ = [
     "get_job",
     "handler",
     "heartbeat",
+    "last_checkpoint",
     "progress",
     "recover_stuck",
     "register_handler",
     "retry_dead",
     "stats",
+    "transaction",
     "wait",
 ]

@@ -14,9 +14,12 @@ handlers registered there: import your handler modules first. `drain()` runs
 each job as a pool child would: the handler's writes, the jobs it enqueues
 and the completion commit in one transaction (`skiplock.queue_core.database.db.
 transaction()` yields it), a failure rolls them back and is retried after its
-backoff, a snooze puts the job back. Nothing forks and nothing sends a
-heartbeat: a handler's exceptions are recorded, never raised into the test,
-and a job that the handler leaves running never ends.
+backoff, a snooze puts the job back. `skiplock.last_checkpoint()` gives the
+handler what the job's last run checkpointed, and a failure or a snooze
+writes the run's latest `skiplock.checkpoint` as a pool would (a completion
+clears it). Nothing forks and nothing sends a heartbeat: a handler's
+exceptions are recorded, never raised into the test, and a job that the
+handler leaves running never ends.
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ from skiplock.handlers.registry import JobResult
 from skiplock.queue_core import claim, complete, fail, sql
 from skiplock.queue_core.database import db
 from skiplock.queue_core.errors import InvalidPayload, SkiplockError
+from skiplock.queue_core.features import checkpoints
 from skiplock.queue_core.features.cancel import end_cancelled
 from skiplock.queue_core.features.snooze import snooze
 from skiplock.queue_core.jobs import Job
-from skiplock.queue_core.payloads import validate_payload
+from skiplock.queue_core.payloads import parse_payload
 
 WORKER_ID = "skiplock.testing"
 ALL_STATUSES = ("PENDING", "PROCESSING", "COMPLETED", "FAILED", "DEAD_LETTER")
@@ -97,12 +101,15 @@ def run(job: Job) -> Ran:
         return Ran(job.id, job.type,
                    "cancelled" if end_cancelled(job, started=False) else "lost")
     try:
-        payload = validate_payload(job.type, job.payload)
+        # A typed registration's handler is given its model instance, as in a pool.
+        payload = (parse_payload(job.type, job.payload) if registration is None
+                   else registration.payload_for(job.payload))
     except InvalidPayload as exc:
         return _failed(job, str(exc), retry=False)
     if registration is None:
         return _failed(job, f"no handler registered for job type {job.type} in this process",
                        retry=False)
+    checkpoints.begin(job.id, job.checkpoint)
     try:
         with db.connect() as conn, db.bind_job_connection(conn):
             result = registration.fn(payload, job.id)
@@ -116,7 +123,8 @@ def run(job: Job) -> Ran:
     except _Unsuccessful as exc:
         if exc.result.snooze_s is not None:
             return Ran(job.id, job.type, snooze(job, exc.result.snooze_s,
-                                                registration.max_snoozes))
+                                                registration.max_snoozes,
+                                                checkpoint=checkpoints.taken(job.id)))
         if exc.result.error == "lost":
             return Ran(job.id, job.type, "lost")
         return _failed(job, exc.result.error or "handler reported failure",
@@ -133,7 +141,7 @@ class _Unsuccessful(Exception):
 
 
 def _failed(job: Job, error: str, *, retry: bool) -> Ran:
-    status = fail(job, error, retry=retry)
+    status = fail(job, error, retry=retry, checkpoint=checkpoints.taken(job.id))
     outcome = {"PENDING": "retried", "DEAD_LETTER": "dead_lettered"}.get(status or "", "lost")
     return Ran(job.id, job.type, outcome, error)
 

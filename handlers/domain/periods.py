@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from skiplock.queue_core import payloads
-
 DAILY = "DAILY"
 WEEKLY = "WEEKLY"
 MONTHLY = "MONTHLY"
@@ -75,15 +73,6 @@ def load_timezone(name: str) -> ZoneInfo:
         raise ValueError(f"unknown time zone {name!r} (expected an IANA name)") from None
 
 
-# A review's period and time zone, and a plan's date, are checked where their job is
-# enqueued and again before it runs (queue_core/payloads.py).
-payloads.check_value(payloads.GENERATE_REVIEW, "periodKey",
-                     lambda p: period_days(p["type"], p["periodKey"]))
-payloads.check_value(payloads.GENERATE_REVIEW, "timezone", lambda p: load_timezone(p["timezone"]))
-payloads.check_value(payloads.GENERATE_TOMORROW_PLAN, "targetDate",
-                     lambda p: parse_date(p["targetDate"]))
-
-
 @dataclass(frozen=True)
 class Period:
     type: str
@@ -106,7 +95,8 @@ class Period:
 def parse_period(period_type: str, key: str) -> Period:
     """The period named by `key`; ValueError says what is wrong with it.
 
-    The key formats are payload rules, so they live in `queue_core.payloads`.
+    A GENERATE_REVIEW payload's key is checked with the same rules
+    (handlers/payloads.py).
     """
     first, last = period_days(period_type, key)
     return Period(period_type, key, first, last)

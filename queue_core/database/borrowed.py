@@ -68,8 +68,8 @@ def not_a_connection(conn: Any) -> TypeError:
     kind = f"{type(conn).__module__}.{type(conn).__qualname__}"
     hint = (" (an async connection cannot join a blocking call)"
             if "async" in kind.lower() else "")
-    return TypeError(f"conn must be a SQLAlchemy Connection or Session, a psycopg2 connection or "
-                     f"a psycopg 3 connection, not {kind}{hint}")
+    return TypeError(f"conn must be a SQLAlchemy Connection or Session, a psycopg2 connection, "
+                     f"a psycopg 3 connection or Django's connection, not {kind}{hint}")
 
 
 def _row_type(names: tuple[str, ...]) -> type:
@@ -127,28 +127,21 @@ class BorrowedConnection:
             self._client_cursor = psycopg.ClientCursor
 
     def execute(self, statement: TextClause, params: Mapping[str, Any] | None = None) -> Rows:
-        compiled = _compiled.get(statement)
-        if compiled is None:
-            compiled = _compiled[statement] = statement.compile(dialect=_DIALECT)
-        values = compiled.construct_params(dict(params or {}))
+        query, values = client_bound(statement, params)
         try:
             cur = self._cursor()
             try:
-                cur.execute(compiled.string, values)
+                cur.execute(query, values)
                 if self._client_cursor is not None:
                     while cur.nextset():  # on to the last statement's result
                         pass
                 if cur.description is None:
                     return Rows((), [], cur.rowcount)
-                names = tuple(d[0] for d in cur.description)
-                row = _row_type(names)
-                return Rows(names, [row(*r) for r in cur.fetchall()], cur.rowcount)
+                return rows_of(cur.description, cur.fetchall(), cur.rowcount)
             finally:
                 cur.close()
         except self._error_base as exc:
-            # The same exception classes as through SQLAlchemy (IntegrityError, ...).
-            raise sa_exc.DBAPIError.instance(compiled.string, values, exc,
-                                             self._error_base) from exc
+            raise as_sqlalchemy_error(exc, query, values, self._error_base) from exc
 
     def _cursor(self) -> Any:
         raw: Any = self.raw
@@ -157,11 +150,61 @@ class BorrowedConnection:
         return self._client_cursor(raw, row_factory=_psycopg3().rows.tuple_row)
 
 
+def django_driver_connection(conn: Any) -> Any | None:
+    """The driver connection under Django's connection object (`django.db.connection`,
+    `connections[alias]`), opened if it was not; None for anything else.
+
+    The driver connection is in the transaction Django's `atomic()` opened (Django
+    turns its autocommit off and begins lazily, as the driver does), and in
+    autocommit outside one: a job written through it commits with the block, or
+    at once, as the ORM's own writes do.
+    """
+    # Only if the application imported Django; `django.db.connection` is a proxy that
+    # hands every attribute on to the wrapper of its alias.
+    base = sys.modules.get("django.db.backends.base.base")
+    proxy = sys.modules.get("django.utils.connection")
+    if base is None or not (isinstance(conn, base.BaseDatabaseWrapper) or (
+            proxy is not None and isinstance(conn, proxy.ConnectionProxy))):
+        return None
+    if conn.vendor != "postgresql":
+        raise TypeError(f"skiplock needs PostgreSQL: Django's database {conn.alias!r} is "
+                        f"{conn.vendor} ({conn.settings_dict.get('ENGINE')})")
+    conn.ensure_connection()
+    return conn.connection
+
+
+def client_bound(statement: TextClause,
+                 params: Mapping[str, Any] | None) -> tuple[str, Any]:
+    """`statement` as a query string to bind on the client (`%(name)s`), compiled once,
+    and its parameters."""
+    compiled = _compiled.get(statement)
+    if compiled is None:
+        compiled = _compiled[statement] = statement.compile(dialect=_DIALECT)
+    return compiled.string, compiled.construct_params(dict(params or {}))
+
+
+def rows_of(description: Any, fetched: list[Any], rowcount: int) -> Rows:
+    """A cursor's answer as named tuples, read by position (whatever its row factory)."""
+    names = tuple(d[0] for d in description)
+    row = _row_type(names)
+    return Rows(names, [row(*r) for r in fetched], rowcount)
+
+
+def as_sqlalchemy_error(exc: Exception, query: str, values: Any,
+                        base: type[Exception]) -> sa_exc.StatementError:
+    """A driver's error as SQLAlchemy's class for it (IntegrityError, ...), as an
+    engine would raise it."""
+    return sa_exc.DBAPIError.instance(query, values, exc, base)
+
+
 def borrow(conn: Any) -> BorrowedConnection:
-    """`conn` (a caller's psycopg2 or psycopg 3 connection) ready for the queue's
-    statements; TypeError, in one line, for anything else."""
+    """`conn` (a caller's psycopg2 or psycopg 3 connection, or Django's connection object)
+    ready for the queue's statements; TypeError, in one line, for anything else."""
     if isinstance(conn, BorrowedConnection):
         return conn
     if is_dbapi_connection(conn):
         return BorrowedConnection(conn)
+    driver = django_driver_connection(conn)
+    if driver is not None and is_dbapi_connection(driver):
+        return BorrowedConnection(driver)
     raise not_a_connection(conn)

@@ -16,6 +16,9 @@ payload gets a "batch" object: {id, total, completed, deadLettered,
 cancelled, deleted}. With only `on_failure` and every member completed,
 nothing runs (the callback ends COMPLETED at once).
 
+A batch's members are written on the block's blocking connection: inside the
+block, `skiplock.aenqueue` is refused rather than written outside the batch.
+
 `key=` makes the fan-out safe to run again: the batch, and its callback
 (idempotency key `batch:KEY`), are the first run's; members with their own
 idempotency keys are found, not written again. Members new in a later run are
@@ -28,13 +31,13 @@ ended), `skiplock.wait(batch_id)` waits for its callback to end.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from skiplock.queue_core import sql
+from skiplock.queue_core import sql, tracing
 from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.database.db import (
     Joinable,
@@ -42,8 +45,8 @@ from skiplock.queue_core.database.db import (
     get_engine,
     translate_errors,
 )
-from skiplock.queue_core.enqueue import OPEN_BATCH, _prepare, new_job_id
-from skiplock.queue_core.errors import InvalidJob, JobNotFound
+from skiplock.queue_core.enqueue import OPEN_BATCH, Statement, _prepare, new_job_id
+from skiplock.queue_core.errors import InvalidJob
 from skiplock.queue_core.features import dependencies
 
 PREFIX = "batch-"
@@ -134,18 +137,18 @@ def _close(b: Batch, complete: dict[str, Any] | None, failure: dict[str, Any] | 
     if not members:
         row = row._replace(parents=())  # a dependent of nothing: ready at once, but counted
 
-    def write_batch(c: Any, created: set[str]) -> None:
+    def write_batch(created: set[str]) -> Generator[Statement, Any, None]:
         if row.id in created:
-            c.execute(sql.INSERT_BATCH, {
+            yield sql.INSERT_BATCH, {
                 "id": b.id, "key": b.key, "callback_id": row.id,
                 "on_complete": None if complete is None else json.dumps(complete),
                 "on_failure": None if failure is None else json.dumps(failure),
-                "total": len(members)})
+                "total": len(members)}
 
     target = dependencies.on_server(b.conn)
     with translate_errors():
-        done, created = dependencies.write_graph(target, [row], fresh=b.fresh,
-                                                 after_insert=write_batch)
+        done, created = dependencies.run(target, dependencies.graph_steps(
+            [row], tracing.current_context(), fresh=b.fresh, after_insert=write_batch))
     b.callback_id = done.ids[0]
     if row.id in created and not members:
         target.execute(sql.BATCH_READY, {"callback_id": row.id})
@@ -220,10 +223,3 @@ def batch_of(job_id: str, conn: Joinable | None = None) -> str | None:
         r = c.execute(sql.BATCH_OF_JOB, {"id": job_id}).first()
     return None if r is None else r.id
 
-
-def callback_of(batch_id: str) -> str:
-    """The callback job of a batch (JobNotFound if there is no such batch)."""
-    found = get_batch(batch_id)
-    if found is None:
-        raise JobNotFound(f"no batch with id {batch_id}")
-    return found.callback_id

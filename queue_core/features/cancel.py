@@ -30,13 +30,15 @@ from __future__ import annotations
 import enum
 import getpass
 import socket
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, TextClause
 from sqlalchemy.orm import Session
 
 from skiplock.queue_core import sql
+from skiplock.queue_core.database import steps
 from skiplock.queue_core.database.db import Joinable, connect
 from skiplock.queue_core.errors import InvalidJob
 from skiplock.queue_core.jobs import Fenced
@@ -84,7 +86,8 @@ def default_canceller() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _who(by: str | None) -> str:
+def who_cancels(by: str | None) -> str:
+    """`by`, checked, or the default canceller."""
     who = by if by is not None else default_canceller()
     if not isinstance(who, str) or not who.strip() or len(who) > 200 or "\x00" in who:
         raise InvalidJob("`by` must name who cancels, in at most 200 characters")
@@ -101,19 +104,27 @@ def cancel_many(job_ids: Iterable[str], *, by: str | None = None,
                 conn: Joinable | None = None) -> list[CancelResult]:
     """Cancel each job; one result per id, in the order given."""
     ids = list(dict.fromkeys(job_ids))
-    who = _who(by)
-    results: dict[str, CancelResult] = {}
+    who = who_cancels(by)
     with connect(conn, autocommit=True) as c:
-        for start in range(0, len(ids), BATCH):
-            page = ids[start:start + BATCH]
-            for row in c.execute(sql.CANCEL_REQUEST, {"ids": page, "by": who}):
-                outcome = (CancelOutcome.CANCELLED if row.status == "FAILED"
-                           else CancelOutcome.CANCELLING)
-                results[row.id] = CancelResult(row.id, outcome, row.status)
-            missing = [i for i in page if i not in results]
-            if missing:
-                for row in c.execute(sql.STATUS_OF, {"ids": missing}):
-                    results[row.id] = CancelResult(row.id, CancelOutcome.FINISHED, row.status)
+        return steps.run(cancel_steps(ids, who), lambda step: c.execute(*step))
+
+
+def cancel_steps(ids: list[str], who: str
+                 ) -> Generator[tuple[TextClause, dict[str, Any]], Any, list[CancelResult]]:
+    """The statements of `cancel_many` (distinct `ids`, a checked `who`), each sent back
+    its result, and the results; `skiplock.acancel` runs the same (queue_core/database/
+    steps.py)."""
+    results: dict[str, CancelResult] = {}
+    for start in range(0, len(ids), BATCH):
+        page = ids[start:start + BATCH]
+        for row in (yield sql.CANCEL_REQUEST, {"ids": page, "by": who}):
+            outcome = (CancelOutcome.CANCELLED if row.status == "FAILED"
+                       else CancelOutcome.CANCELLING)
+            results[row.id] = CancelResult(row.id, outcome, row.status)
+        missing = [i for i in page if i not in results]
+        if missing:
+            for row in (yield sql.STATUS_OF, {"ids": missing}):
+                results[row.id] = CancelResult(row.id, CancelOutcome.FINISHED, row.status)
     return [results.get(i) or CancelResult(i, CancelOutcome.NOT_FOUND, None) for i in ids]
 
 
@@ -125,7 +136,7 @@ def cancel_matching(*, job_type: str | None = None, user_id: str | None = None,
     With `dry_run`, change nothing and say what would happen to each job."""
     if job_type is None and user_id is None:
         raise InvalidJob("say which jobs to cancel: a type, a user, or both")
-    who = _who(by)
+    who = who_cancels(by)
     results: list[CancelResult] = []
     after = ""
     with connect(conn, autocommit=True) as c:

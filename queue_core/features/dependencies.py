@@ -2,7 +2,7 @@
 
 A dependent waits, PENDING with "heldBack" false and "waitingFor" counting
 the parents it still waits for, outside the claim's index (migration
-0014_dependencies). The statement that ends its last parent makes it ready
+0016_dependencies). The statement that ends its last parent makes it ready
 in the same transaction, through the trigger on "WorkerJob": no resolver
 process, no lag; it is claimable from that commit on, and idle workers are
 woken with it.
@@ -31,7 +31,7 @@ A dependent reads what its parents returned: `parent_results(job_id)`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,6 +39,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from skiplock.queue_core import sql
+from skiplock.queue_core.database import steps
 from skiplock.queue_core.database.arrays import text_array
 from skiplock.queue_core.database.borrowed import BorrowedConnection
 from skiplock.queue_core.database.db import (
@@ -48,29 +49,40 @@ from skiplock.queue_core.database.db import (
     connect,
     translate_errors,
 )
-from skiplock.queue_core.enqueue import Enqueued, _Row, insert_keyed
+from skiplock.queue_core.enqueue import Enqueued, Statement, _Row, keyed_steps
 from skiplock.queue_core.errors import InvalidJob
 
 ACTIVE = ("PENDING", "PROCESSING")
 
 Target = Connection | ServerBound | BorrowedConnection
-AfterInsert = Callable[[Target, set[str]], None]
+# What a graph's write runs once its jobs are in, before the ends of parents already
+# over are applied: given the ids it inserted, its own steps.
+AfterInsert = Callable[[set[str]], Generator[Statement, Any, None]]
+Graph = Generator[Statement, Any, tuple[Enqueued, set[str]]]
 
 
-def write(rows: Sequence[_Row], conn: Joinable | None, batch: Any) -> Enqueued:
+def write(rows: Sequence[_Row], conn: Joinable | None, batch: Any,
+          trace: str | None) -> Enqueued:
     """`enqueue`'s write when a job has parents or a batch is open: in one transaction
-    (the caller's with `conn`), jobs, edges and the ends of parents already over."""
+    (the caller's with `conn`), jobs, edges and the ends of parents already over;
+    `trace` is the context they were enqueued in (queue_core/tracing.py)."""
     if batch is None:
         with connect(conn) as c:
-            return write_graph(on_server(c), rows)[0]
+            return run(c, graph_steps(rows, trace))[0]
     if conn is not None and conn is not batch.conn and conn is not batch.given:
         raise InvalidJob("inside `with skiplock.batch(...)`, enqueue without conn (or with "
                          "the batch's own conn): its members are written in the batch's "
                          "transaction")
     with translate_errors():
-        done, created = write_graph(on_server(batch.conn), rows, member=True)
+        done, created = run(batch.conn, graph_steps(rows, trace, member=True))
     batch.joined(done.ids, created)
     return done
+
+
+def run(c: Any, graph: Graph) -> tuple[Enqueued, set[str]]:
+    """Perform a graph's steps on the blocking connection `c`, inside its transaction."""
+    target = on_server(c)
+    return steps.run(graph, lambda step: target.execute(*step))
 
 
 def on_server(c: Any) -> Target:
@@ -79,21 +91,24 @@ def on_server(c: Any) -> Target:
     return ServerBound(c) if isinstance(c, Connection) and binds_on_server(c) else c
 
 
-def write_graph(c: Target, rows: Sequence[_Row], *, member: bool = False,
+def graph_steps(rows: Sequence[_Row], trace: str | None, *, member: bool = False,
                 fresh: frozenset[str] | set[str] = frozenset(),
-                after_insert: AfterInsert | None = None) -> tuple[Enqueued, set[str]]:
-    """Insert `rows` with their edges on `c`, inside its transaction.
+                after_insert: AfterInsert | None = None) -> Graph:
+    """The steps that insert `rows` with their edges, inside one transaction; they
+    return what was enqueued and the ids this write inserted. The blocking path
+    (`write`) and the async one (queue_core/aio.py) run these same steps
+    (queue_core/database/steps.py).
 
     `member`: every row is a batch member (marked as having a dependent, the
     callback). `fresh`: ids of jobs this transaction wrote, pending for sure and
-    seen by nobody else, which need no lock. `after_insert(c, created)` runs
+    seen by nobody else, which need no lock. `after_insert(created)`'s steps run
     before the ends of parents already over are applied (a batch writes its row
     there, which the callback's readiness reads)."""
     statuses: dict[str, str] = {}
     external = sorted({ref for r in rows for ref, _ in r.parents or ()
                        if isinstance(ref, str)} - set(fresh))
     if external:
-        statuses.update(_lock(c, external))
+        statuses.update((yield from _lock(external)))
     referenced = {ref for r in rows for ref, _ in r.parents or () if isinstance(ref, int)}
     waiting = [None if r.parents is None else len(r.parents) for r in rows]
     flagged = [True if member or i in referenced else None for i in range(len(rows))]
@@ -104,7 +119,7 @@ def write_graph(c: Target, rows: Sequence[_Row], *, member: bool = False,
                 "has_dependents": "{" + ",".join("t" if flagged[i] else "NULL"
                                                  for i in positions) + "}"}
 
-    ids, created = insert_keyed(c, rows, sql.INSERT_GRAPH_JOBS, extra)
+    ids, created = yield from keyed_steps(rows, trace, sql.INSERT_GRAPH_JOBS, extra)
     parents: list[str] = []
     children: list[str] = []
     policies: list[str] = []
@@ -127,26 +142,25 @@ def write_graph(c: Target, rows: Sequence[_Row], *, member: bool = False,
         if len(seen) != len(r.parents):
             recount[ids[i]] = len(seen)
     if late:
-        statuses.update(_lock(c, sorted(late)))
-    if recount:
-        for child, n in recount.items():
-            c.execute(sql.SET_WAITING_FOR, {"id": child, "n": n})
+        statuses.update((yield from _lock(sorted(late))))
+    for child, n in recount.items():
+        yield sql.SET_WAITING_FOR, {"id": child, "n": n}
     if parents:
-        c.execute(sql.INSERT_EDGES, {"parents": text_array(parents),
-                                     "children": text_array(children),
-                                     "policies": text_array(policies)})
+        yield sql.INSERT_EDGES, {"parents": text_array(parents),
+                                 "children": text_array(children),
+                                 "policies": text_array(policies)}
     if after_insert is not None:
-        after_insert(c, created)
+        yield from after_insert(created)
     ended = sorted({p for p in parents if statuses.get(p, "PENDING") not in ACTIVE})
     if ended:
-        c.execute(sql.RESOLVE_ENDED, {"parents": text_array(ended),
-                                      "statuses": text_array([statuses[p] for p in ended]),
-                                      "children": text_array(sorted(set(children)))})
+        yield sql.RESOLVE_ENDED, {"parents": text_array(ended),
+                                  "statuses": text_array([statuses[p] for p in ended]),
+                                  "children": text_array(sorted(set(children)))}
     return Enqueued(ids, len(created)), created
 
 
-def _lock(c: Target, ids: list[str]) -> dict[str, str]:
-    found = {r.id: r.status for r in c.execute(sql.LOCK_PARENTS, {"ids": text_array(ids)})}
+def _lock(ids: list[str]) -> Generator[Statement, Any, dict[str, str]]:
+    found = {r.id: r.status for r in (yield sql.LOCK_PARENTS, {"ids": text_array(ids)})}
     missing = [i for i in ids if i not in found]
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3

@@ -28,11 +28,13 @@ _OUTCOMES = {"PENDING": "snoozed", "DEAD_LETTER": "dead_lettered"}
 
 
 def snooze(job: Fenced, delay_s: float, max_snoozes: int,
-           conn: Connection | Session | None = None) -> str:
+           conn: Connection | Session | None = None, checkpoint: str | None = None) -> str:
     """Put the job back for `delay_s` seconds; "snoozed", "dead_lettered" (too many
-    snoozes) or "lost" (no longer ours: nothing changed)."""
+    snoozes) or "lost" (no longer ours: nothing changed). `checkpoint`: the run's
+    latest, as JSON text, written with it (None keeps the row's)."""
     params = {"id": job.id, "locked_by": job.locked_by, "attempts": job.attempts,
-              "delay_s": check_delay(delay_s, "a snooze"), "max_snoozes": max_snoozes}
+              "delay_s": check_delay(delay_s, "a snooze"), "max_snoozes": max_snoozes,
+              "checkpoint": checkpoint}
     with connect(conn, autocommit=True) as c:
         row = c.execute(sql.SNOOZE, params).first()
     return "lost" if row is None else _OUTCOMES[row.status]

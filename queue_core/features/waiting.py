@@ -18,6 +18,10 @@ UPDATE`) or a table lock delays the answer by no more than the timeout.
 Only the driver's and the socket's own errors are taken for a lost
 LISTEN connection: an exception that the caller's signal handler raises
 while `wait` sleeps comes out of `wait`.
+
+The wait itself is written once, as the steps `waiting` yields (a read, a
+pause; queue_core/database/steps.py): `wait` performs them with psycopg2 and
+`time.sleep`, `skiplock.await_result` (queue_core/aio.py) on the event loop.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import math
 import numbers
 import select
 import time
+from collections.abc import Generator
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
@@ -35,6 +41,7 @@ from sqlalchemy import exc as sa_exc
 
 from skiplock.queue_core import sql
 from skiplock.queue_core.config import cached_settings
+from skiplock.queue_core.database import steps
 from skiplock.queue_core.database.db import connect, get_engine
 from skiplock.queue_core.database.faults import sqlstate
 from skiplock.queue_core.errors import JobNotFound, SkiplockError, WaitTimeout
@@ -60,46 +67,95 @@ def wait(job_id: str, timeout: float | None = None, *, listen: bool | None = Non
     None, or infinity, waits as long as it takes). A timeout that is not a
     number of seconds >= 0 (NaN, a negative number) raises ValueError, as do
     poll intervals that are not 0 < poll_min <= poll_max, finite."""
-    _check(timeout, poll_min, poll_max)
+    check(timeout, poll_min, poll_max)
+    listen = cached_settings().listen if listen is None else listen
+    deadline = deadline_of(timeout)
+    listener = _listen() if listen else None
+
+    def perform(step: Read | Pause) -> Any:
+        nonlocal listener
+        if isinstance(step, Read):
+            return _execute(step)
+        if listener is None:
+            time.sleep(step.seconds)
+        elif not _await_notification(listener, step.job_id, step.seconds):
+            _close(listener)
+            listener = None  # lost: poll from here on
+        return listener is not None
+
+    try:
+        return steps.run(waiting(job_id, timeout, deadline, listening=listener is not None,
+                                 poll_min=poll_min, poll_max=poll_max), perform)
+    finally:
+        if listener is not None:
+            _close(listener)
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """Run `statement` within the deadline; the first row it returns (or None) is sent back."""
+    statement: TextClause
+    params: dict[str, Any]
+    deadline: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Wait up to `seconds` for job `job_id`'s notification (or sleep, when not
+    listening); sent back: whether the waiter is still listening (False once its
+    LISTEN broke)."""
+    seconds: float
+    job_id: str  # the job waited for: a batch's callback when a batch's id was given
+
+
+def deadline_of(timeout: float | None) -> float | None:
+    """When a wait of `timeout` seconds (checked: `check`), begun now, runs out."""
+    return None if timeout is None or math.isinf(timeout) else time.monotonic() + timeout
+
+
+def waiting(job_id: str, timeout: float | None, deadline: float | None, *, listening: bool,
+            poll_min: float, poll_max: float) -> Generator[Read | Pause, Any, Job]:
+    """A wait, as the steps `wait` and `skiplock.await_result` perform (queue_core/database/
+    steps.py): mark the job, read it until it has finished, pausing in between.
+    Given a batch's id (`skiplock.batch`), the job is the batch's callback."""
     if job_id.startswith(batches.PREFIX):
         # A batch ends with its callback, which runs once every member ended.
-        job_id = batches.callback_of(job_id)
-    listen = cached_settings().listen if listen is None else listen
-    deadline = None if timeout is None or math.isinf(timeout) else time.monotonic() + timeout
-    listener = _listen() if listen else None
+        try:
+            found = yield Read(sql.BATCH_CALLBACK, {"id": job_id}, deadline)
+        except OutOfTime:
+            raise WaitTimeout(f"batch {job_id} is still unfinished after {timeout:g}s") from None
+        if found is None:
+            raise JobNotFound(f"no batch with id {job_id}")
+        job_id = found.callback_id
     status = "unfinished"
     try:
-        _execute(sql.MARK_WAITED, {"id": job_id}, deadline)
+        yield Read(sql.MARK_WAITED, {"id": job_id}, deadline)
         interval = poll_min
         while True:
-            job = _read(job_id, deadline)
+            job = _job(job_id, (yield Read(sql.GET_JOB, {"id": job_id}, deadline)))
             status = job.status
             if job.status in FINISHED:
                 return job
-            pause = poll_max if listener is not None else interval
+            pause = poll_max if listening else interval
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise _OutOfTime
+                    raise OutOfTime
                 pause = min(pause, left)
-            if listener is not None:
-                if not _await_notification(listener, job_id, pause):
-                    listener = None  # lost: poll from here on
-            else:
-                time.sleep(pause)
+            polled = not listening
+            listening = yield Pause(pause, job_id)
+            if polled:
                 interval = min(interval * 2, poll_max)
-    except _OutOfTime:
+    except OutOfTime:
         if status == "unfinished":  # the mark waited for a lock all that time
-            with contextlib.suppress(_OutOfTime):
-                status = _read(job_id, time.monotonic() + LAST_READ_S).status
+            with contextlib.suppress(OutOfTime):
+                last = yield Read(sql.GET_JOB, {"id": job_id}, time.monotonic() + LAST_READ_S)
+                status = _job(job_id, last).status
         raise WaitTimeout(f"job {job_id} is still {status} after {timeout:g}s") from None
-    finally:
-        if listener is not None:
-            with contextlib.suppress(psycopg2.Error, OSError):  # a broken connection
-                listener.close()
 
 
-def _check(timeout: Any, poll_min: Any, poll_max: Any) -> None:
+def check(timeout: Any, poll_min: Any, poll_max: Any) -> None:
+    """ValueError, before anything is sent, for a timeout or poll intervals `wait` refuses."""
     # NaN compares false with everything: a NaN timeout never ran out.
     def seconds(value: Any) -> float | None:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -115,7 +171,7 @@ def _check(timeout: Any, poll_min: Any, poll_max: Any) -> None:
                          f"finite, not {poll_min!r} and {poll_max!r}")
 
 
-class _OutOfTime(Exception):
+class OutOfTime(Exception):
     """The deadline passed, maybe while a statement waited for a lock."""
 
 
@@ -124,34 +180,54 @@ class _OutOfTime(Exception):
 _BOUNDED: dict[TextClause, TextClause] = {}
 
 
-def _execute(statement: TextClause, params: dict[str, Any], deadline: float | None) -> Any:
-    if deadline is not None:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise _OutOfTime
-        bounded = _BOUNDED.get(statement)
-        if bounded is None:
-            bounded = _BOUNDED[statement] = text(
-                "SELECT set_config('statement_timeout', :skiplock_timeout_ms, true); "
-                + statement.text)
-        # 0 would mean no limit at all: at least a millisecond.
-        statement, params = bounded, {**params,
-                                      "skiplock_timeout_ms": str(max(1, math.ceil(left * 1000)))}
+def bounded(read: Read) -> tuple[TextClause, dict[str, Any]]:
+    """The statement and parameters to send for `read`: limited to the time left, or
+    OutOfTime when none is."""
+    if read.deadline is None:
+        return read.statement, read.params
+    left = read.deadline - time.monotonic()
+    if left <= 0:
+        raise OutOfTime
+    limited = _BOUNDED.get(read.statement)
+    if limited is None:
+        limited = _BOUNDED[read.statement] = text(
+            "SELECT set_config('statement_timeout', :skiplock_timeout_ms, true); "
+            + read.statement.text)
+    # 0 would mean no limit at all: at least a millisecond.
+    return limited, {**read.params, "skiplock_timeout_ms": str(max(1, math.ceil(left * 1000)))}
+
+
+def ran_out(exc: sa_exc.OperationalError, read: Read) -> bool:
+    """Whether `exc` is the statement_timeout that `bounded` set for `read`."""
+    return read.deadline is not None and sqlstate(exc.orig) == QUERY_CANCELED
+
+
+def first_row(result: Any) -> Any:
+    """What a `Read` is sent back: the first row, or None (no row, or a statement that
+    returns none)."""
+    return result.first() if result.returns_rows else None
+
+
+def _execute(read: Read) -> Any:
+    statement, params = bounded(read)
     with connect(autocommit=True) as c:
         try:
-            result = c.execute(statement, params)
-            return result.first() if result.returns_rows else None
+            return first_row(c.execute(statement, params))
         except sa_exc.OperationalError as exc:
-            if deadline is not None and sqlstate(exc.orig) == QUERY_CANCELED:
-                raise _OutOfTime from exc
+            if ran_out(exc, read):
+                raise OutOfTime from exc
             raise
 
 
-def _read(job_id: str, deadline: float | None) -> Job:
-    row = _execute(sql.GET_JOB, {"id": job_id}, deadline)
+def _job(job_id: str, row: Any) -> Job:
     if row is None:
         raise JobNotFound(f"no job with id {job_id!r}")
     return Job.from_row(row)
+
+
+def _close(listener: Any) -> None:
+    with contextlib.suppress(psycopg2.Error, OSError):  # a broken connection
+        listener.close()
 
 
 def _listen() -> Any:

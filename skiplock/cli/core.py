@@ -102,8 +102,8 @@ def _known_types(extra_modules: tuple[str, ...]) -> list[str]:
               help="Attempts before the job is dead-lettered (default: the type's, else 3).")
 @click.option("--user-id", default=None, help="The user the job belongs to.")
 @click.option("--handlers", "handler_modules", multiple=True, metavar="MODULE",
-              help="Import MODULE so that its job types, and their limits and retry "
-                   "policy, are known (repeatable).")
+              help="Import MODULE so that its job types, and their payload models, limits "
+                   "and retry policy, are known (repeatable).")
 @click.option("--any-type", is_flag=True,
               help="Accept a type no handler here knows (one served by another deployment): "
                    "the job waits, PENDING, until a pool that serves its type runs.")
@@ -122,6 +122,10 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
     waits until a worker finishes the job, then prints its result as JSON on
     stdout and exits 0, or prints its error on stderr and exits 1 (failed for
     good, or cancelled).
+
+    A type registered with a payload model (`@handler(TYPE, payload=Model)`) has
+    the payload checked against it when its module is known here (--handlers,
+    SKIPLOCK_HANDLERS).
 
     A pool claims only the types it has handlers for (see `skiplock worker
     --types`): a job of a type that no running pool serves waits until one
@@ -156,12 +160,14 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
     except ValueError as exc:  # also an integer of thousands of digits
         raise InvalidPayload(f"payload is not valid JSON: {exc}") from None
     if not any_type:
-        known = _known_types(handler_modules)
+        known = _known_types(handler_modules)  # the modules register their payload models too
         if job_type not in known:
             raise UnknownJobType(
                 f"unknown job type {job_type!r} (known: {', '.join(known)}; "
                 "--handlers MODULE adds more, --any-type skips this check)"
             )
+    elif handler_modules:  # a typed type's model checks the payload
+        _known_types(handler_modules)
     job_id = do_enqueue(job_type, data, priority=priority, delay=delay,
                         max_attempts=max_attempts, idempotency_key=idempotency_key,
                         user_id=user_id, unique_for=unique_for,
@@ -177,11 +183,12 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
     wait_and_report(job_id, timeout)
 
 
-# Columns of the job features (cancel, limits, unique windows, progress, snooze):
-# shown only when set, so that an ordinary job reads as it always did.
+# Columns of the job features (cancel, limits, unique windows, progress, snooze,
+# checkpoints): shown only when set, so that an ordinary job reads as it always did.
 _UNSET_HIDDEN = frozenset({"cancelRequestedAt", "cancelledBy", "concurrencyKey",
                            "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-                           "progress", "progressMessage", "snoozes"})
+                           "progress", "progressMessage", "snoozes", "checkpoint",
+                           "traceContext"})
 
 
 @main.command()
@@ -200,7 +207,7 @@ def job(job_id: str, as_json: bool) -> None:
         return
     width = max(len(k) for k in row)
     for key, value in row.items():
-        if key in ("payload", "result") and value is not None:
+        if key in ("payload", "result", "checkpoint", "traceContext") and value is not None:
             value = json.dumps(value, ensure_ascii=False)
         if key == "lastError" or (value is None and key in _UNSET_HIDDEN):
             continue
@@ -231,11 +238,15 @@ def _graph(job_id: str) -> None:
 @click.option("--all-dead", is_flag=True, help="Retry every dead-lettered job.")
 @click.option("--type", "job_type", default=None,
               help="With --all-dead: only jobs of this type.")
-def retry(job_ids: tuple[str, ...], all_dead: bool, job_type: str | None) -> None:
+@click.option("--from-start", is_flag=True,
+              help="Drop the jobs' checkpoints: they run from the start instead of "
+                   "resuming (skiplock.last_checkpoint() gives None).")
+def retry(job_ids: tuple[str, ...], all_dead: bool, job_type: str | None,
+          from_start: bool) -> None:
     """Move dead-lettered jobs back to PENDING with fresh attempts.
 
     Given ids, cancelled jobs (FAILED) are retried too; --all-dead moves dead
-    letters only."""
+    letters only. A job resumes from its checkpoint unless --from-start."""
     from skiplock.queue_core import retry_dead
 
     if bool(job_ids) == all_dead:
@@ -243,14 +254,14 @@ def retry(job_ids: tuple[str, ...], all_dead: bool, job_type: str | None) -> Non
     if job_type and not all_dead:
         raise click.UsageError("--type goes with --all-dead")
     if job_ids:
-        retried = retry_dead(job_ids)
+        retried = retry_dead(job_ids, from_start=from_start)
         missing = sorted(set(job_ids) - set(retried))
         if missing:
             echo(f"not dead-lettered (left alone): {', '.join(missing)}", err=True)
     elif job_type:
-        retried = retry_dead(job_type=job_type)
+        retried = retry_dead(job_type=job_type, from_start=from_start)
     else:
-        retried = retry_dead(all_dead=True)
+        retried = retry_dead(all_dead=True, from_start=from_start)
     click.echo(f"retried {len(retried)} jobs")
 
 

@@ -111,12 +111,14 @@ def timing(job: Job, now: datetime) -> tuple[list[Timing], list[Field]]:
 
 # Columns the page reads through `Job` (sql.GET_JOB); the others of the row come
 # as JSON (ops/sql.py JOB_OTHER_COLUMNS), those named here by a label of their own.
+# The checkpoint is read through `Job`, decoded per job: another client may have
+# written one that the driver's decoding of the row as JSON would raise on.
 SHOWN_COLUMNS = frozenset({
     "id", "type", "payload", "status", "priority", "availableAt", "attempts", "maxAttempts",
     "lastError", "lockedAt", "lockedBy", "idempotencyKey", "userId", "createdAt", "startedAt",
     "completedAt", "result", "interruptions", "cancelRequestedAt", "cancelledBy",
     "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil", "progress",
-    "progressMessage", "snoozes",
+    "progressMessage", "snoozes", "checkpoint",
 })
 _LABELLED_OTHERS = {"notifyDone"}
 
@@ -143,6 +145,7 @@ def details(job: Job, worker: Any | None, others: dict[str, Any], now: datetime)
          f"{job.interruptions} (runs cut short by something else than the job)"),
         ("snoozes", job.snoozes),
         ("progress", _progress(job)),
+        ("checkpoint", job.checkpoint is not None and pretty(job.checkpoint)),
         ("unique key", job.unique_key),
         ("unique until", job.unique_until and f"{ts(job.unique_until)} ({ago(job.unique_until, now)})"),
         ("concurrency key", job.concurrency_key),

@@ -1,4 +1,4 @@
-"""Dependencies between jobs (migration 0014), on a real database: a dependent waits out
+"""Dependencies between jobs (migration 0016), on a real database: a dependent waits out
 of the claim's reach until its last parent ends, in that parent's transaction; the three
 policies on a parent that does not complete; what enqueue refuses."""
 

@@ -7,6 +7,7 @@ commits through the completer, and reads what the table says.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -152,6 +153,36 @@ def test_a_returned_failure_and_a_raise_roll_back_their_writes_alone(
     assert _status(raised).status == "PENDING"  # retried after its backoff
     assert "ValueError: asked to raise" in _status(raised).lastError
     assert rig.finished() == {ok: "completed", failed: "dead_lettered", raised: "retried"}
+
+
+def test_what_runs_around_each_job_wraps_the_handler_and_its_failure_is_the_jobs(
+        rig: Rig, handlers: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from skiplock.pool import executor
+
+    monkeypatch.setattr(executor, "_around_jobs", [])
+    seen: list[str] = []
+
+    @contextlib.contextmanager
+    def around() -> Iterator[None]:
+        seen.append("enter")
+        if len(seen) > 3:
+            raise RuntimeError("the framework refused")
+        try:
+            yield
+        finally:
+            seen.append("exit")
+
+    executor.around_each_job(around)
+    handlers("EX_AROUND", lambda payload, job_id: (seen.append("handler"), JobResult(True))[1])
+    ok = enqueue("EX_AROUND", {}, priority=2)
+    refused = enqueue("EX_AROUND", {}, priority=1)
+    for job in rig.claim(2):
+        assert rig.run(job) is None
+    rig.completer.commit_group()
+    assert seen == ["enter", "handler", "exit", "enter"]
+    assert _status(ok).status == "COMPLETED"
+    assert (_status(refused).status, _status(refused).attempts) == ("PENDING", 1)
+    assert "RuntimeError: the framework refused" in _status(refused).lastError
 
 
 def test_a_snooze_puts_the_job_back_uncharged(rig: Rig, handlers: Any) -> None:

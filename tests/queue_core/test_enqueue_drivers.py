@@ -294,7 +294,7 @@ def test_a_conn_of_another_kind_is_refused_in_one_line(wrong: Any) -> None:
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith("conn must be a SQLAlchemy Connection or Session, a psycopg2 "
-                              "connection or a psycopg 3 connection, not ")
+                              "connection, a psycopg 3 connection or Django's connection, not ")
     with pytest.raises(TypeError):
         q.cancel("x", conn=wrong)
     assert count() == 0

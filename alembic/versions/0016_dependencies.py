@@ -1,7 +1,7 @@
 """Dependencies between jobs (fan-in) and batches with a callback.
 
-Revision ID: 0014_dependencies
-Revises: 0013_slot_counts
+Revision ID: 0016_dependencies
+Revises: 0015_trace_context
 Create Date: 2026-12-06
 
 A job may wait for other jobs, its *parents*, to end (`enqueue(...,
@@ -70,8 +70,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0014_dependencies"
-down_revision = "0013_slot_counts"
+revision = "0016_dependencies"
+down_revision = "0015_trace_context"
 branch_labels = None
 depends_on = None
 
