@@ -174,7 +174,8 @@ def _stored_context(job_id: str) -> Any:
 
 def test_dependents_members_and_callbacks_keep_the_enqueuing_spans_context(span: Any) -> None:
     context = span.get_span_context()
-    expected = {"traceparent": f"00-{context.trace_id:032x}-{context.span_id:016x}-01"}
+    expected = {"traceparent": f"00-{context.trace_id:032x}-{context.span_id:016x}-"
+                               f"{context.trace_flags:02x}"}
     parent = skiplock.enqueue("WF_PART", {})
     child = skiplock.enqueue("WF_MERGE", {}, depends_on=[parent])
     [first, second] = skiplock.enqueue_many([
