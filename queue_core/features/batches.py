@@ -14,7 +14,10 @@ members' ends are counted, and the callback becomes `on_failure` if some
 member did not complete and the batch has one, else `on_complete`; its
 payload gets a "batch" object: {id, total, completed, deadLettered,
 cancelled, deleted}. With only `on_failure` and every member completed,
-nothing runs (the callback ends COMPLETED at once).
+nothing runs (the callback ends COMPLETED at once). A callback's payload is a
+JSON object or a payload model's instance (queue_core/payload_models.py),
+stored as its JSON; a typed handler reads the "batch" object through a field
+of that name (a model ignores the fields it does not declare).
 
 A batch's members are written on the block's blocking connection: inside the
 block, `skiplock.aenqueue` is refused rather than written outside the batch.
@@ -48,9 +51,10 @@ from skiplock.queue_core.database.db import (
 from skiplock.queue_core.enqueue import OPEN_BATCH, Statement, _prepare, new_job_id
 from skiplock.queue_core.errors import InvalidJob
 from skiplock.queue_core.features import dependencies
+from skiplock.queue_core.payload_models import is_model_instance
 
 PREFIX = "batch-"
-Callback = tuple[str, Mapping[str, Any]]
+Callback = tuple[str, Any]  # (job type, JSON object or payload model instance)
 
 
 @dataclass
@@ -74,12 +78,15 @@ class Batch:
 def _callback(name: str, value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
-    if not (isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], Mapping)):
+    if not (isinstance(value, tuple) and len(value) == 2
+            and (isinstance(value[1], Mapping) or is_model_instance(value[1]))):
         raise InvalidJob(f"{name} must be a (job type, payload) pair")
     job_type, payload = value
-    # Checked now, as an enqueue would, so that a wrong callback fails the block early.
-    _prepare(job_type, dict(payload), max_payload_bytes=cached_settings().max_payload_bytes)
-    return {"type": job_type, "payload": dict(payload)}
+    # Checked now, as an enqueue would, so that a wrong callback fails the block early;
+    # a model instance (queue_core/payload_models.py) is kept as the JSON it stores.
+    row = _prepare(job_type, payload if is_model_instance(payload) else dict(payload),
+                   max_payload_bytes=cached_settings().max_payload_bytes)
+    return {"type": row.type, "payload": json.loads(row.payload)}
 
 
 @contextmanager

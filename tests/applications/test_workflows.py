@@ -1,7 +1,7 @@
 """Workflows (queue_core/features/dependencies.py, batches.py) with the rest of issue 28:
 `aenqueue(..., depends_on=)` runs the same graph steps as `enqueue`, `await_result` and
-`wait` wait on a batch's callback, and dependents and callbacks keep the enqueuing
-span's trace context.
+`wait` wait on a batch's callback, dependents and callbacks keep the enqueuing span's
+trace context, and a batch's callback may be a payload model's instance.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -17,8 +18,10 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 import skiplock
-from skiplock.queue_core import InvalidJob, JobNotFound
+from skiplock.handlers.registry import JobResult, register_handler, unregister_handler
+from skiplock.queue_core import InvalidJob, InvalidPayload, JobNotFound
 from skiplock.queue_core.database.urls import libpq_dsn
+from skiplock.testing import drain
 from tests.applications.test_asyncio import run
 from tests.queue_core.helpers import count, row, sql
 
@@ -186,3 +189,45 @@ def test_dependents_members_and_callbacks_keep_the_enqueuing_spans_context(span:
     from_async = run(skiplock.aenqueue("WF_MERGE", {}, depends_on=[parent]))
     for job_id in (parent, child, first, second, member, b.callback_id, from_async):
         assert _stored_context(job_id) == expected, job_id
+
+
+# -- a typed callback ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Report:
+    week: str
+    batch: dict[str, Any] | None = None  # the members' counts, given to the callback
+
+
+@pytest.fixture
+def typed_report() -> Iterator[list[Report]]:
+    seen: list[Report] = []
+
+    def send(payload: Report, job_id: str) -> JobResult:
+        seen.append(payload)
+        return JobResult(True)
+
+    register_handler("WF_REPORT", send, payload=Report)
+    register_handler("WF_PART", lambda payload, job_id: JobResult(True))
+    yield seen
+    unregister_handler("WF_REPORT")
+    unregister_handler("WF_PART")
+
+
+def test_a_batch_callback_may_be_a_payload_model_instance(typed_report: list[Report]) -> None:
+    with skiplock.batch(on_complete=("WF_REPORT", Report(week="2026-W11"))) as b:
+        for n in range(2):
+            skiplock.enqueue("WF_PART", {"n": n})
+    stored = sql('SELECT "onComplete" FROM "WorkerBatch" WHERE id = :id', id=b.id)[0][0]
+    assert stored == {"type": "WF_REPORT", "payload": {"week": "2026-W11", "batch": None}}
+    drain()
+    [report] = typed_report
+    assert report.week == "2026-W11"
+    assert report.batch is not None
+    assert (report.batch["total"], report.batch["completed"]) == (2, 2)
+    assert report.batch["id"] == b.id
+    # Checked as an enqueue would, before the block runs.
+    with pytest.raises(InvalidPayload, match="week"), \
+            skiplock.batch(on_complete=("WF_REPORT", {"week": 11})):
+        pass
