@@ -158,31 +158,42 @@ async def close(raw: Any) -> None:
         await raw.close()
 
 
-_BEGIN = text("BEGIN")
-_COMMIT = text("COMMIT")
+_BEGIN, _COMMIT, _ROLLBACK = text("BEGIN"), text("COMMIT"), text("ROLLBACK")
 
 
 @contextlib.asynccontextmanager
 async def ajoin(conn: AsyncJoinable | None, *,
                 transaction: bool = False) -> AsyncIterator[AsyncExecutor]:
     """Where an async call runs its statements: `conn`'s open transaction, else a
-    connection of its own (autocommit; with `transaction`, one transaction committed
-    when the block ends normally), closed on exit. Errors come out as `db.connect`
-    lets them: a lost or refused connection as DatabaseUnavailable."""
+    connection of its own (autocommit), closed on exit. With `transaction`, what the
+    block runs is one transaction, committed when it ends normally, also on a connection
+    of our own or a caller's psycopg connection in autocommit. Errors come out as
+    `db.connect` lets them: a lost or refused connection as DatabaseUnavailable."""
     with translate_errors():
+        own = None
         if conn is not None:
-            yield await _joined(conn)
-            return
-        own = await open_own()
-        try:
+            executor = await _joined(conn)
+            # A SQLAlchemy connection begins a transaction by itself; a psycopg one in
+            # autocommit would commit each statement alone.
+            transaction = (transaction and isinstance(executor, AsyncBorrowed)
+                           and bool(executor.raw.autocommit))
+        else:
+            own = await open_own()
             executor = AsyncBorrowed(own)
+        try:
             if not transaction:
                 yield executor
                 return
-            # Sent as statements, so that the COMMIT's error comes out as any statement's;
-            # a block that raises closes the connection, and the server rolls back.
+            # Sent as statements, so that the COMMIT's error comes out as any statement's.
             await executor.execute(_BEGIN)
-            yield executor
+            try:
+                yield executor
+            except BaseException:
+                if own is None:  # the caller's connection stays usable; ours is closed
+                    with contextlib.suppress(Exception):
+                        await executor.execute(_ROLLBACK)
+                raise
             await executor.execute(_COMMIT)
         finally:
-            await close(own)
+            if own is not None:
+                await close(own)

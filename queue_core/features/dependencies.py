@@ -30,13 +30,14 @@ A dependent reads what its parents returned: `parent_results(job_id)`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from skiplock.queue_core import sql
 from skiplock.queue_core.database import steps
@@ -59,6 +60,7 @@ Target = Connection | ServerBound | BorrowedConnection
 # over are applied: given the ids it inserted, its own steps.
 AfterInsert = Callable[[set[str]], Generator[Statement, Any, None]]
 Graph = Generator[Statement, Any, tuple[Enqueued, set[str]]]
+BEGIN, COMMIT, ROLLBACK = text("BEGIN"), text("COMMIT"), text("ROLLBACK")
 
 
 def write(rows: Sequence[_Row], conn: Joinable | None, batch: Any,
@@ -68,7 +70,21 @@ def write(rows: Sequence[_Row], conn: Joinable | None, batch: Any,
     `trace` is the context they were enqueued in (queue_core/tracing.py)."""
     if batch is None:
         with connect(conn) as c:
-            return run(c, graph_steps(rows, trace))[0]
+            if not autocommits(c):
+                return run(c, graph_steps(rows, trace))[0]
+            # A caller's connection in autocommit (Django's outside `atomic()`) would
+            # commit each statement alone: the lock on a parent would be gone before the
+            # edge is written, and a parent that ended meanwhile would strand its
+            # dependent. The write is one transaction all the same.
+            c.execute(BEGIN)
+            try:
+                done = run(c, graph_steps(rows, trace))[0]
+            except BaseException:
+                with contextlib.suppress(Exception):  # the caller's connection stays usable
+                    c.execute(ROLLBACK)
+                raise
+            c.execute(COMMIT)
+            return done
     if conn is not None and conn is not batch.conn and conn is not batch.given:
         raise InvalidJob("inside `with skiplock.batch(...)`, enqueue without conn (or with "
                          "the batch's own conn): its members are written in the batch's "
@@ -77,6 +93,13 @@ def write(rows: Sequence[_Row], conn: Joinable | None, batch: Any,
         done, created = run(batch.conn, graph_steps(rows, trace, member=True))
     batch.joined(done.ids, created)
     return done
+
+
+def autocommits(c: Any) -> bool:
+    """Whether `c` is a caller's driver connection in autocommit, where each statement
+    commits alone (psycopg2's and psycopg 3's `autocommit`, Django's connection outside
+    `atomic()`)."""
+    return isinstance(c, BorrowedConnection) and bool(getattr(c.raw, "autocommit", False))
 
 
 def run(c: Any, graph: Graph) -> tuple[Enqueued, set[str]]:

@@ -79,6 +79,28 @@ def test_aenqueue_with_parents_joins_the_callers_transaction(database_url: str) 
     assert [e.id for e in skiplock.dependents(parent)] == [kept]
 
 
+def test_aenqueue_on_a_connection_in_autocommit_writes_the_graph_in_one_transaction(
+        database_url: str) -> None:
+    parent = skiplock.enqueue("WF_PART", {})
+
+    async def go() -> str:
+        dsn = libpq_dsn(database_url)
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            child = await skiplock.aenqueue("WF_MERGE", {}, depends_on=[parent], conn=conn)
+            with pytest.raises(InvalidJob, match="names no job"):
+                await skiplock.aenqueue("WF_MERGE", {}, depends_on=["no-such-job"], conn=conn)
+            # Rolled back, not left open: the caller's connection is as it was.
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            return child
+
+    child = run(go())
+    xmins = {int(r[0]) for r in sql(
+        'SELECT xmin::text::bigint FROM "WorkerJob" WHERE id IN (:p, :c) UNION ALL '
+        'SELECT xmin::text::bigint FROM "WorkerJobDependency" WHERE child = :c',
+        p=parent, c=child)}
+    assert len(xmins) == 1  # the parent's mark, the dependent and its edge: one transaction
+
+
 def test_aenqueue_refuses_what_enqueue_refuses_and_writes_nothing() -> None:
     with pytest.raises(InvalidJob) as blocking:
         skiplock.enqueue("WF_MERGE", {}, depends_on=["no-such-job"])

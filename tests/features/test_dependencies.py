@@ -5,6 +5,7 @@ policies on a parent that does not complete; what enqueue refuses."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import psycopg2
 import pytest
@@ -300,3 +301,41 @@ def test_dependents_in_an_applications_transaction_on_psycopg_3(database_url: st
     assert [row(i).waitingFor for i in (child, ids[1], other)] == [1, 2, 1]
     complete(next(j for j in take("P") if j.id == parent))
     assert {j.id for j in take("C")} == {child, other}
+
+
+def _xmin(table: str, column: str, value: str) -> int:
+    """The transaction that wrote the row."""
+    return int(sql(f'SELECT xmin::text::bigint FROM "{table}" WHERE {column} = :v', v=value)[0][0])
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg"])
+def test_a_dependent_on_a_connection_in_autocommit_is_still_one_transaction(
+        database_url: str, driver: str) -> None:
+    """A caller's connection in autocommit (Django's outside `atomic()`) would commit the
+    parent's lock before the edge is written: the graph's write begins and commits a
+    transaction of its own there, and leaves the connection as it found it."""
+    import psycopg
+
+    parent = enqueue("P", {})
+    conn: Any = (psycopg2.connect(libpq_dsn(database_url)) if driver == "psycopg2"
+                 else psycopg.connect(libpq_dsn(database_url)))
+    conn.autocommit = True
+
+    def idle() -> bool:
+        if driver == "psycopg2":
+            return conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        return conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+    try:
+        child = enqueue("C", {}, depends_on=[parent], conn=conn)
+        assert idle()
+        with pytest.raises(InvalidJob, match="names no job"):
+            enqueue("C", {}, depends_on=["no-such-job"], conn=conn)
+        assert idle() and conn.autocommit  # rolled back, not left open
+    finally:
+        conn.close()
+    # The parent's mark, the dependent and its edge are one transaction's.
+    assert (_xmin("WorkerJob", "id", parent) == _xmin("WorkerJob", "id", child)
+            == _xmin("WorkerJobDependency", "child", child))
+    complete(take("P")[0])
+    assert [j.id for j in take("C")] == [child]
