@@ -19,6 +19,7 @@ BENCHMARKS = {
     "enqueue": "bench.enqueue",
     "dashboard": "bench.dashboard",
     "drivers": "bench.drivers",
+    "workflow": "bench.workflow",
 }
 
 

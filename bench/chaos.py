@@ -32,6 +32,20 @@ trace) and from a trigger that records every status transition:
 - nothing is left PENDING or PROCESSING; every master exited 0; no stray
   process is left.
 
+Workflows ride along (queue_core/features/dependencies.py, batches.py): some
+top-ups enqueue a few parents (one in five fails for good), a dependent of
+them with a random policy (cancel, run, hold), sometimes a dependent of that
+one, and a batch of three with a callback; the fault "cancel parent" cancels
+a parent while it waits or runs. Their invariants:
+
+- no dependent started before every one of its parents ended (the times of the
+  status transitions);
+- none is stranded: a job still waiting after the drain is one that a parent
+  which did not complete holds (policy hold), or a dependent of such a job,
+  and every waiting job's count is its unresolved edges;
+- each batch's callback was made ready once and completed once, after its
+  last member ended (one callback job per batch, counts for every member).
+
 Exits 1 if any invariant fails. Results: docs/reliability.md.
 """
 
@@ -55,6 +69,7 @@ import psycopg2
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
+import skiplock
 from skiplock.queue_core import enqueue_many
 from skiplock.queue_core.database import migrate
 from skiplock.queue_core.database.embedded import EmbeddedCluster, find_bindir
@@ -66,6 +81,16 @@ HANDLERS = "bench.chaos_handlers"
 HEARTBEAT_S = 0.5
 STUCK_S = 3.0
 HOLD_S = STUCK_S * 2 + 1  # how long a lock or a hang lasts: past a rescue by another pool
+# A dependent that waits for its parents (queue_core/features/dependencies.py).
+WAITING = """(j.status = 'PENDING' AND NOT coalesce(j."heldBack", true))"""
+# One that waits with no reason to: no parent it waits for is unfinished, and none
+# that did not complete holds it (policy hold). One held, and its own dependents,
+# wait for a person by design: the drain does not wait for them.
+STRANDED = f"""({WAITING} AND NOT EXISTS (
+    SELECT FROM "WorkerJobDependency" AS d JOIN "WorkerJob" AS p ON p.id = d.parent
+    WHERE d.child = j.id AND d."resolvedAt" IS NULL
+      AND (p.status IN ('PENDING', 'PROCESSING')
+           OR (d.policy = 'hold' AND p.status IN ('DEAD_LETTER', 'FAILED')))))"""
 
 SETUP = [
     """CREATE TABLE pool_test_runs (job_id text NOT NULL, pid integer NOT NULL,
@@ -163,10 +188,37 @@ class Soak:
                 if n:
                     enqueue_many([{"type": "CHAOS_WORK", "payload": self.payload(),
                                    "max_attempts": 8} for _ in range(n)], conn=conn)
+                room = self.enqueued + n < self.jobs
+                made = self.workflow(conn) if room and self.job_rng.random() < 0.7 else 0
         except Exception as exc:  # noqa: BLE001 - the database is having one of its faults
             print(f"  (top-up: {exc.__class__.__name__})")
             return
-        self.enqueued += n
+        self.enqueued += n + made
+
+    def workflow(self, conn: Any) -> int:
+        """A few parents and their dependents, and a batch with its callback; how many
+        jobs that made."""
+        rng = self.job_rng
+        parents = rng.randint(1, 4)
+        jobs: list[dict[str, Any]] = [
+            {"type": "CHAOS_WORK", "max_attempts": 8,
+             "payload": {**self.payload(), **({"fail": True} if rng.random() < 0.2 else {})}}
+            for _ in range(parents)]
+        jobs.append({"type": "CHAOS_WORK", "payload": self.payload(), "max_attempts": 8,
+                     "depends_on": list(range(parents)),
+                     "on_parent_failure": rng.choice(("cancel", "run", "hold"))})
+        if rng.random() < 0.5:
+            jobs.append({"type": "CHAOS_WORK", "payload": self.payload(), "max_attempts": 8,
+                         "depends_on": [parents], "on_parent_failure": "cancel"})
+        enqueue_many(jobs, conn=conn)
+        with skiplock.batch(on_complete=("CHAOS_WORK", {"seconds": 0.1, "callback": True}),
+                            on_failure=("CHAOS_WORK", {"seconds": 0.1, "callback": True,
+                                                       "some_failed": True}), conn=conn):
+            enqueue_many([{"type": "CHAOS_WORK", "max_attempts": 8,
+                           "payload": {**self.payload(),
+                                       **({"fail": True} if rng.random() < 0.1 else {})}}
+                          for _ in range(3)], conn=conn)
+        return len(jobs) + 4
 
     def payload(self) -> dict[str, object]:
         """One job in three writes nothing to the database (its group commits alone)."""
@@ -267,6 +319,15 @@ class Soak:
     def table_lock(self) -> None:
         self.hold('LOCK TABLE "WorkerJob" IN ACCESS EXCLUSIVE MODE')
 
+    def cancel_parent(self) -> None:
+        """Cancel a parent while it waits or runs: its dependents' policies apply."""
+        rows = self.sql("""SELECT id FROM "WorkerJob" WHERE "hasDependents"
+                           AND status IN ('PENDING', 'PROCESSING')""")
+        if rows:
+            assert self.engine is not None
+            with self.engine.begin() as conn:
+                skiplock.cancel(self.pick.choice(rows)[0], by="chaos", conn=conn)
+
     def hang(self, everyone: bool) -> None:
         frozen = self.proxies if everyone else [self.pick.choice(self.proxies)]
         for proxy in frozen:
@@ -288,6 +349,7 @@ class Soak:
             ("table lock", 1, self.table_lock),
             ("partition", 1, lambda: self.hang(False)),
             ("hang", 1, lambda: self.hang(True)),
+            ("cancel parent", 2, self.cancel_parent),
         ]
         if self.only:
             faults = [f for f in faults if f[0].replace(" ", "-") in self.only]
@@ -316,8 +378,9 @@ class Soak:
                     # The tests check what happens, not how long the back-off waits.
                     conn.execute(text('UPDATE "WorkerJob" SET "availableAt" = now() '
                                       "WHERE status = 'PENDING' AND \"availableAt\" > now()"))
-                    left = conn.execute(text("SELECT count(*) FROM \"WorkerJob\" "
-                                             "WHERE status IN ('PENDING', 'PROCESSING')")).scalar()
+                    left = conn.execute(text(
+                        f"""SELECT count(*) FROM "WorkerJob" AS j
+                            WHERE status IN ('PENDING', 'PROCESSING') AND NOT {WAITING}""")).scalar()
             except Exception as exc:  # noqa: BLE001 - the server may still be coming back
                 print(f"  (drain: {exc.__class__.__name__})")
                 left = 1
@@ -349,6 +412,7 @@ class Soak:
             rescued = conn.execute(text(
                 """SELECT count(*) FROM chaos_transitions WHERE old_status = 'PROCESSING'
                    AND new_status <> 'COMPLETED'""")).scalar()
+            graph = self.check_graph(conn)
         overlaps = self.overlaps()
         time.sleep(1)  # the pools' children were reaped by their masters; anything else lingers
         strays = _processes_with(f"SKIPLOCK_CHAOS_RUN={self.run_id}")
@@ -358,13 +422,64 @@ class Soak:
         print(f"  overlapping runs {len(overlaps)}; completed twice {completed_twice}; "
               f"committed twice {runs_twice}; completed without a run {unrecorded}; "
               f"dead letters without lastError {silent_dead}; stray processes {len(strays)}")
+        print(f"  workflows: {graph['edges']} edges, {graph['batches']} batches, "
+              f"{graph['held']} held for a person, {graph['cancelled']} cancelled; started "
+              f"before a parent ended {graph['early']}; stranded {graph['stranded']}; "
+              f"counts off {graph['miscounted']}; callbacks not run once "
+              f"{graph['callbacks_off']}")
         for job_id, first, second in overlaps[:5]:
             print(f"  OVERLAP job {job_id}: run {first} and run {second}")
-        ok = (set(statuses) <= {"COMPLETED", "DEAD_LETTER"} and not overlaps
+        graph_ok = not (graph["early"] or graph["stranded"] or graph["miscounted"]
+                        or graph["callbacks_off"])
+        unsettled = statuses.get("PENDING", 0) - graph["held"] + statuses.get("PROCESSING", 0)
+        ok = (set(statuses) <= {"COMPLETED", "DEAD_LETTER", "FAILED", "PENDING"}
+              and unsettled == 0 and graph_ok and not overlaps
               and not completed_twice and not runs_twice and not unrecorded and not silent_dead
               and not strays and all(code == 0 for code in self.codes))
         print("  OK: every invariant held" if ok else "  FAILED")
         return ok
+
+    def check_graph(self, conn: Any) -> dict[str, int]:
+        """The workflows' invariants (see the module's docstring)."""
+        def one(statement: str) -> int:
+            return int(conn.execute(text(statement)).scalar() or 0)
+
+        return {
+            "edges": one('SELECT count(*) FROM "WorkerJobDependency"'),
+            "batches": one('SELECT count(*) FROM "WorkerBatch"'),
+            "held": one(f"""SELECT count(*) FROM "WorkerJob" AS j
+                            WHERE {WAITING} AND NOT {STRANDED}"""),
+            "cancelled": one("""SELECT count(*) FROM "WorkerJob"
+                                WHERE status = 'FAILED' AND "cancelledBy" LIKE 'parent %'"""),
+            # A child's first start, before the end of one of its parents (or with a parent
+            # that never ended).
+            "early": one("""
+                SELECT count(*) FROM "WorkerJobDependency" AS d
+                JOIN LATERAL (SELECT min(at) AS at FROM chaos_transitions
+                              WHERE job_id = d.child AND new_status = 'PROCESSING') AS c
+                  ON c.at IS NOT NULL
+                WHERE NOT EXISTS (SELECT FROM chaos_transitions AS t
+                                  WHERE t.job_id = d.parent AND t.at <= c.at
+                                    AND t.new_status IN ('COMPLETED', 'DEAD_LETTER', 'FAILED'))
+            """),
+            "stranded": one(f'SELECT count(*) FROM "WorkerJob" AS j WHERE {STRANDED}'),
+            "miscounted": one("""
+                SELECT count(*) FROM "WorkerJob" AS j
+                WHERE j.status = 'PENDING' AND NOT j."heldBack"
+                  AND j."waitingFor" <> (SELECT count(*) FROM "WorkerJobDependency" AS d
+                                         WHERE d.child = j.id AND d."resolvedAt" IS NULL)
+            """),
+            # A batch whose callback did not complete exactly once, or whose counts miss
+            # a member.
+            "callbacks_off": one("""
+                SELECT count(*) FROM "WorkerBatch" AS b
+                WHERE (SELECT count(*) FROM chaos_transitions
+                       WHERE job_id = b."callbackId" AND new_status = 'COMPLETED') <> 1
+                   OR (b.counts ->> 'total')::int IS DISTINCT FROM b.total
+                   OR (b.counts ->> 'completed')::int + (b.counts ->> 'deadLettered')::int
+                      + (b.counts ->> 'cancelled')::int <> b.total
+            """),
+        }
 
     def overlaps(self) -> list[tuple[str, str, str]]:
         """(job, run, run) for each pair of runs of one job whose traces interleave."""
@@ -406,7 +521,8 @@ def run(argv: list[str]) -> None:
                         help="random seeds, one soak each (default 1 2 3)")
     parser.add_argument("--faults", nargs="+", default=[], metavar="NAME",
                         help="only these faults: kill-child kill-master terminate-backends "
-                             "read-only restart row-lock table-lock partition hang")
+                             "read-only restart row-lock table-lock partition hang "
+                             "cancel-parent")
     parser.add_argument("--keep", action="store_true", help="keep the logs of a failed seed")
     args = parser.parse_args(argv)
     failed = []

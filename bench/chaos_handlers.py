@@ -10,7 +10,8 @@ them could reach the database. The run is recorded in `pool_test_runs` in the
 job's own transaction, so a run counts as committed only with the completion;
 a "quiet" job records nothing there and so writes nothing to the database: its
 group commits alone, in one statement (pool/child.py `commit_alone`), and the
-faults are thrown at that path too.
+faults are thrown at that path too. A job with "fail" ends DEAD_LETTER after
+its run, without retry (a workflow's parent whose dependents' policies apply).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def work(payload: dict[str, Any], job_id: str) -> JobResult:
         while time.monotonic() < deadline:
             time.sleep(STEP_S)
             _trace(fd, job_id, token)
+        if payload.get("fail"):
+            # A workflow's parent that fails for good: its dependents' policies apply.
+            return JobResult(False, error="chaos: a planned failure", should_retry=False)
         if not payload.get("quiet"):
             _record_run(job_id, started)
         _trace(fd, job_id, token)

@@ -62,6 +62,10 @@ def seed_demo(timezone: str, days: int, seed: int = 7, today: date | None = None
             by_day.setdefault(to_local(at, tz).date(), []).append(event_id)
         jobs: list[dict[str, Any]] = []
         rank = 0
+        # A week's review waits for the daily reviews of its days (their positions in
+        # `jobs`): the demo's fan-in. "run": a daily review that failed for good
+        # leaves the weekly one to read the week's entries itself.
+        dailies: list[int] = []
         for day in (first_day + timedelta(days=i) for i in range(days)):
             for event_id in by_day.get(day, []):
                 rank += 1
@@ -73,14 +77,20 @@ def seed_demo(timezone: str, days: int, seed: int = 7, today: date | None = None
                 reviews.append((WEEKLY, period_key(WEEKLY, day)))
             for review_type, key in reviews:
                 rank += 1
-                jobs.append({
+                job: dict[str, Any] = {
                     "type": GENERATE_REVIEW,
                     "payload": {"userId": user_id, "type": review_type, "periodKey": key,
                                 "timezone": timezone},
                     "priority": -rank,
                     "idempotency_key": f"review:{user_id}:{review_type}:{key}",
                     "user_id": user_id,
-                })
+                }
+                if review_type == DAILY:
+                    dailies.append(len(jobs))
+                else:
+                    job["depends_on"], job["on_parent_failure"] = dailies, "run"
+                    dailies = []
+                jobs.append(job)
         enqueue_many(jobs, conn=conn)
     return Seeded(user_id, timezone, first_day, last_day, len(event_ids), len(jobs))
 
@@ -93,7 +103,8 @@ def pending_jobs(user_id: str) -> int:
 
 def report(user_id: str) -> dict[str, Any]:
     """What each step produced for the user, and the timings of its jobs."""
-    statements = {"timings": sql.JOB_TIMINGS, "moods": sql.MOODS, "patterns": sql.PATTERNS,
+    statements = {"timings": sql.JOB_TIMINGS, "fan_in": sql.WEEKLY_FAN_IN,
+                  "moods": sql.MOODS, "patterns": sql.PATTERNS,
                   "insights": sql.INSIGHTS, "outcomes": sql.PATTERN_OUTCOMES,
                   "reviews": sql.REVIEWS, "plans": sql.PLANS, "suggestions": sql.SUGGESTIONS,
                   "errors": sql.DEAD_LETTERS}
@@ -125,6 +136,10 @@ def format_report(seeded: Seeded, data: dict[str, Any], wall_s: float) -> list[s
     weekly = [r for r in data["reviews"] if r.type == WEEKLY]
     lines += ["", f"GENERATE_REVIEW: {len(daily)} daily and {len(weekly)} weekly reviews"]
     lines += [f"  - {r.periodKey}: {r.headline}" for r in weekly + daily[-3:]]
+    if data.get("fan_in"):
+        lines += ["", "fan-in: each WEEKLY review waited for its week's DAILY reviews"]
+        lines += [f"  - {f.period}: {f.parents} daily reviews, then started "
+                  f"{_gap(f.gap_ms)} after the last of them completed" for f in data["fan_in"]]
     lines += ["", f"GENERATE_TOMORROW_PLAN: {len(data['plans'])} plans; the last one:"]
     if data["plans"]:
         last = data["plans"][-1]
@@ -137,3 +152,7 @@ def format_report(seeded: Seeded, data: dict[str, Any], wall_s: float) -> list[s
     if data["errors"]:
         lines += ["", "dead letters:"] + [f"  - {e.type}: {e.lastError}" for e in data["errors"]]
     return lines
+
+
+def _gap(ms: Any) -> str:
+    return "?" if ms is None else f"{float(ms):.0f} ms"

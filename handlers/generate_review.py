@@ -17,15 +17,16 @@ from skiplock.handlers.registry import JobResult, handler
 from skiplock.handlers.steps import require_user, run_step
 from skiplock.queue_core import enqueue_generate_tomorrow_plan
 from skiplock.queue_core.database.db import transaction
+from skiplock.queue_core.features.dependencies import parent_results
 from skiplock.queue_core.payloads import GENERATE_REVIEW
 
 
 @handler(GENERATE_REVIEW, payload=GenerateReview)
 def generate_review(payload: GenerateReview | dict[str, Any], job_id: str) -> JobResult:
-    return run_step(GENERATE_REVIEW, GenerateReview, payload, _review)
+    return run_step(GENERATE_REVIEW, GenerateReview, payload, lambda p: _review(p, job_id))
 
 
-def _review(payload: GenerateReview) -> dict[str, Any]:
+def _review(payload: GenerateReview, job_id: str) -> dict[str, Any]:
     user_id, review_type = payload.userId, payload.type
     period = parse_period(review_type, payload.periodKey)
     tz = load_timezone(payload.timezone)
@@ -47,6 +48,9 @@ def _review(payload: GenerateReview) -> dict[str, Any]:
                                       summary)
         target = None
         next_job = None
+        # A weekly review enqueued after its days' reviews (the demo's) names them.
+        daily_reviews = sorted(r["reviewId"] for r in parent_results(job_id, conn=conn).values()
+                               if isinstance(r, dict) and "reviewId" in r)
         if review_type == DAILY:
             target = next_day(period.first_day).isoformat()
             next_job = enqueue_generate_tomorrow_plan(
@@ -58,4 +62,5 @@ def _review(payload: GenerateReview) -> dict[str, Any]:
         "headline": summary["headline"],
         "targetDate": target,
         "next": next_job,
+        **({"dailyReviews": daily_reviews} if daily_reviews else {}),
     }

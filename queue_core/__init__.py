@@ -32,6 +32,7 @@ from skiplock.queue_core.errors import (
     UnknownJobType,
     WaitTimeout,
 )
+from skiplock.queue_core.features.batches import Batch, BatchInfo, batch, get_batch
 from skiplock.queue_core.features.cancel import (
     CancelOutcome,
     CancelResult,
@@ -40,6 +41,13 @@ from skiplock.queue_core.features.cancel import (
     cancel_matching,
 )
 from skiplock.queue_core.features.checkpoints import checkpoint, last_checkpoint
+from skiplock.queue_core.features.dependencies import (
+    Edge,
+    dependents,
+    parent_results,
+    parents,
+    release_waiting,
+)
 from skiplock.queue_core.features.job_progress import progress
 from skiplock.queue_core.features.waiting import wait
 from skiplock.queue_core.jobs import Job, JobRef, JobStatus
@@ -53,6 +61,15 @@ __all__ = [
     "aenqueue",
     "aenqueue_many",
     "await_result",
+    "Batch",
+    "BatchInfo",
+    "Edge",
+    "batch",
+    "dependents",
+    "get_batch",
+    "parent_results",
+    "parents",
+    "release_waiting",
     "CancelOutcome",
     "CancelResult",
     "cancel",

@@ -5,8 +5,9 @@ Each is its blocking namesake on an async connection (queue_core/database/
 async_connections.py says which): the same checks of the job, with the same
 messages, before anything is sent; the same statements, parameters and reading
 of their answers (the steps of `enqueue.insert_steps`, `cancel.cancel_steps`,
-`waiting.waiting`, run by `steps.arun`); so the same idempotency, unique windows,
-errors and timeouts. With `conn=` the statements join the caller's open
+`waiting.waiting`, and `dependencies.graph_steps` for jobs with parents, run by
+`steps.arun`); so the same idempotency, unique windows, dependencies, errors and
+timeouts. With `conn=` the statements join the caller's open
 transaction (psycopg 3's AsyncConnection, SQLAlchemy's AsyncConnection or
 AsyncSession): a job exists only if the caller commits. Without it, each call
 opens a connection of its own and closes it when done: an application that
@@ -40,9 +41,16 @@ from skiplock.queue_core.database.async_connections import (
     open_own,
 )
 from skiplock.queue_core.database.db import translate_errors
-from skiplock.queue_core.enqueue import Enqueued, insert_steps, job_row, job_rows
-from skiplock.queue_core.errors import SkiplockError
-from skiplock.queue_core.features import waiting
+from skiplock.queue_core.enqueue import (
+    OPEN_BATCH,
+    Enqueued,
+    insert_steps,
+    is_graph,
+    job_row,
+    job_rows,
+)
+from skiplock.queue_core.errors import InvalidJob, SkiplockError
+from skiplock.queue_core.features import dependencies, waiting
 from skiplock.queue_core.features.cancel import CancelResult, cancel_steps, who_cancels
 from skiplock.queue_core.jobs import Job
 
@@ -52,13 +60,17 @@ async def aenqueue(job_type: str, payload: Mapping[str, Any], *, priority: int =
                    idempotency_key: str | None = None, user_id: str | None = None,
                    concurrency_key: str | None = None, concurrency: int | None = None,
                    unique_for: str | float | timedelta | None = None,
+                   depends_on: Iterable[str] | Mapping[str, str] | None = None,
+                   on_parent_failure: str | None = None,
                    conn: AsyncJoinable | None = None) -> str:
     """`enqueue`, awaited: add one job, return its id (the existing job's id when the
     idempotency key already exists). With `conn` (an async connection) the insert
-    joins the caller's open transaction."""
+    joins the caller's open transaction. `depends_on` and `on_parent_failure` as
+    `enqueue`'s (queue_core/features/dependencies.py)."""
     row = job_row(job_type, payload, priority=priority, delay=delay, max_attempts=max_attempts,
                   idempotency_key=idempotency_key, user_id=user_id,
-                  concurrency_key=concurrency_key, concurrency=concurrency, unique_for=unique_for)
+                  concurrency_key=concurrency_key, concurrency=concurrency, unique_for=unique_for,
+                  depends_on=depends_on, on_parent_failure=on_parent_failure)
     return (await _write([row], conn, tracing.current_context())).ids[0]
 
 
@@ -74,8 +86,18 @@ async def aenqueue_many(jobs: Iterable[Mapping[str, Any]],
 async def _write(rows: list[Any], conn: AsyncJoinable | None, trace: str | None) -> Enqueued:
     """Insert `rows`, enqueued in the trace context `trace` (the calling task's span:
     queue_core/tracing.py)."""
-    async with ajoin(conn) as c:
-        return await steps.arun(insert_steps(rows, trace), lambda step: c.execute(*step))
+    if not is_graph(rows):
+        async with ajoin(conn) as c:
+            return await steps.arun(insert_steps(rows, trace), lambda step: c.execute(*step))
+    if OPEN_BATCH.get() is not None:
+        # Its members go in through the block's blocking connection, in its transaction.
+        raise InvalidJob("inside `with skiplock.batch(...)`, enqueue with skiplock.enqueue: "
+                         "a batch's members are written on its own, blocking connection")
+    # Jobs with parents: their edges, and the locks on their parents, in one transaction.
+    async with ajoin(conn, transaction=True) as c:
+        done, _ = await steps.arun(dependencies.graph_steps(rows, trace),
+                                   lambda step: c.execute(*step))
+        return done
 
 
 async def acancel(job_id: str, *, by: str | None = None,
@@ -120,7 +142,7 @@ async def await_result(job_id: str, timeout: float | None = None, *,
                     return await _read(reader, step)
                 if listener is None:
                     await asyncio.sleep(step.seconds)
-                elif not await _notified(listener, job_id, step.seconds):
+                elif not await _notified(listener, step.job_id, step.seconds):
                     await close(listener)
                     listener = None  # lost: poll from here on
                 return listener is not None

@@ -12,7 +12,8 @@ import json
 import os
 import re
 import time
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from json import encoder as json_encoder
@@ -41,7 +42,12 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _UNFIT = re.compile("[\x01-\x1f\x7f-\x9f\ud800-\udfff]")
 _INT32 = 2**31 - 1
 _OPTIONS = {"priority", "delay", "max_attempts", "idempotency_key", "user_id",
-            "concurrency_key", "concurrency", "unique_for"}
+            "concurrency_key", "concurrency", "unique_for", "depends_on", "on_parent_failure"}
+# What a parent that does not complete does to its dependent (migration 0016).
+POLICIES = ("cancel", "run", "hold")
+# The batch a `with skiplock.batch(...)` block has open in this context
+# (queue_core/features/batches.py): every job enqueued inside it is a member.
+OPEN_BATCH: ContextVar[Any] = ContextVar("skiplock_open_batch", default=None)
 
 
 # One encoder for every payload: json.dumps with options builds a new one per call,
@@ -97,6 +103,9 @@ class _Row(NamedTuple):  # a tuple: a million of them are built per backfill
     concurrency: int | None = None
     unique_key: str | None = None  # a scoped key (queue_core/features/unique.py), instead of `key`
     unique_s: float | None = None
+    # (job id, or position of an earlier job of the same call; policy) per parent;
+    # () for a batch's callback without members (queue_core/features/dependencies.py)
+    parents: tuple[tuple[str | int, str], ...] | None = None
 
 
 def _text(name: str, value: Any, limit: int, *, required: bool) -> str | None:
@@ -160,9 +169,41 @@ def _job_type(job_type: Any) -> str:
     return checked
 
 
+def _parents(depends_on: Any, on_parent_failure: Any) -> tuple[tuple[str | int, str], ...] | None:
+    """depends_on as (parent, policy) pairs, each parent once: a job id, or the position
+    of an earlier job of the same `enqueue_many` call; None when there is none."""
+    if depends_on is None:
+        if on_parent_failure is not None:
+            raise InvalidJob("on_parent_failure goes with depends_on")
+        return None
+    default = "cancel" if on_parent_failure is None else on_parent_failure
+    if isinstance(depends_on, Mapping):
+        pairs = list(depends_on.items())
+    elif isinstance(depends_on, (str, bytes)) or not isinstance(depends_on, Iterable):
+        raise InvalidJob("depends_on must be a list of job ids (or a mapping of job id to "
+                         "policy), not a single value")
+    else:
+        pairs = [(ref, default) for ref in depends_on]
+    found: dict[str | int, str] = {}
+    for ref, rule in pairs:
+        if rule not in POLICIES:
+            raise InvalidJob(f"the policy on a parent's failure must be one of "
+                             f"{', '.join(POLICIES)}, not {rule!r}")
+        if isinstance(ref, bool) or not isinstance(ref, (str, int)):
+            raise InvalidJob(f"depends_on names jobs by id (or, in enqueue_many, by the "
+                             f"position of an earlier job), not {type(ref).__name__}")
+        if isinstance(ref, str):
+            _text("parent job id", ref, MAX_KEY_LENGTH, required=True)
+        elif ref < 0:
+            raise InvalidJob(f"depends_on position {ref} is negative")
+        found.setdefault(ref, rule)
+    return tuple(found.items()) or None
+
+
 def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = None,
              max_attempts: Any = None, idempotency_key: Any = None, user_id: Any = None,
              concurrency_key: Any = None, concurrency: Any = None, unique_for: Any = None,
+             depends_on: Any = None, on_parent_failure: Any = None,
              max_payload_bytes: int, job_id: str | None = None) -> _Row:
     job_type = _job_type(job_type)
     payload = payloads.validate_payload(job_type, payload)  # a model instance: its JSON
@@ -230,15 +271,16 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
             "concurrency key", concurrency_key, MAX_KEY_LENGTH, required=False), concurrency)
     if slot_key is not None:
         _text("concurrency key", slot_key, MAX_KEY_LENGTH, required=True)
+    parents = _parents(depends_on, on_parent_failure)
     if unique_for is None:
         return _Row(job_id or new_job_id(), job_type, encoded, priority, delay_s, max_attempts,
-                    key, user, slot_key, limit)
+                    key, user, slot_key, limit, parents=parents)
     scoped, unique_s = unique.window(unique_for)
     if scoped and key is None:
         raise InvalidJob("unique_for needs an idempotency key")
     unique_key, key = (key, None) if scoped else (None, key)
     return _Row(job_id or new_job_id(), job_type, encoded, priority, delay_s, max_attempts,
-                key, user, slot_key, limit, unique_key, unique_s)
+                key, user, slot_key, limit, unique_key, unique_s, parents)
 
 
 def check_job(job: Mapping[str, Any]) -> None:
@@ -265,6 +307,8 @@ def enqueue(job_type: str, payload: Any, *, priority: int = 0,
             idempotency_key: str | None = None, user_id: str | None = None,
             concurrency_key: str | None = None, concurrency: int | None = None,
             unique_for: str | float | timedelta | None = None,
+            depends_on: Iterable[str] | Mapping[str, str] | None = None,
+            on_parent_failure: str | None = None,
             conn: Joinable | None = None) -> str:
     """Add one job; return its id (the existing job's id if the key already exists).
 
@@ -272,26 +316,36 @@ def enqueue(job_type: str, payload: Any, *, priority: int = 0,
     if that transaction commits. `concurrency_key` / `concurrency`: at most
     that many jobs of the key run at once (queue_core/features/limits.py). `unique_for`:
     how long the idempotency key holds ("active", "1h"; queue_core/features/unique.py).
+    `depends_on`: the ids of jobs that must end first, and `on_parent_failure`
+    what a parent that does not complete does to it: "cancel" (the default),
+    "run" or "hold" (queue_core/features/dependencies.py).
     `payload`: a JSON object, or an instance of a dataclass or pydantic model
     (stored as its JSON); checked against the type's payload model where this
     process knows it (queue_core/payloads.py).
     """
     row = job_row(job_type, payload, priority=priority, delay=delay, max_attempts=max_attempts,
                   idempotency_key=idempotency_key, user_id=user_id,
-                  concurrency_key=concurrency_key, concurrency=concurrency, unique_for=unique_for)
+                  concurrency_key=concurrency_key, concurrency=concurrency, unique_for=unique_for,
+                  depends_on=depends_on, on_parent_failure=on_parent_failure)
     return _write([row], conn, tracing.current_context()).ids[0]
 
 
 def job_row(job_type: Any, payload: Any, *, priority: Any, delay: Any, max_attempts: Any,
             idempotency_key: Any, user_id: Any, concurrency_key: Any, concurrency: Any,
-            unique_for: Any) -> _Row:
+            unique_for: Any, depends_on: Any = None, on_parent_failure: Any = None) -> _Row:
     """One job of `enqueue` (and `skiplock.aenqueue`), checked and encoded: the row
     `insert_steps` writes; InvalidJob or InvalidPayload if it is wrong."""
     # Straight to _prepare: the options are named arguments, nothing to sort out.
-    return _prepare(job_type, payload, priority=0 if priority is None else priority,
-                    delay=delay, max_attempts=max_attempts, idempotency_key=idempotency_key,
-                    user_id=user_id, concurrency_key=concurrency_key, concurrency=concurrency,
-                    unique_for=unique_for, max_payload_bytes=cached_settings().max_payload_bytes)
+    row = _prepare(job_type, payload, priority=0 if priority is None else priority,
+                   delay=delay, max_attempts=max_attempts, idempotency_key=idempotency_key,
+                   user_id=user_id, concurrency_key=concurrency_key, concurrency=concurrency,
+                   unique_for=unique_for, depends_on=depends_on,
+                   on_parent_failure=on_parent_failure,
+                   max_payload_bytes=cached_settings().max_payload_bytes)
+    if row.parents and any(isinstance(ref, int) for ref, _ in row.parents):
+        raise InvalidJob("depends_on names jobs by id; a position refers to an earlier job "
+                         "of the same enqueue_many call")
+    return row
 
 
 def enqueue_many(jobs: Iterable[Mapping[str, Any]],
@@ -320,12 +374,31 @@ def job_rows(jobs: Iterable[Mapping[str, Any]]) -> list[_Row]:
     limit = cached_settings().max_payload_bytes
     jobs = list(jobs)
     ids = _new_ids(len(jobs))
-    return [_prepare_job(job, index, limit, ids[index]) for index, job in enumerate(jobs)]
+    rows = [_prepare_job(job, index, limit, ids[index]) for index, job in enumerate(jobs)]
+    for index, row in enumerate(rows):
+        for ref, _ in row.parents or ():
+            # Only jobs that exist and earlier jobs of this call: no cycle can be written.
+            if isinstance(ref, int) and ref >= index:
+                raise InvalidJob(
+                    f"job #{index} depends on itself" if ref == index else
+                    f"job #{index} depends on job #{ref}, which comes after it: a job can "
+                    "depend only on jobs that exist and on earlier jobs of the same call")
+    return rows
+
+
+def is_graph(rows: Sequence[_Row]) -> bool:
+    """Whether `rows` are written with their edges, in a transaction of their own
+    (queue_core/features/dependencies.py): a job has parents, or a batch is open."""
+    return OPEN_BATCH.get() is not None or any(r.parents is not None for r in rows)
 
 
 def _write(rows: Sequence[_Row], conn: Joinable | None, trace: str | None) -> Enqueued:
     """Insert `rows`; `trace` is the context they were enqueued in (queue_core/tracing.py),
     the same for all of them."""
+    if is_graph(rows):
+        from skiplock.queue_core.features import dependencies
+
+        return dependencies.write(rows, conn, OPEN_BATCH.get(), trace)
     if conn is None:
         try:
             kept = direct.acquire()
@@ -375,7 +448,18 @@ def insert_steps(rows: Sequence[_Row],
         else:
             yield from _inserting(sql.INSERT_UNKEYED_JOBS, _unkeyed_columns(rows, trace), rows)
         return Enqueued([r.id for r in rows], len(rows))
-    created = 0
+    ids, inserted = yield from keyed_steps(rows, trace)
+    return Enqueued(ids, len(inserted))
+
+
+def keyed_steps(rows: Sequence[_Row], trace: str | None, statement: TextClause | None = None,
+                extra: Callable[[list[int]], dict[str, str]] | None = None,
+                ) -> Generator[Statement, Any, tuple[list[str], set[str]]]:
+    """The steps that insert `rows` that may have keys; they return (each row's id or
+    its key's existing job's, in order; the ids inserted). `statement` with `extra`'s
+    columns for the rows at the given positions replaces INSERT_JOBS (the jobs of a
+    graph: queue_core/features/dependencies.py)."""
+    created: set[str] = set()
     ids: dict[int, str] = {}
     todo = list(range(len(rows)))
     scoped = sorted({r.unique_key for r in rows if r.unique_key is not None})
@@ -385,13 +469,16 @@ def insert_steps(rows: Sequence[_Row],
     # rolled-back concurrent insert): insert what is still missing again.
     for _ in range(5):
         batch = [rows[i] for i in todo]
-        if len(batch) == 1:
+        if statement is not None and extra is not None:
+            result = yield from _inserting(
+                statement, {**_columns(batch, trace), **extra(todo)}, batch)
+        elif len(batch) == 1:
             result = yield from _inserting(
                 sql.INSERT_JOB, {**batch[0]._asdict(), "trace_context": trace}, batch)
         else:
             result = yield from _inserting(sql.INSERT_JOBS, _columns(batch, trace), batch)
         inserted = {r.id for r in result}
-        created += len(inserted)
+        created |= inserted
         for i in todo:
             if rows[i].id in inserted:
                 ids[i] = rows[i].id
@@ -417,7 +504,7 @@ def insert_steps(rows: Sequence[_Row],
             break
     if todo:
         raise InvalidJob("could not enqueue: idempotency keys kept conflicting with vanishing rows")
-    return Enqueued([ids[i] for i in range(len(rows))], created)
+    return [ids[i] for i in range(len(rows))], created
 
 
 def _inserting(statement: TextClause, params: dict[str, Any],

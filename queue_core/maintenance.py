@@ -95,8 +95,10 @@ def retry_dead(ids: Iterable[str] | None = None, *, job_type: str | None = None,
     letters only, so that a bulk retry never undoes a cancel. A retried job
     starts over: no attempt, interruption or snooze counted, and no cancel
     request left from its last run. It keeps its checkpoint, and resumes from
-    it (`skiplock.last_checkpoint()`), unless `from_start`. Jobs in any other
-    state are left alone (and not returned).
+    it (`skiplock.last_checkpoint()`), unless `from_start`. Given `ids`, a
+    dependent that waits for its parents (queue_core/features/dependencies.py)
+    is let go, to run now. Jobs in any other state are left alone (and not
+    returned).
     """
     chosen = [ids is not None, job_type is not None, all_dead]
     if sum(chosen) != 1:
@@ -111,6 +113,10 @@ def retry_dead(ids: Iterable[str] | None = None, *, job_type: str | None = None,
     params["keep_checkpoint"] = not from_start
     with connect(conn, autocommit=True) as c:
         retried = [row.id for row in c.execute(statement, params)]
+        if ids is not None and len(retried) < len(params["ids"]):
+            # Named, a dependent that waits (a held one, say) runs now, without its parents.
+            rest = [i for i in params["ids"] if i not in set(retried)]
+            retried += [row.id for row in c.execute(sql.RELEASE_WAITING, {"ids": rest})]
     if retried:
         log.info("moved %d dead-lettered jobs back to PENDING", len(retried))
     return retried

@@ -67,4 +67,7 @@ worker_job = Table(
     Column("checkpoint", JSONB),
     # 0015_trace_context: the OpenTelemetry context the job was enqueued in.
     Column("traceContext", JSONB),
+    # 0016_dependencies
+    Column("waitingFor", Integer),
+    Column("hasDependents", Boolean),
 )

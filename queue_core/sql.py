@@ -703,13 +703,18 @@ PROCESSING_BY_TYPE = text(
 )
 
 # Small batches, each its own transaction: cleanup never holds many row locks
-# on the hot table, and SKIP LOCKED keeps it out of the workers' way.
+# on the hot table, and SKIP LOCKED keeps it out of the workers' way. A parent
+# stays while one of its dependents has yet to end: the dependent may read its
+# result (queue_core/features/dependencies.py).
 CLEANUP_BATCH = text(
     """
     WITH doomed AS (
-        SELECT id FROM "WorkerJob"
+        SELECT id FROM "WorkerJob" AS p
         WHERE status = ANY(CAST(:statuses AS "JobStatus"[]))
           AND "completedAt" < now() - make_interval(secs => :older_than_s)
+          AND ("hasDependents" IS NOT TRUE OR NOT EXISTS (
+                  SELECT FROM "WorkerJobDependency" AS d JOIN "WorkerJob" AS c ON c.id = d.child
+                  WHERE d.parent = p.id AND c.status IN ('PENDING', 'PROCESSING')))
         LIMIT :batch
         FOR UPDATE SKIP LOCKED
     )
@@ -724,8 +729,10 @@ CLEANUP_BATCH = text(
 # operator's retry became a silent cancel. The retry is the later decision: it
 # wins.
 # By id, a cancelled job (FAILED) is retried too: naming the job is the
-# operator's decision to run it after all. The bulk forms move dead letters
-# only: retrying every dead letter of a type must not undo a cancel.
+# operator's decision to run it after all, and a dependent cancelled while it
+# waited (migration 0016) runs without waiting for its parents again. The bulk
+# forms move dead letters only: retrying every dead letter of a type must not
+# undo a cancel.
 # The checkpoint stays unless :keep_checkpoint is false: a long job retried
 # after its bug was fixed resumes where it stopped; one whose checkpoint is what
 # breaks it is retried from the start (`skiplock retry --from-start`).
@@ -735,6 +742,8 @@ _RETRY = """
         "availableAt" = now(), "completedAt" = NULL,
         "lockedAt" = NULL, "lockedBy" = NULL, "startedAt" = NULL,
         "cancelRequestedAt" = NULL, "cancelledBy" = NULL,
+        "heldBack" = NULLIF("heldBack", false),
+        "waitingFor" = CASE WHEN "waitingFor" IS NOT NULL THEN 0 END,
         checkpoint = CASE WHEN CAST(:keep_checkpoint AS boolean) THEN checkpoint END
     WHERE {filter}
     RETURNING id
@@ -882,3 +891,170 @@ PRUNE_IDLE_KEYS = text(
                       WHERE j."concurrencyKey" = k.key AND j.status = 'PENDING' AND j."heldBack")
     """
 )
+
+# -- dependencies and batches (queue_core/features/dependencies.py, batches.py) -------
+
+# The jobs a new dependent names that exist already, locked in id order and
+# marked as having dependents (the trigger of migration 0016 fires for those
+# only), with their status: the lock keeps a parent from ending between this
+# read and the commit of the edges, where its trigger would not see them yet.
+LOCK_PARENTS = text(
+    """
+    WITH locked AS (
+        SELECT id, status::text AS status, "hasDependents" AS flagged FROM "WorkerJob"
+        WHERE id = ANY(CAST(:ids AS text[]))
+        ORDER BY id
+        FOR NO KEY UPDATE
+    ), flag AS (
+        UPDATE "WorkerJob" AS j SET "hasDependents" = true
+        FROM locked WHERE j.id = locked.id AND locked.flagged IS NOT TRUE
+    )
+    SELECT id, status FROM locked
+    """
+)
+
+# INSERT_JOBS with the two columns of a graph: how many parents a job waits for
+# (it waits, "heldBack" false, out of the claim's index) and whether a job of the
+# same call or batch depends on it. It must set the other columns as INSERT_JOBS
+# does, the trace context included.
+INSERT_GRAPH_JOBS = text(
+    WAKE + """
+    INSERT INTO "WorkerJob"
+        (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
+         "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
+         "traceContext", "waitingFor", "hasDependents")
+    SELECT j.id, j.type, j.payload, j.priority,
+           statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
+           j.user_id, statement_timestamp(),
+           j.slot_key, j.slot_limit,
+           CASE WHEN j.waiting_for > 0 THEN false WHEN j.slot_key IS NOT NULL THEN true END,
+           j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s),
+           CAST(:trace_context AS jsonb), j.waiting_for, j.has_dependents
+    FROM unnest(
+        CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
+        CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
+        CAST(:keys AS text[]), CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]),
+        CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[]),
+        CAST(:waiting_for AS int[]), CAST(:has_dependents AS boolean[])
+    ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
+                           slot_key, slot_limit, unique_key, unique_s, waiting_for,
+                           has_dependents, ord)
+    ORDER BY j.ord
+    ON CONFLICT DO NOTHING
+    RETURNING id
+    """
+)
+
+INSERT_EDGES = text(
+    """
+    INSERT INTO "WorkerJobDependency" (parent, child, policy)
+    SELECT * FROM unnest(CAST(:parents AS text[]), CAST(:children AS text[]),
+                         CAST(:policies AS text[]))
+    ON CONFLICT DO NOTHING
+    """
+)
+
+# Parents that had already ended when their new dependents were written: their
+# end is applied to those dependents alone, as the trigger would have.
+RESOLVE_ENDED = text(
+    """
+    SELECT coalesce(sum(skiplock_resolve_edges(x.parent, x.status, CAST(:children AS text[]))),
+                    0) AS readied
+    FROM unnest(CAST(:parents AS text[]), CAST(:statuses AS text[])) AS x(parent, status)
+    """
+)
+
+# A waiting dependent let go by a person (`skiplock retry ID`): it runs without
+# waiting for the parents it still waits for.
+RELEASE_WAITING = text(
+    """
+    UPDATE "WorkerJob"
+    SET "heldBack" = NULL, "waitingFor" = 0,
+        "lastError" = format('released by hand at %s while it waited for %s parent(s)',
+                             to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                             "waitingFor")
+    WHERE id = ANY(CAST(:ids AS text[])) AND status = 'PENDING' AND NOT "heldBack"
+    RETURNING id
+    """
+)
+
+# A job's parents and dependents, with what a dependent reads of a parent.
+PARENTS_OF = text(
+    """
+    SELECT d.parent AS id, d.policy, d."resolvedAt" AS resolved_at, j.type,
+           j.status::text AS status, j.result::text AS result_json
+    FROM "WorkerJobDependency" AS d LEFT JOIN "WorkerJob" AS j ON j.id = d.parent
+    WHERE d.child = :id
+    ORDER BY d.parent
+    """
+)
+DEPENDENTS_OF = text(
+    """
+    SELECT d.child AS id, d.policy, d."resolvedAt" AS resolved_at, j.type,
+           j.status::text AS status, NULL AS result_json
+    FROM "WorkerJobDependency" AS d LEFT JOIN "WorkerJob" AS j ON j.id = d.child
+    WHERE d.parent = :id
+    ORDER BY d.child
+    LIMIT :limit
+    """
+)
+
+INSERT_BATCH = text(
+    """
+    INSERT INTO "WorkerBatch" (id, "idempotencyKey", "callbackId", "onComplete", "onFailure",
+                               total)
+    VALUES (:id, :key, :callback_id, CAST(:on_complete AS jsonb), CAST(:on_failure AS jsonb),
+            :total)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+    """
+)
+BATCH_BY_KEY = text('SELECT id, "callbackId" AS callback_id FROM "WorkerBatch" '
+                    'WHERE "idempotencyKey" = :key')
+BATCH_READY = text("SELECT skiplock_batch_ready(:callback_id) AS ended")
+BATCH_CALLBACK = text('SELECT "callbackId" AS callback_id FROM "WorkerBatch" WHERE id = :id')
+
+# A batch and its members' ends, counted now (the counts stored on the batch are
+# those its callback got).
+BATCH_STATUS = text(
+    """
+    SELECT b.id, b."callbackId" AS callback_id, b.total, b."createdAt" AS created_at,
+           b."endedAt" AS ended_at, b.counts, cb.status::text AS callback_status,
+           cb.type AS callback_type,
+           m.completed, m.dead_lettered, m.cancelled, m.pending, m.processing
+    FROM "WorkerBatch" AS b
+    LEFT JOIN "WorkerJob" AS cb ON cb.id = b."callbackId"
+    CROSS JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE j.status = 'COMPLETED') AS completed,
+               count(*) FILTER (WHERE j.status = 'DEAD_LETTER') AS dead_lettered,
+               count(*) FILTER (WHERE j.status = 'FAILED') AS cancelled,
+               count(*) FILTER (WHERE j.status = 'PENDING') AS pending,
+               count(*) FILTER (WHERE j.status = 'PROCESSING') AS processing
+        FROM "WorkerJobDependency" AS d JOIN "WorkerJob" AS j ON j.id = d.parent
+        WHERE d.child = b."callbackId") AS m
+    WHERE b.id = :id
+    """
+)
+BATCH_OF_JOB = text(
+    """
+    SELECT b.id FROM "WorkerBatch" AS b
+    WHERE b."callbackId" = :id
+       OR b."callbackId" IN (SELECT child FROM "WorkerJobDependency" WHERE parent = :id)
+    LIMIT 1
+    """
+)
+BATCH_MEMBERS = text(
+    """
+    SELECT j.id, j.type, j.status::text AS status, j.attempts, j."completedAt" AS completed_at,
+           j."lastError" AS last_error
+    FROM "WorkerBatch" AS b
+    JOIN "WorkerJobDependency" AS d ON d.child = b."callbackId"
+    JOIN "WorkerJob" AS j ON j.id = d.parent
+    WHERE b.id = :id
+    ORDER BY j.id
+    LIMIT :limit
+    """
+)
+
+# A dependent that named one parent twice (by position and by id) waits for it once.
+SET_WAITING_FOR = text('UPDATE "WorkerJob" SET "waitingFor" = :n WHERE id = :id')

@@ -63,6 +63,19 @@ FROM "WorkerJob" WHERE "userId" = :u GROUP BY type
 ORDER BY min("createdAt"), type
 """)
 
+# The demo's fan-in (handlers/demo.py): each weekly review, its daily parents, and
+# how long after the last of them completed it started.
+WEEKLY_FAN_IN = text("""
+SELECT w.payload ->> 'periodKey' AS period, count(d.parent) AS parents,
+       extract(epoch FROM w."startedAt" - max(p."completedAt")) * 1000 AS gap_ms
+FROM "WorkerJob" AS w
+JOIN "WorkerJobDependency" AS d ON d.child = w.id
+JOIN "WorkerJob" AS p ON p.id = d.parent
+WHERE w."userId" = :u AND w.type = 'GENERATE_REVIEW' AND w.payload ->> 'type' = 'WEEKLY'
+GROUP BY w.id
+ORDER BY 1
+""")
+
 MOODS = text("""
 SELECT mood, count(*) AS n FROM "Interpretation"
 WHERE "userId" = :u GROUP BY mood ORDER BY mood

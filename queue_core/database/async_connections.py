@@ -36,7 +36,7 @@ import sys
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
-from sqlalchemy import TextClause
+from sqlalchemy import TextClause, text
 
 from skiplock.queue_core import sql
 from skiplock.queue_core.database.borrowed import Rows, as_sqlalchemy_error, client_bound, rows_of
@@ -158,17 +158,42 @@ async def close(raw: Any) -> None:
         await raw.close()
 
 
+_BEGIN, _COMMIT, _ROLLBACK = text("BEGIN"), text("COMMIT"), text("ROLLBACK")
+
+
 @contextlib.asynccontextmanager
-async def ajoin(conn: AsyncJoinable | None) -> AsyncIterator[AsyncExecutor]:
+async def ajoin(conn: AsyncJoinable | None, *,
+                transaction: bool = False) -> AsyncIterator[AsyncExecutor]:
     """Where an async call runs its statements: `conn`'s open transaction, else a
-    connection of its own (autocommit), closed on exit. Errors come out as `db.connect`
-    lets them: a lost or refused connection as DatabaseUnavailable."""
+    connection of its own (autocommit), closed on exit. With `transaction`, what the
+    block runs is one transaction, committed when it ends normally, also on a connection
+    of our own or a caller's psycopg connection in autocommit. Errors come out as
+    `db.connect` lets them: a lost or refused connection as DatabaseUnavailable."""
     with translate_errors():
+        own = None
         if conn is not None:
-            yield await _joined(conn)
-            return
-        own = await open_own()
+            executor = await _joined(conn)
+            # A SQLAlchemy connection begins a transaction by itself; a psycopg one in
+            # autocommit would commit each statement alone.
+            transaction = (transaction and isinstance(executor, AsyncBorrowed)
+                           and bool(executor.raw.autocommit))
+        else:
+            own = await open_own()
+            executor = AsyncBorrowed(own)
         try:
-            yield AsyncBorrowed(own)
+            if not transaction:
+                yield executor
+                return
+            # Sent as statements, so that the COMMIT's error comes out as any statement's.
+            await executor.execute(_BEGIN)
+            try:
+                yield executor
+            except BaseException:
+                if own is None:  # the caller's connection stays usable; ours is closed
+                    with contextlib.suppress(Exception):
+                        await executor.execute(_ROLLBACK)
+                raise
+            await executor.execute(_COMMIT)
         finally:
-            await close(own)
+            if own is not None:
+                await close(own)

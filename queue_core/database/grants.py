@@ -76,6 +76,13 @@ WORKER_GRANTS: tuple[tuple[str, str, str], ...] = (
     # before that function existed still starts.
     ("EXECUTE", "FUNCTION", "skiplock_type_paused(text)"),
     ("EXECUTE", "FUNCTION", "skiplock_fill_slots(text)"),
+    # Dependencies and batches (migration 0016): the trigger that ends a parent
+    # makes its dependents ready through the first function, which calls the
+    # second for a batch's callback; an enqueue with depends_on writes the edges.
+    ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerJobDependency"'),
+    ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerBatch"'),
+    ("EXECUTE", "FUNCTION", "skiplock_resolve_edges(text, text, text[])"),
+    ("EXECUTE", "FUNCTION", "skiplock_batch_ready(text)"),
 )
 # Where the demo domain is installed, the built-in handlers write it.
 DEMO_TABLES = ('"User"', '"Event"', '"Interpretation"', '"Pattern"', '"Insight"',

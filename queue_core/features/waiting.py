@@ -45,6 +45,7 @@ from skiplock.queue_core.database import steps
 from skiplock.queue_core.database.db import connect, get_engine
 from skiplock.queue_core.database.faults import sqlstate
 from skiplock.queue_core.errors import JobNotFound, SkiplockError, WaitTimeout
+from skiplock.queue_core.features import batches
 from skiplock.queue_core.jobs import Job
 
 FINISHED = frozenset({"COMPLETED", "FAILED", "DEAD_LETTER"})
@@ -57,6 +58,9 @@ LAST_READ_S = 0.25
 def wait(job_id: str, timeout: float | None = None, *, listen: bool | None = None,
          poll_min: float = 0.05, poll_max: float = 2.0) -> Job:
     """Block until the job is COMPLETED, FAILED (cancelled) or DEAD_LETTER; return it.
+
+    Given a batch's id (`skiplock.batch`), wait for the batch's callback job, which
+    runs once every member ended, and return it.
 
     A job waiting for its retry is not finished. Raises JobNotFound (no such
     job, or it was deleted meanwhile) and WaitTimeout (after `timeout` seconds;
@@ -74,7 +78,7 @@ def wait(job_id: str, timeout: float | None = None, *, listen: bool | None = Non
             return _execute(step)
         if listener is None:
             time.sleep(step.seconds)
-        elif not _await_notification(listener, job_id, step.seconds):
+        elif not _await_notification(listener, step.job_id, step.seconds):
             _close(listener)
             listener = None  # lost: poll from here on
         return listener is not None
@@ -97,9 +101,11 @@ class Read:
 
 @dataclass(frozen=True, slots=True)
 class Pause:
-    """Wait up to `seconds` for the job's notification (or sleep, when not listening);
-    sent back: whether the waiter is still listening (False once its LISTEN broke)."""
+    """Wait up to `seconds` for job `job_id`'s notification (or sleep, when not
+    listening); sent back: whether the waiter is still listening (False once its
+    LISTEN broke)."""
     seconds: float
+    job_id: str  # the job waited for: a batch's callback when a batch's id was given
 
 
 def deadline_of(timeout: float | None) -> float | None:
@@ -110,7 +116,17 @@ def deadline_of(timeout: float | None) -> float | None:
 def waiting(job_id: str, timeout: float | None, deadline: float | None, *, listening: bool,
             poll_min: float, poll_max: float) -> Generator[Read | Pause, Any, Job]:
     """A wait, as the steps `wait` and `skiplock.await_result` perform (queue_core/database/
-    steps.py): mark the job, read it until it has finished, pausing in between."""
+    steps.py): mark the job, read it until it has finished, pausing in between.
+    Given a batch's id (`skiplock.batch`), the job is the batch's callback."""
+    if job_id.startswith(batches.PREFIX):
+        # A batch ends with its callback, which runs once every member ended.
+        try:
+            found = yield Read(sql.BATCH_CALLBACK, {"id": job_id}, deadline)
+        except OutOfTime:
+            raise WaitTimeout(f"batch {job_id} is still unfinished after {timeout:g}s") from None
+        if found is None:
+            raise JobNotFound(f"no batch with id {job_id}")
+        job_id = found.callback_id
     status = "unfinished"
     try:
         yield Read(sql.MARK_WAITED, {"id": job_id}, deadline)
@@ -127,7 +143,7 @@ def waiting(job_id: str, timeout: float | None, deadline: float | None, *, liste
                     raise OutOfTime
                 pause = min(pause, left)
             polled = not listening
-            listening = yield Pause(pause)
+            listening = yield Pause(pause, job_id)
             if polled:
                 interval = min(interval * 2, poll_max)
     except OutOfTime:

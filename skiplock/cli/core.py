@@ -212,8 +212,25 @@ def job(job_id: str, as_json: bool) -> None:
         if key == "lastError" or (value is None and key in _UNSET_HIDDEN):
             continue
         echo(f"{key:<{width}}  {'' if value is None else value}")
+    _graph(job_id)
     if found.last_error:
         echo(f"\nlastError:\n{found.last_error}", lines=True)
+
+
+def _graph(job_id: str) -> None:
+    """A job's parents, dependents and batch, when it has some (dependencies.py)."""
+    from skiplock.queue_core.features.batches import batch_of
+    from skiplock.queue_core.features.dependencies import dependents, parents
+
+    ups, downs = parents(job_id), dependents(job_id, limit=20)
+    for title, edges in (("parents", ups), ("dependents", downs)):
+        if edges:
+            echo(f"\n{title}:")
+            for e in edges:
+                echo(f"  {e.id}  {e.type or '(deleted)'}  {e.status or ''}  policy {e.policy}")
+    found = batch_of(job_id) if ups or downs else None
+    if found:
+        echo(f"\nbatch: {found} (skiplock batch {found})")
 
 
 @main.command()

@@ -93,3 +93,37 @@ def cancel(job_ids: tuple[str, ...], job_type: str | None, user_id: str | None,
                    f"{counts[CancelOutcome.NOT_FOUND]} not found", err=True)
     if any(r.outcome is CancelOutcome.NOT_FOUND for r in results):
         sys.exit(1)
+
+
+@main.command()
+@click.argument("batch_id", metavar="ID")
+@click.option("--limit", type=click.IntRange(0), default=50, show_default=True,
+              help="List at most this many members (0: the counts alone).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the batch's counts and members as JSON.")
+def batch(batch_id: str, limit: int, as_json: bool) -> None:
+    """Show batch ID (`skiplock.batch`): its members' counts, its callback, its members."""
+    from skiplock.cli.display import echo, safe
+    from skiplock.queue_core.errors import JobNotFound
+    from skiplock.queue_core.features.batches import batch_members, get_batch
+
+    found = get_batch(batch_id)
+    if found is None:
+        raise JobNotFound(f"no batch with id {safe(batch_id)!r}")
+    members = batch_members(batch_id, limit=limit) if limit else []
+    if as_json:
+        print_json({**found.to_dict(), "members": [
+            {"id": m.id, "type": m.type, "status": m.status, "attempts": m.attempts}
+            for m in members]})
+        return
+    echo(f"batch {found.id}: {found.total} members, {found.ended} ended "
+         f"({found.progress:.0%}): {found.completed} completed, {found.dead_lettered} "
+         f"dead-lettered, {found.cancelled} cancelled, {found.pending} pending, "
+         f"{found.processing} running")
+    callback = found.callback_status or "deleted"
+    waits = " (waits for the members)" if found.ended_at is None else ""
+    echo(f"callback {found.callback_id} {found.callback_type or ''}: {callback}{waits}")
+    for m in members:
+        echo(f"  {m.id}  {m.type:<24} {m.status:<11} attempts {m.attempts}")
+    if limit and len(members) == limit and found.total > limit:
+        echo(f"  ... and {found.total - limit} more (--limit)")

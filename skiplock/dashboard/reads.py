@@ -28,6 +28,7 @@ from skiplock.ops import sql as ops_sql
 from skiplock.queue_core import sql
 from skiplock.queue_core.database.db import connect
 from skiplock.queue_core.errors import InvalidJob
+from skiplock.queue_core.features import batches, dependencies
 from skiplock.queue_core.jobs import Job, JobStatus
 
 STATUSES = tuple(s.value for s in JobStatus)
@@ -265,6 +266,9 @@ class JobView:
     log: list[Any] = field(default_factory=list)  # rows of "DashboardAction" about it
     actions: list[Any] = field(default_factory=list)  # the job actions that apply now
     ready_now: bool = False
+    parents: list[Any] = field(default_factory=list)  # dependencies.Edge, for the graph
+    dependents: list[Any] = field(default_factory=list)
+    batch: Any | None = None  # batches.BatchInfo of the batch it is in, or calls back
 
 
 def job_view(settings: DashboardSettings, job_id: str) -> JobView | None:
@@ -279,11 +283,20 @@ def job_view(settings: DashboardSettings, job_id: str) -> JobView | None:
                           {"id": job_id, "known": sorted(job_page.SHOWN_COLUMNS)}).scalar_one_or_none()
         log = c.execute(ops_sql.ACTIONS_ON, {"target": job_id, "limit": 20}).fetchall()
         now = c.execute(ops_sql.DB_NOW).scalar_one()
+        ups = dependencies.parents(job_id, conn=c)
+        downs = dependencies.dependents(job_id, conn=c, limit=GRAPH_LIMIT)
+        in_batch = batches.batch_of(job_id, conn=c) if ups or downs else None
+        batch = batches.get_batch(in_batch, conn=c) if in_batch else None
     ready = job.available_at is not None and job.available_at <= now
     times, durations = job_page.timing(job, now)
     return JobView(job, worker, job_page.outcome(job, worker, now), times, durations,
                    job_page.details(job, worker, other or {}, now), list(log),
-                   ready_now=ready)
+                   ready_now=ready, parents=ups[:GRAPH_LIMIT], dependents=downs, batch=batch)
+
+
+# A job's page lists this many parents and dependents at most (a batch's callback
+# has one parent per member).
+GRAPH_LIMIT = 50
 
 
 # -- processes, schedules, the action log -----------------------------------------------------------

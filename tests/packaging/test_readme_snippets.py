@@ -48,3 +48,23 @@ def test_the_session_snippet_runs_on_the_driver_sqlalchemy_picks(database_url: s
     expected = "psycopg" if (major, minor) >= (2, 1) else "psycopg2"
     assert scope["engine"].dialect.driver == expected
     scope["engine"].dispose()
+
+
+def test_the_workflow_snippet_makes_a_fan_in_and_a_batch(database_url: str) -> None:
+    from skiplock.queue_core import claim, complete
+
+    scope: dict[str, object] = {}
+    exec(snippet("workflow"), scope)
+    merge_id = scope["merge_id"]
+    [(held, waiting)] = sql('SELECT "heldBack", "waitingFor" FROM "WorkerJob" WHERE id = :id',
+                            id=merge_id)
+    assert (held, waiting) == (False, 3)
+    batch = scope["batch"]
+    for job in claim("w", limit=10, types=["FETCH_PART", "BUILD_REPORT"]):
+        complete(job)
+    ready = {j.type: j for j in claim("w", limit=10, types=["MERGE_PARTS", "REPORT_SENT"])}
+    assert ready["MERGE_PARTS"].id == merge_id
+    assert ready["REPORT_SENT"].payload["batch"]["completed"] == 2
+    exec(snippet("workflow"), {})  # the batch again: nothing new for the batch
+    assert sql('SELECT count(*) FROM "WorkerJob" WHERE type = \'BUILD_REPORT\'')[0][0] == 2
+    assert scope["batch"] is batch
