@@ -104,6 +104,14 @@ SLOW_TESTS = (
     "tests/ops/test_backfill.py::test_a_backfill_interrupted_by_ctrl_c_then_rerun_adds_each_job_once",
     # Two collections of the suite in pytest processes of their own.
     "tests/packaging/test_lanes.py::test_the_fast_lane_leaves_out_the_pool_and_slow_tests_and_keeps_the_rest",
+    # Whole schemas built in databases of their own and compared through pg_dump.
+    "tests/queue_core/test_adoption.py",
+    "tests/queue_core/test_migrate_cli.py::test_the_printed_ddl_builds_the_same_schema_as_migrate",
+    # Hundreds of fuzzed requests; timeouts waited out in full, by design.
+    "tests/dashboard/test_dashboard_hostile.py::test_every_route_and_parameter_fuzzed_answers_without_a_500",
+    "tests/features/test_wait.py::test_a_row_lock_on_the_job_does_not_outlast_the_timeout",
+    "tests/queue_core/test_enqueue_in_transactions.py::test_a_delayed_enqueue_at_the_end_of_a_long_transaction_counts_from_its_statement",
+    "tests/pool/test_master_decisions.py::test_children_claim_only_while_their_master_keeps_leases",
 )
 # An unmarked test slower than this is named at the end of the run.
 SLOW_SECONDS = 2.0
