@@ -33,6 +33,7 @@ never at the first job.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import sys
 import types
@@ -58,19 +59,20 @@ class FieldError(ValueError):
         self.reason = reason
 
 
-class PayloadModel:
-    """A model class, as skiplock validates and stores its payloads."""
+class PayloadModel(abc.ABC):
+    """A model class, as skiplock validates and stores its payloads: a pydantic model
+    (`_PydanticModel`) or a dataclass (`_DataclassModel`)."""
 
     cls: type
 
+    @abc.abstractmethod
     def validate(self, job_type: str, data: Any) -> Any:
         """The model instance for `data` (a JSON object); InvalidPayload, one line, if it
         does not fit."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def dump(self, instance: Any) -> dict[str, Any]:
         """The JSON object stored for `instance`."""
-        raise NotImplementedError
 
 
 _models: dict[type, PayloadModel] = {}
