@@ -50,7 +50,7 @@ from skiplock.pool import lifeline, protocol
 from skiplock.pool.ahead import AheadConnection
 from skiplock.pool.claim_gate import ClaimGate
 from skiplock.pool.completer import Completer
-from skiplock.pool.executor import Executor, first_line
+from skiplock.pool.executor import Executor
 from skiplock.pool.group_commit import Group, Outcome
 from skiplock.pool.listener import Listener
 from skiplock.pool.outage import Outage
@@ -65,6 +65,7 @@ from skiplock.queue_core.database import db, faults, grants, migrate
 from skiplock.queue_core.database.bounds import bounded
 from skiplock.queue_core.errors import ConfigurationError, DatabaseUnavailable, PermissionDenied
 from skiplock.queue_core.features import checkpoints, job_progress
+from skiplock.queue_core.storable import first_line
 
 log = logging.getLogger("skiplock.worker")
 

@@ -33,7 +33,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from skiplock.pool.ahead import AHEAD_MAX_S, AheadConnection, stale_after_s
 from skiplock.pool.claim_size import Durations
-from skiplock.pool.executor import first_line
 from skiplock.pool.group_commit import Group, GroupAborted, Outcome
 from skiplock.pool.outage import Outage
 from skiplock.pool.outcomes import JobOutcome
@@ -51,7 +50,7 @@ from skiplock.queue_core.lifecycle import (
     release_claimed_statement,
     release_unstarted,
 )
-from skiplock.queue_core.storable import describe_exception
+from skiplock.queue_core.storable import describe_exception, first_line
 
 log = logging.getLogger("skiplock.worker")
 

@@ -48,7 +48,7 @@ from skiplock.queue_core.features import checkpoints
 from skiplock.queue_core.features.cancel import end_cancelled
 from skiplock.queue_core.features.snooze import snooze
 from skiplock.queue_core.payloads import parse_payload
-from skiplock.queue_core.storable import describe_exception
+from skiplock.queue_core.storable import describe_exception, first_line
 
 log = logging.getLogger("skiplock.worker")
 
@@ -212,7 +212,7 @@ class Executor:
                 with db.translate_errors():
                     scope.release()
             except DatabaseUnavailable as exc:
-                if not self.group.broken() and server_answered(exc):
+                if not self.group.broken() and faults.server_answered(exc):
                     # The server answered: a statement in the job's transaction failed (a
                     # lock or statement timeout the handler set, a deadlock). That is an
                     # attempt, or such a job would come back forever without accounting
@@ -245,7 +245,7 @@ class Executor:
         # skiplock's own statements raise DatabaseUnavailable): not necessarily the
         # handler's fault (a restart, a failover), so an interruption.
         own = self.group.broken()
-        theirs = isinstance(exc, DatabaseUnavailable) and not server_answered(exc)
+        theirs = isinstance(exc, DatabaseUnavailable) and not faults.server_answered(exc)
         if own or theirs:
             if own:
                 self.abandon_group(exc)
@@ -283,15 +283,3 @@ class Executor:
         self.group.add(Outcome(job, now - started, now, error=error, retry=retry,
                                checkpoint=taken))
         return None
-
-
-def server_answered(exc: BaseException) -> bool:
-    """Whether the server judged the statement (a timeout, a deadlock), as opposed to
-    a connection that went away with the job's transaction (queue_core/database/faults.py)."""
-    fault = faults.classify(exc)
-    return fault is not None and fault.server_answered
-
-
-def first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

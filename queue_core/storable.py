@@ -65,6 +65,13 @@ def log_reason(error: Any, limit: int = LOG_REASON_CHARS) -> str:
     return text or "unknown error"
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its class name when it has none): what
+    a log line or a lastError says of a database error whose message runs on."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def describe_exception(exc: BaseException) -> str:
     """`Type: message`, storable; a driver error gives the server's message (with its
     DETAIL and HINT), without the SQL statement and parameters SQLAlchemy appends."""

@@ -159,3 +159,10 @@ def classify(exc: BaseException) -> Fault | None:
 
 def is_database_error(exc: BaseException) -> bool:
     return classify(exc) is not None
+
+
+def server_answered(exc: BaseException) -> bool:
+    """Whether the server judged the statement behind `exc` (a timeout, a deadlock), as
+    opposed to a connection that went away with its transaction."""
+    fault = classify(exc)
+    return fault is not None and fault.server_answered
