@@ -20,6 +20,7 @@ BENCHMARKS = {
     "dashboard": "bench.dashboard",
     "drivers": "bench.drivers",
     "workflow": "bench.workflow",
+    "flow": "bench.flow",
 }
 
 
