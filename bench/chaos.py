@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib
 import os
 import random
 import shutil
@@ -140,6 +141,18 @@ def _processes_with(needle: str) -> list[int]:
     return found
 
 
+# Flow-control workloads (issue 30): each module `bench/chaos_NAME.py` has
+#   enqueue(soak, conn) -> int         adds a few of its jobs in the top-up's transaction
+#                                      (soak.job_rng, soak.payload()), returns how many;
+#   check(soak, conn) -> (bool, str)   its invariant after the drain, and one line saying it;
+#   held(conn) -> int                  its PENDING jobs that rightly stay (held for a person).
+FLOWS: list[str] = []
+
+
+def _flows() -> list[Any]:
+    return [importlib.import_module(name) for name in FLOWS]
+
+
 class Soak:
     def __init__(self, seed: int, jobs: int, seconds: float, pools: int,
                  only: list[str] | None = None) -> None:
@@ -190,6 +203,9 @@ class Soak:
                                    "max_attempts": 8} for _ in range(n)], conn=conn)
                 room = self.enqueued + n < self.jobs
                 made = self.workflow(conn) if room and self.job_rng.random() < 0.7 else 0
+                for flow in _flows():
+                    if self.enqueued + n + made < self.jobs:
+                        made += flow.enqueue(self, conn)
         except Exception as exc:  # noqa: BLE001 - the database is having one of its faults
             print(f"  (top-up: {exc.__class__.__name__})")
             return
@@ -413,6 +429,8 @@ class Soak:
                 """SELECT count(*) FROM chaos_transitions WHERE old_status = 'PROCESSING'
                    AND new_status <> 'COMPLETED'""")).scalar()
             graph = self.check_graph(conn)
+            flows = [flow.check(self, conn) for flow in _flows()]
+            flow_held = sum(flow.held(conn) for flow in _flows())
         overlaps = self.overlaps()
         time.sleep(1)  # the pools' children were reaped by their masters; anything else lingers
         strays = _processes_with(f"SKIPLOCK_CHAOS_RUN={self.run_id}")
@@ -427,12 +445,16 @@ class Soak:
               f"before a parent ended {graph['early']}; stranded {graph['stranded']}; "
               f"counts off {graph['miscounted']}; callbacks not run once "
               f"{graph['callbacks_off']}")
+        for _, line in flows:
+            print(f"  {line}")
         for job_id, first, second in overlaps[:5]:
             print(f"  OVERLAP job {job_id}: run {first} and run {second}")
         graph_ok = not (graph["early"] or graph["stranded"] or graph["miscounted"]
                         or graph["callbacks_off"])
-        unsettled = statuses.get("PENDING", 0) - graph["held"] + statuses.get("PROCESSING", 0)
-        ok = (set(statuses) <= {"COMPLETED", "DEAD_LETTER", "FAILED", "PENDING"}
+        unsettled = (statuses.get("PENDING", 0) - graph["held"] - flow_held
+                     + statuses.get("PROCESSING", 0))
+        ok = (all(flow_ok for flow_ok, _ in flows)
+              and set(statuses) <= {"COMPLETED", "DEAD_LETTER", "FAILED", "PENDING"}
               and unsettled == 0 and graph_ok and not overlaps
               and not completed_twice and not runs_twice and not unrecorded and not silent_dead
               and not strays and all(code == 0 for code in self.codes))
