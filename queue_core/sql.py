@@ -1115,20 +1115,29 @@ DEBOUNCED_BY_TYPE = text(
 # -- priority aging (queue_core/features/aging.py) --------------------------------------
 
 # One pass of aging: the claimable jobs that have waited :after_s since they came
-# due (or since their last raise) get :step more priority, up to :max. Found
-# through the claim's own index, without a new one: a loose scan walks the
-# distinct priorities below :max (one probe each), and within each priority the
-# index is in "availableAt" order, so the oldest due rows are its first entries.
-# Rows raised less than :after_s ago are the only ones walked over for nothing,
-# and there are at most a few batches of them. The oldest :batch of all are
-# raised, skipping rows a claim holds. "agedFrom" keeps the priority a job was
-# enqueued with. The claim's order is untouched: a raised job simply sits higher
-# in the same index.
+# due (or since their last raise) get :step more priority, up to the bound: :max,
+# or without one the highest priority among claimable jobs now (one probe of the
+# claim's index). Found through the claim's own index, without a new one: a
+# loose scan walks the distinct priorities below the bound (one probe each), and
+# within each priority the index is in "availableAt" order, so the oldest due
+# rows are its first entries. Rows raised less than :after_s ago are the only
+# ones walked over for nothing, at most a few batches of them. The oldest :batch
+# of all are raised, skipping rows a claim holds; the lock's re-check of the
+# row keeps two masters' passes from raising a row twice. "agedFrom" keeps the
+# priority a job was enqueued with. The claim's order is untouched: a raised
+# job simply sits higher in the same index.
+_AGED_WAIT = """j."availableAt" <= now() - make_interval(secs => :after_s)
+              AND (j."agedAt" IS NULL OR j."agedAt" <= now() - make_interval(secs => :after_s))"""
 AGE_JOBS = text(
-    """
-    WITH RECURSIVE levels(priority) AS (
+    f"""
+    WITH RECURSIVE bound(top) AS (
+        SELECT COALESCE(CAST(:max AS int), (
+            SELECT priority FROM "WorkerJob"
+            WHERE status = 'PENDING' AND "heldBack" IS NULL
+            ORDER BY priority DESC, "availableAt" ASC LIMIT 1))
+    ), levels(priority) AS (
         (SELECT priority FROM "WorkerJob"
-         WHERE status = 'PENDING' AND "heldBack" IS NULL AND priority < :max
+         WHERE status = 'PENDING' AND "heldBack" IS NULL AND priority < (SELECT top FROM bound)
          ORDER BY priority DESC LIMIT 1)
         UNION ALL
         SELECT (SELECT j.priority FROM "WorkerJob" j
@@ -1141,22 +1150,22 @@ AGE_JOBS = text(
         FROM levels l, LATERAL (
             SELECT j.id, j."availableAt" FROM "WorkerJob" j
             WHERE j.status = 'PENDING' AND j."heldBack" IS NULL AND j.priority = l.priority
-              AND j."availableAt" <= now() - make_interval(secs => :after_s)
-              AND (j."agedAt" IS NULL OR j."agedAt" <= now() - make_interval(secs => :after_s))
+              AND {_AGED_WAIT}
             ORDER BY j."availableAt" LIMIT :batch) c
         WHERE l.priority IS NOT NULL
         ORDER BY c."availableAt" LIMIT :batch
     ), locked AS (
         SELECT j.id FROM "WorkerJob" j JOIN waited USING (id)
-        WHERE j.status = 'PENDING' AND j."heldBack" IS NULL AND j.priority < :max
+        WHERE j.status = 'PENDING' AND j."heldBack" IS NULL
+          AND j.priority < (SELECT top FROM bound) AND {_AGED_WAIT}
         FOR UPDATE OF j SKIP LOCKED
     )
     UPDATE "WorkerJob" AS j
-    SET priority = LEAST(j.priority + :step, :max), "agedFrom" = COALESCE(j."agedFrom", j.priority),
-        "agedAt" = now()
+    SET priority = LEAST(j.priority + :step, (SELECT top FROM bound)),
+        "agedFrom" = COALESCE(j."agedFrom", j.priority), "agedAt" = now()
     FROM locked
     WHERE j.id = locked.id
-    RETURNING j.id
+    RETURNING j.id, j.type
     """
 )
 
