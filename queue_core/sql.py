@@ -1122,7 +1122,8 @@ DEBOUNCED_BY_TYPE = text(
 # within each priority the index is in "availableAt" order, so the oldest due
 # rows are its first entries. Rows raised less than :after_s ago are the only
 # ones walked over for nothing, at most a few batches of them. The oldest :batch
-# of all are raised, skipping rows a claim holds; the lock's re-check of the
+# of all are raised, found again by id (an array: joined, the planner read every
+# due row of the claim's index to hash them), skipping rows a claim holds; the lock's re-check of the
 # row keeps two masters' passes from raising a row twice. "agedFrom" keeps the
 # priority a job was enqueued with. The claim's order is untouched: a raised
 # job simply sits higher in the same index.
@@ -1155,8 +1156,9 @@ AGE_JOBS = text(
         WHERE l.priority IS NOT NULL
         ORDER BY c."availableAt" LIMIT :batch
     ), locked AS (
-        SELECT j.id FROM "WorkerJob" j JOIN waited USING (id)
-        WHERE j.status = 'PENDING' AND j."heldBack" IS NULL
+        SELECT j.id FROM "WorkerJob" j
+        WHERE j.id = ANY(ARRAY(SELECT id FROM waited))
+          AND j.status = 'PENDING' AND j."heldBack" IS NULL
           AND j.priority < (SELECT top FROM bound) AND {_AGED_WAIT}
         FOR UPDATE OF j SKIP LOCKED
     )
