@@ -38,6 +38,11 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, NamedTuple
 
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
+
+from skiplock.queue_core import sql
+from skiplock.queue_core.database.db import connect
 from skiplock.queue_core.durations import parse_duration
 from skiplock.queue_core.errors import InvalidJob
 
@@ -94,3 +99,16 @@ def rounds(keys: Sequence[tuple[str, str, bool]]) -> list[dict[bool, list[int]]]
             out.append({})
         out[n].setdefault(replace, []).append(position)
     return out
+
+
+class Debounced(NamedTuple):
+    pending: int  # pending jobs that have a debounce key
+    not_due: int  # of those, not due yet: still being debounced
+    moves: int  # enqueues folded into them so far
+
+
+def debounced_by_type(conn: Connection | Session | None = None) -> dict[str, Debounced]:
+    """The pending debounced jobs, by type (`skiplock stats`, the metrics)."""
+    with connect(conn) as c:
+        return {row.type: Debounced(int(row.pending), int(row.not_due), int(row.moves))
+                for row in c.execute(sql.DEBOUNCED_BY_TYPE)}

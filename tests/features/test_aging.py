@@ -48,3 +48,15 @@ def test_without_a_bound_a_starving_job_reaches_the_top_and_runs_before_the_stre
         ran_before += 1
     assert row(low).st == "COMPLETED" and row(low).agedFrom == 0
     assert ran_before <= 2  # two raises of 5 reach 10; then it is the oldest of 10
+
+
+def test_stats_and_metrics_show_the_aged_jobs():
+    from skiplock.ops.health import collect
+    from skiplock.pool.metrics import read_queue
+
+    low = enqueue("A", {}, priority=-1)
+    enqueue("A", {}, priority=1)
+    _waited(low, 60)
+    aging.age(30)
+    assert (collect().aged, collect().aged_by_type) == (1, {"A": 1})
+    assert read_queue()["aged"] == {"A": 1}

@@ -159,3 +159,18 @@ def test_bad_debounces_are_refused():
     [job] = claim("w")
     complete(job, None)
     assert row(job_id).st == "COMPLETED"
+
+
+def test_stats_and_metrics_show_the_debounced_jobs():
+    from skiplock.ops.health import collect
+    from skiplock.pool.metrics import read_queue
+
+    enqueue("D", {}, debounce="1m", debounce_key="a")
+    enqueue("D", {}, debounce="1m", debounce_key="a")
+    enqueue("E", {}, debounce=0, debounce_key="a")
+    enqueue("E", {})
+    figures = collect().to_dict()
+    assert (figures["debounced"], figures["debouncedNotDue"], figures["debounceMoves"]) == (2, 1, 1)
+    assert figures["debouncedByType"] == {"D": 1, "E": 1}
+    reading = read_queue()
+    assert reading["debounced"] == {"D": 1, "E": 1} and reading["debounce_moves"] == 1
