@@ -448,6 +448,11 @@ def _write(rows: Sequence[_Row], conn: Joinable | None, trace: str | None) -> En
 
 _INSERT_UNKEYED = direct.Prepared(sql.INSERT_UNKEYED_JOB_POSITIONAL,
                                   len(sql.INSERT_UNKEYED_JOB_PARAMS), before=sql.WAKE)
+# The same for one debounced job, in each mode (queue_core/features/debounce.py).
+_INSERT_DEBOUNCED = {
+    replace: direct.Prepared(sql.INSERT_DEBOUNCED_JOB_POSITIONAL.format(payload=payload),
+                             len(sql.INSERT_UNKEYED_JOB_PARAMS) + 1, before=sql.WAKE)
+    for replace, payload in ((False, ""), (True, "payload = EXCLUDED.payload,"))}
 
 # What `insert_steps` yields: a statement and its parameters, to be run in order.
 Statement: TypeAlias = tuple[TextClause, dict[str, Any]]
@@ -455,6 +460,9 @@ Statement: TypeAlias = tuple[TextClause, dict[str, Any]]
 
 def _insert(conn: Connection | ServerBound | BorrowedConnection | direct.KeptConnection,
             rows: Sequence[_Row], trace: str | None) -> Enqueued:
+    if (len(rows) == 1 and isinstance(conn, direct.KeptConnection)
+            and rows[0].debounce_key is not None and OPEN_BATCH.get() is None):
+        return _insert_debounced(conn, rows[0], trace)
     if (len(rows) == 1 and isinstance(conn, direct.KeptConnection)
             and rows[0].key is None and rows[0].unique_key is None
             and rows[0].debounce_key is None):
@@ -596,6 +604,17 @@ def _insert_prepared(conn: direct.KeptConnection, row: _Row, trace: str | None) 
         _refuse(exc, [row])
         raise
     return Enqueued([row.id], 1)
+
+
+def _insert_debounced(conn: direct.KeptConnection, row: _Row, trace: str | None) -> Enqueued:
+    """One debounced job on skiplock's kept connection: its key's pending job's id."""
+    try:
+        [found] = conn.execute_prepared(_INSERT_DEBOUNCED[row.replace],
+                                        (*_unkeyed_values(row, trace), row.debounce_key))
+    except (sa_exc.IntegrityError, sa_exc.OperationalError) as exc:
+        _refuse(exc, [row])
+        raise
+    return Enqueued([found.id], int(bool(found.created)))
 
 
 def _refuse(exc: sa_exc.IntegrityError | sa_exc.OperationalError, rows: Sequence[_Row]) -> None:

@@ -1066,8 +1066,8 @@ SET_WAITING_FOR = text('UPDATE "WorkerJob" SET "waitingFor" = :n WHERE id = :id'
 # but a conflict moves the pending job instead of leaving it: its run time
 # becomes this enqueue's (now + the debounce), and in the `replace` variant its
 # payload too. A row that a claim holds makes the statement wait for the claim's
-# commit; the claimed row has left the index then (its key cleared by the
-# trigger), and the row is inserted new. RETURNING says which rows were new
+# commit; the claimed row has left the partial index then, and the row is
+# inserted new. RETURNING says which rows were new
 # (xmax is 0 for a row this statement inserted, the locker's xid for one it updated).
 # The rows of one statement have distinct keys (ON CONFLICT DO UPDATE cannot touch
 # a row twice): `debounce.rounds` splits a call that repeats a key.
@@ -1094,6 +1094,19 @@ _INSERT_DEBOUNCED = WAKE + """
     ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, user_id,
                            slot_key, slot_limit, debounce_key, ord)
     ORDER BY j.ord
+""" + _DEBOUNCED_CONFLICT
+# One job alone, what `enqueue()` writes: plain VALUES, prepared once on
+# skiplock's own connection (as INSERT_UNKEYED_JOB_POSITIONAL; the parameters of
+# INSERT_UNKEYED_JOB_PARAMS, then the key). Same columns, set the same way.
+INSERT_DEBOUNCED_JOB_POSITIONAL = """
+    INSERT INTO "WorkerJob" AS w
+        (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
+         "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext", "debounceKey")
+    VALUES (CAST($1 AS text), CAST($2 AS text), CAST($3 AS jsonb), CAST($4 AS int),
+            statement_timestamp() + make_interval(secs => CAST($5 AS float8)),
+            CAST($6 AS int), CAST($7 AS text), statement_timestamp(), CAST($8 AS text),
+            CAST($9 AS int), CASE WHEN CAST($8 AS text) IS NOT NULL THEN true END,
+            CAST($10 AS jsonb), CAST($11 AS text))
 """ + _DEBOUNCED_CONFLICT
 INSERT_DEBOUNCED = text(_INSERT_DEBOUNCED.format(payload=""))
 INSERT_DEBOUNCED_REPLACE = text(_INSERT_DEBOUNCED.format(payload="payload = EXCLUDED.payload,"))

@@ -16,13 +16,15 @@ debounce.py):
   UPDATE`: the index decides between concurrent enqueues, and the one row
   either is inserted or takes the update, never neither (a row that a claim
   holds makes the enqueue wait for the claim's commit; then it is no longer
-  pending, and the enqueue inserts a new job).
-- `skiplock_debounce_left()`, BEFORE UPDATE OF status for a row that has a key
-  and leaves PENDING (a claim, a cancel): the key is cleared. A job that was
-  claimed once is no longer a debounce target, so whatever brings it back to
-  PENDING (a retry's backoff, a release at shutdown, `retry-dead`) cannot
-  collide with the pending job a later enqueue made meanwhile. The trigger's
-  WHEN reads one column of OLD: every other claim and completion pays that alone.
+  pending, and the enqueue inserts a new job). Rows that left PENDING are not in
+  the index: a claimed or finished job keeps its key without blocking the next.
+- `skiplock_debounce_requeued()`, BEFORE UPDATE OF status for a row that has a
+  key and comes back to PENDING (a retry's backoff, a release at shutdown, a
+  rescue, `retry-dead`): the key is cleared. A job that was claimed once is no
+  longer a debounce target, so it cannot collide with the pending job a later
+  enqueue made meanwhile, and it is not moved by later enqueues. A claimed,
+  running or finished job keeps its key, for the record. The trigger's WHEN
+  reads two columns: a claim or a completion pays that alone, never a call.
 
 Priority aging (queue_core/features/aging.py, run by pool masters with
 `--age-after`):
@@ -46,11 +48,12 @@ down_revision = "0016_dependencies"
 branch_labels = None
 depends_on = None
 
-_DEBOUNCE_LEFT = """
-    CREATE FUNCTION skiplock_debounce_left() RETURNS trigger
+_DEBOUNCE_REQUEUED = """
+    CREATE FUNCTION skiplock_debounce_requeued() RETURNS trigger
     LANGUAGE plpgsql AS $$
     BEGIN
-        -- Claimed, cancelled or ended: later enqueues of the key make a new job.
+        -- Back to PENDING after it left it: an ordinary job now (a later enqueue of
+        -- the key may have made the key's pending job meanwhile).
         NEW."debounceKey" := NULL;
         RETURN NEW;
     END $$
@@ -75,17 +78,18 @@ def upgrade() -> None:
         'CREATE INDEX "WorkerJob_aged_idx" ON "WorkerJob" (type) '
         """WHERE status = 'PENDING' AND "agedFrom" IS NOT NULL"""
     )
-    op.execute(_DEBOUNCE_LEFT)
+    op.execute(_DEBOUNCE_REQUEUED)
     op.execute(
-        'CREATE TRIGGER "WorkerJob_debounce_left" BEFORE UPDATE OF status ON "WorkerJob" '
-        """FOR EACH ROW WHEN (OLD."debounceKey" IS NOT NULL AND NEW.status <> 'PENDING')
-        EXECUTE FUNCTION skiplock_debounce_left()"""
+        'CREATE TRIGGER "WorkerJob_debounce_requeued" BEFORE UPDATE OF status ON "WorkerJob" '
+        """FOR EACH ROW WHEN (NEW.status = 'PENDING' AND OLD.status <> 'PENDING'
+                             AND OLD."debounceKey" IS NOT NULL)
+        EXECUTE FUNCTION skiplock_debounce_requeued()"""
     )
 
 
 def downgrade() -> None:
-    op.execute('DROP TRIGGER "WorkerJob_debounce_left" ON "WorkerJob"')
-    op.execute("DROP FUNCTION skiplock_debounce_left()")
+    op.execute('DROP TRIGGER "WorkerJob_debounce_requeued" ON "WorkerJob"')
+    op.execute("DROP FUNCTION skiplock_debounce_requeued()")
     op.execute('DROP INDEX "WorkerJob_aged_idx"')
     op.execute('DROP INDEX "WorkerJob_debounce_key"')
     op.execute(

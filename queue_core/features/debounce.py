@@ -17,9 +17,9 @@ INSERT_DEBOUNCED): concurrent enqueues of a key leave exactly one pending job,
 whose run time is the last enqueue's, and an enqueue that meets a claim in
 flight either moves the row before the claim takes it (the claim's SKIP LOCKED
 passes over it, and it is no longer due) or waits for the claim's commit and
-inserts a new job. A claim (any change out of PENDING) clears the row's key,
-so a claimed job that comes back to PENDING (retried, released) is an
-ordinary job and never collides with the new pending one.
+inserts a new job. A claimed job keeps its key, but one that comes back to
+PENDING (retried, released, rescued) has it cleared by a trigger: it is an
+ordinary job then, and never collides with the new pending one.
 
 A row that another producer (psql, the seed's Prisma client) inserts with
 "debounceKey" set is a plain insert: if a pending job of that type and key

@@ -39,10 +39,11 @@ def test_delay_moves_the_pending_job_and_keeps_its_payload_replace_takes_the_lat
 def test_once_claimed_a_new_enqueue_makes_a_new_job_and_a_retry_does_not_collide():
     first = enqueue("D", {"n": 1}, debounce=0, debounce_key="k")
     [job] = claim("w")
-    assert job.id == first and row(first).debounceKey is None  # the claim cleared it
+    assert job.id == first and row(first).debounceKey == "k"  # kept, out of the index
     second = enqueue("D", {"n": 2}, debounce="1m", debounce_key="k")
     assert second != first
     assert fail(job, "boom") == "PENDING"  # back to PENDING beside the new pending job
+    assert row(first).debounceKey is None  # an ordinary job now
     assert enqueue("D", {"n": 3}, debounce="1m", debounce_key="k") == second
     assert count(PENDING_OF, k="k") == 1
 
