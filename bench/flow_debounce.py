@@ -6,7 +6,9 @@ Measured in one run, on the same scratch database, side by side:
 - enqueue throughput, one `enqueue()` per job, without a debounce key and with
   a distinct one per job (`debounce=0`: due at once; every enqueue is an
   INSERT ... ON CONFLICT DO UPDATE that finds no conflict), and the same in
-  batches of 1,000 (`enqueue_many`);
+  batches of 1,000 (`enqueue_many`); beside them, a distinct idempotency key
+  per job, the cost every unique key already has (a unique index entry, a
+  speculative insertion, RETURNING);
 - the pool's throughput (no-op jobs, 2 children) on such jobs against plain ones:
   each claim of a keyed row also clears its key (migration 0020's trigger).
 The ratio of each pair is what matters; the absolute figures are as noisy as
@@ -26,32 +28,33 @@ from skiplock import queue_core as q
 _ONE_BY_ONE = 2_000
 
 
-def _one_by_one(url: str, count: int, keyed: bool) -> float:
+def _options(i: int, key: str | None) -> dict[str, Any]:
+    if key == "debounce":
+        return {"debounce": 0, "debounce_key": f"k{i}"}
+    if key == "idempotency":
+        return {"idempotency_key": f"k{i}"}
+    return {}
+
+
+def _one_by_one(url: str, count: int, key: str | None) -> float:
     sql(url, 'TRUNCATE "WorkerJob"')
     began = time.perf_counter()
     for i in range(count):
-        if keyed:
-            q.enqueue("BENCH_NOOP", {}, debounce=0, debounce_key=f"k{i}")
-        else:
-            q.enqueue("BENCH_NOOP", {})
+        q.enqueue("BENCH_NOOP", {}, **_options(i, key))
     return count / (time.perf_counter() - began)
 
 
-def _batches(url: str, count: int, keyed: bool) -> float:
+def _batches(url: str, count: int, key: str | None) -> float:
     sql(url, 'TRUNCATE "WorkerJob"')
-    extra: dict[str, Any] = {}
     began = time.perf_counter()
     for start in range(0, count, 1000):
-        jobs = []
-        for i in range(start, min(count, start + 1000)):
-            if keyed:
-                extra = {"debounce": 0, "debounce_key": f"k{i}"}
-            jobs.append({"type": "BENCH_NOOP", "payload": {}, **extra})
-        q.enqueue_many(jobs)
+        q.enqueue_many([{"type": "BENCH_NOOP", "payload": {}, **_options(i, key)}
+                        for i in range(start, min(count, start + 1000))])
     return count / (time.perf_counter() - began)
 
 
-def _pool(url: str, count: int, keyed: bool) -> float:
+def _pool(url: str, count: int, key: str | None) -> float:
+    keyed = key is not None
     sql(url, 'TRUNCATE "WorkerJob"')
     if keyed:
         for start in range(0, count, 10_000):
@@ -74,7 +77,11 @@ def run_case(url: str, args: argparse.Namespace) -> None:
     for label, measure, n in (("enqueue(), one by one", _one_by_one, one),
                               ("enqueue_many, 1,000 a call", _batches, args.jobs),
                               ("pool, 2 children, no-op jobs", _pool, args.jobs)):
-        off = measure(url, n, False)
-        on = measure(url, n, True)
-        print(f"{label:<32} without key {off:>9.0f}/s   debounce key each {on:>9.0f}/s   "
-              f"ratio {on / off:.2f}")
+        off = measure(url, n, None)
+        on = measure(url, n, "debounce")
+        line = (f"{label:<30} no key {off:>8.0f}/s   debounce key each {on:>8.0f}/s "
+                f"(ratio {on / off:.2f})")
+        if measure is not _pool:  # the unique key any keyed enqueue pays, for reference
+            idem = measure(url, n, "idempotency")
+            line += f"   idempotency key each {idem:>8.0f}/s (ratio {idem / off:.2f})"
+        print(line)
