@@ -60,3 +60,20 @@ def test_stats_and_metrics_show_the_aged_jobs():
     aging.age(30)
     assert (collect().aged, collect().aged_by_type) == (1, {"A": 1})
     assert read_queue()["aged"] == {"A": 1}
+
+
+def test_two_pools_aging_run_a_starving_job_before_the_stream(start_pool, jobs) -> None:
+    from skiplock import enqueue_many
+    from tests.pool.conftest import wait_for
+
+    stream = enqueue_many([{"type": "TEST_RECORD", "payload": {}, "priority": 10}
+                           for _ in range(400)])
+    low = enqueue("TEST_RECORD", {}, priority=0)
+    _waited(low, 3600)  # the stream's jobs came due after it; without aging it runs last
+    for _ in range(2):  # two hosts, each aging; the low job is raised once
+        start_pool("--concurrency", "1", "--age-after", "1s", "--age-step", "10")
+    wait_for(lambda: row(low).st == "COMPLETED", 60, "the low job to run")
+    [(before,)] = sql("""SELECT count(*) FROM "WorkerJob" WHERE id = ANY(:ids)
+                         AND "completedAt" < (SELECT "startedAt" FROM "WorkerJob" WHERE id = :low)
+                      """, ids=stream, low=low)
+    assert before < 200 and (row(low).priority, row(low).agedFrom) == (10, 0)
