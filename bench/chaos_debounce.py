@@ -6,7 +6,7 @@ transaction (so a top-up that a fault rolls back records nothing), which job
 each enqueue returned and the database time just after it. After the drain:
 
 - never two pending jobs of a key: the time each job of a key waited (from its
-  creation to its first claim, from the status transitions) never overlaps
+  first enqueue to its first claim, from the status transitions) never overlaps
   another's;
 - every key's last enqueue ran after it: the job it returned was first claimed
   after that enqueue's time (the enqueue was folded into a job not claimed yet,
@@ -29,15 +29,16 @@ _RECORD = text("""
     INSERT INTO chaos_debounce (key, job_id, at) VALUES (:key, :job_id, clock_timestamp())
 """)
 
-# Jobs of one key whose waits overlapped: each waited from its creation to its first claim.
+# Jobs of one key whose waits as the key's pending job overlapped: each from its
+# first enqueue's record (after the statement: one that waited for a claim of the
+# key's previous job to commit started before that claim) to its first claim.
 _OVERLAPS = """
-    WITH jobs AS (SELECT DISTINCT key, job_id FROM chaos_debounce),
-    waits AS (
-        SELECT j.key, w.id, w."createdAt" AS since,
+    WITH waits AS (
+        SELECT d.key, d.job_id AS id, min(d.at) AS since,
                COALESCE((SELECT min(t.at) FROM chaos_transitions t
-                         WHERE t.job_id = w.id AND t.new_status = 'PROCESSING'),
+                         WHERE t.job_id = d.job_id AND t.new_status = 'PROCESSING'),
                         'infinity') AS until
-        FROM jobs j JOIN "WorkerJob" w ON w.id = j.job_id)
+        FROM chaos_debounce d GROUP BY d.key, d.job_id)
     SELECT count(*) FROM waits a JOIN waits b
         ON a.key = b.key AND a.id < b.id AND a.since < b.until AND b.since < a.until
 """
