@@ -175,3 +175,28 @@ def test_stats_and_metrics_show_the_debounced_jobs():
     assert figures["debouncedByType"] == {"D": 1, "E": 1}
     reading = read_queue()
     assert reading["debounced"] == {"D": 1, "E": 1} and reading["debounce_moves"] == 1
+
+
+def test_two_pools_run_every_keys_last_enqueue_after_it(start_pool, jobs) -> None:
+    from tests.pool.conftest import wait_for
+
+    for _ in range(2):  # two hosts claiming the keys' jobs while they are debounced
+        start_pool("--concurrency", "1")
+    folded: list[tuple[str, object]] = []  # (the job an enqueue returned, just after it)
+
+    def produce(key: str) -> None:
+        for i in range(20):
+            job_id = enqueue("TEST_RECORD", {"i": i}, debounce=0.05, debounce_key=key,
+                             debounce_mode="replace")
+            folded.append((job_id, sql("SELECT clock_timestamp()")[0][0]))
+
+    threads = [threading.Thread(target=produce, args=(f"key{k}",)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wait_for(lambda: count("status <> 'COMPLETED'") == 0, 60, "every job to run")
+    started = dict(sql('SELECT id, "startedAt" FROM "WorkerJob"'))
+    # Each enqueue's job was claimed after the enqueue returned: no change was lost.
+    assert all(started[job_id] > after for job_id, after in folded)
+    assert len(started) < len(folded)  # and enqueues were folded together
