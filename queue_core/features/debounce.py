@@ -88,8 +88,9 @@ def options(debounce: Any, key: str | None, mode: Any, *, delay: Any, idempotenc
 def rounds(keys: Sequence[tuple[str, str, bool]]) -> list[dict[bool, list[int]]]:
     """The positions of a call's debounced rows, given (type, key, replace) for each, as
     statements to run in order: each round holds a key at most once (a statement's
-    ON CONFLICT DO UPDATE may not touch a row twice), split by mode. A key's n-th
-    enqueue of the call goes in round n, so the call's order per key is kept."""
+    ON CONFLICT DO UPDATE may not touch a row twice), split by mode, each in key
+    order. A key's n-th enqueue of the call goes in round n, so the call's order
+    per key is kept."""
     seen: dict[tuple[str, str], int] = {}
     out: list[dict[bool, list[int]]] = []
     for position, (job_type, key, replace) in enumerate(keys):
@@ -98,6 +99,11 @@ def rounds(keys: Sequence[tuple[str, str, bool]]) -> list[dict[bool, list[int]]]
         if n == len(out):
             out.append({})
         out[n].setdefault(replace, []).append(position)
+    # In key order: two calls that debounce the same keys lock their rows in one
+    # order, and never deadlock on each other.
+    for round_ in out:
+        for positions in round_.values():
+            positions.sort(key=lambda p: keys[p][:2])
     return out
 
 

@@ -200,3 +200,27 @@ def test_two_pools_run_every_keys_last_enqueue_after_it(start_pool, jobs) -> Non
     # Each enqueue's job was claimed after the enqueue returned: no change was lost.
     assert all(started[job_id] > after for job_id, after in folded)
     assert len(started) < len(folded)  # and enqueues were folded together
+
+
+def test_batches_of_the_same_keys_in_opposite_orders_do_not_deadlock():
+    from skiplock.queue_core.features.debounce import rounds
+
+    keys = [("D", "b", False), ("D", "a", False), ("D", "b", True), ("D", "a", False)]
+    assert rounds(keys) == [{False: [1, 0]}, {True: [2], False: [3]}]
+    errors: list[BaseException] = []
+
+    def batch(order: list[str]) -> None:
+        try:
+            for _ in range(20):
+                enqueue_many([{"type": "D", "payload": {}, "debounce": "1m", "debounce_key": k}
+                              for k in order])
+        except BaseException as exc:  # noqa: BLE001 - the main thread reports it
+            errors.append(exc)
+
+    keys_ = [f"k{i}" for i in range(20)]
+    threads = [threading.Thread(target=batch, args=(order,)) for order in (keys_, keys_[::-1])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and count() == 20
