@@ -162,7 +162,7 @@ def test_bad_debounces_are_refused():
     assert row(job_id).st == "COMPLETED"
 
 
-def test_stats_and_metrics_show_the_debounced_jobs():
+def test_stats_metrics_and_the_dashboard_show_the_debounced_jobs():
     from skiplock.ops.health import collect
     from skiplock.pool.metrics import read_queue
 
@@ -175,6 +175,11 @@ def test_stats_and_metrics_show_the_debounced_jobs():
     assert figures["debouncedByType"] == {"D": 1, "E": 1}
     reading = read_queue()
     assert reading["debounced"] == {"D": 1, "E": 1} and reading["debounce_moves"] == 1
+    from skiplock.dashboard.app import create_app
+    from skiplock.dashboard.settings import DashboardSettings
+
+    page = create_app(DashboardSettings()).test_client().get("/?fragment=1").get_data(as_text=True)
+    assert 'data-debounced="2"' in page and "1 enqueues folded in" in page
 
 
 def test_two_pools_run_every_keys_last_enqueue_after_it(start_pool, jobs) -> None:
