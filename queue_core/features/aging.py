@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
@@ -59,6 +60,16 @@ def age(after_s: float, *, step: int = 1, max_priority: int | None = None,
         log.info("raised the priority of %d job(s) waiting for %gs or more", len(rows), after_s,
                  extra={"aged": len(rows)})
     return raised
+
+
+# Not a reason to wait but what changed a waiting job's place: aging raised it.
+AGED = """status = 'PENDING' AND "agedFrom" IS NOT NULL"""
+
+
+def reason(priority: int, aged_from: int, aged_at: Any) -> str:
+    """The sentence for a job that AGED matches."""
+    return (f"priority raised from {aged_from} to {priority} by priority aging (last at "
+            f"{aged_at}) after waiting past --age-after")
 
 
 def aged_by_type(conn: Connection | Session | None = None) -> dict[str, tuple[int, int]]:

@@ -107,6 +107,18 @@ def rounds(keys: Sequence[tuple[str, str, bool]]) -> list[dict[bool, list[int]]]
     return out
 
 
+# Why a job waits (`skiplock stats`' "why is this job waiting"): debounced, and not
+# due yet. `reason` says it in words, from the row's columns.
+WAITING = """status = 'PENDING' AND "debounceKey" IS NOT NULL AND "availableAt" > now()"""
+
+
+def reason(available_at: Any, key: str, moves: int | None) -> str:
+    """The sentence for a job that WAITING matches."""
+    moved = f"; moved by {moves} later enqueue{'s' if moves != 1 else ''}" if moves else ""
+    return (f"not due until {available_at}: debounced by key {key} (each enqueue of the key "
+            f"moves it to that enqueue plus its debounce{moved})")
+
+
 class Debounced(NamedTuple):
     pending: int  # pending jobs that have a debounce key
     not_due: int  # of those, not due yet: still being debounced

@@ -11,6 +11,7 @@ import pytest
 from skiplock import claim, complete, enqueue, enqueue_many, fail
 from skiplock.queue_core.database.urls import libpq_dsn
 from skiplock.queue_core.errors import InvalidJob
+from skiplock.queue_core.features import debounce
 from tests.queue_core.helpers import count, row, sql
 
 PENDING_OF = "type = 'D' AND \"debounceKey\" = :k AND status = 'PENDING'"
@@ -25,6 +26,9 @@ def _due_in(job_id: str) -> float:
 def test_delay_moves_the_pending_job_and_keeps_its_payload_replace_takes_the_latest():
     first = enqueue("D", {"n": 1}, debounce="1s", debounce_key="u1")
     assert enqueue("D", {"n": 2}, debounce="5m", debounce_key="u1") == first
+    [waiting] = sql(f'SELECT * FROM "WorkerJob" WHERE {debounce.WAITING}')
+    assert "debounced by key u1" in debounce.reason(waiting.availableAt, waiting.debounceKey,
+                                                    waiting.debounceMoves)
     assert 290 < _due_in(first) <= 300
     assert (row(first).payload, row(first).debounceMoves) == ({"n": 1}, 1)
     assert enqueue("D", {"n": 3}, debounce=60, debounce_key="u1",
