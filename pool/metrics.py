@@ -29,6 +29,9 @@ job types and hosts, which is nobody else's business.
     skiplock_queue_held_back_jobs              pending jobs waiting for a slot of their concurrency key
     skiplock_queue_unserved_jobs{type}         PENDING jobs of a type no running pool serves (they wait)
     skiplock_queue_parked_jobs                 of those, the ones parked out of the claim's index
+    skiplock_queue_debounced_jobs{type}        PENDING jobs with a debounce key (one per key)
+    skiplock_queue_debounce_moves              enqueues folded into the pending debounced jobs
+    skiplock_queue_aged_jobs{type}             PENDING jobs whose priority aging raised
     skiplock_queue_refresh_timestamp_seconds   when the queue figures above were read
 """
 
@@ -111,6 +114,21 @@ class QueueCollector(Collector):
         yield GaugeMetricFamily("skiplock_queue_parked_jobs",
                                 "PENDING jobs parked out of the claim's index until a pool "
                                 "serves their type.", value=reading.get("parked", 0))
+        debounced = GaugeMetricFamily(
+            "skiplock_queue_debounced_jobs",
+            "PENDING jobs with a debounce key: later enqueues of the key move them.",
+            labels=["type"])
+        for job_type, n in sorted(reading.get("debounced", {}).items()):
+            debounced.add_metric([job_type], n)
+        yield debounced
+        yield GaugeMetricFamily("skiplock_queue_debounce_moves",
+                                "Enqueues folded into the PENDING debounced jobs so far.",
+                                value=reading.get("debounce_moves", 0))
+        aged = GaugeMetricFamily("skiplock_queue_aged_jobs",
+                                 "PENDING jobs whose priority aging raised.", labels=["type"])
+        for job_type, n in sorted(reading.get("aged", {}).items()):
+            aged.add_metric([job_type], n)
+        yield aged
         yield GaugeMetricFamily("skiplock_queue_refresh_timestamp_seconds",
                                 "Unix time the queue figures were read.", value=reading["at"])
 
@@ -124,6 +142,8 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
     from skiplock.ops.processes import live_served
     from skiplock.queue_core.config import cached_settings
     from skiplock.queue_core.database.db import connect
+    from skiplock.queue_core.features.aging import aged_by_type
+    from skiplock.queue_core.features.debounce import debounced_by_type
     from skiplock.queue_core.features.parking import parked_by_type
     from skiplock.queue_core.maintenance import pending_breakdown
 
@@ -138,6 +158,8 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
         served.pending_by_type = base.by_type
         served.processing_by_type = base.processing_by_type
         routing(served, live_served(live_s, c), parked_by_type(c))
+        folded = debounced_by_type(c)
+        aged = {t: n for t, (n, _) in aged_by_type(c).items()}
     depth: dict[tuple[str, str], int] = {}
     for job_type, n in base.by_type.items():
         depth[("PENDING", job_type)] = n
@@ -148,7 +170,10 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
     return {"depth": depth, "ready": base.ready_by_type,
             "oldest_ready_age_s": base.oldest_ready_age_s or 0.0,
             "paused": paused_types, "held_back": held_back, "unserved": served.unserved,
-            "parked": served.parked, "at": time.time()}
+            "parked": served.parked,
+            "debounced": {t: f.pending for t, f in folded.items()},
+            "debounce_moves": sum(f.moves for f in folded.values()), "aged": aged,
+            "at": time.time()}
 
 
 class MetricsObserver(NullObserver):

@@ -70,4 +70,9 @@ worker_job = Table(
     # 0016_dependencies
     Column("waitingFor", Integer),
     Column("hasDependents", Boolean),
+    # 0020_debounce
+    Column("debounceKey", Text),
+    Column("debounceMoves", Integer),
+    Column("agedFrom", Integer),
+    Column("agedAt", DateTime(timezone=True)),
 )

@@ -1058,3 +1058,138 @@ BATCH_MEMBERS = text(
 
 # A dependent that named one parent twice (by position and by id) waits for it once.
 SET_WAITING_FOR = text('UPDATE "WorkerJob" SET "waitingFor" = :n WHERE id = :id')
+
+# -- debounce (queue_core/features/debounce.py, migration 0020_debounce) --------------
+
+# One job per type and debounce key while it is PENDING: the partial unique index
+# "WorkerJob_debounce_key" arbitrates, as "idempotencyKey" does for INSERT_JOBS,
+# but a conflict moves the pending job instead of leaving it: its run time
+# becomes this enqueue's (now + the debounce), and in the `replace` variant its
+# payload too. A row that a claim holds makes the statement wait for the claim's
+# commit; the claimed row has left the partial index then, and the row is
+# inserted new. RETURNING says which rows were new
+# (xmax is 0 for a row this statement inserted, the locker's xid for one it updated).
+# The rows of one statement have distinct keys (ON CONFLICT DO UPDATE cannot touch
+# a row twice): `debounce.rounds` splits a call that repeats a key.
+_DEBOUNCED_CONFLICT = """
+    ON CONFLICT (type, "debounceKey") WHERE status = 'PENDING' AND "debounceKey" IS NOT NULL
+    DO UPDATE SET "availableAt" = EXCLUDED."availableAt", {payload}
+        "debounceMoves" = COALESCE(w."debounceMoves", 0) + 1
+    RETURNING id, type, "debounceKey" AS key, (xmax = 0) AS created
+"""
+_INSERT_DEBOUNCED = WAKE + """
+    INSERT INTO "WorkerJob" AS w
+        (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
+         "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext", "debounceKey")
+    SELECT j.id, j.type, j.payload, j.priority,
+           statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts,
+           j.user_id, statement_timestamp(),
+           j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END,
+           CAST(:trace_context AS jsonb), j.debounce_key
+    FROM unnest(
+        CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
+        CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
+        CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]), CAST(:slot_limits AS int[]),
+        CAST(:debounce_keys AS text[])
+    ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, user_id,
+                           slot_key, slot_limit, debounce_key, ord)
+    ORDER BY j.ord
+""" + _DEBOUNCED_CONFLICT
+# One job alone, what `enqueue()` writes: plain VALUES, prepared once on
+# skiplock's own connection (as INSERT_UNKEYED_JOB_POSITIONAL; the parameters of
+# INSERT_UNKEYED_JOB_PARAMS, then the key). Same columns, set the same way.
+INSERT_DEBOUNCED_JOB_POSITIONAL = """
+    INSERT INTO "WorkerJob" AS w
+        (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
+         "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext", "debounceKey")
+    VALUES (CAST($1 AS text), CAST($2 AS text), CAST($3 AS jsonb), CAST($4 AS int),
+            statement_timestamp() + make_interval(secs => CAST($5 AS float8)),
+            CAST($6 AS int), CAST($7 AS text), statement_timestamp(), CAST($8 AS text),
+            CAST($9 AS int), CASE WHEN CAST($8 AS text) IS NOT NULL THEN true END,
+            CAST($10 AS jsonb), CAST($11 AS text))
+""" + _DEBOUNCED_CONFLICT
+INSERT_DEBOUNCED = text(_INSERT_DEBOUNCED.format(payload=""))
+INSERT_DEBOUNCED_REPLACE = text(_INSERT_DEBOUNCED.format(payload="payload = EXCLUDED.payload,"))
+
+# `skiplock stats`: the pending jobs that have a debounce key (read from the
+# partial unique index), how many of them are not due yet, and how often
+# enqueues moved them.
+DEBOUNCED_BY_TYPE = text(
+    """
+    SELECT type, count(*) AS pending,
+           count(*) FILTER (WHERE "availableAt" > now()) AS not_due,
+           COALESCE(sum("debounceMoves"), 0) AS moves
+    FROM "WorkerJob"
+    WHERE status = 'PENDING' AND "debounceKey" IS NOT NULL
+    GROUP BY type
+    """
+)
+
+# -- priority aging (queue_core/features/aging.py) --------------------------------------
+
+# One pass of aging: the claimable jobs that have waited :after_s since they came
+# due (or since their last raise) get :step more priority, up to the bound: :max,
+# or without one the highest priority among claimable jobs now (one probe of the
+# claim's index). Found through the claim's own index, without a new one: a
+# loose scan walks the distinct priorities below the bound (one probe each), and
+# within each priority the index is in "availableAt" order, so the oldest due
+# rows are its first entries. Rows raised less than :after_s ago are the only
+# ones walked over for nothing, at most a few batches of them. The oldest :batch
+# of all are raised, found again by id (an array: joined, the planner read every
+# due row of the claim's index to hash them), skipping rows a claim holds; the lock's re-check of the
+# row keeps two masters' passes from raising a row twice. "agedFrom" keeps the
+# priority a job was enqueued with. The claim's order is untouched: a raised
+# job simply sits higher in the same index.
+_AGED_WAIT = """j."availableAt" <= now() - make_interval(secs => :after_s)
+              AND (j."agedAt" IS NULL OR j."agedAt" <= now() - make_interval(secs => :after_s))"""
+AGE_JOBS = text(
+    f"""
+    WITH RECURSIVE bound(top) AS (
+        SELECT COALESCE(CAST(:max AS int), (
+            SELECT priority FROM "WorkerJob"
+            WHERE status = 'PENDING' AND "heldBack" IS NULL
+            ORDER BY priority DESC, "availableAt" ASC LIMIT 1))
+    ), levels(priority) AS (
+        (SELECT priority FROM "WorkerJob"
+         WHERE status = 'PENDING' AND "heldBack" IS NULL AND priority < (SELECT top FROM bound)
+         ORDER BY priority DESC LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.priority FROM "WorkerJob" j
+                WHERE j.status = 'PENDING' AND j."heldBack" IS NULL
+                  AND j.priority < l.priority
+                ORDER BY j.priority DESC LIMIT 1)
+        FROM levels l WHERE l.priority IS NOT NULL
+    ), waited AS (
+        SELECT c.id, c."availableAt"
+        FROM levels l, LATERAL (
+            SELECT j.id, j."availableAt" FROM "WorkerJob" j
+            WHERE j.status = 'PENDING' AND j."heldBack" IS NULL AND j.priority = l.priority
+              AND {_AGED_WAIT}
+            ORDER BY j."availableAt" LIMIT :batch) c
+        WHERE l.priority IS NOT NULL
+        ORDER BY c."availableAt" LIMIT :batch
+    ), locked AS (
+        SELECT j.id FROM "WorkerJob" j
+        WHERE j.id = ANY(ARRAY(SELECT id FROM waited))
+          AND j.status = 'PENDING' AND j."heldBack" IS NULL
+          AND j.priority < (SELECT top FROM bound) AND {_AGED_WAIT}
+        FOR UPDATE OF j SKIP LOCKED
+    )
+    UPDATE "WorkerJob" AS j
+    SET priority = LEAST(j.priority + :step, (SELECT top FROM bound)),
+        "agedFrom" = COALESCE(j."agedFrom", j.priority), "agedAt" = now()
+    FROM locked
+    WHERE j.id = locked.id
+    RETURNING j.id, j.type
+    """
+)
+
+# `skiplock stats`: pending jobs that aging raised, by type (their own partial index).
+AGED_BY_TYPE = text(
+    """
+    SELECT type, count(*) AS n, COALESCE(max(priority - "agedFrom"), 0) AS most_raised
+    FROM "WorkerJob"
+    WHERE status = 'PENDING' AND "agedFrom" IS NOT NULL
+    GROUP BY type
+    """
+)

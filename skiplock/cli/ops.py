@@ -62,6 +62,13 @@ def _print_health(h: Any) -> None:
     if h.held_back:
         echo(f"held back by a concurrency limit: {h.held_back} pending (biggest keys: "
              + ", ".join(f"{k} {n}" for k, n in h.held_back_by_key.items()) + ")")
+    if h.debounced:
+        echo(f"debounced: {h.debounced} pending with a debounce key ({h.debounced_not_due} not "
+             f"due yet, {h.debounce_moves} enqueues folded in): " + ", ".join(
+                 f"{name} {n}" for name, n in sorted(h.debounced_by_type.items())))
+    if h.aged:
+        echo(f"aged: {h.aged} pending raised by priority aging: " + ", ".join(
+            f"{name} {n}" for name, n in sorted(h.aged_by_type.items())))
     if h.paused:
         echo("paused types: " + ", ".join(
             f"{name} ({n} pending)" for name, n in sorted(h.paused.items())))

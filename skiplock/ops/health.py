@@ -24,6 +24,8 @@ from skiplock.ops.processes import live_served
 from skiplock.queue_core import sql
 from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.database.db import connect
+from skiplock.queue_core.features.aging import aged_by_type
+from skiplock.queue_core.features.debounce import debounced_by_type
 from skiplock.queue_core.features.parking import parked_by_type
 from skiplock.queue_core.maintenance import camel, pending_breakdown
 
@@ -71,6 +73,15 @@ class Health:
     unserved: dict[str, int] = field(default_factory=dict)  # type -> pending jobs
     parked: int = 0
     parked_by_type: dict[str, int] = field(default_factory=dict)
+    # Debounce (queue_core/features/debounce.py): pending jobs that have a debounce key,
+    # how many of them are not due yet, and how many enqueues were folded into them.
+    debounced: int = 0
+    debounced_not_due: int = 0
+    debounce_moves: int = 0
+    debounced_by_type: dict[str, int] = field(default_factory=dict)
+    # Priority aging (queue_core/features/aging.py): pending jobs it raised, by type.
+    aged: int = 0
+    aged_by_type: dict[str, int] = field(default_factory=dict)
     table: TableHealth = field(default_factory=TableHealth)
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,6 +113,12 @@ class Health:
             "unserved": self.unserved,
             "parked": self.parked,
             "parkedByType": self.parked_by_type,
+            "debounced": self.debounced,
+            "debouncedNotDue": self.debounced_not_due,
+            "debounceMoves": self.debounce_moves,
+            "debouncedByType": self.debounced_by_type,
+            "aged": self.aged,
+            "agedByType": self.aged_by_type,
             "table": {
                 "totalBytes": t.total_bytes, "tableBytes": t.table_bytes,
                 "indexBytes": t.index_bytes, "liveTuples": t.live_tuples,
@@ -199,4 +216,11 @@ def collect(exact: bool = False, conn: Connection | Session | None = None,
             if index < 10:
                 health.held_back_by_key[held.key] = int(held.n)
         routing(health, live_served(live_s, c), parked_by_type(c))
+        for job_type, folded in debounced_by_type(c).items():
+            health.debounced += folded.pending
+            health.debounced_not_due += folded.not_due
+            health.debounce_moves += folded.moves
+            health.debounced_by_type[job_type] = folded.pending
+        health.aged_by_type = {t: n for t, (n, _) in aged_by_type(c).items()}
+        health.aged = sum(health.aged_by_type.values())
     return health
