@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     REAL,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -70,4 +71,8 @@ worker_job = Table(
     # 0016_dependencies
     Column("waitingFor", Integer),
     Column("hasDependents", Boolean),
+    # 0019_sequences
+    Column("sequenceKey", Text),
+    Column("sequenceNo", BigInteger),
+    Column("sequencePolicy", Text),
 )
