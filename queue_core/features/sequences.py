@@ -141,8 +141,10 @@ def held_sequences(limit: int = 20, conn: Joinable | None = None) -> list[Sequen
 
 def release_sequence(key: str, conn: Joinable | None = None) -> str | None:
     """Let a held key go on without its dead-lettered head, which stays as it is;
-    returns the id of the job that is now its head (None: nothing was waiting, or the
-    key was not held)."""
+    returns the id of the job that is now its head (None: nothing was waiting).
+    InvalidJob if the key is not held by a dead letter."""
     with connect(conn) as c:
-        row = c.execute(sql.RELEASE_SEQUENCE, {"key": key}).one_or_none()
-    return None if row is None else row.head
+        row = c.execute(sql.RELEASE_SEQUENCE, {"key": key}).first()
+    if row is None:
+        raise InvalidJob(f"sequence {key!r} is not held by a dead letter: nothing to release")
+    return row.head

@@ -92,7 +92,8 @@ def test_a_held_key_goes_on_once_its_dead_letter_is_deleted_or_released() -> Non
     fail(take()[0], "boom", retry=False)
     assert release_sequence("b") == after
     assert row(dead2).st == "DEAD_LETTER"  # released, not undone
-    assert release_sequence("b") is None  # not held any more
+    with pytest.raises(InvalidJob, match="not held"):
+        release_sequence("b")
     assert ready() == [4]
 
 
@@ -185,3 +186,31 @@ def test_bad_sequence_options_are_refused(options: dict[str, str], message: str)
     with pytest.raises(InvalidJob, match=message):
         enqueue("S", {"n": 0}, **options)  # type: ignore[arg-type]
     assert sql('SELECT count(*) FROM "WorkerJob"')[0][0] == 0
+
+
+def test_stats_and_the_cli_show_and_release_a_held_sequence() -> None:
+    from click.testing import CliRunner
+
+    from skiplock.cli import main
+    from skiplock.queue_core import config
+
+    dead = enqueue("S", {"n": 0}, sequence="acct:9")
+    nxt = enqueue("S", {"n": 1}, sequence="acct:9")
+    enqueue("S", {"n": 2}, sequence="acct:9")
+    fail(take()[0], "boom", retry=False)
+    config.clear_cache()
+    runner = CliRunner()
+    out = runner.invoke(main, ["stats"], catch_exceptions=False).output
+    assert "sequences: 1 keys with jobs in line, 2 jobs waiting for their turn" in out
+    assert f"acct:9 (job {dead}, 2 waiting)" in out
+    data = runner.invoke(main, ["stats", "--json"], catch_exceptions=False).output
+    assert '"held": 1' in data and '"waiting": 2' in data
+    from skiplock.pool.metrics import read_queue
+
+    metrics = read_queue()
+    assert (metrics["sequences_held"], metrics["sequence_waiting"]) == (1, 2)
+    released = runner.invoke(main, ["sequence", "release", "acct:9"], catch_exceptions=False)
+    assert f"job {nxt} runs next" in released.output
+    again = runner.invoke(main, ["sequence", "release", "acct:9"])
+    assert again.exit_code == 1 and "not held" in again.output
+    assert "no sequence is held" in runner.invoke(main, ["sequence", "held"]).output
