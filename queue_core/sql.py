@@ -1082,12 +1082,21 @@ HELD_SEQUENCES = text(
 # for their turn (each key's head excluded: it may run).
 SEQUENCE_COUNTS = text(
     """
-    SELECT (SELECT count(*) FROM "WorkerSequence") AS keys,
+    SELECT (SELECT count(*) FROM "WorkerSequence" WHERE head IS NOT NULL) AS keys,
            (SELECT count(*) FROM "WorkerSequence" AS s JOIN "WorkerJob" AS j ON j.id = s.head
             WHERE j.status = 'DEAD_LETTER') AS held,
            (SELECT count(*) FROM "WorkerJob"
             WHERE status = 'PENDING' AND "sequenceKey" IS NOT NULL
               AND "heldBack" = false) AS waiting
+    """
+)
+
+# Keys with no job in line for :idle_s seconds (cleanup). An enqueue racing with the
+# delete inserts the key again (ON CONFLICT sees the row gone).
+PRUNE_IDLE_SEQUENCES = text(
+    """
+    DELETE FROM "WorkerSequence"
+    WHERE head IS NULL AND "updatedAt" < now() - make_interval(secs => :idle_s)
     """
 )
 

@@ -18,12 +18,12 @@ happens in the table's triggers, so every producer is sequenced alike
   row, so that rows from other producers carry their own; a cancelled or
   deleted job never holds its key (a cancel is a person's decision about that
   job, not about the rest).
-- "WorkerSequence" (key, "lastNo", head, "updatedAt"): one row per key that
-  has a job in line. `head` is the one job of the key that may run: PENDING
+- "WorkerSequence" (key, "lastNo", head, "updatedAt"): one row per key.
+  `head` is the one job of the key that may run (NULL: none is in line): PENDING
   (due or not, retrying after a failure, parked, waiting for a slot or for
   its parents), PROCESSING, or DEAD_LETTER under the policy hold (the key is
-  *held*). The row exists from the first enqueue of an idle key until its
-  last job ended; the insert of a job locks it (INSERT ... ON CONFLICT DO
+  *held*). `skiplock cleanup` forgets a key idle for an hour (its numbers then
+  start again at 1, with no job of the key in line). The insert of a job locks it (INSERT ... ON CONFLICT DO
   UPDATE) until that transaction ends, so two transactions that enqueue into
   one key are ordered by that lock: the one that took it first comes first,
   and the other waits for its commit (enqueue order = the commit order of
@@ -75,13 +75,13 @@ _ADVANCE = """
         WHERE "sequenceKey" = k AND status = 'PENDING'
         ORDER BY "sequenceNo" LIMIT 1
         FOR UPDATE;
-        IF nid IS NULL THEN
-            -- Nothing left in line: the key is forgotten, its counter with it.
-            DELETE FROM "WorkerSequence" WHERE key = k;
-            RETURN NULL;
-        END IF;
+        -- NULL: nothing left in line, the key is free. Its row stays, and its counter
+        -- goes on (cleanup forgets keys idle for an hour).
         UPDATE "WorkerSequence" SET head = nid, "updatedAt" = statement_timestamp()
         WHERE key = k;
+        IF nid IS NULL THEN
+            RETURN NULL;
+        END IF;
         -- Its turn: one thing less to wait for (a job let in by hand waits for none).
         UPDATE "WorkerJob"
         SET "waitingFor" = "waitingFor" - 1,

@@ -139,6 +139,13 @@ def held_sequences(limit: int = 20, conn: Joinable | None = None) -> list[Sequen
                 for r in c.execute(sql.HELD_SEQUENCES, {"limit": limit})]
 
 
+def prune_idle_sequences(idle_s: float = 3600.0) -> int:
+    """Forget keys with no job in line for `idle_s` seconds (cleanup calls it); returns
+    how many."""
+    with connect(autocommit=True) as c:
+        return int(c.execute(sql.PRUNE_IDLE_SEQUENCES, {"idle_s": float(idle_s)}).rowcount)
+
+
 def release_sequence(key: str, conn: Joinable | None = None) -> str | None:
     """Let a held key go on without its dead-lettered head, which stays as it is;
     returns the id of the job that is now its head (None: nothing was waiting).

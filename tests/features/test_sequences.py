@@ -14,7 +14,11 @@ from skiplock.handlers import register_handler, unregister_handler
 from skiplock.queue_core import InvalidJob, claim, complete, enqueue, enqueue_many, fail, retry_dead
 from skiplock.queue_core.database.urls import libpq_dsn
 from skiplock.queue_core.features.cancel import cancel
-from skiplock.queue_core.features.sequences import held_sequences, release_sequence
+from skiplock.queue_core.features.sequences import (
+    held_sequences,
+    prune_idle_sequences,
+    release_sequence,
+)
 from tests.queue_core.helpers import row, sql
 
 
@@ -50,7 +54,10 @@ def test_the_jobs_of_a_key_run_one_at_a_time_in_enqueue_order() -> None:
             complete(job)
     assert [n for n in order if n in (0, 1, 2, 11)] == [0, 1, 2, 11]
     assert [n for n in order if n in (10, 12)] == [10, 12]
-    assert sql('SELECT count(*) FROM "WorkerSequence"')[0][0] == 0  # idle keys are forgotten
+    # Both keys are free again, their counters kept; cleanup forgets idle ones.
+    assert sql('SELECT key, "lastNo" FROM "WorkerSequence" WHERE head IS NULL ORDER BY 1') \
+        == [("a", 4), ("b", 2)]
+    assert prune_idle_sequences(0) == 2
 
 
 def test_a_retrying_job_holds_its_key_and_runs_first_again() -> None:
