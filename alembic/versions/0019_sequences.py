@@ -40,8 +40,9 @@ happens in the table's triggers, so every producer is sequenced alike
   so a waiting row is written once as it is; an insert that ON CONFLICT then
   skips may leave a head that was never written, which the next insert of
   the key sees (no such job) and replaces.
-- `skiplock_sequence_moved()`, AFTER UPDATE OF status and DELETE of a row
-  with a key (a WHEN on one column of OLD: other rows pay nothing), and
+- `skiplock_sequence_moved()`, AFTER UPDATE OF status of a row with a key
+  to anything but PROCESSING (a claim does not call it), AFTER DELETE of a
+  row with a key (short WHENs: other rows pay their evaluation alone), and
   AFTER TRUNCATE: the head ended (completed, cancelled, deleted, or
   dead-lettered under `pass`): the next job, lowest "sequenceNo", becomes
   the head in the same transaction (`skiplock_sequence_advance`), claimable
@@ -215,10 +216,15 @@ def upgrade() -> None:
         'CREATE TRIGGER "WorkerJob_sequence_insert" BEFORE INSERT ON "WorkerJob" FOR EACH ROW '
         """WHEN (NEW."sequenceKey" IS NOT NULL) EXECUTE FUNCTION skiplock_sequence_insert()"""
     )
+    # A claim (to PROCESSING) never matters to the line: it does not call the function.
     op.execute(
-        'CREATE TRIGGER "WorkerJob_sequence_moved" AFTER UPDATE OF status OR DELETE '
-        'ON "WorkerJob" FOR EACH ROW WHEN (OLD."sequenceKey" IS NOT NULL) '
+        'CREATE TRIGGER "WorkerJob_sequence_moved" AFTER UPDATE OF status ON "WorkerJob" '
+        """FOR EACH ROW WHEN (OLD."sequenceKey" IS NOT NULL AND NEW.status <> 'PROCESSING') """
         "EXECUTE FUNCTION skiplock_sequence_moved()"
+    )
+    op.execute(
+        'CREATE TRIGGER "WorkerJob_sequence_deleted" AFTER DELETE ON "WorkerJob" FOR EACH ROW '
+        'WHEN (OLD."sequenceKey" IS NOT NULL) EXECUTE FUNCTION skiplock_sequence_moved()'
     )
     op.execute(
         'CREATE TRIGGER "WorkerJob_sequence_truncated" AFTER TRUNCATE ON "WorkerJob" '
@@ -236,6 +242,7 @@ def downgrade() -> None:
              AND id NOT IN (SELECT head FROM "WorkerSequence" WHERE head IS NOT NULL)"""
     )
     op.execute('DROP TRIGGER "WorkerJob_sequence_truncated" ON "WorkerJob"')
+    op.execute('DROP TRIGGER "WorkerJob_sequence_deleted" ON "WorkerJob"')
     op.execute('DROP TRIGGER "WorkerJob_sequence_moved" ON "WorkerJob"')
     op.execute('DROP TRIGGER "WorkerJob_sequence_insert" ON "WorkerJob"')
     op.execute("DROP FUNCTION skiplock_sequence_moved()")
