@@ -64,34 +64,43 @@ down_revision = "0016_dependencies"
 branch_labels = None
 depends_on = None
 
-_ADVANCE = """
+# The key's next job becomes its head: the caller holds the key's row (the head's
+# end, or a person's release), so no enqueue of the key slips in meanwhile; the
+# next job's row is locked (a cancel of it that commits first is seen, and the one
+# after it taken). NULL: nothing is left in line, the key is free; its row stays,
+# and its counter goes on (cleanup forgets keys idle for an hour). Inlined in the
+# trigger: a call of the function costs as much as its statements.
+_NEXT = """
+        UPDATE "WorkerSequence"
+        SET head = (SELECT id FROM "WorkerJob"
+                    WHERE "sequenceKey" = k AND status = 'PENDING'
+                    ORDER BY "sequenceNo" LIMIT 1
+                    FOR UPDATE),
+            "updatedAt" = statement_timestamp()
+        WHERE key = k
+        RETURNING head INTO nid;
+        IF nid IS NOT NULL THEN
+            -- Its turn: one thing less to wait for (one let in by hand waits for none).
+            UPDATE "WorkerJob"
+            SET "waitingFor" = "waitingFor" - 1,
+                "heldBack" = CASE WHEN "waitingFor" > 1 THEN false END
+            WHERE id = nid AND "heldBack" = false AND "waitingFor" > 0
+            RETURNING "heldBack" IS NULL INTO ready;
+            IF ready THEN
+                PERFORM pg_notify('skiplock_jobs', '');
+            END IF;
+        END IF;
+"""
+
+_ADVANCE = f"""
     CREATE FUNCTION skiplock_sequence_advance(k text) RETURNS text
     LANGUAGE plpgsql AS $$
     DECLARE
         nid text;
         ready boolean;
     BEGIN
-        -- The caller holds the key's row (the head's end, or a person's release).
-        SELECT id INTO nid FROM "WorkerJob"
-        WHERE "sequenceKey" = k AND status = 'PENDING'
-        ORDER BY "sequenceNo" LIMIT 1
-        FOR UPDATE;
-        -- NULL: nothing left in line, the key is free. Its row stays, and its counter
-        -- goes on (cleanup forgets keys idle for an hour).
-        UPDATE "WorkerSequence" SET head = nid, "updatedAt" = statement_timestamp()
-        WHERE key = k;
-        IF nid IS NULL THEN
-            RETURN NULL;
-        END IF;
-        -- Its turn: one thing less to wait for (a job let in by hand waits for none).
-        UPDATE "WorkerJob"
-        SET "waitingFor" = "waitingFor" - 1,
-            "heldBack" = CASE WHEN "waitingFor" > 1 THEN false END
-        WHERE id = nid AND "heldBack" = false AND "waitingFor" > 0
-        RETURNING "heldBack" IS NULL INTO ready;
-        IF ready THEN
-            PERFORM pg_notify('skiplock_jobs', '');
-        END IF;
+        PERFORM FROM "WorkerSequence" WHERE key = k FOR UPDATE;
+{_NEXT}
         RETURN nid;
     END $$
 """
@@ -130,13 +139,16 @@ _INSERT = """
     END $$
 """
 
-_MOVED = """
+_MOVED = f"""
     CREATE FUNCTION skiplock_sequence_moved() RETURNS trigger
     LANGUAGE plpgsql AS $$
     DECLARE
         k text;
         h text;
         n bigint;
+        nid text;
+        ready boolean;
+        locked boolean := false;
     BEGIN
         IF TG_OP = 'TRUNCATE' THEN
             DELETE FROM "WorkerSequence";  -- no job is left in any line
@@ -150,9 +162,17 @@ _MOVED = """
                 RETURN NULL;  -- a claim, a retry, a recovery: the head stays the head
             END IF;
         END IF;
-        -- Unlocked: whether this row is its key's head changes only by the end of the
-        -- head, which this transaction holds the row of.
-        SELECT head INTO h FROM "WorkerSequence" WHERE key = k;
+        IF TG_OP = 'UPDATE' AND OLD.status = 'PROCESSING' AND NEW.status <> 'PENDING' THEN
+            -- A run's end: a claimed job is its key's head, whose row is locked now.
+            SELECT head INTO h FROM "WorkerSequence" WHERE key = k FOR UPDATE;
+            locked := true;
+        ELSE
+            -- Unlocked: this row may be a job that waits for its turn, which the end of
+            -- its key's head may be locking, under the key's row, right now. Whether
+            -- this row is the head changes only by the end of the head, which this
+            -- transaction holds the row of.
+            SELECT head INTO h FROM "WorkerSequence" WHERE key = k;
+        END IF;
         IF TG_OP = 'UPDATE' AND NEW.status IN ('PENDING', 'PROCESSING') THEN
             IF h = OLD.id THEN
                 RETURN NULL;  -- the held head retried: it runs first
@@ -179,8 +199,10 @@ _MOVED = """
            AND COALESCE(NEW."sequencePolicy", 'hold') = 'hold' THEN
             RETURN NULL;  -- held: the rest wait for a person
         END IF;
-        PERFORM FROM "WorkerSequence" WHERE key = k FOR UPDATE;
-        PERFORM skiplock_sequence_advance(k);
+        IF NOT locked THEN
+            PERFORM FROM "WorkerSequence" WHERE key = k FOR UPDATE;
+        END IF;
+{_NEXT}
         RETURN NULL;
     END $$
 """
