@@ -221,3 +221,13 @@ def test_stats_and_the_cli_show_and_release_a_held_sequence() -> None:
     again = runner.invoke(main, ["sequence", "release", "acct:9"])
     assert again.exit_code == 1 and "not held" in again.output
     assert "no sequence is held" in runner.invoke(main, ["sequence", "held"]).output
+
+
+def test_an_enqueue_skipped_for_its_idempotency_key_leaves_no_phantom_in_line() -> None:
+    first = enqueue("S", {"n": 0}, sequence="a", idempotency_key="once")
+    assert run_next() == 0
+    # The key is free: the skipped insert's trigger made its row the head, which the
+    # table never got; the next enqueue sees no such job and takes its place.
+    assert enqueue("S", {"n": 1}, sequence="a", idempotency_key="once") == first
+    enqueue("S", {"n": 2}, sequence="a")
+    assert ready() == [2]
