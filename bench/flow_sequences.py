@@ -1,9 +1,10 @@
 """Sequences (queue_core/features/sequences.py): what they cost when they do not bind.
 
-1. Throughput of `--jobs` no-op jobs under one pool (a child per CPU), spread over
-   1,000 sequences (each key runs one job at a time: 1,000 may run at once, far more
-   than the pool's children, so the order never makes a child wait), against the same
-   jobs without a sequence; alternated, twice each, on the same database.
+1. Throughput of `--jobs` no-op jobs under one pool (a child per CPU), written while
+   their type is paused and then let go, spread over 1,000 sequences (each key runs
+   one job at a time: 1,000 may run at once, far more than the pool's children, so
+   the order never makes a child wait), against the same jobs without a sequence;
+   alternated, twice each, on the same database.
 2. Enqueue cost per job: `enqueue_many` of the jobs in batches of 1,000, and 2,000
    single `enqueue()` calls, each with and without a sequence. A sequenced job is
    written by the insert of a job with columns of its own, and its trigger locks and
@@ -20,6 +21,7 @@ import psycopg2
 
 from bench.common import sql, start_pool, stop_pool
 from skiplock import queue_core as q
+from skiplock.ops.pauses import pause, resume
 from skiplock.queue_core.database.urls import libpq_dsn
 
 KEYS = 1_000
@@ -52,10 +54,13 @@ def _single_rate(tag: str, sequenced: bool) -> float:
 
 def _throughput(conn: psycopg2.extensions.connection, n: int, tag: str,
                 sequenced: bool) -> float:
-    """Jobs a second, from the first start to the last completion."""
+    """Jobs a second, from the first start to the last completion. The type is paused
+    while the jobs are written: the run measures the pool, not the enqueue beside it."""
     jobs = _jobs(n, tag, sequenced)
+    pause("BENCH_NOOP", reason="bench: enqueueing")
     for start in range(0, n, BATCH * 10):
         q.enqueue_many(jobs[start:start + BATCH * 10])
+    resume("BENCH_NOOP")
     deadline = time.monotonic() + 900
     with conn.cursor() as cur:
         while True:

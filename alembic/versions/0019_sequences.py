@@ -116,12 +116,20 @@ _INSERT = """
         IF NEW.status <> 'PENDING' THEN
             RETURN NEW;  -- written already ended: not in line
         END IF;
-        INSERT INTO "WorkerSequence" AS s (key, "lastNo", head)
-        VALUES (NEW."sequenceKey", 1, NEW.id)
-        ON CONFLICT (key) DO UPDATE
-        SET "lastNo" = s."lastNo" + 1, head = COALESCE(s.head, EXCLUDED.head),
+        -- A key in use has its row: a plain UPDATE, cheaper than a speculative insert.
+        UPDATE "WorkerSequence"
+        SET "lastNo" = "lastNo" + 1, head = COALESCE(head, NEW.id),
             "updatedAt" = statement_timestamp()
-        RETURNING s."lastNo", s.head INTO n, h;
+        WHERE key = NEW."sequenceKey"
+        RETURNING "lastNo", head INTO n, h;
+        IF NOT FOUND THEN
+            INSERT INTO "WorkerSequence" AS s (key, "lastNo", head)
+            VALUES (NEW."sequenceKey", 1, NEW.id)
+            ON CONFLICT (key) DO UPDATE
+            SET "lastNo" = s."lastNo" + 1, head = COALESCE(s.head, EXCLUDED.head),
+                "updatedAt" = statement_timestamp()
+            RETURNING s."lastNo", s.head INTO n, h;
+        END IF;
         NEW."sequenceNo" := n;
         IF h = NEW.id THEN
             RETURN NEW;  -- the key was free: this one may run
