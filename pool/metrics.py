@@ -27,6 +27,8 @@ job types and hosts, which is nobody else's business.
     skiplock_queue_oldest_ready_age_seconds    how long the oldest due job has waited (0: none)
     skiplock_queue_paused{type}                1 for each paused type
     skiplock_queue_held_back_jobs              pending jobs waiting for a slot of their concurrency key
+    skiplock_queue_sequence_waiting_jobs       pending jobs of a sequence waiting for their turn
+    skiplock_queue_held_sequences              sequence keys held by a dead-lettered job
     skiplock_queue_unserved_jobs{type}         PENDING jobs of a type no running pool serves (they wait)
     skiplock_queue_parked_jobs                 of those, the ones parked out of the claim's index
     skiplock_queue_debounced_jobs{type}        PENDING jobs with a debounce key (one per key)
@@ -104,6 +106,12 @@ class QueueCollector(Collector):
         yield GaugeMetricFamily("skiplock_queue_held_back_jobs",
                                 "PENDING jobs waiting for a slot of their concurrency key.",
                                 value=reading.get("held_back", 0))
+        yield GaugeMetricFamily("skiplock_queue_sequence_waiting_jobs",
+                                "PENDING jobs of a sequence waiting for their turn.",
+                                value=reading.get("sequence_waiting", 0))
+        yield GaugeMetricFamily("skiplock_queue_held_sequences",
+                                "Sequence keys held by a dead-lettered job (policy hold).",
+                                value=reading.get("sequences_held", 0))
         unserved = GaugeMetricFamily(
             "skiplock_queue_unserved_jobs",
             "PENDING jobs of a type that no running pool serves: they wait for one.",
@@ -140,6 +148,7 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
     from skiplock.ops.health import Health, dead_by_type, routing
     from skiplock.ops.pauses import paused
     from skiplock.ops.processes import live_served
+    from skiplock.queue_core import sql
     from skiplock.queue_core.config import cached_settings
     from skiplock.queue_core.database.db import connect
     from skiplock.queue_core.features.aging import aged_by_type
@@ -155,6 +164,7 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
         dead = dead_by_type(c)
         paused_types = [p.type for p in paused(c)]
         held_back = sum(int(r.n) for r in c.execute(ops_sql.HELD_BACK))
+        line = c.execute(sql.SEQUENCE_COUNTS).one()
         served.pending_by_type = base.by_type
         served.processing_by_type = base.processing_by_type
         routing(served, live_served(live_s, c), parked_by_type(c))
@@ -173,6 +183,7 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
             "parked": served.parked,
             "debounced": {t: f.pending for t, f in folded.items()},
             "debounce_moves": sum(f.moves for f in folded.values()), "aged": aged,
+            "sequence_waiting": int(line.waiting), "sequences_held": int(line.held),
             "at": time.time()}
 
 

@@ -32,7 +32,7 @@ from skiplock.queue_core.database.db import Joinable, ServerBound, binds_on_serv
 from skiplock.queue_core.database.faults import sqlstate as sqlstate_of
 from skiplock.queue_core.errors import InvalidJob, InvalidPayload, TransactionConflict
 from skiplock.queue_core.features import debounce as debouncing
-from skiplock.queue_core.features import limits, policy, unique
+from skiplock.queue_core.features import limits, policy, sequences, unique
 
 MAX_TYPE_LENGTH = 200
 MAX_KEY_LENGTH = 1000
@@ -44,7 +44,7 @@ _UNFIT = re.compile("[\x01-\x1f\x7f-\x9f\ud800-\udfff]")
 _INT32 = 2**31 - 1
 _OPTIONS = {"priority", "delay", "max_attempts", "idempotency_key", "user_id",
             "concurrency_key", "concurrency", "unique_for", "depends_on", "on_parent_failure",
-            "debounce", "debounce_key", "debounce_mode"}
+            "debounce", "debounce_key", "debounce_mode", "sequence", "on_sequence_failure"}
 # What a parent that does not complete does to its dependent (migration 0016).
 POLICIES = ("cancel", "run", "hold")
 # The batch a `with skiplock.batch(...)` block has open in this context
@@ -112,6 +112,8 @@ class _Row(NamedTuple):  # a tuple: a million of them are built per backfill
     # (queue_core/features/debounce.py); `replace`: this enqueue's payload wins.
     debounce_key: str | None = None
     replace: bool = False
+    sequence: str | None = None  # its key's line (queue_core/features/sequences.py)
+    sequence_policy: str | None = None  # None: hold
 
 
 def _text(name: str, value: Any, limit: int, *, required: bool) -> str | None:
@@ -211,6 +213,7 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
              concurrency_key: Any = None, concurrency: Any = None, unique_for: Any = None,
              depends_on: Any = None, on_parent_failure: Any = None,
              debounce: Any = None, debounce_key: Any = None, debounce_mode: Any = None,
+             sequence: Any = None, on_sequence_failure: Any = None,
              max_payload_bytes: int, job_id: str | None = None) -> _Row:
     job_type = _job_type(job_type)
     payload = payloads.validate_payload(job_type, payload)  # a model instance: its JSON
@@ -279,7 +282,14 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
     if slot_key is not None:
         _text("concurrency key", slot_key, MAX_KEY_LENGTH, required=True)
     parents = _parents(depends_on, on_parent_failure)
+    line, line_policy = sequences.resolve(job_type, payload, None if sequence is None else _text(
+        "sequence", sequence, MAX_KEY_LENGTH, required=False), on_sequence_failure)
+    if line is not None:
+        _text("sequence", line, MAX_KEY_LENGTH, required=True)
     if debounce is not None or debounce_key is not None or debounce_mode is not None:
+        if line is not None:
+            raise InvalidJob("debounce cannot be combined with a sequence: a sequence runs "
+                             "every job of its key, a debounce folds them into one")
         folded = debouncing.options(
             debounce, _text("debounce key", debounce_key, MAX_KEY_LENGTH, required=False),
             debounce_mode, delay=delay, idempotency_key=idempotency_key,
@@ -290,13 +300,15 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
                         debounce_key=folded.key, replace=folded.replace)
     if unique_for is None:
         return _Row(job_id or new_job_id(), job_type, encoded, priority, delay_s, max_attempts,
-                    key, user, slot_key, limit, parents=parents)
+                    key, user, slot_key, limit, parents=parents, sequence=line,
+                    sequence_policy=line_policy)
     scoped, unique_s = unique.window(unique_for)
     if scoped and key is None:
         raise InvalidJob("unique_for needs an idempotency key")
     unique_key, key = (key, None) if scoped else (None, key)
     return _Row(job_id or new_job_id(), job_type, encoded, priority, delay_s, max_attempts,
-                key, user, slot_key, limit, unique_key, unique_s, parents)
+                key, user, slot_key, limit, unique_key, unique_s, parents, sequence=line,
+                sequence_policy=line_policy)
 
 
 def check_job(job: Mapping[str, Any]) -> None:
@@ -326,7 +338,8 @@ def enqueue(job_type: str, payload: Any, *, priority: int = 0,
             depends_on: Iterable[str] | Mapping[str, str] | None = None,
             on_parent_failure: str | None = None,
             debounce: str | float | timedelta | None = None, debounce_key: str | None = None,
-            debounce_mode: str | None = None,
+            debounce_mode: str | None = None, sequence: str | None = None,
+            on_sequence_failure: str | None = None,
             conn: Joinable | None = None) -> str:
     """Add one job; return its id (the existing job's id if the key already exists).
 
@@ -340,6 +353,9 @@ def enqueue(job_type: str, payload: Any, *, priority: int = 0,
     `debounce_key`: one pending job per type and key, which a later enqueue moves
     to now + `debounce` (and, with `debounce_mode="replace"`, gives its payload);
     the pending job's id is returned (queue_core/features/debounce.py).
+    `sequence`: a key whose jobs run one at a time in enqueue order, and
+    `on_sequence_failure` what this job does to the rest once dead-lettered: "hold"
+    them (the default) or "pass" (queue_core/features/sequences.py).
     `payload`: a JSON object, or an instance of a dataclass or pydantic model
     (stored as its JSON); checked against the type's payload model where this
     process knows it (queue_core/payloads.py).
@@ -348,14 +364,16 @@ def enqueue(job_type: str, payload: Any, *, priority: int = 0,
                   idempotency_key=idempotency_key, user_id=user_id,
                   concurrency_key=concurrency_key, concurrency=concurrency, unique_for=unique_for,
                   depends_on=depends_on, on_parent_failure=on_parent_failure,
-                  debounce=debounce, debounce_key=debounce_key, debounce_mode=debounce_mode)
+                  debounce=debounce, debounce_key=debounce_key, debounce_mode=debounce_mode,
+                  sequence=sequence, on_sequence_failure=on_sequence_failure)
     return _write([row], conn, tracing.current_context()).ids[0]
 
 
 def job_row(job_type: Any, payload: Any, *, priority: Any, delay: Any, max_attempts: Any,
             idempotency_key: Any, user_id: Any, concurrency_key: Any, concurrency: Any,
             unique_for: Any, depends_on: Any = None, on_parent_failure: Any = None,
-            debounce: Any = None, debounce_key: Any = None, debounce_mode: Any = None) -> _Row:
+            debounce: Any = None, debounce_key: Any = None, debounce_mode: Any = None,
+            sequence: Any = None, on_sequence_failure: Any = None) -> _Row:
     """One job of `enqueue` (and `skiplock.aenqueue`), checked and encoded: the row
     `insert_steps` writes; InvalidJob or InvalidPayload if it is wrong."""
     # Straight to _prepare: the options are named arguments, nothing to sort out.
@@ -365,6 +383,7 @@ def job_row(job_type: Any, payload: Any, *, priority: Any, delay: Any, max_attem
                    unique_for=unique_for, depends_on=depends_on,
                    on_parent_failure=on_parent_failure, debounce=debounce,
                    debounce_key=debounce_key, debounce_mode=debounce_mode,
+                   sequence=sequence, on_sequence_failure=on_sequence_failure,
                    max_payload_bytes=cached_settings().max_payload_bytes)
     if row.parents and any(isinstance(ref, int) for ref, _ in row.parents):
         raise InvalidJob("depends_on names jobs by id; a position refers to an earlier job "
@@ -465,7 +484,7 @@ def _insert(conn: Connection | ServerBound | BorrowedConnection | direct.KeptCon
         return _insert_debounced(conn, rows[0], trace)
     if (len(rows) == 1 and isinstance(conn, direct.KeptConnection)
             and rows[0].key is None and rows[0].unique_key is None
-            and rows[0].debounce_key is None):
+            and rows[0].debounce_key is None and rows[0].sequence is None):
         return _insert_prepared(conn, rows[0], trace)
     return steps.run(insert_steps(rows, trace), lambda step: conn.execute(*step))
 
@@ -479,6 +498,10 @@ def insert_steps(rows: Sequence[_Row],
     same steps (queue_core/database/steps.py)."""
     if any(r.debounce_key is not None for r in rows):
         return (yield from _debounced_steps(rows, trace))
+    if any(r.sequence is not None for r in rows):
+        # The sequence's columns are the graph statement's (no parents: none waits).
+        ids, inserted = yield from keyed_steps(rows, trace, sql.INSERT_GRAPH_JOBS, _in_line(rows))
+        return Enqueued(ids, len(inserted))
     if all(r.key is None and r.unique_key is None for r in rows):
         if len(rows) == 1:
             # One job without a key: it is new, whatever else is in the table.
@@ -573,6 +596,15 @@ def keyed_steps(rows: Sequence[_Row], trace: str | None, statement: TextClause |
     if todo:
         raise InvalidJob("could not enqueue: idempotency keys kept conflicting with vanishing rows")
     return [ids[i] for i in range(len(rows))], created
+
+
+def _in_line(rows: Sequence[_Row]) -> Callable[[list[int]], dict[str, str]]:
+    """INSERT_GRAPH_JOBS's own columns for `rows` in sequences and without parents."""
+    def extra(positions: list[int]) -> dict[str, str]:
+        return {"waiting_for": "{}", "has_dependents": "{}",
+                **sequences.columns([rows[i].sequence for i in positions],
+                                    [rows[i].sequence_policy for i in positions])}
+    return extra
 
 
 def _inserting(statement: TextClause, params: dict[str, Any],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     REAL,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -75,4 +76,8 @@ worker_job = Table(
     Column("debounceMoves", Integer),
     Column("agedFrom", Integer),
     Column("agedAt", DateTime(timezone=True)),
+    # 0019_sequences
+    Column("sequenceKey", Text),
+    Column("sequenceNo", BigInteger),
+    Column("sequencePolicy", Text),
 )

@@ -922,24 +922,26 @@ INSERT_GRAPH_JOBS = text(
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-         "traceContext", "waitingFor", "hasDependents")
+         "traceContext", "waitingFor", "hasDependents", "sequenceKey", "sequencePolicy")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
            j.user_id, statement_timestamp(),
            j.slot_key, j.slot_limit,
            CASE WHEN j.waiting_for > 0 THEN false WHEN j.slot_key IS NOT NULL THEN true END,
            j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s),
-           CAST(:trace_context AS jsonb), j.waiting_for, j.has_dependents
+           CAST(:trace_context AS jsonb), j.waiting_for, j.has_dependents, j.sequence_key,
+           j.sequence_policy
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
         CAST(:keys AS text[]), CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]),
         CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[]),
-        CAST(:waiting_for AS int[]), CAST(:has_dependents AS boolean[])
+        CAST(:waiting_for AS int[]), CAST(:has_dependents AS boolean[]),
+        CAST(:sequence_keys AS text[]), CAST(:sequence_policies AS text[])
     ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
                            slot_key, slot_limit, unique_key, unique_s, waiting_for,
-                           has_dependents, ord)
-    ORDER BY j.ord
+                           has_dependents, sequence_key, sequence_policy, ord)
+    ORDER BY j.sequence_key, j.ord
     ON CONFLICT DO NOTHING
     RETURNING id
     """
@@ -1055,9 +1057,6 @@ BATCH_MEMBERS = text(
     LIMIT :limit
     """
 )
-
-# A dependent that named one parent twice (by position and by id) waits for it once.
-SET_WAITING_FOR = text('UPDATE "WorkerJob" SET "waitingFor" = :n WHERE id = :id')
 
 # -- debounce (queue_core/features/debounce.py, migration 0020_debounce) --------------
 
@@ -1191,5 +1190,59 @@ AGED_BY_TYPE = text(
     FROM "WorkerJob"
     WHERE status = 'PENDING' AND "agedFrom" IS NOT NULL
     GROUP BY type
+    """
+)
+
+# A dependent that named one parent twice (by position and by id) waits for it once
+# (relative: a job of a sequence also waits for its turn, migration 0019).
+SET_WAITING_FOR = text('UPDATE "WorkerJob" SET "waitingFor" = "waitingFor" - :less '
+                       'WHERE id = :id')
+
+# -- sequences (queue_core/features/sequences.py) -------------------------------------
+
+# Keys held by a dead-lettered head (policy hold), with how many jobs wait behind it.
+HELD_SEQUENCES = text(
+    """
+    SELECT s.key, s.head, j.status::text AS head_status,
+           (SELECT count(*) FROM "WorkerJob" AS w
+            WHERE w."sequenceKey" = s.key AND w.status = 'PENDING') AS waiting
+    FROM "WorkerSequence" AS s JOIN "WorkerJob" AS j ON j.id = s.head
+    WHERE j.status = 'DEAD_LETTER'
+    ORDER BY waiting DESC, s.key
+    LIMIT :limit
+    """
+)
+
+# How many keys have jobs in line, how many of them are held, how many jobs wait
+# for their turn (each key's head excluded: it may run).
+SEQUENCE_COUNTS = text(
+    """
+    SELECT (SELECT count(*) FROM "WorkerSequence" WHERE head IS NOT NULL) AS keys,
+           (SELECT count(*) FROM "WorkerSequence" AS s JOIN "WorkerJob" AS j ON j.id = s.head
+            WHERE j.status = 'DEAD_LETTER') AS held,
+           (SELECT count(*) FROM "WorkerJob"
+            WHERE status = 'PENDING' AND "sequenceKey" IS NOT NULL
+              AND "heldBack" = false) AS waiting
+    """
+)
+
+# Keys with no job in line for :idle_s seconds (cleanup). An enqueue racing with the
+# delete inserts the key again (ON CONFLICT sees the row gone).
+PRUNE_IDLE_SEQUENCES = text(
+    """
+    DELETE FROM "WorkerSequence"
+    WHERE head IS NULL AND "updatedAt" < now() - make_interval(secs => :idle_s)
+    """
+)
+
+# A person lets a held key go on: its next job becomes the head; the dead letter stays.
+RELEASE_SEQUENCE = text(
+    """
+    WITH held AS (
+        SELECT s.key FROM "WorkerSequence" AS s JOIN "WorkerJob" AS j ON j.id = s.head
+        WHERE s.key = :key AND j.status = 'DEAD_LETTER'
+        FOR UPDATE OF s
+    )
+    SELECT skiplock_sequence_advance(held.key) AS head FROM held
     """
 )

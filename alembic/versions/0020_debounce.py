@@ -1,7 +1,7 @@
 """Debounce (one pending job per key, moved or replaced by later enqueues) and priority aging.
 
 Revision ID: 0020_debounce
-Revises: 0016_dependencies
+Revises: 0019_sequences
 Create Date: 2026-12-05
 
 Debounce (`enqueue(..., debounce="30s", debounce_key=K)`, queue_core/features/
@@ -44,7 +44,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0020_debounce"
-down_revision = "0016_dependencies"
+down_revision = "0019_sequences"
 branch_labels = None
 depends_on = None
 

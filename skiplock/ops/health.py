@@ -27,6 +27,7 @@ from skiplock.queue_core.database.db import connect
 from skiplock.queue_core.features.aging import aged_by_type
 from skiplock.queue_core.features.debounce import debounced_by_type
 from skiplock.queue_core.features.parking import parked_by_type
+from skiplock.queue_core.features.sequences import held_sequences
 from skiplock.queue_core.maintenance import camel, pending_breakdown
 
 THROUGHPUT_WINDOWS_MIN = (1, 5, 15)
@@ -65,6 +66,13 @@ class Health:
     paused: dict[str, int] = field(default_factory=dict)  # type -> pending jobs held
     held_back: int = 0  # pending jobs waiting for a slot of their concurrency key
     held_back_by_key: dict[str, int] = field(default_factory=dict)  # the 10 biggest keys
+    # Sequences (queue_core/features/sequences.py): keys with jobs in line, jobs waiting
+    # for their turn, and the keys held by a dead-lettered job (the 10 with most waiting:
+    # key -> (its dead letter's id, jobs waiting behind it)).
+    sequences: int = 0
+    sequence_waiting: int = 0
+    sequences_held: int = 0
+    held_sequences: dict[str, tuple[str | None, int]] = field(default_factory=dict)
     # Routing (pool/served.py): the live pools (masters), how many of them serve
     # each type that has jobs, and the pending jobs of types none of them serves,
     # which wait for one (parked: taken out of the claim's index meanwhile).
@@ -108,6 +116,10 @@ class Health:
             "paused": self.paused,
             "heldBack": self.held_back,
             "heldBackByKey": self.held_back_by_key,
+            "sequences": {"keys": self.sequences, "waiting": self.sequence_waiting,
+                          "held": self.sequences_held,
+                          "heldKeys": {k: {"deadLetter": head, "waiting": n}
+                                       for k, (head, n) in self.held_sequences.items()}},
             "pools": self.pools,
             "servedBy": self.served_by,
             "unserved": self.unserved,
@@ -215,6 +227,12 @@ def collect(exact: bool = False, conn: Connection | Session | None = None,
             health.held_back += int(held.n)
             if index < 10:
                 health.held_back_by_key[held.key] = int(held.n)
+        line = c.execute(sql.SEQUENCE_COUNTS).one()
+        health.sequences, health.sequence_waiting = int(line.keys), int(line.waiting)
+        health.sequences_held = int(line.held)
+        if health.sequences_held:
+            health.held_sequences = {s.key: (s.head, s.waiting)
+                                     for s in held_sequences(10, c)}
         routing(health, live_served(live_s, c), parked_by_type(c))
         for job_type, folded in debounced_by_type(c).items():
             health.debounced += folded.pending
