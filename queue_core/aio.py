@@ -61,7 +61,7 @@ async def aenqueue(job_type: str, payload: Mapping[str, Any], *, priority: int =
                    concurrency_key: str | None = None, concurrency: int | None = None,
                    unique_for: str | float | timedelta | None = None,
                    depends_on: Iterable[str] | Mapping[str, str] | None = None,
-                   on_parent_failure: str | None = None,
+                   on_parent_failure: str | None = None, fair_key: str | None = None,
                    conn: AsyncJoinable | None = None) -> str:
     """`enqueue`, awaited: add one job, return its id (the existing job's id when the
     idempotency key already exists). With `conn` (an async connection) the insert
@@ -70,7 +70,7 @@ async def aenqueue(job_type: str, payload: Mapping[str, Any], *, priority: int =
     row = job_row(job_type, payload, priority=priority, delay=delay, max_attempts=max_attempts,
                   idempotency_key=idempotency_key, user_id=user_id,
                   concurrency_key=concurrency_key, concurrency=concurrency, unique_for=unique_for,
-                  depends_on=depends_on, on_parent_failure=on_parent_failure)
+                  depends_on=depends_on, on_parent_failure=on_parent_failure, fair_key=fair_key)
     return (await _write([row], conn, tracing.current_context())).ids[0]
 
 

@@ -70,4 +70,6 @@ worker_job = Table(
     # 0016_dependencies
     Column("waitingFor", Integer),
     Column("hasDependents", Boolean),
+    # 0021_fairness: the key whose jobs take turns with other keys' (features/fairness.py).
+    Column("fairKey", Text),
 )
