@@ -1082,6 +1082,9 @@ FILL_TURNS = text("SELECT skiplock_fair_fill(CAST(:key AS text)) AS let_in")
 WAITING_TURN = """(status = 'PENDING' AND "fairKey" IS NOT NULL AND "heldBack" = false
                    AND COALESCE("waitingFor", 0) = 0)"""
 
+# How many jobs wait their turn, through "WorkerJob_fair_idx".
+COUNT_WAITING_TURN = text(f'SELECT count(*) FROM "WorkerJob" WHERE {WAITING_TURN}')
+
 # What `skiplock stats` shows of each fair key: its weight and window, its jobs in the
 # claim's index and those waiting their turn; keys with pending jobs or a weight.
 FAIR_KEYS = text(
@@ -1092,7 +1095,11 @@ FAIR_KEYS = text(
                count(*) FILTER (WHERE {WAITING_TURN}) AS waiting
         FROM "WorkerJob"
         WHERE status = 'PENDING' AND "fairKey" IS NOT NULL
+          AND (CAST(:key AS text) IS NULL OR "fairKey" = CAST(:key AS text))
         GROUP BY 1
+    ), weights AS (
+        SELECT key, weight FROM "WorkerFairKey"
+        WHERE CAST(:key AS text) IS NULL OR key = CAST(:key AS text)
     ), base AS (
         SELECT CASE WHEN current_setting('skiplock.fair_window', true) ~ '^ *[0-9]{{1,5}} *$'
                     THEN greatest(trim(current_setting('skiplock.fair_window', true))::int, 1)
@@ -1101,7 +1108,7 @@ FAIR_KEYS = text(
     SELECT COALESCE(j.key, f.key) AS key, COALESCE(f.weight, 1) AS weight,
            COALESCE(f.weight, 1) * base.n AS window,
            COALESCE(j.admitted, 0) AS admitted, COALESCE(j.waiting, 0) AS waiting
-    FROM jobs AS j FULL JOIN "WorkerFairKey" AS f ON f.key = j.key CROSS JOIN base
+    FROM jobs AS j FULL JOIN weights AS f ON f.key = j.key CROSS JOIN base
     ORDER BY COALESCE(j.waiting, 0) DESC, 1
     LIMIT :limit
     """

@@ -100,8 +100,10 @@ class FairKey:
     waiting: int  # how many wait their turn
 
 
-def fair_keys(limit: int = 50, conn: Joinable | None = None) -> list[FairKey]:
-    """The fair keys that have pending jobs or a weight, the most waiting first."""
+def fair_keys(limit: int = 50, conn: Joinable | None = None,
+              key: str | None = None) -> list[FairKey]:
+    """The fair keys that have pending jobs or a weight (only `key`, if given), the most
+    waiting first."""
     with connect(conn, autocommit=True) as c:
         return [FairKey(r.key, r.weight, r.window, r.admitted, r.waiting)
-                for r in c.execute(sql.FAIR_KEYS, {"limit": limit})]
+                for r in c.execute(sql.FAIR_KEYS, {"limit": limit, "key": key})]

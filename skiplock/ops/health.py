@@ -24,6 +24,7 @@ from skiplock.ops.processes import live_served
 from skiplock.queue_core import sql
 from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.database.db import connect
+from skiplock.queue_core.features.fairness import fair_keys
 from skiplock.queue_core.features.parking import parked_by_type
 from skiplock.queue_core.maintenance import camel, pending_breakdown
 
@@ -63,6 +64,10 @@ class Health:
     paused: dict[str, int] = field(default_factory=dict)  # type -> pending jobs held
     held_back: int = 0  # pending jobs waiting for a slot of their concurrency key
     held_back_by_key: dict[str, int] = field(default_factory=dict)  # the 10 biggest keys
+    # Fairness (queue_core/features/fairness.py): pending jobs waiting their key's turn,
+    # and the 10 keys with the most waiting (weight, window, in the queue, waiting).
+    fair_waiting: int = 0
+    fair_keys: dict[str, dict[str, int]] = field(default_factory=dict)
     # Routing (pool/served.py): the live pools (masters), how many of them serve
     # each type that has jobs, and the pending jobs of types none of them serves,
     # which wait for one (parked: taken out of the claim's index meanwhile).
@@ -97,6 +102,8 @@ class Health:
             "paused": self.paused,
             "heldBack": self.held_back,
             "heldBackByKey": self.held_back_by_key,
+            "fairWaiting": self.fair_waiting,
+            "fairKeys": self.fair_keys,
             "pools": self.pools,
             "servedBy": self.served_by,
             "unserved": self.unserved,
@@ -198,5 +205,9 @@ def collect(exact: bool = False, conn: Connection | Session | None = None,
             health.held_back += int(held.n)
             if index < 10:
                 health.held_back_by_key[held.key] = int(held.n)
+        health.fair_waiting = int(c.execute(sql.COUNT_WAITING_TURN).scalar_one())
+        health.fair_keys = {k.key: {"weight": k.weight, "window": k.window,
+                                    "queued": k.admitted, "waiting": k.waiting}
+                            for k in fair_keys(10, c)}
         routing(health, live_served(live_s, c), parked_by_type(c))
     return health

@@ -122,3 +122,28 @@ def test_the_key_comes_from_the_registered_type_and_bad_input_is_refused():
         with pytest.raises(InvalidJob, match="weight must be"):
             set_weight("k", bad)
     assert count() == 3 and sql('SELECT count(*) FROM "WorkerFairKey"')[0][0] == 0
+
+
+def test_stats_the_cli_and_the_metrics_show_fair_keys_and_jobs_waiting_their_turn():
+    import json
+
+    from click.testing import CliRunner
+
+    from skiplock.cli import main
+    from skiplock.pool.metrics import read_queue
+
+    fair(WINDOW + 4, "tenant:1")
+    runner = CliRunner()
+    assert runner.invoke(main, ["weight", "tenant:1", "2"]).output == \
+        "tenant:1: weight 2, 4 more jobs let in\n"
+    assert runner.invoke(main, ["weight", "tenant:1"]).output == \
+        f"tenant:1: weight 2, {WINDOW + 4}/{2 * WINDOW} in the queue, 0 waiting their turn\n"
+    assert runner.invoke(main, ["weight", "tenant:1", "--reset"]).exit_code == 0
+    claim("w", limit=5)  # a window of 10 again: 9 left in the queue, and room for one
+    fair(3, "tenant:1")
+    out = runner.invoke(main, ["stats"], catch_exceptions=False).output
+    assert (f"waiting their key's turn (fairness): 2 pending (keys: tenant:1 weight 1, "
+            f"{WINDOW}/{WINDOW} in the queue, 2 waiting)") in out
+    data = json.loads(runner.invoke(main, ["stats", "--json"]).output)
+    assert data["fairWaiting"] == 2 and data["fairKeys"]["tenant:1"]["waiting"] == 2
+    assert read_queue()["fair_waiting"] == 2
