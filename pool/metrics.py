@@ -126,10 +126,10 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
     from skiplock.ops.health import Health, dead_by_type, routing
     from skiplock.ops.pauses import paused
     from skiplock.ops.processes import live_served
+    from skiplock.queue_core import sql
     from skiplock.queue_core.config import cached_settings
     from skiplock.queue_core.database.db import connect
     from skiplock.queue_core.features.parking import parked_by_type
-    from skiplock.queue_core import sql
     from skiplock.queue_core.maintenance import pending_breakdown
 
     if live_s is None:
