@@ -83,7 +83,8 @@ HEARTBEAT_S = 0.5
 STUCK_S = 3.0
 HOLD_S = STUCK_S * 2 + 1  # how long a lock or a hang lasts: past a rescue by another pool
 # A dependent that waits for its parents (queue_core/features/dependencies.py).
-WAITING = """(j.status = 'PENDING' AND NOT coalesce(j."heldBack", true))"""
+# ("heldBack" false with nothing to wait for is a fair job waiting its turn: 0021_fairness.)
+WAITING = """(j.status = 'PENDING' AND NOT coalesce(j."heldBack", true) AND j."waitingFor" > 0)"""
 # One that waits with no reason to: no parent it waits for is unfinished, and none
 # that did not complete holds it (policy hold). One held, and its own dependents,
 # wait for a person by design: the drain does not wait for them.
@@ -146,7 +147,7 @@ def _processes_with(needle: str) -> list[int]:
 #                                      (soak.job_rng, soak.payload()), returns how many;
 #   check(soak, conn) -> (bool, str)   its invariant after the drain, and one line saying it;
 #   held(conn) -> int                  its PENDING jobs that rightly stay (held for a person).
-FLOWS: list[str] = []
+FLOWS: list[str] = ["bench.chaos_fairness"]
 
 
 def _flows() -> list[Any]:
