@@ -147,3 +147,19 @@ def test_stats_the_cli_and_the_metrics_show_fair_keys_and_jobs_waiting_their_tur
     data = json.loads(runner.invoke(main, ["stats", "--json"]).output)
     assert data["fairWaiting"] == 2 and data["fairKeys"]["tenant:1"]["waiting"] == 2
     assert read_queue()["fair_waiting"] == 2
+
+
+def test_a_dependent_of_a_fair_key_waits_for_its_parent_then_for_its_turn():
+    from skiplock import complete
+
+    parent = enqueue("PARENT", {})
+    [child] = enqueue_many([{"type": "FAIR", "payload": {}, "fair_key": "k",
+                             "depends_on": [parent]}])
+    fair(WINDOW, "k")
+    assert row(child).heldBack is False and row(child).waitingFor == 1 and waiting("k") == 0
+    [job] = claim("w", limit=1)  # the oldest: the parent
+    assert job.id == parent
+    assert complete(job, None)  # its parent is done: now it waits for its key's turn
+    assert (row(child).heldBack, row(child).waitingFor, waiting("k")) == (False, 0, 1)
+    assert [j.id for j in claim("w", limit=1)] != [child]
+    assert row(child).heldBack is None  # the claim of one of its key's jobs let it in
