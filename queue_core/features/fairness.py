@@ -80,7 +80,7 @@ def set_weight(key: str, weight: int | None, conn: Joinable | None = None) -> in
             c.execute(sql.FORGET_WEIGHT, {"key": key})
         else:
             c.execute(sql.SET_WEIGHT, {"key": key, "weight": check_weight(weight)})
-        return _let_in(c.execute(sql.FILL_TURNS, {"key": key}))
+        return _let_in(c, c.execute(sql.FILL_TURNS, {"key": key}))
 
 
 def fill_turns(conn: Joinable | None = None) -> int:
@@ -88,11 +88,15 @@ def fill_turns(conn: Joinable | None = None) -> int:
     it as jobs leave; the pool's recovery and `skiplock cleanup` call this). Returns
     how many jobs it let in."""
     with connect(conn, autocommit=True) as c:
-        return _let_in(c.execute(sql.FILL_TURNS, {"key": None}))
+        return _let_in(c, c.execute(sql.FILL_TURNS, {"key": None}))
 
 
-def _let_in(result: Any) -> int:
-    return int(next(iter(result)).let_in)
+def _let_in(c: Any, result: Any) -> int:
+    """How many jobs a fill let in; idle workers are woken when some were."""
+    n = int(next(iter(result)).let_in)
+    if n:
+        c.execute(sql.WAKE_ALONE)
+    return n
 
 
 @dataclass(frozen=True)
