@@ -1080,7 +1080,7 @@ FILL_TURNS = text("SELECT skiplock_fair_fill(CAST(:key AS text)) AS let_in")
 
 # A job waits its turn: PENDING, out of the claim's index by fairness alone.
 WAITING_TURN = """(status = 'PENDING' AND "fairKey" IS NOT NULL AND "heldBack" = false
-                   AND COALESCE("waitingFor", 0) = 0)"""
+                   AND ("waitingFor" IS NULL OR "waitingFor" = 0))"""
 
 # How many jobs wait their turn, through "WorkerJob_fair_idx".
 COUNT_WAITING_TURN = text(f'SELECT count(*) FROM "WorkerJob" WHERE {WAITING_TURN}')

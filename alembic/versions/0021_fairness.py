@@ -66,31 +66,48 @@ fair claim a few index probes in its trigger (docs/benchmarks.md).
     rate's hold).
   * AFTER UPDATE OF status, "heldBack", "fairKey" and AFTER DELETE (WHEN
     OLD."fairKey" IS NOT NULL): a row of a key that left the index lets the
-    key's next jobs in (`skiplock_fair_fill`). The WHENs read one column:
-    the server evaluates them for every update of those columns, an
-    ordinary claim's included.
-- `skiplock_fair_fill(k)`: fills key k's window from its waiting jobs, the
-  best first (the first due in the claim's order; when none is due, the one
-  due first). The trigger wakes idle workers (NOTIFY skiplock_jobs) when it
-  let some in, except after a claim (its claimer comes back for more; a
-  NOTIFY in every claim's transaction made each claim's commit cost about
-  twice as much, measured). With k NULL it fills every key that has jobs waiting (a loose index
-  scan over the keys): the pool's recovery runs it, `skiplock cleanup` too.
-  It returns how many jobs it let in.
+    key's next job in, the best first (the first due in the claim's order;
+    when none is due, the one due first), and wakes idle workers (NOTIFY
+    skiplock_jobs), except after a claim: its claimer comes back for more,
+    and a NOTIFY in every claim's transaction made each claim's commit cost
+    about twice as much (measured). The WHENs read one column: the server
+    evaluates them for every update of those columns, an ordinary claim's
+    included.
+- `skiplock_fair_fill(k)`: brings key k's jobs in the index to its window:
+  lets waiting jobs in, or holds back what a lowered weight leaves out.
+  With k NULL it fills every key that has jobs waiting (a loose index scan
+  over the keys): the pool's recovery runs it, `skiplock cleanup` too. It
+  returns how many jobs it let in.
 
-Every entry into a key's window (the gate, a fill) happens under the key's
+Counting without races. A job that leaves the index lets exactly one job of
+its key in (its replacement), so that path changes no key's count, needs no
+count and takes no lock: claims never wait for each other, and a claim of a
+busy key pays one index probe and one UPDATE per job. What can add to a
+key's jobs in the index (the gate; a fill, asked for one key by
+`set_weight` or for every key by the sweep) counts under the key's
 transaction-level advisory lock, so two of them never count the same room;
-a job that leaves needs no lock (a count that still sees it errs on the
-small side). The lock is only *tried*: a claim that takes jobs of two keys
-while another claim takes jobs of the same two keys in the other order
-would deadlock on blocking locks. A gate that finds the lock taken lets
-the job wait, a fill skips; what that leaves waiting with room in its
-window (rare: two entries of one key at the same instant) is let in by the
-next job of the key to leave, or by the recovery's sweep. So a window can
-be briefly short, never exceeded: the chaos soak checks it
-(bench/chaos_fairness.py). In a REPEATABLE READ or SERIALIZABLE
-transaction a gate counts from the transaction's snapshot, and may let one
-job too many in.
+a count that sees a departure not yet committed errs on the small side, and
+a replacement not yet committed goes with its departure. The gate waits for
+that lock unless its transaction already holds another key's (two enqueues
+of two keys in opposite orders would deadlock): then the job waits its
+turn; the sweep never waits. What that leaves waiting with room in its
+window (rare: two entries of one key at the same instant, or a gate's job
+not yet committed when the key's last jobs left) is let in by the sweep of
+the pool's recovery. So a window is never exceeded, and can be briefly
+short: the chaos soak checks it (bench/chaos_fairness.py). A lowered weight
+holds back at once what the smaller window leaves out (a job being claimed
+at that instant is skipped, and its replacement keeps the key one over
+until the next sweep). An enqueue in an application's transaction holds its
+key's lock until that transaction ends, as a concurrency key's row lock
+does. In a REPEATABLE READ or SERIALIZABLE transaction a gate counts from
+the transaction's snapshot, and may let one job too many in.
+
+The first version counted and filled the window at every departure, under
+the same lock, only tried (a claim that takes jobs of two keys while another
+takes jobs of the same two in the other order would deadlock on a lock it
+waits for): concurrent claims of one key then skipped their replacements,
+windows shrank to nothing until a sweep, and 20 busy keys ran at a fifth of
+the rate without fairness; the count alone cost about 0.1 ms a job.
 
 A job with a concurrency key is not held for fairness (the gate stands
 aside): the slot triggers count the jobs they let in themselves
@@ -123,12 +140,41 @@ _WINDOW = """
            THEN greatest(trim(current_setting('skiplock.fair_window', true))::integer, 1)
            ELSE 10 END
 """
-# The lock every entry into a key's window takes (tried, never waited for).
-_TRY_LOCK = "pg_try_advisory_xact_lock(hashtextextended('skiplock.fair:' || {k}, 0))"
+_LOCK_ID = "hashtextextended('skiplock.fair:' || {k}, 0)"
 # How many of key k's jobs are in the claim's index, counting no further than `cap`.
 _ADMITTED = """(SELECT count(*) FROM (SELECT FROM "WorkerJob"
                   WHERE "fairKey" = {k} AND status = 'PENDING' AND "heldBack" IS NULL
                   LIMIT {cap}) AS admitted)"""
+# Whether some job of key k waits its turn.
+_WAITING = """EXISTS (SELECT FROM "WorkerJob"
+                      WHERE "fairKey" = {k} AND status = 'PENDING' AND "heldBack" = false
+                        AND ("waitingFor" IS NULL OR "waitingFor" = 0))"""
+# Key k's next job into next_id (FOUND says whether there is one): the first due in
+# the claim's order, else the one due first; one that another transaction is letting
+# in is skipped.
+_NEXT = """
+    SELECT id INTO next_id FROM "WorkerJob"
+    WHERE "fairKey" = {k} AND status = 'PENDING' AND "heldBack" = false
+      AND ("waitingFor" IS NULL OR "waitingFor" = 0) AND "availableAt" <= statement_timestamp()
+    ORDER BY priority DESC, "availableAt" ASC
+    LIMIT 1 FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        SELECT id INTO next_id FROM "WorkerJob"
+        WHERE "fairKey" = {k} AND status = 'PENDING' AND "heldBack" = false
+          AND ("waitingFor" IS NULL OR "waitingFor" = 0)
+        ORDER BY "availableAt" ASC, priority DESC
+        LIMIT 1 FOR UPDATE SKIP LOCKED;
+    END IF;
+"""
+# Let next_id in, dated now: at the back of the round. The gate lets this change
+# through (it was counted by whoever makes it).
+_LET_IN = """
+    PERFORM set_config('skiplock.fair_filling', 'on', true);
+    UPDATE "WorkerJob"
+    SET "heldBack" = NULL, "availableAt" = greatest("availableAt", statement_timestamp())
+    WHERE id = next_id;
+    PERFORM set_config('skiplock.fair_filling', '', true);
+"""
 
 _FILL = f"""
     CREATE FUNCTION skiplock_fair_fill(k text) RETURNS integer
@@ -139,7 +185,6 @@ _FILL = f"""
         room integer;
         next_id text;
         let_in integer := 0;
-        outer_mark text := current_setting('skiplock.fair_filling', true);
     BEGIN
         FOR fk IN
             SELECT k WHERE k IS NOT NULL
@@ -156,38 +201,35 @@ _FILL = f"""
                 FROM keys WHERE keys.key IS NOT NULL)
              SELECT key FROM keys WHERE key IS NOT NULL)
         LOOP
-            -- No job of the key waits (a key within its window): nothing to count.
-            CONTINUE WHEN NOT EXISTS (
-                SELECT FROM "WorkerJob"
-                WHERE "fairKey" = fk AND status = 'PENDING' AND "heldBack" = false
-                  AND COALESCE("waitingFor", 0) = 0);
-            CONTINUE WHEN NOT {_TRY_LOCK.format(k="fk")};
+            CONTINUE WHEN k IS NULL AND NOT {_WAITING.format(k="fk")};
+            -- The sweep (k NULL) never waits for a key's lock; one key, asked for
+            -- alone, waits unless this transaction holds another key's lock.
+            IF NOT pg_try_advisory_xact_lock({_LOCK_ID.format(k="fk")}) THEN
+                CONTINUE WHEN k IS NULL
+                    OR current_setting('skiplock.fair_locked', true) = 'on';
+                PERFORM pg_advisory_xact_lock({_LOCK_ID.format(k="fk")});
+            END IF;
+            PERFORM set_config('skiplock.fair_locked', 'on', true);
             cap := {_WINDOW.format(k="fk")};
-            room := cap - {_ADMITTED.format(k="fk", cap="cap")};
-            -- The gate lets our own changes through: they are counted here.
-            PERFORM set_config('skiplock.fair_filling', 'on', true);
+            room := cap - {_ADMITTED.format(k="fk", cap="cap + 100000")};
+            IF room < 0 THEN
+                -- A lowered weight: hold back what the smaller window leaves out, the
+                -- jobs that would be claimed last (a job being claimed is skipped).
+                PERFORM set_config('skiplock.fair_filling', 'on', true);
+                UPDATE "WorkerJob" SET "heldBack" = false
+                WHERE id IN (SELECT id FROM "WorkerJob"
+                             WHERE "fairKey" = fk AND status = 'PENDING' AND "heldBack" IS NULL
+                             ORDER BY priority ASC, "availableAt" DESC
+                             LIMIT -room FOR UPDATE SKIP LOCKED);
+                PERFORM set_config('skiplock.fair_filling', '', true);
+            END IF;
             WHILE room > 0 LOOP
-                SELECT id INTO next_id FROM "WorkerJob"
-                WHERE "fairKey" = fk AND status = 'PENDING' AND "heldBack" = false
-                  AND COALESCE("waitingFor", 0) = 0 AND "availableAt" <= statement_timestamp()
-                ORDER BY priority DESC, "availableAt" ASC
-                LIMIT 1 FOR UPDATE SKIP LOCKED;
-                IF NOT FOUND THEN
-                    SELECT id INTO next_id FROM "WorkerJob"
-                    WHERE "fairKey" = fk AND status = 'PENDING' AND "heldBack" = false
-                      AND COALESCE("waitingFor", 0) = 0
-                    ORDER BY "availableAt" ASC, priority DESC
-                    LIMIT 1 FOR UPDATE SKIP LOCKED;
-                    EXIT WHEN NOT FOUND;
-                END IF;
-                -- Its turn: at the back of the round.
-                UPDATE "WorkerJob"
-                SET "heldBack" = NULL, "availableAt" = greatest("availableAt", statement_timestamp())
-                WHERE id = next_id;
+                {_NEXT.format(k="fk")}
+                EXIT WHEN NOT FOUND;
+                {_LET_IN}
                 room := room - 1;
                 let_in := let_in + 1;
             END LOOP;
-            PERFORM set_config('skiplock.fair_filling', COALESCE(outer_mark, ''), true);
         END LOOP;
         RETURN let_in;
     END $$
@@ -198,18 +240,25 @@ _TURNS = f"""
     LANGUAGE plpgsql AS $$
     DECLARE
         cap integer;
-        let_in integer;
+        next_id text;
     BEGIN
         IF TG_WHEN = 'AFTER' THEN
-            -- A job of the key left the index: the key's next job may come in.
+            -- A job of the key left the index: its next job takes the place, one for
+            -- one, without counting and without the key's lock. A fill's own holds
+            -- (a lowered weight) are not replaced.
             IF OLD.status = 'PENDING' AND OLD."heldBack" IS NULL
                AND (TG_OP = 'DELETE' OR NEW.status <> 'PENDING' OR NEW."heldBack" IS NOT NULL
-                    OR NEW."fairKey" IS DISTINCT FROM OLD."fairKey") THEN
-                let_in := skiplock_fair_fill(OLD."fairKey");
-                -- Wake idle workers, but not for a claim: its claimer comes back for
-                -- more, and a NOTIFY per claim cost each claim's commit dearly.
-                IF let_in > 0 AND (TG_OP = 'DELETE' OR NEW.status <> 'PROCESSING') THEN
-                    PERFORM pg_notify('skiplock_jobs', '');
+                    OR NEW."fairKey" IS DISTINCT FROM OLD."fairKey")
+               AND current_setting('skiplock.fair_filling', true) IS DISTINCT FROM 'on' THEN
+                {_NEXT.format(k='OLD."fairKey"')}
+                IF FOUND THEN
+                    {_LET_IN}
+                    -- Wake idle workers, but not for a claim: its claimer comes back
+                    -- for more, and a NOTIFY per claim made each claim's commit cost
+                    -- about twice as much.
+                    IF TG_OP = 'DELETE' OR NEW.status <> 'PROCESSING' THEN
+                        PERFORM pg_notify('skiplock_jobs', '');
+                    END IF;
                 END IF;
             END IF;
             RETURN NULL;
@@ -222,10 +271,17 @@ _TURNS = f"""
            OR current_setting('skiplock.fair_filling', true) = 'on' THEN
             RETURN NEW;
         END IF;
-        IF NOT {_TRY_LOCK.format(k='NEW."fairKey"')} THEN
-            NEW."heldBack" := false;  -- another entry of the key is under way: wait
-            RETURN NEW;
+        IF NOT pg_try_advisory_xact_lock({_LOCK_ID.format(k='NEW."fairKey"')}) THEN
+            IF current_setting('skiplock.fair_locked', true) = 'on' THEN
+                -- Waiting for this key while holding another could deadlock: the job
+                -- waits its turn instead (the key's next job to leave, or the sweep,
+                -- lets it in).
+                NEW."heldBack" := false;
+                RETURN NEW;
+            END IF;
+            PERFORM pg_advisory_xact_lock({_LOCK_ID.format(k='NEW."fairKey"')});
         END IF;
+        PERFORM set_config('skiplock.fair_locked', 'on', true);
         cap := {_WINDOW.format(k='NEW."fairKey"')};
         IF {_ADMITTED.format(k='NEW."fairKey"', cap="cap")} >= cap THEN
             NEW."heldBack" := false;
@@ -288,7 +344,7 @@ def downgrade() -> None:
     op.execute(
         """UPDATE "WorkerJob" SET "heldBack" = NULL
            WHERE status = 'PENDING' AND "fairKey" IS NOT NULL AND "heldBack" = false
-             AND COALESCE("waitingFor", 0) = 0"""
+             AND ("waitingFor" IS NULL OR "waitingFor" = 0)"""
     )
     op.execute('DROP INDEX "WorkerJob_fair_idx"')
     op.execute('DROP TABLE "WorkerFairKey"')

@@ -84,9 +84,10 @@ def test_every_path_back_into_the_index_passes_the_gate():
 def test_a_weight_widens_the_window_at_once_and_the_sweep_repairs_what_bypassed_it():
     fair(3 * WINDOW, "k")
     assert set_weight("k", 2) == WINDOW and admitted("k") == 2 * WINDOW
-    set_weight("k", None)  # back to 1: the window shrinks as its jobs leave
-    claim("w", limit=WINDOW + 1)
-    assert (admitted("k"), waiting("k")) == (WINDOW, 3 * WINDOW - (WINDOW + 1) - WINDOW)
+    set_weight("k", None)  # back to 1: the window shrinks at once
+    assert (admitted("k"), waiting("k")) == (WINDOW, 2 * WINDOW)
+    assert len(claim("w", limit=WINDOW + 1)) == WINDOW  # each replaced, one for one
+    assert (admitted("k"), waiting("k")) == (WINDOW, WINDOW)
     sql('UPDATE "WorkerJob" SET "heldBack" = NULL WHERE "fairKey" = \'k\'')  # all gated
     assert admitted("k") == WINDOW
     with sql_replica() as conn:  # triggers off: a key left with room and jobs waiting
@@ -95,7 +96,7 @@ def test_a_weight_widens_the_window_at_once_and_the_sweep_repairs_what_bypassed_
     assert admitted("k") == 0
     assert fairness.fill_turns() == WINDOW and admitted("k") == WINDOW
     assert [(k.key, k.weight, k.window, k.admitted, k.waiting) for k in fairness.fair_keys()] \
-        == [("k", 1, WINDOW, WINDOW, 3 * WINDOW - (WINDOW + 1) - WINDOW)]
+        == [("k", 1, WINDOW, WINDOW, WINDOW)]
 
 
 def sql_replica():
