@@ -37,8 +37,11 @@ not due keeps its time. "createdAt" still says when it was enqueued.
 
 Why not a share computed in the claim (a count per key, a window function,
 a lateral join over keys): that is the global limit that halved River's
-throughput; here an ordinary claim pays two short trigger WHENs, and a
-fair claim a few index probes in its trigger (docs/benchmarks.md).
+throughput; here an ordinary claim pays two short trigger WHENs, a fair
+claim of a key with nothing waiting one index probe in its trigger, and one
+whose key has jobs waiting the UPDATE that lets the next one in
+(docs/benchmarks.md: 0.99 of the rate without fair keys when the windows do
+not bind, about half when every key's do).
 
 - "WorkerJob"."fairKey" text, nullable: the original schema's Prisma client
   reads and writes the table as before (its rows have no fair key).
@@ -119,8 +122,8 @@ the concurrency limit only.
 Delays: a job that is not due may be let in (it keeps its time): a key
 whose window holds only delayed jobs has nothing else to let in, and
 nothing but a timer would let a held delayed job in when it comes due. It
-holds one place of its key's window until it runs. A lowered weight shrinks
-a window as its jobs leave; a raised one fills it at once.
+holds one place of its key's window until it runs. A raised weight fills
+the window at once; a lowered one holds back the excess at once.
 """
 
 from __future__ import annotations
