@@ -9,6 +9,7 @@ On one scratch database, in one run:
 - pool throughput (2 children) of no-op jobs: without fair keys, against the same
   jobs spread over many keys of weight 1, each within its window (fairness on,
   not binding), and over 20 keys whose windows bind; alternated, best of two;
+  and of jobs of 5 ms of CPU, without fair keys and over 20 binding keys;
 - a heavy key with 100,000 jobs queued and a light key enqueueing one job every
   50 ms meanwhile: the light key's wait (enqueue to start), p50 and p99, beside
   the time the heavy backlog takes to drain (what a FIFO queue would make it wait);
@@ -38,9 +39,10 @@ def _scalar(statement: str, **params: Any) -> Any:
         return conn.execute(text(statement), params).scalar()
 
 
-def _fill(count: int, key_of: Any = None, batch: int = 5_000) -> None:
+def _fill(count: int, key_of: Any = None, batch: int = 5_000, job_type: str = "BENCH_NOOP",
+          payload: dict[str, Any] | None = None) -> None:
     for start in range(0, count, batch):
-        q.enqueue_many([{"type": "BENCH_NOOP", "payload": {},
+        q.enqueue_many([{"type": job_type, "payload": payload or {},
                          **({"fair_key": key_of(i)} if key_of else {})}
                         for i in range(start, min(start + batch, count))])
     sql(_url, 'VACUUM ANALYZE "WorkerJob"')
@@ -54,9 +56,10 @@ def _wait_done(total: int, timeout: float = 900) -> None:
         time.sleep(0.05)
 
 
-def _throughput(total: int, key_of: Any = None) -> float:
+def _throughput(total: int, key_of: Any = None, job_type: str = "BENCH_NOOP",
+                payload: dict[str, Any] | None = None) -> float:
     sql(_url, 'TRUNCATE "WorkerJob"')
-    _fill(total, key_of)
+    _fill(total, key_of, job_type=job_type, payload=payload)
     proc = start_pool(_url, "--concurrency", "2")
     try:
         _wait_done(total)
@@ -185,6 +188,13 @@ def run_case(url: str, args: argparse.Namespace) -> None:
           f"{', '.join(f'{r:.0f}' for r in rates['spread'])})")
     print(f"  20 fair keys, windows binding: {binding:.0f} jobs/s ({binding / plain:.2f}; runs: "
           f"{', '.join(f'{r:.0f}' for r in rates['binding'])})")
+    cpu: dict[str, list[float]] = {"plain": [], "binding": []}
+    for _ in range(2):
+        for name in cpu:
+            cpu[name].append(_throughput(2_000, cases[name], "BENCH_CPU", {"ms": 5}))
+    print(f"  jobs of 5 ms of CPU, 2,000, best of 2: without fair keys {max(cpu['plain']):.0f} "
+          f"jobs/s, 20 fair keys binding {max(cpu['binding']):.0f} "
+          f"({max(cpu['binding']) / max(cpu['plain']):.2f})")
     p50, p99, drained = _light_wait()
     print(f"light key behind a heavy key of 100,000 queued: wait p50 {p50:.0f} ms, "
           f"p99 {p99:.0f} ms (the heavy backlog took {drained:.0f} s to drain)")
