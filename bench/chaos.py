@@ -83,7 +83,8 @@ HEARTBEAT_S = 0.5
 STUCK_S = 3.0
 HOLD_S = STUCK_S * 2 + 1  # how long a lock or a hang lasts: past a rescue by another pool
 # A dependent that waits for its parents (queue_core/features/dependencies.py).
-WAITING = """(j.status = 'PENDING' AND NOT coalesce(j."heldBack", true))"""
+# ("heldBack" false with nothing to wait for is a fair job waiting its turn: 0021_fairness.)
+WAITING = """(j.status = 'PENDING' AND NOT coalesce(j."heldBack", true) AND j."waitingFor" > 0)"""
 # A job of a sequence that waits for its turn (queue_core/features/sequences.py): its
 # key's head is another job, unfinished or dead-lettered under the policy hold.
 IN_LINE = """(j."sequenceKey" IS NOT NULL AND EXISTS (
@@ -157,6 +158,7 @@ def _processes_with(needle: str) -> list[int]:
 FLOWS: list[str] = [
     "bench.chaos_debounce",
     "bench.chaos_sequences",
+    "bench.chaos_fairness",
 ]
 
 

@@ -19,6 +19,7 @@ from bench.common import machine, scratch_database
 CASES: dict[str, str] = {
     "debounce": "bench.flow_debounce",
     "sequences": "bench.flow_sequences",
+    "fairness": "bench.flow_fairness",
 }
 
 

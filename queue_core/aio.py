@@ -65,6 +65,7 @@ async def aenqueue(job_type: str, payload: Mapping[str, Any], *, priority: int =
                    debounce: str | float | timedelta | None = None,
                    debounce_key: str | None = None, debounce_mode: str | None = None,
                    sequence: str | None = None, on_sequence_failure: str | None = None,
+                   fair_key: str | None = None,
                    conn: AsyncJoinable | None = None) -> str:
     """`enqueue`, awaited: add one job, return its id (the existing job's id when the
     idempotency key already exists). With `conn` (an async connection) the insert
@@ -76,7 +77,8 @@ async def aenqueue(job_type: str, payload: Mapping[str, Any], *, priority: int =
                   concurrency_key=concurrency_key, concurrency=concurrency, unique_for=unique_for,
                   depends_on=depends_on, on_parent_failure=on_parent_failure,
                   debounce=debounce, debounce_key=debounce_key, debounce_mode=debounce_mode,
-                  sequence=sequence, on_sequence_failure=on_sequence_failure)
+                  sequence=sequence, on_sequence_failure=on_sequence_failure,
+                  fair_key=fair_key)
     return (await _write([row], conn, tracing.current_context())).ids[0]
 
 

@@ -32,7 +32,7 @@ from skiplock.queue_core.database.db import Joinable, ServerBound, binds_on_serv
 from skiplock.queue_core.database.faults import sqlstate as sqlstate_of
 from skiplock.queue_core.errors import InvalidJob, InvalidPayload, TransactionConflict
 from skiplock.queue_core.features import debounce as debouncing
-from skiplock.queue_core.features import limits, policy, sequences, unique
+from skiplock.queue_core.features import fairness, limits, policy, sequences, unique
 
 MAX_TYPE_LENGTH = 200
 MAX_KEY_LENGTH = 1000
@@ -44,7 +44,8 @@ _UNFIT = re.compile("[\x01-\x1f\x7f-\x9f\ud800-\udfff]")
 _INT32 = 2**31 - 1
 _OPTIONS = {"priority", "delay", "max_attempts", "idempotency_key", "user_id",
             "concurrency_key", "concurrency", "unique_for", "depends_on", "on_parent_failure",
-            "debounce", "debounce_key", "debounce_mode", "sequence", "on_sequence_failure"}
+            "debounce", "debounce_key", "debounce_mode", "sequence", "on_sequence_failure",
+            "fair_key"}
 # What a parent that does not complete does to its dependent (migration 0016).
 POLICIES = ("cancel", "run", "hold")
 # The batch a `with skiplock.batch(...)` block has open in this context
@@ -114,6 +115,7 @@ class _Row(NamedTuple):  # a tuple: a million of them are built per backfill
     replace: bool = False
     sequence: str | None = None  # its key's line (queue_core/features/sequences.py)
     sequence_policy: str | None = None  # None: hold
+    fair_key: str | None = None  # queue_core/features/fairness.py
 
 
 def _text(name: str, value: Any, limit: int, *, required: bool) -> str | None:
@@ -213,7 +215,7 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
              concurrency_key: Any = None, concurrency: Any = None, unique_for: Any = None,
              depends_on: Any = None, on_parent_failure: Any = None,
              debounce: Any = None, debounce_key: Any = None, debounce_mode: Any = None,
-             sequence: Any = None, on_sequence_failure: Any = None,
+             sequence: Any = None, on_sequence_failure: Any = None, fair_key: Any = None,
              max_payload_bytes: int, job_id: str | None = None) -> _Row:
     job_type = _job_type(job_type)
     payload = payloads.validate_payload(job_type, payload)  # a model instance: its JSON
@@ -286,10 +288,22 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
         "sequence", sequence, MAX_KEY_LENGTH, required=False), on_sequence_failure)
     if line is not None:
         _text("sequence", line, MAX_KEY_LENGTH, required=True)
+    fair = fairness.resolve(job_type, payload, None if fair_key is None else _text(
+        "fair key", fair_key, MAX_KEY_LENGTH, required=False))
+    if fair is not None:
+        _text("fair key", fair, MAX_KEY_LENGTH, required=True)
+        if slot_key is not None:
+            # The slot triggers count the jobs they let in; a second gate on the same
+            # change would break their counts (alembic/versions/0021_fairness.py).
+            raise InvalidJob(f"a job cannot have both a fair key ({fair!r}) and a concurrency "
+                             f"key ({slot_key!r}); a concurrency key already bounds its share")
     if debounce is not None or debounce_key is not None or debounce_mode is not None:
         if line is not None:
             raise InvalidJob("debounce cannot be combined with a sequence: a sequence runs "
                              "every job of its key, a debounce folds them into one")
+        if fair is not None:
+            raise InvalidJob("debounce cannot be combined with a fair key (not supported: "
+                             "a debounced enqueue writes no fair key)")
         folded = debouncing.options(
             debounce, _text("debounce key", debounce_key, MAX_KEY_LENGTH, required=False),
             debounce_mode, delay=delay, idempotency_key=idempotency_key,
@@ -301,14 +315,14 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
     if unique_for is None:
         return _Row(job_id or new_job_id(), job_type, encoded, priority, delay_s, max_attempts,
                     key, user, slot_key, limit, parents=parents, sequence=line,
-                    sequence_policy=line_policy)
+                    sequence_policy=line_policy, fair_key=fair)
     scoped, unique_s = unique.window(unique_for)
     if scoped and key is None:
         raise InvalidJob("unique_for needs an idempotency key")
     unique_key, key = (key, None) if scoped else (None, key)
     return _Row(job_id or new_job_id(), job_type, encoded, priority, delay_s, max_attempts,
                 key, user, slot_key, limit, unique_key, unique_s, parents, sequence=line,
-                sequence_policy=line_policy)
+                sequence_policy=line_policy, fair_key=fair)
 
 
 def check_job(job: Mapping[str, Any]) -> None:
@@ -340,6 +354,7 @@ def enqueue(job_type: str, payload: Any, *, priority: int = 0,
             debounce: str | float | timedelta | None = None, debounce_key: str | None = None,
             debounce_mode: str | None = None, sequence: str | None = None,
             on_sequence_failure: str | None = None,
+            fair_key: str | None = None,
             conn: Joinable | None = None) -> str:
     """Add one job; return its id (the existing job's id if the key already exists).
 
@@ -356,6 +371,8 @@ def enqueue(job_type: str, payload: Any, *, priority: int = 0,
     `sequence`: a key whose jobs run one at a time in enqueue order, and
     `on_sequence_failure` what this job does to the rest once dead-lettered: "hold"
     them (the default) or "pass" (queue_core/features/sequences.py).
+    `fair_key`: under contention, the keys' jobs take turns, by weight
+    (queue_core/features/fairness.py).
     `payload`: a JSON object, or an instance of a dataclass or pydantic model
     (stored as its JSON); checked against the type's payload model where this
     process knows it (queue_core/payloads.py).
@@ -365,7 +382,8 @@ def enqueue(job_type: str, payload: Any, *, priority: int = 0,
                   concurrency_key=concurrency_key, concurrency=concurrency, unique_for=unique_for,
                   depends_on=depends_on, on_parent_failure=on_parent_failure,
                   debounce=debounce, debounce_key=debounce_key, debounce_mode=debounce_mode,
-                  sequence=sequence, on_sequence_failure=on_sequence_failure)
+                  sequence=sequence, on_sequence_failure=on_sequence_failure,
+                  fair_key=fair_key)
     return _write([row], conn, tracing.current_context()).ids[0]
 
 
@@ -373,7 +391,8 @@ def job_row(job_type: Any, payload: Any, *, priority: Any, delay: Any, max_attem
             idempotency_key: Any, user_id: Any, concurrency_key: Any, concurrency: Any,
             unique_for: Any, depends_on: Any = None, on_parent_failure: Any = None,
             debounce: Any = None, debounce_key: Any = None, debounce_mode: Any = None,
-            sequence: Any = None, on_sequence_failure: Any = None) -> _Row:
+            sequence: Any = None, on_sequence_failure: Any = None,
+            fair_key: Any = None) -> _Row:
     """One job of `enqueue` (and `skiplock.aenqueue`), checked and encoded: the row
     `insert_steps` writes; InvalidJob or InvalidPayload if it is wrong."""
     # Straight to _prepare: the options are named arguments, nothing to sort out.
@@ -384,6 +403,7 @@ def job_row(job_type: Any, payload: Any, *, priority: Any, delay: Any, max_attem
                    on_parent_failure=on_parent_failure, debounce=debounce,
                    debounce_key=debounce_key, debounce_mode=debounce_mode,
                    sequence=sequence, on_sequence_failure=on_sequence_failure,
+                   fair_key=fair_key,
                    max_payload_bytes=cached_settings().max_payload_bytes)
     if row.parents and any(isinstance(ref, int) for ref, _ in row.parents):
         raise InvalidJob("depends_on names jobs by id; a position refers to an earlier job "
@@ -484,7 +504,8 @@ def _insert(conn: Connection | ServerBound | BorrowedConnection | direct.KeptCon
         return _insert_debounced(conn, rows[0], trace)
     if (len(rows) == 1 and isinstance(conn, direct.KeptConnection)
             and rows[0].key is None and rows[0].unique_key is None
-            and rows[0].debounce_key is None and rows[0].sequence is None):
+            and rows[0].debounce_key is None and rows[0].sequence is None
+            and rows[0].fair_key is None):
         return _insert_prepared(conn, rows[0], trace)
     return steps.run(insert_steps(rows, trace), lambda step: conn.execute(*step))
 
@@ -502,7 +523,9 @@ def insert_steps(rows: Sequence[_Row],
         # The sequence's columns are the graph statement's (no parents: none waits).
         ids, inserted = yield from keyed_steps(rows, trace, sql.INSERT_GRAPH_JOBS, _in_line(rows))
         return Enqueued(ids, len(inserted))
-    if all(r.key is None and r.unique_key is None for r in rows):
+    # A fair key goes with the keyed statements: the unkeyed ones, the hot path of
+    # every other job, stay as they are.
+    if all(r.key is None and r.unique_key is None and r.fair_key is None for r in rows):
         if len(rows) == 1:
             # One job without a key: it is new, whatever else is in the table.
             yield from _inserting(sql.INSERT_UNKEYED_JOB, _unkeyed_params(rows[0], trace), rows)
@@ -665,7 +688,8 @@ def _columns(rows: Sequence[_Row], trace: str | None) -> dict[str, str | None]:
     return {**_unkeyed_columns(rows, trace),
             "keys": text_array([r.key for r in rows]),
             "unique_keys": text_array([r.unique_key for r in rows]),
-            "unique_secs": number_array([r.unique_s for r in rows])}
+            "unique_secs": number_array([r.unique_s for r in rows]),
+            "fair_keys": text_array([r.fair_key for r in rows])}
 
 
 def _unkeyed_columns(rows: Sequence[_Row], trace: str | None) -> dict[str, str | None]:

@@ -80,4 +80,6 @@ worker_job = Table(
     Column("sequenceKey", Text),
     Column("sequenceNo", BigInteger),
     Column("sequencePolicy", Text),
+    # 0021_fairness: the key whose jobs take turns with other keys' (features/fairness.py).
+    Column("fairKey", Text),
 )

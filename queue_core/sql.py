@@ -48,20 +48,21 @@ INSERT_JOBS = text(
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-         "traceContext")
+         "traceContext", "fairKey")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
            j.user_id, statement_timestamp(),
            j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END,
            j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s),
-           CAST(:trace_context AS jsonb)
+           CAST(:trace_context AS jsonb), j.fair_key
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
         CAST(:keys AS text[]), CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]),
-        CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[])
+        CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[]),
+        CAST(:fair_keys AS text[])
     ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
-                           slot_key, slot_limit, unique_key, unique_s, ord)
+                           slot_key, slot_limit, unique_key, unique_s, fair_key, ord)
     ORDER BY j.ord
     ON CONFLICT DO NOTHING
     RETURNING id
@@ -76,7 +77,7 @@ INSERT_JOB = text(
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-         "traceContext")
+         "traceContext", "fairKey")
     VALUES (:id, :type, CAST(:payload AS jsonb), :priority,
             statement_timestamp() + make_interval(secs => CAST(:delay_s AS float8)),
             :max_attempts, :key, :user_id, statement_timestamp(),
@@ -84,7 +85,7 @@ INSERT_JOB = text(
             CASE WHEN CAST(:concurrency_key AS text) IS NOT NULL THEN true END,
             :unique_key,
             statement_timestamp() + make_interval(secs => CAST(:unique_s AS float8)),
-            CAST(:trace_context AS jsonb))
+            CAST(:trace_context AS jsonb), CAST(:fair_key AS text))
     ON CONFLICT DO NOTHING
     RETURNING id
     """
@@ -922,7 +923,8 @@ INSERT_GRAPH_JOBS = text(
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-         "traceContext", "waitingFor", "hasDependents", "sequenceKey", "sequencePolicy")
+         "traceContext", "waitingFor", "hasDependents", "sequenceKey", "sequencePolicy",
+         "fairKey")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
            j.user_id, statement_timestamp(),
@@ -930,17 +932,18 @@ INSERT_GRAPH_JOBS = text(
            CASE WHEN j.waiting_for > 0 THEN false WHEN j.slot_key IS NOT NULL THEN true END,
            j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s),
            CAST(:trace_context AS jsonb), j.waiting_for, j.has_dependents, j.sequence_key,
-           j.sequence_policy
+           j.sequence_policy, j.fair_key
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
         CAST(:keys AS text[]), CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]),
         CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[]),
         CAST(:waiting_for AS int[]), CAST(:has_dependents AS boolean[]),
-        CAST(:sequence_keys AS text[]), CAST(:sequence_policies AS text[])
+        CAST(:sequence_keys AS text[]), CAST(:sequence_policies AS text[]),
+        CAST(:fair_keys AS text[])
     ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
                            slot_key, slot_limit, unique_key, unique_s, waiting_for,
-                           has_dependents, sequence_key, sequence_policy, ord)
+                           has_dependents, sequence_key, sequence_policy, fair_key, ord)
     ORDER BY j.sequence_key, j.ord
     ON CONFLICT DO NOTHING
     RETURNING id
@@ -1222,7 +1225,7 @@ SEQUENCE_COUNTS = text(
             WHERE j.status = 'DEAD_LETTER') AS held,
            (SELECT count(*) FROM "WorkerJob"
             WHERE status = 'PENDING' AND "sequenceKey" IS NOT NULL
-              AND "heldBack" = false) AS waiting
+              AND "heldBack" = false AND "waitingFor" > 0) AS waiting
     """
 )
 
@@ -1244,5 +1247,58 @@ RELEASE_SEQUENCE = text(
         FOR UPDATE OF s
     )
     SELECT skiplock_sequence_advance(held.key) AS head FROM held
+    """
+)
+
+
+# -- fairness between keys (queue_core/features/fairness.py) --------------------------
+
+# A key's weight; its window changes with it, and a larger one is filled at once
+# (FILL_TURNS after it).
+SET_WEIGHT = text(
+    """
+    INSERT INTO "WorkerFairKey" AS f (key, weight) VALUES (:key, :weight)
+    ON CONFLICT (key) DO UPDATE SET weight = EXCLUDED.weight, "updatedAt" = now()
+    """
+)
+FORGET_WEIGHT = text('DELETE FROM "WorkerFairKey" WHERE key = :key')
+
+# Let in the jobs of one key (:key), or of every key that has some waiting (NULL),
+# as far as its window has room (migration 0021_fairness).
+FILL_TURNS = text("SELECT skiplock_fair_fill(CAST(:key AS text)) AS let_in")
+
+# A job waits its turn: PENDING, out of the claim's index by fairness alone.
+WAITING_TURN = """(status = 'PENDING' AND "fairKey" IS NOT NULL AND "heldBack" = false
+                   AND ("waitingFor" IS NULL OR "waitingFor" = 0))"""
+
+# How many jobs wait their turn, through "WorkerJob_fair_idx".
+COUNT_WAITING_TURN = text(f'SELECT count(*) FROM "WorkerJob" WHERE {WAITING_TURN}')
+
+# What `skiplock stats` shows of each fair key: its weight and window, its jobs in the
+# claim's index and those waiting their turn; keys with pending jobs or a weight.
+FAIR_KEYS = text(
+    f"""
+    WITH jobs AS (
+        SELECT "fairKey" AS key,
+               count(*) FILTER (WHERE "heldBack" IS NULL) AS admitted,
+               count(*) FILTER (WHERE {WAITING_TURN}) AS waiting
+        FROM "WorkerJob"
+        WHERE status = 'PENDING' AND "fairKey" IS NOT NULL
+          AND (CAST(:key AS text) IS NULL OR "fairKey" = CAST(:key AS text))
+        GROUP BY 1
+    ), weights AS (
+        SELECT key, weight FROM "WorkerFairKey"
+        WHERE CAST(:key AS text) IS NULL OR key = CAST(:key AS text)
+    ), base AS (
+        SELECT CASE WHEN current_setting('skiplock.fair_window', true) ~ '^ *[0-9]{{1,5}} *$'
+                    THEN greatest(trim(current_setting('skiplock.fair_window', true))::int, 1)
+                    ELSE 10 END AS n
+    )
+    SELECT COALESCE(j.key, f.key) AS key, COALESCE(f.weight, 1) AS weight,
+           COALESCE(f.weight, 1) * base.n AS window,
+           COALESCE(j.admitted, 0) AS admitted, COALESCE(j.waiting, 0) AS waiting
+    FROM jobs AS j FULL JOIN weights AS f ON f.key = j.key CROSS JOIN base
+    ORDER BY COALESCE(j.waiting, 0) DESC, 1
+    LIMIT :limit
     """
 )

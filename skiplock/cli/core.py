@@ -344,6 +344,34 @@ def recount_slots() -> None:
     click.echo(f"corrected the slot counts of {fixed} concurrency key{'' if fixed == 1 else 's'}")
 
 
+@main.command()
+@click.argument("key")
+@click.argument("weight", type=click.IntRange(1, 1000), required=False)
+@click.option("--reset", is_flag=True, help="Forget the key's weight: it weighs 1 again.")
+def weight(key: str, weight: int | None, reset: bool) -> None:
+    """Set the weight of fair key KEY (1 to 1000), or show it without WEIGHT.
+
+    Under contention, keys share the workers in proportion to their weights:
+    a key keeps weight x `skiplock.fair_window` (10 unless set) of its jobs in
+    the queue at once, the rest wait their turn (docs/jobs.md, "Fairness")."""
+    from skiplock.queue_core.features import fairness
+
+    if weight is not None and reset:
+        raise click.UsageError("give a WEIGHT or --reset, not both")
+    if weight is not None or reset:
+        let_in = fairness.set_weight(key, None if reset else weight)
+        click.echo(f"{key}: weight {weight or 1}" + (f", {let_in} more jobs let in"
+                                                     if let_in else ""))
+        return
+    found = fairness.fair_keys(limit=1, key=key)
+    if not found:
+        click.echo(f"{key}: weight 1, no pending jobs")
+        return
+    k = found[0]
+    click.echo(f"{key}: weight {k.weight}, {k.admitted}/{k.window} in the queue, "
+               f"{k.waiting} waiting their turn")
+
+
 @main.group()
 def db() -> None:
     """The embedded PostgreSQL cluster (used when DATABASE_URL is not set)."""

@@ -76,6 +76,10 @@ def _print_health(h: Any) -> None:
         echo(f"sequences held by a dead letter: {h.sequences_held} (retry, delete or "
              "`skiplock sequence release KEY`): " + ", ".join(
                  f"{k} (job {head}, {n} waiting)" for k, (head, n) in h.held_sequences.items()))
+    if h.fair_keys:
+        echo(f"waiting their key's turn (fairness): {h.fair_waiting} pending (keys: "
+             + ", ".join(f"{k} weight {f['weight']}, {f['queued']}/{f['window']} in the queue, "
+                         f"{f['waiting']} waiting" for k, f in h.fair_keys.items()) + ")")
     if h.paused:
         echo("paused types: " + ", ".join(
             f"{name} ({n} pending)" for name, n in sorted(h.paused.items())))
@@ -112,6 +116,9 @@ def stats(as_json: bool, watch: float | None, exact: bool) -> None:
     and 15 minutes, dead letters by type, paused types, the types that no
     running pool serves (NO POOL: their jobs wait for one), sequences (keys with
     jobs in line, and those held by a dead letter), and the health of
+    and 15 minutes, dead letters by type, fair keys (weight, jobs in the queue
+    out of their window, jobs waiting their turn), paused types, the types that no
+    running pool serves (NO POOL: their jobs wait for one), and the health of
     the job table: size, dead rows, last vacuum, and the oldest open
     transaction that keeps vacuum from removing dead rows.
     """

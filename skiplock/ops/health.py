@@ -26,6 +26,7 @@ from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.database.db import connect
 from skiplock.queue_core.features.aging import aged_by_type
 from skiplock.queue_core.features.debounce import debounced_by_type
+from skiplock.queue_core.features.fairness import fair_keys
 from skiplock.queue_core.features.parking import parked_by_type
 from skiplock.queue_core.features.sequences import held_sequences
 from skiplock.queue_core.maintenance import camel, pending_breakdown
@@ -73,6 +74,10 @@ class Health:
     sequence_waiting: int = 0
     sequences_held: int = 0
     held_sequences: dict[str, tuple[str | None, int]] = field(default_factory=dict)
+    # Fairness (queue_core/features/fairness.py): pending jobs waiting their key's turn,
+    # and the 10 keys with the most waiting (weight, window, in the queue, waiting).
+    fair_waiting: int = 0
+    fair_keys: dict[str, dict[str, int]] = field(default_factory=dict)
     # Routing (pool/served.py): the live pools (masters), how many of them serve
     # each type that has jobs, and the pending jobs of types none of them serves,
     # which wait for one (parked: taken out of the claim's index meanwhile).
@@ -120,6 +125,8 @@ class Health:
                           "held": self.sequences_held,
                           "heldKeys": {k: {"deadLetter": head, "waiting": n}
                                        for k, (head, n) in self.held_sequences.items()}},
+            "fairWaiting": self.fair_waiting,
+            "fairKeys": self.fair_keys,
             "pools": self.pools,
             "servedBy": self.served_by,
             "unserved": self.unserved,
@@ -233,6 +240,10 @@ def collect(exact: bool = False, conn: Connection | Session | None = None,
         if health.sequences_held:
             health.held_sequences = {s.key: (s.head, s.waiting)
                                      for s in held_sequences(10, c)}
+        health.fair_waiting = int(c.execute(sql.COUNT_WAITING_TURN).scalar_one())
+        health.fair_keys = {k.key: {"weight": k.weight, "window": k.window,
+                                    "queued": k.admitted, "waiting": k.waiting}
+                            for k in fair_keys(10, c)}
         routing(health, live_served(live_s, c), parked_by_type(c))
         for job_type, folded in debounced_by_type(c).items():
             health.debounced += folded.pending

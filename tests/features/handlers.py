@@ -37,6 +37,13 @@ def per_user(payload: dict[str, Any], job_id: str) -> JobResult:
     return JobResult(True)
 
 
+@handler("TEST_FAIR")
+def fair_step(payload: dict[str, Any], job_id: str) -> JobResult:
+    """A job of a fair key (enqueued with `fair_key=`): works for `seconds`."""
+    time.sleep(float(payload.get("seconds", 0)))
+    return JobResult(True)
+
+
 @handler("TEST_REFUSE")
 def refuse(payload: dict[str, Any], job_id: str) -> JobResult:
     """Fails for good, with the payload's reason."""
