@@ -96,7 +96,7 @@ class _Row(NamedTuple):  # a tuple: a million of them are built per backfill
     payload: str
     priority: int
     delay_s: float
-    max_attempts: int
+    max_attempts: int  # 3, the default, gives way to the type's policy in the database
     key: str | None
     user_id: str | None
     concurrency_key: str | None = None
@@ -489,7 +489,11 @@ def keyed_steps(rows: Sequence[_Row], trace: str | None, statement: TextClause |
         keys = sorted({key for i in skipped if (key := rows[i].key) is not None})
         found = yield sql.EXISTING_BY_KEY, {"keys": text_array(keys)}
         existing = {r.key: r.id for r in found}
-        unique_keys = sorted({u for i in skipped if (u := rows[i].unique_key) is not None})
+        # A type whose policy has a unique window keeps an idempotency key as its
+        # scoped key (the insert trigger of migration 0017_policies moves it there).
+        unique_keys = sorted({u for i in skipped if (u := rows[i].unique_key) is not None}
+                             | {k for i in skipped
+                                if (k := rows[i].key) is not None and k not in existing})
         existing_unique: dict[str | None, str] = {}
         if unique_keys:
             found = yield sql.EXISTING_BY_UNIQUE_KEY, {"keys": text_array(unique_keys)}
@@ -499,6 +503,8 @@ def keyed_steps(rows: Sequence[_Row], trace: str | None, statement: TextClause |
                 ids[i] = existing[rows[i].key]
             elif rows[i].unique_key in existing_unique:
                 ids[i] = existing_unique[rows[i].unique_key]
+            elif rows[i].unique_key is None and rows[i].key in existing_unique:
+                ids[i] = existing_unique[rows[i].key]
         todo = [i for i in skipped if i not in ids]
         if not todo:
             break

@@ -70,4 +70,7 @@ worker_job = Table(
     # 0016_dependencies
     Column("waitingFor", Integer),
     Column("hasDependents", Boolean),
+    # 0017_policies (the rates feature adds the same two): a rate limit and its key.
+    Column("rate", Text),
+    Column("rateKey", Text),
 )

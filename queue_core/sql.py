@@ -1058,3 +1058,83 @@ BATCH_MEMBERS = text(
 
 # A dependent that named one parent twice (by position and by id) waits for it once.
 SET_WAITING_FOR = text('UPDATE "WorkerJob" SET "waitingFor" = :n WHERE id = :id')
+
+# -- per-type policies (queue_core/features/type_policies.py, migration 0017_policies)
+
+_POLICY_COLUMNS = ('"concurrencyLimit", "concurrencyKeyField", "maxAttempts", backoff, '
+                   '"uniqueFor", rate, "rateKeyField"')
+
+# A master's boot: its handlers' options, one row per served type that has some,
+# and the boot rows of served types that have none any more go. One statement, the
+# rows in type order (hosts booting at once lock them in one order: no deadlock);
+# a row whose values are already these is not written (no churn, no lock held
+# longer than the probe); an operator's row is never touched.
+WRITE_BOOT_POLICIES = text(
+    f"""
+    WITH wanted AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(
+            type text, "concurrencyLimit" int, "concurrencyKeyField" text,
+            "maxAttempts" int, backoff jsonb, "uniqueFor" text, rate text,
+            "rateKeyField" text)
+    ), gone AS (
+        DELETE FROM "WorkerTypePolicy" AS p
+        WHERE p.source = 'boot' AND p.type = ANY(CAST(:served AS text[]))
+          AND NOT EXISTS (SELECT FROM wanted WHERE wanted.type = p.type)
+    )
+    INSERT INTO "WorkerTypePolicy" AS p (type, {_POLICY_COLUMNS}, source, "updatedBy")
+    SELECT type, {_POLICY_COLUMNS}, 'boot', :by FROM wanted ORDER BY type
+    ON CONFLICT (type) DO UPDATE
+    SET ("concurrencyLimit", "concurrencyKeyField", "maxAttempts", backoff, "uniqueFor",
+         rate, "rateKeyField", "updatedAt", "updatedBy")
+        = (EXCLUDED."concurrencyLimit", EXCLUDED."concurrencyKeyField",
+           EXCLUDED."maxAttempts", EXCLUDED.backoff, EXCLUDED."uniqueFor", EXCLUDED.rate,
+           EXCLUDED."rateKeyField", now(), EXCLUDED."updatedBy")
+    WHERE p.source = 'boot'
+      AND (p."concurrencyLimit", p."concurrencyKeyField", p."maxAttempts", p.backoff,
+           p."uniqueFor", p.rate, p."rateKeyField")
+          IS DISTINCT FROM
+          (EXCLUDED."concurrencyLimit", EXCLUDED."concurrencyKeyField",
+           EXCLUDED."maxAttempts", EXCLUDED.backoff, EXCLUDED."uniqueFor", EXCLUDED.rate,
+           EXCLUDED."rateKeyField")
+    """
+)
+
+TYPE_POLICIES = text(
+    f"""
+    SELECT type, {_POLICY_COLUMNS}, source, "updatedAt" AS updated_at,
+           "updatedBy" AS updated_by
+    FROM "WorkerTypePolicy"
+    WHERE CAST(:type AS text) IS NULL OR type = :type
+    ORDER BY type
+    """
+)
+
+# An operator's values: the given ones replace, the others stay as they are.
+SET_TYPE_POLICY = text(
+    f"""
+    INSERT INTO "WorkerTypePolicy" AS p (type, {_POLICY_COLUMNS}, source, "updatedBy")
+    SELECT CAST(:type AS text), t.*, 'operator', CAST(:by AS text)
+    FROM jsonb_to_record(CAST(:values AS jsonb)) AS t(
+        "concurrencyLimit" int, "concurrencyKeyField" text, "maxAttempts" int,
+        backoff jsonb, "uniqueFor" text, rate text, "rateKeyField" text)
+    ON CONFLICT (type) DO UPDATE
+    SET ("concurrencyLimit", "concurrencyKeyField", "maxAttempts", backoff, "uniqueFor",
+         rate, "rateKeyField", source, "updatedAt", "updatedBy")
+        = (CASE WHEN CAST(:values AS jsonb) ? 'concurrencyLimit'
+                THEN EXCLUDED."concurrencyLimit" ELSE p."concurrencyLimit" END,
+           CASE WHEN CAST(:values AS jsonb) ? 'concurrencyKeyField'
+                THEN EXCLUDED."concurrencyKeyField" ELSE p."concurrencyKeyField" END,
+           CASE WHEN CAST(:values AS jsonb) ? 'maxAttempts'
+                THEN EXCLUDED."maxAttempts" ELSE p."maxAttempts" END,
+           CASE WHEN CAST(:values AS jsonb) ? 'backoff' THEN EXCLUDED.backoff ELSE p.backoff END,
+           CASE WHEN CAST(:values AS jsonb) ? 'uniqueFor'
+                THEN EXCLUDED."uniqueFor" ELSE p."uniqueFor" END,
+           CASE WHEN CAST(:values AS jsonb) ? 'rate' THEN EXCLUDED.rate ELSE p.rate END,
+           CASE WHEN CAST(:values AS jsonb) ? 'rateKeyField'
+                THEN EXCLUDED."rateKeyField" ELSE p."rateKeyField" END,
+           'operator', now(), EXCLUDED."updatedBy")
+    RETURNING type
+    """
+)
+
+RESET_TYPE_POLICY = text('DELETE FROM "WorkerTypePolicy" WHERE type = :type RETURNING source')

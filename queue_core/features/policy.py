@@ -88,6 +88,12 @@ def max_attempts_for(job_type: str) -> int:
     return registered.max_attempts
 
 
+def registered_max_attempts(job_type: str) -> int | None:
+    """The max_attempts registered in this process for `job_type`, if any."""
+    registered = _policies.get(job_type)
+    return None if registered is None else registered.max_attempts
+
+
 def backoff_for(job_type: str | None, attempts: int,
                 rand: Callable[[], float] = random.random) -> float:
     """Seconds before the next try of a `job_type` job whose `attempts` tries failed."""
