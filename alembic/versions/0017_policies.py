@@ -42,7 +42,12 @@ a time" did not hold for the very producer it was written for).
     queue_core/features/unique.py does before an enqueue.
   * rate: "rate" and "rateKey" (`TYPE:payload->>field`, or `TYPE`) when the
     row has no "rate"; what a rate means is the rates feature's trigger's.
-  A type without a row costs one primary-key probe of a small table.
+  A type without a row costs one primary-key probe of a small table per
+  statement, not per row: the first row's probe records the type in the
+  transaction-local setting `skiplock.no_policy`, which the next rows read
+  (a probe per row cost an `enqueue_many` of 10,000 rows about 40 % more);
+  `skiplock_policy_statement()`, BEFORE INSERT FOR EACH STATEMENT (trigger
+  "WorkerJob_00_policy_statement"), clears it as each statement starts.
 - "WorkerJob".rate and "rateKey" (nullable text), added IF NOT EXISTS: the
   rates feature adds the same two columns.
 
@@ -87,8 +92,16 @@ _APPLY = """
         p "WorkerTypePolicy"%ROWTYPE;
         v text;
     BEGIN
+        -- The statement's rows of a type without a policy: no probe after the first.
+        IF current_setting('skiplock.no_policy', true) = NEW.type THEN
+            IF NEW."maxAttempts" IS NULL THEN
+                NEW."maxAttempts" := 3;
+            END IF;
+            RETURN NEW;
+        END IF;
         SELECT * INTO p FROM "WorkerTypePolicy" WHERE type = NEW.type;
         IF NOT FOUND THEN
+            PERFORM set_config('skiplock.no_policy', NEW.type, true);
             IF NEW."maxAttempts" IS NULL THEN
                 NEW."maxAttempts" := 3;
             END IF;
@@ -150,6 +163,18 @@ _APPLY = """
 """
 
 
+# Each INSERT statement starts with no type known to lack a policy: a policy written
+# since the last statement applies to the next one.
+_FORGET = """
+    CREATE FUNCTION skiplock_policy_statement() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM set_config('skiplock.no_policy', '', true);
+        RETURN NULL;
+    END $$
+"""
+
+
 def upgrade() -> None:
     op.execute('ALTER TABLE "WorkerJob" ADD COLUMN IF NOT EXISTS rate text, '
                'ADD COLUMN IF NOT EXISTS "rateKey" text')
@@ -157,10 +182,15 @@ def upgrade() -> None:
     op.execute(_APPLY)
     op.execute('CREATE TRIGGER "WorkerJob_00_policy" BEFORE INSERT ON "WorkerJob" '
                "FOR EACH ROW EXECUTE FUNCTION skiplock_apply_policy()")
+    op.execute(_FORGET)
+    op.execute('CREATE TRIGGER "WorkerJob_00_policy_statement" BEFORE INSERT ON "WorkerJob" '
+               "FOR EACH STATEMENT EXECUTE FUNCTION skiplock_policy_statement()")
 
 
 def downgrade() -> None:
+    op.execute('DROP TRIGGER "WorkerJob_00_policy_statement" ON "WorkerJob"')
     op.execute('DROP TRIGGER "WorkerJob_00_policy" ON "WorkerJob"')
+    op.execute("DROP FUNCTION skiplock_policy_statement()")
     op.execute("DROP FUNCTION skiplock_apply_policy()")
     op.execute('DROP TABLE "WorkerTypePolicy"')
     op.execute('ALTER TABLE "WorkerJob" DROP COLUMN IF EXISTS rate, '
