@@ -83,6 +83,10 @@ WORKER_GRANTS: tuple[tuple[str, str, str], ...] = (
     ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerBatch"'),
     ("EXECUTE", "FUNCTION", "skiplock_resolve_edges(text, text, text[])"),
     ("EXECUTE", "FUNCTION", "skiplock_batch_ready(text)"),
+    # Per-type policies (migration 0017): a master writes its handlers' options at
+    # boot, a child reads an operator's backoff; the job table's insert trigger reads
+    # them for every enqueue (so every role that enqueues needs SELECT on it).
+    ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerTypePolicy"'),
 )
 # Where the demo domain is installed, the built-in handlers write it.
 DEMO_TABLES = ('"User"', '"Event"', '"Interpretation"', '"Pattern"', '"Insight"',

@@ -11,7 +11,10 @@ max_snoozes=)`.
   n-th delay; the last one repeats), or a function of `attempts`. Jitter of
   +/-10 % is added as for the default schedule (queue_core/backoff.py). It
   applies to failures the worker settles (the handler raised or returned a
-  failure); a crash that the master settles uses the default schedule.
+  failure); a crash that the master settles uses the default schedule. An
+  operator's backoff (`skiplock policy set TYPE --backoff 1,5,30`, stored in
+  "WorkerTypePolicy") replaces the registered one in workers that start (or
+  are reloaded with HUP) after it was set.
 - `max_snoozes`: how often one job may ask to run again later
   (`JobResult.snooze(seconds)`) before it is dead-lettered (default 100).
 """
@@ -75,6 +78,13 @@ def set_policy(job_type: str, *, max_attempts: int | None = None, backoff: Backo
         raise InvalidJob(f"max_snoozes of {job_type} must be a non-negative integer")
     _policies[job_type] = TypePolicy(
         max_attempts, backoff, DEFAULT_MAX_SNOOZES if max_snoozes is None else max_snoozes)
+
+
+def override_backoff(job_type: str, backoff: float | Sequence[float]) -> None:
+    """An operator's backoff for `job_type` (from "WorkerTypePolicy"), over the
+    registered one; the rest of the type's policy stays."""
+    current = _policies.get(job_type, TypePolicy())
+    _policies[job_type] = TypePolicy(current.max_attempts, backoff, current.max_snoozes)
 
 
 def policy(job_type: str | None) -> TypePolicy:

@@ -128,11 +128,23 @@ def write_boot(served: Iterable[str], rows: list[dict[str, Any]], by: str,
                                             "by": by})
 
 
-def type_policies(job_type: str | None = None) -> list[TypePolicy]:
-    with connect() as c:
+def type_policies(job_type: str | None = None,
+                  conn: Joinable | None = None) -> list[TypePolicy]:
+    with connect(conn) as c:
         found = c.execute(sql.TYPE_POLICIES, {"type": job_type}).mappings().all()
     return [TypePolicy(r["type"], {f: r[f] for f in FIELDS if r[f] is not None}, r["source"],
                        r["updated_at"], r["updated_by"]) for r in found]
+
+
+def apply_operator_backoff(conn: Joinable | None = None) -> list[str]:
+    """Make the operator's backoffs this process's (a worker, as it boots); returns
+    the types. Boot rows hold what this process registered already."""
+    changed = []
+    for p in type_policies(conn=conn):
+        if p.source == "operator" and "backoff" in p.values:
+            policy.override_backoff(p.type, p.values["backoff"])
+            changed.append(p.type)
+    return changed
 
 
 def check_values(job_type: str, values: Mapping[str, Any]) -> dict[str, Any]:

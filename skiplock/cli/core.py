@@ -188,7 +188,7 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
 _UNSET_HIDDEN = frozenset({"cancelRequestedAt", "cancelledBy", "concurrencyKey",
                            "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
                            "progress", "progressMessage", "snoozes", "checkpoint",
-                           "traceContext"})
+                           "traceContext", "rate", "rateKey"})
 
 
 @main.command()
