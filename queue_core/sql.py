@@ -15,6 +15,7 @@ Rules all of them follow:
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from sqlalchemy import TextClause, text
 
@@ -1138,3 +1139,63 @@ SET_TYPE_POLICY = text(
 )
 
 RESET_TYPE_POLICY = text('DELETE FROM "WorkerTypePolicy" WHERE type = :type RETURNING source')
+
+
+# -- why a pending job is not claimable (queue_core/features/why.py) --------------------
+# One Reason per cause; a feature that holds jobs for a new reason adds one line here.
+
+
+@dataclass(frozen=True)
+class Reason:
+    name: str       # camelCase, as `skiplock stats --json` names it
+    label: str      # what `skiplock stats` prints before the count
+    predicate: str  # SQL over the pending job "j": it waits for this reason
+    sentence: str   # SQL text expression over "j": the reason in words
+
+
+# "heldBack": NULL = claimable when due; true with a key = waiting for a slot;
+# true without one = parked; false = a dependent waiting for its parents.
+HELD_REASONS: tuple[Reason, ...] = (
+    Reason("slot", "waiting for a concurrency slot",
+           """j."heldBack" AND j."concurrencyKey" IS NOT NULL""",
+           """(SELECT format('waiting for a slot of key %s (%s of %s taken)', j."concurrencyKey",
+                             COALESCE(k.active, 0), COALESCE(k."limit", j."concurrencyLimit"))
+               FROM (SELECT 1) AS one
+               LEFT JOIN "WorkerConcurrencyKey" AS k ON k.key = j."concurrencyKey")"""),
+    Reason("parked", "parked (no live pool serves the type)",
+           """j."heldBack" AND j."concurrencyKey" IS NULL""",
+           """format('parked: no live pool serves its type %s (it runs once one does)',
+                     j.type)"""),
+    Reason("parents", "waiting for parents",
+           """j."heldBack" = false AND j."waitingFor" > 0""",
+           """format('waiting for %s parent job%s to end (skiplock job ID lists them)',
+                     j."waitingFor", CASE WHEN j."waitingFor" = 1 THEN '' ELSE 's' END)"""),
+    Reason("notDue", "not due yet",
+           """j."availableAt" > statement_timestamp()""",
+           """format('not due until %s', to_char(j."availableAt" AT TIME ZONE 'UTC',
+                                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))"""),
+    Reason("paused", "paused type",
+           """j.type IN (SELECT type FROM "WorkerJobPause")""",
+           """format('its type %s is paused (skiplock resume %s)', j.type, j.type)"""),
+)
+
+
+def _explain_statement() -> str:
+    cases = ",\n".join(f"CASE WHEN {r.predicate} THEN {r.sentence} END" for r in HELD_REASONS)
+    return (f'SELECT ARRAY[{cases}] AS reasons FROM "WorkerJob" AS j '
+            "WHERE j.id = :id AND j.status = 'PENDING'")
+
+
+def _count_statement() -> str:
+    counts = ",\n".join(f'count(*) FILTER (WHERE {r.predicate}) AS "{r.name}"'
+                        for r in HELD_REASONS)
+    # Only the pending rows that are not plainly claimable are read: those out of the
+    # claim's index, those not due, and a paused type's.
+    return (f'SELECT {counts} FROM "WorkerJob" AS j '
+            """WHERE j.status = 'PENDING' AND (j."heldBack" IS NOT NULL
+                   OR j."availableAt" > statement_timestamp()
+                   OR j.type IN (SELECT type FROM "WorkerJobPause"))""")
+
+
+WHY_PENDING = text(_explain_statement())
+COUNT_HELD_BY_REASON = text(_count_statement())

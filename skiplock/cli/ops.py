@@ -69,6 +69,14 @@ def _print_health(h: Any) -> None:
         echo(f"served by no running pool ({h.pools} running), waiting for one: " + ", ".join(
             f"{name} ({n} pending, {h.parked_by_type.get(name, 0)} parked)"
             for name, n in sorted(h.unserved.items())))
+    from skiplock.queue_core.features.why import labels as why_labels
+
+    held = {name: n for name, n in h.held_by_reason.items() if n}
+    if held:
+        labels = why_labels()
+        echo("pending but not claimable now: " + ", ".join(
+            f"{n} {labels.get(name, name)}" for name, n in held.items())
+             + " (a job may wait for several reasons; skiplock job ID says which)")
     t = h.table
     echo(f"table: {_size(t.total_bytes)} (heap {_size(t.table_bytes)}, indexes "
                f"{_size(t.index_bytes)}), {t.live_tuples} live / {t.dead_tuples} dead rows")
@@ -96,7 +104,9 @@ def stats(as_json: bool, watch: float | None, exact: bool) -> None:
     estimated unless --exact), pending and running work by type, ready versus
     scheduled, the age of the oldest ready job, jobs finished in the last 1, 5
     and 15 minutes, dead letters by type, paused types, the types that no
-    running pool serves (NO POOL: their jobs wait for one), and the health of
+    running pool serves (NO POOL: their jobs wait for one), the pending jobs
+    that cannot be claimed now by reason (waiting for a concurrency slot,
+    parked, waiting for parents, not due, paused), and the health of
     the job table: size, dead rows, last vacuum, and the oldest open
     transaction that keeps vacuum from removing dead rows.
     """

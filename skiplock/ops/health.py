@@ -24,6 +24,7 @@ from skiplock.ops.processes import live_served
 from skiplock.queue_core import sql
 from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.database.db import connect
+from skiplock.queue_core.features import why
 from skiplock.queue_core.features.parking import parked_by_type
 from skiplock.queue_core.maintenance import camel, pending_breakdown
 
@@ -71,6 +72,8 @@ class Health:
     unserved: dict[str, int] = field(default_factory=dict)  # type -> pending jobs
     parked: int = 0
     parked_by_type: dict[str, int] = field(default_factory=dict)
+    # Pending jobs not claimable now, by reason (queue_core/features/why.py).
+    held_by_reason: dict[str, int] = field(default_factory=dict)
     table: TableHealth = field(default_factory=TableHealth)
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,6 +105,7 @@ class Health:
             "unserved": self.unserved,
             "parked": self.parked,
             "parkedByType": self.parked_by_type,
+            "heldByReason": self.held_by_reason,
             "table": {
                 "totalBytes": t.total_bytes, "tableBytes": t.table_bytes,
                 "indexBytes": t.index_bytes, "liveTuples": t.live_tuples,
@@ -199,4 +203,5 @@ def collect(exact: bool = False, conn: Connection | Session | None = None,
             if index < 10:
                 health.held_back_by_key[held.key] = int(held.n)
         routing(health, live_served(live_s, c), parked_by_type(c))
+        health.held_by_reason = why.count_held(c)
     return health
