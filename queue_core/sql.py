@@ -1110,6 +1110,10 @@ TYPE_POLICIES = text(
     """
 )
 
+OPERATOR_POLICIES = text(
+    f"""SELECT type, {_POLICY_COLUMNS} FROM "WorkerTypePolicy" WHERE source = 'operator'"""
+)
+
 # An operator's values: the given ones replace, the others stay as they are.
 SET_TYPE_POLICY = text(
     f"""

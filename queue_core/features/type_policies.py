@@ -19,24 +19,32 @@ What cannot be stored: a function as `concurrency_key` or `backoff`. Such a
 type's key (and limit) applies only where `skiplock.enqueue` runs in a process
 that registered it, and its backoff only in the workers.
 
-In a process that registered the type, `skiplock.enqueue` still applies the
-registration itself (the same values a boot writes): an operator's values
-apply to rows whose producer did not register the type.
+In a process that registered the type, `skiplock.enqueue` applies the
+registration itself (the same values a boot writes), unless an operator set
+the type's policy: then it leaves to the trigger what the caller did not give,
+and the operator's values apply to its rows as to every other producer's. It
+learns which types an operator set from this table, read again at most every
+`OVERRIDES_TTL_S` seconds by the blocking `enqueue` / `enqueue_many` (and at
+once after a `set_type_policy` or `reset_type_policy` in the same process);
+`skiplock.aenqueue` uses what the process last read.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from skiplock.queue_core import sql
 from skiplock.queue_core.database.arrays import text_array
 from skiplock.queue_core.database.db import Joinable, connect
-from skiplock.queue_core.errors import InvalidJob
+from skiplock.queue_core.errors import InvalidJob, SkiplockError
 from skiplock.queue_core.features import limits, policy, unique
 
 # The stored columns, in the order `skiplock policy show` prints them.
@@ -45,6 +53,12 @@ FIELDS = ("concurrencyLimit", "concurrencyKeyField", "maxAttempts", "backoff", "
 _UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600,
           "hour": 3600}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
+
+
+OVERRIDES_TTL_S = 10.0
+# The operator's rows, as this process last read them: type -> values.
+_overrides: dict[str, dict[str, Any]] = {}
+_overrides_until = 0.0
 
 
 @dataclass(frozen=True)
@@ -147,6 +161,33 @@ def apply_operator_backoff(conn: Joinable | None = None) -> list[str]:
     return changed
 
 
+def refresh_overrides() -> None:
+    """Read the operator's rows again if the copy is older than OVERRIDES_TTL_S (one
+    query on a connection of its own; a failure keeps the copy until the next try)."""
+    global _overrides, _overrides_until
+    now = time.monotonic()
+    if now < _overrides_until:
+        return
+    _overrides_until = now + OVERRIDES_TTL_S
+    try:
+        with connect(autocommit=True) as c:
+            found = c.execute(sql.OPERATOR_POLICIES).mappings().all()
+    except (SkiplockError, SQLAlchemyError):  # down, or a schema before 0017_policies
+        return
+    _overrides = {r["type"]: {f: r[f] for f in FIELDS if r[f] is not None} for r in found}
+
+
+def operator_values(job_type: str) -> dict[str, Any] | None:
+    """The operator's values for `job_type` as last read, None if it has none."""
+    return _overrides.get(job_type)
+
+
+def forget_overrides() -> None:
+    """Read the operator's rows again at the next enqueue."""
+    global _overrides_until
+    _overrides_until = 0.0
+
+
 def check_values(job_type: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """An operator's values, checked and in stored form; None clears a field."""
     unknown = set(values) - set(FIELDS)
@@ -190,6 +231,7 @@ def set_type_policy(job_type: str, values: Mapping[str, Any], by: str) -> TypePo
     with connect(autocommit=True) as c:
         c.execute(sql.SET_TYPE_POLICY, {"type": job_type, "values": json.dumps(checked),
                                         "by": by})
+    forget_overrides()
     return type_policies(job_type)[0]
 
 
@@ -197,6 +239,7 @@ def reset_type_policy(job_type: str) -> str | None:
     """Delete `job_type`'s row; returns the source it had (None: there was none)."""
     with connect(autocommit=True) as c:
         source = c.execute(sql.RESET_TYPE_POLICY, {"type": job_type}).scalar_one_or_none()
+    forget_overrides()
     return None if source is None else str(source)
 
 

@@ -122,3 +122,25 @@ def test_bad_values_are_refused_and_change_nothing(values: dict[str, Any], error
     with pytest.raises(InvalidJob, match=error):
         type_policies.set_type_policy("P_BAD", values, "ops")
     assert type_policies.type_policies("P_BAD") == []
+
+
+def test_an_operators_values_reach_a_process_that_registered_the_type() -> None:
+    from skiplock.queue_core.features import policy
+
+    register_handler("P_REG", _ok, concurrency=1, concurrency_key="user", max_attempts=4,
+                     backoff=2)
+    try:
+        [registered] = enqueue_many([{"type": "P_REG", "payload": {"user": "a"}}])
+        type_policies.set_type_policy("P_REG", {"concurrencyLimit": 3, "maxAttempts": 6,
+                                                "concurrencyKeyField": "user",
+                                                "backoff": [1, 5]}, "ops")
+        overridden = enqueue("P_REG", {"user": "a"})
+        explicit = enqueue("P_REG", {"user": "a"}, concurrency_key="own", max_attempts=2)
+        assert [(row(i).concurrencyKey, row(i).concurrencyLimit, row(i).maxAttempts)
+                for i in (registered, overridden, explicit)] == [
+            ("P_REG:a", 1, 4), ("P_REG:a", 3, 6), ("own", 3, 2)]
+        # A worker booting now takes the operator's backoff over the registered one.
+        assert type_policies.apply_operator_backoff() == ["P_REG"]
+        assert policy.policy("P_REG").backoff == [1, 5]
+    finally:
+        unregister_handler("P_REG")
