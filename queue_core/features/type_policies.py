@@ -145,9 +145,9 @@ def write_boot(served: Iterable[str], rows: list[dict[str, Any]], by: str,
 def type_policies(job_type: str | None = None,
                   conn: Joinable | None = None) -> list[TypePolicy]:
     with connect(conn) as c:
-        found = c.execute(sql.TYPE_POLICIES, {"type": job_type}).mappings().all()
-    return [TypePolicy(r["type"], {f: r[f] for f in FIELDS if r[f] is not None}, r["source"],
-                       r["updated_at"], r["updated_by"]) for r in found]
+        found = list(c.execute(sql.TYPE_POLICIES, {"type": job_type}))
+    return [TypePolicy(r.type, {f: getattr(r, f) for f in FIELDS if getattr(r, f) is not None},
+                       r.source, r.updated_at, r.updated_by) for r in found]
 
 
 def apply_operator_backoff(conn: Joinable | None = None) -> list[str]:

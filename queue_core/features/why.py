@@ -25,15 +25,15 @@ def explain(job_id: str, conn: Joinable | None = None) -> list[str]:
     """Why the pending job `job_id` is not claimable now, in sentences; [] when it is
     (or when it is not pending)."""
     with connect(conn) as c:
-        found = c.execute(sql.WHY_PENDING, {"id": job_id}).scalar_one_or_none()
-    return [s for s in found or () if s is not None]
+        found = c.execute(sql.WHY_PENDING, {"id": job_id}).first()
+    return [] if found is None else [s for s in found[0] if s is not None]
 
 
 def count_held(conn: Joinable | None = None) -> dict[str, int]:
     """Pending jobs not claimable now, by reason (a job may count under several)."""
     with connect(conn) as c:
-        found = c.execute(sql.COUNT_HELD_BY_REASON).mappings().one()
-    return {r.name: int(found[r.name]) for r in sql.HELD_REASONS}
+        found = c.execute(sql.COUNT_HELD_BY_REASON).first()
+    return {r.name: int(getattr(found, r.name)) for r in sql.HELD_REASONS}
 
 
 def labels() -> dict[str, str]:
