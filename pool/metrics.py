@@ -29,6 +29,7 @@ job types and hosts, which is nobody else's business.
     skiplock_queue_held_back_jobs              pending jobs waiting for a slot of their concurrency key
     skiplock_queue_unserved_jobs{type}         PENDING jobs of a type no running pool serves (they wait)
     skiplock_queue_parked_jobs                 of those, the ones parked out of the claim's index
+    skiplock_queue_held_jobs{reason}           PENDING jobs not claimable now, by reason (why.py)
     skiplock_queue_refresh_timestamp_seconds   when the queue figures above were read
 """
 
@@ -111,6 +112,13 @@ class QueueCollector(Collector):
         yield GaugeMetricFamily("skiplock_queue_parked_jobs",
                                 "PENDING jobs parked out of the claim's index until a pool "
                                 "serves their type.", value=reading.get("parked", 0))
+        held = GaugeMetricFamily(
+            "skiplock_queue_held_jobs",
+            "PENDING jobs not claimable now, by reason (slot, parked, parents, notDue, "
+            "paused, ...); a job may wait for several.", labels=["reason"])
+        for reason, n in sorted(reading.get("held", {}).items()):
+            held.add_metric([reason], n)
+        yield held
         yield GaugeMetricFamily("skiplock_queue_refresh_timestamp_seconds",
                                 "Unix time the queue figures were read.", value=reading["at"])
 
@@ -124,6 +132,7 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
     from skiplock.ops.processes import live_served
     from skiplock.queue_core.config import cached_settings
     from skiplock.queue_core.database.db import connect
+    from skiplock.queue_core.features import why
     from skiplock.queue_core.features.parking import parked_by_type
     from skiplock.queue_core.maintenance import pending_breakdown
 
@@ -138,6 +147,7 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
         served.pending_by_type = base.by_type
         served.processing_by_type = base.processing_by_type
         routing(served, live_served(live_s, c), parked_by_type(c))
+        held = why.count_held(c)
     depth: dict[tuple[str, str], int] = {}
     for job_type, n in base.by_type.items():
         depth[("PENDING", job_type)] = n
@@ -148,7 +158,7 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
     return {"depth": depth, "ready": base.ready_by_type,
             "oldest_ready_age_s": base.oldest_ready_age_s or 0.0,
             "paused": paused_types, "held_back": held_back, "unserved": served.unserved,
-            "parked": served.parked, "at": time.time()}
+            "parked": served.parked, "held": held, "at": time.time()}
 
 
 class MetricsObserver(NullObserver):
