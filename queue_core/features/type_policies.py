@@ -110,14 +110,17 @@ def registered_values(job_type: str, registration: Any = None) -> dict[str, Any]
     if stored is not None:
         values["backoff"] = stored
     # The rates feature's @handler(rate=, rate_key=), where this skiplock has it.
+    # A rate this module cannot read (a form only the rates feature knows) or keyed by a
+    # function stays out of the database: Python enqueues still apply it.
     rate = getattr(registration, "rate", None)
-    if rate is not None:
-        values["rate"] = canonical_rate(rate)
-        rate_key = getattr(registration, "rate_key", None)
-        if isinstance(rate_key, str):
+    rate_key = getattr(registration, "rate_key", None)
+    if rate is not None and (rate_key is None or isinstance(rate_key, str)):
+        try:
+            values["rate"] = canonical_rate(rate)
+        except InvalidJob:
+            pass
+        else:
             values["rateKeyField"] = rate_key
-        elif rate_key is not None:  # a function: no per-key rate from the database
-            del values["rate"]
     return {k: v for k, v in values.items() if v is not None}
 
 

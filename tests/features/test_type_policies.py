@@ -144,3 +144,24 @@ def test_an_operators_values_reach_a_process_that_registered_the_type() -> None:
         assert policy.policy("P_REG").backoff == [1, 5]
     finally:
         unregister_handler("P_REG")
+
+
+def test_rates_in_canonical_form_and_what_a_registration_can_store() -> None:
+    from types import SimpleNamespace
+
+    assert [type_policies.canonical_rate(r) for r in ("10/m", "5/s", "100/h", "10/30s",
+                                                      "10/60s", "2/5m")] == [
+        "10/60s", "5/1s", "100/3600s", "10/30s", "10/60s", "2/300s"]
+    keyed = SimpleNamespace(rate="10/m", rate_key="userId")
+    by_function = SimpleNamespace(rate="10/m", rate_key=lambda p: p["userId"])
+    unreadable = SimpleNamespace(rate="ten a minute", rate_key=None)
+    assert type_policies.registered_values("P_RATE", keyed) == {"rate": "10/60s",
+                                                                "rateKeyField": "userId"}
+    assert type_policies.registered_values("P_RATE", by_function) == {}
+    assert type_policies.registered_values("P_RATE", unreadable) == {}
+    register_handler("P_FN", _ok, concurrency=1, concurrency_key=lambda p: p.get("u"),
+                     backoff=lambda attempts: 1.0)
+    try:
+        assert type_policies.boot_rows(["P_FN"]) == []  # a function cannot be stored
+    finally:
+        unregister_handler("P_FN")
