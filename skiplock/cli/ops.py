@@ -69,13 +69,9 @@ def _print_health(h: Any) -> None:
         echo(f"served by no running pool ({h.pools} running), waiting for one: " + ", ".join(
             f"{name} ({n} pending, {h.parked_by_type.get(name, 0)} parked)"
             for name, n in sorted(h.unserved.items())))
-    from skiplock.queue_core.features.why import labels as why_labels
-
-    held = {name: n for name, n in h.held_by_reason.items() if n}
+    held = h.held_labelled()
     if held:
-        labels = why_labels()
-        echo("pending but not claimable now: " + ", ".join(
-            f"{n} {labels.get(name, name)}" for name, n in held.items())
+        echo("pending but not claimable now: " + ", ".join(f"{n} {label}" for label, n in held)
              + " (a job may wait for several reasons; skiplock job ID says which)")
     t = h.table
     echo(f"table: {_size(t.total_bytes)} (heap {_size(t.table_bytes)}, indexes "

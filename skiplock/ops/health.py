@@ -76,6 +76,11 @@ class Health:
     held_by_reason: dict[str, int] = field(default_factory=dict)
     table: TableHealth = field(default_factory=TableHealth)
 
+    def held_labelled(self) -> list[tuple[str, int]]:
+        """The reasons pending jobs are not claimable now, in words, with their counts."""
+        labels = why.labels()
+        return [(labels.get(name, name), n) for name, n in self.held_by_reason.items() if n]
+
     def to_dict(self) -> dict[str, Any]:
         """camelCase, with the original service's QueueStats keys (pending, deadLetter, byType) on top."""
         t = self.table
