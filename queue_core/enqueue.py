@@ -31,7 +31,7 @@ from skiplock.queue_core.database.borrowed import BorrowedConnection
 from skiplock.queue_core.database.db import Joinable, ServerBound, binds_on_server, connect, translate_errors
 from skiplock.queue_core.database.faults import sqlstate as sqlstate_of
 from skiplock.queue_core.errors import InvalidJob, InvalidPayload, TransactionConflict
-from skiplock.queue_core.features import limits, policy, type_policies, unique
+from skiplock.queue_core.features import limits, type_policies, unique
 
 MAX_TYPE_LENGTH = 200
 MAX_KEY_LENGTH = 1000
@@ -96,7 +96,7 @@ class _Row(NamedTuple):  # a tuple: a million of them are built per backfill
     payload: str
     priority: int
     delay_s: float
-    max_attempts: int  # 3, the default, gives way to the type's policy in the database
+    max_attempts: int
     key: str | None
     user_id: str | None
     concurrency_key: str | None = None
@@ -249,8 +249,7 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
     # trigger fills from it, as for any producer (queue_core/features/type_policies.py).
     overridden = type_policies.operator_values(job_type)
     if max_attempts is None:
-        max_attempts = (policy.DEFAULT_MAX_ATTEMPTS if overridden is not None
-                        else policy.max_attempts_for(job_type))
+        max_attempts = type_policies.default_max_attempts(job_type)
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
         raise InvalidJob("max_attempts must be an integer")
     if not 1 <= max_attempts <= 1000:

@@ -29,6 +29,9 @@ NOTIFY_CHANNEL = "skiplock_jobs"
 # (migration 0011): through the trigger it cost a PL/pgSQL call per statement,
 # about a tenth of a one-row enqueue.
 WAKE = f"NOTIFY {NOTIFY_CHANNEL}; "
+# Every insert of a job says it comes from skiplock (in its text, or in the NOTIFY
+# that leads the EXECUTE of its prepared form): there a maxAttempts of 3 was given,
+# where from Prisma or psql it is the column's default (migration 0017_policies).
 
 # A child's boot check: the table exists and this role may read it.
 PROBE = text('SELECT 1 FROM "WorkerJob" LIMIT 0')
@@ -46,7 +49,7 @@ PROBE = text('SELECT 1 FROM "WorkerJob" LIMIT 0')
 # (queue_core/tracing.py): every job of one call is enqueued in the same span.
 INSERT_JOBS = text(
     WAKE + """
-    INSERT INTO "WorkerJob"
+    INSERT /*skiplock*/ INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
          "traceContext")
@@ -74,7 +77,7 @@ INSERT_JOBS = text(
 # the same columns, the same way, as INSERT_JOBS.
 INSERT_JOB = text(
     WAKE + """
-    INSERT INTO "WorkerJob"
+    INSERT /*skiplock*/ INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
          "traceContext")
@@ -101,7 +104,7 @@ INSERT_JOB = text(
 INSERT_UNKEYED_JOB_PARAMS = ("id", "type", "payload", "priority", "delay_s", "max_attempts",
                              "user_id", "concurrency_key", "concurrency", "trace_context")
 INSERT_UNKEYED_JOB_POSITIONAL = """
-    INSERT INTO "WorkerJob"
+    INSERT /*skiplock*/ INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
          "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext")
     VALUES (CAST($1 AS text), CAST($2 AS text), CAST($3 AS jsonb), CAST($4 AS int),
@@ -119,7 +122,7 @@ INSERT_UNKEYED_JOB = text(WAKE + re.sub(r"\$(\d+)",
 # ('{}'): unnest pads the shorter arrays with NULLs.
 INSERT_UNKEYED_JOBS = text(
     WAKE + """
-    INSERT INTO "WorkerJob"
+    INSERT /*skiplock*/ INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
          "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext")
     SELECT j.id, j.type, j.payload, j.priority,
@@ -920,7 +923,7 @@ LOCK_PARENTS = text(
 # does, the trace context included.
 INSERT_GRAPH_JOBS = text(
     WAKE + """
-    INSERT INTO "WorkerJob"
+    INSERT /*skiplock*/ INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
          "traceContext", "waitingFor", "hasDependents")
@@ -1110,9 +1113,7 @@ TYPE_POLICIES = text(
     """
 )
 
-OPERATOR_POLICIES = text(
-    f"""SELECT type, {_POLICY_COLUMNS} FROM "WorkerTypePolicy" WHERE source = 'operator'"""
-)
+ALL_POLICIES = text(f'SELECT type, {_POLICY_COLUMNS}, source FROM "WorkerTypePolicy"')
 
 # An operator's values: the given ones replace, the others stay as they are.
 SET_TYPE_POLICY = text(

@@ -32,10 +32,16 @@ a time" did not hold for the very producer it was written for).
     waiting for its parents keeps false) for the slot triggers to let in; a
     payload without the field is not limited. A key given without a limit
     gets the type's.
-  * "maxAttempts": the column's default, 3 (or NULL), counts as not given
-    and becomes the type's. A NULL default would not tell a Prisma row apart:
-    the seed's Prisma client sends its schema's @default(3) explicitly. So an
-    explicit 3 gives way to a policy too; any other value wins.
+  * "maxAttempts": NULL, or the column's default, 3, from a producer that is
+    not skiplock, counts as not given and becomes the type's. A NULL default
+    would not tell a Prisma row apart: the seed's Prisma client sends its
+    schema's @default(3) explicitly, so a 3 from Prisma or psql gives way to
+    a policy. skiplock's own inserts carry a mark (`/*skiplock*/` in their
+    text, or the `NOTIFY skiplock_jobs` that leads the EXECUTE of their
+    prepared form), which the statement trigger below records once per
+    statement in `skiplock.own_statement`: `skiplock.enqueue` resolves
+    max_attempts itself (queue_core/features/type_policies.py), so its 3 is
+    a 3 that was given.
   * "uniqueFor": an "idempotencyKey" of the row becomes its scoped key
     ("uniqueKey", "uniqueUntil" = now + the window, or NULL for 'active'),
     after freeing that key on rows whose window is over, as
@@ -128,8 +134,11 @@ _APPLY = """
                 NEW."concurrencyLimit" := p."concurrencyLimit";
             END IF;
         END IF;
-        IF NEW."maxAttempts" IS NULL OR NEW."maxAttempts" = 3 THEN
+        IF NEW."maxAttempts" IS NULL THEN
             NEW."maxAttempts" := COALESCE(p."maxAttempts", 3);
+        ELSIF NEW."maxAttempts" = 3 AND p."maxAttempts" IS NOT NULL
+              AND current_setting('skiplock.own_statement', true) IS DISTINCT FROM 'on' THEN
+            NEW."maxAttempts" := p."maxAttempts";
         END IF;
         IF p."uniqueFor" IS NOT NULL AND NEW."idempotencyKey" IS NOT NULL
            AND NEW."uniqueKey" IS NULL THEN
@@ -163,13 +172,21 @@ _APPLY = """
 """
 
 
-# Each INSERT statement starts with no type known to lack a policy: a policy written
-# since the last statement applies to the next one.
+# Each INSERT statement starts with no type known to lack a policy (a policy written
+# since the last statement applies to the next one), and says once whether it is
+# skiplock's own: its text, or the NOTIFY before the EXECUTE of its prepared form,
+# carries a mark (queue_core/sql.py).
 _FORGET = """
     CREATE FUNCTION skiplock_policy_statement() RETURNS trigger
     LANGUAGE plpgsql AS $$
+    DECLARE
+        q text := current_query();
     BEGIN
         PERFORM set_config('skiplock.no_policy', '', true);
+        PERFORM set_config('skiplock.own_statement',
+                           CASE WHEN strpos(q, '/*skiplock*/') > 0
+                                  OR strpos(q, 'NOTIFY skiplock_jobs') > 0
+                                THEN 'on' ELSE '' END, true);
         RETURN NULL;
     END $$
 """

@@ -2,10 +2,10 @@
 max_snoozes=)`.
 
 - `max_attempts`: the default of `enqueue` for the type (an explicit
-  `max_attempts=` still wins). It is written on the row at enqueue, so it
-  applies to jobs enqueued by a process that registered the handler (the
-  workers, and an application that imports its handler modules); jobs
-  enqueued elsewhere keep the queue's default of 3.
+  `max_attempts=` still wins). It is written on the row at enqueue by a
+  process that registered the handler, and the pools store it in the type's
+  policy (queue_core/features/type_policies.py), which the insert trigger
+  applies to rows from any other producer.
 - `backoff`: the delay before the next try once `attempts` tries failed: a
   number of seconds (always the same), a list (the n-th failure waits the
   n-th delay; the last one repeats), or a function of `attempts`. Jitter of
@@ -89,13 +89,6 @@ def override_backoff(job_type: str, backoff: float | Sequence[float]) -> None:
 
 def policy(job_type: str | None) -> TypePolicy:
     return _policies.get(job_type or "", TypePolicy())
-
-
-def max_attempts_for(job_type: str) -> int:
-    registered = _policies.get(job_type)
-    if registered is None or registered.max_attempts is None:
-        return DEFAULT_MAX_ATTEMPTS
-    return registered.max_attempts
 
 
 def registered_max_attempts(job_type: str) -> int | None:

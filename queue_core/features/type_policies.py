@@ -22,11 +22,12 @@ that registered it, and its backoff only in the workers.
 In a process that registered the type, `skiplock.enqueue` applies the
 registration itself (the same values a boot writes), unless an operator set
 the type's policy: then it leaves to the trigger what the caller did not give,
-and the operator's values apply to its rows as to every other producer's. It
-learns which types an operator set from this table, read again at most every
-`OVERRIDES_TTL_S` seconds by the blocking `enqueue` / `enqueue_many` (and at
-once after a `set_type_policy` or `reset_type_policy` in the same process);
-`skiplock.aenqueue` uses what the process last read.
+and the operator's values apply to its rows as to every other producer's.
+max_attempts it resolves itself, explicit > an operator's > registered > a
+boot's > 3, since the trigger takes its 3 for a 3 that was given (from Prisma
+or psql, 3 is the column's default and gives way to the policy). It reads
+this table again at most every `OVERRIDES_TTL_S` seconds (and at once after a
+`set_type_policy` or `reset_type_policy` in the same process).
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
 
 
 OVERRIDES_TTL_S = 10.0
-# The operator's rows, as this process last read them: type -> values.
-_overrides: dict[str, dict[str, Any]] = {}
-_overrides_until = 0.0
+# The table, as this process last read it: type -> (source, values).
+_stored: dict[str, tuple[str, dict[str, Any]]] = {}
+_stored_until = 0.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ def write_boot(served: Iterable[str], rows: list[dict[str, Any]], by: str,
         c.execute(sql.WRITE_BOOT_POLICIES, {"rows": json.dumps(rows),
                                             "served": text_array(sorted(set(served))),
                                             "by": by})
+    forget_overrides()
 
 
 def type_policies(job_type: str | None = None,
@@ -164,31 +166,58 @@ def apply_operator_backoff(conn: Joinable | None = None) -> list[str]:
     return changed
 
 
-def refresh_overrides() -> None:
-    """Read the operator's rows again if the copy is older than OVERRIDES_TTL_S (one
-    query on a connection of its own; a failure keeps the copy until the next try)."""
-    global _overrides, _overrides_until
+def due() -> bool:
+    """Whether this process's copy of the table is to be read again (and, if so, it
+    is marked read: one caller reads it)."""
+    global _stored_until
     now = time.monotonic()
-    if now < _overrides_until:
+    if now < _stored_until:
+        return False
+    _stored_until = now + OVERRIDES_TTL_S
+    return True
+
+
+def store(rows: Iterable[Any]) -> None:
+    """This process's copy of the table, from ALL_POLICIES' rows."""
+    global _stored
+    _stored = {r.type: (r.source, {f: getattr(r, f) for f in FIELDS
+                                   if getattr(r, f) is not None}) for r in rows}
+
+
+def refresh_overrides() -> None:
+    """Read the table again if this process's copy is older than OVERRIDES_TTL_S (one
+    query on a connection of its own; a failure keeps the copy until the next try)."""
+    if not due():
         return
-    _overrides_until = now + OVERRIDES_TTL_S
     try:
         with connect(autocommit=True) as c:
-            found = c.execute(sql.OPERATOR_POLICIES).mappings().all()
+            store(c.execute(sql.ALL_POLICIES).fetchall())
     except (SkiplockError, SQLAlchemyError):  # down, or a schema before 0017_policies
         return
-    _overrides = {r["type"]: {f: r[f] for f in FIELDS if r[f] is not None} for r in found}
 
 
 def operator_values(job_type: str) -> dict[str, Any] | None:
     """The operator's values for `job_type` as last read, None if it has none."""
-    return _overrides.get(job_type)
+    stored = _stored.get(job_type)
+    return stored[1] if stored is not None and stored[0] == "operator" else None
+
+
+def default_max_attempts(job_type: str) -> int:
+    """A job's max_attempts when its enqueue gives none: an operator's, else the one
+    registered here, else a boot's, else 3."""
+    source, values = _stored.get(job_type, ("", {}))
+    if source == "operator" and "maxAttempts" in values:
+        return int(values["maxAttempts"])
+    registered = policy.registered_max_attempts(job_type)
+    if registered is not None:
+        return registered
+    return int(values.get("maxAttempts", policy.DEFAULT_MAX_ATTEMPTS))
 
 
 def forget_overrides() -> None:
-    """Read the operator's rows again at the next enqueue."""
-    global _overrides_until
-    _overrides_until = 0.0
+    """Read the table again at the next enqueue."""
+    global _stored_until
+    _stored_until = 0.0
 
 
 def check_values(job_type: str, values: Mapping[str, Any]) -> dict[str, Any]:

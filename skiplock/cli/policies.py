@@ -84,8 +84,8 @@ def _backoff(value: str) -> float | list[float]:
                    "field is not limited.")
 @click.option("--max-attempts", type=int, default=None,
               help="Tries before a job is dead-lettered (1 to 1000), for jobs that do not "
-                   "say (a job's maxAttempts of 3, the column's default, counts as not "
-                   "saying).")
+                   "say (from Prisma or psql, a maxAttempts of 3, the column's default, "
+                   "counts as not saying).")
 @click.option("--backoff", default=None, metavar="SECONDS[,SECONDS...]",
               help="Delay before the next try: one number of seconds, or a list (the n-th "
                    "failure waits the n-th delay; the last one repeats), e.g. 1,5,30.")

@@ -60,10 +60,15 @@ def test_a_boot_writes_the_storable_options_and_a_row_from_sql_gets_them(booted:
             row(explicit).maxAttempts) == ("mine", 7, 9)
     assert (row(unkeyed).concurrencyKey, row(unkeyed).maxAttempts) == (None, 5)
     assert (row(whole).concurrencyKey, row(whole).concurrencyLimit) == ("P_TYPE", 1)
-    # Python's enqueue in a process that did not register the type: the same result.
-    [py] = enqueue_many([{"type": "P_USER", "payload": {"user": 42}}])
+    # Python's enqueue in a process that did not register the type: the same result,
+    # and an explicit 3 is a 3 (from psql, 3 is the column's default).
+    [py, three] = enqueue_many([{"type": "P_USER", "payload": {"user": 42}},
+                                {"type": "P_USER", "payload": {"user": 42}, "max_attempts": 3}])
     assert (row(py).concurrencyKey, row(py).maxAttempts, row(py).heldBack) == (
         "P_USER:42", 5, True)
+    assert (row(three).maxAttempts, row(psql("P_USER", "{}", maxAttempts=3)).maxAttempts) == (
+        3, 5)
+    assert row(enqueue("P_USER", {}, max_attempts=3)).maxAttempts == 3
 
 
 def test_one_statement_of_mixed_types_and_a_policy_written_between_two_statements() -> None:
