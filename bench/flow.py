@@ -17,6 +17,8 @@ from bench.common import machine, scratch_database
 
 # name -> module; each has run_case(url: str, args: argparse.Namespace) -> None
 CASES: dict[str, str] = {
+    "debounce": "bench.flow_debounce",
+    "sequences": "bench.flow_sequences",
 }
 
 

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from skiplock.queue_core import payload_models, payloads
 from skiplock.queue_core.errors import ConfigurationError, InvalidJob
-from skiplock.queue_core.features import limits, policy
+from skiplock.queue_core.features import limits, policy, sequences
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,9 @@ def register_handler(job_type: str, fn: Handler, *, timeout_s: float | None = No
                      concurrency: int | None = None,
                      concurrency_key: limits.KeyFrom = None, max_attempts: int | None = None,
                      backoff: policy.Backoff = None, max_snoozes: int | None = None,
-                     payload: ModelClass | None = None) -> None:
+                     payload: ModelClass | None = None,
+                     sequence_key: sequences.KeyFrom | None = None,
+                     on_sequence_failure: str | None = None) -> None:
     """Run `fn` for jobs of `job_type`; a later registration replaces an earlier one.
 
     `payload=Model` (a dataclass or a pydantic model): the payload is checked
@@ -81,7 +83,11 @@ def register_handler(job_type: str, fn: Handler, *, timeout_s: float | None = No
     function of the payload's JSON object), or the type alone without
     `concurrency_key`.
     `max_attempts`, `backoff`, `max_snoozes`: the type's retry policy
-    (queue_core/features/policy.py)."""
+    (queue_core/features/policy.py).
+    `sequence_key`: the type's jobs of one key run one at a time in enqueue order;
+    the key is `TYPE:payload[sequence_key]` (a payload field) or what a function of
+    the payload returns; `on_sequence_failure`: "hold" (default) or "pass"
+    (queue_core/features/sequences.py)."""
     if not isinstance(job_type, str) or not job_type.strip():
         raise InvalidJob("job type must be a non-empty string")
     if not callable(fn):
@@ -92,7 +98,9 @@ def register_handler(job_type: str, fn: Handler, *, timeout_s: float | None = No
         model = None if payload is None else payload_models.model_of(payload)
     except TypeError as exc:
         raise InvalidJob(f"payload of {job_type}: {exc}") from None
+    sequences.check_type_sequence(job_type, sequence_key, on_sequence_failure)
     limits.set_type_limit(job_type, concurrency, concurrency_key)
+    sequences.set_type_sequence(job_type, sequence_key, on_sequence_failure)
     policy.set_policy(job_type, max_attempts=max_attempts, backoff=backoff,
                       max_snoozes=max_snoozes)
     payloads.set_payload_model(job_type, model)
@@ -103,13 +111,15 @@ def register_handler(job_type: str, fn: Handler, *, timeout_s: float | None = No
 def handler(job_type: str, *, timeout_s: float | None = None, concurrency: int | None = None,
             concurrency_key: limits.KeyFrom = None, max_attempts: int | None = None,
             backoff: policy.Backoff = None, max_snoozes: int | None = None,
-            payload: ModelClass | None = None) -> Callable[[F], F]:
+            payload: ModelClass | None = None, sequence_key: sequences.KeyFrom | None = None,
+            on_sequence_failure: str | None = None) -> Callable[[F], F]:
     """Decorator form of `register_handler`."""
 
     def decorate(fn: F) -> F:
         register_handler(job_type, fn, timeout_s=timeout_s, concurrency=concurrency,
                          concurrency_key=concurrency_key, max_attempts=max_attempts,
-                         backoff=backoff, max_snoozes=max_snoozes, payload=payload)
+                         backoff=backoff, max_snoozes=max_snoozes, payload=payload,
+                         sequence_key=sequence_key, on_sequence_failure=on_sequence_failure)
         return fn
 
     return decorate
@@ -133,6 +143,7 @@ def unregister_handler(job_type: str) -> None:
     _registry.pop(job_type, None)
     payloads.set_payload_model(job_type, None)
     limits.set_type_limit(job_type, None)
+    sequences.set_type_sequence(job_type, None)
     policy.set_policy(job_type)
 
 

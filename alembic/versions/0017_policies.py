@@ -1,7 +1,7 @@
 """Per-type policies in the database, applied to every inserted job by a trigger.
 
 Revision ID: 0017_policies
-Revises: 0016_dependencies
+Revises: 0020_debounce
 Create Date: 2026-12-06
 
 A type's defaults (`@handler(TYPE, concurrency=, concurrency_key=,
@@ -66,7 +66,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0017_policies"
-down_revision = "0016_dependencies"
+down_revision = "0020_debounce"
 branch_labels = None
 depends_on = None
 

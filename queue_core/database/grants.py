@@ -83,6 +83,10 @@ WORKER_GRANTS: tuple[tuple[str, str, str], ...] = (
     ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerBatch"'),
     ("EXECUTE", "FUNCTION", "skiplock_resolve_edges(text, text, text[])"),
     ("EXECUTE", "FUNCTION", "skiplock_batch_ready(text)"),
+    # Sequences (migration 0019): the job table's triggers keep each key's line here,
+    # and the one that ends a key's head lets the next job in through the function.
+    ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerSequence"'),
+    ("EXECUTE", "FUNCTION", "skiplock_sequence_advance(text)"),
     # Per-type policies (migration 0017): a master writes its handlers' options at
     # boot, a child reads an operator's backoff; the job table's insert trigger reads
     # them for every enqueue (so every role that enqueues needs SELECT on it).

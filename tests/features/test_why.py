@@ -34,7 +34,8 @@ def test_each_reason_a_pending_job_waits_for_is_said_and_counted() -> None:
     [not_due, paused] = explain(later)  # two reasons at once
     assert not_due.startswith("not due until 20") and not_due.endswith("Z")
     assert paused == "its type W_PAUSED is paused (skiplock resume W_PAUSED)"
-    assert count_held() == {"slot": 1, "parked": 1, "parents": 1, "notDue": 1, "paused": 1}
+    assert count_held() == {"slot": 1, "parked": 1, "parents": 1, "sequence": 0,
+                            "debounced": 0, "notDue": 1, "paused": 1}
 
     shown = runner.invoke(main, ["job", slot])
     assert shown.exit_code == 0, shown.output
@@ -51,3 +52,16 @@ def test_each_reason_a_pending_job_waits_for_is_said_and_counted() -> None:
             in stats.output), stats.output
     figures = json.loads(runner.invoke(main, ["stats", "--json"]).output)
     assert figures["heldByReason"]["slot"] == 1
+
+
+def test_a_sequences_turn_and_a_debounce_are_said_too() -> None:
+    enqueue("W_SEQ", {}, sequence="acct:7")
+    second = enqueue("W_SEQ", {}, sequence="acct:7")
+    debounced = enqueue("W_DEB", {}, debounce="30s", debounce_key="d1")
+    enqueue("W_DEB", {}, debounce="30s", debounce_key="d1")
+    assert explain(second) == ["waiting for its turn in sequence acct:7 (number 2)"]
+    [said] = explain(debounced)
+    assert said.startswith("not due until 20") and said.endswith(
+        "debounced by key d1 (each enqueue of the key moves it to that enqueue plus its "
+        "debounce; moved by 1 later enqueue)")
+    assert {k: n for k, n in count_held().items() if n} == {"sequence": 1, "debounced": 1}
