@@ -77,6 +77,7 @@ from skiplock.queue_core.config import Settings
 from skiplock.queue_core.database import db, faults, migrate, urls
 from skiplock.queue_core.database.bounds import bounded, unbounded
 from skiplock.queue_core.errors import ConfigurationError
+from skiplock.queue_core.features import type_policies
 from skiplock.queue_core.jobs import JobRef, Progress
 from skiplock.queue_core.storable import log_reason
 
@@ -213,6 +214,7 @@ class Master:
         except ConfigurationError:
             self.restore_signals()
             raise
+        self.write_policies(answer.served or frozenset(), answer.policies)
         set_title(master_title(self.concurrency, self.state))
         log.info("skiplock master %s starting: %s", self.master_id,
                  describe_settings(self.settings, self.database_url),
@@ -387,7 +389,21 @@ class Master:
                      ", ".join(sorted(answer.served)))
             self.served = answer.served
             self.routing.served_changed()
+        self.write_policies(answer.served, answer.policies)
         self.replace_children()
+
+    def write_policies(self, served: frozenset[str], rows: tuple[dict[str, Any], ...]) -> None:
+        """The served types' `@handler(...)` options into "WorkerTypePolicy", where the
+        insert trigger applies them to rows of any producer (queue_core/features/
+        type_policies.py). A pool that cannot write them runs anyway: the rows of the
+        last boot that could stay."""
+        try:
+            with bounded(self.budget_s):
+                type_policies.write_boot(served, list(rows), self.master_id)
+        except DB_ERRORS as exc:
+            log.warning("cannot write the job types' policies (%s): rows written by other "
+                        "producers get the policies the database had", log_reason(str(exc)),
+                        extra={"worker": self.master_id})
 
     def replace_children(self) -> None:
         # New children (with freshly imported handler modules) take the slots at

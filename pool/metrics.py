@@ -35,6 +35,7 @@ job types and hosts, which is nobody else's business.
     skiplock_queue_debounced_jobs{type}        PENDING jobs with a debounce key (one per key)
     skiplock_queue_debounce_moves              enqueues folded into the pending debounced jobs
     skiplock_queue_aged_jobs{type}             PENDING jobs whose priority aging raised
+    skiplock_queue_held_jobs{reason}           PENDING jobs not claimable now, by reason (why.py)
     skiplock_queue_refresh_timestamp_seconds   when the queue figures above were read
 """
 
@@ -141,6 +142,13 @@ class QueueCollector(Collector):
         for job_type, n in sorted(reading.get("aged", {}).items()):
             aged.add_metric([job_type], n)
         yield aged
+        held = GaugeMetricFamily(
+            "skiplock_queue_held_jobs",
+            "PENDING jobs not claimable now, by reason (slot, parked, parents, notDue, "
+            "paused, ...); a job may wait for several.", labels=["reason"])
+        for reason, n in sorted(reading.get("held", {}).items()):
+            held.add_metric([reason], n)
+        yield held
         yield GaugeMetricFamily("skiplock_queue_refresh_timestamp_seconds",
                                 "Unix time the queue figures were read.", value=reading["at"])
 
@@ -155,6 +163,7 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
     from skiplock.queue_core import sql
     from skiplock.queue_core.config import cached_settings
     from skiplock.queue_core.database.db import connect
+    from skiplock.queue_core.features import why
     from skiplock.queue_core.features.aging import aged_by_type
     from skiplock.queue_core.features.debounce import debounced_by_type
     from skiplock.queue_core.features.parking import parked_by_type
@@ -175,6 +184,7 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
         routing(served, live_served(live_s, c), parked_by_type(c))
         folded = debounced_by_type(c)
         aged = {t: n for t, (n, _) in aged_by_type(c).items()}
+        held = why.count_held(c)
     depth: dict[tuple[str, str], int] = {}
     for job_type, n in base.by_type.items():
         depth[("PENDING", job_type)] = n
@@ -189,7 +199,7 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
             "debounced": {t: f.pending for t, f in folded.items()},
             "debounce_moves": sum(f.moves for f in folded.values()), "aged": aged,
             "sequence_waiting": int(line.waiting), "sequences_held": int(line.held),
-            "fair_waiting": fair_waiting, "at": time.time()}
+            "fair_waiting": fair_waiting, "held": held, "at": time.time()}
 
 
 class MetricsObserver(NullObserver):

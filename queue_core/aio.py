@@ -50,7 +50,7 @@ from skiplock.queue_core.enqueue import (
     job_rows,
 )
 from skiplock.queue_core.errors import InvalidJob, SkiplockError
-from skiplock.queue_core.features import dependencies, waiting
+from skiplock.queue_core.features import dependencies, type_policies, waiting
 from skiplock.queue_core.features.cancel import CancelResult, cancel_steps, who_cancels
 from skiplock.queue_core.jobs import Job
 
@@ -72,6 +72,7 @@ async def aenqueue(job_type: str, payload: Mapping[str, Any], *, priority: int =
     joins the caller's open transaction. `depends_on` and `on_parent_failure` as
     `enqueue`'s (queue_core/features/dependencies.py); `debounce`, `debounce_key` and
     `debounce_mode` too (queue_core/features/debounce.py)."""
+    await _refresh_policies()
     row = job_row(job_type, payload, priority=priority, delay=delay, max_attempts=max_attempts,
                   idempotency_key=idempotency_key, user_id=user_id,
                   concurrency_key=concurrency_key, concurrency=concurrency, unique_for=unique_for,
@@ -85,10 +86,27 @@ async def aenqueue(job_type: str, payload: Mapping[str, Any], *, priority: int =
 async def aenqueue_many(jobs: Iterable[Mapping[str, Any]],
                         conn: AsyncJoinable | None = None) -> list[str]:
     """`enqueue_many`, awaited: a batch in one round trip; the ids in input order."""
+    await _refresh_policies()
     rows = job_rows(jobs)
     if not rows:
         return []
     return (await _write(rows, conn, tracing.current_context())).ids
+
+
+async def _refresh_policies() -> None:
+    """`type_policies.refresh_overrides` on an async connection of its own, when due;
+    a failure keeps what the process last read."""
+    if not type_policies.due():
+        return
+    try:
+        with translate_errors():
+            own = await open_own()
+        try:
+            type_policies.store(await AsyncBorrowed(own).execute(sql.ALL_POLICIES))
+        finally:
+            await close(own)
+    except (SkiplockError, sa_exc.SQLAlchemyError):  # down, or a schema before 0017
+        return
 
 
 async def _write(rows: list[Any], conn: AsyncJoinable | None, trace: str | None) -> Enqueued:

@@ -32,7 +32,7 @@ from skiplock.queue_core.database.db import Joinable, ServerBound, binds_on_serv
 from skiplock.queue_core.database.faults import sqlstate as sqlstate_of
 from skiplock.queue_core.errors import InvalidJob, InvalidPayload, TransactionConflict
 from skiplock.queue_core.features import debounce as debouncing
-from skiplock.queue_core.features import fairness, limits, policy, sequences, unique
+from skiplock.queue_core.features import fairness, limits, sequences, type_policies, unique
 
 MAX_TYPE_LENGTH = 200
 MAX_KEY_LENGTH = 1000
@@ -257,8 +257,11 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
                                        or not isinstance(priority, int))) \
             or abs(priority) > _INT32:
         raise InvalidJob(f"priority must be an integer between -{_INT32} and {_INT32}")
+    # A type whose policy an operator set: what the caller does not give, the insert
+    # trigger fills from it, as for any producer (queue_core/features/type_policies.py).
+    overridden = type_policies.operator_values(job_type)
     if max_attempts is None:
-        max_attempts = policy.max_attempts_for(job_type)
+        max_attempts = type_policies.default_max_attempts(job_type)
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
         raise InvalidJob("max_attempts must be an integer")
     if not 1 <= max_attempts <= 1000:
@@ -280,7 +283,8 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
                                               required=False)
     slot_key, limit = limits.resolve(
         job_type, payload, None if concurrency_key is None else _text(
-            "concurrency key", concurrency_key, MAX_KEY_LENGTH, required=False), concurrency)
+            "concurrency key", concurrency_key, MAX_KEY_LENGTH, required=False), concurrency,
+        overridden)
     if slot_key is not None:
         _text("concurrency key", slot_key, MAX_KEY_LENGTH, required=True)
     parents = _parents(depends_on, on_parent_failure)
@@ -377,6 +381,7 @@ def enqueue(job_type: str, payload: Any, *, priority: int = 0,
     (stored as its JSON); checked against the type's payload model where this
     process knows it (queue_core/payloads.py).
     """
+    type_policies.refresh_overrides()
     row = job_row(job_type, payload, priority=priority, delay=delay, max_attempts=max_attempts,
                   idempotency_key=idempotency_key, user_id=user_id,
                   concurrency_key=concurrency_key, concurrency=concurrency, unique_for=unique_for,
@@ -426,6 +431,7 @@ class Enqueued:
 def enqueue_batch(jobs: Iterable[Mapping[str, Any]],
                   conn: Joinable | None = None) -> Enqueued:
     """`enqueue_many`, also saying how many jobs were new (backfills report it)."""
+    type_policies.refresh_overrides()
     rows = job_rows(jobs)
     if not rows:
         return Enqueued([], 0)
@@ -603,7 +609,11 @@ def keyed_steps(rows: Sequence[_Row], trace: str | None, statement: TextClause |
         keys = sorted({key for i in skipped if (key := rows[i].key) is not None})
         found = yield sql.EXISTING_BY_KEY, {"keys": text_array(keys)}
         existing = {r.key: r.id for r in found}
-        unique_keys = sorted({u for i in skipped if (u := rows[i].unique_key) is not None})
+        # A type whose policy has a unique window keeps an idempotency key as its
+        # scoped key (the insert trigger of migration 0017_policies moves it there).
+        unique_keys = sorted({u for i in skipped if (u := rows[i].unique_key) is not None}
+                             | {k for i in skipped
+                                if (k := rows[i].key) is not None and k not in existing})
         existing_unique: dict[str | None, str] = {}
         if unique_keys:
             found = yield sql.EXISTING_BY_UNIQUE_KEY, {"keys": text_array(unique_keys)}
@@ -613,6 +623,8 @@ def keyed_steps(rows: Sequence[_Row], trace: str | None, statement: TextClause |
                 ids[i] = existing[rows[i].key]
             elif rows[i].unique_key in existing_unique:
                 ids[i] = existing_unique[rows[i].unique_key]
+            elif rows[i].unique_key is None and rows[i].key in existing_unique:
+                ids[i] = existing_unique[rows[i].key]
         todo = [i for i in skipped if i not in ids]
         if not todo:
             break

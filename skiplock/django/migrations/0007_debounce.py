@@ -17,5 +17,5 @@ class Migration(migrations.Migration):
     # The queue's migrations run on a connection of their own, in a transaction of
     # their own: none of Django's is held open meanwhile.
     atomic = False
-    dependencies = [("skiplock", "0005_sequences")]
+    dependencies = [("skiplock", "0006_sequences")]
     operations = [migrations.RunPython(upgrade_queue, migrations.RunPython.noop)]

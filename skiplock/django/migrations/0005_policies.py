@@ -1,4 +1,4 @@
-"""skiplock's queue, to revision 0019_sequences of its own migrations (skiplock/django/schema.py)."""
+"""skiplock's queue, to revision 0017_policies of its own migrations (skiplock/django/schema.py)."""
 
 from typing import Any
 
@@ -6,7 +6,7 @@ from django.db import migrations
 
 from skiplock.django import schema
 
-QUEUE_REVISION = "0019_sequences"
+QUEUE_REVISION = "0017_policies"
 
 
 def upgrade_queue(apps: Any, schema_editor: Any) -> None:
