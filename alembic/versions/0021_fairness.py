@@ -143,6 +143,8 @@ _WINDOW = """
            THEN greatest(trim(current_setting('skiplock.fair_window', true))::integer, 1)
            ELSE 10 END
 """
+# How far a key's window grows while no other key has jobs waiting their turn.
+GROWTH = 20
 _LOCK_ID = "hashtextextended('skiplock.fair:' || {k}, 0)"
 # How many of key k's jobs are in the claim's index, counting no further than `cap`.
 _ADMITTED = """(SELECT count(*) FROM (SELECT FROM "WorkerJob"
@@ -152,30 +154,43 @@ _ADMITTED = """(SELECT count(*) FROM (SELECT FROM "WorkerJob"
 _WAITING = """EXISTS (SELECT FROM "WorkerJob"
                       WHERE "fairKey" = {k} AND status = 'PENDING' AND "heldBack" = false
                         AND ("waitingFor" IS NULL OR "waitingFor" = 0))"""
-# Key k's next job into next_id (FOUND says whether there is one): the first due in
-# the claim's order, else the one due first; one that another transaction is letting
-# in is skipped.
-_NEXT = """
-    SELECT id INTO next_id FROM "WorkerJob"
-    WHERE "fairKey" = {k} AND status = 'PENDING' AND "heldBack" = false
-      AND ("waitingFor" IS NULL OR "waitingFor" = 0) AND "availableAt" <= statement_timestamp()
-    ORDER BY priority DESC, "availableAt" ASC
-    LIMIT 1 FOR UPDATE SKIP LOCKED;
-    IF NOT FOUND THEN
-        SELECT id INTO next_id FROM "WorkerJob"
-        WHERE "fairKey" = {k} AND status = 'PENDING' AND "heldBack" = false
-          AND ("waitingFor" IS NULL OR "waitingFor" = 0)
-        ORDER BY "availableAt" ASC, priority DESC
-        LIMIT 1 FOR UPDATE SKIP LOCKED;
-    END IF;
-"""
-# Let next_id in, dated now: at the back of the round. The gate lets this change
-# through (it was counted by whoever makes it).
+# Whether a job of another key than k waits its turn: two probes of the index, which
+# leads with "heldBack" for them.
+_OTHERS_WAITING = """(EXISTS (SELECT FROM "WorkerJob"
+                              WHERE "fairKey" > {k} AND status = 'PENDING' AND "heldBack" = false
+                                AND ("waitingFor" IS NULL OR "waitingFor" = 0))
+                      OR EXISTS (SELECT FROM "WorkerJob"
+                                 WHERE "fairKey" < {k} AND status = 'PENDING'
+                                   AND "heldBack" = false
+                                   AND ("waitingFor" IS NULL OR "waitingFor" = 0)))"""
+# Let up to `want` of key k's waiting jobs in, in one UPDATE, dated now (at the back of
+# the round); `got` says how many. The best first: the due ones in the claim's order,
+# then, if too few are due, the ones due first. One that another transaction is
+# letting in is skipped. The gate lets these changes through (they were counted by
+# whoever makes them).
 _LET_IN = """
     PERFORM set_config('skiplock.fair_filling', 'on', true);
     UPDATE "WorkerJob"
     SET "heldBack" = NULL, "availableAt" = greatest("availableAt", statement_timestamp())
-    WHERE id = next_id;
+    WHERE id = ANY(ARRAY(
+        SELECT id FROM "WorkerJob"
+        WHERE "fairKey" = {k} AND status = 'PENDING' AND "heldBack" = false
+          AND ("waitingFor" IS NULL OR "waitingFor" = 0)
+          AND "availableAt" <= statement_timestamp()
+        ORDER BY priority DESC, "availableAt" ASC
+        LIMIT {want} FOR UPDATE SKIP LOCKED));
+    GET DIAGNOSTICS got = ROW_COUNT;
+    IF got < {want} THEN
+        UPDATE "WorkerJob" SET "heldBack" = NULL
+        WHERE id = ANY(ARRAY(
+            SELECT id FROM "WorkerJob"
+            WHERE "fairKey" = {k} AND status = 'PENDING' AND "heldBack" = false
+              AND ("waitingFor" IS NULL OR "waitingFor" = 0)
+            ORDER BY "availableAt" ASC, priority DESC
+            LIMIT {want} - got FOR UPDATE SKIP LOCKED));
+        GET DIAGNOSTICS more = ROW_COUNT;
+        got := got + more;
+    END IF;
     PERFORM set_config('skiplock.fair_filling', '', true);
 """
 
@@ -186,7 +201,8 @@ _FILL = f"""
         fk text;
         cap integer;
         room integer;
-        next_id text;
+        got integer;
+        more integer;
         let_in integer := 0;
     BEGIN
         FOR fk IN
@@ -216,8 +232,9 @@ _FILL = f"""
             cap := {_WINDOW.format(k="fk")};
             room := cap - {_ADMITTED.format(k="fk", cap="cap + 100000")};
             IF room < 0 THEN
-                -- A lowered weight: hold back what the smaller window leaves out, the
-                -- jobs that would be claimed last (a job being claimed is skipped).
+                -- A lowered weight, or a window grown while the key was alone: hold
+                -- back what the window leaves out, the jobs that would be claimed
+                -- last (a job being claimed is skipped).
                 PERFORM set_config('skiplock.fair_filling', 'on', true);
                 UPDATE "WorkerJob" SET "heldBack" = false
                 WHERE id IN (SELECT id FROM "WorkerJob"
@@ -225,14 +242,10 @@ _FILL = f"""
                              ORDER BY priority ASC, "availableAt" DESC
                              LIMIT -room FOR UPDATE SKIP LOCKED);
                 PERFORM set_config('skiplock.fair_filling', '', true);
+            ELSIF room > 0 THEN
+                {_LET_IN.format(k="fk", want="room")}
+                let_in := let_in + got;
             END IF;
-            WHILE room > 0 LOOP
-                {_NEXT.format(k="fk")}
-                EXIT WHEN NOT FOUND;
-                {_LET_IN}
-                room := room - 1;
-                let_in := let_in + 1;
-            END LOOP;
         END LOOP;
         RETURN let_in;
     END $$
@@ -243,31 +256,73 @@ _TURNS = f"""
     LANGUAGE plpgsql AS $$
     DECLARE
         cap integer;
-        next_id text;
+        fk text;
+        n integer;
+        want integer;
+        got integer;
+        more integer;
+        let_in integer := 0;
+        wake boolean;
+        left_keys text;
     BEGIN
-        IF TG_WHEN = 'AFTER' THEN
-            -- A job of the key left the index: its next job takes the place, one for
-            -- one, without counting and without the key's lock. A fill's own holds
-            -- (a lowered weight) are not replaced.
-            IF OLD.status = 'PENDING' AND OLD."heldBack" IS NULL
-               AND (TG_OP = 'DELETE' OR NEW.status <> 'PENDING' OR NEW."heldBack" IS NOT NULL
-                    OR NEW."fairKey" IS DISTINCT FROM OLD."fairKey")
-               AND current_setting('skiplock.fair_filling', true) IS DISTINCT FROM 'on' THEN
-                {_NEXT.format(k='OLD."fairKey"')}
-                IF FOUND THEN
-                    {_LET_IN}
-                    -- Wake idle workers, but not for a claim: its claimer comes back
-                    -- for more, and a NOTIFY per claim made each claim's commit cost
-                    -- about twice as much.
-                    IF TG_OP = 'DELETE' OR NEW.status <> 'PROCESSING' THEN
-                        PERFORM pg_notify('skiplock_jobs', '');
+        IF TG_LEVEL = 'STATEMENT' THEN
+            -- The end of a statement that took jobs of fair keys out of the index (the
+            -- row triggers below listed their keys): each key lets its next jobs in,
+            -- as many as left in one UPDATE. Under the key's lock, if it is free,
+            -- the key is brought to its window instead, grown GROWTH times while no
+            -- other key has jobs waiting; without it, one for one.
+            -- Taken and cleared first: the UPDATEs below end statements of their own.
+            wake := current_setting('skiplock.fair_wake', true) = 'on';
+            left_keys := current_setting('skiplock.fair_left', true);
+            PERFORM set_config('skiplock.fair_left', '', true);
+            PERFORM set_config('skiplock.fair_wake', '', true);
+            FOR fk, n IN
+                SELECT key, count(*)::integer
+                FROM unnest(('{{' || rtrim(left_keys, ',') || '}}')::text[]) AS key
+                GROUP BY key ORDER BY key
+            LOOP
+                CONTINUE WHEN NOT {_WAITING.format(k="fk")};
+                IF pg_try_advisory_xact_lock({_LOCK_ID.format(k="fk")}) THEN
+                    PERFORM set_config('skiplock.fair_locked', 'on', true);
+                    cap := {_WINDOW.format(k="fk")};
+                    IF NOT {_OTHERS_WAITING.format(k="fk")} THEN
+                        cap := cap * {GROWTH};
                     END IF;
+                    want := cap - {_ADMITTED.format(k="fk", cap="cap")};
+                ELSE
+                    want := n;
                 END IF;
+                IF want > 0 THEN
+                    {_LET_IN.format(k="fk", want="want")}
+                    let_in := let_in + got;
+                END IF;
+            END LOOP;
+            -- Wake idle workers, but not for a claim: its claimer comes back for more,
+            -- and a NOTIFY per claim made each claim's commit cost about twice as much.
+            IF wake AND let_in > 0 THEN
+                PERFORM pg_notify('skiplock_jobs', '');
             END IF;
             RETURN NULL;
         END IF;
+        -- A job of a key leaves the index: its key is listed for the statement's end.
+        -- A fill's own holds (a lowered weight) are not replaced.
+        IF OLD."fairKey" IS NOT NULL AND OLD.status = 'PENDING' AND OLD."heldBack" IS NULL
+           AND (TG_OP = 'DELETE' OR NEW.status <> 'PENDING' OR NEW."heldBack" IS NOT NULL
+                OR NEW."fairKey" IS DISTINCT FROM OLD."fairKey")
+           AND current_setting('skiplock.fair_filling', true) IS DISTINCT FROM 'on' THEN
+            PERFORM set_config('skiplock.fair_left',
+                COALESCE(current_setting('skiplock.fair_left', true), '')
+                || '"' || replace(replace(OLD."fairKey", '\\', '\\\\'), '"', '\\"') || '",',
+                true);
+            IF TG_OP = 'DELETE' OR NEW.status <> 'PROCESSING' THEN
+                PERFORM set_config('skiplock.fair_wake', 'on', true);
+            END IF;
+        END IF;
+        IF TG_OP = 'DELETE' THEN
+            RETURN OLD;
+        END IF;
         -- The gate: only a row entering the index, of its key, is looked at.
-        IF NEW.status <> 'PENDING' OR NEW."heldBack" IS NOT NULL
+        IF NEW."fairKey" IS NULL OR NEW.status <> 'PENDING' OR NEW."heldBack" IS NOT NULL
            OR NEW."concurrencyKey" IS NOT NULL
            OR (TG_OP = 'UPDATE' AND OLD.status = 'PENDING' AND OLD."heldBack" IS NULL
                AND OLD."fairKey" = NEW."fairKey")
@@ -320,25 +375,31 @@ def upgrade() -> None:
     op.execute(
         'CREATE TRIGGER "WorkerJob_zz_fair_gate_updated" '
         'BEFORE UPDATE OF status, "heldBack", "fairKey" ON "WorkerJob" '
-        """FOR EACH ROW WHEN (NEW."fairKey" IS NOT NULL)
+        """FOR EACH ROW WHEN (NEW."fairKey" IS NOT NULL OR OLD."fairKey" IS NOT NULL)
         EXECUTE FUNCTION skiplock_fair_turns()"""
     )
     op.execute(
-        'CREATE TRIGGER "WorkerJob_fair_left" '
-        'AFTER UPDATE OF status, "heldBack", "fairKey" ON "WorkerJob" '
+        'CREATE TRIGGER "WorkerJob_zz_fair_gate_deleted" BEFORE DELETE ON "WorkerJob" '
         """FOR EACH ROW WHEN (OLD."fairKey" IS NOT NULL)
         EXECUTE FUNCTION skiplock_fair_turns()"""
     )
-    op.execute(
-        'CREATE TRIGGER "WorkerJob_fair_deleted" AFTER DELETE ON "WorkerJob" '
-        """FOR EACH ROW WHEN (OLD."fairKey" IS NOT NULL)
-        EXECUTE FUNCTION skiplock_fair_turns()"""
-    )
+    # The statement's end, queued only when its rows listed some key (the WHEN is
+    # read once a statement, when its last row is done): an ordinary claim pays one
+    # current_setting().
+    for event in ('UPDATE OF status, "heldBack", "fairKey"', "DELETE"):
+        name = "WorkerJob_fair_left" if event != "DELETE" else "WorkerJob_fair_deleted"
+        op.execute(
+            f'CREATE TRIGGER "{name}" AFTER {event} ON "WorkerJob" '
+            """FOR EACH STATEMENT
+            WHEN (current_setting('skiplock.fair_left', true) <> '')
+            EXECUTE FUNCTION skiplock_fair_turns()"""
+        )
 
 
 def downgrade() -> None:
     op.execute('DROP TRIGGER "WorkerJob_fair_deleted" ON "WorkerJob"')
     op.execute('DROP TRIGGER "WorkerJob_fair_left" ON "WorkerJob"')
+    op.execute('DROP TRIGGER "WorkerJob_zz_fair_gate_deleted" ON "WorkerJob"')
     op.execute('DROP TRIGGER "WorkerJob_zz_fair_gate_updated" ON "WorkerJob"')
     op.execute('DROP TRIGGER "WorkerJob_zz_fair_gate_inserted" ON "WorkerJob"')
     op.execute("DROP FUNCTION skiplock_fair_turns()")

@@ -36,6 +36,7 @@ from skiplock.queue_core.features.limits import KeyFrom
 
 MAX_WEIGHT = 1000
 DEFAULT_WINDOW = 10  # the base when `skiplock.fair_window` is not set (the migration's)
+GROWTH = 20  # a key's window grows this many times while no other key waits (the migration's)
 
 _keys: dict[str, KeyFrom] = {}
 
