@@ -15,19 +15,30 @@ PENDING, "heldBack" IS NULL) in the order priority DESC, "availableAt" ASC,
 and never looks at keys. Instead each fair key keeps at most its *window*,
 weight x base (the base is the database setting `skiplock.fair_window`,
 10 unless set), of its PENDING jobs in that index; the others wait their
-turn outside it, "heldBack" = false. When one of the key's jobs leaves the
-index (claimed, cancelled, deleted, parked, moved to another key), a
-trigger lets the key's next job in, and dates it now: "availableAt" =
-greatest("availableAt", now). So the index is a round-robin: a key's next
-job goes to the back, behind the jobs of the other keys that were let in
-before it, and each key has as many jobs in the round as its window. Over a
-busy period each key starts jobs in proportion to its window, and a light
-key's new job (let in at once: its window has room) waits for at most the
-jobs already in the index ahead of it: the sum of the windows of the busy
-keys, plus unfair jobs older than it, whatever the heavy key's backlog.
-Priority still comes first: a key's next job is its best one (priority,
-then age), and a higher-priority job overtakes the round, as it overtakes
-any job.
+turn outside it, "heldBack" = false. When some of the key's jobs leave the
+index (claimed, cancelled, deleted, parked, moved to another key), the end
+of that statement lets the key's next jobs in, as many, and dates them now:
+"availableAt" = greatest("availableAt", now). So the index is a round-robin:
+a key's next jobs go to the back, behind the jobs of the other keys that
+were let in before them, and each key has as many jobs in the round as its
+window. Over a busy period each key starts jobs in proportion to its window,
+and a light key's new job (let in at once: its window has room) waits for at
+most the jobs already in the index ahead of it: the sum of the windows of
+the busy keys, plus unfair jobs older than it, whatever the heavy key's
+backlog. Priority still comes first: a key's next job is its best one
+(priority, then age), and a higher-priority job overtakes the round, as it
+overtakes any job.
+
+Work-conserving. A window is only needed when there is someone to be fair
+to: a key whose jobs leave while no other key has jobs waiting their turn
+is brought to GROWTH (20) times its window instead, so the claims of a key
+alone take full bites (a window of 10 shared by two children gave claims of
+5, a fifth of the rate). As soon as another key has jobs waiting, the grown
+key's departures let in nothing until it is back within its window, and
+the sweep (skiplock_fair_fill), when it finds the key with jobs waiting,
+holds back its excess at once. The price, written
+in the bound: a newcomer's job may wait behind the grown window of a key
+that was alone (200 jobs with the defaults), not only behind the windows.
 
 Why "availableAt" and not a column of its own: a new column in the claim's
 order changes the claim's index and the claim of every job; redating a
@@ -37,19 +48,20 @@ not due keeps its time. "createdAt" still says when it was enqueued.
 
 Why not a share computed in the claim (a count per key, a window function,
 a lateral join over keys): that is the global limit that halved River's
-throughput; here an ordinary claim pays two short trigger WHENs, a fair
-claim of a key with nothing waiting one index probe in its trigger, and one
-whose key has jobs waiting the UPDATE that lets the next one in
-(docs/benchmarks.md: 0.99 of the rate without fair keys when the windows do
-not bind, about half when every key's do).
+throughput; here an ordinary claim pays one short trigger WHEN per row and
+one current_setting() per statement, a fair claim of a key with nothing
+waiting one index probe per key at its statement's end, and one whose key
+has jobs waiting one UPDATE per key and statement that lets the next ones in
+(docs/benchmarks.md).
 
 - "WorkerJob"."fairKey" text, nullable: the original schema's Prisma client
   reads and writes the table as before (its rows have no fair key).
 - "WorkerFairKey" (key, weight 1..1000, "updatedAt"): keys without a row
   weigh 1. `skiplock weight KEY N` / `skiplock.set_weight` write it.
-- "WorkerJob_fair_idx" ("fairKey", "heldBack", priority DESC, "availableAt")
+- "WorkerJob_fair_idx" ("heldBack", "fairKey", priority DESC, "availableAt")
   over PENDING rows that have a fair key: a key's jobs in the index (at most
-  its window are read to count them) and its next job, one probe each.
+  its window are read to count them), its next jobs, and whether any other
+  key has jobs waiting (two probes: "heldBack" leads for them).
 - Waiting its turn is "heldBack" = false with "waitingFor" NULL or 0. false
   is what a dependent waiting for its parents (0016) has too, with
   "waitingFor" > 0: neither the slot triggers (they let in rows that are
@@ -58,59 +70,73 @@ not bind, about half when every key's do).
   job with parents waits for them first (false, "waitingFor" > 0); when
   the resolver lets it in, the gate below applies.
 - `skiplock_fair_turns()`, one trigger function:
-  * BEFORE INSERT, and BEFORE UPDATE OF status, "heldBack", "fairKey" (WHEN
-    NEW."fairKey" IS NOT NULL), the *gate*: a row entering the index (PENDING
-    and "heldBack" NULL, from any path: an insert by any producer, a retry,
-    a snooze, a rescue, an un-parked job, a dependent made ready, a person's
-    UPDATE) is let through if its key's window has room, else it waits
-    ("heldBack" false). The triggers are named "WorkerJob_zz_..." because
-    BEFORE triggers fire in the order of their names: the gate must see
-    what every other BEFORE trigger decided (a policy's concurrency key, a
-    rate's hold).
-  * AFTER UPDATE OF status, "heldBack", "fairKey" and AFTER DELETE (WHEN
-    OLD."fairKey" IS NOT NULL): a row of a key that left the index lets the
-    key's next job in, the best first (the first due in the claim's order;
-    when none is due, the one due first), and wakes idle workers (NOTIFY
+  * BEFORE INSERT, BEFORE UPDATE OF status, "heldBack", "fairKey" and BEFORE
+    DELETE, row by row, WHEN the row has a fair key (NEW's or OLD's; a
+    deleted one only if it was in the index: cleanup's deletes of finished
+    jobs call nothing): the
+    *gate*: a row entering the index (PENDING and "heldBack" NULL, from any
+    path: an insert by any producer, a retry, a snooze, a rescue, an
+    un-parked job, a dependent made ready, a person's UPDATE) is let through
+    if its key's window has room, else it waits ("heldBack" false). And a
+    row leaving the index adds its key to the transaction setting
+    `skiplock.fair_left`. The triggers are named "WorkerJob_zz_..." because
+    BEFORE triggers fire in the order of their names: the gate must see what
+    every other BEFORE trigger decided (a policy's concurrency key, a rate's
+    hold).
+  * AFTER UPDATE OF status, "heldBack", "fairKey" and AFTER DELETE, FOR EACH
+    STATEMENT, WHEN `skiplock.fair_left` is not empty: the server reads that
+    WHEN once, when the statement's last row is done (after the BEFORE
+    triggers of all its rows), so an ordinary claim pays one
+    current_setting() and queues nothing. The function takes the list,
+    clears it, and for each key that has jobs waiting lets its next jobs in
+    with one UPDATE (the best first: the first due in the claim's order; if
+    too few are due, the ones due first), and wakes idle workers (NOTIFY
     skiplock_jobs), except after a claim: its claimer comes back for more,
     and a NOTIFY in every claim's transaction made each claim's commit cost
-    about twice as much (measured). The WHENs read one column: the server
-    evaluates them for every update of those columns, an ordinary claim's
-    included.
+    about twice as much (measured). A claim of 100 jobs of one key is one
+    plpgsql call and one UPDATE, not 100 of each (and 100 nested trigger
+    calls): the row triggers of the first version cost about 0.13 ms a job.
 - `skiplock_fair_fill(k)`: brings key k's jobs in the index to its window:
-  lets waiting jobs in, or holds back what a lowered weight leaves out.
-  With k NULL it fills every key that has jobs waiting (a loose index scan
-  over the keys): the pool's recovery runs it, `skiplock cleanup` too. It
-  returns how many jobs it let in.
+  lets waiting jobs in, or holds back what a lowered weight, or a window
+  grown while the key was alone, leaves out (a key still alone keeps up to
+  its grown window). With k NULL it fills every key
+  that has jobs waiting (a loose index scan over the keys): the pool's
+  recovery runs it, `skiplock cleanup` too. It returns how many jobs it let
+  in.
 
-Counting without races. A job that leaves the index lets exactly one job of
-its key in (its replacement), so that path changes no key's count, needs no
-count and takes no lock: claims never wait for each other, and a claim of a
-busy key pays one index probe and one UPDATE per job. What can add to a
-key's jobs in the index (the gate; a fill, asked for one key by
-`set_weight` or for every key by the sweep) counts under the key's
-transaction-level advisory lock, so two of them never count the same room;
-a count that sees a departure not yet committed errs on the small side, and
-a replacement not yet committed goes with its departure. The gate waits for
-that lock unless its transaction already holds another key's (two enqueues
-of two keys in opposite orders would deadlock): then the job waits its
-turn; the sweep never waits. What that leaves waiting with room in its
-window (rare: two entries of one key at the same instant, or a gate's job
-not yet committed when the key's last jobs left) is let in by the sweep of
-the pool's recovery. So a window is never exceeded, and can be briefly
-short: the chaos soak checks it (bench/chaos_fairness.py). A lowered weight
-holds back at once what the smaller window leaves out (a job being claimed
-at that instant is skipped, and its replacement keeps the key one over
-until the next sweep). An enqueue in an application's transaction holds its
-key's lock until that transaction ends, as a concurrency key's row lock
-does. In a REPEATABLE READ or SERIALIZABLE transaction a gate counts from
-the transaction's snapshot, and may let one job too many in.
+Counting without races. A statement's end takes its key's
+transaction-level advisory lock only if it is free (pg_try_advisory_xact_lock:
+it never waits, so two claims that take jobs of two keys in opposite orders
+cannot deadlock). With the lock it counts the key's jobs in the index and
+lets in what brings them to the window (grown, if no other key waits); a
+lock held elsewhere (another claim of the key, an enqueue in an open
+transaction) and it lets in one for one, as many as left, which changes no
+key's count and needs none. What can add to a key's jobs in the index
+otherwise (the gate; a fill, asked for one key by `set_weight` or for every
+key by the sweep) counts under the same lock, waiting for it, so two of them
+never count the same room. A count that sees a departure not yet committed
+errs on the small side, and a replacement not yet committed goes with its
+departure. The gate waits for the lock unless its transaction already holds
+another key's (two enqueues of two keys in opposite orders would deadlock):
+then the job waits its turn; the sweep never waits. What that leaves waiting
+with room in its window (rare: two entries of one key at the same instant,
+or a gate's job not yet committed when the key's last jobs left) is let in
+by the sweep of the pool's recovery. So a window (grown or not) is never
+exceeded, and can be briefly short: the chaos soak checks it
+(bench/chaos_fairness.py). A lowered weight holds back at once what the
+smaller window leaves out (a job being claimed at that instant is skipped).
+An enqueue in an application's transaction holds its key's lock until that
+transaction ends, as a concurrency key's row lock does; so does a claim made
+in one (`claim(conn=...)`): an enqueue of its keys waits for its commit. In a
+REPEATABLE READ or SERIALIZABLE transaction a count reads the transaction's
+snapshot, and may let one job too many in.
 
-The first version counted and filled the window at every departure, under
-the same lock, only tried (a claim that takes jobs of two keys while another
-takes jobs of the same two in the other order would deadlock on a lock it
-waits for): concurrent claims of one key then skipped their replacements,
-windows shrank to nothing until a sweep, and 20 busy keys ran at a fifth of
-the rate without fairness; the count alone cost about 0.1 ms a job.
+An earlier version counted and filled the window at every departure, row by
+row, under the same lock, only tried, and skipped the replacement when the
+lock was taken: concurrent claims of one key then skipped their
+replacements, windows shrank to nothing until a sweep, and 20 busy keys ran
+at a fifth of the rate without fairness. Falling back to one for one when
+the lock is taken keeps the windows full.
 
 A job with a concurrency key is not held for fairness (the gate stands
 aside): the slot triggers count the jobs they let in themselves
@@ -230,7 +256,10 @@ _FILL = f"""
             END IF;
             PERFORM set_config('skiplock.fair_locked', 'on', true);
             cap := {_WINDOW.format(k="fk")};
-            room := cap - {_ADMITTED.format(k="fk", cap="cap + 100000")};
+            room := cap - {_ADMITTED.format(k="fk", cap=f"cap * {GROWTH} + 100000")};
+            IF room < 0 AND NOT {_OTHERS_WAITING.format(k="fk")} THEN
+                room := least(cap * {GROWTH} + room - cap, 0);  -- alone: its grown window
+            END IF;
             IF room < 0 THEN
                 -- A lowered weight, or a window grown while the key was alone: hold
                 -- back what the window leaves out, the jobs that would be claimed
@@ -380,7 +409,8 @@ def upgrade() -> None:
     )
     op.execute(
         'CREATE TRIGGER "WorkerJob_zz_fair_gate_deleted" BEFORE DELETE ON "WorkerJob" '
-        """FOR EACH ROW WHEN (OLD."fairKey" IS NOT NULL)
+        """FOR EACH ROW WHEN (OLD."fairKey" IS NOT NULL AND OLD.status = 'PENDING'
+                              AND OLD."heldBack" IS NULL)
         EXECUTE FUNCTION skiplock_fair_turns()"""
     )
     # The statement's end, queued only when its rows listed some key (the WHEN is
