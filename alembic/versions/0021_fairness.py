@@ -169,8 +169,14 @@ _WINDOW = """
            THEN greatest(trim(current_setting('skiplock.fair_window', true))::integer, 1)
            ELSE 10 END
 """
-# How far a key's window grows while no other key has jobs waiting their turn.
+# How many times a key's window grows while no other key has jobs waiting their turn:
+# `skiplock.fair_growth` (1: never), 20 when unset or not a number.
 GROWTH = 20
+_GROWTH = f"""
+    CASE WHEN current_setting('skiplock.fair_growth', true) ~ '^ *[0-9]{{1,4}} *$'
+         THEN greatest(trim(current_setting('skiplock.fair_growth', true))::integer, 1)
+         ELSE {GROWTH} END
+"""
 _LOCK_ID = "hashtextextended('skiplock.fair:' || {k}, 0)"
 # How many of key k's jobs are in the claim's index, counting no further than `cap`.
 _ADMITTED = """(SELECT count(*) FROM (SELECT FROM "WorkerJob"
@@ -256,9 +262,9 @@ _FILL = f"""
             END IF;
             PERFORM set_config('skiplock.fair_locked', 'on', true);
             cap := {_WINDOW.format(k="fk")};
-            room := cap - {_ADMITTED.format(k="fk", cap=f"cap * {GROWTH} + 100000")};
+            room := cap - {_ADMITTED.format(k="fk", cap="cap * 10000 + 100000")};
             IF room < 0 AND NOT {_OTHERS_WAITING.format(k="fk")} THEN
-                room := least(cap * {GROWTH} + room - cap, 0);  -- alone: its grown window
+                room := least(cap * {_GROWTH} + room - cap, 0);  -- alone: its grown window
             END IF;
             IF room < 0 THEN
                 -- A lowered weight, or a window grown while the key was alone: hold
@@ -315,7 +321,7 @@ _TURNS = f"""
                     PERFORM set_config('skiplock.fair_locked', 'on', true);
                     cap := {_WINDOW.format(k="fk")};
                     IF NOT {_OTHERS_WAITING.format(k="fk")} THEN
-                        cap := cap * {GROWTH};
+                        cap := cap * {_GROWTH};
                     END IF;
                     want := cap - {_ADMITTED.format(k="fk", cap="cap")};
                 ELSE
