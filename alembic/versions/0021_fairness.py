@@ -88,8 +88,8 @@ has jobs waiting one UPDATE per key and statement that lets the next ones in
     WHEN once, when the statement's last row is done (after the BEFORE
     triggers of all its rows), so an ordinary claim pays one
     current_setting() and queues nothing. The function takes the list,
-    clears it, and in one statement for all its keys lets each key that has
-    jobs waiting let its next jobs in (the best first: the first due in the
+    clears it, and in one statement for all its keys lets in the next jobs
+    of each key that has some waiting (the best first: the first due in the
     claim's order; if too few are due, the ones due first, key by key), and
     wakes idle workers (NOTIFY
     skiplock_jobs), except after a claim: its claimer comes back for more,
