@@ -192,13 +192,14 @@ _WAITING = """EXISTS (SELECT FROM "WorkerJob"
                         AND ("waitingFor" IS NULL OR "waitingFor" = 0))"""
 # Whether a job of another key than k waits its turn: two probes of the index, which
 # leads with "heldBack" for them.
-_OTHERS_WAITING = """(EXISTS (SELECT FROM "WorkerJob"
-                              WHERE "fairKey" > {k} AND status = 'PENDING' AND "heldBack" = false
-                                AND ("waitingFor" IS NULL OR "waitingFor" = 0))
-                      OR EXISTS (SELECT FROM "WorkerJob"
-                                 WHERE "fairKey" < {k} AND status = 'PENDING'
-                                   AND "heldBack" = false
-                                   AND ("waitingFor" IS NULL OR "waitingFor" = 0)))"""
+_OTHERS_WAITING = """((SELECT "fairKey" FROM "WorkerJob"
+                        WHERE "heldBack" = false AND "fairKey" > {k} AND status = 'PENDING'
+                          AND ("waitingFor" IS NULL OR "waitingFor" = 0)
+                        ORDER BY "heldBack", "fairKey" LIMIT 1) IS NOT NULL
+                      OR (SELECT "fairKey" FROM "WorkerJob"
+                          WHERE "heldBack" = false AND "fairKey" < {k} AND status = 'PENDING'
+                            AND ("waitingFor" IS NULL OR "waitingFor" = 0)
+                          ORDER BY "heldBack" DESC, "fairKey" DESC LIMIT 1) IS NOT NULL)"""
 # Let up to `want` of key k's waiting jobs in, in one UPDATE, dated now (at the back of
 # the round); `got` says how many. The best first: the due ones in the claim's order,
 # then, if too few are due, the ones due first. One that another transaction is
@@ -338,7 +339,8 @@ _TURNS = f"""
                 FROM keys CROSS JOIN LATERAL (
                     SELECT CASE WHEN keys.locked THEN ({_WINDOW.format(k="keys.key")})
                                 * CASE WHEN {_OTHERS_WAITING.format(k="keys.key")} THEN 1
-                                       ELSE {_GROWTH} END END AS target) AS c
+                                       ELSE {_GROWTH} END END AS target
+                    OFFSET 0) AS c
             ), picked AS (
                 SELECT next.id FROM wants CROSS JOIN LATERAL (
                     SELECT id FROM "WorkerJob"
@@ -351,7 +353,7 @@ _TURNS = f"""
                 UPDATE "WorkerJob" AS j
                 SET "heldBack" = NULL,
                     "availableAt" = greatest(j."availableAt", statement_timestamp())
-                FROM picked WHERE j.id = picked.id
+                WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
                 RETURNING j."fairKey"
             ), per_key AS (
                 SELECT "fairKey" AS key, count(*)::integer AS moved_n FROM moved GROUP BY 1
@@ -447,7 +449,7 @@ def upgrade() -> None:
     )
     op.execute(
         'CREATE INDEX "WorkerJob_fair_idx" ON "WorkerJob" '
-        '("fairKey", "heldBack", priority DESC, "availableAt") '
+        '("heldBack", "fairKey", priority DESC, "availableAt") '
         """WHERE status = 'PENDING' AND "fairKey" IS NOT NULL"""
     )
     op.execute(_FILL)
