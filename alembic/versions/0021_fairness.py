@@ -31,14 +31,15 @@ overtakes any job.
 
 Work-conserving. A window is only needed when there is someone to be fair
 to: a key whose jobs leave while no other key has jobs waiting their turn
-is brought to GROWTH (20) times its window instead, so the claims of a key
-alone take full bites (a window of 10 shared by two children gave claims of
-5, a fifth of the rate). As soon as another key has jobs waiting, the grown
-key's departures let in nothing until it is back within its window, and
-the sweep (skiplock_fair_fill), when it finds the key with jobs waiting,
-holds back its excess at once. The price, written
-in the bound: a newcomer's job may wait behind the grown window of a key
-that was alone (200 jobs with the defaults), not only behind the windows.
+is brought to its grown window instead, `skiplock.fair_growth` (20 unless
+set; 1 turns growth off) times its window, so the claims of a key alone
+take full bites (a window of 10 shared by two children gave claims of 5: a
+tenth to a fifth of the rate). As soon as another key has jobs waiting, the
+grown key's departures let in nothing until it is back within its window,
+and the sweep (skiplock_fair_fill), when it finds the key with jobs
+waiting, holds back its excess at once. The price, written in the bound: a
+newcomer's job may wait behind the grown window of a key that was alone
+(200 jobs with the defaults), not only behind the windows.
 
 Why "availableAt" and not a column of its own: a new column in the claim's
 order changes the claim's index and the claim of every job; redating a
