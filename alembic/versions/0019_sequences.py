@@ -64,27 +64,32 @@ down_revision = "0017_policies"
 branch_labels = None
 depends_on = None
 
-# The key's next job becomes its head: the caller holds the key's row (the head's
-# end, or a person's release), so no enqueue of the key slips in meanwhile; the
-# next job's row is locked (a cancel of it that commits first is seen, and the one
-# after it taken). NULL: nothing is left in line, the key is free; its row stays,
-# and its counter goes on (cleanup forgets keys idle for an hour). Inlined in the
-# trigger: a call of the function costs as much as its statements.
-_NEXT = """
-        UPDATE "WorkerSequence"
-        SET head = (SELECT id FROM "WorkerJob"
-                    WHERE "sequenceKey" = k AND status = 'PENDING'
-                    ORDER BY "sequenceNo" LIMIT 1
-                    FOR UPDATE),
-            "updatedAt" = statement_timestamp()
-        WHERE key = k
-        RETURNING head INTO nid;
+# A job is *in line* from its enqueue until it ends: PENDING (due or not, retrying,
+# parked, waiting for a slot, its parents or its turn), PROCESSING, or
+# dead-lettered under the policy hold. The head of a key is its job in line with the
+# lowest number: no column says so, so that the end of a head writes nothing but the
+# next job. "WorkerJob_sequence_idx" holds exactly these rows (its predicate is
+# this text, with a NULL key), so each question below is one probe of it.
+_LINE = """{a}"sequenceKey" = {k} AND {a}"sequenceNo" IS NOT NULL
+           AND ({a}status IN ('PENDING', 'PROCESSING')
+                OR ({a}status = 'DEAD_LETTER' AND {a}"sequencePolicy" IS DISTINCT FROM 'pass'))"""
+_IN_LINE = _LINE.format(a="", k="k")
+
+# The first job in line after number `n` of key k, which now comes first (its
+# predecessor left the line), is let in: one thing less to wait for. Its row is
+# locked first: a cancel of it that commits meanwhile is seen, and the one after it
+# taken; an enqueue that holds it (it was the last in line) is waited for.
+_LET_IN = f"""
+        SELECT id INTO nid FROM "WorkerJob"
+        WHERE {_IN_LINE} AND "sequenceNo" > n
+        ORDER BY "sequenceNo" LIMIT 1
+        FOR UPDATE;
         IF nid IS NOT NULL THEN
-            -- Its turn: one thing less to wait for (one let in by hand waits for none).
+            -- One let in by hand already waits for nothing: left as it is.
             UPDATE "WorkerJob"
             SET "waitingFor" = "waitingFor" - 1,
                 "heldBack" = CASE WHEN "waitingFor" > 1 THEN false END
-            WHERE id = nid AND "heldBack" = false AND "waitingFor" > 0
+            WHERE id = nid AND status = 'PENDING' AND "heldBack" = false AND "waitingFor" > 0
             RETURNING "heldBack" IS NULL INTO ready;
             IF ready THEN
                 PERFORM pg_notify('skiplock_jobs', '');
@@ -92,57 +97,76 @@ _NEXT = """
         END IF;
 """
 
+# A job joins the back of key k's line (its insert, or a comeback after it had left
+# the line): the key's row numbers it, and is locked until this transaction ends, so
+# that two enqueues of one key are numbered in the order they commit. The last job
+# in line is locked FOR SHARE: an end of that job (which takes no lock of the key)
+# either committed before, and it is skipped (the new job comes after nobody), or
+# waits for this transaction and then sees the new job behind it. `me`: the job
+# itself, already in the table on a comeback.
+_JOIN = f"""
+        UPDATE "WorkerSequence"
+        SET "lastNo" = "lastNo" + 1, "updatedAt" = statement_timestamp()
+        WHERE key = k
+        RETURNING "lastNo" INTO n;
+        IF NOT FOUND THEN
+            INSERT INTO "WorkerSequence" AS s (key, "lastNo") VALUES (k, 1)
+            ON CONFLICT (key) DO UPDATE
+            SET "lastNo" = s."lastNo" + 1, "updatedAt" = statement_timestamp()
+            RETURNING s."lastNo" INTO n;
+        END IF;
+        PERFORM FROM "WorkerJob"
+        WHERE {_IN_LINE} AND id IS DISTINCT FROM me
+        ORDER BY "sequenceNo" DESC LIMIT 1
+        FOR SHARE;
+        behind := FOUND;
+"""
+
 _ADVANCE = f"""
     CREATE FUNCTION skiplock_sequence_advance(k text) RETURNS text
     LANGUAGE plpgsql AS $$
     DECLARE
+        h text;
+        n bigint;
         nid text;
         ready boolean;
     BEGIN
-        PERFORM FROM "WorkerSequence" WHERE key = k FOR UPDATE;
-{_NEXT}
+        -- A person lets a key held by its dead-lettered head go on: the dead letter
+        -- takes the policy pass (it leaves the line, and were it retried it would join
+        -- the back), and the next job is let in.
+        SELECT id, "sequenceNo" INTO h, n FROM "WorkerJob"
+        WHERE {_IN_LINE}
+        ORDER BY "sequenceNo" LIMIT 1
+        FOR UPDATE;
+        UPDATE "WorkerJob" SET "sequencePolicy" = 'pass'
+        WHERE id = h AND status = 'DEAD_LETTER';
+        IF NOT FOUND THEN
+            RETURN NULL;  -- not held
+        END IF;
+{_LET_IN}
         RETURN nid;
     END $$
 """
 
-_INSERT = """
+_INSERT = f"""
     CREATE FUNCTION skiplock_sequence_insert() RETURNS trigger
     LANGUAGE plpgsql AS $$
     DECLARE
+        k text := NEW."sequenceKey";
+        me text;
         n bigint;
-        h text;
-        h_status text;
+        behind boolean;
     BEGIN
         IF NEW.status <> 'PENDING' THEN
-            RETURN NEW;  -- written already ended: not in line
-        END IF;
-        -- A key in use has its row: a plain UPDATE, cheaper than a speculative insert.
-        UPDATE "WorkerSequence"
-        SET "lastNo" = "lastNo" + 1, head = COALESCE(head, NEW.id),
-            "updatedAt" = statement_timestamp()
-        WHERE key = NEW."sequenceKey"
-        RETURNING "lastNo", head INTO n, h;
-        IF NOT FOUND THEN
-            INSERT INTO "WorkerSequence" AS s (key, "lastNo", head)
-            VALUES (NEW."sequenceKey", 1, NEW.id)
-            ON CONFLICT (key) DO UPDATE
-            SET "lastNo" = s."lastNo" + 1, head = COALESCE(s.head, EXCLUDED.head),
-                "updatedAt" = statement_timestamp()
-            RETURNING s."lastNo", s.head INTO n, h;
-        END IF;
-        NEW."sequenceNo" := n;
-        IF h = NEW.id THEN
-            RETURN NEW;  -- the key was free: this one may run
-        END IF;
-        SELECT status INTO h_status FROM "WorkerJob" WHERE id = h;
-        IF h_status IS NULL OR h_status IN ('COMPLETED', 'FAILED') THEN
-            -- The head was never written (its insert was skipped ON CONFLICT) or
-            -- ended behind the triggers' back: nothing runs before this one.
-            UPDATE "WorkerSequence" SET head = NEW.id WHERE key = NEW."sequenceKey";
+            NEW."sequenceNo" := NULL;  -- written already ended: not in line
             RETURN NEW;
         END IF;
-        NEW."heldBack" := false;
-        NEW."waitingFor" := COALESCE(NEW."waitingFor", 0) + 1;
+{_JOIN}
+        NEW."sequenceNo" := n;
+        IF behind THEN
+            NEW."heldBack" := false;
+            NEW."waitingFor" := COALESCE(NEW."waitingFor", 0) + 1;
+        END IF;
         RETURN NEW;
     END $$
 """
@@ -152,69 +176,62 @@ _MOVED = f"""
     LANGUAGE plpgsql AS $$
     DECLARE
         k text;
-        h text;
+        me text;
         n bigint;
         nid text;
         ready boolean;
-        locked boolean := false;
+        behind boolean;
+        was_in boolean;
     BEGIN
         IF TG_OP = 'TRUNCATE' THEN
             DELETE FROM "WorkerSequence";  -- no job is left in any line
             RETURN NULL;
         END IF;
         k := OLD."sequenceKey";
+        me := OLD.id;
+        n := OLD."sequenceNo";
+        was_in := OLD."sequenceNo" IS NOT NULL
+                  AND (OLD.status IN ('PENDING', 'PROCESSING')
+                       OR (OLD.status = 'DEAD_LETTER'
+                           AND OLD."sequencePolicy" IS DISTINCT FROM 'pass'));
         IF TG_OP = 'UPDATE' THEN
-            IF NEW.status = OLD.status OR NEW."sequenceKey" IS DISTINCT FROM k
-               OR (OLD.status IN ('PENDING', 'PROCESSING')
-                   AND NEW.status IN ('PENDING', 'PROCESSING')) THEN
-                RETURN NULL;  -- a claim, a retry, a recovery: the head stays the head
+            IF NEW."sequenceKey" IS DISTINCT FROM k THEN
+                RETURN NULL;  -- moved by hand: not followed
+            END IF;
+            IF NEW.status IN ('PENDING', 'PROCESSING') OR (NEW.status = 'DEAD_LETTER'
+                    AND NEW."sequencePolicy" IS DISTINCT FROM 'pass') THEN
+                IF was_in THEN
+                    RETURN NULL;  -- a retry, a recovery, a hold: the head stays the head
+                END IF;
+                -- A job that had left the line (passed it on, was cancelled, released)
+                -- comes back: at the back of the line.
+{_JOIN}
+                UPDATE "WorkerJob"
+                SET "sequenceNo" = n,
+                    "heldBack" = CASE WHEN behind THEN false ELSE "heldBack" END,
+                    "waitingFor" = CASE WHEN behind THEN COALESCE("waitingFor", 0) + 1
+                                        ELSE "waitingFor" END
+                WHERE id = me;
+                RETURN NULL;
             END IF;
         END IF;
-        IF TG_OP = 'UPDATE' AND OLD.status = 'PROCESSING' AND NEW.status <> 'PENDING' THEN
-            -- A run's end: a claimed job is its key's head, whose row is locked now.
-            SELECT head INTO h FROM "WorkerSequence" WHERE key = k FOR UPDATE;
-            locked := true;
-        ELSE
-            -- Unlocked: this row may be a job that waits for its turn, which the end of
-            -- its key's head may be locking, under the key's row, right now. Whether
-            -- this row is the head changes only by the end of the head, which this
-            -- transaction holds the row of.
-            SELECT head INTO h FROM "WorkerSequence" WHERE key = k;
-        END IF;
-        IF TG_OP = 'UPDATE' AND NEW.status IN ('PENDING', 'PROCESSING') THEN
-            IF h = OLD.id THEN
-                RETURN NULL;  -- the held head retried: it runs first
-            END IF;
-            -- A job that had passed its key on, retried: at the back of the line.
-            INSERT INTO "WorkerSequence" AS s (key, "lastNo", head)
-            VALUES (k, 1, OLD.id)
-            ON CONFLICT (key) DO UPDATE
-            SET "lastNo" = s."lastNo" + 1, head = COALESCE(s.head, EXCLUDED.head),
-                "updatedAt" = statement_timestamp()
-            RETURNING s."lastNo", s.head INTO n, h;
-            UPDATE "WorkerJob"
-            SET "sequenceNo" = n,
-                "heldBack" = CASE WHEN h = id THEN "heldBack" ELSE false END,
-                "waitingFor" = CASE WHEN h = id THEN "waitingFor"
-                                    ELSE COALESCE("waitingFor", 0) + 1 END
-            WHERE id = OLD.id;
+        IF NOT was_in THEN
             RETURN NULL;
         END IF;
-        IF h IS DISTINCT FROM OLD.id THEN
-            RETURN NULL;  -- a job that waited for its turn left the line
+        -- It left the line. A claimed job was its key's head; any other one was the
+        -- head if no job of its key is in line before it. Whether it is changes only
+        -- by the end of the one before it, which locks this row to let it in: that
+        -- one has committed, or it waits for this transaction and then skips this row.
+        IF TG_OP = 'DELETE' OR OLD.status <> 'PROCESSING' THEN
+            PERFORM FROM "WorkerJob" WHERE {_IN_LINE} AND "sequenceNo" < n LIMIT 1;
+            IF FOUND THEN
+                RETURN NULL;  -- a job that waited for its turn left the line
+            END IF;
         END IF;
-        IF TG_OP = 'UPDATE' AND NEW.status = 'DEAD_LETTER'
-           AND COALESCE(NEW."sequencePolicy", 'hold') = 'hold' THEN
-            RETURN NULL;  -- held: the rest wait for a person
-        END IF;
-        IF NOT locked THEN
-            PERFORM FROM "WorkerSequence" WHERE key = k FOR UPDATE;
-        END IF;
-{_NEXT}
+{_LET_IN}
         RETURN NULL;
     END $$
 """
-
 
 def upgrade() -> None:
     op.execute(
@@ -230,14 +247,13 @@ def upgrade() -> None:
         CREATE TABLE "WorkerSequence" (
             key         text        PRIMARY KEY,
             "lastNo"    bigint      NOT NULL,
-            head        text,
             "updatedAt" timestamptz NOT NULL DEFAULT statement_timestamp()
         )
         """
     )
     op.execute(
         'CREATE INDEX "WorkerJob_sequence_idx" ON "WorkerJob" ("sequenceKey", "sequenceNo") '
-        """WHERE status = 'PENDING' AND "sequenceKey" IS NOT NULL"""
+        "WHERE " + _LINE.format(a="", k="k").replace('"sequenceKey" = k', '"sequenceKey" IS NOT NULL')
     )
     op.execute(_ADVANCE)
     op.execute(_INSERT)
@@ -268,8 +284,10 @@ def downgrade() -> None:
         """UPDATE "WorkerJob" SET "waitingFor" = "waitingFor" - 1,
                   "heldBack" = CASE WHEN "waitingFor" > 1 THEN false END
            WHERE status = 'PENDING' AND "sequenceKey" IS NOT NULL AND "heldBack" = false
-             AND "waitingFor" > 0
-             AND id NOT IN (SELECT head FROM "WorkerSequence" WHERE head IS NOT NULL)"""
+             AND "waitingFor" > 0 AND EXISTS (
+                 SELECT FROM "WorkerJob" AS h
+                 WHERE """ + _LINE.format(a="h.", k='"WorkerJob"."sequenceKey"') + """
+                   AND h."sequenceNo" < "WorkerJob"."sequenceNo")"""
     )
     op.execute('DROP TRIGGER "WorkerJob_sequence_truncated" ON "WorkerJob"')
     op.execute('DROP TRIGGER "WorkerJob_sequence_deleted" ON "WorkerJob"')
