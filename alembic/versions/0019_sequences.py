@@ -218,15 +218,14 @@ _MOVED = f"""
         IF NOT was_in THEN
             RETURN NULL;
         END IF;
-        -- It left the line. A claimed job was its key's head; any other one was the
-        -- head if no job of its key is in line before it. Whether it is changes only
-        -- by the end of the one before it, which locks this row to let it in: that
-        -- one has committed, or it waits for this transaction and then skips this row.
-        IF TG_OP = 'DELETE' OR OLD.status <> 'PROCESSING' THEN
-            PERFORM FROM "WorkerJob" WHERE {_IN_LINE} AND "sequenceNo" < n LIMIT 1;
-            IF FOUND THEN
-                RETURN NULL;  -- a job that waited for its turn left the line
-            END IF;
+        -- It left the line. It was its key's head if no job of its key is in line
+        -- before it (even a claimed one: a person may let a waiting job run out of
+        -- order). Whether it is changes only by the end of the one before it, which
+        -- locks this row to let it in: that one has committed, or it waits for this
+        -- transaction and then skips this row.
+        PERFORM FROM "WorkerJob" WHERE {_IN_LINE} AND "sequenceNo" < n LIMIT 1;
+        IF FOUND THEN
+            RETURN NULL;  -- a job that waited for its turn left the line
         END IF;
 {_LET_IN}
         RETURN NULL;
