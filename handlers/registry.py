@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from skiplock.queue_core import payload_models, payloads
 from skiplock.queue_core.errors import ConfigurationError, InvalidJob
-from skiplock.queue_core.features import limits, policy
+from skiplock.queue_core.features import limits, policy, rates
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ class Registration:
     concurrency_key: limits.KeyFrom = None
     max_snoozes: int = policy.DEFAULT_MAX_SNOOZES
     payload: ModelClass | None = None  # the model the handler is given its payload as
+    rate: str | None = None  # at most this many starts per key and window (queue_core/features/rates.py)
+    rate_key: limits.KeyFrom = None
 
     def payload_for(self, data: Any) -> Any:
         """A stored payload as this handler takes it: checked against its type's model,
@@ -70,7 +72,8 @@ def register_handler(job_type: str, fn: Handler, *, timeout_s: float | None = No
                      concurrency: int | None = None,
                      concurrency_key: limits.KeyFrom = None, max_attempts: int | None = None,
                      backoff: policy.Backoff = None, max_snoozes: int | None = None,
-                     payload: ModelClass | None = None) -> None:
+                     payload: ModelClass | None = None, rate: str | None = None,
+                     rate_key: limits.KeyFrom = None) -> None:
     """Run `fn` for jobs of `job_type`; a later registration replaces an earlier one.
 
     `payload=Model` (a dataclass or a pydantic model): the payload is checked
@@ -80,6 +83,9 @@ def register_handler(job_type: str, fn: Handler, *, timeout_s: float | None = No
     host; the key is `TYPE:payload[concurrency_key]` (a payload field, or a
     function of the payload's JSON object), or the type alone without
     `concurrency_key`.
+    `rate="10/m"`: at most 10 jobs of the type start per minute per key, on every
+    host; the key is `TYPE:payload[rate_key]` (a field or a function, as for
+    `concurrency_key`), or the type alone (queue_core/features/rates.py).
     `max_attempts`, `backoff`, `max_snoozes`: the type's retry policy
     (queue_core/features/policy.py)."""
     if not isinstance(job_type, str) or not job_type.strip():
@@ -92,24 +98,30 @@ def register_handler(job_type: str, fn: Handler, *, timeout_s: float | None = No
         model = None if payload is None else payload_models.model_of(payload)
     except TypeError as exc:
         raise InvalidJob(f"payload of {job_type}: {exc}") from None
+    if rate is not None:
+        rates.canonical(rate)  # checked before anything is registered
     limits.set_type_limit(job_type, concurrency, concurrency_key)
+    rates.set_type_rate(job_type, rate, rate_key)
     policy.set_policy(job_type, max_attempts=max_attempts, backoff=backoff,
                       max_snoozes=max_snoozes)
     payloads.set_payload_model(job_type, model)
     _registry[job_type] = Registration(job_type, fn, timeout_s, concurrency, concurrency_key,
-                                       policy.policy(job_type).max_snoozes, payload)
+                                       policy.policy(job_type).max_snoozes, payload,
+                                       None if rate is None else rates.canonical(rate), rate_key)
 
 
 def handler(job_type: str, *, timeout_s: float | None = None, concurrency: int | None = None,
             concurrency_key: limits.KeyFrom = None, max_attempts: int | None = None,
             backoff: policy.Backoff = None, max_snoozes: int | None = None,
-            payload: ModelClass | None = None) -> Callable[[F], F]:
+            payload: ModelClass | None = None, rate: str | None = None,
+            rate_key: limits.KeyFrom = None) -> Callable[[F], F]:
     """Decorator form of `register_handler`."""
 
     def decorate(fn: F) -> F:
         register_handler(job_type, fn, timeout_s=timeout_s, concurrency=concurrency,
                          concurrency_key=concurrency_key, max_attempts=max_attempts,
-                         backoff=backoff, max_snoozes=max_snoozes, payload=payload)
+                         backoff=backoff, max_snoozes=max_snoozes, payload=payload,
+                         rate=rate, rate_key=rate_key)
         return fn
 
     return decorate
@@ -133,6 +145,7 @@ def unregister_handler(job_type: str) -> None:
     _registry.pop(job_type, None)
     payloads.set_payload_model(job_type, None)
     limits.set_type_limit(job_type, None)
+    rates.set_type_rate(job_type, None)
     policy.set_policy(job_type)
 
 

@@ -31,7 +31,7 @@ from skiplock.queue_core.database.borrowed import BorrowedConnection
 from skiplock.queue_core.database.db import Joinable, ServerBound, binds_on_server, connect, translate_errors
 from skiplock.queue_core.database.faults import sqlstate as sqlstate_of
 from skiplock.queue_core.errors import InvalidJob, InvalidPayload, TransactionConflict
-from skiplock.queue_core.features import limits, policy, unique
+from skiplock.queue_core.features import limits, policy, rates, unique
 
 MAX_TYPE_LENGTH = 200
 MAX_KEY_LENGTH = 1000
@@ -42,7 +42,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _UNFIT = re.compile("[\x01-\x1f\x7f-\x9f\ud800-\udfff]")
 _INT32 = 2**31 - 1
 _OPTIONS = {"priority", "delay", "max_attempts", "idempotency_key", "user_id",
-            "concurrency_key", "concurrency", "unique_for", "depends_on", "on_parent_failure"}
+            "concurrency_key", "concurrency", "unique_for", "depends_on", "on_parent_failure",
+            "rate", "rate_key"}
 # What a parent that does not complete does to its dependent (migration 0016).
 POLICIES = ("cancel", "run", "hold")
 # The batch a `with skiplock.batch(...)` block has open in this context
@@ -106,6 +107,8 @@ class _Row(NamedTuple):  # a tuple: a million of them are built per backfill
     # (job id, or position of an earlier job of the same call; policy) per parent;
     # () for a batch's callback without members (queue_core/features/dependencies.py)
     parents: tuple[tuple[str | int, str], ...] | None = None
+    rate: str | None = None  # canonical '<count>/<seconds>s' (queue_core/features/rates.py)
+    rate_key: str | None = None
 
 
 def _text(name: str, value: Any, limit: int, *, required: bool) -> str | None:
@@ -204,6 +207,7 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
              max_attempts: Any = None, idempotency_key: Any = None, user_id: Any = None,
              concurrency_key: Any = None, concurrency: Any = None, unique_for: Any = None,
              depends_on: Any = None, on_parent_failure: Any = None,
+             rate: Any = None, rate_key: Any = None,
              max_payload_bytes: int, job_id: str | None = None) -> _Row:
     job_type = _job_type(job_type)
     payload = payloads.validate_payload(job_type, payload)  # a model instance: its JSON
@@ -272,15 +276,19 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
     if slot_key is not None:
         _text("concurrency key", slot_key, MAX_KEY_LENGTH, required=True)
     parents = _parents(depends_on, on_parent_failure)
+    window_key, window = rates.resolve(job_type, payload, rate_key, rate)
+    if window_key is not None:
+        _text("rate key", window_key, MAX_KEY_LENGTH, required=True)
     if unique_for is None:
         return _Row(job_id or new_job_id(), job_type, encoded, priority, delay_s, max_attempts,
-                    key, user, slot_key, limit, parents=parents)
+                    key, user, slot_key, limit, parents=parents, rate=window,
+                    rate_key=window_key)
     scoped, unique_s = unique.window(unique_for)
     if scoped and key is None:
         raise InvalidJob("unique_for needs an idempotency key")
     unique_key, key = (key, None) if scoped else (None, key)
     return _Row(job_id or new_job_id(), job_type, encoded, priority, delay_s, max_attempts,
-                key, user, slot_key, limit, unique_key, unique_s, parents)
+                key, user, slot_key, limit, unique_key, unique_s, parents, window, window_key)
 
 
 def check_job(job: Mapping[str, Any]) -> None:
@@ -309,6 +317,7 @@ def enqueue(job_type: str, payload: Any, *, priority: int = 0,
             unique_for: str | float | timedelta | None = None,
             depends_on: Iterable[str] | Mapping[str, str] | None = None,
             on_parent_failure: str | None = None,
+            rate: str | None = None, rate_key: str | None = None,
             conn: Joinable | None = None) -> str:
     """Add one job; return its id (the existing job's id if the key already exists).
 
@@ -319,6 +328,8 @@ def enqueue(job_type: str, payload: Any, *, priority: int = 0,
     `depends_on`: the ids of jobs that must end first, and `on_parent_failure`
     what a parent that does not complete does to it: "cancel" (the default),
     "run" or "hold" (queue_core/features/dependencies.py).
+    `rate` / `rate_key`: at most that many starts of the key per window ("10/m",
+    "4/2s"; the type without a key), on every host (queue_core/features/rates.py).
     `payload`: a JSON object, or an instance of a dataclass or pydantic model
     (stored as its JSON); checked against the type's payload model where this
     process knows it (queue_core/payloads.py).
@@ -326,13 +337,15 @@ def enqueue(job_type: str, payload: Any, *, priority: int = 0,
     row = job_row(job_type, payload, priority=priority, delay=delay, max_attempts=max_attempts,
                   idempotency_key=idempotency_key, user_id=user_id,
                   concurrency_key=concurrency_key, concurrency=concurrency, unique_for=unique_for,
-                  depends_on=depends_on, on_parent_failure=on_parent_failure)
+                  depends_on=depends_on, on_parent_failure=on_parent_failure,
+                  rate=rate, rate_key=rate_key)
     return _write([row], conn, tracing.current_context()).ids[0]
 
 
 def job_row(job_type: Any, payload: Any, *, priority: Any, delay: Any, max_attempts: Any,
             idempotency_key: Any, user_id: Any, concurrency_key: Any, concurrency: Any,
-            unique_for: Any, depends_on: Any = None, on_parent_failure: Any = None) -> _Row:
+            unique_for: Any, depends_on: Any = None, on_parent_failure: Any = None,
+            rate: Any = None, rate_key: Any = None) -> _Row:
     """One job of `enqueue` (and `skiplock.aenqueue`), checked and encoded: the row
     `insert_steps` writes; InvalidJob or InvalidPayload if it is wrong."""
     # Straight to _prepare: the options are named arguments, nothing to sort out.
@@ -340,7 +353,7 @@ def job_row(job_type: Any, payload: Any, *, priority: Any, delay: Any, max_attem
                    delay=delay, max_attempts=max_attempts, idempotency_key=idempotency_key,
                    user_id=user_id, concurrency_key=concurrency_key, concurrency=concurrency,
                    unique_for=unique_for, depends_on=depends_on,
-                   on_parent_failure=on_parent_failure,
+                   on_parent_failure=on_parent_failure, rate=rate, rate_key=rate_key,
                    max_payload_bytes=cached_settings().max_payload_bytes)
     if row.parents and any(isinstance(ref, int) for ref, _ in row.parents):
         raise InvalidJob("depends_on names jobs by id; a position refers to an earlier job "
@@ -429,7 +442,7 @@ Statement: TypeAlias = tuple[TextClause, dict[str, Any]]
 def _insert(conn: Connection | ServerBound | BorrowedConnection | direct.KeptConnection,
             rows: Sequence[_Row], trace: str | None) -> Enqueued:
     if (len(rows) == 1 and isinstance(conn, direct.KeptConnection)
-            and rows[0].key is None and rows[0].unique_key is None):
+            and rows[0].key is None and rows[0].unique_key is None and rows[0].rate is None):
         return _insert_prepared(conn, rows[0], trace)
     return steps.run(insert_steps(rows, trace), lambda step: conn.execute(*step))
 
@@ -441,7 +454,8 @@ def insert_steps(rows: Sequence[_Row],
 
     The blocking path (`_insert`) and the async one (queue_core/aio.py) run these
     same steps (queue_core/database/steps.py)."""
-    if all(r.key is None and r.unique_key is None for r in rows):
+    # Rates are written by the keyed statements only: the unkeyed ones stay as short.
+    if all(r.key is None and r.unique_key is None and r.rate is None for r in rows):
         if len(rows) == 1:
             # One job without a key: it is new, whatever else is in the table.
             yield from _inserting(sql.INSERT_UNKEYED_JOB, _unkeyed_params(rows[0], trace), rows)
@@ -554,7 +568,9 @@ def _columns(rows: Sequence[_Row], trace: str | None) -> dict[str, str | None]:
     return {**_unkeyed_columns(rows, trace),
             "keys": text_array([r.key for r in rows]),
             "unique_keys": text_array([r.unique_key for r in rows]),
-            "unique_secs": number_array([r.unique_s for r in rows])}
+            "unique_secs": number_array([r.unique_s for r in rows]),
+            "rates": text_array([r.rate for r in rows]),
+            "rate_keys": text_array([r.rate_key for r in rows])}
 
 
 def _unkeyed_columns(rows: Sequence[_Row], trace: str | None) -> dict[str, str | None]:

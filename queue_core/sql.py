@@ -48,20 +48,21 @@ INSERT_JOBS = text(
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-         "traceContext")
+         "traceContext", rate, "rateKey")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
            j.user_id, statement_timestamp(),
            j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END,
            j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s),
-           CAST(:trace_context AS jsonb)
+           CAST(:trace_context AS jsonb), j.rate, j.rate_key
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
         CAST(:keys AS text[]), CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]),
-        CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[])
+        CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[]),
+        CAST(:rates AS text[]), CAST(:rate_keys AS text[])
     ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
-                           slot_key, slot_limit, unique_key, unique_s, ord)
+                           slot_key, slot_limit, unique_key, unique_s, rate, rate_key, ord)
     ORDER BY j.ord
     ON CONFLICT DO NOTHING
     RETURNING id
@@ -76,7 +77,7 @@ INSERT_JOB = text(
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-         "traceContext")
+         "traceContext", rate, "rateKey")
     VALUES (:id, :type, CAST(:payload AS jsonb), :priority,
             statement_timestamp() + make_interval(secs => CAST(:delay_s AS float8)),
             :max_attempts, :key, :user_id, statement_timestamp(),
@@ -84,7 +85,7 @@ INSERT_JOB = text(
             CASE WHEN CAST(:concurrency_key AS text) IS NOT NULL THEN true END,
             :unique_key,
             statement_timestamp() + make_interval(secs => CAST(:unique_s AS float8)),
-            CAST(:trace_context AS jsonb))
+            CAST(:trace_context AS jsonb), CAST(:rate AS text), CAST(:rate_key AS text))
     ON CONFLICT DO NOTHING
     RETURNING id
     """
@@ -922,23 +923,24 @@ INSERT_GRAPH_JOBS = text(
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-         "traceContext", "waitingFor", "hasDependents")
+         "traceContext", "waitingFor", "hasDependents", rate, "rateKey")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
            j.user_id, statement_timestamp(),
            j.slot_key, j.slot_limit,
            CASE WHEN j.waiting_for > 0 THEN false WHEN j.slot_key IS NOT NULL THEN true END,
            j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s),
-           CAST(:trace_context AS jsonb), j.waiting_for, j.has_dependents
+           CAST(:trace_context AS jsonb), j.waiting_for, j.has_dependents, j.rate, j.rate_key
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
         CAST(:keys AS text[]), CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]),
         CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[]),
-        CAST(:waiting_for AS int[]), CAST(:has_dependents AS boolean[])
+        CAST(:waiting_for AS int[]), CAST(:has_dependents AS boolean[]),
+        CAST(:rates AS text[]), CAST(:rate_keys AS text[])
     ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
                            slot_key, slot_limit, unique_key, unique_s, waiting_for,
-                           has_dependents, ord)
+                           has_dependents, rate, rate_key, ord)
     ORDER BY j.ord
     ON CONFLICT DO NOTHING
     RETURNING id
@@ -1058,3 +1060,34 @@ BATCH_MEMBERS = text(
 
 # A dependent that named one parent twice (by position and by id) waits for it once.
 SET_WAITING_FOR = text('UPDATE "WorkerJob" SET "waitingFor" = :n WHERE id = :id')
+
+# -- rate limits per window (queue_core/features/rates.py, migration 0018_rates) -----------
+
+# A job waiting for its window: PENDING, held back (false) and waiting for no parent.
+RATE_WAITING_PREDICATE = """status = 'PENDING' AND "rateKey" IS NOT NULL AND NOT "heldBack"
+      AND COALESCE("waitingFor", 0) = 0"""
+
+RATE_WAITING = text(f'SELECT count(*) FROM "WorkerJob" WHERE {RATE_WAITING_PREDICATE}')
+
+# The keys with jobs waiting for their window, most first; the tokens freed later
+# than now are the starts of the key's last window (times rounded up).
+RATE_KEYS = text(
+    f"""
+    WITH waiting AS (
+        SELECT "rateKey" AS key, count(*) AS n FROM "WorkerJob"
+        WHERE {RATE_WAITING_PREDICATE}
+        GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT :limit
+    )
+    SELECT w.key, k.count || '/' || k."periodS" || 's' AS rate, w.n AS waiting,
+           (SELECT count(*) FROM "WorkerJob" AS j
+            WHERE j."rateKey" = w.key AND j.status = 'PENDING'
+              AND COALESCE(j."waitingFor", 0) = 0
+              AND (j."heldBack" IS NULL OR j."heldBack")) AS let_in,
+           COALESCE((SELECT sum(c) FROM unnest(k."freeAt", k."freeCount") AS b(at, c)
+                     WHERE b.at > now()), 0) AS starts
+    FROM waiting AS w JOIN "WorkerRateKey" AS k ON k.key = w.key
+    ORDER BY w.n DESC, w.key
+    """
+)
+
+RATE_WAKE = text("SELECT skiplock_rate_wake()")
