@@ -1069,8 +1069,8 @@ RATE_WAITING_PREDICATE = """status = 'PENDING' AND "rateKey" IS NOT NULL AND NOT
 
 RATE_WAITING = text(f'SELECT count(*) FROM "WorkerJob" WHERE {RATE_WAITING_PREDICATE}')
 
-# The keys with jobs waiting for their window, most first; the tokens freed later
-# than now are the starts of the key's last window (times rounded up).
+# The keys with jobs waiting for their window, most first: how many, how many are
+# let in (a token each), and when the first of those may start.
 RATE_KEYS = text(
     f"""
     WITH waiting AS (
@@ -1079,13 +1079,12 @@ RATE_KEYS = text(
         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT :limit
     )
     SELECT w.key, k.count || '/' || k."periodS" || 's' AS rate, w.n AS waiting,
-           (SELECT count(*) FROM "WorkerJob" AS j
-            WHERE j."rateKey" = w.key AND j.status = 'PENDING'
-              AND COALESCE(j."waitingFor", 0) = 0
-              AND (j."heldBack" IS NULL OR j."heldBack")) AS let_in,
-           COALESCE((SELECT sum(c) FROM unnest(k."freeAt", k."freeCount") AS b(at, c)
-                     WHERE b.at > now()), 0) AS starts
+           l.n AS let_in, l.next_at
     FROM waiting AS w JOIN "WorkerRateKey" AS k ON k.key = w.key
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n, min(j."availableAt") AS next_at FROM "WorkerJob" AS j
+        WHERE j."rateKey" = w.key AND j.status = 'PENDING' AND COALESCE(j."waitingFor", 0) = 0
+          AND (j."heldBack" IS NULL OR j."heldBack")) AS l
     ORDER BY w.n DESC, w.key
     """
 )

@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from skiplock.queue_core import sql
@@ -114,13 +115,13 @@ class RateKey:
     rate: str
     waiting: int  # jobs held back for their window
     let_in: int  # jobs let in on a token, not started yet
-    starts_in_window: int  # tokens freed later than now: starts of the last window (rounded)
+    next_at: datetime | None  # when the first of them may start
 
 
 def rate_keys(limit: int = 20, conn: Joinable | None = None) -> list[RateKey]:
     """The keys with jobs waiting for their window, the most waiting first."""
     with connect(conn) as c:
-        return [RateKey(r.key, r.rate, r.waiting, r.let_in, r.starts)
+        return [RateKey(r.key, r.rate, r.waiting, r.let_in, r.next_at)
                 for r in c.execute(sql.RATE_KEYS, {"limit": limit})]
 
 

@@ -135,8 +135,8 @@ def test_a_registered_rate_keys_by_payload_field():
         assert {j.id for j in claim("w", limit=5)} == {a, b}
         assert (row(c).heldBack, row(d).heldBack) == (None, False)  # c at the next token
         [key] = rates.rate_keys()
-        assert (key.key, key.rate, key.waiting, key.let_in, key.starts_in_window) == (
-            "RATED_TYPE:7", "1/60s", 1, 1, 1)
+        assert (key.key, key.rate, key.waiting, key.let_in, key.next_at) == (
+            "RATED_TYPE:7", "1/60s", 1, 1, row(c).availableAt)
         assert rates.waiting_for_window() == 1
     finally:
         unregister_handler("RATED_TYPE")
