@@ -82,3 +82,10 @@ def stubborn(payload: dict[str, Any], job_id: str) -> JobResult:
         with contextlib.suppress(BaseException):
             time.sleep(0.1)
     return JobResult(True)
+
+
+@handler("TEST_RATED", rate="4/2s", rate_key="api")
+def rated(payload: dict[str, Any], job_id: str) -> JobResult:
+    """A call to a rate-limited API: at most four starts per key in any two seconds."""
+    _record_run(job_id, time.time())
+    return JobResult(True)
