@@ -76,6 +76,7 @@ from skiplock.queue_core.config import Settings
 from skiplock.queue_core.database import db, faults, migrate, urls
 from skiplock.queue_core.database.bounds import bounded, unbounded
 from skiplock.queue_core.errors import ConfigurationError
+from skiplock.queue_core.features import rates
 from skiplock.queue_core.jobs import JobRef, Progress
 from skiplock.queue_core.storable import log_reason
 
@@ -142,6 +143,10 @@ class Master:
         self.recovery = Recovery(settings.effective_recovery_interval_s, lease_s)
         self.routing = Routing(settings.heartbeat_s, settings.effective_recovery_interval_s,
                                lease_s)
+        # The safety net of rate limits (queue_core/features/rates.py): every heartbeat
+        # interval, jobs a trigger could not let in (their row was locked) are let in.
+        self.rate_wake_s = settings.heartbeat_s
+        self.rate_wake_at = 0.0
         # The job types this pool serves (pool/served.py): known once start() ran.
         self.served: frozenset[str] | None = None
         self.probe: Probe | None = None  # a HUP's reload of the handler modules, under way
@@ -768,6 +773,20 @@ class Master:
             self.database_answered(now)
         if self.state == RUNNING and self.served is not None:
             self.route(self.served, now)
+        if self.state == RUNNING and now >= self.rate_wake_at:
+            self.wake_rates(now)
+
+    def wake_rates(self, now: float) -> None:
+        """Let in the rate-limited jobs that their triggers skipped (one short statement,
+        which finds no key to look at almost always)."""
+        self.rate_wake_at = now + self.rate_wake_s
+        try:
+            with bounded(self.budget_s):
+                rates.wake()
+        except DB_ERRORS as exc:
+            self.database_failed(exc)
+            return
+        self.database_answered(now)
 
     def route(self, served: frozenset[str], now: float) -> None:
         """Put back the parked jobs this pool serves; park what no live pool serves

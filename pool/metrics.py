@@ -27,6 +27,7 @@ job types and hosts, which is nobody else's business.
     skiplock_queue_oldest_ready_age_seconds    how long the oldest due job has waited (0: none)
     skiplock_queue_paused{type}                1 for each paused type
     skiplock_queue_held_back_jobs              pending jobs waiting for a slot of their concurrency key
+    skiplock_queue_rate_waiting_jobs           pending jobs waiting for their rate key's window
     skiplock_queue_unserved_jobs{type}         PENDING jobs of a type no running pool serves (they wait)
     skiplock_queue_parked_jobs                 of those, the ones parked out of the claim's index
     skiplock_queue_refresh_timestamp_seconds   when the queue figures above were read
@@ -101,6 +102,9 @@ class QueueCollector(Collector):
         yield GaugeMetricFamily("skiplock_queue_held_back_jobs",
                                 "PENDING jobs waiting for a slot of their concurrency key.",
                                 value=reading.get("held_back", 0))
+        yield GaugeMetricFamily("skiplock_queue_rate_waiting_jobs",
+                                "PENDING jobs waiting for a window of their rate key.",
+                                value=reading.get("rate_waiting", 0))
         unserved = GaugeMetricFamily(
             "skiplock_queue_unserved_jobs",
             "PENDING jobs of a type that no running pool serves: they wait for one.",
@@ -122,6 +126,7 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
     from skiplock.ops.health import Health, dead_by_type, routing
     from skiplock.ops.pauses import paused
     from skiplock.ops.processes import live_served
+    from skiplock.queue_core import sql as queue_sql
     from skiplock.queue_core.config import cached_settings
     from skiplock.queue_core.database.db import connect
     from skiplock.queue_core.features.parking import parked_by_type
@@ -135,6 +140,7 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
         dead = dead_by_type(c)
         paused_types = [p.type for p in paused(c)]
         held_back = sum(int(r.n) for r in c.execute(ops_sql.HELD_BACK))
+        rate_waiting = int(c.execute(queue_sql.RATE_WAITING).scalar_one())
         served.pending_by_type = base.by_type
         served.processing_by_type = base.processing_by_type
         routing(served, live_served(live_s, c), parked_by_type(c))
@@ -147,7 +153,8 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
         depth[("DEAD_LETTER", job_type)] = n
     return {"depth": depth, "ready": base.ready_by_type,
             "oldest_ready_age_s": base.oldest_ready_age_s or 0.0,
-            "paused": paused_types, "held_back": held_back, "unserved": served.unserved,
+            "paused": paused_types, "held_back": held_back, "rate_waiting": rate_waiting,
+            "unserved": served.unserved,
             "parked": served.parked, "at": time.time()}
 
 

@@ -83,6 +83,12 @@ WORKER_GRANTS: tuple[tuple[str, str, str], ...] = (
     ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerBatch"'),
     ("EXECUTE", "FUNCTION", "skiplock_resolve_edges(text, text, text[])"),
     ("EXECUTE", "FUNCTION", "skiplock_batch_ready(text)"),
+    # Rate limits (migration 0018): the job table's triggers record each key's tokens
+    # and let its jobs in through the first function; a master's maintenance calls
+    # the second.
+    ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerRateKey"'),
+    ("EXECUTE", "FUNCTION", "skiplock_rate_admit(text, timestamptz, boolean)"),
+    ("EXECUTE", "FUNCTION", "skiplock_rate_wake()"),
 )
 # Where the demo domain is installed, the built-in handlers write it.
 DEMO_TABLES = ('"User"', '"Event"', '"Interpretation"', '"Pattern"', '"Insight"',

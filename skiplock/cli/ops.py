@@ -62,6 +62,11 @@ def _print_health(h: Any) -> None:
     if h.held_back:
         echo(f"held back by a concurrency limit: {h.held_back} pending (biggest keys: "
              + ", ".join(f"{k} {n}" for k, n in h.held_back_by_key.items()) + ")")
+    if h.rate_waiting:
+        echo(f"waiting for a rate window: {h.rate_waiting} pending (biggest keys: " + ", ".join(
+            f"{k} {v['rate']} {v['waiting']} waiting, next start "
+            + (v["nextAt"][11:19] if v["nextAt"] else "-")
+            for k, v in h.rate_keys.items()) + ")")
     if h.paused:
         echo("paused types: " + ", ".join(
             f"{name} ({n} pending)" for name, n in sorted(h.paused.items())))
@@ -95,7 +100,8 @@ def stats(as_json: bool, watch: float | None, exact: bool) -> None:
     Counts by status (PENDING, PROCESSING and dead letters exact; COMPLETED
     estimated unless --exact), pending and running work by type, ready versus
     scheduled, the age of the oldest ready job, jobs finished in the last 1, 5
-    and 15 minutes, dead letters by type, paused types, the types that no
+    and 15 minutes, dead letters by type, the keys whose jobs wait for a rate
+    window (their rate, how many wait, when the next may start), paused types, the types that no
     running pool serves (NO POOL: their jobs wait for one), and the health of
     the job table: size, dead rows, last vacuum, and the oldest open
     transaction that keeps vacuum from removing dead rows.

@@ -63,6 +63,10 @@ class Health:
     paused: dict[str, int] = field(default_factory=dict)  # type -> pending jobs held
     held_back: int = 0  # pending jobs waiting for a slot of their concurrency key
     held_back_by_key: dict[str, int] = field(default_factory=dict)  # the 10 biggest keys
+    # Rate limits (queue_core/features/rates.py): pending jobs waiting for their key's
+    # window, and the 10 keys with most of them (rate, waiting, let in, next start).
+    rate_waiting: int = 0
+    rate_keys: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Routing (pool/served.py): the live pools (masters), how many of them serve
     # each type that has jobs, and the pending jobs of types none of them serves,
     # which wait for one (parked: taken out of the claim's index meanwhile).
@@ -97,6 +101,8 @@ class Health:
             "paused": self.paused,
             "heldBack": self.held_back,
             "heldBackByKey": self.held_back_by_key,
+            "rateWaiting": self.rate_waiting,
+            "rateLimitedKeys": self.rate_keys,
             "pools": self.pools,
             "servedBy": self.served_by,
             "unserved": self.unserved,
@@ -198,5 +204,11 @@ def collect(exact: bool = False, conn: Connection | Session | None = None,
             health.held_back += int(held.n)
             if index < 10:
                 health.held_back_by_key[held.key] = int(held.n)
+        health.rate_waiting = int(c.execute(sql.RATE_WAITING).scalar_one())
+        if health.rate_waiting:
+            for key in c.execute(sql.RATE_KEYS, {"limit": 10}):
+                health.rate_keys[key.key] = {
+                    "rate": key.rate, "waiting": int(key.waiting), "letIn": int(key.let_in),
+                    "nextAt": key.next_at.isoformat() if key.next_at else None}
         routing(health, live_served(live_s, c), parked_by_type(c))
     return health
