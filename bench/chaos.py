@@ -146,7 +146,9 @@ def _processes_with(needle: str) -> list[int]:
 #                                      (soak.job_rng, soak.payload()), returns how many;
 #   check(soak, conn) -> (bool, str)   its invariant after the drain, and one line saying it;
 #   held(conn) -> int                  its PENDING jobs that rightly stay (held for a person).
-FLOWS: list[str] = []
+FLOWS: list[str] = [
+    "bench.chaos_rates",
+]
 
 
 def _flows() -> list[Any]:

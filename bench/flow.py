@@ -17,6 +17,7 @@ from bench.common import machine, scratch_database
 
 # name -> module; each has run_case(url: str, args: argparse.Namespace) -> None
 CASES: dict[str, str] = {
+    "rates": "bench.flow_rates",
 }
 
 

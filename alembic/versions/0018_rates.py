@@ -16,14 +16,14 @@ Tokens. A key has `count` tokens. A job must hold one to be in the claim's
 index; its start uses the token, which becomes free again P seconds after
 that start. Every job a token lets in gets "availableAt" >= the time the token
 became free, and the claim only takes jobs with "availableAt" <= its own
-statement time, so two starts on one token are at least P apart; a window
-shorter than P holds at most one start per token: at most `count` in all.
+statement time, so two starts on one token are at least P apart; a half-open
+window of P seconds holds at most one start per token: at most `count` in all.
 That holds whatever the order of claims, commits and clocks of the hosts (one
 clock: the server's), and across a restart (the state is in tables).
 
 - "WorkerRateKey" (key, count, "periodS", "freeAt", "freeCount",
-  "freedUpTo", "wakeAt"): per key, the tokens that become free in the future,
-  as buckets (time, how many) in time order. A token's time is rounded up to a
+  "freedUpTo"): per key, the tokens that become free in the future, as
+  buckets (time, how many) in time order. A token's time is rounded up to a
   1/32 of the period, which can only delay a start, never advance one, and
   keeps a key's row small (at most about 33 buckets) whatever the rate.
   Tokens whose time has passed are free; "freedUpTo" is the latest of their
@@ -32,6 +32,14 @@ clock: the server's), and across a restart (the state is in tables).
   tokens held by jobs let in are not stored: they are counted, so nothing can
   drift between a count and the rows. Free now = count - jobs let in - tokens
   in buckets. The latest enqueue's rate is the key's.
+- "WorkerRateToken" (key, "freeAt"): a token freed by a start, or by a job
+  let in that left without one, is written here, without the key's lock: the
+  claim moves jobs of many keys in one statement, in its rows' order, and two
+  claims that locked the keys as they went could deadlock. The key's next
+  letting-in folds these rows into its own (deleting them). It counts the
+  jobs let in first and reads the tokens after, so a start that commits in
+  between is counted twice (one token too few, for a moment), never missed.
+  A row with "freeAt" NULL is a note to look at the key again.
 - A job of a rate key waits for a token with "heldBack" = false, outside the
   claim's partial index: a rate-limited backlog costs the claim nothing. A
   dependent waiting for its parents is "heldBack" false with "waitingFor" > 0;
@@ -43,7 +51,11 @@ clock: the server's), and across a restart (the state is in tables).
   "heldBack" IS NULL and let in only rows that are true: a job waiting for its
   window holds no concurrency slot and is let in by none. Parking (0012) takes
   only rows that are NULL.
-- Let in (`skiplock_rate_admit(key, freed)`, under the lock of the key's row):
+- Let in (`skiplock_rate_admit(key, NULL, false)`, under the lock of the key's
+  row, taken with SKIP LOCKED: a key that another transaction holds gets a
+  note in "WorkerRateToken" instead of a wait, which the key's next move or a
+  master's maintenance takes up; `skiplock_rate_admit(key, freed, started)`
+  writes a freed token down):
   the best waiting job (the first due one in the claim's order, else the one
   due first) takes a free token, or the token that is free first; it becomes
   "heldBack" NULL (or true with a concurrency key: it then waits for a slot
@@ -61,19 +73,23 @@ clock: the server's), and across a restart (the state is in tables).
   key is held back instead, and a job let in keeps the time its token allows
   ("availableAt" is not moved earlier). So a row written by psql, Prisma or
   another language is limited the same, and so is every path that moves a job.
+- The gate also writes down, for each row as the statement moves it, the
+  token it frees: a start's, free P seconds later; that of a job let in that
+  leaves without starting (cancelled, deleted, its key changed), free from its
+  "availableAt" (never earlier than the token was). BEFORE, so that when the
+  AFTER triggers run, every row of the statement has written its token down.
 - `skiplock_rate_changed()`, AFTER INSERT, UPDATE, DELETE of a job of a rate
-  key: a start frees its token P seconds later; a job let in that leaves
-  without starting (cancelled, deleted, its key changed) gives its token back
-  at its "availableAt" (never earlier than the token was free); then the key's
-  next jobs are let in. Its own updates are marked with the transaction-local
+  key: after a start, a token freed, or a new waiting job, the key's next jobs
+  are let in. Its own updates are marked with the transaction-local
   setting `skiplock.rating`, and both functions stand aside for them. The
   claim of a job without a rate key pays the evaluation of the trigger's WHEN
   alone.
 - `skiplock_rate_wake()`: the safety net a master's maintenance calls every
-  heartbeat interval: it lets in jobs of keys marked "wakeAt" (a waiting job
-  was skipped because another transaction held its row). A TRUNCATE of
-  "WorkerJob" keeps "WorkerRateKey": its buckets are the starts of the
-  last window, which still count.
+  heartbeat interval: it lets in the jobs of every key that has a row in
+  "WorkerRateToken" (a key that was locked when a trigger wanted it, a
+  waiting job whose row another transaction held). A TRUNCATE of
+  "WorkerJob" keeps both tables: their tokens are the starts of the last
+  window, which still count.
 - "WorkerJob_rate_idx" ("rateKey", "heldBack", priority, "availableAt") over
   PENDING jobs of a rate key that wait for no parent: a key's next job, and
   its jobs let in, each one probe.
@@ -124,50 +140,63 @@ _RATE_ADMIT = rf"""
         skipped boolean := false;
         outer_mark text := current_setting('skiplock.rating', true);
     BEGIN
-        SELECT * INTO r FROM "WorkerRateKey" WHERE key = k FOR UPDATE;
-        IF NOT FOUND THEN
-            RETURN;
-        END IF;
-        fa := r."freeAt";
-        fc := r."freeCount";
-        fu := r."freedUpTo";
         IF freed IS NOT NULL THEN
             -- A token freed: by a start, one period after it; by a job let in that
-            -- left without a start, at its time. Recorded only (a BEFORE trigger of
-            -- that row calls this): the statement's other rows may not be recorded
-            -- yet, so the AFTER trigger lets jobs in, once all of them are.
+            -- left without a start, at its time. Only written down, without the
+            -- key's lock (a BEFORE trigger of that row calls this, in the middle of
+            -- a statement that may move jobs of many keys).
             IF started THEN
-                freed := freed + make_interval(secs => r."periodS");
+                freed := freed + make_interval(secs => (SELECT "periodS" FROM "WorkerRateKey"
+                                                        WHERE key = k));
             END IF;
-            IF freed <= now_ts THEN
-                fu := greatest(fu, freed);
-            ELSE
-                -- Rounded up to 1/32 of the period: later, never earlier.
-                g := r."periodS" / 32.0;
-                t := greatest(to_timestamp(ceil(extract(epoch FROM freed) / g) * g), freed);
-                n := cardinality(fa);
-                IF n = 0 OR t > fa[n] THEN
-                    fa := fa || t;
-                    fc := fc || 1;
-                ELSE
-                    fc[n] := fc[n] + 1;
-                END IF;
-            END IF;
-            UPDATE "WorkerRateKey" SET "freeAt" = fa, "freeCount" = fc, "freedUpTo" = fu,
-                                       "updatedAt" = now_ts
-            WHERE key = k;
+            INSERT INTO "WorkerRateToken" (key, "freeAt") VALUES (k, freed);
             RETURN;
         END IF;
-        WHILE cardinality(fa) > 0 AND fa[1] <= now_ts LOOP
-            fu := greatest(fu, fa[1]);
-            fa := fa[2:];
-            fc := fc[2:];
-        END LOOP;
+        -- Let jobs in, under the key's lock; a key another transaction holds is left
+        -- a note instead of a wait (a claim or an enqueue of many keys would wait for
+        -- them in its rows' order, and two of them could deadlock), which the next
+        -- move of the key or a master's maintenance (skiplock_rate_wake) takes up.
+        SELECT * INTO r FROM "WorkerRateKey" WHERE key = k FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            IF EXISTS (SELECT FROM "WorkerRateKey" WHERE key = k) THEN
+                INSERT INTO "WorkerRateToken" (key, "freeAt") VALUES (k, NULL);
+            END IF;
+            RETURN;
+        END IF;
+        -- The jobs let in first, then the tokens written down: a start committed in
+        -- between is then counted twice (a token too few for now), never missed.
         SELECT count(*), coalesce(bool_or("availableAt" > now_ts), false)
         INTO let_in, future
         FROM "WorkerJob"
         WHERE "rateKey" = k AND status = 'PENDING' AND COALESCE("waitingFor", 0) = 0
           AND ("heldBack" IS NULL OR "heldBack");
+        fa := r."freeAt";
+        fc := r."freeCount";
+        fu := r."freedUpTo";
+        FOR t IN
+            WITH d AS (DELETE FROM "WorkerRateToken" WHERE key = k RETURNING "freeAt")
+            SELECT "freeAt" FROM d WHERE "freeAt" IS NOT NULL ORDER BY 1
+        LOOP
+            IF t <= now_ts THEN
+                fu := greatest(fu, t);
+            ELSE
+                -- Rounded up to 1/32 of the period: later, never earlier.
+                g := r."periodS" / 32.0;
+                t := greatest(to_timestamp(ceil(extract(epoch FROM t) / g) * g), t);
+                n := cardinality(fa);
+                IF n = 0 OR t > fa[n] THEN
+                    fa := fa || t;
+                    fc := fc || 1;
+                ELSE
+                    fc[n] := fc[n] + 1;  -- later than it could be: never early
+                END IF;
+            END IF;
+        END LOOP;
+        WHILE cardinality(fa) > 0 AND fa[1] <= now_ts LOOP
+            fu := greatest(fu, fa[1]);
+            fa := fa[2:];
+            fc := fc[2:];
+        END LOOP;
         free := r.count - let_in - coalesce((SELECT sum(x) FROM unnest(fc) AS x), 0);
         cap := least(r.count, {MAX_LET_IN});
         PERFORM set_config('skiplock.rating', 'on', true);
@@ -220,15 +249,16 @@ _RATE_ADMIT = rf"""
         END LOOP;
         PERFORM set_config('skiplock.rating', COALESCE(outer_mark, ''), true);
         UPDATE "WorkerRateKey"
-        SET "freeAt" = fa, "freeCount" = fc, "freedUpTo" = fu, "updatedAt" = now_ts,
-            -- A waiting job skipped because another transaction held its row: the
-            -- maintenance comes back for it (skiplock_rate_wake).
-            "wakeAt" = CASE WHEN skipped AND let_in < cap AND EXISTS (
-                                SELECT FROM "WorkerJob"
-                                WHERE "rateKey" = k AND status = 'PENDING' AND NOT "heldBack"
-                                  AND COALESCE("waitingFor", 0) = 0)
-                            THEN now_ts END
+        SET "freeAt" = fa, "freeCount" = fc, "freedUpTo" = fu, "updatedAt" = now_ts
         WHERE key = k;
+        -- A waiting job skipped because another transaction held its row: a note for
+        -- the maintenance (skiplock_rate_wake).
+        IF skipped AND let_in < cap AND EXISTS (
+                SELECT FROM "WorkerJob"
+                WHERE "rateKey" = k AND status = 'PENDING' AND NOT "heldBack"
+                  AND COALESCE("waitingFor", 0) = 0) THEN
+            INSERT INTO "WorkerRateToken" (key, "freeAt") VALUES (k, NULL);
+        END IF;
         -- Jobs let in with a concurrency key now wait for a slot of it.
         FOR i IN 1 .. cardinality(keyed) LOOP
             PERFORM skiplock_fill_slots(keyed[i]);
@@ -320,6 +350,10 @@ _RATE_CHANGED = """
         new_in boolean := false;
         new_waits boolean := false;
         old_waits boolean := false;
+        n integer;
+        secs integer;
+        had_n integer;
+        had_secs integer;
     BEGIN
         IF TG_OP <> 'INSERT' AND OLD."rateKey" IS NOT NULL AND OLD.status = 'PENDING'
            AND COALESCE(OLD."waitingFor", 0) = 0 THEN
@@ -332,12 +366,19 @@ _RATE_CHANGED = """
             new_waits := NOT new_in;
         END IF;
         IF TG_OP = 'INSERT' THEN
-            -- A key's rate is its latest enqueue's.
-            INSERT INTO "WorkerRateKey" AS c (key, count, "periodS")
-            VALUES (NEW."rateKey", split_part(NEW.rate, '/', 1)::integer,
-                    rtrim(split_part(NEW.rate, '/', 2), 's')::integer)
-            ON CONFLICT (key) DO UPDATE SET count = EXCLUDED.count, "periodS" = EXCLUDED."periodS"
-            WHERE (c.count, c."periodS") IS DISTINCT FROM (EXCLUDED.count, EXCLUDED."periodS");
+            -- A key's rate is its latest enqueue's. No speculative insertion when the
+            -- key's row is there (an ON CONFLICT DO UPDATE would lock it even
+            -- unchanged), nor an update unless the rate changed.
+            n := split_part(NEW.rate, '/', 1)::integer;
+            secs := rtrim(split_part(NEW.rate, '/', 2), 's')::integer;
+            SELECT count, "periodS" INTO had_n, had_secs FROM "WorkerRateKey"
+            WHERE key = NEW."rateKey";
+            IF NOT FOUND THEN
+                INSERT INTO "WorkerRateKey" (key, count, "periodS")
+                VALUES (NEW."rateKey", n, secs) ON CONFLICT (key) DO NOTHING;
+            ELSIF (had_n, had_secs) IS DISTINCT FROM (n, secs) THEN
+                UPDATE "WorkerRateKey" SET count = n, "periodS" = secs WHERE key = NEW."rateKey";
+            END IF;
             IF new_waits THEN
                 PERFORM skiplock_rate_admit(NEW."rateKey", NULL, false);
             END IF;
@@ -367,8 +408,7 @@ _RATE_WAKE = """
         k text;
         n integer := 0;
     BEGIN
-        FOR k IN SELECT key FROM "WorkerRateKey" WHERE "wakeAt" <= statement_timestamp()
-                 ORDER BY key
+        FOR k IN SELECT DISTINCT key FROM "WorkerRateToken" ORDER BY key
         LOOP
             PERFORM skiplock_rate_admit(k, NULL, false);
             n := n + 1;
@@ -396,11 +436,21 @@ def upgrade() -> None:
             "freeAt"    timestamptz[] NOT NULL DEFAULT '{}',
             "freeCount" integer[]     NOT NULL DEFAULT '{}',
             "freedUpTo" timestamptz   NOT NULL DEFAULT '-infinity',
-            "wakeAt"    timestamptz,
             "updatedAt" timestamptz   NOT NULL DEFAULT now()
         ) WITH (fillfactor = 50)
         """
     )
+    # Tokens freed (and notes to look at a key again, "freeAt" NULL) that the key's
+    # next letting-in folds into its row: written without its lock.
+    op.execute(
+        """
+        CREATE TABLE "WorkerRateToken" (
+            key      text        NOT NULL,
+            "freeAt" timestamptz
+        )
+        """
+    )
+    op.execute('CREATE INDEX "WorkerRateToken_key_idx" ON "WorkerRateToken" (key)')
     op.execute(
         'CREATE INDEX "WorkerJob_rate_idx" ON "WorkerJob" '
         '("rateKey", "heldBack", priority DESC, "availableAt") '
@@ -462,5 +512,6 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION skiplock_rate_gate()")
     op.execute("DROP FUNCTION skiplock_rate_admit(text, timestamptz, boolean)")
     op.execute('DROP INDEX "WorkerJob_rate_idx"')
+    op.execute('DROP TABLE "WorkerRateToken"')
     op.execute('DROP TABLE "WorkerRateKey"')
     op.execute('ALTER TABLE "WorkerJob" DROP COLUMN IF EXISTS "rateKey", DROP COLUMN IF EXISTS rate')

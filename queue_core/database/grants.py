@@ -87,6 +87,7 @@ WORKER_GRANTS: tuple[tuple[str, str, str], ...] = (
     # and let its jobs in through the first function; a master's maintenance calls
     # the second.
     ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerRateKey"'),
+    ("SELECT, INSERT, DELETE", "TABLE", '"WorkerRateToken"'),
     ("EXECUTE", "FUNCTION", "skiplock_rate_admit(text, timestamptz, boolean)"),
     ("EXECUTE", "FUNCTION", "skiplock_rate_wake()"),
 )
