@@ -42,7 +42,7 @@ def _drain(worker: str) -> int:
 
 
 def _throughput(url: str, jobs: int, rate: str | None, keys: int) -> float:
-    sql(url, 'TRUNCATE "WorkerJob", "WorkerRateKey"')
+    sql(url, 'TRUNCATE "WorkerJob", "WorkerRateKey", "WorkerRateToken"')
     for start in range(0, jobs, 10_000):
         batch = []
         for i in range(start, min(start + 10_000, jobs)):
@@ -106,8 +106,8 @@ def run_case(url: str, args: argparse.Namespace) -> None:
             per_s = _throughput(url, jobs, rate, keys)
             base = base or per_s
             print(f"  round {round_}: {label:<32} {per_s:>8.0f} jobs/s  {per_s / base:>5.2f}")
-    print(f"claim latency, one job per claim (p50 / p99 of 2000):")
-    sql(url, 'TRUNCATE "WorkerJob", "WorkerRateKey"')
+    print("claim latency, one job per claim (p50 / p99 of 2000):")
+    sql(url, 'TRUNCATE "WorkerJob", "WorkerRateKey", "WorkerRateToken"')
     q.enqueue_many([{"type": "BENCH", "payload": {}} for _ in range(2020)])
     sql(url, 'VACUUM ANALYZE "WorkerJob"')
     ms = _claims(2000)
@@ -121,4 +121,4 @@ def run_case(url: str, args: argparse.Namespace) -> None:
     ms = _claims(2000)
     print(f"  the keys' jobs let in (trigger):  p50 {percentile(ms, .5):.2f} ms, "
           f"p99 {percentile(ms, .99):.2f} ms")
-    sql(url, 'TRUNCATE "WorkerJob", "WorkerRateKey"')
+    sql(url, 'TRUNCATE "WorkerJob", "WorkerRateKey", "WorkerRateToken"')

@@ -128,11 +128,13 @@ def rate_keys(limit: int = 20, conn: Joinable | None = None) -> list[RateKey]:
 def waiting_for_window(conn: Joinable | None = None) -> int:
     """How many jobs wait for their window, every key together."""
     with connect(conn) as c:
-        return int(c.execute(sql.RATE_WAITING).scalar_one())
+        found = c.execute(sql.RATE_WAITING).first()
+        return int(found[0]) if found else 0
 
 
 def wake(conn: Joinable | None = None) -> int:
     """Let in the jobs of keys a trigger could not (their row was locked); a master's
     maintenance calls it. Returns how many keys it looked at."""
     with connect(conn, autocommit=True) as c:
-        return int(c.execute(sql.RATE_WAKE).scalar_one())
+        found = c.execute(sql.RATE_WAKE).first()
+        return int(found[0]) if found else 0

@@ -7,9 +7,11 @@ import threading
 from datetime import timedelta
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import exc as sa_exc
 
 from skiplock import cancel, claim, complete, enqueue, fail
+from skiplock.cli import main
 from skiplock.handlers import register_handler, unregister_handler
 from skiplock.queue_core.errors import InvalidJob
 from skiplock.queue_core.features import rates
@@ -142,5 +144,7 @@ def test_a_registered_rate_keys_by_payload_field():
         assert (key.key, key.rate, key.waiting, key.let_in, key.next_at) == (
             "RATED_TYPE:7", "1/60s", 1, 1, row(c).availableAt)
         assert rates.waiting_for_window() == 1
+        shown = CliRunner().invoke(main, ["stats"], catch_exceptions=False).output
+        assert "waiting for a rate window: 1 pending (biggest keys: RATED_TYPE:7 1/60s" in shown
     finally:
         unregister_handler("RATED_TYPE")
