@@ -15,7 +15,7 @@ from skiplock.queue_core.database.borrowed import BorrowedConnection
 from skiplock.queue_core.database.db import Joinable, connect
 from skiplock.queue_core.durations import parse_duration
 from skiplock.queue_core.errors import InvalidJob, PermissionDenied
-from skiplock.queue_core.features import limits
+from skiplock.queue_core.features import limits, rates
 from skiplock.queue_core.jobs import Job
 
 log = logging.getLogger("skiplock.maintenance")
@@ -159,4 +159,5 @@ def cleanup(older_than: float | timedelta | str = "7d", *,
             log.warning("recounted the slots of %d concurrency keys whose counts were wrong",
                         fixed)
     limits.prune_idle_keys()  # the counters of concurrency keys nobody uses any more
+    rates.prune_idle_keys()  # and the windows of rate keys
     return total

@@ -1090,3 +1090,18 @@ RATE_KEYS = text(
 )
 
 RATE_WAKE = text("SELECT skiplock_rate_wake()")
+
+# Keys idle for :idle_s (and a period): no job waits or is let in, no token is free
+# later than now, none is written down. Their next job makes the key again, with
+# every token free, which is what the window allows by then.
+PRUNE_IDLE_RATE_KEYS = text(
+    """
+    DELETE FROM "WorkerRateKey" AS k
+    WHERE k."updatedAt" < now() - make_interval(secs => greatest(:idle_s, k."periodS"))
+      AND (cardinality(k."freeAt") = 0 OR k."freeAt"[cardinality(k."freeAt")] <= now())
+      AND NOT EXISTS (SELECT FROM "WorkerRateToken" AS t WHERE t.key = k.key)
+      AND NOT EXISTS (SELECT FROM "WorkerJob" AS j
+                      WHERE j."rateKey" = k.key AND j.status = 'PENDING'
+                        AND COALESCE(j."waitingFor", 0) = 0)
+    """
+)

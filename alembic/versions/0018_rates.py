@@ -160,6 +160,8 @@ _RATE_ADMIT = rf"""
         IF NOT FOUND THEN
             IF EXISTS (SELECT FROM "WorkerRateKey" WHERE key = k) THEN
                 INSERT INTO "WorkerRateToken" (key, "freeAt") VALUES (k, NULL);
+            ELSE
+                DELETE FROM "WorkerRateToken" WHERE key = k;  -- a key cleanup forgot
             END IF;
             RETURN;
         END IF;

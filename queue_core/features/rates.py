@@ -132,6 +132,13 @@ def waiting_for_window(conn: Joinable | None = None) -> int:
         return int(found[0]) if found else 0
 
 
+def prune_idle_keys(idle_s: float = 3600.0) -> int:
+    """Forget rate keys that nothing has used in `idle_s` seconds nor in their period
+    (cleanup calls it); returns how many."""
+    with connect(autocommit=True) as c:
+        return int(c.execute(sql.PRUNE_IDLE_RATE_KEYS, {"idle_s": float(idle_s)}).rowcount)
+
+
 def wake(conn: Joinable | None = None) -> int:
     """Let in the jobs of keys a trigger could not (their row was locked); a master's
     maintenance calls it. Returns how many keys it looked at."""

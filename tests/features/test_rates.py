@@ -148,3 +148,13 @@ def test_a_registered_rate_keys_by_payload_field():
         assert "waiting for a rate window: 1 pending (biggest keys: RATED_TYPE:7 1/60s" in shown
     finally:
         unregister_handler("RATED_TYPE")
+
+
+def test_cleanup_forgets_a_rate_key_only_once_its_window_is_over():
+    enqueue("RATED", {}, rate="1/h", rate_key="k")
+    [job] = claim("w", limit=1)
+    assert complete(job, None)
+    sql("""UPDATE "WorkerRateKey" SET "updatedAt" = now() - interval '2 hours'""")
+    assert rates.prune_idle_keys(3600) == 0  # its start still counts for an hour
+    sql("""UPDATE "WorkerRateKey" SET "freeAt" = '{}', "freeCount" = '{}'""")
+    assert rates.prune_idle_keys(3600) == 1 and count() == 1
