@@ -152,6 +152,15 @@ _RATE_ADMIT = rf"""
             INSERT INTO "WorkerRateToken" (key, "freeAt") VALUES (k, freed);
             RETURN;
         END IF;
+        -- Nothing happened to any rate key since this key's jobs were let in, in this
+        -- transaction (the rest of a claim's rows of one key): nothing more to let in.
+        IF current_setting('skiplock.rate_done', true)
+           = k || ':' || COALESCE(current_setting('skiplock.rate_events', true), '') THEN
+            RETURN;
+        END IF;
+        PERFORM set_config('skiplock.rate_done',
+                           k || ':' || COALESCE(current_setting('skiplock.rate_events', true), ''),
+                           true);
         -- Let jobs in, under the key's lock; a key another transaction holds is left
         -- a note instead of a wait (a claim or an enqueue of many keys would wait for
         -- them in its rows' order, and two of them could deadlock), which the next
@@ -276,7 +285,14 @@ _RATE_GATE = r"""
         n bigint;
         secs bigint;
         in_before boolean;
+        events text := current_setting('skiplock.rate_events', true);
     BEGIN
+        -- Something for the key's next letting-in to look at (skiplock_rate_admit
+        -- skips a key when nothing happened since it let its jobs in).
+        IF COALESCE(current_setting('skiplock.rating', true), '') <> 'on' THEN
+            PERFORM set_config('skiplock.rate_events',
+                               (COALESCE(NULLIF(events, ''), '0')::bigint + 1)::text, true);
+        END IF;
         IF TG_OP = 'INSERT' THEN
             IF NEW.rate IS NOT NULL THEN
                 m := regexp_match(NEW.rate, '^\s*([0-9]{1,9})\s*/\s*([0-9]{0,6})\s*([smh])\s*$');
