@@ -1082,9 +1082,14 @@ RATE_KEYS = text(
            l.n AS let_in, l.next_at
     FROM waiting AS w JOIN "WorkerRateKey" AS k ON k.key = w.key
     CROSS JOIN LATERAL (
-        SELECT count(*) AS n, min(j."availableAt") AS next_at FROM "WorkerJob" AS j
-        WHERE j."rateKey" = w.key AND j.status = 'PENDING' AND COALESCE(j."waitingFor", 0) = 0
-          AND (j."heldBack" IS NULL OR j."heldBack")) AS l
+        SELECT count(*) AS n, min(a) AS next_at FROM (
+            SELECT j."availableAt" AS a FROM "WorkerJob" AS j
+            WHERE j."rateKey" = w.key AND j.status = 'PENDING'
+              AND COALESCE(j."waitingFor", 0) = 0 AND j."heldBack" IS NULL
+            UNION ALL  -- two ranges of the index: an OR would read the key's backlog
+            SELECT j."availableAt" FROM "WorkerJob" AS j
+            WHERE j."rateKey" = w.key AND j.status = 'PENDING'
+              AND COALESCE(j."waitingFor", 0) = 0 AND j."heldBack") AS let) AS l
     ORDER BY w.n DESC, w.key
     """
 )

@@ -176,11 +176,16 @@ _RATE_ADMIT = rf"""
         END IF;
         -- The jobs let in first, then the tokens written down: a start committed in
         -- between is then counted twice (a token too few for now), never missed.
-        SELECT count(*), coalesce(bool_or("availableAt" > now_ts), false)
-        INTO let_in, future
-        FROM "WorkerJob"
-        WHERE "rateKey" = k AND status = 'PENDING' AND COALESCE("waitingFor", 0) = 0
-          AND ("heldBack" IS NULL OR "heldBack");
+        -- Two ranges of the index, not one with an OR, which the index would only
+        -- filter by: it would read the key's whole backlog.
+        SELECT count(*), coalesce(bool_or(a > now_ts), false) INTO let_in, future
+        FROM (SELECT "availableAt" AS a FROM "WorkerJob"
+              WHERE "rateKey" = k AND status = 'PENDING' AND COALESCE("waitingFor", 0) = 0
+                AND "heldBack" IS NULL
+              UNION ALL
+              SELECT "availableAt" FROM "WorkerJob"
+              WHERE "rateKey" = k AND status = 'PENDING' AND COALESCE("waitingFor", 0) = 0
+                AND "heldBack") AS let;
         fa := r."freeAt";
         fc := r."freeCount";
         fu := r."freedUpTo";
