@@ -56,8 +56,9 @@ clock: the server's), and across a restart (the state is in tables).
   note in "WorkerRateToken" instead of a wait, which the key's next move or a
   master's maintenance takes up; `skiplock_rate_admit(key, freed, started)`
   writes a freed token down):
-  the best waiting job (the first due one in the claim's order, else the one
-  due first) takes a free token, or the token that is free first; it becomes
+  the best waiting job (the first due one in the claim's order, else the
+  first in that order, read in the index's order whatever the backlog) takes a
+  free token, or the token that is free first; it becomes
   "heldBack" NULL (or true with a concurrency key: it then waits for a slot
   as any keyed job, both limits hold) with "availableAt" = the token's time
   when later than its own. At most least(count, 64) jobs of a key are let in
@@ -228,7 +229,7 @@ _RATE_ADMIT = rf"""
                 FROM "WorkerJob"
                 WHERE "rateKey" = k AND status = 'PENDING' AND NOT "heldBack"
                   AND COALESCE("waitingFor", 0) = 0
-                ORDER BY "availableAt" ASC, priority DESC
+                ORDER BY priority DESC, "availableAt" ASC  -- the index's order: no sort
                 LIMIT 1 FOR UPDATE SKIP LOCKED;
                 IF NOT FOUND THEN
                     skipped := true;
