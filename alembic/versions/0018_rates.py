@@ -115,6 +115,10 @@ depends_on = None
 
 # Jobs of a key let in at once; see the docstring.
 MAX_LET_IN = 64
+# An update that concerns a rate: a job of a rate key that was or becomes PENDING (a
+# start, a job let in that leaves, one that wants in). A completion is neither.
+_PENDING_RATED = """(OLD."rateKey" IS NOT NULL AND OLD.status = 'PENDING')
+                    OR (NEW."rateKey" IS NOT NULL AND NEW.status = 'PENDING')"""
 
 _RATE_ADMIT = rf"""
     CREATE FUNCTION skiplock_rate_admit(k text, freed timestamptz, started boolean)
@@ -138,6 +142,9 @@ _RATE_ADMIT = rf"""
         next_key text;
         due_at timestamptz;
         keyed text[] := '{{}}';
+        ids text[] := '{{}}';
+        ats timestamptz[] := '{{}}';
+        stop boolean := false;
         skipped boolean := false;
         outer_mark text := current_setting('skiplock.rating', true);
     BEGIN
@@ -216,54 +223,88 @@ _RATE_ADMIT = rf"""
         END LOOP;
         free := r.count - let_in - coalesce((SELECT sum(x) FROM unnest(fc) AS x), 0);
         cap := least(r.count, {MAX_LET_IN});
-        PERFORM set_config('skiplock.rating', 'on', true);
-        WHILE let_in < cap LOOP
+        -- The due jobs first, in the claim's order, in one read; then, if they ran
+        -- out, the first of the others. Each takes a free token, else the one free
+        -- first; at most one job that is not due yet is let in (the claim's index
+        -- holds no backlog).
+        IF let_in < cap THEN
+            FOR next_id, next_at, next_key IN
+                SELECT id, "availableAt", "concurrencyKey" FROM "WorkerJob"
+                WHERE "rateKey" = k AND status = 'PENDING' AND NOT "heldBack"
+                  AND COALESCE("waitingFor", 0) = 0 AND "availableAt" <= now_ts
+                ORDER BY priority DESC, "availableAt" ASC
+                LIMIT cap - let_in FOR UPDATE SKIP LOCKED
+            LOOP
+                IF free > 0 THEN
+                    due_at := greatest(next_at, fu);
+                ELSIF cardinality(fa) > 0 THEN
+                    due_at := greatest(next_at, fa[1]);
+                ELSE
+                    stop := true;  -- every token is held by a job let in: its start lets in
+                    EXIT;
+                END IF;
+                IF due_at > now_ts AND future THEN
+                    stop := true;
+                    EXIT;
+                END IF;
+                IF free > 0 THEN
+                    free := free - 1;
+                ELSE
+                    fc[1] := fc[1] - 1;
+                    IF fc[1] = 0 THEN
+                        fa := fa[2:];
+                        fc := fc[2:];
+                    END IF;
+                END IF;
+                ids := ids || next_id;
+                ats := ats || due_at;
+                IF next_key IS NOT NULL AND NOT next_key = ANY(keyed) THEN
+                    keyed := keyed || next_key;
+                END IF;
+                let_in := let_in + 1;
+                future := future OR due_at > now_ts;
+            END LOOP;
+        END IF;
+        IF NOT stop AND NOT future AND let_in < cap THEN
+            due_at := NULL;
             SELECT id, "availableAt", "concurrencyKey" INTO next_id, next_at, next_key
             FROM "WorkerJob"
             WHERE "rateKey" = k AND status = 'PENDING' AND NOT "heldBack"
-              AND COALESCE("waitingFor", 0) = 0 AND "availableAt" <= now_ts
-            ORDER BY priority DESC, "availableAt" ASC
+              AND COALESCE("waitingFor", 0) = 0 AND NOT (id = ANY(ids))
+            ORDER BY priority DESC, "availableAt" ASC  -- the index's order: no sort
             LIMIT 1 FOR UPDATE SKIP LOCKED;
             IF NOT FOUND THEN
-                SELECT id, "availableAt", "concurrencyKey" INTO next_id, next_at, next_key
-                FROM "WorkerJob"
-                WHERE "rateKey" = k AND status = 'PENDING' AND NOT "heldBack"
-                  AND COALESCE("waitingFor", 0) = 0
-                ORDER BY priority DESC, "availableAt" ASC  -- the index's order: no sort
-                LIMIT 1 FOR UPDATE SKIP LOCKED;
-                IF NOT FOUND THEN
-                    skipped := true;
-                    EXIT;
+                skipped := true;  -- none left, or another transaction holds them
+            ELSE
+                IF free > 0 THEN
+                    due_at := greatest(next_at, fu);
+                    free := free - 1;
+                ELSIF cardinality(fa) > 0 THEN
+                    due_at := greatest(next_at, fa[1]);
+                    fc[1] := fc[1] - 1;
+                    IF fc[1] = 0 THEN
+                        fa := fa[2:];
+                        fc := fc[2:];
+                    END IF;
+                END IF;
+                IF due_at IS NOT NULL THEN
+                    ids := ids || next_id;
+                    ats := ats || due_at;
+                    IF next_key IS NOT NULL AND NOT next_key = ANY(keyed) THEN
+                        keyed := keyed || next_key;
+                    END IF;
+                    let_in := let_in + 1;
                 END IF;
             END IF;
-            IF free > 0 THEN
-                due_at := greatest(next_at, fu);
-            ELSIF cardinality(fa) > 0 THEN
-                due_at := greatest(next_at, fa[1]);
-            ELSE
-                EXIT;  -- every token is held by a job let in: its start lets the next in
-            END IF;
-            -- One job that is not due yet at most: the claim's index holds no backlog.
-            EXIT WHEN due_at > now_ts AND future;
-            IF free > 0 THEN
-                free := free - 1;
-            ELSE
-                fc[1] := fc[1] - 1;
-                IF fc[1] = 0 THEN
-                    fa := fa[2:];
-                    fc := fc[2:];
-                END IF;
-            END IF;
-            UPDATE "WorkerJob"
-            SET "heldBack" = CASE WHEN "concurrencyKey" IS NOT NULL THEN true END,
-                "availableAt" = due_at
-            WHERE id = next_id;
-            IF next_key IS NOT NULL AND NOT next_key = ANY(keyed) THEN
-                keyed := keyed || next_key;
-            END IF;
-            let_in := let_in + 1;
-            future := future OR due_at > now_ts;
-        END LOOP;
+        END IF;
+        IF cardinality(ids) > 0 THEN
+            PERFORM set_config('skiplock.rating', 'on', true);
+            UPDATE "WorkerJob" AS j
+            SET "heldBack" = CASE WHEN j."concurrencyKey" IS NOT NULL THEN true END,
+                "availableAt" = u.at
+            FROM unnest(ids, ats) AS u(id, at)
+            WHERE j.id = u.id;
+        END IF;
         PERFORM set_config('skiplock.rating', COALESCE(outer_mark, ''), true);
         UPDATE "WorkerRateKey"
         SET "freeAt" = fa, "freeCount" = fc, "freedUpTo" = fu, "updatedAt" = now_ts
@@ -494,7 +535,7 @@ def upgrade() -> None:
     op.execute(
         'CREATE TRIGGER "WorkerJob_rate_gate_updated" '
         'BEFORE UPDATE OF status, "heldBack", "rateKey", "availableAt", "waitingFor" '
-        """ON "WorkerJob" FOR EACH ROW WHEN (OLD."rateKey" IS NOT NULL OR NEW."rateKey" IS NOT NULL)
+        f"""ON "WorkerJob" FOR EACH ROW WHEN ({_PENDING_RATED})
         EXECUTE FUNCTION skiplock_rate_gate()"""
     )
     op.execute(
@@ -510,7 +551,7 @@ def upgrade() -> None:
     op.execute(
         'CREATE TRIGGER "WorkerJob_rate_updated" '
         'AFTER UPDATE OF status, "heldBack", "rateKey", "availableAt", "waitingFor" '
-        """ON "WorkerJob" FOR EACH ROW WHEN (OLD."rateKey" IS NOT NULL OR NEW."rateKey" IS NOT NULL)
+        f"""ON "WorkerJob" FOR EACH ROW WHEN ({_PENDING_RATED})
         EXECUTE FUNCTION skiplock_rate_changed()"""
     )
     op.execute(
