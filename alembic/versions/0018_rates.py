@@ -55,15 +55,17 @@ clock: the server's), and across a restart (the state is in tables).
   row, taken with SKIP LOCKED: a key that another transaction holds gets a
   note in "WorkerRateToken" instead of a wait, which the key's next move or a
   master's maintenance takes up; `skiplock_rate_admit(key, freed, started)`
-  writes a freed token down):
+  writes a freed token down; `skiplock_rate_admit(key, NULL, true)` lets in
+  even while more than 32 jobs of the key are let in):
   the best waiting job (the first due one in the claim's order, else the
   first in that order, read in the index's order whatever the backlog) takes a
   free token, or the token that is free first; it becomes
   "heldBack" NULL (or true with a concurrency key: it then waits for a slot
   as any keyed job, both limits hold) with "availableAt" = the token's time
   when later than its own. At most least(count, 64) jobs of a key are let in
-  at once, and of those at most one is not due yet (it sits in the claim's
-  index until its token's time): 10,000 keys waiting for their windows put at
+  at once, and while more than 32 are, a start or an enqueue of the key costs
+  a probe of the index, not a letting-in; of those at most one is not due yet
+  (it sits in the claim's index until its token's time): 10,000 keys waiting for their windows put at
   most 10,000 rows there, not their backlogs. A job let in on a token keeps
   the token while it waits for a concurrency slot.
 - `skiplock_rate_gate()`, BEFORE INSERT and BEFORE UPDATE of a job of a rate
@@ -169,6 +171,26 @@ _RATE_ADMIT = rf"""
         PERFORM set_config('skiplock.rate_done',
                            k || ':' || COALESCE(current_setting('skiplock.rate_events', true), ''),
                            true);
+        -- More than 32 jobs of the key are let in and wait for a claim, whose start
+        -- comes back here: nothing to do yet (a rate that does not bind then pays
+        -- this probe on most starts, and a letting-in on one in 32). The maintenance
+        -- (started = true with no token) looks anyway.
+        IF NOT started THEN
+            SELECT count INTO n FROM "WorkerRateKey" WHERE key = k;
+            IF FOUND THEN
+                SELECT count(*) INTO let_in
+                FROM (SELECT FROM "WorkerJob"
+                      WHERE "rateKey" = k AND status = 'PENDING'
+                        AND COALESCE("waitingFor", 0) = 0 AND "heldBack" IS NULL
+                      UNION ALL
+                      SELECT FROM "WorkerJob"
+                      WHERE "rateKey" = k AND status = 'PENDING'
+                        AND COALESCE("waitingFor", 0) = 0 AND "heldBack") AS let;
+                IF let_in > {MAX_LET_IN // 2} THEN
+                    RETURN;
+                END IF;
+            END IF;
+        END IF;
         -- Let jobs in, under the key's lock; a key another transaction holds is left
         -- a note instead of a wait (a claim or an enqueue of many keys would wait for
         -- them in its rows' order, and two of them could deadlock), which the next
@@ -475,7 +497,7 @@ _RATE_WAKE = """
     BEGIN
         FOR k IN SELECT DISTINCT key FROM "WorkerRateToken" ORDER BY key
         LOOP
-            PERFORM skiplock_rate_admit(k, NULL, false);
+            PERFORM skiplock_rate_admit(k, NULL, true);
             n := n + 1;
         END LOOP;
         RETURN n;
