@@ -288,7 +288,8 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
         raise InvalidJob("unique_for needs an idempotency key")
     unique_key, key = (key, None) if scoped else (None, key)
     return _Row(job_id or new_job_id(), job_type, encoded, priority, delay_s, max_attempts,
-                key, user, slot_key, limit, unique_key, unique_s, parents, window, window_key)
+                key, user, slot_key, limit, unique_key, unique_s, parents, rate=window,
+                rate_key=window_key)
 
 
 def check_job(job: Mapping[str, Any]) -> None:
