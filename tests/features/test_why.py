@@ -59,8 +59,8 @@ def test_each_reason_a_pending_job_waits_for_is_said_and_counted() -> None:
     config.clear_cache()
     stats = runner.invoke(main, ["stats"])
     assert ("pending but not claimable now: 1 waiting for a concurrency slot, 1 parked (no live "
-            "pool serves the type), 1 waiting for parents, 1 waiting their fair key's turn, 1 waiting for a rate window, 1 not "
-            "due yet, 1 paused type"
+            "pool serves the type), 1 waiting for parents, 1 waiting their fair key's turn, "
+            "1 waiting for a rate window, 1 not due yet, 1 paused type"
             in stats.output), stats.output
     figures = json.loads(runner.invoke(main, ["stats", "--json"]).output)
     assert figures["heldByReason"]["slot"] == 1
