@@ -11,23 +11,29 @@ happens in the table's triggers, so every producer is sequenced alike
 
 - "WorkerJob"."sequenceKey" (text): the job's sequence, or NULL.
   "sequenceNo" (bigint): its place in the line, given at insert from the key's
-  counter. "sequencePolicy" (text, NULL = 'hold'): what the job does to the
-  rest of its key once it is dead-lettered: `hold` them until a person
-  retries it (it then runs first again) or deletes it, or lets the key go on
-  (`skiplock_sequence_advance` by hand); `pass` lets the next one run. Per
-  row, so that rows from other producers carry their own; a cancelled or
+  counter (NULL for a row written already ended). "sequencePolicy" (text,
+  NULL = 'hold'): what the job does to the rest of its key once it is
+  dead-lettered: `hold` them until a person retries it (it then runs first
+  again) or deletes it, or lets the key go on (`skiplock_sequence_advance`,
+  which gives the dead letter the policy pass); `pass` lets the next one run.
+  Per row, so that rows from other producers carry their own; a cancelled or
   deleted job never holds its key (a cancel is a person's decision about that
   job, not about the rest).
-- "WorkerSequence" (key, "lastNo", head, "updatedAt"): one row per key.
-  `head` is the one job of the key that may run (NULL: none is in line): PENDING
-  (due or not, retrying after a failure, parked, waiting for a slot or for
-  its parents), PROCESSING, or DEAD_LETTER under the policy hold (the key is
-  *held*). `skiplock cleanup` forgets a key idle for an hour (its numbers then
-  start again at 1, with no job of the key in line). The insert of a job locks it (INSERT ... ON CONFLICT DO
-  UPDATE) until that transaction ends, so two transactions that enqueue into
-  one key are ordered by that lock: the one that took it first comes first,
-  and the other waits for its commit (enqueue order = the commit order of
-  the enqueues of one key).
+- A job is *in line* from its insert until it ends: PENDING (due or not,
+  retrying after a failure, parked, waiting for a slot, its parents or its
+  turn), PROCESSING, or DEAD_LETTER under the policy hold (the key is then
+  *held*). The key's *head*, the one job that may run, is its job in line
+  with the lowest number. No column records it: the first version kept it in
+  the key's row, and the end of every head then locked that row and wrote it
+  as well as the next job; now the end of a head writes the next job alone
+  (docs/benchmarks.md, "Sequences").
+- "WorkerSequence" (key, "lastNo", "updatedAt"): one row per key, its
+  counter. The insert of a job bumps it (UPDATE, or INSERT ... ON CONFLICT DO
+  UPDATE for a new key) and so locks it until that transaction ends: two
+  transactions that enqueue into one key are ordered by that lock (enqueue
+  order = the commit order of the enqueues of one key). `skiplock cleanup`
+  forgets a key with no job in line, untouched for an hour (its numbers then
+  start again at 1).
 - A job that is not its key's head is PENDING with "heldBack" = false and
   "waitingFor" one more than its parents (0016): it waits for one more
   thing, its predecessor. Out of the claim's index like every other waiting
@@ -36,23 +42,30 @@ happens in the table's triggers, so every producer is sequenced alike
   "waitingFor" reaches 0, never lets it in while it waits for its turn: a
   job can both depend on jobs and be in a sequence. No new "JobStatus".
 - `skiplock_sequence_insert()`, BEFORE INSERT of a row with a key: numbers
-  the job and makes it the head if the key is free, else waiting. BEFORE,
-  so a waiting row is written once as it is; an insert that ON CONFLICT then
-  skips may leave a head that was never written, which the next insert of
-  the key sees (no such job) and replaces.
+  the job, and writes it waiting if a job of its key is in line. That last
+  job in line is locked FOR SHARE: its end, which takes no lock of the key,
+  either committed before (the lock skips it, and the new job comes after
+  nobody) or waits for this transaction's end and then sees the new job
+  behind it. BEFORE, so a waiting row is written once as it is; an insert
+  that ON CONFLICT then skips leaves only a number unused.
 - `skiplock_sequence_moved()`, AFTER UPDATE OF status of a row with a key
   to anything but PROCESSING (a claim does not call it), AFTER DELETE of a
   row with a key (short WHENs: other rows pay their evaluation alone), and
-  AFTER TRUNCATE: the head ended (completed, cancelled, deleted, or
-  dead-lettered under `pass`): the next job, lowest "sequenceNo", becomes
-  the head in the same transaction (`skiplock_sequence_advance`), claimable
-  from that commit on. A claim, a retry with back-off, a crash's recovery, a
-  snooze: the head stays the head, and the rest wait. A job that had ended
-  and comes back (`skiplock retry` of a job that passed the key on) joins
-  the back of its line. Lock order: the ending job's row, then its key's
-  row, then the next job's row; a non-head job's end takes no key lock.
-- "WorkerJob_sequence_idx" ("sequenceKey", "sequenceNo") over PENDING rows
-  with a key: the next job of a key is one probe.
+  AFTER TRUNCATE: a job left the line (completed, cancelled, deleted, or
+  dead-lettered under `pass`). If no job of its key is in line before it, it
+  was the head: the next job in line is locked, then let in, in the same
+  transaction, claimable from that commit on. A claim, a retry with
+  back-off, a crash's recovery, a snooze, a dead letter under hold: the job
+  stays in line, and the rest wait. A job that had left the line and comes
+  back (`skiplock retry` of a job that passed the key on) joins the back of
+  it. Lock order: the ending job's row, then the next job's row. Whether a
+  job is its key's head changes only by the end of the one before it, which
+  locks the job's row to let it in: so an end that races with the end of
+  the job before it (a cancel of a waiting job while its predecessor
+  completes) either sees that end or is waited for and skipped.
+- "WorkerJob_sequence_idx" ("sequenceKey", "sequenceNo") over the rows in
+  line: the last job of a key, the next one, or one before a job, is one
+  probe.
 """
 
 from __future__ import annotations
