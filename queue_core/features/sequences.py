@@ -152,7 +152,8 @@ def prune_idle_sequences(idle_s: float = 3600.0) -> int:
 def release_sequence(key: str, conn: Joinable | None = None) -> str | None:
     """Let a held key go on without its dead-lettered head, which stays dead-lettered
     and takes the policy pass (retried later, it joins the back of the line); returns
-    the id of the job that is now its head (None: nothing was waiting). InvalidJob if the key is not held by a dead letter."""
+    the id of the job that is now its head (None: nothing was waiting). InvalidJob if
+    the key is not held by a dead letter."""
     with connect(conn) as c:
         row = c.execute(sql.RELEASE_SEQUENCE, {"key": key}).first()
     if row is None:
