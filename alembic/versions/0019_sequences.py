@@ -11,7 +11,8 @@ happens in the table's triggers, so every producer is sequenced alike
 
 - "WorkerJob"."sequenceKey" (text): the job's sequence, or NULL.
   "sequenceNo" (bigint): its place in the line, given at insert from the key's
-  counter (NULL for a row written already ended). "sequencePolicy" (text,
+  counter (a row written running or ended keeps the one it was written with;
+  without one it is in no line). "sequencePolicy" (text,
   NULL = 'hold'): what the job does to the rest of its key once it is
   dead-lettered: `hold` them until a person retries it (it then runs first
   again) or deletes it, or lets the key go on (`skiplock_sequence_advance`,
@@ -171,7 +172,8 @@ _INSERT = f"""
         behind boolean;
     BEGIN
         IF NEW.status <> 'PENDING' THEN
-            NEW."sequenceNo" := NULL;  -- written already ended: not in line
+            -- Written running or ended (an import): its number, if it has one, is the
+            -- writer's; without one it is in no line.
             RETURN NEW;
         END IF;
 {_JOIN}
