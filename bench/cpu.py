@@ -68,7 +68,7 @@ sys.path.insert(0, tree)
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from skiplock import queue_core as q
-from skiplock.queue_core import scratch
+from skiplock.queue_core.database import scratch
 
 TICK = os.sysconf("SC_CLK_TCK")
 
