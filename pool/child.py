@@ -268,11 +268,14 @@ class Child:
                 return
 
     def run_batch(self, jobs: list[Job]) -> None:
-        """Run a claimed batch, one job at a time, committing as `Group.due` says; before
-        its last job, its commit and the next claim may go ahead (pool/ahead.py)."""
+        """Run a claimed batch, one job at a time, committing as `Group.due` says: the
+        commit due before a job runs on the server while the job runs, and before the
+        batch's last job it may carry the next claim (pool/ahead.py, pool/completer.py)."""
         completer, durations = self.completer, self.producer.durations
         prepared = [self.executor.prepare(job) for job in jobs]
         for index, job in enumerate(jobs):
+            if completer.sent is not None:  # the completions sent while the last job ran
+                completer.collect_completions()
             if self.should_stop():
                 completer.commit_group()
                 for left in jobs[index:]:
@@ -282,7 +285,7 @@ class Child:
             expected = durations.expected(job.type)
             if index == len(jobs) - 1 and completer.send_ahead(job, expected):
                 pass  # what waited in the group went with the claim of the next batch
-            elif self.group.due(expected):
+            elif self.group.due(expected) and not completer.send_completions(expected):
                 completer.commit_group()
             self.run_job(job, *prepared[index])
         if completer.sent is not None:
