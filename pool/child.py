@@ -274,9 +274,11 @@ class Child:
         completer, durations = self.completer, self.producer.durations
         prepared = [self.executor.prepare(job) for job in jobs]
         for index, job in enumerate(jobs):
-            if completer.sent is not None:  # the completions sent while the last job ran
+            if completer.completions_answered():  # sent while the jobs before ran
                 completer.collect_completions()
             if self.should_stop():
+                if completer.sent is not None:
+                    completer.collect_completions()
                 completer.commit_group()
                 for left in jobs[index:]:
                     outcome = self.settler.release(left, "worker stopped before it started the job")

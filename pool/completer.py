@@ -13,13 +13,15 @@ Three ways a group commits:
   last job and runs on the server while the job runs (pool/ahead.py);
 - `send_completions` / `collect_completions`: a group due before a job that is
   not its batch's last (jobs longer than `--commit-delay-ms` commit one by
-  one) sends the completions alone, the same way, while that job runs, and
-  reads their answer after it. A child that waited for each commit gave up
-  its core for a round trip per job, and on a busy machine waited behind
-  other processes to get it back (docs/benchmarks.md, "A burst of CPU-heavy
-  jobs"). The statement is on the server before the next job starts, so a
-  crash during that job repeats none of the jobs it completes; the master
-  still hears of them only once the answer is read.
+  one) sends the completions alone, the same way, while the next jobs run,
+  and reads their answer once it is there (a look that never waits, before
+  each job), before the connection's next statement, or at the batch's end.
+  A child that waited for each commit gave up its core for a round trip per
+  job, and on a busy machine waited behind other processes to get it back
+  (docs/benchmarks.md, "A burst of CPU-heavy jobs"). The statement is on the
+  server before the next job starts, so a crash during that job repeats none
+  of the jobs it completes; the master still hears of them only once the
+  answer is read.
 
 The master hears of a completion, and of a claim, only once its commit is
 known: a claim it heard of before the commit would look lost to it, and so
@@ -267,6 +269,10 @@ class Completer:
         limit = self.producer.limit(after=1)
         if not limit:
             return False
+        if self.sent is not None:  # one statement at a time on the connection
+            self.collect_completions()
+            if not self.outage.ready():
+                return False
         try:
             with bounded(STATEMENT_BOUND_S):
                 self.ahead.connect()
@@ -312,6 +318,10 @@ class Completer:
         if (expected is None or expected > AHEAD_MAX_S or not self.group.outcomes
                 or not self.group.writes_nothing() or not self.outage.ready()):
             return False
+        if self.sent is not None:  # one statement at a time on the connection
+            self.collect_completions()
+            if not self.group.outcomes or not self.outage.ready():
+                return False
         try:
             with bounded(STATEMENT_BOUND_S):
                 self.ahead.connect()
@@ -333,6 +343,10 @@ class Completer:
             return True
         self.sent = _SentAhead(outcomes, completions, time.monotonic(), claims=False)
         return True
+
+    def completions_answered(self) -> bool:
+        """Whether completions sent alone are in flight and their answer is here."""
+        return self.sent is not None and not self.sent.claims and self.ahead.answered()
 
     def collect_completions(self) -> None:
         """The answer of the completions sent alone (`send_completions`), reported."""
