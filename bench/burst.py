@@ -22,6 +22,12 @@ Where a burst loses, each run prints:
   holding work while its sibling idles: the claims' share of the backlog);
 - `start`: how long after the first body started the other child's first one
   did;
+- `CPU share`: the bodies' share of the CPU time that the pool's processes and
+  the server's used from the enqueue to the last body's end, and `CPU ms` the
+  rest per job (the queue's code in the children, the master, the backends,
+  the server's other processes). Read from /proc, they hold whatever else the
+  machine runs, where the ratio does not: on 2 cores kept busy, the ratio is
+  at most the CPU share;
 - the claims, in the order they ran, as the number of jobs each took (read
   afterwards from the jobs' "startedAt", the claim's statement time).
 
@@ -46,6 +52,7 @@ from pathlib import Path
 
 from bench import bodies
 from bench.common import machine, private_server, scratch_database, worktree
+from bench.cpu import SAMPLER
 
 HERE = Path(__file__).resolve().parent
 
@@ -62,18 +69,26 @@ def burn(payload, job_id):
 
 # Run in a process whose sys.path starts with one tree: that tree's skiplock. It
 # starts the pool, waits until both children listen and a second more, enqueues
-# the burst in one call, waits for every body, and prints one JSON line.
+# the burst in one call, waits for every body, and prints one JSON line: the
+# span file, the claims, and the CPU time of the run's processes (bench/cpu.py's
+# sampler) when the burst was enqueued and when its last body ended.
 PROBE = '''
 import json, os, signal, subprocess, sys, time
 tree, handlers, count, ms = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 sys.path.insert(0, tree)
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from skiplock import queue_core as q
 from skiplock.queue_core.database import scratch
-
+''' + SAMPLER + '''
 spans = os.path.join(handlers, f"spans-{os.getpid()}")
 with scratch.scratch_database("skiplock_bench_burst") as url:
+    database = make_url(url).database
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        data = conn.execute(text("SHOW data_directory")).scalar()
+    with open(os.path.join(data, "postmaster.pid")) as f:
+        postmaster = f.readline().strip()
     env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": f"{tree}:{handlers}",
            "BENCH_SPAN_FILE": spans}
     pool = subprocess.Popen([sys.executable, "-m", "skiplock", "worker", "--handlers",
@@ -91,12 +106,14 @@ with scratch.scratch_database("skiplock_bench_burst") as url:
                     raise SystemExit("the pool's children never listened")
                 time.sleep(0.05)
         time.sleep(1.0)
+        before = processes(database, postmaster, pool.pid)
         q.enqueue_many([{"type": "BENCH_CPU", "payload": {"ms": ms}} for _ in range(count)])
         deadline = time.monotonic() + 120 + count * ms / 1000
         while not os.path.exists(spans) or len(open(spans).readlines()) < count:
             if time.monotonic() > deadline or pool.poll() is not None:
                 raise SystemExit("the pool did not run every job")
-            time.sleep(0.1)
+            time.sleep(0.01)
+        after = processes(database, postmaster, pool.pid)
         with engine.connect() as conn:
             claims = [row[0] for row in conn.execute(text(
                 'SELECT count(*) FROM "WorkerJob" GROUP BY "startedAt" ORDER BY "startedAt"'))]
@@ -104,7 +121,10 @@ with scratch.scratch_database("skiplock_bench_burst") as url:
         pool.send_signal(signal.SIGTERM)
         pool.wait(30)
         engine.dispose()
-    print(json.dumps({"spans": spans, "claims": claims}))
+    cpu = {}
+    for pid, (role, seconds) in after.items():
+        cpu[role] = cpu.get(role, 0.0) + seconds - (before[pid][1] if pid in before else 0.0)
+    print(json.dumps({"spans": spans, "claims": claims, "cpu": cpu}))
 '''
 
 
@@ -118,6 +138,11 @@ class Burst:
     tail_ms: float  # the last process's last end after the first process's last end
     start_ms: float  # the last process's first start after the first body's start
     processes: int
+    # The bodies' share of the CPU time the whole run used (the pool's processes and
+    # the server's), from the burst's enqueue to its end: what the queue costs in CPU,
+    # whatever else the machine runs (NaN when not measured).
+    cpu_share: float = float("nan")
+    overhead_ms: float = float("nan")  # CPU per job outside the bodies, every process
 
 
 def single_body_s(ms: float, count: int = 30) -> float:
@@ -131,13 +156,17 @@ def single_body_s(ms: float, count: int = 30) -> float:
     return statistics.median(times)
 
 
-def read_burst(path: str, single_s: float) -> Burst:
+def read_burst(path: str, single_s: float, cpu: dict[str, float] | None = None) -> Burst:
+    """The figures of a span file; with `cpu` (CPU seconds by role over the burst,
+    children included), the bodies' share of it."""
     by_process: dict[str, list[tuple[float, float]]] = {}
+    body_cpu = 0.0
     with open(path) as handle:
         for line in handle:
             fields = line.split()
             if len(fields) == 5:
                 by_process.setdefault(fields[2], []).append((float(fields[0]), float(fields[1])))
+                body_cpu += float(fields[4]) - float(fields[3])
     every = sorted(span for spans in by_process.values() for span in spans)
     first_end = min(end for _, end in every)
     last_end = max(end for _, end in every)
@@ -150,19 +179,24 @@ def read_burst(path: str, single_s: float) -> Burst:
     last_ends = [max(end for _, end in spans) for spans in by_process.values()]
     first_starts = [min(start for start, _ in spans) for spans in by_process.values()]
     walls = [end - start for start, end in every]
+    used = sum(cpu.values()) if cpu else 0.0
     return Burst(ratio=rate / (2 / single_s), stretch=statistics.fmean(walls) / single_s,
                  gap_ms=1000 * statistics.fmean(gaps) if gaps else 0.0,
                  tail_ms=1000 * (max(last_ends) - min(last_ends)),
                  start_ms=1000 * (max(first_starts) - min(first_starts)),
-                 processes=len(by_process))
+                 processes=len(by_process),
+                 cpu_share=body_cpu / used if used else float("nan"),
+                 overhead_ms=1000 * (used - body_cpu) / len(every) if used else float("nan"))
 
 
 def describe(burst: Burst) -> str:
     return (f"{burst.ratio:>7.3f} {burst.stretch:>8.3f} {burst.gap_ms:>7.2f} "
-            f"{burst.tail_ms:>7.0f} {burst.start_ms:>7.1f}")
+            f"{burst.tail_ms:>7.0f} {burst.start_ms:>8.1f} {burst.cpu_share:>9.3f} "
+            f"{burst.overhead_ms:>8.2f}")
 
 
-HEADER = f"{'ratio':>7} {'stretch':>8} {'gap ms':>7} {'tail ms':>7} {'start ms':>7}"
+HEADER = (f"{'ratio':>7} {'stretch':>8} {'gap ms':>7} {'tail ms':>7} {'start ms':>8} "
+          f"{'CPU share':>9} {'CPU ms':>8}")
 
 
 def measure(tree: Path, handlers: Path, count: int, ms: float,
@@ -173,7 +207,7 @@ def measure(tree: Path, handlers: Path, count: int, ms: float,
     if out.returncode != 0:
         raise SystemExit(f"the run of {tree} failed: {out.stderr.strip()[-2000:]}")
     answer = json.loads(out.stdout.strip().splitlines()[-1])
-    burst = read_burst(answer["spans"], single)
+    burst = read_burst(answer["spans"], single, answer["cpu"])
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
         kept = keep / f"{tree.name}-{time.strftime('%H%M%S')}.spans"
@@ -227,9 +261,11 @@ def run(argv: list[str]) -> None:
         print()
         for name, label in (("before", f"{args.against} (before)"), ("now", "this checkout")):
             runs = sides[name]
-            median = Burst(*(statistics.median(getattr(r, f) for r in runs)
-                             for f in ("ratio", "stretch", "gap_ms", "tail_ms", "start_ms")),
-                           processes=2)
+            figures = ("ratio", "stretch", "gap_ms", "tail_ms", "start_ms")
+            median = Burst(*(statistics.median(getattr(r, f) for r in runs) for f in figures),
+                           processes=2,
+                           cpu_share=statistics.median(r.cpu_share for r in runs),
+                           overhead_ms=statistics.median(r.overhead_ms for r in runs))
             print(f"{label[:22]:<22} {describe(median)}")
         print(f"\nload average {os.getloadavg()[0]:.2f} at the end (2 cores; above 2 the "
               "machine was shared with other work)")
