@@ -47,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import bodies
@@ -143,6 +143,7 @@ class Burst:
     # whatever else the machine runs (NaN when not measured).
     cpu_share: float = float("nan")
     overhead_ms: float = float("nan")  # CPU per job outside the bodies, every process
+    by_role: dict[str, float] = field(default_factory=dict)  # that, ms per job by role
 
 
 def single_body_s(ms: float, count: int = 30) -> float:
@@ -180,13 +181,16 @@ def read_burst(path: str, single_s: float, cpu: dict[str, float] | None = None) 
     first_starts = [min(start for start, _ in spans) for spans in by_process.values()]
     walls = [end - start for start, end in every]
     used = sum(cpu.values()) if cpu else 0.0
+    roles = {role: 1000 * (seconds - (body_cpu if role == "children" else 0.0)) / len(every)
+             for role, seconds in (cpu or {}).items()}
     return Burst(ratio=rate / (2 / single_s), stretch=statistics.fmean(walls) / single_s,
                  gap_ms=1000 * statistics.fmean(gaps) if gaps else 0.0,
                  tail_ms=1000 * (max(last_ends) - min(last_ends)),
                  start_ms=1000 * (max(first_starts) - min(first_starts)),
                  processes=len(by_process),
                  cpu_share=body_cpu / used if used else float("nan"),
-                 overhead_ms=1000 * (used - body_cpu) / len(every) if used else float("nan"))
+                 overhead_ms=1000 * (used - body_cpu) / len(every) if used else float("nan"),
+                 by_role=roles)
 
 
 def describe(burst: Burst) -> str:
@@ -256,8 +260,9 @@ def run(argv: list[str]) -> None:
             for name in order:
                 burst, claims = measure(trees[name], handlers, args.jobs, args.ms, args.keep)
                 sides[name].append(burst)
-                print(f"pair {pair + 1}, {name:<14} {describe(burst)}  {claims_text(claims)}",
-                      flush=True)
+                roles = ", ".join(f"{role} {ms:.2f}" for role, ms in sorted(burst.by_role.items()))
+                print(f"pair {pair + 1}, {name:<14} {describe(burst)}  {claims_text(claims)}"
+                      f"\n{'':<23}CPU ms per job outside the bodies: {roles}", flush=True)
         print()
         for name, label in (("before", f"{args.against} (before)"), ("now", "this checkout")):
             runs = sides[name]
