@@ -47,6 +47,7 @@ from types import FrameType
 from typing import Any
 
 from skiplock.pool import lifeline, protocol, settlements
+from skiplock.pool.aging import Aging
 from skiplock.pool.cancelling import stop_cancelled
 from skiplock.pool.child import Child
 from skiplock.pool.children import RunningJob, WorkerChild
@@ -76,6 +77,7 @@ from skiplock.queue_core.config import Settings
 from skiplock.queue_core.database import db, faults, migrate, urls
 from skiplock.queue_core.database.bounds import bounded, unbounded
 from skiplock.queue_core.errors import ConfigurationError
+from skiplock.queue_core.features import type_policies
 from skiplock.queue_core.jobs import JobRef, Progress
 from skiplock.queue_core.storable import log_reason
 
@@ -142,6 +144,9 @@ class Master:
         self.recovery = Recovery(settings.effective_recovery_interval_s, lease_s)
         self.routing = Routing(settings.heartbeat_s, settings.effective_recovery_interval_s,
                                lease_s)
+        # Priority aging (pool/aging.py), only with --age-after.
+        self.aging = None if settings.age_after_s is None else Aging(
+            settings.age_after_s, settings.age_step, settings.age_max)
         # The job types this pool serves (pool/served.py): known once start() ran.
         self.served: frozenset[str] | None = None
         self.probe: Probe | None = None  # a HUP's reload of the handler modules, under way
@@ -209,6 +214,7 @@ class Master:
         except ConfigurationError:
             self.restore_signals()
             raise
+        self.write_policies(answer.served or frozenset(), answer.policies)
         set_title(master_title(self.concurrency, self.state))
         log.info("skiplock master %s starting: %s", self.master_id,
                  describe_settings(self.settings, self.database_url),
@@ -383,7 +389,21 @@ class Master:
                      ", ".join(sorted(answer.served)))
             self.served = answer.served
             self.routing.served_changed()
+        self.write_policies(answer.served, answer.policies)
         self.replace_children()
+
+    def write_policies(self, served: frozenset[str], rows: tuple[dict[str, Any], ...]) -> None:
+        """The served types' `@handler(...)` options into "WorkerTypePolicy", where the
+        insert trigger applies them to rows of any producer (queue_core/features/
+        type_policies.py). A pool that cannot write them runs anyway: the rows of the
+        last boot that could stay."""
+        try:
+            with bounded(self.budget_s):
+                type_policies.write_boot(served, list(rows), self.master_id)
+        except DB_ERRORS as exc:
+            log.warning("cannot write the job types' policies (%s): rows written by other "
+                        "producers get the policies the database had", log_reason(str(exc)),
+                        extra={"worker": self.master_id})
 
     def replace_children(self) -> None:
         # New children (with freshly imported handler modules) take the slots at
@@ -768,6 +788,13 @@ class Master:
             self.database_answered(now)
         if self.state == RUNNING and self.served is not None:
             self.route(self.served, now)
+        if self.state == RUNNING and self.aging is not None and self.aging.due(now):
+            try:
+                self.aging.run_once(now)
+            except DB_ERRORS as exc:
+                self.database_failed(exc)
+                return
+            self.database_answered(now)
 
     def route(self, served: frozenset[str], now: float) -> None:
         """Put back the parked jobs this pool serves; park what no live pool serves
@@ -925,5 +952,8 @@ def describe_settings(settings: Settings, database_url: str) -> str:
         "listen": settings.listen,
         "poll": f"{settings.poll_min_s:g}-{settings.poll_max_s:g}s",
         "batch_size": settings.batch_size,
+        "aging": "off" if settings.age_after_s is None else (
+            f"{settings.age_after_s:g}s+{settings.age_step}"
+            f"<={optional(settings.age_max)}"),
     }
     return " ".join(f"{key}={value}" for key, value in parts.items())

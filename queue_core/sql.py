@@ -15,6 +15,7 @@ Rules all of them follow:
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from sqlalchemy import TextClause, text
 
@@ -28,6 +29,9 @@ NOTIFY_CHANNEL = "skiplock_jobs"
 # (migration 0011): through the trigger it cost a PL/pgSQL call per statement,
 # about a tenth of a one-row enqueue.
 WAKE = f"NOTIFY {NOTIFY_CHANNEL}; "
+# Every insert of a job says it comes from skiplock (in its text, or in the NOTIFY
+# that leads the EXECUTE of its prepared form): there a maxAttempts of 3 was given,
+# where from Prisma or psql it is the column's default (migration 0017_policies).
 
 # A child's boot check: the table exists and this role may read it.
 PROBE = text('SELECT 1 FROM "WorkerJob" LIMIT 0')
@@ -45,23 +49,24 @@ PROBE = text('SELECT 1 FROM "WorkerJob" LIMIT 0')
 # (queue_core/tracing.py): every job of one call is enqueued in the same span.
 INSERT_JOBS = text(
     WAKE + """
-    INSERT INTO "WorkerJob"
+    INSERT /*skiplock*/ INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-         "traceContext")
+         "traceContext", "fairKey")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
            j.user_id, statement_timestamp(),
            j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END,
            j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s),
-           CAST(:trace_context AS jsonb)
+           CAST(:trace_context AS jsonb), j.fair_key
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
         CAST(:keys AS text[]), CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]),
-        CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[])
+        CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[]),
+        CAST(:fair_keys AS text[])
     ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
-                           slot_key, slot_limit, unique_key, unique_s, ord)
+                           slot_key, slot_limit, unique_key, unique_s, fair_key, ord)
     ORDER BY j.ord
     ON CONFLICT DO NOTHING
     RETURNING id
@@ -73,10 +78,10 @@ INSERT_JOBS = text(
 # the same columns, the same way, as INSERT_JOBS.
 INSERT_JOB = text(
     WAKE + """
-    INSERT INTO "WorkerJob"
+    INSERT /*skiplock*/ INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-         "traceContext")
+         "traceContext", "fairKey")
     VALUES (:id, :type, CAST(:payload AS jsonb), :priority,
             statement_timestamp() + make_interval(secs => CAST(:delay_s AS float8)),
             :max_attempts, :key, :user_id, statement_timestamp(),
@@ -84,7 +89,7 @@ INSERT_JOB = text(
             CASE WHEN CAST(:concurrency_key AS text) IS NOT NULL THEN true END,
             :unique_key,
             statement_timestamp() + make_interval(secs => CAST(:unique_s AS float8)),
-            CAST(:trace_context AS jsonb))
+            CAST(:trace_context AS jsonb), CAST(:fair_key AS text))
     ON CONFLICT DO NOTHING
     RETURNING id
     """
@@ -100,7 +105,7 @@ INSERT_JOB = text(
 INSERT_UNKEYED_JOB_PARAMS = ("id", "type", "payload", "priority", "delay_s", "max_attempts",
                              "user_id", "concurrency_key", "concurrency", "trace_context")
 INSERT_UNKEYED_JOB_POSITIONAL = """
-    INSERT INTO "WorkerJob"
+    INSERT /*skiplock*/ INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
          "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext")
     VALUES (CAST($1 AS text), CAST($2 AS text), CAST($3 AS jsonb), CAST($4 AS int),
@@ -118,7 +123,7 @@ INSERT_UNKEYED_JOB = text(WAKE + re.sub(r"\$(\d+)",
 # ('{}'): unnest pads the shorter arrays with NULLs.
 INSERT_UNKEYED_JOBS = text(
     WAKE + """
-    INSERT INTO "WorkerJob"
+    INSERT /*skiplock*/ INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
          "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext")
     SELECT j.id, j.type, j.payload, j.priority,
@@ -919,27 +924,31 @@ LOCK_PARENTS = text(
 # does, the trace context included.
 INSERT_GRAPH_JOBS = text(
     WAKE + """
-    INSERT INTO "WorkerJob"
+    INSERT /*skiplock*/ INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-         "traceContext", "waitingFor", "hasDependents")
+         "traceContext", "waitingFor", "hasDependents", "sequenceKey", "sequencePolicy",
+         "fairKey")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
            j.user_id, statement_timestamp(),
            j.slot_key, j.slot_limit,
            CASE WHEN j.waiting_for > 0 THEN false WHEN j.slot_key IS NOT NULL THEN true END,
            j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s),
-           CAST(:trace_context AS jsonb), j.waiting_for, j.has_dependents
+           CAST(:trace_context AS jsonb), j.waiting_for, j.has_dependents, j.sequence_key,
+           j.sequence_policy, j.fair_key
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
         CAST(:keys AS text[]), CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]),
         CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[]),
-        CAST(:waiting_for AS int[]), CAST(:has_dependents AS boolean[])
+        CAST(:waiting_for AS int[]), CAST(:has_dependents AS boolean[]),
+        CAST(:sequence_keys AS text[]), CAST(:sequence_policies AS text[]),
+        CAST(:fair_keys AS text[])
     ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
                            slot_key, slot_limit, unique_key, unique_s, waiting_for,
-                           has_dependents, ord)
-    ORDER BY j.ord
+                           has_dependents, sequence_key, sequence_policy, fair_key, ord)
+    ORDER BY j.sequence_key, j.ord
     ON CONFLICT DO NOTHING
     RETURNING id
     """
@@ -1056,5 +1065,417 @@ BATCH_MEMBERS = text(
     """
 )
 
-# A dependent that named one parent twice (by position and by id) waits for it once.
-SET_WAITING_FOR = text('UPDATE "WorkerJob" SET "waitingFor" = :n WHERE id = :id')
+# -- debounce (queue_core/features/debounce.py, migration 0020_debounce) --------------
+
+# One job per type and debounce key while it is PENDING: the partial unique index
+# "WorkerJob_debounce_key" arbitrates, as "idempotencyKey" does for INSERT_JOBS,
+# but a conflict moves the pending job instead of leaving it: its run time
+# becomes this enqueue's (now + the debounce), and in the `replace` variant its
+# payload too. A row that a claim holds makes the statement wait for the claim's
+# commit; the claimed row has left the partial index then, and the row is
+# inserted new. RETURNING says which rows were new
+# (xmax is 0 for a row this statement inserted, the locker's xid for one it updated).
+# The rows of one statement have distinct keys (ON CONFLICT DO UPDATE cannot touch
+# a row twice): `debounce.rounds` splits a call that repeats a key.
+_DEBOUNCED_CONFLICT = """
+    ON CONFLICT (type, "debounceKey") WHERE status = 'PENDING' AND "debounceKey" IS NOT NULL
+    DO UPDATE SET "availableAt" = EXCLUDED."availableAt", {payload}
+        "debounceMoves" = COALESCE(w."debounceMoves", 0) + 1
+    RETURNING id, type, "debounceKey" AS key, (xmax = 0) AS created
+"""
+_INSERT_DEBOUNCED = WAKE + """
+    INSERT /*skiplock*/ INTO "WorkerJob" AS w
+        (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
+         "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext", "debounceKey")
+    SELECT j.id, j.type, j.payload, j.priority,
+           statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts,
+           j.user_id, statement_timestamp(),
+           j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END,
+           CAST(:trace_context AS jsonb), j.debounce_key
+    FROM unnest(
+        CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
+        CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
+        CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]), CAST(:slot_limits AS int[]),
+        CAST(:debounce_keys AS text[])
+    ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, user_id,
+                           slot_key, slot_limit, debounce_key, ord)
+    ORDER BY j.ord
+""" + _DEBOUNCED_CONFLICT
+# One job alone, what `enqueue()` writes: plain VALUES, prepared once on
+# skiplock's own connection (as INSERT_UNKEYED_JOB_POSITIONAL; the parameters of
+# INSERT_UNKEYED_JOB_PARAMS, then the key). Same columns, set the same way.
+INSERT_DEBOUNCED_JOB_POSITIONAL = """
+    INSERT /*skiplock*/ INTO "WorkerJob" AS w
+        (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
+         "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext", "debounceKey")
+    VALUES (CAST($1 AS text), CAST($2 AS text), CAST($3 AS jsonb), CAST($4 AS int),
+            statement_timestamp() + make_interval(secs => CAST($5 AS float8)),
+            CAST($6 AS int), CAST($7 AS text), statement_timestamp(), CAST($8 AS text),
+            CAST($9 AS int), CASE WHEN CAST($8 AS text) IS NOT NULL THEN true END,
+            CAST($10 AS jsonb), CAST($11 AS text))
+""" + _DEBOUNCED_CONFLICT
+INSERT_DEBOUNCED = text(_INSERT_DEBOUNCED.format(payload=""))
+INSERT_DEBOUNCED_REPLACE = text(_INSERT_DEBOUNCED.format(payload="payload = EXCLUDED.payload,"))
+
+# `skiplock stats`: the pending jobs that have a debounce key (read from the
+# partial unique index), how many of them are not due yet, and how often
+# enqueues moved them.
+DEBOUNCED_BY_TYPE = text(
+    """
+    SELECT type, count(*) AS pending,
+           count(*) FILTER (WHERE "availableAt" > now()) AS not_due,
+           COALESCE(sum("debounceMoves"), 0) AS moves
+    FROM "WorkerJob"
+    WHERE status = 'PENDING' AND "debounceKey" IS NOT NULL
+    GROUP BY type
+    """
+)
+
+# -- priority aging (queue_core/features/aging.py) --------------------------------------
+
+# One pass of aging: the claimable jobs that have waited :after_s since they came
+# due (or since their last raise) get :step more priority, up to the bound: :max,
+# or without one the highest priority among claimable jobs now (one probe of the
+# claim's index). Found through the claim's own index, without a new one: a
+# loose scan walks the distinct priorities below the bound (one probe each), and
+# within each priority the index is in "availableAt" order, so the oldest due
+# rows are its first entries. Rows raised less than :after_s ago are the only
+# ones walked over for nothing, at most a few batches of them. The oldest :batch
+# of all are raised, found again by id (an array: joined, the planner read every
+# due row of the claim's index to hash them), skipping rows a claim holds; the lock's re-check of the
+# row keeps two masters' passes from raising a row twice. "agedFrom" keeps the
+# priority a job was enqueued with. The claim's order is untouched: a raised
+# job simply sits higher in the same index.
+_AGED_WAIT = """j."availableAt" <= now() - make_interval(secs => :after_s)
+              AND (j."agedAt" IS NULL OR j."agedAt" <= now() - make_interval(secs => :after_s))"""
+AGE_JOBS = text(
+    f"""
+    WITH RECURSIVE bound(top) AS (
+        SELECT COALESCE(CAST(:max AS int), (
+            SELECT priority FROM "WorkerJob"
+            WHERE status = 'PENDING' AND "heldBack" IS NULL
+            ORDER BY priority DESC, "availableAt" ASC LIMIT 1))
+    ), levels(priority) AS (
+        (SELECT priority FROM "WorkerJob"
+         WHERE status = 'PENDING' AND "heldBack" IS NULL AND priority < (SELECT top FROM bound)
+         ORDER BY priority DESC LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.priority FROM "WorkerJob" j
+                WHERE j.status = 'PENDING' AND j."heldBack" IS NULL
+                  AND j.priority < l.priority
+                ORDER BY j.priority DESC LIMIT 1)
+        FROM levels l WHERE l.priority IS NOT NULL
+    ), waited AS (
+        SELECT c.id, c."availableAt"
+        FROM levels l, LATERAL (
+            SELECT j.id, j."availableAt" FROM "WorkerJob" j
+            WHERE j.status = 'PENDING' AND j."heldBack" IS NULL AND j.priority = l.priority
+              AND {_AGED_WAIT}
+            ORDER BY j."availableAt" LIMIT :batch) c
+        WHERE l.priority IS NOT NULL
+        ORDER BY c."availableAt" LIMIT :batch
+    ), locked AS (
+        SELECT j.id FROM "WorkerJob" j
+        WHERE j.id = ANY(ARRAY(SELECT id FROM waited))
+          AND j.status = 'PENDING' AND j."heldBack" IS NULL
+          AND j.priority < (SELECT top FROM bound) AND {_AGED_WAIT}
+        FOR UPDATE OF j SKIP LOCKED
+    )
+    UPDATE "WorkerJob" AS j
+    SET priority = LEAST(j.priority + :step, (SELECT top FROM bound)),
+        "agedFrom" = COALESCE(j."agedFrom", j.priority), "agedAt" = now()
+    FROM locked
+    WHERE j.id = locked.id
+    RETURNING j.id, j.type
+    """
+)
+
+# `skiplock stats`: pending jobs that aging raised, by type (their own partial index).
+AGED_BY_TYPE = text(
+    """
+    SELECT type, count(*) AS n, COALESCE(max(priority - "agedFrom"), 0) AS most_raised
+    FROM "WorkerJob"
+    WHERE status = 'PENDING' AND "agedFrom" IS NOT NULL
+    GROUP BY type
+    """
+)
+
+# A dependent that named one parent twice (by position and by id) waits for it once
+# (relative: a job of a sequence also waits for its turn, migration 0019).
+SET_WAITING_FOR = text('UPDATE "WorkerJob" SET "waitingFor" = "waitingFor" - :less '
+                       'WHERE id = :id')
+
+# -- sequences (queue_core/features/sequences.py) -------------------------------------
+
+# Keys held by a dead-lettered head (policy hold), with how many jobs wait behind it.
+HELD_SEQUENCES = text(
+    """
+    SELECT s.key, s.head, j.status::text AS head_status,
+           (SELECT count(*) FROM "WorkerJob" AS w
+            WHERE w."sequenceKey" = s.key AND w.status = 'PENDING') AS waiting
+    FROM "WorkerSequence" AS s JOIN "WorkerJob" AS j ON j.id = s.head
+    WHERE j.status = 'DEAD_LETTER'
+    ORDER BY waiting DESC, s.key
+    LIMIT :limit
+    """
+)
+
+# How many keys have jobs in line, how many of them are held, how many jobs wait
+# for their turn (each key's head excluded: it may run).
+SEQUENCE_COUNTS = text(
+    """
+    SELECT (SELECT count(*) FROM "WorkerSequence" WHERE head IS NOT NULL) AS keys,
+           (SELECT count(*) FROM "WorkerSequence" AS s JOIN "WorkerJob" AS j ON j.id = s.head
+            WHERE j.status = 'DEAD_LETTER') AS held,
+           (SELECT count(*) FROM "WorkerJob"
+            WHERE status = 'PENDING' AND "sequenceKey" IS NOT NULL
+              AND "heldBack" = false AND "waitingFor" > 0) AS waiting
+    """
+)
+
+# Keys with no job in line for :idle_s seconds (cleanup). An enqueue racing with the
+# delete inserts the key again (ON CONFLICT sees the row gone).
+PRUNE_IDLE_SEQUENCES = text(
+    """
+    DELETE FROM "WorkerSequence"
+    WHERE head IS NULL AND "updatedAt" < now() - make_interval(secs => :idle_s)
+    """
+)
+
+# A person lets a held key go on: its next job becomes the head; the dead letter stays.
+RELEASE_SEQUENCE = text(
+    """
+    WITH held AS (
+        SELECT s.key FROM "WorkerSequence" AS s JOIN "WorkerJob" AS j ON j.id = s.head
+        WHERE s.key = :key AND j.status = 'DEAD_LETTER'
+        FOR UPDATE OF s
+    )
+    SELECT skiplock_sequence_advance(held.key) AS head FROM held
+    """
+)
+
+
+# -- fairness between keys (queue_core/features/fairness.py) --------------------------
+
+# A key's weight; its window changes with it, and a larger one is filled at once
+# (FILL_TURNS after it).
+SET_WEIGHT = text(
+    """
+    INSERT INTO "WorkerFairKey" AS f (key, weight) VALUES (:key, :weight)
+    ON CONFLICT (key) DO UPDATE SET weight = EXCLUDED.weight, "updatedAt" = now()
+    """
+)
+FORGET_WEIGHT = text('DELETE FROM "WorkerFairKey" WHERE key = :key')
+
+# Let in the jobs of one key (:key), or of every key that has some waiting (NULL),
+# as far as its window has room (migration 0021_fairness).
+FILL_TURNS = text("SELECT skiplock_fair_fill(CAST(:key AS text)) AS let_in")
+
+# A job waits its turn: PENDING, out of the claim's index by fairness alone.
+WAITING_TURN = """(status = 'PENDING' AND "fairKey" IS NOT NULL AND "heldBack" = false
+                   AND ("waitingFor" IS NULL OR "waitingFor" = 0))"""
+
+# How many jobs wait their turn, through "WorkerJob_fair_idx".
+COUNT_WAITING_TURN = text(f'SELECT count(*) FROM "WorkerJob" WHERE {WAITING_TURN}')
+
+# What `skiplock stats` shows of each fair key: its weight and window, its jobs in the
+# claim's index and those waiting their turn; keys with pending jobs or a weight.
+FAIR_KEYS = text(
+    f"""
+    WITH jobs AS (
+        SELECT "fairKey" AS key,
+               count(*) FILTER (WHERE "heldBack" IS NULL) AS admitted,
+               count(*) FILTER (WHERE {WAITING_TURN}) AS waiting
+        FROM "WorkerJob"
+        WHERE status = 'PENDING' AND "fairKey" IS NOT NULL
+          AND (CAST(:key AS text) IS NULL OR "fairKey" = CAST(:key AS text))
+        GROUP BY 1
+    ), weights AS (
+        SELECT key, weight FROM "WorkerFairKey"
+        WHERE CAST(:key AS text) IS NULL OR key = CAST(:key AS text)
+    ), base AS (
+        SELECT CASE WHEN current_setting('skiplock.fair_window', true) ~ '^ *[0-9]{{1,5}} *$'
+                    THEN greatest(trim(current_setting('skiplock.fair_window', true))::int, 1)
+                    ELSE 10 END AS n
+    )
+    SELECT COALESCE(j.key, f.key) AS key, COALESCE(f.weight, 1) AS weight,
+           COALESCE(f.weight, 1) * base.n AS window,
+           COALESCE(j.admitted, 0) AS admitted, COALESCE(j.waiting, 0) AS waiting
+    FROM jobs AS j FULL JOIN weights AS f ON f.key = j.key CROSS JOIN base
+    ORDER BY COALESCE(j.waiting, 0) DESC, 1
+    LIMIT :limit
+    """
+)
+# -- per-type policies (queue_core/features/type_policies.py, migration 0017_policies)
+
+_POLICY_COLUMNS = ('"concurrencyLimit", "concurrencyKeyField", "maxAttempts", backoff, '
+                   '"uniqueFor", rate, "rateKeyField"')
+
+# A master's boot: its handlers' options, one row per served type that has some,
+# and the boot rows of served types that have none any more go. One statement, the
+# rows in type order (hosts booting at once lock them in one order: no deadlock);
+# a row whose values are already these is not written (no churn, no lock held
+# longer than the probe); an operator's row is never touched.
+WRITE_BOOT_POLICIES = text(
+    f"""
+    WITH wanted AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(
+            type text, "concurrencyLimit" int, "concurrencyKeyField" text,
+            "maxAttempts" int, backoff jsonb, "uniqueFor" text, rate text,
+            "rateKeyField" text)
+    ), gone AS (
+        DELETE FROM "WorkerTypePolicy" AS p
+        WHERE p.source = 'boot' AND p.type = ANY(CAST(:served AS text[]))
+          AND NOT EXISTS (SELECT FROM wanted WHERE wanted.type = p.type)
+    )
+    INSERT INTO "WorkerTypePolicy" AS p (type, {_POLICY_COLUMNS}, source, "updatedBy")
+    SELECT type, {_POLICY_COLUMNS}, 'boot', :by FROM wanted ORDER BY type
+    ON CONFLICT (type) DO UPDATE
+    SET ("concurrencyLimit", "concurrencyKeyField", "maxAttempts", backoff, "uniqueFor",
+         rate, "rateKeyField", "updatedAt", "updatedBy")
+        = (EXCLUDED."concurrencyLimit", EXCLUDED."concurrencyKeyField",
+           EXCLUDED."maxAttempts", EXCLUDED.backoff, EXCLUDED."uniqueFor", EXCLUDED.rate,
+           EXCLUDED."rateKeyField", now(), EXCLUDED."updatedBy")
+    WHERE p.source = 'boot'
+      AND (p."concurrencyLimit", p."concurrencyKeyField", p."maxAttempts", p.backoff,
+           p."uniqueFor", p.rate, p."rateKeyField")
+          IS DISTINCT FROM
+          (EXCLUDED."concurrencyLimit", EXCLUDED."concurrencyKeyField",
+           EXCLUDED."maxAttempts", EXCLUDED.backoff, EXCLUDED."uniqueFor", EXCLUDED.rate,
+           EXCLUDED."rateKeyField")
+    """
+)
+
+TYPE_POLICIES = text(
+    f"""
+    SELECT type, {_POLICY_COLUMNS}, source, "updatedAt" AS updated_at,
+           "updatedBy" AS updated_by
+    FROM "WorkerTypePolicy"
+    WHERE CAST(:type AS text) IS NULL OR type = :type
+    ORDER BY type
+    """
+)
+
+ALL_POLICIES = text(f'SELECT type, {_POLICY_COLUMNS}, source FROM "WorkerTypePolicy"')
+
+# An operator's values: the given ones replace, the others stay as they are.
+SET_TYPE_POLICY = text(
+    f"""
+    INSERT INTO "WorkerTypePolicy" AS p (type, {_POLICY_COLUMNS}, source, "updatedBy")
+    SELECT CAST(:type AS text), t.*, 'operator', CAST(:by AS text)
+    FROM jsonb_to_record(CAST(:values AS jsonb)) AS t(
+        "concurrencyLimit" int, "concurrencyKeyField" text, "maxAttempts" int,
+        backoff jsonb, "uniqueFor" text, rate text, "rateKeyField" text)
+    ON CONFLICT (type) DO UPDATE
+    SET ("concurrencyLimit", "concurrencyKeyField", "maxAttempts", backoff, "uniqueFor",
+         rate, "rateKeyField", source, "updatedAt", "updatedBy")
+        = (CASE WHEN CAST(:values AS jsonb) ? 'concurrencyLimit'
+                THEN EXCLUDED."concurrencyLimit" ELSE p."concurrencyLimit" END,
+           CASE WHEN CAST(:values AS jsonb) ? 'concurrencyKeyField'
+                THEN EXCLUDED."concurrencyKeyField" ELSE p."concurrencyKeyField" END,
+           CASE WHEN CAST(:values AS jsonb) ? 'maxAttempts'
+                THEN EXCLUDED."maxAttempts" ELSE p."maxAttempts" END,
+           CASE WHEN CAST(:values AS jsonb) ? 'backoff' THEN EXCLUDED.backoff ELSE p.backoff END,
+           CASE WHEN CAST(:values AS jsonb) ? 'uniqueFor'
+                THEN EXCLUDED."uniqueFor" ELSE p."uniqueFor" END,
+           CASE WHEN CAST(:values AS jsonb) ? 'rate' THEN EXCLUDED.rate ELSE p.rate END,
+           CASE WHEN CAST(:values AS jsonb) ? 'rateKeyField'
+                THEN EXCLUDED."rateKeyField" ELSE p."rateKeyField" END,
+           'operator', now(), EXCLUDED."updatedBy")
+    RETURNING type
+    """
+)
+
+RESET_TYPE_POLICY = text('DELETE FROM "WorkerTypePolicy" WHERE type = :type RETURNING source')
+
+
+# -- why a pending job is not claimable (queue_core/features/why.py) --------------------
+# One Reason per cause; a feature that holds jobs for a new reason adds one line here.
+
+
+@dataclass(frozen=True)
+class Reason:
+    name: str       # camelCase, as `skiplock stats --json` names it
+    label: str      # what `skiplock stats` prints before the count
+    predicate: str  # SQL over the pending job "j": it waits for this reason
+    sentence: str   # SQL text expression over "j": the reason in words
+
+
+# "heldBack": NULL = claimable when due; true with a key = waiting for a slot;
+# true without one = parked; false = a dependent waiting for its parents ("waitingFor"
+# > 0), or a fair job waiting its key's turn (0 or NULL, migration 0021_fairness).
+# A job of a sequence that is not its key's head waits for its turn: one more in
+# "waitingFor" than its parents (migration 0019_sequences).
+_TURN = """(j."sequenceKey" IS NOT NULL AND j."heldBack" = false
+            AND NOT EXISTS (SELECT FROM "WorkerSequence" AS s
+                            WHERE s.key = j."sequenceKey" AND s.head = j.id))"""
+_PARENTS_LEFT = f"""(j."waitingFor" - CASE WHEN {_TURN} THEN 1 ELSE 0 END)"""
+_WHEN = """to_char({at} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
+
+HELD_REASONS: tuple[Reason, ...] = (
+    Reason("slot", "waiting for a concurrency slot",
+           """j."heldBack" AND j."concurrencyKey" IS NOT NULL""",
+           """(SELECT format('waiting for a slot of key %s (%s of %s taken)', j."concurrencyKey",
+                             COALESCE(k.active, 0), COALESCE(k."limit", j."concurrencyLimit"))
+               FROM (SELECT 1) AS one
+               LEFT JOIN "WorkerConcurrencyKey" AS k ON k.key = j."concurrencyKey")"""),
+    Reason("parked", "parked (no live pool serves the type)",
+           """j."heldBack" AND j."concurrencyKey" IS NULL""",
+           """format('parked: no live pool serves its type %s (it runs once one does)',
+                     j.type)"""),
+    Reason("parents", "waiting for parents",
+           f"""j."heldBack" = false AND {_PARENTS_LEFT} > 0""",
+           f"""format('waiting for %s parent job%s to end (skiplock job ID lists them)',
+                      {_PARENTS_LEFT}, CASE WHEN {_PARENTS_LEFT} = 1 THEN '' ELSE 's' END)"""),
+    Reason("sequence", "waiting for their turn in a sequence", _TURN,
+           """(SELECT format('waiting for its turn in sequence %s (number %s)%s', j."sequenceKey",
+                             j."sequenceNo",
+                             CASE WHEN h.status = 'DEAD_LETTER'
+                                  THEN format(': the key is held by its dead-lettered job %s '
+                                              '(retry or cancel it)', h.id) ELSE '' END)
+               FROM (SELECT 1) AS one
+               LEFT JOIN "WorkerSequence" AS s ON s.key = j."sequenceKey"
+               LEFT JOIN "WorkerJob" AS h ON h.id = s.head)"""),
+    Reason("fairTurn", "waiting their fair key's turn",
+           """j."fairKey" IS NOT NULL AND j."heldBack" = false
+              AND COALESCE(j."waitingFor", 0) = 0""",
+           """format('waiting its turn behind the other jobs of fair key %s: at most weight x '
+                     'window of a key''s jobs are in the queue at once, and each one claimed '
+                     'lets the next one in', j."fairKey")"""),
+    Reason("debounced", "debounced",
+           """j."debounceKey" IS NOT NULL AND j."availableAt" > statement_timestamp()""",
+           f"""format('not due until %s: debounced by key %s (each enqueue of the key moves '
+                      'it to that enqueue plus its debounce%s)', {_WHEN.format(at='j."availableAt"')},
+                      j."debounceKey",
+                      CASE WHEN COALESCE(j."debounceMoves", 0) > 0
+                           THEN format('; moved by %s later enqueue%s', j."debounceMoves",
+                                       CASE WHEN j."debounceMoves" = 1 THEN '' ELSE 's' END)
+                           ELSE '' END)"""),
+    Reason("notDue", "not due yet",
+           """j."availableAt" > statement_timestamp() AND j."debounceKey" IS NULL""",
+           f"""format('not due until %s', {_WHEN.format(at='j."availableAt"')})"""),
+    Reason("paused", "paused type",
+           """j.type IN (SELECT type FROM "WorkerJobPause")""",
+           """format('its type %s is paused (skiplock resume %s)', j.type, j.type)"""),
+)
+
+
+def _explain_statement() -> str:
+    cases = ",\n".join(f"CASE WHEN {r.predicate} THEN {r.sentence} END" for r in HELD_REASONS)
+    return (f'SELECT ARRAY[{cases}] AS reasons FROM "WorkerJob" AS j '
+            "WHERE j.id = :id AND j.status = 'PENDING'")
+
+
+def _count_statement() -> str:
+    counts = ",\n".join(f'count(*) FILTER (WHERE {r.predicate}) AS "{r.name}"'
+                        for r in HELD_REASONS)
+    # Only the pending rows that are not plainly claimable are read: those out of the
+    # claim's index, those not due, and a paused type's.
+    return (f'SELECT {counts} FROM "WorkerJob" AS j '
+            """WHERE j.status = 'PENDING' AND (j."heldBack" IS NOT NULL
+                   OR j."availableAt" > statement_timestamp()
+                   OR j.type IN (SELECT type FROM "WorkerJobPause"))""")
+
+
+WHY_PENDING = text(_explain_statement())
+COUNT_HELD_BY_REASON = text(_count_statement())

@@ -179,6 +179,8 @@ def test_the_outcome_says_what_became_of_the_job_in_each_state(client):
         shaped("PENDING", heldBack=True, concurrencyKey="acct:<7>", concurrencyLimit=2):
             rf"^held back by concurrency key acct:<7>, ready since {T} \(.+ ago\) "
             r"· at most 2 of its key run at once$",
+        shaped("PENDING", heldBack=False, fairKey="tenant:<1>"):
+            rf"^waiting its turn behind the other jobs of fair key tenant:<1>, ready since {T}",
         shaped("PROCESSING", attempts=1, lockedBy="host-9:4242:1", startedAt=now,
                progress=0.4, progressMessage="<b>resizing</b>"):
             rf"^running on host-9:4242:1 since {T} \(.+ ago\) · attempt 1 of 3 · 40 % done: <b>resizing</b>$",
@@ -194,6 +196,15 @@ def test_the_outcome_says_what_became_of_the_job_in_each_state(client):
     cases[cancelled] = rf"^cancelled by ops:<b>bob</b> at {T} \(.+ ago\) · 0 of 3 attempts made$"
     for job, expected in cases.items():
         assert re.search(expected, read(client, job, "p.outcome")), (expected, read(client, job, "p.outcome"))
+
+
+def test_a_waiting_jobs_page_and_the_overview_say_why_it_is_not_claimable(client):
+    enqueue("DASH_OK", {}, concurrency_key="acct:<7>", concurrency=1)
+    held = enqueue("DASH_OK", {}, concurrency_key="acct:<7>", concurrency=1)
+    assert read(client, held, "ul.waiting") == "waiting for a slot of key acct:<7> (1 of 1 taken)"
+    overview = client.get("/").get_data(as_text=True)
+    found = re.search(r'<p class="held">(.*?)</p>', overview, re.S)
+    assert found and "1 waiting for a concurrency slot" in found.group(1), overview
 
 
 def test_an_error_is_headed_by_whether_it_is_this_outcome_or_an_earlier_attempt(client):
