@@ -104,7 +104,7 @@ class Child:
         self.producer = Producer(
             settings, slot=slot, worker_id=worker_id, settler=self.settler, send=self.send,
             gate=gate, children=children, served=served, stopping=self.should_stop,
-            recycle_reason=self.recycle_reason)
+            recycle_reason=self.recycle_reason, jobs_left=self.jobs_left)
         self.group = Group(settings.commit_delay_ms / 1000)
         self.ahead = AheadConnection(self.listener)  # pool/ahead.py: the same connection
         self.completer = Completer(
@@ -215,6 +215,12 @@ class Child:
 
     def should_stop(self) -> bool:
         return self.stopping or not lifeline.parent_alive(self.master_pid)
+
+    def jobs_left(self, after: int = 0) -> int | None:
+        """Jobs this child runs, after `after` more, before `--max-jobs-per-child`
+        recycles it; None without that limit."""
+        limit = self.settings.max_jobs_per_child
+        return max(0, limit - self.jobs_done - after) if limit else None
 
     def recycle_reason(self, after: int = 0) -> str | None:
         """Why the child should recycle once it has finished `after` more jobs, or None."""

@@ -79,9 +79,12 @@ class ClaimSize:
         self.last_full = False
         self.asked = 1  # what the last `limit()` gave: the claim's own size
 
-    def limit(self) -> int:
-        """The size of the claim about to be made."""
+    def limit(self, most: int | None = None) -> int:
+        """The size of the claim about to be made: never more than `most` (the jobs a
+        child has left before it recycles), when given."""
         self.asked = min(self.current, self.cap())
+        if most is not None:
+            self.asked = max(1, min(self.asked, most))
         return self.asked
 
     def cap(self) -> int:
