@@ -110,7 +110,8 @@ class Child:
         self.completer = Completer(
             slot=slot, worker_id=worker_id, group=self.group, settler=self.settler,
             producer=self.producer, outage=self.outage,
-            lease_s=settings.effective_stuck_timeout_s, ahead=self.ahead, send=self.send)
+            lease_s=settings.effective_stuck_timeout_s, ahead=self.ahead, send=self.send,
+            send_quiet=self.send_quiet)
         self.executor = Executor(settings, worker_id, self.group, self.settler, self.outage,
                                  self.completer.abandon_group)
 
