@@ -36,6 +36,7 @@ def test_a_burst_into_an_idle_child_is_claimed_in_full_bites_after_its_first_job
     size.after_claim(size.limit())  # the first claim, one job, counted before it ran
     durations.observe("T", TARGET_S / 15)
     assert size.limit() == 15  # not one job again: the target, with what is known now
+    assert size.limit(2) == 2  # but no more than the child runs before it recycles
 
 
 def test_long_jobs_are_claimed_one_at_a_time_so_no_child_sits_on_work() -> None:
