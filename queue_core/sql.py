@@ -52,21 +52,22 @@ INSERT_JOBS = text(
     INSERT /*skiplock*/ INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-         "traceContext", "fairKey")
+         "traceContext", "fairKey", rate, "rateKey")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
            j.user_id, statement_timestamp(),
            j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END,
            j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s),
-           CAST(:trace_context AS jsonb), j.fair_key
+           CAST(:trace_context AS jsonb), j.fair_key, j.rate, j.rate_key
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
         CAST(:keys AS text[]), CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]),
         CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[]),
-        CAST(:fair_keys AS text[])
+        CAST(:fair_keys AS text[]), CAST(:rates AS text[]), CAST(:rate_keys AS text[])
     ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
-                           slot_key, slot_limit, unique_key, unique_s, fair_key, ord)
+                           slot_key, slot_limit, unique_key, unique_s, fair_key, rate, rate_key,
+                           ord)
     ORDER BY j.ord
     ON CONFLICT DO NOTHING
     RETURNING id
@@ -81,7 +82,7 @@ INSERT_JOB = text(
     INSERT /*skiplock*/ INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-         "traceContext", "fairKey")
+         "traceContext", "fairKey", rate, "rateKey")
     VALUES (:id, :type, CAST(:payload AS jsonb), :priority,
             statement_timestamp() + make_interval(secs => CAST(:delay_s AS float8)),
             :max_attempts, :key, :user_id, statement_timestamp(),
@@ -89,7 +90,8 @@ INSERT_JOB = text(
             CASE WHEN CAST(:concurrency_key AS text) IS NOT NULL THEN true END,
             :unique_key,
             statement_timestamp() + make_interval(secs => CAST(:unique_s AS float8)),
-            CAST(:trace_context AS jsonb), CAST(:fair_key AS text))
+            CAST(:trace_context AS jsonb), CAST(:fair_key AS text), CAST(:rate AS text),
+            CAST(:rate_key AS text))
     ON CONFLICT DO NOTHING
     RETURNING id
     """
@@ -928,7 +930,7 @@ INSERT_GRAPH_JOBS = text(
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
          "traceContext", "waitingFor", "hasDependents", "sequenceKey", "sequencePolicy",
-         "fairKey")
+         "fairKey", rate, "rateKey")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
            j.user_id, statement_timestamp(),
@@ -936,7 +938,7 @@ INSERT_GRAPH_JOBS = text(
            CASE WHEN j.waiting_for > 0 THEN false WHEN j.slot_key IS NOT NULL THEN true END,
            j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s),
            CAST(:trace_context AS jsonb), j.waiting_for, j.has_dependents, j.sequence_key,
-           j.sequence_policy, j.fair_key
+           j.sequence_policy, j.fair_key, j.rate, j.rate_key
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
@@ -944,10 +946,11 @@ INSERT_GRAPH_JOBS = text(
         CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[]),
         CAST(:waiting_for AS int[]), CAST(:has_dependents AS boolean[]),
         CAST(:sequence_keys AS text[]), CAST(:sequence_policies AS text[]),
-        CAST(:fair_keys AS text[])
+        CAST(:fair_keys AS text[]), CAST(:rates AS text[]), CAST(:rate_keys AS text[])
     ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
                            slot_key, slot_limit, unique_key, unique_s, waiting_for,
-                           has_dependents, sequence_key, sequence_policy, fair_key, ord)
+                           has_dependents, sequence_key, sequence_policy, fair_key, rate,
+                           rate_key, ord)
     ORDER BY j.sequence_key, j.ord
     ON CONFLICT DO NOTHING
     RETURNING id
@@ -1403,7 +1406,8 @@ class Reason:
 
 # "heldBack": NULL = claimable when due; true with a key = waiting for a slot;
 # true without one = parked; false = a dependent waiting for its parents ("waitingFor"
-# > 0), or a fair job waiting its key's turn (0 or NULL, migration 0021_fairness).
+# > 0), or a fair job waiting its key's turn or a rate-limited one waiting for its
+# window (0 or NULL; migrations 0021_fairness, 0018_rates).
 # A job of a sequence that is not its key's head waits for its turn: one more in
 # "waitingFor" than its parents (migration 0019_sequences).
 _TURN = """(j."sequenceKey" IS NOT NULL AND j."heldBack" = false
@@ -1442,6 +1446,14 @@ HELD_REASONS: tuple[Reason, ...] = (
            """format('waiting its turn behind the other jobs of fair key %s: at most weight x '
                      'window of a key''s jobs are in the queue at once, and each one claimed '
                      'lets the next one in', j."fairKey")"""),
+    Reason("rateWindow", "waiting for a rate window",
+           """j."rateKey" IS NOT NULL AND j."heldBack" = false
+              AND COALESCE(j."waitingFor", 0) = 0 AND j."fairKey" IS NULL""",
+           """(SELECT format('waiting for a window of its rate key %s (%s); it is let in when '
+                             'a token of that key is free', j."rateKey",
+                             COALESCE(k.count || ' starts every ' || k."periodS" || ' s', j.rate))
+               FROM (SELECT 1) AS one
+               LEFT JOIN "WorkerRateKey" AS k ON k.key = j."rateKey")"""),
     Reason("debounced", "debounced",
            """j."debounceKey" IS NOT NULL AND j."availableAt" > statement_timestamp()""",
            f"""format('not due until %s: debounced by key %s (each enqueue of the key moves '
@@ -1479,3 +1491,53 @@ def _count_statement() -> str:
 
 WHY_PENDING = text(_explain_statement())
 COUNT_HELD_BY_REASON = text(_count_statement())
+
+# -- rate limits per window (queue_core/features/rates.py, migration 0018_rates) -----------
+
+# A job waiting for its window: PENDING, held back (false) and waiting for no parent.
+RATE_WAITING_PREDICATE = """status = 'PENDING' AND "rateKey" IS NOT NULL AND NOT "heldBack"
+      AND COALESCE("waitingFor", 0) = 0"""
+
+RATE_WAITING = text(f'SELECT count(*) FROM "WorkerJob" WHERE {RATE_WAITING_PREDICATE}')
+
+# The keys with jobs waiting for their window, most first: how many, how many are
+# let in (a token each), and when the first of those may start.
+RATE_KEYS = text(
+    f"""
+    WITH waiting AS (
+        SELECT "rateKey" AS key, count(*) AS n FROM "WorkerJob"
+        WHERE {RATE_WAITING_PREDICATE}
+        GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT :limit
+    )
+    SELECT w.key, k.count || '/' || k."periodS" || 's' AS rate, w.n AS waiting,
+           l.n AS let_in, l.next_at
+    FROM waiting AS w JOIN "WorkerRateKey" AS k ON k.key = w.key
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n, min(a) AS next_at FROM (
+            SELECT j."availableAt" AS a FROM "WorkerJob" AS j
+            WHERE j."rateKey" = w.key AND j.status = 'PENDING'
+              AND COALESCE(j."waitingFor", 0) = 0 AND j."heldBack" IS NULL
+            UNION ALL  -- two ranges of the index: an OR would read the key's backlog
+            SELECT j."availableAt" FROM "WorkerJob" AS j
+            WHERE j."rateKey" = w.key AND j.status = 'PENDING'
+              AND COALESCE(j."waitingFor", 0) = 0 AND j."heldBack") AS let) AS l
+    ORDER BY w.n DESC, w.key
+    """
+)
+
+RATE_WAKE = text("SELECT skiplock_rate_wake()")
+
+# Keys idle for :idle_s (and a period): no job waits or is let in, no token is free
+# later than now, none is written down. Their next job makes the key again, with
+# every token free, which is what the window allows by then.
+PRUNE_IDLE_RATE_KEYS = text(
+    """
+    DELETE FROM "WorkerRateKey" AS k
+    WHERE k."updatedAt" < now() - make_interval(secs => greatest(:idle_s, k."periodS"))
+      AND (cardinality(k."freeAt") = 0 OR k."freeAt"[cardinality(k."freeAt")] <= now())
+      AND NOT EXISTS (SELECT FROM "WorkerRateToken" AS t WHERE t.key = k.key)
+      AND NOT EXISTS (SELECT FROM "WorkerJob" AS j
+                      WHERE j."rateKey" = k.key AND j.status = 'PENDING'
+                        AND COALESCE(j."waitingFor", 0) = 0)
+    """
+)
