@@ -163,6 +163,7 @@ class Soak:
     stuck = STUCK_S
     long_share = 1 / 4  # of the jobs: outlive a rescue (see `duration`)
     concurrency = 2  # children per pool
+    log_level = "INFO"
     prefix = "skiplock-chaos"
 
     def __init__(self, seed: int, jobs: int, seconds: float, pools: int,
@@ -283,7 +284,7 @@ class Soak:
                 sys.executable, "-m", "skiplock", "worker", "--handlers", HANDLERS,
                 "--concurrency", str(self.concurrency), "--heartbeat", str(self.heartbeat),
                 "--stuck-timeout", str(self.stuck), "--graceful-timeout", "5",
-                "--poll-max", "0.5"]),
+                "--poll-max", "0.5", "--log-level", self.log_level]),
                 cwd=REPO, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
         finally:
             log.close()

@@ -12,12 +12,14 @@ address too, with trust for that subnet only. Needs root; without network
 namespaces it stops and says why (the chaos soak's `partition` fault, a
 frozen proxy per pool, is the fallback there).
 
-The jobs are mostly no-ops (SOAK_NOOP, kept a few thousand deep, at a lower
-priority), so that the figures are the queue's own; among them, a few at a
+The jobs are mostly no-ops (SOAK_NOOP, at a lower priority), enqueued evenly
+over the minutes (with `--flat-out`, kept 3,000 deep instead: the figures are
+then each host's capacity), so that the figures are the queue's own; among them, a few at a
 time, the chaos soak's CHAOS_WORK jobs and workflows, whose runs leave a
 trace in an effects file on the machine, outside the database, and one in
 twelve of which outlives a rescue: a run that was not stopped in time, or
-that committed twice, shows there. For `--minutes`, faults chosen by the seed:
+that committed twice, shows there. Once every host has completed a job,
+for `--minutes` (or until every job ended), faults chosen by the seed:
 
 - a partition: one host's link taken down for 5 to 30 s (longer than the
   stuck timeout mostly, so that its jobs are rescued by the others and its
@@ -26,7 +28,8 @@ that committed twice, shows there. For `--minutes`, faults chosen by the seed:
 - SIGKILL of a child, every 3 to 10 s; SIGKILL of a master (restarted at once
   by the soak, the supervisor's role), every 15 to 40 s; a master that exits by
   itself is restarted too, and counted;
-- an immediate restart of the database (crash recovery), at least once.
+- an immediate restart of the database (crash recovery), 15 to 30 s in, then
+  every 4 to 8 minutes.
 
 Then the faults stop, the queue drains, the pools stop with TERM, and the
 chaos soak's invariants are checked (no two runs of a job overlap, nothing
@@ -74,10 +77,14 @@ class HostsSoak(Soak):
     stuck = 8.0
     long_share = 1 / 12
     concurrency = 3
+    log_level = "WARNING"  # a line per job would be a gigabyte of logs; fences are errors
     prefix = "skiplock-soak"
 
-    def __init__(self, seed: int, jobs: int, seconds: float, hosts: int) -> None:
+    def __init__(self, seed: int, jobs: int, seconds: float, hosts: int,
+                 flat_out: bool = False) -> None:
         super().__init__(seed, jobs, seconds, hosts)
+        self.flat_out = flat_out
+        self.began: float | None = None  # monotonic, when the faults began
         self.hosts = netns.Hosts(hosts)
         self.listening = False
         self.phases: list[tuple[str, float]] = []  # (label, wall-clock start), in order
@@ -93,12 +100,30 @@ class HostsSoak(Soak):
         self.url = self.start_cluster()
         self.open_database()
         self.pools = [self.start(i) for i in range(self.npools)]
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """Until every host has completed a job: pools start slowly on a busy machine, and
+        the phases' figures should not count that."""
+        assert self.engine is not None
+        deadline = time.monotonic() + 180
+        hosts = 0
+        while time.monotonic() < deadline:
+            self.top_up(BACKLOG)
+            with self.engine.begin() as conn:
+                hosts = int(conn.execute(text(
+                    """SELECT count(DISTINCT split_part(locked_by, ':', 1)) FROM chaos_transitions
+                       WHERE new_status = 'COMPLETED'""")).scalar() or 0)
+            if hosts == self.npools:
+                return
+            time.sleep(TICK_S)
+        raise RuntimeError(f"only {hosts} of {self.npools} hosts completed a job in 180 s")
 
     def start_cluster(self) -> str:
         """The embedded cluster, also on the bridge's address with trust for the hosts'
         subnet: settings of its own (postgresql.auto.conf and an hba file of the soak),
         which survive its restarts; the cluster's private files are left as they are."""
-        url = self.cluster.ensure_running()
+        url = self.url = self.cluster.ensure_running()
         if not self.listening:
             hba = self.base / "soak_hba.conf"
             hba.write_text("local all all peer map=skiplock\n"
@@ -130,7 +155,7 @@ class HostsSoak(Soak):
                 self.pending = int(conn.execute(text(
                     """SELECT count(*) FROM "WorkerJob" WHERE status = 'PENDING'""")).scalar()
                     or 0)
-                n = min(max(0, backlog - self.pending), self.jobs - self.enqueued)
+                n = min(max(0, backlog - self.pending), self.due() - self.enqueued)
                 jobs: list[dict[str, Any]] = [
                     {"type": "SOAK_NOOP", "payload": {"quiet": True}, "priority": -1,
                      "max_attempts": 8} for _ in range(n)]
@@ -146,6 +171,16 @@ class HostsSoak(Soak):
             print(f"  (top-up: {exc.__class__.__name__})")
             return
         self.enqueued += made
+
+    def due(self) -> int:
+        """How many jobs should have been enqueued by now: all of them flat out, else as
+        many as spread evenly over the minutes (a few to warm up)."""
+        if self.flat_out:
+            return self.jobs
+        if self.began is None:
+            return min(self.jobs, self.enqueued + 50)
+        spent = (time.monotonic() - self.began) / self.seconds
+        return min(self.jobs, int(self.jobs * spent) + 50)
 
     # -- the faults ------------------------------------------------------------
 
@@ -163,15 +198,14 @@ class HostsSoak(Soak):
 
     def chaos(self) -> None:
         rng = self.rng
-        now = time.monotonic()
+        now = self.began = time.monotonic()
         stop_at = now + self.seconds
         cut: int | None = None
         heal_at = restarted_until = 0.0
         next_cut = now + rng.uniform(5, 15)
         next_child = now + rng.uniform(3, 10)
         next_master = now + rng.uniform(15, 40)
-        next_restart = now + (self.seconds * rng.uniform(0.35, 0.65) if self.seconds <= 600
-                              else rng.uniform(120, 300))
+        next_restart = now + rng.uniform(15, 30)  # a short run has one too
         self.phase(ALL_UP)
         try:
             while now < stop_at and (self.enqueued < self.jobs or self.pending > 0):
@@ -228,12 +262,22 @@ class HostsSoak(Soak):
         super().drain()
 
     def check(self) -> bool:
+        assert self.engine is not None
+        with self.engine.begin() as conn:
+            # The workflows' checks look transitions up by job: millions of rows here.
+            conn.execute(text("CREATE INDEX ON chaos_transitions (job_id)"))
         self.throughput()
+        with self.engine.begin() as conn:
+            # Eight attempts cannot all be cut short: a no-op that did not complete failed.
+            unfinished = int(conn.execute(text(
+                """SELECT count(*) FROM "WorkerJob" WHERE type = 'SOAK_NOOP'
+                   AND status <> 'COMPLETED'""")).scalar() or 0)
+        print(f"  no-ops not COMPLETED: {unfinished}")
         fenced = sum(log.read_text(errors="replace").count("before another host may rescue")
                      for log in self.base.glob("pool-*.log"))
         print(f"  runs fenced by their own master (logged): {fenced}; masters that exited by "
               f"themselves (restarted): {self.exits or 'none'}")
-        return super().check()
+        return super().check() and not unfinished
 
     def throughput(self) -> None:
         """Completions per second of each host in each kind of phase, from the database's
@@ -254,18 +298,22 @@ class HostsSoak(Soak):
         for (label, at), end in zip(self.phases, [*starts[1:], self.ended], strict=True):
             span[label] += end - at
         done: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-        after = 0
+        before = after = 0
         for host, tenth, count in rows:
             at = (float(tenth) + 0.5) / 10
             i = bisect.bisect_right(starts, at) - 1
-            if i < 0 or at >= self.ended:
+            if i < 0:
+                before += int(count)  # the warm-up's
+                continue
+            if at >= self.ended:
                 after += int(count)  # the drain's
                 continue
             done[self.phases[i][0]][host] += int(count)
         names = [netns.hostname(i) for i in range(self.npools)]
         total_done = sum(sum(c.values()) for c in done.values())
         print(f"  completions during the faults: {total_done} in {self.seconds_run():.0f} s "
-              f"({total_done / max(self.seconds_run(), 1e-9):.0f}/s); in the drain: {after}")
+              f"({total_done / max(self.seconds_run(), 1e-9):.0f}/s); before them (the pools "
+              f"starting): {before}; in the drain: {after}")
         print("  completions per second of each host, by phase "
               f"({', '.join(names)}; total):")
         order = [ALL_UP, *(f"host{i} cut" for i in range(self.npools)), RESTART_LABEL]
@@ -322,6 +370,9 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--jobs", type=int, default=1_000_000,
                         help="jobs at most (default 1,000,000)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    parser.add_argument("--flat-out", action="store_true",
+                        help="enqueue as fast as the hosts run (a backlog of 3,000), not "
+                             "spread over the minutes: the figures are then the capacity")
     parser.add_argument("--keep", action="store_true", help="keep the logs of a failed run")
     args = parser.parse_args(argv)
     if not 1 <= args.hosts <= 200:
@@ -335,9 +386,9 @@ def run(argv: list[str]) -> None:
         raise SystemExit("soak: the `ip` command (iproute2) is missing") from None
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
-    soak = HostsSoak(args.seed, args.jobs, args.minutes * 60, args.hosts)
-    print(f"soak: {args.hosts} hosts, {args.minutes:g} min, {args.jobs} jobs at most, "
-          f"seed {args.seed}")
+    soak = HostsSoak(args.seed, args.jobs, args.minutes * 60, args.hosts, args.flat_out)
+    print(f"soak: {args.hosts} hosts, {args.minutes:g} min, {args.jobs} jobs at most "
+          f"({'flat out' if args.flat_out else 'spread over the minutes'}), seed {args.seed}")
     ok = False
     try:
         soak.setup()
