@@ -207,6 +207,7 @@ class HostsSoak(Soak):
         next_master = now + rng.uniform(15, 40)
         next_restart = now + rng.uniform(15, 30)  # a short run has one too
         self.phase(ALL_UP)
+        next_report = now + 60
         try:
             while now < stop_at and (self.enqueued < self.jobs or self.pending > 0):
                 self.top_up(BACKLOG)
@@ -237,6 +238,11 @@ class HostsSoak(Soak):
                     next_master = now + rng.uniform(15, 40)
                 self.phase(f"host{cut} cut" if cut is not None
                            else RESTART_LABEL if now < restarted_until else ALL_UP)
+                if now >= next_report:
+                    print(f"  {now - self.began:.0f} s: {self.enqueued} enqueued, "
+                          f"{self.pending} waiting; faults {dict(sorted(self.faults.items()))}",
+                          flush=True)
+                    next_report = now + 60
                 time.sleep(TICK_S)
                 now = time.monotonic()
         finally:
