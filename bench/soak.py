@@ -14,11 +14,12 @@ frozen proxy per pool, is the fallback there).
 
 The jobs are mostly no-ops (SOAK_NOOP, at a lower priority), enqueued evenly
 over the minutes (with `--flat-out`, kept 3,000 deep instead: the figures are
-then each host's capacity), so that the figures are the queue's own; among them, a few at a
-time, the chaos soak's CHAOS_WORK jobs and workflows, whose runs leave a
-trace in an effects file on the machine, outside the database, and one in
-twelve of which outlives a rescue: a run that was not stopped in time, or
-that committed twice, shows there. Once every host has completed a job,
+then each host's capacity), so that the figures are the queue's own; among
+them, a few at a time, the chaos soak's CHAOS_WORK jobs, workflows and
+flow-control workloads (its FLOWS), whose runs leave a trace in an effects
+file on the machine, outside the database, and one in twelve of which
+outlives a rescue: a run that was not stopped in time, or that committed
+twice, shows there. Once every host has completed a job,
 for `--minutes` (or until every job ended), faults chosen by the seed:
 
 - a partition: one host's link taken down for 5 to 30 s (longer than the
@@ -62,7 +63,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from bench import netns
-from bench.chaos import Soak
+from bench.chaos import Soak, _flows
 from skiplock.queue_core import enqueue_many
 from skiplock.queue_core.database.embedded import PORT, find_bindir
 
@@ -167,6 +168,9 @@ class HostsSoak(Soak):
                 made = len(jobs)
                 if self.enqueued + made < self.jobs and self.job_rng.random() < 0.02:
                     made += self.workflow(conn)
+                for flow in _flows():  # the flow-control workloads, as rarely
+                    if self.enqueued + made < self.jobs and self.job_rng.random() < 0.02:
+                        made += flow.enqueue(self, conn)
         except Exception as exc:  # noqa: BLE001 - the database is having one of its faults
             print(f"  (top-up: {exc.__class__.__name__})")
             return
