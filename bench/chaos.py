@@ -83,11 +83,20 @@ HEARTBEAT_S = 0.5
 STUCK_S = 3.0
 HOLD_S = STUCK_S * 2 + 1  # how long a lock or a hang lasts: past a rescue by another pool
 # A dependent that waits for its parents (queue_core/features/dependencies.py).
-WAITING = """(j.status = 'PENDING' AND NOT coalesce(j."heldBack", true))"""
-# One that waits with no reason to: no parent it waits for is unfinished, and none
-# that did not complete holds it (policy hold). One held, and its own dependents,
-# wait for a person by design: the drain does not wait for them.
-STRANDED = f"""({WAITING} AND NOT EXISTS (
+# ("heldBack" false with nothing to wait for is a fair job waiting its turn: 0021_fairness.)
+WAITING = """(j.status = 'PENDING' AND NOT coalesce(j."heldBack", true) AND j."waitingFor" > 0)"""
+# A job of a sequence that waits for its turn (queue_core/features/sequences.py): its
+# key's head is another job, unfinished or dead-lettered under the policy hold.
+IN_LINE = """(j."sequenceKey" IS NOT NULL AND EXISTS (
+    SELECT FROM "WorkerSequence" AS s JOIN "WorkerJob" AS h ON h.id = s.head
+    WHERE s.key = j."sequenceKey" AND h.id <> j.id
+      AND (h.status IN ('PENDING', 'PROCESSING')
+           OR (h.status = 'DEAD_LETTER' AND coalesce(h."sequencePolicy", 'hold') = 'hold'))))"""
+# One that waits with no reason to: no parent it waits for is unfinished, none that
+# did not complete holds it (policy hold), and it is not in a sequence's line. One
+# held, and its own dependents, wait for a person by design: the drain does not wait
+# for them.
+STRANDED = f"""({WAITING} AND NOT {IN_LINE} AND NOT EXISTS (
     SELECT FROM "WorkerJobDependency" AS d JOIN "WorkerJob" AS p ON p.id = d.parent
     WHERE d.child = j.id AND d."resolvedAt" IS NULL
       AND (p.status IN ('PENDING', 'PROCESSING')
@@ -146,7 +155,11 @@ def _processes_with(needle: str) -> list[int]:
 #                                      (soak.job_rng, soak.payload()), returns how many;
 #   check(soak, conn) -> (bool, str)   its invariant after the drain, and one line saying it;
 #   held(conn) -> int                  its PENDING jobs that rightly stay (held for a person).
-FLOWS: list[str] = []
+FLOWS: list[str] = [
+    "bench.chaos_debounce",
+    "bench.chaos_sequences",
+    "bench.chaos_fairness",
+]
 
 
 def _flows() -> list[Any]:
@@ -516,6 +529,10 @@ class Soak:
                 WHERE j.status = 'PENDING' AND NOT j."heldBack"
                   AND j."waitingFor" <> (SELECT count(*) FROM "WorkerJobDependency" AS d
                                          WHERE d.child = j.id AND d."resolvedAt" IS NULL)
+                      -- a job of a sequence also waits for its turn
+                      + (j."sequenceKey" IS NOT NULL AND j.id IS DISTINCT FROM (
+                             SELECT head FROM "WorkerSequence"
+                             WHERE key = j."sequenceKey"))::int
             """),
             # A batch whose callback did not complete exactly once, or whose counts miss
             # a member.

@@ -17,6 +17,9 @@ from bench.common import machine, scratch_database
 
 # name -> module; each has run_case(url: str, args: argparse.Namespace) -> None
 CASES: dict[str, str] = {
+    "debounce": "bench.flow_debounce",
+    "sequences": "bench.flow_sequences",
+    "fairness": "bench.flow_fairness",
 }
 
 

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from skiplock.queue_core import payload_models, payloads
 from skiplock.queue_core.errors import ConfigurationError, InvalidJob
-from skiplock.queue_core.features import limits, policy
+from skiplock.queue_core.features import fairness, limits, policy, sequences
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class Registration:
     concurrency_key: limits.KeyFrom = None
     max_snoozes: int = policy.DEFAULT_MAX_SNOOZES
     payload: ModelClass | None = None  # the model the handler is given its payload as
+    fair_key: limits.KeyFrom = None  # queue_core/features/fairness.py
 
     def payload_for(self, data: Any) -> Any:
         """A stored payload as this handler takes it: checked against its type's model,
@@ -70,7 +71,10 @@ def register_handler(job_type: str, fn: Handler, *, timeout_s: float | None = No
                      concurrency: int | None = None,
                      concurrency_key: limits.KeyFrom = None, max_attempts: int | None = None,
                      backoff: policy.Backoff = None, max_snoozes: int | None = None,
-                     payload: ModelClass | None = None) -> None:
+                     payload: ModelClass | None = None,
+                     sequence_key: sequences.KeyFrom | None = None,
+                     on_sequence_failure: str | None = None,
+                     fair_key: limits.KeyFrom = None) -> None:
     """Run `fn` for jobs of `job_type`; a later registration replaces an earlier one.
 
     `payload=Model` (a dataclass or a pydantic model): the payload is checked
@@ -81,7 +85,14 @@ def register_handler(job_type: str, fn: Handler, *, timeout_s: float | None = No
     function of the payload's JSON object), or the type alone without
     `concurrency_key`.
     `max_attempts`, `backoff`, `max_snoozes`: the type's retry policy
-    (queue_core/features/policy.py)."""
+    (queue_core/features/policy.py).
+    `sequence_key`: the type's jobs of one key run one at a time in enqueue order;
+    the key is `TYPE:payload[sequence_key]` (a payload field) or what a function of
+    the payload returns; `on_sequence_failure`: "hold" (default) or "pass"
+    (queue_core/features/sequences.py).
+    `fair_key`: the type's jobs take turns with the other keys' by weight, keyed
+    `TYPE:payload[fair_key]` (a payload field, or a function of the payload)
+    (queue_core/features/fairness.py)."""
     if not isinstance(job_type, str) or not job_type.strip():
         raise InvalidJob("job type must be a non-empty string")
     if not callable(fn):
@@ -92,24 +103,33 @@ def register_handler(job_type: str, fn: Handler, *, timeout_s: float | None = No
         model = None if payload is None else payload_models.model_of(payload)
     except TypeError as exc:
         raise InvalidJob(f"payload of {job_type}: {exc}") from None
+    sequences.check_type_sequence(job_type, sequence_key, on_sequence_failure)
     limits.set_type_limit(job_type, concurrency, concurrency_key)
+    sequences.set_type_sequence(job_type, sequence_key, on_sequence_failure)
+    if fair_key is not None and concurrency is not None:
+        raise InvalidJob(f"{job_type}: fair_key and concurrency cannot be combined")
+    fairness.set_type_key(job_type, fair_key)
     policy.set_policy(job_type, max_attempts=max_attempts, backoff=backoff,
                       max_snoozes=max_snoozes)
     payloads.set_payload_model(job_type, model)
     _registry[job_type] = Registration(job_type, fn, timeout_s, concurrency, concurrency_key,
-                                       policy.policy(job_type).max_snoozes, payload)
+                                       policy.policy(job_type).max_snoozes, payload, fair_key)
 
 
 def handler(job_type: str, *, timeout_s: float | None = None, concurrency: int | None = None,
             concurrency_key: limits.KeyFrom = None, max_attempts: int | None = None,
             backoff: policy.Backoff = None, max_snoozes: int | None = None,
-            payload: ModelClass | None = None) -> Callable[[F], F]:
+            payload: ModelClass | None = None, sequence_key: sequences.KeyFrom | None = None,
+            on_sequence_failure: str | None = None,
+            fair_key: limits.KeyFrom = None) -> Callable[[F], F]:
     """Decorator form of `register_handler`."""
 
     def decorate(fn: F) -> F:
         register_handler(job_type, fn, timeout_s=timeout_s, concurrency=concurrency,
                          concurrency_key=concurrency_key, max_attempts=max_attempts,
-                         backoff=backoff, max_snoozes=max_snoozes, payload=payload)
+                         backoff=backoff, max_snoozes=max_snoozes, payload=payload,
+                         sequence_key=sequence_key, on_sequence_failure=on_sequence_failure,
+                         fair_key=fair_key)
         return fn
 
     return decorate
@@ -133,6 +153,8 @@ def unregister_handler(job_type: str) -> None:
     _registry.pop(job_type, None)
     payloads.set_payload_model(job_type, None)
     limits.set_type_limit(job_type, None)
+    sequences.set_type_sequence(job_type, None)
+    fairness.set_type_key(job_type, None)
     policy.set_policy(job_type)
 
 

@@ -47,6 +47,7 @@ from types import FrameType
 from typing import Any
 
 from skiplock.pool import lifeline, protocol, settlements
+from skiplock.pool.aging import Aging
 from skiplock.pool.cancelling import stop_cancelled
 from skiplock.pool.child import Child
 from skiplock.pool.children import RunningJob, WorkerChild
@@ -142,6 +143,9 @@ class Master:
         self.recovery = Recovery(settings.effective_recovery_interval_s, lease_s)
         self.routing = Routing(settings.heartbeat_s, settings.effective_recovery_interval_s,
                                lease_s)
+        # Priority aging (pool/aging.py), only with --age-after.
+        self.aging = None if settings.age_after_s is None else Aging(
+            settings.age_after_s, settings.age_step, settings.age_max)
         # The job types this pool serves (pool/served.py): known once start() ran.
         self.served: frozenset[str] | None = None
         self.probe: Probe | None = None  # a HUP's reload of the handler modules, under way
@@ -768,6 +772,13 @@ class Master:
             self.database_answered(now)
         if self.state == RUNNING and self.served is not None:
             self.route(self.served, now)
+        if self.state == RUNNING and self.aging is not None and self.aging.due(now):
+            try:
+                self.aging.run_once(now)
+            except DB_ERRORS as exc:
+                self.database_failed(exc)
+                return
+            self.database_answered(now)
 
     def route(self, served: frozenset[str], now: float) -> None:
         """Put back the parked jobs this pool serves; park what no live pool serves
@@ -925,5 +936,8 @@ def describe_settings(settings: Settings, database_url: str) -> str:
         "listen": settings.listen,
         "poll": f"{settings.poll_min_s:g}-{settings.poll_max_s:g}s",
         "batch_size": settings.batch_size,
+        "aging": "off" if settings.age_after_s is None else (
+            f"{settings.age_after_s:g}s+{settings.age_step}"
+            f"<={optional(settings.age_max)}"),
     }
     return " ".join(f"{key}={value}" for key, value in parts.items())

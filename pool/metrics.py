@@ -27,8 +27,14 @@ job types and hosts, which is nobody else's business.
     skiplock_queue_oldest_ready_age_seconds    how long the oldest due job has waited (0: none)
     skiplock_queue_paused{type}                1 for each paused type
     skiplock_queue_held_back_jobs              pending jobs waiting for a slot of their concurrency key
+    skiplock_queue_sequence_waiting_jobs       pending jobs of a sequence waiting for their turn
+    skiplock_queue_held_sequences              sequence keys held by a dead-lettered job
+    skiplock_queue_fair_waiting_jobs           pending jobs waiting their fair key's turn
     skiplock_queue_unserved_jobs{type}         PENDING jobs of a type no running pool serves (they wait)
     skiplock_queue_parked_jobs                 of those, the ones parked out of the claim's index
+    skiplock_queue_debounced_jobs{type}        PENDING jobs with a debounce key (one per key)
+    skiplock_queue_debounce_moves              enqueues folded into the pending debounced jobs
+    skiplock_queue_aged_jobs{type}             PENDING jobs whose priority aging raised
     skiplock_queue_refresh_timestamp_seconds   when the queue figures above were read
 """
 
@@ -101,6 +107,15 @@ class QueueCollector(Collector):
         yield GaugeMetricFamily("skiplock_queue_held_back_jobs",
                                 "PENDING jobs waiting for a slot of their concurrency key.",
                                 value=reading.get("held_back", 0))
+        yield GaugeMetricFamily("skiplock_queue_sequence_waiting_jobs",
+                                "PENDING jobs of a sequence waiting for their turn.",
+                                value=reading.get("sequence_waiting", 0))
+        yield GaugeMetricFamily("skiplock_queue_held_sequences",
+                                "Sequence keys held by a dead-lettered job (policy hold).",
+                                value=reading.get("sequences_held", 0))
+        yield GaugeMetricFamily("skiplock_queue_fair_waiting_jobs",
+                                "PENDING jobs waiting their fair key's turn (fairness).",
+                                value=reading.get("fair_waiting", 0))
         unserved = GaugeMetricFamily(
             "skiplock_queue_unserved_jobs",
             "PENDING jobs of a type that no running pool serves: they wait for one.",
@@ -111,6 +126,21 @@ class QueueCollector(Collector):
         yield GaugeMetricFamily("skiplock_queue_parked_jobs",
                                 "PENDING jobs parked out of the claim's index until a pool "
                                 "serves their type.", value=reading.get("parked", 0))
+        debounced = GaugeMetricFamily(
+            "skiplock_queue_debounced_jobs",
+            "PENDING jobs with a debounce key: later enqueues of the key move them.",
+            labels=["type"])
+        for job_type, n in sorted(reading.get("debounced", {}).items()):
+            debounced.add_metric([job_type], n)
+        yield debounced
+        yield GaugeMetricFamily("skiplock_queue_debounce_moves",
+                                "Enqueues folded into the PENDING debounced jobs so far.",
+                                value=reading.get("debounce_moves", 0))
+        aged = GaugeMetricFamily("skiplock_queue_aged_jobs",
+                                 "PENDING jobs whose priority aging raised.", labels=["type"])
+        for job_type, n in sorted(reading.get("aged", {}).items()):
+            aged.add_metric([job_type], n)
+        yield aged
         yield GaugeMetricFamily("skiplock_queue_refresh_timestamp_seconds",
                                 "Unix time the queue figures were read.", value=reading["at"])
 
@@ -122,8 +152,11 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
     from skiplock.ops.health import Health, dead_by_type, routing
     from skiplock.ops.pauses import paused
     from skiplock.ops.processes import live_served
+    from skiplock.queue_core import sql
     from skiplock.queue_core.config import cached_settings
     from skiplock.queue_core.database.db import connect
+    from skiplock.queue_core.features.aging import aged_by_type
+    from skiplock.queue_core.features.debounce import debounced_by_type
     from skiplock.queue_core.features.parking import parked_by_type
     from skiplock.queue_core.maintenance import pending_breakdown
 
@@ -135,9 +168,13 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
         dead = dead_by_type(c)
         paused_types = [p.type for p in paused(c)]
         held_back = sum(int(r.n) for r in c.execute(ops_sql.HELD_BACK))
+        line = c.execute(sql.SEQUENCE_COUNTS).one()
+        fair_waiting = int(c.execute(sql.COUNT_WAITING_TURN).scalar_one())
         served.pending_by_type = base.by_type
         served.processing_by_type = base.processing_by_type
         routing(served, live_served(live_s, c), parked_by_type(c))
+        folded = debounced_by_type(c)
+        aged = {t: n for t, (n, _) in aged_by_type(c).items()}
     depth: dict[tuple[str, str], int] = {}
     for job_type, n in base.by_type.items():
         depth[("PENDING", job_type)] = n
@@ -148,7 +185,11 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
     return {"depth": depth, "ready": base.ready_by_type,
             "oldest_ready_age_s": base.oldest_ready_age_s or 0.0,
             "paused": paused_types, "held_back": held_back, "unserved": served.unserved,
-            "parked": served.parked, "at": time.time()}
+            "parked": served.parked,
+            "debounced": {t: f.pending for t, f in folded.items()},
+            "debounce_moves": sum(f.moves for f in folded.values()), "aged": aged,
+            "sequence_waiting": int(line.waiting), "sequences_held": int(line.held),
+            "fair_waiting": fair_waiting, "at": time.time()}
 
 
 class MetricsObserver(NullObserver):

@@ -13,6 +13,7 @@ that just started counts as just reconnected.
 from __future__ import annotations
 
 from skiplock.queue_core import Recovered, recover_stuck
+from skiplock.queue_core.features import fairness
 
 
 class Recovery:
@@ -48,5 +49,9 @@ class Recovery:
     def run_once(self, now: float) -> Recovered:
         """Rescue what is stuck (queue_core logs what it rescued); raises DatabaseUnavailable."""
         result = recover_stuck(self.stuck_timeout_s, batch_size=self.batch_size)
+        # The fairness triggers only try their key's lock: a key whose last jobs left
+        # while another entry held it has room and jobs waiting, until this sweep
+        # (alembic/versions/0021_fairness.py). One index probe per waiting key.
+        fairness.fill_turns()
         self.next_at = now + self.interval_s
         return result

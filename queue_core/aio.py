@@ -62,15 +62,23 @@ async def aenqueue(job_type: str, payload: Mapping[str, Any], *, priority: int =
                    unique_for: str | float | timedelta | None = None,
                    depends_on: Iterable[str] | Mapping[str, str] | None = None,
                    on_parent_failure: str | None = None,
+                   debounce: str | float | timedelta | None = None,
+                   debounce_key: str | None = None, debounce_mode: str | None = None,
+                   sequence: str | None = None, on_sequence_failure: str | None = None,
+                   fair_key: str | None = None,
                    conn: AsyncJoinable | None = None) -> str:
     """`enqueue`, awaited: add one job, return its id (the existing job's id when the
     idempotency key already exists). With `conn` (an async connection) the insert
     joins the caller's open transaction. `depends_on` and `on_parent_failure` as
-    `enqueue`'s (queue_core/features/dependencies.py)."""
+    `enqueue`'s (queue_core/features/dependencies.py); `debounce`, `debounce_key` and
+    `debounce_mode` too (queue_core/features/debounce.py)."""
     row = job_row(job_type, payload, priority=priority, delay=delay, max_attempts=max_attempts,
                   idempotency_key=idempotency_key, user_id=user_id,
                   concurrency_key=concurrency_key, concurrency=concurrency, unique_for=unique_for,
-                  depends_on=depends_on, on_parent_failure=on_parent_failure)
+                  depends_on=depends_on, on_parent_failure=on_parent_failure,
+                  debounce=debounce, debounce_key=debounce_key, debounce_mode=debounce_mode,
+                  sequence=sequence, on_sequence_failure=on_sequence_failure,
+                  fair_key=fair_key)
     return (await _write([row], conn, tracing.current_context())).ids[0]
 
 

@@ -93,6 +93,23 @@ _seconds = _number(float, 0, 7 * _DAY, above=True)
 _optional_seconds = _number(float, 0, 30 * _DAY, above=True, optional=True)
 
 
+def _optional_duration(text: str) -> float | None:
+    """A duration as people write it (300, 5m, 1h30m); empty, none or 0: off."""
+    from skiplock.queue_core.durations import parse_duration
+    from skiplock.queue_core.errors import InvalidJob
+
+    raw = text.strip().lower()
+    if raw in {"", "none", "0", "off"}:
+        return None
+    try:
+        seconds = parse_duration(raw)
+    except InvalidJob as exc:
+        raise ValueError(str(exc)) from None
+    if not 0 < seconds <= 365 * _DAY:
+        raise ValueError(f"must be more than 0 and at most a year, not {text!r}")
+    return seconds
+
+
 def _setting(default: Any, env: str, parse: Callable[[str], Any], help: str) -> Any:
     metadata = {"env": env, "parse": parse, "help": help}
     if isinstance(default, list):
@@ -176,6 +193,18 @@ class Settings:
         None, "SKIPLOCK_HOME", _text,
         "Directory of the embedded cluster (default: $XDG_DATA_HOME/skiplock, else "
         "~/.local/share/skiplock: one per user, whatever the current directory).")
+    # -- priority aging (queue_core/features/aging.py) ------------------------------
+    age_after_s: float | None = _setting(
+        None, "SKIPLOCK_AGE_AFTER", _optional_duration,
+        "Raise the priority of a job that has waited this long (e.g. 5m), and again after "
+        "each further wait, so that no job starves behind higher priorities (default: off).")
+    age_step: int = _setting(
+        1, "SKIPLOCK_AGE_STEP", _number(int, 1, 1_000_000),
+        "Priority added to a waiting job each time it ages.")
+    age_max: int | None = _setting(
+        None, "SKIPLOCK_AGE_MAX", _number(int, -1_000_000_000, 1_000_000_000),
+        "Highest priority aging raises a job to (default: the highest priority among the "
+        "jobs due at the time).")
     # -- operations: schedules (skiplock schedule) ------------------------------
     schedule_file: str | None = _setting(
         None, "SKIPLOCK_SCHEDULE_FILE", _optional_str,

@@ -31,7 +31,8 @@ from skiplock.queue_core.database.borrowed import BorrowedConnection
 from skiplock.queue_core.database.db import Joinable, ServerBound, binds_on_server, connect, translate_errors
 from skiplock.queue_core.database.faults import sqlstate as sqlstate_of
 from skiplock.queue_core.errors import InvalidJob, InvalidPayload, TransactionConflict
-from skiplock.queue_core.features import limits, policy, unique
+from skiplock.queue_core.features import debounce as debouncing
+from skiplock.queue_core.features import fairness, limits, policy, sequences, unique
 
 MAX_TYPE_LENGTH = 200
 MAX_KEY_LENGTH = 1000
@@ -42,7 +43,9 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _UNFIT = re.compile("[\x01-\x1f\x7f-\x9f\ud800-\udfff]")
 _INT32 = 2**31 - 1
 _OPTIONS = {"priority", "delay", "max_attempts", "idempotency_key", "user_id",
-            "concurrency_key", "concurrency", "unique_for", "depends_on", "on_parent_failure"}
+            "concurrency_key", "concurrency", "unique_for", "depends_on", "on_parent_failure",
+            "debounce", "debounce_key", "debounce_mode", "sequence", "on_sequence_failure",
+            "fair_key"}
 # What a parent that does not complete does to its dependent (migration 0016).
 POLICIES = ("cancel", "run", "hold")
 # The batch a `with skiplock.batch(...)` block has open in this context
@@ -106,6 +109,13 @@ class _Row(NamedTuple):  # a tuple: a million of them are built per backfill
     # (job id, or position of an earlier job of the same call; policy) per parent;
     # () for a batch's callback without members (queue_core/features/dependencies.py)
     parents: tuple[tuple[str | int, str], ...] | None = None
+    # One pending job per (type, key); `delay_s` is the debounce
+    # (queue_core/features/debounce.py); `replace`: this enqueue's payload wins.
+    debounce_key: str | None = None
+    replace: bool = False
+    sequence: str | None = None  # its key's line (queue_core/features/sequences.py)
+    sequence_policy: str | None = None  # None: hold
+    fair_key: str | None = None  # queue_core/features/fairness.py
 
 
 def _text(name: str, value: Any, limit: int, *, required: bool) -> str | None:
@@ -204,6 +214,8 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
              max_attempts: Any = None, idempotency_key: Any = None, user_id: Any = None,
              concurrency_key: Any = None, concurrency: Any = None, unique_for: Any = None,
              depends_on: Any = None, on_parent_failure: Any = None,
+             debounce: Any = None, debounce_key: Any = None, debounce_mode: Any = None,
+             sequence: Any = None, on_sequence_failure: Any = None, fair_key: Any = None,
              max_payload_bytes: int, job_id: str | None = None) -> _Row:
     job_type = _job_type(job_type)
     payload = payloads.validate_payload(job_type, payload)  # a model instance: its JSON
@@ -272,15 +284,45 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
     if slot_key is not None:
         _text("concurrency key", slot_key, MAX_KEY_LENGTH, required=True)
     parents = _parents(depends_on, on_parent_failure)
+    line, line_policy = sequences.resolve(job_type, payload, None if sequence is None else _text(
+        "sequence", sequence, MAX_KEY_LENGTH, required=False), on_sequence_failure)
+    if line is not None:
+        _text("sequence", line, MAX_KEY_LENGTH, required=True)
+    fair = fairness.resolve(job_type, payload, None if fair_key is None else _text(
+        "fair key", fair_key, MAX_KEY_LENGTH, required=False))
+    if fair is not None:
+        _text("fair key", fair, MAX_KEY_LENGTH, required=True)
+        if slot_key is not None:
+            # The slot triggers count the jobs they let in; a second gate on the same
+            # change would break their counts (alembic/versions/0021_fairness.py).
+            raise InvalidJob(f"a job cannot have both a fair key ({fair!r}) and a concurrency "
+                             f"key ({slot_key!r}); a concurrency key already bounds its share")
+    if debounce is not None or debounce_key is not None or debounce_mode is not None:
+        if line is not None:
+            raise InvalidJob("debounce cannot be combined with a sequence: a sequence runs "
+                             "every job of its key, a debounce folds them into one")
+        if fair is not None:
+            raise InvalidJob("debounce cannot be combined with a fair key (not supported: "
+                             "a debounced enqueue writes no fair key)")
+        folded = debouncing.options(
+            debounce, _text("debounce key", debounce_key, MAX_KEY_LENGTH, required=False),
+            debounce_mode, delay=delay, idempotency_key=idempotency_key,
+            unique_for=unique_for, depends_on=depends_on)
+        if folded is not None:
+            return _Row(job_id or new_job_id(), job_type, encoded, priority, folded.seconds,
+                        max_attempts, None, user, slot_key, limit,
+                        debounce_key=folded.key, replace=folded.replace)
     if unique_for is None:
         return _Row(job_id or new_job_id(), job_type, encoded, priority, delay_s, max_attempts,
-                    key, user, slot_key, limit, parents=parents)
+                    key, user, slot_key, limit, parents=parents, sequence=line,
+                    sequence_policy=line_policy, fair_key=fair)
     scoped, unique_s = unique.window(unique_for)
     if scoped and key is None:
         raise InvalidJob("unique_for needs an idempotency key")
     unique_key, key = (key, None) if scoped else (None, key)
     return _Row(job_id or new_job_id(), job_type, encoded, priority, delay_s, max_attempts,
-                key, user, slot_key, limit, unique_key, unique_s, parents)
+                key, user, slot_key, limit, unique_key, unique_s, parents, sequence=line,
+                sequence_policy=line_policy, fair_key=fair)
 
 
 def check_job(job: Mapping[str, Any]) -> None:
@@ -309,6 +351,10 @@ def enqueue(job_type: str, payload: Any, *, priority: int = 0,
             unique_for: str | float | timedelta | None = None,
             depends_on: Iterable[str] | Mapping[str, str] | None = None,
             on_parent_failure: str | None = None,
+            debounce: str | float | timedelta | None = None, debounce_key: str | None = None,
+            debounce_mode: str | None = None, sequence: str | None = None,
+            on_sequence_failure: str | None = None,
+            fair_key: str | None = None,
             conn: Joinable | None = None) -> str:
     """Add one job; return its id (the existing job's id if the key already exists).
 
@@ -318,7 +364,15 @@ def enqueue(job_type: str, payload: Any, *, priority: int = 0,
     how long the idempotency key holds ("active", "1h"; queue_core/features/unique.py).
     `depends_on`: the ids of jobs that must end first, and `on_parent_failure`
     what a parent that does not complete does to it: "cancel" (the default),
-    "run" or "hold" (queue_core/features/dependencies.py).
+    "run" or "hold" (queue_core/features/dependencies.py). `debounce` with
+    `debounce_key`: one pending job per type and key, which a later enqueue moves
+    to now + `debounce` (and, with `debounce_mode="replace"`, gives its payload);
+    the pending job's id is returned (queue_core/features/debounce.py).
+    `sequence`: a key whose jobs run one at a time in enqueue order, and
+    `on_sequence_failure` what this job does to the rest once dead-lettered: "hold"
+    them (the default) or "pass" (queue_core/features/sequences.py).
+    `fair_key`: under contention, the keys' jobs take turns, by weight
+    (queue_core/features/fairness.py).
     `payload`: a JSON object, or an instance of a dataclass or pydantic model
     (stored as its JSON); checked against the type's payload model where this
     process knows it (queue_core/payloads.py).
@@ -326,13 +380,19 @@ def enqueue(job_type: str, payload: Any, *, priority: int = 0,
     row = job_row(job_type, payload, priority=priority, delay=delay, max_attempts=max_attempts,
                   idempotency_key=idempotency_key, user_id=user_id,
                   concurrency_key=concurrency_key, concurrency=concurrency, unique_for=unique_for,
-                  depends_on=depends_on, on_parent_failure=on_parent_failure)
+                  depends_on=depends_on, on_parent_failure=on_parent_failure,
+                  debounce=debounce, debounce_key=debounce_key, debounce_mode=debounce_mode,
+                  sequence=sequence, on_sequence_failure=on_sequence_failure,
+                  fair_key=fair_key)
     return _write([row], conn, tracing.current_context()).ids[0]
 
 
 def job_row(job_type: Any, payload: Any, *, priority: Any, delay: Any, max_attempts: Any,
             idempotency_key: Any, user_id: Any, concurrency_key: Any, concurrency: Any,
-            unique_for: Any, depends_on: Any = None, on_parent_failure: Any = None) -> _Row:
+            unique_for: Any, depends_on: Any = None, on_parent_failure: Any = None,
+            debounce: Any = None, debounce_key: Any = None, debounce_mode: Any = None,
+            sequence: Any = None, on_sequence_failure: Any = None,
+            fair_key: Any = None) -> _Row:
     """One job of `enqueue` (and `skiplock.aenqueue`), checked and encoded: the row
     `insert_steps` writes; InvalidJob or InvalidPayload if it is wrong."""
     # Straight to _prepare: the options are named arguments, nothing to sort out.
@@ -340,7 +400,10 @@ def job_row(job_type: Any, payload: Any, *, priority: Any, delay: Any, max_attem
                    delay=delay, max_attempts=max_attempts, idempotency_key=idempotency_key,
                    user_id=user_id, concurrency_key=concurrency_key, concurrency=concurrency,
                    unique_for=unique_for, depends_on=depends_on,
-                   on_parent_failure=on_parent_failure,
+                   on_parent_failure=on_parent_failure, debounce=debounce,
+                   debounce_key=debounce_key, debounce_mode=debounce_mode,
+                   sequence=sequence, on_sequence_failure=on_sequence_failure,
+                   fair_key=fair_key,
                    max_payload_bytes=cached_settings().max_payload_bytes)
     if row.parents and any(isinstance(ref, int) for ref, _ in row.parents):
         raise InvalidJob("depends_on names jobs by id; a position refers to an earlier job "
@@ -398,6 +461,9 @@ def _write(rows: Sequence[_Row], conn: Joinable | None, trace: str | None) -> En
     if is_graph(rows):
         from skiplock.queue_core.features import dependencies
 
+        if any(r.debounce_key is not None for r in rows):
+            raise InvalidJob("a debounced job cannot be a batch's member: the batch would "
+                             "count one job that later enqueues move or fold away")
         return dependencies.write(rows, conn, OPEN_BATCH.get(), trace)
     if conn is None:
         try:
@@ -421,6 +487,11 @@ def _write(rows: Sequence[_Row], conn: Joinable | None, trace: str | None) -> En
 
 _INSERT_UNKEYED = direct.Prepared(sql.INSERT_UNKEYED_JOB_POSITIONAL,
                                   len(sql.INSERT_UNKEYED_JOB_PARAMS), before=sql.WAKE)
+# The same for one debounced job, in each mode (queue_core/features/debounce.py).
+_INSERT_DEBOUNCED = {
+    replace: direct.Prepared(sql.INSERT_DEBOUNCED_JOB_POSITIONAL.format(payload=payload),
+                             len(sql.INSERT_UNKEYED_JOB_PARAMS) + 1, before=sql.WAKE)
+    for replace, payload in ((False, ""), (True, "payload = EXCLUDED.payload,"))}
 
 # What `insert_steps` yields: a statement and its parameters, to be run in order.
 Statement: TypeAlias = tuple[TextClause, dict[str, Any]]
@@ -429,7 +500,12 @@ Statement: TypeAlias = tuple[TextClause, dict[str, Any]]
 def _insert(conn: Connection | ServerBound | BorrowedConnection | direct.KeptConnection,
             rows: Sequence[_Row], trace: str | None) -> Enqueued:
     if (len(rows) == 1 and isinstance(conn, direct.KeptConnection)
-            and rows[0].key is None and rows[0].unique_key is None):
+            and rows[0].debounce_key is not None and OPEN_BATCH.get() is None):
+        return _insert_debounced(conn, rows[0], trace)
+    if (len(rows) == 1 and isinstance(conn, direct.KeptConnection)
+            and rows[0].key is None and rows[0].unique_key is None
+            and rows[0].debounce_key is None and rows[0].sequence is None
+            and rows[0].fair_key is None):
         return _insert_prepared(conn, rows[0], trace)
     return steps.run(insert_steps(rows, trace), lambda step: conn.execute(*step))
 
@@ -441,7 +517,15 @@ def insert_steps(rows: Sequence[_Row],
 
     The blocking path (`_insert`) and the async one (queue_core/aio.py) run these
     same steps (queue_core/database/steps.py)."""
-    if all(r.key is None and r.unique_key is None for r in rows):
+    if any(r.debounce_key is not None for r in rows):
+        return (yield from _debounced_steps(rows, trace))
+    if any(r.sequence is not None for r in rows):
+        # The sequence's columns are the graph statement's (no parents: none waits).
+        ids, inserted = yield from keyed_steps(rows, trace, sql.INSERT_GRAPH_JOBS, _in_line(rows))
+        return Enqueued(ids, len(inserted))
+    # A fair key goes with the keyed statements: the unkeyed ones, the hot path of
+    # every other job, stay as they are.
+    if all(r.key is None and r.unique_key is None and r.fair_key is None for r in rows):
         if len(rows) == 1:
             # One job without a key: it is new, whatever else is in the table.
             yield from _inserting(sql.INSERT_UNKEYED_JOB, _unkeyed_params(rows[0], trace), rows)
@@ -450,6 +534,36 @@ def insert_steps(rows: Sequence[_Row],
         return Enqueued([r.id for r in rows], len(rows))
     ids, inserted = yield from keyed_steps(rows, trace)
     return Enqueued(ids, len(inserted))
+
+
+def _debounced_steps(rows: Sequence[_Row],
+                     trace: str | None) -> Generator[Statement, Any, Enqueued]:
+    """`insert_steps` for a call with debounced rows: the others first, as usual, then
+    the debounced ones, a statement per round of distinct keys
+    (queue_core/features/debounce.py)."""
+    ids: list[str | None] = [None] * len(rows)
+    created = 0
+    plain = [i for i, r in enumerate(rows) if r.debounce_key is None]
+    if plain:
+        done = yield from insert_steps([rows[i] for i in plain], trace)
+        for i, job_id in zip(plain, done.ids, strict=True):
+            ids[i] = job_id
+        created += done.created
+    folded = [i for i, r in enumerate(rows) if r.debounce_key is not None]
+    keys = [(rows[i].type, rows[i].debounce_key or "", rows[i].replace) for i in folded]
+    for round_ in debouncing.rounds(keys):
+        for replace, positions in round_.items():
+            batch = [rows[folded[p]] for p in positions]
+            statement = sql.INSERT_DEBOUNCED_REPLACE if replace else sql.INSERT_DEBOUNCED
+            result = yield from _inserting(
+                statement, {**_unkeyed_columns(batch, trace),
+                            "debounce_keys": text_array([r.debounce_key for r in batch])}, batch)
+            found = {(r.type, r.key): r for r in result}
+            for p in positions:
+                row = found[(rows[folded[p]].type, rows[folded[p]].debounce_key)]
+                ids[folded[p]] = row.id
+                created += bool(row.created)
+    return Enqueued([i for i in ids if i is not None], created)
 
 
 def keyed_steps(rows: Sequence[_Row], trace: str | None, statement: TextClause | None = None,
@@ -507,6 +621,15 @@ def keyed_steps(rows: Sequence[_Row], trace: str | None, statement: TextClause |
     return [ids[i] for i in range(len(rows))], created
 
 
+def _in_line(rows: Sequence[_Row]) -> Callable[[list[int]], dict[str, str]]:
+    """INSERT_GRAPH_JOBS's own columns for `rows` in sequences and without parents."""
+    def extra(positions: list[int]) -> dict[str, str]:
+        return {"waiting_for": "{}", "has_dependents": "{}",
+                **sequences.columns([rows[i].sequence for i in positions],
+                                    [rows[i].sequence_policy for i in positions])}
+    return extra
+
+
 def _inserting(statement: TextClause, params: dict[str, Any],
                rows: Sequence[_Row]) -> Generator[Statement, Any, Any]:
     """One insert; its errors in the queue's words."""
@@ -538,6 +661,17 @@ def _insert_prepared(conn: direct.KeptConnection, row: _Row, trace: str | None) 
     return Enqueued([row.id], 1)
 
 
+def _insert_debounced(conn: direct.KeptConnection, row: _Row, trace: str | None) -> Enqueued:
+    """One debounced job on skiplock's kept connection: its key's pending job's id."""
+    try:
+        [found] = conn.execute_prepared(_INSERT_DEBOUNCED[row.replace],
+                                        (*_unkeyed_values(row, trace), row.debounce_key))
+    except (sa_exc.IntegrityError, sa_exc.OperationalError) as exc:
+        _refuse(exc, [row])
+        raise
+    return Enqueued([found.id], int(bool(found.created)))
+
+
 def _refuse(exc: sa_exc.IntegrityError | sa_exc.OperationalError, rows: Sequence[_Row]) -> None:
     """Raise an insert's error in the queue's words when it has some (a row the table
     refuses, a conflict of the caller's transaction); else return, and the caller
@@ -554,7 +688,8 @@ def _columns(rows: Sequence[_Row], trace: str | None) -> dict[str, str | None]:
     return {**_unkeyed_columns(rows, trace),
             "keys": text_array([r.key for r in rows]),
             "unique_keys": text_array([r.unique_key for r in rows]),
-            "unique_secs": number_array([r.unique_s for r in rows])}
+            "unique_secs": number_array([r.unique_s for r in rows]),
+            "fair_keys": text_array([r.fair_key for r in rows])}
 
 
 def _unkeyed_columns(rows: Sequence[_Row], trace: str | None) -> dict[str, str | None]:

@@ -15,7 +15,7 @@ from skiplock.queue_core.database.borrowed import BorrowedConnection
 from skiplock.queue_core.database.db import Joinable, connect
 from skiplock.queue_core.durations import parse_duration
 from skiplock.queue_core.errors import InvalidJob, PermissionDenied
-from skiplock.queue_core.features import limits
+from skiplock.queue_core.features import fairness, limits, sequences
 from skiplock.queue_core.jobs import Job
 
 log = logging.getLogger("skiplock.maintenance")
@@ -129,8 +129,9 @@ def cleanup(older_than: float | timedelta | str = "7d", *,
 
     Each batch is its own short transaction so that cleanup never holds many
     locks on the hot table, nor pins the vacuum horizon for long. Then it
-    repairs the slot counts of concurrency keys (`limits.recount_slots`) and
-    forgets idle keys.
+    repairs the slot counts of concurrency keys (`limits.recount_slots`),
+    forgets idle keys, and lets in the jobs of fair keys whose window has room
+    (`fairness.fill_turns`).
     """
     age = parse_duration(older_than)
     if age < 0:
@@ -159,4 +160,9 @@ def cleanup(older_than: float | timedelta | str = "7d", *,
             log.warning("recounted the slots of %d concurrency keys whose counts were wrong",
                         fixed)
     limits.prune_idle_keys()  # the counters of concurrency keys nobody uses any more
+    sequences.prune_idle_sequences()  # and the lines of sequences with nobody in them
+    try:
+        fairness.fill_turns()  # fair keys with room in their window and jobs waiting
+    except PermissionDenied as exc:
+        log.warning("fair keys not checked: %s", exc)
     return total

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     REAL,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -70,4 +71,15 @@ worker_job = Table(
     # 0016_dependencies
     Column("waitingFor", Integer),
     Column("hasDependents", Boolean),
+    # 0020_debounce
+    Column("debounceKey", Text),
+    Column("debounceMoves", Integer),
+    Column("agedFrom", Integer),
+    Column("agedAt", DateTime(timezone=True)),
+    # 0019_sequences
+    Column("sequenceKey", Text),
+    Column("sequenceNo", BigInteger),
+    Column("sequencePolicy", Text),
+    # 0021_fairness: the key whose jobs take turns with other keys' (features/fairness.py).
+    Column("fairKey", Text),
 )

@@ -48,20 +48,21 @@ INSERT_JOBS = text(
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-         "traceContext")
+         "traceContext", "fairKey")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
            j.user_id, statement_timestamp(),
            j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END,
            j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s),
-           CAST(:trace_context AS jsonb)
+           CAST(:trace_context AS jsonb), j.fair_key
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
         CAST(:keys AS text[]), CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]),
-        CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[])
+        CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[]),
+        CAST(:fair_keys AS text[])
     ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
-                           slot_key, slot_limit, unique_key, unique_s, ord)
+                           slot_key, slot_limit, unique_key, unique_s, fair_key, ord)
     ORDER BY j.ord
     ON CONFLICT DO NOTHING
     RETURNING id
@@ -76,7 +77,7 @@ INSERT_JOB = text(
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-         "traceContext")
+         "traceContext", "fairKey")
     VALUES (:id, :type, CAST(:payload AS jsonb), :priority,
             statement_timestamp() + make_interval(secs => CAST(:delay_s AS float8)),
             :max_attempts, :key, :user_id, statement_timestamp(),
@@ -84,7 +85,7 @@ INSERT_JOB = text(
             CASE WHEN CAST(:concurrency_key AS text) IS NOT NULL THEN true END,
             :unique_key,
             statement_timestamp() + make_interval(secs => CAST(:unique_s AS float8)),
-            CAST(:trace_context AS jsonb))
+            CAST(:trace_context AS jsonb), CAST(:fair_key AS text))
     ON CONFLICT DO NOTHING
     RETURNING id
     """
@@ -922,24 +923,28 @@ INSERT_GRAPH_JOBS = text(
     INSERT INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-         "traceContext", "waitingFor", "hasDependents")
+         "traceContext", "waitingFor", "hasDependents", "sequenceKey", "sequencePolicy",
+         "fairKey")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
            j.user_id, statement_timestamp(),
            j.slot_key, j.slot_limit,
            CASE WHEN j.waiting_for > 0 THEN false WHEN j.slot_key IS NOT NULL THEN true END,
            j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s),
-           CAST(:trace_context AS jsonb), j.waiting_for, j.has_dependents
+           CAST(:trace_context AS jsonb), j.waiting_for, j.has_dependents, j.sequence_key,
+           j.sequence_policy, j.fair_key
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
         CAST(:keys AS text[]), CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]),
         CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[]),
-        CAST(:waiting_for AS int[]), CAST(:has_dependents AS boolean[])
+        CAST(:waiting_for AS int[]), CAST(:has_dependents AS boolean[]),
+        CAST(:sequence_keys AS text[]), CAST(:sequence_policies AS text[]),
+        CAST(:fair_keys AS text[])
     ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
                            slot_key, slot_limit, unique_key, unique_s, waiting_for,
-                           has_dependents, ord)
-    ORDER BY j.ord
+                           has_dependents, sequence_key, sequence_policy, fair_key, ord)
+    ORDER BY j.sequence_key, j.ord
     ON CONFLICT DO NOTHING
     RETURNING id
     """
@@ -1056,5 +1061,244 @@ BATCH_MEMBERS = text(
     """
 )
 
-# A dependent that named one parent twice (by position and by id) waits for it once.
-SET_WAITING_FOR = text('UPDATE "WorkerJob" SET "waitingFor" = :n WHERE id = :id')
+# -- debounce (queue_core/features/debounce.py, migration 0020_debounce) --------------
+
+# One job per type and debounce key while it is PENDING: the partial unique index
+# "WorkerJob_debounce_key" arbitrates, as "idempotencyKey" does for INSERT_JOBS,
+# but a conflict moves the pending job instead of leaving it: its run time
+# becomes this enqueue's (now + the debounce), and in the `replace` variant its
+# payload too. A row that a claim holds makes the statement wait for the claim's
+# commit; the claimed row has left the partial index then, and the row is
+# inserted new. RETURNING says which rows were new
+# (xmax is 0 for a row this statement inserted, the locker's xid for one it updated).
+# The rows of one statement have distinct keys (ON CONFLICT DO UPDATE cannot touch
+# a row twice): `debounce.rounds` splits a call that repeats a key.
+_DEBOUNCED_CONFLICT = """
+    ON CONFLICT (type, "debounceKey") WHERE status = 'PENDING' AND "debounceKey" IS NOT NULL
+    DO UPDATE SET "availableAt" = EXCLUDED."availableAt", {payload}
+        "debounceMoves" = COALESCE(w."debounceMoves", 0) + 1
+    RETURNING id, type, "debounceKey" AS key, (xmax = 0) AS created
+"""
+_INSERT_DEBOUNCED = WAKE + """
+    INSERT INTO "WorkerJob" AS w
+        (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
+         "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext", "debounceKey")
+    SELECT j.id, j.type, j.payload, j.priority,
+           statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts,
+           j.user_id, statement_timestamp(),
+           j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END,
+           CAST(:trace_context AS jsonb), j.debounce_key
+    FROM unnest(
+        CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
+        CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
+        CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]), CAST(:slot_limits AS int[]),
+        CAST(:debounce_keys AS text[])
+    ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, user_id,
+                           slot_key, slot_limit, debounce_key, ord)
+    ORDER BY j.ord
+""" + _DEBOUNCED_CONFLICT
+# One job alone, what `enqueue()` writes: plain VALUES, prepared once on
+# skiplock's own connection (as INSERT_UNKEYED_JOB_POSITIONAL; the parameters of
+# INSERT_UNKEYED_JOB_PARAMS, then the key). Same columns, set the same way.
+INSERT_DEBOUNCED_JOB_POSITIONAL = """
+    INSERT INTO "WorkerJob" AS w
+        (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
+         "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext", "debounceKey")
+    VALUES (CAST($1 AS text), CAST($2 AS text), CAST($3 AS jsonb), CAST($4 AS int),
+            statement_timestamp() + make_interval(secs => CAST($5 AS float8)),
+            CAST($6 AS int), CAST($7 AS text), statement_timestamp(), CAST($8 AS text),
+            CAST($9 AS int), CASE WHEN CAST($8 AS text) IS NOT NULL THEN true END,
+            CAST($10 AS jsonb), CAST($11 AS text))
+""" + _DEBOUNCED_CONFLICT
+INSERT_DEBOUNCED = text(_INSERT_DEBOUNCED.format(payload=""))
+INSERT_DEBOUNCED_REPLACE = text(_INSERT_DEBOUNCED.format(payload="payload = EXCLUDED.payload,"))
+
+# `skiplock stats`: the pending jobs that have a debounce key (read from the
+# partial unique index), how many of them are not due yet, and how often
+# enqueues moved them.
+DEBOUNCED_BY_TYPE = text(
+    """
+    SELECT type, count(*) AS pending,
+           count(*) FILTER (WHERE "availableAt" > now()) AS not_due,
+           COALESCE(sum("debounceMoves"), 0) AS moves
+    FROM "WorkerJob"
+    WHERE status = 'PENDING' AND "debounceKey" IS NOT NULL
+    GROUP BY type
+    """
+)
+
+# -- priority aging (queue_core/features/aging.py) --------------------------------------
+
+# One pass of aging: the claimable jobs that have waited :after_s since they came
+# due (or since their last raise) get :step more priority, up to the bound: :max,
+# or without one the highest priority among claimable jobs now (one probe of the
+# claim's index). Found through the claim's own index, without a new one: a
+# loose scan walks the distinct priorities below the bound (one probe each), and
+# within each priority the index is in "availableAt" order, so the oldest due
+# rows are its first entries. Rows raised less than :after_s ago are the only
+# ones walked over for nothing, at most a few batches of them. The oldest :batch
+# of all are raised, found again by id (an array: joined, the planner read every
+# due row of the claim's index to hash them), skipping rows a claim holds; the lock's re-check of the
+# row keeps two masters' passes from raising a row twice. "agedFrom" keeps the
+# priority a job was enqueued with. The claim's order is untouched: a raised
+# job simply sits higher in the same index.
+_AGED_WAIT = """j."availableAt" <= now() - make_interval(secs => :after_s)
+              AND (j."agedAt" IS NULL OR j."agedAt" <= now() - make_interval(secs => :after_s))"""
+AGE_JOBS = text(
+    f"""
+    WITH RECURSIVE bound(top) AS (
+        SELECT COALESCE(CAST(:max AS int), (
+            SELECT priority FROM "WorkerJob"
+            WHERE status = 'PENDING' AND "heldBack" IS NULL
+            ORDER BY priority DESC, "availableAt" ASC LIMIT 1))
+    ), levels(priority) AS (
+        (SELECT priority FROM "WorkerJob"
+         WHERE status = 'PENDING' AND "heldBack" IS NULL AND priority < (SELECT top FROM bound)
+         ORDER BY priority DESC LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.priority FROM "WorkerJob" j
+                WHERE j.status = 'PENDING' AND j."heldBack" IS NULL
+                  AND j.priority < l.priority
+                ORDER BY j.priority DESC LIMIT 1)
+        FROM levels l WHERE l.priority IS NOT NULL
+    ), waited AS (
+        SELECT c.id, c."availableAt"
+        FROM levels l, LATERAL (
+            SELECT j.id, j."availableAt" FROM "WorkerJob" j
+            WHERE j.status = 'PENDING' AND j."heldBack" IS NULL AND j.priority = l.priority
+              AND {_AGED_WAIT}
+            ORDER BY j."availableAt" LIMIT :batch) c
+        WHERE l.priority IS NOT NULL
+        ORDER BY c."availableAt" LIMIT :batch
+    ), locked AS (
+        SELECT j.id FROM "WorkerJob" j
+        WHERE j.id = ANY(ARRAY(SELECT id FROM waited))
+          AND j.status = 'PENDING' AND j."heldBack" IS NULL
+          AND j.priority < (SELECT top FROM bound) AND {_AGED_WAIT}
+        FOR UPDATE OF j SKIP LOCKED
+    )
+    UPDATE "WorkerJob" AS j
+    SET priority = LEAST(j.priority + :step, (SELECT top FROM bound)),
+        "agedFrom" = COALESCE(j."agedFrom", j.priority), "agedAt" = now()
+    FROM locked
+    WHERE j.id = locked.id
+    RETURNING j.id, j.type
+    """
+)
+
+# `skiplock stats`: pending jobs that aging raised, by type (their own partial index).
+AGED_BY_TYPE = text(
+    """
+    SELECT type, count(*) AS n, COALESCE(max(priority - "agedFrom"), 0) AS most_raised
+    FROM "WorkerJob"
+    WHERE status = 'PENDING' AND "agedFrom" IS NOT NULL
+    GROUP BY type
+    """
+)
+
+# A dependent that named one parent twice (by position and by id) waits for it once
+# (relative: a job of a sequence also waits for its turn, migration 0019).
+SET_WAITING_FOR = text('UPDATE "WorkerJob" SET "waitingFor" = "waitingFor" - :less '
+                       'WHERE id = :id')
+
+# -- sequences (queue_core/features/sequences.py) -------------------------------------
+
+# Keys held by a dead-lettered head (policy hold), with how many jobs wait behind it.
+HELD_SEQUENCES = text(
+    """
+    SELECT s.key, s.head, j.status::text AS head_status,
+           (SELECT count(*) FROM "WorkerJob" AS w
+            WHERE w."sequenceKey" = s.key AND w.status = 'PENDING') AS waiting
+    FROM "WorkerSequence" AS s JOIN "WorkerJob" AS j ON j.id = s.head
+    WHERE j.status = 'DEAD_LETTER'
+    ORDER BY waiting DESC, s.key
+    LIMIT :limit
+    """
+)
+
+# How many keys have jobs in line, how many of them are held, how many jobs wait
+# for their turn (each key's head excluded: it may run).
+SEQUENCE_COUNTS = text(
+    """
+    SELECT (SELECT count(*) FROM "WorkerSequence" WHERE head IS NOT NULL) AS keys,
+           (SELECT count(*) FROM "WorkerSequence" AS s JOIN "WorkerJob" AS j ON j.id = s.head
+            WHERE j.status = 'DEAD_LETTER') AS held,
+           (SELECT count(*) FROM "WorkerJob"
+            WHERE status = 'PENDING' AND "sequenceKey" IS NOT NULL
+              AND "heldBack" = false AND "waitingFor" > 0) AS waiting
+    """
+)
+
+# Keys with no job in line for :idle_s seconds (cleanup). An enqueue racing with the
+# delete inserts the key again (ON CONFLICT sees the row gone).
+PRUNE_IDLE_SEQUENCES = text(
+    """
+    DELETE FROM "WorkerSequence"
+    WHERE head IS NULL AND "updatedAt" < now() - make_interval(secs => :idle_s)
+    """
+)
+
+# A person lets a held key go on: its next job becomes the head; the dead letter stays.
+RELEASE_SEQUENCE = text(
+    """
+    WITH held AS (
+        SELECT s.key FROM "WorkerSequence" AS s JOIN "WorkerJob" AS j ON j.id = s.head
+        WHERE s.key = :key AND j.status = 'DEAD_LETTER'
+        FOR UPDATE OF s
+    )
+    SELECT skiplock_sequence_advance(held.key) AS head FROM held
+    """
+)
+
+
+# -- fairness between keys (queue_core/features/fairness.py) --------------------------
+
+# A key's weight; its window changes with it, and a larger one is filled at once
+# (FILL_TURNS after it).
+SET_WEIGHT = text(
+    """
+    INSERT INTO "WorkerFairKey" AS f (key, weight) VALUES (:key, :weight)
+    ON CONFLICT (key) DO UPDATE SET weight = EXCLUDED.weight, "updatedAt" = now()
+    """
+)
+FORGET_WEIGHT = text('DELETE FROM "WorkerFairKey" WHERE key = :key')
+
+# Let in the jobs of one key (:key), or of every key that has some waiting (NULL),
+# as far as its window has room (migration 0021_fairness).
+FILL_TURNS = text("SELECT skiplock_fair_fill(CAST(:key AS text)) AS let_in")
+
+# A job waits its turn: PENDING, out of the claim's index by fairness alone.
+WAITING_TURN = """(status = 'PENDING' AND "fairKey" IS NOT NULL AND "heldBack" = false
+                   AND ("waitingFor" IS NULL OR "waitingFor" = 0))"""
+
+# How many jobs wait their turn, through "WorkerJob_fair_idx".
+COUNT_WAITING_TURN = text(f'SELECT count(*) FROM "WorkerJob" WHERE {WAITING_TURN}')
+
+# What `skiplock stats` shows of each fair key: its weight and window, its jobs in the
+# claim's index and those waiting their turn; keys with pending jobs or a weight.
+FAIR_KEYS = text(
+    f"""
+    WITH jobs AS (
+        SELECT "fairKey" AS key,
+               count(*) FILTER (WHERE "heldBack" IS NULL) AS admitted,
+               count(*) FILTER (WHERE {WAITING_TURN}) AS waiting
+        FROM "WorkerJob"
+        WHERE status = 'PENDING' AND "fairKey" IS NOT NULL
+          AND (CAST(:key AS text) IS NULL OR "fairKey" = CAST(:key AS text))
+        GROUP BY 1
+    ), weights AS (
+        SELECT key, weight FROM "WorkerFairKey"
+        WHERE CAST(:key AS text) IS NULL OR key = CAST(:key AS text)
+    ), base AS (
+        SELECT CASE WHEN current_setting('skiplock.fair_window', true) ~ '^ *[0-9]{{1,5}} *$'
+                    THEN greatest(trim(current_setting('skiplock.fair_window', true))::int, 1)
+                    ELSE 10 END AS n
+    )
+    SELECT COALESCE(j.key, f.key) AS key, COALESCE(f.weight, 1) AS weight,
+           COALESCE(f.weight, 1) * base.n AS window,
+           COALESCE(j.admitted, 0) AS admitted, COALESCE(j.waiting, 0) AS waiting
+    FROM jobs AS j FULL JOIN weights AS f ON f.key = j.key CROSS JOIN base
+    ORDER BY COALESCE(j.waiting, 0) DESC, 1
+    LIMIT :limit
+    """
+)

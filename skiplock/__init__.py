@@ -59,10 +59,12 @@ from skiplock.queue_core import (
     wait,
 )
 from skiplock.queue_core.database.db import transaction
+from skiplock.queue_core.features.fairness import set_weight
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "set_weight",
     "acancel",
     "acancel_many",
     "aenqueue",

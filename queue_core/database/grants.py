@@ -83,6 +83,14 @@ WORKER_GRANTS: tuple[tuple[str, str, str], ...] = (
     ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerBatch"'),
     ("EXECUTE", "FUNCTION", "skiplock_resolve_edges(text, text, text[])"),
     ("EXECUTE", "FUNCTION", "skiplock_batch_ready(text)"),
+    # Sequences (migration 0019): the job table's triggers keep each key's line here,
+    # and the one that ends a key's head lets the next job in through the function.
+    ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerSequence"'),
+    ("EXECUTE", "FUNCTION", "skiplock_sequence_advance(text)"),
+    # Fairness (migration 0021): a fair job's triggers read its key's weight and let
+    # the key's next job in through the function; `skiplock weight` writes weights.
+    ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerFairKey"'),
+    ("EXECUTE", "FUNCTION", "skiplock_fair_fill(text)"),
 )
 # Where the demo domain is installed, the built-in handlers write it.
 DEMO_TABLES = ('"User"', '"Event"', '"Interpretation"', '"Pattern"', '"Insight"',

@@ -52,6 +52,7 @@ from skiplock.queue_core.database.db import (
 )
 from skiplock.queue_core.enqueue import Enqueued, Statement, _Row, keyed_steps
 from skiplock.queue_core.errors import InvalidJob
+from skiplock.queue_core.features import sequences
 
 ACTIVE = ("PENDING", "PROCESSING")
 
@@ -140,7 +141,9 @@ def graph_steps(rows: Sequence[_Row], trace: str | None, *, member: bool = False
         return {"waiting_for": "{" + ",".join("NULL" if waiting[i] is None else str(waiting[i])
                                               for i in positions) + "}",
                 "has_dependents": "{" + ",".join("t" if flagged[i] else "NULL"
-                                                 for i in positions) + "}"}
+                                                 for i in positions) + "}",
+                **sequences.columns([rows[i].sequence for i in positions],
+                                    [rows[i].sequence_policy for i in positions])}
 
     ids, created = yield from keyed_steps(rows, trace, sql.INSERT_GRAPH_JOBS, extra)
     parents: list[str] = []
@@ -163,11 +166,11 @@ def graph_steps(rows: Sequence[_Row], trace: str | None, *, member: bool = False
             children.append(ids[i])
             policies.append(policy)
         if len(seen) != len(r.parents):
-            recount[ids[i]] = len(seen)
+            recount[ids[i]] = len(r.parents) - len(seen)
     if late:
         statuses.update((yield from _lock(sorted(late))))
-    for child, n in recount.items():
-        yield sql.SET_WAITING_FOR, {"id": child, "n": n}
+    for child, less in recount.items():
+        yield sql.SET_WAITING_FOR, {"id": child, "less": less}
     if parents:
         yield sql.INSERT_EDGES, {"parents": text_array(parents),
                                  "children": text_array(children),

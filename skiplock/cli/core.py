@@ -98,8 +98,21 @@ def _known_types(extra_modules: tuple[str, ...]) -> list[str]:
 @click.option("--unique-for", default=None, metavar="WINDOW",
               help="With --key: how long the key holds: 'active' (while pending or running) "
                    "or a period such as 1h (default: as long as the job exists).")
+@click.option("--debounce", type=DURATION, default=None,
+              help="With --debounce-key: one pending job per type and key; an enqueue while "
+                   "it waits moves it to now + this (30s, 5m) and prints its id.")
+@click.option("--debounce-key", default=None, metavar="KEY",
+              help="The key of --debounce.")
+@click.option("--debounce-mode", type=click.Choice(["delay", "replace"]), default=None,
+              help="delay: the pending job keeps its payload (default); replace: it takes "
+                   "this one.")
 @click.option("--max-attempts", type=int, default=None,
               help="Attempts before the job is dead-lettered (default: the type's, else 3).")
+@click.option("--sequence", default=None, metavar="KEY",
+              help="Jobs of KEY run one at a time, in the order they were enqueued.")
+@click.option("--on-sequence-failure", type=click.Choice(["hold", "pass"]), default=None,
+              help="With --sequence: dead-lettered, this job holds the rest of KEY until it "
+                   "is retried or deleted (hold, the default) or lets them go on (pass).")
 @click.option("--user-id", default=None, help="The user the job belongs to.")
 @click.option("--handlers", "handler_modules", multiple=True, metavar="MODULE",
               help="Import MODULE so that its job types, and their payload models, limits "
@@ -115,7 +128,9 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
             idempotency_key: str | None, max_attempts: int | None, user_id: str | None,
             handler_modules: tuple[str, ...], any_type: bool, wait_: bool,
             timeout: float | None, unique_for: str | None, concurrency_key: str | None,
-            concurrency: int | None) -> None:
+            concurrency: int | None, debounce: float | None, debounce_key: str | None,
+            debounce_mode: str | None, sequence: str | None = None,
+            on_sequence_failure: str | None = None) -> None:
     """Add a job of TYPE with the JSON object PAYLOAD ('-' reads it from stdin).
 
     Prints the job id alone on stdout. With --wait, prints the id on stderr,
@@ -171,7 +186,10 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
     job_id = do_enqueue(job_type, data, priority=priority, delay=delay,
                         max_attempts=max_attempts, idempotency_key=idempotency_key,
                         user_id=user_id, unique_for=unique_for,
-                        concurrency_key=concurrency_key, concurrency=concurrency)
+                        concurrency_key=concurrency_key, concurrency=concurrency,
+                        debounce=debounce, debounce_key=debounce_key,
+                        debounce_mode=debounce_mode,
+                        sequence=sequence, on_sequence_failure=on_sequence_failure)
     if not wait_:
         if timeout is not None:
             raise click.UsageError("--timeout goes with --wait")
@@ -324,6 +342,34 @@ def recount_slots() -> None:
 
     fixed = recount()
     click.echo(f"corrected the slot counts of {fixed} concurrency key{'' if fixed == 1 else 's'}")
+
+
+@main.command()
+@click.argument("key")
+@click.argument("weight", type=click.IntRange(1, 1000), required=False)
+@click.option("--reset", is_flag=True, help="Forget the key's weight: it weighs 1 again.")
+def weight(key: str, weight: int | None, reset: bool) -> None:
+    """Set the weight of fair key KEY (1 to 1000), or show it without WEIGHT.
+
+    Under contention, keys share the workers in proportion to their weights:
+    a key keeps weight x `skiplock.fair_window` (10 unless set) of its jobs in
+    the queue at once, the rest wait their turn (docs/jobs.md, "Fairness")."""
+    from skiplock.queue_core.features import fairness
+
+    if weight is not None and reset:
+        raise click.UsageError("give a WEIGHT or --reset, not both")
+    if weight is not None or reset:
+        let_in = fairness.set_weight(key, None if reset else weight)
+        click.echo(f"{key}: weight {weight or 1}" + (f", {let_in} more jobs let in"
+                                                     if let_in else ""))
+        return
+    found = fairness.fair_keys(limit=1, key=key)
+    if not found:
+        click.echo(f"{key}: weight 1, no pending jobs")
+        return
+    k = found[0]
+    click.echo(f"{key}: weight {k.weight}, {k.admitted}/{k.window} in the queue, "
+               f"{k.waiting} waiting their turn")
 
 
 @main.group()

@@ -127,3 +127,42 @@ def batch(batch_id: str, limit: int, as_json: bool) -> None:
         echo(f"  {m.id}  {m.type:<24} {m.status:<11} attempts {m.attempts}")
     if limit and len(members) == limit and found.total > limit:
         echo(f"  ... and {found.total - limit} more (--limit)")
+
+
+@main.group()
+def sequence() -> None:
+    """Sequences (`enqueue(..., sequence=KEY)`): keys whose jobs run one at a time, in order."""
+
+
+@sequence.command("held")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True,
+              help="List at most this many keys, those with the most jobs waiting first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the keys as JSON.")
+def sequence_held(limit: int, as_json: bool) -> None:
+    """List the keys held by a dead-lettered job, and how many jobs wait behind it."""
+    from skiplock.cli.display import echo
+    from skiplock.queue_core.features.sequences import held_sequences
+
+    found = held_sequences(limit)
+    if as_json:
+        print_json([{"key": s.key, "deadLetter": s.head, "waiting": s.waiting} for s in found])
+        return
+    for s in found:
+        echo(f"{s.key}  held by job {s.head}  {s.waiting} waiting")
+    if not found:
+        echo("no sequence is held")
+
+
+@sequence.command("release")
+@click.argument("key", metavar="KEY")
+def sequence_release(key: str) -> None:
+    """Let KEY go on without its dead-lettered job, which stays as it is.
+
+    The next job of KEY runs; to run the dead letter first instead, retry it
+    (`skiplock retry ID`). Exit 1 when KEY is not held by a dead letter."""
+    from skiplock.cli.display import echo, safe
+    from skiplock.queue_core.features.sequences import release_sequence
+
+    head = release_sequence(key)
+    echo(f"sequence {safe(key)!r} released: " + (f"job {head} runs next" if head
+                                                else "no job was waiting"))

@@ -62,6 +62,24 @@ def _print_health(h: Any) -> None:
     if h.held_back:
         echo(f"held back by a concurrency limit: {h.held_back} pending (biggest keys: "
              + ", ".join(f"{k} {n}" for k, n in h.held_back_by_key.items()) + ")")
+    if h.debounced:
+        echo(f"debounced: {h.debounced} pending with a debounce key ({h.debounced_not_due} not "
+             f"due yet, {h.debounce_moves} enqueues folded in): " + ", ".join(
+                 f"{name} {n}" for name, n in sorted(h.debounced_by_type.items())))
+    if h.aged:
+        echo(f"aged: {h.aged} pending raised by priority aging: " + ", ".join(
+            f"{name} {n}" for name, n in sorted(h.aged_by_type.items())))
+    if h.sequences:
+        echo(f"sequences: {h.sequences} keys with jobs in line, {h.sequence_waiting} jobs "
+             f"waiting for their turn")
+    if h.sequences_held:
+        echo(f"sequences held by a dead letter: {h.sequences_held} (retry, delete or "
+             "`skiplock sequence release KEY`): " + ", ".join(
+                 f"{k} (job {head}, {n} waiting)" for k, (head, n) in h.held_sequences.items()))
+    if h.fair_keys:
+        echo(f"waiting their key's turn (fairness): {h.fair_waiting} pending (keys: "
+             + ", ".join(f"{k} weight {f['weight']}, {f['queued']}/{f['window']} in the queue, "
+                         f"{f['waiting']} waiting" for k, f in h.fair_keys.items()) + ")")
     if h.paused:
         echo("paused types: " + ", ".join(
             f"{name} ({n} pending)" for name, n in sorted(h.paused.items())))
@@ -96,6 +114,10 @@ def stats(as_json: bool, watch: float | None, exact: bool) -> None:
     estimated unless --exact), pending and running work by type, ready versus
     scheduled, the age of the oldest ready job, jobs finished in the last 1, 5
     and 15 minutes, dead letters by type, paused types, the types that no
+    running pool serves (NO POOL: their jobs wait for one), sequences (keys with
+    jobs in line, and those held by a dead letter), and the health of
+    and 15 minutes, dead letters by type, fair keys (weight, jobs in the queue
+    out of their window, jobs waiting their turn), paused types, the types that no
     running pool serves (NO POOL: their jobs wait for one), and the health of
     the job table: size, dead rows, last vacuum, and the oldest open
     transaction that keeps vacuum from removing dead rows.

@@ -32,8 +32,10 @@ _FLAG_NAMES = {
     "poll_min_s": "poll-min",
     "poll_max_s": "poll-max",
     "poll_step_s": "poll-step",
+    "age_after_s": "age-after",
 }
-_METAVARS = {"_s": "SECONDS", "_ms": "MS", "_mb": "MIB", "database_url": "URL", "handlers": "MODULE",
+_METAVARS = {"age_after_s": "DURATION", "age_step": "N", "age_max": "PRIORITY",
+             "_s": "SECONDS", "_ms": "MS", "_mb": "MIB", "database_url": "URL", "handlers": "MODULE",
              "types": "TYPES"}
 _SHORT = {"concurrency": "-c"}
 

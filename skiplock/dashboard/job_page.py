@@ -45,7 +45,8 @@ class Field:
     code: bool = False  # an identifier, shown in monospace
 
 
-def outcome(job: Job, worker: Any | None, now: datetime) -> Outcome:
+def outcome(job: Job, worker: Any | None, now: datetime,
+            others: dict[str, Any] | None = None) -> Outcome:
     attempt = f"attempt {job.attempts} of {job.max_attempts}"
     if job.status == "COMPLETED":
         ran = between(job.started_at, job.completed_at)
@@ -75,6 +76,11 @@ def outcome(job: Job, worker: Any | None, now: datetime) -> Outcome:
         return Outcome("held", f"held back by concurrency key {job.concurrency_key}", when,
                        job.available_at,
                        _notes(f"at most {job.concurrency_limit} of its key run at once", snoozed))
+    fair_key = (others or {}).get("fairKey")
+    if job.held_back is False and fair_key and not (others or {}).get("waitingFor"):
+        # Waiting its turn (queue_core/features/fairness.py): its key's window is full.
+        return Outcome("held", f"waiting its turn behind the other jobs of fair key {fair_key}",
+                       when, job.available_at, _notes(snoozed))
     if job.last_error is not None:
         failed = f"attempt {job.attempts} of {job.max_attempts} failed" if job.attempts else None
         return Outcome("retrying", "retrying", when, job.available_at, _notes(failed, snoozed))

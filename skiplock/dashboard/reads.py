@@ -289,7 +289,7 @@ def job_view(settings: DashboardSettings, job_id: str) -> JobView | None:
         batch = batches.get_batch(in_batch, conn=c) if in_batch else None
     ready = job.available_at is not None and job.available_at <= now
     times, durations = job_page.timing(job, now)
-    return JobView(job, worker, job_page.outcome(job, worker, now), times, durations,
+    return JobView(job, worker, job_page.outcome(job, worker, now, other or {}), times, durations,
                    job_page.details(job, worker, other or {}, now), list(log),
                    ready_now=ready, parents=ups[:GRAPH_LIMIT], dependents=downs, batch=batch)
 

@@ -24,7 +24,11 @@ from skiplock.ops.processes import live_served
 from skiplock.queue_core import sql
 from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.database.db import connect
+from skiplock.queue_core.features.aging import aged_by_type
+from skiplock.queue_core.features.debounce import debounced_by_type
+from skiplock.queue_core.features.fairness import fair_keys
 from skiplock.queue_core.features.parking import parked_by_type
+from skiplock.queue_core.features.sequences import held_sequences
 from skiplock.queue_core.maintenance import camel, pending_breakdown
 
 THROUGHPUT_WINDOWS_MIN = (1, 5, 15)
@@ -63,6 +67,17 @@ class Health:
     paused: dict[str, int] = field(default_factory=dict)  # type -> pending jobs held
     held_back: int = 0  # pending jobs waiting for a slot of their concurrency key
     held_back_by_key: dict[str, int] = field(default_factory=dict)  # the 10 biggest keys
+    # Sequences (queue_core/features/sequences.py): keys with jobs in line, jobs waiting
+    # for their turn, and the keys held by a dead-lettered job (the 10 with most waiting:
+    # key -> (its dead letter's id, jobs waiting behind it)).
+    sequences: int = 0
+    sequence_waiting: int = 0
+    sequences_held: int = 0
+    held_sequences: dict[str, tuple[str | None, int]] = field(default_factory=dict)
+    # Fairness (queue_core/features/fairness.py): pending jobs waiting their key's turn,
+    # and the 10 keys with the most waiting (weight, window, in the queue, waiting).
+    fair_waiting: int = 0
+    fair_keys: dict[str, dict[str, int]] = field(default_factory=dict)
     # Routing (pool/served.py): the live pools (masters), how many of them serve
     # each type that has jobs, and the pending jobs of types none of them serves,
     # which wait for one (parked: taken out of the claim's index meanwhile).
@@ -71,6 +86,15 @@ class Health:
     unserved: dict[str, int] = field(default_factory=dict)  # type -> pending jobs
     parked: int = 0
     parked_by_type: dict[str, int] = field(default_factory=dict)
+    # Debounce (queue_core/features/debounce.py): pending jobs that have a debounce key,
+    # how many of them are not due yet, and how many enqueues were folded into them.
+    debounced: int = 0
+    debounced_not_due: int = 0
+    debounce_moves: int = 0
+    debounced_by_type: dict[str, int] = field(default_factory=dict)
+    # Priority aging (queue_core/features/aging.py): pending jobs it raised, by type.
+    aged: int = 0
+    aged_by_type: dict[str, int] = field(default_factory=dict)
     table: TableHealth = field(default_factory=TableHealth)
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,11 +121,23 @@ class Health:
             "paused": self.paused,
             "heldBack": self.held_back,
             "heldBackByKey": self.held_back_by_key,
+            "sequences": {"keys": self.sequences, "waiting": self.sequence_waiting,
+                          "held": self.sequences_held,
+                          "heldKeys": {k: {"deadLetter": head, "waiting": n}
+                                       for k, (head, n) in self.held_sequences.items()}},
+            "fairWaiting": self.fair_waiting,
+            "fairKeys": self.fair_keys,
             "pools": self.pools,
             "servedBy": self.served_by,
             "unserved": self.unserved,
             "parked": self.parked,
             "parkedByType": self.parked_by_type,
+            "debounced": self.debounced,
+            "debouncedNotDue": self.debounced_not_due,
+            "debounceMoves": self.debounce_moves,
+            "debouncedByType": self.debounced_by_type,
+            "aged": self.aged,
+            "agedByType": self.aged_by_type,
             "table": {
                 "totalBytes": t.total_bytes, "tableBytes": t.table_bytes,
                 "indexBytes": t.index_bytes, "liveTuples": t.live_tuples,
@@ -198,5 +234,22 @@ def collect(exact: bool = False, conn: Connection | Session | None = None,
             health.held_back += int(held.n)
             if index < 10:
                 health.held_back_by_key[held.key] = int(held.n)
+        line = c.execute(sql.SEQUENCE_COUNTS).one()
+        health.sequences, health.sequence_waiting = int(line.keys), int(line.waiting)
+        health.sequences_held = int(line.held)
+        if health.sequences_held:
+            health.held_sequences = {s.key: (s.head, s.waiting)
+                                     for s in held_sequences(10, c)}
+        health.fair_waiting = int(c.execute(sql.COUNT_WAITING_TURN).scalar_one())
+        health.fair_keys = {k.key: {"weight": k.weight, "window": k.window,
+                                    "queued": k.admitted, "waiting": k.waiting}
+                            for k in fair_keys(10, c)}
         routing(health, live_served(live_s, c), parked_by_type(c))
+        for job_type, folded in debounced_by_type(c).items():
+            health.debounced += folded.pending
+            health.debounced_not_due += folded.not_due
+            health.debounce_moves += folded.moves
+            health.debounced_by_type[job_type] = folded.pending
+        health.aged_by_type = {t: n for t, (n, _) in aged_by_type(c).items()}
+        health.aged = sum(health.aged_by_type.values())
     return health

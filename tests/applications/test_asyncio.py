@@ -190,6 +190,21 @@ def test_unique_windows_hold_as_for_the_blocking_call() -> None:
         run(skiplock.aenqueue("AIO", {}, unique_for="1h"))
 
 
+def test_debounce_holds_as_for_the_blocking_call() -> None:
+    async def go() -> list[str]:
+        first = await skiplock.aenqueue("AIO", {"n": 1}, debounce="1m", debounce_key="d")
+        moved = await skiplock.aenqueue("AIO", {"n": 2}, debounce="1m", debounce_key="d",
+                                        debounce_mode="replace")
+        batch = await skiplock.aenqueue_many([
+            {"type": "AIO", "payload": {"n": 3}, "debounce": 60, "debounce_key": "d"}])
+        return [first, moved, *batch]
+
+    ids = run(go())
+    assert len(set(ids)) == 1 and ids[0] == skiplock.enqueue(
+        "AIO", {"n": 4}, debounce="1m", debounce_key="d")
+    assert (row(ids[0]).payload, row(ids[0]).debounceMoves) == ({"n": 2}, 3)
+
+
 REFUSED: list[tuple[str, dict[str, Any]]] = [
     ("", {}),
     ("AIO", {"x": math.nan}),

@@ -179,6 +179,8 @@ def test_the_outcome_says_what_became_of_the_job_in_each_state(client):
         shaped("PENDING", heldBack=True, concurrencyKey="acct:<7>", concurrencyLimit=2):
             rf"^held back by concurrency key acct:<7>, ready since {T} \(.+ ago\) "
             r"· at most 2 of its key run at once$",
+        shaped("PENDING", heldBack=False, fairKey="tenant:<1>"):
+            rf"^waiting its turn behind the other jobs of fair key tenant:<1>, ready since {T}",
         shaped("PROCESSING", attempts=1, lockedBy="host-9:4242:1", startedAt=now,
                progress=0.4, progressMessage="<b>resizing</b>"):
             rf"^running on host-9:4242:1 since {T} \(.+ ago\) · attempt 1 of 3 · 40 % done: <b>resizing</b>$",

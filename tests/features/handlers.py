@@ -37,6 +37,13 @@ def per_user(payload: dict[str, Any], job_id: str) -> JobResult:
     return JobResult(True)
 
 
+@handler("TEST_FAIR")
+def fair_step(payload: dict[str, Any], job_id: str) -> JobResult:
+    """A job of a fair key (enqueued with `fair_key=`): works for `seconds`."""
+    time.sleep(float(payload.get("seconds", 0)))
+    return JobResult(True)
+
+
 @handler("TEST_REFUSE")
 def refuse(payload: dict[str, Any], job_id: str) -> JobResult:
     """Fails for good, with the payload's reason."""
@@ -81,4 +88,23 @@ def stubborn(payload: dict[str, Any], job_id: str) -> JobResult:
         # On purpose: a handler that swallows the Abandon that SIGQUIT raises in it.
         with contextlib.suppress(BaseException):
             time.sleep(0.1)
+    return JobResult(True)
+
+
+@handler("TEST_SEQUENCED", max_attempts=5, backoff=[0.1])
+def sequenced(payload: dict[str, Any], job_id: str) -> JobResult:
+    """A job of a sequence: records each start (outside its transaction) and its run;
+    on its first start it may kill its own process (`die_first`) or fail (`fail_first`),
+    to be retried."""
+    import os
+    import signal
+
+    started = time.time()
+    earlier = _mark_started(job_id)
+    if earlier == 0 and payload.get("die_first"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(float(payload.get("seconds", 0)))
+    if earlier == 0 and payload.get("fail_first"):
+        return JobResult(False, error="first try fails", should_retry=True)
+    _record_run(job_id, started)
     return JobResult(True)

@@ -138,12 +138,14 @@ def test_the_job_exists_once_the_callers_transaction_commits(opener: Opener) -> 
     app = opener()
     app.execute("INSERT INTO signup (id) VALUES ('ada')")
     one = q.enqueue("SEND_EMAIL", {"to": "ada"}, conn=app.conn, idempotency_key="welcome:ada")
-    many = q.enqueue_many([{"type": "SEND_EMAIL", "payload": {"n": n}} for n in range(3)],
-                          conn=app.conn)
+    many = q.enqueue_many([{"type": "SEND_EMAIL", "payload": {"n": n}, "sequence": "ada"}
+                           for n in range(3)], conn=app.conn)  # a sequence: its own statement
     assert row(one) is None and count() == 0  # not before the caller commits
     app.commit()
     assert row(one).st == "PENDING" and row(one).idempotencyKey == "welcome:ada"
     assert [row(i).payload for i in many] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert [(row(i).sequenceNo, row(i).heldBack) for i in many] == [(1, None), (2, False),
+                                                                   (3, False)]
     assert signups() == ["ada"]
 
 
