@@ -152,8 +152,10 @@ class Hosts:
                 "sh", "-c", 'hostname "$0" && exec "$@"', hostname(index), *argv]
 
     def down(self) -> None:
-        remove_all()
+        """Remove everything of ours, if this run holds the lock (else they are another
+        soak's, which runs)."""
         if self.lock is not None:
+            remove_all()
             self.lock.close()
             self.lock = None
 

@@ -412,7 +412,10 @@ def run(argv: list[str]) -> None:
           f"({'flat out' if args.flat_out else 'spread over the minutes'}), seed {args.seed}")
     ok = False
     try:
-        soak.setup()
+        try:
+            soak.setup()
+        except netns.NetnsUnavailable as exc:  # another soak runs
+            raise SystemExit(f"soak: {exc}") from None
         soak.chaos()
         soak.drain()
         ok = soak.check()
