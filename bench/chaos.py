@@ -46,6 +46,9 @@ a parent while it waits or runs. Their invariants:
 - each batch's callback was made ready once and completed once, after its
   last member ended (one callback job per batch, counts for every member).
 
+Rate limits ride along (bench/chaos_rates.py): a few jobs per top-up at 3 per
+2 seconds on one of three keys; no key ever sees four starts within two seconds.
+
 Exits 1 if any invariant fails. Results: docs/reliability.md.
 """
 
@@ -159,6 +162,7 @@ FLOWS: list[str] = [
     "bench.chaos_debounce",
     "bench.chaos_sequences",
     "bench.chaos_fairness",
+    "bench.chaos_rates",
 ]
 
 

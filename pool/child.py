@@ -64,7 +64,7 @@ from skiplock.queue_core.config import Settings
 from skiplock.queue_core.database import db, faults, grants, migrate
 from skiplock.queue_core.database.bounds import bounded
 from skiplock.queue_core.errors import ConfigurationError, DatabaseUnavailable, PermissionDenied
-from skiplock.queue_core.features import checkpoints, job_progress
+from skiplock.queue_core.features import checkpoints, job_progress, type_policies
 from skiplock.queue_core.storable import first_line
 
 log = logging.getLogger("skiplock.worker")
@@ -196,6 +196,8 @@ class Child:
                 # name every one now, and the master stops with exit 3.
                 role, lacking = grants.missing_worker_grants(
                     conn, demo=migrate.demo_installed(conn))
+                if not lacking:
+                    type_policies.apply_operator_backoff(conn)
             if lacking:
                 return (f"the database role {role!r} lacks grants the worker needs "
                         f"(see the least-privileged role in docs/operations.md): {'; '.join(lacking)}")

@@ -30,11 +30,13 @@ job types and hosts, which is nobody else's business.
     skiplock_queue_sequence_waiting_jobs       pending jobs of a sequence waiting for their turn
     skiplock_queue_held_sequences              sequence keys held by a dead-lettered job
     skiplock_queue_fair_waiting_jobs           pending jobs waiting their fair key's turn
+    skiplock_queue_rate_waiting_jobs           pending jobs waiting for their rate key's window
     skiplock_queue_unserved_jobs{type}         PENDING jobs of a type no running pool serves (they wait)
     skiplock_queue_parked_jobs                 of those, the ones parked out of the claim's index
     skiplock_queue_debounced_jobs{type}        PENDING jobs with a debounce key (one per key)
     skiplock_queue_debounce_moves              enqueues folded into the pending debounced jobs
     skiplock_queue_aged_jobs{type}             PENDING jobs whose priority aging raised
+    skiplock_queue_held_jobs{reason}           PENDING jobs not claimable now, by reason (why.py)
     skiplock_queue_refresh_timestamp_seconds   when the queue figures above were read
 """
 
@@ -116,6 +118,9 @@ class QueueCollector(Collector):
         yield GaugeMetricFamily("skiplock_queue_fair_waiting_jobs",
                                 "PENDING jobs waiting their fair key's turn (fairness).",
                                 value=reading.get("fair_waiting", 0))
+        yield GaugeMetricFamily("skiplock_queue_rate_waiting_jobs",
+                                "PENDING jobs waiting for a window of their rate key.",
+                                value=reading.get("rate_waiting", 0))
         unserved = GaugeMetricFamily(
             "skiplock_queue_unserved_jobs",
             "PENDING jobs of a type that no running pool serves: they wait for one.",
@@ -141,6 +146,13 @@ class QueueCollector(Collector):
         for job_type, n in sorted(reading.get("aged", {}).items()):
             aged.add_metric([job_type], n)
         yield aged
+        held = GaugeMetricFamily(
+            "skiplock_queue_held_jobs",
+            "PENDING jobs not claimable now, by reason (slot, parked, parents, notDue, "
+            "paused, ...); a job may wait for several.", labels=["reason"])
+        for reason, n in sorted(reading.get("held", {}).items()):
+            held.add_metric([reason], n)
+        yield held
         yield GaugeMetricFamily("skiplock_queue_refresh_timestamp_seconds",
                                 "Unix time the queue figures were read.", value=reading["at"])
 
@@ -155,6 +167,7 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
     from skiplock.queue_core import sql
     from skiplock.queue_core.config import cached_settings
     from skiplock.queue_core.database.db import connect
+    from skiplock.queue_core.features import why
     from skiplock.queue_core.features.aging import aged_by_type
     from skiplock.queue_core.features.debounce import debounced_by_type
     from skiplock.queue_core.features.parking import parked_by_type
@@ -170,11 +183,13 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
         held_back = sum(int(r.n) for r in c.execute(ops_sql.HELD_BACK))
         line = c.execute(sql.SEQUENCE_COUNTS).one()
         fair_waiting = int(c.execute(sql.COUNT_WAITING_TURN).scalar_one())
+        rate_waiting = int(c.execute(sql.RATE_WAITING).scalar_one())
         served.pending_by_type = base.by_type
         served.processing_by_type = base.processing_by_type
         routing(served, live_served(live_s, c), parked_by_type(c))
         folded = debounced_by_type(c)
         aged = {t: n for t, (n, _) in aged_by_type(c).items()}
+        held = why.count_held(c)
     depth: dict[tuple[str, str], int] = {}
     for job_type, n in base.by_type.items():
         depth[("PENDING", job_type)] = n
@@ -189,7 +204,8 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
             "debounced": {t: f.pending for t, f in folded.items()},
             "debounce_moves": sum(f.moves for f in folded.values()), "aged": aged,
             "sequence_waiting": int(line.waiting), "sequences_held": int(line.held),
-            "fair_waiting": fair_waiting, "at": time.time()}
+            "fair_waiting": fair_waiting, "rate_waiting": rate_waiting, "held": held,
+            "at": time.time()}
 
 
 class MetricsObserver(NullObserver):

@@ -25,6 +25,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from skiplock import handlers
 from skiplock.handlers import registry
@@ -32,7 +33,8 @@ from skiplock.pool import lifeline, protocol
 from skiplock.pool.postmortem import describe_status
 from skiplock.pool.proctitle import set_title
 from skiplock.queue_core.config import Settings
-from skiplock.queue_core.errors import ConfigurationError
+from skiplock.queue_core.errors import ConfigurationError, InvalidJob
+from skiplock.queue_core.features import type_policies
 
 # How long importing the handler modules may take before the master gives up.
 PROBE_TIMEOUT_S = 60.0
@@ -88,6 +90,9 @@ class Answer:
     served: frozenset[str] | None
     error: str | None = None
     boot_failure: bool = False  # a handler module did not import (else a bad setting)
+    # The served types' storable `@handler(...)` options, as "WorkerTypePolicy" rows
+    # (queue_core/features/type_policies.py): the master writes them.
+    policies: tuple[dict[str, Any], ...] = ()
 
     def result(self) -> frozenset[str]:
         if self.served is None:
@@ -176,7 +181,8 @@ class Probe:
             data = json.loads(self.buffer)
             served = data.get("served")
             self.answer = Answer(frozenset(served) if served is not None else None,
-                                 data.get("error"), bool(data.get("boot_failure")))
+                                 data.get("error"), bool(data.get("boot_failure")),
+                                 tuple(data.get("policies") or ()))
         except ValueError:
             self.answer = Answer(None, "the process that loads the handler modules "
                                        f"{describe_status(status)}", boot_failure=True)
@@ -190,9 +196,9 @@ def _answer(fd: int, settings: Settings, builtin_available: bool) -> None:
         data = {"error": str(exc), "boot_failure": True}
     else:
         try:
-            data = {"served": sorted(served_types(settings,
-                                                  builtin_available=builtin_available))}
-        except ConfigurationError as exc:
+            served = served_types(settings, builtin_available=builtin_available)
+            data = {"served": sorted(served), "policies": type_policies.boot_rows(served)}
+        except (ConfigurationError, InvalidJob) as exc:
             data = {"error": str(exc)}
     payload = json.dumps(data).encode()
     while payload:

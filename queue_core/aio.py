@@ -50,7 +50,7 @@ from skiplock.queue_core.enqueue import (
     job_rows,
 )
 from skiplock.queue_core.errors import InvalidJob, SkiplockError
-from skiplock.queue_core.features import dependencies, waiting
+from skiplock.queue_core.features import dependencies, type_policies, waiting
 from skiplock.queue_core.features.cancel import CancelResult, cancel_steps, who_cancels
 from skiplock.queue_core.jobs import Job
 
@@ -66,29 +66,50 @@ async def aenqueue(job_type: str, payload: Mapping[str, Any], *, priority: int =
                    debounce_key: str | None = None, debounce_mode: str | None = None,
                    sequence: str | None = None, on_sequence_failure: str | None = None,
                    fair_key: str | None = None,
+                   rate: str | None = None, rate_key: str | None = None,
                    conn: AsyncJoinable | None = None) -> str:
     """`enqueue`, awaited: add one job, return its id (the existing job's id when the
     idempotency key already exists). With `conn` (an async connection) the insert
     joins the caller's open transaction. `depends_on` and `on_parent_failure` as
     `enqueue`'s (queue_core/features/dependencies.py); `debounce`, `debounce_key` and
-    `debounce_mode` too (queue_core/features/debounce.py)."""
+    `debounce_mode` too (queue_core/features/debounce.py), and `rate`
+    and `rate_key` (queue_core/features/rates.py)."""
+    await _refresh_policies()
     row = job_row(job_type, payload, priority=priority, delay=delay, max_attempts=max_attempts,
                   idempotency_key=idempotency_key, user_id=user_id,
                   concurrency_key=concurrency_key, concurrency=concurrency, unique_for=unique_for,
                   depends_on=depends_on, on_parent_failure=on_parent_failure,
                   debounce=debounce, debounce_key=debounce_key, debounce_mode=debounce_mode,
                   sequence=sequence, on_sequence_failure=on_sequence_failure,
-                  fair_key=fair_key)
+                  fair_key=fair_key,
+                  rate=rate, rate_key=rate_key)
     return (await _write([row], conn, tracing.current_context())).ids[0]
 
 
 async def aenqueue_many(jobs: Iterable[Mapping[str, Any]],
                         conn: AsyncJoinable | None = None) -> list[str]:
     """`enqueue_many`, awaited: a batch in one round trip; the ids in input order."""
+    await _refresh_policies()
     rows = job_rows(jobs)
     if not rows:
         return []
     return (await _write(rows, conn, tracing.current_context())).ids
+
+
+async def _refresh_policies() -> None:
+    """`type_policies.refresh_overrides` on an async connection of its own, when due;
+    a failure keeps what the process last read."""
+    if not type_policies.due():
+        return
+    try:
+        with translate_errors():
+            own = await open_own()
+        try:
+            type_policies.store(await AsyncBorrowed(own).execute(sql.ALL_POLICIES))
+        finally:
+            await close(own)
+    except (SkiplockError, sa_exc.SQLAlchemyError):  # down, or a schema before 0017
+        return
 
 
 async def _write(rows: list[Any], conn: AsyncJoinable | None, trace: str | None) -> Enqueued:

@@ -82,4 +82,7 @@ worker_job = Table(
     Column("sequencePolicy", Text),
     # 0021_fairness: the key whose jobs take turns with other keys' (features/fairness.py).
     Column("fairKey", Text),
+    # 0017_policies (the rates feature adds the same two): a rate limit and its key.
+    Column("rate", Text),
+    Column("rateKey", Text),
 )

@@ -15,6 +15,7 @@ Rules all of them follow:
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from sqlalchemy import TextClause, text
 
@@ -28,6 +29,9 @@ NOTIFY_CHANNEL = "skiplock_jobs"
 # (migration 0011): through the trigger it cost a PL/pgSQL call per statement,
 # about a tenth of a one-row enqueue.
 WAKE = f"NOTIFY {NOTIFY_CHANNEL}; "
+# Every insert of a job says it comes from skiplock (in its text, or in the NOTIFY
+# that leads the EXECUTE of its prepared form): there a maxAttempts of 3 was given,
+# where from Prisma or psql it is the column's default (migration 0017_policies).
 
 # A child's boot check: the table exists and this role may read it.
 PROBE = text('SELECT 1 FROM "WorkerJob" LIMIT 0')
@@ -45,24 +49,25 @@ PROBE = text('SELECT 1 FROM "WorkerJob" LIMIT 0')
 # (queue_core/tracing.py): every job of one call is enqueued in the same span.
 INSERT_JOBS = text(
     WAKE + """
-    INSERT INTO "WorkerJob"
+    INSERT /*skiplock*/ INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-         "traceContext", "fairKey")
+         "traceContext", "fairKey", rate, "rateKey")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
            j.user_id, statement_timestamp(),
            j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END,
            j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s),
-           CAST(:trace_context AS jsonb), j.fair_key
+           CAST(:trace_context AS jsonb), j.fair_key, j.rate, j.rate_key
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
         CAST(:keys AS text[]), CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]),
         CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[]),
-        CAST(:fair_keys AS text[])
+        CAST(:fair_keys AS text[]), CAST(:rates AS text[]), CAST(:rate_keys AS text[])
     ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
-                           slot_key, slot_limit, unique_key, unique_s, fair_key, ord)
+                           slot_key, slot_limit, unique_key, unique_s, fair_key, rate, rate_key,
+                           ord)
     ORDER BY j.ord
     ON CONFLICT DO NOTHING
     RETURNING id
@@ -74,10 +79,10 @@ INSERT_JOBS = text(
 # the same columns, the same way, as INSERT_JOBS.
 INSERT_JOB = text(
     WAKE + """
-    INSERT INTO "WorkerJob"
+    INSERT /*skiplock*/ INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-         "traceContext", "fairKey")
+         "traceContext", "fairKey", rate, "rateKey")
     VALUES (:id, :type, CAST(:payload AS jsonb), :priority,
             statement_timestamp() + make_interval(secs => CAST(:delay_s AS float8)),
             :max_attempts, :key, :user_id, statement_timestamp(),
@@ -85,7 +90,8 @@ INSERT_JOB = text(
             CASE WHEN CAST(:concurrency_key AS text) IS NOT NULL THEN true END,
             :unique_key,
             statement_timestamp() + make_interval(secs => CAST(:unique_s AS float8)),
-            CAST(:trace_context AS jsonb), CAST(:fair_key AS text))
+            CAST(:trace_context AS jsonb), CAST(:fair_key AS text), CAST(:rate AS text),
+            CAST(:rate_key AS text))
     ON CONFLICT DO NOTHING
     RETURNING id
     """
@@ -101,7 +107,7 @@ INSERT_JOB = text(
 INSERT_UNKEYED_JOB_PARAMS = ("id", "type", "payload", "priority", "delay_s", "max_attempts",
                              "user_id", "concurrency_key", "concurrency", "trace_context")
 INSERT_UNKEYED_JOB_POSITIONAL = """
-    INSERT INTO "WorkerJob"
+    INSERT /*skiplock*/ INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
          "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext")
     VALUES (CAST($1 AS text), CAST($2 AS text), CAST($3 AS jsonb), CAST($4 AS int),
@@ -119,7 +125,7 @@ INSERT_UNKEYED_JOB = text(WAKE + re.sub(r"\$(\d+)",
 # ('{}'): unnest pads the shorter arrays with NULLs.
 INSERT_UNKEYED_JOBS = text(
     WAKE + """
-    INSERT INTO "WorkerJob"
+    INSERT /*skiplock*/ INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
          "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext")
     SELECT j.id, j.type, j.payload, j.priority,
@@ -920,11 +926,11 @@ LOCK_PARENTS = text(
 # does, the trace context included.
 INSERT_GRAPH_JOBS = text(
     WAKE + """
-    INSERT INTO "WorkerJob"
+    INSERT /*skiplock*/ INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
          "traceContext", "waitingFor", "hasDependents", "sequenceKey", "sequencePolicy",
-         "fairKey")
+         "fairKey", rate, "rateKey")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
            j.user_id, statement_timestamp(),
@@ -932,7 +938,7 @@ INSERT_GRAPH_JOBS = text(
            CASE WHEN j.waiting_for > 0 THEN false WHEN j.slot_key IS NOT NULL THEN true END,
            j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s),
            CAST(:trace_context AS jsonb), j.waiting_for, j.has_dependents, j.sequence_key,
-           j.sequence_policy, j.fair_key
+           j.sequence_policy, j.fair_key, j.rate, j.rate_key
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
@@ -940,10 +946,11 @@ INSERT_GRAPH_JOBS = text(
         CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[]),
         CAST(:waiting_for AS int[]), CAST(:has_dependents AS boolean[]),
         CAST(:sequence_keys AS text[]), CAST(:sequence_policies AS text[]),
-        CAST(:fair_keys AS text[])
+        CAST(:fair_keys AS text[]), CAST(:rates AS text[]), CAST(:rate_keys AS text[])
     ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
                            slot_key, slot_limit, unique_key, unique_s, waiting_for,
-                           has_dependents, sequence_key, sequence_policy, fair_key, ord)
+                           has_dependents, sequence_key, sequence_policy, fair_key, rate,
+                           rate_key, ord)
     ORDER BY j.sequence_key, j.ord
     ON CONFLICT DO NOTHING
     RETURNING id
@@ -1080,7 +1087,7 @@ _DEBOUNCED_CONFLICT = """
     RETURNING id, type, "debounceKey" AS key, (xmax = 0) AS created
 """
 _INSERT_DEBOUNCED = WAKE + """
-    INSERT INTO "WorkerJob" AS w
+    INSERT /*skiplock*/ INTO "WorkerJob" AS w
         (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
          "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext", "debounceKey")
     SELECT j.id, j.type, j.payload, j.priority,
@@ -1101,7 +1108,7 @@ _INSERT_DEBOUNCED = WAKE + """
 # skiplock's own connection (as INSERT_UNKEYED_JOB_POSITIONAL; the parameters of
 # INSERT_UNKEYED_JOB_PARAMS, then the key). Same columns, set the same way.
 INSERT_DEBOUNCED_JOB_POSITIONAL = """
-    INSERT INTO "WorkerJob" AS w
+    INSERT /*skiplock*/ INTO "WorkerJob" AS w
         (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
          "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext", "debounceKey")
     VALUES (CAST($1 AS text), CAST($2 AS text), CAST($3 AS jsonb), CAST($4 AS int),
@@ -1300,5 +1307,237 @@ FAIR_KEYS = text(
     FROM jobs AS j FULL JOIN weights AS f ON f.key = j.key CROSS JOIN base
     ORDER BY COALESCE(j.waiting, 0) DESC, 1
     LIMIT :limit
+    """
+)
+# -- per-type policies (queue_core/features/type_policies.py, migration 0017_policies)
+
+_POLICY_COLUMNS = ('"concurrencyLimit", "concurrencyKeyField", "maxAttempts", backoff, '
+                   '"uniqueFor", rate, "rateKeyField"')
+
+# A master's boot: its handlers' options, one row per served type that has some,
+# and the boot rows of served types that have none any more go. One statement, the
+# rows in type order (hosts booting at once lock them in one order: no deadlock);
+# a row whose values are already these is not written (no churn, no lock held
+# longer than the probe); an operator's row is never touched.
+WRITE_BOOT_POLICIES = text(
+    f"""
+    WITH wanted AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(
+            type text, "concurrencyLimit" int, "concurrencyKeyField" text,
+            "maxAttempts" int, backoff jsonb, "uniqueFor" text, rate text,
+            "rateKeyField" text)
+    ), gone AS (
+        DELETE FROM "WorkerTypePolicy" AS p
+        WHERE p.source = 'boot' AND p.type = ANY(CAST(:served AS text[]))
+          AND NOT EXISTS (SELECT FROM wanted WHERE wanted.type = p.type)
+    )
+    INSERT INTO "WorkerTypePolicy" AS p (type, {_POLICY_COLUMNS}, source, "updatedBy")
+    SELECT type, {_POLICY_COLUMNS}, 'boot', :by FROM wanted ORDER BY type
+    ON CONFLICT (type) DO UPDATE
+    SET ("concurrencyLimit", "concurrencyKeyField", "maxAttempts", backoff, "uniqueFor",
+         rate, "rateKeyField", "updatedAt", "updatedBy")
+        = (EXCLUDED."concurrencyLimit", EXCLUDED."concurrencyKeyField",
+           EXCLUDED."maxAttempts", EXCLUDED.backoff, EXCLUDED."uniqueFor", EXCLUDED.rate,
+           EXCLUDED."rateKeyField", now(), EXCLUDED."updatedBy")
+    WHERE p.source = 'boot'
+      AND (p."concurrencyLimit", p."concurrencyKeyField", p."maxAttempts", p.backoff,
+           p."uniqueFor", p.rate, p."rateKeyField")
+          IS DISTINCT FROM
+          (EXCLUDED."concurrencyLimit", EXCLUDED."concurrencyKeyField",
+           EXCLUDED."maxAttempts", EXCLUDED.backoff, EXCLUDED."uniqueFor", EXCLUDED.rate,
+           EXCLUDED."rateKeyField")
+    """
+)
+
+TYPE_POLICIES = text(
+    f"""
+    SELECT type, {_POLICY_COLUMNS}, source, "updatedAt" AS updated_at,
+           "updatedBy" AS updated_by
+    FROM "WorkerTypePolicy"
+    WHERE CAST(:type AS text) IS NULL OR type = :type
+    ORDER BY type
+    """
+)
+
+ALL_POLICIES = text(f'SELECT type, {_POLICY_COLUMNS}, source FROM "WorkerTypePolicy"')
+
+# An operator's values: the given ones replace, the others stay as they are.
+SET_TYPE_POLICY = text(
+    f"""
+    INSERT INTO "WorkerTypePolicy" AS p (type, {_POLICY_COLUMNS}, source, "updatedBy")
+    SELECT CAST(:type AS text), t.*, 'operator', CAST(:by AS text)
+    FROM jsonb_to_record(CAST(:values AS jsonb)) AS t(
+        "concurrencyLimit" int, "concurrencyKeyField" text, "maxAttempts" int,
+        backoff jsonb, "uniqueFor" text, rate text, "rateKeyField" text)
+    ON CONFLICT (type) DO UPDATE
+    SET ("concurrencyLimit", "concurrencyKeyField", "maxAttempts", backoff, "uniqueFor",
+         rate, "rateKeyField", source, "updatedAt", "updatedBy")
+        = (CASE WHEN CAST(:values AS jsonb) ? 'concurrencyLimit'
+                THEN EXCLUDED."concurrencyLimit" ELSE p."concurrencyLimit" END,
+           CASE WHEN CAST(:values AS jsonb) ? 'concurrencyKeyField'
+                THEN EXCLUDED."concurrencyKeyField" ELSE p."concurrencyKeyField" END,
+           CASE WHEN CAST(:values AS jsonb) ? 'maxAttempts'
+                THEN EXCLUDED."maxAttempts" ELSE p."maxAttempts" END,
+           CASE WHEN CAST(:values AS jsonb) ? 'backoff' THEN EXCLUDED.backoff ELSE p.backoff END,
+           CASE WHEN CAST(:values AS jsonb) ? 'uniqueFor'
+                THEN EXCLUDED."uniqueFor" ELSE p."uniqueFor" END,
+           CASE WHEN CAST(:values AS jsonb) ? 'rate' THEN EXCLUDED.rate ELSE p.rate END,
+           CASE WHEN CAST(:values AS jsonb) ? 'rateKeyField'
+                THEN EXCLUDED."rateKeyField" ELSE p."rateKeyField" END,
+           'operator', now(), EXCLUDED."updatedBy")
+    RETURNING type
+    """
+)
+
+RESET_TYPE_POLICY = text('DELETE FROM "WorkerTypePolicy" WHERE type = :type RETURNING source')
+
+
+# -- why a pending job is not claimable (queue_core/features/why.py) --------------------
+# One Reason per cause; a feature that holds jobs for a new reason adds one line here.
+
+
+@dataclass(frozen=True)
+class Reason:
+    name: str       # camelCase, as `skiplock stats --json` names it
+    label: str      # what `skiplock stats` prints before the count
+    predicate: str  # SQL over the pending job "j": it waits for this reason
+    sentence: str   # SQL text expression over "j": the reason in words
+
+
+# "heldBack": NULL = claimable when due; true with a key = waiting for a slot;
+# true without one = parked; false = a dependent waiting for its parents ("waitingFor"
+# > 0), or a fair job waiting its key's turn or a rate-limited one waiting for its
+# window (0 or NULL; migrations 0021_fairness, 0018_rates).
+# A job of a sequence that is not its key's head waits for its turn: one more in
+# "waitingFor" than its parents (migration 0019_sequences).
+_TURN = """(j."sequenceKey" IS NOT NULL AND j."heldBack" = false
+            AND NOT EXISTS (SELECT FROM "WorkerSequence" AS s
+                            WHERE s.key = j."sequenceKey" AND s.head = j.id))"""
+_PARENTS_LEFT = f"""(j."waitingFor" - CASE WHEN {_TURN} THEN 1 ELSE 0 END)"""
+_WHEN = """to_char({at} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
+
+HELD_REASONS: tuple[Reason, ...] = (
+    Reason("slot", "waiting for a concurrency slot",
+           """j."heldBack" AND j."concurrencyKey" IS NOT NULL""",
+           """(SELECT format('waiting for a slot of key %s (%s of %s taken)', j."concurrencyKey",
+                             COALESCE(k.active, 0), COALESCE(k."limit", j."concurrencyLimit"))
+               FROM (SELECT 1) AS one
+               LEFT JOIN "WorkerConcurrencyKey" AS k ON k.key = j."concurrencyKey")"""),
+    Reason("parked", "parked (no live pool serves the type)",
+           """j."heldBack" AND j."concurrencyKey" IS NULL""",
+           """format('parked: no live pool serves its type %s (it runs once one does)',
+                     j.type)"""),
+    Reason("parents", "waiting for parents",
+           f"""j."heldBack" = false AND {_PARENTS_LEFT} > 0""",
+           f"""format('waiting for %s parent job%s to end (skiplock job ID lists them)',
+                      {_PARENTS_LEFT}, CASE WHEN {_PARENTS_LEFT} = 1 THEN '' ELSE 's' END)"""),
+    Reason("sequence", "waiting for their turn in a sequence", _TURN,
+           """(SELECT format('waiting for its turn in sequence %s (number %s)%s', j."sequenceKey",
+                             j."sequenceNo",
+                             CASE WHEN h.status = 'DEAD_LETTER'
+                                  THEN format(': the key is held by its dead-lettered job %s '
+                                              '(retry or cancel it)', h.id) ELSE '' END)
+               FROM (SELECT 1) AS one
+               LEFT JOIN "WorkerSequence" AS s ON s.key = j."sequenceKey"
+               LEFT JOIN "WorkerJob" AS h ON h.id = s.head)"""),
+    Reason("fairTurn", "waiting their fair key's turn",
+           """j."fairKey" IS NOT NULL AND j."heldBack" = false
+              AND COALESCE(j."waitingFor", 0) = 0""",
+           """format('waiting its turn behind the other jobs of fair key %s: at most weight x '
+                     'window of a key''s jobs are in the queue at once, and each one claimed '
+                     'lets the next one in', j."fairKey")"""),
+    Reason("rateWindow", "waiting for a rate window",
+           """j."rateKey" IS NOT NULL AND j."heldBack" = false
+              AND COALESCE(j."waitingFor", 0) = 0 AND j."fairKey" IS NULL""",
+           """(SELECT format('waiting for a window of its rate key %s (%s); it is let in when '
+                             'a token of that key is free', j."rateKey",
+                             COALESCE(k.count || ' starts every ' || k."periodS" || ' s', j.rate))
+               FROM (SELECT 1) AS one
+               LEFT JOIN "WorkerRateKey" AS k ON k.key = j."rateKey")"""),
+    Reason("debounced", "debounced",
+           """j."debounceKey" IS NOT NULL AND j."availableAt" > statement_timestamp()""",
+           f"""format('not due until %s: debounced by key %s (each enqueue of the key moves '
+                      'it to that enqueue plus its debounce%s)', {_WHEN.format(at='j."availableAt"')},
+                      j."debounceKey",
+                      CASE WHEN COALESCE(j."debounceMoves", 0) > 0
+                           THEN format('; moved by %s later enqueue%s', j."debounceMoves",
+                                       CASE WHEN j."debounceMoves" = 1 THEN '' ELSE 's' END)
+                           ELSE '' END)"""),
+    Reason("notDue", "not due yet",
+           """j."availableAt" > statement_timestamp() AND j."debounceKey" IS NULL""",
+           f"""format('not due until %s', {_WHEN.format(at='j."availableAt"')})"""),
+    Reason("paused", "paused type",
+           """j.type IN (SELECT type FROM "WorkerJobPause")""",
+           """format('its type %s is paused (skiplock resume %s)', j.type, j.type)"""),
+)
+
+
+def _explain_statement() -> str:
+    cases = ",\n".join(f"CASE WHEN {r.predicate} THEN {r.sentence} END" for r in HELD_REASONS)
+    return (f'SELECT ARRAY[{cases}] AS reasons FROM "WorkerJob" AS j '
+            "WHERE j.id = :id AND j.status = 'PENDING'")
+
+
+def _count_statement() -> str:
+    counts = ",\n".join(f'count(*) FILTER (WHERE {r.predicate}) AS "{r.name}"'
+                        for r in HELD_REASONS)
+    # Only the pending rows that are not plainly claimable are read: those out of the
+    # claim's index, those not due, and a paused type's.
+    return (f'SELECT {counts} FROM "WorkerJob" AS j '
+            """WHERE j.status = 'PENDING' AND (j."heldBack" IS NOT NULL
+                   OR j."availableAt" > statement_timestamp()
+                   OR j.type IN (SELECT type FROM "WorkerJobPause"))""")
+
+
+WHY_PENDING = text(_explain_statement())
+COUNT_HELD_BY_REASON = text(_count_statement())
+
+# -- rate limits per window (queue_core/features/rates.py, migration 0018_rates) -----------
+
+# A job waiting for its window: PENDING, held back (false) and waiting for no parent.
+RATE_WAITING_PREDICATE = """status = 'PENDING' AND "rateKey" IS NOT NULL AND NOT "heldBack"
+      AND COALESCE("waitingFor", 0) = 0"""
+
+RATE_WAITING = text(f'SELECT count(*) FROM "WorkerJob" WHERE {RATE_WAITING_PREDICATE}')
+
+# The keys with jobs waiting for their window, most first: how many, how many are
+# let in (a token each), and when the first of those may start.
+RATE_KEYS = text(
+    f"""
+    WITH waiting AS (
+        SELECT "rateKey" AS key, count(*) AS n FROM "WorkerJob"
+        WHERE {RATE_WAITING_PREDICATE}
+        GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT :limit
+    )
+    SELECT w.key, k.count || '/' || k."periodS" || 's' AS rate, w.n AS waiting,
+           l.n AS let_in, l.next_at
+    FROM waiting AS w JOIN "WorkerRateKey" AS k ON k.key = w.key
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n, min(a) AS next_at FROM (
+            SELECT j."availableAt" AS a FROM "WorkerJob" AS j
+            WHERE j."rateKey" = w.key AND j.status = 'PENDING'
+              AND COALESCE(j."waitingFor", 0) = 0 AND j."heldBack" IS NULL
+            UNION ALL  -- two ranges of the index: an OR would read the key's backlog
+            SELECT j."availableAt" FROM "WorkerJob" AS j
+            WHERE j."rateKey" = w.key AND j.status = 'PENDING'
+              AND COALESCE(j."waitingFor", 0) = 0 AND j."heldBack") AS let) AS l
+    ORDER BY w.n DESC, w.key
+    """
+)
+
+RATE_WAKE = text("SELECT skiplock_rate_wake()")
+
+# Keys idle for :idle_s (and a period): no job waits or is let in, no token is free
+# later than now, none is written down. Their next job makes the key again, with
+# every token free, which is what the window allows by then.
+PRUNE_IDLE_RATE_KEYS = text(
+    """
+    DELETE FROM "WorkerRateKey" AS k
+    WHERE k."updatedAt" < now() - make_interval(secs => greatest(:idle_s, k."periodS"))
+      AND (cardinality(k."freeAt") = 0 OR k."freeAt"[cardinality(k."freeAt")] <= now())
+      AND NOT EXISTS (SELECT FROM "WorkerRateToken" AS t WHERE t.key = k.key)
+      AND NOT EXISTS (SELECT FROM "WorkerJob" AS j
+                      WHERE j."rateKey" = k.key AND j.status = 'PENDING'
+                        AND COALESCE(j."waitingFor", 0) = 0)
     """
 )

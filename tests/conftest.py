@@ -24,6 +24,7 @@ from sqlalchemy import text
 
 from skiplock.queue_core.database import db
 from skiplock.queue_core.database.scratch import scratch_database
+from skiplock.queue_core.features import type_policies
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +36,10 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture(autouse=True)
 def clean_tables(database_url: str) -> None:
-    """Every test starts from empty tables (the schema stays)."""
+    """Every test starts from empty tables (the schema stays), and this process reads
+    the per-type policies afresh at its next enqueue (type_policies.py keeps a copy)."""
     empty_written_tables()
+    type_policies.forget_overrides()
 
 
 def empty_written_tables() -> list[str]:

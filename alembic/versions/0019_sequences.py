@@ -1,7 +1,7 @@
 """Sequences: the jobs of one key run one at a time, in the order they were enqueued.
 
 Revision ID: 0019_sequences
-Revises: 0016_dependencies
+Revises: 0018_rates
 Create Date: 2026-12-05
 
 `enqueue(..., sequence="account:7")`, `@handler(T, sequence_key=FIELD)`, or
@@ -60,7 +60,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0019_sequences"
-down_revision = "0016_dependencies"
+down_revision = "0018_rates"
 branch_labels = None
 depends_on = None
 

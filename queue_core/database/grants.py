@@ -91,6 +91,17 @@ WORKER_GRANTS: tuple[tuple[str, str, str], ...] = (
     # the key's next job in through the function; `skiplock weight` writes weights.
     ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerFairKey"'),
     ("EXECUTE", "FUNCTION", "skiplock_fair_fill(text)"),
+    # Per-type policies (migration 0017): a master writes its handlers' options at
+    # boot, a child reads an operator's backoff; the job table's insert trigger reads
+    # them for every enqueue (so every role that enqueues needs SELECT on it).
+    ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerTypePolicy"'),
+    # Rate limits (migration 0018): the job table's triggers record each key's tokens
+    # and let its jobs in through the first function; a master's maintenance calls
+    # the second.
+    ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerRateKey"'),
+    ("SELECT, INSERT, DELETE", "TABLE", '"WorkerRateToken"'),
+    ("EXECUTE", "FUNCTION", "skiplock_rate_admit(text, timestamptz, boolean)"),
+    ("EXECUTE", "FUNCTION", "skiplock_rate_wake()"),
 )
 # Where the demo domain is installed, the built-in handlers write it.
 DEMO_TABLES = ('"User"', '"Event"', '"Interpretation"', '"Pattern"', '"Insight"',

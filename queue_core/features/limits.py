@@ -27,10 +27,17 @@ that index when it comes due, with no timer to let it in.
 
 Where the key and the limit come from, first match wins:
 1. `enqueue(..., concurrency_key=K, concurrency=N)`;
-2. `concurrency_key=K` alone: the job type's registered limit;
-3. nothing: the job type's registered default (`@handler(type, concurrency=N,
-   concurrency_key=FIELD)`), keyed `TYPE:payload[FIELD]` (or `TYPE` alone
-   without a field: N at once of the whole type).
+2. `concurrency_key=K` alone: the job type's limit (an operator's, else the
+   registered one);
+3. nothing: the policy an operator set for the type (`skiplock policy set`),
+   applied by the insert trigger; else the job type's registered default
+   (`@handler(type, concurrency=N, concurrency_key=FIELD)`), keyed
+   `TYPE:payload[FIELD]` (or `TYPE` alone without a field: N at once of the
+   whole type); else, for a row that carries no key, whatever the type's
+   policy in "WorkerTypePolicy" says (queue_core/features/type_policies.py:
+   what rows from Prisma, psql or another language get too). A function as
+   `concurrency_key` cannot be stored there: it applies only where Python
+   enqueues in a process that registered it.
 A key names its slots across types: jobs of two types enqueued with the same
 key share its limit (the latest enqueue's limit is the key's).
 """
@@ -83,16 +90,24 @@ def type_limit(job_type: str) -> TypeLimit | None:
     return _limits.get(job_type)
 
 
-def resolve(job_type: str, payload: Mapping[str, Any], key: Any,
-            limit: Any) -> tuple[str | None, int | None]:
-    """The (key, limit) a new job gets; (None, None) when it has no limit."""
+def resolve(job_type: str, payload: Mapping[str, Any], key: Any, limit: Any,
+            overridden: Mapping[str, Any] | None = None) -> tuple[str | None, int | None]:
+    """The (key, limit) a new job gets; (None, None) when it has no limit, or when the
+    insert trigger gives it the policy an operator set (`overridden`: its values)."""
     registered = _limits.get(job_type)
+    if overridden is not None and (registered is None or not callable(registered.key_from)):
+        if key is None:
+            if limit is not None:
+                raise InvalidJob("concurrency= needs a concurrency_key")
+            return None, None
+        if limit is None and overridden.get("concurrencyLimit") is not None:
+            return key, int(overridden["concurrencyLimit"])
     if key is None:
         if limit is not None:
             raise InvalidJob("concurrency= needs a concurrency_key")
         if registered is None:
             return None, None
-        key = _default_key(job_type, payload, registered.key_from)
+        key = default_key(job_type, payload, registered.key_from)
         if key is None:
             return None, None
         return key, registered.limit
@@ -104,7 +119,7 @@ def resolve(job_type: str, payload: Mapping[str, Any], key: Any,
     return key, check_limit(limit, "concurrency")
 
 
-def _default_key(job_type: str, payload: Mapping[str, Any], key_from: KeyFrom) -> str | None:
+def default_key(job_type: str, payload: Mapping[str, Any], key_from: KeyFrom) -> str | None:
     if key_from is None:
         return job_type
     if callable(key_from):

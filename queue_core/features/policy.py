@@ -2,16 +2,19 @@
 max_snoozes=)`.
 
 - `max_attempts`: the default of `enqueue` for the type (an explicit
-  `max_attempts=` still wins). It is written on the row at enqueue, so it
-  applies to jobs enqueued by a process that registered the handler (the
-  workers, and an application that imports its handler modules); jobs
-  enqueued elsewhere keep the queue's default of 3.
+  `max_attempts=` still wins). It is written on the row at enqueue by a
+  process that registered the handler, and the pools store it in the type's
+  policy (queue_core/features/type_policies.py), which the insert trigger
+  applies to rows from any other producer.
 - `backoff`: the delay before the next try once `attempts` tries failed: a
   number of seconds (always the same), a list (the n-th failure waits the
   n-th delay; the last one repeats), or a function of `attempts`. Jitter of
   +/-10 % is added as for the default schedule (queue_core/backoff.py). It
   applies to failures the worker settles (the handler raised or returned a
-  failure); a crash that the master settles uses the default schedule.
+  failure); a crash that the master settles uses the default schedule. An
+  operator's backoff (`skiplock policy set TYPE --backoff 1,5,30`, stored in
+  "WorkerTypePolicy") replaces the registered one in workers that start (or
+  are reloaded with HUP) after it was set.
 - `max_snoozes`: how often one job may ask to run again later
   (`JobResult.snooze(seconds)`) before it is dead-lettered (default 100).
 """
@@ -77,15 +80,21 @@ def set_policy(job_type: str, *, max_attempts: int | None = None, backoff: Backo
         max_attempts, backoff, DEFAULT_MAX_SNOOZES if max_snoozes is None else max_snoozes)
 
 
+def override_backoff(job_type: str, backoff: float | Sequence[float]) -> None:
+    """An operator's backoff for `job_type` (from "WorkerTypePolicy"), over the
+    registered one; the rest of the type's policy stays."""
+    current = _policies.get(job_type, TypePolicy())
+    _policies[job_type] = TypePolicy(current.max_attempts, backoff, current.max_snoozes)
+
+
 def policy(job_type: str | None) -> TypePolicy:
     return _policies.get(job_type or "", TypePolicy())
 
 
-def max_attempts_for(job_type: str) -> int:
+def registered_max_attempts(job_type: str) -> int | None:
+    """The max_attempts registered in this process for `job_type`, if any."""
     registered = _policies.get(job_type)
-    if registered is None or registered.max_attempts is None:
-        return DEFAULT_MAX_ATTEMPTS
-    return registered.max_attempts
+    return None if registered is None else registered.max_attempts
 
 
 def backoff_for(job_type: str | None, attempts: int,

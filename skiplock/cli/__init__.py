@@ -9,6 +9,7 @@ from skiplock.cli import backfill  # noqa: E402,F401,I001
 from skiplock.cli import schedule  # noqa: E402,F401,I001
 from skiplock.cli import features  # noqa: E402,F401,I001  (cancel, wait)
 from skiplock.cli import dashboard  # noqa: E402,F401,I001
+from skiplock.cli import policies  # noqa: E402,F401,I001  (skiplock policy)
 from skiplock.cli.app import main
 
 __all__ = ["main"]

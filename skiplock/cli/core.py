@@ -206,22 +206,29 @@ def enqueue(job_type: str, payload: str, priority: int, delay: float | None,
 _UNSET_HIDDEN = frozenset({"cancelRequestedAt", "cancelledBy", "concurrencyKey",
                            "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
                            "progress", "progressMessage", "snoozes", "checkpoint",
-                           "traceContext"})
+                           "traceContext", "rate", "rateKey"})
 
 
 @main.command()
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the row as JSON.")
 def job(job_id: str, as_json: bool) -> None:
-    """Show everything about one job, its last error in full."""
+    """Show everything about one job, its last error in full.
+
+    For a pending job that cannot be claimed now, why: waiting for a slot of
+    its concurrency key (how many of how many are taken), parked (no live
+    pool serves its type), waiting for its parents, not due until a time, or
+    its type paused."""
     from skiplock.queue_core import get_job
+    from skiplock.queue_core.features.why import explain
 
     found = get_job(job_id)
     if found is None:
         raise JobNotFound(f"no job with id {safe(job_id)!r}")
     row = found.to_dict()
+    why = explain(job_id) if found.status == "PENDING" else []
     if as_json:
-        print_json(row)
+        print_json({**row, "waitingBecause": why} if why else row)
         return
     width = max(len(k) for k in row)
     for key, value in row.items():
@@ -230,6 +237,10 @@ def job(job_id: str, as_json: bool) -> None:
         if key == "lastError" or (value is None and key in _UNSET_HIDDEN):
             continue
         echo(f"{key:<{width}}  {'' if value is None else value}")
+    if why:
+        echo("\nwaiting, not claimable now:")
+        for sentence in why:
+            echo(f"  {safe(sentence)}")
     _graph(job_id)
     if found.last_error:
         echo(f"\nlastError:\n{found.last_error}", lines=True)
@@ -324,7 +335,8 @@ def recover(stuck_timeout: float | None) -> None:
 def cleanup(older_than: float, keep_dead: bool) -> None:
     """Delete old COMPLETED, DEAD_LETTER and cancelled (FAILED) jobs, in small batches.
 
-    Then repair the slot counts of concurrency keys (as `recount-slots`)."""
+    Then repair the slot counts of concurrency keys (as `recount-slots`), and forget
+    rate keys that no job has used for an hour and whose window is over."""
     from skiplock.queue_core import cleanup as do_cleanup
 
     statuses = ("COMPLETED", "FAILED") if keep_dead else ("COMPLETED", "DEAD_LETTER", "FAILED")

@@ -28,7 +28,7 @@ from skiplock.ops import sql as ops_sql
 from skiplock.queue_core import sql
 from skiplock.queue_core.database.db import connect
 from skiplock.queue_core.errors import InvalidJob
-from skiplock.queue_core.features import batches, dependencies
+from skiplock.queue_core.features import batches, dependencies, why
 from skiplock.queue_core.jobs import Job, JobStatus
 
 STATUSES = tuple(s.value for s in JobStatus)
@@ -269,6 +269,7 @@ class JobView:
     parents: list[Any] = field(default_factory=list)  # dependencies.Edge, for the graph
     dependents: list[Any] = field(default_factory=list)
     batch: Any | None = None  # batches.BatchInfo of the batch it is in, or calls back
+    waiting: list[str] = field(default_factory=list)  # why a pending job is not claimable
 
 
 def job_view(settings: DashboardSettings, job_id: str) -> JobView | None:
@@ -287,11 +288,13 @@ def job_view(settings: DashboardSettings, job_id: str) -> JobView | None:
         downs = dependencies.dependents(job_id, conn=c, limit=GRAPH_LIMIT)
         in_batch = batches.batch_of(job_id, conn=c) if ups or downs else None
         batch = batches.get_batch(in_batch, conn=c) if in_batch else None
+        waiting = why.explain(job_id, conn=c) if job.status == "PENDING" else []
     ready = job.available_at is not None and job.available_at <= now
     times, durations = job_page.timing(job, now)
     return JobView(job, worker, job_page.outcome(job, worker, now, other or {}), times, durations,
                    job_page.details(job, worker, other or {}, now), list(log),
-                   ready_now=ready, parents=ups[:GRAPH_LIMIT], dependents=downs, batch=batch)
+                   ready_now=ready, parents=ups[:GRAPH_LIMIT], dependents=downs, batch=batch,
+                   waiting=waiting)
 
 
 # A job's page lists this many parents and dependents at most (a batch's callback

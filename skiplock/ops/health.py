@@ -24,6 +24,7 @@ from skiplock.ops.processes import live_served
 from skiplock.queue_core import sql
 from skiplock.queue_core.config import cached_settings
 from skiplock.queue_core.database.db import connect
+from skiplock.queue_core.features import why
 from skiplock.queue_core.features.aging import aged_by_type
 from skiplock.queue_core.features.debounce import debounced_by_type
 from skiplock.queue_core.features.fairness import fair_keys
@@ -78,6 +79,10 @@ class Health:
     # and the 10 keys with the most waiting (weight, window, in the queue, waiting).
     fair_waiting: int = 0
     fair_keys: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Rate limits (queue_core/features/rates.py): pending jobs waiting for their key's
+    # window, and the 10 keys with most of them (rate, waiting, let in, next start).
+    rate_waiting: int = 0
+    rate_keys: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Routing (pool/served.py): the live pools (masters), how many of them serve
     # each type that has jobs, and the pending jobs of types none of them serves,
     # which wait for one (parked: taken out of the claim's index meanwhile).
@@ -86,6 +91,8 @@ class Health:
     unserved: dict[str, int] = field(default_factory=dict)  # type -> pending jobs
     parked: int = 0
     parked_by_type: dict[str, int] = field(default_factory=dict)
+    # Pending jobs not claimable now, by reason (queue_core/features/why.py).
+    held_by_reason: dict[str, int] = field(default_factory=dict)
     # Debounce (queue_core/features/debounce.py): pending jobs that have a debounce key,
     # how many of them are not due yet, and how many enqueues were folded into them.
     debounced: int = 0
@@ -96,6 +103,11 @@ class Health:
     aged: int = 0
     aged_by_type: dict[str, int] = field(default_factory=dict)
     table: TableHealth = field(default_factory=TableHealth)
+
+    def held_labelled(self) -> list[tuple[str, int]]:
+        """The reasons pending jobs are not claimable now, in words, with their counts."""
+        labels = why.labels()
+        return [(labels.get(name, name), n) for name, n in self.held_by_reason.items() if n]
 
     def to_dict(self) -> dict[str, Any]:
         """camelCase, with the original service's QueueStats keys (pending, deadLetter, byType) on top."""
@@ -127,11 +139,14 @@ class Health:
                                        for k, (head, n) in self.held_sequences.items()}},
             "fairWaiting": self.fair_waiting,
             "fairKeys": self.fair_keys,
+            "rateWaiting": self.rate_waiting,
+            "rateLimitedKeys": self.rate_keys,
             "pools": self.pools,
             "servedBy": self.served_by,
             "unserved": self.unserved,
             "parked": self.parked,
             "parkedByType": self.parked_by_type,
+            "heldByReason": self.held_by_reason,
             "debounced": self.debounced,
             "debouncedNotDue": self.debounced_not_due,
             "debounceMoves": self.debounce_moves,
@@ -244,7 +259,14 @@ def collect(exact: bool = False, conn: Connection | Session | None = None,
         health.fair_keys = {k.key: {"weight": k.weight, "window": k.window,
                                     "queued": k.admitted, "waiting": k.waiting}
                             for k in fair_keys(10, c)}
+        health.rate_waiting = int(c.execute(sql.RATE_WAITING).scalar_one())
+        if health.rate_waiting:
+            for key in c.execute(sql.RATE_KEYS, {"limit": 10}):
+                health.rate_keys[key.key] = {
+                    "rate": key.rate, "waiting": int(key.waiting), "letIn": int(key.let_in),
+                    "nextAt": key.next_at.isoformat() if key.next_at else None}
         routing(health, live_served(live_s, c), parked_by_type(c))
+        health.held_by_reason = why.count_held(c)
         for job_type, folded in debounced_by_type(c).items():
             health.debounced += folded.pending
             health.debounced_not_due += folded.not_due

@@ -198,6 +198,15 @@ def test_the_outcome_says_what_became_of_the_job_in_each_state(client):
         assert re.search(expected, read(client, job, "p.outcome")), (expected, read(client, job, "p.outcome"))
 
 
+def test_a_waiting_jobs_page_and_the_overview_say_why_it_is_not_claimable(client):
+    enqueue("DASH_OK", {}, concurrency_key="acct:<7>", concurrency=1)
+    held = enqueue("DASH_OK", {}, concurrency_key="acct:<7>", concurrency=1)
+    assert read(client, held, "ul.waiting") == "waiting for a slot of key acct:<7> (1 of 1 taken)"
+    overview = client.get("/").get_data(as_text=True)
+    found = re.search(r'<p class="held">(.*?)</p>', overview, re.S)
+    assert found and "1 waiting for a concurrency slot" in found.group(1), overview
+
+
 def test_an_error_is_headed_by_whether_it_is_this_outcome_or_an_earlier_attempt(client):
     failed = shaped("DEAD_LETTER", lastError="boom")
     done = shaped("COMPLETED", lastError="boom the first time")

@@ -200,6 +200,7 @@ def test_the_command_line_and_the_metrics_see_limits():
                "--concurrency", "1").strip() for _ in range(3)]
     assert [row(i).heldBack for i in ids] == [None, True, True]
     assert read_queue()["held_back"] == 2
+    assert read_queue()["held"]["slot"] == 2  # skiplock_queue_held_jobs{reason="slot"}
     shown = cli("job", ids[1])
     assert "concurrencyKey" in shown and "heldBack" in shown
     plain = enqueue("PLAIN", {})

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -63,24 +64,36 @@ def call(model: str, op: str, args: dict[str, Any] | None = None) -> dict[str, A
     return {"model": model, "op": op, "args": args or {}}
 
 
-def run_pool_until_done(database_url: str, tmp_path: Path) -> None:
-    """A real pool, with the seed team's handlers, until no job is left to run."""
+@contextlib.contextmanager
+def running_pool(database_url: str, tmp_path: Path, handlers: str = "tests.prisma.handlers",
+                 concurrency: int = 2) -> Iterator[subprocess.Popen[bytes]]:
+    """A real pool (`skiplock worker`) with `handlers`, stopped on the way out."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKIPLOCK_")}
     env.update(DATABASE_URL=database_url, PYTHONPATH=str(REPO), SKIPLOCK_HOME=str(tmp_path))
     log = tmp_path / "pool.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "skiplock", "worker", "--concurrency", "2",
-                                 "--handlers", "tests.prisma.handlers"], cwd=REPO, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "skiplock", "worker", "--concurrency",
+                                 str(concurrency), "--handlers", handlers], cwd=REPO, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            wait_for(lambda: sql("SELECT count(*) FROM \"WorkerJob\" WHERE status::text "
-                                 "NOT IN ('COMPLETED', 'DEAD_LETTER')")[0][0] == 0
-                     or proc.poll() is not None, 60, "the pool to run every job")
+            yield proc
             assert proc.poll() is None, log.read_text()
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(30)
     assert "Traceback" not in log.read_text(), log.read_text()
+
+
+def wait_until_done(proc: subprocess.Popen[bytes]) -> None:
+    wait_for(lambda: sql("SELECT count(*) FROM \"WorkerJob\" WHERE status::text "
+                         "NOT IN ('COMPLETED', 'DEAD_LETTER')")[0][0] == 0
+             or proc.poll() is not None, 60, "the pool to run every job")
+
+
+def run_pool_until_done(database_url: str, tmp_path: Path) -> None:
+    """A real pool, with the seed team's handlers, until no job is left to run."""
+    with running_pool(database_url, tmp_path) as proc:
+        wait_until_done(proc)
 
 
 def test_the_seeds_client_writes_before_and_after_migrate_and_a_pool_runs_every_job(
@@ -156,15 +169,17 @@ def test_the_seeds_client_on_a_database_skiplock_made(
 
 
 # A value of each column's SQL type, for a row that sets every column (the check
-# constraints hold: a type of 1 to 200 characters, maxAttempts and concurrencyLimit >= 1).
+# constraints hold: a type of 1 to 200 characters, maxAttempts and concurrencyLimit >= 1,
+# a sequence's policy and a rate in their forms).
 def _value(name: str, sql_type: str) -> Any:
     if name == "status":
         return "DEAD_LETTER"
     if sql_type == "text":
-        return {"type": "SEND_EMAIL", "userId": "u1"}.get(name, f"{name} ☃ 'quoted'")
+        return {"type": "SEND_EMAIL", "userId": "u1", "sequencePolicy": "pass",
+                "rate": "10/60s"}.get(name, f"{name} ☃ 'quoted'")
     if sql_type == "jsonb":
         return {"column": name, "list": [1, 2.5, None, "x"], "nested": {"deep": True}}
-    if sql_type == "integer":
+    if sql_type in ("integer", "bigint"):
         return {"priority": -3}.get(name, 7)
     if sql_type == "real":
         return 0.5
@@ -197,7 +212,10 @@ def test_a_client_from_the_printed_model_writes_and_reads_every_column(
             call("workerJob", "create", {"data": row}),
             call("workerJob", "findUnique", {"where": {"id": row["id"]}}),
         ])
-        assert made == read == row, (made, row)
+        # The client's answers carry a bigint as a string (JSON has no 64-bit integer).
+        expected = {name: str(row[name]) if sql_type == "bigint" else row[name]
+                    for name, sql_type in columns}
+        assert made == read == expected, (made, expected)
         [(stored,)] = sql("""SELECT to_jsonb(j) FROM "WorkerJob" j WHERE id = :id""", id=row["id"])
         assert set(stored) == set(row) and stored["progress"] == 0.5
         # A row of any job type, which skiplock writes too: this client reads it, the seed's
@@ -207,3 +225,33 @@ def test_a_client_from_the_printed_model_writes_and_reads_every_column(
         assert found["type"] == "BACKFILL_REVIEWS"
         [refused] = seed_client.run(url, [call("workerJob", "findMany")])
         assert "not found in enum 'JobType'" in refused["message"], refused
+
+
+def test_the_seeds_client_writes_one_users_pattern_jobs_and_the_pool_never_runs_two_at_once(
+        seed_client: prisma.Client, skiplock_database: str, tmp_path: Path) -> None:
+    # The acceptance test of issue 30: no Python runs where the rows are written, yet
+    # the built-in "one DETECT_PATTERNS per user at a time" holds (the pool's boot
+    # writes it to "WorkerTypePolicy"; the insert trigger keys the Prisma rows).
+    sql("CREATE TABLE policy_runs (job_id text, started timestamptz, finished timestamptz)")
+    with running_pool(skiplock_database, tmp_path, "tests.prisma.policy_handlers", 3) as proc:
+        wait_for(lambda: sql("""SELECT count(*) FROM "WorkerTypePolicy"
+                                WHERE type = 'DETECT_PATTERNS'""")[0][0] == 1
+                 or proc.poll() is not None, 30, "the pool to write its policies")
+        wrote = seed_client.run(skiplock_database, [
+            job("DETECT_PATTERNS", {"userId": "u1", "triggerEventId": f"e{i}",
+                                    "interpretationId": f"i{i}"}) for i in range(8)]
+            + [job("DETECT_PATTERNS", {"userId": "u2", "triggerEventId": "e9",
+                                       "interpretationId": "i9"})])
+        assert [w["status"] for w in wrote] == ["PENDING"] * 9, wrote
+        wait_until_done(proc)
+    runs = sql("SELECT count(*) FROM policy_runs")[0][0]
+    overlaps = sql("""SELECT count(*) FROM policy_runs a JOIN policy_runs b
+                      ON a.job_id < b.job_id AND a.started < b.finished
+                         AND b.started < a.finished
+                      JOIN "WorkerJob" ja ON ja.id = a.job_id
+                      JOIN "WorkerJob" jb ON jb.id = b.job_id
+                      WHERE ja.payload->>'userId' = 'u1' AND jb.payload->>'userId' = 'u1'""")
+    assert (runs, overlaps[0][0]) == (9, 0)
+    assert sql("""SELECT "concurrencyKey", "concurrencyLimit", count(*) FROM "WorkerJob"
+                  WHERE status = 'COMPLETED' GROUP BY 1, 2 ORDER BY 1""") == [
+        ("DETECT_PATTERNS:u1", 1, 8), ("DETECT_PATTERNS:u2", 1, 1)]
