@@ -99,7 +99,10 @@ sys.path.insert(0, tree)
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from skiplock import queue_core as q
-from skiplock.queue_core.database import scratch
+try:  # where it lives now; an earlier tree has it one level up
+    from skiplock.queue_core.database import scratch
+except ImportError:
+    from skiplock.queue_core import scratch
 
 ''' + SAMPLER + '''
 
