@@ -1478,8 +1478,14 @@ HELD_REASONS: tuple[Reason, ...] = (
                            THEN format('; moved by %s later enqueue%s', j."debounceMoves",
                                        CASE WHEN j."debounceMoves" = 1 THEN '' ELSE 's' END)
                            ELSE '' END)"""),
+    Reason("rateNotDue", "let in by a rate key, not due yet",
+           """j."rateKey" IS NOT NULL AND j."heldBack" IS NULL
+              AND j."availableAt" > statement_timestamp()""",
+           f"""format('let in by its rate key %s; it may start at %s, when its token is free',
+                      j."rateKey", {_WHEN.format(at='j."availableAt"')})"""),
     Reason("notDue", "not due yet",
-           """j."availableAt" > statement_timestamp() AND j."debounceKey" IS NULL""",
+           """j."availableAt" > statement_timestamp() AND j."debounceKey" IS NULL
+              AND (j."rateKey" IS NULL OR j."heldBack" IS NOT NULL)""",
            f"""format('not due until %s', {_WHEN.format(at='j."availableAt"')})"""),
     Reason("paused", "paused type",
            """j.type IN (SELECT type FROM "WorkerJobPause")""",

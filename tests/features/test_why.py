@@ -46,7 +46,8 @@ def test_each_reason_a_pending_job_waits_for_is_said_and_counted() -> None:
         "waiting for a window of its rate key api:3 (1 starts every 3600 s); it is let in "
         "when a token of that key is free"]
     assert count_held() == {"slot": 1, "parked": 1, "parents": 1, "sequence": 0,
-                            "fairTurn": 1, "rateWindow": 1, "debounced": 0, "notDue": 1, "paused": 1}
+                            "fairTurn": 1, "rateWindow": 1, "debounced": 0, "rateNotDue": 0,
+                            "notDue": 1, "paused": 1}
 
     shown = runner.invoke(main, ["job", slot])
     assert shown.exit_code == 0, shown.output
