@@ -78,6 +78,7 @@ from skiplock.queue_core import enqueue_many
 from skiplock.queue_core.database import migrate
 from skiplock.queue_core.database.embedded import EmbeddedCluster, find_bindir
 from skiplock.queue_core.database.urls import libpq_dsn
+from skiplock.queue_core.sql import SEQUENCE_LINE
 from tests.pool.proxy import FreezableProxy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,11 +91,9 @@ HOLD_S = STUCK_S * 2 + 1  # how long a lock or a hang lasts: past a rescue by an
 WAITING = """(j.status = 'PENDING' AND NOT coalesce(j."heldBack", true) AND j."waitingFor" > 0)"""
 # A job of a sequence that waits for its turn (queue_core/features/sequences.py): its
 # key's head is another job, unfinished or dead-lettered under the policy hold.
-IN_LINE = """(j."sequenceKey" IS NOT NULL AND EXISTS (
-    SELECT FROM "WorkerSequence" AS s JOIN "WorkerJob" AS h ON h.id = s.head
-    WHERE s.key = j."sequenceKey" AND h.id <> j.id
-      AND (h.status IN ('PENDING', 'PROCESSING')
-           OR (h.status = 'DEAD_LETTER' AND coalesce(h."sequencePolicy", 'hold') = 'hold'))))"""
+IN_LINE = ("""(j."sequenceKey" IS NOT NULL AND EXISTS (
+    SELECT FROM "WorkerJob" AS h WHERE """ + SEQUENCE_LINE.format(a="h.", k='j."sequenceKey"')
+           + """ AND h."sequenceNo" < j."sequenceNo"))""")
 # One that waits with no reason to: no parent it waits for is unfinished, none that
 # did not complete holds it (policy hold), and it is not in a sequence's line. One
 # held, and its own dependents, wait for a person by design: the drain does not wait
@@ -528,15 +527,13 @@ class Soak:
                                     AND t.new_status IN ('COMPLETED', 'DEAD_LETTER', 'FAILED'))
             """),
             "stranded": one(f'SELECT count(*) FROM "WorkerJob" AS j WHERE {STRANDED}'),
-            "miscounted": one("""
+            "miscounted": one(f"""
                 SELECT count(*) FROM "WorkerJob" AS j
                 WHERE j.status = 'PENDING' AND NOT j."heldBack"
                   AND j."waitingFor" <> (SELECT count(*) FROM "WorkerJobDependency" AS d
                                          WHERE d.child = j.id AND d."resolvedAt" IS NULL)
                       -- a job of a sequence also waits for its turn
-                      + (j."sequenceKey" IS NOT NULL AND j.id IS DISTINCT FROM (
-                             SELECT head FROM "WorkerSequence"
-                             WHERE key = j."sequenceKey"))::int
+                      + {IN_LINE}::int
             """),
             # A batch whose callback did not complete exactly once, or whose counts miss
             # a member.

@@ -1210,15 +1210,31 @@ SET_WAITING_FOR = text('UPDATE "WorkerJob" SET "waitingFor" = "waitingFor" - :le
 
 # -- sequences (queue_core/features/sequences.py) -------------------------------------
 
+# A job in key {k}'s line (alias {a}): from its enqueue until it ends, PENDING,
+# PROCESSING, or dead-lettered under the policy hold; the key's head is its job in
+# line with the lowest number (migration 0019_sequences, whose index
+# "WorkerJob_sequence_idx" holds these rows).
+SEQUENCE_LINE = """{a}"sequenceKey" = {k} AND {a}"sequenceNo" IS NOT NULL
+    AND ({a}status IN ('PENDING', 'PROCESSING')
+         OR ({a}status = 'DEAD_LETTER' AND {a}"sequencePolicy" IS DISTINCT FROM 'pass'))"""
+# Job {j} is its key's head.
+_SEQUENCE_HEAD = ("""NOT EXISTS (SELECT FROM "WorkerJob" AS e WHERE """
+                  + SEQUENCE_LINE.format(a="e.", k='{j}."sequenceKey"')
+                  + """ AND e."sequenceNo" < {j}."sequenceNo")""")
+# Heads held: dead-lettered under the policy hold, first in their line.
+_HELD_HEADS = ("""SELECT h."sequenceKey" AS key, h.id, h.status::text AS status
+    FROM "WorkerJob" AS h
+    WHERE h.status = 'DEAD_LETTER' AND """ + SEQUENCE_LINE.format(a="h.", k='h."sequenceKey"')
+               + " AND " + _SEQUENCE_HEAD.format(j="h"))
+
 # Keys held by a dead-lettered head (policy hold), with how many jobs wait behind it.
 HELD_SEQUENCES = text(
     """
-    SELECT s.key, s.head, j.status::text AS head_status,
+    SELECT h.key, h.id AS head, h.status AS head_status,
            (SELECT count(*) FROM "WorkerJob" AS w
-            WHERE w."sequenceKey" = s.key AND w.status = 'PENDING') AS waiting
-    FROM "WorkerSequence" AS s JOIN "WorkerJob" AS j ON j.id = s.head
-    WHERE j.status = 'DEAD_LETTER'
-    ORDER BY waiting DESC, s.key
+            WHERE w."sequenceKey" = h.key AND w.status = 'PENDING') AS waiting
+    FROM (""" + _HELD_HEADS + """) AS h
+    ORDER BY waiting DESC, h.key
     LIMIT :limit
     """
 )
@@ -1227,33 +1243,32 @@ HELD_SEQUENCES = text(
 # for their turn (each key's head excluded: it may run).
 SEQUENCE_COUNTS = text(
     """
-    SELECT (SELECT count(*) FROM "WorkerSequence" WHERE head IS NOT NULL) AS keys,
-           (SELECT count(*) FROM "WorkerSequence" AS s JOIN "WorkerJob" AS j ON j.id = s.head
-            WHERE j.status = 'DEAD_LETTER') AS held,
+    SELECT (SELECT count(DISTINCT "sequenceKey") FROM "WorkerJob" AS l
+            WHERE """ + SEQUENCE_LINE.format(a="l.", k='l."sequenceKey"') + """) AS keys,
+           (SELECT count(*) FROM (""" + _HELD_HEADS + """) AS h) AS held,
            (SELECT count(*) FROM "WorkerJob"
             WHERE status = 'PENDING' AND "sequenceKey" IS NOT NULL
               AND "heldBack" = false AND "waitingFor" > 0) AS waiting
     """
 )
 
-# Keys with no job in line for :idle_s seconds (cleanup). An enqueue racing with the
-# delete inserts the key again (ON CONFLICT sees the row gone).
+# Keys with no job in line, untouched for :idle_s seconds (cleanup): their numbers
+# start again at 1. An enqueue racing with the delete inserts the key again.
 PRUNE_IDLE_SEQUENCES = text(
     """
-    DELETE FROM "WorkerSequence"
-    WHERE head IS NULL AND "updatedAt" < now() - make_interval(secs => :idle_s)
+    DELETE FROM "WorkerSequence" AS s
+    WHERE "updatedAt" < now() - make_interval(secs => :idle_s)
+      AND NOT EXISTS (SELECT FROM "WorkerJob" AS l
+                      WHERE """ + SEQUENCE_LINE.format(a="l.", k="s.key") + """)
     """
 )
 
-# A person lets a held key go on: its next job becomes the head; the dead letter stays.
+# A person lets a held key go on: its dead letter takes the policy pass and leaves
+# the line, and the next job becomes the head. No row: the key is not held.
 RELEASE_SEQUENCE = text(
     """
-    WITH held AS (
-        SELECT s.key FROM "WorkerSequence" AS s JOIN "WorkerJob" AS j ON j.id = s.head
-        WHERE s.key = :key AND j.status = 'DEAD_LETTER'
-        FOR UPDATE OF s
-    )
-    SELECT skiplock_sequence_advance(held.key) AS head FROM held
+    SELECT skiplock_sequence_advance(h.key) AS head
+    FROM (""" + _HELD_HEADS + """ AND h."sequenceKey" = :key) AS h
     """
 )
 
@@ -1410,9 +1425,8 @@ class Reason:
 # window (0 or NULL; migrations 0021_fairness, 0018_rates).
 # A job of a sequence that is not its key's head waits for its turn: one more in
 # "waitingFor" than its parents (migration 0019_sequences).
-_TURN = """(j."sequenceKey" IS NOT NULL AND j."heldBack" = false
-            AND NOT EXISTS (SELECT FROM "WorkerSequence" AS s
-                            WHERE s.key = j."sequenceKey" AND s.head = j.id))"""
+_TURN = ("""(j."sequenceKey" IS NOT NULL AND j."heldBack" = false AND j.status = 'PENDING'
+            AND NOT """ + _SEQUENCE_HEAD.format(j="j") + ")")
 _PARENTS_LEFT = f"""(j."waitingFor" - CASE WHEN {_TURN} THEN 1 ELSE 0 END)"""
 _WHEN = """to_char({at} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
 
@@ -1438,8 +1452,9 @@ HELD_REASONS: tuple[Reason, ...] = (
                                   THEN format(': the key is held by its dead-lettered job %s '
                                               '(retry or cancel it)', h.id) ELSE '' END)
                FROM (SELECT 1) AS one
-               LEFT JOIN "WorkerSequence" AS s ON s.key = j."sequenceKey"
-               LEFT JOIN "WorkerJob" AS h ON h.id = s.head)"""),
+               LEFT JOIN LATERAL (SELECT h.id, h.status FROM "WorkerJob" AS h
+                                  WHERE """ + SEQUENCE_LINE.format(a="h.", k='j."sequenceKey"')
+           + """ ORDER BY h."sequenceNo" LIMIT 1) AS h ON true)"""),
     Reason("fairTurn", "waiting their fair key's turn",
            """j."fairKey" IS NOT NULL AND j."heldBack" = false
               AND COALESCE(j."waitingFor", 0) = 0""",

@@ -83,8 +83,8 @@ WORKER_GRANTS: tuple[tuple[str, str, str], ...] = (
     ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerBatch"'),
     ("EXECUTE", "FUNCTION", "skiplock_resolve_edges(text, text, text[])"),
     ("EXECUTE", "FUNCTION", "skiplock_batch_ready(text)"),
-    # Sequences (migration 0019): the job table's triggers keep each key's line here,
-    # and the one that ends a key's head lets the next job in through the function.
+    # Sequences (migration 0019): the job table's insert trigger numbers each key's
+    # jobs from its row here; `skiplock sequence release` calls the function.
     ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerSequence"'),
     ("EXECUTE", "FUNCTION", "skiplock_sequence_advance(text)"),
     # Fairness (migration 0021): a fair job's triggers read its key's weight and let
