@@ -277,13 +277,7 @@ class Completer:
             self.collect_completions()
             if not self.outage.ready():
                 return False
-        try:
-            with bounded(STATEMENT_BOUND_S):
-                self.ahead.connect()
-        except Exception as exc:
-            if faults.classify(exc) is None:
-                raise
-            self.outage.failed(exc)
+        if not self._connect_ahead():
             return False
         outcomes = self.group.take_all()  # nothing was sent in its transaction
         completions = [(o.job, o.result) for o in outcomes]
@@ -311,6 +305,19 @@ class Completer:
         sent.timer.start()
         return True
 
+    def _connect_ahead(self) -> bool:
+        """Open the send-ahead connection if it is not; False (the outage noted) when
+        the database does not answer."""
+        try:
+            with bounded(STATEMENT_BOUND_S):
+                self.ahead.connect()
+        except Exception as exc:
+            if faults.classify(exc) is None:
+                raise
+            self.outage.failed(exc)
+            return False
+        return True
+
     def send_completions(self, expected: float | None) -> bool:
         """Before a job that is not its batch's last, expected to run `expected`: send
         the completions waiting in the group, committed without the WAL flush as
@@ -326,13 +333,7 @@ class Completer:
             self.collect_completions()
             if not self.group.outcomes or not self.outage.ready():
                 return False
-        try:
-            with bounded(STATEMENT_BOUND_S):
-                self.ahead.connect()
-        except Exception as exc:
-            if faults.classify(exc) is None:
-                raise
-            self.outage.failed(exc)
+        if not self._connect_ahead():
             return False
         outcomes = self.group.take_all()  # nothing was sent in its transaction
         completions = [(o.job, o.result) for o in outcomes]
