@@ -21,7 +21,7 @@ import time
 
 import psycopg2
 
-from bench.common import sql, start_pool, stop_pool
+from bench.common import sql, start_pool, stop_pool, wait_tag_completed
 from skiplock import queue_core as q
 from skiplock.ops.pauses import pause, resume
 from skiplock.queue_core.database.urls import libpq_dsn
@@ -64,16 +64,8 @@ def _throughput(conn: psycopg2.extensions.connection, n: int, tag: str,
     for start in range(0, n, BATCH * 10):
         q.enqueue_many(jobs[start:start + BATCH * 10])
     resume("BENCH_NOOP")
-    deadline = time.monotonic() + 900
+    wait_tag_completed(conn, tag, 900)
     with conn.cursor() as cur:
-        while True:
-            cur.execute("""SELECT count(*) FROM "WorkerJob"
-                           WHERE payload->>'tag' = %s AND status <> 'COMPLETED'""", (tag,))
-            if cur.fetchone()[0] == 0:
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{tag}: the jobs did not complete")
-            time.sleep(0.1)
         cur.execute("""SELECT extract(epoch FROM max("completedAt") - min("startedAt"))
                        FROM "WorkerJob" WHERE payload->>'tag' = %s""", (tag,))
         return n / float(cur.fetchone()[0])
