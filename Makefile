@@ -11,7 +11,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: worker test test-fast hooks lint bench bench-peers bench-venv chaos migrate demo clean chromium dashboard
+.PHONY: worker test test-fast hooks lint bench bench-peers bench-venv chaos soak migrate demo clean chromium dashboard
 
 # pip is quiet, so that its output does not bury what matters; each step says
 # what it does instead, since the first install takes about a minute.
@@ -97,6 +97,14 @@ bench-peers: $(STAMP) $(BENCH_STAMP)
 # checked (docs/reliability.md): `make chaos ARGS="--seeds 1 2 3 --seconds 60"`.
 chaos: $(STAMP)
 	$(BIN)/python -m bench chaos $(ARGS)
+
+# Four hosts (network namespaces of this machine, each with its own pool) and one
+# database, for three minutes: partitions of single hosts, kills, a database
+# restart, then the chaos soak's invariants and each host's jobs per second in
+# each phase (docs/reliability.md). Needs root; the long run is
+# `python -m bench soak` (30 minutes, 1,000,000 jobs).
+soak: $(STAMP)
+	$(BIN)/python -m bench soak --hosts 4 --minutes 3 --jobs 20000 $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

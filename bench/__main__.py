@@ -8,11 +8,13 @@ import sys
 # name -> module whose run(argv) prints its figures
 BENCHMARKS = {
     "chaos": "bench.chaos",
+    "soak": "bench.soak",
     "claim": "bench.claim",
     "pool": "bench.pool",
     "peers": "bench.peers",
     "pickup": "bench.pickup",
     "cpu": "bench.cpu",
+    "burst": "bench.burst",
     "profile": "bench.profile",
     "memory": "bench.memory",
     "bloat": "bench.bloat",
@@ -35,10 +37,10 @@ def main(argv: list[str]) -> None:
     if argv:
         raise SystemExit(f"unknown benchmark {argv[0]!r}; choose from {', '.join(BENCHMARKS)}")
     for name, module in BENCHMARKS.items():
-        # Run by name: chaos is a soak, not a speed figure; profile is a diagnosis;
-        # bloat takes ten minutes; peers needs the bench-only virtualenv; pickup
-        # and cpu check out an earlier commit (a git worktree).
-        if name in ("chaos", "peers", "profile", "bloat", "pickup", "cpu"):
+        # Run by name: chaos and soak are soaks, not speed figures; profile is a diagnosis;
+        # bloat takes ten minutes; peers needs the bench-only virtualenv; pickup,
+        # cpu and burst check out an earlier commit (a git worktree).
+        if name in ("chaos", "soak", "peers", "profile", "bloat", "pickup", "cpu", "burst"):
             continue
         print(f"\n=== {name} ===")
         importlib.import_module(module).run([])

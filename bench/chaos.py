@@ -46,6 +46,9 @@ a parent while it waits or runs. Their invariants:
 - each batch's callback was made ready once and completed once, after its
   last member ended (one callback job per batch, counts for every member).
 
+Rate limits ride along (bench/chaos_rates.py): a few jobs per top-up at 3 per
+2 seconds on one of three keys; no key ever sees four starts within two seconds.
+
 Exits 1 if any invariant fails. Results: docs/reliability.md.
 """
 
@@ -75,6 +78,7 @@ from skiplock.queue_core import enqueue_many
 from skiplock.queue_core.database import migrate
 from skiplock.queue_core.database.embedded import EmbeddedCluster, find_bindir
 from skiplock.queue_core.database.urls import libpq_dsn
+from skiplock.queue_core.sql import SEQUENCE_LINE
 from tests.pool.proxy import FreezableProxy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,11 +91,9 @@ HOLD_S = STUCK_S * 2 + 1  # how long a lock or a hang lasts: past a rescue by an
 WAITING = """(j.status = 'PENDING' AND NOT coalesce(j."heldBack", true) AND j."waitingFor" > 0)"""
 # A job of a sequence that waits for its turn (queue_core/features/sequences.py): its
 # key's head is another job, unfinished or dead-lettered under the policy hold.
-IN_LINE = """(j."sequenceKey" IS NOT NULL AND EXISTS (
-    SELECT FROM "WorkerSequence" AS s JOIN "WorkerJob" AS h ON h.id = s.head
-    WHERE s.key = j."sequenceKey" AND h.id <> j.id
-      AND (h.status IN ('PENDING', 'PROCESSING')
-           OR (h.status = 'DEAD_LETTER' AND coalesce(h."sequencePolicy", 'hold') = 'hold'))))"""
+IN_LINE = ("""(j."sequenceKey" IS NOT NULL AND EXISTS (
+    SELECT FROM "WorkerJob" AS h WHERE """ + SEQUENCE_LINE.format(a="h.", k='j."sequenceKey"')
+           + """ AND h."sequenceNo" < j."sequenceNo"))""")
 # One that waits with no reason to: no parent it waits for is unfinished, none that
 # did not complete holds it (policy hold), and it is not in a sequence's line. One
 # held, and its own dependents, wait for a person by design: the drain does not wait
@@ -159,6 +161,7 @@ FLOWS: list[str] = [
     "bench.chaos_debounce",
     "bench.chaos_sequences",
     "bench.chaos_fairness",
+    "bench.chaos_rates",
 ]
 
 
@@ -167,6 +170,18 @@ def _flows() -> list[Any]:
 
 
 class Soak:
+    """One seed's soak. bench/soak.py (many hosts) derives from it: the hooks it
+    overrides are the lease settings below, `start_cluster`, `pool_command`,
+    `pool_url`, `top_up`, `chaos` and `teardown`; the drain and every invariant
+    check are shared."""
+
+    heartbeat = HEARTBEAT_S
+    stuck = STUCK_S
+    long_share = 1 / 4  # of the jobs: outlive a rescue (see `duration`)
+    concurrency = 2  # children per pool
+    log_level = "INFO"
+    prefix = "skiplock-chaos"
+
     def __init__(self, seed: int, jobs: int, seconds: float, pools: int,
                  only: list[str] | None = None) -> None:
         self.only = only or []
@@ -174,11 +189,11 @@ class Soak:
         self.job_rng = random.Random(-seed)  # the jobs, drawn as the queue empties
         self.pick = random.Random(seed * 7919)  # which process, backend or pool a fault hits
         self.seed, self.jobs, self.seconds, self.npools = seed, jobs, seconds, pools
-        self.base = Path(tempfile.mkdtemp(prefix=f"skiplock-chaos-{seed}-", dir="/tmp"))
+        self.base = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-{seed}-", dir="/tmp"))
         self.base.chmod(0o755)  # the cluster runs as an unprivileged user when we are root
         self.cluster = EmbeddedCluster(self.base / "cluster")
         self.effects = self.base / "effects.log"
-        self.run_id = f"chaos-{os.getpid()}-{seed}"
+        self.run_id = f"{self.prefix}-{os.getpid()}-{seed}"
         self.faults: collections.Counter[str] = collections.Counter()
         self.pools: list[subprocess.Popen[bytes]] = []
         self.proxies: list[FreezableProxy] = []
@@ -190,16 +205,23 @@ class Soak:
     # -- set-up --------------------------------------------------------------
 
     def setup(self) -> None:
-        self.url = self.cluster.ensure_running()
+        self.url = self.start_cluster()
+        self.open_database()
+        socket = str(self.cluster.socket_dir / ".s.PGSQL.5432")
+        self.proxies = [FreezableProxy(unix_socket=socket) for _ in range(self.npools)]
+        self.pools = [self.start(i) for i in range(self.npools)]
+
+    def start_cluster(self) -> str:
+        return self.cluster.ensure_running()
+
+    def open_database(self) -> None:
+        """The schema, the soak's engine, and the tables and trigger the checks read."""
         migrate.upgrade(self.url)
         self.engine = create_engine(self.url, pool_pre_ping=True)
         with self.engine.begin() as conn:
             for statement in SETUP:
                 conn.execute(text(statement))
         self.enqueued = 0
-        socket = str(self.cluster.socket_dir / ".s.PGSQL.5432")
-        self.proxies = [FreezableProxy(unix_socket=socket) for _ in range(self.npools)]
-        self.pools = [self.start(i) for i in range(self.npools)]
 
     def top_up(self, backlog: int) -> None:
         """Keep the queue short while the faults run: a rescued job then runs again at
@@ -258,20 +280,27 @@ class Soak:
         """Most jobs are short; one in four outlives a rescue (the stuck timeout and a
         recovery interval), so that a run cut off from the database would still be
         running when another pool rescues it, unless it was fenced."""
-        if self.job_rng.random() < 1 / 4:
-            return round(self.job_rng.uniform(2 * STUCK_S + 1, 2 * STUCK_S + 5), 2)
+        if self.job_rng.random() < self.long_share:
+            return round(self.job_rng.uniform(2 * self.stuck + 1, 2 * self.stuck + 5), 2)
         return round(self.job_rng.uniform(0.05, 1.0), 2)
 
+    def pool_url(self, index: int) -> str:
+        return self.proxies[index].url(self.url)
+
+    def pool_command(self, index: int, argv: list[str]) -> list[str]:
+        return argv
+
     def start(self, index: int) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "DATABASE_URL": self.proxies[index].url(self.url),
+        env = {**os.environ, "DATABASE_URL": self.pool_url(index),
                "SKIPLOCK_CHAOS_EFFECTS": str(self.effects), "SKIPLOCK_CHAOS_RUN": self.run_id,
                "PYTHONPATH": str(REPO)}
         log = open(self.base / f"pool-{index}.log", "ab")  # noqa: SIM115 - inherited, then closed
         try:
-            return subprocess.Popen(
-                [sys.executable, "-m", "skiplock", "worker", "--handlers", HANDLERS,
-                 "--concurrency", "2", "--heartbeat", str(HEARTBEAT_S),
-                 "--stuck-timeout", str(STUCK_S), "--graceful-timeout", "5", "--poll-max", "0.5"],
+            return subprocess.Popen(self.pool_command(index, [
+                sys.executable, "-m", "skiplock", "worker", "--handlers", HANDLERS,
+                "--concurrency", str(self.concurrency), "--heartbeat", str(self.heartbeat),
+                "--stuck-timeout", str(self.stuck), "--graceful-timeout", "5",
+                "--poll-max", "0.5", "--log-level", self.log_level]),
                 cwd=REPO, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
         finally:
             log.close()
@@ -325,7 +354,7 @@ class Soak:
         self.engine.dispose()
         self.stop_cluster()
         time.sleep(self.pick.uniform(0.5, 2.0))
-        self.cluster.ensure_running()
+        self.start_cluster()
 
     def stop_cluster(self) -> None:
         bindir = find_bindir()
@@ -498,15 +527,13 @@ class Soak:
                                     AND t.new_status IN ('COMPLETED', 'DEAD_LETTER', 'FAILED'))
             """),
             "stranded": one(f'SELECT count(*) FROM "WorkerJob" AS j WHERE {STRANDED}'),
-            "miscounted": one("""
+            "miscounted": one(f"""
                 SELECT count(*) FROM "WorkerJob" AS j
                 WHERE j.status = 'PENDING' AND NOT j."heldBack"
                   AND j."waitingFor" <> (SELECT count(*) FROM "WorkerJobDependency" AS d
                                          WHERE d.child = j.id AND d."resolvedAt" IS NULL)
                       -- a job of a sequence also waits for its turn
-                      + (j."sequenceKey" IS NOT NULL AND j.id IS DISTINCT FROM (
-                             SELECT head FROM "WorkerSequence"
-                             WHERE key = j."sequenceKey"))::int
+                      + {IN_LINE}::int
             """),
             # A batch whose callback did not complete exactly once, or whose counts miss
             # a member.

@@ -52,3 +52,10 @@ def work(payload: dict[str, Any], job_id: str) -> JobResult:
     finally:
         os.close(fd)
     return JobResult(True)
+
+
+@handler("SOAK_NOOP")
+def noop(payload: dict[str, Any], job_id: str) -> JobResult:
+    """The many-hosts soak's filler (bench/soak.py): nothing to run, nothing written, so
+    its throughput is the queue's own; its payload says "quiet"."""
+    return JobResult(True)

@@ -231,3 +231,18 @@ def stop_pool(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def wait_tag_completed(conn: Any, tag: str, timeout_s: float, poll_s: float = 0.1) -> None:
+    """Wait until every job whose payload's `tag` is `tag` is COMPLETED (a psycopg2
+    connection in autocommit); SystemExit after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    with conn.cursor() as cur:
+        while True:
+            cur.execute("""SELECT count(*) FROM "WorkerJob"
+                           WHERE payload->>'tag' = %s AND status <> 'COMPLETED'""", (tag,))
+            if cur.fetchone()[0] == 0:
+                return
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{tag}: the jobs did not complete in {timeout_s:g} s")
+            time.sleep(poll_s)

@@ -59,20 +59,13 @@ def burn(payload, job_id):
     return JobResult(success=True)
 '''
 
-# Run in a process whose sys.path starts with one tree: that tree's skiplock. It
-# prints one JSON line: the span file and the /proc snapshots taken meanwhile.
-PROBE = '''
-import json, os, signal, subprocess, sys, threading, time
-tree, handlers, count, ms = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-sys.path.insert(0, tree)
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from skiplock import queue_core as q
-from skiplock.queue_core import scratch
-
+# CPU seconds of each process of the run by role, read from /proc: the pool's master and
+# children (this pool's: other pools may run on the machine), and this cluster's
+# backends (of the run's database, or not).
+SAMPLER = '''
 TICK = os.sysconf("SC_CLK_TCK")
 
-def processes(database, postmaster):
+def processes(database, postmaster, master):
     seen = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -85,14 +78,33 @@ def processes(database, postmaster):
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
-        if cmd.startswith("skiplock: master"):
+        if pid == str(master):
             role = "master"
+        elif fields[1] == str(master):
+            role = "children"
         elif fields[1] == postmaster:  # this cluster's, not another server's
             role = "backends" if database in cmd else "other PostgreSQL"
         else:
             continue
         seen[pid] = (role, (int(fields[11]) + int(fields[12])) / TICK)
     return seen
+'''
+
+# Run in a process whose sys.path starts with one tree: that tree's skiplock. It
+# prints one JSON line: the span file and the /proc snapshots taken meanwhile.
+PROBE = '''
+import json, os, signal, subprocess, sys, threading, time
+tree, handlers, count, ms = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+sys.path.insert(0, tree)
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from skiplock import queue_core as q
+try:  # where it lives now; an earlier tree has it one level up
+    from skiplock.queue_core.database import scratch
+except ImportError:
+    from skiplock.queue_core import scratch
+
+''' + SAMPLER + '''
 
 spans = os.path.join(handlers, f"spans-{os.getpid()}")
 with scratch.scratch_database("skiplock_bench_cpu") as url:
@@ -111,7 +123,7 @@ with scratch.scratch_database("skiplock_bench_cpu") as url:
 
     def sample():
         while not stop.is_set():
-            snapshots.append((time.time(), processes(database, postmaster)))
+            snapshots.append((time.time(), processes(database, postmaster, pool.pid)))
             stop.wait(0.5)
 
     env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": f"{tree}:{handlers}",
@@ -169,7 +181,7 @@ def steady_cpu(snapshots: list[tuple[float, dict[str, tuple[str, float]]]],
     (began, before), (ended, after) = inside[0], inside[-1]
     spent = dict.fromkeys(ROLES, 0.0)
     for pid, (role, cpu) in after.items():
-        spent[role] += cpu - (before[pid][1] if pid in before else 0.0)
+        spent[role] = spent.get(role, 0.0) + cpu - (before[pid][1] if pid in before else 0.0)
     jobs = (ended - began) * spans.rate
     return {role: 1000 * seconds / jobs for role, seconds in spent.items()}
 

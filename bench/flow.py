@@ -20,6 +20,7 @@ CASES: dict[str, str] = {
     "debounce": "bench.flow_debounce",
     "sequences": "bench.flow_sequences",
     "fairness": "bench.flow_fairness",
+    "rates": "bench.flow_rates",
 }
 
 

@@ -3,8 +3,10 @@
 1. Throughput of `--jobs` no-op jobs under one pool (a child per CPU), written while
    their type is paused and then let go, spread over 1,000 sequences (each key runs
    one job at a time: 1,000 may run at once, far more than the pool's children, so
-   the order never makes a child wait), against the same jobs without a sequence;
-   alternated, twice each, on the same database.
+   the order never makes a child wait, though 19 jobs in 20 wait for the one before
+   them and are let in by its end), and over as many keys as jobs (none waits: the
+   order makes nobody wait), against the same jobs without a sequence; alternated,
+   twice each, on the same database.
 2. Enqueue cost per job: `enqueue_many` of the jobs in batches of 1,000, and 2,000
    single `enqueue()` calls, each with and without a sequence. A sequenced job is
    written by the insert of a job with columns of its own, and its trigger locks and
@@ -19,7 +21,7 @@ import time
 
 import psycopg2
 
-from bench.common import sql, start_pool, stop_pool
+from bench.common import sql, start_pool, stop_pool, wait_tag_completed
 from skiplock import queue_core as q
 from skiplock.ops.pauses import pause, resume
 from skiplock.queue_core.database.urls import libpq_dsn
@@ -29,14 +31,15 @@ SINGLES = 2_000
 BATCH = 1_000
 
 
-def _jobs(n: int, tag: str, sequenced: bool) -> list[dict[str, object]]:
+def _jobs(n: int, tag: str, keys: int | None) -> list[dict[str, object]]:
+    """`n` jobs over `keys` sequences (None: in none)."""
     return [{"type": "BENCH_NOOP", "payload": {"tag": tag, "i": i},
-             **({"sequence": f"bench:{i % KEYS}"} if sequenced else {})} for i in range(n)]
+             **({"sequence": f"bench:{i % keys}"} if keys else {})} for i in range(n)]
 
 
 def _enqueue_rate(n: int, tag: str, sequenced: bool) -> float:
     """Microseconds a job, for `enqueue_many` in batches."""
-    jobs = _jobs(n, tag, sequenced)
+    jobs = _jobs(n, tag, KEYS if sequenced else None)
     began = time.perf_counter()
     for start in range(0, n, BATCH):
         q.enqueue_many(jobs[start:start + BATCH])
@@ -53,24 +56,16 @@ def _single_rate(tag: str, sequenced: bool) -> float:
 
 
 def _throughput(conn: psycopg2.extensions.connection, n: int, tag: str,
-                sequenced: bool) -> float:
+                keys: int | None) -> float:
     """Jobs a second, from the first start to the last completion. The type is paused
     while the jobs are written: the run measures the pool, not the enqueue beside it."""
-    jobs = _jobs(n, tag, sequenced)
+    jobs = _jobs(n, tag, keys)
     pause("BENCH_NOOP", reason="bench: enqueueing")
     for start in range(0, n, BATCH * 10):
         q.enqueue_many(jobs[start:start + BATCH * 10])
     resume("BENCH_NOOP")
-    deadline = time.monotonic() + 900
+    wait_tag_completed(conn, tag, 900)
     with conn.cursor() as cur:
-        while True:
-            cur.execute("""SELECT count(*) FROM "WorkerJob"
-                           WHERE payload->>'tag' = %s AND status <> 'COMPLETED'""", (tag,))
-            if cur.fetchone()[0] == 0:
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{tag}: the jobs did not complete")
-            time.sleep(0.1)
         cur.execute("""SELECT extract(epoch FROM max("completedAt") - min("startedAt"))
                        FROM "WorkerJob" WHERE payload->>'tag' = %s""", (tag,))
         return n / float(cur.fetchone()[0])
@@ -93,20 +88,24 @@ def run_case(url: str, args: argparse.Namespace) -> None:
     pool = start_pool(url, "--concurrency", concurrency)
     conn = psycopg2.connect(libpq_dsn(url))
     conn.autocommit = True
-    rates: dict[bool, list[float]] = {False: [], True: []}
+    cases: dict[str, int | None] = {"plain": None, "busy": KEYS, "free": n}
+    rates: dict[str, list[float]] = {case: [] for case in cases}
     try:
-        _throughput(conn, 1_000, "warm-up", False)
+        _throughput(conn, 1_000, "warm-up", None)
         for rep in range(2):
-            for sequenced in (False, True):
-                rates[sequenced].append(
-                    _throughput(conn, n, f"run-{rep}-{sequenced}", sequenced))
+            for case, keys in cases.items():
+                rates[case].append(_throughput(conn, n, f"run-{rep}-{case}", keys))
                 sql(url, """DELETE FROM "WorkerJob" WHERE status = 'COMPLETED'""")
     finally:
         conn.close()
         stop_pool(pool)
-    plain = sum(rates[False]) / len(rates[False])
-    seq = sum(rates[True]) / len(rates[True])
-    print(f"throughput, {n:,} no-op jobs, a pool of {concurrency}: {plain:,.0f} jobs/s "
-          f"without a sequence, {seq:,.0f} jobs/s in {KEYS:,} sequences "
-          f"({seq / plain:.2f} of it; runs {', '.join(f'{r:,.0f}' for r in rates[False])} "
-          f"and {', '.join(f'{r:,.0f}' for r in rates[True])})")
+    mean = {case: sum(r) / len(r) for case, r in rates.items()}
+
+    def runs(case: str) -> str:
+        return ", ".join(f"{r:,.0f}" for r in rates[case])
+
+    print(f"throughput, {n:,} no-op jobs, a pool of {concurrency}: {mean['plain']:,.0f} jobs/s "
+          f"without a sequence (runs {runs('plain')}); {mean['busy']:,.0f} jobs/s in {KEYS:,} "
+          f"sequences, {mean['busy'] / mean['plain']:.2f} of it (runs {runs('busy')}); "
+          f"{mean['free']:,.0f} jobs/s with a sequence each, none waiting, "
+          f"{mean['free'] / mean['plain']:.2f} of it (runs {runs('free')})")

@@ -8,6 +8,7 @@ command prints one JSON object on stdout.
     python peer_pgqueuer.py install DSN
     python peer_pgqueuer.py worker DSN BATCH          (runs until SIGTERM)
     python peer_pgqueuer.py fill DSN ENTRYPOINT COUNT PAYLOAD_JSON
+    python peer_pgqueuer.py burst DSN COUNT PAYLOAD_JSON   (CPU-bound jobs in one call)
     python peer_pgqueuer.py bulk DSN COUNT BATCH      (enqueue rate, many per call)
     python peer_pgqueuer.py single DSN COUNT          (enqueue rate, one per call)
     python peer_pgqueuer.py pickup DSN COUNT GAP_S    (jobs enqueued one by one, t0 inside)
@@ -71,6 +72,14 @@ async def fill(dsn: str, entrypoint: str, count: int, payload: str) -> dict[str,
     return {"filled": count}
 
 
+async def burst(dsn: str, count: int, payload: str) -> dict[str, object]:
+    """`count` CPU-bound jobs in one enqueue call, into a running pool (no VACUUM)."""
+    conn, queries = await _queries(dsn)
+    await queries.enqueue(["cpu"] * count, [payload.encode()] * count, [0] * count)
+    await conn.close()
+    return {"enqueued": count}
+
+
 async def bulk(dsn: str, count: int, batch: int) -> dict[str, object]:
     conn, queries = await _queries(dsn)
     began = time.perf_counter()
@@ -102,7 +111,8 @@ async def pickup(dsn: str, count: int, gap_s: float) -> dict[str, object]:
 
 
 COMMANDS = {"install": (install, ()), "worker": (worker, (int,)),
-            "fill": (fill, (str, int, str)), "bulk": (bulk, (int, int)),
+            "fill": (fill, (str, int, str)), "burst": (burst, (int, str)),
+            "bulk": (bulk, (int, int)),
             "single": (single, (int,)), "pickup": (pickup, (int, float))}
 
 

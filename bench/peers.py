@@ -24,7 +24,14 @@ around a job, where the CPU-bound rate loses most of what it loses (a job
 process's code goes cold in 10 ms: on the benchmark VM a `json.dumps` then
 takes 20 times longer than hot). Pick-up latency is the wall time from just
 before the enqueue call to the start of the job body (`record_pickup`), jobs
-enqueued one by one into an idle pool. Each run measures both sides of a
+enqueued one by one into an idle pool. A burst (bench/burst.py) is
+`--burst-jobs` CPU-bound jobs of `--burst-ms` enqueued in one call into a pool
+idle for a second, its rate counted from the first body's end to the last
+one's and set against 2 / the body's single-process time, measured just
+before each run. The limit line sets skiplock's no-op rate against what
+pgbench gets from the same table on the same server: two clients, each
+claiming 100 jobs in one statement (the claim's index, SKIP LOCKED) and
+completing them in a second, a commit each, with nothing else around them. Each run measures both sides of a
 ratio one right after the other; every figure is the median of `--runs` runs,
 and the ratio the median of the runs' ratios. Every target of the speed work
 is printed as a ratio.
@@ -51,7 +58,7 @@ from typing import Any
 import psycopg2
 from sqlalchemy.engine import make_url
 
-from bench import bodies
+from bench import bodies, burst
 from bench.common import (
     WORKER_FLAGS,
     StealMeter,
@@ -169,6 +176,9 @@ class Skiplock:
             q.enqueue("BENCH_NOOP", {})
         return count / (time.perf_counter() - began)
 
+    def burst(self, count: int, payload: dict[str, Any]) -> None:
+        q.enqueue_many([{"type": "BENCH_CPU", "payload": payload} for _ in range(count)])
+
 
 class PgQueuer:
     name = "PgQueuer"
@@ -207,6 +217,9 @@ class PgQueuer:
     def single(self, count: int) -> float:
         return float(self.call("single", count)["rate"])
 
+    def burst(self, count: int, payload: dict[str, Any]) -> None:
+        self.call("burst", count, json.dumps(payload))
+
 
 System = Skiplock | PgQueuer
 
@@ -236,6 +249,66 @@ def cpu_spans(system: System, count: int, payload: dict[str, Any]) -> bodies.Spa
             return bodies.read_spans(spans)
     finally:
         poller.close()
+
+
+def _listening(url: str, count: int, timeout: float = 10.0) -> None:
+    """Wait until `count` sessions of the database listen (the pool is up and idle), or
+    `timeout`, and one second more."""
+    poller = Poller(url, f"SELECT count(*) >= {count} FROM pg_stat_activity "
+                         "WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+                    "SELECT true")
+    try:
+        deadline = time.monotonic() + timeout
+        while not poller.ask(poller.started) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        poller.close()
+    time.sleep(1.0)
+
+
+def burst_run(system: System, count: int, ms: float) -> burst.Burst:
+    """A burst of `count` CPU-bound jobs enqueued in one call into an idle pool."""
+    system.fill("cpu", 0, {})
+    single = burst.single_body_s(ms)
+    with tempfile.TemporaryDirectory() as tmp:
+        spans = Path(tmp) / "spans"
+        with system.workers({**os.environ, "BENCH_SPAN_FILE": str(spans)}):
+            _listening(system.url if isinstance(system, Skiplock) else system.dsn, 2)
+            system.burst(count, {"ms": ms})
+            deadline = time.monotonic() + 120 + count * ms / 1000
+            while not spans.exists() or len(spans.read_text().splitlines()) < count:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{system.name} did not run the whole burst")
+                time.sleep(0.1)
+        return burst.read_burst(str(spans), single)
+
+
+# pgbench's claim and completion: the claim's index and its SKIP LOCKED, 100 jobs a
+# statement, a commit each; nothing of skiplock's (no lease, fence, share or result).
+_CLAIM_100 = """
+UPDATE "WorkerJob" SET status = 'PROCESSING', attempts = attempts + 1, "lockedAt" = now(),
+    "startedAt" = now(), "lockedBy" = 'pgbench:' || :client_id
+WHERE id IN (SELECT id FROM "WorkerJob" WHERE status = 'PENDING' AND "heldBack" IS NULL
+             AND "availableAt" <= now() ORDER BY priority DESC, "availableAt" ASC LIMIT 100
+             FOR UPDATE SKIP LOCKED);
+"""
+_COMPLETE_100 = """
+UPDATE "WorkerJob" SET status = 'COMPLETED', "completedAt" = now(), "lockedAt" = NULL,
+    "lockedBy" = NULL
+WHERE status = 'PROCESSING' AND "lockedBy" = 'pgbench:' || :client_id;
+"""
+# pgbench reads one statement a line.
+LIMIT_SCRIPT = "".join(" ".join(part.split()) + "\n" for part in (_CLAIM_100, _COMPLETE_100))
+
+
+def pgbench_limit(url: str, count: int, clients: int = 2) -> float:
+    """Jobs/s of pgbench's claim-100 + complete-100 with `clients` clients, draining a
+    backlog of `count` no-op jobs (as the pool's no-op line does)."""
+    sql(url, 'TRUNCATE "WorkerJob"')
+    fill(count, "BENCH_NOOP", {})
+    per_client = max(1, count // (100 * clients))
+    # A pgbench transaction is the script: two statements, two commits, 100 jobs.
+    return 100 * pgbench(url, LIMIT_SCRIPT, clients=clients, transactions=per_client)
 
 
 def pickup(system: System, count: int, gap_s: float) -> tuple[float, float]:
@@ -318,6 +391,13 @@ def run(argv: list[str]) -> None:
                              "a backlog drained in its steady state, as the speed issue's "
                              "20,000-job backlog is; with 400 a run's start and end weigh "
                              "five times as much)")
+    parser.add_argument("--burst-jobs", type=int, default=400,
+                        help="CPU-bound jobs enqueued in one call into an idle pool (default 400)")
+    parser.add_argument("--burst-ms", type=float, default=33.0,
+                        help="CPU time of each burst job's body, ms (default 33)")
+    parser.add_argument("--limit-jobs", type=int, default=100_000,
+                        help="no-op backlog of the limit line, drained by the pool and by "
+                             "pgbench's claim-100 + complete-100 in turn (default 100000)")
     parser.add_argument("--pickups", type=int, default=200,
                         help="jobs enqueued one by one into an idle pool (default 200: its p99 "
                              "is the 198th, not one stall of the VM)")
@@ -331,9 +411,10 @@ def run(argv: list[str]) -> None:
                              "default settings made for the run")
     parser.add_argument("--skiplock-flags", default="",
                         help="extra `skiplock worker` flags, e.g. '--commit-delay-ms 0'")
-    parser.add_argument("--only", choices=("all", "enqueue"), default="all",
+    parser.add_argument("--only", choices=("all", "enqueue", "burst", "limit"), default="all",
                         help="'enqueue': only the three enqueue lines, no pool started "
-                             "(for working on enqueue; default all)")
+                             "(for working on enqueue); 'burst': only the burst lines; "
+                             "'limit': only the limit line (default all)")
     args = parser.parse_args(argv)
     if not Path(args.peer_python).exists():
         raise SystemExit(f"{args.peer_python} not found: run `make bench-peers`, which "
@@ -361,6 +442,23 @@ def run(argv: list[str]) -> None:
             return [(first(), second()) for _ in range(runs)]
 
         print(f"{'':<50} {'skiplock':>10} {'reference':>10} {'':<7} {'ratio':>6}  target")
+        if args.only in ("all", "limit"):
+            line(f"no-op jobs/s vs pgbench claim-100 + complete-100 ({args.limit_jobs})",
+                 paired(lambda: throughput(ours, "noop", args.limit_jobs, {}),
+                        lambda: pgbench_limit(url, args.limit_jobs)), "jobs/s",
+                 "(higher is better; 0.28 on 2026-12-05)")
+        if args.only in ("all", "burst"):
+            bursts = [(burst_run(ours, args.burst_jobs, args.burst_ms),
+                       burst_run(theirs, args.burst_jobs, args.burst_ms)) for _ in range(runs)]
+            label = f"burst of {args.burst_jobs} x {args.burst_ms:g} ms vs 2 / the body alone"
+            mine = statistics.median(o.ratio for o, _ in bursts)
+            peer = statistics.median(t.ratio for _, t in bursts)
+            print(f"{label:<50} {mine:>10.3f} {peer:>10.3f} {'x bare':<7} {mine:>6.3f}  >= 0.95 "
+                  "(reference: PgQueuer's)", flush=True)
+            print(f"{'  each run: stretch, gap ms, tail ms':<50} " + "  ".join(
+                f"{o.ratio:.3f} ({o.stretch:.2f}, {o.gap_ms:.1f}, {o.tail_ms:.0f}) / "
+                f"{t.ratio:.3f} ({t.stretch:.2f}, {t.gap_ms:.1f}, {t.tail_ms:.0f})"
+                for o, t in bursts) + "  (skiplock / PgQueuer; bench/burst.py)", flush=True)
         if args.only == "all":
             line(f"no-op jobs/s ({args.jobs} backlog) vs PgQueuer",
                  paired(lambda: throughput(ours, "noop", args.jobs, {}),
@@ -403,6 +501,9 @@ def run(argv: list[str]) -> None:
             line("pick-up into an idle pool, p99 ms vs PgQueuer", picks, "ms",
                  "skiplock p99 <= about 4 ms")
 
+        if args.only in ("burst", "limit"):
+            print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
+            return
         sql(url, 'CREATE TABLE bench_insert (LIKE "WorkerJob" INCLUDING ALL)')
         insert = ("INSERT INTO bench_insert (id, type, payload) "
                   "VALUES (md5(random()::text), 'BENCH_NOOP', '{}');\n")

@@ -51,7 +51,10 @@ import json, os, signal, subprocess, sys, time
 tree, handlers, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 sys.path.insert(0, tree)
 from skiplock import queue_core as q
-from skiplock.queue_core import scratch
+try:  # where it lives now; an earlier tree has it one level up
+    from skiplock.queue_core.database import scratch
+except ImportError:
+    from skiplock.queue_core import scratch
 
 # A file of this run's own: one left by the run before would end the wait for the
 # pool to be up at once, and the first jobs would wait for its boot instead.

@@ -27,7 +27,16 @@ import time
 
 import psycopg2
 
-from bench.common import machine, percentile, pgbench, scratch_database, sql, start_pool, stop_pool
+from bench.common import (
+    machine,
+    percentile,
+    pgbench,
+    scratch_database,
+    sql,
+    start_pool,
+    stop_pool,
+    wait_tag_completed,
+)
 from skiplock import queue_core as q
 from skiplock.queue_core.database.urls import libpq_dsn
 
@@ -86,16 +95,7 @@ def _fan_in(conn: psycopg2.extensions.connection, n: int, tag: str,
     if dependent:
         _wait_done(conn, ids[-1], 600)
     else:
-        deadline = time.monotonic() + 600
-        with conn.cursor() as cur:
-            while True:
-                cur.execute("""SELECT count(*) FROM "WorkerJob"
-                               WHERE payload->>'tag' = %s AND status <> 'COMPLETED'""", (tag,))
-                if cur.fetchone()[0] == 0:
-                    break
-                if time.monotonic() > deadline:
-                    raise SystemExit("the children did not complete")
-                time.sleep(0.02)
+        wait_tag_completed(conn, tag, 600, poll_s=0.02)
     with conn.cursor() as cur:
         cur.execute("""
             SELECT extract(epoch FROM max("completedAt") - min("startedAt")),

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from skiplock.queue_core import payload_models, payloads
 from skiplock.queue_core.errors import ConfigurationError, InvalidJob
-from skiplock.queue_core.features import fairness, limits, policy, sequences
+from skiplock.queue_core.features import fairness, limits, policy, rates, sequences
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,8 @@ class Registration:
     max_snoozes: int = policy.DEFAULT_MAX_SNOOZES
     payload: ModelClass | None = None  # the model the handler is given its payload as
     fair_key: limits.KeyFrom = None  # queue_core/features/fairness.py
+    rate: str | None = None  # at most this many starts per key and window (queue_core/features/rates.py)
+    rate_key: limits.KeyFrom = None
 
     def payload_for(self, data: Any) -> Any:
         """A stored payload as this handler takes it: checked against its type's model,
@@ -74,7 +76,8 @@ def register_handler(job_type: str, fn: Handler, *, timeout_s: float | None = No
                      payload: ModelClass | None = None,
                      sequence_key: sequences.KeyFrom | None = None,
                      on_sequence_failure: str | None = None,
-                     fair_key: limits.KeyFrom = None) -> None:
+                     fair_key: limits.KeyFrom = None, rate: str | None = None,
+                     rate_key: limits.KeyFrom = None) -> None:
     """Run `fn` for jobs of `job_type`; a later registration replaces an earlier one.
 
     `payload=Model` (a dataclass or a pydantic model): the payload is checked
@@ -84,6 +87,9 @@ def register_handler(job_type: str, fn: Handler, *, timeout_s: float | None = No
     host; the key is `TYPE:payload[concurrency_key]` (a payload field, or a
     function of the payload's JSON object), or the type alone without
     `concurrency_key`.
+    `rate="10/m"`: at most 10 jobs of the type start per minute per key, on every
+    host; the key is `TYPE:payload[rate_key]` (a field or a function, as for
+    `concurrency_key`), or the type alone (queue_core/features/rates.py).
     `max_attempts`, `backoff`, `max_snoozes`: the type's retry policy
     (queue_core/features/policy.py).
     `sequence_key`: the type's jobs of one key run one at a time in enqueue order;
@@ -103,17 +109,25 @@ def register_handler(job_type: str, fn: Handler, *, timeout_s: float | None = No
         model = None if payload is None else payload_models.model_of(payload)
     except TypeError as exc:
         raise InvalidJob(f"payload of {job_type}: {exc}") from None
+    if rate is not None:
+        rates.canonical(rate)  # checked before anything is registered
+    if fair_key is not None and concurrency is not None:
+        raise InvalidJob(f"{job_type}: fair_key and concurrency cannot be combined")
+    if fair_key is not None and rate is not None:
+        raise InvalidJob(f"{job_type}: fair_key and rate cannot be combined")
     sequences.check_type_sequence(job_type, sequence_key, on_sequence_failure)
     limits.set_type_limit(job_type, concurrency, concurrency_key)
     sequences.set_type_sequence(job_type, sequence_key, on_sequence_failure)
-    if fair_key is not None and concurrency is not None:
-        raise InvalidJob(f"{job_type}: fair_key and concurrency cannot be combined")
     fairness.set_type_key(job_type, fair_key)
+    rates.set_type_rate(job_type, rate, rate_key)
     policy.set_policy(job_type, max_attempts=max_attempts, backoff=backoff,
                       max_snoozes=max_snoozes)
     payloads.set_payload_model(job_type, model)
     _registry[job_type] = Registration(job_type, fn, timeout_s, concurrency, concurrency_key,
-                                       policy.policy(job_type).max_snoozes, payload, fair_key)
+                                       policy.policy(job_type).max_snoozes, payload,
+                                       fair_key=fair_key,
+                                       rate=None if rate is None else rates.canonical(rate),
+                                       rate_key=rate_key)
 
 
 def handler(job_type: str, *, timeout_s: float | None = None, concurrency: int | None = None,
@@ -121,7 +135,8 @@ def handler(job_type: str, *, timeout_s: float | None = None, concurrency: int |
             backoff: policy.Backoff = None, max_snoozes: int | None = None,
             payload: ModelClass | None = None, sequence_key: sequences.KeyFrom | None = None,
             on_sequence_failure: str | None = None,
-            fair_key: limits.KeyFrom = None) -> Callable[[F], F]:
+            fair_key: limits.KeyFrom = None, rate: str | None = None,
+            rate_key: limits.KeyFrom = None) -> Callable[[F], F]:
     """Decorator form of `register_handler`."""
 
     def decorate(fn: F) -> F:
@@ -129,7 +144,7 @@ def handler(job_type: str, *, timeout_s: float | None = None, concurrency: int |
                          concurrency_key=concurrency_key, max_attempts=max_attempts,
                          backoff=backoff, max_snoozes=max_snoozes, payload=payload,
                          sequence_key=sequence_key, on_sequence_failure=on_sequence_failure,
-                         fair_key=fair_key)
+                         fair_key=fair_key, rate=rate, rate_key=rate_key)
         return fn
 
     return decorate
@@ -155,6 +170,7 @@ def unregister_handler(job_type: str) -> None:
     limits.set_type_limit(job_type, None)
     sequences.set_type_sequence(job_type, None)
     fairness.set_type_key(job_type, None)
+    rates.set_type_rate(job_type, None)
     policy.set_policy(job_type)
 
 

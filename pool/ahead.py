@@ -71,6 +71,7 @@ class AheadConnection:
         self.cursor: Any = None
         self.statement = ""
         self.params: dict[str, Any] = {}
+        self.early_error: psycopg2.Error | None = None  # raised by `answered`, for `receive`
 
     def connect(self) -> None:
         """Open the connection if it is not open (inside `bounds.bounded`)."""
@@ -87,7 +88,7 @@ class AheadConnection:
         """Send one statement of `db.driver_sql` without waiting for its answer (inside
         `bounds.bounded`: its limits go with it)."""
         self.connect()
-        self.statement, self.params = statement, params
+        self.statement, self.params, self.early_error = statement, params, None
         with db.translate_errors():
             try:
                 self.cursor.execute(bounds.statement_prefix() + statement, params)
@@ -95,10 +96,24 @@ class AheadConnection:
             except psycopg2.Error as exc:
                 raise self._failed(exc) from exc
 
+    def answered(self) -> bool:
+        """Whether the answer of the statement sent is here: `receive` would not wait.
+        Never waits itself; an error it meets is `receive`'s to raise."""
+        if self.raw is None or self.early_error is not None:
+            return True
+        try:
+            return bool(self.raw.poll() == psycopg2.extensions.POLL_OK)
+        except psycopg2.Error as exc:
+            self.early_error = exc
+            return True
+
     def receive(self) -> tuple[list[str], list[tuple[Any, ...]]]:
         """The column names and rows of the statement sent (inside `bounds.bounded`)."""
         with db.translate_errors():
             try:
+                early, self.early_error = self.early_error, None
+                if early is not None:
+                    raise early
                 bounds.wait(self.raw)
                 if self.cursor.description is None:
                     return [], []

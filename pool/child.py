@@ -104,13 +104,14 @@ class Child:
         self.producer = Producer(
             settings, slot=slot, worker_id=worker_id, settler=self.settler, send=self.send,
             gate=gate, children=children, served=served, stopping=self.should_stop,
-            recycle_reason=self.recycle_reason)
+            recycle_reason=self.recycle_reason, jobs_left=self.jobs_left)
         self.group = Group(settings.commit_delay_ms / 1000)
         self.ahead = AheadConnection(self.listener)  # pool/ahead.py: the same connection
         self.completer = Completer(
             slot=slot, worker_id=worker_id, group=self.group, settler=self.settler,
             producer=self.producer, outage=self.outage,
-            lease_s=settings.effective_stuck_timeout_s, ahead=self.ahead, send=self.send)
+            lease_s=settings.effective_stuck_timeout_s, ahead=self.ahead, send=self.send,
+            send_quiet=self.send_quiet)
         self.executor = Executor(settings, worker_id, self.group, self.settler, self.outage,
                                  self.completer.abandon_group)
 
@@ -216,6 +217,12 @@ class Child:
     def should_stop(self) -> bool:
         return self.stopping or not lifeline.parent_alive(self.master_pid)
 
+    def jobs_left(self, after: int = 0) -> int | None:
+        """Jobs this child runs, after `after` more, before `--max-jobs-per-child`
+        recycles it; None without that limit."""
+        limit = self.settings.max_jobs_per_child
+        return max(0, limit - self.jobs_done - after) if limit else None
+
     def recycle_reason(self, after: int = 0) -> str | None:
         """Why the child should recycle once it has finished `after` more jobs, or None."""
         limit = self.settings.max_jobs_per_child
@@ -270,12 +277,17 @@ class Child:
                 return
 
     def run_batch(self, jobs: list[Job]) -> None:
-        """Run a claimed batch, one job at a time, committing as `Group.due` says; before
-        its last job, its commit and the next claim may go ahead (pool/ahead.py)."""
+        """Run a claimed batch, one job at a time, committing as `Group.due` says: the
+        commit due before a job runs on the server while the job runs, and before the
+        batch's last job it may carry the next claim (pool/ahead.py, pool/completer.py)."""
         completer, durations = self.completer, self.producer.durations
         prepared = [self.executor.prepare(job) for job in jobs]
         for index, job in enumerate(jobs):
+            if completer.completions_answered():  # sent while the jobs before ran
+                completer.collect_completions()
             if self.should_stop():
+                if completer.sent is not None:
+                    completer.collect_completions()
                 completer.commit_group()
                 for left in jobs[index:]:
                     outcome = self.settler.release(left, "worker stopped before it started the job")
@@ -284,7 +296,7 @@ class Child:
             expected = durations.expected(job.type)
             if index == len(jobs) - 1 and completer.send_ahead(job, expected):
                 pass  # what waited in the group went with the claim of the next batch
-            elif self.group.due(expected):
+            elif self.group.due(expected) and not completer.send_completions(expected):
                 completer.commit_group()
             self.run_job(job, *prepared[index])
         if completer.sent is not None:

@@ -34,6 +34,11 @@ as a full one, paid each time a pool starts on a backlog or a burst arrives;
 docs/benchmarks.md, "Figures behind the code".) After a short claim the
 next asks for what that one found, and an idle pool claims one job at a time:
 until a job of the child has run, the target cannot be turned into a count.
+A full claim leaves the count to the next claim, turned from the target with
+the durations known then: the first claim of a burst into an idle pool is
+counted before its job has run, and the bite after it used to be one job
+again, a claim and a flushed commit more per child for every burst
+(docs/benchmarks.md, "A burst of CPU-heavy jobs").
 
 `--batch-size N` (N >= 1) keeps the earlier fixed rule instead: N after a full
 claim, 1 after a short one.
@@ -74,9 +79,12 @@ class ClaimSize:
         self.last_full = False
         self.asked = 1  # what the last `limit()` gave: the claim's own size
 
-    def limit(self) -> int:
-        """The size of the claim about to be made."""
+    def limit(self, most: int | None = None) -> int:
+        """The size of the claim about to be made: never more than `most` (the jobs a
+        child has left before it recycles), when given."""
         self.asked = min(self.current, self.cap())
+        if most is not None:
+            self.asked = max(1, min(self.asked, most))
         return self.asked
 
     def cap(self) -> int:
@@ -97,4 +105,4 @@ class ClaimSize:
         elif self.fixed is not None:
             self.current = self.fixed
         else:
-            self.current = self.cap()
+            self.current = MAX_ADAPTIVE  # `limit()` caps it with the durations of then

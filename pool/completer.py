@@ -10,7 +10,18 @@ Three ways a group commits:
 - `commit_alone`: the jobs wrote nothing; their completions (and the next
   claim) are one statement that commits by itself;
 - `send_ahead` / `collect_ahead`: that statement is sent before the batch's
-  last job and runs on the server while the job runs (pool/ahead.py).
+  last job and runs on the server while the job runs (pool/ahead.py);
+- `send_completions` / `collect_completions`: a group due before a job that is
+  not its batch's last (jobs longer than `--commit-delay-ms` commit one by
+  one) sends the completions alone, the same way, while the next jobs run,
+  and reads their answer once it is there (a look that never waits, before
+  each job), before the connection's next statement, or at the batch's end.
+  A child that waited for each commit gave up its core for a round trip per
+  job, and on a busy machine waited behind other processes to get it back
+  (docs/benchmarks.md, "A burst of CPU-heavy jobs"). The statement is on the
+  server before the next job starts, so a crash during that job repeats none
+  of the jobs it completes; the master still hears of them only once the
+  answer is read.
 
 The master hears of a completion, and of a claim, only once its commit is
 known: a claim it heard of before the commit would look lost to it, and so
@@ -31,6 +42,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from skiplock.pool import protocol
 from skiplock.pool.ahead import AHEAD_MAX_S, AheadConnection, stale_after_s
 from skiplock.pool.claim_size import Durations
 from skiplock.pool.group_commit import Group, GroupAborted, Outcome
@@ -47,6 +59,8 @@ from skiplock.queue_core.lifecycle import (
     complete_and_claim_result,
     complete_and_claim_statement,
     complete_many,
+    complete_many_result,
+    complete_many_statement,
     release_claimed_statement,
     release_unstarted,
 )
@@ -69,6 +83,7 @@ class _SentAhead:
     outcomes: list[Outcome]
     completions: list[tuple[Job, Any]]
     sent_at: float
+    claims: bool = True  # it claims the next batch too (else: the completions alone)
     timer: threading.Timer | None = None
     read: bool = False  # the answer was read (by the overrun's timer or the loop)
     done: set[str] | None = None
@@ -81,7 +96,8 @@ class _SentAhead:
 class Completer:
     def __init__(self, *, slot: int, worker_id: str, group: Group, settler: Settler,
                  producer: Producer, outage: Outage, lease_s: float,
-                 ahead: AheadConnection, send: Callable[..., None]) -> None:
+                 ahead: AheadConnection, send: Callable[..., None],
+                 send_quiet: Callable[[protocol.Message], None] | None = None) -> None:
         self.slot = slot
         self.worker_id = worker_id
         self.group = group
@@ -91,6 +107,8 @@ class Completer:
         self.lease_s = lease_s
         self.ahead = ahead
         self.send = send
+        # The quiet pipe (pool/protocol.py): read at the master's next turn, no wake-up.
+        self.send_quiet = send_quiet
         self.sent: _SentAhead | None = None  # a batch statement sent ahead, not yet collected
         self.ahead_lock = threading.Lock()  # the loop's and the overrun timer's use of `ahead`
 
@@ -255,13 +273,11 @@ class Completer:
         limit = self.producer.limit(after=1)
         if not limit:
             return False
-        try:
-            with bounded(STATEMENT_BOUND_S):
-                self.ahead.connect()
-        except Exception as exc:
-            if faults.classify(exc) is None:
-                raise
-            self.outage.failed(exc)
+        if self.sent is not None:  # one statement at a time on the connection
+            self.collect_completions()
+            if not self.outage.ready():
+                return False
+        if not self._connect_ahead():
             return False
         outcomes = self.group.take_all()  # nothing was sent in its transaction
         completions = [(o.job, o.result) for o in outcomes]
@@ -289,6 +305,81 @@ class Completer:
         sent.timer.start()
         return True
 
+    def _connect_ahead(self) -> bool:
+        """Open the send-ahead connection if it is not; False (the outage noted) when
+        the database does not answer."""
+        try:
+            with bounded(STATEMENT_BOUND_S):
+                self.ahead.connect()
+        except Exception as exc:
+            if faults.classify(exc) is None:
+                raise
+            self.outage.failed(exc)
+            return False
+        return True
+
+    def send_completions(self, expected: float | None) -> bool:
+        """Before a job that is not its batch's last, expected to run `expected`: send
+        the completions waiting in the group, committed without the WAL flush as
+        `commit_alone` commits them, to run on the server while the job runs;
+        `collect_completions` reads their answer after it. False when the group
+        commits the usual way: it wrote to the database, the job may run long (the
+        master would hear of these jobs that much later), or the connection is not
+        ready."""
+        if (expected is None or expected > AHEAD_MAX_S or not self.group.outcomes
+                or not self.group.writes_nothing() or not self.outage.ready()):
+            return False
+        if self.sent is not None:  # one statement at a time on the connection
+            self.collect_completions()
+            if not self.group.outcomes or not self.outage.ready():
+                return False
+        if not self._connect_ahead():
+            return False
+        outcomes = self.group.take_all()  # nothing was sent in its transaction
+        completions = [(o.job, o.result) for o in outcomes]
+        try:
+            with bounded(STATEMENT_BOUND_S):
+                self.ahead.send(*complete_many_statement(completions))
+        except Exception as exc:
+            if faults.classify(exc) is None:
+                raise
+            # It may have reached the server: settled as a commit whose answer was lost.
+            self.settle_aborted(GroupAborted(outcomes, set(), exc))
+            return True
+        self.sent = _SentAhead(outcomes, completions, time.monotonic(), claims=False)
+        return True
+
+    def completions_answered(self) -> bool:
+        """Whether completions sent alone are in flight and their answer is here."""
+        return self.sent is not None and not self.sent.claims and self.ahead.answered()
+
+    def collect_completions(self) -> None:
+        """The answer of the completions sent alone (`send_completions`), reported."""
+        sent, self.sent = self.sent, None
+        assert sent is not None and not sent.claims
+        with self.ahead_lock:
+            self._read(sent)
+        if sent.refused is not None:
+            try:
+                sent.done = self.complete_without_claim(sent.completions, sent.refused)
+            except Exception as exc:
+                if faults.classify(exc) is None:
+                    raise
+                sent.failed = exc
+        if sent.failed is not None:
+            self.settle_aborted(GroupAborted(sent.outcomes, set(), sent.failed))
+            return
+        self.mark_completed(sent.outcomes, sent.done or set())
+        if self.send_quiet is None:
+            self.report(sent.outcomes, for_loop=False)
+            return
+        # A commit that claimed nothing: the master reads of it at its next turn (within
+        # a second), not at once. Waking it for every job of a burst cost the master
+        # about 0.5 ms of CPU a job of 33 ms, taken from the jobs (docs/benchmarks.md,
+        # "A burst of CPU-heavy jobs"); it learns of every claim at once still.
+        for message in self.settler.announce(sent.outcomes):
+            self.send_quiet(message)
+
     def _read(self, sent: _SentAhead) -> None:
         """Read the answer of the statement sent ahead into `sent` (holding ahead_lock)."""
         sent.read = True
@@ -296,8 +387,11 @@ class Completer:
             try:
                 with bounded(STATEMENT_BOUND_S):
                     names, rows = self.ahead.receive()
-                sent.done, sent.next_jobs = complete_and_claim_result(sent.completions,
-                                                                      names, rows)
+                if sent.claims:
+                    sent.done, sent.next_jobs = complete_and_claim_result(sent.completions,
+                                                                          names, rows)
+                else:
+                    sent.done = complete_many_result(sent.completions, rows)
             except SQLAlchemyError as exc:  # the server answered: nothing of it committed
                 sent.refused = exc
         except Exception as exc:
@@ -340,6 +434,10 @@ class Completer:
         group for the next batch's statement when that batch may carry it (it wrote
         nothing and there is a next batch, and `Group.due` bounds the wait); else it
         commits now."""
+        if self.sent is not None and not self.sent.claims:
+            self.collect_completions()
+            self.commit_group(claim_next=True)
+            return
         sent, self.sent = self.sent, None
         assert sent is not None
         if sent.timer is not None:

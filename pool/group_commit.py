@@ -12,7 +12,9 @@ longer than the delay, whatever its job wrote: a crash repeats the job in
 flight and at most the jobs that finished within the delay before it. Jobs
 that run longer than the delay commit one by one; a commit that carries no
 claim then does not wait for the WAL flush (sql.COMPLETE_MANY_NO_FLUSH), so a
-commit per job costs a round trip and not a flush (docs/reliability.md,
+commit per job costs a round trip and not a flush, and when the jobs wrote
+nothing the child does not wait for that round trip either: it runs the next
+job meanwhile (pool/completer.py, `send_completions`; docs/reliability.md,
 "What a crash repeats").
 
 What stays true with it:

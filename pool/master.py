@@ -77,7 +77,7 @@ from skiplock.queue_core.config import Settings
 from skiplock.queue_core.database import db, faults, migrate, urls
 from skiplock.queue_core.database.bounds import bounded, unbounded
 from skiplock.queue_core.errors import ConfigurationError
-from skiplock.queue_core.features import type_policies
+from skiplock.queue_core.features import rates, type_policies
 from skiplock.queue_core.jobs import JobRef, Progress
 from skiplock.queue_core.storable import log_reason
 
@@ -147,6 +147,10 @@ class Master:
         # Priority aging (pool/aging.py), only with --age-after.
         self.aging = None if settings.age_after_s is None else Aging(
             settings.age_after_s, settings.age_step, settings.age_max)
+        # The safety net of rate limits (queue_core/features/rates.py): every heartbeat
+        # interval, jobs a trigger could not let in (their row was locked) are let in.
+        self.rate_wake_s = settings.heartbeat_s
+        self.rate_wake_at = 0.0
         # The job types this pool serves (pool/served.py): known once start() ran.
         self.served: frozenset[str] | None = None
         self.probe: Probe | None = None  # a HUP's reload of the handler modules, under way
@@ -795,6 +799,20 @@ class Master:
                 self.database_failed(exc)
                 return
             self.database_answered(now)
+        if self.state == RUNNING and now >= self.rate_wake_at:
+            self.wake_rates(now)
+
+    def wake_rates(self, now: float) -> None:
+        """Let in the rate-limited jobs that their triggers skipped (one short statement,
+        which finds no key to look at almost always)."""
+        self.rate_wake_at = now + self.rate_wake_s
+        try:
+            with bounded(self.budget_s):
+                rates.wake()
+        except DB_ERRORS as exc:
+            self.database_failed(exc)
+            return
+        self.database_answered(now)
 
     def route(self, served: frozenset[str], now: float) -> None:
         """Put back the parked jobs this pool serves; park what no live pool serves

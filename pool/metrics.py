@@ -30,6 +30,7 @@ job types and hosts, which is nobody else's business.
     skiplock_queue_sequence_waiting_jobs       pending jobs of a sequence waiting for their turn
     skiplock_queue_held_sequences              sequence keys held by a dead-lettered job
     skiplock_queue_fair_waiting_jobs           pending jobs waiting their fair key's turn
+    skiplock_queue_rate_waiting_jobs           pending jobs waiting for their rate key's window
     skiplock_queue_unserved_jobs{type}         PENDING jobs of a type no running pool serves (they wait)
     skiplock_queue_parked_jobs                 of those, the ones parked out of the claim's index
     skiplock_queue_debounced_jobs{type}        PENDING jobs with a debounce key (one per key)
@@ -117,6 +118,9 @@ class QueueCollector(Collector):
         yield GaugeMetricFamily("skiplock_queue_fair_waiting_jobs",
                                 "PENDING jobs waiting their fair key's turn (fairness).",
                                 value=reading.get("fair_waiting", 0))
+        yield GaugeMetricFamily("skiplock_queue_rate_waiting_jobs",
+                                "PENDING jobs waiting for a window of their rate key.",
+                                value=reading.get("rate_waiting", 0))
         unserved = GaugeMetricFamily(
             "skiplock_queue_unserved_jobs",
             "PENDING jobs of a type that no running pool serves: they wait for one.",
@@ -179,6 +183,7 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
         held_back = sum(int(r.n) for r in c.execute(ops_sql.HELD_BACK))
         line = c.execute(sql.SEQUENCE_COUNTS).one()
         fair_waiting = int(c.execute(sql.COUNT_WAITING_TURN).scalar_one())
+        rate_waiting = int(c.execute(sql.RATE_WAITING).scalar_one())
         served.pending_by_type = base.by_type
         served.processing_by_type = base.processing_by_type
         routing(served, live_served(live_s, c), parked_by_type(c))
@@ -199,7 +204,8 @@ def read_queue(live_s: float | None = None) -> dict[str, Any]:
             "debounced": {t: f.pending for t, f in folded.items()},
             "debounce_moves": sum(f.moves for f in folded.values()), "aged": aged,
             "sequence_waiting": int(line.waiting), "sequences_held": int(line.held),
-            "fair_waiting": fair_waiting, "held": held, "at": time.time()}
+            "fair_waiting": fair_waiting, "rate_waiting": rate_waiting, "held": held,
+            "at": time.time()}
 
 
 class MetricsObserver(NullObserver):

@@ -54,7 +54,9 @@ class PoolObserver(Protocol):
         self, child: ChildInfo, job_id: str, job_type: str, outcome: str, duration_s: float
     ) -> None:
         """outcome: "completed", "retried", "dead_lettered", "lost", "released", "cancelled",
-        "snoozed"."""
+        "snoozed". Called once the job's end is committed; the master may hear of
+        a completion whose commit claimed nothing up to a second later
+        (pool/completer.py, `collect_completions`)."""
 
     def on_child_exit(self, child: ChildInfo, cause: str) -> None:
         """cause: "recycled", "crashed", "killed_timeout", "killed_lost", "stopped",

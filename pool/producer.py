@@ -52,6 +52,7 @@ class Producer:
         send: Callable[..., None], gate: ClaimGate | None, children: int | None,
         served: Collection[str] | None, stopping: Callable[[], bool],
         recycle_reason: Callable[[int], str | None],
+        jobs_left: Callable[[int], int | None] | None = None,
     ) -> None:
         self.slot = slot
         self.worker_id = worker_id
@@ -60,6 +61,10 @@ class Producer:
         self.gate = gate
         self.stopping = stopping
         self.recycle_reason = recycle_reason
+        # How many more jobs the child runs before it recycles (--max-jobs-per-child),
+        # after `after` more; None: no such limit. A claim never takes more: a bite
+        # counted from the durations alone would carry a child past its limit.
+        self.jobs_left = jobs_left or (lambda after: None)
         self.poll = PollInterval(settings.poll_min_s, settings.poll_max_s, settings.poll_step_s)
         self.durations = Durations()
         self.claim_size = ClaimSize(settings.batch_size, self.durations)
@@ -94,13 +99,14 @@ class Producer:
         cannot keep leases)."""
         if self.stopping() or self.recycle_reason(after) is not None or not self.may_claim():
             return 0
-        return self.claim_size.limit()
+        return self.claim_size.limit(self.jobs_left(after))
 
     def claim_alone(self) -> list[Job]:
         """Claim the next batch in a transaction of its own (inside `bounded`). The caller
         hands the jobs to `take` once it returns: the claim has committed."""
         self.claim_sent_at = time.monotonic()
-        return claim(self.worker_id, limit=self.claim_size.limit(), types=self.types,
+        return claim(self.worker_id, limit=self.claim_size.limit(self.jobs_left(0)),
+                     types=self.types,
                      children=self.children)
 
     def claim_in(self, conn: Connection) -> list[Job] | None:

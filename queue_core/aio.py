@@ -66,12 +66,14 @@ async def aenqueue(job_type: str, payload: Mapping[str, Any], *, priority: int =
                    debounce_key: str | None = None, debounce_mode: str | None = None,
                    sequence: str | None = None, on_sequence_failure: str | None = None,
                    fair_key: str | None = None,
+                   rate: str | None = None, rate_key: str | None = None,
                    conn: AsyncJoinable | None = None) -> str:
     """`enqueue`, awaited: add one job, return its id (the existing job's id when the
     idempotency key already exists). With `conn` (an async connection) the insert
     joins the caller's open transaction. `depends_on` and `on_parent_failure` as
     `enqueue`'s (queue_core/features/dependencies.py); `debounce`, `debounce_key` and
-    `debounce_mode` too (queue_core/features/debounce.py)."""
+    `debounce_mode` too (queue_core/features/debounce.py), and `rate`
+    and `rate_key` (queue_core/features/rates.py)."""
     await _refresh_policies()
     row = job_row(job_type, payload, priority=priority, delay=delay, max_attempts=max_attempts,
                   idempotency_key=idempotency_key, user_id=user_id,
@@ -79,7 +81,8 @@ async def aenqueue(job_type: str, payload: Mapping[str, Any], *, priority: int =
                   depends_on=depends_on, on_parent_failure=on_parent_failure,
                   debounce=debounce, debounce_key=debounce_key, debounce_mode=debounce_mode,
                   sequence=sequence, on_sequence_failure=on_sequence_failure,
-                  fair_key=fair_key)
+                  fair_key=fair_key,
+                  rate=rate, rate_key=rate_key)
     return (await _write([row], conn, tracing.current_context())).ids[0]
 
 

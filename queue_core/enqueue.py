@@ -32,7 +32,7 @@ from skiplock.queue_core.database.db import Joinable, ServerBound, binds_on_serv
 from skiplock.queue_core.database.faults import sqlstate as sqlstate_of
 from skiplock.queue_core.errors import InvalidJob, InvalidPayload, TransactionConflict
 from skiplock.queue_core.features import debounce as debouncing
-from skiplock.queue_core.features import fairness, limits, sequences, type_policies, unique
+from skiplock.queue_core.features import fairness, limits, rates, sequences, type_policies, unique
 
 MAX_TYPE_LENGTH = 200
 MAX_KEY_LENGTH = 1000
@@ -45,7 +45,7 @@ _INT32 = 2**31 - 1
 _OPTIONS = {"priority", "delay", "max_attempts", "idempotency_key", "user_id",
             "concurrency_key", "concurrency", "unique_for", "depends_on", "on_parent_failure",
             "debounce", "debounce_key", "debounce_mode", "sequence", "on_sequence_failure",
-            "fair_key"}
+            "fair_key", "rate", "rate_key"}
 # What a parent that does not complete does to its dependent (migration 0016).
 POLICIES = ("cancel", "run", "hold")
 # The batch a `with skiplock.batch(...)` block has open in this context
@@ -116,6 +116,8 @@ class _Row(NamedTuple):  # a tuple: a million of them are built per backfill
     sequence: str | None = None  # its key's line (queue_core/features/sequences.py)
     sequence_policy: str | None = None  # None: hold
     fair_key: str | None = None  # queue_core/features/fairness.py
+    rate: str | None = None  # canonical '<count>/<seconds>s' (queue_core/features/rates.py)
+    rate_key: str | None = None
 
 
 def _text(name: str, value: Any, limit: int, *, required: bool) -> str | None:
@@ -216,6 +218,7 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
              depends_on: Any = None, on_parent_failure: Any = None,
              debounce: Any = None, debounce_key: Any = None, debounce_mode: Any = None,
              sequence: Any = None, on_sequence_failure: Any = None, fair_key: Any = None,
+             rate: Any = None, rate_key: Any = None,
              max_payload_bytes: int, job_id: str | None = None) -> _Row:
     job_type = _job_type(job_type)
     payload = payloads.validate_payload(job_type, payload)  # a model instance: its JSON
@@ -301,6 +304,14 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
             # change would break their counts (alembic/versions/0021_fairness.py).
             raise InvalidJob(f"a job cannot have both a fair key ({fair!r}) and a concurrency "
                              f"key ({slot_key!r}); a concurrency key already bounds its share")
+    window_key, window = rates.resolve(job_type, payload, rate_key, rate)
+    if window_key is not None:
+        _text("rate key", window_key, MAX_KEY_LENGTH, required=True)
+        if fair is not None:
+            # Both hold a waiting job out of the claim's index the same way ("heldBack"
+            # false); neither gate would know the other's rows.
+            raise InvalidJob(f"a job cannot have both a fair key ({fair!r}) and a rate key "
+                             f"({window_key!r})")
     if debounce is not None or debounce_key is not None or debounce_mode is not None:
         if line is not None:
             raise InvalidJob("debounce cannot be combined with a sequence: a sequence runs "
@@ -308,6 +319,9 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
         if fair is not None:
             raise InvalidJob("debounce cannot be combined with a fair key (not supported: "
                              "a debounced enqueue writes no fair key)")
+        if window_key is not None:
+            raise InvalidJob("debounce cannot be combined with a rate (not supported: "
+                             "a debounced enqueue writes no rate)")
         folded = debouncing.options(
             debounce, _text("debounce key", debounce_key, MAX_KEY_LENGTH, required=False),
             debounce_mode, delay=delay, idempotency_key=idempotency_key,
@@ -319,14 +333,15 @@ def _prepare(job_type: Any, payload: Any, *, priority: Any = 0, delay: Any = Non
     if unique_for is None:
         return _Row(job_id or new_job_id(), job_type, encoded, priority, delay_s, max_attempts,
                     key, user, slot_key, limit, parents=parents, sequence=line,
-                    sequence_policy=line_policy, fair_key=fair)
+                    sequence_policy=line_policy, fair_key=fair, rate=window,
+                    rate_key=window_key)
     scoped, unique_s = unique.window(unique_for)
     if scoped and key is None:
         raise InvalidJob("unique_for needs an idempotency key")
     unique_key, key = (key, None) if scoped else (None, key)
     return _Row(job_id or new_job_id(), job_type, encoded, priority, delay_s, max_attempts,
                 key, user, slot_key, limit, unique_key, unique_s, parents, sequence=line,
-                sequence_policy=line_policy, fair_key=fair)
+                sequence_policy=line_policy, fair_key=fair, rate=window, rate_key=window_key)
 
 
 def check_job(job: Mapping[str, Any]) -> None:
@@ -359,6 +374,7 @@ def enqueue(job_type: str, payload: Any, *, priority: int = 0,
             debounce_mode: str | None = None, sequence: str | None = None,
             on_sequence_failure: str | None = None,
             fair_key: str | None = None,
+            rate: str | None = None, rate_key: str | None = None,
             conn: Joinable | None = None) -> str:
     """Add one job; return its id (the existing job's id if the key already exists).
 
@@ -377,6 +393,8 @@ def enqueue(job_type: str, payload: Any, *, priority: int = 0,
     them (the default) or "pass" (queue_core/features/sequences.py).
     `fair_key`: under contention, the keys' jobs take turns, by weight
     (queue_core/features/fairness.py).
+    `rate` / `rate_key`: at most that many starts of the key per window ("10/m",
+    "4/2s"; the type without a key), on every host (queue_core/features/rates.py).
     `payload`: a JSON object, or an instance of a dataclass or pydantic model
     (stored as its JSON); checked against the type's payload model where this
     process knows it (queue_core/payloads.py).
@@ -388,7 +406,8 @@ def enqueue(job_type: str, payload: Any, *, priority: int = 0,
                   depends_on=depends_on, on_parent_failure=on_parent_failure,
                   debounce=debounce, debounce_key=debounce_key, debounce_mode=debounce_mode,
                   sequence=sequence, on_sequence_failure=on_sequence_failure,
-                  fair_key=fair_key)
+                  fair_key=fair_key,
+                  rate=rate, rate_key=rate_key)
     return _write([row], conn, tracing.current_context()).ids[0]
 
 
@@ -397,7 +416,8 @@ def job_row(job_type: Any, payload: Any, *, priority: Any, delay: Any, max_attem
             unique_for: Any, depends_on: Any = None, on_parent_failure: Any = None,
             debounce: Any = None, debounce_key: Any = None, debounce_mode: Any = None,
             sequence: Any = None, on_sequence_failure: Any = None,
-            fair_key: Any = None) -> _Row:
+            fair_key: Any = None,
+            rate: Any = None, rate_key: Any = None) -> _Row:
     """One job of `enqueue` (and `skiplock.aenqueue`), checked and encoded: the row
     `insert_steps` writes; InvalidJob or InvalidPayload if it is wrong."""
     # Straight to _prepare: the options are named arguments, nothing to sort out.
@@ -409,6 +429,7 @@ def job_row(job_type: Any, payload: Any, *, priority: Any, delay: Any, max_attem
                    debounce_key=debounce_key, debounce_mode=debounce_mode,
                    sequence=sequence, on_sequence_failure=on_sequence_failure,
                    fair_key=fair_key,
+                   rate=rate, rate_key=rate_key,
                    max_payload_bytes=cached_settings().max_payload_bytes)
     if row.parents and any(isinstance(ref, int) for ref, _ in row.parents):
         raise InvalidJob("depends_on names jobs by id; a position refers to an earlier job "
@@ -511,7 +532,7 @@ def _insert(conn: Connection | ServerBound | BorrowedConnection | direct.KeptCon
     if (len(rows) == 1 and isinstance(conn, direct.KeptConnection)
             and rows[0].key is None and rows[0].unique_key is None
             and rows[0].debounce_key is None and rows[0].sequence is None
-            and rows[0].fair_key is None):
+            and rows[0].fair_key is None and rows[0].rate is None):
         return _insert_prepared(conn, rows[0], trace)
     return steps.run(insert_steps(rows, trace), lambda step: conn.execute(*step))
 
@@ -529,9 +550,10 @@ def insert_steps(rows: Sequence[_Row],
         # The sequence's columns are the graph statement's (no parents: none waits).
         ids, inserted = yield from keyed_steps(rows, trace, sql.INSERT_GRAPH_JOBS, _in_line(rows))
         return Enqueued(ids, len(inserted))
-    # A fair key goes with the keyed statements: the unkeyed ones, the hot path of
-    # every other job, stay as they are.
-    if all(r.key is None and r.unique_key is None and r.fair_key is None for r in rows):
+    # A fair key and a rate go with the keyed statements: the unkeyed ones, the hot
+    # path of every other job, stay as they are.
+    if all(r.key is None and r.unique_key is None and r.fair_key is None and r.rate is None
+           for r in rows):
         if len(rows) == 1:
             # One job without a key: it is new, whatever else is in the table.
             yield from _inserting(sql.INSERT_UNKEYED_JOB, _unkeyed_params(rows[0], trace), rows)
@@ -701,7 +723,9 @@ def _columns(rows: Sequence[_Row], trace: str | None) -> dict[str, str | None]:
             "keys": text_array([r.key for r in rows]),
             "unique_keys": text_array([r.unique_key for r in rows]),
             "unique_secs": number_array([r.unique_s for r in rows]),
-            "fair_keys": text_array([r.fair_key for r in rows])}
+            "fair_keys": text_array([r.fair_key for r in rows]),
+            "rates": text_array([r.rate for r in rows]),
+            "rate_keys": text_array([r.rate_key for r in rows])}
 
 
 def _unkeyed_columns(rows: Sequence[_Row], trace: str | None) -> dict[str, str | None]:

@@ -103,6 +103,20 @@ def complete_many(jobs: Sequence[tuple[Fenced, Any]],
     return done
 
 
+def complete_many_statement(jobs: Sequence[tuple[Fenced, Any]]) -> tuple[str, dict[str, Any]]:
+    """`complete_many(jobs, flush=False)`'s statement (as the driver takes it) and
+    parameters, for a caller that sends it on a connection of its own (pool/ahead.py)."""
+    return driver_sql(sql.COMPLETE_MANY_NO_FLUSH), _completions(jobs)
+
+
+def complete_many_result(jobs: Sequence[tuple[Fenced, Any]],
+                         rows: list[tuple[Any, ...]]) -> set[str]:
+    """What `complete_many_statement`'s statement answered: the ids still ours."""
+    done = {row[0] for row in rows}
+    _warn_lost(jobs, done)
+    return done
+
+
 def cancelled_among(job_ids: Sequence[str], conn: Joinable | None = None) -> set[str]:
     """Which of these jobs an operator's cancel has ended."""
     if not job_ids:

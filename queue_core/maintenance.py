@@ -15,7 +15,7 @@ from skiplock.queue_core.database.borrowed import BorrowedConnection
 from skiplock.queue_core.database.db import Joinable, connect
 from skiplock.queue_core.durations import parse_duration
 from skiplock.queue_core.errors import InvalidJob, PermissionDenied
-from skiplock.queue_core.features import fairness, limits, sequences
+from skiplock.queue_core.features import fairness, limits, rates, sequences
 from skiplock.queue_core.jobs import Job
 
 log = logging.getLogger("skiplock.maintenance")
@@ -165,4 +165,5 @@ def cleanup(older_than: float | timedelta | str = "7d", *,
         fairness.fill_turns()  # fair keys with room in their window and jobs waiting
     except PermissionDenied as exc:
         log.warning("fair keys not checked: %s", exc)
+    rates.prune_idle_keys()  # and the windows of rate keys
     return total

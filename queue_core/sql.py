@@ -52,21 +52,22 @@ INSERT_JOBS = text(
     INSERT /*skiplock*/ INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-         "traceContext", "fairKey")
+         "traceContext", "fairKey", rate, "rateKey")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
            j.user_id, statement_timestamp(),
            j.slot_key, j.slot_limit, CASE WHEN j.slot_key IS NOT NULL THEN true END,
            j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s),
-           CAST(:trace_context AS jsonb), j.fair_key
+           CAST(:trace_context AS jsonb), j.fair_key, j.rate, j.rate_key
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
         CAST(:keys AS text[]), CAST(:user_ids AS text[]), CAST(:slot_keys AS text[]),
         CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[]),
-        CAST(:fair_keys AS text[])
+        CAST(:fair_keys AS text[]), CAST(:rates AS text[]), CAST(:rate_keys AS text[])
     ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
-                           slot_key, slot_limit, unique_key, unique_s, fair_key, ord)
+                           slot_key, slot_limit, unique_key, unique_s, fair_key, rate, rate_key,
+                           ord)
     ORDER BY j.ord
     ON CONFLICT DO NOTHING
     RETURNING id
@@ -81,7 +82,7 @@ INSERT_JOB = text(
     INSERT /*skiplock*/ INTO "WorkerJob"
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
-         "traceContext", "fairKey")
+         "traceContext", "fairKey", rate, "rateKey")
     VALUES (:id, :type, CAST(:payload AS jsonb), :priority,
             statement_timestamp() + make_interval(secs => CAST(:delay_s AS float8)),
             :max_attempts, :key, :user_id, statement_timestamp(),
@@ -89,7 +90,8 @@ INSERT_JOB = text(
             CASE WHEN CAST(:concurrency_key AS text) IS NOT NULL THEN true END,
             :unique_key,
             statement_timestamp() + make_interval(secs => CAST(:unique_s AS float8)),
-            CAST(:trace_context AS jsonb), CAST(:fair_key AS text))
+            CAST(:trace_context AS jsonb), CAST(:fair_key AS text), CAST(:rate AS text),
+            CAST(:rate_key AS text))
     ON CONFLICT DO NOTHING
     RETURNING id
     """
@@ -928,7 +930,7 @@ INSERT_GRAPH_JOBS = text(
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
          "traceContext", "waitingFor", "hasDependents", "sequenceKey", "sequencePolicy",
-         "fairKey")
+         "fairKey", rate, "rateKey")
     SELECT j.id, j.type, j.payload, j.priority,
            statement_timestamp() + make_interval(secs => j.delay_s), j.max_attempts, j.key,
            j.user_id, statement_timestamp(),
@@ -936,7 +938,7 @@ INSERT_GRAPH_JOBS = text(
            CASE WHEN j.waiting_for > 0 THEN false WHEN j.slot_key IS NOT NULL THEN true END,
            j.unique_key, statement_timestamp() + make_interval(secs => j.unique_s),
            CAST(:trace_context AS jsonb), j.waiting_for, j.has_dependents, j.sequence_key,
-           j.sequence_policy, j.fair_key
+           j.sequence_policy, j.fair_key, j.rate, j.rate_key
     FROM unnest(
         CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
         CAST(:priorities AS int[]), CAST(:delays AS float8[]), CAST(:max_attempts AS int[]),
@@ -944,10 +946,11 @@ INSERT_GRAPH_JOBS = text(
         CAST(:slot_limits AS int[]), CAST(:unique_keys AS text[]), CAST(:unique_secs AS float8[]),
         CAST(:waiting_for AS int[]), CAST(:has_dependents AS boolean[]),
         CAST(:sequence_keys AS text[]), CAST(:sequence_policies AS text[]),
-        CAST(:fair_keys AS text[])
+        CAST(:fair_keys AS text[]), CAST(:rates AS text[]), CAST(:rate_keys AS text[])
     ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
                            slot_key, slot_limit, unique_key, unique_s, waiting_for,
-                           has_dependents, sequence_key, sequence_policy, fair_key, ord)
+                           has_dependents, sequence_key, sequence_policy, fair_key, rate,
+                           rate_key, ord)
     ORDER BY j.sequence_key, j.ord
     ON CONFLICT DO NOTHING
     RETURNING id
@@ -1207,15 +1210,31 @@ SET_WAITING_FOR = text('UPDATE "WorkerJob" SET "waitingFor" = "waitingFor" - :le
 
 # -- sequences (queue_core/features/sequences.py) -------------------------------------
 
+# A job in key {k}'s line (alias {a}): from its enqueue until it ends, PENDING,
+# PROCESSING, or dead-lettered under the policy hold; the key's head is its job in
+# line with the lowest number (migration 0019_sequences, whose index
+# "WorkerJob_sequence_idx" holds these rows).
+SEQUENCE_LINE = """{a}"sequenceKey" = {k} AND {a}"sequenceNo" IS NOT NULL
+    AND ({a}status IN ('PENDING', 'PROCESSING')
+         OR ({a}status = 'DEAD_LETTER' AND {a}"sequencePolicy" IS DISTINCT FROM 'pass'))"""
+# Job {j} is its key's head.
+_SEQUENCE_HEAD = ("""NOT EXISTS (SELECT FROM "WorkerJob" AS e WHERE """
+                  + SEQUENCE_LINE.format(a="e.", k='{j}."sequenceKey"')
+                  + """ AND e."sequenceNo" < {j}."sequenceNo")""")
+# Heads held: dead-lettered under the policy hold, first in their line.
+_HELD_HEADS = ("""SELECT h."sequenceKey" AS key, h.id, h.status::text AS status
+    FROM "WorkerJob" AS h
+    WHERE h.status = 'DEAD_LETTER' AND """ + SEQUENCE_LINE.format(a="h.", k='h."sequenceKey"')
+               + " AND " + _SEQUENCE_HEAD.format(j="h"))
+
 # Keys held by a dead-lettered head (policy hold), with how many jobs wait behind it.
 HELD_SEQUENCES = text(
     """
-    SELECT s.key, s.head, j.status::text AS head_status,
+    SELECT h.key, h.id AS head, h.status AS head_status,
            (SELECT count(*) FROM "WorkerJob" AS w
-            WHERE w."sequenceKey" = s.key AND w.status = 'PENDING') AS waiting
-    FROM "WorkerSequence" AS s JOIN "WorkerJob" AS j ON j.id = s.head
-    WHERE j.status = 'DEAD_LETTER'
-    ORDER BY waiting DESC, s.key
+            WHERE w."sequenceKey" = h.key AND w.status = 'PENDING') AS waiting
+    FROM (""" + _HELD_HEADS + """) AS h
+    ORDER BY waiting DESC, h.key
     LIMIT :limit
     """
 )
@@ -1224,33 +1243,32 @@ HELD_SEQUENCES = text(
 # for their turn (each key's head excluded: it may run).
 SEQUENCE_COUNTS = text(
     """
-    SELECT (SELECT count(*) FROM "WorkerSequence" WHERE head IS NOT NULL) AS keys,
-           (SELECT count(*) FROM "WorkerSequence" AS s JOIN "WorkerJob" AS j ON j.id = s.head
-            WHERE j.status = 'DEAD_LETTER') AS held,
+    SELECT (SELECT count(DISTINCT "sequenceKey") FROM "WorkerJob" AS l
+            WHERE """ + SEQUENCE_LINE.format(a="l.", k='l."sequenceKey"') + """) AS keys,
+           (SELECT count(*) FROM (""" + _HELD_HEADS + """) AS h) AS held,
            (SELECT count(*) FROM "WorkerJob"
             WHERE status = 'PENDING' AND "sequenceKey" IS NOT NULL
               AND "heldBack" = false AND "waitingFor" > 0) AS waiting
     """
 )
 
-# Keys with no job in line for :idle_s seconds (cleanup). An enqueue racing with the
-# delete inserts the key again (ON CONFLICT sees the row gone).
+# Keys with no job in line, untouched for :idle_s seconds (cleanup): their numbers
+# start again at 1. An enqueue racing with the delete inserts the key again.
 PRUNE_IDLE_SEQUENCES = text(
     """
-    DELETE FROM "WorkerSequence"
-    WHERE head IS NULL AND "updatedAt" < now() - make_interval(secs => :idle_s)
+    DELETE FROM "WorkerSequence" AS s
+    WHERE "updatedAt" < now() - make_interval(secs => :idle_s)
+      AND NOT EXISTS (SELECT FROM "WorkerJob" AS l
+                      WHERE """ + SEQUENCE_LINE.format(a="l.", k="s.key") + """)
     """
 )
 
-# A person lets a held key go on: its next job becomes the head; the dead letter stays.
+# A person lets a held key go on: its dead letter takes the policy pass and leaves
+# the line, and the next job becomes the head. No row: the key is not held.
 RELEASE_SEQUENCE = text(
     """
-    WITH held AS (
-        SELECT s.key FROM "WorkerSequence" AS s JOIN "WorkerJob" AS j ON j.id = s.head
-        WHERE s.key = :key AND j.status = 'DEAD_LETTER'
-        FOR UPDATE OF s
-    )
-    SELECT skiplock_sequence_advance(held.key) AS head FROM held
+    SELECT skiplock_sequence_advance(h.key) AS head
+    FROM (""" + _HELD_HEADS + """ AND h."sequenceKey" = :key) AS h
     """
 )
 
@@ -1403,12 +1421,12 @@ class Reason:
 
 # "heldBack": NULL = claimable when due; true with a key = waiting for a slot;
 # true without one = parked; false = a dependent waiting for its parents ("waitingFor"
-# > 0), or a fair job waiting its key's turn (0 or NULL, migration 0021_fairness).
+# > 0), or a fair job waiting its key's turn or a rate-limited one waiting for its
+# window (0 or NULL; migrations 0021_fairness, 0018_rates).
 # A job of a sequence that is not its key's head waits for its turn: one more in
 # "waitingFor" than its parents (migration 0019_sequences).
-_TURN = """(j."sequenceKey" IS NOT NULL AND j."heldBack" = false
-            AND NOT EXISTS (SELECT FROM "WorkerSequence" AS s
-                            WHERE s.key = j."sequenceKey" AND s.head = j.id))"""
+_TURN = ("""(j."sequenceKey" IS NOT NULL AND j."heldBack" = false AND j.status = 'PENDING'
+            AND NOT """ + _SEQUENCE_HEAD.format(j="j") + ")")
 _PARENTS_LEFT = f"""(j."waitingFor" - CASE WHEN {_TURN} THEN 1 ELSE 0 END)"""
 _WHEN = """to_char({at} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
 
@@ -1434,14 +1452,23 @@ HELD_REASONS: tuple[Reason, ...] = (
                                   THEN format(': the key is held by its dead-lettered job %s '
                                               '(retry or cancel it)', h.id) ELSE '' END)
                FROM (SELECT 1) AS one
-               LEFT JOIN "WorkerSequence" AS s ON s.key = j."sequenceKey"
-               LEFT JOIN "WorkerJob" AS h ON h.id = s.head)"""),
+               LEFT JOIN LATERAL (SELECT h.id, h.status FROM "WorkerJob" AS h
+                                  WHERE """ + SEQUENCE_LINE.format(a="h.", k='j."sequenceKey"')
+           + """ ORDER BY h."sequenceNo" LIMIT 1) AS h ON true)"""),
     Reason("fairTurn", "waiting their fair key's turn",
            """j."fairKey" IS NOT NULL AND j."heldBack" = false
               AND COALESCE(j."waitingFor", 0) = 0""",
            """format('waiting its turn behind the other jobs of fair key %s: at most weight x '
                      'window of a key''s jobs are in the queue at once, and each one claimed '
                      'lets the next one in', j."fairKey")"""),
+    Reason("rateWindow", "waiting for a rate window",
+           """j."rateKey" IS NOT NULL AND j."heldBack" = false
+              AND COALESCE(j."waitingFor", 0) = 0 AND j."fairKey" IS NULL""",
+           """(SELECT format('waiting for a window of its rate key %s (%s); it is let in when '
+                             'a token of that key is free', j."rateKey",
+                             COALESCE(k.count || ' starts every ' || k."periodS" || ' s', j.rate))
+               FROM (SELECT 1) AS one
+               LEFT JOIN "WorkerRateKey" AS k ON k.key = j."rateKey")"""),
     Reason("debounced", "debounced",
            """j."debounceKey" IS NOT NULL AND j."availableAt" > statement_timestamp()""",
            f"""format('not due until %s: debounced by key %s (each enqueue of the key moves '
@@ -1451,8 +1478,14 @@ HELD_REASONS: tuple[Reason, ...] = (
                            THEN format('; moved by %s later enqueue%s', j."debounceMoves",
                                        CASE WHEN j."debounceMoves" = 1 THEN '' ELSE 's' END)
                            ELSE '' END)"""),
+    Reason("rateNotDue", "let in by a rate key, not due yet",
+           """j."rateKey" IS NOT NULL AND j."heldBack" IS NULL
+              AND j."availableAt" > statement_timestamp()""",
+           f"""format('let in by its rate key %s; it may start at %s, when its token is free',
+                      j."rateKey", {_WHEN.format(at='j."availableAt"')})"""),
     Reason("notDue", "not due yet",
-           """j."availableAt" > statement_timestamp() AND j."debounceKey" IS NULL""",
+           """j."availableAt" > statement_timestamp() AND j."debounceKey" IS NULL
+              AND (j."rateKey" IS NULL OR j."heldBack" IS NOT NULL)""",
            f"""format('not due until %s', {_WHEN.format(at='j."availableAt"')})"""),
     Reason("paused", "paused type",
            """j.type IN (SELECT type FROM "WorkerJobPause")""",
@@ -1479,3 +1512,53 @@ def _count_statement() -> str:
 
 WHY_PENDING = text(_explain_statement())
 COUNT_HELD_BY_REASON = text(_count_statement())
+
+# -- rate limits per window (queue_core/features/rates.py, migration 0018_rates) -----------
+
+# A job waiting for its window: PENDING, held back (false) and waiting for no parent.
+RATE_WAITING_PREDICATE = """status = 'PENDING' AND "rateKey" IS NOT NULL AND NOT "heldBack"
+      AND COALESCE("waitingFor", 0) = 0"""
+
+RATE_WAITING = text(f'SELECT count(*) FROM "WorkerJob" WHERE {RATE_WAITING_PREDICATE}')
+
+# The keys with jobs waiting for their window, most first: how many, how many are
+# let in (a token each), and when the first of those may start.
+RATE_KEYS = text(
+    f"""
+    WITH waiting AS (
+        SELECT "rateKey" AS key, count(*) AS n FROM "WorkerJob"
+        WHERE {RATE_WAITING_PREDICATE}
+        GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT :limit
+    )
+    SELECT w.key, k.count || '/' || k."periodS" || 's' AS rate, w.n AS waiting,
+           l.n AS let_in, l.next_at
+    FROM waiting AS w JOIN "WorkerRateKey" AS k ON k.key = w.key
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n, min(a) AS next_at FROM (
+            SELECT j."availableAt" AS a FROM "WorkerJob" AS j
+            WHERE j."rateKey" = w.key AND j.status = 'PENDING'
+              AND COALESCE(j."waitingFor", 0) = 0 AND j."heldBack" IS NULL
+            UNION ALL  -- two ranges of the index: an OR would read the key's backlog
+            SELECT j."availableAt" FROM "WorkerJob" AS j
+            WHERE j."rateKey" = w.key AND j.status = 'PENDING'
+              AND COALESCE(j."waitingFor", 0) = 0 AND j."heldBack") AS let) AS l
+    ORDER BY w.n DESC, w.key
+    """
+)
+
+RATE_WAKE = text("SELECT skiplock_rate_wake()")
+
+# Keys idle for :idle_s (and a period): no job waits or is let in, no token is free
+# later than now, none is written down. Their next job makes the key again, with
+# every token free, which is what the window allows by then.
+PRUNE_IDLE_RATE_KEYS = text(
+    """
+    DELETE FROM "WorkerRateKey" AS k
+    WHERE k."updatedAt" < now() - make_interval(secs => greatest(:idle_s, k."periodS"))
+      AND (cardinality(k."freeAt") = 0 OR k."freeAt"[cardinality(k."freeAt")] <= now())
+      AND NOT EXISTS (SELECT FROM "WorkerRateToken" AS t WHERE t.key = k.key)
+      AND NOT EXISTS (SELECT FROM "WorkerJob" AS j
+                      WHERE j."rateKey" = k.key AND j.status = 'PENDING'
+                        AND COALESCE(j."waitingFor", 0) = 0)
+    """
+)

@@ -101,6 +101,7 @@ SLOW_TESTS = (
     "tests/prisma/*",  # npm, Node and the Prisma Client
     "tests/queue_core/test_cli_fuzz.py",  # fuzzed command lines, many through processes
     "tests/queue_core/test_embedded*.py",  # initdb and clusters of their own
+    "tests/bench/test_netns.py",  # network namespaces, and a connection that must time out
     # Processes of their own, racing on one key or one table; a Ctrl-C mid-backfill.
     "tests/queue_core/test_claim.py::test_concurrent_claimers_take_each_job_exactly_once",
     "tests/queue_core/test_enqueue.py::test_concurrent_enqueues_of_one_key_give_one_row_and_one_id",

@@ -83,8 +83,8 @@ WORKER_GRANTS: tuple[tuple[str, str, str], ...] = (
     ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerBatch"'),
     ("EXECUTE", "FUNCTION", "skiplock_resolve_edges(text, text, text[])"),
     ("EXECUTE", "FUNCTION", "skiplock_batch_ready(text)"),
-    # Sequences (migration 0019): the job table's triggers keep each key's line here,
-    # and the one that ends a key's head lets the next job in through the function.
+    # Sequences (migration 0019): the job table's insert trigger numbers each key's
+    # jobs from its row here; `skiplock sequence release` calls the function.
     ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerSequence"'),
     ("EXECUTE", "FUNCTION", "skiplock_sequence_advance(text)"),
     # Fairness (migration 0021): a fair job's triggers read its key's weight and let
@@ -95,6 +95,13 @@ WORKER_GRANTS: tuple[tuple[str, str, str], ...] = (
     # boot, a child reads an operator's backoff; the job table's insert trigger reads
     # them for every enqueue (so every role that enqueues needs SELECT on it).
     ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerTypePolicy"'),
+    # Rate limits (migration 0018): the job table's triggers record each key's tokens
+    # and let its jobs in through the first function; a master's maintenance calls
+    # the second.
+    ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerRateKey"'),
+    ("SELECT, INSERT, DELETE", "TABLE", '"WorkerRateToken"'),
+    ("EXECUTE", "FUNCTION", "skiplock_rate_admit(text, timestamptz, boolean)"),
+    ("EXECUTE", "FUNCTION", "skiplock_rate_wake()"),
 )
 # Where the demo domain is installed, the built-in handlers write it.
 DEMO_TABLES = ('"User"', '"Event"', '"Interpretation"', '"Pattern"', '"Insight"',

@@ -54,7 +54,8 @@ FROM_PRISMA = "prisma"
 # Every table the `skiplock` branch creates (a test holds this to what it does).
 QUEUE_TABLES = ("WorkerJob", "WorkerJobPause", "WorkerProcess", "WorkerSchedule",
                 "WorkerConcurrencyKey", "DashboardAction", "WorkerJobDependency", "WorkerBatch",
-                "WorkerSequence", "WorkerFairKey", "WorkerTypePolicy", VERSION_TABLE)
+                "WorkerSequence", "WorkerFairKey", "WorkerTypePolicy", "WorkerRateKey",
+                "WorkerRateToken", VERSION_TABLE)
 
 # Every revision an older skiplock could have written into alembic_version.
 # Each of them but the first came after the domain tables, which that skiplock

@@ -107,7 +107,7 @@ def resolve(job_type: str, payload: Mapping[str, Any], key: Any, limit: Any,
             raise InvalidJob("concurrency= needs a concurrency_key")
         if registered is None:
             return None, None
-        key = _default_key(job_type, payload, registered.key_from)
+        key = default_key(job_type, payload, registered.key_from)
         if key is None:
             return None, None
         return key, registered.limit
@@ -119,7 +119,7 @@ def resolve(job_type: str, payload: Mapping[str, Any], key: Any, limit: Any,
     return key, check_limit(limit, "concurrency")
 
 
-def _default_key(job_type: str, payload: Mapping[str, Any], key_from: KeyFrom) -> str | None:
+def default_key(job_type: str, payload: Mapping[str, Any], key_from: KeyFrom) -> str | None:
     if key_from is None:
         return job_type
     if callable(key_from):

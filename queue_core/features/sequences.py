@@ -11,10 +11,13 @@ statement that ends its predecessor lets it in, in the same transaction
 table's triggers, so a row that psql, Prisma or another language writes with
 "sequenceKey" is sequenced as `enqueue` does it.
 
-Order is the order of enqueue: the insert locks its key's row in
-"WorkerSequence" until its transaction ends, so of two transactions that
-enqueue into one key, the second waits for the first's commit and comes after
-it. Enqueue sequenced jobs in short transactions.
+Order is the order of enqueue: the insert numbers the job from its key's row
+in "WorkerSequence", which stays locked until its transaction ends, so of two
+transactions that enqueue into one key, the second waits for the first's
+commit and comes after it. Enqueue sequenced jobs in short transactions. The
+key's *head*, the one job that may run, is its job in line with the lowest
+number (in line: not ended, or dead-lettered under hold); nothing records it,
+so that the end of a head writes nothing but the job it lets in.
 
 A job that fails and is retried with a back-off stays its key's head: the
 rest wait for it, across crashes and pools. Once it ends badly, its own row's
@@ -147,9 +150,10 @@ def prune_idle_sequences(idle_s: float = 3600.0) -> int:
 
 
 def release_sequence(key: str, conn: Joinable | None = None) -> str | None:
-    """Let a held key go on without its dead-lettered head, which stays as it is;
-    returns the id of the job that is now its head (None: nothing was waiting).
-    InvalidJob if the key is not held by a dead letter."""
+    """Let a held key go on without its dead-lettered head, which stays dead-lettered
+    and takes the policy pass (retried later, it joins the back of the line); returns
+    the id of the job that is now its head (None: nothing was waiting). InvalidJob if
+    the key is not held by a dead letter."""
     with connect(conn) as c:
         row = c.execute(sql.RELEASE_SEQUENCE, {"key": key}).first()
     if row is None:

@@ -33,7 +33,6 @@ this table again at most every `OVERRIDES_TTL_S` seconds (and at once after a
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,14 +45,11 @@ from skiplock.queue_core import sql
 from skiplock.queue_core.database.arrays import text_array
 from skiplock.queue_core.database.db import Joinable, connect
 from skiplock.queue_core.errors import InvalidJob, SkiplockError
-from skiplock.queue_core.features import limits, policy, unique
+from skiplock.queue_core.features import limits, policy, rates, unique
 
 # The stored columns, in the order `skiplock policy show` prints them.
 FIELDS = ("concurrencyLimit", "concurrencyKeyField", "maxAttempts", "backoff", "uniqueFor",
           "rate", "rateKeyField")
-_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600,
-          "hour": 3600}
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
 
 
 OVERRIDES_TTL_S = 10.0
@@ -69,15 +65,6 @@ class TypePolicy:
     source: str
     updated_at: datetime | None
     updated_by: str | None
-
-
-def canonical_rate(rate: Any) -> str:
-    """'10/m' -> '10/60s': the canonical form stored on jobs and policies."""
-    match = _RATE.match(rate) if isinstance(rate, str) else None
-    if match is None or match[3] not in _UNITS or int(match[1]) < 1 or match[2] == "0":
-        raise InvalidJob(f"rate must be a count per period such as '10/m', '5/s', '100/h' or "
-                         f"'10/30s', not {rate!r}")
-    return f"{int(match[1])}/{int(match[2] or 1) * _UNITS[match[3]]}s"
 
 
 def _backoff(value: Any, job_type: str) -> float | list[float] | None:
@@ -110,14 +97,13 @@ def registered_values(job_type: str, registration: Any = None) -> dict[str, Any]
     stored = _backoff(policy.policy(job_type).backoff, job_type)
     if stored is not None:
         values["backoff"] = stored
-    # The rates feature's @handler(rate=, rate_key=), where this skiplock has it.
-    # A rate this module cannot read (a form only the rates feature knows) or keyed by a
-    # function stays out of the database: Python enqueues still apply it.
+    # @handler(rate=, rate_key=): a rate keyed by a function stays out of the database
+    # (Python enqueues still apply it).
     rate = getattr(registration, "rate", None)
     rate_key = getattr(registration, "rate_key", None)
     if rate is not None and (rate_key is None or isinstance(rate_key, str)):
         try:
-            values["rate"] = canonical_rate(rate)
+            values["rate"] = rates.canonical(rate)
         except InvalidJob:
             pass
         else:
@@ -242,7 +228,7 @@ def check_values(job_type: str, values: Mapping[str, Any]) -> dict[str, Any]:
         elif name == "uniqueFor":
             out[name] = _unique_for(value)
         elif name == "rate":
-            out[name] = canonical_rate(value)
+            out[name] = rates.canonical(value)
         else:  # a payload field
             if not isinstance(value, str) or not value.strip():
                 raise InvalidJob(f"{name} of {job_type} must be a payload field name")

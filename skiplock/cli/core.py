@@ -335,7 +335,8 @@ def recover(stuck_timeout: float | None) -> None:
 def cleanup(older_than: float, keep_dead: bool) -> None:
     """Delete old COMPLETED, DEAD_LETTER and cancelled (FAILED) jobs, in small batches.
 
-    Then repair the slot counts of concurrency keys (as `recount-slots`)."""
+    Then repair the slot counts of concurrency keys (as `recount-slots`), and forget
+    rate keys that no job has used for an hour and whose window is over."""
     from skiplock.queue_core import cleanup as do_cleanup
 
     statuses = ("COMPLETED", "FAILED") if keep_dead else ("COMPLETED", "DEAD_LETTER", "FAILED")

@@ -80,6 +80,11 @@ def _print_health(h: Any) -> None:
         echo(f"waiting their key's turn (fairness): {h.fair_waiting} pending (keys: "
              + ", ".join(f"{k} weight {f['weight']}, {f['queued']}/{f['window']} in the queue, "
                          f"{f['waiting']} waiting" for k, f in h.fair_keys.items()) + ")")
+    if h.rate_waiting:
+        echo(f"waiting for a rate window: {h.rate_waiting} pending (biggest keys: " + ", ".join(
+            f"{k} {v['rate']} {v['waiting']} waiting, next start "
+            + (v["nextAt"][11:19] if v["nextAt"] else "-")
+            for k, v in h.rate_keys.items()) + ")")
     if h.paused:
         echo("paused types: " + ", ".join(
             f"{name} ({n} pending)" for name, n in sorted(h.paused.items())))
@@ -119,12 +124,12 @@ def stats(as_json: bool, watch: float | None, exact: bool) -> None:
     scheduled, the age of the oldest ready job, jobs finished in the last 1, 5
     and 15 minutes, dead letters by type, paused types, the types that no
     running pool serves (NO POOL: their jobs wait for one), sequences (keys with
-    jobs in line, and those held by a dead letter), fair keys (weight, jobs in
-    the queue out of their window, jobs waiting their turn), debounced and aged
-    jobs, the pending jobs that cannot be claimed now by reason (waiting for a
-    concurrency slot, parked, waiting for parents, not due, paused, ...), and the
-    health of
-    the job table: size, dead rows, last vacuum, and the oldest open
+    jobs in line, and those held by a dead letter), the keys whose jobs wait for
+    a rate window (their rate, how many wait, when the next may start), fair
+    keys (weight, jobs in the queue out of their window, jobs waiting their
+    turn), debounced and aged jobs, the pending jobs that cannot be claimed now
+    by reason (waiting for a concurrency slot, parked, waiting for parents, not
+    due, paused, ...), and the health of the job table: size, dead rows, last vacuum, and the oldest open
     transaction that keeps vacuum from removing dead rows.
     """
     from skiplock.ops.health import collect

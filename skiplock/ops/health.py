@@ -79,6 +79,10 @@ class Health:
     # and the 10 keys with the most waiting (weight, window, in the queue, waiting).
     fair_waiting: int = 0
     fair_keys: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Rate limits (queue_core/features/rates.py): pending jobs waiting for their key's
+    # window, and the 10 keys with most of them (rate, waiting, let in, next start).
+    rate_waiting: int = 0
+    rate_keys: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Routing (pool/served.py): the live pools (masters), how many of them serve
     # each type that has jobs, and the pending jobs of types none of them serves,
     # which wait for one (parked: taken out of the claim's index meanwhile).
@@ -135,6 +139,8 @@ class Health:
                                        for k, (head, n) in self.held_sequences.items()}},
             "fairWaiting": self.fair_waiting,
             "fairKeys": self.fair_keys,
+            "rateWaiting": self.rate_waiting,
+            "rateLimitedKeys": self.rate_keys,
             "pools": self.pools,
             "servedBy": self.served_by,
             "unserved": self.unserved,
@@ -253,6 +259,12 @@ def collect(exact: bool = False, conn: Connection | Session | None = None,
         health.fair_keys = {k.key: {"weight": k.weight, "window": k.window,
                                     "queued": k.admitted, "waiting": k.waiting}
                             for k in fair_keys(10, c)}
+        health.rate_waiting = int(c.execute(sql.RATE_WAITING).scalar_one())
+        if health.rate_waiting:
+            for key in c.execute(sql.RATE_KEYS, {"limit": 10}):
+                health.rate_keys[key.key] = {
+                    "rate": key.rate, "waiting": int(key.waiting), "letIn": int(key.let_in),
+                    "nextAt": key.next_at.isoformat() if key.next_at else None}
         routing(health, live_served(live_s, c), parked_by_type(c))
         health.held_by_reason = why.count_held(c)
         for job_type, folded in debounced_by_type(c).items():

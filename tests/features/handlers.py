@@ -108,3 +108,10 @@ def sequenced(payload: dict[str, Any], job_id: str) -> JobResult:
         return JobResult(False, error="first try fails", should_retry=True)
     _record_run(job_id, started)
     return JobResult(True)
+
+
+@handler("TEST_RATED", rate="4/2s", rate_key="api")
+def rated(payload: dict[str, Any], job_id: str) -> JobResult:
+    """A call to a rate-limited API: at most four starts per key in any two seconds."""
+    _record_run(job_id, time.time())
+    return JobResult(True)

@@ -11,7 +11,7 @@ import pytest
 from skiplock import enqueue, enqueue_many
 from skiplock.handlers import JobResult, register_handler, unregister_handler
 from skiplock.queue_core.errors import InvalidJob
-from skiplock.queue_core.features import type_policies
+from skiplock.queue_core.features import rates, type_policies
 from tests.queue_core.helpers import row, sql
 
 
@@ -117,7 +117,7 @@ def test_a_unique_window_from_the_policy_keeps_a_second_job_of_the_key_out() -> 
 @pytest.mark.parametrize("values, error", [
     ({"concurrencyLimit": 0}, "between 1 and 10000"),
     ({"concurrencyKeyField": "user"}, "needs a concurrency limit"),
-    ({"rate": "ten a minute"}, "count per period"),
+    ({"rate": "ten a minute"}, "rate must be N/s, N/m, N/h"),
     ({"rateKeyField": "user"}, "needs a rate"),
     ({"backoff": "fast"}, "seconds or a list"),
     ({"uniqueFor": "forever"}, "unique_for"),
@@ -154,7 +154,7 @@ def test_an_operators_values_reach_a_process_that_registered_the_type() -> None:
 def test_rates_in_canonical_form_and_what_a_registration_can_store() -> None:
     from types import SimpleNamespace
 
-    assert [type_policies.canonical_rate(r) for r in ("10/m", "5/s", "100/h", "10/30s",
+    assert [rates.canonical(r) for r in ("10/m", "5/s", "100/h", "10/30s",
                                                       "10/60s", "2/5m")] == [
         "10/60s", "5/1s", "100/3600s", "10/30s", "10/60s", "2/300s"]
     keyed = SimpleNamespace(rate="10/m", rate_key="userId")

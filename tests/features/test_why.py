@@ -40,8 +40,14 @@ def test_each_reason_a_pending_job_waits_for_is_said_and_counted() -> None:
     assert explain(fair[-1]) == [
         "waiting its turn behind the other jobs of fair key tenant:9: at most weight x window "
         "of a key's jobs are in the queue at once, and each one claimed lets the next one in"]
+    # A rate of one start an hour: the key's second job waits for its window.
+    rated = [enqueue("W_RATED", {"i": i}, rate="1/h", rate_key="api:3") for i in range(2)]
+    assert explain(rated[1]) == [
+        "waiting for a window of its rate key api:3 (1 starts every 3600 s); it is let in "
+        "when a token of that key is free"]
     assert count_held() == {"slot": 1, "parked": 1, "parents": 1, "sequence": 0,
-                            "fairTurn": 1, "debounced": 0, "notDue": 1, "paused": 1}
+                            "fairTurn": 1, "rateWindow": 1, "debounced": 0, "rateNotDue": 0,
+                            "notDue": 1, "paused": 1}
 
     shown = runner.invoke(main, ["job", slot])
     assert shown.exit_code == 0, shown.output
@@ -54,8 +60,8 @@ def test_each_reason_a_pending_job_waits_for_is_said_and_counted() -> None:
     config.clear_cache()
     stats = runner.invoke(main, ["stats"])
     assert ("pending but not claimable now: 1 waiting for a concurrency slot, 1 parked (no live "
-            "pool serves the type), 1 waiting for parents, 1 waiting their fair key's turn, 1 not "
-            "due yet, 1 paused type"
+            "pool serves the type), 1 waiting for parents, 1 waiting their fair key's turn, "
+            "1 waiting for a rate window, 1 not due yet, 1 paused type"
             in stats.output), stats.output
     figures = json.loads(runner.invoke(main, ["stats", "--json"]).output)
     assert figures["heldByReason"]["slot"] == 1

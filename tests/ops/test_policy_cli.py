@@ -36,7 +36,7 @@ def test_set_show_and_reset_a_types_policy_and_a_psql_row_gets_it():
 
 
 def test_a_bad_value_is_one_line_and_changes_nothing():
-    one_error_line(run("policy", "set", "SEND_EMAIL", "--rate", "ten"), "count per period")
+    one_error_line(run("policy", "set", "SEND_EMAIL", "--rate", "ten"), "rate must be N/s")
     one_error_line(run("policy", "set", "SEND_EMAIL", "--key-field", "userId"),
                    "needs a concurrency limit")
     assert run("policy", "set", "SEND_EMAIL").exit_code == 2  # nothing to set

@@ -51,8 +51,8 @@ def quiet(payload: dict[str, Any], job_id: str) -> JobResult:
     as a rescue on another host would. With "lock_own_row" (first run only), another
     session of this process keeps its row locked, so the statement that completes it waits; with
     "cut_ahead", a later job of the batch ends the backend of that waiting statement
-    (sent ahead of it: pool/ahead.py), then lets the lock go. With "sleep", it runs
-    that many seconds."""
+    (sent ahead of it: pool/ahead.py), then lets the lock go; with "release_held", a
+    later job lets it go. With "sleep", it runs that many seconds."""
     earlier = _mark_started(job_id)
     if payload.get("steal"):
         with db.get_engine().begin() as conn:
@@ -65,6 +65,7 @@ def quiet(payload: dict[str, Any], job_id: str) -> JobResult:
         _held.append(holder)
     if payload.get("cut_ahead") and earlier == 0:
         _end_waiting_backend()
+    if payload.get("cut_ahead") and earlier == 0 or payload.get("release_held"):
         while _held:
             holder = _held.pop()
             holder.rollback()

@@ -139,3 +139,27 @@ def test_jobs_claimed_ahead_of_a_job_that_overruns_go_back_at_once(
         assert (row["attempts"], row["interruptions"]) == (0, None), dict(row)
     wait_for(lambda: jobs.all_done(12), 20, "every job")
     assert all(len(jobs.starts(job_id)) == 1 for job_id in ids)
+
+
+def test_a_commit_due_before_a_job_runs_on_the_server_while_the_job_runs(
+    start_pool: Callable[..., Pool], jobs: Jobs
+) -> None:
+    # A commit per job: the first job's completion is due before the second job. Its
+    # row stays locked by another session until the second job lets it go: a child
+    # that waited for that commit before starting the second job would wait for ever
+    # (or until its statement's bound, and then run the first job again).
+    start_pool("--concurrency", "1", "--batch-size", "5", "--commit-delay-ms", "0",
+               handlers=HANDLERS)
+    from skiplock.queue_core import enqueue_many
+
+    with jobs.engine.begin() as conn:  # the opener's claim alone, then the two together
+        ids = enqueue_many([{"type": "TEST_QUIET", "payload": payload, "priority": priority}
+                            for payload, priority in (({}, 30), ({"lock_own_row": True}, 20),
+                                                      ({"release_held": True}, 10))],
+                           conn=conn)
+    wait_for(lambda: jobs.all_done(3), 20, "three quiet jobs")
+    rows = [jobs.get(job_id) for job_id in ids]
+    assert rows[1]["startedAt"] == rows[2]["startedAt"]  # one batch
+    assert all(len(jobs.starts(job_id)) == 1 for job_id in ids)
+    assert all(row["attempts"] == 1 and row["lastError"] is None and not row["interruptions"]
+               for row in rows), [dict(row) for row in rows]

@@ -30,6 +30,15 @@ def test_short_jobs_from_a_deep_queue_are_claimed_in_full_bites_after_one_full_c
     assert size.limit() == 1
 
 
+def test_a_burst_into_an_idle_child_is_claimed_in_full_bites_after_its_first_job() -> None:
+    durations = Durations()
+    size = ClaimSize(0, durations)
+    size.after_claim(size.limit())  # the first claim, one job, counted before it ran
+    durations.observe("T", TARGET_S / 15)
+    assert size.limit() == 15  # not one job again: the target, with what is known now
+    assert size.limit(2) == 2  # but no more than the child runs before it recycles
+
+
 def test_long_jobs_are_claimed_one_at_a_time_so_no_child_sits_on_work() -> None:
     durations = Durations()
     size = ClaimSize(0, durations)

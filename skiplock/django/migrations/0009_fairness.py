@@ -1,4 +1,4 @@
-"""skiplock's queue, to revision 0020_debounce of its own migrations (skiplock/django/schema.py)."""
+"""skiplock's queue, to revision 0021_fairness of its own migrations (skiplock/django/schema.py)."""
 
 from typing import Any
 
@@ -6,7 +6,7 @@ from django.db import migrations
 
 from skiplock.django import schema
 
-QUEUE_REVISION = "0020_debounce"
+QUEUE_REVISION = "0021_fairness"
 
 
 def upgrade_queue(apps: Any, schema_editor: Any) -> None:
@@ -17,5 +17,5 @@ class Migration(migrations.Migration):
     # The queue's migrations run on a connection of their own, in a transaction of
     # their own: none of Django's is held open meanwhile.
     atomic = False
-    dependencies = [("skiplock", "0006_sequences")]
+    dependencies = [("skiplock", "0008_debounce")]
     operations = [migrations.RunPython(upgrade_queue, migrations.RunPython.noop)]
