@@ -8,14 +8,17 @@
 
 Each fair key keeps at most its *window* (weight x base, the base 10 unless
 the database setting `skiplock.fair_window` says otherwise) of its PENDING
-jobs in the claim's index; the rest wait their turn outside it. When one of
-the key's jobs is claimed, a trigger lets its next job in at the back of the
-queue (dated now), so keys take turns, each as many jobs per round as its
-window: over a busy period a key of weight 3 starts three jobs for each one
-of a key of weight 1, and a light key's new job waits for at most the
-windows of the keys ahead of it, not their backlogs. The claim of jobs
-without a fair key is not changed. Why this design, and what it costs:
-alembic/versions/0021_fairness.py, docs/jobs.md "Fairness".
+jobs in the claim's index; the rest wait their turn outside it. When some of
+the key's jobs are claimed, the end of that statement lets as many of its next
+jobs in, at the back of the queue (dated now), in one UPDATE; so keys take
+turns, each as many jobs per round as its window: over a busy period a key of
+weight 3 starts three jobs for each one of a key of weight 1, and a light
+key's new job waits for at most the windows of the keys ahead of it, not their
+backlogs. While no other key has jobs waiting, a key's window grows to GROWTH
+times its own (there is nobody to be fair to, and claims take full bites); when
+one does, the grown key lets nothing in until it is back within its window.
+The claim of jobs without a fair key is not changed. Why this design, and what
+it costs: alembic/versions/0021_fairness.py, docs/jobs.md "Fairness".
 
 Where the key comes from, first match wins: `enqueue(..., fair_key=K)`; the
 type's registered `@handler(type, fair_key=FIELD)` (keyed
@@ -36,6 +39,7 @@ from skiplock.queue_core.features.limits import KeyFrom
 
 MAX_WEIGHT = 1000
 DEFAULT_WINDOW = 10  # the base when `skiplock.fair_window` is not set (the migration's)
+GROWTH = 20  # a key's window grows this many times while no other key waits (the migration's)
 
 _keys: dict[str, KeyFrom] = {}
 

@@ -1,5 +1,6 @@
-"""Fairness between keys: each key's window in the claim's index, and its jobs let in
-one for one as they leave, at the back of the queue, on a real database."""
+"""Fairness between keys: each key's window in the claim's index, its jobs let in as
+they leave, at the back of the queue, and the window of a key alone grown, on a real
+database."""
 
 from __future__ import annotations
 
@@ -28,14 +29,15 @@ def fairness_waiting() -> str:
     return statements.WAITING_TURN
 
 
-def fair(n: int, key: str, **options) -> list[str]:
-    return enqueue_many([{"type": "FAIR", "payload": {"n": i}, "fair_key": key, **options}
+def fair(n: int, key: str, job_type: str = "FAIR", **options) -> list[str]:
+    return enqueue_many([{"type": job_type, "payload": {"n": i}, "fair_key": key, **options}
                          for i in range(n)])
 
 
 def test_a_key_keeps_its_window_in_the_index_and_each_claim_lets_its_next_job_in():
     ids = fair(WINDOW + 5, "user:1")
     assert (admitted("user:1"), waiting("user:1")) == (WINDOW, 5)
+    fair(WINDOW + 1, "user:2")  # another key waits its turn: the windows bind
     first = {i for i in ids if row(i).heldBack is None}
     jobs = claim("w", limit=3)
     assert {j.id for j in jobs} <= first  # the claim never sees the jobs waiting their turn
@@ -83,10 +85,11 @@ def test_every_path_back_into_the_index_passes_the_gate():
 
 def test_a_weight_widens_the_window_at_once_and_the_sweep_repairs_what_bypassed_it():
     fair(3 * WINDOW, "k")
+    fair(WINDOW + 1, "other", job_type="OTHER")  # a key waiting: k's window does not grow
     assert set_weight("k", 2) == WINDOW and admitted("k") == 2 * WINDOW
     set_weight("k", None)  # back to 1: the window shrinks at once
     assert (admitted("k"), waiting("k")) == (WINDOW, 2 * WINDOW)
-    assert len(claim("w", limit=WINDOW + 1)) == WINDOW  # each replaced, one for one
+    assert len(claim("w", limit=WINDOW + 1, types=["FAIR"])) == WINDOW  # each replaced
     assert (admitted("k"), waiting("k")) == (WINDOW, WINDOW)
     sql('UPDATE "WorkerJob" SET "heldBack" = NULL WHERE "fairKey" = \'k\'')  # all gated
     assert admitted("k") == WINDOW
@@ -96,7 +99,21 @@ def test_a_weight_widens_the_window_at_once_and_the_sweep_repairs_what_bypassed_
     assert admitted("k") == 0
     assert fairness.fill_turns() == WINDOW and admitted("k") == WINDOW
     assert [(k.key, k.weight, k.window, k.admitted, k.waiting) for k in fairness.fair_keys()] \
-        == [("k", 1, WINDOW, WINDOW, WINDOW)]
+        == [("k", 1, WINDOW, WINDOW, WINDOW), ("other", 1, WINDOW, WINDOW, 1)]
+
+
+def test_a_key_alone_grows_its_window_and_is_held_to_it_again_when_another_waits():
+    grown = fairness.GROWTH * WINDOW
+    fair(grown + 100, "alone")
+    claim("w", limit=1)  # nobody else waits: the window grows, in one UPDATE
+    assert (admitted("alone"), waiting("alone")) == (grown, 99)
+    assert len(claim("w", limit=50)) == 50 and admitted("alone") == grown  # replaced
+    fair(WINDOW + 1, "newcomer")  # another key waits: the grown window is not refilled
+    ahead = [row(j.id).fairKey for j in claim("w", limit=grown + WINDOW)]
+    # The newcomer's jobs waited for the grown window, no more; then "alone" is held to
+    # its window again (its departures let in no more than that).
+    assert ahead == ["alone"] * grown + ["newcomer"] * WINDOW
+    assert (admitted("alone"), admitted("newcomer"), waiting("newcomer")) == (WINDOW, 1, 0)
 
 
 def sql_replica():
