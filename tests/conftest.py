@@ -116,6 +116,18 @@ SLOW_TESTS = (
     "tests/features/test_wait.py::test_a_row_lock_on_the_job_does_not_outlast_the_timeout",
     "tests/queue_core/test_enqueue_in_transactions.py::test_a_delayed_enqueue_at_the_end_of_a_long_transaction_counts_from_its_statement",
     "tests/pool/test_master_decisions.py::test_children_claim_only_while_their_master_keeps_leases",
+    # Subprocesses of their own (the dashboard refusing to start, the CLI) or the whole
+    # demo domain drained in process: a second or so each, which the fast lane's
+    # minute cannot hold since issue 30's tests joined it.
+    "tests/dashboard/test_dashboard_safety.py::test_a_non_local_bind_without_credentials_refuses_to_start",
+    "tests/handlers/test_chain_inline.py::test_demo_data_drains_into_complete_chains",
+    "tests/handlers/test_chain_inline.py::test_the_demo_weekly_reviews_wait_for_their_daily_reviews",
+    "tests/queue_core/test_cli_core.py::test_enqueue_prints_the_job_id_alone",
+    "tests/queue_core/test_migrate_cli.py::test_check_says_in_one_line_when_the_database_is_behind",
+    "tests/ops/test_cli_contract.py::test_a_database_that_is_down_is_one_line_without_a_password",
+    "tests/queue_core/test_secrets.py::test_no_printing_path_shows_the_password",
+    "tests/queue_core/test_claim.py::test_a_claim_of_given_types_walks_the_claim_index_when_their_statistics_are_stale",
+    "tests/features/test_dependencies.py::test_fan_in_of_many_parents_ended_in_many_transactions",
 )
 # An unmarked test slower than this is named at the end of the run.
 SLOW_SECONDS = 2.0
