@@ -126,7 +126,6 @@ SLOW_TESTS = (
     "tests/queue_core/test_migrate_cli.py::test_check_says_in_one_line_when_the_database_is_behind",
     "tests/ops/test_cli_contract.py::test_a_database_that_is_down_is_one_line_without_a_password",
     "tests/queue_core/test_secrets.py::test_no_printing_path_shows_the_password",
-    "tests/queue_core/test_claim.py::test_a_claim_of_given_types_walks_the_claim_index_when_their_statistics_are_stale",
     "tests/features/test_dependencies.py::test_fan_in_of_many_parents_ended_in_many_transactions",
 )
 # An unmarked test slower than this is named at the end of the run.
