@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import text
 
 from bench.common import percentile, sql, start_pool, stop_pool
+from bench.pool import _wait_done as wait_completed
 from skiplock import queue_core as q
 from skiplock.queue_core.database import db
 from skiplock.queue_core.features import fairness
@@ -50,21 +51,13 @@ def _fill(count: int, key_of: Any = None, batch: int = 5_000, job_type: str = "B
     sql(_url, 'VACUUM ANALYZE "WorkerJob"')
 
 
-def _wait_done(total: int, timeout: float = 900) -> None:
-    deadline = time.monotonic() + timeout
-    while _scalar("""SELECT count(*) FROM "WorkerJob" WHERE status = 'COMPLETED'""") < total:
-        if time.monotonic() > deadline:
-            raise SystemExit("benchmark timed out waiting for the pool")
-        time.sleep(0.05)
-
-
 def _throughput(total: int, key_of: Any = None, job_type: str = "BENCH_NOOP",
                 payload: dict[str, Any] | None = None) -> float:
     sql(_url, 'TRUNCATE "WorkerJob"')
     _fill(total, key_of, job_type=job_type, payload=payload)
     proc = start_pool(_url, "--concurrency", "2")
     try:
-        _wait_done(total)
+        wait_completed(total, timeout=900)
     finally:
         stop_pool(proc)
     span = _scalar("""SELECT EXTRACT(EPOCH FROM max("completedAt") - min("startedAt"))
@@ -125,7 +118,7 @@ def _light_wait(heavy: int = 100_000, samples: int = 100) -> tuple[float, float,
     proc = start_pool(_url, "--concurrency", "2")
     began = time.monotonic()
     try:
-        _wait_done(200, timeout=120)  # the pool is under way
+        wait_completed(200, timeout=120)  # the pool is under way
         for _ in range(samples):
             q.enqueue("BENCH_NOOP", {}, fair_key="light")
             time.sleep(0.05)
@@ -135,7 +128,7 @@ def _light_wait(heavy: int = 100_000, samples: int = 100) -> tuple[float, float,
             if time.monotonic() > deadline:
                 raise SystemExit("the light key's jobs did not run")
             time.sleep(0.05)
-        _wait_done(heavy + samples)
+        wait_completed(heavy + samples, timeout=900)
         drained = time.monotonic() - began
     finally:
         stop_pool(proc)
@@ -153,7 +146,7 @@ def _shares(each: int = 3_000) -> float:
     _fill(each, lambda i: "b")
     proc = start_pool(_url, "--concurrency", "2")
     try:
-        _wait_done(2 * each)
+        wait_completed(2 * each, timeout=900)
     finally:
         stop_pool(proc)
     fairness.set_weight("b", None)
