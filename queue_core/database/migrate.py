@@ -52,8 +52,9 @@ DEMO_BASE = "demo_0001_domain"
 # `--sql --from prisma`: the upgrade of a database whose "WorkerJob" Prisma made.
 FROM_PRISMA = "prisma"
 # Every table the `skiplock` branch creates (a test holds this to what it does).
-QUEUE_TABLES = ("WorkerJob", "WorkerJobLive", "WorkerJobHistory", "WorkerJobPause", "WorkerProcess", "WorkerSchedule",
-                "WorkerConcurrencyKey", "DashboardAction", "WorkerJobDependency", "WorkerBatch",
+QUEUE_TABLES = ("WorkerJob", "WorkerJobLive", "WorkerJobHistory", "WorkerJobPause",
+                "WorkerProcess", "WorkerSchedule", "WorkerConcurrencyKey", "DashboardAction",
+                "WorkerJobDependency", "WorkerBatch",
                 "WorkerSequence", "WorkerFairKey", "WorkerTypePolicy", "WorkerRateKey",
                 "WorkerRateToken", VERSION_TABLE)
 
