@@ -203,6 +203,12 @@ BEGIN
                AND tgtype & 1 = 0 LOOP
         EXECUTE regexp_replace(t.def, ' ON (\\S+\\.)?"WorkerJobLive" ', ' ON "WorkerJob" ');
     END LOOP;
+    -- A foreign key of the old table (the seed's cascade to its "User"), on the root: the
+    -- live part's own is attached to it as it is (no validation), history gets its own.
+    FOR t IN SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint
+             WHERE conrelid = '"WorkerJobLive"'::regclass AND contype = 'f' LOOP
+        EXECUTE format('ALTER TABLE "WorkerJob" ADD CONSTRAINT %I %s', t.conname, t.def);
+    END LOOP;
     FOR g IN SELECT a.privilege_type, a.grantee::regrole::text AS grantee
              FROM pg_class AS c, aclexplode(c.relacl) AS a
              WHERE c.oid = '"WorkerJobLive"'::regclass AND a.grantee <> 0
