@@ -409,6 +409,7 @@ TABLE_COLUMNS = text(
     ORDER BY a.attnum
     """
 )
+TABLE_EXISTS = text("SELECT to_regclass(:table) IS NOT NULL")
 TABLE_INDEXES = text(
     """
     SELECT c.relname AS name, i.indisprimary AS is_primary, i.indisunique AS is_unique,
