@@ -174,7 +174,7 @@ def routing_statistics(url: str, backlog: int = 100_000) -> None:
 
     logging.getLogger("skiplock.routing").setLevel(logging.ERROR)
     sql(url, 'TRUNCATE "WorkerJob", "WorkerProcess"')
-    sql(url, 'ALTER TABLE "WorkerJob" SET (autovacuum_enabled = off)')
+    sql(url, 'ALTER TABLE "WorkerJobLive" SET (autovacuum_enabled = off)')
     try:
         fill(backlog, "UNSERVED", {})
         while parking.park_unserved(["BENCH"], live_s=60, grace_s=0):
@@ -204,7 +204,7 @@ def routing_statistics(url: str, backlog: int = 100_000) -> None:
             print(f"  {label}: claim p50 {percentile(ms[5:], .5):.2f} ms")
         conn.close()
     finally:
-        sql(url, 'ALTER TABLE "WorkerJob" RESET (autovacuum_enabled)')
+        sql(url, 'ALTER TABLE "WorkerJobLive" RESET (autovacuum_enabled)')
 
 
 def run(argv: list[str]) -> None:

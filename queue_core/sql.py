@@ -1667,3 +1667,22 @@ HISTORY_ROWS = text(
 # Whether a partition holds a dead letter (cleanup --keep-dead); {} is its name, from
 # skiplock_history_partitions(): a partition's own finished index answers.
 HISTORY_HAS_DEAD = 'SELECT EXISTS (SELECT FROM "{}" WHERE status = \'DEAD_LETTER\')'
+
+# The edges and batches of jobs that are gone (their history partition dropped: a DROP
+# fires no trigger), forgotten as the DELETE trigger of migration 0016 forgets those of a
+# deleted job: an edge goes with either end, a batch with its callback.
+FORGET_DROPPED_EDGES = text(
+    """
+    WITH edges AS (
+        DELETE FROM "WorkerJobDependency" AS d
+        WHERE NOT EXISTS (SELECT FROM "WorkerJob" AS j WHERE j.id = d.parent)
+           OR NOT EXISTS (SELECT FROM "WorkerJob" AS j WHERE j.id = d.child)
+        RETURNING 1
+    ), batches AS (
+        DELETE FROM "WorkerBatch" AS b
+        WHERE NOT EXISTS (SELECT FROM "WorkerJob" AS j WHERE j.id = b."callbackId")
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM edges) AS edges, (SELECT count(*) FROM batches) AS batches
+    """
+)

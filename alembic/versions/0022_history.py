@@ -190,6 +190,33 @@ _KEY_ARCHIVED = """
     END $$
 """
 
+# A job's edges and its batch are forgotten when it is deleted (migration 0016); a job the
+# mover moves to history is deleted from the live part only to be inserted in history
+# (the AFTER trigger sees the row there): its edges and batch stay, so that `skiplock
+# job`, `batch` and `wait(batch)` read them as long as the job is kept. Cleanup forgets
+# those of jobs whose partition it dropped (sql.FORGET_DROPPED_EDGES).
+_DEPENDENCY_DELETED = """
+    CREATE OR REPLACE FUNCTION skiplock_dependency_deleted() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        IF {archived} THEN
+            RETURN NULL;
+        END IF;
+        IF OLD."hasDependents" THEN
+            IF OLD.status IN ('PENDING', 'PROCESSING') THEN
+                PERFORM skiplock_resolve_edges(OLD.id, 'DELETED', NULL);
+            END IF;
+            DELETE FROM "WorkerJobDependency" WHERE parent = OLD.id;
+        END IF;
+        IF OLD."waitingFor" IS NOT NULL THEN
+            DELETE FROM "WorkerJobDependency" WHERE child = OLD.id;
+            DELETE FROM "WorkerBatch" WHERE "callbackId" = OLD.id;
+        END IF;
+        RETURN NULL;
+    END $$
+"""
+_MOVED_TO_HISTORY = """EXISTS (SELECT FROM "WorkerJobHistory" WHERE id = OLD.id)"""
+
 # Each statement trigger of the live part, made again on the root; each role's grants on
 # the live part, given on the root too, and SELECT on history (the key trigger reads it).
 _ROOT_TRIGGERS_AND_GRANTS = """
@@ -277,6 +304,7 @@ def upgrade() -> None:
     )
     op.execute(_ROOT_TRIGGERS_AND_GRANTS)
     op.execute(_rewrite("WorkerJob", "WorkerJobLive"))
+    op.execute(_DEPENDENCY_DELETED.format(archived=_MOVED_TO_HISTORY))
     # The partitions of today and the next period, so that the first move finds them.
     op.execute("SELECT skiplock_history_partition(now()), "
                "skiplock_history_partition(now() + skiplock_history_width())")
@@ -294,6 +322,7 @@ def downgrade() -> None:
     op.execute('DROP TABLE "WorkerJob"')  # the root, with "WorkerJobHistory" and its parts
     op.execute('ALTER TABLE "WorkerJobLive" RENAME TO "WorkerJob"')
     op.execute(_rewrite("WorkerJobLive", "WorkerJob"))
+    op.execute(_DEPENDENCY_DELETED.format(archived="false"))
     for function in ("skiplock_key_archived()", "skiplock_history_revived()",
                      "skiplock_history_partition(timestamptz)", "skiplock_history_partitions()",
                      "skiplock_history_width()", "skiplock_interval_setting(text, interval)"):

@@ -130,6 +130,7 @@ class Retention:
     made: list[str] = field(default_factory=list)
     kept_dead: list[str] = field(default_factory=list)  # old enough, but with dead letters
     rows: int = 0  # in the dropped partitions, as the planner counts them
+    edges: int = 0  # dependency edges and batches of the dropped jobs, forgotten
 
 
 def drop_older(older_than: timedelta, *, ahead: int = AHEAD,
@@ -159,6 +160,9 @@ def drop_older(older_than: timedelta, *, ahead: int = AHEAD,
                               f'"{part.name}" CONCURRENTLY')
             c.exec_driver_sql(f'DROP TABLE "{part.name}"')
             done.dropped.append(part.name)
+        if done.dropped or done.finalized:
+            forgot = c.execute(sql.FORGET_DROPPED_EDGES).one()
+            done.edges = int(forgot.edges) + int(forgot.batches)
         done.made = ensure_partitions(ahead, c)
         c.exec_driver_sql('ANALYZE "WorkerJobHistory"')
     if done.dropped or done.finalized:

@@ -204,3 +204,21 @@ def test_cleanup_drops_whole_partitions_and_keeps_the_rest():
     names = [p.name for p in history.partitions()]
     assert ten_days_ago not in names and len(names) >= history.AHEAD + 1
     assert history.drop_older(timedelta(days=7)).dropped == []
+
+
+def test_edges_stay_while_their_jobs_are_kept_and_go_with_their_partition():
+    from skiplock.queue_core.features import dependencies
+
+    parent = finish("H_EDGE_PARENT")
+    child = q.enqueue("H_EDGE_CHILD", {}, depends_on=[parent])
+    [job] = q.claim("w", types=["H_EDGE_CHILD"])
+    assert q.complete(job)
+    assert archive() == 2
+    assert [e.id for e in dependencies.parents(child)] == [parent]
+    assert [e.id for e in dependencies.dependents(parent)] == [child]
+    sql("SELECT skiplock_history_partition(now() - interval '10 days')")
+    sql("""UPDATE "WorkerJob" SET "archivedAt" = now() - interval '10 days'
+           WHERE id IN (:a, :b)""", a=parent, b=child)
+    dropped = history.drop_older(timedelta(days=7))
+    assert len(dropped.dropped) == 1 and dropped.edges == 1
+    assert sql('SELECT count(*) FROM "WorkerJobDependency"') == [(0,)]
