@@ -11,7 +11,6 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import psycopg2
-import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 
@@ -19,7 +18,8 @@ from skiplock import queue_core as q
 from skiplock.cli import main
 from skiplock.dashboard.app import create_app
 from skiplock.dashboard.settings import DashboardSettings
-from skiplock.queue_core import config, sql as statements
+from skiplock.queue_core import config
+from skiplock.queue_core import sql as statements
 from skiplock.queue_core.database import db
 from skiplock.queue_core.database.urls import database_url, libpq_dsn
 from skiplock.queue_core.features import history
@@ -153,7 +153,7 @@ def test_hot_statements_lock_no_history_partition():
         claimed = conn.execute(statements.CLAIM, {"worker_id": "w", "limit": 1,
                                                   "children": 1}).fetchall()
         conn.execute(statements.HEARTBEAT, {
-            "ids": "{%s}" % claimed[0].id, "lockers": "{w}", "attempts": "{1}",
+            "ids": "{" + claimed[0].id + "}", "lockers": "{w}", "attempts": "{1}",
             "progress": "{}", "messages": "{}", "write": "{t}", "checkpoints": "{}"})
         conn.execute(statements.COMPLETE, {"id": claimed[0].id, "locked_by": "w",
                                            "attempts": 1, "result": None})
