@@ -1,7 +1,7 @@
 """History (migration 0022_history): what moving finished jobs costs the pool, both ways,
 and the hot table over a compressed week of churn.
 
-    python -m bench history [--jobs 20000] [--rounds 2] [--week-minutes 0]
+    python -m bench history [--jobs 20000] [--rounds 2] [--cleanup-jobs 0] [--week-minutes 0]
 
 Throughput of no-op jobs, 2 children, with 7 history partitions present, three ways,
 interleaved in each round (the machine is shared: compare within a run):
@@ -17,6 +17,11 @@ interleaved in each round (the machine is shared: compare within a run):
 
 Each run prints jobs/s, its ratio to `none` in the same round, and how many jobs were
 still in the live part when the last one completed.
+
+With `--cleanup-jobs N`, cleanup of N finished jobs 8 days old, in one run, both ways:
+`skiplock cleanup --older-than 7d` on N rows in the live part (today's batched DELETE,
+5000 a transaction), then on N rows in a history partition (a DETACH CONCURRENTLY and a
+DROP). The rows are written straight into each part (triggers off), then VACUUM ANALYZE.
 
 With `--week-minutes M`, a compressed week: partitions of 1 minute
 (`skiplock.history_width`), retention of 7 minutes, a producer enqueuing at a steady
@@ -160,6 +165,40 @@ def _week(url: str, minutes: float) -> None:
         stop_pool(proc)
 
 
+_FINISHED_ROWS = """
+    INSERT INTO {table} (id, type, payload, status, attempts, "createdAt", "startedAt",
+                         "completedAt", "maxAttempts", "archivedAt", result)
+    SELECT 'old' || g, 'BENCH_NOOP', '{{}}', 'COMPLETED', 1, now() - interval '8 days',
+           now() - interval '8 days', now() - interval '8 days', 3, {archived}, '{{"ok": true}}'
+    FROM generate_series(1, {n}) AS g
+"""
+
+
+def _cleanup(url: str, total: int) -> None:
+    print(f"\ncleanup of {total:,} finished jobs 8 days old (skiplock cleanup --older-than 7d)")
+    print(f"{'where':>24} {'seconds':>9} {'jobs/s':>12} {'live MiB after':>15}")
+    for where in ("live (batched DELETE)", "history (DROP partition)"):
+        sql(url, 'TRUNCATE "WorkerJob"')
+        if where.startswith("live"):
+            sql(url, 'ALTER TABLE "WorkerJobLive" DISABLE TRIGGER USER')
+            sql(url, _FINISHED_ROWS.format(table='"WorkerJobLive"', archived="'infinity'",
+                                           n=total))
+            sql(url, 'ALTER TABLE "WorkerJobLive" ENABLE TRIGGER USER')
+        else:
+            part = _scalar("SELECT skiplock_history_partition(now() - interval '8 days')")
+            sql(url, _FINISHED_ROWS.format(table=f'"{part}"',
+                                           archived="now() - interval '8 days'", n=total))
+        sql(url, 'VACUUM ANALYZE "WorkerJobLive"')
+        sql(url, 'ANALYZE "WorkerJobHistory"')
+        db.reset_engine()
+        started = time.monotonic()
+        q.cleanup("7d")
+        seconds = time.monotonic() - started
+        assert _scalar('SELECT count(*) FROM "WorkerJob"') == 0
+        live = _scalar("""SELECT pg_total_relation_size('"WorkerJobLive"')""") / 2**20
+        print(f"{where:>24} {seconds:>9.2f} {total / seconds:>12,.0f} {live:>15.1f}", flush=True)
+
+
 def _row(statement: str) -> Any:
     with db.get_engine().begin() as conn:
         return conn.execute(text(statement)).one()
@@ -171,6 +210,8 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--jobs", type=int, default=20000, help="no-op jobs per run")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the three cases")
     parser.add_argument("--children", type=int, default=2)
+    parser.add_argument("--cleanup-jobs", type=int, default=0,
+                        help="measure cleanup of this many finished jobs both ways (0: not)")
     parser.add_argument("--week-minutes", type=float, default=0,
                         help="run the compressed week for this many minutes (0: not)")
     args = parser.parse_args(argv)
@@ -194,5 +235,7 @@ def run(argv: list[str]) -> None:
             print("median: " + ", ".join(f"{case} {median[case]:.0f} jobs/s "
                                           f"({median[case] / median['none']:.2f})"
                                           for case in _CASES))
+        if args.cleanup_jobs:
+            _cleanup(url, args.cleanup_jobs)
         if args.week_minutes:
             _week(url, args.week_minutes)

@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
 from skiplock.queue_core import sql
-from skiplock.queue_core.database.db import Joinable, connect
+from skiplock.queue_core.database.db import connect
 
 log = logging.getLogger("skiplock.history")
 
@@ -56,13 +57,13 @@ class Settings:
     width_s: float
 
 
-def settings(conn: Joinable | None = None) -> Settings:
+def settings(conn: Connection | None = None) -> Settings:
     with connect(conn, autocommit=True) as c:
         row = c.execute(sql.HISTORY_SETTINGS).one()
     return Settings(float(row.after_s), float(row.dead_after_s), float(row.width_s))
 
 
-def ensure_partitions(ahead: int = 1, conn: Joinable | None = None) -> list[str]:
+def ensure_partitions(ahead: int = 1, conn: Connection | None = None) -> list[str]:
     """The partitions for now and the next `ahead` widths; the names of those made.
     Its own transaction: the ATTACH locks the new table until it commits."""
     with connect(conn, autocommit=True) as c:
@@ -115,7 +116,7 @@ class Partition:
     detaching: bool = False
 
 
-def partitions(conn: Joinable | None = None) -> list[Partition]:
+def partitions(conn: Connection | None = None) -> list[Partition]:
     with connect(conn, autocommit=True) as c:
         return [Partition(r.name, r.lower, r.upper, bool(r.detaching))
                 for r in c.execute(sql.HISTORY_PARTITIONS)]
