@@ -24,7 +24,9 @@ from skiplock.queue_core.database import db
 from skiplock.queue_core.database.urls import database_url, libpq_dsn
 from skiplock.queue_core.features import history
 from skiplock.queue_core.features.waiting import wait
+from tests.pool.conftest import jobs, pool_engine, start_pool  # noqa: F401
 from tests.queue_core.helpers import count, sql
+from tests.support import wait_for
 
 runner = CliRunner()
 
@@ -222,3 +224,12 @@ def test_edges_stay_while_their_jobs_are_kept_and_go_with_their_partition():
     dropped = history.drop_older(timedelta(days=7))
     assert len(dropped.dropped) == 1 and dropped.edges == 1
     assert sql('SELECT count(*) FROM "WorkerJobDependency"') == [(0,)]
+
+
+def test_a_pool_moves_its_finished_jobs_to_history(start_pool, jobs):  # noqa: F811 (fixtures)
+    # Every master runs the mover (pool/history.py); here with a hot retention of 0.
+    done = q.enqueue("TEST_RECORD", {})
+    start_pool("--concurrency", "1", env={"PGOPTIONS": "-c skiplock.history_after=0"})
+    wait_for(lambda: part_of(done).startswith('"WorkerJobHistory_'), 30,
+             "the finished job to move to history")
+    assert q.get_job(done).status == "COMPLETED"
