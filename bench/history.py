@@ -1,7 +1,7 @@
 """History (migration 0022_history): what moving finished jobs costs the pool, both ways,
 and the hot table over a compressed week of churn.
 
-    python -m bench history [--jobs 20000] [--rounds 2] [--cleanup-jobs 0] [--week-minutes 0]
+    python -m bench history [--jobs 60000] [--rounds 3] [--cleanup-jobs 0] [--week-minutes 0]
 
 Throughput of no-op jobs, 2 children, with 7 history partitions present, three ways,
 interleaved in each round (the machine is shared: compare within a run):
@@ -9,14 +9,16 @@ interleaved in each round (the machine is shared: compare within a run):
 - `none`: nothing moves (`skiplock.history_after` set to 1000 days: the mover's pass
   finds nothing), main's behaviour;
 - `mover`: the pool masters' mover with a hot retention of 0 (every finished job moves,
-  in batches, every few seconds or at once after a full batch);
+  in batches, every few seconds, or 0.1 s after a full batch);
 - `completion`: the completion itself moves the row (`"archivedAt" = now()` in the
   completing UPDATE, on the root: a DELETE from the live part and an INSERT into
   history in the hot statement). Not shipped; the statements are patched in the pool's
   processes for this case.
 
 Each run prints jobs/s, its ratio to `none` in the same round, and how many jobs were
-still in the live part when the last one completed.
+still in the live part when the last one completed (the mover's first pass comes a few
+seconds into a run: use enough jobs for runs of 10 s or more). The rounds rotate the
+order of the cases.
 
 With `--cleanup-jobs N`, cleanup of N finished jobs 8 days old, in one run, both ways:
 `skiplock cleanup --older-than 7d` on N rows in the live part (today's batched DELETE,
@@ -207,8 +209,8 @@ def _row(statement: str) -> Any:
 def run(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench history", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=20000, help="no-op jobs per run")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of the three cases")
+    parser.add_argument("--jobs", type=int, default=60000, help="no-op jobs per run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three cases")
     parser.add_argument("--children", type=int, default=2)
     parser.add_argument("--cleanup-jobs", type=int, default=0,
                         help="measure cleanup of this many finished jobs both ways (0: not)")
@@ -224,13 +226,15 @@ def run(argv: list[str]) -> None:
             print(f"{'round':>5} {'case':>11} {'jobs/s':>9} {'/ none':>7} {'live at end':>12}")
             rates: dict[str, list[float]] = {case: [] for case in _CASES}
             for n in range(1, args.rounds + 1):
-                base = None
-                for case in _CASES:
-                    rate, live = _throughput(url, case, args.jobs, args.children)
+                # Each round in another order: the machine's load drifts within a run.
+                order = _CASES[n % 3:] + _CASES[:n % 3]
+                found = {case: _throughput(url, case, args.jobs, args.children)
+                         for case in order}
+                for case in order:
+                    rate, live = found[case]
                     rates[case].append(rate)
-                    base = base or rate
-                    print(f"{n:>5} {case:>11} {rate:>9.0f} {rate / base:>7.2f} {live:>12}",
-                          flush=True)
+                    print(f"{n:>5} {case:>11} {rate:>9.0f} {rate / found['none'][0]:>7.2f} "
+                          f"{live:>12}", flush=True)
             median = {case: statistics.median(r) for case, r in rates.items()}
             print("median: " + ", ".join(f"{case} {median[case]:.0f} jobs/s "
                                           f"({median[case] / median['none']:.2f})"

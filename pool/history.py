@@ -2,7 +2,8 @@
 
 A pass moves at most one batch of each kind (finished, dead letters), so that a master's
 turn stays short; a pass that moved a full batch is followed by another a second later,
-until the backlog is through (a first move after adoption), else one every
+until the backlog is through (a first move after adoption, or a pool that finishes
+jobs faster than one batch every few seconds), else one every
 `history.EVERY_S`. Every master runs it: the mover's advisory lock lets one move at a
 time, and the others' passes find it taken and move nothing. The settings are read once,
 at the first pass (new values: at the master's next start).
@@ -17,7 +18,7 @@ from skiplock.queue_core.features import history
 
 log = logging.getLogger("skiplock.history")
 
-AGAIN_S = 1.0
+AGAIN_S = 0.1
 # A role without the mover's grants (docs/operations.md): said once, tried again hourly,
 # never counted as an outage of the database.
 DENIED_AGAIN_S = 3600.0

@@ -199,10 +199,7 @@ _DEPENDENCY_DELETED = """
     CREATE OR REPLACE FUNCTION skiplock_dependency_deleted() RETURNS trigger
     LANGUAGE plpgsql AS $$
     BEGIN
-        IF {archived} THEN
-            RETURN NULL;
-        END IF;
-        IF OLD."hasDependents" THEN
+{guard}        IF OLD."hasDependents" THEN
             IF OLD.status IN ('PENDING', 'PROCESSING') THEN
                 PERFORM skiplock_resolve_edges(OLD.id, 'DELETED', NULL);
             END IF;
@@ -215,7 +212,10 @@ _DEPENDENCY_DELETED = """
         RETURN NULL;
     END $$
 """
-_MOVED_TO_HISTORY = """EXISTS (SELECT FROM "WorkerJobHistory" WHERE id = OLD.id)"""
+_MOVED_TO_HISTORY = """        IF EXISTS (SELECT FROM "WorkerJobHistory" WHERE id = OLD.id) THEN
+            RETURN NULL;  -- moved, not deleted
+        END IF;
+"""
 
 # Each statement trigger of the live part, made again on the root; each role's grants on
 # the live part, given on the root too, and SELECT on history (the key trigger reads it).
@@ -304,7 +304,7 @@ def upgrade() -> None:
     )
     op.execute(_ROOT_TRIGGERS_AND_GRANTS)
     op.execute(_rewrite("WorkerJob", "WorkerJobLive"))
-    op.execute(_DEPENDENCY_DELETED.format(archived=_MOVED_TO_HISTORY))
+    op.execute(_DEPENDENCY_DELETED.format(guard=_MOVED_TO_HISTORY))
     # The partitions of today and the next period, so that the first move finds them.
     op.execute("SELECT skiplock_history_partition(now()), "
                "skiplock_history_partition(now() + skiplock_history_width())")
@@ -322,7 +322,7 @@ def downgrade() -> None:
     op.execute('DROP TABLE "WorkerJob"')  # the root, with "WorkerJobHistory" and its parts
     op.execute('ALTER TABLE "WorkerJobLive" RENAME TO "WorkerJob"')
     op.execute(_rewrite("WorkerJobLive", "WorkerJob"))
-    op.execute(_DEPENDENCY_DELETED.format(archived="false"))
+    op.execute(_DEPENDENCY_DELETED.format(guard=""))  # as 0016 made it
     for function in ("skiplock_key_archived()", "skiplock_history_revived()",
                      "skiplock_history_partition(timestamptz)", "skiplock_history_partitions()",
                      "skiplock_history_width()", "skiplock_interval_setting(text, interval)"):
