@@ -9,11 +9,18 @@ retries them; a retry still works from history). What it leaves live and why:
 `sql.HISTORY_MOVE`. The move of a row is a DELETE from the live part (its DELETE
 triggers fire, as for cleanup's DELETE of the same rows) and an INSERT into history.
 
-Why a mover and not the completion itself (`"archivedAt" = now()` in COMPLETE): the
-completion would move every row at once, paying the DELETE and INSERT in the hot
-statement, and the job's row would leave the live part before `wait()` and the
-dashboard's recent list read it. Measured both ways: `python -m bench history`
-(docs/benchmarks.md).
+Why a mover and not the completion itself (`"archivedAt" = now()` in the completing
+UPDATE): an UPDATE that moves a row to another partition is a DELETE and an INSERT, and
+PostgreSQL fires no AFTER UPDATE row trigger for it. The end of a job is what those
+triggers exist for: `WorkerJob_notify_done` (a `wait()`), `WorkerJob_parent_ended` (a
+dependent let go), `WorkerJob_sequence_moved`, the slots' and rates' updates; moved at
+completion, dependents would wait forever and waiters would fall back to polling. The
+mover moves rows whose end those triggers have already handled. It also keeps the
+recent jobs, which `wait()`, results and the dashboard read most, in the small part.
+Measured both ways (`python -m bench history`, docs/benchmarks.md): on no-op jobs
+without features, where none of those triggers has work, moving at completion was the
+faster of the two (the row leaves the hot table at once); the mover cost the pool
+nothing measurable.
 
 The mover runs in every pool master (every `EVERY_S`, and again at once after a full
 batch), in `skiplock cleanup`, and as `skiplock history move`. One mover at a time:
