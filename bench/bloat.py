@@ -32,11 +32,13 @@ from skiplock.queue_core.database.urls import libpq_dsn
 
 HERE = Path(__file__).resolve().parent
 POOL_FLAGS = ["--concurrency", "2"]
+# The live part of "WorkerJob" (partitioned since migration 0022_history: the root has
+# no storage and no statistics), the hot table whose bloat this measures.
 SAMPLE = """
-    SELECT pg_relation_size('"WorkerJob"'), pg_indexes_size('"WorkerJob"'),
+    SELECT pg_relation_size('"WorkerJobLive"'), pg_indexes_size('"WorkerJobLive"'),
            n_live_tup, n_dead_tup, autovacuum_count,
            (SELECT count(*) FROM "WorkerJob" WHERE status = 'PENDING')
-    FROM pg_stat_user_tables WHERE relid = '"WorkerJob"'::regclass
+    FROM pg_stat_user_tables WHERE relid = '"WorkerJobLive"'::regclass
 """
 
 

@@ -174,7 +174,7 @@ def routing_statistics(url: str, backlog: int = 100_000) -> None:
 
     logging.getLogger("skiplock.routing").setLevel(logging.ERROR)
     sql(url, 'TRUNCATE "WorkerJob", "WorkerProcess"')
-    sql(url, 'ALTER TABLE "WorkerJob" SET (autovacuum_enabled = off)')
+    sql(url, 'ALTER TABLE "WorkerJobLive" SET (autovacuum_enabled = off)')
     try:
         fill(backlog, "UNSERVED", {})
         while parking.park_unserved(["BENCH"], live_s=60, grace_s=0):
@@ -204,7 +204,16 @@ def routing_statistics(url: str, backlog: int = 100_000) -> None:
             print(f"  {label}: claim p50 {percentile(ms[5:], .5):.2f} ms")
         conn.close()
     finally:
-        sql(url, 'ALTER TABLE "WorkerJob" RESET (autovacuum_enabled)')
+        sql(url, 'ALTER TABLE "WorkerJobLive" RESET (autovacuum_enabled)')
+
+
+def _past_partitions(url: str, days: int) -> None:
+    """History partitions of the `days` past days, as a week of history leaves them: the
+    hot statements must lock none of them."""
+    if days:
+        sql(url, "SELECT skiplock_history_partition(now() - make_interval(days => d)) "
+                 f"FROM generate_series(1, {days}) AS d")
+        print(f"history: {days} partitions of past days")
 
 
 def run(argv: list[str]) -> None:
@@ -223,6 +232,9 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--unserved", default="0,10000,100000",
                         help="comma-separated counts of jobs no pool serves, ahead of the "
                              "served ones, for the routing case (default 0,10000,100000)")
+    parser.add_argument("--history", type=int, default=7,
+                        help="history partitions of past days in each database (migration "
+                             "0022_history: a week's; 0 on an older revision)")
     parser.add_argument("--cases", default=",".join(CASES),
                         help=f"comma-separated cases to run (default {','.join(CASES)})")
     args = parser.parse_args(argv)
@@ -233,6 +245,7 @@ def run(argv: list[str]) -> None:
     if "latency" not in cases:
         with scratch_database() as url:
             print(f"machine: {machine(url)}")
+            _past_partitions(url, args.history)
             _other_cases(url, args, cases, clients)
         return
 
@@ -240,9 +253,11 @@ def run(argv: list[str]) -> None:
     # alternate between them, so that a busy moment of the machine hits both.
     samples = min(2000, args.small // 2, args.backlog // 2)
     with scratch.scratch_database("skiplock_bench_small") as small_url:
+        _past_partitions(small_url, args.history)
         fill(args.small, "BENCH", {})
         with scratch_database() as url:
             print(f"machine: {machine(url)}")
+            _past_partitions(url, args.history)
             began = time.perf_counter()
             fill(args.backlog, "BENCH", {})
             print(f"backlog: {args.backlog} pending jobs "

@@ -53,6 +53,7 @@ from skiplock.pool.child import Child
 from skiplock.pool.children import RunningJob, WorkerChild
 from skiplock.pool.claim_gate import ClaimGate
 from skiplock.pool.heartbeats import Heartbeats, database_budget_s
+from skiplock.pool.history import HistoryMover
 from skiplock.pool.observer import PoolObserver, PoolSnapshot, listens
 from skiplock.pool.outage import Outage
 from skiplock.pool.outcomes import (
@@ -147,6 +148,8 @@ class Master:
         # Priority aging (pool/aging.py), only with --age-after.
         self.aging = None if settings.age_after_s is None else Aging(
             settings.age_after_s, settings.age_step, settings.age_max)
+        # Finished jobs to history partitions (pool/history.py).
+        self.history = HistoryMover()
         # The safety net of rate limits (queue_core/features/rates.py): every heartbeat
         # interval, jobs a trigger could not let in (their row was locked) are let in.
         self.rate_wake_s = settings.heartbeat_s
@@ -795,6 +798,14 @@ class Master:
         if self.state == RUNNING and self.aging is not None and self.aging.due(now):
             try:
                 self.aging.run_once(now)
+            except DB_ERRORS as exc:
+                self.database_failed(exc)
+                return
+            self.database_answered(now)
+        if self.state == RUNNING and self.history.due(now):
+            try:
+                with bounded(self.budget_s):
+                    self.history.run_once(now)
             except DB_ERRORS as exc:
                 self.database_failed(exc)
                 return

@@ -484,7 +484,19 @@ def is_graph(rows: Sequence[_Row]) -> bool:
 
 def _write(rows: Sequence[_Row], conn: Joinable | None, trace: str | None) -> Enqueued:
     """Insert `rows`; `trace` is the context they were enqueued in (queue_core/tracing.py),
-    the same for all of them."""
+    the same for all of them. On skiplock's own connection, a key archived while the
+    insert waited (`KeyArchived`) is tried once more: the second insert leaves it out
+    and reads its job from history. In a caller's transaction the error aborted the
+    transaction: it goes to the caller, as a unique violation would."""
+    try:
+        return _write_once(rows, conn, trace)
+    except KeyArchived:
+        if conn is not None:
+            raise
+        return _write_once(rows, conn, trace)
+
+
+def _write_once(rows: Sequence[_Row], conn: Joinable | None, trace: str | None) -> Enqueued:
     if is_graph(rows):
         from skiplock.queue_core.features import dependencies
 
@@ -771,12 +783,20 @@ def _conflict(exc: sa_exc.OperationalError, rows: Sequence[_Row]) -> Transaction
         f"retry the transaction", sqlstate=sqlstate)
 
 
+class KeyArchived(InvalidJob):
+    """An idempotency key whose job a mover archived while this insert waited for it
+    (migration 0022_history): the key's job exists, in history."""
+
+
 def _integrity_error(exc: sa_exc.IntegrityError) -> InvalidJob:
     orig = exc.orig
     constraint = getattr(getattr(orig, "diag", None), "constraint_name", None) or ""
     detail = getattr(getattr(orig, "diag", None), "message_detail", None) or str(orig)
     if "userId" in constraint:
         return InvalidJob(f"cannot enqueue: the user does not exist ({detail})")
+    if constraint == "WorkerJob_idempotencyKey_key":
+        # ON CONFLICT takes the live part's conflicts: only the history's trigger says so.
+        return KeyArchived(f"cannot enqueue: {str(orig).strip().splitlines()[0]}")
     return InvalidJob(f"cannot enqueue: {str(orig).strip().splitlines()[0]}")
 
 

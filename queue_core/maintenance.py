@@ -15,7 +15,7 @@ from skiplock.queue_core.database.borrowed import BorrowedConnection
 from skiplock.queue_core.database.db import Joinable, connect
 from skiplock.queue_core.durations import parse_duration
 from skiplock.queue_core.errors import InvalidJob, PermissionDenied
-from skiplock.queue_core.features import fairness, limits, rates, sequences
+from skiplock.queue_core.features import fairness, history, limits, rates, sequences
 from skiplock.queue_core.jobs import Job
 
 log = logging.getLogger("skiplock.maintenance")
@@ -111,12 +111,20 @@ def retry_dead(ids: Iterable[str] | None = None, *, job_type: str | None = None,
     else:
         statement, params = sql.RETRY_DEAD_ALL, {}
     params["keep_checkpoint"] = not from_start
-    with connect(conn, autocommit=True) as c:
-        retried = [row.id for row in c.execute(statement, params)]
-        if ids is not None and len(retried) < len(params["ids"]):
-            # Named, a dependent that waits (a held one, say) runs now, without its parents.
-            rest = [i for i in params["ids"] if i not in set(retried)]
-            retried += [row.id for row in c.execute(sql.RELEASE_WAITING, {"ids": rest})]
+
+    def retry() -> list[str]:
+        with connect(conn, autocommit=True) as c:
+            retried = [row.id for row in c.execute(statement, params)]
+            if ids is not None and len(retried) < len(params["ids"]):
+                # Named, a dependent that waits (a held one, say) runs now, without its
+                # parents.
+                rest = [i for i in params["ids"] if i not in set(retried)]
+                retried += [row.id for row in c.execute(sql.RELEASE_WAITING, {"ids": rest})]
+        return retried
+
+    # A dead letter the mover moves to history meanwhile (SQLSTATE 40001): once more,
+    # on our own connection (a caller's transaction is aborted by the error: theirs).
+    retried = retry() if conn is not None else history.again_if_moved(retry)
     if retried:
         log.info("moved %d dead-lettered jobs back to PENDING", len(retried))
     return retried
@@ -124,14 +132,22 @@ def retry_dead(ids: Iterable[str] | None = None, *, job_type: str | None = None,
 
 def cleanup(older_than: float | timedelta | str = "7d", *,
             statuses: Iterable[str] = FINISHED_STATUSES,
-            batch_size: int = CLEANUP_BATCH_SIZE) -> int:
-    """Delete finished jobs older than `older_than`, in batches; return how many.
+            batch_size: int = CLEANUP_BATCH_SIZE,
+            report: list[str] | None = None) -> int:
+    """Forget finished jobs older than `older_than`; return how many (those of dropped
+    history partitions as the planner counts them).
 
-    Each batch is its own short transaction so that cleanup never holds many
-    locks on the hot table, nor pins the vacuum horizon for long. Then it
-    repairs the slot counts of concurrency keys (`limits.recount_slots`),
-    forgets idle keys, and lets in the jobs of fair keys whose window has room
-    (`fairness.fill_turns`).
+    First every history partition whose upper bound is `older_than` ago or more is
+    detached and dropped (queue_core/features/history.py): retention in whole partitions
+    (a day each unless `skiplock.history_width` says otherwise), so a job may stay up to
+    one width longer. Without dead letters in `statuses`, a partition that holds one is
+    kept. The partitions ahead are made, and "WorkerJobHistory" analyzed. Then the
+    finished jobs still live and older than `older_than` are deleted in batches, each its
+    own short transaction (cleanup never holds many locks on the hot table, nor pins the
+    vacuum horizon for long), and the mover takes what is due for history. Then it
+    repairs the slot counts of concurrency keys (`limits.recount_slots`), forgets idle
+    keys, and lets in the jobs of fair keys whose window has room
+    (`fairness.fill_turns`). `report` hears what was done, line by line.
     """
     age = parse_duration(older_than)
     if age < 0:
@@ -139,14 +155,33 @@ def cleanup(older_than: float | timedelta | str = "7d", *,
     wanted = list(statuses)
     if not set(wanted) <= set(FINISHED_STATUSES):
         raise InvalidJob("cleanup only deletes finished jobs (COMPLETED, DEAD_LETTER, FAILED)")
-    total = 0
+    lines = report if report is not None else []
+    try:
+        kept = history.drop_older(timedelta(seconds=age),
+                                  keep_dead="DEAD_LETTER" not in wanted)
+    except PermissionDenied as exc:
+        # Detaching and dropping partitions takes the table's owner (docs/operations.md).
+        log.warning("history partitions not dropped: %s", exc)
+        lines.append(f"history partitions not dropped: {exc}")
+        kept = history.Retention()
+    lines.extend(history.describe(kept))
+    total = kept.rows
+    # Old finished jobs still live (the mover had not taken them: none, normally) are
+    # deleted before the mover would make them history of today.
+    deleted_live = 0
     while True:
         with connect(autocommit=True) as c:
             deleted = c.execute(sql.CLEANUP_BATCH, {"statuses": wanted, "older_than_s": age,
                                                     "batch": batch_size}).rowcount
-        total += deleted
+        deleted_live += deleted
         if deleted < batch_size:
             break
+    if deleted_live:
+        lines.append(f"deleted {deleted_live} old finished jobs that were still live")
+    total += deleted_live
+    moved = history.move()
+    if moved:
+        lines.append(f"moved {moved} finished jobs to history")
     if total:
         log.info("cleaned up %d finished jobs older than %s", total, older_than)
     try:

@@ -85,4 +85,7 @@ worker_job = Table(
     # 0017_policies (the rates feature adds the same two): a rate limit and its key.
     Column("rate", Text),
     Column("rateKey", Text),
+    # 0022_history: 'infinity' in the live part, the time it was moved in history.
+    Column("archivedAt", DateTime(timezone=True), nullable=False,
+           server_default=text("'infinity'")),
 )

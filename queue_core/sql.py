@@ -42,6 +42,11 @@ PROBE = text('SELECT 1 FROM "WorkerJob" LIMIT 0')
 # keys atomic (docs/lessons.md: check-then-insert races); the ids of the rows that
 # were skipped are looked up with EXISTING_BY_KEY, in a new statement whose
 # snapshot sees a conflicting row that a concurrent transaction just committed.
+# A key whose job is in history (migration 0022_history: the live part's unique index
+# does not see it) is left out by the NOT EXISTS, and looked up the same way. A job
+# that a mover archives between the two (its row's move commits while this insert
+# waits on the live index) makes the history's trigger raise unique_violation:
+# `enqueue` tries once more (queue_core/enqueue.py, `KeyArchived`).
 # A job with a concurrency key is inserted held back; a trigger lets it in if its
 # key has a free slot (queue_core/features/limits.py). ON CONFLICT without a target: both
 # "idempotencyKey" and the scoped "uniqueKey" (queue_core/features/unique.py) arbitrate.
@@ -68,14 +73,16 @@ INSERT_JOBS = text(
     ) WITH ORDINALITY AS j(id, type, payload, priority, delay_s, max_attempts, key, user_id,
                            slot_key, slot_limit, unique_key, unique_s, fair_key, rate, rate_key,
                            ord)
+    WHERE j.key IS NULL
+       OR NOT EXISTS (SELECT FROM "WorkerJobHistory" AS h WHERE h."idempotencyKey" = j.key)
     ORDER BY j.ord
     ON CONFLICT DO NOTHING
     RETURNING id
     """
 )
 
-# The same for one job, which is what `enqueue()` writes: plain VALUES cost the
-# server about a quarter less than unnest over one-element arrays. It must set
+# The same for one job, which is what `enqueue()` writes: one row of plain values
+# costs the server about a quarter less than unnest over one-element arrays. It must set
 # the same columns, the same way, as INSERT_JOBS.
 INSERT_JOB = text(
     WAKE + """
@@ -83,15 +90,18 @@ INSERT_JOB = text(
         (id, type, payload, priority, "availableAt", "maxAttempts", "idempotencyKey", "userId",
          "createdAt", "concurrencyKey", "concurrencyLimit", "heldBack", "uniqueKey", "uniqueUntil",
          "traceContext", "fairKey", rate, "rateKey")
-    VALUES (:id, :type, CAST(:payload AS jsonb), :priority,
-            statement_timestamp() + make_interval(secs => CAST(:delay_s AS float8)),
-            :max_attempts, :key, :user_id, statement_timestamp(),
-            :concurrency_key, CAST(:concurrency AS int),
-            CASE WHEN CAST(:concurrency_key AS text) IS NOT NULL THEN true END,
-            :unique_key,
-            statement_timestamp() + make_interval(secs => CAST(:unique_s AS float8)),
-            CAST(:trace_context AS jsonb), CAST(:fair_key AS text), CAST(:rate AS text),
-            CAST(:rate_key AS text))
+    SELECT :id, :type, CAST(:payload AS jsonb), :priority,
+           statement_timestamp() + make_interval(secs => CAST(:delay_s AS float8)),
+           :max_attempts, CAST(:key AS text), :user_id, statement_timestamp(),
+           :concurrency_key, CAST(:concurrency AS int),
+           CASE WHEN CAST(:concurrency_key AS text) IS NOT NULL THEN true END,
+           :unique_key,
+           statement_timestamp() + make_interval(secs => CAST(:unique_s AS float8)),
+           CAST(:trace_context AS jsonb), CAST(:fair_key AS text), CAST(:rate AS text),
+           CAST(:rate_key AS text)
+    WHERE CAST(:key AS text) IS NULL
+       OR NOT EXISTS (SELECT FROM "WorkerJobHistory" AS h
+                      WHERE h."idempotencyKey" = CAST(:key AS text))
     ON CONFLICT DO NOTHING
     RETURNING id
     """
@@ -155,7 +165,7 @@ EXISTING_BY_KEY = text(
 # of the same key, the row keeping all but the key.
 FREE_UNIQUE_KEYS = text(
     """
-    UPDATE "WorkerJob" SET "uniqueKey" = NULL
+    UPDATE "WorkerJobLive" SET "uniqueKey" = NULL
     WHERE "uniqueKey" = ANY(CAST(:keys AS text[]))
       AND CASE WHEN "uniqueUntil" IS NULL THEN status NOT IN ('PENDING', 'PROCESSING')
                ELSE "uniqueUntil" <= now() END
@@ -164,7 +174,7 @@ FREE_UNIQUE_KEYS = text(
 
 EXISTING_BY_UNIQUE_KEY = text(
     """
-    SELECT "uniqueKey" AS key, id FROM "WorkerJob"
+    SELECT "uniqueKey" AS key, id FROM "WorkerJobLive"
     WHERE "uniqueKey" = ANY(CAST(:keys AS text[]))
     """
 )
@@ -219,7 +229,7 @@ def _features(prefix: str = "") -> str:
 _CLAIM = """
     WITH ready AS (
         SELECT id, priority, "availableAt"
-        FROM "WorkerJob"
+        FROM "WorkerJobLive"
         WHERE status = 'PENDING' AND "heldBack" IS NULL
           AND "availableAt" <= statement_timestamp() {type_filter}
           AND (NOT EXISTS (SELECT FROM "WorkerJobPause") OR NOT skiplock_type_paused(type))
@@ -230,7 +240,7 @@ _CLAIM = """
         SELECT id FROM ready ORDER BY priority DESC, "availableAt" ASC
         LIMIT CASE WHEN :children <= 1 THEN :limit
                    ELSE (SELECT (count(*) + :children - 1) / :children FROM (
-                             SELECT FROM "WorkerJob"
+                             SELECT FROM "WorkerJobLive"
                              WHERE status = 'PENDING' AND "heldBack" IS NULL
                                AND "availableAt" <= statement_timestamp() {type_filter}
                                AND (NOT EXISTS (SELECT FROM "WorkerJobPause")
@@ -238,7 +248,7 @@ _CLAIM = """
                              ORDER BY priority DESC, "availableAt" ASC
                              LIMIT :limit * :children) AS seen) END
     )
-    UPDATE "WorkerJob" AS j
+    UPDATE "WorkerJobLive" AS j
     SET status = 'PROCESSING', attempts = j.attempts + 1,
         "lockedAt" = statement_timestamp(), "startedAt" = statement_timestamp(),
         "lockedBy" = :worker_id
@@ -318,7 +328,7 @@ _FENCE = """
 # weigh on the table until cleanup (queue_core/features/checkpoints.py).
 COMPLETE = text(
     f"""
-    UPDATE "WorkerJob"
+    UPDATE "WorkerJobLive"
     SET status = 'COMPLETED', "completedAt" = statement_timestamp(),
         "lockedAt" = NULL, "lockedBy" = NULL, result = CAST(:result AS jsonb),
         checkpoint = NULL
@@ -330,7 +340,7 @@ COMPLETE = text(
 # fenced by its own holder and attempt, in one statement; what comes back was
 # ours and is now COMPLETED.
 _COMPLETE_MANY = """
-    UPDATE "WorkerJob" AS j
+    UPDATE "WorkerJobLive" AS j
     SET status = 'COMPLETED', "completedAt" = statement_timestamp(),
         "lockedAt" = NULL, "lockedBy" = NULL, result = c.result, checkpoint = NULL
     FROM unnest(CAST(:ids AS text[]), CAST(:lockers AS text[]), CAST(:attempts AS int[]),
@@ -368,7 +378,7 @@ CANCELLED_AMONG = text(
 # by its holder and attempt.
 RELEASE_CLAIMED = text(
     """
-    UPDATE "WorkerJob" AS j
+    UPDATE "WorkerJobLive" AS j
     SET status = 'PENDING', attempts = j.attempts - 1, "availableAt" = statement_timestamp(),
         "lastError" = :reason, "lockedAt" = NULL, "lockedBy" = NULL, "startedAt" = NULL
     FROM unnest(CAST(:ids AS text[]), CAST(:attempts AS int[])) AS c(id, attempts)
@@ -406,7 +416,7 @@ COMPLETE_AND_CLAIM_TYPES = text(_complete_and_claim(_TYPES))
 _KEEP_CHECKPOINT = "checkpoint = COALESCE(CAST(:checkpoint AS jsonb), checkpoint)"
 FAIL = text(
     f"""
-    UPDATE "WorkerJob"
+    UPDATE "WorkerJobLive"
     SET status = CASE WHEN :retry AND attempts < "maxAttempts"
                       THEN 'PENDING' ELSE 'DEAD_LETTER' END::"JobStatus",
         "availableAt" = CASE WHEN :retry AND attempts < "maxAttempts"
@@ -424,7 +434,7 @@ FAIL = text(
 # queue at once, and the attempt is given back.
 RELEASE = text(
     f"""
-    UPDATE "WorkerJob"
+    UPDATE "WorkerJobLive"
     SET status = 'PENDING', attempts = attempts - 1, "availableAt" = statement_timestamp(),
         "lastError" = :reason, "lockedAt" = NULL, "lockedBy" = NULL, "startedAt" = NULL
     WHERE {_FENCE}
@@ -438,7 +448,7 @@ RELEASE = text(
 _FREE = 'COALESCE(interruptions, 0) < :free'
 INTERRUPT = text(
     f"""
-    UPDATE "WorkerJob"
+    UPDATE "WorkerJobLive"
     SET status = CASE WHEN {_FREE} OR attempts < "maxAttempts"
                       THEN 'PENDING' ELSE 'DEAD_LETTER' END::"JobStatus",
         attempts = CASE WHEN {_FREE} THEN attempts - 1 ELSE attempts END,
@@ -472,7 +482,7 @@ INTERRUPT = text(
 # is given back, nothing is counted. :started are the ids it did start.
 RELEASE_UNSTARTED = text(
     """
-    UPDATE "WorkerJob"
+    UPDATE "WorkerJobLive"
     SET status = 'PENDING', attempts = attempts - 1, "availableAt" = statement_timestamp(),
         "lastError" = :reason, "lockedAt" = NULL, "lockedBy" = NULL, "startedAt" = NULL
     WHERE status = 'PROCESSING' AND "lockedBy" = :locked_by
@@ -504,12 +514,12 @@ HEARTBEAT = text(
                              CAST(:checkpoints AS jsonb[]))
              AS h(id, locked_by, attempts, progress, message, write, checkpoint)
     ), free AS (
-        SELECT j.id FROM "WorkerJob" AS j JOIN h ON j.id = h.id
+        SELECT j.id FROM "WorkerJobLive" AS j JOIN h ON j.id = h.id
         WHERE h.write
           AND j.status = 'PROCESSING' AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts
         FOR UPDATE OF j SKIP LOCKED
     ), renewed AS (
-        UPDATE "WorkerJob" AS j SET "lockedAt" = statement_timestamp(),
+        UPDATE "WorkerJobLive" AS j SET "lockedAt" = statement_timestamp(),
             progress = COALESCE(h.progress, j.progress),
             "progressMessage" = COALESCE(h.message, j."progressMessage"),
             checkpoint = COALESCE(h.checkpoint, j.checkpoint)
@@ -521,7 +531,7 @@ HEARTBEAT = text(
            EXISTS (SELECT 1 FROM renewed AS r WHERE r.id = h.id) AS renewed,
            j.id IS NOT NULL AS held,
            COALESCE(j."cancelRequestedAt" IS NOT NULL, false) AS cancel_requested
-    FROM h LEFT JOIN "WorkerJob" AS j
+    FROM h LEFT JOIN "WorkerJobLive" AS j
       ON j.id = h.id AND j.status = 'PROCESSING'
      AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts
     """
@@ -536,7 +546,7 @@ HEARTBEAT = text(
 ROW_LOCKERS = text(
     """
     SELECT j.id, min(l.pid) AS pid
-    FROM "WorkerJob" AS j
+    FROM "WorkerJobLive" AS j
     JOIN pg_locks AS l ON l.locktype = 'transactionid' AND l.transactionid = j.xmax
                       AND l.mode = 'ExclusiveLock' AND l.granted
     WHERE j.id = ANY(CAST(:ids AS text[]))
@@ -557,7 +567,7 @@ _STUCK_FREE = 'COALESCE(j.interruptions, 0) < :free'
 RECOVER_STUCK = text(
     f"""
     WITH stuck AS (
-        SELECT id FROM "WorkerJob"
+        SELECT id FROM "WorkerJobLive"
         WHERE status = 'PROCESSING'
           AND COALESCE("lockedAt", "startedAt", "createdAt")
               < now() - make_interval(secs => :timeout_s)
@@ -565,7 +575,7 @@ RECOVER_STUCK = text(
         LIMIT :batch
         FOR UPDATE SKIP LOCKED
     )
-    UPDATE "WorkerJob" AS j
+    UPDATE "WorkerJobLive" AS j
     SET status = CASE WHEN {_STUCK_FREE} OR j.attempts < j."maxAttempts"
                       THEN 'PENDING' ELSE 'DEAD_LETTER' END::"JobStatus",
         attempts = CASE WHEN {_STUCK_FREE} THEN j.attempts - 1 ELSE j.attempts END,
@@ -631,12 +641,12 @@ _LIVE_MASTERS = """
 PARK_UNSERVED = text(
     f"""
     WITH front AS (
-        SELECT id FROM "WorkerJob"
+        SELECT id FROM "WorkerJobLive"
         WHERE status = 'PENDING' AND "heldBack" IS NULL
         ORDER BY priority DESC, "availableAt" ASC
         LIMIT :window
     ), live AS ({_LIVE_MASTERS}), unserved AS (
-        SELECT j.id FROM "WorkerJob" AS j JOIN front ON j.id = front.id
+        SELECT j.id FROM "WorkerJobLive" AS j JOIN front ON j.id = front.id
         WHERE j.status = 'PENDING' AND j."heldBack" IS NULL AND j."concurrencyKey" IS NULL
           AND j."availableAt" < now() - make_interval(secs => :grace_s)
           AND j.type <> ALL(CAST(:served AS text[]))
@@ -644,7 +654,7 @@ PARK_UNSERVED = text(
                           WHERE live.served IS NULL OR j.type = ANY(live.served))
         FOR UPDATE OF j SKIP LOCKED
     )
-    UPDATE "WorkerJob" AS j SET "heldBack" = true
+    UPDATE "WorkerJobLive" AS j SET "heldBack" = true
     FROM unserved WHERE j.id = unserved.id
     RETURNING j.type
     """
@@ -655,12 +665,12 @@ PARK_UNSERVED = text(
 UNPARK = text(
     f"""
     WITH parked AS (
-        SELECT id FROM "WorkerJob"
+        SELECT id FROM "WorkerJobLive"
         WHERE type = ANY(CAST(:served AS text[])) AND {_PARKED}
         LIMIT :batch
         FOR UPDATE SKIP LOCKED
     )
-    UPDATE "WorkerJob" AS j SET "heldBack" = NULL
+    UPDATE "WorkerJobLive" AS j SET "heldBack" = NULL
     FROM parked WHERE j.id = parked.id
     RETURNING j.type
     """
@@ -671,7 +681,7 @@ UNPARK = text(
 WAKE_ALONE = text(f"NOTIFY {NOTIFY_CHANNEL}")
 
 PARKED_BY_TYPE = text(
-    f"""SELECT type, count(*) AS n FROM "WorkerJob" WHERE {_PARKED} GROUP BY type"""
+    f"""SELECT type, count(*) AS n FROM "WorkerJobLive" WHERE {_PARKED} GROUP BY type"""
 )
 
 LIVE_MASTERS = text(_LIVE_MASTERS)
@@ -700,13 +710,13 @@ PENDING_BY_TYPE = text(
            count(*) FILTER (WHERE "availableAt" > now()) AS scheduled,
            EXTRACT(EPOCH FROM now() - min("availableAt") FILTER (WHERE "availableAt" <= now()))
                AS oldest_ready_s
-    FROM "WorkerJob" WHERE status = 'PENDING'
+    FROM "WorkerJobLive" WHERE status = 'PENDING'
     GROUP BY type
     """
 )
 
 PROCESSING_BY_TYPE = text(
-    """SELECT type, count(*) AS n FROM "WorkerJob" WHERE status = 'PROCESSING' GROUP BY type"""
+    """SELECT type, count(*) AS n FROM "WorkerJobLive" WHERE status = 'PROCESSING' GROUP BY type"""
 )
 
 # Small batches, each its own transaction: cleanup never holds many row locks
@@ -716,16 +726,16 @@ PROCESSING_BY_TYPE = text(
 CLEANUP_BATCH = text(
     """
     WITH doomed AS (
-        SELECT id FROM "WorkerJob" AS p
+        SELECT id FROM "WorkerJobLive" AS p
         WHERE status = ANY(CAST(:statuses AS "JobStatus"[]))
           AND "completedAt" < now() - make_interval(secs => :older_than_s)
           AND ("hasDependents" IS NOT TRUE OR NOT EXISTS (
-                  SELECT FROM "WorkerJobDependency" AS d JOIN "WorkerJob" AS c ON c.id = d.child
+                  SELECT FROM "WorkerJobDependency" AS d JOIN "WorkerJobLive" AS c ON c.id = d.child
                   WHERE d.parent = p.id AND c.status IN ('PENDING', 'PROCESSING')))
         LIMIT :batch
         FOR UPDATE SKIP LOCKED
     )
-    DELETE FROM "WorkerJob" AS j USING doomed WHERE j.id = doomed.id
+    DELETE FROM "WorkerJobLive" AS j USING doomed WHERE j.id = doomed.id
     """
 )
 
@@ -771,7 +781,7 @@ _UTC = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
 # 3) sends a string untyped, and format()'s arguments give PostgreSQL no type.
 CANCEL_REQUEST = text(
     f"""
-    UPDATE "WorkerJob" AS j
+    UPDATE "WorkerJobLive" AS j
     SET status = CASE WHEN j.status = 'PENDING' THEN 'FAILED' ELSE j.status END::"JobStatus",
         "completedAt" = CASE WHEN j.status = 'PENDING' THEN now() ELSE j."completedAt" END,
         "lastError" = CASE WHEN j.status = 'PENDING'
@@ -809,7 +819,7 @@ CANCEL_CANDIDATES = text(
 # a claimed job: a job that completed meanwhile stays completed.
 CANCEL_RUNNING = text(
     f"""
-    UPDATE "WorkerJob"
+    UPDATE "WorkerJobLive"
     SET status = 'FAILED', "completedAt" = statement_timestamp(),
         "lastError" = format('cancelled by %s at %s %s (worker %s, attempt %s of %s)',
                              COALESCE("cancelledBy", 'unknown'),
@@ -828,7 +838,7 @@ DONE_CHANNEL = "skiplock_done"
 # migration 0005; jobs nobody waits on send nothing, see there why).
 MARK_WAITED = text(
     """
-    UPDATE "WorkerJob" SET "notifyDone" = true
+    UPDATE "WorkerJobLive" SET "notifyDone" = true
     WHERE id = :id AND "notifyDone" IS NOT TRUE AND status IN ('PENDING', 'PROCESSING')
     """
 )
@@ -841,7 +851,7 @@ MARK_WAITED = text(
 _SNOOZE_LEFT = 'COALESCE(snoozes, 0) < :max_snoozes'
 SNOOZE = text(
     f"""
-    UPDATE "WorkerJob"
+    UPDATE "WorkerJobLive"
     SET status = CASE WHEN {_SNOOZE_LEFT} THEN 'PENDING' ELSE 'DEAD_LETTER' END::"JobStatus",
         attempts = CASE WHEN {_SNOOZE_LEFT} THEN attempts - 1 ELSE attempts END,
         snoozes = COALESCE(snoozes, 0) + 1,
@@ -875,7 +885,7 @@ FIND_JOBS = text(
 # are made due now, so a test need not wait for them.
 MAKE_DUE = text(
     """
-    UPDATE "WorkerJob" SET "availableAt" = now()
+    UPDATE "WorkerJobLive" SET "availableAt" = now()
     WHERE status = 'PENDING' AND "availableAt" > now()
       AND (CAST(:types AS text[]) IS NULL OR type = ANY(CAST(:types AS text[])))
     """
@@ -894,7 +904,7 @@ PRUNE_IDLE_KEYS = text(
     """
     DELETE FROM "WorkerConcurrencyKey" AS k
     WHERE k.active = 0 AND k."updatedAt" < now() - make_interval(secs => :idle_s)
-      AND NOT EXISTS (SELECT 1 FROM "WorkerJob" j
+      AND NOT EXISTS (SELECT 1 FROM "WorkerJobLive" j
                       WHERE j."concurrencyKey" = k.key AND j.status = 'PENDING' AND j."heldBack")
     """
 )
@@ -951,6 +961,8 @@ INSERT_GRAPH_JOBS = text(
                            slot_key, slot_limit, unique_key, unique_s, waiting_for,
                            has_dependents, sequence_key, sequence_policy, fair_key, rate,
                            rate_key, ord)
+    WHERE j.key IS NULL
+       OR NOT EXISTS (SELECT FROM "WorkerJobHistory" AS h WHERE h."idempotencyKey" = j.key)
     ORDER BY j.sequence_key, j.ord
     ON CONFLICT DO NOTHING
     RETURNING id
@@ -980,7 +992,7 @@ RESOLVE_ENDED = text(
 # waiting for the parents it still waits for.
 RELEASE_WAITING = text(
     """
-    UPDATE "WorkerJob"
+    UPDATE "WorkerJobLive"
     SET "heldBack" = NULL, "waitingFor" = 0,
         "lastError" = format('released by hand at %s while it waited for %s parent(s)',
                              to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
@@ -1087,7 +1099,7 @@ _DEBOUNCED_CONFLICT = """
     RETURNING id, type, "debounceKey" AS key, (xmax = 0) AS created
 """
 _INSERT_DEBOUNCED = WAKE + """
-    INSERT /*skiplock*/ INTO "WorkerJob" AS w
+    INSERT /*skiplock*/ INTO "WorkerJobLive" AS w
         (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
          "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext", "debounceKey")
     SELECT j.id, j.type, j.payload, j.priority,
@@ -1108,7 +1120,7 @@ _INSERT_DEBOUNCED = WAKE + """
 # skiplock's own connection (as INSERT_UNKEYED_JOB_POSITIONAL; the parameters of
 # INSERT_UNKEYED_JOB_PARAMS, then the key). Same columns, set the same way.
 INSERT_DEBOUNCED_JOB_POSITIONAL = """
-    INSERT /*skiplock*/ INTO "WorkerJob" AS w
+    INSERT /*skiplock*/ INTO "WorkerJobLive" AS w
         (id, type, payload, priority, "availableAt", "maxAttempts", "userId", "createdAt",
          "concurrencyKey", "concurrencyLimit", "heldBack", "traceContext", "debounceKey")
     VALUES (CAST($1 AS text), CAST($2 AS text), CAST($3 AS jsonb), CAST($4 AS int),
@@ -1128,7 +1140,7 @@ DEBOUNCED_BY_TYPE = text(
     SELECT type, count(*) AS pending,
            count(*) FILTER (WHERE "availableAt" > now()) AS not_due,
            COALESCE(sum("debounceMoves"), 0) AS moves
-    FROM "WorkerJob"
+    FROM "WorkerJobLive"
     WHERE status = 'PENDING' AND "debounceKey" IS NOT NULL
     GROUP BY type
     """
@@ -1155,15 +1167,15 @@ AGE_JOBS = text(
     f"""
     WITH RECURSIVE bound(top) AS (
         SELECT COALESCE(CAST(:max AS int), (
-            SELECT priority FROM "WorkerJob"
+            SELECT priority FROM "WorkerJobLive"
             WHERE status = 'PENDING' AND "heldBack" IS NULL
             ORDER BY priority DESC, "availableAt" ASC LIMIT 1))
     ), levels(priority) AS (
-        (SELECT priority FROM "WorkerJob"
+        (SELECT priority FROM "WorkerJobLive"
          WHERE status = 'PENDING' AND "heldBack" IS NULL AND priority < (SELECT top FROM bound)
          ORDER BY priority DESC LIMIT 1)
         UNION ALL
-        SELECT (SELECT j.priority FROM "WorkerJob" j
+        SELECT (SELECT j.priority FROM "WorkerJobLive" j
                 WHERE j.status = 'PENDING' AND j."heldBack" IS NULL
                   AND j.priority < l.priority
                 ORDER BY j.priority DESC LIMIT 1)
@@ -1171,20 +1183,20 @@ AGE_JOBS = text(
     ), waited AS (
         SELECT c.id, c."availableAt"
         FROM levels l, LATERAL (
-            SELECT j.id, j."availableAt" FROM "WorkerJob" j
+            SELECT j.id, j."availableAt" FROM "WorkerJobLive" j
             WHERE j.status = 'PENDING' AND j."heldBack" IS NULL AND j.priority = l.priority
               AND {_AGED_WAIT}
             ORDER BY j."availableAt" LIMIT :batch) c
         WHERE l.priority IS NOT NULL
         ORDER BY c."availableAt" LIMIT :batch
     ), locked AS (
-        SELECT j.id FROM "WorkerJob" j
+        SELECT j.id FROM "WorkerJobLive" j
         WHERE j.id = ANY(ARRAY(SELECT id FROM waited))
           AND j.status = 'PENDING' AND j."heldBack" IS NULL
           AND j.priority < (SELECT top FROM bound) AND {_AGED_WAIT}
         FOR UPDATE OF j SKIP LOCKED
     )
-    UPDATE "WorkerJob" AS j
+    UPDATE "WorkerJobLive" AS j
     SET priority = LEAST(j.priority + :step, (SELECT top FROM bound)),
         "agedFrom" = COALESCE(j."agedFrom", j.priority), "agedAt" = now()
     FROM locked
@@ -1197,7 +1209,7 @@ AGE_JOBS = text(
 AGED_BY_TYPE = text(
     """
     SELECT type, count(*) AS n, COALESCE(max(priority - "agedFrom"), 0) AS most_raised
-    FROM "WorkerJob"
+    FROM "WorkerJobLive"
     WHERE status = 'PENDING' AND "agedFrom" IS NOT NULL
     GROUP BY type
     """
@@ -1205,7 +1217,7 @@ AGED_BY_TYPE = text(
 
 # A dependent that named one parent twice (by position and by id) waits for it once
 # (relative: a job of a sequence also waits for its turn, migration 0019).
-SET_WAITING_FOR = text('UPDATE "WorkerJob" SET "waitingFor" = "waitingFor" - :less '
+SET_WAITING_FOR = text('UPDATE "WorkerJobLive" SET "waitingFor" = "waitingFor" - :less '
                        'WHERE id = :id')
 
 # -- sequences (queue_core/features/sequences.py) -------------------------------------
@@ -1218,12 +1230,12 @@ SEQUENCE_LINE = """{a}"sequenceKey" = {k} AND {a}"sequenceNo" IS NOT NULL
     AND ({a}status IN ('PENDING', 'PROCESSING')
          OR ({a}status = 'DEAD_LETTER' AND {a}"sequencePolicy" IS DISTINCT FROM 'pass'))"""
 # Job {j} is its key's head.
-_SEQUENCE_HEAD = ("""NOT EXISTS (SELECT FROM "WorkerJob" AS e WHERE """
+_SEQUENCE_HEAD = ("""NOT EXISTS (SELECT FROM "WorkerJobLive" AS e WHERE """
                   + SEQUENCE_LINE.format(a="e.", k='{j}."sequenceKey"')
                   + """ AND e."sequenceNo" < {j}."sequenceNo")""")
 # Heads held: dead-lettered under the policy hold, first in their line.
 _HELD_HEADS = ("""SELECT h."sequenceKey" AS key, h.id, h.status::text AS status
-    FROM "WorkerJob" AS h
+    FROM "WorkerJobLive" AS h
     WHERE h.status = 'DEAD_LETTER' AND """ + SEQUENCE_LINE.format(a="h.", k='h."sequenceKey"')
                + " AND " + _SEQUENCE_HEAD.format(j="h"))
 
@@ -1231,7 +1243,7 @@ _HELD_HEADS = ("""SELECT h."sequenceKey" AS key, h.id, h.status::text AS status
 HELD_SEQUENCES = text(
     """
     SELECT h.key, h.id AS head, h.status AS head_status,
-           (SELECT count(*) FROM "WorkerJob" AS w
+           (SELECT count(*) FROM "WorkerJobLive" AS w
             WHERE w."sequenceKey" = h.key AND w.status = 'PENDING') AS waiting
     FROM (""" + _HELD_HEADS + """) AS h
     ORDER BY waiting DESC, h.key
@@ -1243,10 +1255,10 @@ HELD_SEQUENCES = text(
 # for their turn (each key's head excluded: it may run).
 SEQUENCE_COUNTS = text(
     """
-    SELECT (SELECT count(DISTINCT "sequenceKey") FROM "WorkerJob" AS l
+    SELECT (SELECT count(DISTINCT "sequenceKey") FROM "WorkerJobLive" AS l
             WHERE """ + SEQUENCE_LINE.format(a="l.", k='l."sequenceKey"') + """) AS keys,
            (SELECT count(*) FROM (""" + _HELD_HEADS + """) AS h) AS held,
-           (SELECT count(*) FROM "WorkerJob"
+           (SELECT count(*) FROM "WorkerJobLive"
             WHERE status = 'PENDING' AND "sequenceKey" IS NOT NULL
               AND "heldBack" = false AND "waitingFor" > 0) AS waiting
     """
@@ -1258,7 +1270,7 @@ PRUNE_IDLE_SEQUENCES = text(
     """
     DELETE FROM "WorkerSequence" AS s
     WHERE "updatedAt" < now() - make_interval(secs => :idle_s)
-      AND NOT EXISTS (SELECT FROM "WorkerJob" AS l
+      AND NOT EXISTS (SELECT FROM "WorkerJobLive" AS l
                       WHERE """ + SEQUENCE_LINE.format(a="l.", k="s.key") + """)
     """
 )
@@ -1294,7 +1306,7 @@ WAITING_TURN = """(status = 'PENDING' AND "fairKey" IS NOT NULL AND "heldBack" =
                    AND ("waitingFor" IS NULL OR "waitingFor" = 0))"""
 
 # How many jobs wait their turn, through "WorkerJob_fair_idx".
-COUNT_WAITING_TURN = text(f'SELECT count(*) FROM "WorkerJob" WHERE {WAITING_TURN}')
+COUNT_WAITING_TURN = text(f'SELECT count(*) FROM "WorkerJobLive" WHERE {WAITING_TURN}')
 
 # What `skiplock stats` shows of each fair key: its weight and window, its jobs in the
 # claim's index and those waiting their turn; keys with pending jobs or a weight.
@@ -1304,7 +1316,7 @@ FAIR_KEYS = text(
         SELECT "fairKey" AS key,
                count(*) FILTER (WHERE "heldBack" IS NULL) AS admitted,
                count(*) FILTER (WHERE {WAITING_TURN}) AS waiting
-        FROM "WorkerJob"
+        FROM "WorkerJobLive"
         WHERE status = 'PENDING' AND "fairKey" IS NOT NULL
           AND (CAST(:key AS text) IS NULL OR "fairKey" = CAST(:key AS text))
         GROUP BY 1
@@ -1452,7 +1464,7 @@ HELD_REASONS: tuple[Reason, ...] = (
                                   THEN format(': the key is held by its dead-lettered job %s '
                                               '(retry or cancel it)', h.id) ELSE '' END)
                FROM (SELECT 1) AS one
-               LEFT JOIN LATERAL (SELECT h.id, h.status FROM "WorkerJob" AS h
+               LEFT JOIN LATERAL (SELECT h.id, h.status FROM "WorkerJobLive" AS h
                                   WHERE """ + SEQUENCE_LINE.format(a="h.", k='j."sequenceKey"')
            + """ ORDER BY h."sequenceNo" LIMIT 1) AS h ON true)"""),
     Reason("fairTurn", "waiting their fair key's turn",
@@ -1495,7 +1507,7 @@ HELD_REASONS: tuple[Reason, ...] = (
 
 def _explain_statement() -> str:
     cases = ",\n".join(f"CASE WHEN {r.predicate} THEN {r.sentence} END" for r in HELD_REASONS)
-    return (f'SELECT ARRAY[{cases}] AS reasons FROM "WorkerJob" AS j '
+    return (f'SELECT ARRAY[{cases}] AS reasons FROM "WorkerJobLive" AS j '
             "WHERE j.id = :id AND j.status = 'PENDING'")
 
 
@@ -1504,7 +1516,7 @@ def _count_statement() -> str:
                         for r in HELD_REASONS)
     # Only the pending rows that are not plainly claimable are read: those out of the
     # claim's index, those not due, and a paused type's.
-    return (f'SELECT {counts} FROM "WorkerJob" AS j '
+    return (f'SELECT {counts} FROM "WorkerJobLive" AS j '
             """WHERE j.status = 'PENDING' AND (j."heldBack" IS NOT NULL
                    OR j."availableAt" > statement_timestamp()
                    OR j.type IN (SELECT type FROM "WorkerJobPause"))""")
@@ -1519,14 +1531,14 @@ COUNT_HELD_BY_REASON = text(_count_statement())
 RATE_WAITING_PREDICATE = """status = 'PENDING' AND "rateKey" IS NOT NULL AND NOT "heldBack"
       AND COALESCE("waitingFor", 0) = 0"""
 
-RATE_WAITING = text(f'SELECT count(*) FROM "WorkerJob" WHERE {RATE_WAITING_PREDICATE}')
+RATE_WAITING = text(f'SELECT count(*) FROM "WorkerJobLive" WHERE {RATE_WAITING_PREDICATE}')
 
 # The keys with jobs waiting for their window, most first: how many, how many are
 # let in (a token each), and when the first of those may start.
 RATE_KEYS = text(
     f"""
     WITH waiting AS (
-        SELECT "rateKey" AS key, count(*) AS n FROM "WorkerJob"
+        SELECT "rateKey" AS key, count(*) AS n FROM "WorkerJobLive"
         WHERE {RATE_WAITING_PREDICATE}
         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT :limit
     )
@@ -1535,11 +1547,11 @@ RATE_KEYS = text(
     FROM waiting AS w JOIN "WorkerRateKey" AS k ON k.key = w.key
     CROSS JOIN LATERAL (
         SELECT count(*) AS n, min(a) AS next_at FROM (
-            SELECT j."availableAt" AS a FROM "WorkerJob" AS j
+            SELECT j."availableAt" AS a FROM "WorkerJobLive" AS j
             WHERE j."rateKey" = w.key AND j.status = 'PENDING'
               AND COALESCE(j."waitingFor", 0) = 0 AND j."heldBack" IS NULL
             UNION ALL  -- two ranges of the index: an OR would read the key's backlog
-            SELECT j."availableAt" FROM "WorkerJob" AS j
+            SELECT j."availableAt" FROM "WorkerJobLive" AS j
             WHERE j."rateKey" = w.key AND j.status = 'PENDING'
               AND COALESCE(j."waitingFor", 0) = 0 AND j."heldBack") AS let) AS l
     ORDER BY w.n DESC, w.key
@@ -1557,8 +1569,120 @@ PRUNE_IDLE_RATE_KEYS = text(
     WHERE k."updatedAt" < now() - make_interval(secs => greatest(:idle_s, k."periodS"))
       AND (cardinality(k."freeAt") = 0 OR k."freeAt"[cardinality(k."freeAt")] <= now())
       AND NOT EXISTS (SELECT FROM "WorkerRateToken" AS t WHERE t.key = k.key)
-      AND NOT EXISTS (SELECT FROM "WorkerJob" AS j
+      AND NOT EXISTS (SELECT FROM "WorkerJobLive" AS j
                       WHERE j."rateKey" = k.key AND j.status = 'PENDING'
                         AND COALESCE(j."waitingFor", 0) = 0)
+    """
+)
+
+# -- history (queue_core/features/history.py, migration 0022_history) -------------------
+
+# The settings, in seconds: how long a finished job stays live (`skiplock.history_after`,
+# 60 s: wait(), results and the dashboard's recent jobs read the live part), a dead
+# letter (`skiplock.history_dead_after`, 7 days: a person sees and retries it there),
+# and a partition's width (`skiplock.history_width`, 1 day).
+HISTORY_SETTINGS = text(
+    """
+    SELECT extract(epoch FROM skiplock_interval_setting('skiplock.history_after',
+                                                        interval '60 seconds')) AS after_s,
+           extract(epoch FROM skiplock_interval_setting('skiplock.history_dead_after',
+                                                        interval '7 days')) AS dead_after_s,
+           extract(epoch FROM skiplock_history_width()) AS width_s
+    """
+)
+
+# The partitions for now and the :ahead next widths (the mover needs now's before it
+# moves a row); the names of those it made.
+HISTORY_ENSURE = text(
+    """
+    SELECT made FROM generate_series(0, :ahead) AS k,
+         LATERAL skiplock_history_partition(now() + k * skiplock_history_width()) AS made
+    WHERE made IS NOT NULL
+    """
+)
+
+HISTORY_PARTITIONS = text(
+    """
+    SELECT p.name, p.lower, p.upper, i.inhdetachpending AS detaching
+    FROM skiplock_history_partitions() AS p
+    JOIN pg_inherits AS i ON i.inhrelid = to_regclass(format('%I', p.name))
+    ORDER BY p.lower
+    """
+)
+# A detach that a crash left half done (DETACH ... CONCURRENTLY is two transactions).
+HISTORY_DETACHING = text(
+    """
+    SELECT c.relname AS name FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+    WHERE i.inhparent = '"WorkerJobHistory"'::regclass AND i.inhdetachpending
+    """
+)
+
+# One batch of finished jobs to history: of :statuses, finished :older_than_s ago.
+# The row moves to the partition for now() (an UPDATE of the partition key on the
+# root: a DELETE from the live part, whose DELETE triggers fire as for cleanup's
+# DELETE, and an INSERT into history). One mover at a time (the advisory lock: a
+# second finds nothing to do), never waiting on a row (SKIP LOCKED). Left live:
+# a dead letter that holds its sequence's line (policy hold: archiving it would let
+# the next job in), a job whose scoped key's window is not over (the window is
+# enforced by the live part's unique index), a parent one of whose dependents has
+# yet to end (it may read its result; as cleanup).
+HISTORY_LOCK = 0x736B6970686D6F76  # "skiphmov"
+HISTORY_MOVE = text(
+    f"""
+    WITH gate AS (SELECT pg_try_advisory_xact_lock({HISTORY_LOCK}) AS ok), moving AS (
+        SELECT p.id FROM "WorkerJobLive" AS p
+        WHERE (SELECT ok FROM gate)
+          AND p.status = ANY(CAST(:statuses AS "JobStatus"[]))
+          AND p."completedAt" < now() - make_interval(secs => :older_than_s)
+          AND NOT (p.status = 'DEAD_LETTER' AND p."sequenceKey" IS NOT NULL
+                   AND p."sequenceNo" IS NOT NULL AND p."sequencePolicy" IS DISTINCT FROM 'pass')
+          AND (p."uniqueKey" IS NULL OR p."uniqueUntil" IS NULL OR p."uniqueUntil" <= now())
+          AND (p."hasDependents" IS NOT TRUE OR NOT EXISTS (
+                  SELECT FROM "WorkerJobDependency" AS d JOIN "WorkerJobLive" AS c
+                  ON c.id = d.child
+                  WHERE d.parent = p.id AND c.status IN ('PENDING', 'PROCESSING')))
+        LIMIT :batch
+        FOR UPDATE OF p SKIP LOCKED
+    )
+    UPDATE "WorkerJob" AS j SET "archivedAt" = now()
+    FROM moving WHERE j.id = moving.id AND j."archivedAt" = 'infinity'
+    """
+)
+
+# How many finished jobs the mover would take now (`skiplock history move`'s bar).
+HISTORY_MOVABLE = text(
+    """
+    SELECT count(*) AS n FROM "WorkerJobLive"
+    WHERE (status IN ('COMPLETED', 'FAILED')
+           AND "completedAt" < now() - make_interval(secs => :after_s))
+       OR (status = 'DEAD_LETTER' AND "completedAt" < now() - make_interval(secs => :dead_s))
+    """
+)
+
+# A partition's rows as the planner counts them (ANALYZE by cleanup, autovacuum's of
+# the partition itself): what a DROP forgets, without counting them one by one.
+HISTORY_ROWS = text(
+    "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(format('%I', :name))"
+)
+# Whether a partition holds a dead letter (cleanup --keep-dead); {} is its name, from
+# skiplock_history_partitions(): a partition's own finished index answers.
+HISTORY_HAS_DEAD = 'SELECT EXISTS (SELECT FROM "{}" WHERE status = \'DEAD_LETTER\')'
+
+# The edges and batches of jobs that are gone (their history partition dropped: a DROP
+# fires no trigger), forgotten as the DELETE trigger of migration 0016 forgets those of a
+# deleted job: an edge goes with either end, a batch with its callback.
+FORGET_DROPPED_EDGES = text(
+    """
+    WITH edges AS (
+        DELETE FROM "WorkerJobDependency" AS d
+        WHERE NOT EXISTS (SELECT FROM "WorkerJob" AS j WHERE j.id = d.parent)
+           OR NOT EXISTS (SELECT FROM "WorkerJob" AS j WHERE j.id = d.child)
+        RETURNING 1
+    ), batches AS (
+        DELETE FROM "WorkerBatch" AS b
+        WHERE NOT EXISTS (SELECT FROM "WorkerJob" AS j WHERE j.id = b."callbackId")
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM edges) AS edges, (SELECT count(*) FROM batches) AS batches
     """
 )

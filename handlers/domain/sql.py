@@ -72,7 +72,7 @@ FROM "WorkerJob" AS w
 JOIN "WorkerJobDependency" AS d ON d.child = w.id
 JOIN "WorkerJob" AS p ON p.id = d.parent
 WHERE w."userId" = :u AND w.type = 'GENERATE_REVIEW' AND w.payload ->> 'type' = 'WEEKLY'
-GROUP BY w.id
+GROUP BY w.id, w.payload, w."startedAt"  -- "WorkerJob" is partitioned: no primary key to lean on
 ORDER BY 1
 """)
 

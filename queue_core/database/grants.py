@@ -60,6 +60,17 @@ WORKER_GRANTS: tuple[tuple[str, str, str], ...] = (
     ("CONNECT", "DATABASE", "current_database()"),
     ("USAGE", "SCHEMA", "public"),
     ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerJob"'),
+    # History (migration 0022): the claim, completions and the triggers' functions name
+    # the live part, the key trigger reads history; the mover makes partitions through
+    # the first function (SECURITY DEFINER: the role need not own the table) and reads
+    # its settings through the others. Statements on "WorkerJob" need no grant on its
+    # partitions.
+    ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerJobLive"'),
+    ("SELECT", "TABLE", '"WorkerJobHistory"'),
+    ("EXECUTE", "FUNCTION", "skiplock_history_partition(timestamptz)"),
+    ("EXECUTE", "FUNCTION", "skiplock_history_width()"),
+    ("EXECUTE", "FUNCTION", "skiplock_interval_setting(text, interval)"),
+    ("EXECUTE", "FUNCTION", "skiplock_history_partitions()"),
     # Concurrency limits: the job table's triggers count each key's slots here,
     # through skiplock_fill_slots; cleanup forgets idle keys.
     ("SELECT, INSERT, UPDATE, DELETE", "TABLE", '"WorkerConcurrencyKey"'),

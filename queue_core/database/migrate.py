@@ -52,8 +52,9 @@ DEMO_BASE = "demo_0001_domain"
 # `--sql --from prisma`: the upgrade of a database whose "WorkerJob" Prisma made.
 FROM_PRISMA = "prisma"
 # Every table the `skiplock` branch creates (a test holds this to what it does).
-QUEUE_TABLES = ("WorkerJob", "WorkerJobPause", "WorkerProcess", "WorkerSchedule",
-                "WorkerConcurrencyKey", "DashboardAction", "WorkerJobDependency", "WorkerBatch",
+QUEUE_TABLES = ("WorkerJob", "WorkerJobLive", "WorkerJobHistory", "WorkerJobPause",
+                "WorkerProcess", "WorkerSchedule", "WorkerConcurrencyKey", "DashboardAction",
+                "WorkerJobDependency", "WorkerBatch",
                 "WorkerSequence", "WorkerFairKey", "WorkerTypePolicy", "WorkerRateKey",
                 "WorkerRateToken", VERSION_TABLE)
 
@@ -90,6 +91,36 @@ BEGIN
     END IF;
 END $$
 """
+
+# The online part of revision 0022_history (see there), before the one transaction of
+# alembic: the column (a fast default: no rewrite), then the CHECK that proves the live
+# part's bound to the ATTACH, added NOT VALID (a brief lock) and validated (a scan under
+# SHARE UPDATE EXCLUSIVE: enqueues, claims and updates go on). Each step is idempotent,
+# so a `skiplock migrate` that stopped half way resumes; 0022 runs them again (nothing
+# left to do) where they ran here, and in its transaction where they did not.
+HISTORY_PREPARE = (
+    """ALTER TABLE "WorkerJob" ADD COLUMN IF NOT EXISTS "archivedAt" timestamptz NOT NULL
+           DEFAULT 'infinity'""",
+    """
+    DO $$
+    BEGIN
+        IF NOT EXISTS (SELECT FROM pg_constraint WHERE conname = 'WorkerJob_live_check'
+                       AND conrelid = '"WorkerJob"'::regclass) THEN
+            ALTER TABLE "WorkerJob" ADD CONSTRAINT "WorkerJob_live_check"
+                CHECK ("archivedAt" >= 'infinity') NOT VALID;
+        END IF;
+    END $$
+    """,
+    'ALTER TABLE "WorkerJob" VALIDATE CONSTRAINT "WorkerJob_live_check"',
+)
+_PLAIN_JOB_TABLE = text("""
+    SELECT EXISTS (SELECT FROM pg_class WHERE oid = to_regclass('"WorkerJob"') AND relkind = 'r')
+""")
+HISTORY_REVISION = "0022_history"
+# The revision the online steps start from: from an older one, the revisions between add
+# columns, which must come before "archivedAt" as in a fresh install.
+HISTORY_BEFORE = "0021_fairness"
+
 
 _CURRENT = text(f"""
     SELECT version_num FROM {VERSION_TABLE}
@@ -137,8 +168,24 @@ def upgrade(url: str | None = None, revision: str | None = None, *,
 
     config = alembic_config(url)
     with translate_errors(url):
+        if HISTORY_BEFORE in before and revision in (None, HISTORY_REVISION):
+            prepare_history(url)
         command.upgrade(config, target)
     return Upgraded(before, current_revisions(url), list(config.attributes["notes"]))
+
+
+def prepare_history(url: str) -> None:
+    """`HISTORY_PREPARE` on a "WorkerJob" that is still a plain table, each step in a
+    transaction of its own (a no-op on a database without one, or past 0022)."""
+    engine = create_engine(url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if not conn.execute(_PLAIN_JOB_TABLE).scalar():
+                return
+            for step in HISTORY_PREPARE:
+                conn.execute(text(step))
+    finally:
+        engine.dispose()
 
 
 def upgrade_sql(from_revision: str | None = None, *, demo: bool = False) -> str:

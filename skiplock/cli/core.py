@@ -329,18 +329,29 @@ def recover(stuck_timeout: float | None) -> None:
 
 @main.command()
 @click.option("--older-than", type=DURATION, default="7d", show_default=True,
-              help="Delete finished jobs that finished longer ago than this.")
+              help="Forget finished jobs that finished longer ago than this. In history, "
+                   "whole partitions go (a day each unless skiplock.history_width says "
+                   "otherwise): rounded up to the partition, a job stays up to a day longer.")
 @click.option("--keep-dead", is_flag=True,
-              help="Keep dead letters; delete COMPLETED and cancelled (FAILED) jobs only.")
+              help="Keep dead letters; delete COMPLETED and cancelled (FAILED) jobs only "
+                   "(a history partition that holds a dead letter is kept whole).")
 def cleanup(older_than: float, keep_dead: bool) -> None:
-    """Delete old COMPLETED, DEAD_LETTER and cancelled (FAILED) jobs, in small batches.
+    """Forget old COMPLETED, DEAD_LETTER and cancelled (FAILED) jobs.
 
-    Then repair the slot counts of concurrency keys (as `recount-slots`), and forget
-    rate keys that no job has used for an hour and whose window is over."""
+    Moves finished jobs to history (as `history move`), drops the history partitions
+    older than --older-than (DETACH ... CONCURRENTLY: the queue goes on), makes the
+    partitions ahead, ANALYZEs the history, and deletes in small batches what old
+    finished jobs are still live. Then repairs the slot counts of concurrency keys (as
+    `recount-slots`), and forgets rate keys that no job has used for an hour and
+    whose window is over."""
     from skiplock.queue_core import cleanup as do_cleanup
 
     statuses = ("COMPLETED", "FAILED") if keep_dead else ("COMPLETED", "DEAD_LETTER", "FAILED")
-    click.echo(f"deleted {do_cleanup(older_than, statuses=statuses)} jobs")
+    report: list[str] = []
+    deleted = do_cleanup(older_than, statuses=statuses, report=report)
+    for line in report:
+        click.echo(line, err=True)
+    click.echo(f"deleted {deleted} jobs")
 
 
 @main.command("recount-slots")

@@ -166,3 +166,45 @@ def sequence_release(key: str) -> None:
     head = release_sequence(key)
     echo(f"sequence {safe(key)!r} released: " + (f"job {head} runs next" if head
                                                 else "no job was waiting"))
+
+
+@main.group()
+def history() -> None:
+    """Finished jobs in history partitions (docs/operations.md, "History")."""
+
+
+@history.command("move")
+@click.option("--all", "everything", is_flag=True,
+              help="Every finished job, however recent (dead letters too): a first move "
+                   "after adoption, or before a downgrade's check.")
+def history_move(everything: bool) -> None:
+    """Move finished jobs to history now, in batches, with a progress bar.
+
+    As every pool master does every few seconds: COMPLETED and cancelled jobs finished
+    skiplock.history_after ago (60 s), dead letters skiplock.history_dead_after ago
+    (7 days). Resumable: stop it, and the next run takes what is left."""
+    from skiplock.queue_core.features import history as hist
+
+    found = hist.settings()
+    after_s, dead_s = (0.0, 0.0) if everything else (found.after_s, found.dead_after_s)
+    total = hist.movable(after_s, dead_s)
+    with click.progressbar(length=total, label="moving to history", file=sys.stderr,
+                           show_pos=True) as bar:
+        moved = hist.move(after_s, dead_s, progress=bar.update)
+    click.echo(f"moved {moved} jobs to history")
+
+
+@history.command("partitions")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def history_partitions(as_json: bool) -> None:
+    """The history partitions, oldest first, with their bounds."""
+    from skiplock.queue_core.features import history as hist
+
+    parts = hist.partitions()
+    if as_json:
+        print_json([{"name": p.name, "from": p.lower.isoformat(), "to": p.upper.isoformat(),
+                     "detaching": p.detaching} for p in parts])
+        return
+    for p in parts:
+        click.echo(f"{p.name}  {p.lower.isoformat()} .. {p.upper.isoformat()}"
+                   + ("  (detaching)" if p.detaching else ""))

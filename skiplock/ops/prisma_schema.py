@@ -25,6 +25,10 @@ from skiplock.ops import sql
 from skiplock.queue_core.database import migrate
 
 TABLE = "WorkerJob"
+LIVE = "WorkerJobLive"
+# Not in the model: "archivedAt" is 'infinity' on every live row, which a JavaScript Date
+# cannot hold (the client would fail to read the row); skiplock alone writes it.
+HIDDEN = ("archivedAt",)
 _SCALARS = {
     "text": ("String", ""),
     "jsonb": ("Json", ""),
@@ -45,12 +49,18 @@ _ACTIONS = {"a": "NoAction", "r": "Restrict", "c": "Cascade", "n": "SetNull", "d
 
 def render(conn: Any) -> str:
     """The enum and model blocks, and the config that keeps Prisma Migrate off the tables."""
-    columns = conn.execute(sql.TABLE_COLUMNS, {"table": f'"{TABLE}"'}).fetchall()
+    columns = [c for c in conn.execute(sql.TABLE_COLUMNS, {"table": f'"{TABLE}"'})
+               if c.name not in HIDDEN]
     if not columns:
         raise LookupError(f'this database has no "{TABLE}": run `skiplock migrate` first')
-    indexes = conn.execute(sql.TABLE_INDEXES, {"table": f'"{TABLE}"'}).fetchall()
+    # Partitioned (migration 0022_history): the indexes, checks and row triggers are the
+    # live part's, where every job a client writes lands.
+    part = f'"{LIVE}"' if conn.execute(sql.TABLE_EXISTS, {"table": f'"{LIVE}"'}).scalar() \
+        else f'"{TABLE}"'
+    indexes = conn.execute(sql.TABLE_INDEXES, {"table": part}).fetchall()
     keys = conn.execute(sql.TABLE_FOREIGN_KEYS, {"table": f'"{TABLE}"'}).fetchall()
-    others = conn.execute(sql.TABLE_CHECKS_AND_TRIGGERS, {"table": f'"{TABLE}"'}).fetchall()
+    others = [r for r in conn.execute(sql.TABLE_CHECKS_AND_TRIGGERS, {"table": part})
+              if not any(name in r.definition for name in HIDDEN)]
     enums = {c.type_name: [r[0] for r in conn.execute(sql.ENUM_LABELS,
                                                       {"type": f'"{c.type_name}"'})]
              for c in columns if c.kind == "e"}

@@ -130,16 +130,28 @@ ADVANCE_SCHEDULE = text(
 
 # -- reads for `stats` ------------------------------------------------------------------
 
+# The jobs: the planner's count summed over the live part and every history partition
+# ("WorkerJob" itself is partitioned: it has no rows, no statistics of its own, and
+# pg_stat_user_tables does not list it; migration 0022_history). Sizes, dead tuples and
+# vacuums: the live part's, the hot table whose bloat matters.
 TABLE_ESTIMATE = text(
     """
-    SELECT c.reltuples::bigint AS estimate, s.n_live_tup AS live, s.n_dead_tup AS dead,
+    WITH leaves AS (
+        SELECT sum(greatest(c.reltuples, 0))::bigint AS estimate,
+               sum(s.n_live_tup)::bigint AS live
+        FROM pg_partition_tree(CAST('"WorkerJob"' AS regclass)) AS t
+        JOIN pg_class AS c ON c.oid = t.relid
+        JOIN pg_stat_user_tables AS s ON s.relid = t.relid
+        WHERE t.isleaf
+    )
+    SELECT leaves.estimate, leaves.live, s.n_dead_tup AS dead,
            pg_relation_size(c.oid) AS table_bytes,
            pg_total_relation_size(c.oid) AS total_bytes,
            pg_indexes_size(c.oid) AS index_bytes,
            s.last_autovacuum, s.last_vacuum, s.last_autoanalyze, s.last_analyze,
            s.autovacuum_count, s.n_mod_since_analyze
-    FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid
-    WHERE c.oid = CAST('"WorkerJob"' AS regclass)
+    FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid CROSS JOIN leaves
+    WHERE c.oid = CAST('"WorkerJobLive"' AS regclass)
     """
 )
 
@@ -397,6 +409,7 @@ TABLE_COLUMNS = text(
     ORDER BY a.attnum
     """
 )
+TABLE_EXISTS = text("SELECT to_regclass(:table) IS NOT NULL")
 TABLE_INDEXES = text(
     """
     SELECT c.relname AS name, i.indisprimary AS is_primary, i.indisunique AS is_unique,

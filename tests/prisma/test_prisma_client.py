@@ -168,6 +168,46 @@ def test_the_seeds_client_on_a_database_skiplock_made(
         ("GENERATE_TOMORROW_PLAN", "COMPLETED", 5, None), ("INTERPRET_EVENT", "COMPLETED", 3, None)]
 
 
+def test_the_seeds_client_reads_counts_and_updates_jobs_in_history(
+        seed_client: prisma.Client, skiplock_database: str) -> None:
+    # Finished jobs moved to history (migration 0022_history, retention 0 here) are still
+    # rows of "WorkerJob" to the seed's client: by id, by key, in counts, in updates; a
+    # dead letter it makes PENDING again comes back to the live part, and a pool runs it.
+    from skiplock import queue_core as q
+    from skiplock.queue_core.features import history
+
+    made = seed_client.run(skiplock_database, [
+        job("INTERPRET_EVENT", {"eventId": f"h{i}"}, idempotencyKey=f"interpret:h{i}",
+            maxAttempts=1) for i in range(3)])
+    done, _, letter = (m["id"] for m in made)
+    for claimed in q.claim("w", limit=3):
+        if claimed.id == letter:
+            q.fail(claimed, "boom")
+        else:
+            q.complete(claimed, {"ok": True})
+    assert history.move(0, 0) == 3
+    assert sql("""SELECT count(*) FROM "WorkerJobLive" """) == [(0,)]
+    by_id, by_key, grouped, updated, revived, duplicate = seed_client.run(skiplock_database, [
+        call("workerJob", "findUnique", {"where": {"id": done}}),
+        call("workerJob", "findUnique", {"where": {"idempotencyKey": "interpret:h2"}}),
+        call("workerJob", "groupBy", {"by": ["status"], "_count": True,
+                                      "orderBy": {"status": "asc"}}),
+        call("workerJob", "update", {"where": {"id": done}, "data": {"priority": 7}}),
+        call("workerJob", "updateMany", {"where": {"status": "DEAD_LETTER"},
+                                         "data": {"status": "PENDING", "attempts": 0}}),
+        job("INTERPRET_EVENT", {"eventId": "h0"}, idempotencyKey="interpret:h0"),
+    ])
+    assert by_id["status"] == "COMPLETED" and by_id["completedAt"], by_id
+    assert by_key["id"] == letter and by_key["status"] == "DEAD_LETTER", by_key
+    assert grouped == [{"_count": 2, "status": "COMPLETED"},
+                       {"_count": 1, "status": "DEAD_LETTER"}], grouped
+    assert updated["priority"] == 7 and revived == {"count": 1}
+    assert duplicate["error"] == "P2002", duplicate
+    assert sql("""SELECT id, tableoid::regclass::text FROM "WorkerJob" WHERE status = 'PENDING'
+               """) == [(letter, '"WorkerJobLive"')]
+    assert [j.id for j in q.claim("w")] == [letter]
+
+
 # A value of each column's SQL type, for a row that sets every column (the check
 # constraints hold: a type of 1 to 200 characters, maxAttempts and concurrencyLimit >= 1,
 # a sequence's policy and a rate in their forms).
@@ -205,8 +245,11 @@ def test_a_client_from_the_printed_model_writes_and_reads_every_column(
             schema += '\nmodel User {\n  id    String @id\n  email String @unique\n' \
                       '  jobs  WorkerJob[]\n}\n'
         client = prisma.generate(schema, preview=("partialIndexes",))
+        # Every column but "archivedAt", which the printed model leaves out (skiplock's own:
+        # 'infinity' on a live row, which a JavaScript Date cannot hold).
         columns = sql("""SELECT column_name, data_type FROM information_schema.columns
-                         WHERE table_name = 'WorkerJob' ORDER BY ordinal_position""")
+                         WHERE table_name = 'WorkerJob' AND column_name <> 'archivedAt'
+                         ORDER BY ordinal_position""")
         row = {name: _value(name, sql_type) for name, sql_type in columns}
         made, read = client.run(url, [
             call("workerJob", "create", {"data": row}),
@@ -217,7 +260,7 @@ def test_a_client_from_the_printed_model_writes_and_reads_every_column(
                     for name, sql_type in columns}
         assert made == read == expected, (made, expected)
         [(stored,)] = sql("""SELECT to_jsonb(j) FROM "WorkerJob" j WHERE id = :id""", id=row["id"])
-        assert set(stored) == set(row) and stored["progress"] == 0.5
+        assert set(stored) == set(row) | {"archivedAt"} and stored["progress"] == 0.5
         # A row of any job type, which skiplock writes too: this client reads it, the seed's
         # (whose `type` is its six-value enum) cannot.
         other = skiplock.enqueue("BACKFILL_REVIEWS", {"period": "daily"})

@@ -96,6 +96,26 @@ def test_a_table_prisma_made_is_adopted_in_place_and_keeps_its_rows(database):
         same(schema_of(fresh), adopted)
 
 
+def test_an_adopted_table_goes_to_history_online_and_its_finished_rows_move(database):
+    # A table skiplock runs (at the revision before history) with the seed's rows: the
+    # online steps first (column, CHECK validated outside the migration's transaction),
+    # then the partitioning; the finished row moves by the mover, readable throughout.
+    from skiplock.queue_core.features import history
+
+    run_script(database, SEED_DDL + SEED_ROWS)
+    migrate.upgrade(database, migrate.HISTORY_BEFORE)
+    migrate.upgrade(database)
+    assert sql("""SELECT convalidated FROM pg_constraint
+                  WHERE conname = 'WorkerJob_live_check'""") == [(True,)]
+    assert history.move(0, 0) == 1
+    assert sql("""SELECT id, tableoid::regclass::text LIKE '"WorkerJobHistory_%' FROM "WorkerJob"
+                  ORDER BY id""") == [("cmjob1", False), ("cmjob2", False), ("cmjob3", True)]
+    assert sql("""SELECT id FROM "WorkerJob" WHERE "idempotencyKey" = 'review:x'""") == [
+        ("cmjob3",)]
+    sql("""DELETE FROM "User" WHERE id = 'cmuser1'""")  # the seed's cascade, both parts
+    assert sql('SELECT id FROM "WorkerJob"') == [("cmjob3",)]
+
+
 def test_the_printed_prisma_upgrade_does_what_migrate_does(database):
     printed = runner.invoke(main, ["migrate", "--sql", "--from", "prisma"])
     assert printed.exit_code == 0, printed.output
@@ -192,7 +212,9 @@ def test_check_changes_nothing_in_a_database_prisma_made(database):
 
 def test_migrate_creates_only_the_queues_own_tables(database):
     assert migrate_cli()[0] == 0
-    tables = [r[0] for r in sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+    # History's partitions are named by the time they hold (migration 0022_history).
+    tables = [r[0] for r in sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                                "AND tablename NOT LIKE 'WorkerJobHistory\\_%'")]
     assert sorted(tables) == sorted(migrate.QUEUE_TABLES)
 
 
@@ -204,4 +226,4 @@ def test_the_readme_names_every_table_migrate_creates():
     assert listed, "README.md lists no objects"
     assert sorted(re.findall(r'`"?([\w]+)"?`', listed.group(1))) == sorted(migrate.QUEUE_TABLES)
     functions = [r[0] for r in sql("SELECT proname FROM pg_proc WHERE proname LIKE 'skiplock%'")]
-    assert len(functions) == 24 and "twenty-four functions named `skiplock_*`" in readme
+    assert len(functions) == 30 and "thirty functions named `skiplock_*`" in readme

@@ -115,7 +115,7 @@ def test_a_claim_of_given_types_walks_the_claim_index_when_their_statistics_are_
     # A served type whose backlog grew since the last ANALYZE looks rare to the
     # planner: given as constants, the types made it read and sort every pending row of
     # that type (sql._TYPES). What `python -m bench claim --cases routing` measures.
-    sql('ALTER TABLE "WorkerJob" SET (autovacuum_enabled = off)')  # the statistics stay old
+    sql('ALTER TABLE "WorkerJobLive" SET (autovacuum_enabled = off)')  # the statistics stay old
     try:
         q.enqueue_many([{"type": "OTHER", "payload": {}} for _ in range(20_000)])
         q.enqueue_many([{"type": "NEW", "payload": {}} for _ in range(5)])
@@ -135,12 +135,12 @@ def test_a_claim_of_given_types_walks_the_claim_index_when_their_statistics_are_
         assert sql_statements.CLAIM_TYPES_AFTER_SAVEPOINT.text.endswith(
             sql_statements.CLAIM_TYPES.text)
     finally:
-        sql('ALTER TABLE "WorkerJob" RESET (autovacuum_enabled)')
+        sql('ALTER TABLE "WorkerJobLive" RESET (autovacuum_enabled)')
 
 
 # The claim's only sequential scan is the one that asks whether anything is paused
 # at all, of "WorkerJobPause" (a handful of rows), once per statement.
-_JOB_TABLE_SCAN = 'Seq Scan on "WorkerJob" '
+_JOB_TABLE_SCAN = 'Seq Scan on "WorkerJobLive" '
 
 
 def _sorts_the_table(plan: str) -> bool:

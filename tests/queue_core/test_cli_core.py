@@ -128,7 +128,7 @@ def test_stats_retry_recover_and_cleanup():
     assert "recovered 1 jobs" in run("recover", "--stuck-timeout", "5m").output
     # attempts and free interruptions were used up, so the rescued job was
     # dead-lettered: old enough at 0s
-    assert run("cleanup", "--older-than", "0s").output.strip() == "deleted 1 jobs"
+    assert run("cleanup", "--older-than", "0s").stdout.strip() == "deleted 1 jobs"
 
 
 def test_help_explains_every_flag():

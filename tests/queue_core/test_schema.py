@@ -19,6 +19,6 @@ def test_migrated_table_matches_the_model():
 def test_table_storage_parameters_are_set():
     from tests.queue_core.helpers import sql
 
-    [(options,)] = sql("""SELECT reloptions FROM pg_class WHERE relname = 'WorkerJob'""")
+    [(options,)] = sql("""SELECT reloptions FROM pg_class WHERE relname = 'WorkerJobLive'""")
     assert "fillfactor=85" in options
     assert "autovacuum_vacuum_scale_factor=0.02" in options

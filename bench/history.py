@@ -1,0 +1,245 @@
+"""History (migration 0022_history): what moving finished jobs costs the pool, both ways,
+and the hot table over a compressed week of churn.
+
+    python -m bench history [--jobs 60000] [--rounds 3] [--cleanup-jobs 0] [--week-minutes 0]
+
+Throughput of no-op jobs, 2 children, with 7 history partitions present, three ways,
+interleaved in each round (the machine is shared: compare within a run):
+
+- `none`: nothing moves (`skiplock.history_after` set to 1000 days: the mover's pass
+  finds nothing), main's behaviour;
+- `mover`: the pool masters' mover with a hot retention of 0 (every finished job moves,
+  in batches, every few seconds, or 0.1 s after a full batch);
+- `completion`: the completion itself moves the row (`"archivedAt" = now()` in the
+  completing UPDATE, on the root: a DELETE from the live part and an INSERT into
+  history in the hot statement). Not shipped; the statements are patched in the pool's
+  processes for this case.
+
+Each run prints jobs/s, its ratio to `none` in the same round, and how many jobs were
+still in the live part when the last one completed (the mover's first pass comes a few
+seconds into a run: use enough jobs for runs of 10 s or more). The rounds rotate the
+order of the cases.
+
+With `--cleanup-jobs N`, cleanup of N finished jobs 8 days old, in one run, both ways:
+`skiplock cleanup --older-than 7d` on N rows in the live part (today's batched DELETE,
+5000 a transaction), then on N rows in a history partition (a DETACH CONCURRENTLY and a
+DROP). The rows are written straight into each part (triggers off), then VACUUM ANALYZE.
+
+With `--week-minutes M`, a compressed week: partitions of 1 minute
+(`skiplock.history_width`), retention of 7 minutes, a producer enqueuing at a steady
+rate into a pool for M minutes, the mover at its default (60 s) and `skiplock cleanup
+--older-than 7m` every minute. Every 30 s: the live part's size and rows, the history's
+partitions and rows. The live part must level off, and the history must stop growing
+after 7 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import text
+
+from bench.common import fill, machine, scratch_database, sql, stop_pool
+from skiplock import queue_core as q
+from skiplock.queue_core.database import db
+
+_CASES = ("none", "mover", "completion")
+_AFTER = {"none": "1000 days", "mover": "0", "completion": "1000 days"}
+
+
+def _scalar(statement: str, **params: Any) -> Any:
+    with db.get_engine().begin() as conn:
+        return conn.execute(text(statement), params).scalar()
+
+
+def _start_pool(url: str, case: str, children: int) -> Any:
+    import os
+    import subprocess
+
+    from bench.common import WORKER_FLAGS
+
+    code = ("import sys, bench.history as h; h.moving_at_completion(); "
+            "from skiplock.cli import main; main(sys.argv[1:])") if case == "completion" else (
+        "import sys; from skiplock.cli import main; main(sys.argv[1:])")
+    return subprocess.Popen([sys.executable, "-c", code, "worker", *WORKER_FLAGS,
+                             "--concurrency", str(children)],
+                            env={**os.environ, "DATABASE_URL": url}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def moving_at_completion() -> None:
+    """The completion statements of this process (and the children it forks), made to
+    move the job to history as they complete it."""
+    from skiplock.queue_core import sql as statements
+
+    def moved(statement: Any) -> Any:
+        source = statement.text.replace(
+            'UPDATE "WorkerJobLive" AS j\n    SET status = \'COMPLETED\',',
+            'UPDATE "WorkerJob" AS j\n    SET "archivedAt" = statement_timestamp(), '
+            "status = 'COMPLETED',").replace(
+            "WHERE j.id = c.id AND j.status = 'PROCESSING'",
+            "WHERE j.id = c.id AND j.\"archivedAt\" = 'infinity' AND j.status = 'PROCESSING'")
+        source = source.replace(
+            'UPDATE "WorkerJobLive"\n    SET status = \'COMPLETED\',',
+            'UPDATE "WorkerJob"\n    SET "archivedAt" = statement_timestamp(), '
+            "status = 'COMPLETED',")
+        assert source != statement.text, "the completion statement changed: update the bench"
+        return text(source)
+
+    for name in ("COMPLETE", "COMPLETE_MANY", "COMPLETE_MANY_NO_FLUSH", "COMPLETE_AND_CLAIM",
+                 "COMPLETE_AND_CLAIM_TYPES"):
+        setattr(statements, name, moved(getattr(statements, name)))
+
+
+def _past_partitions(days: int) -> None:
+    for d in range(1, days + 1):
+        _scalar("SELECT skiplock_history_partition(now() - make_interval(days => :d))", d=d)
+    _scalar("SELECT count(*) FROM generate_series(0, 3) AS k, "
+            "LATERAL skiplock_history_partition(now() + k * skiplock_history_width())")
+
+
+def _throughput(url: str, case: str, total: int, children: int) -> tuple[float, int]:
+    sql(url, 'TRUNCATE "WorkerJob"')
+    database = _scalar("SELECT current_database()")
+    sql(url, f'ALTER DATABASE "{database}" SET skiplock.history_after = \'{_AFTER[case]}\'')
+    fill(total, "BENCH_NOOP", {})
+    db.reset_engine()
+    proc = _start_pool(url, case, children)
+    live_at_end = 0
+    try:
+        deadline = time.monotonic() + 600
+        while _scalar("""SELECT count(*) FROM "WorkerJob" WHERE status = 'COMPLETED'""") < total:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit(f"the pool of case {case} did not complete the jobs")
+            time.sleep(0.05)
+        live_at_end = int(_scalar('SELECT count(*) FROM "WorkerJobLive"'))
+    finally:
+        stop_pool(proc)
+    span = _scalar("""SELECT EXTRACT(EPOCH FROM max("completedAt") - min("startedAt"))
+                      FROM "WorkerJob" WHERE status = 'COMPLETED'""")
+    return total / float(span), live_at_end
+
+
+def _week(url: str, minutes: float) -> None:
+    database = _scalar("SELECT current_database()")
+    sql(url, 'TRUNCATE "WorkerJob"')
+    for setting, value in (("history_width", "1 minute"), ("history_after", "60 seconds")):
+        sql(url, f'ALTER DATABASE "{database}" SET skiplock.{setting} = \'{value}\'')
+    db.reset_engine()
+    proc = _start_pool(url, "none", 2)
+    stop = threading.Event()
+
+    def produce() -> None:
+        while not stop.is_set():
+            q.enqueue_many([{"type": "BENCH_NOOP", "payload": {}} for _ in range(200)])
+            time.sleep(0.1)  # about 2,000 jobs a second
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    start = time.monotonic()
+    next_cleanup = start + 60
+    print(f"\ncompressed week: partitions of 1 minute, retention 7 minutes, {minutes:g} min")
+    print(f"{'min':>5} {'live rows':>10} {'live MiB':>9} {'history rows':>13} {'partitions':>11} "
+          f"{'completed':>10}")
+    try:
+        while time.monotonic() - start < minutes * 60:
+            time.sleep(30)
+            if time.monotonic() >= next_cleanup:
+                q.cleanup("7m")
+                next_cleanup += 60
+            row = _row("""SELECT (SELECT count(*) FROM "WorkerJobLive") AS live,
+                                 pg_total_relation_size('"WorkerJobLive"') AS live_bytes,
+                                 (SELECT count(*) FROM "WorkerJobHistory") AS history,
+                                 (SELECT count(*) FROM skiplock_history_partitions()) AS parts,
+                                 (SELECT count(*) FROM "WorkerJob" WHERE status = 'COMPLETED')
+                                   AS done""")
+            print(f"{(time.monotonic() - start) / 60:>5.1f} {row.live:>10} "
+                  f"{row.live_bytes / 2**20:>9.1f} {row.history:>13} {row.parts:>11} "
+                  f"{row.done:>10}", flush=True)
+    finally:
+        stop.set()
+        producer.join()
+        stop_pool(proc)
+
+
+_FINISHED_ROWS = """
+    INSERT INTO {table} (id, type, payload, status, attempts, "createdAt", "startedAt",
+                         "completedAt", "maxAttempts", "archivedAt", result)
+    SELECT 'old' || g, 'BENCH_NOOP', '{{}}', 'COMPLETED', 1, now() - interval '8 days',
+           now() - interval '8 days', now() - interval '8 days', 3, {archived}, '{{"ok": true}}'
+    FROM generate_series(1, {n}) AS g
+"""
+
+
+def _cleanup(url: str, total: int) -> None:
+    print(f"\ncleanup of {total:,} finished jobs 8 days old (skiplock cleanup --older-than 7d)")
+    print(f"{'where':>24} {'seconds':>9} {'jobs/s':>12} {'live MiB after':>15}")
+    for where in ("live (batched DELETE)", "history (DROP partition)"):
+        sql(url, 'TRUNCATE "WorkerJob"')
+        if where.startswith("live"):
+            sql(url, 'ALTER TABLE "WorkerJobLive" DISABLE TRIGGER USER')
+            sql(url, _FINISHED_ROWS.format(table='"WorkerJobLive"', archived="'infinity'",
+                                           n=total))
+            sql(url, 'ALTER TABLE "WorkerJobLive" ENABLE TRIGGER USER')
+        else:
+            part = _scalar("SELECT skiplock_history_partition(now() - interval '8 days')")
+            sql(url, _FINISHED_ROWS.format(table=f'"{part}"',
+                                           archived="now() - interval '8 days'", n=total))
+        sql(url, 'VACUUM ANALYZE "WorkerJobLive"')
+        sql(url, 'ANALYZE "WorkerJobHistory"')
+        db.reset_engine()
+        started = time.monotonic()
+        q.cleanup("7d")
+        seconds = time.monotonic() - started
+        assert _scalar('SELECT count(*) FROM "WorkerJob"') == 0
+        live = _scalar("""SELECT pg_total_relation_size('"WorkerJobLive"')""") / 2**20
+        print(f"{where:>24} {seconds:>9.2f} {total / seconds:>12,.0f} {live:>15.1f}", flush=True)
+
+
+def _row(statement: str) -> Any:
+    with db.get_engine().begin() as conn:
+        return conn.execute(text(statement)).one()
+
+
+def run(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench history", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=60000, help="no-op jobs per run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three cases")
+    parser.add_argument("--children", type=int, default=2)
+    parser.add_argument("--cleanup-jobs", type=int, default=0,
+                        help="measure cleanup of this many finished jobs both ways (0: not)")
+    parser.add_argument("--week-minutes", type=float, default=0,
+                        help="run the compressed week for this many minutes (0: not)")
+    args = parser.parse_args(argv)
+    with scratch_database() as url:
+        print(f"machine: {machine(url)}")
+        _past_partitions(7)
+        if args.jobs:
+            print(f"\nno-op jobs ({args.jobs} per run, {args.children} children), "
+                  "7 history partitions present")
+            print(f"{'round':>5} {'case':>11} {'jobs/s':>9} {'/ none':>7} {'live at end':>12}")
+            rates: dict[str, list[float]] = {case: [] for case in _CASES}
+            for n in range(1, args.rounds + 1):
+                # Each round in another order: the machine's load drifts within a run.
+                order = _CASES[n % 3:] + _CASES[:n % 3]
+                found = {case: _throughput(url, case, args.jobs, args.children)
+                         for case in order}
+                for case in order:
+                    rate, live = found[case]
+                    rates[case].append(rate)
+                    print(f"{n:>5} {case:>11} {rate:>9.0f} {rate / found['none'][0]:>7.2f} "
+                          f"{live:>12}", flush=True)
+            median = {case: statistics.median(r) for case, r in rates.items()}
+            print("median: " + ", ".join(f"{case} {median[case]:.0f} jobs/s "
+                                          f"({median[case] / median['none']:.2f})"
+                                          for case in _CASES))
+        if args.cleanup_jobs:
+            _cleanup(url, args.cleanup_jobs)
+        if args.week_minutes:
+            _week(url, args.week_minutes)

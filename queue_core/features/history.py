@@ -1,0 +1,206 @@
+"""History: finished jobs leave the live part of "WorkerJob" for partitions by time
+(migration 0022_history), and retention drops whole partitions.
+
+The mover. A pass moves, in batches of `MOVE_BATCH`, each its own short transaction,
+the COMPLETED and FAILED (cancelled) jobs finished `skiplock.history_after` ago (60 s
+by default: `wait()`, results and the dashboard's recent jobs find them live), and the
+dead letters finished `skiplock.history_dead_after` ago (7 days: a person sees and
+retries them; a retry still works from history). What it leaves live and why:
+`sql.HISTORY_MOVE`. The move of a row is a DELETE from the live part (its DELETE
+triggers fire, as for cleanup's DELETE of the same rows) and an INSERT into history.
+
+Why a mover and not the completion itself (`"archivedAt" = now()` in the completing
+UPDATE): an UPDATE that moves a row to another partition is a DELETE and an INSERT, and
+PostgreSQL fires no AFTER UPDATE row trigger for it. The end of a job is what those
+triggers exist for: `WorkerJob_notify_done` (a `wait()`), `WorkerJob_parent_ended` (a
+dependent let go), `WorkerJob_sequence_moved`, the slots' and rates' updates; moved at
+completion, dependents would wait forever and waiters would fall back to polling. The
+mover moves rows whose end those triggers have already handled. It also keeps the
+recent jobs, which `wait()`, results and the dashboard read most, in the small part.
+Measured both ways (`python -m bench history`, docs/benchmarks.md): on no-op jobs
+without features, where none of those triggers has work, moving at completion was the
+faster of the two (the row leaves the hot table at once); the mover cost the pool
+nothing measurable.
+
+The mover runs in every pool master (every `EVERY_S`, and again at once after a full
+batch), in `skiplock cleanup`, and as `skiplock history move`. One mover at a time:
+the others find the advisory lock taken and move nothing.
+
+An operator's command that meets a row while a mover moves it (a retry of a dead
+letter that is being archived) fails with SQLSTATE 40001, "tuple to be locked was
+already moved to another partition due to concurrent update": `retry_dead` and the
+dashboard's actions run it again once (`again_if_moved`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy import exc as sa_exc
+
+from skiplock.queue_core import sql
+from skiplock.queue_core.database.db import connect
+
+log = logging.getLogger("skiplock.history")
+
+MOVE_BATCH = 5000
+EVERY_S = 5.0  # a master's pass
+AHEAD = 3  # partitions made ahead of now, counted in widths
+MOVED_SQLSTATE = "40001"
+_MOVED_MESSAGE = "already moved to another partition"
+
+T = TypeVar("T")
+
+
+@dataclass
+class Settings:
+    after_s: float
+    dead_after_s: float
+    width_s: float
+
+
+def settings(conn: Connection | None = None) -> Settings:
+    with connect(conn, autocommit=True) as c:
+        row = c.execute(sql.HISTORY_SETTINGS).one()
+    return Settings(float(row.after_s), float(row.dead_after_s), float(row.width_s))
+
+
+def ensure_partitions(ahead: int = 1, conn: Connection | None = None) -> list[str]:
+    """The partitions for now and the next `ahead` widths; the names of those made.
+    Its own transaction: the ATTACH locks the new table until it commits."""
+    with connect(conn, autocommit=True) as c:
+        return [row.made for row in c.execute(sql.HISTORY_ENSURE, {"ahead": ahead})]
+
+
+def move(after_s: float | None = None, dead_after_s: float | None = None, *,
+         batch: int = MOVE_BATCH, limit: int | None = None,
+         progress: Callable[[int], None] | None = None) -> int:
+    """Move finished jobs to history (see the module); `after_s` and `dead_after_s` override
+    the settings. Stops after `limit` batches (None: until none is left). Returns how many
+    jobs moved; `progress` hears each batch's count."""
+    if after_s is None or dead_after_s is None:
+        found = settings()
+        after_s = found.after_s if after_s is None else after_s
+        dead_after_s = found.dead_after_s if dead_after_s is None else dead_after_s
+    ensure_partitions()
+    total = 0
+    for statuses, older_than_s in ((["COMPLETED", "FAILED"], after_s),
+                                   (["DEAD_LETTER"], dead_after_s)):
+        batches = 0
+        while limit is None or batches < limit:
+            with connect(autocommit=True) as c:
+                moved = c.execute(sql.HISTORY_MOVE, {"statuses": statuses,
+                                                     "older_than_s": float(older_than_s),
+                                                     "batch": batch}).rowcount
+            batches += 1
+            total += moved
+            if progress is not None and moved:
+                progress(moved)
+            if moved < batch:
+                break
+    if total:
+        log.info("moved %d finished jobs to history", total, extra={"archived": total})
+    return total
+
+
+def movable(after_s: float, dead_after_s: float) -> int:
+    """How many jobs `move` would take now (read, not locked)."""
+    with connect(autocommit=True) as c:
+        return int(c.execute(sql.HISTORY_MOVABLE, {"after_s": after_s,
+                                                   "dead_s": dead_after_s}).scalar_one())
+
+
+@dataclass
+class Partition:
+    name: str
+    lower: datetime
+    upper: datetime
+    detaching: bool = False
+
+
+def partitions(conn: Connection | None = None) -> list[Partition]:
+    with connect(conn, autocommit=True) as c:
+        return [Partition(r.name, r.lower, r.upper, bool(r.detaching))
+                for r in c.execute(sql.HISTORY_PARTITIONS)]
+
+
+@dataclass
+class Retention:
+    """What `drop_older` did."""
+
+    dropped: list[str] = field(default_factory=list)
+    finalized: list[str] = field(default_factory=list)
+    made: list[str] = field(default_factory=list)
+    kept_dead: list[str] = field(default_factory=list)  # old enough, but with dead letters
+    rows: int = 0  # in the dropped partitions, as the planner counts them
+    edges: int = 0  # dependency edges and batches of the dropped jobs, forgotten
+
+
+def drop_older(older_than: timedelta, *, ahead: int = AHEAD,
+               keep_dead: bool = False) -> Retention:
+    """Detach (CONCURRENTLY: no lock that blocks readers or writers) and drop every
+    partition whose upper bound is `older_than` ago or more; finish a detach that a
+    crash left half done; make the partitions `ahead` widths ahead; ANALYZE the
+    history (autovacuum never analyzes a partitioned table: the planner's figures for
+    "WorkerJobHistory" come only from here)."""
+    done = Retention()
+    with connect(autocommit=True) as c:
+        for row in c.execute(sql.HISTORY_DETACHING).fetchall():
+            c.exec_driver_sql(f'ALTER TABLE "WorkerJobHistory" DETACH PARTITION '
+                              f'"{row.name}" FINALIZE')
+            c.exec_driver_sql(f'DROP TABLE "{row.name}"')
+            done.finalized.append(row.name)
+        now = c.exec_driver_sql("SELECT now()").scalar_one()
+        for part in partitions(c):
+            if part.detaching or part.upper > now - older_than:
+                continue
+            if keep_dead and c.exec_driver_sql(sql.HISTORY_HAS_DEAD.format(part.name)).scalar():
+                done.kept_dead.append(part.name)
+                continue
+            done.rows += int(c.execute(sql.HISTORY_ROWS, {"name": part.name}).scalar_one())
+            # Outside any transaction block: DETACH ... CONCURRENTLY is two transactions.
+            c.exec_driver_sql(f'ALTER TABLE "WorkerJobHistory" DETACH PARTITION '
+                              f'"{part.name}" CONCURRENTLY')
+            c.exec_driver_sql(f'DROP TABLE "{part.name}"')
+            done.dropped.append(part.name)
+        if done.dropped or done.finalized:
+            forgot = c.execute(sql.FORGET_DROPPED_EDGES).one()
+            done.edges = int(forgot.edges) + int(forgot.batches)
+        done.made = ensure_partitions(ahead, c)
+        c.exec_driver_sql('ANALYZE "WorkerJobHistory"')
+    if done.dropped or done.finalized:
+        log.info("dropped %d history partitions older than %s",
+                 len(done.dropped) + len(done.finalized), older_than)
+    return done
+
+
+def is_moved(exc: BaseException) -> bool:
+    """The error of a row a mover moved while this statement waited for it."""
+    orig = getattr(exc, "orig", None)
+    return (isinstance(exc, sa_exc.DBAPIError)
+            and getattr(orig, "pgcode", None) == MOVED_SQLSTATE
+            and _MOVED_MESSAGE in str(orig))
+
+
+def again_if_moved(work: Callable[[], T]) -> T:
+    """`work`, run once more if a mover moved one of its rows under it (40001)."""
+    try:
+        return work()
+    except sa_exc.DBAPIError as exc:
+        if not is_moved(exc):
+            raise
+        log.info("a job moved to history under an operator's change: trying it again")
+        return work()
+
+
+def describe(done: Retention) -> list[str]:
+    lines = [f"dropped history partition {n}" for n in done.dropped]
+    lines += [f"finished the detach of history partition {n}" for n in done.finalized]
+    lines += [f"made history partition {n}" for n in done.made]
+    lines += [f"kept history partition {n}: it holds dead letters" for n in done.kept_dead]
+    return lines
