@@ -208,8 +208,7 @@ def pool_engine(database_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def jobs(pool_engine: Engine) -> Jobs:
-    with pool_engine.begin() as conn:
-        conn.execute(text('TRUNCATE pool_test_runs, pool_test_starts, "WorkerJob"'))
+    # Empty already: tests/conftest.py's clean_tables emptied every table before the test.
     return Jobs(pool_engine)
 
 
