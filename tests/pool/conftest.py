@@ -190,6 +190,11 @@ class Jobs:
             conn.execute(text('UPDATE "WorkerJob" SET "availableAt" = now() '
                               "WHERE status = 'PENDING' AND \"availableAt\" > now()"))
 
+    def all_done_hurried(self, total: int) -> bool:
+        """all_done, once the retries waiting out a back-off were made due (hurry)."""
+        self.hurry()
+        return self.all_done(total)
+
     def execute(self, sql: str, **params: Any) -> None:
         with self.engine.begin() as conn:
             conn.execute(text(sql), params)
