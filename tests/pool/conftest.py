@@ -190,10 +190,10 @@ class Jobs:
             conn.execute(text('UPDATE "WorkerJob" SET "availableAt" = now() '
                               "WHERE status = 'PENDING' AND \"availableAt\" > now()"))
 
-    def all_done_hurried(self, total: int) -> bool:
+    def all_done_hurried(self, total: int, job_type: str | None = None) -> bool:
         """all_done, once the retries waiting out a back-off were made due (hurry)."""
         self.hurry()
-        return self.all_done(total)
+        return self.all_done(total, job_type)
 
     def execute(self, sql: str, **params: Any) -> None:
         with self.engine.begin() as conn:
