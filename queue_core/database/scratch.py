@@ -52,8 +52,10 @@ def run_admin(url: str, statement: str) -> None:
 
 
 @contextmanager
-def scratch_database(prefix: str = "skiplock_scratch", *, demo: bool = False) -> Iterator[str]:
-    """A new database, migrated (with the built-in handlers' demo domain if `demo`), dropped after."""
+def scratch_database(prefix: str = "skiplock_scratch", *, demo: bool = False,
+                     migrated: bool = True) -> Iterator[str]:
+    """A new database, migrated (with the built-in handlers' demo domain if `demo`; left
+    empty without `migrated`), dropped after."""
     admin = server_url()
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     run_admin(admin, f'CREATE DATABASE "{name}"')
@@ -63,7 +65,8 @@ def scratch_database(prefix: str = "skiplock_scratch", *, demo: bool = False) ->
     config.clear_cache()
     db.reset_engine()
     try:
-        migrate.upgrade(url, demo=demo)
+        if migrated:
+            migrate.upgrade(url, demo=demo)
         yield url
     finally:
         db.reset_engine()

@@ -37,16 +37,17 @@ def _mark(job_id: str, step: int, resumed: Any = None) -> None:
 
 @handler("TEST_LONG_STEPS")
 def long_steps(payload: dict[str, Any], job_id: str) -> JobResult:
-    """`steps` steps of `step_s` each, from where the last run got to; checkpoints and
-    reports progress after every one."""
+    """`steps` steps of `step_s` each (the first `quick_steps` of `quick_s`), from where
+    the last run got to; checkpoints and reports progress after every one."""
     steps = int(payload["steps"])
+    quick_steps, quick_s = int(payload.get("quick_steps", 0)), float(payload.get("quick_s", 0))
     resumed = skiplock.last_checkpoint()
     start = resumed["next"] if resumed else 0
     _mark(job_id, start, {"resumed": resumed})
     for i in range(start, steps):
         if i > start:
             _mark(job_id, i)
-        time.sleep(float(payload["step_s"]))
+        time.sleep(quick_s if i < quick_steps else float(payload["step_s"]))
         skiplock.checkpoint({"next": i + 1})
         skiplock.progress((i + 1) / steps, f"step {i + 1} of {steps}")
     return JobResult(True, data={"resumed_from": start})

@@ -42,10 +42,12 @@ def last_step(jobs: Jobs, job_id: str) -> int:
 def test_a_long_job_stopped_by_a_deploy_at_90_percent_resumes_near_90_and_pays_nothing(
     start_pool: Callable[..., Pool], steps: Jobs,
 ) -> None:
-    # 100 steps of 0.1 s, a checkpoint after each; a TERM at step 90 whose grace is
-    # too short for the last 10: the job is cut short, not completed.
+    # 100 steps, a checkpoint after each; a TERM at step 90 whose grace is too short
+    # for the last 10: the job is cut short, not completed. The steps are of 0.1 s
+    # from step 85 on, for the checkpoint's throttle below; quick before.
     pool = start_pool("--concurrency", "1", "--graceful-timeout", "0.3", handlers=HANDLERS)
-    job_id = steps.enqueue("TEST_LONG_STEPS", {"steps": 100, "step_s": 0.1})
+    job_id = steps.enqueue("TEST_LONG_STEPS", {"steps": 100, "step_s": 0.1,
+                                               "quick_steps": 85, "quick_s": 0.01})
     wait_for(lambda: last_step(steps, job_id) >= 90, 60, "the handler to reach step 90")
     pool.send(signal.SIGTERM)
     assert pool.wait_exit(30) == 0

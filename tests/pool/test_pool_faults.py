@@ -147,7 +147,10 @@ def test_a_host_cut_off_from_the_database_stops_its_job_before_another_rescues_i
     job_id = jobs.enqueue("TEST_SLEEP", {"first_seconds": 60, "seconds": 0.1})
     wait_for(lambda: jobs.starts(job_id), 15, "the job to start on the first host")
     [victim] = jobs.starts(job_id)
-    rescuer = start_pool(*flags, url=route.url(database_url))  # reaches the database
+    # Reaches the database, and rescues as soon as the lease is stale, not at its next
+    # round of recovery (every stuck timeout by default): the gap checked below is
+    # as narrow as it can be.
+    rescuer = start_pool(*flags, "--recovery-interval", "0.5", url=route.url(database_url))
     rescuer.wait_children(1)
     proxy.freeze()  # the first host's connections hang: no error, no answer
     died_at = wait_for(lambda: not alive(victim) and time.time(), 20,
@@ -250,6 +253,11 @@ def test_a_child_committing_quiet_jobs_into_a_hung_server_still_stops_on_term(
     cut_off.wait_children(1)
     job_id = jobs.enqueue("TEST_QUIET", {"sleep": 1.5})
     wait_for(lambda: jobs.starts(job_id), 15, "the job to start")
+    # Another pool, which reaches the database: started now, it may rescue the job
+    # once its lease is stale (a master must have been connected for a stuck
+    # timeout first), and it looks every half second.
+    start_pool(*flags, "--recovery-interval", "0.5", handlers=HANDLERS,
+               url=route.url(database_url))
     proxy.freeze()  # the job ends into a server that never answers its completion
     cut_off.send(signal.SIGTERM)  # finish the job, then exit: the commit hangs
     assert cut_off.wait_exit(25) == 0
@@ -258,7 +266,6 @@ def test_a_child_committing_quiet_jobs_into_a_hung_server_still_stops_on_term(
     assert "killed by SIGKILL from the master (its lease could not be renewed)" in cut_off.log()
     assert "out of memory" not in cut_off.log()
     proxy.thaw()
-    start_pool(*flags, handlers=HANDLERS, url=route.url(database_url))
     wait_for(lambda: jobs.all_done(1), 40, "the job to be completed by another pool")
     assert jobs.get(job_id)["status"] == "COMPLETED"
 
