@@ -1,0 +1,109 @@
+"""Where a claimer's next claim starts in the claim index, while walking it from its
+head has become slow.
+
+A claim moves its rows out of "WorkerJob_claim_idx" (status PENDING) by an
+update that cannot be HOT (status is in the index's predicate): the old
+version's index entry stays until vacuum removes it, and no scan may mark it
+dead while some snapshot could still see the old version. A transaction that
+holds such a snapshot (a long report, a REPEATABLE READ session left open, a
+replication slot's xmin) therefore leaves at the head of the index, where every
+claim starts, one entry per job claimed since it began, and every claim visits
+each one's heap row: O(jobs claimed so far) per claim (docs/benchmarks.md,
+"A long transaction held open").
+
+`ClaimCursor` remembers, per priority, the "availableAt" of the first row the
+claimer's last claim took there; the next claim walks the index in its order,
+by segments: each remembered priority from its position on, the priorities in
+between from their heads (`sql._FROM_SEGMENTS`). Rows can become ready behind
+a position: a transaction that enqueued with an earlier "availableAt" and
+committed late, a held-back job let in by flow control or aging (they keep
+their place in the order), rows another claim had locked and left. So a claim
+from the head still runs at least every `full_every_s`, which picks them up:
+with segments a row waits at most that long beyond its turn, and none is
+skipped for good. Segments are used only while the claims from the head are
+slow (`slow_s`, two in a row, measured by the server: `claim_s`); otherwise
+every claim starts at the head as before, and nothing waits behind a cursor.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from skiplock.queue_core.database.arrays import number_array, text_array
+
+# PostgreSQL's integer range: the bounds of the segments between remembered priorities.
+_TOP, _BOTTOM = 2**31 - 1, -(2**31)
+# A claim from the head that took this long on the server (twice in a row) turns
+# segments on: an unbloated claim takes well under a millisecond, and 100,000
+# claimed rows behind a held snapshot make it about 8 ms on the development machine.
+SLOW_S = 0.005
+# With segments on, a claim from the head at least this often: the longest a row
+# that became ready behind a position waits beyond its turn.
+FULL_EVERY_S = 1.0
+# The most priorities remembered (the highest kept); the others are walked from
+# their heads.
+MAX_BANDS = 16
+
+
+class ClaimCursor:
+    def __init__(self, *, slow_s: float = SLOW_S, full_every_s: float = FULL_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.slow_s = slow_s
+        self.full_every_s = full_every_s
+        self.clock = clock
+        self.positions: dict[int, datetime] = {}
+        self.slow_in_a_row = 0
+        self.last_full = float("-inf")
+        self.claims_from_head = 0
+        self.claims_from_segments = 0
+
+    @property
+    def on(self) -> bool:
+        """Whether claims start from remembered positions (from the head is slow)."""
+        return self.slow_in_a_row >= 2
+
+    def segments(self) -> dict[str, Any] | None:
+        """The next claim's segments as its parameters (`sql.CLAIM_FROM` ...), or None:
+        the next claim starts at the index's head."""
+        if not self.on or not self.positions or \
+                self.clock() - self.last_full >= self.full_every_s:
+            return None
+        his, los, froms = [], [], []
+        above = _TOP
+        for band in sorted(self.positions, reverse=True):
+            if band < above:  # the priorities between the last band and this one
+                his.append(above)
+                los.append(band + 1)
+                froms.append("-infinity")
+            his.append(band)
+            los.append(band)
+            froms.append(self.positions[band].isoformat())
+            above = band - 1
+        his.append(above)
+        los.append(_BOTTOM)
+        froms.append("-infinity")
+        return {"seg_hi": number_array(his), "seg_lo": number_array(los),
+                "seg_from": text_array(froms)}
+
+    def claimed(self, jobs: Sequence[Any], claim_s: float | None, *, from_head: bool) -> None:
+        """What a claim took (in any order: objects with `priority` and `available_at`)
+        and how long the server took to it (None: not known, nothing came back)."""
+        if from_head:
+            self.claims_from_head += 1
+            self.last_full = self.clock()
+            if claim_s is not None:
+                self.slow_in_a_row = self.slow_in_a_row + 1 if claim_s >= self.slow_s else 0
+        else:
+            self.claims_from_segments += 1
+        first: dict[int, datetime] = {}
+        for job in jobs:
+            at = job.available_at
+            if at is not None and (job.priority not in first or at < first[job.priority]):
+                first[job.priority] = at
+        self.positions.update(first)
+        if len(self.positions) > MAX_BANDS:
+            for band in sorted(self.positions)[:len(self.positions) - MAX_BANDS]:
+                del self.positions[band]
