@@ -23,14 +23,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import socket
-import statistics
 import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg2
 from sqlalchemy.dialects.postgresql import psycopg2 as pg_dialect
@@ -39,6 +40,7 @@ from bench.bloat import POOL_FLAGS, max_rate
 from bench.common import machine, private_server, scratch_database, start_pool, stop_pool
 from skiplock import queue_core as q
 from skiplock.queue_core import sql
+from skiplock.queue_core.claim_cursor import ClaimCursor
 from skiplock.queue_core.database.urls import libpq_dsn
 from skiplock.queue_core.lifecycle import types_param
 
@@ -60,13 +62,16 @@ SAMPLE = """
            (SELECT count(*) FROM "WorkerJob" WHERE status = 'PENDING')
     FROM hot JOIN pg_stat_user_tables AS s ON s.relid = hot.rel
 """
-# The claim a pool child makes (its served types, a pool of 2), as psycopg2 takes it.
+# The claims a pool child makes (its served types, a pool of 2), as psycopg2 takes them:
+# from the claim index's head, and from a cursor's segments (queue_core/claim_cursor.py).
 CLAIM = str(sql.CLAIM_TYPES.compile(dialect=pg_dialect.dialect()))
+CLAIM_FROM = str(sql.CLAIM_TYPES_FROM.compile(dialect=pg_dialect.dialect()))
 CLAIM_PARAMS = {"worker_id": "bench-sampler", "limit": 10, "children": 2,
                 "types": types_param(["BENCH_NOOP"])}
-COLUMNS = ["run", "seconds", "completed", "claim_ms", "claim_buffers", "heap_bytes",
-           "index_bytes", "claim_index_bytes", "live_rows", "dead_rows", "autovacuums",
-           "history_bytes", "pending"]
+COLUMNS = ["run", "seconds", "completed", "claim_ms", "cursor_claim_ms", "cursor_claim_buffers",
+           "heap_bytes", "index_bytes", "claim_index_bytes", "live_rows", "dead_rows",
+           "autovacuums", "history_bytes", "pending"]
+CLAIM_EVERY_S = 2  # the claims sampled: each from the head walks what the pool's would
 
 
 def _free_port() -> int:
@@ -86,17 +91,34 @@ def _completed(port: int) -> float:
                if line.startswith("skiplock_jobs_completed_total{"))
 
 
-def _claim(cur: psycopg2.extensions.cursor) -> tuple[float, int]:
-    """The claim's execution time (ms) and shared buffers it touched, rolled back."""
+def _claims(cur: psycopg2.extensions.cursor) -> tuple[float, float, int]:
+    """Claims as a pool child makes them, in a transaction rolled back: the time of one
+    from the head (ms, the server's, `claim_s`), then of one from a cursor at the
+    first row that took (ms, under EXPLAIN ANALYZE) and the buffers it touched."""
+    cursor = ClaimCursor(slow_s=0.0)
     cur.execute("BEGIN")
     try:
-        cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + CLAIM, CLAIM_PARAMS)
+        began = time.perf_counter()
+        cur.execute(CLAIM, CLAIM_PARAMS)
+        elapsed = time.perf_counter() - began
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        head_s = max((float(r["claim_s"]) for r in rows), default=elapsed)
+        for _ in range(2):  # two slow claims from the head turn segments on
+            cursor.claimed([SimpleNamespace(priority=r["priority"], available_at=r["availableAt"])
+                            for r in rows], 1.0, from_head=True)
+        segments = cursor.segments()
+        if segments is None:  # nothing to claim: no position
+            return head_s * 1000, float("nan"), 0
+        cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + CLAIM_FROM,
+                    {**CLAIM_PARAMS, **segments})
         raw = cur.fetchone()[0]
     finally:
         cur.execute("ROLLBACK")
     plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]
     top = plan["Plan"]
-    return plan["Execution Time"], top["Shared Hit Blocks"] + top["Shared Read Blocks"]
+    return (head_s * 1000, plan["Execution Time"],
+            top["Shared Hit Blocks"] + top["Shared Read Blocks"])
 
 
 @dataclass
@@ -107,7 +129,7 @@ class Window:
 
 
 def _churn(url: str, run: str, target: float, held_s: float | None, total_s: float,
-           ) -> list[list[float | str]]:
+           ) -> list[dict[str, float | str]]:
     """One run: the pool at `target` jobs/s for `total_s`; with `held_s`, a snapshot held
     from the start for that long. One row of COLUMNS a second."""
     port = _free_port()
@@ -122,9 +144,11 @@ def _churn(url: str, run: str, target: float, held_s: float | None, total_s: flo
         # keeps every row version it can see.
         holder.cursor().execute('SELECT 1 FROM "WorkerJob" LIMIT 1')
     proc = start_pool(url, *POOL_FLAGS, "--metrics-port", str(port))
-    rows: list[list[float | str]] = []
+    rows: list[dict[str, float | str]] = []
     began = time.monotonic()
-    next_sample = next_cleanup = began
+    next_sample = next_cleanup = next_claim = began
+    claim_ms = cursor_ms = float("nan")
+    buffers = 0
     owed = 0.0
     tick = began
     try:
@@ -143,11 +167,16 @@ def _churn(url: str, run: str, target: float, held_s: float | None, total_s: flo
                 q.cleanup(60)  # what `skiplock cleanup --older-than 1m` does
                 next_cleanup = now + 60
             if now >= next_sample:
-                claim_ms, buffers = _claim(cur)
+                fresh = now >= next_claim
+                if fresh:
+                    claim_ms, cursor_ms, buffers = _claims(cur)
+                    next_claim = now + CLAIM_EVERY_S
                 cur.execute(SAMPLE)
-                sizes = list(cur.fetchone())
-                rows.append([run, round(now - began, 1), _completed(port), round(claim_ms, 3),
-                             buffers, *sizes])
+                sample: list[float | str] = [
+                    run, round(now - began, 1), _completed(port),
+                    round(claim_ms, 3) if fresh else "", round(cursor_ms, 3) if fresh else "",
+                    buffers if fresh else "", *cur.fetchone()]
+                rows.append(dict(zip(COLUMNS, sample, strict=True)))
                 next_sample = now + 1
             time.sleep(max(0.0, 0.1 - (time.monotonic() - now)))
     finally:
@@ -158,42 +187,56 @@ def _churn(url: str, run: str, target: float, held_s: float | None, total_s: flo
     return rows
 
 
-def _rate(rows: list[list[float | str]], window: Window) -> float:
-    inside = [r for r in rows if window.start <= float(r[1]) < window.end
-              and float(r[2]) == float(r[2])]
+Rows = list[dict[str, float | str]]
+
+
+def _inside(rows: Rows, window: Window) -> Rows:
+    return [r for r in rows if window.start <= float(r["seconds"]) < window.end]
+
+
+def _rate(rows: Rows, window: Window) -> float:
+    """Jobs completed per second within the window (the pool's counter)."""
+    inside = [r for r in _inside(rows, window) if not math.isnan(float(r["completed"]))]
     if len(inside) < 2:
         return float("nan")
-    return (float(inside[-1][2]) - float(inside[0][2])) / (float(inside[-1][1]) - float(inside[0][1]))
+    return ((float(inside[-1]["completed"]) - float(inside[0]["completed"]))
+            / (float(inside[-1]["seconds"]) - float(inside[0]["seconds"])))
+
+
+def _values(rows: Rows, column: str) -> list[float]:
+    return [float(r[column]) for r in rows if r[column] != ""]
 
 
 def _quantile(values: list[float], share: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+    values = sorted(v for v in values if not math.isnan(v))
+    return values[min(len(values) - 1, int(share * len(values)))] if values else float("nan")
 
 
-def _report(runs: dict[str, list[list[float | str]]], windows: list[Window]) -> None:
-    print(f"{'':<22}" + "".join(f"{f'{name} / {w.name}':>24}" for w in windows for name in runs))
-    lines: dict[str, list[str]] = {k: [] for k in (
-        "jobs/s", "claim p50 ms", "claim p99 ms", "claim buffers p50", "heap MiB at end",
-        "claim index MiB at end", "indexes MiB at end", "dead rows max", "pending at end")}
+def _report(runs: dict[str, Rows], windows: list[Window]) -> None:
+    print(f"{'':<26}" + "".join(f"{f'{name} / {w.name}':>18}" for w in windows for name in runs))
+    cells: dict[str, list[float]] = {}
     for w in windows:
         for rows in runs.values():
-            inside = [r for r in rows if w.start <= float(r[1]) < w.end]
-            ms = [float(r[3]) for r in inside]
-            last = inside[-1] if inside else [float("nan")] * len(COLUMNS)
-            lines["jobs/s"].append(f"{_rate(rows, w):24.0f}")
-            lines["claim p50 ms"].append(f"{_quantile(ms, 0.5):24.2f}")
-            lines["claim p99 ms"].append(f"{_quantile(ms, 0.99):24.2f}")
-            lines["claim buffers p50"].append(f"{_quantile([float(r[4]) for r in inside], 0.5):24.0f}")
-            lines["heap MiB at end"].append(f"{float(last[5]) / 2**20:24.1f}")
-            lines["claim index MiB at end"].append(f"{float(last[7]) / 2**20:24.1f}")
-            lines["indexes MiB at end"].append(f"{float(last[6]) / 2**20:24.1f}")
-            lines["dead rows max"].append(f"{max((float(r[9]) for r in inside), default=0):24.0f}")
-            lines["pending at end"].append(f"{float(last[12]):24.0f}")
-    for label, cells in lines.items():
-        print(f"{label:<22}" + "".join(cells))
+            inside = _inside(rows, w)
+            last = inside[-1] if inside else dict.fromkeys(COLUMNS, float("nan"))
+            for label, value in (
+                ("jobs/s", _rate(rows, w)),
+                ("claim from head p50 ms", _quantile(_values(inside, "claim_ms"), 0.5)),
+                ("claim from head p99 ms", _quantile(_values(inside, "claim_ms"), 0.99)),
+                ("claim from cursor p50 ms", _quantile(_values(inside, "cursor_claim_ms"), 0.5)),
+                ("claim from cursor p99 ms", _quantile(_values(inside, "cursor_claim_ms"), 0.99)),
+                ("  its buffers p50", _quantile(_values(inside, "cursor_claim_buffers"), 0.5)),
+                ("heap MiB at end", float(last["heap_bytes"]) / 2**20),
+                ("indexes MiB at end", float(last["index_bytes"]) / 2**20),
+                ("claim index MiB at end", float(last["claim_index_bytes"]) / 2**20),
+                ("history MiB at end", float(last["history_bytes"]) / 2**20),
+                ("dead rows max", max(_values(inside, "dead_rows"), default=float("nan"))),
+                ("pending at end", float(last["pending"])),
+            ):
+                cells.setdefault(label, []).append(value)
+    for label, values in cells.items():
+        digits = 2 if "ms" in label else 1 if "MiB" in label else 0
+        print(f"{label:<26}" + "".join(f"{v:18.{digits}f}" for v in values))
 
 
 def run(argv: list[str]) -> None:
@@ -230,7 +273,7 @@ def run(argv: list[str]) -> None:
         target = peak * args.share
         print(f"maximum rate {peak:.0f} jobs/s (2 children, 20000 no-op jobs); enqueueing at "
               f"{target:.0f} jobs/s; transaction held {held_s:.0f} s of {total_s:.0f} s")
-        runs: dict[str, list[list[float | str]]] = {}
+        runs: dict[str, Rows] = {}
         for name, held in (("without", None), ("held", held_s)):
             cur.execute('TRUNCATE "WorkerJob"')
             cur.execute('VACUUM ANALYZE "WorkerJob"')
@@ -242,7 +285,7 @@ def run(argv: list[str]) -> None:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         for rows in runs.values():
-            writer.writerows(rows)
+            writer.writerows([r[c] for c in COLUMNS] for r in rows)
     # The first minute has no cleanup yet: the held window is compared from then on.
     windows = [Window("held", min(60.0, held_s / 2), held_s), Window("after", held_s, total_s)]
     print(f"samples in {out}; windows: held {windows[0].start:.0f}-{held_s:.0f} s, "
@@ -251,13 +294,13 @@ def run(argv: list[str]) -> None:
     ratio = _rate(runs["held"], windows[0]) / _rate(runs["without"], windows[0])
     print(f"throughput with the transaction held: {ratio:.2f} of the run without it "
           f"(target >= 0.90)")
-    after = [r for r in runs["held"] if float(r[1]) >= held_s + 60]
-    if len(after) >= 2:
-        grew = (float(after[-1][5]) - float(after[0][5])) / 2**20
-        print(f"hot table heap from {held_s + 60:.0f} s to the end: {grew:+.1f} MiB "
+    # Growth once the transaction ended, past the first half of the rest (autovacuum
+    # has had its turn by then): the target is none.
+    tail = [r for r in runs["held"] if float(r["seconds"]) >= (held_s + total_s) / 2]
+    if len(tail) >= 2:
+        grew = (float(tail[-1]["heap_bytes"]) - float(tail[0]["heap_bytes"])) / 2**20
+        print(f"hot table heap from {tail[0]['seconds']:.0f} s to the end: {grew:+.1f} MiB "
               "(target: no growth once the transaction ended)")
-    print(f"claim p50 {statistics.median(float(r[3]) for r in runs['held']):.2f} ms held run, "
-          f"{statistics.median(float(r[3]) for r in runs['without']):.2f} ms without")
     if args.plot:
         subprocess.run([args.peer_python, str(HERE / "plot_bloat_hold.py"), str(out), args.plot,
                         str(held_s), f"{target:.0f} jobs/s ({args.share:.0%} of {peak:.0f})"],

@@ -20,7 +20,8 @@ def main(source: str, target: str, held: str, title: str) -> None:
     runs: dict[str, list[dict[str, float]]] = defaultdict(list)
     with open(source) as handle:
         for row in csv.DictReader(handle):
-            runs[row.pop("run")].append({k: float(v) for k, v in row.items()})
+            runs[row.pop("run")].append({k: float(v) if v else float("nan")
+                                         for k, v in row.items()})
     fig, (rate, claim, sizes, dead) = plt.subplots(4, 1, figsize=(9, 11), sharex=True)
     for name, rows in runs.items():
         style = STYLE.get(name, {})
@@ -29,7 +30,12 @@ def main(source: str, target: str, held: str, title: str) -> None:
         speed = [(b["completed"] - a["completed"]) / (b["seconds"] - a["seconds"])
                  for a, b in zip(rows, rows[SMOOTH_S:], strict=False)]
         rate.plot(minutes[SMOOTH_S:], speed, label=label, **style)
-        claim.plot(minutes, [r["claim_ms"] for r in rows], label=label, **style)
+        sampled = [r for r in rows if r["claim_ms"] == r["claim_ms"]]
+        at = [r["seconds"] / 60 for r in sampled]
+        claim.plot(at, [r["claim_ms"] for r in sampled], label=f"from the head, {label}",
+                   color="tab:blue", **style)
+        claim.plot(at, [r["cursor_claim_ms"] for r in sampled],
+                   label=f"from a cursor, {label}", color="tab:green", **style)
         sizes.plot(minutes, [r["heap_bytes"] / 2**20 for r in rows],
                    label=f"heap, {label}", color="tab:blue", **style)
         sizes.plot(minutes, [r["index_bytes"] / 2**20 for r in rows],
@@ -42,7 +48,7 @@ def main(source: str, target: str, held: str, title: str) -> None:
                   color="tab:purple", **style)
     rate.set_ylabel(f"jobs/s ({SMOOTH_S} s)")
     rate.set_title(f"Churn with a REPEATABLE READ transaction held: {title}")
-    claim.set_ylabel("claim ms (EXPLAIN ANALYZE)")
+    claim.set_ylabel("claim ms (server)")
     claim.set_yscale("log")
     sizes.set_ylabel("hot table MiB")
     dead.set_ylabel("rows")
