@@ -18,15 +18,18 @@ between from their heads (`sql._FROM_SEGMENTS`). Rows can become ready behind
 a position: a transaction that enqueued with an earlier "availableAt" and
 committed late, a held-back job let in by flow control or aging (they keep
 their place in the order), rows another claim had locked and left. So a claim
-from the head still runs at least every `full_every_s`, which picks them up:
-with segments a row waits at most that long beyond its turn, and none is
+from the head still runs every `full_every_s`, or less often when it is slow
+(its walks take no more than HEAD_SHARE of the child's time), which picks them
+up: with segments a row waits at most that long beyond its turn, and none is
 skipped for good. Segments are used only while the claims from the head are
-slow (`slow_s`, two in a row, measured by the server: `claim_s`); otherwise
-every claim starts at the head as before, and nothing waits behind a cursor.
+slow (from the second in a row that took `slow_s` on the server, `claim_s`,
+to the third in a row under half of it); otherwise every claim starts at the
+head as before, and nothing waits behind a cursor.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -34,15 +37,22 @@ from typing import Any
 
 from skiplock.queue_core.database.arrays import number_array, text_array
 
+log = logging.getLogger("skiplock.queue")
+
 # PostgreSQL's integer range: the bounds of the segments between remembered priorities.
 _TOP, _BOTTOM = 2**31 - 1, -(2**31)
 # A claim from the head that took this long on the server (twice in a row) turns
-# segments on: an unbloated claim takes well under a millisecond, and 100,000
-# claimed rows behind a held snapshot make it about 8 ms on the development machine.
-SLOW_S = 0.005
-# With segments on, a claim from the head at least this often: the longest a row
-# that became ready behind a position waits beyond its turn.
-FULL_EVERY_S = 1.0
+# segments on: an unbloated claim takes well under a millisecond (0.3-0.5 ms on the
+# development machine), 40,000 claimed rows behind a held snapshot make it about
+# 2 ms, 100,000 about 8, and a pool child that claims one job at a time under churn
+# spends that on every job.
+SLOW_S = 0.002
+# With segments on, a claim from the head at least this often, and no more often
+# than keeps its walks to HEAD_SHARE of the child's time: the longest a row that
+# became ready behind a position waits beyond its turn (0.25 s, up to 2 s when a
+# claim from the head takes 100 ms).
+FULL_EVERY_S = 0.25
+HEAD_SHARE = 0.05
 # The most priorities remembered (the highest kept); the others are walked from
 # their heads.
 MAX_BANDS = 16
@@ -55,21 +65,24 @@ class ClaimCursor:
         self.full_every_s = full_every_s
         self.clock = clock
         self.positions: dict[int, datetime] = {}
-        self.slow_in_a_row = 0
+        self.slow_in_a_row = 0  # claims from the head that took slow_s or more, in a row
+        self.fast_in_a_row = 0  # ... that took less than half of it
+        self._on = False
         self.last_full = float("-inf")
+        self.last_head_s = 0.0  # the server's time of the last claim from the head
         self.claims_from_head = 0
         self.claims_from_segments = 0
 
     @property
     def on(self) -> bool:
         """Whether claims start from remembered positions (from the head is slow)."""
-        return self.slow_in_a_row >= 2
+        return self._on
 
     def segments(self) -> dict[str, Any] | None:
         """The next claim's segments as its parameters (`sql.CLAIM_FROM` ...), or None:
         the next claim starts at the index's head."""
-        if not self.on or not self.positions or \
-                self.clock() - self.last_full >= self.full_every_s:
+        if not self.on or not self.positions or self.clock() - self.last_full >= max(
+                self.full_every_s, self.last_head_s / HEAD_SHARE):
             return None
         his, los, froms = [], [], []
         above = _TOP
@@ -95,7 +108,20 @@ class ClaimCursor:
             self.claims_from_head += 1
             self.last_full = self.clock()
             if claim_s is not None:
+                self.last_head_s = claim_s
+                was = self._on
                 self.slow_in_a_row = self.slow_in_a_row + 1 if claim_s >= self.slow_s else 0
+                self.fast_in_a_row = self.fast_in_a_row + 1 if claim_s < self.slow_s / 2 else 0
+                # On at the second slow claim in a row; off at the third fast one: the
+                # time of one walk varies two- or threefold with the machine's load.
+                if self.slow_in_a_row >= 2:
+                    self._on = True
+                elif self.fast_in_a_row >= 3:
+                    self._on = False
+                if self._on != was:
+                    log.info("claims from the head of the claim index took %.1f ms: claims "
+                             "start %s", claim_s * 1000,
+                             "from remembered positions" if self.on else "at the head again")
         else:
             self.claims_from_segments += 1
         first: dict[int, datetime] = {}

@@ -79,5 +79,8 @@ def test_segments_are_used_only_while_claims_from_the_head_are_slow():
     assert cursor.segments() is not None  # two in a row: segments
     clock.now += 1.0
     assert cursor.segments() is None  # ... with a claim from the head every second,
-    cursor.claimed([], 0.001, from_head=True)
-    assert cursor.segments() is None  # which, fast again, turns them off
+    for _ in range(2):
+        cursor.claimed([], 0.002, from_head=True)
+        assert cursor.on and cursor.segments() is not None
+    cursor.claimed([], 0.002, from_head=True)
+    assert not cursor.on and cursor.segments() is None  # fast three times in a row: off
