@@ -84,16 +84,19 @@ class ClaimCursor:
         if not self.on or not self.positions or self.clock() - self.last_full >= max(
                 self.full_every_s, self.last_head_s / HEAD_SHARE):
             return None
+        # A copy: the answer of a claim sent ahead may be read by a timer's thread
+        # (pool/completer.py), which updates the positions.
+        positions = dict(self.positions)
         his, los, froms = [], [], []
         above = _TOP
-        for band in sorted(self.positions, reverse=True):
+        for band in sorted(positions, reverse=True):
             if band < above:  # the priorities between the last band and this one
                 his.append(above)
                 los.append(band + 1)
                 froms.append("-infinity")
             his.append(band)
             los.append(band)
-            froms.append(self.positions[band].isoformat())
+            froms.append(positions[band].isoformat())
             above = band - 1
         his.append(above)
         los.append(_BOTTOM)
