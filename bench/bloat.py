@@ -1,6 +1,7 @@
 """Bloat under churn: the job table's size and dead rows while a pool runs at 80 %.
 
     python -m bench bloat [--minutes 10] [--share 0.8] [--plot docs/bloat.png]
+    python -m bench bloat --hold-xmin [--minutes 4] ...   (bench/bloat_hold.py)
 
 A real `skiplock worker --concurrency 2` runs no-op jobs. First its maximum
 rate is measured on a backlog; then a producer enqueues at `--share` of that
@@ -42,7 +43,7 @@ SAMPLE = """
 """
 
 
-def _max_rate(url: str, cur: psycopg2.extensions.cursor, jobs: int) -> float:
+def max_rate(url: str, cur: psycopg2.extensions.cursor, jobs: int) -> float:
     fill(jobs, "BENCH_NOOP", {})
     proc = start_pool(url, *POOL_FLAGS)
     try:
@@ -64,6 +65,11 @@ def _max_rate(url: str, cur: psycopg2.extensions.cursor, jobs: int) -> float:
 
 
 def run(argv: list[str]) -> None:
+    if "--hold-xmin" in argv:
+        from bench import bloat_hold  # the same churn beside a held transaction
+
+        bloat_hold.run(argv)
+        return
     parser = argparse.ArgumentParser(prog="python -m bench bloat", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10, help="length of the run (default 10)")
@@ -88,7 +94,7 @@ def run(argv: list[str]) -> None:
         cur.execute("SELECT current_setting('autovacuum'), current_setting('autovacuum_naptime')")
         autovacuum, naptime = cur.fetchone()
         print(f"autovacuum {autovacuum}, autovacuum_naptime {naptime}")
-        peak = _max_rate(url, cur, 20_000)
+        peak = max_rate(url, cur, 20_000)
         target = peak * args.share
         print(f"maximum rate {peak:.0f} jobs/s (2 children, 20000 no-op jobs); "
               f"enqueueing at {target:.0f} jobs/s for {args.minutes:g} min")

@@ -84,6 +84,7 @@ class _SentAhead:
     completions: list[tuple[Job, Any]]
     sent_at: float
     claims: bool = True  # it claims the next batch too (else: the completions alone)
+    from_head: bool = True  # its claim starts at the index's head (else: a cursor's segments)
     timer: threading.Timer | None = None
     read: bool = False  # the answer was read (by the overrun's timer or the loop)
     done: set[str] | None = None
@@ -160,7 +161,7 @@ class Completer:
                         self.producer.claim_sent_at = time.monotonic()
                         done, next_jobs = complete_and_claim(
                             completions, self.worker_id, limit, self.producer.children,
-                            self.producer.types)
+                            self.producer.types, self.producer.cursor)
                     else:
                         done = complete_many(completions, flush=False)
             except SQLAlchemyError as exc:  # the server answered: no claim this time
@@ -282,11 +283,12 @@ class Completer:
         outcomes = self.group.take_all()  # nothing was sent in its transaction
         completions = [(o.job, o.result) for o in outcomes]
         sent_at = time.monotonic()
+        statement, params = complete_and_claim_statement(
+            completions, self.worker_id, limit, self.producer.children, self.producer.types,
+            self.producer.cursor)
         try:
             with bounded(STATEMENT_BOUND_S):
-                self.ahead.send(*complete_and_claim_statement(
-                    completions, self.worker_id, limit, self.producer.children,
-                    self.producer.types))
+                self.ahead.send(statement, params)
         except Exception as exc:
             if faults.classify(exc) is None:
                 raise
@@ -294,7 +296,7 @@ class Completer:
             self.settle_aborted(GroupAborted(outcomes, set(), exc), claimed=True,
                                 keep=[last.id])
             return True
-        sent = _SentAhead(outcomes, completions, sent_at)
+        sent = _SentAhead(outcomes, completions, sent_at, from_head="seg_hi" not in params)
         # Nobody renews the leases of the jobs it claims until the master hears of
         # them, after `last`: should `last` overrun, they go back at once.
         overrun = min(max(expected * OVERRUN_FACTOR, AHEAD_MAX_S),
@@ -388,8 +390,9 @@ class Completer:
                 with bounded(STATEMENT_BOUND_S):
                     names, rows = self.ahead.receive()
                 if sent.claims:
-                    sent.done, sent.next_jobs = complete_and_claim_result(sent.completions,
-                                                                          names, rows)
+                    sent.done, sent.next_jobs = complete_and_claim_result(
+                        sent.completions, names, rows, self.producer.cursor,
+                        from_head=sent.from_head)
                 else:
                     sent.done = complete_many_result(sent.completions, rows)
             except SQLAlchemyError as exc:  # the server answered: nothing of it committed

@@ -22,6 +22,7 @@ from skiplock.pool.claim_gate import ClaimGate
 from skiplock.pool.claim_size import ClaimSize, Durations
 from skiplock.pool.settler import Settler
 from skiplock.queue_core import Job, claim, sql
+from skiplock.queue_core.claim_cursor import ClaimCursor
 from skiplock.queue_core.config import Settings
 from skiplock.queue_core.database import db
 from skiplock.queue_core.errors import DatabaseUnavailable
@@ -68,6 +69,10 @@ class Producer:
         self.poll = PollInterval(settings.poll_min_s, settings.poll_max_s, settings.poll_step_s)
         self.durations = Durations()
         self.claim_size = ClaimSize(settings.batch_size, self.durations)
+        # Where claims start in the claim index while walking it from its head is slow
+        # (a held snapshot keeps the claimed rows' entries there): every claim this
+        # child makes, alone, with a commit or sent ahead, goes through it.
+        self.cursor = ClaimCursor()
         # Who share the ready jobs when the queue runs dry (sql._CLAIM, `take`): this pool's
         # children, as many as the master keeps when it forks this one (TTIN and
         # TTOU change that). Other hosts' are not known here.
@@ -106,8 +111,7 @@ class Producer:
         hands the jobs to `take` once it returns: the claim has committed."""
         self.claim_sent_at = time.monotonic()
         return claim(self.worker_id, limit=self.claim_size.limit(self.jobs_left(0)),
-                     types=self.types,
-                     children=self.children)
+                     types=self.types, children=self.children, cursor=self.cursor)
 
     def claim_in(self, conn: Connection) -> list[Job] | None:
         """Claim the next batch in the transaction that commits the last jobs of this one.
@@ -123,7 +127,7 @@ class Producer:
         try:
             self.claim_sent_at = time.monotonic()
             return claim(self.worker_id, limit=limit, types=self.types, conn=conn,
-                         savepoint=True, children=self.children)
+                         savepoint=True, children=self.children, cursor=self.cursor)
         except (SQLAlchemyError, DatabaseUnavailable) as exc:
             if conn.invalidated:
                 raise  # the connection is gone: the completion cannot commit either

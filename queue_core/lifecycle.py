@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from skiplock.queue_core import accounting, sql
 from skiplock.queue_core.backoff import backoff_s
+from skiplock.queue_core.claim_cursor import ClaimCursor
 from skiplock.queue_core.database.arrays import flag_array, number_array, text_array
 from skiplock.queue_core.database.db import Joinable, connect, driver_sql, run_on_driver
 from skiplock.queue_core.errors import InvalidJob
@@ -32,14 +33,16 @@ MAX_ERROR_LENGTH = MAX_ERROR_CHARS
 
 def claim(worker_id: str, limit: int = 1, types: Sequence[str] | None = None,
           conn: Joinable | None = None, *, savepoint: bool = False,
-          children: int = 1) -> list[Job]:
+          children: int = 1, cursor: ClaimCursor | None = None) -> list[Job]:
     """Take up to `limit` ready jobs (highest priority, then oldest) for `worker_id`.
 
     With `types`, only jobs of those types (a pool's served set, pool/served.py).
     With `savepoint` (inside `conn`'s transaction) the claim runs behind
     `sql.CLAIM_SAVEPOINT`: if it raises, rolling back to it keeps the rest of
     the transaction. With `children` (a pool's size) it takes no more than that
-    share of the ready jobs, rounded up (`sql._CLAIM`, its `take`)."""
+    share of the ready jobs, rounded up (`sql._CLAIM`, its `take`). With `cursor`, the
+    claim starts where the cursor says and tells it what it took
+    (queue_core/claim_cursor.py)."""
     if not worker_id:
         raise InvalidJob("worker_id must be a non-empty string")
     if limit < 1:
@@ -47,16 +50,37 @@ def claim(worker_id: str, limit: int = 1, types: Sequence[str] | None = None,
     params: dict[str, Any] = {"worker_id": worker_id, "limit": limit,
                               "children": max(1, children)}
     behind_savepoint = savepoint and conn is not None
-    if types is None:
-        statement = sql.CLAIM_AFTER_SAVEPOINT if behind_savepoint else sql.CLAIM
-    elif not types:
+    if types is not None and not types:
         return []
-    else:
-        statement = sql.CLAIM_TYPES_AFTER_SAVEPOINT if behind_savepoint else sql.CLAIM_TYPES
+    segments = cursor.segments() if cursor is not None else None
+    if segments is not None:
+        params.update(segments)
+    statement = _CLAIMS[(types is not None, behind_savepoint, segments is not None)]
+    if types is not None:
         params["types"] = types_param(types)
     names, rows = run_on_driver(conn, statement, params)
-    return _in_claim_order([Job.from_mapping(dict(zip(names, row, strict=True)))
-                            for row in rows])
+    mappings = [dict(zip(names, row, strict=True)) for row in rows]
+    jobs = _in_claim_order([Job.from_mapping(m) for m in mappings])
+    if cursor is not None:
+        cursor.claimed(jobs, _claim_s(mappings), from_head=segments is None)
+    return jobs
+
+
+# (by types, behind a savepoint, from a cursor's segments) -> the claim
+_CLAIMS = {
+    (False, False, False): sql.CLAIM, (False, True, False): sql.CLAIM_AFTER_SAVEPOINT,
+    (True, False, False): sql.CLAIM_TYPES, (True, True, False): sql.CLAIM_TYPES_AFTER_SAVEPOINT,
+    (False, False, True): sql.CLAIM_FROM, (False, True, True): sql.CLAIM_FROM_AFTER_SAVEPOINT,
+    (True, False, True): sql.CLAIM_TYPES_FROM,
+    (True, True, True): sql.CLAIM_TYPES_FROM_AFTER_SAVEPOINT,
+}
+
+
+def _claim_s(mappings: Sequence[Mapping[str, Any]]) -> float | None:
+    """The server's time to the claim's last row (`sql._CLAIM`'s claim_s); None when
+    nothing was claimed."""
+    times = [float(m["claim_s"]) for m in mappings if m.get("claim_s") is not None]
+    return max(times) if times else None
 
 
 def _in_claim_order(jobs: list[Job]) -> list[Job]:
@@ -137,35 +161,47 @@ def release_claimed_statement(jobs: Sequence[Fenced], worker_id: str,
 
 def complete_and_claim(jobs: Sequence[tuple[Fenced, Any]], worker_id: str,
                        limit: int, children: int = 1,
-                       types: Sequence[str] | None = None) -> tuple[set[str], list[Job]]:
+                       types: Sequence[str] | None = None,
+                       cursor: ClaimCursor | None = None) -> tuple[set[str], list[Job]]:
     """Complete these jobs and claim up to `limit` more for `worker_id` (of `types`
-    only, when given), in one statement that commits by itself: for jobs that wrote
-    nothing to the database (a pool child's group, pool/child.py). Returns the ids
-    that were still ours and the claimed jobs, in the claim's order."""
-    names, rows = run_on_driver(None, *_complete_and_claim(jobs, worker_id, limit, children,
-                                                           types))
-    return complete_and_claim_result(jobs, names, rows)
+    only, when given; from where `cursor` says, when given), in one statement that
+    commits by itself: for jobs that wrote nothing to the database (a pool child's
+    group, pool/child.py). Returns the ids that were still ours and the claimed jobs,
+    in the claim's order."""
+    statement, params = _complete_and_claim(jobs, worker_id, limit, children, types, cursor)
+    names, rows = run_on_driver(None, statement, params)
+    return complete_and_claim_result(jobs, names, rows, cursor,
+                                     from_head="seg_hi" not in params)
 
 
 def complete_and_claim_statement(jobs: Sequence[tuple[Fenced, Any]], worker_id: str,
                                  limit: int, children: int = 1,
                                  types: Sequence[str] | None = None,
+                                 cursor: ClaimCursor | None = None,
                                  ) -> tuple[str, dict[str, Any]]:
     """`complete_and_claim`'s statement (as the driver takes it) and parameters, for a
-    caller that sends it on a connection of its own (pool/ahead.py)."""
-    statement, params = _complete_and_claim(jobs, worker_id, limit, children, types)
+    caller that sends it on a connection of its own (pool/ahead.py). Whether it
+    claims from the head goes to `complete_and_claim_result` (`from_head`): no
+    "seg_hi" among the parameters."""
+    statement, params = _complete_and_claim(jobs, worker_id, limit, children, types, cursor)
     return driver_sql(statement), params
 
 
 def _complete_and_claim(jobs: Sequence[tuple[Fenced, Any]], worker_id: str, limit: int,
                         children: int, types: Sequence[str] | None,
+                        cursor: ClaimCursor | None,
                         ) -> tuple[TextClause, dict[str, Any]]:
     params = {**_completions(jobs), "worker_id": worker_id, "limit": max(1, limit),
               "children": max(1, children)}
+    segments = cursor.segments() if cursor is not None else None
+    if segments is not None:
+        params.update(segments)
     if types is None:
-        return sql.COMPLETE_AND_CLAIM, params
+        return (sql.COMPLETE_AND_CLAIM if segments is None else sql.COMPLETE_AND_CLAIM_FROM,
+                params)
     params["types"] = types_param(types)
-    return sql.COMPLETE_AND_CLAIM_TYPES, params
+    return (sql.COMPLETE_AND_CLAIM_TYPES if segments is None
+            else sql.COMPLETE_AND_CLAIM_TYPES_FROM, params)
 
 
 def types_param(types: Sequence[str]) -> str:
@@ -175,13 +211,17 @@ def types_param(types: Sequence[str]) -> str:
 
 
 def complete_and_claim_result(jobs: Sequence[tuple[Fenced, Any]], names: list[str],
-                              rows: list[tuple[Any, ...]]) -> tuple[set[str], list[Job]]:
+                              rows: list[tuple[Any, ...]], cursor: ClaimCursor | None = None,
+                              *, from_head: bool = True) -> tuple[set[str], list[Job]]:
     """What `complete_and_claim`'s statement answered: the ids that were still ours
-    and the claimed jobs, in the claim's order."""
+    and the claimed jobs, in the claim's order (told to `cursor`, when given)."""
     done = set(rows[0][0] or ()) if rows else set()
     _warn_lost(jobs, done)
-    return done, _in_claim_order([Job.from_claim(dict(zip(names[1:], row[1:], strict=True)))
-                                  for row in rows if row[1] is not None])
+    mappings = [dict(zip(names[1:], row[1:], strict=True)) for row in rows if row[1] is not None]
+    claimed = _in_claim_order([Job.from_claim(m) for m in mappings])
+    if cursor is not None:
+        cursor.claimed(claimed, _claim_s(mappings), from_head=from_head)
+    return done, claimed
 
 
 def _completions(jobs: Sequence[tuple[Fenced, Any]]) -> dict[str, Any]:

@@ -209,6 +209,34 @@ def _features(prefix: str = "") -> str:
         "uniqueKey", "uniqueUntil", "progress", "progressMessage", "snoozes"))
 
 
+# The claim's ready rows come from `_FROM_HEAD` (the claim index from its head, as
+# it always did) or `_FROM_SEGMENTS` (queue_core/claim_cursor.py): stretches of the
+# index in its order, each a band of priorities from a remembered "availableAt" on,
+# one index scan each, walked in order and only as far as the LIMIT needs.
+_READY_WHERE = """status = 'PENDING' AND "heldBack" IS NULL
+          AND "availableAt" <= statement_timestamp() {type_filter}
+          AND (NOT EXISTS (SELECT FROM "WorkerJobPause") OR NOT skiplock_type_paused(type))"""
+_FROM_HEAD = """
+        SELECT {columns} FROM "WorkerJobLive"
+        WHERE """ + _READY_WHERE + """
+        ORDER BY priority DESC, "availableAt" ASC
+        LIMIT {limit} {locking}"""
+# A segment's bounds are parameters of the scan (runtime index keys): the scan of a
+# band from its cursor starts at the cursor, never at the band's head, where the
+# claimed rows' index entries lie until vacuum may remove them. Nested Loop walks
+# the segments in the array's order and pulls from each only what the outer LIMIT
+# still wants, so no row is locked that is not returned.
+_FROM_SEGMENTS = """
+        SELECT {outer}
+        FROM unnest(CAST(:seg_hi AS integer[]), CAST(:seg_lo AS integer[]),
+                    CAST(:seg_from AS timestamptz[])) AS seg (hi, lo, from_at)
+        CROSS JOIN LATERAL (
+            SELECT id, priority, "availableAt" FROM "WorkerJobLive"
+            WHERE priority <= seg.hi AND priority >= seg.lo AND "availableAt" >= seg.from_at
+              AND """ + _READY_WHERE + """
+            ORDER BY priority DESC, "availableAt" ASC
+            LIMIT {limit} {locking}) AS r
+        LIMIT {limit}"""
 # The claim, whole. `ready` locks up to :limit ready rows in the claim index's
 # order, skipping rows that other claims hold. `take` keeps no more than this
 # claimer's share of them. A pool child takes no more than its share of the
@@ -224,29 +252,18 @@ def _features(prefix: str = "") -> str:
 # other claims in flight hold: it errs towards a larger share. The rows of
 # `ready` beyond the share stay locked only until the claim commits. A claim for
 # one child (:children = 1) takes all of `ready` and counts nothing. The UPDATE
-# marks the share ours and dates the lease.
-# {type_filter}: nothing, or `_TYPES`; {returning}: what the claimer reads.
-_CLAIM = """
-    WITH ready AS (
-        SELECT id, priority, "availableAt"
-        FROM "WorkerJobLive"
-        WHERE status = 'PENDING' AND "heldBack" IS NULL
-          AND "availableAt" <= statement_timestamp() {type_filter}
-          AND (NOT EXISTS (SELECT FROM "WorkerJobPause") OR NOT skiplock_type_paused(type))
-        ORDER BY priority DESC, "availableAt" ASC
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED
+# marks the share ours and dates the lease. `claim_s`: the server's time from the
+# statement's start to the row (the walks are done by then), which tells the
+# claimer whether walking the index from its head has become slow.
+# {type_filter}: nothing, or `_TYPES`; {returning}: what the claimer reads;
+# {source}: `_FROM_HEAD` or `_FROM_SEGMENTS`.
+_CLAIM_TEMPLATE = """
+    WITH ready AS ({ready}
     ), take AS (
         SELECT id FROM ready ORDER BY priority DESC, "availableAt" ASC
         LIMIT CASE WHEN :children <= 1 THEN :limit
-                   ELSE (SELECT (count(*) + :children - 1) / :children FROM (
-                             SELECT FROM "WorkerJobLive"
-                             WHERE status = 'PENDING' AND "heldBack" IS NULL
-                               AND "availableAt" <= statement_timestamp() {type_filter}
-                               AND (NOT EXISTS (SELECT FROM "WorkerJobPause")
-                                    OR NOT skiplock_type_paused(type))
-                             ORDER BY priority DESC, "availableAt" ASC
-                             LIMIT :limit * :children) AS seen) END
+                   ELSE (SELECT (count(*) + :children - 1) / :children FROM ({seen}
+                         ) AS seen) END
     )
     UPDATE "WorkerJobLive" AS j
     SET status = 'PROCESSING', attempts = j.attempts + 1,
@@ -254,8 +271,23 @@ _CLAIM = """
         "lockedBy" = :worker_id
     FROM take
     WHERE j.id = take.id
-    RETURNING {returning}
+    RETURNING {{returning}},
+        EXTRACT(EPOCH FROM clock_timestamp() - statement_timestamp()) AS claim_s
 """
+
+
+def _claim_of(source: str) -> str:
+    """The claim with its ready rows from `source`; {type_filter} and {returning} left."""
+    ready = source.format(columns='id, priority, "availableAt"', limit=":limit",
+                          outer='r.id, r.priority, r."availableAt"',
+                          locking="FOR UPDATE SKIP LOCKED", type_filter="{type_filter}")
+    seen = source.format(columns="", outer="", limit=":limit * :children", locking="",
+                         type_filter="{type_filter}")
+    return _CLAIM_TEMPLATE.format(ready=ready, seen=seen)
+
+
+_CLAIM = _claim_of(_FROM_HEAD)
+_CLAIM_FROM = _claim_of(_FROM_SEGMENTS)
 _WHOLE_JOB = """j.id, j.type, j.payload::text AS payload_json, j.status, j.priority,
         j."availableAt", j.attempts, j."maxAttempts", j."lastError", j."lockedAt", j."lockedBy",
         j."idempotencyKey", j."userId", j."createdAt", j."startedAt", j."completedAt",
@@ -286,6 +318,9 @@ _TYPES = "AND type = ANY(CAST((SELECT CAST(:types AS text[])) AS text[]))"
 
 CLAIM = text(_CLAIM.format(type_filter="", returning=_WHOLE_JOB))
 CLAIM_TYPES = text(_CLAIM.format(type_filter=_TYPES, returning=_WHOLE_JOB))
+# The same claims from a cursor's segments (queue_core/claim_cursor.py).
+CLAIM_FROM = text(_CLAIM_FROM.format(type_filter="", returning=_WHOLE_JOB))
+CLAIM_TYPES_FROM = text(_CLAIM_FROM.format(type_filter=_TYPES, returning=_WHOLE_JOB))
 # The claim a busy child makes in the transaction that completes its last job,
 # behind a savepoint set in the same round trip: if the claim fails, the child
 # rolls back to the savepoint and the completion still commits.
@@ -294,6 +329,11 @@ CLAIM_AFTER_SAVEPOINT = text(f"SAVEPOINT {CLAIM_SAVEPOINT}; "
                              + _CLAIM.format(type_filter="", returning=_WHOLE_JOB))
 CLAIM_TYPES_AFTER_SAVEPOINT = text(f"SAVEPOINT {CLAIM_SAVEPOINT}; "
                                    + _CLAIM.format(type_filter=_TYPES, returning=_WHOLE_JOB))
+CLAIM_FROM_AFTER_SAVEPOINT = text(f"SAVEPOINT {CLAIM_SAVEPOINT}; "
+                                  + _CLAIM_FROM.format(type_filter="", returning=_WHOLE_JOB))
+CLAIM_TYPES_FROM_AFTER_SAVEPOINT = text(
+    f"SAVEPOINT {CLAIM_SAVEPOINT}; " + _CLAIM_FROM.format(type_filter=_TYPES,
+                                                          returning=_WHOLE_JOB))
 
 
 # A driver that binds parameters on the server (psycopg 3, under an application's
@@ -394,20 +434,22 @@ RELEASE_CLAIMED = text(
 # completions, the claim, COMMIT). One row always comes back: `done_ids` are the
 # completions that were still ours; the claimed jobs' columns, when there are
 # any, fill that row and the next ones (NULL id: nothing was claimed).
-_COMPLETE_AND_CLAIM = ("WITH done AS (" + _COMPLETE_MANY + "), claimed AS ("
-                       + _CLAIM.format(type_filter="{type_filter}", returning=_CLAIMED_BY_POOL)
-                       + """)
+_COMPLETE_AND_CLAIM = ("WITH done AS (" + _COMPLETE_MANY + "), claimed AS ({claim})"
+                       + """
     SELECT (SELECT array_agg(id) FROM done) AS done_ids, claimed.*
     FROM (VALUES (1)) AS one (x) LEFT JOIN claimed ON true
     """)
 
 
-def _complete_and_claim(type_filter: str) -> str:
-    return _COMPLETE_AND_CLAIM.format(type_filter=type_filter)
+def _complete_and_claim(claim: str, type_filter: str) -> str:
+    return _COMPLETE_AND_CLAIM.format(
+        claim=claim.format(type_filter=type_filter, returning=_CLAIMED_BY_POOL))
 
 
-COMPLETE_AND_CLAIM = text(_complete_and_claim(""))
-COMPLETE_AND_CLAIM_TYPES = text(_complete_and_claim(_TYPES))
+COMPLETE_AND_CLAIM = text(_complete_and_claim(_CLAIM, ""))
+COMPLETE_AND_CLAIM_TYPES = text(_complete_and_claim(_CLAIM, _TYPES))
+COMPLETE_AND_CLAIM_FROM = text(_complete_and_claim(_CLAIM_FROM, ""))
+COMPLETE_AND_CLAIM_TYPES_FROM = text(_complete_and_claim(_CLAIM_FROM, _TYPES))
 
 # :retry is decided by the caller (the handler asked for it); whether attempts
 # are left is decided here, on the row as it is now. :checkpoint, the run's latest
