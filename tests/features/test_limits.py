@@ -341,8 +341,8 @@ def test_the_downgrade_puts_back_the_triggers_of_0005_and_the_upgrade_rebalances
     from alembic import command
 
     from skiplock.queue_core.database import direct, migrate
-    from skiplock.queue_core.features import history
     from skiplock.queue_core.database.urls import database_url
+    from skiplock.queue_core.features import history
     from tests.queue_core.helpers import schema_of
 
     url = database_url()
