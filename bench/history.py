@@ -25,7 +25,8 @@ With `--cleanup-jobs N`, cleanup of N finished jobs 8 days old, in one run, both
 5000 a transaction), then on N rows in a history partition (a DETACH CONCURRENTLY and a
 DROP). The rows are written straight into each part (triggers off), then VACUUM ANALYZE.
 
-With `--week-minutes M`, a compressed week: partitions of 1 minute
+With `--week-minutes M`, a compressed week, on a private cluster (autovacuum on, as a
+real server has it): partitions of 1 minute
 (`skiplock.history_width`), retention of 7 minutes, a producer enqueuing at a steady
 rate into a pool for M minutes, the mover at its default (60 s) and `skiplock cleanup
 --older-than 7m` every minute. Every 30 s: the live part's size and rows, the history's
@@ -44,7 +45,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from bench.common import fill, machine, scratch_database, sql, stop_pool
+from bench.common import fill, machine, private_server, scratch_database, sql, stop_pool
 from skiplock import queue_core as q
 from skiplock.queue_core.database import db
 
@@ -130,6 +131,10 @@ def _week(url: str, minutes: float) -> None:
     sql(url, 'TRUNCATE "WorkerJob"')
     for setting, value in (("history_width", "1 minute"), ("history_after", "60 seconds")):
         sql(url, f'ALTER DATABASE "{database}" SET skiplock.{setting} = \'{value}\'')
+    # The partitions of a day that the migration made would take every row: gone (empty).
+    with db.get_engine().begin() as conn:
+        for (name,) in conn.execute(text("SELECT name FROM skiplock_history_partitions()")):
+            conn.execute(text(f'DROP TABLE "{name}"'))
     db.reset_engine()
     proc = _start_pool(url, "none", 2)
     stop = threading.Event()
@@ -206,6 +211,24 @@ def _row(statement: str) -> Any:
         return conn.execute(text(statement)).one()
 
 
+def _cases(url: str, jobs: int, rounds: int, children: int) -> None:
+    print(f"\nno-op jobs ({jobs} per run, {children} children), 7 history partitions present")
+    print(f"{'round':>5} {'case':>11} {'jobs/s':>9} {'/ none':>7} {'live at end':>12}")
+    rates: dict[str, list[float]] = {case: [] for case in _CASES}
+    for n in range(1, rounds + 1):
+        # Each round in another order: the machine's load drifts within a run.
+        order = _CASES[n % 3:] + _CASES[:n % 3]
+        found = {case: _throughput(url, case, jobs, children) for case in order}
+        for case in order:
+            rate, live = found[case]
+            rates[case].append(rate)
+            print(f"{n:>5} {case:>11} {rate:>9.0f} {rate / found['none'][0]:>7.2f} "
+                  f"{live:>12}", flush=True)
+    median = {case: statistics.median(r) for case, r in rates.items()}
+    print("median: " + ", ".join(f"{case} {median[case]:.0f} jobs/s "
+                                  f"({median[case] / median['none']:.2f})" for case in _CASES))
+
+
 def run(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench history", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -217,29 +240,17 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--week-minutes", type=float, default=0,
                         help="run the compressed week for this many minutes (0: not)")
     args = parser.parse_args(argv)
-    with scratch_database() as url:
-        print(f"machine: {machine(url)}")
-        _past_partitions(7)
-        if args.jobs:
-            print(f"\nno-op jobs ({args.jobs} per run, {args.children} children), "
-                  "7 history partitions present")
-            print(f"{'round':>5} {'case':>11} {'jobs/s':>9} {'/ none':>7} {'live at end':>12}")
-            rates: dict[str, list[float]] = {case: [] for case in _CASES}
-            for n in range(1, args.rounds + 1):
-                # Each round in another order: the machine's load drifts within a run.
-                order = _CASES[n % 3:] + _CASES[:n % 3]
-                found = {case: _throughput(url, case, args.jobs, args.children)
-                         for case in order}
-                for case in order:
-                    rate, live = found[case]
-                    rates[case].append(rate)
-                    print(f"{n:>5} {case:>11} {rate:>9.0f} {rate / found['none'][0]:>7.2f} "
-                          f"{live:>12}", flush=True)
-            median = {case: statistics.median(r) for case, r in rates.items()}
-            print("median: " + ", ".join(f"{case} {median[case]:.0f} jobs/s "
-                                          f"({median[case] / median['none']:.2f})"
-                                          for case in _CASES))
-        if args.cleanup_jobs:
-            _cleanup(url, args.cleanup_jobs)
-        if args.week_minutes:
+    if args.jobs or args.cleanup_jobs:
+        with scratch_database() as url:
+            print(f"machine: {machine(url)}")
+            _past_partitions(7)
+            if args.jobs:
+                _cases(url, args.jobs, args.rounds, args.children)
+            if args.cleanup_jobs:
+                _cleanup(url, args.cleanup_jobs)
+    if args.week_minutes:
+        # On a cluster of its own: autovacuum at its defaults (the shared server's may be
+        # off), which the live part's size depends on.
+        with private_server(), scratch_database() as url:
+            print(f"machine: {machine(url)} (a private cluster)")
             _week(url, args.week_minutes)

@@ -44,6 +44,7 @@ from skiplock.queue_core.database.db import translate_errors
 from skiplock.queue_core.enqueue import (
     OPEN_BATCH,
     Enqueued,
+    KeyArchived,
     insert_steps,
     is_graph,
     job_row,
@@ -116,8 +117,16 @@ async def _write(rows: list[Any], conn: AsyncJoinable | None, trace: str | None)
     """Insert `rows`, enqueued in the trace context `trace` (the calling task's span:
     queue_core/tracing.py)."""
     if not is_graph(rows):
-        async with ajoin(conn) as c:
-            return await steps.arun(insert_steps(rows, trace), lambda step: c.execute(*step))
+        for last in (conn is not None, True):
+            try:
+                async with ajoin(conn) as c:
+                    return await steps.arun(insert_steps(rows, trace),
+                                            lambda step: c.execute(*step))
+            except KeyArchived:
+                # A key a mover archived while the insert waited (queue_core/enqueue.py,
+                # `_write`): once more on our own connection, which finds it in history.
+                if last:
+                    raise
     if OPEN_BATCH.get() is not None:
         # Its members go in through the block's blocking connection, in its transaction.
         raise InvalidJob("inside `with skiplock.batch(...)`, enqueue with skiplock.enqueue: "

@@ -9,7 +9,12 @@ Rules all of them follow:
 - every state change of a claimed job re-checks in its own WHERE that the row
   is still PROCESSING, held by this worker, at this attempt (docs/lessons.md: a
   rescue can race a completion); zero rows changed means the job was lost;
-- every value is a bound parameter.
+- every value is a bound parameter;
+- a statement about live jobs only (the claim, a job's changes while it runs,
+  recovery, routing, the flow features) names the live part, "WorkerJobLive";
+  one that may meet a finished job (a read by id or key, counts, listings, an
+  operator's retry) and every insert name "WorkerJob" (migration 0022_history,
+  docs/internals.md "History").
 """
 
 from __future__ import annotations

@@ -61,7 +61,8 @@ def test_the_tables_that_hold_rows_are_emptied_and_only_those(database_url: str)
     # Many pages: emptied by a TRUNCATE, which gives the file back.
     sql("""INSERT INTO "WorkerJobPause" (type) SELECT 'T' || n FROM generate_series(1, 20000) n""")
 
-    assert sorted(empty_written_tables()) == ['"WorkerJob"', '"WorkerJobPause"']
+    # The row is in the live part of "WorkerJob" (partitioned: docs/schema.md, "History").
+    assert sorted(empty_written_tables()) == ['"WorkerJobLive"', '"WorkerJobPause"']
     assert sql('SELECT count(*) FROM "WorkerJob"') == [(0,)]
     assert sql('SELECT count(*) FROM "WorkerJobPause"') == [(0,)]
     assert sql("""SELECT pg_relation_size('"WorkerJobPause"')""") == [(0,)]
