@@ -1,7 +1,7 @@
 """History (migration 0022_history): what moving finished jobs costs the pool, both ways,
 and the hot table over a compressed week of churn.
 
-    python -m bench history [--jobs 60000] [--rounds 3] [--cleanup-jobs 0] [--week-minutes 0]
+    python -m bench history [--jobs 60000] [--rounds 3] [--week-minutes 0]
 
 Throughput of no-op jobs, 2 children, with 7 history partitions present, three ways,
 interleaved in each round (the machine is shared: compare within a run):
@@ -20,10 +20,8 @@ still in the live part when the last one completed (the mover's first pass comes
 seconds into a run: use enough jobs for runs of 10 s or more). The rounds rotate the
 order of the cases.
 
-With `--cleanup-jobs N`, cleanup of N finished jobs 8 days old, in one run, both ways:
-`skiplock cleanup --older-than 7d` on N rows in the live part (today's batched DELETE,
-5000 a transaction), then on N rows in a history partition (a DETACH CONCURRENTLY and a
-DROP). The rows are written straight into each part (triggers off), then VACUUM ANALYZE.
+Cleanup of finished jobs, partition drop against the batched DELETE: `python -m bench
+cleanup` (bench/cleanup.py).
 
 With `--week-minutes M`, a compressed week, on a private cluster (autovacuum on, as a
 real server has it): partitions of 1 minute
@@ -172,40 +170,6 @@ def _week(url: str, minutes: float) -> None:
         stop_pool(proc)
 
 
-_FINISHED_ROWS = """
-    INSERT INTO {table} (id, type, payload, status, attempts, "createdAt", "startedAt",
-                         "completedAt", "maxAttempts", "archivedAt", result)
-    SELECT 'old' || g, 'BENCH_NOOP', '{{}}', 'COMPLETED', 1, now() - interval '8 days',
-           now() - interval '8 days', now() - interval '8 days', 3, {archived}, '{{"ok": true}}'
-    FROM generate_series(1, {n}) AS g
-"""
-
-
-def _cleanup(url: str, total: int) -> None:
-    print(f"\ncleanup of {total:,} finished jobs 8 days old (skiplock cleanup --older-than 7d)")
-    print(f"{'where':>24} {'seconds':>9} {'jobs/s':>12} {'live MiB after':>15}")
-    for where in ("live (batched DELETE)", "history (DROP partition)"):
-        sql(url, 'TRUNCATE "WorkerJob"')
-        if where.startswith("live"):
-            sql(url, 'ALTER TABLE "WorkerJobLive" DISABLE TRIGGER USER')
-            sql(url, _FINISHED_ROWS.format(table='"WorkerJobLive"', archived="'infinity'",
-                                           n=total))
-            sql(url, 'ALTER TABLE "WorkerJobLive" ENABLE TRIGGER USER')
-        else:
-            part = _scalar("SELECT skiplock_history_partition(now() - interval '8 days')")
-            sql(url, _FINISHED_ROWS.format(table=f'"{part}"',
-                                           archived="now() - interval '8 days'", n=total))
-        sql(url, 'VACUUM ANALYZE "WorkerJobLive"')
-        sql(url, 'ANALYZE "WorkerJobHistory"')
-        db.reset_engine()
-        started = time.monotonic()
-        q.cleanup("7d")
-        seconds = time.monotonic() - started
-        assert _scalar('SELECT count(*) FROM "WorkerJob"') == 0
-        live = _scalar("""SELECT pg_total_relation_size('"WorkerJobLive"')""") / 2**20
-        print(f"{where:>24} {seconds:>9.2f} {total / seconds:>12,.0f} {live:>15.1f}", flush=True)
-
-
 def _row(statement: str) -> Any:
     with db.get_engine().begin() as conn:
         return conn.execute(text(statement)).one()
@@ -235,19 +199,14 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--jobs", type=int, default=60000, help="no-op jobs per run")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the three cases")
     parser.add_argument("--children", type=int, default=2)
-    parser.add_argument("--cleanup-jobs", type=int, default=0,
-                        help="measure cleanup of this many finished jobs both ways (0: not)")
     parser.add_argument("--week-minutes", type=float, default=0,
                         help="run the compressed week for this many minutes (0: not)")
     args = parser.parse_args(argv)
-    if args.jobs or args.cleanup_jobs:
+    if args.jobs:
         with scratch_database() as url:
             print(f"machine: {machine(url)}")
             _past_partitions(7)
-            if args.jobs:
-                _cases(url, args.jobs, args.rounds, args.children)
-            if args.cleanup_jobs:
-                _cleanup(url, args.cleanup_jobs)
+            _cases(url, args.jobs, args.rounds, args.children)
     if args.week_minutes:
         # On a cluster of its own: autovacuum at its defaults (the shared server's may be
         # off), which the live part's size depends on.
