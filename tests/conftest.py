@@ -156,6 +156,12 @@ SLOW_TESTS = (
     "tests/ops/test_cli_contract.py::test_a_database_that_is_down_is_one_line_without_a_password",
     "tests/queue_core/test_secrets.py::test_no_printing_path_shows_the_password",
     "tests/features/test_dependencies.py::test_fan_in_of_many_parents_ended_in_many_transactions",
+    # Timeouts of half a second or more, waited out by design (a job's, a wait's, a
+    # lease's gone stale): over half a second each, which the fast lane goes without.
+    "tests/pool/test_master_decisions.py::test_a_job_killed_for_its_timeout_while_its_row_is_locked_is_settled_as_a_timeout",
+    "tests/features/test_wait.py::test_a_retry_is_not_an_end_but_a_dead_letter_and_a_cancel_are",
+    "tests/pool/test_pool_database.py::test_observers_hear_why_each_child_ended_and_how_each_job_did",
+    "tests/applications/test_asyncio.py::test_await_result_times_out_at_its_timeout_and_says_how_the_job_is",
 )
 # An unmarked test slower than this is named at the end of the run.
 SLOW_SECONDS = 2.0
