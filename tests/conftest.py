@@ -140,6 +140,7 @@ SLOW_TESTS = (
     # Whole schemas built in databases of their own and compared through pg_dump.
     "tests/queue_core/test_adoption.py",
     "tests/queue_core/test_migrate_cli.py::test_the_printed_ddl_builds_the_same_schema_as_migrate",
+    "tests/queue_core/test_wake.py::test_the_downgrade_puts_back_the_trigger_that_fires_for_every_insert",
     # Hundreds of fuzzed requests; timeouts waited out in full, by design.
     "tests/dashboard/test_dashboard_hostile.py::test_every_route_and_parameter_fuzzed_answers_without_a_500",
     "tests/features/test_wait.py::test_a_row_lock_on_the_job_does_not_outlast_the_timeout",
