@@ -137,7 +137,8 @@ SLOW_TESTS = (
     "tests/ops/test_backfill.py::test_a_backfill_interrupted_by_ctrl_c_then_rerun_adds_each_job_once",
     # Two collections of the suite in pytest processes of their own.
     "tests/packaging/test_lanes.py::test_the_fast_lane_leaves_out_the_pool_and_slow_tests_and_keeps_the_rest",
-    # Whole schemas built in databases of their own and compared through pg_dump.
+    # Whole schemas built in databases of their own (compared through pg_dump, or
+    # migrated down and up again).
     "tests/queue_core/test_adoption.py",
     "tests/queue_core/test_migrate_cli.py::test_the_printed_ddl_builds_the_same_schema_as_migrate",
     "tests/queue_core/test_wake.py::test_the_downgrade_puts_back_the_trigger_that_fires_for_every_insert",
