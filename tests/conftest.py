@@ -23,14 +23,16 @@ import pytest
 from sqlalchemy import Connection, text
 
 from skiplock.queue_core.database import db
-from skiplock.queue_core.database.scratch import scratch_database
+from skiplock.queue_core.database.scratch import copies_of_templates, scratch_database
 from skiplock.queue_core.features import type_policies
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
+    # The tests that need databases of their own ask for dozens: copies of one migrated
+    # database (of each kind) cost a fraction of the migrations.
     # The built-in handlers' demo domain too: the handler tests run the six job types.
-    with scratch_database("skiplock_test", demo=True) as url:
+    with copies_of_templates(), scratch_database("skiplock_test", demo=True) as url:
         yield url
 
 
@@ -135,9 +137,11 @@ SLOW_TESTS = (
     "tests/ops/test_backfill.py::test_a_backfill_interrupted_by_ctrl_c_then_rerun_adds_each_job_once",
     # Two collections of the suite in pytest processes of their own.
     "tests/packaging/test_lanes.py::test_the_fast_lane_leaves_out_the_pool_and_slow_tests_and_keeps_the_rest",
-    # Whole schemas built in databases of their own and compared through pg_dump.
+    # Whole schemas built in databases of their own (compared through pg_dump, or
+    # migrated down and up again).
     "tests/queue_core/test_adoption.py",
     "tests/queue_core/test_migrate_cli.py::test_the_printed_ddl_builds_the_same_schema_as_migrate",
+    "tests/queue_core/test_wake.py::test_the_downgrade_puts_back_the_trigger_that_fires_for_every_insert",
     # Hundreds of fuzzed requests; timeouts waited out in full, by design.
     "tests/dashboard/test_dashboard_hostile.py::test_every_route_and_parameter_fuzzed_answers_without_a_500",
     "tests/features/test_wait.py::test_a_row_lock_on_the_job_does_not_outlast_the_timeout",
@@ -154,6 +158,12 @@ SLOW_TESTS = (
     "tests/ops/test_cli_contract.py::test_a_database_that_is_down_is_one_line_without_a_password",
     "tests/queue_core/test_secrets.py::test_no_printing_path_shows_the_password",
     "tests/features/test_dependencies.py::test_fan_in_of_many_parents_ended_in_many_transactions",
+    # Timeouts of half a second or more, waited out by design (a job's, a wait's, a
+    # lease's gone stale): over half a second each, which the fast lane goes without.
+    "tests/pool/test_master_decisions.py::test_a_job_killed_for_its_timeout_while_its_row_is_locked_is_settled_as_a_timeout",
+    "tests/features/test_wait.py::test_a_retry_is_not_an_end_but_a_dead_letter_and_a_cancel_are",
+    "tests/pool/test_pool_database.py::test_observers_hear_why_each_child_ended_and_how_each_job_did",
+    "tests/applications/test_asyncio.py::test_await_result_times_out_at_its_timeout_and_says_how_the_job_is",
 )
 # An unmarked test slower than this is named at the end of the run.
 SLOW_SECONDS = 2.0

@@ -169,7 +169,10 @@ def _claim_until_empty(worker: str) -> list[str]:
 def test_concurrent_claimers_take_each_job_exactly_once():
     total = 3000
     ids = q.enqueue_many([{"type": "X", "payload": {"i": i}} for i in range(total)])
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
+    # Forked, not spawned: the processes start together, where spawned ones came a
+    # second apart, each importing everything first (db.reset_engine leaves this
+    # process's connections to it).
+    with multiprocessing.get_context("fork").Pool(4) as pool:
         results = pool.map(_claim_until_empty, [f"w{i}" for i in range(4)])
     claimed = [job_id for part in results for job_id in part]
     assert len(claimed) == total
