@@ -12,7 +12,10 @@ the xmin horizon: vacuum may remove no row version it could still see.
 Sampled every second: jobs completed (the pool's own counter, from its
 metrics port), the claim's time and buffers (the pool's claim statement under
 EXPLAIN (ANALYZE, BUFFERS), rolled back), the hot table's heap and index sizes
-and its live and dead rows, the history partitions' sizes when there are any.
+and its live and dead rows, the history partitions' sizes when there are any,
+the backlog (enqueued less completed). The pool's warnings go to
+bench/results/bloat_hold.log: a child that turned to claims from a cursor
+(queue_core/claim_cursor.py) says so.
 The hot table is "WorkerJobLive" once "WorkerJob" is partitioned, else
 "WorkerJob" itself. Printed per window (held, after), side by side; `--plot`
 draws both runs with matplotlib from the bench-only virtualenv.
@@ -27,17 +30,18 @@ import math
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Any
 
 import psycopg2
 from sqlalchemy.dialects.postgresql import psycopg2 as pg_dialect
 
 from bench.bloat import POOL_FLAGS, max_rate
-from bench.common import machine, private_server, scratch_database, start_pool, stop_pool
+from bench.common import WORKER_FLAGS, machine, private_server, scratch_database, stop_pool
 from skiplock import queue_core as q
 from skiplock.queue_core import sql
 from skiplock.queue_core.claim_cursor import ClaimCursor
@@ -45,6 +49,7 @@ from skiplock.queue_core.database.urls import libpq_dsn
 from skiplock.queue_core.lifecycle import types_param
 
 HERE = Path(__file__).resolve().parent
+LOGS = HERE / "results" / "bloat_hold.log"
 
 # The hot table: the partition of live rows once "WorkerJob" is partitioned (history
 # moved out of it), else the table; its claim index is the one in the claim's order.
@@ -58,8 +63,7 @@ SAMPLE = """
                        AND pg_get_expr(i.indpred, i.indrelid) LIKE '%PENDING%' LIMIT 1), 0),
            s.n_live_tup, s.n_dead_tup, s.autovacuum_count,
            (SELECT coalesce(sum(pg_total_relation_size(t.relid)), 0)
-            FROM pg_partition_tree('"WorkerJob"') AS t WHERE t.isleaf AND t.relid <> hot.rel),
-           (SELECT count(*) FROM "WorkerJob" WHERE status = 'PENDING')
+            FROM pg_partition_tree('"WorkerJob"') AS t WHERE t.isleaf AND t.relid <> hot.rel)
     FROM hot JOIN pg_stat_user_tables AS s ON s.relid = hot.rel
 """
 # The claims a pool child makes (its served types, a pool of 2), as psycopg2 takes them:
@@ -70,7 +74,7 @@ CLAIM_PARAMS = {"worker_id": "bench-sampler", "limit": 10, "children": 2,
                 "types": types_param(["BENCH_NOOP"])}
 COLUMNS = ["run", "seconds", "completed", "claim_ms", "cursor_claim_ms", "cursor_claim_buffers",
            "heap_bytes", "index_bytes", "claim_index_bytes", "live_rows", "dead_rows",
-           "autovacuums", "history_bytes", "pending"]
+           "autovacuums", "history_bytes", "backlog"]
 CLAIM_EVERY_S = 2  # the claims sampled: each from the head walks what the pool's would
 
 
@@ -95,7 +99,7 @@ def _claims(cur: psycopg2.extensions.cursor) -> tuple[float, float, int]:
     """Claims as a pool child makes them, in a transaction rolled back: the time of one
     from the head (ms, the server's, `claim_s`), then of one from a cursor at the
     first row that took (ms, under EXPLAIN ANALYZE) and the buffers it touched."""
-    cursor = ClaimCursor(slow_s=0.0)
+    cursor = ClaimCursor()
     cur.execute("BEGIN")
     try:
         began = time.perf_counter()
@@ -104,9 +108,11 @@ def _claims(cur: psycopg2.extensions.cursor) -> tuple[float, float, int]:
         names = [d[0] for d in cur.description]
         rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
         head_s = max((float(r["claim_s"]) for r in rows), default=elapsed)
-        for _ in range(2):  # two slow claims from the head turn segments on
-            cursor.claimed([SimpleNamespace(priority=r["priority"], available_at=r["availableAt"])
-                            for r in rows], 1.0, from_head=True)
+        first: dict[int, Any] = {}
+        for r in rows:
+            if r["priority"] not in first or r["availableAt"] < first[r["priority"]]:
+                first[r["priority"]] = r["availableAt"]
+        cursor.start_at(first)
         segments = cursor.segments()
         if segments is None:  # nothing to claim: no position
             return head_s * 1000, float("nan"), 0
@@ -143,7 +149,15 @@ def _churn(url: str, run: str, target: float, held_s: float | None, total_s: flo
         # The snapshot is taken by the first statement that reads: from now on vacuum
         # keeps every row version it can see.
         holder.cursor().execute('SELECT 1 FROM "WorkerJob" LIMIT 1')
-    proc = start_pool(url, *POOL_FLAGS, "--metrics-port", str(port))
+    # The pool's warnings (a cursor turned on, say) go to a file beside the CSV.
+    log = LOGS.open("a")
+    log.write(f"--- {run}\n")
+    log.flush()
+    proc = subprocess.Popen([sys.executable, "-m", "skiplock", "worker", *WORKER_FLAGS,
+                             *POOL_FLAGS, "--metrics-port", str(port)],
+                            env={**os.environ, "DATABASE_URL": url}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=log)
+    enqueued = 0
     rows: list[dict[str, float | str]] = []
     began = time.monotonic()
     next_sample = next_cleanup = next_claim = began
@@ -158,6 +172,7 @@ def _churn(url: str, run: str, target: float, held_s: float | None, total_s: flo
             if batch := int(owed):
                 q.enqueue_many([{"type": "BENCH_NOOP", "payload": {}}] * batch)
                 owed -= batch
+                enqueued += batch
             if holder is not None and held_s is not None and now - began >= held_s:
                 holder.rollback()
                 holder.close()
@@ -172,10 +187,13 @@ def _churn(url: str, run: str, target: float, held_s: float | None, total_s: flo
                     claim_ms, cursor_ms, buffers = _claims(cur)
                     next_claim = now + CLAIM_EVERY_S
                 cur.execute(SAMPLE)
+                completed = _completed(port)
+                # The backlog from the counts, not a count(*) of PENDING rows: that reads
+                # the whole bloated table, load the pool under test would share.
                 sample: list[float | str] = [
-                    run, round(now - began, 1), _completed(port),
+                    run, round(now - began, 1), completed,
                     round(claim_ms, 3) if fresh else "", round(cursor_ms, 3) if fresh else "",
-                    buffers if fresh else "", *cur.fetchone()]
+                    buffers if fresh else "", *cur.fetchone(), enqueued - completed]
                 rows.append(dict(zip(COLUMNS, sample, strict=True)))
                 next_sample = now + 1
             time.sleep(max(0.0, 0.1 - (time.monotonic() - now)))
@@ -183,6 +201,7 @@ def _churn(url: str, run: str, target: float, held_s: float | None, total_s: flo
         if holder is not None:
             holder.close()
         stop_pool(proc)
+        log.close()
         conn.close()
     return rows
 
@@ -231,7 +250,7 @@ def _report(runs: dict[str, Rows], windows: list[Window]) -> None:
                 ("claim index MiB at end", float(last["claim_index_bytes"]) / 2**20),
                 ("history MiB at end", float(last["history_bytes"]) / 2**20),
                 ("dead rows max", max(_values(inside, "dead_rows"), default=float("nan"))),
-                ("pending at end", float(last["pending"])),
+                ("backlog at end", float(last["backlog"])),
             ):
                 cells.setdefault(label, []).append(value)
     for label, values in cells.items():
@@ -252,6 +271,9 @@ def run(argv: list[str]) -> None:
     # pool's limit instead of what the transaction costs.
     parser.add_argument("--share", type=float, default=0.5,
                         help="share of the measured maximum rate to enqueue at (default 0.5)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="jobs/s to enqueue at, instead of --share of the measured maximum "
+                             "(which moves with the machine's other load)")
     parser.add_argument("--csv", default=str(HERE / "results" / "bloat_hold.csv"),
                         help="where the samples go (default bench/results/bloat_hold.csv)")
     parser.add_argument("--shared-server", action="store_true",
@@ -260,7 +282,15 @@ def run(argv: list[str]) -> None:
                         help="draw the samples into this PNG with the bench-only virtualenv")
     parser.add_argument("--peer-python", default=str(HERE.parent / ".bench-venv/bin/python"),
                         help="Python that has matplotlib (default .bench-venv/bin/python)")
+    parser.add_argument("--walk", action="store_true",
+                        help="no pool: what one claim walks as claims go on behind the "
+                             "snapshot, from the head and from a cursor (bench/bloat_walk.py)")
     args = parser.parse_args(argv)
+    if args.walk:
+        from bench import bloat_walk
+
+        bloat_walk.main()
+        return
     held_s = args.minutes * 60
     total_s = held_s + (args.after if args.after is not None else args.minutes / 2) * 60
 
@@ -270,9 +300,11 @@ def run(argv: list[str]) -> None:
         conn.autocommit = True
         cur = conn.cursor()
         peak = max_rate(url, cur, 20_000)
-        target = peak * args.share
+        target = args.rate or peak * args.share
         print(f"maximum rate {peak:.0f} jobs/s (2 children, 20000 no-op jobs); enqueueing at "
               f"{target:.0f} jobs/s; transaction held {held_s:.0f} s of {total_s:.0f} s")
+        LOGS.parent.mkdir(parents=True, exist_ok=True)
+        LOGS.write_text("")
         runs: dict[str, Rows] = {}
         for name, held in (("without", None), ("held", held_s)):
             cur.execute('TRUNCATE "WorkerJob"')
@@ -291,6 +323,9 @@ def run(argv: list[str]) -> None:
     print(f"samples in {out}; windows: held {windows[0].start:.0f}-{held_s:.0f} s, "
           f"after {held_s:.0f}-{total_s:.0f} s")
     _report(runs, windows)
+    switched = LOGS.read_text().split("--- held")[-1].count("claims start from remembered")
+    print(f"children that turned to claims from a cursor in the held run: {switched} times "
+          f"(the pool's warnings: {LOGS})")
     ratio = _rate(runs["held"], windows[0]) / _rate(runs["without"], windows[0])
     print(f"throughput with the transaction held: {ratio:.2f} of the run without it "
           f"(target >= 0.90)")
@@ -303,6 +338,6 @@ def run(argv: list[str]) -> None:
               "(target: no growth once the transaction ended)")
     if args.plot:
         subprocess.run([args.peer_python, str(HERE / "plot_bloat_hold.py"), str(out), args.plot,
-                        str(held_s), f"{target:.0f} jobs/s ({args.share:.0%} of {peak:.0f})"],
+                        str(held_s), f"{target:.0f} jobs/s (maximum {peak:.0f})"],
                        check=True)
         print(f"plot: {args.plot}")

@@ -44,7 +44,7 @@ def main(source: str, target: str, held: str, title: str) -> None:
                    label=f"claim index, {label}", color="tab:green", **style)
         dead.plot(minutes, [r["dead_rows"] for r in rows], label=f"dead rows, {label}",
                   color="tab:red", **style)
-        dead.plot(minutes, [r["pending"] for r in rows], label=f"pending jobs, {label}",
+        dead.plot(minutes, [r["backlog"] for r in rows], label=f"backlog (jobs), {label}",
                   color="tab:purple", **style)
     rate.set_ylabel(f"jobs/s ({SMOOTH_S} s)")
     rate.set_title(f"Churn with a REPEATABLE READ transaction held: {title}")

@@ -23,7 +23,7 @@ from the head still runs every `full_every_s`, or less often when it is slow
 up: with segments a row waits at most that long beyond its turn, and none is
 skipped for good. Segments are used only while the claims from the head are
 slow (from the second in a row that took `slow_s` on the server, `claim_s`,
-to the third in a row under half of it); otherwise every claim starts at the
+to the third in a row under a third of it); otherwise every claim starts at the
 head as before, and nothing waits behind a cursor.
 """
 
@@ -42,11 +42,13 @@ log = logging.getLogger("skiplock.queue")
 # PostgreSQL's integer range: the bounds of the segments between remembered priorities.
 _TOP, _BOTTOM = 2**31 - 1, -(2**31)
 # A claim from the head that took this long on the server (twice in a row) turns
-# segments on: an unbloated claim takes well under a millisecond (0.3-0.5 ms on the
-# development machine), 40,000 claimed rows behind a held snapshot make it about
-# 2 ms, 100,000 about 8, and a pool child that claims one job at a time under churn
-# spends that on every job.
-SLOW_S = 0.002
+# segments on; three in a row under a third of it turn them off. The server's time
+# of a pool child's claim includes its planning and the machine's load: 1-4 ms,
+# at times 13, on the development machine under churn with no snapshot held
+# (0.3-0.5 ms on a quiet one); behind a held snapshot it grows with every job
+# claimed (100 ms after about 3 minutes at 4,000 jobs/s), and a child that claims
+# a few jobs at a time pays it for every few jobs.
+SLOW_S = 0.010
 # With segments on, a claim from the head at least this often, and no more often
 # than keeps its walks to HEAD_SHARE of the child's time: the longest a row that
 # became ready behind a position waits beyond its turn (0.25 s, up to 2 s when a
@@ -66,12 +68,19 @@ class ClaimCursor:
         self.clock = clock
         self.positions: dict[int, datetime] = {}
         self.slow_in_a_row = 0  # claims from the head that took slow_s or more, in a row
-        self.fast_in_a_row = 0  # ... that took less than half of it
+        self.fast_in_a_row = 0  # ... that took less than a third of it
         self._on = False
         self.last_full = float("-inf")
         self.last_head_s = 0.0  # the server's time of the last claim from the head
         self.claims_from_head = 0
         self.claims_from_segments = 0
+
+    def start_at(self, positions: dict[int, datetime]) -> None:
+        """Claim from these positions (priority -> "availableAt") from now on, until a
+        claim from the head is due (a benchmark's sampler, tests)."""
+        self.positions = dict(positions)
+        self._on = True
+        self.last_full = self.clock()
 
     @property
     def on(self) -> bool:
@@ -114,17 +123,20 @@ class ClaimCursor:
                 self.last_head_s = claim_s
                 was = self._on
                 self.slow_in_a_row = self.slow_in_a_row + 1 if claim_s >= self.slow_s else 0
-                self.fast_in_a_row = self.fast_in_a_row + 1 if claim_s < self.slow_s / 2 else 0
+                self.fast_in_a_row = self.fast_in_a_row + 1 if claim_s < self.slow_s / 3 else 0
                 # On at the second slow claim in a row; off at the third fast one: the
                 # time of one walk varies two- or threefold with the machine's load.
                 if self.slow_in_a_row >= 2:
                     self._on = True
                 elif self.fast_in_a_row >= 3:
                     self._on = False
-                if self._on != was:
-                    log.info("claims from the head of the claim index took %.1f ms: claims "
-                             "start %s", claim_s * 1000,
-                             "from remembered positions" if self.on else "at the head again")
+                if self._on and not was:
+                    log.warning("a claim from the head of the claim index took %.1f ms (a long "
+                                "transaction or a replication slot may hold back vacuum): "
+                                "claims start from remembered positions", claim_s * 1000)
+                elif was and not self._on:
+                    log.info("a claim from the head of the claim index took %.1f ms: claims "
+                             "start at the head again", claim_s * 1000)
         else:
             self.claims_from_segments += 1
         first: dict[int, datetime] = {}

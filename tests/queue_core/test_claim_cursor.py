@@ -68,7 +68,7 @@ def test_a_row_ready_behind_a_position_waits_for_the_next_claim_from_the_head_on
 
 def test_segments_are_used_only_while_claims_from_the_head_are_slow():
     clock = Clock()
-    cursor = ClaimCursor(slow_s=0.005, full_every_s=1.0, clock=clock)
+    cursor = ClaimCursor(slow_s=0.006, full_every_s=1.0, clock=clock)
     job = type("J", (), {"priority": 0, "available_at": None})()
     cursor.claimed([job], 0.0001, from_head=True)
     assert cursor.segments() is None  # nothing remembered, and fast
@@ -80,7 +80,7 @@ def test_segments_are_used_only_while_claims_from_the_head_are_slow():
     clock.now += 1.0
     assert cursor.segments() is None  # ... with a claim from the head every second,
     for _ in range(2):
-        cursor.claimed([], 0.002, from_head=True)
+        cursor.claimed([], 0.001, from_head=True)
         assert cursor.on and cursor.segments() is not None
-    cursor.claimed([], 0.002, from_head=True)
+    cursor.claimed([], 0.001, from_head=True)
     assert not cursor.on and cursor.segments() is None  # fast three times in a row: off
