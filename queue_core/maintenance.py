@@ -169,10 +169,15 @@ def cleanup(older_than: float | timedelta | str = "7d", *,
     # Old finished jobs still live (the mover had not taken them: none, normally) are
     # deleted before the mover would make them history of today.
     deleted_live = 0
-    while True:
+    def delete_batch() -> int:
         with connect(autocommit=True) as c:
-            deleted = c.execute(sql.CLEANUP_BATCH, {"statuses": wanted, "older_than_s": age,
-                                                    "batch": batch_size}).rowcount
+            return int(c.execute(sql.CLEANUP_BATCH, {"statuses": wanted, "older_than_s": age,
+                                                     "batch": batch_size}).rowcount)
+
+    while True:
+        # A row the mover moved to history after this batch's snapshot was taken cannot
+        # be locked (40001): the batch runs again, and skips what is history now.
+        deleted = history.again_if_moved(delete_batch)
         deleted_live += deleted
         if deleted < batch_size:
             break

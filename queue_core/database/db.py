@@ -133,12 +133,20 @@ def as_connection(conn: Connection | Session) -> Connection:
     return conn.connection() if isinstance(conn, Session) else conn
 
 
+_CONFLICTS = frozenset({faults.Fault.SERIALIZATION, faults.Fault.DEADLOCK})
+
+
 @contextmanager
 def translate_errors(url: str | None = None) -> Iterator[None]:
     """Turn a lost or refused connection into DatabaseUnavailable (one line, no traceback)."""
     try:
         yield
     except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        if faults.classify(exc) in _CONFLICTS:
+            # The server is up and judged the statement: a conflict its caller may
+            # run again (a row a mover moved to history under it: history.again_if_moved),
+            # not an outage to wait out.
+            raise
         raise DatabaseUnavailable(_describe(exc, url)) from exc
     except sa_exc.DBAPIError as exc:
         if isinstance(exc, sa_exc.ProgrammingError) and grants.is_denied(exc):

@@ -29,7 +29,7 @@ the others find the advisory lock taken and move nothing.
 An operator's command that meets a row while a mover moves it (a retry of a dead
 letter that is being archived) fails with SQLSTATE 40001, "tuple to be locked was
 already moved to another partition due to concurrent update": `retry_dead` and the
-dashboard's actions run it again once (`again_if_moved`).
+dashboard's actions and cleanup's batches run it again (`again_if_moved`).
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ EVERY_S = 5.0  # a master's pass
 AHEAD = 3  # partitions made ahead of now, counted in widths
 MOVED_SQLSTATE = "40001"
 _MOVED_MESSAGE = "already moved to another partition"
+# A statement that meets a moved row again on its next run (it walks many rows while
+# a mover moves thousands a second) gets this many runs in all.
+MOVED_TRIES = 3
 
 T = TypeVar("T")
 
@@ -187,15 +190,17 @@ def is_moved(exc: BaseException) -> bool:
             and _MOVED_MESSAGE in str(orig))
 
 
-def again_if_moved(work: Callable[[], T]) -> T:
-    """`work`, run once more if a mover moved one of its rows under it (40001)."""
-    try:
-        return work()
-    except sa_exc.DBAPIError as exc:
-        if not is_moved(exc):
-            raise
-        log.info("a job moved to history under an operator's change: trying it again")
-        return work()
+def again_if_moved(work: Callable[[], T], *, tries: int = MOVED_TRIES) -> T:
+    """`work`, run again (up to `tries` in all) while a mover moved one of its rows under
+    it (40001). Each run takes a new snapshot, in which the moved row is history."""
+    for _ in range(tries - 1):
+        try:
+            return work()
+        except sa_exc.DBAPIError as exc:
+            if not is_moved(exc):
+                raise
+            log.info("a job moved to history under a change: trying it again")
+    return work()
 
 
 def describe(done: Retention) -> list[str]:

@@ -137,6 +137,39 @@ def test_a_key_archived_while_an_insert_waits_is_refused_then_found():
     assert q.enqueue("H_RACE", {}, idempotency_key="race-key") == job_id
 
 
+def test_a_retry_that_meets_a_dead_letter_being_moved_runs_again():
+    # Session A moves the dead letter (not committed); the retry's UPDATE waits for the
+    # row; A commits; the retry's statement gets 40001 ("already moved to another
+    # partition"), which is a conflict to run again, not an outage: it revives the job
+    # from history.
+    letter = dead("H_MOVED")
+    mover = psycopg2.connect(libpq_dsn(database_url()))
+    outcome: dict[str, object] = {}
+    try:
+        with mover.cursor() as cur:
+            cur.execute("""UPDATE "WorkerJob" SET "archivedAt" = now() WHERE id = %s""", (letter,))
+
+        def retry() -> None:
+            try:
+                outcome["retried"] = q.retry_dead([letter])
+            except Exception as exc:  # noqa: BLE001 (the test reads it)
+                outcome["retried"] = exc
+
+        retrier = threading.Thread(target=retry)
+        retrier.start()
+        assert _until(lambda: sql("""SELECT count(*) FROM pg_stat_activity
+                                     WHERE wait_event_type = 'Lock' AND backend_type = 'client backend'
+                                       AND datname = current_database()""")[0][0] == 1)
+        mover.commit()
+        retrier.join(10)
+    finally:
+        mover.close()
+    assert outcome["retried"] == [letter]
+    assert part_of(letter) == '"WorkerJobLive"'
+    [job] = q.claim("w", types=["H_MOVED"])
+    assert job.id == letter
+
+
 def _until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
