@@ -51,10 +51,11 @@ _TOP, _BOTTOM = 2**31 - 1, -(2**31)
 SLOW_S = 0.010
 # With segments on, a claim from the head at least this often, and no more often
 # than keeps its walks to HEAD_SHARE of the child's time: the longest a row that
-# became ready behind a position waits beyond its turn (0.25 s, up to 2 s when a
-# claim from the head takes 100 ms).
+# became ready behind a position waits beyond its turn (0.25 s, up to 5 s when a
+# claim from the head takes 100 ms). Every child pays for its own walks: at 0.05 the
+# two children of the benchmark spent a tenth of a core of the server on them.
 FULL_EVERY_S = 0.25
-HEAD_SHARE = 0.05
+HEAD_SHARE = 0.02
 # The most priorities remembered (the highest kept); the others are walked from
 # their heads.
 MAX_BANDS = 16
