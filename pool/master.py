@@ -44,7 +44,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from skiplock.pool import lifeline, protocol, settlements
 from skiplock.pool.aging import Aging
@@ -83,6 +83,17 @@ from skiplock.queue_core.jobs import JobRef, Progress
 from skiplock.queue_core.storable import log_reason
 
 log = logging.getLogger("skiplock.master")
+
+
+class Periodic(Protocol):
+    """One of the master's periodic walks of the hot table (`Master.periodic`)."""
+
+    what: str  # its name in a log line
+
+    def run_once(self, now: float) -> object: ...
+
+    def slowed(self, now: float, took_s: float) -> None:
+        """The server cancelled this run after `took_s`: when to run again."""
 
 SIGNALS = protocol.POOL_SIGNALS
 TICK_S = 1.0
@@ -149,7 +160,8 @@ class Master:
         self.aging = None if settings.age_after_s is None else Aging(
             settings.age_after_s, settings.age_step, settings.age_max)
         # Finished jobs to history partitions (pool/history.py).
-        self.history = HistoryMover()
+        self.history = HistoryMover(clock=clock)
+        self.slow_walks: set[str] = set()  # the periodic walks cancelled for taking too long
         # The safety net of rate limits (queue_core/features/rates.py): every heartbeat
         # interval, jobs a trigger could not let in (their row was locked) are let in.
         self.rate_wake_s = settings.heartbeat_s
@@ -786,32 +798,49 @@ class Master:
         held_up = self.owed.held_up(now)
         if self.owed and not held_up and not self.owed.settle():
             return
-        if self.state == RUNNING and self.recovery.due(now) and not held_up:
-            try:
-                self.recovery.run_once(now)
-            except DB_ERRORS as exc:
-                self.database_failed(exc)
-                return
-            self.database_answered(now)
+        if (self.state == RUNNING and self.recovery.due(now) and not held_up
+                and not self.periodic(self.recovery, now)):
+            return
         if self.state == RUNNING and self.served is not None:
             self.route(self.served, now)
-        if self.state == RUNNING and self.aging is not None and self.aging.due(now):
-            try:
-                self.aging.run_once(now)
-            except DB_ERRORS as exc:
-                self.database_failed(exc)
-                return
-            self.database_answered(now)
+        if (self.state == RUNNING and self.aging is not None and self.aging.due(now)
+                and not self.periodic(self.aging, now)):
+            return
         if self.state == RUNNING and self.history.due(now):
-            try:
-                with bounded(self.budget_s):
-                    self.history.run_once(now)
-            except DB_ERRORS as exc:
-                self.database_failed(exc)
-                return
-            self.database_answered(now)
+            with bounded(self.budget_s):
+                if not self.periodic(self.history, now):
+                    return
         if self.state == RUNNING and now >= self.rate_wake_at:
             self.wake_rates(now)
+
+    def periodic(self, task: Periodic, now: float) -> bool:
+        """Run one of the master's periodic walks of the hot table (stuck recovery, aging,
+        the history mover); False: the database is out (counted as an outage).
+
+        A walk the server cancelled at the turn's time bound (statement_timeout) has
+        become slow, the database is not down: behind a held snapshot every walk of the
+        hot table's indexes grows with each job run (queue_core/pacing.py). Counted as an
+        outage, it stopped the claims of the whole pool, every few seconds, for as long
+        as the snapshot was held; it runs less often instead, and the claims go on."""
+        try:
+            task.run_once(now)
+        except DB_ERRORS as exc:
+            if faults.classify(exc) != faults.Fault.STATEMENT_TIMEOUT:
+                self.database_failed(exc)
+                return False
+            took = self.clock() - now
+            task.slowed(now, took)
+            if task.what not in self.slow_walks:
+                self.slow_walks.add(task.what)
+                log.warning("%s took longer than this turn's %.1f s and was cancelled (a long "
+                            "transaction or a replication slot may hold back vacuum): it runs "
+                            "less often until it is quick again", task.what, took)
+            return True
+        if task.what in self.slow_walks:
+            self.slow_walks.discard(task.what)
+            log.info("%s is quick again", task.what)
+        self.database_answered(now)
+        return True
 
     def wake_rates(self, now: float) -> None:
         """Let in the rate-limited jobs that their triggers skipped (one short statement,

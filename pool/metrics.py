@@ -64,6 +64,7 @@ from prometheus_client.registry import Collector
 
 from skiplock.pool.observer import ChildInfo, NullObserver, PoolSnapshot
 from skiplock.pool.outage import Outage
+from skiplock.queue_core import pacing
 from skiplock.queue_core.errors import ConfigurationError
 
 log = logging.getLogger("skiplock.metrics")
@@ -334,5 +335,10 @@ class MetricsObserver(NullObserver):
                 self.progress.labels(str(c.index), c.job_type).set(c.progress.fraction)
 
     def refresh(self) -> None:
-        self._next_refresh = time.monotonic() + self.refresh_s
+        began = time.monotonic()
         self._faults.run(lambda: self.queue.update(read_queue(self.live_s)))
+        # The reading counts through the partial indexes, which a held snapshot fills
+        # with entries of jobs long gone: when it is slow it runs less often, in the
+        # master's loop as it is (queue_core/pacing.py).
+        took = time.monotonic() - began
+        self._next_refresh = began + pacing.delay(self.refresh_s, took)

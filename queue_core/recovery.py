@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from skiplock.queue_core import accounting, backoff, sql
 from skiplock.queue_core.database.db import Joinable, connect
@@ -28,6 +29,9 @@ BATCH_SIZE = 1000
 class Recovered:
     retried: list[str] = field(default_factory=list)
     dead: list[str] = field(default_factory=list)
+    # Every lease older than this (the server's clock) was looked at: where the next
+    # window may start (pool/recovery.py).
+    looked_before: datetime | None = None
 
     @property
     def count(self) -> int:
@@ -38,14 +42,20 @@ class Recovered:
 
 
 def recover_stuck(stuck_timeout_s: float, batch_size: int = BATCH_SIZE,
-                  conn: Joinable | None = None) -> Recovered:
-    """Rescue jobs whose last heartbeat is older than `stuck_timeout_s` seconds."""
+                  conn: Joinable | None = None, since: datetime | None = None) -> Recovered:
+    """Rescue jobs whose last heartbeat is older than `stuck_timeout_s` seconds; with
+    `since`, only those whose last heartbeat came at `since` or later (a window, see
+    `sql.RECOVER_STUCK`)."""
     if stuck_timeout_s <= 0:
         raise ValueError("stuck_timeout_s must be positive")
     recovered = Recovered()
+    with connect(conn, autocommit=True) as c:
+        [(recovered.looked_before,)] = c.execute(
+            sql.STUCK_BEFORE, {"timeout_s": float(stuck_timeout_s)}).fetchall()
     while True:
         with connect(conn, autocommit=True) as c:
             rows = c.execute(sql.RECOVER_STUCK, {
+                "since": "-infinity" if since is None else since,
                 "timeout_s": float(stuck_timeout_s), "batch": batch_size,
                 "free": accounting.FREE_INTERRUPTIONS,
                 "free_backoff_s": accounting.interruption_backoff_base_s(),

@@ -552,6 +552,11 @@ RELEASE_UNSTARTED = text(
 # sends '{}' for them: unnest pads the shorter array with NULLs.
 # A job whose `write` is false is only read (held? cancel asked?): its lease is
 # fresh enough to be left as it is this time (pool/heartbeats.py).
+# Each job is read and locked by its id (the LATERALs' LIMIT keeps the planner from
+# turning the lookups into a hash join over the PROCESSING index or the table: behind
+# a held snapshot that index keeps an entry for every job that ran since, and the join
+# walked them all, 100 ms and more for a beat of 200 jobs; docs/benchmarks.md, "A
+# long transaction held open").
 HEARTBEAT = text(
     """
     WITH h AS (
@@ -561,26 +566,30 @@ HEARTBEAT = text(
                              CAST(:checkpoints AS jsonb[]))
              AS h(id, locked_by, attempts, progress, message, write, checkpoint)
     ), free AS (
-        SELECT j.id FROM "WorkerJobLive" AS j JOIN h ON j.id = h.id
+        SELECT j.id FROM h CROSS JOIN LATERAL (
+            SELECT j.id FROM "WorkerJobLive" AS j
+            WHERE j.id = h.id AND j.status = 'PROCESSING'
+              AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts
+            LIMIT 1 FOR UPDATE SKIP LOCKED) AS j
         WHERE h.write
-          AND j.status = 'PROCESSING' AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts
-        FOR UPDATE OF j SKIP LOCKED
     ), renewed AS (
         UPDATE "WorkerJobLive" AS j SET "lockedAt" = statement_timestamp(),
             progress = COALESCE(h.progress, j.progress),
             "progressMessage" = COALESCE(h.message, j."progressMessage"),
             checkpoint = COALESCE(h.checkpoint, j.checkpoint)
-        FROM free JOIN h ON h.id = free.id
-        WHERE j.id = free.id
+        FROM h
+        WHERE j.id = ANY(ARRAY(SELECT id FROM free)) AND h.id = j.id
         RETURNING j.id
     )
     SELECT h.id, h.write,
            EXISTS (SELECT 1 FROM renewed AS r WHERE r.id = h.id) AS renewed,
            j.id IS NOT NULL AS held,
            COALESCE(j."cancelRequestedAt" IS NOT NULL, false) AS cancel_requested
-    FROM h LEFT JOIN "WorkerJobLive" AS j
-      ON j.id = h.id AND j.status = 'PROCESSING'
-     AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts
+    FROM h LEFT JOIN LATERAL (
+        SELECT j.id, j."cancelRequestedAt" FROM "WorkerJobLive" AS j
+        WHERE j.id = h.id AND j.status = 'PROCESSING'
+          AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts
+        LIMIT 1) AS j ON true
     """
 )
 
@@ -610,7 +619,13 @@ ROW_LOCKERS = text(
 # the job's fault; charged after that, so a job that kills its host every time
 # still ends in DEAD_LETTER (docs/lessons.md "Poison jobs loop forever without
 # accounting").
+# :since, a master's window (pool/recovery.py): only leases from then on are looked
+# at, a range of the PROCESSING index, not a walk from its oldest entry, where behind
+# a held snapshot every job run since keeps one; '-infinity' looks at every lease
+# (and at a PROCESSING row without one). The test of :since is folded away when the
+# statement is planned (psycopg2 sends the value in its text).
 _STUCK_FREE = 'COALESCE(j.interruptions, 0) < :free'
+STUCK_BEFORE = text("SELECT now() - make_interval(secs => :timeout_s) AS before")
 RECOVER_STUCK = text(
     f"""
     WITH stuck AS (
@@ -618,6 +633,9 @@ RECOVER_STUCK = text(
         WHERE status = 'PROCESSING'
           AND COALESCE("lockedAt", "startedAt", "createdAt")
               < now() - make_interval(secs => :timeout_s)
+          AND (CAST(:since AS timestamptz) = '-infinity'
+               OR ("lockedAt" >= CAST(:since AS timestamptz)
+                   AND "lockedAt" < now() - make_interval(secs => :timeout_s)))
         ORDER BY "lockedAt"
         LIMIT :batch
         FOR UPDATE SKIP LOCKED
@@ -1664,7 +1682,8 @@ HISTORY_DETACHING = text(
     """
 )
 
-# One batch of finished jobs to history: of :statuses, finished :older_than_s ago.
+# One batch of finished jobs to history: of :status, finished :older_than_s ago, the
+# earliest first (the finished index's order, for one status).
 # The row moves to the partition for now() (an UPDATE of the partition key on the
 # root: a DELETE from the live part, whose DELETE triggers fire as for cleanup's
 # DELETE, and an INSERT into history). One mover at a time (the advisory lock: a
@@ -1672,14 +1691,19 @@ HISTORY_DETACHING = text(
 # a dead letter that holds its sequence's line (policy hold: archiving it would let
 # the next job in), a job whose scoped key's window is not over (the window is
 # enforced by the live part's unique index), a parent one of whose dependents has
-# yet to end (it may read its result; as cleanup).
+# yet to end (it may read its result; as cleanup). :from_at, a master's cursor
+# (history.MoveCursor), starts the walk of the finished index at the last row it
+# moved, not at the index's head ('-infinity'), where the entries of every row moved
+# since a held snapshot began stay until vacuum may remove them. What came back:
+# how many moved, and the latest "completedAt" among them (the cursor's next start).
 HISTORY_LOCK = 0x736B6970686D6F76  # "skiphmov"
 HISTORY_MOVE = text(
     f"""
     WITH gate AS (SELECT pg_try_advisory_xact_lock({HISTORY_LOCK}) AS ok), moving AS (
         SELECT p.id FROM "WorkerJobLive" AS p
         WHERE (SELECT ok FROM gate)
-          AND p.status = ANY(CAST(:statuses AS "JobStatus"[]))
+          AND p.status = CAST(:status AS "JobStatus")
+          AND p."completedAt" >= CAST(:from_at AS timestamptz)
           AND p."completedAt" < now() - make_interval(secs => :older_than_s)
           AND NOT (p.status = 'DEAD_LETTER' AND p."sequenceKey" IS NOT NULL
                    AND p."sequenceNo" IS NOT NULL AND p."sequencePolicy" IS DISTINCT FROM 'pass')
@@ -1688,11 +1712,15 @@ HISTORY_MOVE = text(
                   SELECT FROM "WorkerJobDependency" AS d JOIN "WorkerJobLive" AS c
                   ON c.id = d.child
                   WHERE d.parent = p.id AND c.status IN ('PENDING', 'PROCESSING')))
+        ORDER BY p."completedAt"
         LIMIT :batch
         FOR UPDATE OF p SKIP LOCKED
+    ), moved AS (
+        UPDATE "WorkerJob" AS j SET "archivedAt" = now()
+        FROM moving WHERE j.id = moving.id AND j."archivedAt" = 'infinity'
+        RETURNING j."completedAt"
     )
-    UPDATE "WorkerJob" AS j SET "archivedAt" = now()
-    FROM moving WHERE j.id = moving.id AND j."archivedAt" = 'infinity'
+    SELECT count(*) AS n, max("completedAt") AS last FROM moved
     """
 )
 

@@ -349,6 +349,34 @@ def test_a_turn_whose_budget_ran_out_is_no_outage(harness: Harness) -> None:
     assert master.recovery.connected_since == 1000.0  # the unbroken connection goes on
 
 
+def test_a_periodic_walk_the_server_cancels_for_its_time_is_slow_not_an_outage(
+    harness: Harness, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Behind a held snapshot the stuck lookup (and the mover's, aging's walks) grow
+    # past the turn's bound: counted as an outage, that stopped every claim of the pool.
+    from skiplock.pool.recovery import Recovery
+    from skiplock.queue_core.database.bounds import bounded
+    from skiplock.queue_core.database.db import connect
+
+    class SlowLookup(Recovery):
+        def run_once(self, now: float) -> q.Recovered:
+            self.looking_whole = True
+            with bounded(0.2), connect() as c:  # the server cancels it (statement_timeout)
+                c.execute(text("SELECT pg_sleep(5)"))
+            return q.Recovered()
+
+    master = harness.master
+    master.maintain()
+    master.recovery = slow = SlowLookup(interval_s=5.0, stuck_timeout_s=3.0)
+    slow.connected(harness.clock.now - 10)
+    harness.clock.advance(1.0)
+    master.maintain()
+    assert not master.outage.active
+    assert slow.next_at == harness.clock.now + 5.0 and slow.whole_at == harness.clock.now + 60.0
+    assert "the stuck lookup took longer than this turn's" in caplog.text
+    assert master.gate.is_open(harness.clock.now)  # the children go on claiming
+
+
 def test_a_drain_gives_a_child_with_no_job_a_short_grace_and_a_running_job_its_whole(
     harness: Harness,
 ) -> None:
