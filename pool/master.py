@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -88,9 +89,8 @@ log = logging.getLogger("skiplock.master")
 class Periodic(Protocol):
     """One of the master's periodic walks of the hot table (`Master.periodic`)."""
 
-    what: str  # its name in a log line
-
-    def run_once(self, now: float) -> object: ...
+    @property
+    def what(self) -> str: ...  # its name in a log line
 
     def slowed(self, now: float, took_s: float) -> None:
         """The server cancelled this run after `took_s`: when to run again."""
@@ -799,21 +799,22 @@ class Master:
         if self.owed and not held_up and not self.owed.settle():
             return
         if (self.state == RUNNING and self.recovery.due(now) and not held_up
-                and not self.periodic(self.recovery, now)):
+                and not self.periodic(self.recovery, now, functools.partial(self.recovery.run_once, now))):
             return
         if self.state == RUNNING and self.served is not None:
             self.route(self.served, now)
-        if (self.state == RUNNING and self.aging is not None and self.aging.due(now)
-                and not self.periodic(self.aging, now)):
+        aging = self.aging
+        if (self.state == RUNNING and aging is not None and aging.due(now)
+                and not self.periodic(aging, now, functools.partial(aging.run_once, now))):
             return
         if self.state == RUNNING and self.history.due(now):
             with bounded(self.budget_s):
-                if not self.periodic(self.history, now):
+                if not self.periodic(self.history, now, functools.partial(self.history.run_once, now)):
                     return
         if self.state == RUNNING and now >= self.rate_wake_at:
             self.wake_rates(now)
 
-    def periodic(self, task: Periodic, now: float) -> bool:
+    def periodic(self, task: Periodic, now: float, run: Callable[[], object]) -> bool:
         """Run one of the master's periodic walks of the hot table (stuck recovery, aging,
         the history mover); False: the database is out (counted as an outage).
 
@@ -823,7 +824,7 @@ class Master:
         outage, it stopped the claims of the whole pool, every few seconds, for as long
         as the snapshot was held; it runs less often instead, and the claims go on."""
         try:
-            task.run_once(now)
+            run()
         except DB_ERRORS as exc:
             if faults.classify(exc) != faults.Fault.STATEMENT_TIMEOUT:
                 self.database_failed(exc)
@@ -861,15 +862,13 @@ class Master:
         park = self.routing.park_due(now, self.recovery.allowed_at())
         if not (unpark or park):
             return
-        try:
+        def run() -> None:
             if unpark:
                 self.routing.unpark(served, now)
             if park:
                 self.routing.park(served, now)
-        except DB_ERRORS as exc:
-            self.database_failed(exc)
-            return
-        self.database_answered(now)
+
+        self.periodic(self.routing, now, run)
 
     def mark_lost(self, refs: list[JobRef], held: frozenset[str]) -> None:
         now = self.clock()

@@ -17,8 +17,10 @@ database work (pool/master.py `maintain`):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 
+from skiplock.queue_core import pacing
 from skiplock.queue_core.features import parking
 
 # A pass that found work is followed by another this much later (about the
@@ -27,6 +29,8 @@ AGAIN_S = 1.0
 
 
 class Routing:
+    what = "parking"
+
     def __init__(self, unpark_every_s: float, park_every_s: float, stuck_timeout_s: float,
                  window: int = parking.PARK_WINDOW, batch: int = parking.UNPARK_BATCH) -> None:
         self.unpark_every_s = unpark_every_s
@@ -55,7 +59,14 @@ class Routing:
         return back
 
     def park(self, served: Collection[str], now: float) -> int:
+        began = time.monotonic()
         parked = sum(parking.park_unserved(served, live_s=self.live_s, grace_s=self.grace_s,
                                            window=self.window).values())
-        self.next_park_at = now + (AGAIN_S if parked else self.park_every_s)
+        # The front is read from the claim index's head (queue_core/pacing.py).
+        self.next_park_at = now + (AGAIN_S if parked else
+                                   pacing.delay(self.park_every_s, time.monotonic() - began))
         return parked
+
+    def slowed(self, now: float, took_s: float) -> None:
+        self.next_park_at = now + pacing.delay(self.park_every_s, took_s)
+        self.next_unpark_at = now + pacing.delay(self.unpark_every_s, took_s)
