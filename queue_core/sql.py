@@ -383,14 +383,16 @@ COMPLETE = text(
 
 # The completions of a pool child's group commit (pool/group_commit.py), each
 # fenced by its own holder and attempt, in one statement; what comes back was
-# ours and is now COMPLETED.
+# ours and is now COMPLETED. Each row is found by its id: the status is compared as
+# text so that the planner never joins the ids to a walk of the PROCESSING index
+# (see HEARTBEAT).
 _COMPLETE_MANY = """
     UPDATE "WorkerJobLive" AS j
     SET status = 'COMPLETED', "completedAt" = statement_timestamp(),
         "lockedAt" = NULL, "lockedBy" = NULL, result = c.result, checkpoint = NULL
     FROM unnest(CAST(:ids AS text[]), CAST(:lockers AS text[]), CAST(:attempts AS int[]),
                 CAST(:results AS jsonb[])) AS c(id, locked_by, attempts, result)
-    WHERE j.id = c.id AND j.status = 'PROCESSING'
+    WHERE j.id = c.id AND j.status::text = 'PROCESSING'
       AND j."lockedBy" = c.locked_by AND j.attempts = c.attempts
     RETURNING j.id
     """
@@ -427,7 +429,7 @@ RELEASE_CLAIMED = text(
     SET status = 'PENDING', attempts = j.attempts - 1, "availableAt" = statement_timestamp(),
         "lastError" = :reason, "lockedAt" = NULL, "lockedBy" = NULL, "startedAt" = NULL
     FROM unnest(CAST(:ids AS text[]), CAST(:attempts AS int[])) AS c(id, attempts)
-    WHERE j.id = c.id AND j.status = 'PROCESSING' AND j."lockedBy" = :locked_by
+    WHERE j.id = c.id AND j.status::text = 'PROCESSING' AND j."lockedBy" = :locked_by
       AND j.attempts = c.attempts
     RETURNING j.id
     """
@@ -552,11 +554,14 @@ RELEASE_UNSTARTED = text(
 # sends '{}' for them: unnest pads the shorter array with NULLs.
 # A job whose `write` is false is only read (held? cancel asked?): its lease is
 # fresh enough to be left as it is this time (pool/heartbeats.py).
-# Each job is read and locked by its id (the LATERALs' LIMIT keeps the planner from
-# turning the lookups into a hash join over the PROCESSING index or the table: behind
-# a held snapshot that index keeps an entry for every job that ran since, and the join
-# walked them all, 100 ms and more for a beat of 200 jobs; docs/benchmarks.md, "A
-# long transaction held open").
+# Each job is read and locked by its id, never through the PROCESSING index: behind a
+# held snapshot that index keeps an entry for every job that ran since, and a beat
+# that walked it took 100-700 ms for 200 jobs, past the master's bound
+# (docs/benchmarks.md, "A long transaction held open"). The LATERALs' LIMIT keeps the
+# planner from turning the lookups into a hash join over that index or the table, and
+# the status is compared as text, which the planner cannot match to the index's
+# predicate (status = 'PROCESSING'): with it, a LIMIT 1 lookup walked that index,
+# row after row, for every job of the beat.
 HEARTBEAT = text(
     """
     WITH h AS (
@@ -568,7 +573,7 @@ HEARTBEAT = text(
     ), free AS (
         SELECT j.id FROM h CROSS JOIN LATERAL (
             SELECT j.id FROM "WorkerJobLive" AS j
-            WHERE j.id = h.id AND j.status = 'PROCESSING'
+            WHERE j.id = h.id AND j.status::text = 'PROCESSING'
               AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts
             LIMIT 1 FOR UPDATE SKIP LOCKED) AS j
         WHERE h.write
@@ -587,7 +592,7 @@ HEARTBEAT = text(
            COALESCE(j."cancelRequestedAt" IS NOT NULL, false) AS cancel_requested
     FROM h LEFT JOIN LATERAL (
         SELECT j.id, j."cancelRequestedAt" FROM "WorkerJobLive" AS j
-        WHERE j.id = h.id AND j.status = 'PROCESSING'
+        WHERE j.id = h.id AND j.status::text = 'PROCESSING'
           AND j."lockedBy" = h.locked_by AND j.attempts = h.attempts
         LIMIT 1) AS j ON true
     """
