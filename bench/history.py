@@ -1,7 +1,7 @@
 """History (migration 0022_history): what moving finished jobs costs the pool, both ways,
 and the hot table over a compressed week of churn.
 
-    python -m bench history [--jobs 60000] [--rounds 3] [--week-minutes 0]
+    python -m bench history [--jobs 60000] [--rounds 3] [--week-minutes 0] [--hold FROM:TO]
 
 Throughput of no-op jobs, 2 children, with 7 history partitions present, three ways,
 interleaved in each round (the machine is shared: compare within a run):
@@ -29,7 +29,10 @@ real server has it): partitions of 1 minute
 rate into a pool for M minutes, the mover at its default (60 s) and `skiplock cleanup
 --older-than 7m` every minute. Every 30 s: the live part's size and rows, the history's
 partitions and rows. The live part must level off, and the history must stop growing
-after 7 minutes.
+after 7 minutes. `--hold FROM:TO` holds a REPEATABLE READ snapshot (a long transaction)
+from minute FROM to minute TO of the week: the live part grows while it is held (vacuum
+may remove nothing it could see) and must level off again once it ends; cleanup's
+detach of old partitions waits for it.
 """
 
 from __future__ import annotations
@@ -41,11 +44,13 @@ import threading
 import time
 from typing import Any
 
+import psycopg2
 from sqlalchemy import text
 
 from bench.common import fill, machine, private_server, scratch_database, sql, stop_pool
 from skiplock import queue_core as q
 from skiplock.queue_core.database import db
+from skiplock.queue_core.database.urls import libpq_dsn
 
 _CASES = ("none", "mover", "completion")
 _AFTER = {"none": "1000 days", "mover": "0", "completion": "1000 days"}
@@ -124,7 +129,7 @@ def _throughput(url: str, case: str, total: int, children: int) -> tuple[float, 
     return total / float(span), live_at_end
 
 
-def _week(url: str, minutes: float) -> None:
+def _week(url: str, minutes: float, hold: tuple[float, float] | None = None) -> None:
     database = _scalar("SELECT current_database()")
     sql(url, 'TRUNCATE "WorkerJob"')
     for setting, value in (("history_width", "1 minute"), ("history_after", "60 seconds")):
@@ -146,25 +151,47 @@ def _week(url: str, minutes: float) -> None:
     producer.start()
     start = time.monotonic()
     next_cleanup = start + 60
-    print(f"\ncompressed week: partitions of 1 minute, retention 7 minutes, {minutes:g} min")
+    # Cleanup on a thread of its own: with a snapshot held, its DETACH ... CONCURRENTLY
+    # waits for the snapshot's transaction to end (it must, to drop the partition).
+    cleaning: threading.Thread | None = None
+    holder: Any = None
+    print(f"\ncompressed week: partitions of 1 minute, retention 7 minutes, {minutes:g} min"
+          + (f"; a REPEATABLE READ snapshot held from minute {hold[0]:g} to {hold[1]:g}"
+             if hold else ""))
     print(f"{'min':>5} {'live rows':>10} {'live MiB':>9} {'history rows':>13} {'partitions':>11} "
-          f"{'completed':>10}")
+          f"{'completed':>10} {'held':>5} {'cleanup':>8}")
     try:
         while time.monotonic() - start < minutes * 60:
             time.sleep(30)
-            if time.monotonic() >= next_cleanup:
-                q.cleanup("7m")
-                next_cleanup += 60
+            elapsed_min = (time.monotonic() - start) / 60
+            if hold and holder is None and hold[0] <= elapsed_min < hold[1]:
+                holder = psycopg2.connect(libpq_dsn(url))
+                holder.set_session(isolation_level="REPEATABLE READ")
+                holder.cursor().execute('SELECT 1 FROM "WorkerJob" LIMIT 1')
+            elif holder is not None and hold and elapsed_min >= hold[1]:
+                holder.rollback()
+                holder.close()
+                holder = None
+            if time.monotonic() >= next_cleanup and (cleaning is None or not cleaning.is_alive()):
+                cleaning = threading.Thread(target=q.cleanup, args=("7m",), daemon=True)
+                cleaning.start()
+                next_cleanup = time.monotonic() + 60
             row = _row("""SELECT (SELECT count(*) FROM "WorkerJobLive") AS live,
                                  pg_total_relation_size('"WorkerJobLive"') AS live_bytes,
                                  (SELECT count(*) FROM "WorkerJobHistory") AS history,
                                  (SELECT count(*) FROM skiplock_history_partitions()) AS parts,
                                  (SELECT count(*) FROM "WorkerJob" WHERE status = 'COMPLETED')
                                    AS done""")
+            waiting = cleaning is not None and cleaning.is_alive()
             print(f"{(time.monotonic() - start) / 60:>5.1f} {row.live:>10} "
                   f"{row.live_bytes / 2**20:>9.1f} {row.history:>13} {row.parts:>11} "
-                  f"{row.done:>10}", flush=True)
+                  f"{row.done:>10} {'yes' if holder is not None else '':>5} "
+                  f"{'running' if waiting else '':>8}", flush=True)
     finally:
+        if holder is not None:
+            holder.close()
+        if cleaning is not None:
+            cleaning.join(60)
         stop.set()
         producer.join()
         stop_pool(proc)
@@ -201,6 +228,9 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--children", type=int, default=2)
     parser.add_argument("--week-minutes", type=float, default=0,
                         help="run the compressed week for this many minutes (0: not)")
+    parser.add_argument("--hold", default=None, metavar="FROM:TO",
+                        help="in the compressed week, hold a REPEATABLE READ snapshot from "
+                             "minute FROM to minute TO (say 4:6, two days of the week)")
     args = parser.parse_args(argv)
     if args.jobs:
         with scratch_database() as url:
@@ -212,4 +242,8 @@ def run(argv: list[str]) -> None:
         # off), which the live part's size depends on.
         with private_server(), scratch_database() as url:
             print(f"machine: {machine(url)} (a private cluster)")
-            _week(url, args.week_minutes)
+            hold = None
+            if args.hold:
+                begin, end = (float(part) for part in args.hold.split(":"))
+                hold = (begin, end)
+            _week(url, args.week_minutes, hold)
