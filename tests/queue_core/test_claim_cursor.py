@@ -84,3 +84,25 @@ def test_segments_are_used_only_while_claims_from_the_head_are_slow():
         assert cursor.on and cursor.segments() is not None
     cursor.claimed([], 0.001, from_head=True)
     assert not cursor.on and cursor.segments() is None  # fast three times in a row: off
+
+
+def test_turning_on_warns_once_in_ten_minutes(caplog):
+    import logging
+
+    clock = Clock()
+    cursor = ClaimCursor(slow_s=0.006, clock=clock)
+
+    def turn_on_then_off() -> None:
+        cursor.claimed([], 0.02, from_head=True)
+        cursor.claimed([], 0.02, from_head=True)
+        for _ in range(3):
+            cursor.claimed([], 0.001, from_head=True)
+
+    with caplog.at_level(logging.INFO, logger="skiplock.queue"):
+        for _ in range(3):  # a loaded machine: the head crosses 6 ms now and then
+            turn_on_then_off()
+            clock.now += 60
+        clock.now += 600
+        turn_on_then_off()
+    turned = [r.levelname for r in caplog.records if "remembered positions" in r.message]
+    assert turned == ["WARNING", "INFO", "INFO", "WARNING"]
