@@ -1679,6 +1679,20 @@ HISTORY_PARTITIONS = text(
     ORDER BY p.lower
     """
 )
+# The oldest transaction that holds a lock on a partition being detached, or on its
+# parents: what the detach waits for (history._detach names it).
+HISTORY_DETACH_WAITS_FOR = text(
+    """
+    SELECT a.pid, a.state, EXTRACT(EPOCH FROM now() - a.xact_start) AS age_s
+    FROM pg_stat_activity AS a
+    WHERE a.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL
+      AND EXISTS (SELECT FROM pg_locks AS l
+                  WHERE l.pid = a.pid AND l.relation IN (to_regclass(format('%I', :name)),
+                        '"WorkerJobHistory"'::regclass, '"WorkerJob"'::regclass))
+    ORDER BY a.xact_start
+    LIMIT 1
+    """
+)
 # A detach that a crash left half done (DETACH ... CONCURRENTLY is two transactions).
 HISTORY_DETACHING = text(
     """

@@ -44,6 +44,7 @@ from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
 from skiplock.queue_core import pacing, sql
+from skiplock.queue_core.database import faults
 from skiplock.queue_core.database.db import connect
 
 log = logging.getLogger("skiplock.history")
@@ -52,6 +53,7 @@ MOVE_BATCH = 5000
 EVERY_S = 5.0  # a master's pass
 HEAD_EVERY_S = 60.0  # a master's pass from the finished index's head (MoveCursor)
 AHEAD = 3  # partitions made ahead of now, counted in widths
+DETACH_WAIT_S = 5.0  # how long a detach waits for older transactions (`_detach`)
 MOVED_SQLSTATE = "40001"
 _MOVED_MESSAGE = "already moved to another partition"
 # A statement that meets a moved row again on its next run (it walks many rows while
@@ -183,6 +185,8 @@ class Retention:
     finalized: list[str] = field(default_factory=list)
     made: list[str] = field(default_factory=list)
     kept_dead: list[str] = field(default_factory=list)  # old enough, but with dead letters
+    # Detached, not dropped yet: an older transaction could still read them (see below).
+    waiting: list[str] = field(default_factory=list)
     rows: int = 0  # in the dropped partitions, as the planner counts them
     edges: int = 0  # dependency edges and batches of the dropped jobs, forgotten
 
@@ -197,10 +201,8 @@ def drop_older(older_than: timedelta, *, ahead: int = AHEAD,
     done = Retention()
     with connect(autocommit=True) as c:
         for row in c.execute(sql.HISTORY_DETACHING).fetchall():
-            c.exec_driver_sql(f'ALTER TABLE "WorkerJobHistory" DETACH PARTITION '
-                              f'"{row.name}" FINALIZE')
-            c.exec_driver_sql(f'DROP TABLE "{row.name}"')
-            done.finalized.append(row.name)
+            if _detach(c, row.name, "FINALIZE", done):
+                done.finalized.append(row.name)
         now = c.exec_driver_sql("SELECT now()").scalar_one()
         for part in partitions(c):
             if part.detaching or part.upper > now - older_than:
@@ -208,12 +210,11 @@ def drop_older(older_than: timedelta, *, ahead: int = AHEAD,
             if keep_dead and c.exec_driver_sql(sql.HISTORY_HAS_DEAD.format(part.name)).scalar():
                 done.kept_dead.append(part.name)
                 continue
-            done.rows += int(c.execute(sql.HISTORY_ROWS, {"name": part.name}).scalar_one())
+            rows = int(c.execute(sql.HISTORY_ROWS, {"name": part.name}).scalar_one())
             # Outside any transaction block: DETACH ... CONCURRENTLY is two transactions.
-            c.exec_driver_sql(f'ALTER TABLE "WorkerJobHistory" DETACH PARTITION '
-                              f'"{part.name}" CONCURRENTLY')
-            c.exec_driver_sql(f'DROP TABLE "{part.name}"')
-            done.dropped.append(part.name)
+            if _detach(c, part.name, "CONCURRENTLY", done):
+                done.rows += rows
+                done.dropped.append(part.name)
         if done.dropped or done.finalized:
             forgot = c.execute(sql.FORGET_DROPPED_EDGES).one()
             done.edges = int(forgot.edges) + int(forgot.batches)
@@ -223,6 +224,36 @@ def drop_older(older_than: timedelta, *, ahead: int = AHEAD,
         log.info("dropped %d history partitions older than %s",
                  len(done.dropped) + len(done.finalized), older_than)
     return done
+
+
+def _detach(c: Connection, name: str, how: str, done: Retention) -> bool:
+    """Detach the partition `name` (`how`: CONCURRENTLY, or FINALIZE for one a detach
+    left pending) and drop it; False: it waits for older transactions, for the next
+    cleanup.
+
+    The detach's second step waits for every transaction that could still read the
+    partition: a long one (a report, a session idle in a transaction, the benchmark's
+    held snapshot) held cleanup there for as long as it lasted, with the rest of
+    cleanup undone. It waits DETACH_WAIT_S at most (lock_timeout); the partition is
+    then left detach-pending, which readers that begin later no longer see, and the
+    next cleanup finishes it (FINALIZE)."""
+    c.exec_driver_sql(f"SET lock_timeout = '{int(DETACH_WAIT_S * 1000)}ms'")
+    try:
+        c.exec_driver_sql(f'ALTER TABLE "WorkerJobHistory" DETACH PARTITION "{name}" {how}')
+    except sa_exc.DBAPIError as exc:
+        if faults.classify(exc) != faults.Fault.LOCK_TIMEOUT:
+            raise
+        older = c.execute(sql.HISTORY_DETACH_WAITS_FOR, {"name": name}).first()
+        who = (f"pid {older.pid} ({older.state}), open {older.age_s:.0f} s"
+               if older is not None else "an older transaction")
+        log.warning("history partition %s is detached but not dropped yet: it waits for %s; "
+                    "the next cleanup drops it", name, who)
+        done.waiting.append(name)
+        return False
+    finally:
+        c.exec_driver_sql("RESET lock_timeout")
+    c.exec_driver_sql(f'DROP TABLE "{name}"')
+    return True
 
 
 def is_moved(exc: BaseException) -> bool:
@@ -251,4 +282,6 @@ def describe(done: Retention) -> list[str]:
     lines += [f"finished the detach of history partition {n}" for n in done.finalized]
     lines += [f"made history partition {n}" for n in done.made]
     lines += [f"kept history partition {n}: it holds dead letters" for n in done.kept_dead]
+    lines += [f"detached history partition {n}: an older transaction could still read it; "
+              "the next cleanup drops it" for n in done.waiting]
     return lines

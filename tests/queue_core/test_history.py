@@ -241,6 +241,34 @@ def test_cleanup_drops_whole_partitions_and_keeps_the_rest():
     assert history.drop_older(timedelta(days=7)).dropped == []
 
 
+def test_a_detach_that_waits_for_an_older_transaction_is_left_to_the_next_cleanup(monkeypatch):
+    # A REPEATABLE READ transaction that read "WorkerJob" could still read the old
+    # partition: its detach waits for it, and cleanup, which waited as long as it
+    # lasted, now goes on and drops the partition the next time.
+    monkeypatch.setattr(history, "DETACH_WAIT_S", 0.3)
+    old = finish("H_WAIT")
+    ten_days_ago = sql("SELECT skiplock_history_partition(now() - interval '10 days')")[0][0]
+    sql("""UPDATE "WorkerJob" SET "archivedAt" = now() - interval '10 days',
+                  "completedAt" = now() - interval '10 days' WHERE id = :id""", id=old)
+    reader = psycopg2.connect(libpq_dsn(database_url()))
+    try:
+        reader.set_session(isolation_level="REPEATABLE READ")
+        with reader.cursor() as cur:
+            cur.execute('SELECT count(*) FROM "WorkerJob"')
+        report: list[str] = []
+        q.cleanup("7d", report=report)
+        assert any(line.startswith(f"detached history partition {ten_days_ago}: an older "
+                                   "transaction") for line in report), report
+        assert [p.name for p in history.partitions() if p.detaching] == [ten_days_ago]
+        assert q.get_job(old) is None  # a reader that begins now no longer sees it
+    finally:
+        reader.close()
+    report = []
+    q.cleanup("7d", report=report)
+    assert f"finished the detach of history partition {ten_days_ago}" in report, report
+    assert ten_days_ago not in [p.name for p in history.partitions()]
+
+
 def test_edges_stay_while_their_jobs_are_kept_and_go_with_their_partition():
     from skiplock.queue_core.features import dependencies
 
