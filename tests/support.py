@@ -26,6 +26,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "t
         time.sleep(interval)
 
 
+class Clock:
+    """A clock the test turns, for the objects that take a `clock` (`time.monotonic`)."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:

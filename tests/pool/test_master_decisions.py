@@ -25,27 +25,17 @@ from skiplock.pool.master import ABORT_GRACE_S, IDLE_STOP_S, LOST_GRACE_S, Maste
 from skiplock.pool.states import Cause, Due, PoolState
 from skiplock.queue_core.config import load_settings
 from skiplock.queue_core.database import db
+from tests.support import Clock
 
 KILLED_BY_SIGKILL = signal.SIGKILL  # a wait status: killed by signal 9
 EXITED_ABORTED = 4 << 8
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Harness:
     """A master, its clock, the signals it sent and the statuses its waitpid returns."""
 
     def __init__(self, database_url: str, **settings: Any) -> None:
-        self.clock = Clock()
+        self.clock = Clock(1000.0)
         self.sent: list[tuple[int, int]] = []
         self.statuses: dict[int, int] = {}
         self.pipes: dict[int, int] = {}

@@ -7,7 +7,7 @@ import subprocess
 from typing import Any
 
 import psycopg2
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 
 from skiplock.queue_core.database import db
 from skiplock.queue_core.database.urls import libpq_dsn
@@ -17,6 +17,18 @@ def sql(statement: str, **params: Any) -> list[Any]:
     with db.get_engine().begin() as conn:
         result = conn.execute(text(statement), params)
         return result.fetchall() if result.returns_rows else []
+
+
+def plan(statement: TextClause, params: dict[str, Any], *, big_table: bool = False) -> str:
+    """EXPLAIN of a statement as the driver sends it (psycopg2 binds client-side).
+    `big_table`: as on a table too big to read whole (a table of a few hundred rows is
+    read whole by any plan)."""
+    with db.get_engine().begin() as conn:
+        if big_table:
+            conn.execute(text("SET LOCAL enable_seqscan = off"))
+        found = "\n".join(r[0] for r in conn.execute(text("EXPLAIN " + statement.text), params))
+        conn.rollback()
+    return found
 
 
 def row(job_id: str) -> Any:

@@ -10,6 +10,7 @@ from skiplock.queue_core import lifecycle
 from skiplock.queue_core import sql as sql_statements
 from skiplock.queue_core.database import db
 from tests.queue_core.helpers import count, row, sql
+from tests.queue_core.helpers import plan as explain
 
 
 def test_claim_takes_highest_priority_then_oldest():
@@ -83,14 +84,6 @@ def test_claim_respects_limit_and_type_filter():
     assert q.claim("w") == []
 
 
-def _plan(statement, params) -> str:
-    """EXPLAIN of a statement as the driver sends it (psycopg2 binds client-side)."""
-    with db.get_engine().begin() as conn:
-        plan = "\n".join(r[0] for r in conn.execute(text("EXPLAIN " + statement.text), params))
-        conn.rollback()
-    return plan
-
-
 def test_the_claim_statements_walk_the_claim_index_even_when_one_type_fills_the_queue():
     # One type dominating the backlog (a backfill) is what once made the planner
     # sort every pending row: the real statements, on realistic statistics.
@@ -98,13 +91,13 @@ def test_the_claim_statements_walk_the_claim_index_even_when_one_type_fills_the_
     q.enqueue_many([{"type": "RARE", "payload": {}} for _ in range(5)])
     sql('ANALYZE "WorkerJob"')
     for limit in (1, 10):
-        plan = _plan(sql_statements.CLAIM, {"worker_id": "w", "limit": limit, "children": 2})
+        plan = explain(sql_statements.CLAIM, {"worker_id": "w", "limit": limit, "children": 2})
         assert "WorkerJob_claim_idx" in plan, plan
         assert not _sorts_the_table(plan) and _JOB_TABLE_SCAN not in plan, plan
-    plan = _plan(sql_statements.CLAIM_TYPES, {"worker_id": "w", "limit": 1, "children": 2,
+    plan = explain(sql_statements.CLAIM_TYPES, {"worker_id": "w", "limit": 1, "children": 2,
                                              "types": ["BULK"]})
     assert _JOB_TABLE_SCAN not in plan and "Sort Method: external" not in plan, plan
-    plan = _plan(sql_statements.COMPLETE_AND_CLAIM, {
+    plan = explain(sql_statements.COMPLETE_AND_CLAIM, {
         "ids": "{}", "lockers": "{}", "attempts": "{}", "results": "{}", "worker_id": "w",
         "limit": 10, "children": 2})
     assert "WorkerJob_claim_idx" in plan, plan
@@ -129,7 +122,7 @@ def test_a_claim_of_given_types_walks_the_claim_index_when_their_statistics_are_
                 "ids": "{}", "lockers": "{}", "attempts": "{}", "results": "{}",
                 "worker_id": "w", "limit": 10, "children": 2, "types": types}),
         ):
-            plan = _plan(statement, params)
+            plan = explain(statement, params)
             assert "WorkerJob_claim_idx" in plan and "WorkerJob_pending_type_idx" not in plan, plan
             assert not _sorts_the_table(plan) and _JOB_TABLE_SCAN not in plan, plan
         assert sql_statements.CLAIM_TYPES_AFTER_SAVEPOINT.text.endswith(

@@ -9,14 +9,7 @@ from skiplock import queue_core as q
 from skiplock.queue_core import lifecycle
 from skiplock.queue_core.claim_cursor import ClaimCursor
 from tests.queue_core.helpers import sql
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import Clock
 
 
 def _cursor_on(clock: Clock) -> ClaimCursor:

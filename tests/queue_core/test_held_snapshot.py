@@ -6,34 +6,16 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import TextClause, text
-
 from skiplock import queue_core as q
 from skiplock.pool.history import HistoryMover
 from skiplock.pool.recovery import Recovery
 from skiplock.queue_core import pacing
 from skiplock.queue_core import sql as statements
-from skiplock.queue_core.database import db
 from skiplock.queue_core.database.arrays import flag_array, number_array, text_array
 from skiplock.queue_core.features import history
+from tests.queue_core.helpers import plan as explain
 from tests.queue_core.helpers import sql
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _plan(statement: TextClause, params: dict[str, object]) -> str:
-    """EXPLAIN as on a big table: a table of a few hundred rows is read whole by any plan."""
-    with db.get_engine().begin() as conn:
-        conn.execute(text("SET LOCAL enable_seqscan = off"))
-        plan = "\n".join(r[0] for r in conn.execute(text("EXPLAIN " + statement.text), params))
-        conn.rollback()
-    return plan
+from tests.support import Clock
 
 
 def test_a_heartbeat_and_a_completion_find_their_jobs_by_id_not_the_processing_index():
@@ -57,7 +39,7 @@ def test_a_heartbeat_and_a_completion_find_their_jobs_by_id_not_the_processing_i
     for statement, bound in ((statements.HEARTBEAT, params), (statements.COMPLETE_MANY, {
             "ids": params["ids"], "lockers": params["lockers"], "attempts": params["attempts"],
             "results": text_array([None] * len(held))})):
-        plan = _plan(statement, bound)
+        plan = explain(statement, bound, big_table=True)
         used = re.findall(r'(?:Index Scan using|Bitmap Index Scan on) "(\w+)"', plan)
         assert used and set(used) == {"WorkerJob_pkey"}, plan
         assert 'Seq Scan on "WorkerJobLive"' not in plan, plan
@@ -65,7 +47,7 @@ def test_a_heartbeat_and_a_completion_find_their_jobs_by_id_not_the_processing_i
 
 
 def test_the_movers_passes_start_where_the_last_stopped_and_the_head_pass_catches_up():
-    clock = Clock()
+    clock = Clock(1000.0)
     mover = HistoryMover(clock=clock)
     mover.settings = history.Settings(after_s=60.0, dead_after_s=7 * 86400.0, width_s=86400.0)
     kept = q.enqueue("MV_CURSOR", {})
